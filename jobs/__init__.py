@@ -1,0 +1,1 @@
+"""Jobs: the job configuration, runners (local / dask / analysis facility), checkpoints, CLI."""
