@@ -1,0 +1,264 @@
+"""Access to the ``xy_mt`` histogram: dataset selection, working-point snapping, ABCD region yields.
+
+The processors fill ``xy_mt`` with axes ``(dataset, plane, x, y, mt)`` and weight storage. Scores
+are clipped into [0, 1) and M_T into the axis range, so everything here works with
+``flow=False``. Region definitions (thresholds ``x0``, ``y0`` on bin edges):
+
+* A: X > x0, Y < y0
+* B: X > x0, Y > y0 (signal region)
+* C: X < x0, Y < y0
+* D: X < x0, Y > y0
+
+Example:
+    >>> # y = region_yields(xy_mt, datasets, (0.775, 0.875), plane="SP", which="background")
+    >>> # y.n.shape == (4, n_mt)   # rows A, B, C, D
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from svjscout.exceptions import HistogramError
+
+log = logging.getLogger(__name__)
+
+REGIONS: tuple[str, ...] = ("A", "B", "C", "D")
+KINDS: tuple[str, ...] = ("signal", "background", "data")
+REQUIRED_AXES: tuple[str, ...] = ("dataset", "plane", "x", "y", "mt")
+EDGE_TOL = 1e-6
+
+
+def check_axes(xy_mt) -> None:
+    """Raise :class:`HistogramError` unless ``xy_mt`` has the axes ``dataset, plane, x, y, mt``."""
+    names = [ax.name for ax in xy_mt.axes]
+    missing = [a for a in REQUIRED_AXES if a not in names]
+    if missing:
+        raise HistogramError(f"xy_mt histogram lacks axis/axes {missing}; found {names}, expected {list(REQUIRED_AXES)}")
+
+
+def mt_edges(xy_mt) -> np.ndarray:
+    """M_T bin edges of ``xy_mt`` in GeV, shape ``(n_mt + 1,)``."""
+    return np.asarray(xy_mt.axes["mt"].edges, dtype=float)
+
+
+def snap_threshold(value: float, edges: np.ndarray, axis: str) -> int:
+    """Index of the bin edge equal to ``value`` (within 1e-6).
+
+    Args:
+        value: threshold (score units, e.g. 0.775).
+        edges: axis edges, shape ``(n + 1,)``.
+        axis: axis name used in the error message.
+
+    Returns:
+        i such that ``edges[i] == value``; region "below" is bins ``[0, i)``.
+
+    Raises:
+        HistogramError: if the value is not on an interior-or-boundary edge (the message names
+            the value and the nearest edges).
+    """
+    edges = np.asarray(edges, dtype=float)
+    i = int(np.argmin(np.abs(edges - value)))
+    if abs(edges[i] - value) > EDGE_TOL:
+        lo = edges[max(0, np.searchsorted(edges, value) - 1)]
+        hi = edges[min(len(edges) - 1, np.searchsorted(edges, value))]
+        raise HistogramError(
+            f"threshold {axis}0={value!r} is not on a bin edge of axis '{axis}' "
+            f"(nearest edges {lo:.6g} and {hi:.6g}); working points must sit on multiples of the bin width"
+        )
+    return i
+
+
+def parse_wp(wp) -> tuple[float, float]:
+    """Normalise a working point given as ``(x0, y0)``, ``"x0,y0"`` or ``{"x0":..,"y0":..}``."""
+    if isinstance(wp, str):
+        parts = wp.split(",")
+        if len(parts) != 2:
+            raise HistogramError(f"working point '{wp}' must be 'X0,Y0'")
+        return float(parts[0]), float(parts[1])
+    if isinstance(wp, Mapping):
+        return float(wp["x0"]), float(wp["y0"])
+    x0, y0 = wp
+    return float(x0), float(y0)
+
+
+def datasets_of_kind(xy_mt, datasets: Mapping[str, Mapping], kind: str) -> list[str]:
+    """Datasets of a given kind that are present in ``xy_mt`` (sorted).
+
+    Raises:
+        HistogramError: if a dataset of that kind in ``datasets`` is missing from the histogram,
+            or ``kind`` is unknown.
+    """
+    if kind not in KINDS:
+        raise HistogramError(f"unknown dataset kind '{kind}', expected one of {KINDS}")
+    present = set(xy_mt.axes["dataset"])
+    names = sorted(n for n, meta in datasets.items() if meta.get("kind") == kind)
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise HistogramError(f"dataset(s) {missing} of kind '{kind}' are listed in datasets but absent from xy_mt")
+    return names
+
+
+def select_datasets(xy_mt, datasets: Mapping[str, Mapping], which: str | Sequence[str]) -> list[str]:
+    """Resolve ``which`` (a kind, a dataset name or a list of names) to dataset names."""
+    if isinstance(which, str):
+        if which in KINDS:
+            names = datasets_of_kind(xy_mt, datasets, which)
+            if not names:
+                raise HistogramError(f"no dataset of kind '{which}' in datasets (have {sorted(datasets)})")
+            return names
+        which = [which]
+    present = set(xy_mt.axes["dataset"])
+    missing = [n for n in which if n not in present]
+    if missing:
+        raise HistogramError(f"dataset(s) {missing} not in xy_mt (have {sorted(present)})")
+    return list(which)
+
+
+def plane_arrays(xy_mt, names: Sequence[str], plane: str, summed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Values and variances of ``xy_mt`` for some datasets in one plane.
+
+    Args:
+        xy_mt: the ``(dataset, plane, x, y, mt)`` histogram.
+        names: dataset names.
+        plane: "SP" or "VP".
+        summed: sum over the datasets (shape ``(nx, ny, n_mt)``) or keep them
+            (shape ``(len(names), nx, ny, n_mt)``).
+
+    Returns:
+        ``(values, variances)``, event counts (weighted) and their sumw2.
+    """
+    check_axes(xy_mt)
+    planes = list(xy_mt.axes["plane"])
+    if plane not in planes:
+        raise HistogramError(f"plane '{plane}' not in xy_mt plane axis {planes}")
+    ds_axis = list(xy_mt.axes["dataset"])
+    idx = []
+    for n in names:
+        if n not in ds_axis:
+            raise HistogramError(f"dataset '{n}' not in xy_mt (have {ds_axis})")
+        idx.append(ds_axis.index(n))
+    order = [ax.name for ax in xy_mt.axes]
+    vals = np.asarray(xy_mt.values(flow=False), dtype=float)
+    var = xy_mt.variances(flow=False)
+    var = vals.copy() if var is None else np.asarray(var, dtype=float)
+    perm = [order.index(a) for a in REQUIRED_AXES]
+    vals = np.transpose(vals, perm)[idx, planes.index(plane)]
+    var = np.transpose(var, perm)[idx, planes.index(plane)]
+    if summed:
+        return vals.sum(axis=0), var.sum(axis=0)
+    return vals, var
+
+
+def cumulative_2d(arr: np.ndarray) -> np.ndarray:
+    """Zero-padded 2D cumulative sum over the (x, y) axes.
+
+    Args:
+        arr: shape ``(..., nx, ny, n_mt)``.
+
+    Returns:
+        S with shape ``(..., nx + 1, ny + 1, n_mt)`` and ``S[..., i, j, :] = arr[..., :i, :j, :].sum()``.
+    """
+    pad = [(0, 0)] * arr.ndim
+    pad[-3] = (1, 0)
+    pad[-2] = (1, 0)
+    return np.pad(arr, pad).cumsum(axis=-3).cumsum(axis=-2)
+
+
+def regions_from_cumsum(S: np.ndarray, ix, iy) -> np.ndarray:
+    """ABCD yields from a 2D cumulative sum, vectorised over threshold indices.
+
+    Args:
+        S: output of :func:`cumulative_2d`, shape ``(..., nx + 1, ny + 1, n_mt)``.
+        ix: x-edge index array, shape ``(gx,)`` (or scalar).
+        iy: y-edge index array, shape ``(gy,)`` (or scalar).
+
+    Returns:
+        Array of shape ``(4, ..., gx, gy, n_mt)``, first axis A, B, C, D.
+    """
+    ix = np.atleast_1d(np.asarray(ix, dtype=int))
+    iy = np.atleast_1d(np.asarray(iy, dtype=int))
+    nx, ny = S.shape[-3] - 1, S.shape[-2] - 1
+    sel = lambda i, j: S[..., i, :, :][..., :, j, :]  # noqa: E731  (..., gx, gy, n_mt)
+    c = sel(ix, iy)
+    below_y = sel(np.full_like(ix, nx), iy)  # all x, y < y0
+    left_x = sel(ix, np.full_like(iy, ny))  # x < x0, all y
+    tot = S[..., nx, ny, :][..., None, None, :]
+    a = below_y - c
+    d = left_x - c
+    b = tot - a - c - d
+    return np.stack([a, b, c, d])
+
+
+@dataclass
+class RegionYields:
+    """Yields in regions A, B, C, D per M_T bin.
+
+    Attributes:
+        n: weighted counts, shape ``(4, n_mt)``, rows A, B, C, D.
+        var: their variances (sumw2, or counts for Poisson data), shape ``(4, n_mt)``.
+        edges: M_T bin edges in GeV, shape ``(n_mt + 1,)``.
+        wp: working point ``(x0, y0)``.
+        plane: "SP" or "VP".
+        label: what was summed (a kind or dataset names).
+    """
+
+    n: np.ndarray
+    var: np.ndarray
+    edges: np.ndarray
+    wp: tuple[float, float]
+    plane: str
+    label: str = ""
+    groups: list[list[int]] = field(default_factory=list)
+
+    def region(self, r: str) -> np.ndarray:
+        """Counts in region ``r`` (one of A, B, C, D), shape ``(n_mt,)``."""
+        return self.n[REGIONS.index(r)]
+
+    def merged(self, groups: Sequence[Sequence[int]]) -> "RegionYields":
+        """Sum M_T bins into groups of consecutive original bins (see :mod:`.writer`)."""
+        n = np.stack([self.n[:, list(g)].sum(axis=1) for g in groups], axis=1)
+        v = np.stack([self.var[:, list(g)].sum(axis=1) for g in groups], axis=1)
+        edges = np.array([self.edges[g[0]] for g in groups] + [self.edges[groups[-1][-1] + 1]])
+        return RegionYields(n, v, edges, self.wp, self.plane, self.label, [list(g) for g in groups])
+
+
+def region_yields(
+    xy_mt,
+    datasets: Mapping[str, Mapping],
+    wp,
+    plane: str = "SP",
+    which: str | Sequence[str] = "background",
+    poisson: bool | None = None,
+) -> RegionYields:
+    """ABCD region yields per M_T bin at one working point.
+
+    Args:
+        xy_mt: the ``(dataset, plane, x, y, mt)`` histogram.
+        datasets: dataset metadata ``{name: {"kind": ...}}``.
+        wp: ``(x0, y0)``, on x/y bin edges.
+        plane: "SP" or "VP".
+        which: "background", "signal", "data", a dataset name or a list of names.
+        poisson: use variance = counts (Poisson) instead of sumw2; default True for ``which="data"``.
+
+    Returns:
+        :class:`RegionYields` with ``n`` and ``var`` of shape ``(4, n_mt)``.
+    """
+    check_axes(xy_mt)
+    x0, y0 = parse_wp(wp)
+    ix = snap_threshold(x0, xy_mt.axes["x"].edges, "x")
+    iy = snap_threshold(y0, xy_mt.axes["y"].edges, "y")
+    names = select_datasets(xy_mt, datasets, which)
+    vals, var = plane_arrays(xy_mt, names, plane)
+    n = regions_from_cumsum(cumulative_2d(vals), ix, iy)[:, 0, 0, :]
+    if poisson is None:
+        poisson = which == "data"
+    if poisson:
+        v = np.clip(n, 0.0, None)
+    else:
+        v = regions_from_cumsum(cumulative_2d(var), ix, iy)[:, 0, 0, :]
+    label = which if isinstance(which, str) else ",".join(which)
+    return RegionYields(n, v, mt_edges(xy_mt), (x0, y0), plane, label)

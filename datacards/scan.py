@@ -1,0 +1,335 @@
+"""Working-point grid scan of the ABCD thresholds (x0, y0), vectorised over the grid.
+
+For every grid point the region yields per M_T bin come from one zero-padded 2D cumulative sum of
+the ``xy_mt`` (x, y) axes (:func:`.regions.cumulative_2d`), so the 33 x 33 scan is a handful of
+numpy operations. Metrics per point (plane SP by default, MC background summed over datasets):
+
+``z_mean``  ``<Z_A>``: mean over signal points k of ``sqrt(sum_i Z_k,i^2)`` with
+            :func:`.significance.asimov_z`, ``s = stilde_k,i`` (rescaled to the reference point's
+            total yield), ``b = nhat_B,i`` (background-only ABCD fit of the Asimov data in A, C, D:
+            the fit reproduces the yields, its SR prediction is ``n_A n_D / n_C``) and
+            ``sigma_b,i`` from that fit: ``sigma_mode="poisson"`` (default, Asimov-data statistics,
+            ``nhat sqrt(1/n_A + 1/n_C + 1/n_D)``), ``"sumw2"`` (MC statistics) or ``"both"``
+            (quadrature sum).
+``pvalue``  chi2 p-value of prediction vs MC in B over the M_T bins (:func:`.abcd.chi2_test`).
+``plateau`` True if ``pvalue >= p_min`` at the point and at all its existing 8 grid neighbours.
+``delta``   fractional non-closure of the SR total, ``sum_i nhat_B,i / sum_i n_B,i - 1``.
+``pull``    ``(sum nhat_B - sum n_B) / sqrt(sum sigma^2(nhat_B) + sum sigma^2(n_B))`` (sumw2).
+``r_max``   ``max_{k, R in A,C,D} (s_R,k / b_R) / (s_B,k / b_B)`` (M_T-integrated yields).
+``in_bounds`` ``x0, y0`` inside ``bounds``.
+
+Selection: maximise ``z_mean`` among points passing every rule. If none passes, the fallback is
+the point with the fewest failed rules (bounds always required), highest ``z_mean`` among them; the
+result then has ``fallback=True`` and a report naming the rules that failed.
+
+Example:
+    >>> # res = scan_working_points(xy_mt, datasets)
+    >>> # res.best, res.table.loc[res.table.passes].head()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from svjscout.exceptions import HistogramError
+
+from .abcd import predict
+from .regions import cumulative_2d, datasets_of_kind, plane_arrays, regions_from_cumsum, snap_threshold
+from .significance import asimov_z, rescale_factors
+
+log = logging.getLogger(__name__)
+
+RULE_COLUMNS = ("pass_pvalue", "pass_delta", "pass_pull", "pass_rmax", "in_bounds")
+
+
+@dataclass
+class ScanRules:
+    """Selection rules of the scan (physics.md defaults).
+
+    Attributes:
+        p_min: minimum chi2 p-value (0.9), required at the point and, if ``plateau``, its neighbours.
+        plateau: require the local plateau.
+        delta_max: maximum ``|delta|`` (0.05).
+        pull_max: maximum ``|pull|`` (2.0).
+        r_max: maximum signal contamination ratio (0.35).
+        bounds: allowed range for x0 and y0 ((0.1, 0.9)).
+        sigma_mode: background uncertainty in ``<Z_A>``: "poisson", "sumw2" or "both".
+        plane: plane of the scan ("SP").
+    """
+
+    p_min: float = 0.9
+    plateau: bool = True
+    delta_max: float = 0.05
+    pull_max: float = 2.0
+    r_max: float = 0.35
+    bounds: tuple[float, float] = (0.1, 0.9)
+    sigma_mode: str = "poisson"
+    plane: str = "SP"
+
+
+@dataclass
+class ScanResult:
+    """Result of :func:`scan_working_points`.
+
+    Attributes:
+        table: pandas DataFrame, one row per (x0, y0), metric columns, rule columns and ``passes``.
+        best: chosen working point ``(x0, y0)``.
+        fallback: True if no point passed every rule.
+        report: one-paragraph human-readable summary of the choice.
+        grid_x, grid_y: the scanned thresholds, shapes ``(gx,)`` and ``(gy,)``.
+        rules: the :class:`ScanRules` used.
+        reference: name of the reference signal point of the stilde rescaling.
+        signals: signal dataset names (order of the ``z_<name>`` columns).
+    """
+
+    table: object
+    best: tuple[float, float]
+    fallback: bool
+    report: str
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    rules: ScanRules
+    reference: str
+    signals: list[str] = field(default_factory=list)
+
+    def metric_grid(self, column: str) -> np.ndarray:
+        """Column of the table as a ``(gx, gy)`` array (rows x0, columns y0)."""
+        return self.table[column].to_numpy().reshape(len(self.grid_x), len(self.grid_y))
+
+
+def default_grid(n: int = 33, lo: float = 0.1, hi: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """``n x n`` equally spaced thresholds in ``[lo, hi]^2`` (33 -> step 0.025, on the bin edges)."""
+    g = np.round(np.linspace(lo, hi, n), 10)
+    return g, g.copy()
+
+
+def _resolve_grid(grid) -> tuple[np.ndarray, np.ndarray]:
+    if grid is None:
+        return default_grid()
+    if isinstance(grid, int):
+        return default_grid(grid)
+    if isinstance(grid, Mapping):
+        return np.asarray(grid["x"], float), np.asarray(grid["y"], float)
+    gx, gy = grid
+    return np.atleast_1d(np.asarray(gx, float)), np.atleast_1d(np.asarray(gy, float))
+
+
+def plateau_mask(ok: np.ndarray) -> np.ndarray:
+    """True where ``ok`` holds at a grid point and at all its existing 8 neighbours.
+
+    Args:
+        ok: boolean array ``(gx, gy)``.
+    """
+    p = np.pad(ok, 1, constant_values=True)
+    out = np.ones_like(ok, dtype=bool)
+    gx, gy = ok.shape
+    for dx in (0, 1, 2):
+        for dy in (0, 1, 2):
+            out &= p[dx : dx + gx, dy : dy + gy]
+    return out
+
+
+def _sigma_b(mode: str, nhat, var_mc, a, c, d):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pois = np.where(
+            (a > 0) & (c > 0) & (d > 0),
+            np.abs(nhat) * np.sqrt(1.0 / np.where(a > 0, a, 1) + 1.0 / np.where(c > 0, c, 1) + 1.0 / np.where(d > 0, d, 1)),
+            np.nan,
+        )
+    if mode == "poisson":
+        return pois
+    if mode == "sumw2":
+        return np.sqrt(var_mc)
+    if mode == "both":
+        return np.sqrt(pois**2 + var_mc)
+    raise HistogramError(f"unknown sigma_mode '{mode}', expected poisson, sumw2 or both")
+
+
+def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, np.ndarray]:
+    """All scan metrics from region yields (vectorised; grid shape ``G`` e.g. ``(gx, gy)``).
+
+    Args:
+        bkg: background yields, shape ``(4, *G, n_mt)`` (A, B, C, D).
+        bkg_var: their sumw2, same shape.
+        sig: signal yields, shape ``(4, K, *G, n_mt)``.
+        factors: stilde factors, shape ``(K,)``.
+        rules: thresholds (only ``sigma_mode`` is used here).
+
+    Returns:
+        dict of arrays of shape ``G`` (``z_k`` of shape ``(K, *G)``).
+    """
+    a, b, c, d = bkg
+    va, vb, vc, vd = bkg_var
+    nhat, var = predict(a, c, d, va, vc, vd)
+    den = var + vb
+    okp = np.isfinite(nhat) & (den > 0)
+    pull_i = np.where(okp, (np.where(okp, nhat, 0) - b) / np.sqrt(np.where(okp, den, 1)), 0.0)
+    chi2 = np.sum(pull_i**2, axis=-1)
+    ndf = np.sum(okp, axis=-1)
+    pval = np.where(ndf > 0, stats.chi2.sf(chi2, np.maximum(ndf, 1)), np.nan)
+
+    all_ok = np.all(np.isfinite(nhat), axis=-1)
+    nhat_tot = np.where(all_ok, np.sum(np.where(np.isfinite(nhat), nhat, 0), axis=-1), np.nan)
+    b_tot = b.sum(axis=-1)
+    okd = all_ok & (b_tot > 0)
+    delta = np.where(okd, nhat_tot / np.where(okd, b_tot, 1) - 1, np.nan)
+    den_tot = np.where(all_ok, np.sum(np.where(np.isfinite(var), var, 0), axis=-1), np.nan) + vb.sum(axis=-1)
+    okt = all_ok & (den_tot > 0)
+    pull = np.where(okt, (np.where(okt, nhat_tot, 0) - b_tot) / np.sqrt(np.where(okt, den_tot, 1)), np.nan)
+
+    sigma = _sigma_b(rules.sigma_mode, nhat, var, a, c, d)
+    shape = (-1,) + (1,) * (sig.ndim - 2)
+    stilde = sig[1] * np.asarray(factors).reshape(shape)
+    z_k = np.sqrt(np.sum(asimov_z(stilde, nhat[None], sigma[None]) ** 2, axis=-1))
+    z_mean = z_k.mean(axis=0)
+
+    s_int = sig.sum(axis=-1)  # (4, K, *G)
+    b_int = bkg.sum(axis=-1)  # (4, *G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = s_int / b_int[:, None]
+        ratio = frac[[0, 2, 3]] / frac[1][None]
+    ratio = np.where(np.isfinite(ratio), ratio, np.nan)
+    valid = np.any(np.isfinite(ratio), axis=(0, 1))
+    r_max = np.where(valid, np.nanmax(np.where(np.isfinite(ratio), ratio, -np.inf), axis=(0, 1)), np.inf)
+    return {
+        "z_mean": z_mean, "chi2": chi2, "ndf": ndf, "pvalue": pval, "delta": delta, "pull": pull,
+        "r_max": r_max, "z_k": z_k,
+    }
+
+
+def scan_working_points(
+    xy_mt,
+    datasets: Mapping[str, Mapping],
+    grid=None,
+    reference: str | None = None,
+    rules: ScanRules | None = None,
+    signals: Sequence[str] | None = None,
+) -> ScanResult:
+    """Scan the ABCD working point over a grid and choose the best one.
+
+    Args:
+        xy_mt: histogram ``(dataset, plane, x, y, mt)``.
+        datasets: dataset metadata (kinds "signal", "background", "data").
+        grid: None (33 x 33 in [0.1, 0.9]^2), an int n (n x n in [0.1, 0.9]^2), ``(xs, ys)``
+            arrays of thresholds, or ``{"x": xs, "y": ys}``; thresholds must sit on bin edges.
+        reference: reference signal dataset of the stilde rescaling (default: first signal name
+            in sorted order).
+        rules: :class:`ScanRules` (defaults of physics.md).
+        signals: signal datasets to average over (default: all of kind "signal").
+
+    Returns:
+        :class:`ScanResult`; ``.table`` has columns ``x0, y0, z_mean, chi2, ndf, pvalue, plateau,
+        delta, pull, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
+        passes`` and ``z_<signal>`` per signal point.
+
+    Raises:
+        HistogramError: missing axes/datasets, off-grid thresholds, no signal or background.
+    """
+    import pandas as pd
+
+    rules = rules or ScanRules()
+    gx, gy = _resolve_grid(grid)
+    ix = np.array([snap_threshold(v, xy_mt.axes["x"].edges, "x") for v in gx])
+    iy = np.array([snap_threshold(v, xy_mt.axes["y"].edges, "y") for v in gy])
+    bkg_names = datasets_of_kind(xy_mt, datasets, "background")
+    sig_names = list(signals) if signals is not None else datasets_of_kind(xy_mt, datasets, "signal")
+    if not bkg_names:
+        raise HistogramError("scan needs at least one dataset of kind 'background'")
+    if not sig_names:
+        raise HistogramError("scan needs at least one dataset of kind 'signal'")
+    reference = reference or sig_names[0]
+    if reference not in sig_names:
+        raise HistogramError(f"reference signal '{reference}' is not among the signal datasets {sig_names}")
+
+    bv, bw = plane_arrays(xy_mt, bkg_names, rules.plane)
+    sv, _ = plane_arrays(xy_mt, sig_names, rules.plane, summed=False)
+    bkg = regions_from_cumsum(cumulative_2d(bv), ix, iy)
+    bkg_var = regions_from_cumsum(cumulative_2d(bw), ix, iy)
+    sig = regions_from_cumsum(cumulative_2d(sv), ix, iy)
+    factors = rescale_factors(sv.sum(axis=(1, 2, 3)), sig_names.index(reference))
+    m = compute_metrics(bkg, bkg_var, sig, factors, rules)
+
+    X, Y = np.meshgrid(gx, gy, indexing="ij")
+    pass_p = np.nan_to_num(m["pvalue"], nan=-1.0) >= rules.p_min
+    plateau = plateau_mask(pass_p)
+    lo, hi = rules.bounds
+    cols = {
+        "x0": X.ravel(), "y0": Y.ravel(), "z_mean": m["z_mean"].ravel(), "chi2": m["chi2"].ravel(),
+        "ndf": m["ndf"].ravel(), "pvalue": m["pvalue"].ravel(), "plateau": plateau.ravel(),
+        "delta": m["delta"].ravel(), "pull": m["pull"].ravel(), "r_max": m["r_max"].ravel(),
+        "pass_pvalue": (plateau if rules.plateau else pass_p).ravel(),
+        "pass_delta": (np.nan_to_num(np.abs(m["delta"]), nan=np.inf) <= rules.delta_max).ravel(),
+        "pass_pull": (np.nan_to_num(np.abs(m["pull"]), nan=np.inf) <= rules.pull_max).ravel(),
+        "pass_rmax": (np.nan_to_num(m["r_max"], nan=np.inf) <= rules.r_max).ravel(),
+        "in_bounds": ((X >= lo - 1e-9) & (X <= hi + 1e-9) & (Y >= lo - 1e-9) & (Y <= hi + 1e-9)).ravel(),
+    }
+    df = pd.DataFrame(cols)
+    df["n_failed"] = (~df[list(RULE_COLUMNS)]).sum(axis=1).astype(int)
+    df["passes"] = df["n_failed"] == 0
+    for k, name in enumerate(sig_names):
+        df[f"z_{name}"] = m["z_k"][k].ravel()
+
+    best, fallback, report = _choose(df, rules)
+    log.info(report)
+    return ScanResult(df, best, fallback, report, gx, gy, rules, reference, sig_names)
+
+
+def _choose(df, rules: ScanRules) -> tuple[tuple[float, float], bool, str]:
+    z = df["z_mean"].fillna(-np.inf)
+    if df["passes"].any():
+        i = z.where(df["passes"], -np.inf).idxmax()
+        r = df.loc[i]
+        msg = (
+            f"best working point (x0, y0) = ({r.x0:.3f}, {r.y0:.3f}): <Z_A> = {r.z_mean:.3g}, p = {r.pvalue:.3f}, "
+            f"delta = {r.delta:+.4f}, pull = {r.pull:+.3f}, r_max = {r.r_max:.3f}; "
+            f"{int(df.passes.sum())}/{len(df)} points pass all rules"
+        )
+        return (float(r.x0), float(r.y0)), False, msg
+    cand = df[df["in_bounds"]] if df["in_bounds"].any() else df
+    nmin = cand["n_failed"].min()
+    cand = cand[cand["n_failed"] == nmin]
+    i = cand["z_mean"].fillna(-np.inf).idxmax()
+    r = df.loc[i]
+    failed = [c for c in RULE_COLUMNS if not bool(r[c])]
+    counts = {c: int((~df[c]).sum()) for c in RULE_COLUMNS}
+    msg = (
+        f"NO working point passes all rules (failures per rule over {len(df)} points: {counts}); "
+        f"FALLBACK to ({r.x0:.3f}, {r.y0:.3f}) with the fewest failed rules ({nmin}: {failed}) and highest "
+        f"<Z_A> = {r.z_mean:.3g} (p = {r.pvalue:.3f}, delta = {r.delta:+.4f}, pull = {r.pull:+.3f}, r_max = {r.r_max:.3f})"
+    )
+    log.warning(msg)
+    return (float(r.x0), float(r.y0)), True, msg
+
+
+def write_scan(result: ScanResult, outdir: str | os.PathLike) -> list[str]:
+    """Write ``scan.csv``, ``scan_best.json`` and one heat map PNG per metric into ``outdir``.
+
+    Returns:
+        list of written paths.
+    """
+    import json
+
+    from .plots import plot_scan_heatmaps
+
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    csv = os.path.join(outdir, "scan.csv")
+    result.table.to_csv(csv, index=False, float_format="%.8g")
+    paths.append(csv)
+    js = os.path.join(outdir, "scan_best.json")
+    with open(js, "w") as f:
+        json.dump(
+            {"best": {"x0": result.best[0], "y0": result.best[1]}, "fallback": result.fallback,
+             "report": result.report, "reference": result.reference, "signals": result.signals,
+             "rules": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(result.rules).items()}},
+            f, indent=1,
+        )
+    paths.append(js)
+    paths += plot_scan_heatmaps(result, outdir)
+    return paths
