@@ -1,0 +1,180 @@
+"""The job configuration: one YAML file, validated into typed objects before any event is read.
+
+Unknown or missing keys are errors that name the key path (e.g. ``executor.workers``). Paths
+may use two prefixes: ``embedded:NAME`` (a file of the embedded sample shipped with the
+package) and ``shipped:NAME`` (a shipped ONNX model, e.g. ``shipped:lundnet``); other relative
+paths are relative to the job file's folder. Every key is documented in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from svjscout.exceptions import ConfigError
+from svjscout.processors.processor import ProcessorConfig
+from svjscout.processors.schema import BranchMap
+from svjscout.processors.selection import Cuts
+
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "samples" / "embedded"
+JOBS_DIR = Path(__file__).resolve().parent
+EXECUTORS = frozenset({"iterative", "futures", "dask"})
+
+
+def embedded_dir() -> Path:
+    """Folder of the embedded sample (inside the installed package)."""
+    from svjscout import samples
+
+    return Path(samples.__file__).resolve().parent / "embedded"
+
+
+class DatasetSpec(BaseModel):
+    """One dataset: its files and (optionally) its normalisation and signal parameters.
+
+    ``xsec`` (pb), ``sumw``, ``mzprime`` and ``rinv`` default to what the files record (the
+    ``Runs`` tree and ``svjscout_meta`` of generated files); a file without a ``Runs`` tree
+    contributes the sum of its ``genWeight``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["signal", "background", "data"]
+    files: list[str]
+    xsec: float | None = None
+    sumw: float | None = None
+    mzprime: float | None = None
+    rinv: float | None = None
+
+
+class AnalysisSpec(BaseModel):
+    """Cuts, binning, working point, models and luminosity (see :class:`ProcessorConfig`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cuts: Cuts = Field(default_factory=Cuts)
+    mt_edges: list[float] = [650.0, 800.0, 1000.0, 1300.0, 1700.0, 2500.0]
+    wp: tuple[float, float] = (0.775, 0.875)
+    score_bins: int = 40
+    lund_max_len: int = 32
+    lundnet_model: str = "shipped:lundnet"
+    twin_model: str = "shipped:twin"
+    lumi: float = 138_000.0
+
+
+class ExecutorSpec(BaseModel):
+    """How chunks are run: ``iterative`` (in process), ``futures`` (local processes) or ``dask``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["iterative", "futures", "dask"] = "dask"
+    workers: int = 2
+    threads_per_worker: int = 1
+    scheduler: str | None = None  # address of an existing dask scheduler (analysis facility)
+    condor: dict | None = None  # dask-jobqueue HTCondorCluster kwargs (optional extra 'af')
+    chunksize: int = 2000
+    retries: int = 3
+    skip_bad_files: bool = False
+    checkpoint_dir: str | None = None
+    memory_limit: str = "4GB"
+
+
+class ScanSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    x_range: tuple[float, float] = (0.1, 0.9)
+    y_range: tuple[float, float] = (0.1, 0.9)
+    points: int = 33
+    reference: str | None = None
+
+
+class DatacardSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    asimov: bool = True
+    lumi_unc: float = 1.016
+    nonclosure_method: str = "max"
+
+
+class JobConfig(BaseModel):
+    """A whole job: datasets, schema mapping, analysis settings, executor, scan, datacards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "svjscout-job"
+    datasets: dict[str, DatasetSpec]
+    schema_map: BranchMap = Field(default_factory=BranchMap, alias="schema")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    scan: ScanSpec = Field(default_factory=ScanSpec)
+    datacards: DatacardSpec = Field(default_factory=DatacardSpec)
+    base_dir: Path = Path(".")
+
+    def resolve(self, path: str) -> str:
+        """A path from the config: ``embedded:``/``shipped:`` prefixes, or relative to the job file."""
+        if path.startswith("embedded:"):
+            return str(embedded_dir() / path.split(":", 1)[1])
+        if path.startswith("shipped:"):
+            from svjscout.models import shipped_model
+
+            return str(shipped_model(path.split(":", 1)[1]))
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((self.base_dir / path).resolve())
+
+    def files(self, dataset: str) -> list[str]:
+        return [self.resolve(f) for f in self.datasets[dataset].files]
+
+    def processor_config(self, datasets_info: dict, skim_dir: str | None = None) -> ProcessorConfig:
+        a = self.analysis
+        return ProcessorConfig(
+            cuts=a.cuts, mt_edges=a.mt_edges, wp=a.wp, score_bins=a.score_bins, lund_max_len=a.lund_max_len,
+            lundnet_model=self.resolve(a.lundnet_model), twin_model=self.resolve(a.twin_model), lumi=a.lumi,
+            datasets=datasets_info, branch_map=self.schema_map, skim_dir=skim_dir,
+        )
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else ""))
+    return f"{source}: invalid job configuration\n" + "\n".join(lines)
+
+
+def load_job(path: str | Path | None = None, overrides: dict | None = None) -> JobConfig:
+    """Load and validate a job YAML (default: the embedded-sample job ``jobs/local.yaml``).
+
+    Raises:
+        ConfigError: unreadable YAML or invalid keys; the message lists each key path.
+    """
+    path = Path(path) if path else JOBS_DIR / "local.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read job configuration ({err})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a job configuration must be a mapping, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path))) from err
+
+
+def config_digest(cfg: JobConfig) -> str:
+    """A short hash of everything that changes the processor output (for checkpoints)."""
+    import hashlib
+
+    payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "name"})
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,74 @@
+"""Histogram definitions (hist, Weight storage) filled by the processor.
+
+* ``mt_abcd``: dataset x plane {SP, VP} x region {A, B, C, D} x M_T, at the configured WP;
+* ``xy_mt``: dataset x plane x X score (40 bins) x Y score (40 bins) x M_T, so that the scan and
+  the datacards move (x0, y0) on bin edges without re-running the processor;
+* control histograms: ``met``, ``rt``, ``dphi_min``, ``jet_pt`` (J0, J1), ``lund_plane``
+  (primary Lund-plane density ln(1/Delta) x ln(kt/GeV) of J0 and J1).
+
+Regions: A: X > x0, Y < y0 | B: X > x0, Y > y0 (signal region) | C: X < x0, Y < y0 | D: X < x0, Y > y0.
+Scores are clipped into [0, 1) and M_T into the M_T axis, so no entry falls in a flow bin:
+events above the last M_T edge count in the last bin.
+"""
+
+from __future__ import annotations
+
+import hist
+import numpy as np
+
+PLANES = ("SP", "VP")
+REGIONS = ("A", "B", "C", "D")
+_EPS = 1e-6
+
+
+def _dataset_axis(datasets) -> hist.axis.StrCategory:
+    # a fixed (not growing) category axis: every chunk's histograms have identical axes, so
+    # they add up the same whatever the order the chunks finish in
+    return hist.axis.StrCategory(list(datasets), name="dataset", label="Dataset")
+
+
+def _mt_axis(edges) -> hist.axis.Variable:
+    return hist.axis.Variable(edges, name="mt", label=r"$M_T$ [GeV]")
+
+
+def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
+    """Empty histograms of one processor output, for the given dataset names (sorted)."""
+    w = hist.storage.Weight()
+    plane = hist.axis.StrCategory(list(PLANES), name="plane")
+    return {
+        "mt_abcd": hist.Hist(_dataset_axis(datasets), plane, hist.axis.StrCategory(list(REGIONS), name="region"),
+                             _mt_axis(mt_edges), storage=w),
+        "xy_mt": hist.Hist(_dataset_axis(datasets), plane, hist.axis.Regular(score_bins, 0, 1, name="x", label="X score"),
+                           hist.axis.Regular(score_bins, 0, 1, name="y", label="Y score"), _mt_axis(mt_edges),
+                           storage=w),
+        "met": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(60, 0, 1500, name="met", label="MET [GeV]"), storage=w),
+        "rt": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(50, 0, 1, name="rt", label=r"$R_T$"), storage=w),
+        "dphi_min": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(32, 0, np.pi, name="dphi_min",
+                                                                 label=r"$\Delta\phi_{min}$"), storage=w),
+        "jet_pt": hist.Hist(_dataset_axis(datasets), hist.axis.StrCategory(["J0", "J1"], name="jet"),
+                            hist.axis.Regular(60, 0, 3000, name="pt", label=r"$p_T$ [GeV]"), storage=w),
+        "lund_plane": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(30, 0, 6, name="ln_inv_delta",
+                                                                   label=r"$\ln(1/\Delta)$"),
+                                hist.axis.Regular(30, -4, 8, name="ln_kt", label=r"$\ln(k_t/\mathrm{GeV})$"),
+                                storage=w),
+    }
+
+
+def region_of(x: np.ndarray, y: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """ABCD region letter per event (a score equal to the threshold counts as above it).
+
+    >>> region_of(np.array([0.9, 0.9, 0.1, 0.1, 0.5]), np.array([0.1, 0.9, 0.1, 0.9, 0.5]), 0.5, 0.5).tolist()
+    ['A', 'B', 'C', 'D', 'B']
+    """
+    hi_x, hi_y = x >= x0, y >= y0
+    return np.select([hi_x & ~hi_y, hi_x & hi_y, ~hi_x & ~hi_y], ["A", "B", "C"], "D")
+
+
+def clip_scores(s: np.ndarray) -> np.ndarray:
+    """Scores clipped into [0, 1) so that a sigmoid's 1.0 lands in the last bin."""
+    return np.clip(s, 0.0, 1.0 - _EPS)
+
+
+def clip_mt(mt: np.ndarray, edges) -> np.ndarray:
+    """M_T clipped into the axis range [edges[0], edges[-1]) (overflow into the last bin)."""
+    return np.clip(mt, edges[0], np.nextafter(edges[-1], -np.inf))

@@ -1,0 +1,100 @@
+"""ONNX inference: LundNet on J0 and J1, then the twin MLPs X and Y.
+
+Sessions are created once per worker process and reused for every chunk (:func:`session`,
+cached on path and modification time). Threads: one intra-op thread per session by default,
+since dask workers already run one task per core; set ``SVJSCOUT_ORT_THREADS`` to change it.
+Before any inference, the model's metadata ``features`` are checked against what the processor
+computes; a mismatch raises :class:`~svjscout.exceptions.ModelMismatchError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from svjscout.exceptions import ModelMismatchError
+from svjscout.models.export import check_features, read_metadata
+
+log = logging.getLogger(__name__)
+
+BATCH = 1024
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(path: str, mtime: float, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return sess, read_metadata(path)
+
+
+def session(path: str | Path):
+    """(onnxruntime session, metadata) of ``path``, created once per process."""
+    path = str(Path(path).resolve())
+    if not os.path.exists(path):
+        raise ModelMismatchError(f"ONNX model {path} does not exist")
+    threads = int(os.environ.get("SVJSCOUT_ORT_THREADS", "1"))
+    return _cached(path, os.path.getmtime(path), threads)
+
+
+class LundNetScorer:
+    """Per-jet LundNet score from padded primary Lund sequences.
+
+    The model's ``features`` metadata must be a sequence of names known to the Lund module
+    (LundNet-5 or LundNet-3); the columns are taken in the model's order.
+    """
+
+    def __init__(self, path: str | Path, known_features: tuple[str, ...]):
+        self.path = str(path)
+        sess, meta = session(path)
+        feats = meta.get("features")
+        if meta.get("model") not in (None, "lundnet"):
+            raise ModelMismatchError(f"{path}: metadata key 'model' is {meta.get('model')!r}, expected 'lundnet'")
+        if not feats or any(f not in known_features for f in feats):
+            raise ModelMismatchError(
+                f"{path}: metadata key 'features' is {feats}, expected names from {list(known_features)}"
+            )
+        self.columns = [known_features.index(f) for f in feats]
+        self.meta = meta
+
+    def __call__(self, lund: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Scores (n_jets,) for ``lund`` (n_jets, L, 5) float32 and ``mask`` (n_jets, L)."""
+        sess, _ = session(self.path)
+        out = np.empty(len(lund), dtype=np.float32)
+        x = np.ascontiguousarray(lund[:, :, self.columns], dtype=np.float32)
+        m = np.ascontiguousarray(mask, dtype=np.float32)
+        for start in range(0, len(x), BATCH):
+            sl = slice(start, start + BATCH)
+            out[sl] = sess.run(["score"], {"lund": x[sl], "mask": m[sl]})[0].reshape(-1)
+        return out
+
+
+class TwinScorer:
+    """X and Y scores of the twin MLPs; the model must list exactly ``features``."""
+
+    def __init__(self, path: str | Path, features: tuple[str, ...]):
+        self.path = str(path)
+        sess, meta = session(path)
+        if meta.get("model") not in (None, "twin"):
+            raise ModelMismatchError(f"{path}: metadata key 'model' is {meta.get('model')!r}, expected 'twin'")
+        check_features(path, meta, features)
+        self.meta = meta
+
+    def __call__(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(X, Y) for ``table`` (n_events, 12) float32 raw features."""
+        sess, _ = session(self.path)
+        x = np.ascontiguousarray(table, dtype=np.float32)
+        xs, ys = np.empty(len(x), np.float32), np.empty(len(x), np.float32)
+        for start in range(0, len(x), BATCH):
+            sl = slice(start, start + BATCH)
+            rx, ry = sess.run(["x", "y"], {"features": x[sl]})
+            xs[sl], ys[sl] = rx.reshape(-1), ry.reshape(-1)
+        return xs, ys

@@ -1,0 +1,254 @@
+"""The svjscout coffea processor: scouting events -> ABCD histograms (or a training skim).
+
+The data path of :meth:`SVJProcessor.process`, top to bottom:
+
+1. PF candidates and MET through the schema mapping; non-finite candidates dropped (counted);
+2. AK4 jets -> H_T (trigger emulation); AK8 jets with constituents (fastjet);
+3. event features, M_T, R_T, deta of J0, J1 and MET; the preselection and its cutflow;
+4. for preselected events: C-A primary Lund planes of J0 and J1, padded to ``lund_max_len``;
+5. LundNet on J0 and J1, then the twin MLPs X and Y (onnxruntime);
+6. histograms (or, in skim mode, one parquet file per chunk).
+
+Weights: histograms are filled with ``genWeight`` (1 for data) and every dataset is scaled by
+``xsec * lumi / sumw`` in :func:`finalize`, with ``sumw`` the dataset's sum of generator weights
+over all its files (from the ``Runs`` trees), not per chunk. Filling unit-size weights and
+scaling once makes the histograms bit-identical whatever the chunking or the number of workers
+(sums of integers are exact in float64); the cutflow's weighted column is scaled the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Literal
+
+import awkward as ak
+import numpy as np
+from coffea import processor
+from pydantic import BaseModel, ConfigDict, Field
+
+from svjscout.exceptions import ConfigError
+from svjscout.processors import histograms as H
+from svjscout.processors.features import EVENT_FEATURES, event_features
+from svjscout.processors.jets import cluster, ht
+from svjscout.processors.schema import BranchMap
+from svjscout.processors.selection import CUT_ORDER, Cuts, cutflow, plane_of, preselection
+
+log = logging.getLogger(__name__)
+
+
+class DatasetInfo(BaseModel):
+    """What the processor needs to know about a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["signal", "background", "data"]
+    xsec: float | None = None  # pb
+    sumw: float | None = None  # sum of genWeight over all generated events of the dataset
+    mzprime: float | None = None
+    rinv: float | None = None
+
+    @property
+    def is_mc(self) -> bool:
+        return self.kind != "data"
+
+    def norm(self, lumi: float) -> float:
+        """xsec * lumi / sumw for MC (lumi in pb^-1), 1 for data."""
+        if not self.is_mc:
+            return 1.0
+        if not self.xsec or not self.sumw:
+            raise ConfigError(f"MC dataset needs xsec and sumw > 0, got xsec={self.xsec}, sumw={self.sumw}")
+        return self.xsec * lumi / self.sumw
+
+
+class ProcessorConfig(BaseModel):
+    """Settings of :class:`SVJProcessor` (the ``analysis`` block of a job config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cuts: Cuts = Field(default_factory=Cuts)
+    mt_edges: list[float] = [650.0, 800.0, 1000.0, 1300.0, 1700.0, 2500.0]
+    wp: tuple[float, float] = (0.775, 0.875)
+    score_bins: int = 40
+    lund_max_len: int = 32
+    lundnet_model: str | None = None
+    twin_model: str | None = None
+    lumi: float = 138_000.0  # pb^-1
+    datasets: dict[str, DatasetInfo] = {}
+    branch_map: BranchMap = Field(default_factory=BranchMap)
+    skim_dir: str | None = None
+
+
+def _empty_counts() -> dict[str, int]:
+    return {"events": 0, "nonfinite_candidates": 0, "nonfinite_events": 0, "fewer_than_two_jets": 0,
+            "chunks": 0, "chunks_without_selected": 0}
+
+
+class SVJProcessor(processor.ProcessorABC):
+    """coffea processor of the SVJ scouting search (stateless, picklable).
+
+    Output: ``{"hists": {name: hist.Hist}, "cutflow": {dataset: {"raw": array, "weighted": array}},
+    "counts": {dataset: {...}}}``; the cutflow arrays follow ``["all", *CUT_ORDER]``.
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        self.config = config
+        if config.skim_dir is None and (config.lundnet_model is None or config.twin_model is None):
+            raise ConfigError("analysis.lundnet_model and analysis.twin_model are required to fill histograms")
+
+    # -- the data path ----------------------------------------------------------------------
+    def process(self, events):
+        cfg = self.config
+        dataset = events.metadata["dataset"]
+        if dataset not in cfg.datasets:
+            raise ConfigError(f"dataset {dataset!r} is not in the job's datasets {sorted(cfg.datasets)}")
+        info = cfg.datasets[dataset]
+        bmap, cuts = cfg.branch_map, cfg.cuts
+        counts = _empty_counts()
+        counts["events"], counts["chunks"] = len(events), 1
+
+        pf = bmap.pf_candidates(events)
+        finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
+        counts["nonfinite_candidates"] = int(ak.sum(~finite))
+        pf = pf[finite]
+        met_pt, met_phi = bmap.met(events)
+        gen_w = bmap.gen_weight_of(events, info.is_mc)
+        clean = np.isfinite(met_pt) & np.isfinite(met_phi) & np.isfinite(gen_w)
+        counts["nonfinite_events"] = int(np.count_nonzero(~clean))
+        met_pt, met_phi, gen_w = (np.where(clean, a, 0.0) for a in (met_pt, met_phi, gen_w))
+
+        ak4 = cluster(pf, 0.4, ptmin=cuts.ak4_pt_min)
+        ak8 = cluster(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
+        ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
+        n_ak8 = ak.to_numpy(ak.num(ak8.pt)) if len(events) else np.zeros(0, int)
+        counts["fewer_than_two_jets"] = int(np.count_nonzero(n_ak8 < 2))
+        j0, j1 = _leading_two(ak8)
+        feats = event_features(j0, j1, met_pt, met_phi)
+        sel = preselection(clean, ht(ak4, cuts.ak4_pt_min, cuts.ak4_abs_eta_max), n_ak8, feats, cuts)
+        flow = cutflow(sel, gen_w)
+        out_flow = {dataset: {"raw": np.array(flow["raw"]), "weighted": np.array(flow["weighted"])}}
+
+        passing = sel.all(*CUT_ORDER)
+        idx = np.flatnonzero(passing)
+        if len(idx) == 0:
+            counts["chunks_without_selected"] = 1
+        lund, mask = self._lund(ak8[idx])
+        feats = {k: v[idx] for k, v in feats.items()}
+        w = gen_w[idx]
+        if cfg.skim_dir is not None:
+            self._write_skim(events, dataset, info, feats, lund, mask, w, idx)
+            return {"cutflow": out_flow, "counts": {dataset: counts}}
+
+        from svjscout.processors.inference import LundNetScorer, TwinScorer
+        from svjscout.processors.lund import LUND_FEATURES
+
+        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES))
+        feats["lundnet_j0"] = lundnet(lund[0], mask[0])
+        feats["lundnet_j1"] = lundnet(lund[1], mask[1])
+        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES)
+        x, y = twin(np.stack([feats[f] for f in EVENT_FEATURES], axis=1))
+        hists = self._fill(dataset, feats, x, y, w, lund, mask)
+        return {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+    # -- steps --------------------------------------------------------------------------------
+    def _lund(self, jets) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        from svjscout.processors.lund import pad_lund, primary_lund_declusterings
+
+        L = self.config.lund_max_len
+        lund, mask = [], []
+        for i in (0, 1):
+            if len(jets) == 0:
+                lund.append(np.zeros((0, L, 5), np.float32))
+                mask.append(np.zeros((0, L), bool))
+                continue
+            nodes = primary_lund_declusterings(jets.constituents[:, i])
+            arr, m = pad_lund(nodes, L)
+            lund.append(np.asarray(arr, dtype=np.float32))
+            mask.append(np.asarray(m, dtype=bool))
+        return lund, mask
+
+    def _fill(self, dataset, feats, x, y, w, lund, mask) -> dict:
+        cfg = self.config
+        hists = H.book(cfg.mt_edges, sorted(cfg.datasets), cfg.score_bins)
+        plane = plane_of(feats["deta"], cfg.cuts)
+        mt = H.clip_mt(feats["mt"], cfg.mt_edges)
+        xs, ys = H.clip_scores(x), H.clip_scores(y)
+        region = H.region_of(xs, ys, *cfg.wp)
+        hists["mt_abcd"].fill(dataset=dataset, plane=plane, region=region, mt=mt, weight=w)
+        hists["xy_mt"].fill(dataset=dataset, plane=plane, x=xs, y=ys, mt=mt, weight=w)
+        hists["met"].fill(dataset=dataset, met=feats["met"], weight=w)
+        hists["rt"].fill(dataset=dataset, rt=feats["rt"], weight=w)
+        hists["dphi_min"].fill(dataset=dataset, dphi_min=feats["dphi_min"], weight=w)
+        hists["jet_pt"].fill(dataset=dataset, jet="J0", pt=feats["pt_j0"], weight=w)
+        hists["jet_pt"].fill(dataset=dataset, jet="J1", pt=feats["pt_j1"], weight=w)
+        for arr, m in zip(lund, mask):
+            node_w = np.broadcast_to(w[:, None], m.shape)[m]
+            hists["lund_plane"].fill(dataset=dataset, ln_inv_delta=-arr[..., 1][m], ln_kt=arr[..., 0][m],
+                                     weight=node_w)
+        return hists
+
+    def _write_skim(self, events, dataset, info, feats, lund, mask, w, idx) -> None:
+        cfg = self.config
+        n = len(idx)
+        ids = cfg.branch_map.event_ids(events)[idx] if n else np.zeros((0, 3), np.uint64)
+        cols = {f: feats[f].astype(np.float32) for f in EVENT_FEATURES if f in feats}
+        cols.update({
+            "lundnet_j0": np.full(n, np.nan, np.float32), "lundnet_j1": np.full(n, np.nan, np.float32),
+            "mt": feats["mt"].astype(np.float32), "deta": feats["deta"].astype(np.float32),
+            "pt_j0": feats["pt_j0"].astype(np.float32), "pt_j1": feats["pt_j1"].astype(np.float32),
+            "weight": (w * info.norm(cfg.lumi)).astype(np.float64), "gen_weight": w.astype(np.float64),
+            "dataset": np.array([dataset] * n, dtype=object), "label": np.full(n, int(info.kind == "signal"), np.int8),
+            "mzprime": np.full(n, np.nan if info.mzprime is None else info.mzprime, np.float32),
+            "rinv": np.full(n, np.nan if info.rinv is None else info.rinv, np.float32),
+            "run": ids[:, 0], "luminosityBlock": ids[:, 1], "event": ids[:, 2],
+            "lund_j0": lund[0], "lund_j0_mask": mask[0], "lund_j1": lund[1], "lund_j1_mask": mask[1],
+        })
+        table = ak.zip({k: ak.Array(list(v)) if k == "dataset" else ak.from_numpy(np.ascontiguousarray(v))
+                        for k, v in cols.items()}, depth_limit=1)
+        meta = events.metadata
+        key = f"{meta.get('filename', '')}:{meta.get('entrystart', 0)}:{meta.get('entrystop', 0)}"
+        name = hashlib.sha1(key.encode()).hexdigest()[:16]
+        out = Path(cfg.skim_dir) / dataset
+        out.mkdir(parents=True, exist_ok=True)
+        ak.to_parquet(table, out / f"{name}.parquet")
+
+
+def _leading_two(jets) -> tuple[dict, dict]:
+    """J0 and J1 as dicts of float64 arrays (zeros where an event has fewer jets)."""
+    padded = ak.pad_none(jets[["pt", "eta", "phi", "mass"]], 2, axis=1, clip=True)
+    out = []
+    for i in (0, 1):
+        j = padded[:, i]
+        out.append({k: ak.to_numpy(ak.fill_none(j[k], 0.0)).astype(np.float64) for k in ("pt", "eta", "phi", "mass")})
+    return out[0], out[1]
+
+
+def finalize(output: dict, config: ProcessorConfig) -> dict:
+    """Scale every dataset by ``xsec * lumi / sumw`` (in place) and return ``output``.
+
+    Values scale by the factor, variances by its square; the cutflow's weighted column too.
+    """
+    hists = output.get("hists", {})
+    for dataset, info in config.datasets.items():
+        norm = info.norm(config.lumi)
+        for h in hists.values():
+            if dataset not in h.axes["dataset"]:
+                continue
+            i = h.axes["dataset"].index(dataset)
+            view = h.view(flow=True)
+            view.value[i] *= norm
+            view.variance[i] *= norm**2
+        if dataset in output.get("cutflow", {}):
+            output["cutflow"][dataset]["weighted"] = output["cutflow"][dataset]["weighted"] * norm
+    return output
+
+
+def cutflow_table(output: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{dataset: {cut: {"raw": n, "weighted": w}}}`` from a processor output (JSON-ready)."""
+    names = ["all", *CUT_ORDER]
+    return {ds: {name: {"raw": float(c["raw"][i]), "weighted": float(c["weighted"][i])} for i, name in enumerate(names)}
+            for ds, c in sorted(output.get("cutflow", {}).items())}

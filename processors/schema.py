@@ -1,0 +1,143 @@
+"""Input schema: where the processors find PF candidates, MET, weights and event ids in a file.
+
+Files are read through coffea NanoEvents (:class:`SVJScoutingSchema`, a NanoAOD-style schema:
+``nX`` counters and ``X_field`` branches become collections). The default names are those of
+CMS's Run-3 ScoutingNano (``ScoutingParticle_*``, ``ScoutingMET_*``, ``genWeight``,
+``run``/``luminosityBlock``/``event``), which our generated samples use too. Run-2 scouting
+ntuples name things differently: :class:`BranchMap` is the one place that maps our names to a
+file's, and it is set from the job config (``schema:`` block), never in code.
+
+>>> m = BranchMap(pf_collection="PFcand", met_pt="MET_pt")
+>>> m.required_branches(is_mc=False)[:3]
+['nPFcand', 'PFcand_pt', 'PFcand_eta']
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+from coffea.nanoevents import NanoAODSchema
+from pydantic import BaseModel, ConfigDict
+
+from svjscout.exceptions import InputFileError, MissingBranchError
+
+#: The PF candidate fields the processors use, in our (canonical) names.
+PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+
+
+class SVJScoutingSchema(NanoAODSchema):
+    """NanoAOD-style schema for scouting files: collections by prefix, no cross-references."""
+
+    warn_missing_crossrefs = False
+    all_cross_references: dict = {}
+
+
+class BranchMap(BaseModel):
+    """Mapping from svjscout's names to a file's tree and branch names (defaults: ScoutingNano).
+
+    Attributes:
+        tree: the events tree.
+        pf_collection: prefix of the PF-candidate collection (counter ``n<prefix>``).
+        pf_fields: our PF field name -> the file's field name (after the prefix).
+        met_pt, met_phi, gen_weight, run, luminosity_block, event: full branch names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tree: str = "Events"
+    pf_collection: str = "ScoutingParticle"
+    pf_fields: dict[str, str] = {f: f for f in PF_FIELDS}
+    met_pt: str = "ScoutingMET_pt"
+    met_phi: str = "ScoutingMET_phi"
+    gen_weight: str = "genWeight"
+    run: str = "run"
+    luminosity_block: str = "luminosityBlock"
+    event: str = "event"
+
+    def model_post_init(self, __context) -> None:
+        missing = [f for f in PF_FIELDS if f not in self.pf_fields]
+        if missing:
+            raise ValueError(f"schema.pf_fields lacks {missing}; expected keys {list(PF_FIELDS)}")
+
+    def required_branches(self, is_mc: bool) -> list[str]:
+        """Every branch the processors read, in the file's names."""
+        pf = [f"n{self.pf_collection}"] + [f"{self.pf_collection}_{self.pf_fields[f]}" for f in PF_FIELDS]
+        other = [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event]
+        return pf + other + ([self.gen_weight] if is_mc else [])
+
+    # -- access to NanoEvents ------------------------------------------------------------
+    def pf_candidates(self, events) -> ak.Array:
+        """PF candidates (events x candidates) with fields :data:`PF_FIELDS` (GeV, rad)."""
+        coll = _get(events, self.pf_collection)
+        return ak.zip({f: _get(coll, self.pf_fields[f], parent=self.pf_collection) for f in PF_FIELDS},
+                      with_name=None)
+
+    def met(self, events) -> tuple[np.ndarray, np.ndarray]:
+        """(MET pt in GeV, MET phi) per event as float64 numpy arrays."""
+        return (ak.to_numpy(_branch(events, self.met_pt)).astype(np.float64),
+                ak.to_numpy(_branch(events, self.met_phi)).astype(np.float64))
+
+    def gen_weight_of(self, events, is_mc: bool) -> np.ndarray:
+        """genWeight per event for MC, 1 for data."""
+        if not is_mc:
+            return np.ones(len(events), dtype=np.float64)
+        return ak.to_numpy(_branch(events, self.gen_weight)).astype(np.float64)
+
+    def event_ids(self, events) -> np.ndarray:
+        """(run, luminosityBlock, event) as an (n, 3) uint64 array."""
+        cols = [ak.to_numpy(_branch(events, b)).astype(np.uint64) for b in (self.run, self.luminosity_block, self.event)]
+        return np.stack(cols, axis=1)
+
+
+def _get(obj, name: str, parent: str | None = None):
+    try:
+        return obj[name]
+    except (KeyError, ValueError, AttributeError, ak.errors.FieldNotFoundError) as err:
+        full = f"{parent}_{name}" if parent else name
+        raise MissingBranchError(f"branch {full!r} not found in {_filename(obj)}") from err
+
+
+def _branch(events, name: str):
+    """A branch by its full file name: ``X_y`` is field ``y`` of collection ``X`` in NanoEvents."""
+    if name in events.fields:
+        return events[name]
+    if "_" in name:
+        prefix, rest = name.split("_", 1)
+        if prefix in events.fields:
+            return _get(events[prefix], rest, parent=prefix)
+    raise MissingBranchError(f"branch {name!r} not found in {_filename(events)}")
+
+
+def _filename(obj) -> str:
+    try:
+        return str(obj.metadata.get("filename", "the input file"))
+    except Exception:  # noqa: BLE001 - metadata is optional
+        return "the input file"
+
+
+def check_file(path: str, branch_map: BranchMap, is_mc: bool) -> int:
+    """Open ``path`` and check tree and branches; return its number of events.
+
+    Raises:
+        InputFileError: the file cannot be opened, has no tree ``branch_map.tree``.
+        MissingBranchError: a required branch is absent (names the file and the branch).
+    """
+    import uproot
+
+    try:
+        f = uproot.open(path)
+    except Exception as err:  # noqa: BLE001 - uproot raises many types for corrupt files
+        raise InputFileError(f"{path}: cannot be opened as a ROOT file ({type(err).__name__}: {err})") from err
+    with f:
+        if branch_map.tree not in f:
+            raise InputFileError(f"{path}: no tree {branch_map.tree!r} (found keys {sorted(f.keys())[:10]})")
+        try:
+            tree = f[branch_map.tree]
+            keys = set(tree.keys())
+            n = int(tree.num_entries)
+        except Exception as err:  # noqa: BLE001
+            raise InputFileError(f"{path}: tree {branch_map.tree!r} is unreadable ({err})") from err
+    for branch in branch_map.required_branches(is_mc):
+        if branch not in keys:
+            raise MissingBranchError(f"{path}: branch {branch!r} not found in tree {branch_map.tree!r}")
+    return n

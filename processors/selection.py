@@ -1,0 +1,80 @@
+"""Trigger emulation and the scouting preselection (physics.md), as a coffea PackedSelection.
+
+Cuts, in order (each configurable in :class:`Cuts`):
+
+0. ``clean``: finite MET and weight (events with NaN/inf there are counted, never filled);
+1. ``trigger``: H_T > 410 GeV, H_T from AK4 jets with pT > 30 GeV and |eta| < 2.5;
+2. ``two_ak8``: >= 2 AK8 jets with pT >= 150 GeV and |eta| <= 2.4 (J0, J1 the two leading);
+3. ``mt``: M_T > 650 GeV;
+4. ``rt``: R_T = MET / M_T > 0.24;
+5. ``dphi_min``: min(dphi(J0, MET), dphi(J1, MET)) < 0.8;
+6. ``deta``: |deta(J0, J1)| < 2.2.
+
+The cutflow holds, per dataset, the raw and the weighted number of events passing all cuts up
+to and including each one (so it is monotonic by construction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from coffea.analysis_tools import PackedSelection
+from pydantic import BaseModel, ConfigDict
+
+#: Cut names in the order they are applied.
+CUT_ORDER = ("clean", "trigger", "two_ak8", "mt", "rt", "dphi_min", "deta")
+
+
+class Cuts(BaseModel):
+    """Thresholds of the trigger emulation and the preselection (GeV, rad)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ht_min: float = 410.0
+    ak4_pt_min: float = 30.0
+    ak4_abs_eta_max: float = 2.5
+    ak8_pt_min: float = 150.0
+    ak8_abs_eta_max: float = 2.4
+    mt_min: float = 650.0
+    rt_min: float = 0.24
+    dphi_min_max: float = 0.8
+    deta_max: float = 2.2
+    sp_deta_max: float = 1.5
+
+
+def preselection(clean: np.ndarray, ht: np.ndarray, n_ak8: np.ndarray, feats: dict[str, np.ndarray],
+                 cuts: Cuts) -> PackedSelection:
+    """Build the :class:`PackedSelection` of :data:`CUT_ORDER`.
+
+    Args:
+        clean: events with finite MET and weight.
+        ht: AK4 H_T per event (GeV).
+        n_ak8: number of good AK8 jets per event.
+        feats: event features (``mt``, ``rt``, ``dphi_min``, ``deta``; any value for events
+            with fewer than two jets, they fail ``two_ak8``).
+    """
+    sel = PackedSelection()
+    two = n_ak8 >= 2
+    sel.add("clean", clean)
+    sel.add("trigger", ht > cuts.ht_min)
+    sel.add("two_ak8", two)
+    sel.add("mt", two & (feats["mt"] > cuts.mt_min))
+    sel.add("rt", two & (feats["rt"] > cuts.rt_min))
+    sel.add("dphi_min", two & (feats["dphi_min"] < cuts.dphi_min_max))
+    sel.add("deta", two & (feats["deta"] < cuts.deta_max))
+    return sel
+
+
+def cutflow(sel: PackedSelection, weights: np.ndarray) -> dict[str, list[float]]:
+    """Cumulative cutflow: ``{"names": [...], "raw": [...], "weighted": [...]}`` starting at 'all'."""
+    names, raw, weighted = ["all"], [float(len(weights))], [float(np.sum(weights))]
+    for i in range(len(CUT_ORDER)):
+        mask = sel.all(*CUT_ORDER[: i + 1])
+        names.append(CUT_ORDER[i])
+        raw.append(float(np.count_nonzero(mask)))
+        weighted.append(float(np.sum(weights[mask])))
+    return {"names": names, "raw": raw, "weighted": weighted}
+
+
+def plane_of(deta: np.ndarray, cuts: Cuts) -> np.ndarray:
+    """'SP' for |deta| < sp_deta_max, else 'VP' (events already passing |deta| < deta_max)."""
+    return np.where(deta < cuts.sp_deta_max, "SP", "VP")
