@@ -1,0 +1,289 @@
+"""Combine text datacards for the simultaneous ABCD fit, one card per signal point.
+
+Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>``):
+
+* channels ``<plane>_<R>_<i>`` for each M_T bin i (after merging) and region R in A, B, C, D,
+  e.g. ``SP_A_0 SP_B_0 SP_C_0 SP_D_0 SP_A_1 ...``;
+* processes ``sig`` (index 0) and ``bkg`` (index 1) in every channel; ``sig`` rate = signal MC
+  yield in that region and bin;
+* ``bkg`` rate 1.0 everywhere; the yield is carried by rateParams: ``bkg_SP_A_i``, ``bkg_SP_C_i``,
+  ``bkg_SP_D_i`` free (initial value = MC yield, range ``[0, max(range_factor*value, 10)]``) and
+  ``bkg_SP_B_i`` = ``(@0*@1/@2)`` of ``bkg_SP_A_i,bkg_SP_D_i,bkg_SP_C_i`` (the ABCD relation);
+* ``nonclosure_bin<i>`` lnN ``1 + u_i`` on bkg in ``B_i`` only (:mod:`.nonclosure`);
+* ``lumi`` lnN on sig in all channels (default 1.016) plus optional extra signal lnN systematics;
+* observation: background-only Asimov (A, C, D = MC background, B = ABCD prediction
+  ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data.
+
+Zero or negative expected background: with ``zero_bkg="merge"`` (default), M_T bins are grouped,
+starting from one group per bin; while some group has MC background ``<= min_bkg`` in any of the
+four regions, the lowest such group is merged with its upper neighbour (the lower one for the
+last group). If a single group remains and is still bad, or with ``zero_bkg="floor"``, the
+offending yields are set to ``floor_value``. Groups, merges and floors are reported in
+``DIR/datacards/index.json``.
+
+Example:
+    >>> # index = write_datacards(xy_mt, datasets, (0.775, 0.875), "out/")
+    >>> # index["points"]["svj_mz2000_rinv0.3"]["card"]
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from svjscout import __version__
+from svjscout.exceptions import DatacardError
+
+from .abcd import predict
+from .nonclosure import closure_yields, nonclosure_from_yields
+from .plots import point_name
+from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
+
+log = logging.getLogger(__name__)
+
+CARD_NAME = "datacard.txt"
+
+
+def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0) -> tuple[list[list[int]], list[dict]]:
+    """M_T bin groups so that every region has background > ``min_bkg`` (rule in module docstring).
+
+    Args:
+        bkg: background yields, shape ``(4, n_mt)`` (A, B, C, D).
+        min_bkg: threshold (events).
+
+    Returns:
+        ``(groups, merges)``: lists of consecutive original bins, and one record per merge
+        ``{"bins": [...], "into": [...], "reason": str}``.
+    """
+    groups = [[i] for i in range(bkg.shape[1])]
+    merges = []
+
+    def bad(g):
+        tot = bkg[:, g].sum(axis=1)
+        return [REGIONS[r] for r in range(4) if not tot[r] > min_bkg]
+
+    while len(groups) > 1:
+        offenders = [k for k, g in enumerate(groups) if bad(g)]
+        if not offenders:
+            break
+        k = offenders[0]
+        j = k + 1 if k + 1 < len(groups) else k - 1
+        lo, hi = sorted((k, j))
+        reason = f"background <= {min_bkg:g} in region(s) {bad(groups[k])} of M_T bins {groups[k]}"
+        merged = groups[lo] + groups[hi]
+        merges.append({"bins": groups[k], "with": groups[j], "into": merged, "reason": reason})
+        log.warning("merging M_T bins %s and %s: %s", groups[lo], groups[hi], reason)
+        groups[lo:hi + 1] = [merged]
+    return groups, merges
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    return f"{v:.8g}" if abs(v) >= 1e-4 else f"{v:.8e}"
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    n = max(len(r) for r in rows)
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(n)]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+
+def format_card(
+    point: str,
+    bkg: np.ndarray,
+    sig: np.ndarray,
+    obs: np.ndarray,
+    nonclosure: np.ndarray,
+    plane: str = "SP",
+    lumi_unc: float = 1.016,
+    signal_systematics: Mapping[str, float] | None = None,
+    range_factor: float = 20.0,
+    header: Sequence[str] = (),
+) -> str:
+    """Text of one ABCD datacard.
+
+    Args:
+        point: signal point name (header only).
+        bkg: background yields used as rateParam initial values, shape ``(4, n)`` (A, B, C, D;
+            the B row is not used: B follows the ABCD formula).
+        sig: signal yields, shape ``(4, n)``.
+        obs: observation, shape ``(4, n)``.
+        nonclosure: relative non-closure per bin, shape ``(n,)``.
+        plane: channel name prefix.
+        lumi_unc: lnN value of the luminosity uncertainty on sig.
+        signal_systematics: extra lnN on sig in all channels, ``{name: kappa}``.
+        range_factor: rateParam range is ``[0, max(range_factor * value, 10)]``.
+        header: comment lines (without ``#``).
+
+    Returns:
+        the card text.
+    """
+    n = bkg.shape[1]
+    chans = [f"{plane}_{r}_{i}" for i in range(n) for r in REGIONS]
+    ridx = [(REGIONS.index(r), i) for i in range(n) for r in REGIONS]
+    systs = {"lumi": lumi_unc, **(signal_systematics or {})}
+    lines = [f"# {h}" for h in header]
+    lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
+              "jmax 1  number of processes minus 1",
+              f"kmax {len(systs) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
+    sep = "-" * 80
+    lines.append(sep)
+    lines += _align([["bin", *chans], ["observation", *[_fmt(obs[r, i]) for r, i in ridx]]])
+    lines.append(sep)
+    cols = [(c, p) for c in chans for p in ("sig", "bkg")]
+    rows = [
+        ["bin", "", *[c for c, _ in cols]],
+        ["process", "", *[p for _, p in cols]],
+        ["process", "", *["0" if p == "sig" else "1" for _, p in cols]],
+        ["rate", "", *[_fmt(sig[r, i]) if p == "sig" else "1.0" for (r, i) in ridx for p in ("sig", "bkg")]],
+    ]
+    srows = []
+    for name, kappa in systs.items():
+        srows.append([name, "lnN", *[_fmt(kappa) if p == "sig" else "-" for _, p in cols]])
+    for i in range(n):
+        srows.append([f"nonclosure_bin{i}", "lnN",
+                      *[_fmt(1.0 + nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
+    body = _align(rows + [["-" * 3]] + srows)
+    lines += body[:4] + [sep] + body[5:]
+    rp = []
+    for i in range(n):
+        for r in ("A", "C", "D"):
+            v = float(bkg[REGIONS.index(r), i])
+            rp.append([f"bkg_{plane}_{r}_{i}", "rateParam", f"{plane}_{r}_{i}", "bkg", _fmt(v),
+                       f"[0,{_fmt(max(range_factor * v, 10.0))}]"])
+        rp.append([f"bkg_{plane}_B_{i}", "rateParam", f"{plane}_B_{i}", "bkg", "(@0*@1/@2)",
+                   f"bkg_{plane}_A_{i},bkg_{plane}_D_{i},bkg_{plane}_C_{i}"])
+    lines.append(sep)
+    lines += _align(rp)
+    return "\n".join(lines) + "\n"
+
+
+def _signal_yields(xy_mt, datasets, wp, plane, name, groups) -> RegionYields:
+    return region_yields(xy_mt, datasets, wp, plane=plane, which=name).merged(groups)
+
+
+def write_datacards(
+    xy_mt,
+    datasets: Mapping[str, Mapping],
+    wp,
+    outdir: str | os.PathLike,
+    asimov: bool = True,
+    lumi_unc: float = 1.016,
+    nonclosure_method: str = "max",
+    plane: str = "SP",
+    zero_bkg: str = "merge",
+    min_bkg: float = 0.0,
+    floor_value: float = 1e-3,
+    signal_systematics: Mapping[str, float] | None = None,
+    signals: Sequence[str] | None = None,
+    range_factor: float = 20.0,
+    inputs: str = "",
+) -> dict:
+    """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
+
+    Args:
+        xy_mt: histogram ``(dataset, plane, x, y, mt)``.
+        datasets: dataset metadata.
+        wp: working point ``(x0, y0)`` on x/y bin edges.
+        outdir: output folder DIR; cards go to ``DIR/datacards/POINT/datacard.txt``.
+        asimov: observation = background-only Asimov (True) or data (False; needs kind "data").
+        lumi_unc: lnN of the luminosity uncertainty on the signal.
+        nonclosure_method: see :mod:`.nonclosure`.
+        plane: plane whose regions enter the fit ("SP").
+        zero_bkg: "merge" (merge M_T bins, then floor if needed) or "floor".
+        min_bkg: a region/bin needs background > ``min_bkg``.
+        floor_value: yield used for non-positive background after merging (events).
+        signal_systematics: extra lnN on the signal, ``{name: kappa}``.
+        signals: signal datasets (default all of kind "signal").
+        range_factor: rateParam ranges ``[0, max(range_factor * value, 10)]``.
+        inputs: description of the input (e.g. the histograms file) for card headers and index.
+
+    Returns:
+        the content of ``index.json``.
+    """
+    x0, y0 = parse_wp(wp)
+    if zero_bkg not in ("merge", "floor"):
+        raise DatacardError(f"zero_bkg must be 'merge' or 'floor', got '{zero_bkg}'")
+    cdir = os.path.join(os.fspath(outdir), "datacards")
+    os.makedirs(cdir, exist_ok=True)
+    bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background")
+    n_orig = bkg0.n.shape[1]
+    if zero_bkg == "merge":
+        groups, merges = merge_groups(bkg0.n, min_bkg)
+    else:
+        groups, merges = [[i] for i in range(n_orig)], []
+    bkg = bkg0.merged(groups)
+    floors = []
+    bkg_n = bkg.n.copy()
+    for r in range(4):
+        for i in range(bkg_n.shape[1]):
+            if not bkg_n[r, i] > min_bkg:
+                floors.append({"region": REGIONS[r], "bin": i, "mt_bins": groups[i], "value": float(bkg_n[r, i]),
+                               "floored_to": floor_value})
+                log.warning("background %s in %s_%s_%d (M_T bins %s) floored to %g", bkg_n[r, i], plane,
+                            REGIONS[r], i, groups[i], floor_value)
+                bkg_n[r, i] = floor_value
+    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, groups)
+    unc = nonclosure_from_yields(sp, vp, nonclosure_method)
+
+    if asimov:
+        obs = bkg_n.copy()
+        obs[1] = predict(bkg_n[0], bkg_n[2], bkg_n[3], 0, 0, 0)[0]
+        obs_label = "background-only Asimov (A,C,D: MC background; B: ABCD prediction nA*nD/nC)"
+    else:
+        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data").merged(groups)
+        obs = np.round(data.n)
+        obs_label = "data"
+
+    sig_names = list(signals) if signals is not None else datasets_of_kind(xy_mt, datasets, "signal")
+    if not sig_names:
+        raise DatacardError("no signal dataset (kind 'signal') to write datacards for")
+    edges = bkg.edges
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    index = {
+        "version": __version__, "created": created, "inputs": inputs, "wp": {"x0": x0, "y0": y0},
+        "plane": plane, "asimov": bool(asimov), "observation": obs_label, "lumi_unc": lumi_unc,
+        "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
+        "nonclosure": [float(u) for u in unc], "mt_edges_original": [float(e) for e in bkg0.edges],
+        "mt_edges": [float(e) for e in edges], "mt_groups": groups, "merges": merges, "floors": floors,
+        "zero_bkg": zero_bkg, "cards_dir": os.path.abspath(cdir), "points": {}, "cards": [],
+    }
+    bins_txt = ", ".join(f"{i}:[{edges[i]:g},{edges[i + 1]:g})" for i in range(len(groups)))
+    for name in sig_names:
+        point = point_name(name, datasets.get(name, {}))
+        if point in index["points"]:
+            raise DatacardError(f"signal datasets '{index['points'][point]['dataset']}' and '{name}' map to the same point '{point}'")
+        sig = _signal_yields(xy_mt, datasets, (x0, y0), plane, name, groups)
+        header = [
+            f"Combine datacard, SVJ ABCD search, signal point {point} (dataset {name})",
+            f"written by svjscout {__version__} (svjscout.datacards.writer) at {created}",
+            f"inputs: {inputs or 'n/a'}",
+            f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0",
+            f"M_T bins [GeV] {bins_txt}; merged groups of original bins {groups}",
+            f"observation: {obs_label}",
+            "bkg: rate 1.0 x rateParam; B_i = A_i*D_i/C_i; non-closure "
+            f"({nonclosure_method}) lnN on bkg in B_i; lumi lnN {lumi_unc:g} on sig",
+        ]
+        text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, range_factor, header)
+        pdir = os.path.join(cdir, point)
+        os.makedirs(pdir, exist_ok=True)
+        path = os.path.join(pdir, CARD_NAME)
+        with open(path, "w") as f:
+            f.write(text)
+        rel = os.path.join(point, CARD_NAME)
+        meta = datasets.get(name, {})
+        index["points"][point] = {
+            "dataset": name, "mzprime": meta.get("mzprime"), "rinv": meta.get("rinv"), "card": rel,
+            "signal_yield": {r: float(sig.n[k].sum()) for k, r in enumerate(REGIONS)},
+        }
+        index["cards"].append(rel)
+        log.info("wrote %s", path)
+    with open(os.path.join(cdir, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    return index
