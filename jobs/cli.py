@@ -1,4 +1,8 @@
-"""The ``svjscout`` command line. It holds no logic: it parses, loads configs, calls the library."""
+"""The ``svjscout`` command line. It holds no logic: it parses, loads configs, calls the library.
+
+Verbs: ``generate`` (samples), ``process`` (histograms or skim), ``train lundnet|twin``,
+``scan``, ``datacards``, ``limits``, ``run`` (the whole chain).
+"""
 
 from __future__ import annotations
 
@@ -53,6 +57,98 @@ def generate(process, events, seed, out, mzprime, rinv, pthat_min, pthat_max, ht
     meta = generate_file(cfg, out, progress=progress)
     keys = ("dataset", "n_generated", "n_written", "xsec_pb", "pythia_sigma_gen_pb", "rinv_truth")
     click.echo(json.dumps({k: meta[k] for k in keys}, indent=1))
+
+
+def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files) -> dict:
+    pairs = {"executor.name": executor, "executor.workers": workers, "executor.scheduler": scheduler,
+             "executor.chunksize": chunksize, "executor.checkpoint_dir": checkpoint_dir,
+             "executor.skip_bad_files": skip_bad_files}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+_executor_options = [
+    click.option("--executor", type=click.Choice(["iterative", "futures", "dask"]), default=None,
+                 help="Override executor.name of the job."),
+    click.option("--workers", type=int, default=None, help="Override executor.workers."),
+    click.option("--scheduler", type=str, default=None, help="Address of an existing dask scheduler (tcp://host:8786)."),
+    click.option("--chunksize", type=int, default=None, help="Override executor.chunksize (events per chunk)."),
+    click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+                 help="Keep each finished chunk here; a re-run processes only missing chunks."),
+    click.option("--skip-bad-files/--no-skip-bad-files", default=None,
+                 help="Skip (count and list) unreadable files instead of stopping with an error."),
+]
+
+
+def executor_options(f):
+    for opt in reversed(_executor_options):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("job", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--skim", is_flag=True, help="Write per-event parquet columns for training instead of histograms.")
+@executor_options
+def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files):
+    """Run the processor of JOB (YAML) -> histograms.coffea, histograms.root, cutflow.json (or a skim)."""
+    from pathlib import Path
+
+    from svjscout.jobs.config import load_job
+    from svjscout.jobs.runner import run_processor, save_outputs
+
+    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files))
+    skim_dir = str(Path(out) / "skim") if skim else None
+    output, report = run_processor(cfg, skim_dir=skim_dir, progress=True)
+    paths = save_outputs(output, out)
+    click.echo(json.dumps({"written": [str(p) for p in paths] + ([skim_dir] if skim_dir else []),
+                           "skipped_files": len(report.skipped), "seconds": round(report.seconds, 1)}, indent=1))
+
+
+@cli.command()
+@click.argument("job", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="svjscout-out", show_default=True,
+              help="Output folder.")
+@click.option("--scan/--no-scan", "use_scan", default=None,
+              help="Use the grid scan's working point instead of the configured one.")
+@executor_options
+def run(job, out, use_scan, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files):
+    """The main job end to end (default JOB: the embedded sample, jobs/local.yaml)."""
+    from svjscout.jobs.config import load_job
+    from svjscout.jobs.main_job import run_job
+
+    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files))
+    result = run_job(cfg, out, use_scan=use_scan)
+    click.echo(json.dumps({"out": result["outdir"], "wp": result["wp"],
+                           "timings_s": {k: round(v, 1) for k, v in result["timings"].items()}}, indent=1))
+    click.echo(f"summary: {result['outdir']}/summary.md")
+
+
+@cli.group()
+def train() -> None:
+    """Train the models (torch, needs the 'train' extra) and export them to ONNX."""
+
+
+def _register_optional() -> None:
+    """Commands that live beside their subpackages (one file per command group)."""
+    import importlib
+
+    for module, attrs, group in (
+        ("svjscout.jobs.commands_datacards", ("scan_cmd", "datacards_cmd", "limits_cmd"), cli),
+        ("svjscout.jobs.commands_train_lundnet", ("lundnet_cmd",), train),
+        ("svjscout.jobs.commands_train_twin", ("twin_cmd",), train),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a command module not (yet) present
+            if err.name != module:
+                raise
+            continue
+        for attr in attrs:
+            group.add_command(getattr(mod, attr))
+
+
+_register_optional()
 
 
 def main() -> None:

@@ -1,0 +1,105 @@
+"""The main job, ``svjscout run``: histograms -> ABCD -> working point -> datacards -> limits -> plots.
+
+Stages (each with a progress line on stderr, each timed in ``timings.json``):
+
+1. ``process``: the coffea processor over the job's datasets (dask by default);
+   writes ``histograms.coffea``, ``histograms.root``, ``cutflow.json``;
+2. ``scan``: the working-point grid scan (always run, it is cheap; its choice is used only with
+   ``--scan`` or ``scan.enabled``); writes ``scan.csv`` and heat maps;
+3. ``datacards``: ABCD closure at the WP and one Combine card per signal point;
+4. ``limits``: quick asymptotic CLs limits -> ``limits.json`` and limit plots;
+5. ``report``: M_T and X-Y plots, ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from svjscout.jobs.config import JobConfig
+from svjscout.jobs.progress import make_progress
+from svjscout.jobs.runner import run_processor, save_outputs
+
+log = logging.getLogger(__name__)
+
+STAGES = ("process", "scan", "datacards", "limits", "report")
+
+
+def _closure_tables(xy_mt, datasets, wp) -> dict:
+    from svjscout.datacards import abcd_prediction
+
+    out = {}
+    for plane in ("SP", "VP"):
+        t = abcd_prediction(xy_mt, datasets, wp, plane=plane, which="background")
+        out[plane] = {"edges": t.edges.tolist(), "n_b": t.n_B.tolist(), "nhat_b": t.nhat_B.tolist(),
+                      "delta": t.delta.tolist(), "pull": t.pull.tolist(), "chi2": float(t.chi2), "ndf": int(t.ndf),
+                      "pvalue": float(t.pvalue)}
+    return out
+
+
+def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, progress: bool = True) -> dict:
+    """Run the whole chain; return a dict of what was written (paths, WP, limits)."""
+    from svjscout import datacards as dc
+    from svjscout.jobs import report
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    use_scan = cfg.scan.enabled if use_scan is None else use_scan
+    timings: dict[str, float] = {}
+    with make_progress() as bar:
+        task = bar.add_task("svjscout run", total=len(STAGES))
+
+        def stage(name):
+            bar.update(task, description=f"svjscout run: {name}")
+            return time.perf_counter()
+
+        t = stage("process")
+        output, _ = run_processor(cfg, progress=progress)
+        save_outputs(output, outdir)
+        timings["process"] = time.perf_counter() - t
+        bar.advance(task)
+
+        t = stage("scan")
+        xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
+        grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
+        scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference)
+        dc.write_scan(scan, outdir)
+        wp = tuple(float(v) for v in (scan.best if use_scan else cfg.analysis.wp))
+        wp_source = "grid scan choice" if use_scan else "configured"
+        row = _scan_row(scan, wp)
+        timings["scan"] = time.perf_counter() - t
+        bar.advance(task)
+
+        t = stage("datacards")
+        closure = _closure_tables(xy_mt, datasets, wp)
+        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=cfg.datacards.asimov,
+                                   lumi_unc=cfg.datacards.lumi_unc, nonclosure_method=cfg.datacards.nonclosure_method)
+        timings["datacards"] = time.perf_counter() - t
+        bar.advance(task)
+
+        t = stage("limits")
+        limits = dc.quick_limits(outdir / "datacards")
+        (outdir / "limits.json").write_text(json.dumps(limits, indent=1))
+        dc.plot_limits(limits, datasets, outdir)
+        timings["limits"] = time.perf_counter() - t
+        bar.advance(task)
+
+        t = stage("report")
+        report.plot_mt_regions(output, outdir, "SP")
+        report.plot_xy_plane(output, outdir, wp)
+        timings["report"] = time.perf_counter() - t
+        report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings)
+        bar.advance(task)
+    return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings}
+
+
+def _scan_row(scan, wp) -> dict | None:
+    table = scan.table
+    sel = table[(np.isclose(table["x0"], wp[0])) & (np.isclose(table["y0"], wp[1]))]
+    if sel.empty:
+        return None
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in sel.iloc[0].to_dict().items()}

@@ -1,0 +1,123 @@
+"""The run's own plots (mplhep) and ``summary.md``: what ran, on what, and what came out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from svjscout import __version__
+
+log = logging.getLogger(__name__)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    plt.style.use(mplhep.style.CMS)
+    return plt, mplhep
+
+
+def plot_mt_regions(output: dict, outdir: Path, plane: str = "SP") -> Path:
+    """Stacked background M_T per ABCD region with each signal point overlaid (one PNG)."""
+    plt, mplhep = _plt()
+    h = output["hists"]["mt_abcd"]
+    kinds = output["datasets"]
+    fig, axes = plt.subplots(2, 2, figsize=(16, 12))
+    for ax, region in zip(axes.ravel(), ("A", "B", "C", "D")):
+        bkg = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "background"]
+        sig = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "signal"]
+        if bkg:
+            mplhep.histplot([h[{"dataset": d, "plane": plane, "region": region}] for d in bkg], ax=ax,
+                            stack=True, histtype="fill", label=bkg)
+        for d in sig:
+            mplhep.histplot(h[{"dataset": d, "plane": plane, "region": region}], ax=ax, label=d, linewidth=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{plane} region {region}", fontsize=18)
+        ax.legend(fontsize=10)
+    fig.tight_layout()
+    path = outdir / f"mt_regions_{plane}.png"
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
+
+
+def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
+    """X-Y score planes (SP) for all background and all signal, with the WP lines."""
+    plt, mplhep = _plt()
+    h = output["hists"]["xy_mt"]
+    kinds = output["datasets"]
+    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
+    for ax, kind in zip(axes, ("background", "signal")):
+        names = [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
+        vals = sum(h[{"dataset": d, "plane": "SP"}].project("x", "y").values() for d in names) if names else None
+        if vals is None:
+            continue
+        edges = h.axes["x"].edges
+        mplhep.hist2dplot(np.where(vals > 0, vals, np.nan), edges, edges, ax=ax)
+        ax.axvline(wp[0], color="red")
+        ax.axhline(wp[1], color="red")
+        ax.set_xlabel("X score")
+        ax.set_ylabel("Y score")
+        ax.set_title(f"{kind} (SP)", fontsize=18)
+    fig.tight_layout()
+    path = outdir / "xy_plane.png"
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
+
+
+def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
+                  closure: dict, limits: dict, index: dict, timings: dict) -> Path:
+    """``summary.md`` of a run."""
+    from svjscout.processors.processor import cutflow_table
+
+    rep = output.get("report", {})
+    lines = [f"# svjscout run: {job_name}", "", f"svjscout {__version__}.", "",
+             "## Inputs", "", "| dataset | kind | files | events | xsec [pb] | sumw |", "|---|---|---|---|---|---|"]
+    for ds, info in sorted(output["datasets"].items()):
+        lines.append(f"| {ds} | {info['kind']} | {len(rep.get('files', {}).get(ds, []))} | "
+                     f"{rep.get('events', {}).get(ds, 0)} | {info.get('xsec') or '-'} | {info.get('sumw') or '-'} |")
+    skipped = rep.get("skipped", [])
+    lines += ["", f"Skipped files: {len(skipped)}."] + [f"- {s['file']}: {s['reason']}" for s in skipped]
+    counts = output.get("counts", {})
+    lines += ["", "Counted, never filled: " + ", ".join(
+        f"{k} = {sum(c.get(k, 0) for c in counts.values())}"
+        for k in ("nonfinite_candidates", "nonfinite_events", "fewer_than_two_jets", "chunks_without_selected"))]
+    table = cutflow_table(output)
+    if table:
+        cuts = list(next(iter(table.values())))
+        lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(cuts) + " |",
+                  "|---|" + "---|" * len(cuts)]
+        for ds, row in table.items():
+            lines.append(f"| {ds} | " + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts) + " |")
+    lines += ["", "## Working point", "", f"(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source})."]
+    if scan_row:
+        lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                                                          for k, v in scan_row.items()]
+    lines += ["", "## Closure per M_T bin (background MC)", ""]
+    for plane, tab in closure.items():
+        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |", "|---|---|---|---|---|"]
+        for i in range(len(tab["n_b"])):
+            lines.append(f"| {tab['edges'][i]:.0f}-{tab['edges'][i + 1]:.0f} | {tab['n_b'][i]:.4g} | "
+                         f"{tab['nhat_b'][i]:.4g} | {tab['delta'][i]:+.3f} | {tab['pull'][i]:+.2f} |")
+        lines += ["", f"chi2/ndf = {tab['chi2']:.2f}/{tab['ndf']}, p = {tab['pvalue']:.3f}", ""]
+    lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",
+              "| point | -2s | -1s | median | +1s | +2s | obs |", "|---|---|---|---|---|---|---|"]
+    for point, lim in sorted(limits.items()):
+        obs = lim.get("obs")
+        lines.append(f"| {point} | " + " | ".join(f"{lim[k]:.3g}" for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2"))
+                     + f" | {'-' if obs is None else f'{obs:.3g}'} |")
+    lines += ["", f"Datacards: {len(index.get('cards', index.get('points', [])))} written under `datacards/` "
+              "(see `datacards/index.json`).", "", "## Timing", ""]
+    lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
+    path = outdir / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    (outdir / "timings.json").write_text(json.dumps(timings, indent=1))
+    return path

@@ -1,0 +1,105 @@
+"""Shared fixtures: the embedded sample, small ONNX models built with onnx.helper, job configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
+
+EMBEDDED = Path(__file__).resolve().parent.parent / "samples" / "embedded"
+
+
+def embedded_file(name: str) -> str:
+    path = EMBEDDED / name
+    if not path.exists():
+        raise FileNotFoundError(f"embedded sample file {path} is missing; run samples/embedded/make.sh")
+    return str(path)
+
+
+def _linear_sigmoid_model(path, inputs, outputs, features, model_kind):
+    """An ONNX graph of fixed small linear maps + sigmoid with svjscout metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from svjscout.models.export import write_metadata
+
+    nodes, inits, graph_inputs, graph_outputs = [], [], [], []
+    if model_kind == "lundnet":
+        n_feat = len(features)
+        w = np.linspace(0.3, -0.2, n_feat).astype(np.float32).reshape(n_feat, 1)
+        graph_inputs = [helper.make_tensor_value_info("lund", TensorProto.FLOAT, ["N", "L", n_feat]),
+                        helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "L"])]
+        inits = [helper.make_tensor("w", TensorProto.FLOAT, [n_feat, 1], w.ravel()),
+                 helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+                 helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])]
+        nodes = [
+            helper.make_node("MatMul", ["lund", "w"], ["proj3"]),  # N, L, 1
+            helper.make_node("Squeeze", ["proj3", "neg1"], ["proj"]),
+            helper.make_node("Mul", ["proj", "mask"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "axes"], ["num"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask", "axes"], ["den0"], keepdims=0),
+            helper.make_node("Max", ["den0", "one"], ["den"]),
+            helper.make_node("Div", ["num", "den"], ["mean"]),
+            helper.make_node("Sigmoid", ["mean"], ["score"]),
+        ]
+        inits.append(helper.make_tensor("neg1", TensorProto.INT64, [1], [-1]))
+        graph_outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])]
+    else:
+        n = len(features)
+        rng = np.random.default_rng(3)
+        scale = np.array([1 / 300, 0.1, 3, -1, 0.3, -0.3, -0.3, 2, 1, 1, 2, 2], np.float32)[:n]
+        for name, sign in (("x", 1.0), ("y", -1.0)):
+            w = (scale * (1 + 0.3 * sign * rng.standard_normal(n))).astype(np.float32).reshape(n, 1)
+            inits += [helper.make_tensor(f"w_{name}", TensorProto.FLOAT, [n, 1], w.ravel()),
+                      helper.make_tensor(f"b_{name}", TensorProto.FLOAT, [1], [-2.0])]
+            nodes += [helper.make_node("MatMul", ["features", f"w_{name}"], [f"m_{name}"]),
+                      helper.make_node("Add", [f"m_{name}", f"b_{name}"], [f"a_{name}"]),
+                      helper.make_node("Sigmoid", [f"a_{name}"], [f"s_{name}"]),
+                      helper.make_node("Flatten", [f"s_{name}"], [f"f_{name}"], axis=0),
+                      helper.make_node("Squeeze", [f"f_{name}", "zero"], [name])]
+            graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"]))
+        inits.append(helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
+        graph_inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n])]
+    graph = helper.make_graph(nodes, model_kind, graph_inputs, graph_outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    write_metadata(path, {"features": list(features), "model": model_kind, "training": {"kind": "test fixture"}})
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory):
+    """(lundnet.onnx, twin.onnx): fixed linear+sigmoid models with correct metadata."""
+    from svjscout.processors.features import EVENT_FEATURES
+    from svjscout.processors.lund import LUND_FEATURES
+
+    d = tmp_path_factory.mktemp("models")
+    lund = _linear_sigmoid_model(d / "lundnet_toy.onnx", None, None, LUND_FEATURES, "lundnet")
+    twin = _linear_sigmoid_model(d / "twin_toy.onnx", None, None, EVENT_FEATURES, "twin")
+    return lund, twin
+
+
+@pytest.fixture()
+def small_job(tmp_path, toy_models):
+    """A job config over three embedded datasets with the toy models."""
+    from svjscout.jobs.config import load_job
+
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "datasets:\n"
+        f"  svj_mz2000_rinv0.3: {{kind: signal, files: ['{embedded_file('svj_mz2000_rinv0.3.root')}']}}\n"
+        f"  qcd_pt300to500: {{kind: background, files: ['{embedded_file('qcd_pt300to500.root')}']}}\n"
+        f"  svj_mz3000_rinv0.5: {{kind: signal, files: ['{embedded_file('svj_mz3000_rinv0.5.root')}']}}\n"
+        "analysis:\n"
+        f"  lundnet_model: {toy_models[0]}\n"
+        f"  twin_model: {toy_models[1]}\n"
+        "  wp: [0.5, 0.5]\n"
+        "executor: {name: iterative, chunksize: 10000}\n"
+    )
+    return load_job(job)
