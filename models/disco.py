@@ -99,67 +99,80 @@ def _fenwick_sweep(order, group_end, yrank, m, vals, less, greater):
         p = q
 
 
-def _group_end(sorted_keys: np.ndarray) -> np.ndarray:
-    """For each position of a sorted array, the end position (exclusive) of its tie group."""
-    return np.searchsorted(sorted_keys, sorted_keys, side="right").astype(np.int64)
+class _Sorted:
+    """Sort of a key with its tie groups: everything the sums below need, computed once.
+
+    Attributes:
+        order: (n,) int64 argsort of the key.
+        start, end: (n,) int64, per sorted position the start / end (exclusive) of its tie group.
+        rank: (n,) int64 dense rank (1..m) of each element in original order.
+        m: number of distinct values.
+    """
+
+    def __init__(self, key: np.ndarray):
+        n = len(key)
+        self.order = np.argsort(key, kind="stable").astype(np.int64)
+        ks = key[self.order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = ks[1:] != ks[:-1]
+        gid = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], n)
+        self.start = starts[gid].astype(np.int64)
+        self.end = ends[gid].astype(np.int64)
+        self.rank = np.empty(n, dtype=np.int64)
+        self.rank[self.order] = gid + 1
+        self.m = int(gid[-1] + 1) if n else 0
 
 
-def _signed_sums(key: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """``out[i, c] = sum_j vals[j, c] * sign(key_i - key_j)`` in O(n log n).
+def _signed_sums(srt: _Sorted, vals: np.ndarray) -> np.ndarray:
+    """``out[i, c] = sum_j vals[j, c] * sign(key_i - key_j)`` in O(n) given the sort.
 
     Args:
-        key: (n,) float64.
+        srt: sort of the key (n elements).
         vals: (n, c) float64.
 
     Returns:
         (n, c) float64.
     """
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    cs = np.concatenate([np.zeros((1, vals.shape[1])), np.cumsum(vals[order], axis=0)], axis=0)
-    lo = np.searchsorted(ks, key, side="left")
-    hi = np.searchsorted(ks, key, side="right")
-    return cs[lo] - (cs[-1] - cs[hi])
+    cs = np.zeros((vals.shape[0] + 1, vals.shape[1]))
+    np.cumsum(vals[srt.order], axis=0, out=cs[1:])
+    out = np.empty_like(vals)
+    out[srt.order] = cs[srt.start] - (cs[-1] - cs[srt.end])
+    return out
 
 
-def _dominance_sums(x: np.ndarray, y: np.ndarray, vals: np.ndarray) -> np.ndarray:
+def _dominance_sums(sx: _Sorted, sy: _Sorted, vals: np.ndarray) -> np.ndarray:
     """``Q[i, c] = sum_j vals[j, c] sign(x_i - x_j) sign(y_i - y_j)`` in O(n log n).
 
     Args:
-        x, y: (n,) float64.
+        sx, sy: sorts of x and y (n elements).
         vals: (n, c) float64.
 
     Returns:
         (n, c) float64.
     """
     n, c = vals.shape
-    _, yrank = np.unique(y, return_inverse=True)
-    yrank = yrank.astype(np.int64) + 1
-    m = int(yrank.max()) if n else 0
-    order = np.argsort(x, kind="stable").astype(np.int64)
-    xs = x[order]
     vals = np.ascontiguousarray(vals, dtype=np.float64)
-    # forward sweep: j with x_j < x_i
     lo_f = np.zeros((n, c))
     gr_f = np.zeros((n, c))
-    _fenwick_sweep(order, _group_end(xs), yrank, m, vals, lo_f, gr_f)
-    # backward sweep: j with x_j > x_i
-    rorder = order[::-1].copy()
+    _fenwick_sweep(sx.order, sx.end, sy.rank, sy.m, vals, lo_f, gr_f)  # j with x_j < x_i
     lo_b = np.zeros((n, c))
     gr_b = np.zeros((n, c))
-    _fenwick_sweep(rorder, _group_end(-xs[::-1]), yrank, m, vals, lo_b, gr_b)
+    rev_end = (n - sx.start[::-1]).astype(np.int64)
+    _fenwick_sweep(sx.order[::-1].copy(), rev_end, sy.rank, sy.m, vals, lo_b, gr_b)  # x_j > x_i
     return lo_f - gr_f + gr_b - lo_b
 
 
 def _forward_stats(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict:
     """All O(n log n) intermediate quantities of the fast dCorr (weights sum to 1, x, y centred)."""
-    # signed sums over x: channels w, w*x ; over y: w, w*y
-    sx = _signed_sums(x, np.stack([w, w * x], axis=1))
-    sy = _signed_sums(y, np.stack([w, w * y], axis=1))
+    srx, sry = _Sorted(x), _Sorted(y)
+    sx = _signed_sums(srx, np.stack([w, w * x], axis=1))
+    sy = _signed_sums(sry, np.stack([w, w * y], axis=1))
     cx, cy = sx[:, 0], sy[:, 0]  # c_i = sum_j w_j sign(x_i - x_j)
     a = x * cx - sx[:, 1]  # a_i = sum_j w_j |x_i - x_j|
     b = y * cy - sy[:, 1]
-    q = _dominance_sums(x, y, np.stack([w, w * x, w * y, w * x * y], axis=1))
+    q = _dominance_sums(srx, sry, np.stack([w, w * x, w * y, w * x * y], axis=1))
     s_xy = float(np.sum(w * (x * y * q[:, 0] - x * q[:, 2] - y * q[:, 1] + q[:, 3])))
     ga, gb = float(w @ a), float(w @ b)
     v = s_xy - 2.0 * float(np.sum(w * a * b)) + ga * gb
@@ -169,7 +182,7 @@ def _forward_stats(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict:
     s_yy = 2.0 * float(w @ (y * y)) - 2.0 * my * my
     p = s_xx - 2.0 * float(np.sum(w * a * a)) + ga * ga
     r = s_yy - 2.0 * float(np.sum(w * b * b)) + gb * gb
-    return dict(a=a, b=b, cx=cx, cy=cy, q=q, v=v, p=p, r=r, ga=ga, gb=gb, mx=mx, my=my)
+    return dict(a=a, b=b, cx=cx, cy=cy, q=q, v=v, p=p, r=r, ga=ga, gb=gb, srx=srx, sry=sry)
 
 
 def _value(v: float, p: float, r: float) -> float:
@@ -247,9 +260,9 @@ class DCorrFunction(torch.autograd.Function):
         k_v, k_p, k_r = val / (2.0 * v), -val / (4.0 * p), -val / (4.0 * r)
         g = float(grad_out)
 
-        def grad_one(u, c_u, a_u, b_other, t_u, g_u, g_other, k_self):
+        def grad_one(u, srt, c_u, a_u, b_other, t_u, g_u, g_other, k_self):
             # e_k = sum_i w_i b_i sign(u_k - u_i), f_k = sum_i w_i a_i sign(u_k - u_i)
-            ef = _signed_sums(u, np.stack([w * b_other, w * a_u], axis=1))
+            ef = _signed_sums(srt, np.stack([w * b_other, w * a_u], axis=1))
             dv = 2.0 * w * t_u - 2.0 * w * (b_other * c_u + ef[:, 0]) + 2.0 * w * c_u * g_other
             dp = 4.0 * w * u - 4.0 * w * (a_u * c_u + ef[:, 1]) + 4.0 * g_u * w * c_u
             return k_v * dv + k_self * dp
@@ -259,9 +272,9 @@ class DCorrFunction(torch.autograd.Function):
         ty = xn * q[:, 0] - q[:, 1]
         gx = gy = None
         if ctx.needs_input_grad[0]:
-            gx = torch.from_numpy(g * grad_one(xn, cx, a, b, tx, ga, gb, k_p)).to(grad_out.device, grad_out.dtype)
+            gx = torch.from_numpy(g * grad_one(xn, st["srx"], cx, a, b, tx, ga, gb, k_p)).to(grad_out.device, grad_out.dtype)
         if ctx.needs_input_grad[1]:
-            gy = torch.from_numpy(g * grad_one(yn, cy, b, a, ty, gb, ga, k_r)).to(grad_out.device, grad_out.dtype)
+            gy = torch.from_numpy(g * grad_one(yn, st["sry"], cy, b, a, ty, gb, ga, k_r)).to(grad_out.device, grad_out.dtype)
         return gx, gy, None
 
 
