@@ -1,1 +1,50 @@
-"""placeholder"""
+"""ABCD background prediction, working-point scan, Combine datacards and quick limits.
+
+Modules (one concept each):
+
+* :mod:`.regions`      -- ``xy_mt`` access, working-point snapping, A/B/C/D yields via cumulative sums
+* :mod:`.abcd`         -- ABCD prediction per M_T bin, closure, chi2 test
+* :mod:`.significance` -- modified binned Asimov significance, signal rescaling
+* :mod:`.scan`         -- vectorised working-point grid scan and selection
+* :mod:`.nonclosure`   -- per-bin non-closure uncertainties (methods max, sp, vp, quadrature, vp_data)
+* :mod:`.writer`       -- Combine text datacards + index.json, M_T-bin merging
+* :mod:`.parser`       -- datacard parser and validator
+* :mod:`.likelihood`   -- the card's likelihood (Poisson x lnN x rateParams) and iminuit fits
+* :mod:`.limits`       -- asymptotic CLs limits (quick, in package)
+* :mod:`.combine`      -- limits from real Combine output files
+* :mod:`.plots`        -- scan heat maps, Brazil bands, 2D limit map
+* :mod:`.toys`         -- synthetic ``xy_mt`` histograms (tests, benchmarks)
+
+See docs/datacards.md for formulas and conventions.
+"""
+
+from .abcd import ABCDTable, abcd_prediction
+from .combine import collect_combine_limits, read_limit_file
+from .limits import card_limits, quick_limits
+from .nonclosure import nonclosure_uncertainties
+from .parser import Datacard, parse_datacard, validate_datacard
+from .plots import plot_limits, plot_scan_heatmaps
+from .regions import region_yields
+from .scan import ScanResult, ScanRules, scan_working_points, write_scan
+from .writer import write_datacards
+
+__all__ = [
+    "ABCDTable",
+    "Datacard",
+    "ScanResult",
+    "ScanRules",
+    "abcd_prediction",
+    "card_limits",
+    "collect_combine_limits",
+    "nonclosure_uncertainties",
+    "parse_datacard",
+    "plot_limits",
+    "plot_scan_heatmaps",
+    "quick_limits",
+    "read_limit_file",
+    "region_yields",
+    "scan_working_points",
+    "validate_datacard",
+    "write_datacards",
+    "write_scan",
+]

@@ -1,0 +1,103 @@
+"""Collect limits from real Combine output (``combine -M AsymptoticLimits``) into limits.json format.
+
+Combine writes ``higgsCombine<NAME>.AsymptoticLimits.mH<MASS>.root`` with a TTree ``limit``: one
+entry per quantile, branch ``limit`` (the limit on r) and ``quantileExpected`` (0.025, 0.16, 0.5,
+0.84, 0.975 for the expected band, -1 for the observed limit). ``jobs/combine_limits.sh`` runs
+Combine in each ``DIR/datacards/POINT/`` folder, so the point is the folder name (or the NAME
+given with ``-n``, which the script sets to ``.POINT``).
+
+Example:
+    >>> # lim = collect_combine_limits("out/datacards")
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+
+import numpy as np
+
+from svjscout.exceptions import DatacardError, InputFileError
+
+log = logging.getLogger(__name__)
+
+QUANTILE_KEYS = {0.025: "exp-2", 0.16: "exp-1", 0.5: "exp0", 0.84: "exp+1", 0.975: "exp+2"}
+_NAME_RE = re.compile(r"higgsCombine\.?(?P<name>.*?)\.AsymptoticLimits")
+
+
+def read_limit_file(path: str | os.PathLike) -> dict[str, float | None]:
+    """Limits from one Combine output file.
+
+    Args:
+        path: ``higgsCombine*.AsymptoticLimits.*.root``.
+
+    Returns:
+        ``{"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}`` (None where absent).
+
+    Raises:
+        InputFileError: unreadable file or no ``limit`` tree / branches (names the file).
+    """
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            if "limit" not in f:
+                raise InputFileError(f"{path}: no TTree 'limit' (keys {f.keys()})")
+            t = f["limit"]
+            missing = [b for b in ("limit", "quantileExpected") if b not in t.keys()]
+            if missing:
+                raise InputFileError(f"{path}: tree 'limit' lacks branch(es) {missing}")
+            lim = np.asarray(t["limit"].array(library="np"), dtype=float)
+            q = np.asarray(t["quantileExpected"].array(library="np"), dtype=float)
+    except InputFileError:
+        raise
+    except Exception as exc:  # uproot raises many types for corrupt files
+        raise InputFileError(f"cannot read Combine output '{path}': {exc}") from exc
+    out: dict[str, float | None] = {k: None for k in (*QUANTILE_KEYS.values(), "obs")}
+    for value, qe in zip(lim, q):
+        if qe < 0:
+            out["obs"] = float(value)
+            continue
+        for qk, key in QUANTILE_KEYS.items():
+            if abs(qe - qk) < 2e-3:
+                out[key] = float(value)
+    missing = [k for k, v in out.items() if v is None and k != "obs"]
+    if missing:
+        log.warning("%s: no entries for %s", path, missing)
+    return out
+
+
+def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                           pattern: str = "higgsCombine*.AsymptoticLimits.*.root") -> dict:
+    """Limits of every point from Combine outputs under ``cards_dir`` (``DIR`` or ``DIR/datacards``).
+
+    Args:
+        cards_dir: folder with one sub-folder per point holding Combine's output file.
+        out: optional path of ``limits.json`` to write.
+        pattern: glob of the output files inside each point folder.
+
+    Returns:
+        ``{point: {"exp-2", ..., "exp+2", "obs"}}``, the format of :func:`.limits.quick_limits`.
+
+    Raises:
+        DatacardError: if no output file is found.
+    """
+    base = os.fspath(cards_dir)
+    if os.path.isdir(os.path.join(base, "datacards")):
+        base = os.path.join(base, "datacards")
+    files = sorted(glob.glob(os.path.join(base, "*", pattern)))
+    if not files:
+        raise DatacardError(f"no Combine output matching '{pattern}' under {base}/*/ (run jobs/combine_limits.sh)")
+    res = {}
+    for path in files:
+        point = os.path.basename(os.path.dirname(path))
+        if point in res:
+            log.warning("several Combine outputs for %s; using %s", point, path)
+        res[point] = read_limit_file(path)
+    if out is not None:
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+    return res

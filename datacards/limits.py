@@ -1,0 +1,206 @@
+"""Quick asymptotic CLs upper limits on the signal strength r from a parsed datacard.
+
+Combine conventions (``combine -M AsymptoticLimits``), formulas of Cowan, Cranmer, Gross,
+Vitells, EPJC 71 (2011) 1554:
+
+* test statistic ``q~_r = 2 [NLL(r, profiled) - NLL(r_hat, profiled)]`` for ``r_hat <= r``, else 0,
+  with ``r_hat`` fitted in ``r >= 0`` (so ``r_hat < 0`` uses ``r = 0`` as reference: q~);
+* ``q_A(r)``: the same on the Asimov data set built from the background-only fit to the observed
+  data (nuisances and global observables at their post-fit values), where ``r_hat = 0``;
+* ``CLs = CLs+b / CLb`` with, for ``q <= q_A``, ``CLs+b = 1 - Phi(sqrt q)``,
+  ``CLb = Phi(sqrt q_A - sqrt q)``, and for ``q > q_A``,
+  ``CLs+b = 1 - Phi((q + q_A) / (2 sqrt q_A))``, ``CLb = 1 - Phi((q - q_A) / (2 sqrt q_A))``;
+  observed limit: ``CLs(r) = 0.05``;
+* expected quantile ``p`` (0.025, 0.16, 0.5, 0.84, 0.975, as Combine): ``N = Phi^-1(p)`` and
+  ``r_p`` solves ``sqrt(q_A(r)) = Phi^-1(1 - 0.05 p) + N`` (Cowan eq. 89 with ``sigma = r /
+  sqrt(q_A(r))`` evaluated at the solution; Combine evaluates sigma near the median, so bands
+  can differ by a few per cent).
+
+Output per point: ``{"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}`` (obs None for Asimov
+cards). Every fit uses :class:`.likelihood.Fitter`.
+
+Example:
+    >>> # lim = quick_limits("out/datacards/index.json")
+    >>> # lim["svj_mz2000_rinv0.3"]["exp0"]
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import optimize, stats
+
+from svjscout.exceptions import DatacardError
+
+from .likelihood import Fitter, Model, build_model
+from .parser import Datacard, parse_datacard
+
+log = logging.getLogger(__name__)
+
+QUANTILES = {"exp-2": 0.025, "exp-1": 0.16, "exp0": 0.5, "exp+1": 0.84, "exp+2": 0.975}
+ALPHA = 0.05
+
+
+def cls_asymptotic(q: float, qa: float) -> float:
+    """Asymptotic CLs for the q~ statistic given observed ``q`` and Asimov ``q_A`` (both >= 0)."""
+    q, qa = max(q, 0.0), max(qa, 1e-300)
+    if q <= qa:
+        clsb = stats.norm.sf(np.sqrt(q))
+        clb = stats.norm.cdf(np.sqrt(qa) - np.sqrt(q))
+    else:
+        clsb = stats.norm.sf((q + qa) / (2 * np.sqrt(qa)))
+        clb = stats.norm.sf((q - qa) / (2 * np.sqrt(qa)))
+    return float(clsb / clb) if clb > 0 else 1.0
+
+
+def expected_target(quantile: float, alpha: float = ALPHA) -> float:
+    """``sqrt(q_A)`` at the expected limit of a quantile: ``Phi^-1(1 - alpha p) + Phi^-1(p)``."""
+    return float(stats.norm.isf(alpha * quantile) + stats.norm.ppf(quantile))
+
+
+class AsymptoticCLs:
+    """Asymptotic CLs limits for one card.
+
+    Args:
+        card: parsed datacard.
+        observed: compute the observed limit (default: unless the header says Asimov).
+        rtol: relative tolerance on the limits.
+    """
+
+    def __init__(self, card: Datacard, observed: bool | None = None, rtol: float = 1e-4):
+        self.card = card
+        self.model: Model = build_model(card)
+        if observed is None:
+            observed = not any("background-only Asimov" in c for c in card.comments)
+        self.observed = observed
+        self.rtol = rtol
+        m = self.model
+        self.obs_fit = Fitter(m)
+        self.nll_b, self.x_b = self.obs_fit.fit(r=0.0)
+        nu0, nu, nub, *_ = m.expected(self.x_b)
+        glob = self.x_b[1 : 1 + m.nS].copy()
+        self.asimov = Fitter(m, n=nub, glob=glob)
+        self.nll_a0 = m.nll(self.x_b, nub, glob)
+        self._qa: dict[float, float] = {}
+        self._start_a = self.x_b.copy()
+        s = np.bincount(m.col_bin, weights=np.where(m.is_sig, nu0, 0.0), minlength=len(m.bins))
+        b = np.clip(nub, 1e-9, None)
+        z2 = np.sum(s**2 / b)
+        if not z2 > 0:
+            raise DatacardError(f"datacard {card.path}: the signal has no expected events, no limit can be set")
+        self.r_scale = 1.0 / np.sqrt(z2)  # r giving ~1 sigma without systematics
+
+    def q_asimov(self, r: float) -> float:
+        """``q_A(r)`` on the background-only Asimov set (profiled)."""
+        key = float(r)
+        if key not in self._qa:
+            nll, x = self.asimov.fit(r=r, start=self._start_a)
+            self._qa[key] = max(0.0, 2.0 * (nll - self.nll_a0))
+        return self._qa[key]
+
+    def _bracket(self, f, r0: float) -> tuple[float, float]:
+        lo, hi = 0.0, r0
+        for _ in range(60):
+            if f(hi) > 0:
+                return lo, hi
+            lo, hi = hi, hi * 2.0
+        raise DatacardError(f"datacard {self.card.path}: no limit found below r = {hi:g}")
+
+    def expected(self) -> dict[str, float]:
+        """Expected limits ``{"exp-2": .., ..., "exp+2": ..}``."""
+        out = {}
+        for key, p in QUANTILES.items():
+            t = expected_target(p)
+            f = lambda r, t=t: np.sqrt(self.q_asimov(r)) - t  # noqa: E731
+            lo, hi = self._bracket(f, t * self.r_scale)
+            if lo == 0.0:
+                lo = hi * 1e-6
+            out[key] = float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
+        return out
+
+    def observed_limit(self) -> float:
+        """Observed limit: ``CLs(r) = 0.05`` with ``q~_r`` on the card's observation."""
+        fit = self.obs_fit
+        nll_hat, x_hat = fit.fit(r=None, start=self.x_b)
+        if nll_hat > self.nll_b:
+            nll_hat, x_hat = self.nll_b, self.x_b
+        r_hat = float(x_hat[0])
+
+        def g(r):
+            if r <= r_hat:
+                return 1.0 - ALPHA
+            nll, _ = fit.fit(r=r, start=x_hat)
+            q = max(0.0, 2.0 * (nll - nll_hat))
+            return cls_asymptotic(q, self.q_asimov(r)) - ALPHA
+
+        f = lambda r: -g(r)  # noqa: E731  (positive beyond the limit)
+        lo, hi = self._bracket(f, max(r_hat, 0.0) + 2.0 * self.r_scale)
+        lo = max(lo, r_hat, hi * 1e-6)
+        return float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
+
+    def limits(self) -> dict[str, float | None]:
+        """Expected quantiles and the observed limit (None if not computed)."""
+        out: dict[str, float | None] = dict(self.expected())
+        out["obs"] = self.observed_limit() if self.observed else None
+        return out
+
+
+def card_limits(card: Datacard | str | os.PathLike, observed: bool | None = None) -> dict[str, float | None]:
+    """Limits of one card (path or parsed)."""
+    c = card if isinstance(card, Datacard) else parse_datacard(card)
+    calc = AsymptoticCLs(c, observed=observed)
+    out = calc.limits()
+    log.info("%s: %s (%d + %d fits)", c.path, {k: (None if v is None else round(v, 4)) for k, v in out.items()},
+             calc.obs_fit.nfits, calc.asimov.nfits)
+    return out
+
+
+def _cards_from(index_or_cards_dir) -> dict[str, str]:
+    """``{point: card path}`` from an index dict, index.json, DIR, DIR/datacards, or one card file."""
+    if isinstance(index_or_cards_dir, Mapping):
+        idx = index_or_cards_dir
+        base = idx["cards_dir"]
+        return {p: os.path.join(base, meta["card"]) for p, meta in idx["points"].items()}
+    path = os.fspath(index_or_cards_dir)
+    if os.path.isfile(path) and path.endswith(".json"):
+        with open(path) as f:
+            idx = json.load(f)
+        base = os.path.dirname(os.path.abspath(path))
+        return {p: os.path.join(base, meta["card"]) for p, meta in idx["points"].items()}
+    if os.path.isfile(path):
+        return {os.path.basename(os.path.dirname(os.path.abspath(path))): path}
+    for base in (os.path.join(path, "datacards"), path):
+        if os.path.isfile(os.path.join(base, "index.json")):
+            return _cards_from(os.path.join(base, "index.json"))
+        found = sorted(glob.glob(os.path.join(base, "*", "*.txt")))
+        if found:
+            return {os.path.basename(os.path.dirname(p)): p for p in found}
+    raise DatacardError(f"no datacards found from '{path}' (expected index.json, DIR/datacards/*/*.txt or a card)")
+
+
+def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os.PathLike | None = None) -> dict:
+    """Asymptotic CLs limits for every card.
+
+    Args:
+        index_or_cards_dir: the index dict returned by :func:`.writer.write_datacards`, a path to
+            ``index.json``, the output DIR, ``DIR/datacards`` or a single card.
+        observed: compute observed limits (default: for cards whose observation is not Asimov).
+        out: optional path of ``limits.json`` to write.
+
+    Returns:
+        ``{point: {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}}`` (limits on r; obs may be None).
+    """
+    cards = _cards_from(index_or_cards_dir)
+    res = {}
+    for point, path in cards.items():
+        res[point] = card_limits(path, observed=observed)
+    if out is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
