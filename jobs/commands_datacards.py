@@ -1,0 +1,166 @@
+"""Click commands of the datacards step: ``scan``, ``datacards``, ``limits``.
+
+They only parse options, load ``histograms.coffea`` and call :mod:`svjscout.datacards`. Register
+them in the main group with ``cli.add_command(scan_cmd)`` etc.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def _load(path: str) -> tuple[object, dict]:
+    from coffea.util import load
+
+    from svjscout.exceptions import HistogramError
+
+    out = load(path)
+    for key in ("xy_mt", "datasets"):
+        if key not in out:
+            raise HistogramError(f"{path}: key '{key}' missing from the processor output (has {sorted(out)})")
+    return out["xy_mt"], dict(out["datasets"])
+
+
+def _parse_grid(grid: str | None):
+    if grid is None:
+        return None
+    parts = [float(p) for p in grid.split(",")]
+    if len(parts) == 1:
+        return int(parts[0])
+    if len(parts) != 3:
+        raise click.BadParameter("use N (N x N in [0.1, 0.9]) or LO,HI,N", param_hint="--grid")
+    import numpy as np
+
+    g = np.round(np.linspace(parts[0], parts[1], int(parts[2])), 10)
+    return g, g
+
+
+def _rules(p_min, no_plateau, delta_max, pull_max, r_max):
+    from svjscout.datacards import ScanRules
+
+    return ScanRules(p_min=p_min, plateau=not no_plateau, delta_max=delta_max, pull_max=pull_max, r_max=r_max)
+
+
+_scan_opts = [
+    click.option("--grid", default=None, help="N (N x N points in [0.1, 0.9]^2) or LO,HI,N. Default 33 (step 0.025)."),
+    click.option("--reference", default=None, help="Reference signal dataset of the stilde rescaling (default: first signal)."),
+    click.option("--p-min", type=float, default=0.9, show_default=True, help="Minimum chi2 p-value (point and its 8 neighbours)."),
+    click.option("--no-plateau", is_flag=True, help="Require the p-value at the point only, not on its neighbours."),
+    click.option("--delta-max", type=float, default=0.05, show_default=True, help="Maximum |non-closure| of the SR total."),
+    click.option("--pull-max", type=float, default=2.0, show_default=True, help="Maximum |pull| of the SR total."),
+    click.option("--r-max", type=float, default=0.35, show_default=True, help="Maximum signal contamination ratio r_max."),
+]
+
+
+def _add(opts):
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+@click.command(name="scan")
+@click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder (scan.csv, heat maps).")
+@_add(_scan_opts)
+def scan_cmd(histograms, out, grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
+    """Scan the ABCD working point (x0, y0) on HISTOGRAMS (histograms.coffea).
+
+    Writes OUT/scan.csv (one row per point, all metrics), OUT/scan_best.json and one heat map per
+    metric (scan_<metric>.png) with the chosen point marked, and prints the chosen point.
+    """
+    from svjscout.datacards import scan_working_points, write_scan
+
+    xy_mt, datasets = _load(histograms)
+    res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
+                              rules=_rules(p_min, no_plateau, delta_max, pull_max, r_max))
+    paths = write_scan(res, out)
+    click.echo(res.report)
+    click.echo(json.dumps({"best": {"x0": res.best[0], "y0": res.best[1]}, "fallback": res.fallback, "files": paths}, indent=1))
+
+
+@click.command(name="datacards")
+@click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output DIR: cards in DIR/datacards/POINT/.")
+@click.option("--wp", default=None, help="Working point X0,Y0 (on multiples of 0.025), e.g. 0.775,0.875.")
+@click.option("--scan", "do_scan", is_flag=True, help="Choose the working point with the grid scan (writes DIR/scan/).")
+@click.option("--asimov/--data", default=True, show_default=True,
+              help="Observation: background-only Asimov, or data (datasets of kind 'data').")
+@click.option("--lumi-unc", type=float, default=1.016, show_default=True, help="lnN of the luminosity uncertainty on the signal.")
+@click.option("--nonclosure-method", type=click.Choice(["max", "sp", "vp", "quadrature", "vp_data"]), default="max",
+              show_default=True, help="Per-bin non-closure uncertainty method (docs/datacards.md).")
+@click.option("--zero-bkg", type=click.Choice(["merge", "floor"]), default="merge", show_default=True,
+              help="Non-positive background in a region/bin: merge M_T bins (then floor), or floor only.")
+@click.option("--signal-syst", multiple=True, metavar="NAME=KAPPA", help="Extra lnN on the signal, repeatable.")
+@_add(_scan_opts)
+def datacards_cmd(histograms, out, wp, do_scan, asimov, lumi_unc, nonclosure_method, zero_bkg, signal_syst,
+                  grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
+    """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
+
+    Needs --wp X0,Y0 or --scan. Writes DIR/datacards/POINT/datacard.txt and DIR/datacards/index.json,
+    validates every card, and prints the index summary.
+    """
+    from svjscout.datacards import scan_working_points, validate_datacard, write_datacards, write_scan
+
+    if (wp is None) == (not do_scan):
+        raise click.UsageError("give exactly one of --wp X0,Y0 or --scan")
+    xy_mt, datasets = _load(histograms)
+    if do_scan:
+        res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
+                                  rules=_rules(p_min, no_plateau, delta_max, pull_max, r_max))
+        write_scan(res, os.path.join(out, "scan"))
+        click.echo(res.report)
+        wp = res.best
+    systs = {}
+    for s in signal_syst:
+        name, _, val = s.partition("=")
+        if not val:
+            raise click.BadParameter(f"'{s}' is not NAME=KAPPA", param_hint="--signal-syst")
+        systs[name] = float(val)
+    index = write_datacards(xy_mt, datasets, wp, out, asimov=asimov, lumi_unc=lumi_unc,
+                            nonclosure_method=nonclosure_method, zero_bkg=zero_bkg, signal_systematics=systs,
+                            inputs=os.path.abspath(histograms))
+    for card in index["cards"]:
+        validate_datacard(os.path.join(index["cards_dir"], card))
+    click.echo(json.dumps({k: index[k] for k in ("wp", "mt_groups", "merges", "floors", "nonclosure", "cards")}, indent=1))
+
+
+@click.command(name="limits")
+@click.argument("cards", type=click.Path(exists=True))
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+              help="Output folder for limits.json and plots (default: the DIR holding datacards/).")
+@click.option("--from-combine", is_flag=True, help="Collect real Combine outputs (jobs/combine_limits.sh) instead of quick limits.")
+@click.option("--observed/--expected-only", default=None, help="Observed limit too (default: when the cards hold data).")
+@click.option("--histograms", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="histograms.coffea, for the (m_Z', r_inv) of each point (default: parsed from the point names).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Brazil bands and 2D map (PNG).")
+def limits_cmd(cards, out, from_combine, observed, histograms, plots):
+    """Expected (and observed) 95% CL limits on r for every card under CARDS.
+
+    CARDS is the DIR given to `svjscout datacards`, DIR/datacards, its index.json or one card. Quick
+    asymptotic CLs in package (default) or collected from Combine outputs (--from-combine). Writes
+    OUT/limits.json ({POINT: {exp-2, exp-1, exp0, exp+1, exp+2, obs}}) and plots.
+    """
+    from svjscout.datacards import collect_combine_limits, plot_limits, quick_limits
+
+    base = cards if os.path.isdir(cards) else os.path.dirname(os.path.abspath(cards))
+    if os.path.basename(os.path.normpath(base)) == "datacards":
+        base = os.path.dirname(os.path.normpath(base))
+    out = out or base
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "limits.json")
+    if from_combine:
+        lim = collect_combine_limits(cards if os.path.isdir(cards) else base, out=path)
+    else:
+        lim = quick_limits(cards, observed=observed, out=path)
+    datasets = _load(histograms)[1] if histograms else None
+    files = plot_limits(lim, datasets, os.path.join(out, "plots")) if plots else []
+    click.echo(json.dumps({"limits": path, "plots": files, "points": lim}, indent=1))
