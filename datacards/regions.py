@@ -66,7 +66,7 @@ def snap_threshold(value: float, edges: np.ndarray, axis: str) -> int:
         lo = edges[max(0, np.searchsorted(edges, value) - 1)]
         hi = edges[min(len(edges) - 1, np.searchsorted(edges, value))]
         raise HistogramError(
-            f"threshold {axis}0={value!r} is not on a bin edge of axis '{axis}' "
+            f"threshold {axis}0={float(value)!r} is not on a bin edge of axis '{axis}' "
             f"(nearest edges {lo:.6g} and {hi:.6g}); working points must sit on multiples of the bin width"
         )
     return i

@@ -1,0 +1,122 @@
+"""Vectorised working-point scan (svjscout.datacards.scan)."""
+
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from svjscout.datacards import ScanRules, scan_working_points, write_scan
+from svjscout.datacards.abcd import predict
+from svjscout.datacards.scan import plateau_mask
+from svjscout.datacards.significance import asimov_z
+from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy
+from svjscout.exceptions import HistogramError
+
+EDGES = [650.0, 1000.0, 2000.0]
+
+
+def _known_optimum_toy():
+    bkg = factorised(1e6, falling(5.0), falling(4.0), [3.0, 1.0])
+    sig = np.zeros((40, 40, 2))
+    sig[28, 28, :] = [40.0, 60.0]  # bin [0.700, 0.725) x [0.700, 0.725)
+    sig2 = np.zeros((40, 40, 2))
+    sig2[28, 28, :] = [10.0, 10.0]
+    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.2 * bkg}, "s1": {"SP": sig}, "s2": {"SP": sig2}}, EDGES, 0.01)
+    ds = {"bkg": {"kind": "background"}, "s1": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3},
+          "s2": {"kind": "signal", "mzprime": 3000.0, "rinv": 0.3}}
+    return h, ds
+
+
+def test_scan_finds_known_optimum():
+    # factorised background: perfect closure everywhere; all signal in the bin starting at (0.7, 0.7):
+    # the tightest cut keeping it is the optimum (background falls monotonically)
+    h, ds = _known_optimum_toy()
+    res = scan_working_points(h, ds)
+    assert res.best == pytest.approx((0.7, 0.7))
+    assert not res.fallback
+    row = res.table[(np.isclose(res.table.x0, 0.7)) & (np.isclose(res.table.y0, 0.7))].iloc[0]
+    assert row.passes and row.delta == pytest.approx(0.0, abs=1e-12) and row.r_max == 0.0
+    assert len(res.table) == 33 * 33
+    # tighter than the signal bin: no signal, so the point fails the r_max rule
+    tight = res.table[(np.isclose(res.table.x0, 0.75)) & (np.isclose(res.table.y0, 0.75))].iloc[0]
+    assert tight.z_mean == 0.0 and not tight.passes
+
+
+def _brute(h, ds, x0, y0, ref):
+    vals = h.values(flow=False)
+    var = h.variances(flow=False)
+    names = list(h.axes["dataset"])
+    ix, iy = int(round(x0 * 40)), int(round(y0 * 40))
+
+    def regions(a):
+        return np.array([a[ix:, :iy].sum((0, 1)), a[ix:, iy:].sum((0, 1)), a[:ix, :iy].sum((0, 1)), a[:ix, iy:].sum((0, 1))])
+
+    bk = [names.index(n) for n, m in ds.items() if m["kind"] == "background"]
+    sg = [n for n, m in ds.items() if m["kind"] == "signal"]
+    b = regions(vals[bk, 0].sum(0))
+    vb = regions(var[bk, 0].sum(0))
+    nhat = b[0] * b[3] / b[2]
+    vn = nhat**2 * (vb[0] / b[0] ** 2 + vb[2] / b[2] ** 2 + vb[3] / b[3] ** 2)
+    chi2 = np.sum((nhat - b[1]) ** 2 / (vn + vb[1]))
+    p = stats.chi2.sf(chi2, len(nhat))
+    delta = nhat.sum() / b[1].sum() - 1
+    pull = (nhat.sum() - b[1].sum()) / np.sqrt(vn.sum() + vb[1].sum())
+    sigma = nhat * np.sqrt(1 / b[0] + 1 / b[2] + 1 / b[3])
+    tot_ref = vals[names.index(ref), 0].sum()
+    zs, rs = [], []
+    for n in sg:
+        s = regions(vals[names.index(n), 0])
+        st = s[1] * tot_ref / vals[names.index(n), 0].sum()
+        zs.append(np.sqrt(sum(asimov_z(st[i], nhat[i], sigma[i]) ** 2 for i in range(len(nhat)))))
+        si, bi = s.sum(1), b.sum(1)
+        rs.append(max((si[r] / bi[r]) / (si[1] / bi[1]) for r in (0, 2, 3)))
+    return {"z_mean": np.mean(zs), "pvalue": p, "delta": delta, "pull": pull, "r_max": max(rs), "chi2": chi2}
+
+
+@pytest.mark.parametrize("x0,y0", [(0.1, 0.9), (0.5, 0.5), (0.775, 0.875), (0.9, 0.1), (0.325, 0.6)])
+def test_vectorised_scan_matches_brute_force(x0, y0):
+    h, ds = realistic_toy(n_mt=4, n_signal=3, n_background=3)
+    res = scan_working_points(h, ds, reference="svj_mz2000_rinv0.3")
+    row = res.table[(np.isclose(res.table.x0, x0)) & (np.isclose(res.table.y0, y0))].iloc[0]
+    ref = _brute(h, ds, x0, y0, "svj_mz2000_rinv0.3")
+    for k, v in ref.items():
+        assert row[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+def test_fallback_when_no_point_passes():
+    h, ds = _known_optimum_toy()
+    res = scan_working_points(h, ds, grid=9, rules=ScanRules(r_max=-1.0))
+    assert res.fallback and not res.table.passes.any()
+    assert "FALLBACK" in res.report and "pass_rmax" in res.report
+    assert res.best == pytest.approx((0.7, 0.7))  # fewest failed rules (only r_max), highest <Z_A>
+
+
+def test_plateau_requires_neighbours():
+    ok = np.ones((5, 5), bool)
+    ok[2, 2] = False
+    pm = plateau_mask(ok)
+    assert pm.sum() == 25 - 9 and not pm[1, 1] and pm[0, 0] and not pm[3, 3] and pm[4, 0]
+
+
+def test_custom_grid_and_off_grid_error():
+    h, ds = _known_optimum_toy()
+    res = scan_working_points(h, ds, grid=([0.5, 0.7], [0.7]))
+    assert list(res.table.x0) == [0.5, 0.7] and res.best == (0.7, 0.7)
+    with pytest.raises(HistogramError, match="y0=0.71"):
+        scan_working_points(h, ds, grid=([0.5], [0.71]))
+    with pytest.raises(HistogramError, match="reference"):
+        scan_working_points(h, ds, reference="nope")
+
+
+def test_write_scan(tmp_path):
+    h, ds = _known_optimum_toy()
+    res = scan_working_points(h, ds, grid=([0.6, 0.65, 0.7], [0.6, 0.65, 0.7]))
+    paths = write_scan(res, tmp_path)
+    names = {os.path.basename(p) for p in paths}
+    assert {"scan.csv", "scan_best.json", "scan_z_mean.png", "scan_pvalue.png", "scan_delta.png", "scan_pull.png",
+            "scan_r_max.png"} <= names
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "scan.csv")
+    assert len(df) == 9 and {"z_mean", "pvalue", "plateau", "delta", "pull", "r_max", "passes"} <= set(df.columns)
