@@ -58,7 +58,8 @@ def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str =
         stack = need = np.stack([dvp, svp])
     elif method == "quadrature":
         m = np.fmax(dsp, dvp)
-        stack = need = np.stack([np.sqrt(m**2 + ssp**2)])
+        stack = np.stack([np.sqrt(m**2 + ssp**2)])
+        need = np.stack([dsp, ssp])
     else:
         raise DatacardError(f"unknown non-closure method '{method}', expected one of {METHODS}")
     undefined = np.any(~np.isfinite(need), axis=0)

@@ -1,0 +1,128 @@
+"""Datacard writer, index.json, M_T merging (svjscout.datacards.writer)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from svjscout.datacards import abcd_prediction, nonclosure_uncertainties, parse_datacard, validate_datacard, write_datacards
+from svjscout.datacards.regions import region_yields
+from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy, rising
+from svjscout.datacards.writer import merge_groups
+from svjscout.exceptions import DatacardError
+
+WP = (0.775, 0.875)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    h, ds = realistic_toy(n_mt=3, n_signal=2, n_background=2)
+    out = tmp_path_factory.mktemp("cards")
+    index = write_datacards(h, ds, WP, out, inputs="toy.coffea", signal_systematics={"jes": 1.03})
+    return h, ds, out, index
+
+
+def test_files_and_index(written):
+    h, ds, out, index = written
+    cdir = out / "datacards"
+    assert sorted(index["points"]) == ["svj_mz1500_rinv0.3", "svj_mz2000_rinv0.3"]
+    for card in index["cards"]:
+        assert (cdir / card).is_file()
+    on_disk = json.loads((cdir / "index.json").read_text())
+    assert on_disk["wp"] == {"x0": 0.775, "y0": 0.875} and on_disk["merges"] == [] and on_disk["floors"] == []
+    assert on_disk["cards"] == index["cards"] and on_disk["version"] == "0.1.0"
+    assert index["points"]["svj_mz2000_rinv0.3"]["card"] == os.path.join("svj_mz2000_rinv0.3", "datacard.txt")
+
+
+def test_card_structure(written):
+    h, ds, out, index = written
+    path = out / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt"
+    text = path.read_text()
+    assert text.startswith("#") and "svjscout 0.1.0" in text and "x0=0.775 y0=0.875" in text and "toy.coffea" in text
+    card = parse_datacard(path)
+    assert card.imax == 12 and card.jmax == 1 and card.kmax == 2 + 3
+    assert card.bins[:4] == ["SP_A_0", "SP_B_0", "SP_C_0", "SP_D_0"]
+    assert all(b.split("_")[1] in "ABCD" for b in card.bins)
+    assert set(card.col_rates[1::2]) == {"1.0"}  # bkg rate 1, yield in the rateParam
+    nc = [s for s in card.systematics if "nonclosure" in s.name]
+    assert [s.name for s in nc] == ["nonclosure_bin0", "nonclosure_bin1", "nonclosure_bin2"]
+    for i, s in enumerate(nc):  # only on bkg in B_i
+        cols = [(b, p) for (b, p), v in zip(zip(card.col_bins, card.col_procs), s.values) if v != "-"]
+        assert cols == [(f"SP_B_{i}", "bkg")]
+    lumi = card.systematic("lumi")
+    assert all((v == "1.016") == (p == "sig") for v, p in zip(lumi.values, card.col_procs))
+    rpB = card.rate_param("bkg_SP_B_1")
+    assert rpB.formula == "(@0*@1/@2)" and rpB.args == ["bkg_SP_A_1", "bkg_SP_D_1", "bkg_SP_C_1"]
+    assert validate_datacard(card) == []
+
+
+def test_round_trip_numbers(written):
+    h, ds, out, index = written
+    card = parse_datacard(out / "datacards" / "svj_mz1500_rinv0.3" / "datacard.txt")
+    bkg = region_yields(h, ds, WP, which="background")
+    sig = region_yields(h, ds, WP, which="svj_mz1500_rinv0.3")
+    u = nonclosure_uncertainties(h, ds, WP)
+    for i in range(3):
+        for k, r in enumerate("ABCD"):
+            assert card.rate(f"SP_{r}_{i}", "sig") == pytest.approx(sig.n[k, i], rel=1e-7)
+            if r != "B":
+                rp = card.rate_param(f"bkg_SP_{r}_{i}")
+                assert rp.value == pytest.approx(bkg.n[k, i], rel=1e-7) and rp.range[0] == 0.0
+        assert float(card.systematic(f"nonclosure_bin{i}").values[card.col_bins.index(f"SP_B_{i}") + 1]) == pytest.approx(1 + u[i], rel=1e-7)
+    obs = card.obs()
+    t = abcd_prediction(h, ds, WP)
+    np.testing.assert_allclose([obs[f"SP_B_{i}"] for i in range(3)], t.nhat_B, rtol=1e-7)
+    np.testing.assert_allclose([obs[f"SP_C_{i}"] for i in range(3)], t.n_C, rtol=1e-7)
+
+
+def _zero_bin_toy():
+    bkg = factorised(1e5, falling(3.0), falling(3.0), [1.0, 1.0, 1.0, 1.0])
+    bkg[:, :, 3] = 0.0  # empty last M_T bin
+    bkg[31:, 35:, 0] = 0.0  # first bin: nothing in B (x > 0.775, y > 0.875)
+    sig = factorised(100.0, rising(3.0), rising(3.0), [1.0, 1.0, 1.0, 1.0])
+    h = build_xy_mt({"bkg": {"SP": bkg, "VP": bkg}, "svj": {"SP": sig}}, [650.0, 800.0, 1000.0, 1500.0, 3000.0], 1.0)
+    ds = {"bkg": {"kind": "background"}, "svj": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
+    return h, ds
+
+
+def test_merge_rule():
+    b = np.ones((4, 5))
+    b[1, 0] = 0.0
+    b[:, 4] = 0.0
+    b[2, 2] = -0.5  # group [2, 3] sums to 0.5 > 0
+    groups, merges = merge_groups(b)
+    assert groups == [[0, 1], [2, 3, 4]]  # last group merges downwards
+    assert merges[0]["bins"] == [0] and "B" in merges[0]["reason"]
+
+
+def test_zero_background_merged_and_reported(tmp_path):
+    h, ds = _zero_bin_toy()
+    index = write_datacards(h, ds, WP, tmp_path)
+    assert index["mt_groups"] == [[0, 1], [2, 3]]
+    assert len(index["merges"]) == 2 and index["floors"] == []
+    assert index["mt_edges"] == [650.0, 1000.0, 3000.0]
+    card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
+    assert card.imax == 8 and validate_datacard(card) == []
+
+
+def test_zero_background_floor_mode(tmp_path):
+    h, ds = _zero_bin_toy()
+    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor", floor_value=0.01)
+    assert index["mt_groups"] == [[0], [1], [2], [3]] and index["merges"] == []
+    floored = {(f["region"], f["bin"]) for f in index["floors"]}
+    assert floored == {("B", 0), ("A", 3), ("B", 3), ("C", 3), ("D", 3)}
+    card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
+    assert card.rate_param("bkg_SP_C_3").value == pytest.approx(0.01)
+    assert validate_datacard(card) == []
+
+
+def test_data_observation(tmp_path):
+    h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
+    index = write_datacards(h, ds, WP, tmp_path, asimov=False, lumi_unc=1.025)
+    card = parse_datacard(tmp_path / "datacards" / index["cards"][0])
+    data = region_yields(h, ds, WP, which="data")
+    assert card.obs()["SP_D_1"] == np.round(data.n[3, 1]) and all(float(o).is_integer() for o in card.observation)
+    assert "1.025" in card.systematic("lumi").values and index["asimov"] is False
+    with pytest.raises(DatacardError, match="zero_bkg"):
+        write_datacards(h, ds, WP, tmp_path, zero_bkg="nope")
