@@ -231,7 +231,7 @@ class Fitter:
         mi.limits["r"] = (0.0, self.r_max)
         for j, name in enumerate(m.free_names):
             mi.limits[name] = m.free_bounds[j]
-            mi.errors[name] = float(np.clip(1.0 / np.sqrt(max(m.free_init[j], 1.0)), 1e-3, 0.5))
+            mi.errors[name] = float(np.clip(1.0 / np.sqrt(max(m.free_init[j], 1.0)), 1e-7, 0.5))
             mi.values[name] = float(np.clip(x0[1 + m.nS + j], *m.free_bounds[j]))
         for s in m.syst_names:
             mi.errors[s] = 0.5

@@ -1,0 +1,145 @@
+"""Quick asymptotic CLs limits (svjscout.datacards.limits, .likelihood)."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from svjscout.datacards import card_limits, parse_datacard, quick_limits, write_datacards
+from svjscout.datacards.limits import QUANTILES, cls_asymptotic, expected_target
+from svjscout.datacards.parser import parse_text
+from svjscout.datacards.toys import realistic_toy
+from svjscout.datacards.writer import format_card
+from svjscout.exceptions import DatacardError
+
+ONE_BIN = """imax 1
+jmax 1
+kmax 0
+---
+bin b1
+observation {obs}
+---
+bin b1 b1
+process sig bkg
+process 0 1
+rate {s} {b}
+"""
+
+
+def _closed_form_expected(s, b, quantile):
+    """No systematics: q_A(mu) = 2 [mu s - b ln(1 + mu s / b)]; solve sqrt(q_A) = target."""
+    qa = lambda mu: 2 * (mu * s - b * np.log1p(mu * s / b))  # noqa: E731
+    t = stats.norm.isf(0.05 * quantile) + stats.norm.ppf(quantile)
+    return optimize.brentq(lambda mu: np.sqrt(qa(mu)) - t, 1e-9, 1e4)
+
+
+@pytest.mark.parametrize("s,b", [(10.0, 100.0), (3.0, 5.0), (50.0, 1e4)])
+def test_one_bin_expected_matches_closed_form(s, b):
+    lim = card_limits(parse_text(ONE_BIN.format(obs=b, s=s, b=b)), observed=False)
+    for key, q in QUANTILES.items():
+        assert lim[key] == pytest.approx(_closed_form_expected(s, b, q), rel=1e-3), key
+    # median, large-b sanity: ~ 1.96 sqrt(b) / s
+    if b > 1000:
+        assert lim["exp0"] == pytest.approx(1.96 * np.sqrt(b) / s, rel=0.01)
+    assert lim["obs"] is None
+
+
+def test_one_bin_observed_matches_closed_form():
+    s, b, n = 10.0, 100.0, 85.0
+
+    def nll(mu):
+        nu = mu * s + b
+        return nu - n * np.log(nu)
+
+    mu_hat = max(0.0, (n - b) / s)
+
+    def cls(mu):
+        q = 2 * (nll(mu) - nll(mu_hat))
+        qa = 2 * (mu * s - b * np.log1p(mu * s / b))
+        return cls_asymptotic(q, qa)
+
+    expected = optimize.brentq(lambda mu: cls(mu) - 0.05, 1e-6, 100)
+    lim = card_limits(parse_text(ONE_BIN.format(obs=n, s=s, b=b)), observed=True)
+    assert lim["obs"] == pytest.approx(expected, rel=1e-3)
+    assert lim["obs"] < lim["exp0"]
+    # Asimov-like observation: observed = median expected
+    lim2 = card_limits(parse_text(ONE_BIN.format(obs=b, s=s, b=b)), observed=True)
+    assert lim2["obs"] == pytest.approx(lim2["exp0"], rel=1e-3)
+
+
+def test_cls_formula_median_point():
+    qa = expected_target(0.5) ** 2
+    assert cls_asymptotic(qa, qa) == pytest.approx(0.05, rel=1e-9)
+
+
+def _abcd_card(a, c, d, s_b, s_other=0.0, nonclosure=0.0, lumi=1.016):
+    n = len(a)
+    bkg = np.array([a, np.zeros(n), c, d], dtype=float)
+    sig = np.array([np.full(n, s_other), s_b, np.full(n, s_other), np.full(n, s_other)], dtype=float)
+    obs = bkg.copy()
+    obs[1] = bkg[0] * bkg[3] / bkg[2]
+    return parse_text(format_card("t", bkg, sig, obs, np.full(n, nonclosure), lumi_unc=lumi, range_factor=20.0,
+                                  header=["observation: background-only Asimov"]))
+
+
+def test_abcd_card_with_precise_control_regions_matches_one_bin():
+    # huge control regions: bkg in B is known to ~5e-5, so the limit equals the one-bin closed form
+    a, c, d, s = 1e9, 1e12, 1e9, 3000.0
+    lim = card_limits(_abcd_card([a], [c], [d], [s], lumi=1.0))
+    b = a * d / c
+    assert lim["exp0"] == pytest.approx(_closed_form_expected(s, b, 0.5), rel=0.005)
+    assert lim["obs"] is None
+
+
+def test_abcd_card_scaling_and_ordering():
+    card1 = _abcd_card([200.0, 50.0], [4000.0, 900.0], [300.0, 80.0], [20.0, 15.0], s_other=1.0, nonclosure=0.1)
+    card2 = _abcd_card([200.0, 50.0], [4000.0, 900.0], [300.0, 80.0], [40.0, 30.0], s_other=2.0, nonclosure=0.1)
+    l1, l2 = card_limits(card1), card_limits(card2)
+    vals = [l1[k] for k in QUANTILES]
+    assert all(np.diff(vals) > 0)
+    for k in QUANTILES:
+        assert l2[k] == pytest.approx(l1[k] / 2, rel=2e-3)
+    # a larger non-closure uncertainty weakens the limit
+    l3 = card_limits(_abcd_card([200.0, 50.0], [4000.0, 900.0], [300.0, 80.0], [20.0, 15.0], s_other=1.0, nonclosure=0.5))
+    assert l3["exp0"] > l1["exp0"]
+
+
+def test_quick_limits_on_written_cards(tmp_path):
+    h, ds = realistic_toy(n_mt=2, n_signal=2, n_background=1)
+    index = write_datacards(h, ds, (0.775, 0.875), tmp_path)
+    out = tmp_path / "limits.json"
+    lim = quick_limits(tmp_path, out=out)
+    assert sorted(lim) == sorted(index["points"])
+    on_disk = json.loads(out.read_text())
+    for point, v in on_disk.items():
+        assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"} and v["obs"] is None
+        assert 0 < v["exp-2"] < v["exp0"] < v["exp+2"]
+    from_index = quick_limits(index)
+    for point in lim:
+        assert from_index[point]["exp0"] == pytest.approx(lim[point]["exp0"], rel=1e-6)
+    one = quick_limits(tmp_path / "datacards" / index["cards"][0])
+    assert list(one) == [index["cards"][0].split("/")[0]]
+
+
+def test_unsupported_systematic_is_named():
+    text = ONE_BIN.format(obs=10, s=1, b=10).replace("kmax 0", "kmax 1") + "jes shape - 1\n"
+    with pytest.raises(DatacardError, match="jes"):
+        card_limits(parse_text(text))
+
+
+def test_no_signal_raises():
+    with pytest.raises(DatacardError, match="no expected events"):
+        card_limits(parse_text(ONE_BIN.format(obs=10, s=0, b=10)))
+
+
+def test_cards_not_found(tmp_path):
+    with pytest.raises(DatacardError, match="no datacards"):
+        quick_limits(tmp_path)
+
+
+def test_parsed_card_from_path(tmp_path):
+    p = tmp_path / "pt" / "datacard.txt"
+    p.parent.mkdir()
+    p.write_text(ONE_BIN.format(obs=100, s=10, b=100))
+    assert card_limits(parse_datacard(p), observed=False)["exp0"] == pytest.approx(2.09, abs=0.01)
