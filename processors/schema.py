@@ -137,7 +137,8 @@ def check_file(path: str, branch_map: BranchMap, is_mc: bool) -> int:
             n = int(tree.num_entries)
         except Exception as err:  # noqa: BLE001
             raise InputFileError(f"{path}: tree {branch_map.tree!r} is unreadable ({err})") from err
-    for branch in branch_map.required_branches(is_mc):
-        if branch not in keys:
-            raise MissingBranchError(f"{path}: branch {branch!r} not found in tree {branch_map.tree!r}")
+    missing = [b for b in branch_map.required_branches(is_mc) if b not in keys]
+    if missing:
+        what = f"branch {missing[0]!r}" if len(missing) == 1 else f"branches {missing}"
+        raise MissingBranchError(f"{path}: {what} not found in tree {branch_map.tree!r} (set them in the schema mapping)")
     return n

@@ -103,3 +103,37 @@ def small_job(tmp_path, toy_models):
         "executor: {name: iterative, chunksize: 10000}\n"
     )
     return load_job(job)
+
+
+def rewrite_file(src: str, dst, rename: dict | None = None, drop: tuple = (), modify=None, n: int | None = None,
+                 keep_runs: bool = True) -> str:
+    """Copy a scouting file with branches renamed/dropped/modified (for bad-input tests)."""
+    import awkward as ak
+    import uproot
+
+    rename = rename or {}
+    with uproot.open(src) as f:
+        arrays = f["Events"].arrays(library="ak", entry_stop=n)
+        runs = f["Runs"].arrays(library="np") if keep_runs else None
+        meta = str(f["svjscout_meta"])
+    cols = {}
+    pf = {}
+    for name in arrays.fields:
+        if name in drop or name == "nScoutingParticle":
+            continue
+        if name.startswith("ScoutingParticle_"):
+            pf[name.split("_", 1)[1]] = arrays[name]
+        else:
+            cols[name] = ak.to_numpy(arrays[name])
+    if modify:
+        modify(cols, pf)
+    prefix = rename.get("ScoutingParticle", "ScoutingParticle")
+    out_cols = {rename.get(k, k): v for k, v in cols.items()}
+    out_cols[prefix] = ak.zip(pf)
+    with uproot.recreate(dst) as g:
+        types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in out_cols.items()}
+        g.mktree("Events", types).extend(out_cols)
+        if runs is not None:
+            g.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
+        g["svjscout_meta"] = meta
+    return str(dst)
