@@ -1,0 +1,59 @@
+"""Collecting real Combine outputs and the combine_limits.sh wrapper (svjscout.datacards.combine)."""
+
+import os
+import pathlib
+import subprocess
+
+import numpy as np
+import pytest
+import uproot
+
+from svjscout.datacards import collect_combine_limits, read_limit_file
+from svjscout.exceptions import DatacardError, InputFileError
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "combine_limits.sh"
+
+
+def _fake_output(path, values, quantiles):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with uproot.recreate(path) as f:
+        f["limit"] = {"limit": np.asarray(values, dtype=np.float64),
+                      "quantileExpected": np.asarray(quantiles, dtype=np.float32)}
+
+
+def test_collect_combine_outputs(tmp_path):
+    cards = tmp_path / "datacards"
+    q = [0.025, 0.16, 0.5, 0.84, 0.975, -1.0]
+    _fake_output(cards / "svj_mz2000_rinv0.3" / "higgsCombine.svj_mz2000_rinv0.3.AsymptoticLimits.mH120.root",
+                 [0.1, 0.2, 0.3, 0.45, 0.6, 0.33], q)
+    _fake_output(cards / "svj_mz3000_rinv0.3" / "higgsCombine.svj_mz3000_rinv0.3.AsymptoticLimits.mH120.root",
+                 [1.0, 2.0, 3.0, 4.0, 5.0], q[:5])
+    out = tmp_path / "limits_combine.json"
+    lim = collect_combine_limits(tmp_path, out=out)
+    assert lim["svj_mz2000_rinv0.3"] == pytest.approx(
+        {"exp-2": 0.1, "exp-1": 0.2, "exp0": 0.3, "exp+1": 0.45, "exp+2": 0.6, "obs": 0.33})
+    assert lim["svj_mz3000_rinv0.3"]["obs"] is None and lim["svj_mz3000_rinv0.3"]["exp0"] == 3.0
+    assert out.is_file()
+
+
+def test_bad_files_are_named(tmp_path):
+    p = tmp_path / "x.root"
+    with uproot.recreate(p) as f:
+        f["other"] = {"a": np.zeros(2)}
+    with pytest.raises(InputFileError, match="x.root.*limit"):
+        read_limit_file(p)
+    q = tmp_path / "junk.root"
+    q.write_bytes(b"not root")
+    with pytest.raises(InputFileError, match="junk.root"):
+        read_limit_file(q)
+    with pytest.raises(DatacardError, match="combine_limits.sh"):
+        collect_combine_limits(tmp_path)
+
+
+def test_script_exits_3_without_combine(tmp_path):
+    (tmp_path / "datacards" / "p").mkdir(parents=True)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    r = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 3 and "not on PATH" in r.stderr
+    r = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "AsymptoticLimits" in r.stdout
