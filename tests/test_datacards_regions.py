@@ -1,0 +1,68 @@
+"""Region yields from cumulative sums (svjscout.datacards.regions)."""
+
+import numpy as np
+import pytest
+
+from svjscout.datacards.regions import (
+    cumulative_2d, parse_wp, region_yields, regions_from_cumsum, snap_threshold,
+)
+from svjscout.datacards.toys import build_xy_mt, empty_xy_mt
+from svjscout.exceptions import HistogramError
+
+
+def test_cumsum_regions_match_slicing():
+    rng = np.random.default_rng(1)
+    arr = rng.random((3, 40, 40, 2))
+    S = cumulative_2d(arr)
+    ix, iy = np.array([0, 7, 40]), np.array([3, 20])
+    R = regions_from_cumsum(S, ix, iy)
+    assert R.shape == (4, 3, 3, 2, 2)
+    for a, i in enumerate(ix):
+        for b, j in enumerate(iy):
+            np.testing.assert_allclose(R[0, :, a, b], arr[:, i:, :j].sum((1, 2)))
+            np.testing.assert_allclose(R[1, :, a, b], arr[:, i:, j:].sum((1, 2)))
+            np.testing.assert_allclose(R[2, :, a, b], arr[:, :i, :j].sum((1, 2)))
+            np.testing.assert_allclose(R[3, :, a, b], arr[:, :i, j:].sum((1, 2)))
+
+
+def test_region_yields_sum_datasets_and_planes():
+    a = np.zeros((40, 40, 2))
+    a[35, 2] = [1.0, 2.0]  # A at (0.775, 0.875)
+    a[35, 36] = [3.0, 0.0]  # B
+    a[0, 0] = [4.0, 4.0]  # C
+    a[1, 39] = [0.0, 5.0]  # D
+    h = build_xy_mt({"q1": {"SP": a}, "q2": {"SP": 2 * a, "VP": a}, "sig": {"SP": a}}, [650.0, 1000.0, 2000.0], 0.5)
+    ds = {"q1": {"kind": "background"}, "q2": {"kind": "background"}, "sig": {"kind": "signal"}}
+    y = region_yields(h, ds, "0.775,0.875")
+    np.testing.assert_allclose(y.n, 3 * np.array([[1, 2], [3, 0], [4, 4], [0, 5]]))
+    np.testing.assert_allclose(y.var, 0.5 * y.n)
+    assert y.wp == (0.775, 0.875) and y.plane == "SP"
+    yv = region_yields(h, ds, (0.775, 0.875), plane="VP", which=["q2"])
+    np.testing.assert_allclose(yv.n, [[1, 2], [3, 0], [4, 4], [0, 5]])
+    m = y.merged([[0, 1]])
+    np.testing.assert_allclose(m.n[:, 0], y.n.sum(1))
+    assert list(m.edges) == [650.0, 2000.0] and m.groups == [[0, 1]]
+
+
+def test_snap_and_parse():
+    edges = np.linspace(0, 1, 41)
+    assert snap_threshold(0.775, edges, "x") == 31
+    assert snap_threshold(0.1 + 1e-12, edges, "x") == 4
+    with pytest.raises(HistogramError, match=r"x0=0\.33.*0\.325 and 0\.35"):
+        snap_threshold(0.33, edges, "x")
+    assert parse_wp({"x0": 0.5, "y0": 0.25}) == (0.5, 0.25)
+    with pytest.raises(HistogramError, match="X0,Y0"):
+        parse_wp("0.5")
+
+
+def test_unknown_kind_plane_and_dataset():
+    h = empty_xy_mt(["a"])
+    ds = {"a": {"kind": "background"}}
+    with pytest.raises(HistogramError, match="plane 'XP'"):
+        region_yields(h, ds, (0.5, 0.5), plane="XP")
+    with pytest.raises(HistogramError, match="kind 'signal'"):
+        region_yields(h, ds, (0.5, 0.5), which="signal")
+    with pytest.raises(HistogramError, match="'zz'"):
+        region_yields(h, ds, (0.5, 0.5), which=["zz"])
+    with pytest.raises(HistogramError, match="absent from xy_mt"):
+        region_yields(h, {**ds, "b": {"kind": "background"}}, (0.5, 0.5))
