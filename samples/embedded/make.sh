@@ -12,5 +12,5 @@ svjscout generate svj -n 600  --seed 103 --mzprime 3000 --rinv 0.5 $common -o sv
 svjscout generate qcd -n 20000 --seed 201 --pthat-min 300 --pthat-max 500 --dataset qcd_pt300to500 $common -o qcd_pt300to500.root
 svjscout generate qcd -n 10000 --seed 202 --pthat-min 500 --dataset qcd_pt500toinf $common -o qcd_pt500toinf.root
 svjscout generate ttbar -n 4000 --seed 301 $common -o ttbar.root
-svjscout generate wjets -n 4000 --seed 401 $common -o wjets.root
-svjscout generate zjets -n 3000 --seed 501 $common -o zjets.root
+svjscout generate wjets -n 1500 --seed 401 $common -o wjets.root
+svjscout generate zjets -n 1000 --seed 501 $common -o zjets.root
