@@ -11,10 +11,11 @@ Vitells, EPJC 71 (2011) 1554:
   ``CLb = Phi(sqrt q_A - sqrt q)``, and for ``q > q_A``,
   ``CLs+b = 1 - Phi((q + q_A) / (2 sqrt q_A))``, ``CLb = 1 - Phi((q - q_A) / (2 sqrt q_A))``;
   observed limit: ``CLs(r) = 0.05``;
-* expected quantile ``p`` (0.025, 0.16, 0.5, 0.84, 0.975, as Combine): ``N = Phi^-1(p)`` and
-  ``r_p`` solves ``sqrt(q_A(r)) = Phi^-1(1 - 0.05 p) + N`` (Cowan eq. 89 with ``sigma = r /
-  sqrt(q_A(r))`` evaluated at the solution; Combine evaluates sigma near the median, so bands
-  can differ by a few per cent).
+* expected quantile ``p`` (0.025, 0.16, 0.5, 0.84, 0.975, as Combine), ``N = Phi^-1(p)``:
+  each quantile solves ``sqrt(q_A(r)) = Phi^-1(1 - 0.05 p) + N`` (``band="crossing"``, default,
+  as Combine's default ``--newExpected 1``; CCGV eq. 88 without assuming q_A quadratic in r), or
+  ``sigma = r_median / 1.96`` and ``r_p = sigma (Phi^-1(1 - 0.05 p) + N)``
+  (``band="median_sigma"``, Combine's ``--newExpected 0``).
 
 Output per point: ``{"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}`` (obs None for Asimov
 cards). Every fit uses :class:`.likelihood.Fitter`.
@@ -70,9 +71,14 @@ class AsymptoticCLs:
         card: parsed datacard.
         observed: compute the observed limit (default: unless the header says Asimov).
         rtol: relative tolerance on the limits.
+        band: "crossing" (one q_A crossing per quantile, Combine's default) or "median_sigma"
+            (bands from sigma at the median, Combine's ``--newExpected 0``).
     """
 
-    def __init__(self, card: Datacard, observed: bool | None = None, rtol: float = 1e-4):
+    def __init__(self, card: Datacard, observed: bool | None = None, rtol: float = 1e-4, band: str = "crossing"):
+        if band not in ("crossing", "median_sigma"):
+            raise DatacardError(f"band must be 'crossing' or 'median_sigma', got '{band}'")
+        self.band = band
         self.card = card
         self.model: Model = build_model(card)
         if observed is None:
@@ -114,14 +120,24 @@ class AsymptoticCLs:
     def expected(self) -> dict[str, float]:
         """Expected limits ``{"exp-2": .., ..., "exp+2": ..}``."""
         out = {}
+        median = self._crossing(expected_target(0.5))
+        sigma = median / expected_target(0.5)
         for key, p in QUANTILES.items():
-            t = expected_target(p)
-            f = lambda r, t=t: np.sqrt(self.q_asimov(r)) - t  # noqa: E731
-            lo, hi = self._bracket(f, t * self.r_scale)
-            if lo == 0.0:
-                lo = hi * 1e-6
-            out[key] = float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
+            if p == 0.5:
+                out[key] = median
+            elif self.band == "median_sigma":
+                out[key] = float(sigma * expected_target(p))
+            else:
+                out[key] = self._crossing(expected_target(p))
         return out
+
+    def _crossing(self, t: float) -> float:
+        """r where ``sqrt(q_A(r)) = t``."""
+        f = lambda r: np.sqrt(self.q_asimov(r)) - t  # noqa: E731
+        lo, hi = self._bracket(f, t * self.r_scale)
+        if lo == 0.0:
+            lo = hi * 1e-6
+        return float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
 
     def observed_limit(self) -> float:
         """Observed limit: ``CLs(r) = 0.05`` with ``q~_r`` on the card's observation."""
@@ -150,10 +166,11 @@ class AsymptoticCLs:
         return out
 
 
-def card_limits(card: Datacard | str | os.PathLike, observed: bool | None = None) -> dict[str, float | None]:
-    """Limits of one card (path or parsed)."""
+def card_limits(card: Datacard | str | os.PathLike, observed: bool | None = None,
+                band: str = "crossing") -> dict[str, float | None]:
+    """Limits of one card (path or parsed); ``band`` as in :class:`AsymptoticCLs`."""
     c = card if isinstance(card, Datacard) else parse_datacard(card)
-    calc = AsymptoticCLs(c, observed=observed)
+    calc = AsymptoticCLs(c, observed=observed, band=band)
     out = calc.limits()
     log.info("%s: %s (%d + %d fits)", c.path, {k: (None if v is None else round(v, 4)) for k, v in out.items()},
              calc.obs_fit.nfits, calc.asimov.nfits)
@@ -183,7 +200,8 @@ def _cards_from(index_or_cards_dir) -> dict[str, str]:
     raise DatacardError(f"no datacards found from '{path}' (expected index.json, DIR/datacards/*/*.txt or a card)")
 
 
-def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os.PathLike | None = None) -> dict:
+def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os.PathLike | None = None,
+                 band: str = "crossing") -> dict:
     """Asymptotic CLs limits for every card.
 
     Args:
@@ -191,6 +209,7 @@ def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os
             ``index.json``, the output DIR, ``DIR/datacards`` or a single card.
         observed: compute observed limits (default: for cards whose observation is not Asimov).
         out: optional path of ``limits.json`` to write.
+        band: "crossing" (default, as Combine) or "median_sigma" (Combine ``--newExpected 0``).
 
     Returns:
         ``{point: {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}}`` (limits on r; obs may be None).
@@ -198,7 +217,7 @@ def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os
     cards = _cards_from(index_or_cards_dir)
     res = {}
     for point, path in cards.items():
-        res[point] = card_limits(path, observed=observed)
+        res[point] = card_limits(path, observed=observed, band=band)
     if out is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

@@ -143,3 +143,14 @@ def test_parsed_card_from_path(tmp_path):
     p.parent.mkdir()
     p.write_text(ONE_BIN.format(obs=100, s=10, b=100))
     assert card_limits(parse_datacard(p), observed=False)["exp0"] == pytest.approx(2.09, abs=0.01)
+
+
+def test_median_sigma_band_mode():
+    s, b = 10.0, 100.0
+    lim = card_limits(parse_text(ONE_BIN.format(obs=b, s=s, b=b)), observed=False, band="median_sigma")
+    med = _closed_form_expected(s, b, 0.5)
+    sigma = med / stats.norm.isf(0.025)
+    for key, q in QUANTILES.items():
+        assert lim[key] == pytest.approx(sigma * (stats.norm.isf(0.05 * q) + stats.norm.ppf(q)), rel=1e-3), key
+    with pytest.raises(DatacardError, match="band"):
+        card_limits(parse_text(ONE_BIN.format(obs=b, s=s, b=b)), band="nope")
