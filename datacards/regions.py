@@ -262,3 +262,74 @@ def region_yields(
         v = regions_from_cumsum(cumulative_2d(var), ix, iy)[:, 0, 0, :]
     label = which if isinstance(which, str) else ",".join(which)
     return RegionYields(n, v, mt_edges(xy_mt), (x0, y0), plane, label)
+
+
+def yields_from_mt_abcd(mt_abcd, datasets: Mapping[str, Mapping], wp, plane: str = "SP",
+                        which: str | Sequence[str] = "background", poisson: bool | None = None) -> RegionYields:
+    """Region yields from the processors' ``mt_abcd`` histogram (filled at the configured WP).
+
+    Args:
+        mt_abcd: histogram ``(dataset, plane, region[A,B,C,D], mt)``, weight storage.
+        datasets, plane, which, poisson: as in :func:`region_yields`.
+        wp: the working point ``mt_abcd`` was filled at (recorded only).
+
+    Returns:
+        :class:`RegionYields`, shape ``(4, n_mt)``.
+    """
+    names = [ax.name for ax in mt_abcd.axes]
+    missing = [a for a in ("dataset", "plane", "region", "mt") if a not in names]
+    if missing:
+        raise HistogramError(f"mt_abcd histogram lacks axis/axes {missing}; found {names}")
+    sel = select_datasets(mt_abcd, datasets, which)
+    ds_axis, planes, regs = list(mt_abcd.axes["dataset"]), list(mt_abcd.axes["plane"]), list(mt_abcd.axes["region"])
+    if plane not in planes:
+        raise HistogramError(f"plane '{plane}' not in mt_abcd plane axis {planes}")
+    bad = [r for r in REGIONS if r not in regs]
+    if bad:
+        raise HistogramError(f"mt_abcd region axis lacks {bad} (has {regs})")
+    perm = [names.index(a) for a in ("dataset", "plane", "region", "mt")]
+    vals = np.transpose(np.asarray(mt_abcd.values(flow=False), float), perm)
+    var = mt_abcd.variances(flow=False)
+    var = vals.copy() if var is None else np.transpose(np.asarray(var, float), perm)
+    idx = [ds_axis.index(n) for n in sel]
+    ridx = [regs.index(r) for r in REGIONS]
+    n = vals[idx, planes.index(plane)][:, ridx].sum(axis=0)
+    v = var[idx, planes.index(plane)][:, ridx].sum(axis=0)
+    if poisson is None:
+        poisson = which == "data"
+    if poisson:
+        v = np.clip(n, 0.0, None)
+    label = which if isinstance(which, str) else ",".join(which)
+    return RegionYields(n, v, np.asarray(mt_abcd.axes["mt"].edges, float), parse_wp(wp), plane, label)
+
+
+def check_mt_abcd(mt_abcd, xy_mt, wp, rtol: float = 1e-6, atol: float = 1e-9) -> float:
+    """Check that ``mt_abcd`` equals the regions of ``xy_mt`` at ``wp`` for every dataset and plane.
+
+    Returns:
+        the largest absolute difference found.
+
+    Raises:
+        HistogramError: naming the dataset, plane and region of the first mismatch (e.g. the
+            processors' WP differs from ``wp``, or different M_T binning).
+    """
+    if not np.allclose(mt_abcd.axes["mt"].edges, xy_mt.axes["mt"].edges):
+        raise HistogramError("mt_abcd and xy_mt have different M_T edges")
+    worst = 0.0
+    fake = {n: {"kind": "background"} for n in xy_mt.axes["dataset"]}
+    for name in xy_mt.axes["dataset"]:
+        if name not in list(mt_abcd.axes["dataset"]):
+            raise HistogramError(f"dataset '{name}' is in xy_mt but not in mt_abcd")
+        for plane in xy_mt.axes["plane"]:
+            a = region_yields(xy_mt, fake, wp, plane=plane, which=[name]).n
+            b = yields_from_mt_abcd(mt_abcd, fake, wp, plane=plane, which=[name]).n
+            diff = np.abs(a - b)
+            worst = max(worst, float(diff.max(initial=0.0)))
+            bad = ~np.isclose(a, b, rtol=rtol, atol=atol)
+            if bad.any():
+                r, i = np.argwhere(bad)[0]
+                raise HistogramError(
+                    f"mt_abcd disagrees with xy_mt at WP {parse_wp(wp)} for dataset '{name}', plane {plane}, "
+                    f"region {REGIONS[r]}, M_T bin {i}: {b[r, i]:.6g} vs {a[r, i]:.6g}"
+                )
+    return worst
