@@ -472,6 +472,10 @@ def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: Twin
     return bce_x + bce_y, {"bce_x": bce_x, "bce_y": bce_y}, values
 
 
+def _f(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
 def _validation_figure(bce: float, values: Mapping[str, float], eps: Mapping[str, float]) -> float:
     return bce + sum(max(0.0, values[k] - eps[k]) for k in CONSTRAINTS)
 
@@ -709,8 +713,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                 opt.zero_grad(set_to_none=True)
                 res.loss.backward()
                 opt.step()
-                rec = {"loss": float(res.loss), "bce": float(bce)} | {k: float(v) for k, v in parts.items()} | \
-                    {k: float(v) for k, v in vals.items()}
+                rec = {"loss": _f(res.loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
+                    {k: _f(v) for k, v in vals.items()}
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.batches_per_epoch
             val = evaluate()

@@ -1,0 +1,163 @@
+"""Twin MLPs: ONNX export, metadata check, and a short training run on a synthetic skim."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from svjscout.exceptions import ConfigError, InputFileError, ModelMismatchError
+from svjscout.models.export import check_features, read_metadata, write_metadata
+from svjscout.models.twin import TwinMLP, export_twin_onnx
+from svjscout.processors.features import EVENT_FEATURES
+
+L_NODES = 6
+
+
+def _write_skim(path: Path, n: int, seed: int, lundnet_nan: bool = False) -> Path:
+    """A small skim with the processors' columns: signal has larger MET and LundNet scores."""
+    import awkward as ak
+
+    rng = np.random.default_rng(seed)
+    label = (rng.random(n) < 0.4).astype(np.int64)
+    sig = label == 1
+    cols: dict[str, np.ndarray] = {}
+    cols["met"] = rng.exponential(150.0, n) + 200.0 * sig
+    cols["met_phi"] = rng.uniform(-np.pi, np.pi, n)
+    cols["mt"] = 650.0 + rng.exponential(300.0, n) + 300.0 * sig
+    cols["rt"] = cols["met"] / cols["mt"]
+    for c in ("dphi_min", "dphi_j0j1", "dphi_j0met", "dphi_j1met"):
+        cols[c] = rng.uniform(0, np.pi, n)
+    cols["dphi_min"] = cols["dphi_min"] * (1 - 0.5 * sig)
+    for c in ("z_j0j1", "z_j0met", "z_j1met"):
+        cols[c] = rng.uniform(0, 0.5, n)
+    cols["lundnet_j0"] = np.clip(rng.beta(2, 5, n) + 0.4 * sig, 0, 1)
+    cols["lundnet_j1"] = np.clip(rng.beta(2, 5, n) + 0.3 * sig, 0, 1)
+    if lundnet_nan:
+        cols["lundnet_j0"][::3] = np.nan
+    cols["deta"] = rng.uniform(-2.2, 2.2, n)
+    cols["weight"] = np.where(sig, 0.01, 1.0) * rng.uniform(0.5, 1.5, n)
+    cols["label"] = label
+    pts = rng.integers(0, 2, n)
+    cols["mzprime"] = np.where(sig, np.where(pts == 0, 2000.0, 3000.0), np.nan)
+    cols["rinv"] = np.where(sig, 0.3, np.nan)
+    cols["event"] = np.arange(n, dtype=np.uint64)
+    record = {k: v for k, v in cols.items()}
+    record["dataset"] = ak.Array([("svj" if s else "qcd") for s in sig])
+    for jet in ("j0", "j1"):
+        record[f"lund_{jet}"] = rng.normal(size=(n, L_NODES, 5)).astype(np.float32)
+        record[f"lund_{jet}_mask"] = rng.random((n, L_NODES)) < 0.8
+    ak.to_parquet(ak.Array(record), str(path))
+    return path
+
+
+def _lundnet_onnx(path: Path) -> Path:
+    """A stand-in LundNet: masked mean of the first node feature -> sigmoid."""
+
+    class Tiny(torch.nn.Module):
+        def forward(self, lund, mask):
+            s = (lund[..., 0] * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            return torch.sigmoid(s)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Tiny(), (torch.zeros(2, L_NODES, 5), torch.ones(2, L_NODES)), str(path),
+                          input_names=["lund", "mask"], output_names=["score"],
+                          dynamic_axes={"lund": {0: "N"}, "mask": {0: "N"}, "score": {0: "N"}},
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def test_onnx_export_matches_torch_and_metadata(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = TwinMLP()
+    model.set_standardisation(np.random.default_rng(0).normal(100, 50, size=(500, 12)))
+    path = export_twin_onnx(model, tmp_path / "twin.onnx", {"n_train": 1}, auc={"all": {"x": 0.5, "y": 0.5}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["features"]
+    assert [o.name for o in sess.get_outputs()] == ["x", "y"]
+    feats = np.random.default_rng(1).normal(100, 50, size=(1000, 12)).astype(np.float32)
+    ox, oy = sess.run(["x", "y"], {"features": feats})
+    with torch.no_grad():
+        tx, ty = model(torch.from_numpy(feats))
+    assert ox.shape == (1000,) and oy.shape == (1000,)
+    assert np.max(np.abs(ox - tx.numpy())) < 1e-5 and np.max(np.abs(oy - ty.numpy())) < 1e-5
+    assert not np.allclose(ox, oy)  # independent networks
+    meta = read_metadata(path)
+    assert meta["features"] == list(EVENT_FEATURES)
+    assert meta["model"] == "twin" and meta["version"] and meta["training"] == {"n_train": 1}
+    check_features(path, meta, EVENT_FEATURES)
+    # a model whose metadata features differ is refused
+    write_metadata(path, {"features": list(reversed(EVENT_FEATURES))})
+    with pytest.raises(ModelMismatchError, match="features"):
+        check_features(path, read_metadata(path), EVENT_FEATURES)
+
+
+def test_training_reduces_bce_and_writes_outputs(tmp_path):
+    skims = [_write_skim(tmp_path / "a.parquet", 1500, 1), _write_skim(tmp_path / "b.parquet", 1500, 2)]
+    cfg = {"epochs": 6, "batches_per_epoch": 3, "batch_size": 800, "lr": 1e-2, "seed": 3, "patience": 50,
+           "progress": False, "mt_edges": [650, 900, 1300, 5000]}
+    from svjscout.models.train_twin import load_checkpoint, train_twin
+
+    res = train_twin(skims, tmp_path / "out", cfg)
+    h = res.history
+    assert h[0]["epoch"] == 0 and len(h) == 7
+    assert min(r["val"]["bce"] for r in h[1:]) < h[0]["val"]["bce"] - 0.05
+    assert h[-1]["train"]["bce"] < h[1]["train"]["bce"]
+    for key in ("dcorr_xy", "closure_bins_VP"):
+        assert key in h[-1]["multipliers"]
+    assert res.test_metrics["auc_all"]["x"] > 0.7
+    assert set(res.test_metrics["auc_per_point"]) == {"mz2000_rinv0.3", "mz3000_rinv0.3"}
+    for p in (res.onnx_path, res.checkpoint_path, res.report_md, res.report_json, *res.plots.values()):
+        assert Path(p).is_file() and Path(p).stat().st_size > 0
+    meta = read_metadata(res.onnx_path)
+    assert meta["features"] == list(EVENT_FEATURES) and meta["model"] == "twin"
+    assert "auc" in meta["training"] and meta["auc"]["all"]["x"] == pytest.approx(res.test_metrics["auc_all"]["x"])
+    report = json.loads(Path(res.report_json).read_text())
+    assert len(report["history"]) == 7 and "dcorr" in report["test"]
+    model, mdmm, ckpt = load_checkpoint(res.checkpoint_path)
+    assert ckpt["best_epoch"] == res.best_epoch
+    assert mdmm.multipliers() == pytest.approx(res.history[res.best_epoch].get("multipliers", mdmm.multipliers()))
+
+
+def test_lundnet_scores_computed_when_nan(tmp_path):
+    from svjscout.models.train_twin import load_skim
+
+    skim = _write_skim(tmp_path / "s.parquet", 300, 4, lundnet_nan=True)
+    with pytest.raises(InputFileError, match="lundnet_j0"):
+        load_skim([skim])
+    data = load_skim([skim], lundnet_model=str(_lundnet_onnx(tmp_path / "lundnet.onnx")))
+    col = list(EVENT_FEATURES).index("lundnet_j0")
+    assert np.isfinite(data.features[:, col]).all()
+    import awkward as ak
+
+    arr = ak.from_parquet(str(skim), columns=["lund_j0", "lund_j0_mask"])
+    lund, mask = ak.to_numpy(arr["lund_j0"])[0], ak.to_numpy(arr["lund_j0_mask"])[0].astype(np.float32)
+    expected = 1 / (1 + np.exp(-(lund[:, 0] * mask).sum() / max(mask.sum(), 1.0)))
+    assert data.features[0, col] == pytest.approx(expected, rel=1e-5)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from svjscout.models.train_twin import TwinTrainConfig
+
+    with pytest.raises(ConfigError, match="unknown keys"):
+        TwinTrainConfig.from_mapping({"epoch": 3})
+    with pytest.raises(ConfigError, match="split"):
+        TwinTrainConfig.from_mapping({"split": [0.5, 0.5, 0.5]})
+    with pytest.raises(ConfigError, match="eps"):
+        TwinTrainConfig.from_mapping({"eps": {"dcorr_zz": 0.1}})
+    yml = tmp_path / "c.yaml"
+    yml.write_text("twin:\n  epochs: 7\n  eps:\n    dcorr_xy: 0.02\n")
+    cfg = TwinTrainConfig.from_yaml(yml, seed=9)
+    assert cfg.epochs == 7 and cfg.seed == 9 and cfg.eps["dcorr_xy"] == 0.02 and cfg.eps["closure_SP"] == 0.02
+    with pytest.raises(InputFileError, match="nope.parquet"):
+        from svjscout.models.train_twin import load_skim
+
+        load_skim([tmp_path / "nope.parquet"])
