@@ -24,7 +24,7 @@ from .limits import card_limits, quick_limits
 from .nonclosure import nonclosure_uncertainties
 from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
-from .regions import region_yields
+from .regions import check_mt_abcd, region_yields, yields_from_mt_abcd
 from .scan import ScanResult, ScanRules, scan_working_points, write_scan
 from .writer import write_datacards
 
@@ -35,6 +35,7 @@ __all__ = [
     "ScanRules",
     "abcd_prediction",
     "card_limits",
+    "check_mt_abcd",
     "collect_combine_limits",
     "nonclosure_uncertainties",
     "parse_datacard",
@@ -47,4 +48,5 @@ __all__ = [
     "validate_datacard",
     "write_datacards",
     "write_scan",
+    "yields_from_mt_abcd",
 ]

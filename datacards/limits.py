@@ -142,7 +142,9 @@ class AsymptoticCLs:
     def observed_limit(self) -> float:
         """Observed limit: ``CLs(r) = 0.05`` with ``q~_r`` on the card's observation."""
         fit = self.obs_fit
-        nll_hat, x_hat = fit.fit(r=None, start=self.x_b)
+        start = self.x_b.copy()
+        start[0] = self.r_scale  # not on the r >= 0 boundary
+        nll_hat, x_hat = fit.fit(r=None, start=start)
         if nll_hat > self.nll_b:
             nll_hat, x_hat = self.nll_b, self.x_b
         r_hat = float(x_hat[0])
