@@ -263,3 +263,14 @@ def test_train_lundnet_end_to_end(tmp_path, skim):
     assert meta["features"] == list(LUND_FEATURES) and meta["training"]["command"] == "pytest"
     assert "svj_mz2000_rinv0.3" in meta["auc"] and "all" in meta["auc"]
     assert "| all |" in res.report_md.read_text()
+
+
+def test_cli_help():
+    from click.testing import CliRunner
+
+    from svjscout.jobs.commands_train_lundnet import lundnet_cmd
+
+    res = CliRunner().invoke(lundnet_cmd, ["--help"])
+    assert res.exit_code == 0
+    for opt in ("--out", "--epochs", "--seed", "--device", "--small / --reference", "--max-len"):
+        assert opt in res.output
