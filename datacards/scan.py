@@ -15,7 +15,8 @@ numpy operations. Metrics per point (plane SP by default, MC background summed o
 ``plateau`` True if ``pvalue >= p_min`` at the point and at all its existing 8 grid neighbours.
 ``delta``   fractional non-closure of the SR total, ``sum_i nhat_B,i / sum_i n_B,i - 1``.
 ``pull``    ``(sum nhat_B - sum n_B) / sqrt(sum sigma^2(nhat_B) + sum sigma^2(n_B))`` (sumw2).
-``r_max``   ``max_{k, R in A,C,D} (s_R,k / b_R) / (s_B,k / b_B)`` (M_T-integrated yields).
+``r_max``   ``max_{k, R in A,C,D} (s_R,k / b_R) / (s_B,k / b_B)`` (M_T-integrated yields; +inf if a
+            signal point has events in A, C or D but none in B).
 ``in_bounds`` ``x0, y0`` inside ``bounds``.
 
 Selection: maximise ``z_mean`` among points passing every rule. If none passes, the fallback is
@@ -194,9 +195,10 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = s_int / b_int[:, None]
         ratio = frac[[0, 2, 3]] / frac[1][None]
-    ratio = np.where(np.isfinite(ratio), ratio, np.nan)
-    valid = np.any(np.isfinite(ratio), axis=(0, 1))
-    r_max = np.where(valid, np.nanmax(np.where(np.isfinite(ratio), ratio, -np.inf), axis=(0, 1)), np.inf)
+    # undefined (0/0: no signal in R and B) entries are ignored; x/0 (signal in R but none in B,
+    # or signal where there is no background) is +inf and fails the rule
+    r_max = np.max(np.where(np.isnan(ratio), -np.inf, ratio), axis=(0, 1))
+    r_max = np.where(np.isneginf(r_max), np.inf, r_max)
     return {
         "z_mean": z_mean, "chi2": chi2, "ndf": ndf, "pvalue": pval, "delta": delta, "pull": pull,
         "r_max": r_max, "z_k": z_k,

@@ -40,7 +40,7 @@ def test_scan_finds_known_optimum():
     assert len(res.table) == 33 * 33
     # tighter than the signal bin: no signal, so the point fails the r_max rule
     tight = res.table[(np.isclose(res.table.x0, 0.75)) & (np.isclose(res.table.y0, 0.75))].iloc[0]
-    assert tight.z_mean == 0.0 and not tight.passes
+    assert tight.z_mean == 0.0 and tight.r_max == np.inf and not tight.passes
 
 
 def _brute(h, ds, x0, y0, ref):
