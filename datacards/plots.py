@@ -20,6 +20,7 @@ _POINT_RE = re.compile(r"mz(?P<mz>[0-9.]+)_rinv(?P<rinv>[0-9.]+)")
 SCAN_METRICS = {
     "z_mean": r"$\langle Z_A \rangle$",
     "pvalue": r"$\chi^2$ p-value",
+    "plateau": r"p-value plateau (point + 8 neighbours)",
     "delta": r"non-closure $\delta$",
     "pull": "pull",
     "r_max": r"$r_{max}$",

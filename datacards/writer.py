@@ -128,7 +128,7 @@ def format_card(
     chans = [f"{plane}_{r}_{i}" for i in range(n) for r in REGIONS]
     ridx = [(REGIONS.index(r), i) for i in range(n) for r in REGIONS]
     systs = {"lumi": lumi_unc, **(signal_systematics or {})}
-    lines = [f"# {h}" for h in header]
+    lines = [f"# {h}" for h in (header or [f"Combine datacard, SVJ ABCD search, signal point {point}"])]
     lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
               "jmax 1  number of processes minus 1",
               f"kmax {len(systs) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
