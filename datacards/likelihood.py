@@ -47,7 +47,13 @@ def _compile(formula: str, name: str):
     if not formula_ok(formula):
         raise DatacardError(f"rateParam '{name}': unsupported formula '{formula}'")
     expr = re.sub(r"@(\d+)", r"a[\1]", formula)
-    return eval("lambda a: " + expr, {"__builtins__": {}, **_FUNCS})  # noqa: S307 (checked characters)
+    try:
+        fn = eval("lambda a: " + expr, {"__builtins__": {}, **_FUNCS})  # noqa: S307 (checked characters)
+        with np.errstate(all="ignore"):
+            float(fn([1.0] * (1 + max([int(i) for i in re.findall(r"@(\d+)", formula)] or [0]))))
+    except Exception as exc:
+        raise DatacardError(f"rateParam '{name}': cannot evaluate formula '{formula}': {exc}") from exc
+    return fn
 
 
 @dataclass

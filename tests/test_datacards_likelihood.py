@@ -63,3 +63,9 @@ def test_cyclic_formula_rejected():
     bad = CARD.replace("rc rateParam C bkg 1000 [0,20000]", "rc rateParam C bkg (@0) rb")
     with pytest.raises(DatacardError, match="rc|rb"):
         build_model(parse_text(bad))
+
+
+def test_bad_formula_rejected():
+    bad = CARD.replace("(@0*@1/@2) ra,rd,rc", "(@0*e) ra,rd,rc")
+    with pytest.raises(DatacardError, match="rb"):
+        build_model(parse_text(bad))
