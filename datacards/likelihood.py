@@ -83,33 +83,36 @@ class Model:
     def nS(self) -> int:
         return len(self.syst_names)
 
-    def values(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RateParam values ``(P,)`` and Jacobian ``(P, F)`` wrt the fitted ``f``."""
+    def values(self, f: np.ndarray, jac: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """RateParam values ``(P,)`` and (if ``jac``) Jacobian ``(P, F)`` wrt the fitted ``f``."""
         F = len(self.free_names)
         P = len(self.param_names)
         v = np.empty(P)
-        J = np.zeros((P, F))
         v[:F] = self.free_init * f
-        J[np.arange(F), np.arange(F)] = self.free_init
+        J = None
+        if jac:
+            J = np.zeros((P, F))
+            J[np.arange(F), np.arange(F)] = self.free_init
         for k, (name, fn, idx) in enumerate(self.formulas):
             p = F + k
             a = [v[i] for i in idx]
             v[p] = fn(a)
-            for m, i in enumerate(idx):
-                h = 1e-6 * max(abs(a[m]), 1e-12)
-                ap, am = list(a), list(a)
-                ap[m] += h
-                am[m] -= h
-                J[p] += (fn(ap) - fn(am)) / (2 * h) * J[i]
+            if jac:
+                for m, i in enumerate(idx):
+                    h = 1e-6 * max(abs(a[m]), 1e-12)
+                    ap, am = list(a), list(a)
+                    ap[m] += h
+                    am[m] -= h
+                    J[p] += (fn(ap) - fn(am)) / (2 * h) * J[i]
         return v, J
 
-    def expected(self, x: np.ndarray):
+    def expected(self, x: np.ndarray, jac: bool = True):
         """Per-column yields (with and without r), per-bin yields and intermediates."""
         S = self.nS
         mu, th, f = x[0], x[1 : 1 + S], x[1 + S :]
         slope = np.where(th[:, None] >= 0, self.k_up, self.k_dn) if S else np.zeros((0, len(self.rate)))
         L = th @ slope if S else 0.0
-        v, J = self.values(f)
+        v, J = self.values(f, jac)
         logv = np.log(np.clip(v, 1e-300, None))
         M = np.exp(self.apply.T @ logv) if len(v) else 1.0
         nu0 = self.rate * np.exp(L) * M
@@ -119,7 +122,7 @@ class Model:
 
     def nll(self, x: np.ndarray, n: np.ndarray, glob: np.ndarray) -> float:
         S = self.nS
-        _, _, nub, *_ = self.expected(x)
+        _, _, nub, *_ = self.expected(x, jac=False)
         nub = np.clip(nub, 1e-300, None)
         pos = n > 0
         val = np.sum(nub - n) + np.sum(n[pos] * np.log(n[pos] / nub[pos]))

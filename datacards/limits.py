@@ -109,14 +109,6 @@ class AsymptoticCLs:
             self._qa[key] = max(0.0, 2.0 * (nll - self.nll_a0))
         return self._qa[key]
 
-    def _bracket(self, f, r0: float) -> tuple[float, float]:
-        lo, hi = 0.0, r0
-        for _ in range(60):
-            if f(hi) > 0:
-                return lo, hi
-            lo, hi = hi, hi * 2.0
-        raise DatacardError(f"datacard {self.card.path}: no limit found below r = {hi:g}")
-
     def expected(self) -> dict[str, float]:
         """Expected limits ``{"exp-2": .., ..., "exp+2": ..}``."""
         out = {}
@@ -132,12 +124,36 @@ class AsymptoticCLs:
         return out
 
     def _crossing(self, t: float) -> float:
-        """r where ``sqrt(q_A(r)) = t``."""
+        """r where ``sqrt(q_A(r)) = t`` (q_A increases with r)."""
         f = lambda r: np.sqrt(self.q_asimov(r)) - t  # noqa: E731
-        lo, hi = self._bracket(f, t * self.r_scale)
-        if lo == 0.0:
-            lo = hi * 1e-6
+        # first guess from the crossings found so far (sqrt(q_A) is close to linear in r)
+        done = [(r, np.sqrt(q)) for r, q in self._qa.items() if q > 0]
+        if done:
+            r0, z0 = min(done, key=lambda rz: abs(rz[1] - t))
+            guess = r0 * t / z0
+        else:
+            guess = t * self.r_scale
+        lo, hi = self._bracket2(f, guess)
         return float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
+
+    def _bracket2(self, f, guess: float, step: float = 1.25) -> tuple[float, float]:
+        """``(lo, hi)`` with ``f(lo) < 0 < f(hi)``, searching geometrically around ``guess``."""
+        g = float(guess)
+        if f(g) > 0:
+            hi = g
+            for _ in range(80):
+                lo = hi / step
+                if f(lo) < 0:
+                    return lo, hi
+                hi = lo
+            return 0.0, hi  # f(0) < 0 for both uses (q_A(0) = 0; CLs(0) = 1)
+        lo = g
+        for _ in range(120):
+            hi = lo * step
+            if f(hi) > 0:
+                return lo, hi
+            lo = hi
+        raise DatacardError(f"datacard {self.card.path}: no limit found below r = {hi:g}")
 
     def observed_limit(self) -> float:
         """Observed limit: ``CLs(r) = 0.05`` with ``q~_r`` on the card's observation."""
@@ -157,8 +173,10 @@ class AsymptoticCLs:
             return cls_asymptotic(q, self.q_asimov(r)) - ALPHA
 
         f = lambda r: -g(r)  # noqa: E731  (positive beyond the limit)
-        lo, hi = self._bracket(f, max(r_hat, 0.0) + 2.0 * self.r_scale)
-        lo = max(lo, r_hat, hi * 1e-6)
+        crossed = [r for r, q in self._qa.items() if q > 0]  # r values probed for the expected limits
+        guess = max(r_hat, 0.0) + (float(np.median(crossed)) if crossed else 2.0 * self.r_scale)
+        lo, hi = self._bracket2(f, guess)
+        lo = max(lo, r_hat)
         return float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
 
     def limits(self) -> dict[str, float | None]:
