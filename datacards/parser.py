@@ -268,7 +268,7 @@ def check_datacard(card: Datacard) -> list[str]:
     procs = card.processes
     if card.jmax is not None and card.jmax != len(procs) - 1:
         prob.append(f"jmax is {card.jmax} but {len(procs)} processes are declared ({procs}), expected jmax {len(procs) - 1}")
-    nuis = [s for s in card.systematics if s.type != "param" or s.name not in {rp.name for rp in card.rate_params}]
+    nuis = card.systematics  # Combine counts every nuisance row (lnN, shape, param, ...), not rateParams
     if card.kmax is not None and card.kmax != len(nuis):
         prob.append(f"kmax is {card.kmax} but {len(nuis)} nuisance parameters are declared ({[s.name for s in nuis]})")
     for label, row in (("process (names)", card.col_procs), ("process (indices)", card.col_ids), ("rate", card.col_rates)):
