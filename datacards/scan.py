@@ -239,6 +239,8 @@ def scan_working_points(
     gx, gy = _resolve_grid(grid)
     ix = np.array([snap_threshold(v, xy_mt.axes["x"].edges, "x") for v in gx])
     iy = np.array([snap_threshold(v, xy_mt.axes["y"].edges, "y") for v in gy])
+    gx = np.round(np.asarray(xy_mt.axes["x"].edges)[ix], 10)  # exact edge values in the table
+    gy = np.round(np.asarray(xy_mt.axes["y"].edges)[iy], 10)
     bkg_names = datasets_of_kind(xy_mt, datasets, "background")
     sig_names = list(signals) if signals is not None else datasets_of_kind(xy_mt, datasets, "signal")
     if not bkg_names:

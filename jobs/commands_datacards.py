@@ -21,10 +21,12 @@ def _load(path: str) -> tuple[object, dict]:
     from svjscout.exceptions import HistogramError
 
     out = load(path)
-    for key in ("xy_mt", "datasets"):
-        if key not in out:
-            raise HistogramError(f"{path}: key '{key}' missing from the processor output (has {sorted(out)})")
-    return out["xy_mt"], dict(out["datasets"])
+    hists = out.get("hists", out)  # saved runner output nests the histograms under "hists"
+    if "xy_mt" not in hists:
+        raise HistogramError(f"{path}: key 'xy_mt' missing from the processor output (has {sorted(out)})")
+    if "datasets" not in out:
+        raise HistogramError(f"{path}: key 'datasets' missing from the processor output (has {sorted(out)})")
+    return hists["xy_mt"], dict(out["datasets"])
 
 
 def _parse_grid(grid: str | None):

@@ -19,6 +19,15 @@ def coffea_file(tmp_path_factory):
     return p
 
 
+def test_runner_layout_is_accepted(tmp_path):
+    h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
+    p = tmp_path / "histograms.coffea"
+    save({"hists": {"xy_mt": h, "mt_abcd": None}, "cutflow": {}, "datasets": ds}, str(p))
+    res = CliRunner().invoke(_group(), ["datacards", str(p), "--out", str(tmp_path), "--wp", "0.5,0.5"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "datacards" / "index.json").is_file()
+
+
 def _group():
     return click.Group(commands=[scan_cmd, datacards_cmd, limits_cmd])
 

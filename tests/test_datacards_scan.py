@@ -103,6 +103,8 @@ def test_custom_grid_and_off_grid_error():
     h, ds = _known_optimum_toy()
     res = scan_working_points(h, ds, grid=([0.5, 0.7], [0.7]))
     assert list(res.table.x0) == [0.5, 0.7] and res.best == (0.7, 0.7)
+    raw = scan_working_points(h, ds, grid=(np.linspace(0.1, 0.9, 33), np.linspace(0.1, 0.9, 33)))
+    assert 0.3 in set(raw.table.x0) and raw.best == (0.7, 0.7)  # snapped to the exact edge values
     with pytest.raises(HistogramError, match="y0=0.71"):
         scan_working_points(h, ds, grid=([0.5], [0.71]))
     with pytest.raises(HistogramError, match="reference"):
