@@ -221,7 +221,7 @@ def _cards_from(index_or_cards_dir) -> dict[str, str]:
 
 
 def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os.PathLike | None = None,
-                 band: str = "crossing") -> dict:
+                 band: str = "crossing", on_error: str = "skip") -> dict:
     """Asymptotic CLs limits for every card.
 
     Args:
@@ -230,14 +230,23 @@ def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os
         observed: compute observed limits (default: for cards whose observation is not Asimov).
         out: optional path of ``limits.json`` to write.
         band: "crossing" (default, as Combine) or "median_sigma" (Combine ``--newExpected 0``).
+        on_error: "skip" (default: a card without a limit, e.g. no signal events, is logged as an
+            error naming the point and left out) or "raise".
 
     Returns:
         ``{point: {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}}`` (limits on r; obs may be None).
     """
     cards = _cards_from(index_or_cards_dir)
     res = {}
+    if on_error not in ("skip", "raise"):
+        raise DatacardError(f"on_error must be 'skip' or 'raise', got '{on_error}'")
     for point, path in cards.items():
-        res[point] = card_limits(path, observed=observed, band=band)
+        try:
+            res[point] = card_limits(path, observed=observed, band=band)
+        except DatacardError as exc:
+            if on_error == "raise":
+                raise
+            log.error("no limit for point %s (%s): %s", point, path, exc)
     if out is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

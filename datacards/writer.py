@@ -41,6 +41,7 @@ from svjscout.exceptions import DatacardError
 
 from .abcd import predict
 from .nonclosure import closure_yields, nonclosure_from_yields
+from .parser import parse_text, validate_datacard
 from .plots import point_name
 from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
 
@@ -184,6 +185,7 @@ def write_datacards(
     signals: Sequence[str] | None = None,
     range_factor: float = 20.0,
     inputs: str = "",
+    validate: bool = True,
 ) -> dict:
     """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
 
@@ -203,6 +205,7 @@ def write_datacards(
         signals: signal datasets (default all of kind "signal").
         range_factor: rateParam ranges ``[0, max(range_factor * value, 10)]``.
         inputs: description of the input (e.g. the histograms file) for card headers and index.
+        validate: parse and validate every written card (:func:`.parser.validate_datacard`).
 
     Returns:
         the content of ``index.json``.
@@ -276,6 +279,8 @@ def write_datacards(
         path = os.path.join(pdir, CARD_NAME)
         with open(path, "w") as f:
             f.write(text)
+        if validate:
+            validate_datacard(parse_text(text, path))
         rel = os.path.join(point, CARD_NAME)
         meta = datasets.get(name, {})
         index["points"][point] = {

@@ -134,6 +134,17 @@ def test_no_signal_raises():
         card_limits(parse_text(ONE_BIN.format(obs=10, s=0, b=10)))
 
 
+def test_quick_limits_skips_or_raises_on_a_bad_card(tmp_path):
+    for point, sig in (("good", 10), ("nosig", 0)):
+        d = tmp_path / "datacards" / point
+        d.mkdir(parents=True)
+        (d / "datacard.txt").write_text(ONE_BIN.format(obs=100, s=sig, b=100))
+    lim = quick_limits(tmp_path, observed=False)
+    assert list(lim) == ["good"]
+    with pytest.raises(DatacardError, match="no expected events"):
+        quick_limits(tmp_path, on_error="raise")
+
+
 def test_cards_not_found(tmp_path):
     with pytest.raises(DatacardError, match="no datacards"):
         quick_limits(tmp_path)
