@@ -496,7 +496,7 @@ def _auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray) -> float:
 
 
 def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    from svjscout.models.closure import closure, soft_counts
+    from svjscout.models.closure import soft_counts
     from svjscout.models.disco import dcorr_numpy
 
     with torch.no_grad():
@@ -533,7 +533,11 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[di
             mask = (np.abs(d.deta[bkg]) >= rng[0]) & (np.abs(d.deta[bkg]) < rng[1])
             n = soft_counts(t["x"][mask], t["y"][mask], t["w"][mask], cfg.x0, cfg.y0, 1e7)
             metrics["abcd_counts_background"][name] = dict(zip("ABCD", (float(v) for v in n)))
-            metrics.setdefault("closure_hard_check", {})[name] = float(closure(n))
+            if float(n[0] * n[3] + n[1] * n[2]) <= 0:
+                # an empty region pair: the hard-cut closure is undefined at this working point
+                for key in (f"closure_{name}", f"closure_bins_{name}"):
+                    if key in metrics["closure_hard"]:
+                        metrics["closure_hard"][key] = float("nan")
     return metrics, x, y
 
 
