@@ -311,8 +311,8 @@ def _choose(df, rules: ScanRules) -> tuple[tuple[float, float], bool, str]:
     return (float(r.x0), float(r.y0)), True, msg
 
 
-def write_scan(result: ScanResult, outdir: str | os.PathLike) -> list[str]:
-    """Write ``scan.csv``, ``scan_best.json`` and one heat map PNG per metric into ``outdir``.
+def write_scan(result: ScanResult, outdir: str | os.PathLike, plots: bool = True) -> list[str]:
+    """Write ``scan.csv``, ``scan_best.json`` and (``plots``) one heat map PNG per metric into ``outdir``.
 
     Returns:
         list of written paths.
@@ -335,5 +335,6 @@ def write_scan(result: ScanResult, outdir: str | os.PathLike) -> list[str]:
             f, indent=1,
         )
     paths.append(js)
-    paths += plot_scan_heatmaps(result, outdir)
+    if plots:
+        paths += plot_scan_heatmaps(result, outdir)
     return paths

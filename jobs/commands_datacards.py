@@ -72,8 +72,9 @@ def _add(opts):
 @click.command(name="scan")
 @click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder (scan.csv, heat maps).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Heat maps of every metric (PNG).")
 @_add(_scan_opts)
-def scan_cmd(histograms, out, grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
+def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
     """Scan the ABCD working point (x0, y0) on HISTOGRAMS (histograms.coffea).
 
     Writes OUT/scan.csv (one row per point, all metrics), OUT/scan_best.json and one heat map per
@@ -84,7 +85,7 @@ def scan_cmd(histograms, out, grid, reference, p_min, no_plateau, delta_max, pul
     xy_mt, datasets = _load(histograms)
     res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
                               rules=_rules(p_min, no_plateau, delta_max, pull_max, r_max))
-    paths = write_scan(res, out)
+    paths = write_scan(res, out, plots=plots)
     click.echo(res.report)
     click.echo(json.dumps({"best": {"x0": res.best[0], "y0": res.best[1]}, "fallback": res.fallback, "files": paths}, indent=1))
 

@@ -53,8 +53,9 @@ def test_datacards_then_limits(coffea_file, tmp_path):
 
 def test_scan_and_usage_errors(coffea_file, tmp_path):
     r = CliRunner()
-    res = r.invoke(_group(), ["scan", str(coffea_file), "--out", str(tmp_path), "--grid", "0.6,0.8,3"])
+    res = r.invoke(_group(), ["scan", str(coffea_file), "--out", str(tmp_path), "--grid", "0.6,0.8,3", "--no-plots"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "scan.csv").is_file() and "best working point" in res.output
+    assert not list(tmp_path.glob("*.png"))
     res = r.invoke(_group(), ["datacards", str(coffea_file), "--out", str(tmp_path)])
     assert res.exit_code != 0 and "--wp" in res.output
