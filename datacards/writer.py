@@ -19,7 +19,8 @@ starting from one group per bin; while some group has MC background ``<= min_bkg
 four regions, the lowest such group is merged with its upper neighbour (the lower one for the
 last group). If a single group remains and is still bad, or with ``zero_bkg="floor"``, the
 offending yields are set to ``floor_value``. Groups, merges and floors are reported in
-``DIR/datacards/index.json``.
+``DIR/datacards/index.json``. Negative signal yields (negative MC weights) are set to 0 and
+listed per point in the index.
 
 Example:
     >>> # index = write_datacards(xy_mt, datasets, (0.775, 0.875), "out/")
@@ -263,6 +264,10 @@ def write_datacards(
         if point in index["points"]:
             raise DatacardError(f"signal datasets '{index['points'][point]['dataset']}' and '{name}' map to the same point '{point}'")
         sig = _signal_yields(xy_mt, datasets, (x0, y0), plane, name, groups)
+        neg = [{"region": REGIONS[r], "bin": int(i), "value": float(sig.n[r, i])} for r, i in np.argwhere(sig.n < 0)]
+        if neg:  # negative MC weights: Combine rejects negative rates
+            log.warning("signal %s: negative yields %s set to 0", name, neg)
+            sig.n = np.clip(sig.n, 0.0, None)
         header = [
             f"Combine datacard, SVJ ABCD search, signal point {point} (dataset {name})",
             f"written by svjscout {__version__} (svjscout.datacards.writer) at {created}",
@@ -286,6 +291,7 @@ def write_datacards(
         index["points"][point] = {
             "dataset": name, "mzprime": meta.get("mzprime"), "rinv": meta.get("rinv"), "card": rel,
             "signal_yield": {r: float(sig.n[k].sum()) for k, r in enumerate(REGIONS)},
+            "negative_signal_set_to_zero": neg,
         }
         index["cards"].append(rel)
         log.info("wrote %s", path)

@@ -117,6 +117,18 @@ def test_zero_background_floor_mode(tmp_path):
     assert validate_datacard(card) == []
 
 
+def test_negative_signal_yield_set_to_zero(tmp_path):
+    h, ds = _zero_bin_toy()
+    v = h.view(flow=False)
+    i = list(h.axes["dataset"]).index("svj")
+    v["value"][i, 0, 0, 0, 1] = -50.0  # region C, M_T bin 1, negative weights
+    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor")
+    neg = index["points"]["svj_mz2000_rinv0.3"]["negative_signal_set_to_zero"]
+    assert [(n["region"], n["bin"]) for n in neg] == [("C", 1)]
+    card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
+    assert card.rate("SP_C_1", "sig") == 0.0
+
+
 def test_data_observation(tmp_path):
     h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
     index = write_datacards(h, ds, WP, tmp_path, asimov=False, lumi_unc=1.025)
