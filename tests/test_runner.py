@@ -1,0 +1,100 @@
+"""Runs at scale: checkpoints (resume), a worker killed mid-run, config errors."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import embedded_file
+
+from svjscout.exceptions import ConfigError
+from svjscout.jobs.config import load_job
+from svjscout.jobs.runner import run_processor
+
+
+def _same(a, b):
+    for name in a["hists"]:
+        va, vb = a["hists"][name].view(flow=True), b["hists"][name].view(flow=True)
+        assert np.array_equal(va.value, vb.value), name
+        assert np.array_equal(va.variance, vb.variance), name
+
+
+def _with(cfg, **executor):
+    return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=executor)})
+
+
+def test_resume_from_checkpoints_processes_only_missing_chunks(small_job, tmp_path):
+    ref, _ = run_processor(small_job)
+    ckpt = tmp_path / "ckpt"
+    cfg = _with(small_job, chunksize=150, checkpoint_dir=str(ckpt))
+    first, _ = run_processor(cfg)
+    files = sorted(ckpt.rglob("*.coffea"))
+    assert len(files) > 4
+    _same(ref, first)
+    # a "crash": half of the chunks never finished
+    removed = files[::2]
+    for f in removed:
+        f.unlink()
+    kept = {f: f.stat().st_mtime_ns for f in files[1::2]}
+    time.sleep(0.05)
+    resumed, _ = run_processor(cfg)
+    _same(ref, resumed)
+    assert all(f.exists() for f in removed)  # recomputed
+    assert all(f.stat().st_mtime_ns == t for f, t in kept.items())  # loaded, not recomputed
+    # a changed configuration never reuses the old chunks
+    other = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"wp": (0.45, 0.45)})})
+    run_processor(other)
+    assert len({p.parts[len(ckpt.parts)] for p in ckpt.rglob("*.coffea")}) == 2
+
+
+def test_worker_killed_mid_run(small_job):
+    from dask.distributed import Client, LocalCluster
+
+    ref, _ = run_processor(small_job)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        cfg = _with(small_job, name="dask", scheduler=cluster.scheduler_address, chunksize=60, retries=3)
+        killed = []
+
+        pids = client.run(os.getpid)
+
+        def killer():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                busy = [w for w, tasks in client.processing().items() if tasks and w in pids]
+                if busy:
+                    time.sleep(0.5)  # let it work on the chunk, then SIGKILL it mid-task
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    killed.append(busy[0])
+                    return
+                time.sleep(0.05)
+
+        t = threading.Thread(target=killer)
+        t.start()
+        out, _ = run_processor(cfg)
+        t.join()
+    assert killed, "no worker was killed: the run finished before any result was held"
+    _same(ref, out)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("datasets:\n  a: {kind: signal, files: [x.root], colour: red}\nexecutor: {workers: two}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(job)
+    msg = str(info.value)
+    assert "datasets.a.colour" in msg and "executor.workers" in msg
+    job.write_text("datasets:\n  a: {kind: sgnal, files: [x.root]}\n")
+    with pytest.raises(ConfigError, match="datasets.a.kind"):
+        load_job(job)
+
+
+def test_embedded_job_config_loads():
+    cfg = load_job()
+    assert len(cfg.datasets) == 8
+    for name in cfg.datasets:
+        assert all(Path(p).exists() for p in cfg.files(name)), name
+    assert embedded_file("ttbar.root") in cfg.files("ttbar")
