@@ -643,6 +643,22 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
 
 
 # ----------------------------------------------------------------------------- training
+class _NullProgress:
+    """Stand-in for a rich Progress when the bar is off."""
+
+    def __enter__(self) -> "_NullProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                config: TwinTrainConfig | Mapping[str, Any] | None = None) -> TwinTrainResult:
     """Train the twin MLPs on skim parquet files and write ONNX, checkpoint and report.
@@ -706,8 +722,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     stale = 0
     t0 = time.time()
     epoch = 0
-    with make_progress() as progress:
-        task = progress.add_task("twin MLPs", total=cfg.epochs, visible=cfg.progress and progress_enabled())
+    with (make_progress() if cfg.progress and progress_enabled() else _NullProgress()) as progress:
+        task = progress.add_task("twin MLPs", total=cfg.epochs)
         for epoch in range(1, cfg.epochs + 1):
             sums: dict[str, float] = {}
             for _ in range(cfg.batches_per_epoch):
