@@ -179,11 +179,14 @@ class ChainEdgeConv(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # neighbours as shifted tensors: prev[i] = x[i-1], next[i] = x[i+1] (zero beyond the ends)
-        x_prev, x_next = _shift_prev(x), _shift_next(x)
         m_prev, m_next = _shift_prev(mask) * mask, _shift_next(mask) * mask
-        self_term = self.phi(x)
-        h_prev = self._message(self.theta(x_prev - x) + self_term, m_prev)
-        h_next = self._message(self.theta(x_next - x) + self_term, m_next)
+        # theta is linear without bias: theta(x_j - x_i) = theta(x_j) - theta(x_i), so theta is
+        # applied once per node and the neighbour terms are shifted (at the chain ends the
+        # shifted term is 0 and the edge is masked out)
+        t = self.theta(x)
+        self_term = self.phi(x) - t
+        h_prev = self._message(_shift_prev(t) + self_term, m_prev)
+        h_next = self._message(_shift_next(t) + self_term, m_next)
         agg = (h_prev * m_prev + h_next * m_next) / (m_prev + m_next).clamp(min=1.0)
         if self.shortcut is None:
             short = x
