@@ -8,6 +8,7 @@ paths are relative to the job file's folder. Every key is documented in docs/con
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 from typing import Literal
@@ -127,7 +128,18 @@ class JobConfig(BaseModel):
         return str((self.base_dir / path).resolve())
 
     def files(self, dataset: str) -> list[str]:
-        return [self.resolve(f) for f in self.datasets[dataset].files]
+        """The dataset's files, resolved; local ``*`` patterns are expanded (sorted)."""
+        out = []
+        for f in self.datasets[dataset].files:
+            path = self.resolve(f)
+            if "*" in path and "://" not in path:
+                matches = sorted(glob.glob(path))
+                if not matches:
+                    raise ConfigError(f"datasets.{dataset}.files: pattern {f!r} matches no file")
+                out += matches
+            else:
+                out.append(path)
+        return out
 
     def processor_config(self, datasets_info: dict, skim_dir: str | None = None) -> ProcessorConfig:
         a = self.analysis
