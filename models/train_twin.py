@@ -280,7 +280,7 @@ def _to_numpy_padded(arr, mask_arr, length: int | None) -> tuple[np.ndarray, np.
     counts = np.asarray(ak.num(arr, axis=1))
     n = len(counts)
     lmax = int(counts.max()) if n else 0
-    big_l = lmax if length is None else int(length)
+    big_l = max(lmax, 1) if length is None else int(length)
     flat = np.asarray(ak.to_numpy(ak.flatten(arr, axis=1)), dtype=np.float32).reshape(-1, 5)
     mflat = np.asarray(ak.to_numpy(ak.flatten(mask_arr, axis=1)), dtype=np.float32).reshape(-1)
     rows = np.repeat(np.arange(n), counts)
