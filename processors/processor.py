@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +81,19 @@ class ProcessorConfig(BaseModel):
     skim_dir: str | None = None
 
 
+class _Stopwatch:
+    """Seconds per stage of one chunk (``output["timing"]``, summed over chunks by coffea)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
+
+
 def _empty_counts() -> dict[str, int]:
     return {"events": 0, "nonfinite_candidates": 0, "nonfinite_events": 0, "fewer_than_two_jets": 0,
             "chunks": 0, "chunks_without_selected": 0}
@@ -107,6 +121,7 @@ class SVJProcessor(processor.ProcessorABC):
         bmap, cuts = cfg.branch_map, cfg.cuts
         counts = _empty_counts()
         counts["events"], counts["chunks"] = len(events), 1
+        watch = _Stopwatch()
 
         pf = bmap.pf_candidates(events)
         finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
@@ -117,10 +132,14 @@ class SVJProcessor(processor.ProcessorABC):
         clean = np.isfinite(met_pt) & np.isfinite(met_phi) & np.isfinite(gen_w)
         counts["nonfinite_events"] = int(np.count_nonzero(~clean))
         met_pt, met_phi, gen_w = (np.where(clean, a, 0.0) for a in (met_pt, met_phi, gen_w))
+        pf = ak.materialize(pf) if hasattr(ak, "materialize") else pf
+        watch.lap("read")
 
         ak4 = cluster(pf, 0.4, ptmin=cuts.ak4_pt_min)
+        watch.lap("ak4")
         ak8 = cluster(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
         ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
+        watch.lap("ak8")
         n_ak8 = ak.to_numpy(ak.num(ak8.pt)) if len(events) else np.zeros(0, int)
         counts["fewer_than_two_jets"] = int(np.count_nonzero(n_ak8 < 2))
         j0, j1 = _leading_two(ak8)
@@ -133,12 +152,15 @@ class SVJProcessor(processor.ProcessorABC):
         idx = np.flatnonzero(passing)
         if len(idx) == 0:
             counts["chunks_without_selected"] = 1
+        watch.lap("features+selection")
         lund, mask = self._lund(ak8[idx])
+        watch.lap("lund")
         feats = {k: v[idx] for k, v in feats.items()}
         w = gen_w[idx]
         if cfg.skim_dir is not None:
             self._write_skim(events, dataset, info, feats, lund, mask, w, idx)
-            return {"cutflow": out_flow, "counts": {dataset: counts}}
+            watch.lap("skim")
+            return {"cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
 
         from svjscout.processors.inference import LundNetScorer, TwinScorer
         from svjscout.processors.lund import LUND_FEATURES
@@ -148,8 +170,10 @@ class SVJProcessor(processor.ProcessorABC):
         feats["lundnet_j1"] = lundnet(lund[1], mask[1])
         twin = TwinScorer(cfg.twin_model, EVENT_FEATURES)
         x, y = twin(np.stack([feats[f] for f in EVENT_FEATURES], axis=1))
+        watch.lap("onnx")
         hists = self._fill(dataset, feats, x, y, w, lund, mask)
-        return {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}}
+        watch.lap("fill")
+        return {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
 
     def postprocess(self, accumulator):
         return accumulator
