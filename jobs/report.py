@@ -38,7 +38,8 @@ def plot_mt_regions(output: dict, outdir: Path, plane: str = "SP") -> Path:
                             stack=True, histtype="fill", label=bkg)
         for d in sig:
             mplhep.histplot(h[{"dataset": d, "plane": plane, "region": region}], ax=ax, label=d, linewidth=2)
-        ax.set_yscale("log")
+        if any(h[{"dataset": d, "plane": plane, "region": region}].values().sum() > 0 for d in bkg + sig):
+            ax.set_yscale("log")
         ax.set_title(f"{plane} region {region}", fontsize=18)
         ax.legend(fontsize=10)
     fig.tight_layout()
