@@ -17,9 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from svjscout.exceptions import ConfigError
-from svjscout.processors.processor import ProcessorConfig
+from svjscout.processors.processor import AnalysisSettings, ProcessorConfig
 from svjscout.processors.schema import BranchMap
-from svjscout.processors.selection import Cuts
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "samples" / "embedded"
 JOBS_DIR = Path(__file__).resolve().parent
@@ -51,19 +50,11 @@ class DatasetSpec(BaseModel):
     rinv: float | None = None
 
 
-class AnalysisSpec(BaseModel):
-    """Cuts, binning, working point, models and luminosity (see :class:`ProcessorConfig`)."""
+class AnalysisSpec(AnalysisSettings):
+    """The processor's analysis settings, with the shipped models as default."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    cuts: Cuts = Field(default_factory=Cuts)
-    mt_edges: list[float] = [650.0, 800.0, 1000.0, 1300.0, 1700.0, 2500.0]
-    wp: tuple[float, float] = (0.775, 0.875)
-    score_bins: int = 40
-    lund_max_len: int = 32
     lundnet_model: str = "shipped:lundnet"
     twin_model: str = "shipped:twin"
-    lumi: float = 138_000.0
 
 
 class ExecutorSpec(BaseModel):
@@ -143,11 +134,8 @@ class JobConfig(BaseModel):
 
     def processor_config(self, datasets_info: dict, skim_dir: str | None = None) -> ProcessorConfig:
         a = self.analysis
-        return ProcessorConfig(
-            cuts=a.cuts, mt_edges=a.mt_edges, wp=a.wp, score_bins=a.score_bins, lund_max_len=a.lund_max_len,
-            lundnet_model=self.resolve(a.lundnet_model), twin_model=self.resolve(a.twin_model), lumi=a.lumi,
-            datasets=datasets_info, branch_map=self.schema_map, skim_dir=skim_dir,
-        )
+        settings = {**dict(a), "lundnet_model": self.resolve(a.lundnet_model), "twin_model": self.resolve(a.twin_model)}
+        return ProcessorConfig(**settings, datasets=datasets_info, branch_map=self.schema_map, skim_dir=skim_dir)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -63,8 +63,8 @@ class DatasetInfo(BaseModel):
         return self.xsec * lumi / self.sumw
 
 
-class ProcessorConfig(BaseModel):
-    """Settings of :class:`SVJProcessor` (the ``analysis`` block of a job config)."""
+class AnalysisSettings(BaseModel):
+    """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +76,11 @@ class ProcessorConfig(BaseModel):
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = 138_000.0  # pb^-1
+
+
+class ProcessorConfig(AnalysisSettings):
+    """Settings of :class:`SVJProcessor`: the analysis settings plus datasets, schema, skim."""
+
     datasets: dict[str, DatasetInfo] = {}
     branch_map: BranchMap = Field(default_factory=BranchMap)
     skim_dir: str | None = None
