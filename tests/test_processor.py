@@ -83,10 +83,10 @@ def test_model_with_other_features_is_refused(small_job, tmp_path):
     assert isinstance(info.value, ModelMismatchError) or "ModelMismatchError" in str(info.value)
 
 
-def _job_with_files(tmp_path, files, skip=False, models=None):
+def _job_with_files(tmp_path, files, skip=False, models=None, executor="iterative"):
     lines = ["datasets:", "  ttbar:", "    kind: background", "    files:"] + [f"      - {f}" for f in files]
     lines += ["analysis:", f"  lundnet_model: {models[0]}", f"  twin_model: {models[1]}",
-              f"executor: {{name: iterative, chunksize: 1000, skip_bad_files: {str(skip).lower()}}}"]
+              f"executor: {{name: {executor}, workers: 2, chunksize: 200, skip_bad_files: {str(skip).lower()}}}"]
     job = tmp_path / "job.yaml"
     job.write_text("\n".join(lines) + "\n")
     return load_job(job)
@@ -101,7 +101,8 @@ def test_bad_files_error_or_counted_skip(tmp_path, toy_models):
         run_processor(_job_with_files(tmp_path, [good, str(trunc)], models=toy_models))
     with pytest.raises(MissingBranchError, match="nobranch.root.*ScoutingMET_pt"):
         run_processor(_job_with_files(tmp_path, [good, nobranch], models=toy_models))
-    out, report = run_processor(_job_with_files(tmp_path, [good, str(trunc), nobranch], skip=True, models=toy_models))
+    out, report = run_processor(_job_with_files(tmp_path, [good, str(trunc), nobranch], skip=True, models=toy_models,
+                                                executor="dask"))
     assert sorted(s["file"].rsplit("/", 1)[1] for s in report.skipped) == ["nobranch.root", "truncated.root"]
     ref, _ = run_processor(_job_with_files(tmp_path, [good], models=toy_models))
     _same(out, ref)
@@ -119,7 +120,7 @@ def test_nonfinite_inputs_are_counted(tmp_path, toy_models):
         pf["pt"] = ak.unflatten(flat, ak.num(pf["pt"]))
 
     bad = rewrite_file(good, tmp_path / "nan.root", modify=poison)
-    out, _ = run_processor(_job_with_files(tmp_path, [bad], models=toy_models))
+    out, _ = run_processor(_job_with_files(tmp_path, [bad], models=toy_models, executor="dask"))
     counts = out["counts"]["ttbar"]
     assert counts["nonfinite_events"] == 3
     assert counts["nonfinite_candidates"] > 0
