@@ -8,7 +8,8 @@ Jets: J0 and J1 of every skim event; label 1 for signal events, 0 for background
   signal point gets the same total weight, then both classes are scaled to the same sum
   (half the number of jets each). Negative physics weights are set to 0 for training.
 * Loss: weighted binary cross entropy on the logit, normalised by the batch sum of weights.
-  Adam, early stopping on the validation loss (best state restored).
+  Adam (learning rate halved after 2 epochs without validation improvement), early stopping
+  on the validation loss (best state restored).
 * Evaluation on the test subset with the exported ONNX model: weighted ROC AUC per signal
   point vs each background process and vs all backgrounds, all signal vs all backgrounds, and
   two baselines (number of primary declusterings; jet mass = exp(ln_m) of the first node).
@@ -52,8 +53,10 @@ class TrainConfig:
         model: the network configuration (:data:`svjscout.models.lundnet.SMALL` by default).
         epochs: maximum number of epochs.
         batch_size: jets per optimisation step.
-        lr: Adam learning rate.
+        lr: Adam learning rate (initial).
         patience: epochs without validation-loss improvement before stopping.
+        lr_patience, lr_factor: the learning rate is multiplied by ``lr_factor`` after
+            ``lr_patience`` epochs without validation-loss improvement (``lr_factor=1``: constant).
         seed: seed of the split, the initialisation and the batch order.
         device: torch device ("cpu", "cuda", ...).
         threads: torch CPU threads.
@@ -67,6 +70,8 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     patience: int = 5
+    lr_patience: int = 2
+    lr_factor: float = 0.5
     seed: int = 1
     device: str = "cpu"
     threads: int = 2
@@ -83,6 +88,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "patience", "threads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} is {getattr(self, key)}, expected >= 1")
+        if not 0 < self.lr_factor <= 1:
+            raise ConfigError(f"train.lr_factor is {self.lr_factor}, expected in (0, 1]")
         if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):
             raise ConfigError(
                 f"train.val_fraction={self.val_fraction}, train.test_fraction={self.test_fraction}: "
@@ -368,6 +375,7 @@ def train_model(model, train: tuple, val: tuple, config: TrainConfig, log_every:
     device = torch.device(config.device)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_factor, patience=config.lr_patience)
     gen = torch.Generator().manual_seed(config.seed)
     x, m, y, w = train
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
@@ -394,7 +402,8 @@ def train_model(model, train: tuple, val: tuple, config: TrainConfig, log_every:
                 progress.advance(task)
             val_loss = _evaluate_loss(model, *val, device)
             rec = {"epoch": epoch, "train_loss": tot / max(tot_w, 1e-12), "val_loss": val_loss,
-                   "seconds": time.perf_counter() - t0}
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            sched.step(val_loss)
             history.append(rec)
             log.info("epoch %d: train loss %.4f, val loss %.4f (%.1f s)", epoch, rec["train_loss"], val_loss, rec["seconds"])
             progress.update(task, description=f"LundNet epoch {epoch} val {val_loss:.4f}")
@@ -627,7 +636,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Model: blocks {cfg['model']['block_widths']}, fusion {cfg['model']['fusion']}, head "
         f"{cfg['model']['head']}, features {cfg['model']['features']}, max_len {cfg['model']['max_len']}, "
         f"{report['n_parameters']} parameters. Adam lr {cfg['lr']}, batch {cfg['batch_size']}, seed "
-        f"{cfg['seed']}, best epoch {report['best_epoch']} of {len(report['history'])} "
+        f"{cfg['seed']}, lr x{cfg['lr_factor']} after {cfg['lr_patience']} flat epochs, best epoch {report['best_epoch']} of {len(report['history'])} "
         f"(patience {cfg['patience']}), {report['train_seconds']:.0f} s on {cfg['device']} "
         f"({cfg['threads']} threads). ONNX vs torch on the test jets: max |diff| "
         f"{report['onnx_vs_torch_max_abs_diff']:.1e}.",
