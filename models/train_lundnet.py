@@ -155,9 +155,9 @@ def _skim_files(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(p.glob("*.parquet"))
+            found = sorted(p.rglob("*.parquet"))
             if not found:
-                raise InputFileError(f"{p}: directory holds no *.parquet skim file")
+                raise InputFileError(f"{p}: directory holds no *.parquet skim file (searched recursively)")
             files += found
         elif p.exists():
             files.append(p)
@@ -195,7 +195,8 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = 1,
     """Read skim parquet files (or directories of them) into a :class:`JetSet`.
 
     Args:
-        paths: parquet files or directories (every ``*.parquet`` inside).
+        paths: parquet files or directories (every ``*.parquet`` below, recursively: the
+            processors write ``SKIM_DIR/<dataset>/<chunk>.parquet``).
         max_len: nodes per jet kept (longer sequences truncated, shorter zero padded).
         seed, val_fraction, test_fraction: the per-event split.
 
@@ -636,7 +637,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Model: blocks {cfg['model']['block_widths']}, fusion {cfg['model']['fusion']}, head "
         f"{cfg['model']['head']}, features {cfg['model']['features']}, max_len {cfg['model']['max_len']}, "
         f"{report['n_parameters']} parameters. Adam lr {cfg['lr']}, batch {cfg['batch_size']}, seed "
-        f"{cfg['seed']}, lr x{cfg['lr_factor']} after {cfg['lr_patience']} flat epochs, best epoch {report['best_epoch']} of {len(report['history'])} "
+        f"{cfg['seed']}, lr x{cfg['lr_factor']} after {cfg['lr_patience']} flat epochs, "
+        f"best epoch {report['best_epoch']} of {len(report['history'])} "
         f"(patience {cfg['patience']}), {report['train_seconds']:.0f} s on {cfg['device']} "
         f"({cfg['threads']} threads). ONNX vs torch on the test jets: max |diff| "
         f"{report['onnx_vs_torch_max_abs_diff']:.1e}.",

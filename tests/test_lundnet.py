@@ -219,9 +219,11 @@ def _write_skim(path, n_events: int, seed: int, signal: bool, dataset: str, max_
 @pytest.fixture(scope="module")
 def skim(tmp_path_factory):
     d = tmp_path_factory.mktemp("skim")
+    for sub in ("svj", "qcd"):
+        (d / sub).mkdir()
     return [
-        _write_skim(d / "sig.parquet", 150, 11, True, "svj_mz2000_rinv0.3"),
-        _write_skim(d / "qcd.parquet", 200, 12, False, "qcd_pt300to500"),
+        _write_skim(d / "svj" / "sig.parquet", 150, 11, True, "svj_mz2000_rinv0.3"),
+        _write_skim(d / "qcd" / "qcd.parquet", 200, 12, False, "qcd_pt300to500"),
         _write_skim(d / "tt.parquet", 80, 13, False, "ttbar"),
     ]
 
@@ -234,6 +236,8 @@ def test_split_is_by_event_and_deterministic(skim):
     assert set(np.unique(a.split)) == {TRAIN, VAL, TEST}
     key = lambda s: sorted(zip(s.dataset, s.split, s.lund[:, 0, 0]))  # noqa: E731
     assert key(a) == key(b)
+    top = load_skim([skim[2].parent], max_len=20, seed=4)  # a folder: parquet files found recursively
+    assert key(top) == key(a)
     c = load_skim(skim, max_len=20, seed=5)
     assert not (c.split == a.split).all()
     with pytest.raises(InputFileError, match="nothere.parquet"):
