@@ -59,11 +59,21 @@ def generate(process, events, seed, out, mzprime, rinv, pthat_min, pthat_max, ht
     click.echo(json.dumps({k: meta[k] for k in keys}, indent=1))
 
 
-def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files) -> dict:
+def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings=()) -> dict:
+    """Job-config overrides from the command line (``--set KEY=VALUE`` values are YAML)."""
+    import yaml
+
+    extra = {}
+    for item in settings:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE (e.g. analysis.cuts.rt_min=0.15), got {item!r}",
+                                     param_hint="--set")
+        key, value = item.split("=", 1)
+        extra[key.strip()] = yaml.safe_load(value)
     pairs = {"executor.name": executor, "executor.workers": workers, "executor.scheduler": scheduler,
              "executor.chunksize": chunksize, "executor.checkpoint_dir": checkpoint_dir,
              "executor.skip_bad_files": skip_bad_files}
-    return {k: v for k, v in pairs.items() if v is not None}
+    return {**extra, **{k: v for k, v in pairs.items() if v is not None}}
 
 
 _executor_options = [
@@ -76,6 +86,8 @@ _executor_options = [
                  help="Keep each finished chunk here; a re-run processes only missing chunks."),
     click.option("--skip-bad-files/--no-skip-bad-files", default=None,
                  help="Skip (count and list) unreadable files instead of stopping with an error."),
+    click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                 help="Override any job key, e.g. --set analysis.cuts.rt_min=0.15 (repeatable; YAML values)."),
 ]
 
 
@@ -90,14 +102,14 @@ def executor_options(f):
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--skim", is_flag=True, help="Write per-event parquet columns for training instead of histograms.")
 @executor_options
-def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files):
+def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings):
     """Run the processor of JOB (YAML) -> histograms.coffea, histograms.root, cutflow.json (or a skim)."""
     from pathlib import Path
 
     from svjscout.jobs.config import load_job
     from svjscout.jobs.runner import run_processor, save_outputs
 
-    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files))
+    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings))
     skim_dir = str(Path(out) / "skim") if skim else None
     output, report = run_processor(cfg, skim_dir=skim_dir, progress=True)
     paths = save_outputs(output, out)
@@ -112,12 +124,12 @@ def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_
 @click.option("--scan/--no-scan", "use_scan", default=None,
               help="Use the grid scan's working point instead of the configured one.")
 @executor_options
-def run(job, out, use_scan, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files):
+def run(job, out, use_scan, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings):
     """The main job end to end (default JOB: the embedded sample, jobs/local.yaml)."""
     from svjscout.jobs.config import load_job
     from svjscout.jobs.main_job import run_job
 
-    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files))
+    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings))
     result = run_job(cfg, out, use_scan=use_scan)
     click.echo(json.dumps({"out": result["outdir"], "wp": result["wp"],
                            "timings_s": {k: round(v, 1) for k, v in result["timings"].items()}}, indent=1))
