@@ -673,3 +673,50 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {point} | {_fmt(table[point]['all'])} | " + " | ".join(vals) + " |")
     lines += ["", "![ROC](roc.png)", "", "![scores](scores.png)", "", "![loss](loss.png)", ""]
     return "\n".join(lines)
+
+
+def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path], seed: int = 1,
+                          val_fraction: float = 0.2, test_fraction: float = 0.2, subset: str = "test") -> dict[str, Any]:
+    """Evaluate a LundNet ONNX file on one subset of skim files.
+
+    The per-event split is a hash of (dataset, event, seed), so with the seed of the training the
+    ``test`` subset of any skim of the same generated files (e.g. a tighter preselection) holds
+    only events that were in the training's test subset.
+
+    Args:
+        onnx_path: a LundNet model written by :func:`svjscout.models.lundnet.export_lundnet_onnx`.
+        skim_paths: parquet skim files or folders.
+        seed, val_fraction, test_fraction: the split used in training.
+        subset: ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns:
+        ``{"auc": auc_table, "baselines": {name: auc_table}, "jets": {dataset: n_jets}}`` with
+        the weights of :func:`training_weights` (baselines oriented on the same subset).
+
+    Raises:
+        ConfigError: unknown ``subset``; ModelMismatchError: the model's features are not Lund
+        node features; InputFileError: unreadable skim.
+    """
+    from svjscout.exceptions import ModelMismatchError
+    from svjscout.models.export import read_metadata
+    from svjscout.models.lundnet import load_lundnet_session
+
+    if subset not in SPLIT_NAMES:
+        raise ConfigError(f"evaluate: subset is {subset!r}, expected one of {SPLIT_NAMES}")
+    meta = read_metadata(onnx_path)
+    features = meta.get("features") or []
+    unknown = [f for f in features if f not in LUND_FEATURES]
+    if not features or unknown:
+        raise ModelMismatchError(f"{onnx_path}: metadata key 'features' is {features}, expected names from {LUND_FEATURES}")
+    max_len = int(meta.get("max_len", 32))
+    jets = load_skim(skim_paths, max_len, seed, val_fraction, test_fraction).subset(SPLIT_NAMES.index(subset))
+    w = training_weights(jets.label, jets.weight, jets.dataset)
+    sess = load_lundnet_session(onnx_path)
+    x = np.ascontiguousarray(jets.lund[:, :, [LUND_FEATURES.index(f) for f in features]])
+    score = sess.run(["score"], {"lund": x, "mask": jets.mask.astype(np.float32)})[0]
+    baselines = {}
+    for name, s in baseline_scores(jets.lund, jets.mask).items():
+        sign = 1.0 if weighted_auc(s, jets.label, w) >= 0.5 else -1.0
+        baselines[name] = auc_table(sign * s, jets.label, w, jets.dataset)
+    return {"auc": auc_table(score, jets.label, w, jets.dataset), "baselines": baselines,
+            "jets": {str(d): int((jets.dataset == d).sum()) for d in sorted(set(jets.dataset))}}

@@ -278,3 +278,13 @@ def test_cli_help():
     assert res.exit_code == 0
     for opt in ("--out", "--epochs", "--seed", "--device", "--small / --reference", "--max-len"):
         assert opt in res.output
+
+
+def test_evaluate_onnx_on_skim(tmp_path, skim, exported):
+    from svjscout.models.train_lundnet import evaluate_lundnet_onnx
+
+    res = evaluate_lundnet_onnx(exported, skim, seed=2)
+    assert set(res["auc"]) == {"svj_mz2000_rinv0.3", "all"}
+    assert 0.0 <= res["auc"]["all"]["all"] <= 1.0
+    assert set(res["baselines"]) == {"n_declusterings", "jet_mass"}
+    assert sum(res["jets"].values()) < 2 * 430  # the test subset only
