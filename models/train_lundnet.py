@@ -293,16 +293,37 @@ def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> fl
     return float(roc_auc_score(label, score, sample_weight=weight))
 
 
+def process_of(dataset: str) -> str:
+    """Physics process of a dataset name: the part before a ``_pt`` bin suffix
+    (``qcd_pt300to500`` -> ``qcd``)."""
+    return str(dataset).split("_pt")[0]
+
+
+def background_groups(dataset: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
+    """Background columns of the AUC table: ``{name: boolean selection}`` with every background
+    dataset, every process made of several datasets (e.g. ``qcd`` = all ``qcd_pt*`` bins, by
+    physics weight) and ``all``."""
+    bkg = label == 0
+    names = sorted(set(dataset[bkg]))
+    groups = {name: bkg & (dataset == name) for name in names}
+    procs = np.array([process_of(d) for d in dataset], dtype=object)
+    for proc in sorted({process_of(n) for n in names}):
+        members = [n for n in names if process_of(n) == proc]
+        if len(members) > 1 and proc not in groups:
+            groups[proc] = bkg & (procs == proc)
+    groups["all"] = bkg
+    return groups
+
+
 def auc_table(score: np.ndarray, label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> dict[str, dict[str, float]]:
-    """``{signal point or "all": {background process or "all": AUC}}`` on one subset."""
+    """``{signal point or "all": {background dataset, multi-dataset process or "all": AUC}}``."""
     sig_points = sorted(set(dataset[label == 1]))
-    bkg_procs = sorted(set(dataset[label == 0]))
+    groups = background_groups(dataset, label)
     table: dict[str, dict[str, float]] = {}
     for point in sig_points + ["all"]:
         s_sel = (label == 1) if point == "all" else (dataset == point)
         row = {}
-        for proc in bkg_procs + ["all"]:
-            b_sel = (label == 0) if proc == "all" else (dataset == proc)
+        for proc, b_sel in groups.items():
             sel = s_sel | b_sel
             row[proc] = weighted_auc(score[sel], label[sel], weight[sel])
         table[point] = row

@@ -225,13 +225,14 @@ def skim(tmp_path_factory):
         _write_skim(d / "svj" / "sig.parquet", 150, 11, True, "svj_mz2000_rinv0.3"),
         _write_skim(d / "qcd" / "qcd.parquet", 200, 12, False, "qcd_pt300to500"),
         _write_skim(d / "tt.parquet", 80, 13, False, "ttbar"),
+        _write_skim(d / "qcd" / "qcd2.parquet", 60, 14, False, "qcd_pt500toinf"),
     ]
 
 
 def test_split_is_by_event_and_deterministic(skim):
     a = load_skim(skim, max_len=20, seed=4)
     b = load_skim(list(reversed(skim)), max_len=20, seed=4)
-    assert a.lund.shape == (2 * 430, 20, 5) and a.mask.shape == (2 * 430, 20)
+    assert a.lund.shape == (2 * 490, 20, 5) and a.mask.shape == (2 * 490, 20)
     assert (a.split[0::2] == a.split[1::2]).all()  # J0 and J1 of an event together
     assert set(np.unique(a.split)) == {TRAIN, VAL, TEST}
     key = lambda s: sorted(zip(s.dataset, s.split, s.lund[:, 0, 0]))  # noqa: E731
@@ -259,7 +260,7 @@ def test_train_lundnet_end_to_end(tmp_path, skim):
         assert (tmp_path / "out" / name).exists(), name
     report = json.loads(res.report_json.read_text())
     assert set(report["auc"]) == {"svj_mz2000_rinv0.3", "all"}
-    assert set(report["auc"]["all"]) == {"qcd_pt300to500", "ttbar", "all"}
+    assert set(report["auc"]["all"]) == {"qcd_pt300to500", "qcd_pt500toinf", "qcd", "ttbar", "all"}
     assert set(report["baselines"]) == {"n_declusterings", "jet_mass"}
     assert res.auc["all"]["all"] > 0.7  # the synthetic signal is easy
     assert 1 <= res.best_epoch <= len(res.history) <= 3
@@ -287,4 +288,17 @@ def test_evaluate_onnx_on_skim(tmp_path, skim, exported):
     assert set(res["auc"]) == {"svj_mz2000_rinv0.3", "all"}
     assert 0.0 <= res["auc"]["all"]["all"] <= 1.0
     assert set(res["baselines"]) == {"n_declusterings", "jet_mass"}
-    assert sum(res["jets"].values()) < 2 * 430  # the test subset only
+    assert sum(res["jets"].values()) < 2 * 490  # the test subset only
+
+
+def test_auc_table_groups_backgrounds():
+    from svjscout.models.train_lundnet import auc_table
+
+    dataset = np.array(["s1", "s1", "qcd_pt1", "qcd_pt2", "ttbar", "ttbar"], dtype=object)
+    label = np.array([1, 1, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.1, 0.85, 0.2, 0.3])
+    table = auc_table(score, label, np.ones(6), dataset)
+    assert list(table) == ["s1", "all"]
+    assert list(table["s1"]) == ["qcd_pt1", "qcd_pt2", "ttbar", "qcd", "all"]
+    assert table["s1"]["ttbar"] == 1.0 and table["s1"]["qcd_pt2"] == 0.5
+    assert table["s1"]["qcd"] == pytest.approx(0.75)
