@@ -518,8 +518,9 @@ def _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train
     w_test = training_weights(test.label, test.weight, test.dataset)
     summary = _data_summary(jets, subsets)
     training_summary = {
-        "files": [Path(f).name for f in jets.files],
+        "files": [f"{Path(f).parent.name}/{Path(f).name}" for f in jets.files],
         "jets": {k: len(v) for k, v in subsets.items()},
+        "datasets": sorted(str(d) for d in set(jets.dataset)),
         "epochs_run": len(history), "best_epoch": best_epoch, "seed": config.seed,
         "batch_size": config.batch_size, "lr": config.lr, "max_len": mcfg.max_len,
         "block_widths": list(mcfg.block_widths), "fusion": mcfg.fusion, "head": mcfg.head,
