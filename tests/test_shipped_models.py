@@ -1,0 +1,41 @@
+"""The ONNX models shipped in the package: small, self-describing, accepted by the processor."""
+
+import numpy as np
+
+from svjscout.models import shipped_model
+from svjscout.models.export import read_metadata
+from svjscout.processors.features import EVENT_FEATURES
+from svjscout.processors.inference import LundNetScorer, TwinScorer
+from svjscout.processors.lund import LUND_FEATURES
+
+
+def test_shipped_models_metadata_and_size():
+    for name, kind, features in (("lundnet", "lundnet", list(LUND_FEATURES)), ("twin", "twin", list(EVENT_FEATURES))):
+        path = shipped_model(name)
+        assert path.exists(), path
+        assert path.stat().st_size < 5e6
+        meta = read_metadata(path)
+        assert meta["model"] == kind
+        assert meta["features"] == features
+        assert meta["version"] and meta["training"]
+        assert "all" in meta["auc"] or "x" in str(meta["auc"])
+
+
+def test_shipped_models_run_in_the_processor_scorers():
+    rng = np.random.default_rng(0)
+    lund = LundNetScorer(shipped_model("lundnet"), tuple(LUND_FEATURES))
+    n, L = 64, 32
+    x = rng.normal(0, 1, (n, L, 5)).astype(np.float32)
+    mask = np.zeros((n, L), bool)
+    for i in range(n):
+        mask[i, : rng.integers(1, L)] = True
+    s = lund(x, mask)
+    assert s.shape == (n,) and np.all((s >= 0) & (s <= 1)) and np.std(s) > 0
+    # padding beyond the mask does not change a jet's score
+    x2 = x.copy()
+    x2[~mask] = 123.0
+    assert np.allclose(lund(x2, mask), s, atol=1e-6)
+    twin = TwinScorer(shipped_model("twin"), EVENT_FEATURES)
+    feats = np.abs(rng.normal(0.3, 0.2, (n, 12))).astype(np.float32)
+    xs, ys = twin(feats)
+    assert xs.shape == ys.shape == (n,) and np.all((xs >= 0) & (xs <= 1))
