@@ -302,3 +302,24 @@ def test_auc_table_groups_backgrounds():
     assert list(table["s1"]) == ["qcd_pt1", "qcd_pt2", "ttbar", "qcd", "all"]
     assert table["s1"]["ttbar"] == 1.0 and table["s1"]["qcd_pt2"] == 0.5
     assert table["s1"]["qcd"] == pytest.approx(0.75)
+
+
+def test_shipped_model_metadata_and_padding():
+    from svjscout.models import shipped_model
+
+    path = shipped_model("lundnet")
+    if not path.exists():
+        pytest.skip("models/lundnet.onnx not shipped yet")
+    meta = read_metadata(path)
+    check_features(path, meta, LUND_FEATURES)
+    assert meta["model"] == "lundnet" and "all" in meta["auc"]
+    assert path.stat().st_size < 5_000_000
+    sess = load_lundnet_session(path)
+    x20, m20 = _jets(32, 20, seed=21)
+    x40 = np.zeros((32, 40, 5), np.float32)
+    m40 = np.zeros((32, 40), np.float32)
+    x40[:, :20], m40[:, :20] = x20, m20
+    s20 = sess.run(["score"], {"lund": x20, "mask": m20})[0]
+    s40 = sess.run(["score"], {"lund": x40, "mask": m40})[0]
+    np.testing.assert_allclose(s20, s40, atol=1e-6)
+    assert ((s20 >= 0) & (s20 <= 1)).all()
