@@ -377,7 +377,7 @@ def _trimmed(x, m):
     return x[:, :length], m[:, :length]
 
 
-def train_model(model, train: tuple, val: tuple, config: TrainConfig, log_every: int = 1) -> tuple[list[dict], int]:
+def train_model(model, train: tuple, val: tuple, config: TrainConfig) -> tuple[list[dict], int]:
     """Optimise ``model`` in place (best validation state restored).
 
     Args:
