@@ -97,3 +97,13 @@ def test_bad_generation_options():
         GenerationConfig("qcd", 10, met_min=200)
     with pytest.raises(GenerationError, match="unknown process"):
         GenerationConfig("susy", 10)
+
+
+def test_pileup_overlay_adds_particles(tmp_path):
+    base = generate_file(GenerationConfig("zjets", 12, seed=3, chunk_size=12), tmp_path / "nopu.root")
+    pu = generate_file(GenerationConfig("zjets", 12, seed=3, chunk_size=12, pileup=20.0), tmp_path / "pu.root")
+    a, _ = _arrays(tmp_path / "nopu.root")
+    b, _ = _arrays(tmp_path / "pu.root")
+    assert base["n_generated"] == pu["n_generated"] == 12
+    # the hard events are the same; pileup adds ~20 x O(50) soft candidates per event
+    assert ak.mean(ak.num(b.ScoutingParticle_pt)) > ak.mean(ak.num(a.ScoutingParticle_pt)) + 200
