@@ -39,3 +39,19 @@ def test_shipped_models_run_in_the_processor_scorers():
     feats = np.abs(rng.normal(0.3, 0.2, (n, 12))).astype(np.float32)
     xs, ys = twin(feats)
     assert xs.shape == ys.shape == (n,) and np.all((xs >= 0) & (xs <= 1))
+
+
+def test_lundnet_scores_do_not_depend_on_batch_trimming():
+    """The scorer cuts each batch to its longest jet: scores equal the untrimmed session's."""
+    from svjscout.processors.inference import session
+
+    rng = np.random.default_rng(1)
+    n, L = 50, 32
+    x = rng.normal(0, 1, (n, L, 5)).astype(np.float32)
+    mask = np.zeros((n, L), bool)
+    for i in range(n):
+        mask[i, : rng.integers(1, 12)] = True
+    sess, _ = session(shipped_model("lundnet"))
+    full = sess.run(["score"], {"lund": x, "mask": mask.astype(np.float32)})[0]
+    trimmed = LundNetScorer(shipped_model("lundnet"), tuple(LUND_FEATURES))(x, mask)
+    assert np.allclose(full, trimmed, atol=1e-6)
