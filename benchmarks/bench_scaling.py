@@ -1,6 +1,7 @@
 """Throughput on 1 and 2 dask workers over the same input, side by side, with peak memory per worker.
 
-Each configuration gets its own LocalCluster (processes, one thread per worker); a warm-up run
+The input is the embedded sample, ``--copies`` times over (as separate datasets). Each
+configuration gets its own LocalCluster (processes, one thread per worker); a warm-up run
 per cluster compiles numba and opens the ONNX sessions in every worker first. Prints a table.
 
     python benchmarks/bench_scaling.py [--chunksize 250] [--lundnet PATH --twin PATH]
@@ -28,7 +29,8 @@ def main() -> None:
     from svjscout.jobs.runner import run_processor
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--chunksize", type=int, default=250)
+    ap.add_argument("--chunksize", type=int, default=500)
+    ap.add_argument("--copies", type=int, default=3, help="process the embedded sample this many times over")
     ap.add_argument("--lundnet", default=None)
     ap.add_argument("--twin", default=None)
     args = ap.parse_args()
@@ -44,6 +46,8 @@ def main() -> None:
             if args.twin:
                 overrides["analysis.twin_model"] = args.twin
             cfg = load_job(None, overrides)
+            copies = {f"{name}__copy{k}": spec for name, spec in cfg.datasets.items() for k in range(args.copies)}
+            cfg = cfg.model_copy(update={"datasets": copies})
             run_processor(cfg)  # warm-up
             t = time.perf_counter()
             _, report = run_processor(cfg)
