@@ -24,24 +24,35 @@ def _plt():
     return plt, mplhep
 
 
-def plot_mt_regions(output: dict, outdir: Path, plane: str = "SP") -> Path:
-    """Stacked background M_T per ABCD region with each signal point overlaid (one PNG)."""
+def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, float]):
+    """M_T histogram of one dataset in one ABCD region at ``wp``, summed from ``xy_mt``."""
+    import hist
+
+    x_hi, y_hi = region in ("A", "B"), region in ("B", "D")
+    xs = slice(hist.loc(wp[0]), None, sum) if x_hi else slice(None, hist.loc(wp[0]), sum)
+    ys = slice(hist.loc(wp[1]), None, sum) if y_hi else slice(None, hist.loc(wp[1]), sum)
+    return xy_mt[{"dataset": dataset, "plane": plane, "x": xs, "y": ys}]
+
+
+def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: str = "SP") -> Path:
+    """Stacked background M_T per ABCD region at ``wp`` with each signal point overlaid (one PNG)."""
     plt, mplhep = _plt()
-    h = output["hists"]["mt_abcd"]
+    h = output["hists"]["xy_mt"]
     kinds = output["datasets"]
+    bkg = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "background"]
+    sig = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "signal"]
     fig, axes = plt.subplots(2, 2, figsize=(16, 12))
     for ax, region in zip(axes.ravel(), ("A", "B", "C", "D")):
-        bkg = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "background"]
-        sig = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "signal"]
+        parts = {d: region_mt(h, d, plane, region, wp) for d in bkg + sig}
         if bkg:
-            mplhep.histplot([h[{"dataset": d, "plane": plane, "region": region}] for d in bkg], ax=ax,
-                            stack=True, histtype="fill", label=bkg)
+            mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
         for d in sig:
-            mplhep.histplot(h[{"dataset": d, "plane": plane, "region": region}], ax=ax, label=d, linewidth=2)
-        if any(h[{"dataset": d, "plane": plane, "region": region}].values().sum() > 0 for d in bkg + sig):
+            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2)
+        if any(p.values().sum() > 0 for p in parts.values()):
             ax.set_yscale("log")
-        ax.set_title(f"{plane} region {region}", fontsize=18)
-        ax.legend(fontsize=10)
+        ax.set_title(f"{plane} region {region} at (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f})", fontsize=16)
+        ax.set_ylabel("events")
+        ax.legend(fontsize=9, ncol=2)
     fig.tight_layout()
     path = outdir / f"mt_regions_{plane}.png"
     fig.savefig(path, dpi=70)
