@@ -137,3 +137,20 @@ def rewrite_file(src: str, dst, rename: dict | None = None, drop: tuple = (), mo
             g.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
         g["svjscout_meta"] = meta
     return str(dst)
+
+
+def assert_same_output(a: dict, b: dict) -> None:
+    """Two processor outputs have bit-identical histograms (values and variances) and cutflows."""
+    assert set(a["hists"]) == set(b["hists"])
+    for name in a["hists"]:
+        va, vb = a["hists"][name].view(flow=True), b["hists"][name].view(flow=True)
+        assert np.array_equal(va.value, vb.value), name
+        assert np.array_equal(va.variance, vb.variance), name
+    for ds in a["cutflow"]:
+        assert np.array_equal(a["cutflow"][ds]["raw"], b["cutflow"][ds]["raw"])
+        assert np.array_equal(a["cutflow"][ds]["weighted"], b["cutflow"][ds]["weighted"])
+
+
+def with_executor(cfg, **executor):
+    """A copy of a job config with some ``executor`` keys changed."""
+    return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=executor)})

@@ -3,7 +3,7 @@
 import awkward as ak
 import numpy as np
 import pytest
-from conftest import embedded_file, rewrite_file
+from conftest import assert_same_output, embedded_file, rewrite_file, with_executor
 
 from svjscout.exceptions import InputFileError, MissingBranchError, ModelMismatchError
 from svjscout.jobs.config import load_job
@@ -11,30 +11,13 @@ from svjscout.jobs.runner import run_processor, save_outputs
 from svjscout.processors.selection import CUT_ORDER
 
 
-def _same(a, b):
-    assert set(a["hists"]) == set(b["hists"])
-    for name in a["hists"]:
-        va, vb = a["hists"][name].view(flow=True), b["hists"][name].view(flow=True)
-        assert np.array_equal(va.value, vb.value), name
-        assert np.array_equal(va.variance, vb.variance), name
-    for ds in a["cutflow"]:
-        assert np.array_equal(a["cutflow"][ds]["raw"], b["cutflow"][ds]["raw"])
-        assert np.array_equal(a["cutflow"][ds]["weighted"], b["cutflow"][ds]["weighted"])
-
-
-def _with(cfg, **executor):
-    return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=executor)})
-
-
-
-
 def test_one_chunk_vs_many_chunks_and_dask(small_job):
     one, _ = run_processor(small_job)
-    many, _ = run_processor(_with(small_job, chunksize=97))
-    _same(one, many)
+    many, _ = run_processor(with_executor(small_job, chunksize=97))
+    assert_same_output(one, many)
     assert sum(c["chunks"] for c in many["counts"].values()) > sum(c["chunks"] for c in one["counts"].values())
-    dask2, _ = run_processor(_with(small_job, name="dask", workers=2, chunksize=150))
-    _same(one, dask2)
+    dask2, _ = run_processor(with_executor(small_job, name="dask", workers=2, chunksize=150))
+    assert_same_output(one, dask2)
     # something was actually selected and filled, in every region of the SP for the QCD sample
     h = one["hists"]["mt_abcd"]
     assert h[{"dataset": "qcd_pt300to500"}].sum().value > 0
@@ -105,7 +88,7 @@ def test_bad_files_error_or_counted_skip(tmp_path, toy_models):
                                                 executor="dask"))
     assert sorted(s["file"].rsplit("/", 1)[1] for s in report.skipped) == ["nobranch.root", "truncated.root"]
     ref, _ = run_processor(_job_with_files(tmp_path, [good], models=toy_models))
-    _same(out, ref)
+    assert_same_output(out, ref)
 
 
 def test_nonfinite_inputs_are_counted(tmp_path, toy_models):

@@ -6,34 +6,22 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import embedded_file
+from conftest import assert_same_output, embedded_file, with_executor
 
 from svjscout.exceptions import ConfigError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 
 
-def _same(a, b):
-    for name in a["hists"]:
-        va, vb = a["hists"][name].view(flow=True), b["hists"][name].view(flow=True)
-        assert np.array_equal(va.value, vb.value), name
-        assert np.array_equal(va.variance, vb.variance), name
-
-
-def _with(cfg, **executor):
-    return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=executor)})
-
-
 def test_resume_from_checkpoints_processes_only_missing_chunks(small_job, tmp_path):
     ref, _ = run_processor(small_job)
     ckpt = tmp_path / "ckpt"
-    cfg = _with(small_job, chunksize=150, checkpoint_dir=str(ckpt))
+    cfg = with_executor(small_job, chunksize=150, checkpoint_dir=str(ckpt))
     first, _ = run_processor(cfg)
     files = sorted(ckpt.rglob("*.coffea"))
     assert len(files) > 4
-    _same(ref, first)
+    assert_same_output(ref, first)
     # a "crash": half of the chunks never finished
     removed = files[::2]
     for f in removed:
@@ -41,7 +29,7 @@ def test_resume_from_checkpoints_processes_only_missing_chunks(small_job, tmp_pa
     kept = {f: f.stat().st_mtime_ns for f in files[1::2]}
     time.sleep(0.05)
     resumed, _ = run_processor(cfg)
-    _same(ref, resumed)
+    assert_same_output(ref, resumed)
     assert all(f.exists() for f in removed)  # recomputed
     assert all(f.stat().st_mtime_ns == t for f, t in kept.items())  # loaded, not recomputed
     # a changed configuration never reuses the old chunks
@@ -56,7 +44,7 @@ def test_worker_killed_mid_run(small_job):
     ref, _ = run_processor(small_job)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        cfg = _with(small_job, name="dask", scheduler=cluster.scheduler_address, chunksize=60, retries=3)
+        cfg = with_executor(small_job, name="dask", scheduler=cluster.scheduler_address, chunksize=60, retries=3)
         killed = []
 
         pids = client.run(os.getpid)
@@ -77,7 +65,7 @@ def test_worker_killed_mid_run(small_job):
         out, _ = run_processor(cfg)
         t.join()
     assert killed, "no worker was killed: the run finished before any result was held"
-    _same(ref, out)
+    assert_same_output(ref, out)
 
 
 def test_config_errors_name_the_key(tmp_path):
