@@ -80,7 +80,7 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike) -> list[str]:
             ax.set_ylabel("$y_0$ (Y score threshold)")
             ax.legend(loc="lower left", fontsize=12)
             p = os.path.join(outdir, f"scan_{col}.png")
-            fig.savefig(p, dpi=80)
+            fig.savefig(p, dpi=80, bbox_inches="tight")
             plt.close(fig)
             paths.append(p)
     return paths
@@ -153,7 +153,7 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
             ax.set_title(rf"$r_{{inv}} = {rinv:g}$", fontsize=16)
             ax.legend(fontsize=13)
             p = os.path.join(outdir, f"limit_brazil_rinv{rinv:g}.png")
-            fig.savefig(p, dpi=80)
+            fig.savefig(p, dpi=80, bbox_inches="tight")
             plt.close(fig)
             paths.append(p)
 
@@ -178,7 +178,7 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
         ax.set_ylabel(r"$r_{inv}$")
         fig.colorbar(im, ax=ax, label="median expected limit on r")
         p = os.path.join(outdir, "limit_map_exp0.png")
-        fig.savefig(p, dpi=80)
+        fig.savefig(p, dpi=80, bbox_inches="tight")
         plt.close(fig)
         paths.append(p)
     return paths

@@ -55,7 +55,7 @@ def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: 
         ax.legend(fontsize=9, ncol=2)
     fig.tight_layout()
     path = outdir / f"mt_regions_{plane}.png"
-    fig.savefig(path, dpi=70)
+    fig.savefig(path, dpi=70, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -80,7 +80,7 @@ def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
         ax.set_title(f"{kind} (SP)", fontsize=18)
     fig.tight_layout()
     path = outdir / "xy_plane.png"
-    fig.savefig(path, dpi=70)
+    fig.savefig(path, dpi=70, bbox_inches="tight")
     plt.close(fig)
     return path
 
