@@ -122,3 +122,19 @@ def test_save_outputs(small_job, tmp_path):
         th1 = f["qcd_pt300to500/SP/B"]
         ref = out["hists"]["mt_abcd"][{"dataset": "qcd_pt300to500", "plane": "SP", "region": "B"}]
         assert np.allclose(th1.values(), ref.values())
+
+
+def test_chunks_without_selected_events_are_counted(tmp_path, toy_models):
+    """Z(->nunu)+jets: few events pass, so most 50-event chunks select nothing; all are counted."""
+    lines = ["datasets:", "  zjets:", "    kind: background", f"    files: [{embedded_file('zjets.root')}]",
+             "analysis:", f"  lundnet_model: {toy_models[0]}", f"  twin_model: {toy_models[1]}",
+             "executor: {name: dask, workers: 2, chunksize: 50}"]
+    job = tmp_path / "job.yaml"
+    job.write_text("\n".join(lines) + "\n")
+    out, _ = run_processor(load_job(job))
+    counts = out["counts"]["zjets"]
+    assert counts["chunks"] == 14  # 682 events in chunks of 50
+    assert 0 < counts["chunks_without_selected"] < counts["chunks"]
+    assert counts["events"] == out["cutflow"]["zjets"]["raw"][0] == 682
+    h = out["hists"]["mt_abcd"][{"dataset": "zjets"}]
+    assert h.sum().value == pytest.approx(out["cutflow"]["zjets"]["weighted"][-1])
