@@ -93,6 +93,7 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
         report.plot_mt_regions(output, outdir, wp, "SP")
         report.plot_mt_regions(output, outdir, wp, "VP")
         report.plot_xy_plane(output, outdir, wp)
+        report.plot_controls(output, outdir)
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings)
         bar.advance(task)

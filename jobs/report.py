@@ -47,7 +47,7 @@ def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: 
         if bkg:
             mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
         for d in sig:
-            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2)
+            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
         if any(p.values().sum() > 0 for p in parts.values()):
             ax.set_yscale("log")
         ax.set_title(f"{plane} region {region} at (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f})", fontsize=16)
@@ -83,6 +83,59 @@ def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
     fig.savefig(path, dpi=70, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _sum_kind(h, kinds: dict, kind: str):
+    names = [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
+    if not names:
+        return None
+    return sum((h[{"dataset": d}] for d in names[1:]), h[{"dataset": names[0]}])
+
+
+def plot_controls(output: dict, outdir: Path) -> list[Path]:
+    """Control distributions after the preselection (MET, R_T, dphi_min, J0/J1 pT: background
+    stacked by dataset, each signal overlaid) and the primary Lund-plane density of J0 and J1,
+    summed background vs summed signal, each normalised to unit area."""
+    plt, mplhep = _plt()
+    hists, kinds = output["hists"], output["datasets"]
+    bkg = [d for d in hists["met"].axes["dataset"] if kinds[d]["kind"] == "background"]
+    sig = [d for d in hists["met"].axes["dataset"] if kinds[d]["kind"] == "signal"]
+    panels = [("met", {}), ("rt", {}), ("dphi_min", {}), ("jet_pt", {"jet": "J0"}), ("jet_pt", {"jet": "J1"})]
+    fig, axes = plt.subplots(2, 3, figsize=(21, 12))
+    for ax, (name, sel) in zip(axes.ravel(), panels):
+        h = hists[name]
+        parts = {d: h[{"dataset": d, **sel}] for d in bkg + sig}
+        if bkg:
+            mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
+        for d in sig:
+            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
+        if any(p.values().sum() > 0 for p in parts.values()):
+            ax.set_yscale("log")
+        ax.set_ylabel("events")
+        ax.set_title(f"{name} {' '.join(sel.values())}".strip(), fontsize=16)
+        ax.legend(fontsize=8, ncol=2)
+    axes.ravel()[-1].axis("off")
+    fig.tight_layout()
+    paths = [outdir / "control.png"]
+    fig.savefig(paths[0], dpi=60, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
+    for ax, kind in zip(axes, ("background", "signal")):
+        h = _sum_kind(hists["lund_plane"], kinds, kind)
+        if h is None or h.values().sum() <= 0:
+            ax.axis("off")
+            continue
+        density = h.values() / h.values().sum()
+        mplhep.hist2dplot(np.where(density > 0, density, np.nan), h.axes[0].edges, h.axes[1].edges, ax=ax)
+        ax.set_xlabel(r"$\ln(1/\Delta)$")
+        ax.set_ylabel(r"$\ln(k_t/\mathrm{GeV})$")
+        ax.set_title(f"primary Lund plane, J0 + J1, {kind}", fontsize=16)
+    fig.tight_layout()
+    paths.append(outdir / "lund_plane.png")
+    fig.savefig(paths[1], dpi=60, bbox_inches="tight")
+    plt.close(fig)
+    return paths
 
 
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
