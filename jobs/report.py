@@ -34,25 +34,34 @@ def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, flo
     return xy_mt[{"dataset": dataset, "plane": plane, "x": xs, "y": ys}]
 
 
+def _names(h, kinds: dict, kind: str) -> list[str]:
+    """Datasets of ``h`` whose kind (signal/background/data) is ``kind``."""
+    return [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
+
+
+def _stack_panel(ax, mplhep, parts: dict, bkg: list[str], sig: list[str], legend_size: int) -> None:
+    """Backgrounds stacked, each signal overlaid as a line; log scale when anything is filled."""
+    if bkg:
+        mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
+    for d in sig:
+        mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
+    if any(p.values().sum() > 0 for p in parts.values()):
+        ax.set_yscale("log")
+    ax.set_ylabel("events")
+    ax.legend(fontsize=legend_size, ncol=2)
+
+
 def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: str = "SP") -> Path:
     """Stacked background M_T per ABCD region at ``wp`` with each signal point overlaid (one PNG)."""
     plt, mplhep = _plt()
     h = output["hists"]["xy_mt"]
     kinds = output["datasets"]
-    bkg = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "background"]
-    sig = [d for d in h.axes["dataset"] if kinds[d]["kind"] == "signal"]
+    bkg, sig = _names(h, kinds, "background"), _names(h, kinds, "signal")
     fig, axes = plt.subplots(2, 2, figsize=(16, 12))
     for ax, region in zip(axes.ravel(), ("A", "B", "C", "D")):
         parts = {d: region_mt(h, d, plane, region, wp) for d in bkg + sig}
-        if bkg:
-            mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
-        for d in sig:
-            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
-        if any(p.values().sum() > 0 for p in parts.values()):
-            ax.set_yscale("log")
+        _stack_panel(ax, mplhep, parts, bkg, sig, legend_size=9)
         ax.set_title(f"{plane} region {region} at (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f})", fontsize=16)
-        ax.set_ylabel("events")
-        ax.legend(fontsize=9, ncol=2)
     fig.tight_layout()
     path = outdir / f"mt_regions_{plane}.png"
     fig.savefig(path, dpi=70, bbox_inches="tight")
@@ -67,7 +76,7 @@ def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
     kinds = output["datasets"]
     fig, axes = plt.subplots(1, 2, figsize=(16, 7))
     for ax, kind in zip(axes, ("background", "signal")):
-        names = [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
+        names = _names(h, kinds, kind)
         vals = sum(h[{"dataset": d, "plane": "SP"}].project("x", "y").values() for d in names) if names else None
         if vals is None:
             continue
@@ -86,7 +95,7 @@ def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
 
 
 def _sum_kind(h, kinds: dict, kind: str):
-    names = [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
+    names = _names(h, kinds, kind)
     if not names:
         return None
     return sum((h[{"dataset": d}] for d in names[1:]), h[{"dataset": names[0]}])
@@ -98,22 +107,14 @@ def plot_controls(output: dict, outdir: Path) -> list[Path]:
     summed background vs summed signal, each normalised to unit area."""
     plt, mplhep = _plt()
     hists, kinds = output["hists"], output["datasets"]
-    bkg = [d for d in hists["met"].axes["dataset"] if kinds[d]["kind"] == "background"]
-    sig = [d for d in hists["met"].axes["dataset"] if kinds[d]["kind"] == "signal"]
+    bkg, sig = _names(hists["met"], kinds, "background"), _names(hists["met"], kinds, "signal")
     panels = [("met", {}), ("rt", {}), ("dphi_min", {}), ("jet_pt", {"jet": "J0"}), ("jet_pt", {"jet": "J1"})]
     fig, axes = plt.subplots(2, 3, figsize=(21, 12))
     for ax, (name, sel) in zip(axes.ravel(), panels):
         h = hists[name]
         parts = {d: h[{"dataset": d, **sel}] for d in bkg + sig}
-        if bkg:
-            mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
-        for d in sig:
-            mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
-        if any(p.values().sum() > 0 for p in parts.values()):
-            ax.set_yscale("log")
-        ax.set_ylabel("events")
+        _stack_panel(ax, mplhep, parts, bkg, sig, legend_size=8)
         ax.set_title(f"{name} {' '.join(sel.values())}".strip(), fontsize=16)
-        ax.legend(fontsize=8, ncol=2)
     axes.ravel()[-1].axis("off")
     fig.tight_layout()
     paths = [outdir / "control.png"]
