@@ -19,7 +19,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PLANES", "soft_counts", "closure", "binned_closure", "plane_mask", "plane_closures"]
+__all__ = ["DEFAULT_PLANES", "soft_counts", "closure", "binned_closure", "plane_mask", "plane_closures",
+           "occupancy_deficit", "plane_occupancies"]
 
 #: |deta| ranges [lo, hi) of the signal and validation planes.
 DEFAULT_PLANES: dict[str, tuple[float, float]] = {"SP": (0.0, 1.5), "VP": (1.5, 2.2)}
@@ -55,6 +56,51 @@ def closure(counts: torch.Tensor) -> torch.Tensor:
     ad = counts[..., 0] * counts[..., 3]
     bc = counts[..., 1] * counts[..., 2]
     return (ad - bc).abs() / (ad + bc).clamp_min(_TINY)
+
+
+def occupancy_deficit(counts: torch.Tensor, min_fraction: float) -> torch.Tensor:
+    """How far the emptiest control region falls below ``min_fraction`` of the plane's background.
+
+    ``max_{r in A, C, D} max(0, min_fraction - n_r / (n_A + n_B + n_C + n_D)) / min_fraction``:
+    0 when every control region holds at least ``min_fraction`` of the background, 1 when one is
+    empty. It excludes the trivial ways of closing: a score that sits entirely on one side of its
+    threshold factorises the soft counts exactly (``C = 0``) while leaving A and C (or C and D)
+    empty, where no ABCD prediction is possible. The signal region B is not required to be filled.
+
+    Args:
+        counts: (4,) soft counts [n_A, n_B, n_C, n_D].
+        min_fraction: required fraction in (0, 1); <= 0 gives 0 (constraint off).
+
+    Returns:
+        0-d tensor in [0, 1].
+    """
+    if min_fraction <= 0:
+        return (counts * 0).sum()
+    frac = counts / counts.sum().clamp_min(_TINY)
+    control = torch.stack([frac[0], frac[2], frac[3]])
+    return torch.relu(min_fraction - control).max() / min_fraction
+
+
+def plane_occupancies(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    deta: torch.Tensor,
+    x0: float,
+    y0: float,
+    kappa: float,
+    min_fraction: float,
+    planes: Mapping[str, tuple[float, float]] = DEFAULT_PLANES,
+) -> dict[str, torch.Tensor]:
+    """``{"occupancy_<plane>": occupancy_deficit(soft counts of the plane)}`` (0 for an empty plane)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, rng in planes.items():
+        m = plane_mask(deta, rng)
+        if not bool(m.any()):
+            out[f"occupancy_{name}"] = (x * 0).sum()
+            continue
+        out[f"occupancy_{name}"] = occupancy_deficit(soft_counts(x[m], y[m], weights[m], x0, y0, kappa), min_fraction)
+    return out
 
 
 def binned_closure(

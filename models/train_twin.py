@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from svjscout import __version__
 from svjscout.exceptions import ConfigError, InputFileError
-from svjscout.models.closure import DEFAULT_PLANES, plane_closures
+from svjscout.models.closure import DEFAULT_PLANES, plane_closures, plane_occupancies
 from svjscout.models.disco import dcorr
 from svjscout.models.mdmm import MDMM, Constraint
 from svjscout.models.twin import TwinMLP, export_twin_onnx
@@ -46,7 +46,8 @@ from svjscout.processors.features import EVENT_FEATURES
 log = logging.getLogger(__name__)
 
 __all__ = ["TwinTrainConfig", "TwinTrainResult", "SkimData", "load_skim", "compute_lundnet_scores", "train_twin",
-           "CONSTRAINTS", "load_checkpoint", "training_weights"]
+           "CONSTRAINTS", "load_checkpoint", "training_weights", "constraint_floors", "effective_eps",
+           "null_scores"]
 
 #: Constraint names, in order.
 CONSTRAINTS = (
@@ -59,6 +60,8 @@ CONSTRAINTS = (
     "closure_VP",
     "closure_bins_SP",
     "closure_bins_VP",
+    "occupancy_SP",
+    "occupancy_VP",
 )
 
 _DEFAULT_EPS = {
@@ -71,6 +74,8 @@ _DEFAULT_EPS = {
     "closure_VP": 0.02,
     "closure_bins_SP": 0.05,
     "closure_bins_VP": 0.05,
+    "occupancy_SP": 0.0,
+    "occupancy_VP": 0.0,
 }
 
 _SCALAR_COLUMNS = ("mt", "deta", "weight", "label", "mzprime", "rinv", "event", "dataset")
@@ -100,6 +105,15 @@ class TwinTrainConfig:
         mt_edges: M_T bin edges in GeV for the per-bin closure.
         bin_reduce: ``mean`` | ``max`` fold of the per-bin closures.
         eps: constraint name -> bound (all of :data:`CONSTRAINTS`; missing ones take defaults).
+        min_region_fraction: every control region A, C, D of each plane must hold at least this
+            fraction of the plane's background (soft counts); the ``occupancy_<plane>``
+            constraints (0 switches them off). Not in physics.md: see ``docs/twin.md``.
+        floor_policy: ``adjust`` | ``warn`` | ``off``: what to do with a target ``eps`` below the
+            constraint's noise floor on this sample (see :func:`constraint_floors`). ``adjust``
+            trains with ``max(eps, floor)`` and logs it, ``warn`` only logs.
+        floor_draws: null draws per floor estimate.
+        floor_sigmas: floor = mean + ``floor_sigmas`` x standard deviation of the null values.
+        floor_tail_fraction: fraction of the null scores above x0 (and above y0).
         alpha, rho: MDMM scale and damping (one value for all constraints, or per name).
         patience: early-stopping patience in epochs.
         min_delta: minimal improvement of the validation figure.
@@ -130,6 +144,11 @@ class TwinTrainConfig:
     mt_edges: tuple[float, ...] = (650.0, 750.0, 850.0, 1000.0, 1200.0, 1500.0, 2000.0, 3000.0, 6000.0)
     bin_reduce: str = "mean"
     eps: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_EPS))
+    min_region_fraction: float = 0.02
+    floor_policy: str = "adjust"
+    floor_draws: int = 8
+    floor_sigmas: float = 1.0
+    floor_tail_fraction: float = 0.2
     alpha: float | dict[str, float] = 1.0
     rho: float | dict[str, float] = 1.0
     patience: int = 20
@@ -152,7 +171,8 @@ class TwinTrainConfig:
         """Raise :class:`ConfigError` naming the offending key."""
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"twin config key 'split' is {list(self.split)}, expected 3 positive fractions summing to 1")
-        for key in ("epochs", "batches_per_epoch", "batch_size", "patience", "val_max_events", "lundnet_batch"):
+        for key in ("epochs", "batches_per_epoch", "batch_size", "patience", "val_max_events", "lundnet_batch",
+                    "floor_draws"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < (0 if key == "epochs" else 1):
                 raise ConfigError(f"twin config key '{key}' is {value!r}, expected a positive integer")
@@ -175,6 +195,14 @@ class TwinTrainConfig:
             raise ConfigError(f"twin config key 'bin_reduce' is {self.bin_reduce!r}, expected 'mean' or 'max'")
         if len(self.mt_edges) < 2 or any(b <= a for a, b in zip(self.mt_edges, self.mt_edges[1:])):
             raise ConfigError(f"twin config key 'mt_edges' is {list(self.mt_edges)}, expected >= 2 increasing values")
+        if self.floor_policy not in ("adjust", "warn", "off"):
+            raise ConfigError(f"twin config key 'floor_policy' is {self.floor_policy!r}, expected adjust, warn or off")
+        if not 0 <= float(self.min_region_fraction) < 0.25:
+            raise ConfigError(f"twin config key 'min_region_fraction' is {self.min_region_fraction!r}, "
+                              "expected in [0, 0.25)")
+        if not 0 < float(self.floor_tail_fraction) < 1:
+            raise ConfigError(f"twin config key 'floor_tail_fraction' is {self.floor_tail_fraction!r}, "
+                              "expected in (0, 1)")
         if self.activation not in ("relu", "silu", "gelu", "tanh"):
             raise ConfigError(f"twin config key 'activation' is {self.activation!r}")
 
@@ -458,8 +486,13 @@ def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: Twin
     bce_y = (w * F.binary_cross_entropy_with_logits(ly, lab, reduction="none")).sum() / wsum
     x, y = torch.sigmoid(lx), torch.sigmoid(ly)
     b = lab == 0
-    xb, yb, wb = x[b], y[b], t.w_phys[sl][b]
-    mtb, detab = t.mt[sl][b], t.deta[sl][b]
+    values = _constraint_values(x[b], y[b], t.w_phys[sl][b], t.mt[sl][b], t.deta[sl][b], cfg)
+    return bce_x + bce_y, {"bce_x": bce_x, "bce_y": bce_y}, values
+
+
+def _constraint_values(xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, mtb: torch.Tensor,
+                       detab: torch.Tensor, cfg: TwinTrainConfig) -> dict[str, torch.Tensor]:
+    """Every constraint of :data:`CONSTRAINTS` on background scores, weights, M_T and deta."""
     values = {
         "dcorr_xy": dcorr(xb, yb, wb),
         "dcorr_x_mt": dcorr(xb, mtb, wb),
@@ -469,7 +502,71 @@ def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: Twin
     }
     values.update(plane_closures(xb, yb, wb, detab, mtb, cfg.x0, cfg.y0, cfg.kappa, cfg.mt_edges,
                                  cfg.planes, cfg.bin_reduce))
-    return bce_x + bce_y, {"bce_x": bce_x, "bce_y": bce_y}, values
+    values.update(plane_occupancies(xb, yb, wb, detab, cfg.x0, cfg.y0, cfg.kappa, cfg.min_region_fraction,
+                                    cfg.planes))
+    return values
+
+
+def null_scores(u: torch.Tensor, threshold: float, tail_fraction: float) -> torch.Tensor:
+    """Map uniform ``u`` in [0, 1) to scores in [0, 1) with ``P(score > threshold) = tail_fraction``.
+
+    Piecewise linear: the lower ``1 - tail_fraction`` of ``u`` fills [0, threshold), the rest
+    [threshold, 1), so both sides of the cut are spread out like a trained score's.
+    """
+    q = float(tail_fraction)
+    lo = u < 1 - q
+    return torch.where(lo, threshold * u / (1 - q), threshold + (1 - threshold) * (u - (1 - q)) / q)
+
+
+def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed: int
+                      ) -> dict[str, tuple[float, float]]:
+    """Noise floor of every constraint on this sample: its mean and spread for a perfect pair.
+
+    The constraints are evaluated, exactly as in training, on null scores that satisfy all of
+    them in the population: X and Y drawn independently of each other and of everything else
+    (:func:`null_scores`, a fraction ``floor_tail_fraction`` above x0 and y0), one value per
+    event so that resampled duplicates share it as a model's score would. ``resample=True``
+    draws minibatches like the training loop (``batch_size`` with replacement), ``False``
+    evaluates the whole split (validation). The V-statistic dCorr and the closures of a finite
+    sample are positive even then (about ``1/sqrt(n_eff)``), so a target ``eps`` below the
+    floor can only be met by degenerate scores (docs/twin.md).
+
+    Returns:
+        name -> (mean, standard deviation) over ``floor_draws`` draws.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    draws: dict[str, list[float]] = {n: [] for n in CONSTRAINTS}
+    for _ in range(cfg.floor_draws):
+        xn = null_scores(torch.rand(t.n, generator=gen), cfg.x0, cfg.floor_tail_fraction)
+        yn = null_scores(torch.rand(t.n, generator=gen), cfg.y0, cfg.floor_tail_fraction)
+        idx = torch.randint(t.n, (cfg.batch_size,), generator=gen) if resample else torch.arange(t.n)
+        b = t.label[idx] == 0
+        sel = idx[b]
+        with torch.no_grad():
+            vals = _constraint_values(xn[sel], yn[sel], t.w_phys[sel], t.mt[sel], t.deta[sel], cfg)
+        for n in CONSTRAINTS:
+            draws[n].append(float(vals[n]))
+    return {n: (float(np.mean(v)), float(np.std(v))) for n, v in draws.items()}
+
+
+def effective_eps(cfg: TwinTrainConfig, floors: Mapping[str, tuple[float, float]] | None
+                  ) -> tuple[dict[str, float], list[str]]:
+    """Targets to train with and the constraints whose configured eps is below the floor.
+
+    ``floor_policy = adjust`` raises such targets to ``mean + floor_sigmas * sd``; ``warn`` and
+    ``off`` keep the configured ones.
+    """
+    eps = dict(cfg.eps)
+    if floors is None:
+        return eps, []
+    below = []
+    for n in CONSTRAINTS:
+        floor = floors[n][0] + cfg.floor_sigmas * floors[n][1]
+        if cfg.eps[n] < floor:
+            below.append(n)
+            if cfg.floor_policy == "adjust":
+                eps[n] = floor
+    return eps, below
 
 
 def _f(t: torch.Tensor) -> float:
@@ -525,6 +622,11 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[di
         metrics["closure_soft"] = {k: float(v) for k, v in plane_closures(
             t["x"], t["y"], t["w"], t["deta"], t["mt"], cfg.x0, cfg.y0, cfg.kappa, cfg.mt_edges, cfg.planes,
             cfg.bin_reduce).items()}
+        metrics["occupancy_soft"] = {k: float(v) for k, v in plane_occupancies(
+            t["x"], t["y"], t["w"], t["deta"], cfg.x0, cfg.y0, cfg.kappa, cfg.min_region_fraction, cfg.planes).items()}
+        if cfg.floor_policy != "off":
+            metrics["floors"] = {n: list(v) for n, v in constraint_floors(
+                _Tensors(d, d.weight), cfg, resample=False, seed=cfg.seed + 3).items()}
         hard = plane_closures(t["x"], t["y"], t["w"], t["deta"], t["mt"], cfg.x0, cfg.y0, 1e7, cfg.mt_edges,
                               cfg.planes, cfg.bin_reduce)
         metrics["closure_hard"] = {k: float(v) for k, v in hard.items()}
@@ -625,14 +727,35 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
     ]
     for name, a in metrics["auc_per_point"].items():
         lines.append(f"| {name} | {a['x']:.4f} | {a['y']:.4f} |")
-    lines += ["", "## Test background decorrelation and closure", "", "| term | value | eps |", "|---|---|---|"]
     eps = summary["config"]["eps"]
-    for k, v in metrics.get("dcorr", {}).items():
-        lines.append(f"| {k} | {v:.4f} | {eps[k]:g} |")
-    for k, v in metrics.get("closure_soft", {}).items():
-        lines.append(f"| {k} (soft, kappa={summary['config']['kappa']:g}) | {v:.4f} | {eps[k]:g} |")
+    eps_used = summary.get("eps_used", eps)
+    floors = summary.get("floors", {})
+    test_floor = metrics.get("floors", {})
+
+    def fl(where: Mapping[str, Any], k: str) -> str:
+        return f"{where[k][0]:.4f} +- {where[k][1]:.4f}" if k in where else "-"
+
+    lines += ["", "## Test background decorrelation and closure", "",
+              "Floor: the value of a perfect pair (X, Y independent of each other, M_T and deta) on a sample of "
+              "this size (mean +- sd, docs/twin.md); targets below the training floor are raised to it "
+              f"(floor_policy = {summary['config'].get('floor_policy', 'off')}).", "",
+              "| term | test value | test floor | eps configured | eps trained | train floor |", "|---|---|---|---|---|---|"]
+    kappa = summary["config"]["kappa"]
+    test_values = {**metrics.get("dcorr", {}), **{k: v for k, v in metrics.get("closure_soft", {}).items()},
+                   **metrics.get("occupancy_soft", {})}
+    for k, v in test_values.items():
+        label = k if k.startswith("dcorr") else f"{k} (soft, kappa={kappa:g})"
+        lines.append(f"| {label} | {v:.4f} | {fl(test_floor, k)} | {eps[k]:g} | {eps_used[k]:.4g} | "
+                     f"{fl(floors.get('train', {}), k)} |")
     for k, v in metrics.get("closure_hard", {}).items():
-        lines.append(f"| {k} (hard cuts) | {v:.4f} | |")
+        lines.append(f"| {k} (hard cuts) | {v:.4f} | | | | |")
+    counts = metrics.get("abcd_counts_background", {})
+    if counts:
+        lines += ["", "Test background in the regions at (x0, y0) (weighted, hard cuts):", "",
+                  "| plane | A | B | C | D |", "|---|---|---|---|---|"]
+        for plane, c in counts.items():
+            tot = sum(c.values()) or 1.0
+            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in "ABCD") + " |")
     last = history[-1]
     lines += ["", "## MDMM multipliers (last epoch)", "", "| constraint | lambda |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in last.get("multipliers", {}).items()]
@@ -695,9 +818,20 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     if t_va.n > cfg.val_max_events:
         val_idx = torch.randperm(t_va.n, generator=gen)[: cfg.val_max_events]
 
+    floors: dict[str, dict[str, tuple[float, float]]] = {}
+    if cfg.floor_policy != "off":
+        floors["train"] = constraint_floors(t_tr, cfg, resample=True, seed=cfg.seed + 1)
+        floors["val"] = constraint_floors(t_va, cfg, resample=False, seed=cfg.seed + 2)
+    eps_used, below = effective_eps(cfg, floors.get("train"))
+    eps_val, _ = effective_eps(TwinTrainConfig.from_mapping({**cfg.as_dict(), "eps": eps_used}), floors.get("val"))
+    for n in below:
+        mean, sd = floors["train"][n]
+        log.warning("twin: eps(%s) = %g is below its noise floor on this training sample (%.4f +- %.4f)%s", n,
+                    cfg.eps[n], mean, sd, f"; training with {eps_used[n]:.4f}" if cfg.floor_policy == "adjust" else "")
+
     model = TwinMLP(len(EVENT_FEATURES), cfg.hidden, cfg.activation, cfg.dropout)
     model.set_standardisation(d_tr.features, np.abs(t_tr.w.numpy()))
-    mdmm = MDMM([Constraint(n, cfg.eps[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
+    mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
                  for n in CONSTRAINTS])
     opt = torch.optim.Adam([
         {"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -715,7 +849,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
 
     history: list[dict[str, Any]] = []
     val0 = evaluate()
-    fig0 = _validation_figure(val0["bce"], val0, cfg.eps)
+    fig0 = _validation_figure(val0["bce"], val0, eps_val)
     history.append({"epoch": 0, "val": val0, "val_figure": fig0})
     best = (fig0, 0, copy.deepcopy(model.state_dict()), copy.deepcopy(mdmm.state_dict()))
     log.info("epoch 0: val BCE %.4f, figure %.4f", val0["bce"], fig0)
@@ -738,7 +872,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.batches_per_epoch
             val = evaluate()
-            figure = _validation_figure(val["bce"], val, cfg.eps)
+            figure = _validation_figure(val["bce"], val, eps_val)
             summ = mdmm.summary()
             history.append({
                 "epoch": epoch, "train": sums, "val": val, "val_figure": figure,
@@ -773,6 +907,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "signal_points": [list(p) for p in _signal_points(data)],
         "best_epoch": int(best[1]), "epochs_run": int(epoch), "best_val_figure": float(best[0]),
         "train_seconds": round(train_seconds, 1),
+        "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
+        "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
         "config": cfg.as_dict(),
     }
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
@@ -784,7 +920,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     ckpt = out / "twin_checkpoint.pt"
     torch.save({"model": model.state_dict(), "hparams": model.hparams, "mdmm": mdmm.state_dict(),
                 "mdmm_summary": mdmm.summary(), "optimizer": opt.state_dict(), "config": cfg.as_dict(),
-                "best_epoch": int(best[1]), "epochs_run": int(epoch), "features": list(EVENT_FEATURES),
+                "eps_used": eps_used, "best_epoch": int(best[1]), "epochs_run": int(epoch), "features": list(EVENT_FEATURES),
                 "version": __version__}, ckpt)
     plots = _plot_history(history, out)
     plots["xy_plane"] = _plot_plane(d_te, x_te, y_te, cfg, out)
@@ -802,7 +938,8 @@ def load_checkpoint(path: str | Path) -> tuple[TwinMLP, MDMM, dict[str, Any]]:
     model = TwinMLP(hp["n_features"], hp["hidden"], hp["activation"], hp["dropout"])
     model.load_state_dict(ckpt["model"])
     cfg = ckpt["config"]
-    mdmm = MDMM([Constraint(n, cfg["eps"][n], _per_name(cfg["alpha"], n, 1.0), _per_name(cfg["rho"], n, 1.0))
+    eps = ckpt.get("eps_used", cfg["eps"])
+    mdmm = MDMM([Constraint(n, eps[n], _per_name(cfg["alpha"], n, 1.0), _per_name(cfg["rho"], n, 1.0))
                  for n in CONSTRAINTS])
     mdmm.load_state_dict(ckpt["mdmm"])
     return model, mdmm, ckpt

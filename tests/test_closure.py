@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from svjscout.models.closure import binned_closure, closure, plane_closures, plane_mask, soft_counts
+from svjscout.models.closure import (binned_closure, closure, occupancy_deficit, plane_closures, plane_mask,
+                                     plane_occupancies, soft_counts)
 
 
 def _grid(k: int = 40):
@@ -69,3 +70,30 @@ def test_binned_and_plane_closures():
     assert plane_mask(torch.tensor([-1.6, 1.0, 1.5, 2.3]), (1.5, 2.2)).tolist() == [True, False, True, False]
     with pytest.raises(ValueError, match="edges"):
         binned_closure(x, y, w, mt, [1000, 650], 0.5, 0.5)
+
+
+def test_one_sided_score_closes_trivially_but_fails_the_occupancy_constraint():
+    """Y entirely above y0 factorises the soft counts (C ~ 0): only the occupancy term sees it."""
+    torch.manual_seed(4)
+    x = torch.rand(3000, dtype=torch.float64)
+    y = torch.full((3000,), 0.62, dtype=torch.float64, requires_grad=True)  # collapsed above y0 = 0.5
+    w = torch.rand(3000, dtype=torch.float64) + 0.5
+    n = soft_counts(x, y, w, 0.5, 0.5, 50.0)
+    assert closure(n).item() < 1e-9  # the degenerate solution closes exactly
+    deficit = occupancy_deficit(n, 0.05)
+    assert deficit.item() > 0.9  # A and C are (nearly) empty
+    deficit.backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    # an independent, two-sided pair fills every control region: no deficit
+    y2 = torch.rand(3000, dtype=torch.float64)
+    assert occupancy_deficit(soft_counts(x, y2, w, 0.5, 0.5, 50.0), 0.05).item() == 0.0
+    # half-filled: A and C hold ~2.5 % each when 5 % is required -> deficit ~0.5 (hard cuts)
+    y3 = torch.where(torch.rand(3000, dtype=torch.float64) < 0.05, 0.2, 0.8).to(torch.float64)
+    x3 = torch.rand(3000, dtype=torch.float64)
+    d3 = occupancy_deficit(soft_counts(x3, y3, torch.ones(3000, dtype=torch.float64), 0.5, 0.5, 1e6), 0.05)
+    fracs = [((x3 > 0.5) & (y3 < 0.5)), ((x3 < 0.5) & (y3 < 0.5)), ((x3 < 0.5) & (y3 > 0.5))]  # A, C, D
+    expected = max(max(0.0, 0.05 - f.double().mean().item()) for f in fracs) / 0.05
+    assert 0.3 < expected < 0.7 and d3.item() == pytest.approx(expected, abs=1e-9)
+    assert occupancy_deficit(n, 0.0).item() == 0.0  # switched off
+    occ = plane_occupancies(x, y.detach(), w, 2.2 * torch.rand(3000, dtype=torch.float64), 0.5, 0.5, 50.0, 0.05)
+    assert set(occ) == {"occupancy_SP", "occupancy_VP"} and min(v.item() for v in occ.values()) > 0.9

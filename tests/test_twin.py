@@ -122,7 +122,15 @@ def test_training_reduces_bce_and_writes_outputs(tmp_path):
     assert "auc" in meta["training"] and meta["auc"]["all"]["x"] == pytest.approx(res.test_metrics["auc_all"]["x"])
     report = json.loads(Path(res.report_json).read_text())
     assert len(report["history"]) == 7 and "dcorr" in report["test"]
+    summ = report["summary"]
+    for n in ("dcorr_xy", "closure_bins_SP", "occupancy_VP"):  # trained targets are never below the floor
+        mean, sd = summ["floors"]["train"][n]
+        assert summ["eps_used"][n] >= max(summ["config"]["eps"][n], mean + sd) - 1e-12
+    assert "dcorr_xy" in summ["eps_below_floor"]  # 1,200 background events: floor ~0.06 > 0.05
+    assert "floors" in report["test"] and "occupancy_SP" in report["test"]["occupancy_soft"]
+    assert "test floor" in Path(res.report_md).read_text()
     model, mdmm, ckpt = load_checkpoint(res.checkpoint_path)
+    assert mdmm.summary()["dcorr_xy"]["eps"] == pytest.approx(summ["eps_used"]["dcorr_xy"])
     assert ckpt["best_epoch"] == res.best_epoch
     assert mdmm.multipliers() == pytest.approx(res.history[res.best_epoch].get("multipliers", mdmm.multipliers()))
 
@@ -161,3 +169,42 @@ def test_config_errors_name_the_key(tmp_path):
         from svjscout.models.train_twin import load_skim
 
         load_skim([tmp_path / "nope.parquet"])
+
+
+def test_null_scores_and_noise_floors():
+    """The floors: positive, shrinking like 1/sqrt(n), and what `adjust` raises a low eps to."""
+    from svjscout.models.disco import dcorr_numpy
+    from svjscout.models.train_twin import (TwinTrainConfig, _Tensors, constraint_floors, effective_eps, load_skim,
+                                            null_scores)
+
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    s = null_scores(u, 0.775, 0.2)
+    assert float((s > 0.775).double().mean()) == pytest.approx(0.2, abs=0.005)
+    assert float(s.min()) >= 0 and float(s.max()) < 1
+    cfg = TwinTrainConfig(batch_size=4000, floor_draws=6, mt_edges=(650, 900, 1300, 5000))
+    floors = {}
+    for n in (400, 6400):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            d = load_skim([_write_skim(Path(tmp) / "s.parquet", n, 5)])
+        floors[n] = constraint_floors(_Tensors(d, d.weight), cfg, resample=False, seed=1)
+    for key in ("dcorr_xy", "dcorr_x_mt", "closure_SP", "closure_bins_VP"):
+        small, large = floors[400][key][0], floors[6400][key][0]
+        assert small > 0 and large > 0
+        assert 2.0 < small / large < 8.0, (key, small, large)  # ~sqrt(16) = 4
+    # the dCorr floor agrees with dcor-independent permutations of a real variable pair
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=240), rng.normal(size=240)
+    perm = np.mean([dcorr_numpy(a, rng.permutation(b), np.ones(240)) for _ in range(50)])
+    assert 0.5 * perm < floors[400]["dcorr_xy"][0] < 2.0 * perm  # ~240 background events in 400
+    assert floors[400]["occupancy_SP"] == (0.0, 0.0)  # null scores fill every region
+    eps, below = effective_eps(cfg, floors[400])
+    mean, sd = floors[400]["dcorr_xy"]
+    assert "dcorr_xy" in below and eps["dcorr_xy"] == pytest.approx(mean + sd)
+    assert "occupancy_SP" not in below and eps["occupancy_SP"] == 0.0
+    warn = TwinTrainConfig(floor_policy="warn")
+    eps_w, below_w = effective_eps(warn, floors[400])
+    assert eps_w == warn.eps and below_w == below
+    with pytest.raises(ConfigError, match="floor_policy"):
+        TwinTrainConfig(floor_policy="maybe")
