@@ -62,13 +62,44 @@ def _file_normalisation(path: str, tree: str, gen_weight: str) -> tuple[float, f
         return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta
 
 
+#: Files of one dataset whose recorded cross sections differ by less than this (relative) are
+#: independent runs of one generator setup; their estimates are combined.
+XSEC_TOLERANCE = 0.05
+
+
+def combine_xsecs(dataset: str, xsecs: list[tuple[str, float, float]]) -> float | None:
+    """One cross section for a dataset from its files' (path, xsec, sumw).
+
+    Equal values pass through. Values within :data:`XSEC_TOLERANCE` of each other (e.g. Pythia's
+    estimate from several generation runs of the same process) are averaged with the files' sum
+    of weights as weights, which is the estimate of the combined run. A larger spread means the
+    files are not one process: :class:`ConfigError` naming the dataset and every file's value.
+    """
+    if not xsecs:
+        return None
+    values = np.array([x for _, x, _ in xsecs], dtype=float)
+    if np.all(values == values[0]):
+        return float(values[0])
+    if values.min() <= 0 or values.max() / values.min() - 1 > XSEC_TOLERANCE:
+        listing = ", ".join(f"{p}: {x:g} pb" for p, x, _ in xsecs)
+        raise ConfigError(f"dataset {dataset!r}: files disagree on xsec by more than {XSEC_TOLERANCE:.0%} "
+                          f"({listing}); set datasets.{dataset}.xsec")
+    weights = np.array([max(s, 0.0) for _, _, s in xsecs], dtype=float)
+    if weights.sum() <= 0:
+        weights = np.ones_like(values)
+    combined = float(np.sum(weights * values) / weights.sum())
+    log.info("dataset %r: %d files with cross sections %s pb combined to %g pb (sum-of-weights weighted)",
+             dataset, len(values), np.unique(values).tolist(), combined)
+    return combined
+
+
 def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
     """Check every file and work out each dataset's normalisation; fill ``report``."""
     bmap = cfg.schema_map
     infos = {}
     for name, spec in cfg.datasets.items():
         is_mc = spec.kind != "data"
-        good, sumw, xsecs, meta = [], 0.0, set(), {}
+        good, sumw, xsecs, meta = [], 0.0, [], {}
         for path in cfg.files(name):
             try:
                 n = check_file(path, bmap, is_mc)
@@ -78,7 +109,7 @@ def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
                     s, x, meta = _file_normalisation(path, bmap.tree, bmap.gen_weight)
                     sumw += s
                     if x is not None:
-                        xsecs.add(round(x, 12))
+                        xsecs.append((path, x, s))
             except InputFileError as err:
                 if not cfg.executor.skip_bad_files:
                     raise
@@ -91,11 +122,9 @@ def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
             raise InputFileError(f"dataset {name!r}: no usable file among {cfg.files(name)}")
         report.files[name] = good
         gen_cfg = meta.get("config", {})
-        if is_mc and spec.xsec is None and len(xsecs) > 1:
-            raise ConfigError(f"dataset {name!r}: files disagree on xsec {sorted(xsecs)}; set datasets.{name}.xsec")
         info = DatasetInfo(
             kind=spec.kind,
-            xsec=spec.xsec if spec.xsec is not None else (xsecs.pop() if xsecs else None),
+            xsec=spec.xsec if spec.xsec is not None else (combine_xsecs(name, xsecs) if is_mc else None),
             sumw=spec.sumw if spec.sumw is not None else (sumw if is_mc else None),
             mzprime=spec.mzprime if spec.mzprime is not None else (gen_cfg.get("mzprime") if spec.kind == "signal" else None),
             rinv=spec.rinv if spec.rinv is not None else (gen_cfg.get("rinv") if spec.kind == "signal" else None),

@@ -86,3 +86,16 @@ def test_embedded_job_config_loads():
     for name in cfg.datasets:
         assert all(Path(p).exists() for p in cfg.files(name)), name
     assert embedded_file("ttbar.root") in cfg.files("ttbar")
+
+
+def test_cross_sections_of_several_generation_runs_are_combined():
+    from svjscout.exceptions import ConfigError
+    from svjscout.jobs.runner import combine_xsecs
+
+    assert combine_xsecs("qcd", []) is None
+    assert combine_xsecs("qcd", [("a.root", 12.5, 100.0), ("b.root", 12.5, 300.0)]) == 12.5
+    # two Pythia runs of one process: sum-of-weights weighted mean
+    got = combine_xsecs("qcd", [("a.root", 100.0, 1000.0), ("b.root", 103.0, 3000.0)])
+    assert got == pytest.approx((100.0 * 1000 + 103.0 * 3000) / 4000)
+    with pytest.raises(ConfigError, match=r"'qcd'.*a\.root: 100 pb.*b\.root: 120 pb.*datasets\.qcd\.xsec"):
+        combine_xsecs("qcd", [("a.root", 100.0, 1.0), ("b.root", 120.0, 1.0)])
