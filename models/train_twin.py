@@ -549,20 +549,21 @@ def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed:
     return {n: (float(np.mean(v)), float(np.std(v))) for n, v in draws.items()}
 
 
-def effective_eps(cfg: TwinTrainConfig, floors: Mapping[str, tuple[float, float]] | None
-                  ) -> tuple[dict[str, float], list[str]]:
-    """Targets to train with and the constraints whose configured eps is below the floor.
+def effective_eps(cfg: TwinTrainConfig, floors: Mapping[str, tuple[float, float]] | None,
+                  eps: Mapping[str, float] | None = None) -> tuple[dict[str, float], list[str]]:
+    """Targets to train with and the constraints whose eps (default ``cfg.eps``) is below the floor.
 
     ``floor_policy = adjust`` raises such targets to ``mean + floor_sigmas * sd``; ``warn`` and
-    ``off`` keep the configured ones.
+    ``off`` keep them.
     """
-    eps = dict(cfg.eps)
+    start = dict(cfg.eps if eps is None else eps)
+    eps = dict(start)
     if floors is None:
         return eps, []
     below = []
     for n in CONSTRAINTS:
         floor = floors[n][0] + cfg.floor_sigmas * floors[n][1]
-        if cfg.eps[n] < floor:
+        if start[n] < floor:
             below.append(n)
             if cfg.floor_policy == "adjust":
                 eps[n] = floor
@@ -823,7 +824,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         floors["train"] = constraint_floors(t_tr, cfg, resample=True, seed=cfg.seed + 1)
         floors["val"] = constraint_floors(t_va, cfg, resample=False, seed=cfg.seed + 2)
     eps_used, below = effective_eps(cfg, floors.get("train"))
-    eps_val, _ = effective_eps(TwinTrainConfig.from_mapping({**cfg.as_dict(), "eps": eps_used}), floors.get("val"))
+    eps_val, _ = effective_eps(cfg, floors.get("val"), eps_used)
     for n in below:
         mean, sd = floors["train"][n]
         log.warning("twin: eps(%s) = %g is below its noise floor on this training sample (%.4f +- %.4f)%s", n,

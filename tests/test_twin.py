@@ -203,6 +203,8 @@ def test_null_scores_and_noise_floors():
     mean, sd = floors[400]["dcorr_xy"]
     assert "dcorr_xy" in below and eps["dcorr_xy"] == pytest.approx(mean + sd)
     assert "occupancy_SP" not in below and eps["occupancy_SP"] == 0.0
+    eps2, below2 = effective_eps(cfg, floors[400], {**eps, "dcorr_xy": 1.0})  # explicit start values
+    assert eps2["dcorr_xy"] == 1.0 and "dcorr_xy" not in below2
     warn = TwinTrainConfig(floor_policy="warn")
     eps_w, below_w = effective_eps(warn, floors[400])
     assert eps_w == warn.eps and below_w == below
