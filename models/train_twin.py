@@ -518,8 +518,8 @@ def null_scores(u: torch.Tensor, threshold: float, tail_fraction: float) -> torc
     return torch.where(lo, threshold * u / (1 - q), threshold + (1 - threshold) * (u - (1 - q)) / q)
 
 
-def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed: int
-                      ) -> dict[str, tuple[float, float]]:
+def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed: int,
+                      rows: torch.Tensor | None = None) -> dict[str, tuple[float, float]]:
     """Noise floor of every constraint on this sample: its mean and spread for a perfect pair.
 
     The constraints are evaluated, exactly as in training, on null scores that satisfy all of
@@ -527,7 +527,7 @@ def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed:
     (:func:`null_scores`, a fraction ``floor_tail_fraction`` above x0 and y0), one value per
     event so that resampled duplicates share it as a model's score would. ``resample=True``
     draws minibatches like the training loop (``batch_size`` with replacement), ``False``
-    evaluates the whole split (validation). The V-statistic dCorr and the closures of a finite
+    evaluates the whole split, or its ``rows`` (the validation subset). The V-statistic dCorr and the closures of a finite
     sample are positive even then (about ``1/sqrt(n_eff)``), so a target ``eps`` below the
     floor can only be met by degenerate scores (docs/twin.md).
 
@@ -539,7 +539,10 @@ def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed:
     for _ in range(cfg.floor_draws):
         xn = null_scores(torch.rand(t.n, generator=gen), cfg.x0, cfg.floor_tail_fraction)
         yn = null_scores(torch.rand(t.n, generator=gen), cfg.y0, cfg.floor_tail_fraction)
-        idx = torch.randint(t.n, (cfg.batch_size,), generator=gen) if resample else torch.arange(t.n)
+        if resample:
+            idx = torch.randint(t.n, (cfg.batch_size,), generator=gen)
+        else:
+            idx = torch.arange(t.n) if rows is None else rows
         b = t.label[idx] == 0
         sel = idx[b]
         with torch.no_grad():
@@ -822,7 +825,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     floors: dict[str, dict[str, tuple[float, float]]] = {}
     if cfg.floor_policy != "off":
         floors["train"] = constraint_floors(t_tr, cfg, resample=True, seed=cfg.seed + 1)
-        floors["val"] = constraint_floors(t_va, cfg, resample=False, seed=cfg.seed + 2)
+        floors["val"] = constraint_floors(t_va, cfg, resample=False, seed=cfg.seed + 2, rows=val_idx)
     eps_used, below = effective_eps(cfg, floors.get("train"))
     eps_val, _ = effective_eps(cfg, floors.get("val"), eps_used)
     for n in below:

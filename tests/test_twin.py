@@ -193,6 +193,9 @@ def test_null_scores_and_noise_floors():
         small, large = floors[400][key][0], floors[6400][key][0]
         assert small > 0 and large > 0
         assert 2.0 < small / large < 8.0, (key, small, large)  # ~sqrt(16) = 4
+    # on a subset of rows (the validation cap) the floor is that of the subset
+    sub = constraint_floors(_Tensors(d, d.weight), cfg, resample=False, seed=1, rows=torch.arange(400))
+    assert sub["dcorr_xy"][0] > 2.0 * floors[6400]["dcorr_xy"][0]
     # the dCorr floor agrees with dcor-independent permutations of a real variable pair
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=240), rng.normal(size=240)
