@@ -51,7 +51,7 @@ RULE_COLUMNS = ("pass_pvalue", "pass_delta", "pass_pull", "pass_rmax", "in_bound
 
 @dataclass
 class ScanRules:
-    """Selection rules of the scan (physics.md defaults).
+    """Selection rules of the scan (docs/physics.md defaults).
 
     Attributes:
         p_min: minimum chi2 p-value (0.9), required at the point and, if ``plateau``, its neighbours.
@@ -222,7 +222,7 @@ def scan_working_points(
             arrays of thresholds, or ``{"x": xs, "y": ys}``; thresholds must sit on bin edges.
         reference: reference signal dataset of the stilde rescaling (default: first signal name
             in sorted order).
-        rules: :class:`ScanRules` (defaults of physics.md).
+        rules: :class:`ScanRules` (defaults of docs/physics.md).
         signals: signal datasets to average over (default: all of kind "signal").
 
     Returns:

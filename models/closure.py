@@ -1,4 +1,4 @@
-"""Soft ABCD counts and the closure figure of merit (closure-aware ABCDisCo, physics.md).
+"""Soft ABCD counts and the closure figure of merit (closure-aware ABCDisCo, docs/physics.md).
 
 Regions in the (X, Y) score plane with thresholds (x0, y0):
 A: X>x0, Y<y0 | B: X>x0, Y>y0 (signal region) | C: X<x0, Y<y0 | D: X<x0, Y>y0.

@@ -1,6 +1,6 @@
 """Weighted distance correlation (DisCo): a fast O(n log n) version and the direct O(n^2) one.
 
-Both compute dCorr exactly as ``physics.md`` defines it: the weighted V-statistic with
+Both compute dCorr exactly as ``docs/physics.md`` defines it: the weighted V-statistic with
 ``d_ij = |x_i - x_j|``, weighted double centring, ``dCov = sqrt(dCov^2)`` and
 ``dCorr = dCov / sqrt(dVar(x) dVar(y))`` in ``[0, 1]``. This equals
 ``dcor.distance_correlation`` (not its ``_sqr`` variant) for unit weights.
@@ -304,7 +304,7 @@ def _centred(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def dcorr_reference(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Direct O(n^2) weighted dCorr (the ``physics.md`` formula), differentiable by autograd.
+    """Direct O(n^2) weighted dCorr (the ``docs/physics.md`` formula), differentiable by autograd.
 
     Args:
         x, y: (n,) tensors.

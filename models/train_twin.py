@@ -1,4 +1,4 @@
-"""Training of the twin MLPs X, Y with BCE + DisCo + closure constraints under MDMM (physics.md).
+"""Training of the twin MLPs X, Y with BCE + DisCo + closure constraints under MDMM (docs/physics.md).
 
 Recipe (defaults = the design, every knob in :class:`TwinTrainConfig`):
 
@@ -107,7 +107,7 @@ class TwinTrainConfig:
         eps: constraint name -> bound (all of :data:`CONSTRAINTS`; missing ones take defaults).
         min_region_fraction: every control region A, C, D of each plane must hold at least this
             fraction of the plane's background (soft counts); the ``occupancy_<plane>``
-            constraints (0 switches them off). Not in physics.md: see ``docs/twin.md``.
+            constraints (0 switches them off). Not in docs/physics.md: see ``docs/twin.md``.
         floor_policy: ``adjust`` | ``warn`` | ``off``: what to do with a target ``eps`` below the
             constraint's noise floor on this sample (see :func:`constraint_floors`). ``adjust``
             trains with ``max(eps, floor)`` and logs it, ``warn`` only logs.

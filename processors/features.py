@@ -1,4 +1,4 @@
-"""Event features of the twin MLPs (physics.md order), M_T, R_T and deta, from J0, J1 and MET.
+"""Event features of the twin MLPs (docs/physics.md order), M_T, R_T and deta, from J0, J1 and MET.
 
 Units: GeV and radians.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The 12 inputs of the twin MLPs, in order (physics.md); the last two are LundNet scores.
+#: The 12 inputs of the twin MLPs, in order (docs/physics.md); the last two are LundNet scores.
 EVENT_FEATURES = (
     "met",
     "met_phi",
@@ -53,7 +53,7 @@ def _cartesian(pt, eta, phi, mass):
 
 
 def transverse_mass(j0: dict, j1: dict, met_pt: np.ndarray, met_phi: np.ndarray) -> np.ndarray:
-    """M_T of the dijet + MET system (GeV), physics.md:
+    """M_T of the dijet + MET system (GeV), docs/physics.md:
 
     M_T^2 = (E_T,JJ + MET)^2 - |pT_JJ + MET_vec|^2 with E_T,JJ = sqrt(m_JJ^2 + pT_JJ^2).
 
@@ -77,7 +77,7 @@ def transverse_mass(j0: dict, j1: dict, met_pt: np.ndarray, met_phi: np.ndarray)
 
 
 def event_features(j0: dict, j1: dict, met_pt: np.ndarray, met_phi: np.ndarray) -> dict[str, np.ndarray]:
-    """The 10 kinematic event features of physics.md plus ``mt``, ``deta``, ``pt_j0``, ``pt_j1``.
+    """The 10 kinematic event features of docs/physics.md plus ``mt``, ``deta``, ``pt_j0``, ``pt_j1``.
 
     ``lundnet_j0``/``lundnet_j1`` (the last two of :data:`EVENT_FEATURES`) come from inference.
     """

@@ -4,7 +4,7 @@ The constituents of every jet are reclustered with the Cambridge-Aachen algorith
 large enough to merge all of them (rapidity-azimuth distance, E-scheme recombination, exactly
 like ``fastjet.JetDefinition(fastjet.cambridge_algorithm, 1000.0)``), then the clustering is
 undone from the top, following the harder (higher pT) branch. Each declustering
-``j -> (a, b)`` with ``pT_a >= pT_b`` is one node of the primary Lund plane (physics.md):
+``j -> (a, b)`` with ``pT_a >= pT_b`` is one node of the primary Lund plane (docs/physics.md):
 
 * ``delta = max(DeltaR(a, b), 1e-6)`` in (rapidity y, azimuth phi);
 * ``kt = pT_b * delta`` (GeV);

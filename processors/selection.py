@@ -1,4 +1,4 @@
-"""Trigger emulation and the scouting preselection (physics.md), as a coffea PackedSelection.
+"""Trigger emulation and the scouting preselection (docs/physics.md), as a coffea PackedSelection.
 
 Cuts, in order (each configurable in :class:`Cuts`):
 

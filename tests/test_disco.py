@@ -63,7 +63,7 @@ def test_agrees_with_dcor_package():
         x = rng.normal(size=n)
         y = np.sin(3 * x) + 0.3 * rng.normal(size=n)
         ours = dcorr(torch.from_numpy(x), torch.from_numpy(y)).item()
-        # dcor.distance_correlation is dCorr (the V-statistic, not squared), as in physics.md
+        # dcor.distance_correlation is dCorr (the V-statistic, not squared), as in docs/physics.md
         theirs = dcor.distance_correlation(x, y)
         assert ours == pytest.approx(theirs, rel=1e-9)
         assert ours**2 == pytest.approx(dcor.distance_correlation_sqr(x, y), rel=1e-9)
