@@ -11,6 +11,10 @@ Per M_T bin i (counts n, variances v from sumw2 for MC, Poisson ``v = n`` for da
   p-value ``= P(chi2_ndf >= chi2)``.
 
 Bins with ``n_C <= 0`` have no prediction (NaN); bins with ``n_B <= 0`` have no delta (NaN).
+A bin is *defined* (:attr:`ABCDTable.defined`) when it has a prediction and a pull, i.e.
+``n_C > 0`` and ``sigma^2(nhat_B) + v_B > 0`` (not both B and its prediction empty); only defined
+bins enter the chi2, and ``ndf`` counts them. With no defined bin, ``chi2 = 0``, ``ndf = 0`` and
+the p-value is NaN.
 
 Example:
     >>> # t = abcd_prediction(xy_mt, datasets, (0.775, 0.875), plane="VP", which="data")
@@ -41,8 +45,10 @@ class ABCDTable:
         nhat_B, sigma_nhat_B: prediction for B and its uncertainty.
         delta, sigma_delta: fractional non-closure and its statistical uncertainty.
         pull: ``(nhat_B - n_B) / sqrt(sigma_nhat_B^2 + var_B)``.
-        chi2, ndf, pvalue: the chi2 test of prediction vs B over the bins.
+        chi2, ndf, pvalue: the chi2 test of prediction vs B over the defined bins.
         wp, plane, which: what was computed.
+        defined: bool, shape ``(n_mt,)``: the bin has a prediction and a finite pull (it enters
+            the chi2); False for a bin without events (``n_C <= 0``, or B and ``nhat_B`` both 0).
     """
 
     edges: np.ndarray
@@ -65,6 +71,11 @@ class ABCDTable:
     wp: tuple[float, float]
     plane: str
     which: str
+    defined: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.defined is None:
+            self.defined = np.isfinite(np.asarray(self.nhat_B, dtype=float)) & np.isfinite(np.asarray(self.pull, dtype=float))
 
     def to_dataframe(self):
         """Per-bin table as a pandas DataFrame (one row per M_T bin)."""
@@ -120,10 +131,21 @@ def closure(nhat, var_nhat, n_b, v_b):
     return delta, sigma_delta, pull
 
 
-def chi2_test(pull) -> tuple[float, int, float]:
-    """Chi2 = sum of squared finite pulls, ndf = their number, p = chi2 survival function."""
+def chi2_test(pull, defined=None) -> tuple[float, int, float]:
+    """Chi2 = sum of squared finite pulls, ndf = their number, p = chi2 survival function.
+
+    Args:
+        pull: per-bin pulls (NaN where undefined).
+        defined: optional bool mask of the bins allowed in the test (ANDed with ``isfinite(pull)``).
+
+    Returns:
+        ``(chi2, ndf, pvalue)``; ``(0.0, 0, nan)`` when no bin is defined.
+    """
     p = np.asarray(pull, dtype=float)
-    p = p[np.isfinite(p)]
+    ok = np.isfinite(p)
+    if defined is not None:
+        ok &= np.asarray(defined, dtype=bool)
+    p = p[ok]
     ndf = int(p.size)
     chi2 = float(np.sum(p**2))
     pval = float(stats.chi2.sf(chi2, ndf)) if ndf > 0 else float("nan")
@@ -135,13 +157,18 @@ def abcd_from_yields(y: RegionYields) -> ABCDTable:
     (n_a, n_b, n_c, n_d), (v_a, v_b, v_c, v_d) = y.n, y.var
     nhat, var = predict(n_a, n_c, n_d, v_a, v_c, v_d)
     delta, sdelta, pull = closure(nhat, var, n_b, v_b)
-    chi2, ndf, pval = chi2_test(pull)
+    defined = np.isfinite(nhat) & np.isfinite(pull)
+    chi2, ndf, pval = chi2_test(pull, defined)
     bad = np.flatnonzero(~np.isfinite(nhat))
     if bad.size:
         log.warning("ABCD (%s, %s): no prediction in M_T bin(s) %s (n_C <= 0)", y.plane, y.label, bad.tolist())
+    empty = np.flatnonzero(np.isfinite(nhat) & ~defined)
+    if empty.size:
+        log.warning("ABCD (%s, %s): M_T bin(s) %s have no events in B nor in the prediction; left out of the chi2",
+                    y.plane, y.label, empty.tolist())
     return ABCDTable(
         y.edges, n_a, n_b, n_c, n_d, v_a, v_b, v_c, v_d, nhat, np.sqrt(var), delta, sdelta, pull,
-        chi2, ndf, pval, y.wp, y.plane, y.label,
+        chi2, ndf, pval, y.wp, y.plane, y.label, defined,
     )
 
 
@@ -164,8 +191,8 @@ def abcd_prediction(
         poisson: variances = counts (default for data) instead of sumw2.
 
     Returns:
-        :class:`ABCDTable` (arrays of shape ``(n_mt,)``; ``chi2``, ``ndf``, ``pvalue`` scalars).
-        Access by attribute or by key (``t["delta"]``).
+        :class:`ABCDTable` (arrays of shape ``(n_mt,)``; ``chi2``, ``ndf``, ``pvalue`` scalars;
+        ``defined`` marks the bins that enter the chi2). Access by attribute or by key (``t["delta"]``).
     """
     y = region_yields(xy_mt, datasets, wp, plane=plane, which=which, poisson=poisson)
     t = abcd_from_yields(y)

@@ -30,14 +30,24 @@ STAGES = ("process", "scan", "datacards", "limits", "report")
 
 
 def _closure_tables(xy_mt, datasets, wp) -> dict:
+    """Background-MC closure per M_T bin in SP and VP, JSON-safe: undefined numbers are None (never NaN).
+
+    ``defined[i]`` is False for a bin without events (no prediction, or B and its prediction both
+    empty); such bins are not in ``chi2``/``ndf``.
+    """
     from svjscout.datacards import abcd_prediction
+
+    def _finite_or_none(v) -> float | None:
+        v = float(v)
+        return v if np.isfinite(v) else None
 
     out = {}
     for plane in ("SP", "VP"):
         t = abcd_prediction(xy_mt, datasets, wp, plane=plane, which="background")
-        out[plane] = {"edges": t.edges.tolist(), "n_b": t.n_B.tolist(), "nhat_b": t.nhat_B.tolist(),
-                      "delta": t.delta.tolist(), "pull": t.pull.tolist(), "chi2": float(t.chi2), "ndf": int(t.ndf),
-                      "pvalue": float(t.pvalue)}
+        out[plane] = {"edges": t.edges.tolist(), "defined": [bool(d) for d in t.defined],
+                      **{k: [_finite_or_none(v) for v in arr] for k, arr in
+                         (("n_b", t.n_B), ("nhat_b", t.nhat_B), ("delta", t.delta), ("pull", t.pull))},
+                      "chi2": _finite_or_none(t.chi2), "ndf": int(t.ndf), "pvalue": _finite_or_none(t.pvalue)}
     return out
 
 

@@ -139,6 +139,53 @@ def plot_controls(output: dict, outdir: Path) -> list[Path]:
     return paths
 
 
+NO_EVENTS = "n/a (no events)"
+
+
+def _num(v) -> float | None:
+    """``v`` as a float, or None when it is missing or not finite."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def closure_table_lines(closure: dict) -> list[str]:
+    """Markdown lines of the per-plane closure tables of ``summary.md``.
+
+    ``closure`` is ``{plane: {"edges", "n_b", "nhat_b", "delta", "pull", "chi2", "ndf", "pvalue"
+    [, "defined"]}}`` (as from ``main_job._closure_tables``; None or NaN mark undefined numbers). A
+    bin without events (``defined`` False, or no finite prediction/pull) is shown as
+    "n/a (no events)"; no cell ever reads "nan". The chi2 line counts the defined bins only.
+    """
+    lines: list[str] = []
+    for plane, tab in closure.items():
+        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |", "|---|---|---|---|---|"]
+        n = len(tab["n_b"])
+        defined = tab.get("defined")
+        n_undef = 0
+        for i in range(n):
+            n_b, nhat, delta, pull = (_num(tab[k][i]) for k in ("n_b", "nhat_b", "delta", "pull"))
+            ok = (defined is None or bool(defined[i])) and nhat is not None and pull is not None
+            mt = f"{tab['edges'][i]:.0f}-{tab['edges'][i + 1]:.0f}"
+            if not ok:
+                n_undef += 1
+                cells = [NO_EVENTS if v is None else f"{v:.4g}" for v in (n_b, nhat)] + [NO_EVENTS, NO_EVENTS]
+            else:
+                cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}", f"{nhat:.4g}",
+                         "n/a (n_B = 0)" if delta is None else f"{delta:+.3f}", f"{pull:+.2f}"]
+            lines.append(f"| {mt} | " + " | ".join(cells) + " |")
+        chi2, ndf, pvalue = _num(tab.get("chi2")), int(tab.get("ndf") or 0), _num(tab.get("pvalue"))
+        if ndf == 0 or chi2 is None:
+            chi2_line = "chi2/ndf = n/a (no M_T bin with events)"
+        else:
+            chi2_line = f"chi2/ndf = {chi2:.2f}/{ndf}, p = " + ("n/a" if pvalue is None else f"{pvalue:.3f}")
+            if n_undef:
+                chi2_line += f" ({n_undef} M_T bin(s) without events left out)"
+        lines += ["", chi2_line, ""]
+    return lines
+
+
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
                   closure: dict, limits: dict, index: dict, timings: dict) -> Path:
     """``summary.md`` of a run."""
@@ -168,12 +215,7 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                                                           for k, v in scan_row.items()]
     lines += ["", "## Closure per M_T bin (background MC)", ""]
-    for plane, tab in closure.items():
-        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |", "|---|---|---|---|---|"]
-        for i in range(len(tab["n_b"])):
-            lines.append(f"| {tab['edges'][i]:.0f}-{tab['edges'][i + 1]:.0f} | {tab['n_b'][i]:.4g} | "
-                         f"{tab['nhat_b'][i]:.4g} | {tab['delta'][i]:+.3f} | {tab['pull'][i]:+.2f} |")
-        lines += ["", f"chi2/ndf = {tab['chi2']:.2f}/{tab['ndf']}, p = {tab['pvalue']:.3f}", ""]
+    lines += closure_table_lines(closure)
     lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",
               "| point | -2s | -1s | median | +1s | +2s | obs |", "|---|---|---|---|---|---|---|"]
     for point, lim in sorted(limits.items()):
