@@ -26,6 +26,7 @@ import numpy as np
 
 from svjscout.exceptions import ConfigError, InputFileError
 from svjscout.jobs.config import JobConfig, config_digest
+from svjscout.processors.files import domain_error, failed_file, open_root, root_message
 from svjscout.processors.processor import DatasetInfo, SVJProcessor, finalize
 from svjscout.processors.schema import SVJScoutingSchema, check_file
 
@@ -37,21 +38,26 @@ class RunReport:
     """What a run did: files used, files skipped (with the reason), events, timing."""
 
     files: dict[str, list[str]] = field(default_factory=dict)
+    inputs: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     datasets: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict:
-        return {"files": self.files, "skipped": self.skipped, "events": self.events,
+        return {"files": self.files, "inputs": self.inputs, "skipped": self.skipped, "events": self.events,
                 "datasets": self.datasets, "seconds": self.seconds}
 
 
-def _file_normalisation(path: str, tree: str, gen_weight: str) -> tuple[float, float | None, dict]:
-    """(sumw, xsec or None, generator metadata) of one file."""
-    import uproot
+def _file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bool,
+                        require_complete: bool = True) -> tuple[float | None, float | None, dict]:
+    """(sumw, xsec or None, generator metadata) of one file, read through :func:`open_root`.
 
-    with uproot.open(path) as f:
+    ``sumw`` is the ``Runs`` tree's ``genEventSumw`` (the events generated, before any skim). A
+    file without it gives the sum of its ``genWeight`` only when ``sum_gen_weight`` (the dataset's
+    ``sumw_from: genWeight``); otherwise None: a skimmed file's genWeight sum undercounts sumw.
+    """
+    with open_root(path, "the normalisation (Runs tree, svjscout_meta)", require_complete) as f:
         meta = {}
         if "svjscout_meta" in f:
             meta = json.loads(str(f["svjscout_meta"]))
@@ -59,7 +65,17 @@ def _file_normalisation(path: str, tree: str, gen_weight: str) -> tuple[float, f
             runs = f["Runs"].arrays(library="np")
             xsec = float(runs["xsec"][0]) if "xsec" in runs else None
             return float(np.sum(runs["genEventSumw"])), xsec, meta
+        if not sum_gen_weight:
+            return None, None, meta
         return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta
+
+
+def _lost_sumw(path: str, tree: str, gen_weight: str) -> float | None:
+    """The sumw recorded in a skipped file, if its Runs tree can still be read (else None)."""
+    try:
+        return _file_normalisation(path, tree, gen_weight, sum_gen_weight=False, require_complete=False)[0]
+    except InputFileError:
+        return None
 
 
 #: Files of one dataset whose recorded cross sections differ by less than this (relative) are
@@ -93,35 +109,85 @@ def combine_xsecs(dataset: str, xsecs: list[tuple[str, float, float]]) -> float 
     return combined
 
 
-def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
-    """Check every file and work out each dataset's normalisation; fill ``report``."""
+@dataclass
+class _FileNorm:
+    """What preflight learnt of one usable file."""
+
+    entries: int
+    sumw: float | None
+    xsec: float | None
+    meta: dict
+
+
+def _file_record(dataset: str, path: str, entries: int) -> dict:
+    """Identity of an input file for ``provenance.json``: size, modification time, entries."""
+    rec = {"dataset": dataset, "path": path, "entries": entries, "bytes": None, "mtime": None}
+    if "://" not in path:
+        st = os.stat(path)
+        rec["bytes"], rec["mtime"] = st.st_size, st.st_mtime
+    return rec
+
+
+def _skip(cfg: JobConfig, report: RunReport, dataset: str, path: str, err: InputFileError, stage: str) -> None:
+    """Record a bad file as a counted skip, or stop with ``err`` (no ``executor.skip_bad_files``)."""
+    if not cfg.executor.skip_bad_files:
+        raise err
+    log.warning("skipping bad file (%s): %s", stage, err)
+    lost = _lost_sumw(path, cfg.schema_map.tree, cfg.schema_map.gen_weight) if cfg.datasets[dataset].kind != "data" else None
+    report.skipped.append({"dataset": dataset, "file": path, "stage": stage, "reason": str(err), "sumw": lost})
+
+
+def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, _FileNorm]]:
+    """Open every file of every dataset (tree, branches, completeness, normalisation).
+
+    A bad file stops the run with an :class:`InputFileError` naming it, or with
+    ``executor.skip_bad_files`` is recorded in ``report.skipped``. Returns the usable files.
+    """
     bmap = cfg.schema_map
-    infos = {}
+    usable: dict[str, dict[str, _FileNorm]] = {}
     for name, spec in cfg.datasets.items():
         is_mc = spec.kind != "data"
-        good, sumw, xsecs, meta = [], 0.0, [], {}
+        usable[name] = {}
         for path in cfg.files(name):
             try:
                 n = check_file(path, bmap, is_mc)
                 if n == 0:
                     raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
+                s, x, meta = None, None, {}
                 if is_mc:
-                    s, x, meta = _file_normalisation(path, bmap.tree, bmap.gen_weight)
-                    sumw += s
-                    if x is not None:
-                        xsecs.append((path, x, s))
+                    s, x, meta = _file_normalisation(path, bmap.tree, bmap.gen_weight, spec.sumw_from == "genWeight")
             except InputFileError as err:
-                if not cfg.executor.skip_bad_files:
-                    raise
-                log.warning("skipping bad file: %s", err)
-                report.skipped.append({"dataset": name, "file": path, "reason": str(err)})
+                _skip(cfg, report, name, path, err, "preflight")
                 continue
-            good.append(path)
-            report.events[name] = report.events.get(name, 0) + n
-        if not good:
+            if is_mc and s is None and spec.sumw is None:
+                raise ConfigError(
+                    f"dataset {name!r}: {path} has no Runs tree with genEventSumw, so the generated sum of "
+                    f"weights is unknown (summing genWeight over a skimmed file undercounts it). Set "
+                    f"datasets.{name}.sumw, or datasets.{name}.sumw_from: genWeight if the files are not skimmed")
+            usable[name][path] = _FileNorm(n, s, x, meta)
+            report.inputs.append(_file_record(name, path, n))
+    return usable
+
+
+def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, _FileNorm]], report: RunReport) -> dict[str, DatasetInfo]:
+    """Each dataset's normalisation from the files that are processed; fills ``report``.
+
+    The sum of weights is the sum over the usable files only, so a dataset that lost files is
+    normalised to what was processed; the fraction of sum of weights it lost is reported (exact
+    where a skipped file's Runs tree could still be read, otherwise listed as unknown).
+    """
+    infos = {}
+    report.files, report.events, report.datasets = {}, {}, {}
+    for name, spec in cfg.datasets.items():
+        files = usable[name]
+        if not files:
             raise InputFileError(f"dataset {name!r}: no usable file among {cfg.files(name)}")
-        report.files[name] = good
-        gen_cfg = meta.get("config", {})
+        is_mc = spec.kind != "data"
+        report.files[name] = list(files)
+        report.events[name] = sum(f.entries for f in files.values())
+        sumw = sum(f.sumw for f in files.values() if f.sumw is not None)
+        xsecs = [(p, f.xsec, f.sumw or 0.0) for p, f in files.items() if f.xsec is not None]
+        gen_cfg = next(iter(files.values())).meta.get("config", {})
         info = DatasetInfo(
             kind=spec.kind,
             xsec=spec.xsec if spec.xsec is not None else (combine_xsecs(name, xsecs) if is_mc else None),
@@ -132,8 +198,31 @@ def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
         if is_mc and (not info.xsec or not info.sumw):
             raise ConfigError(f"dataset {name!r}: no cross section found in its files; set datasets.{name}.xsec")
         infos[name] = info
-        report.datasets[name] = info.model_dump()
+        report.datasets[name] = {**info.model_dump(), "lost": _lost(name, spec, files, report)}
     return infos
+
+
+def _lost(name: str, spec, files: dict[str, _FileNorm], report: RunReport) -> dict | None:
+    """What a dataset lost to skipped files: count, known sum of weights and its fraction."""
+    skipped = [s for s in report.skipped if s["dataset"] == name]
+    if not skipped:
+        return None
+    known = sum(s["sumw"] for s in skipped if s["sumw"] is not None)
+    kept = sum(f.sumw for f in files.values() if f.sumw is not None)
+    unknown = [s["file"] for s in skipped if s["sumw"] is None]
+    out = {"files": len(skipped), "of_files": len(skipped) + len(files), "sumw": known,
+           "sumw_fraction": known / (known + kept) if spec.kind != "data" and known + kept > 0 else None,
+           "sumw_unknown_files": unknown}
+    if spec.sumw is not None:
+        out["warning"] = (f"datasets.{name}.sumw is given in the job for all its files; {len(skipped)} were "
+                          "skipped, so that normalisation does not match what was processed")
+        log.warning("dataset %r: %s", name, out["warning"])
+    return out
+
+
+def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
+    """Check every file and work out each dataset's normalisation; fill ``report``."""
+    return dataset_infos(cfg, check_inputs(cfg, report), report)
 
 
 class _Checkpointer:
@@ -183,29 +272,64 @@ def _executor(cfg: JobConfig, progress: bool):
 
 
 def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = False) -> tuple[dict, RunReport]:
-    """Run the processor over the job's datasets; return (finalised output, report)."""
+    """Run the processor over the job's datasets; return (finalised output, report).
+
+    A file that passes the preflight but fails while its chunks are read (a corrupt basket)
+    stops the run with an :class:`InputFileError` naming it, or with ``executor.skip_bad_files``
+    is dropped, recorded, and the datasets are renormalised and processed again without it
+    (finished chunks come back from the checkpoint directory, when one is set).
+    """
     import time
 
     from coffea import processor
 
     report = RunReport()
     t0 = time.perf_counter()
-    infos = preflight(cfg, report)
-    pcfg = cfg.processor_config(infos, skim_dir=skim_dir)
-    proc = SVJProcessor(pcfg)
-    fileset = {name: {"files": {p: cfg.schema_map.tree for p in files}} for name, files in report.files.items()}
-    checkpointer = None
-    if cfg.executor.checkpoint_dir:
-        checkpointer = _Checkpointer(cfg.executor.checkpoint_dir, config_digest(cfg) + ("-skim" if skim_dir else ""))
-    with _executor(cfg, progress) as executor:
-        runner = processor.Runner(executor=executor, schema=SVJScoutingSchema, chunksize=cfg.executor.chunksize,
-                                  skipbadfiles=False, checkpointer=checkpointer)
-        output = runner(fileset, processor_instance=proc, treename=cfg.schema_map.tree)
+    usable = check_inputs(cfg, report)
+    digest = config_digest(cfg) + ("-skim" if skim_dir else "")
+    while True:
+        infos = dataset_infos(cfg, usable, report)
+        pcfg = cfg.processor_config(infos, skim_dir=skim_dir)
+        fileset = {name: {"files": {p: cfg.schema_map.tree for p in files}} for name, files in report.files.items()}
+        checkpointer = _Checkpointer(cfg.executor.checkpoint_dir, digest) if cfg.executor.checkpoint_dir else None
+        try:
+            with _executor(cfg, progress) as executor:
+                runner = processor.Runner(executor=executor, schema=SVJScoutingSchema, chunksize=cfg.executor.chunksize,
+                                          skipbadfiles=False, checkpointer=checkpointer)
+                output = runner(fileset, processor_instance=SVJProcessor(pcfg), treename=cfg.schema_map.tree)
+            break
+        except Exception as err:  # noqa: BLE001 - coffea and dask wrap what a chunk raised
+            bad = _chunk_failure(err, usable)
+            if bad is None:
+                raise
+            dataset, path, file_err = bad
+            _skip(cfg, report, dataset, path, file_err, "processing")
+            del usable[dataset][path]
+            report.inputs = [r for r in report.inputs if r["path"] != path]
     output = finalize(output, pcfg)
     output["datasets"] = {k: v.model_dump() for k, v in infos.items()}
     report.seconds = time.perf_counter() - t0
     output["report"] = report.to_json()
     return output, report
+
+
+def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
+    """(dataset, file, InputFileError) for a chunk that failed reading one of our files, else None.
+
+    An svjscout error raised inside a chunk that is not about a file (e.g. a configuration error)
+    is re-raised as itself, unwrapped from coffea's and dask's exception.
+    """
+    dom = domain_error(err)
+    path = failed_file(err)
+    owner = next((ds for ds, files in usable.items() if path in files), None)
+    if owner is None:
+        if dom is not None:
+            raise dom from err
+        return None
+    if dom is not None and not isinstance(dom, InputFileError):
+        raise dom from err
+    cause = str(dom) if dom is not None else root_message(err)
+    return owner, path, InputFileError(f"{path}: cannot be processed ({cause})")
 
 
 def save_outputs(output: dict, outdir: str | Path) -> list[Path]:

@@ -119,24 +119,17 @@ def check_file(path: str, branch_map: BranchMap, is_mc: bool) -> int:
     """Open ``path`` and check tree and branches; return its number of events.
 
     Raises:
-        InputFileError: the file cannot be opened, has no tree ``branch_map.tree``.
+        InputFileError: the file cannot be opened, is truncated, has no tree ``branch_map.tree``.
         MissingBranchError: a required branch is absent (names the file and the branch).
     """
-    import uproot
+    from svjscout.processors.files import open_root
 
-    try:
-        f = uproot.open(path)
-    except Exception as err:  # noqa: BLE001 - uproot raises many types for corrupt files
-        raise InputFileError(f"{path}: cannot be opened as a ROOT file ({type(err).__name__}: {err})") from err
-    with f:
+    with open_root(path, f"tree {branch_map.tree!r}") as f:
         if branch_map.tree not in f:
             raise InputFileError(f"{path}: no tree {branch_map.tree!r} (found keys {sorted(f.keys())[:10]})")
-        try:
-            tree = f[branch_map.tree]
-            keys = set(tree.keys())
-            n = int(tree.num_entries)
-        except Exception as err:  # noqa: BLE001
-            raise InputFileError(f"{path}: tree {branch_map.tree!r} is unreadable ({err})") from err
+        tree = f[branch_map.tree]
+        keys = set(tree.keys())
+        n = int(tree.num_entries)
     missing = [b for b in branch_map.required_branches(is_mc) if b not in keys]
     if missing:
         what = f"branch {missing[0]!r}" if len(missing) == 1 else f"branches {missing}"

@@ -349,8 +349,8 @@ class _progress:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ``svjscout_meta`` JSON of a generated file."""
-    import uproot
+    """The ``svjscout_meta`` JSON of a generated file (a bad file: :class:`InputFileError` naming it)."""
+    from svjscout.processors.files import open_root
 
-    with uproot.open(path) as f:
+    with open_root(str(path), "its svjscout_meta object") as f:
         return json.loads(str(f["svjscout_meta"]))
