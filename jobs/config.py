@@ -36,8 +36,10 @@ class DatasetSpec(BaseModel):
     """One dataset: its files and (optionally) its normalisation and signal parameters.
 
     ``xsec`` (pb), ``sumw``, ``mzprime`` and ``rinv`` default to what the files record (the
-    ``Runs`` tree and ``svjscout_meta`` of generated files); a file without a ``Runs`` tree
-    contributes the sum of its ``genWeight``.
+    ``Runs`` tree and ``svjscout_meta`` of generated files). For MC files without a ``Runs`` tree
+    the generated sum of weights is unknown: give ``sumw``, or ``sumw_from: genWeight`` to sum the
+    ``genWeight`` branch over the files, which is right only for files that were not skimmed
+    (a skimmed file's events are a fraction of those generated). Otherwise the run stops.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +48,7 @@ class DatasetSpec(BaseModel):
     files: list[str]
     xsec: float | None = None
     sumw: float | None = None
+    sumw_from: Literal["genWeight"] | None = None
     mzprime: float | None = None
     rinv: float | None = None
 
