@@ -16,12 +16,31 @@ log = logging.getLogger(__name__)
 
 
 def _load(path: str) -> tuple[object, dict]:
+    """``(xy_mt, datasets)`` from a ``histograms.coffea`` written by ``svjscout process/run``.
+
+    Raises:
+        HistogramError: the file is not an LZ4-compressed pickle (a text or ROOT file, a truncated
+            coffea file), does not hold a dict, or lacks ``xy_mt`` / ``datasets``; names the file.
+    """
+    import pickle
+    from collections.abc import Mapping
+
     from coffea.util import load
 
     from svjscout.exceptions import HistogramError
 
-    out = load(path)
+    expected = "expected a coffea output (histograms.coffea) written by `svjscout process` or `svjscout run`"
+    try:
+        out = load(path)
+    # lz4.frame raises RuntimeError on a non-LZ4 file (LZ4F_decompress failed ...) and EOFError on a
+    # truncated or empty one; a valid frame that holds no pickle gives UnpicklingError / ValueError
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as exc:
+        raise HistogramError(f"{path}: not a coffea output file ({type(exc).__name__}: {exc}); {expected}") from exc
+    if not isinstance(out, Mapping):
+        raise HistogramError(f"{path}: not a coffea output file (it holds a {type(out).__name__}, not a dict); {expected}")
     hists = out.get("hists", out)  # saved runner output nests the histograms under "hists"
+    if not isinstance(hists, Mapping):
+        raise HistogramError(f"{path}: 'hists' is a {type(hists).__name__}, not a dict of histograms; {expected}")
     if "xy_mt" not in hists:
         raise HistogramError(f"{path}: key 'xy_mt' missing from the processor output (has {sorted(out)})")
     if "datasets" not in out:
