@@ -12,7 +12,10 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
 * ``nonclosure_bin<i>`` lnN ``1 + u_i`` on bkg in ``B_i`` only (:mod:`.nonclosure`);
 * ``lumi`` lnN on sig in all channels (default 1.016) plus optional extra signal lnN systematics;
 * observation: background-only Asimov (A, C, D = MC background, B = ABCD prediction
-  ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data.
+  ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data. Data puts the
+  observed counts of region B of the signal plane (the signal region) into the cards, i.e. it
+  unblinds: it needs ``unblind=True`` explicitly, and such cards carry an ``UNBLINDED:`` header
+  line and ``"unblinded": true`` in ``index.json``.
 
 Zero or negative expected background: with ``zero_bkg="merge"`` (default), M_T bins are grouped,
 starting from one group per bin; while some group has MC background ``<= min_bkg`` in any of the
@@ -187,6 +190,7 @@ def write_datacards(
     range_factor: float = 20.0,
     inputs: str = "",
     validate: bool = True,
+    unblind: bool = False,
 ) -> dict:
     """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
 
@@ -195,7 +199,8 @@ def write_datacards(
         datasets: dataset metadata.
         wp: working point ``(x0, y0)`` on x/y bin edges.
         outdir: output folder DIR; cards go to ``DIR/datacards/POINT/datacard.txt``.
-        asimov: observation = background-only Asimov (True) or data (False; needs kind "data").
+        asimov: observation = background-only Asimov (True) or data (False; needs kind "data"
+            and ``unblind=True``).
         lumi_unc: lnN of the luminosity uncertainty on the signal.
         nonclosure_method: see :mod:`.nonclosure`.
         plane: plane whose regions enter the fit ("SP").
@@ -207,10 +212,21 @@ def write_datacards(
         range_factor: rateParam ranges ``[0, max(range_factor * value, 10)]``.
         inputs: description of the input (e.g. the histograms file) for card headers and index.
         validate: parse and validate every written card (:func:`.parser.validate_datacard`).
+        unblind: allow ``asimov=False``: the observation in region B of ``plane`` (the signal
+            region) is then data. Without it, ``asimov=False`` raises :class:`DatacardError`.
 
     Returns:
         the content of ``index.json``.
+
+    Raises:
+        DatacardError: ``asimov=False`` without ``unblind=True``; bad ``zero_bkg``; no signal.
     """
+    if not asimov and not unblind:
+        raise DatacardError(
+            f"asimov=False puts data in the observation of region B of the {plane} plane (the signal region), "
+            "which unblinds the search; pass unblind=True (CLI: --data --unblind, job: datacards.unblind: true) "
+            "to do it on purpose, or keep asimov=True for the blinded background-only Asimov observation")
+    unblinded = not asimov
     x0, y0 = parse_wp(wp)
     if zero_bkg not in ("merge", "floor"):
         raise DatacardError(f"zero_bkg must be 'merge' or 'floor', got '{zero_bkg}'")
@@ -252,7 +268,8 @@ def write_datacards(
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     index = {
         "version": __version__, "created": created, "inputs": inputs, "wp": {"x0": x0, "y0": y0},
-        "plane": plane, "asimov": bool(asimov), "observation": obs_label, "lumi_unc": lumi_unc,
+        "plane": plane, "asimov": bool(asimov), "unblinded": bool(unblinded), "observation": obs_label,
+        "lumi_unc": lumi_unc,
         "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
         "nonclosure": [float(u) for u in unc], "mt_edges_original": [float(e) for e in bkg0.edges],
         "mt_edges": [float(e) for e in edges], "mt_groups": groups, "merges": merges, "floors": floors,
@@ -275,6 +292,8 @@ def write_datacards(
             f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0",
             f"M_T bins [GeV] {bins_txt}; merged groups of original bins {groups}",
             f"observation: {obs_label}",
+            *([f"UNBLINDED: the observation in region B of the {plane} plane (channels {plane}_B_*, the signal region) "
+               "is data (written with unblind=True)"] if unblinded else []),
             "bkg: rate 1.0 x rateParam; B_i = A_i*D_i/C_i; non-closure "
             f"({nonclosure_method}) lnN on bkg in B_i; lumi lnN {lumi_unc:g} on sig",
         ]

@@ -115,7 +115,9 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_m
 @click.option("--wp", default=None, help="Working point X0,Y0 (on multiples of 0.025), e.g. 0.775,0.875.")
 @click.option("--scan", "do_scan", is_flag=True, help="Choose the working point with the grid scan (writes DIR/scan/).")
 @click.option("--asimov/--data", default=True, show_default=True,
-              help="Observation: background-only Asimov, or data (datasets of kind 'data').")
+              help="Observation: background-only Asimov, or data (datasets of kind 'data'; needs --unblind).")
+@click.option("--unblind", is_flag=True,
+              help="Allow --data: put data in region B of the signal plane (the signal region), i.e. unblind.")
 @click.option("--lumi-unc", type=float, default=1.016, show_default=True, help="lnN of the luminosity uncertainty on the signal.")
 @click.option("--nonclosure-method", type=click.Choice(["max", "sp", "vp", "quadrature", "vp_data"]), default="max",
               show_default=True, help="Per-bin non-closure uncertainty method (docs/datacards.md).")
@@ -123,17 +125,23 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_m
               help="Non-positive background in a region/bin: merge M_T bins (then floor), or floor only.")
 @click.option("--signal-syst", multiple=True, metavar="NAME=KAPPA", help="Extra lnN on the signal, repeatable.")
 @_add(_scan_opts)
-def datacards_cmd(histograms, out, wp, do_scan, asimov, lumi_unc, nonclosure_method, zero_bkg, signal_syst,
+def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, zero_bkg, signal_syst,
                   grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
     Needs --wp X0,Y0 or --scan. Writes DIR/datacards/POINT/datacard.txt and DIR/datacards/index.json,
-    validates every card, and prints the index summary.
+    validates every card, and prints the index summary. --data unblinds the signal region and is
+    refused unless --unblind is given too.
     """
     from svjscout.datacards import scan_working_points, validate_datacard, write_datacards, write_scan
 
     if (wp is None) == (not do_scan):
         raise click.UsageError("give exactly one of --wp X0,Y0 or --scan")
+    if not asimov and not unblind:
+        raise click.UsageError(
+            "--data puts the observed data of region B of the signal plane (the signal region) into the cards, "
+            "i.e. it unblinds the search; add --unblind to do that on purpose, or drop --data for the blinded "
+            "background-only Asimov observation")
     xy_mt, datasets = _load(histograms)
     if do_scan:
         res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
@@ -147,7 +155,7 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, lumi_unc, nonclosure_met
         if not val:
             raise click.BadParameter(f"'{s}' is not NAME=KAPPA", param_hint="--signal-syst")
         systs[name] = float(val)
-    index = write_datacards(xy_mt, datasets, wp, out, asimov=asimov, lumi_unc=lumi_unc,
+    index = write_datacards(xy_mt, datasets, wp, out, asimov=asimov, unblind=unblind, lumi_unc=lumi_unc,
                             nonclosure_method=nonclosure_method, zero_bkg=zero_bkg, signal_systematics=systs,
                             inputs=os.path.abspath(histograms))
     for card in index["cards"]:

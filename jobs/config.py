@@ -91,6 +91,7 @@ class DatacardSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     asimov: bool = True
+    unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
     lumi_unc: float = 1.016
     nonclosure_method: str = "max"
 

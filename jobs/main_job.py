@@ -86,7 +86,7 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
 
         t = stage("datacards")
         closure = _closure_tables(xy_mt, datasets, wp)
-        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=cfg.datacards.asimov,
+        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=cfg.datacards.asimov, unblind=cfg.datacards.unblind,
                                    lumi_unc=cfg.datacards.lumi_unc, nonclosure_method=cfg.datacards.nonclosure_method,
                                    inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})")
         timings["datacards"] = time.perf_counter() - t

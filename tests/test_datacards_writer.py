@@ -131,7 +131,7 @@ def test_negative_signal_yield_set_to_zero(tmp_path):
 
 def test_data_observation(tmp_path):
     h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
-    index = write_datacards(h, ds, WP, tmp_path, asimov=False, lumi_unc=1.025)
+    index = write_datacards(h, ds, WP, tmp_path, asimov=False, unblind=True, lumi_unc=1.025)
     card = parse_datacard(tmp_path / "datacards" / index["cards"][0])
     data = region_yields(h, ds, WP, which="data")
     assert card.obs()["SP_D_1"] == np.round(data.n[3, 1]) and all(float(o).is_integer() for o in card.observation)
