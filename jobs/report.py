@@ -156,7 +156,8 @@ def closure_table_lines(closure: dict) -> list[str]:
     ``closure`` is ``{plane: {"edges", "n_b", "nhat_b", "delta", "pull", "chi2", "ndf", "pvalue"
     [, "defined"]}}`` (as from ``main_job._closure_tables``; None or NaN mark undefined numbers). A
     bin without events (``defined`` False, or no finite prediction/pull) is shown as
-    "n/a (no events)"; no cell ever reads "nan". The chi2 line counts the defined bins only.
+    "n/a (no events)" (its prediction as "n/a (no events in C)" when ``n_C <= 0``); no cell ever
+    reads "nan". The chi2 line counts the defined bins only.
     """
     lines: list[str] = []
     for plane, tab in closure.items():
@@ -170,14 +171,15 @@ def closure_table_lines(closure: dict) -> list[str]:
             mt = f"{tab['edges'][i]:.0f}-{tab['edges'][i + 1]:.0f}"
             if not ok:
                 n_undef += 1
-                cells = [NO_EVENTS if v is None else f"{v:.4g}" for v in (n_b, nhat)] + [NO_EVENTS, NO_EVENTS]
+                cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}",
+                         "n/a (no events in C)" if nhat is None else f"{nhat:.4g}", NO_EVENTS, NO_EVENTS]
             else:
                 cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}", f"{nhat:.4g}",
                          "n/a (n_B = 0)" if delta is None else f"{delta:+.3f}", f"{pull:+.2f}"]
             lines.append(f"| {mt} | " + " | ".join(cells) + " |")
         chi2, ndf, pvalue = _num(tab.get("chi2")), int(tab.get("ndf") or 0), _num(tab.get("pvalue"))
         if ndf == 0 or chi2 is None:
-            chi2_line = "chi2/ndf = n/a (no M_T bin with events)"
+            chi2_line = "chi2/ndf = n/a (no M_T bin with events to compare)"
         else:
             chi2_line = f"chi2/ndf = {chi2:.2f}/{ndf}, p = " + ("n/a" if pvalue is None else f"{pvalue:.3f}")
             if n_undef:

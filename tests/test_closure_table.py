@@ -90,4 +90,4 @@ def test_summary_with_raw_nan_input(tmp_path):
              "pull": [float("nan")], "chi2": 0.0, "ndf": 0, "pvalue": float("nan")}
     text = report.write_summary(tmp_path, "t", {"datasets": DATASETS}, WP, "configured", None, {"VP": empty}, {},
                                 {"cards": []}, {}).read_text()
-    assert "chi2/ndf = n/a (no M_T bin with events)" in text and "nan" not in text.lower()
+    assert "chi2/ndf = n/a (no M_T bin with events to compare)" in text and "nan" not in text.lower()
