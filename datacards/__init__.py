@@ -24,7 +24,7 @@ from .limits import card_limits, quick_limits
 from .nonclosure import nonclosure_uncertainties
 from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
-from .regions import check_mt_abcd, region_yields, yields_from_mt_abcd
+from .regions import check_mt_abcd, mt_abcd_at, region_yields, yields_from_mt_abcd
 from .scan import ScanResult, ScanRules, scan_working_points, write_scan
 from .writer import write_datacards
 
@@ -36,6 +36,7 @@ __all__ = [
     "abcd_prediction",
     "card_limits",
     "check_mt_abcd",
+    "mt_abcd_at",
     "collect_combine_limits",
     "nonclosure_uncertainties",
     "parse_datacard",

@@ -333,3 +333,30 @@ def check_mt_abcd(mt_abcd, xy_mt, wp, rtol: float = 1e-6, atol: float = 1e-9) ->
                     f"region {REGIONS[r]}, M_T bin {i}: {b[r, i]:.6g} vs {a[r, i]:.6g}"
                 )
     return worst
+
+
+def mt_abcd_at(xy_mt, wp):
+    """The ``mt_abcd`` histogram ``(dataset, plane, region, mt)`` at ``wp``, summed from ``xy_mt``.
+
+    Every region-split output of a run (``histograms.root``, ``mt_abcd`` in the coffea output,
+    the plots) is made from this at the run's one working point, the same ``xy_mt`` bins the
+    datacards use; :func:`check_mt_abcd` compares it with what the processor filled directly.
+    """
+    import hist
+
+    from svjscout.processors.histograms import book
+
+    out = book(mt_edges(xy_mt), list(xy_mt.axes["dataset"]))["mt_abcd"]
+    if list(out.axes["plane"]) != list(xy_mt.axes["plane"]):
+        raise HistogramError(f"xy_mt planes {list(xy_mt.axes['plane'])} differ from {list(out.axes['plane'])}")
+    fake = {n: {"kind": "background"} for n in xy_mt.axes["dataset"]}
+    view = out.view(flow=False)
+    for d, name in enumerate(xy_mt.axes["dataset"]):
+        for p, plane in enumerate(out.axes["plane"]):
+            y = region_yields(xy_mt, fake, wp, plane=plane, which=[name], poisson=False)
+            for r, region in enumerate(out.axes["region"]):
+                k = REGIONS.index(region)
+                view.value[d, p, r, :] = y.n[k]
+                view.variance[d, p, r, :] = y.var[k]
+    assert isinstance(out, hist.Hist)
+    return out

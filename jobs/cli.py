@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -16,13 +17,28 @@ from svjscout import __version__
 from svjscout.exceptions import SVJScoutError
 
 
+CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, Eur. Phys. J. C72 (2012) 1896, "
+           "hep-ph/0512210) through the scikit-hep fastjet package; its banner is switched off.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="svjscout")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="svjscout", message=f"%(prog)s, version %(version)s\n{CREDITS}")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, also from dask; -vv debug).")
 def cli(verbose: int) -> None:
     """svjscout: semi-visible-jet search on HLT-scouting data, from ROOT files to Combine datacards."""
+    quiet_dask(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def quiet_dask(verbose: int) -> None:
+    """Keep dask.distributed at WARNING (its INFO lines hide our warnings) unless ``-v``.
+
+    The environment variable reaches the worker processes, which configure their own logging.
+    """
+    level = "info" if verbose else "warning"
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = level
+    logging.getLogger("distributed").setLevel(level.upper())
 
 
 @cli.command()
@@ -91,6 +107,15 @@ _executor_options = [
 ]
 
 
+def _output_options(f):
+    f = click.option("--resume", is_flag=True,
+                     help="OUT holds an earlier run of the same configuration (interrupted or not): recompute its "
+                          "outputs, reusing executor.checkpoint_dir. A different configuration is refused.")(f)
+    return click.option("--overwrite", is_flag=True,
+                        help="OUT holds an earlier run's outputs: remove exactly the files its manifest.json lists, "
+                             "then run.")(f)
+
+
 def executor_options(f):
     for opt in reversed(_executor_options):
         f = opt(f)
@@ -101,18 +126,31 @@ def executor_options(f):
 @click.argument("job", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--skim", is_flag=True, help="Write per-event parquet columns for training instead of histograms.")
+@_output_options
 @executor_options
-def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings):
-    """Run the processor of JOB (YAML) -> histograms.coffea, histograms.root, cutflow.json (or a skim)."""
+def process(job, out, skim, overwrite, resume, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files,
+            settings):
+    """Run the processor of JOB (YAML) -> histograms.coffea, histograms.root, cutflow.json (or a skim).
+
+    mt_abcd and histograms.root are split at analysis.wp (recorded in both); `svjscout run` uses
+    the scan's choice when asked. Also writes provenance.json and manifest.json (see `run`).
+    """
     from pathlib import Path
 
+    from svjscout.jobs import provenance
     from svjscout.jobs.config import load_job
+    from svjscout.jobs.outputs import RunOutputs
     from svjscout.jobs.runner import run_processor, save_outputs
 
-    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings))
+    overrides = _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings)
+    cfg = load_job(job, overrides)
     skim_dir = str(Path(out) / "skim") if skim else None
-    output, report = run_processor(cfg, skim_dir=skim_dir, progress=True)
-    paths = save_outputs(output, out)
+    started = provenance.utc_now()
+    with RunOutputs(out, provenance.run_digest(cfg) + ("-skim" if skim else ""), cfg.name, overwrite=overwrite,
+                    resume=resume, command=sys.argv):
+        output, report = run_processor(cfg, skim_dir=skim_dir, progress=True)
+        paths = save_outputs(output, out)
+        provenance.write(out, provenance.collect(cfg, overrides, started, output["report"], output["wp"]))
     click.echo(json.dumps({"written": [str(p) for p in paths] + ([skim_dir] if skim_dir else []),
                            "skipped_files": len(report.skipped), "seconds": round(report.seconds, 1)}, indent=1))
 
@@ -123,14 +161,21 @@ def process(job, out, skim, executor, workers, scheduler, chunksize, checkpoint_
               help="Output folder.")
 @click.option("--scan/--no-scan", "use_scan", default=None,
               help="Use the grid scan's working point instead of the configured one.")
+@_output_options
 @executor_options
-def run(job, out, use_scan, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings):
-    """The main job end to end (default JOB: the embedded sample, jobs/local.yaml)."""
+def run(job, out, use_scan, overwrite, resume, executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files,
+        settings):
+    """The main job end to end (default JOB: the embedded sample, jobs/local.yaml).
+
+    OUT must not hold an earlier run's outputs unless --overwrite (removes exactly the files listed
+    in its manifest.json) or --resume (same configuration only). Writes provenance.json.
+    """
     from svjscout.jobs.config import load_job
     from svjscout.jobs.main_job import run_job
 
-    cfg = load_job(job, _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings))
-    result = run_job(cfg, out, use_scan=use_scan)
+    overrides = _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings)
+    cfg = load_job(job, overrides)
+    result = run_job(cfg, out, use_scan=use_scan, overwrite=overwrite, resume=resume, overrides=overrides)
     click.echo(json.dumps({"out": result["outdir"], "wp": result["wp"],
                            "timings_s": {k: round(v, 1) for k, v in result["timings"].items()}}, indent=1))
     click.echo(f"summary: {result['outdir']}/summary.md")

@@ -177,8 +177,15 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
 
 
 def config_digest(cfg: JobConfig) -> str:
-    """A short hash of everything that changes the processor output (for checkpoints)."""
+    """A short hash of everything that changes the processor output (for checkpoints).
+
+    The models enter by content (SHA-256), not by path: a retrained model saved over the old file
+    must not reuse chunks processed with the old one.
+    """
     import hashlib
 
+    from svjscout.jobs.provenance import models
+
     payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "name"})
+    payload["model_sha256"] = {k: v["sha256"] for k, v in models(cfg).items()}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

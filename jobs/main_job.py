@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -51,13 +52,34 @@ def _closure_tables(xy_mt, datasets, wp) -> dict:
     return out
 
 
-def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, progress: bool = True) -> dict:
-    """Run the whole chain; return a dict of what was written (paths, WP, limits)."""
+def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, progress: bool = True,
+            overwrite: bool = False, resume: bool = False, overrides: dict | None = None) -> dict:
+    """Run the whole chain; return a dict of what was written (paths, WP, limits).
+
+    The output folder is checked first (:class:`~svjscout.jobs.outputs.RunOutputs`): a folder with
+    an earlier run's outputs is refused unless ``overwrite`` (its files are removed) or ``resume``
+    (same configuration digest). ``manifest.json`` and ``provenance.json`` are always written.
+    """
+    from svjscout.jobs import provenance
+    from svjscout.jobs.outputs import RunOutputs
+
+    outdir = Path(outdir)
+    started = provenance.utc_now()
+    state: dict = {}
+    with RunOutputs(outdir, provenance.run_digest(cfg), cfg.name, overwrite=overwrite, resume=resume,
+                    command=sys.argv):
+        try:
+            return _run_stages(cfg, outdir, use_scan, progress, overrides or {}, state)
+        finally:
+            provenance.write(outdir, provenance.collect(cfg, overrides or {}, started, state.get("report"),
+                                                        state.get("wp")))
+
+
+def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: bool, overrides: dict,
+                state: dict) -> dict:
     from svjscout import datacards as dc
     from svjscout.jobs import report
 
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     use_scan = cfg.scan.enabled if use_scan is None else use_scan
     timings: dict[str, float] = {}
     with make_progress() as bar:
@@ -69,7 +91,7 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
 
         t = stage("process")
         output, _ = run_processor(cfg, progress=progress)
-        save_outputs(output, outdir)
+        state["report"] = output["report"]
         timings["process"] = time.perf_counter() - t
         bar.advance(task)
 
@@ -79,8 +101,12 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
         scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference)
         dc.write_scan(scan, outdir)
         wp = tuple(float(v) for v in (scan.best if use_scan else cfg.analysis.wp))
-        wp_source = "grid scan choice" if use_scan else "configured"
+        wp_source = "grid scan choice" if use_scan else "configured (analysis.wp)"
         row = _scan_row(scan, wp)
+        # every region-split output at the run's one working point, from the xy_mt the cards use
+        output["hists"]["mt_abcd"] = dc.mt_abcd_at(xy_mt, wp)
+        output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source}
+        save_outputs(output, outdir)
         timings["scan"] = time.perf_counter() - t
         bar.advance(task)
 
@@ -105,7 +131,8 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
         report.plot_xy_plane(output, outdir, wp)
         report.plot_controls(output, outdir)
         timings["report"] = time.perf_counter() - t
-        report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings)
+        report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
+                             cfg=cfg, overrides=overrides)
         bar.advance(task)
     return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings}
 

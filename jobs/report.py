@@ -188,19 +188,53 @@ def closure_table_lines(closure: dict) -> list[str]:
     return lines
 
 
+def _config_lines(cfg, overrides: dict | None) -> list[str]:
+    """The overrides of this run and the analysis cuts, as summary.md shows them."""
+    lines = ["## Configuration", ""]
+    if overrides:
+        lines += ["Overrides of the job file (command line):", ""] + [f"- `{k}` = `{v!r}`" for k, v in overrides.items()]
+    else:
+        lines += ["No overrides of the job file."]
+    if cfg is not None:
+        cuts = cfg.analysis.cuts.model_dump()
+        lines += ["", "Cuts: " + ", ".join(f"`{k}` {v:g}" for k, v in cuts.items()) + f"; M_T edges "
+                  f"{[float(e) for e in cfg.analysis.mt_edges]} GeV; lumi {cfg.analysis.lumi:g} pb^-1.",
+                  "", "Full resolved configuration, models (SHA-256), inputs and versions: `provenance.json`."]
+    return lines + [""]
+
+
+def _skipped_lines(rep: dict) -> list[str]:
+    skipped = rep.get("skipped", [])
+    lines = ["", f"Skipped files: {len(skipped)}."] + [f"- {s['file']} ({s.get('stage', '?')}): {s['reason']}"
+                                                      for s in skipped]
+    for ds, info in sorted(rep.get("datasets", {}).items()):
+        lost = info.get("lost")
+        if not lost:
+            continue
+        frac = lost.get("sumw_fraction")
+        text = f"- dataset {ds}: lost {lost['files']} of {lost['of_files']} files"
+        if frac is not None:
+            text += f", {frac:.1%} of its sum of weights" + (
+                f" (plus {len(lost['sumw_unknown_files'])} files whose sum of weights could not be read)"
+                if lost.get("sumw_unknown_files") else "")
+        lines.append(text + "; normalised to the files processed" + (f". {lost['warning']}" if lost.get("warning") else ""))
+    return lines
+
+
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
-                  closure: dict, limits: dict, index: dict, timings: dict) -> Path:
+                  closure: dict, limits: dict, index: dict, timings: dict, cfg=None, overrides: dict | None = None) -> Path:
     """``summary.md`` of a run."""
     from svjscout.processors.processor import cutflow_table
 
     rep = output.get("report", {})
-    lines = [f"# svjscout run: {job_name}", "", f"svjscout {__version__}.", "",
-             "## Inputs", "", "| dataset | kind | files | events | xsec [pb] | sumw |", "|---|---|---|---|---|---|"]
+    lines = [f"# svjscout run: {job_name}", "", f"svjscout {__version__}. Every region-split output (histograms.root, "
+             f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).", ""]
+    lines += _config_lines(cfg, overrides)
+    lines += ["## Inputs", "", "| dataset | kind | files | events | xsec [pb] | sumw |", "|---|---|---|---|---|---|"]
     for ds, info in sorted(output["datasets"].items()):
         lines.append(f"| {ds} | {info['kind']} | {len(rep.get('files', {}).get(ds, []))} | "
                      f"{rep.get('events', {}).get(ds, 0)} | {info.get('xsec') or '-'} | {info.get('sumw') or '-'} |")
-    skipped = rep.get("skipped", [])
-    lines += ["", f"Skipped files: {len(skipped)}."] + [f"- {s['file']}: {s['reason']}" for s in skipped]
+    lines += _skipped_lines(rep)
     counts = output.get("counts", {})
     lines += ["", "Counted, never filled: " + ", ".join(
         f"{k} = {sum(c.get(k, 0) for c in counts.values())}"

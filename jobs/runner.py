@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svjscout import __version__
 from svjscout.exceptions import ConfigError, InputFileError
 from svjscout.jobs.config import JobConfig, config_digest
 from svjscout.processors.files import domain_error, failed_file, open_root, root_message
@@ -307,6 +308,7 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
             del usable[dataset][path]
             report.inputs = [r for r in report.inputs if r["path"] != path]
     output = finalize(output, pcfg)
+    output["wp"] = {"x0": float(cfg.analysis.wp[0]), "y0": float(cfg.analysis.wp[1]), "source": "configured (analysis.wp)"}
     output["datasets"] = {k: v.model_dump() for k, v in infos.items()}
     report.seconds = time.perf_counter() - t0
     output["report"] = report.to_json()
@@ -344,10 +346,16 @@ def save_outputs(output: dict, outdir: str | Path) -> list[Path]:
     paths = [outdir / "histograms.coffea", outdir / "cutflow.json", outdir / "histograms.root"]
     save(output, paths[0])
     cut = {"cutflow": cutflow_table(output), "counts": output.get("counts", {}),
-           "skipped": output.get("report", {}).get("skipped", [])}
+           "skipped": output.get("report", {}).get("skipped", []),
+           "lost": {ds: d["lost"] for ds, d in output.get("report", {}).get("datasets", {}).items() if d.get("lost")}}
     paths[1].write_text(json.dumps(cut, indent=1, default=float))
     h = output.get("hists", {}).get("mt_abcd")
+    wp = output.get("wp")
     with uproot.recreate(paths[2]) as f:
+        # what the TH1s are: the working point their regions are split at, and who wrote them
+        f["svjscout_meta"] = json.dumps({"svjscout": __version__, "wp": wp,
+                                         "regions": "A: X>=x0,Y<y0  B: X>=x0,Y>=y0  C: X<x0,Y<y0  D: X<x0,Y>=y0",
+                                         "histograms": "DATASET/PLANE/REGION: M_T [GeV], scaled to xsec x lumi"})
         if h is not None:
             for ds in h.axes["dataset"]:
                 for plane in h.axes["plane"]:

@@ -11,6 +11,12 @@ import fastjet
 import numpy as np
 import vector
 
+# FastJet (M. Cacciari, G.P. Salam, G. Soyez, EPJC 72 (2012) 1896, hep-ph/0512210) prints its
+# banner once per process on first use: with a dask cluster, once per worker, in the middle of the
+# run's log. We switch it off with FastJet's own switch and credit FastJet in the README and in
+# `svjscout --version` instead.
+fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
+
 vector.register_awkward()
 
 _ALGORITHMS = {"antikt": fastjet.antikt_algorithm, "ca": fastjet.cambridge_algorithm, "kt": fastjet.kt_algorithm}
