@@ -72,10 +72,14 @@ def read_limit_file(path: str | os.PathLike) -> dict[str, float | None]:
 
 def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                            pattern: str = "higgsCombine*.AsymptoticLimits.*.root") -> dict:
-    """Limits of every point from Combine outputs under ``cards_dir`` (``DIR`` or ``DIR/datacards``).
+    """Limits of every point of the current ``index.json`` from Combine's outputs.
+
+    Only the points listed in ``index.json`` are collected, each from its own folder, and only from
+    a Combine output at least as new as the point's card: an output left from an earlier card (a
+    re-used folder) is stale and refused, never reported as current.
 
     Args:
-        cards_dir: folder with one sub-folder per point holding Combine's output file.
+        cards_dir: ``DIR``, ``DIR/datacards`` or the ``index.json``.
         out: optional path of ``limits.json`` to write.
         pattern: glob of the output files inside each point folder.
 
@@ -83,20 +87,28 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
         ``{point: {"exp-2", ..., "exp+2", "obs"}}``, the format of :func:`.limits.quick_limits`.
 
     Raises:
-        DatacardError: if no output file is found.
+        DatacardError: no index, or points without a Combine output or with a stale one (all named).
     """
-    base = os.fspath(cards_dir)
-    if os.path.isdir(os.path.join(base, "datacards")):
-        base = os.path.join(base, "datacards")
-    files = sorted(glob.glob(os.path.join(base, "*", pattern)))
-    if not files:
-        raise DatacardError(f"no Combine output matching '{pattern}' under {base}/*/ (run jobs/combine_limits.sh)")
-    res = {}
-    for path in files:
-        point = os.path.basename(os.path.dirname(path))
-        if point in res:
-            log.warning("several Combine outputs for %s; using %s", point, path)
-        res[point] = read_limit_file(path)
+    from .limits import read_index
+
+    _, cards = read_index(cards_dir)
+    res, missing, stale = {}, [], []
+    for point, card in cards.items():
+        files = sorted(glob.glob(os.path.join(os.path.dirname(card), pattern)), key=os.path.getmtime)
+        if not files:
+            missing.append(point)
+            continue
+        newest = files[-1]
+        if len(files) > 1:
+            log.warning("several Combine outputs for %s; using the newest, %s", point, newest)
+        if os.path.getmtime(newest) < os.path.getmtime(card):
+            stale.append(f"{point} ({os.path.basename(newest)} is older than its datacard)")
+            continue
+        res[point] = read_limit_file(newest)
+    if missing or stale:
+        parts = ([f"no Combine output '{pattern}' for {missing}"] if missing else []) + (
+            [f"stale outputs: {stale}"] if stale else [])
+        raise DatacardError("; ".join(parts) + " (run jobs/combine_limits.sh on these cards first)")
     if out is not None:
         with open(out, "w") as f:
             json.dump(res, f, indent=1)

@@ -198,26 +198,50 @@ def card_limits(card: Datacard | str | os.PathLike, observed: bool | None = None
 
 
 def _cards_from(index_or_cards_dir) -> dict[str, str]:
-    """``{point: card path}`` from an index dict, index.json, DIR, DIR/datacards, or one card file."""
+    """``{point: card path}`` of the cards listed in the current ``index.json`` (or one card file).
+
+    Only cards listed in ``index.json`` are read: a folder re-used by several runs may hold cards of
+    points a later run no longer writes, and those must never be reported as current.
+    """
     if isinstance(index_or_cards_dir, Mapping):
         idx = index_or_cards_dir
         base = idx["cards_dir"]
         return {p: os.path.join(base, meta["card"]) for p, meta in idx["points"].items()}
     path = os.fspath(index_or_cards_dir)
     if os.path.isfile(path) and path.endswith(".json"):
-        with open(path) as f:
-            idx = json.load(f)
-        base = os.path.dirname(os.path.abspath(path))
-        return {p: os.path.join(base, meta["card"]) for p, meta in idx["points"].items()}
+        return {p: card for p, card in read_index(path)[1].items()}
     if os.path.isfile(path):
         return {os.path.basename(os.path.dirname(os.path.abspath(path))): path}
-    for base in (os.path.join(path, "datacards"), path):
-        if os.path.isfile(os.path.join(base, "index.json")):
-            return _cards_from(os.path.join(base, "index.json"))
-        found = sorted(glob.glob(os.path.join(base, "*", "*.txt")))
-        if found:
-            return {os.path.basename(os.path.dirname(p)): p for p in found}
-    raise DatacardError(f"no datacards found from '{path}' (expected index.json, DIR/datacards/*/*.txt or a card)")
+    return read_index(path)[1]
+
+
+def read_index(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
+    """(index, {point: card path}) from ``index.json``, ``DIR/datacards`` or ``DIR``.
+
+    Raises:
+        DatacardError: no ``index.json`` (the message says which folders were searched), an
+            unreadable one, or a listed card that is missing.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        tried = [os.path.join(path, "datacards", "index.json"), os.path.join(path, "index.json")]
+        found = [t for t in tried if os.path.isfile(t)]
+        if not found:
+            raise DatacardError(f"no datacards index.json under '{path}' (tried {tried}); only cards listed in the "
+                                "index written by `svjscout datacards` or `svjscout run` are read")
+        path = found[0]
+    try:
+        with open(path) as f:
+            idx = json.load(f)
+        points = idx["points"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatacardError(f"{path}: not a datacards index.json ({type(err).__name__}: {err})") from err
+    base = os.path.dirname(os.path.abspath(path))
+    cards = {p: os.path.join(base, meta["card"]) for p, meta in points.items()}
+    missing = [c for c in cards.values() if not os.path.isfile(c)]
+    if missing:
+        raise DatacardError(f"{path}: lists cards that do not exist: {missing}")
+    return idx, cards
 
 
 def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os.PathLike | None = None,

@@ -21,8 +21,21 @@ def _fake_output(path, values, quantiles):
                       "quantileExpected": np.asarray(quantiles, dtype=np.float32)}
 
 
+def _index(cards, points):
+    """A datacards/index.json listing ``points`` (with their card files), as the writer makes it."""
+    import json
+
+    for p in points:
+        (cards / p).mkdir(parents=True, exist_ok=True)
+        (cards / p / "datacard.txt").write_text("imax 1\n")
+    (cards / "index.json").write_text(json.dumps(
+        {"cards_dir": str(cards), "points": {p: {"card": f"{p}/datacard.txt"} for p in points},
+         "cards": [f"{p}/datacard.txt" for p in points]}))
+
+
 def test_collect_combine_outputs(tmp_path):
     cards = tmp_path / "datacards"
+    _index(cards, ["svj_mz2000_rinv0.3", "svj_mz3000_rinv0.3"])
     q = [0.025, 0.16, 0.5, 0.84, 0.975, -1.0]
     _fake_output(cards / "svj_mz2000_rinv0.3" / "higgsCombine.svj_mz2000_rinv0.3.AsymptoticLimits.mH120.root",
                  [0.1, 0.2, 0.3, 0.45, 0.6, 0.33], q)
@@ -46,8 +59,35 @@ def test_bad_files_are_named(tmp_path):
     q.write_bytes(b"not root")
     with pytest.raises(InputFileError, match="junk.root"):
         read_limit_file(q)
-    with pytest.raises(DatacardError, match="combine_limits.sh"):
+    with pytest.raises(DatacardError, match="index.json"):
         collect_combine_limits(tmp_path)
+    _index(tmp_path / "datacards", ["svj_a"])
+    with pytest.raises(DatacardError, match=r"no Combine output.*svj_a.*combine_limits.sh"):
+        collect_combine_limits(tmp_path)
+
+
+def test_collectors_read_only_the_current_index(tmp_path):
+    """A re-used folder: a point of an earlier run and a Combine output older than its card."""
+    import time
+
+    from svjscout.datacards.limits import _cards_from
+
+    cards = tmp_path / "datacards"
+    q = [0.025, 0.16, 0.5, 0.84, 0.975]
+    _fake_output(cards / "svj_old" / "higgsCombine.svj_old.AsymptoticLimits.mH120.root", [9, 9, 9, 9, 9], q)
+    (cards / "svj_old" / "datacard.txt").write_text("imax 1\n")  # a card of an earlier run, not in the index
+    out_new = cards / "svj_new" / "higgsCombine.svj_new.AsymptoticLimits.mH120.root"
+    _fake_output(out_new, [1, 2, 3, 4, 5], q)
+    time.sleep(0.02)
+    _index(cards, ["svj_new"])  # the current card is written after that output: the output is stale
+    assert list(_cards_from(tmp_path)) == ["svj_new"]
+    with pytest.raises(DatacardError, match=r"stale.*svj_new"):
+        collect_combine_limits(tmp_path)
+    os.utime(out_new)  # Combine ran on the current card
+    assert list(collect_combine_limits(tmp_path)) == ["svj_new"]
+    (cards / "index.json").unlink()
+    with pytest.raises(DatacardError, match="index.json"):
+        _cards_from(tmp_path)
 
 
 def test_script_exits_3_without_combine(tmp_path):
@@ -77,15 +117,26 @@ def test_script_runs_fake_combine_and_collects(tmp_path):
     )
     for p in bindir.iterdir():
         p.chmod(0o755)
-    for point in ("svj_mz2000_rinv0.3", "svj_mz3000_rinv0.5"):
-        d = tmp_path / "out" / "datacards" / point
-        d.mkdir(parents=True)
-        (d / "datacard.txt").write_text("imax 1\n")
-    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin", "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    points = ("svj_mz2000_rinv0.3", "svj_mz3000_rinv0.5")
+    _index(tmp_path / "out" / "datacards", points)
+    stale = tmp_path / "out" / "datacards" / "svj_stale"  # not in the index: must not be run
+    stale.mkdir()
+    (stale / "datacard.txt").write_text("imax 1\n")
+    # a plain Combine shell: no svjscout on PATH and a Python that cannot import svjscout
+    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin", "PYTHON": "/usr/bin/python3", "PYTHONPATH": ""}
+    r = subprocess.run(["/usr/bin/python3", "-c", "import svjscout"], capture_output=True, env=env, cwd=tmp_path)
+    assert r.returncode != 0, "the system python must not see svjscout for this test to mean anything"
+    r = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "collected 2 point(s)" in r.stdout
-    lim = json.loads((tmp_path / "out" / "datacards" / "limits_combine.json").read_text())
+    assert "2 point(s), 0 failed" in r.stdout and "svjscout limits" in r.stdout
+    assert not list(stale.glob("higgsCombine*"))
+    for point in points:
+        assert (tmp_path / "out" / "datacards" / point / f"higgsCombine.{point}.AsymptoticLimits.mH120.root").is_file()
+    # then, in the svjscout environment
+    r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "limits", str(tmp_path / "out"), "--from-combine",
+                        "--no-plots"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lim = json.loads((tmp_path / "out" / "limits.json").read_text())
+    assert sorted(lim) == sorted(points)
     assert lim["svj_mz3000_rinv0.5"] == {"exp-2": 1.0, "exp-1": 2.0, "exp0": 3.0, "exp+1": 4.0, "exp+2": 5.0, "obs": None}
-    assert (tmp_path / "out" / "datacards" / "svj_mz2000_rinv0.3" /
-            "higgsCombine.svj_mz2000_rinv0.3.AsymptoticLimits.mH120.root").is_file()

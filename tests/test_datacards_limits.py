@@ -139,6 +139,8 @@ def test_quick_limits_skips_or_raises_on_a_bad_card(tmp_path):
         d = tmp_path / "datacards" / point
         d.mkdir(parents=True)
         (d / "datacard.txt").write_text(ONE_BIN.format(obs=100, s=sig, b=100))
+    (tmp_path / "datacards" / "index.json").write_text(
+        '{"points": {"good": {"card": "good/datacard.txt"}, "nosig": {"card": "nosig/datacard.txt"}}}')
     lim = quick_limits(tmp_path, observed=False)
     assert list(lim) == ["good"]
     with pytest.raises(DatacardError, match="no expected events"):
@@ -146,7 +148,7 @@ def test_quick_limits_skips_or_raises_on_a_bad_card(tmp_path):
 
 
 def test_cards_not_found(tmp_path):
-    with pytest.raises(DatacardError, match="no datacards"):
+    with pytest.raises(DatacardError, match="no datacards index.json"):
         quick_limits(tmp_path)
 
 
