@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from svjscout.exceptions import ConfigError
 from svjscout.processors.processor import AnalysisSettings, ProcessorConfig
@@ -94,6 +94,15 @@ class DatacardSpec(BaseModel):
     unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
     lumi_unc: float = 1.016
     nonclosure_method: str = "max"
+
+    @model_validator(mode="after")
+    def _blinded_unless_asked(self):
+        # refused when the job is loaded, not after the processing: data in region B of the
+        # signal plane is looked at only on purpose
+        if not self.asimov and not self.unblind:
+            raise ValueError("asimov: false puts data into region B of the signal plane (unblinding); "
+                             "set datacards.unblind: true to do that on purpose")
+        return self
 
 
 class JobConfig(BaseModel):

@@ -93,3 +93,15 @@ def test_cli_default_is_blinded(coffea_file, tmp_path):
 def test_job_config_key():
     assert DatacardSpec().unblind is False
     assert DatacardSpec(asimov=False, unblind=True).unblind is True
+
+
+def test_job_with_data_cards_is_refused_at_load_unless_unblind(tmp_path):
+    """datacards.asimov: false fails when the job is read, before any event is processed."""
+    from svjscout.exceptions import ConfigError
+    from svjscout.jobs.config import load_job
+
+    job = tmp_path / "job.yaml"
+    job.write_text("datasets: {d: {kind: data, files: [x.root]}}\ndatacards: {asimov: false}\n")
+    with pytest.raises(ConfigError, match=r"datacards.*unblind: true"):
+        load_job(job)
+    assert load_job(job, {"datacards.unblind": True}).datacards.unblind
