@@ -8,8 +8,9 @@ second run into the same folder
   ``--overwrite`` is given: then exactly the files listed in the earlier manifest are removed
   (and the folders the run created, once empty), nothing else;
 * with ``--resume`` continues an earlier run of the *same* configuration (same digest: the
-  resolved job, the models' SHA-256) and recomputes every output; a different configuration is
-  refused, so results of two configurations are never mixed;
+  resolved job, the models' SHA-256): nothing is removed (chunks in ``executor.checkpoint_dir``
+  are reused) and every output is written again; a different configuration is refused, so
+  results of two configurations are never mixed;
 * refuses a folder with svjscout outputs but no manifest (written by an older version or by
   hand): there is no list of what is safe to remove.
 
@@ -88,7 +89,7 @@ class RunOutputs:
         self.command = command
         self.removed: list[str] = []
         self._before: dict[str, tuple[int, int]] = {}
-        self._created_dirs: list[str] = []
+        self._kept: list[str] = []
 
     # -- before -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -112,12 +113,16 @@ class RunOutputs:
                         f"{self.root}: --resume needs the configuration of the earlier run ({earlier}; digest "
                         f"{manifest.get('digest')}), this one differs (digest {self.digest}); use --overwrite to "
                         "recompute with the new configuration, or another --out")
+                # same configuration: nothing is removed (a checkpoint directory inside the folder
+                # is what makes resuming cheap); every output is written again
+                self._kept = [f for f in manifest.get("files", []) if (self.root / f).is_file()]
             elif not self.overwrite:
                 raise OutputDirError(
                     f"{self.root}: holds the outputs of an earlier svjscout run ({earlier}; "
                     f"{len(manifest.get('files', []))} files in {MANIFEST}); give --overwrite to replace them (removes "
                     "exactly those files), --resume to continue a run of the same configuration, or another --out")
-            self._remove(manifest)
+            else:
+                self._remove(manifest)
         self._before = _snapshot(self.root)
 
     def _remove(self, manifest: dict) -> None:
@@ -137,9 +142,11 @@ class RunOutputs:
 
     # -- after --------------------------------------------------------------------------
     def written(self) -> list[str]:
-        """Files below the folder that this run created or changed (relative, sorted)."""
+        """Files below the folder that this run created or changed, plus, when resuming, those of
+        the earlier run of the same configuration that are still there (relative, sorted)."""
         now = _snapshot(self.root)
-        return sorted(p for p, st in now.items() if self._before.get(p) != st and p != MANIFEST)
+        new = {p for p, st in now.items() if self._before.get(p) != st and p != MANIFEST}
+        return sorted(new | {p for p in self._kept if p in now})
 
     def finish(self, status: str) -> Path:
         files = self.written()
