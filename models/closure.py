@@ -22,8 +22,17 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_PLANES", "soft_counts", "closure", "binned_closure", "plane_mask", "plane_closures",
            "occupancy_deficit", "plane_occupancies"]
 
-#: |deta| ranges [lo, hi) of the signal and validation planes.
-DEFAULT_PLANES: dict[str, tuple[float, float]] = {"SP": (0.0, 1.5), "VP": (1.5, 2.2)}
+def _analysis_default_planes() -> dict[str, tuple[float, float]]:
+    from svjscout.processors.selection import Cuts
+
+    cuts = Cuts()
+    return {"SP": (0.0, cuts.sp_deta_max), "VP": (cuts.sp_deta_max, cuts.deta_max)}
+
+
+#: |deta| ranges [lo, hi) of the signal and validation planes: the analysis defaults
+#: (``Cuts.sp_deta_max``, ``Cuts.deta_max``), never a second copy of the numbers. The processor
+#: refuses a twin model trained with other planes than the job's cuts define.
+DEFAULT_PLANES: dict[str, tuple[float, float]] = _analysis_default_planes()
 
 _TINY = 1e-12
 

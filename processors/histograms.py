@@ -54,19 +54,47 @@ def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
     }
 
 
-def region_of(x: np.ndarray, y: np.ndarray, x0: float, y0: float) -> np.ndarray:
+def region_of(x: np.ndarray, y: np.ndarray, x0: float, y0: float, bins: int | None = None) -> np.ndarray:
     """ABCD region letter per event (a score equal to the threshold counts as above it).
+
+    The comparison is the histogram's own: with ``bins`` (the score axis, ``bins`` equal bins on
+    [0, 1)), an event is above ``x0`` exactly when its ``xy_mt`` bin starts at or above ``x0``, so
+    the regions of ``mt_abcd`` and the sums over ``xy_mt`` bins can never disagree at a boundary
+    (a float32 score equal to float32(0.775) is 0.77499998 and lies below 0.775 in both). Without
+    ``bins`` the scores are compared in float64.
 
     >>> region_of(np.array([0.9, 0.9, 0.1, 0.1, 0.5]), np.array([0.1, 0.9, 0.1, 0.9, 0.5]), 0.5, 0.5).tolist()
     ['A', 'B', 'C', 'D', 'B']
     """
-    hi_x, hi_y = x >= x0, y >= y0
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if bins is None:
+        hi_x, hi_y = x >= x0, y >= y0
+    else:
+        axis = hist.axis.Regular(bins, 0, 1)
+        hi_x = axis.index(x) >= edge_index(axis, x0, "x0")
+        hi_y = axis.index(y) >= edge_index(axis, y0, "y0")
     return np.select([hi_x & ~hi_y, hi_x & hi_y, ~hi_x & ~hi_y], ["A", "B", "C"], "D")
 
 
+def edge_index(axis, value: float, name: str) -> int:
+    """Index of the bin of ``axis`` that starts at ``value``; ``value`` must be a bin edge.
+
+    Raises:
+        ValueError: ``value`` is not on an edge (names it and the nearest edges).
+    """
+    edges = np.asarray(axis.edges, dtype=np.float64)
+    i = int(np.argmin(np.abs(edges - value)))
+    if abs(edges[i] - value) > 1e-9:
+        raise ValueError(f"{name} = {value!r} is not on a score bin edge (bin width {edges[1] - edges[0]:g}); "
+                         f"nearest edges {edges[max(i - 1, 0)]:g}, {edges[i]:g}, {edges[min(i + 1, len(edges) - 1)]:g}")
+    return i
+
+
 def clip_scores(s: np.ndarray) -> np.ndarray:
-    """Scores clipped into [0, 1) so that a sigmoid's 1.0 lands in the last bin."""
-    return np.clip(s, 0.0, 1.0 - _EPS)
+    """Scores as float64, clipped into [0, 1) so that a sigmoid's 1.0 lands in the last bin.
+
+    float64 once, here, for everything downstream (regions and histogram bins)."""
+    return np.clip(np.asarray(s, dtype=np.float64), 0.0, 1.0 - _EPS)
 
 
 def clip_mt(mt: np.ndarray, edges) -> np.ndarray:

@@ -82,12 +82,14 @@ class LundNetScorer:
 class TwinScorer:
     """X and Y scores of the twin MLPs; the model must list exactly ``features``."""
 
-    def __init__(self, path: str | Path, features: tuple[str, ...]):
+    def __init__(self, path: str | Path, features: tuple[str, ...], planes: dict | None = None):
         self.path = str(path)
         sess, meta = session(path)
         if meta.get("model") not in (None, "twin"):
             raise ModelMismatchError(f"{path}: metadata key 'model' is {meta.get('model')!r}, expected 'twin'")
         check_features(path, meta, features)
+        if planes is not None:
+            check_planes(path, meta, planes)
         self.meta = meta
 
     def __call__(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,3 +102,26 @@ class TwinScorer:
             rx, ry = sess.run(["x", "y"], {"features": x[sl]})
             xs[sl], ys[sl] = rx.reshape(-1), ry.reshape(-1)
         return xs, ys
+
+
+def analysis_planes(cuts) -> dict[str, list[float]]:
+    """The |deta| ranges [lo, hi) of the signal and validation planes, from the job's cuts (the one
+    source of truth: ``analysis.cuts.sp_deta_max`` and ``deta_max``)."""
+    return {"SP": [0.0, float(cuts.sp_deta_max)], "VP": [float(cuts.sp_deta_max), float(cuts.deta_max)]}
+
+
+def check_planes(path, meta: dict, planes: dict) -> None:
+    """Refuse a twin model whose closure constraints were trained on other SP/VP |deta| ranges.
+
+    The ranges are read from the training record (``training.config.planes``); a model without
+    one (not trained by svjscout) is not checked.
+    """
+    trained = ((meta.get("training") or {}).get("config") or {}).get("planes")
+    if trained is None:
+        return
+    want = {k: [float(a) for a in v] for k, v in planes.items()}
+    have = {k: [float(a) for a in v] for k, v in trained.items()}
+    if any(k not in have or not np.allclose(have[k], v) for k, v in want.items()):
+        raise ModelMismatchError(
+            f"{path}: metadata key 'training.config.planes' is {have}, but the job's cuts define the planes "
+            f"{want} (analysis.cuts.sp_deta_max, deta_max); retrain the twin with the job's planes or change the cuts")

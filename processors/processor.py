@@ -27,7 +27,7 @@ from typing import Literal
 import awkward as ak
 import numpy as np
 from coffea import processor
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from svjscout.exceptions import ConfigError
 from svjscout.processors import histograms as H
@@ -76,6 +76,17 @@ class AnalysisSettings(BaseModel):
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = 138_000.0  # pb^-1
+
+    @model_validator(mode="after")
+    def _wp_on_score_edges(self):
+        # the regions are sums of xy_mt bins everywhere (processor, scan, cards): the WP must be
+        # a bin edge of the score axes, checked when the job is read
+        import hist
+
+        axis = hist.axis.Regular(self.score_bins, 0, 1)
+        for name, v in zip(("analysis.wp[0] (x0)", "analysis.wp[1] (y0)"), self.wp):
+            H.edge_index(axis, v, name)
+        return self
 
 
 class ProcessorConfig(AnalysisSettings):
@@ -167,13 +178,13 @@ class SVJProcessor(processor.ProcessorABC):
             watch.lap("skim")
             return {"cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
 
-        from svjscout.processors.inference import LundNetScorer, TwinScorer
+        from svjscout.processors.inference import LundNetScorer, TwinScorer, analysis_planes
         from svjscout.processors.lund import LUND_FEATURES
 
         lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES))
         feats["lundnet_j0"] = lundnet(lund[0], mask[0])
         feats["lundnet_j1"] = lundnet(lund[1], mask[1])
-        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES)
+        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cfg.cuts))
         x, y = twin(np.stack([feats[f] for f in EVENT_FEATURES], axis=1))
         watch.lap("onnx")
         hists = self._fill(dataset, feats, x, y, w, lund, mask)
@@ -206,7 +217,7 @@ class SVJProcessor(processor.ProcessorABC):
         plane = plane_of(feats["deta"], cfg.cuts)
         mt = H.clip_mt(feats["mt"], cfg.mt_edges)
         xs, ys = H.clip_scores(x), H.clip_scores(y)
-        region = H.region_of(xs, ys, *cfg.wp)
+        region = H.region_of(xs, ys, *cfg.wp, bins=cfg.score_bins)
         hists["mt_abcd"].fill(dataset=dataset, plane=plane, region=region, mt=mt, weight=w)
         hists["xy_mt"].fill(dataset=dataset, plane=plane, x=xs, y=ys, mt=mt, weight=w)
         hists["met"].fill(dataset=dataset, met=feats["met"], weight=w)

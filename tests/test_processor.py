@@ -138,3 +138,22 @@ def test_chunks_without_selected_events_are_counted(tmp_path, toy_models):
     assert counts["events"] == out["cutflow"]["zjets"]["raw"][0] == 682
     h = out["hists"]["mt_abcd"][{"dataset": "zjets"}]
     assert h.sum().value == pytest.approx(out["cutflow"]["zjets"]["weighted"][-1])
+
+
+def test_twin_trained_on_other_planes_is_refused(small_job, tmp_path):
+    """One source of truth for the SP/VP boundary: the job's cuts; the twin's training record must agree."""
+    import shutil
+
+    from svjscout.models.export import write_metadata
+
+    twin = tmp_path / "twin_planes.onnx"
+    shutil.copy(small_job.analysis.twin_model, twin)
+    write_metadata(twin, {"training": {"config": {"planes": {"SP": [0.0, 1.3], "VP": [1.3, 2.2]}}}})
+    cfg = small_job.model_copy(update={"analysis": small_job.analysis.model_copy(update={"twin_model": str(twin)})})
+    with pytest.raises(ModelMismatchError, match=r"twin_planes.onnx.*planes.*sp_deta_max"):
+        run_processor(cfg)
+    # the same model is accepted by a job whose cuts define those planes
+    cuts = cfg.analysis.cuts.model_copy(update={"sp_deta_max": 1.3})
+    ok = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"cuts": cuts})})
+    out, _ = run_processor(ok)
+    assert out["hists"]["xy_mt"].sum().value > 0
