@@ -126,16 +126,24 @@ class RunOutputs:
         self._before = _snapshot(self.root)
 
     def _remove(self, manifest: dict) -> None:
+        """Remove the files (and then empty folders) a manifest lists; every entry is checked first,
+        so a manifest with one entry outside the folder removes nothing at all."""
         root = self.root.resolve()
-        for rel in manifest.get("files", []):
+
+        def inside(rel: str, kind: str) -> Path:
             p = (self.root / rel).resolve()
-            if root not in p.parents:  # a manifest never points outside its folder
-                raise OutputDirError(f"{self.root / MANIFEST}: lists {rel!r}, outside the folder; not removing it")
-            if p.is_file() or p.is_symlink():
+            if root not in p.parents:
+                raise OutputDirError(f"{self.root / MANIFEST}: lists the {kind} {rel!r}, outside the folder; "
+                                     "nothing was removed")
+            return p
+
+        files = [inside(rel, "file") for rel in manifest.get("files", [])]
+        dirs = [inside(rel, "folder") for rel in manifest.get("dirs", [])]
+        for rel, p in zip(manifest.get("files", []), files):
+            if p.is_file():
                 p.unlink()
                 self.removed.append(rel)
-        for rel in sorted(manifest.get("dirs", []), key=lambda d: -d.count(os.sep)):
-            p = self.root / rel
+        for p in sorted(dirs, key=lambda d: -len(d.parts)):
             if p.is_dir() and not any(p.iterdir()):
                 p.rmdir()
         log.info("%s: removed %d files of the earlier run", self.root, len(self.removed))

@@ -279,8 +279,6 @@ def test_manifest_pointing_outside_refused(small_job, tmp_path, entry):
     assert target.is_file() and target.read_text().startswith("not svjscout's")
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/outputs.py RunOutputs._remove (lines 137-140) removes the "
-                   "manifest's 'dirs' entries (when empty) without the outside-the-folder check its 'files' get")
 def test_manifest_dirs_pointing_outside_refused(tmp_path):
     from svjscout.jobs.outputs import RunOutputs
 
@@ -296,9 +294,6 @@ def test_manifest_dirs_pointing_outside_refused(tmp_path):
     assert (tmp_path / "empty_sibling").is_dir(), "a manifest must not remove folders outside the output folder"
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/outputs.py RunOutputs._remove (lines 130-136) checks each manifest entry while "
-                   "unlinking, so the entries listed before the one outside the folder are already deleted "
-                   "when the run is refused")
 def test_refused_manifest_removes_nothing(small_job, tmp_path):
     from svjscout.jobs.main_job import run_job
 
