@@ -1,22 +1,34 @@
 """Per-M_T-bin non-closure uncertainty of the ABCD background prediction in region B.
 
-From the MC closure in the signal plane (SP) and the validation plane (VP), per M_T bin i:
-``delta_P,i = nhat_B,i / n_B,i - 1`` with statistical uncertainty ``sigma_P,i`` (see :mod:`.abcd`).
-Methods (the value u_i enters the card as ``lnN 1 + u_i`` on bkg in ``B_i``):
+From the MC closure test in the signal plane (SP) and the validation plane (VP), per M_T bin i:
+``delta_P,i = nhat_B,i / n_B,i - 1`` with its statistical uncertainty ``sigma_P,i`` (see
+:mod:`.abcd`). The card carries ``lnN kappa_i`` on the background in ``B_i``.
 
-``max`` (default)  ``u_i = max(|delta_SP,i|, |delta_VP,i|, sigma_SP,i)``: covers the observed
-                   non-closure in either plane and what the MC statistics can resolve.
-``sp``             ``u_i = max(|delta_SP,i|, sigma_SP,i)``.
-``vp``             ``u_i = max(|delta_VP,i|, sigma_VP,i)``.
-``quadrature``     ``u_i = sqrt(max(|delta_SP,i|, |delta_VP,i|)^2 + sigma_SP,i^2)``.
-``vp_data``        ``u_i = max(|delta_VP,i^data|, sigma_VP,i^data)`` from data in VP (Poisson).
+Widths are multiplicative. A prediction off by the factor ``1 + delta`` needs
+``kappa = exp|ln(1 + delta)|`` to cover the truth either way: a prediction low by a factor 2
+(``delta = -0.5``) gets ``kappa = 2``, not ``1.5`` (:func:`log_kappa`).
 
-Undefined bins (no MC in B or C) get ``undefined_value`` (default 1.0, i.e. 100 %) and a warning;
-every value is clipped to ``[floor, cap]`` (defaults 0.0 and 10.0).
+Methods:
+
+``significance`` (default)  the closure *test*: in SP, a non-closure compatible with zero
+                   (``|delta_SP| <= z sigma_SP``, default z = 2) gets the test's precision,
+                   ``kappa = 1 + sigma_SP``; a significant one gets its size, ``log_kappa(delta_SP)``.
+                   VP, a check with its own statistics, widens ``kappa`` only where its non-closure
+                   is significant (``|delta_VP| > z sigma_VP``): ``max(kappa, log_kappa(delta_VP))``.
+                   The MC noise of a few events per region no longer passes for non-closure.
+``max``            ``max(log_kappa(delta_SP), log_kappa(delta_VP), 1 + sigma_SP)``: every observed
+                   deviation at face value (the old default).
+``sp``, ``vp``     ``max(log_kappa(delta_P), 1 + sigma_P)`` of one plane.
+``quadrature``     ``exp(sqrt(ln(max log_kappa)^2 + ln(1 + sigma_SP)^2))``.
+``vp_data``        as ``vp`` with data in VP (Poisson).
+
+A bin with an undefined SP closure (no MC in B or C; the card writer merges M_T bins so that this
+does not happen) gets ``1 + undefined_value`` and a warning; every kappa is clipped to
+``[1 + floor, 1 + cap]`` and clipping is reported.
 
 Example:
-    >>> nonclosure_from_deltas([0.01, -0.03], [0.02, 0.0], [0.005, 0.01], [0.01, 0.01], "max").tolist()
-    [0.02, 0.03]
+    >>> round(float(log_kappa(-0.5)), 6), round(float(log_kappa(0.5)), 6)
+    (2.0, 1.5)
 """
 
 from __future__ import annotations
@@ -29,51 +41,128 @@ import numpy as np
 from svjscout.exceptions import DatacardError
 
 from .abcd import abcd_from_yields
-from .regions import RegionYields, region_yields
+from .regions import REGIONS, RegionYields, region_yields
 
 log = logging.getLogger(__name__)
 
-METHODS = ("max", "sp", "vp", "quadrature", "vp_data")
+METHODS = ("significance", "max", "sp", "vp", "quadrature", "vp_data")
+#: Default number of standard deviations for a significant non-closure (method ``significance``).
+Z_SIGNIFICANT = 2.0
 
 
-def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "max",
-                           undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0) -> np.ndarray:
-    """Combine closure results into the per-bin uncertainty (see module docstring).
+def log_kappa(delta) -> np.ndarray:
+    """lnN width covering a multiplicative bias ``1 + delta`` in either direction: ``exp|ln(1+delta)|``."""
+    d = np.asarray(delta, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d > -1.0, np.exp(np.abs(np.log1p(np.where(d > -1.0, d, 0.0)))), np.inf)
+
+
+def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "significance",
+                           undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0,
+                           z: float = Z_SIGNIFICANT) -> np.ndarray:
+    """Relative half-width ``u = kappa - 1`` per bin (see :func:`kappas_from_deltas`)."""
+    return kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method, undefined_value, floor, cap, z)[0] - 1.0
+
+
+def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "significance",
+                       undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0,
+                       z: float = Z_SIGNIFICANT) -> tuple[np.ndarray, list[str]]:
+    """lnN kappa per M_T bin from the closure results (see module docstring) and what set each.
 
     Args:
         delta_sp, delta_vp: fractional non-closure per M_T bin, shape ``(n_mt,)`` (NaN = undefined).
         sigma_sp, sigma_vp: their statistical uncertainties, shape ``(n_mt,)``.
-        method: one of ``max, sp, vp, quadrature`` (``vp_data`` callers pass data deltas as "vp").
+        method: one of :data:`METHODS` (``vp_data`` callers pass data deltas as "vp").
+        z: standard deviations of a significant non-closure (``significance``).
 
     Returns:
-        u, shape ``(n_mt,)``, relative uncertainty (0.05 = 5 %).
+        ``(kappa, source)``: kappa shape ``(n_mt,)`` (>= 1), and per bin the term that set it
+        (``"SP precision"``, ``"SP non-closure"``, ``"VP non-closure"``, ``"undefined"``, ...).
     """
-    dsp, dvp, ssp, svp = (np.abs(np.asarray(a, dtype=float)) for a in (delta_sp, delta_vp, sigma_sp, sigma_vp))
-    if method == "max":
-        stack = np.stack([dsp, dvp, ssp])
-        need = np.stack([dsp, ssp])
+    dsp, dvp, ssp, svp = (np.asarray(a, dtype=float) for a in (delta_sp, delta_vp, sigma_sp, sigma_vp))
+    fin = np.isfinite
+    names = {"sp_delta": "SP non-closure", "vp_delta": "VP non-closure", "sp_sigma": "SP precision",
+             "vp_sigma": "VP precision"}
+    terms = {"sp_delta": log_kappa(dsp), "vp_delta": log_kappa(dvp), "sp_sigma": 1.0 + np.abs(ssp),
+             "vp_sigma": 1.0 + np.abs(svp)}
+    if method == "significance":
+        sig_sp = fin(dsp) & fin(ssp) & (np.abs(dsp) > z * np.abs(ssp))
+        sig_vp = fin(dvp) & fin(svp) & (np.abs(dvp) > z * np.abs(svp))
+        terms = {"sp_delta": np.where(sig_sp, terms["sp_delta"], 1.0),
+                 "sp_sigma": np.where(sig_sp, 1.0, terms["sp_sigma"]),
+                 "vp_delta": np.where(sig_vp, terms["vp_delta"], 1.0)}
+        need = ("sp_delta", "sp_sigma")
+    elif method == "max":
+        terms = {k: terms[k] for k in ("sp_delta", "vp_delta", "sp_sigma")}
+        need = ("sp_delta", "sp_sigma")
     elif method == "sp":
-        stack = need = np.stack([dsp, ssp])
+        terms = {k: terms[k] for k in ("sp_delta", "sp_sigma")}
+        need = tuple(terms)
     elif method in ("vp", "vp_data"):
-        stack = need = np.stack([dvp, svp])
+        terms = {k: terms[k] for k in ("vp_delta", "vp_sigma")}
+        need = tuple(terms)
     elif method == "quadrature":
-        m = np.fmax(dsp, dvp)
-        stack = np.stack([np.sqrt(m**2 + ssp**2)])
-        need = np.stack([dsp, ssp])
+        m = np.fmax(terms["sp_delta"], terms["vp_delta"])
+        terms = {"sp_delta": np.exp(np.hypot(np.log(m), np.log(terms["sp_sigma"])))}
+        need = ("sp_delta",)
+        names["sp_delta"] = "non-closure (+) SP precision"
     else:
         raise DatacardError(f"unknown non-closure method '{method}', expected one of {METHODS}")
-    undefined = np.any(~np.isfinite(need), axis=0)
-    u = np.where(undefined, undefined_value, np.nanmax(np.where(np.isfinite(stack), stack, -np.inf), axis=0))
+    keys = list(terms)
+    stack = np.stack([np.where(fin(terms[k]), terms[k], -np.inf) for k in keys])
+    undefined = np.any(np.stack([~fin(terms[k]) for k in need]), axis=0) if method != "significance" else ~(fin(dsp) & fin(ssp))
+    best = np.argmax(stack, axis=0)
+    kappa = np.where(undefined, 1.0 + undefined_value, np.max(stack, axis=0))
+    source = ["undefined" if undefined[i] else names[keys[best[i]]] for i in range(len(kappa))]
     if undefined.any():
-        log.warning("non-closure (%s): undefined in M_T bin(s) %s, set to %g", method,
-                    np.flatnonzero(undefined).tolist(), undefined_value)
-    return np.clip(u, floor, cap)
+        log.warning("non-closure (%s): undefined in M_T bin(s) %s, set to kappa %g", method,
+                    np.flatnonzero(undefined).tolist(), 1.0 + undefined_value)
+    clipped = np.clip(kappa, 1.0 + floor, 1.0 + cap)
+    for i in np.flatnonzero(clipped != kappa):
+        source[i] += f" (clipped from {kappa[i]:.3g})"
+    return clipped, source
 
 
-def nonclosure_from_yields(sp: RegionYields, vp: RegionYields, method: str = "max", **kw) -> np.ndarray:
-    """Non-closure per (possibly merged) M_T bin from SP and VP region yields."""
+def nonclosure_from_yields(sp: RegionYields, vp: RegionYields, method: str = "significance", **kw) -> np.ndarray:
+    """Relative non-closure ``kappa - 1`` per (possibly merged) M_T bin from SP and VP region yields."""
     tsp, tvp = abcd_from_yields(sp), abcd_from_yields(vp)
     return nonclosure_from_deltas(tsp.delta, tvp.delta, tsp.sigma_delta, tvp.sigma_delta, method, **kw)
+
+
+def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "significance", z: float = Z_SIGNIFICANT,
+                      **kw) -> dict:
+    """Kappas and everything they came from, per (merged) M_T bin, as written to ``index.json``.
+
+    Returns:
+        ``{"method", "z", "kappa": [...], "bins": [{"mt", "kappa", "source", "SP": {...}, "VP": {...}}]}``
+        where each plane holds ``delta``, ``sigma_delta``, ``significant`` and ``n_eff`` per
+        region (Kish, ``(sum w)^2 / sum w^2``); JSON-safe (None for undefined numbers).
+    """
+    tsp, tvp = abcd_from_yields(sp), abcd_from_yields(vp)
+    kappa, source = kappas_from_deltas(tsp.delta, tvp.delta, tsp.sigma_delta, tvp.sigma_delta, method, z=z, **kw)
+
+    def num(v):
+        v = float(v)
+        return v if np.isfinite(v) else None
+
+    bins = []
+    for i in range(len(kappa)):
+        entry = {"mt": mt_bin_label(sp.edges, i), "kappa": float(kappa[i]), "source": source[i]}
+        for name, t, y in (("SP", tsp, sp), ("VP", tvp, vp)):
+            d, s = num(t.delta[i]), num(t.sigma_delta[i])
+            entry[name] = {"delta": d, "sigma_delta": s,
+                           "significant": bool(d is not None and s is not None and abs(d) > z * s),
+                           "n_eff": dict(zip(REGIONS, (float(v) for v in y.neff[:, i])))}
+        bins.append(entry)
+    return {"method": method, "z": z, "kappa": [float(k) for k in kappa], "bins": bins}
+
+
+def mt_bin_label(edges, i: int, overflow: bool = True) -> str:
+    """``"[lo, hi)"`` of M_T bin ``i`` in GeV; the last bin reads ``[lo, inf)`` when it holds the
+    overflow (the processor clips M_T above the last edge into the last bin)."""
+    lo = f"{float(edges[i]):g}"
+    hi = "inf" if overflow and i == len(edges) - 2 else f"{float(edges[i + 1]):g}"
+    return f"[{lo}, {hi})"
 
 
 def closure_yields(xy_mt, datasets, wp, method: str, groups: Sequence[Sequence[int]] | None = None):
@@ -92,7 +181,7 @@ def nonclosure_uncertainties(
     xy_mt,
     datasets: Mapping[str, Mapping],
     wp,
-    method: str = "max",
+    method: str = "significance",
     groups: Sequence[Sequence[int]] | None = None,
     **kw,
 ) -> np.ndarray:
@@ -102,12 +191,12 @@ def nonclosure_uncertainties(
         xy_mt: histogram ``(dataset, plane, x, y, mt)``.
         datasets: dataset metadata.
         wp: working point ``(x0, y0)``.
-        method: ``max`` (default), ``sp``, ``vp``, ``quadrature`` or ``vp_data``.
+        method: ``significance`` (default), ``max``, ``sp``, ``vp``, ``quadrature`` or ``vp_data``.
         groups: optional M_T bin merging (lists of consecutive original bin indices).
         **kw: ``undefined_value``, ``floor``, ``cap`` of :func:`nonclosure_from_deltas`.
 
     Returns:
-        numpy array of shape ``(n_mt,)`` (or ``(len(groups),)``); the card uses ``lnN 1 + u``.
+        numpy array of shape ``(n_mt,)`` (or ``(len(groups),)``): ``u = kappa - 1``; the card uses ``lnN kappa``.
     """
     sp, vp = closure_yields(xy_mt, datasets, wp, method, groups)
     u = nonclosure_from_yields(sp, vp, method, **kw)

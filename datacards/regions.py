@@ -214,6 +214,14 @@ class RegionYields:
     label: str = ""
     groups: list[list[int]] = field(default_factory=list)
 
+    @property
+    def neff(self) -> np.ndarray:
+        """Kish effective number of MC events per region and bin, ``(sum w)^2 / sum w^2``, shape ``(4, n_mt)``
+        (0 where a region is empty; equal to the count for Poisson data)."""
+        n, v = np.asarray(self.n, float), np.asarray(self.var, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((v > 0) & (n > 0), n**2 / np.where(v > 0, v, 1.0), 0.0)
+
     def region(self, r: str) -> np.ndarray:
         """Counts in region ``r`` (one of A, B, C, D), shape ``(n_mt,)``."""
         return self.n[REGIONS.index(r)]

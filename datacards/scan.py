@@ -13,8 +13,12 @@ numpy operations. Metrics per point (plane SP by default, MC background summed o
             (quadrature sum).
 ``pvalue``  chi2 p-value of prediction vs MC in B over the M_T bins (:func:`.abcd.chi2_test`).
 ``plateau`` True if ``pvalue >= p_min`` at the point and at all its existing 8 grid neighbours.
-``delta``   fractional non-closure of the SR total, ``sum_i nhat_B,i / sum_i n_B,i - 1``.
-``pull``    ``(sum nhat_B - sum n_B) / sqrt(sum sigma^2(nhat_B) + sum sigma^2(n_B))`` (sumw2).
+``delta_bins`` ``max_i |delta_i|`` over the M_T bins, ``delta_i = nhat_B,i / n_B,i - 1`` (a bin with a
+            prediction but no MC in B, or MC in B but no prediction, counts as infinite; a bin
+            empty in both is skipped). The non-closure rule acts on this, per bin, as the cards'
+            non-closure does: on M_T-integrated sums, non-closures of opposite sign cancel.
+``pull_bins`` ``max_i |pull_i|``, ``pull_i = (nhat_B,i - n_B,i) / sqrt(sigma^2(nhat_B,i) + sigma^2(n_B,i))``.
+``delta``, ``pull`` the same of the SR total over M_T (kept for reference; no rule uses them).
 ``r_max``   ``max_{k, R in A,C,D} (s_R,k / b_R) / (s_B,k / b_B)`` (M_T-integrated yields; +inf if a
             signal point has events in A, C or D but none in B).
 ``in_bounds`` ``x0, y0`` inside ``bounds``.
@@ -56,8 +60,8 @@ class ScanRules:
     Attributes:
         p_min: minimum chi2 p-value (0.9), required at the point and, if ``plateau``, its neighbours.
         plateau: require the local plateau.
-        delta_max: maximum ``|delta|`` (0.05).
-        pull_max: maximum ``|pull|`` (2.0).
+        delta_max: maximum ``|delta_i|`` in every M_T bin (0.05).
+        pull_max: maximum ``|pull_i|`` in every M_T bin (2.0).
         r_max: maximum signal contamination ratio (0.35).
         bounds: allowed range for x0 and y0 ((0.1, 0.9)).
         sigma_mode: background uncertainty in ``<Z_A>``: "poisson", "sumw2" or "both".
@@ -184,6 +188,16 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     okt = all_ok & (den_tot > 0)
     pull = np.where(okt, (np.where(okt, nhat_tot, 0) - b_tot) / np.sqrt(np.where(okt, den_tot, 1)), np.nan)
 
+    fin = np.isfinite(nhat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta_i = np.where(fin & (b > 0), np.where(fin, nhat, 0) / np.where(b > 0, b, 1) - 1, np.nan)
+    broken = (fin & (np.where(fin, nhat, 0) > 0) & ~(b > 0)) | (~fin & (b > 0))
+    delta_i = np.where(broken, np.inf, delta_i)
+    delta_bins = np.max(np.where(np.isnan(delta_i), -np.inf, np.abs(delta_i)), axis=-1)
+    delta_bins = np.where(np.isneginf(delta_bins), np.nan, delta_bins)
+    pull_bins = np.max(np.where(okp, np.abs(pull_i), -np.inf), axis=-1)
+    pull_bins = np.where(np.isneginf(pull_bins), np.nan, pull_bins)
+
     sigma = _sigma_b(rules.sigma_mode, nhat, var, a, c, d)
     shape = (-1,) + (1,) * (sig.ndim - 2)
     stilde = sig[1] * np.asarray(factors).reshape(shape)
@@ -201,7 +215,7 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     r_max = np.where(np.isneginf(r_max), np.inf, r_max)
     return {
         "z_mean": z_mean, "chi2": chi2, "ndf": ndf, "pvalue": pval, "delta": delta, "pull": pull,
-        "r_max": r_max, "z_k": z_k,
+        "delta_bins": delta_bins, "pull_bins": pull_bins, "r_max": r_max, "z_k": z_k,
     }
 
 
@@ -227,7 +241,7 @@ def scan_working_points(
 
     Returns:
         :class:`ScanResult`; ``.table`` has columns ``x0, y0, z_mean, chi2, ndf, pvalue, plateau,
-        delta, pull, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
+        delta, pull, delta_bins, pull_bins, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
         passes`` and ``z_<signal>`` per signal point.
 
     Raises:
@@ -266,10 +280,11 @@ def scan_working_points(
     cols = {
         "x0": X.ravel(), "y0": Y.ravel(), "z_mean": m["z_mean"].ravel(), "chi2": m["chi2"].ravel(),
         "ndf": m["ndf"].ravel(), "pvalue": m["pvalue"].ravel(), "plateau": plateau.ravel(),
-        "delta": m["delta"].ravel(), "pull": m["pull"].ravel(), "r_max": m["r_max"].ravel(),
+        "delta": m["delta"].ravel(), "pull": m["pull"].ravel(), "delta_bins": m["delta_bins"].ravel(),
+        "pull_bins": m["pull_bins"].ravel(), "r_max": m["r_max"].ravel(),
         "pass_pvalue": (plateau if rules.plateau else pass_p).ravel(),
-        "pass_delta": (np.nan_to_num(np.abs(m["delta"]), nan=np.inf) <= rules.delta_max).ravel(),
-        "pass_pull": (np.nan_to_num(np.abs(m["pull"]), nan=np.inf) <= rules.pull_max).ravel(),
+        "pass_delta": (np.nan_to_num(m["delta_bins"], nan=np.inf) <= rules.delta_max).ravel(),
+        "pass_pull": (np.nan_to_num(m["pull_bins"], nan=np.inf) <= rules.pull_max).ravel(),
         "pass_rmax": (np.nan_to_num(m["r_max"], nan=np.inf) <= rules.r_max).ravel(),
         "in_bounds": ((X >= lo - 1e-9) & (X <= hi + 1e-9) & (Y >= lo - 1e-9) & (Y <= hi + 1e-9)).ravel(),
     }
@@ -291,7 +306,8 @@ def _choose(df, rules: ScanRules) -> tuple[tuple[float, float], bool, str]:
         r = df.loc[i]
         msg = (
             f"best working point (x0, y0) = ({r.x0:.3f}, {r.y0:.3f}): <Z_A> = {r.z_mean:.3g}, p = {r.pvalue:.3f}, "
-            f"delta = {r.delta:+.4f}, pull = {r.pull:+.3f}, r_max = {r.r_max:.3f}; "
+            f"max |delta_i| = {r.delta_bins:.4f}, max |pull_i| = {r.pull_bins:.3f} (integrated {r.delta:+.4f}, "
+            f"{r.pull:+.3f}), r_max = {r.r_max:.3f}; "
             f"{int(df.passes.sum())}/{len(df)} points pass all rules"
         )
         return (float(r.x0), float(r.y0)), False, msg

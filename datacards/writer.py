@@ -6,10 +6,22 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   e.g. ``SP_A_0 SP_B_0 SP_C_0 SP_D_0 SP_A_1 ...``;
 * processes ``sig`` (index 0) and ``bkg`` (index 1) in every channel; ``sig`` rate = signal MC
   yield in that region and bin;
-* ``bkg`` rate 1.0 everywhere; the yield is carried by rateParams: ``bkg_SP_A_i``, ``bkg_SP_C_i``,
-  ``bkg_SP_D_i`` free (initial value = MC yield, range ``[0, max(range_factor*value, 10)]``) and
+* ``bkg`` rates are the expected yields (MC in A, C, D; the ABCD prediction ``n_A n_D / n_C`` in
+  B) and free rateParams of order 1 scale them: ``bkg_SP_A_i``, ``bkg_SP_C_i``, ``bkg_SP_D_i``
+  (initial 1, range ``rateparam_range``, default ``[0.1, 10]``: away from the singular point C = 0
+  of A*D/C, and Minuit's first steps are fractions of the yield whatever its size) and
   ``bkg_SP_B_i`` = ``(@0*@1/@2)`` of ``bkg_SP_A_i,bkg_SP_D_i,bkg_SP_C_i`` (the ABCD relation);
-* ``nonclosure_bin<i>`` lnN ``1 + u_i`` on bkg in ``B_i`` only (:mod:`.nonclosure`);
+* ``nonclosure_bin<i>`` lnN ``kappa_i`` on bkg in ``B_i`` only, one independent nuisance per fit
+  bin (:mod:`.nonclosure`). The closure test needs more MC than the fit, so it is made in closure
+  bins: the fit bins merged further until every region holds ``min_neff`` effective MC events;
+  each fit bin takes the kappa of its closure bin. The nuisances stay uncorrelated between fit
+  bins: one nuisance shared by the fit bins of a closure bin would let the signal-free bins of
+  region B calibrate the others (a flat non-closure assumed, not measured). With
+  ``fit_min_neff = min_neff`` the two binnings are one;
+* ``shapes * * FAKE``: Combine builds the channels as shape channels. Counting channels are
+  multiplied into one product pdf, which underflows for 20 channels of large yields ("top-level
+  p.d.f not greater than zero" in every toy fit); shape channels sum log-likelihoods. Results
+  are unchanged (Combine issue #184);
 * ``lumi`` lnN on sig in all channels (default 1.016) plus optional extra signal lnN systematics;
 * observation: background-only Asimov (A, C, D = MC background, B = ABCD prediction
   ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data. Data puts the
@@ -17,11 +29,13 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   unblinds: it needs ``unblind=True`` explicitly, and such cards carry an ``UNBLINDED:`` header
   line and ``"unblinded": true`` in ``index.json``.
 
-Zero or negative expected background: with ``zero_bkg="merge"`` (default), M_T bins are grouped,
-starting from one group per bin; while some group has MC background ``<= min_bkg`` in any of the
-four regions, the lowest such group is merged with its upper neighbour (the lower one for the
-last group). If a single group remains and is still bad, or with ``zero_bkg="floor"``, the
-offending yields are set to ``floor_value``. Groups, merges and floors are reported in
+M_T bins with too little MC: with ``zero_bkg="merge"`` (default), M_T bins are grouped, starting
+from one group per bin; while some group has, in any of the four regions of the fit plane, MC
+background ``<= min_bkg`` or an effective number of MC events (Kish, ``(sum w)^2 / sum w^2``)
+below ``min_neff``, the lowest such group is merged with its upper neighbour (the lower one for
+the last group). The closure test of every kept bin then rests on enough MC events to mean
+something. If a single group remains and is still bad, or with ``zero_bkg="floor"``, the
+offending yields are set to ``floor_value``. The last M_T bin holds the overflow (``[lo, inf)``). Groups, merges and floors are reported in
 ``DIR/datacards/index.json``. Negative signal yields (negative MC weights) are set to 0 and
 listed per point in the index.
 
@@ -44,7 +58,7 @@ from svjscout import __version__
 from svjscout.exceptions import DatacardError
 
 from .abcd import predict
-from .nonclosure import closure_yields, nonclosure_from_yields
+from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parser import parse_text, validate_datacard
 from .plots import point_name
 from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
@@ -54,12 +68,15 @@ log = logging.getLogger(__name__)
 CARD_NAME = "datacard.txt"
 
 
-def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0) -> tuple[list[list[int]], list[dict]]:
-    """M_T bin groups so that every region has background > ``min_bkg`` (rule in module docstring).
+def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None = None,
+                 min_neff: float = 0.0) -> tuple[list[list[int]], list[dict]]:
+    """M_T bin groups so that every region has background > ``min_bkg`` and N_eff >= ``min_neff``.
 
     Args:
         bkg: background yields, shape ``(4, n_mt)`` (A, B, C, D).
         min_bkg: threshold (events).
+        var: their variances (sum of squared weights), shape ``(4, n_mt)``; needed for ``min_neff``.
+        min_neff: minimum Kish effective number of MC events ``(sum w)^2 / sum w^2`` per region.
 
     Returns:
         ``(groups, merges)``: lists of consecutive original bins, and one record per merge
@@ -67,10 +84,18 @@ def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0) -> tuple[list[list[int]]
     """
     groups = [[i] for i in range(bkg.shape[1])]
     merges = []
+    if min_neff > 0 and var is None:
+        raise DatacardError("merge_groups: min_neff needs the variances (var)")
 
     def bad(g):
         tot = bkg[:, g].sum(axis=1)
-        return [REGIONS[r] for r in range(4) if not tot[r] > min_bkg]
+        out = [REGIONS[r] for r in range(4) if not tot[r] > min_bkg]
+        if min_neff > 0:
+            v = var[:, g].sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                neff = np.where((v > 0) & (tot > 0), tot**2 / np.where(v > 0, v, 1.0), 0.0)
+            out += [f"{REGIONS[r]} (N_eff {neff[r]:.1f})" for r in range(4) if neff[r] < min_neff and REGIONS[r] not in out]
+        return out
 
     while len(groups) > 1:
         offenders = [k for k, g in enumerate(groups) if bad(g)]
@@ -79,10 +104,11 @@ def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0) -> tuple[list[list[int]]
         k = offenders[0]
         j = k + 1 if k + 1 < len(groups) else k - 1
         lo, hi = sorted((k, j))
-        reason = f"background <= {min_bkg:g} in region(s) {bad(groups[k])} of M_T bins {groups[k]}"
+        reason = (f"background <= {min_bkg:g}" + (f" or N_eff < {min_neff:g}" if min_neff > 0 else "")
+                  + f" in region(s) {bad(groups[k])} of M_T bins {groups[k]}")
         merged = groups[lo] + groups[hi]
         merges.append({"bins": groups[k], "with": groups[j], "into": merged, "reason": reason})
-        log.warning("merging M_T bins %s and %s: %s", groups[lo], groups[hi], reason)
+        log.info("merging M_T bins %s and %s: %s", groups[lo], groups[hi], reason)
         groups[lo:hi + 1] = [merged]
     return groups, merges
 
@@ -108,22 +134,22 @@ def format_card(
     plane: str = "SP",
     lumi_unc: float = 1.016,
     signal_systematics: Mapping[str, float] | None = None,
-    range_factor: float = 20.0,
+    rateparam_range: tuple[float, float] = (0.1, 10.0),
     header: Sequence[str] = (),
 ) -> str:
     """Text of one ABCD datacard.
 
     Args:
         point: signal point name (header only).
-        bkg: background yields used as rateParam initial values, shape ``(4, n)`` (A, B, C, D;
-            the B row is not used: B follows the ABCD formula).
+        bkg: background yields, shape ``(4, n)`` (A, B, C, D): the rates of A, C, D; the rate of
+            B is the ABCD prediction ``A D / C`` from them (the B row is not used).
         sig: signal yields, shape ``(4, n)``.
         obs: observation, shape ``(4, n)``.
-        nonclosure: relative non-closure per bin, shape ``(n,)``.
+        nonclosure: lnN kappa of the non-closure per bin, shape ``(n,)`` (>= 1).
         plane: channel name prefix.
         lumi_unc: lnN value of the luminosity uncertainty on sig.
         signal_systematics: extra lnN on sig in all channels, ``{name: kappa}``.
-        range_factor: rateParam range is ``[0, max(range_factor * value, 10)]``.
+        rateparam_range: ``[lo, hi]`` of the free rateParams (initial value 1).
         header: comment lines (without ``#``).
 
     Returns:
@@ -139,29 +165,33 @@ def format_card(
               f"kmax {len(systs) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
     sep = "-" * 80
     lines.append(sep)
+    lines.append("shapes * * FAKE")
+    lines.append(sep)
     lines += _align([["bin", *chans], ["observation", *[_fmt(obs[r, i]) for r, i in ridx]]])
+    rate_b = bkg[0] * bkg[3] / bkg[2]
+    bkg_rate = {(r, i): (rate_b[i] if r == "B" else bkg[REGIONS.index(r), i]) for i in range(n) for r in REGIONS}
     lines.append(sep)
     cols = [(c, p) for c in chans for p in ("sig", "bkg")]
     rows = [
         ["bin", "", *[c for c, _ in cols]],
         ["process", "", *[p for _, p in cols]],
         ["process", "", *["0" if p == "sig" else "1" for _, p in cols]],
-        ["rate", "", *[_fmt(sig[r, i]) if p == "sig" else "1.0" for (r, i) in ridx for p in ("sig", "bkg")]],
+        ["rate", "", *[_fmt(sig[r, i]) if p == "sig" else _fmt(bkg_rate[(REGIONS[r], i)])
+                       for (r, i) in ridx for p in ("sig", "bkg")]],
     ]
     srows = []
     for name, kappa in systs.items():
         srows.append([name, "lnN", *[_fmt(kappa) if p == "sig" else "-" for _, p in cols]])
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
-                      *[_fmt(1.0 + nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
+                      *[_fmt(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
     body = _align(rows + [["-" * 3]] + srows)
     lines += body[:4] + [sep] + body[5:]
     rp = []
     for i in range(n):
         for r in ("A", "C", "D"):
-            v = float(bkg[REGIONS.index(r), i])
-            rp.append([f"bkg_{plane}_{r}_{i}", "rateParam", f"{plane}_{r}_{i}", "bkg", _fmt(v),
-                       f"[0,{_fmt(max(range_factor * v, 10.0))}]"])
+            rp.append([f"bkg_{plane}_{r}_{i}", "rateParam", f"{plane}_{r}_{i}", "bkg", "1",
+                       f"[{_fmt(rateparam_range[0])},{_fmt(rateparam_range[1])}]"])
         rp.append([f"bkg_{plane}_B_{i}", "rateParam", f"{plane}_B_{i}", "bkg", "(@0*@1/@2)",
                    f"bkg_{plane}_A_{i},bkg_{plane}_D_{i},bkg_{plane}_C_{i}"])
     lines.append(sep)
@@ -180,14 +210,17 @@ def write_datacards(
     outdir: str | os.PathLike,
     asimov: bool = True,
     lumi_unc: float = 1.016,
-    nonclosure_method: str = "max",
+    nonclosure_method: str = "significance",
     plane: str = "SP",
     zero_bkg: str = "merge",
     min_bkg: float = 0.0,
     floor_value: float = 1e-3,
     signal_systematics: Mapping[str, float] | None = None,
     signals: Sequence[str] | None = None,
-    range_factor: float = 20.0,
+    rateparam_range: tuple[float, float] = (0.1, 10.0),
+    min_neff: float = 10.0,
+    fit_min_neff: float = 0.0,
+    nonclosure_z: float = 2.0,
     inputs: str = "",
     validate: bool = True,
     unblind: bool = False,
@@ -202,14 +235,19 @@ def write_datacards(
         asimov: observation = background-only Asimov (True) or data (False; needs kind "data"
             and ``unblind=True``).
         lumi_unc: lnN of the luminosity uncertainty on the signal.
-        nonclosure_method: see :mod:`.nonclosure`.
+        nonclosure_method: see :mod:`.nonclosure` (default ``significance``).
         plane: plane whose regions enter the fit ("SP").
         zero_bkg: "merge" (merge M_T bins, then floor if needed) or "floor".
         min_bkg: a region/bin needs background > ``min_bkg``.
         floor_value: yield used for non-positive background after merging (events).
         signal_systematics: extra lnN on the signal, ``{name: kappa}``.
         signals: signal datasets (default all of kind "signal").
-        range_factor: rateParam ranges ``[0, max(range_factor * value, 10)]``.
+        rateparam_range: ``[lo, hi]`` of the free background rateParams (initial value 1).
+        min_neff: minimum Kish effective number of MC background events per region of each
+            closure bin (the bins of the closure test and of the non-closure nuisances).
+        fit_min_neff: the same for the fit bins (``zero_bkg="merge"``; default 0: a fit bin needs
+            only background in every region). ``fit_min_neff = min_neff`` makes the two binnings one.
+        nonclosure_z: standard deviations of a significant non-closure (method ``significance``).
         inputs: description of the input (e.g. the histograms file) for card headers and index.
         validate: parse and validate every written card (:func:`.parser.validate_datacard`).
         unblind: allow ``asimov=False``: the observation in region B of ``plane`` (the signal
@@ -235,7 +273,7 @@ def write_datacards(
     bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background")
     n_orig = bkg0.n.shape[1]
     if zero_bkg == "merge":
-        groups, merges = merge_groups(bkg0.n, min_bkg)
+        groups, merges = merge_groups(bkg0.n, min_bkg, bkg0.var, fit_min_neff)
     else:
         groups, merges = [[i] for i in range(n_orig)], []
     bkg = bkg0.merged(groups)
@@ -249,8 +287,23 @@ def write_datacards(
                 log.warning("background %s in %s_%s_%d (M_T bins %s) floored to %g", bkg_n[r, i], plane,
                             REGIONS[r], i, groups[i], floor_value)
                 bkg_n[r, i] = floor_value
-    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, groups)
-    unc = nonclosure_from_yields(sp, vp, nonclosure_method)
+    # closure bins: fit bins merged until the closure test has min_neff MC events in every region
+    cbins, cmerges = merge_groups(bkg.n, min_bkg, bkg.var, min_neff)
+    closure_groups = [[o for i in cb for o in groups[i]] for cb in cbins]
+    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, closure_groups)
+    nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z)
+    for entry, cb in zip(nc["bins"], cbins):
+        entry["fit_bins"] = cb
+    kappa_c = np.asarray(nc["kappa"])
+    unc = np.empty(len(groups))
+    for k, cb in enumerate(cbins):
+        unc[cb] = kappa_c[k]
+    low_neff = [{"closure_bin": k, "mt": mt_bin_label(sp.edges, k), "region": REGIONS[r], "n_eff": float(sp.neff[r, k])}
+                for r in range(4) for k in range(len(cbins)) if sp.neff[r, k] < min_neff]
+    if low_neff:
+        log.warning("%d region(s) of closure bins below N_eff %g after merging every M_T bin: %s", len(low_neff),
+                    min_neff, low_neff)
+    fit_neff = bkg.neff
 
     if asimov:
         obs = bkg_n.copy()
@@ -271,11 +324,17 @@ def write_datacards(
         "plane": plane, "asimov": bool(asimov), "unblinded": bool(unblinded), "observation": obs_label,
         "lumi_unc": lumi_unc,
         "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
-        "nonclosure": [float(u) for u in unc], "mt_edges_original": [float(e) for e in bkg0.edges],
-        "mt_edges": [float(e) for e in edges], "mt_groups": groups, "merges": merges, "floors": floors,
+        "nonclosure": [float(k) - 1.0 for k in unc], "nonclosure_kappa": [float(k) for k in unc],
+        "closure": nc, "closure_bins": cbins, "closure_merges": cmerges, "min_neff": min_neff,
+        "fit_min_neff": fit_min_neff, "below_min_neff": low_neff,
+        "fit_n_eff": [dict(zip(REGIONS, (float(v) for v in fit_neff[:, i]))) for i in range(len(groups))],
+        "rateparam_range": list(rateparam_range),
+        "mt_edges_original": [float(e) for e in bkg0.edges],
+        "mt_edges": [float(e) for e in edges], "mt_bins": [mt_bin_label(edges, i) for i in range(len(groups))],
+        "last_bin_holds_overflow": True, "mt_groups": groups, "merges": merges, "floors": floors,
         "zero_bkg": zero_bkg, "cards_dir": os.path.abspath(cdir), "points": {}, "cards": [],
     }
-    bins_txt = ", ".join(f"{i}:[{edges[i]:g},{edges[i + 1]:g})" for i in range(len(groups)))
+    bins_txt = ", ".join(f"{i}:{mt_bin_label(edges, i).replace(' ', '')}" for i in range(len(groups)))
     for name in sig_names:
         point = point_name(name, datasets.get(name, {}))
         if point in index["points"]:
@@ -290,14 +349,16 @@ def write_datacards(
             f"written by svjscout {__version__} (svjscout.datacards.writer) at {created}",
             f"inputs: {inputs or 'n/a'}",
             f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0",
-            f"M_T bins [GeV] {bins_txt}; merged groups of original bins {groups}",
+            f"M_T bins [GeV] {bins_txt} (the last holds the overflow); merged groups of original bins {groups}",
+            "closure bins (kappa of the nonclosure_bin<i> of their fit bins): " + "; ".join(
+                f"fit bins {cb}: kappa {kappa_c[k]:.4g} ({nc['bins'][k]['source']})" for k, cb in enumerate(cbins)),
             f"observation: {obs_label}",
             *([f"UNBLINDED: the observation in region B of the {plane} plane (channels {plane}_B_*, the signal region) "
                "is data (written with unblind=True)"] if unblinded else []),
-            "bkg: rate 1.0 x rateParam; B_i = A_i*D_i/C_i; non-closure "
-            f"({nonclosure_method}) lnN on bkg in B_i; lumi lnN {lumi_unc:g} on sig",
+            "bkg: rate = expected yield (B: A*D/C) x rateParam of order 1; B_i rateParam = A_i*D_i/C_i; "
+            f"non-closure ({nonclosure_method}) lnN kappa on bkg in B_i; lumi lnN {lumi_unc:g} on sig",
         ]
-        text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, range_factor, header)
+        text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, rateparam_range, header)
         pdir = os.path.join(cdir, point)
         os.makedirs(pdir, exist_ok=True)
         path = os.path.join(pdir, CARD_NAME)
@@ -310,6 +371,7 @@ def write_datacards(
         index["points"][point] = {
             "dataset": name, "mzprime": meta.get("mzprime"), "rinv": meta.get("rinv"), "card": rel,
             "signal_yield": {r: float(sig.n[k].sum()) for k, r in enumerate(REGIONS)},
+            "bins_without_signal_in_B": [mt_bin_label(edges, i) for i in np.flatnonzero(~(sig.n[1] > 0))],
             "negative_signal_set_to_zero": neg,
         }
         index["cards"].append(rel)

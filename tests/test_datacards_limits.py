@@ -80,7 +80,7 @@ def _abcd_card(a, c, d, s_b, s_other=0.0, nonclosure=0.0, lumi=1.016):
     sig = np.array([np.full(n, s_other), s_b, np.full(n, s_other), np.full(n, s_other)], dtype=float)
     obs = bkg.copy()
     obs[1] = bkg[0] * bkg[3] / bkg[2]
-    return parse_text(format_card("t", bkg, sig, obs, np.full(n, nonclosure), lumi_unc=lumi, range_factor=20.0,
+    return parse_text(format_card("t", bkg, sig, obs, np.full(n, 1.0 + nonclosure), lumi_unc=lumi,
                                   header=["observation: background-only Asimov"]))
 
 

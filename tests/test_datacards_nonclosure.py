@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from svjscout.datacards import abcd_prediction, nonclosure_uncertainties
-from svjscout.datacards.nonclosure import nonclosure_from_deltas
+from svjscout.datacards.nonclosure import kappas_from_deltas, log_kappa, nonclosure_from_deltas, nonclosure_report
 from svjscout.datacards.toys import CENTERS, build_xy_mt, factorised, falling
 from svjscout.exceptions import DatacardError
 
@@ -18,7 +18,8 @@ def test_methods_on_explicit_deltas():
     np.testing.assert_allclose(nonclosure_from_deltas(dsp, dvp, ssp, svp, "sp"), [0.01, 0.04, 1.0])
     np.testing.assert_allclose(nonclosure_from_deltas(dsp, dvp, ssp, svp, "vp"), [0.02, 0.01, 0.3])
     np.testing.assert_allclose(nonclosure_from_deltas(dsp, dvp, ssp, svp, "quadrature"),
-                               [np.hypot(0.02, 0.005), np.hypot(0.03, 0.04), 1.0])
+                               [np.exp(np.hypot(np.log(1.02), np.log(1.005))) - 1,
+                                np.exp(np.hypot(-np.log(0.97), np.log(1.04))) - 1, 1.0])
     np.testing.assert_allclose(nonclosure_from_deltas(dsp, dvp, ssp, svp, "max", floor=0.03), [0.03, 0.04, 1.0])
     with pytest.raises(DatacardError, match="bogus"):
         nonclosure_from_deltas(dsp, dvp, ssp, svp, "bogus")
@@ -34,7 +35,11 @@ def test_from_histogram_sp_closes_vp_correlated():
     tvp = abcd_prediction(h, ds, wp, plane="VP")
     tsp = abcd_prediction(h, ds, wp, plane="SP")
     u = nonclosure_uncertainties(h, ds, wp, method="max")
-    np.testing.assert_allclose(u, np.maximum(np.abs(tvp.delta), tsp.sigma_delta))
+    # the default rule: SP closes (delta compatible with 0), the VP non-closure is significant
+    u_sig = nonclosure_uncertainties(h, ds, wp)
+    assert np.all(np.abs(tvp.delta) > 2 * tvp.sigma_delta)
+    np.testing.assert_allclose(u_sig, np.maximum(log_kappa(tvp.delta) - 1, tsp.sigma_delta))
+    np.testing.assert_allclose(u, np.maximum.reduce([log_kappa(tvp.delta) - 1, log_kappa(tsp.delta) - 1, tsp.sigma_delta]))
     assert np.all(u > 0.01)
     np.testing.assert_allclose(nonclosure_uncertainties(h, ds, wp, method="sp"), tsp.sigma_delta)
     merged = nonclosure_uncertainties(h, ds, wp, method="vp", groups=[[0, 1]])
@@ -49,4 +54,45 @@ def test_vp_data_method_uses_data():
     ds = {"bkg": {"kind": "background"}, "data": {"kind": "data"}}
     u_mc = nonclosure_uncertainties(h, ds, (0.75, 0.75), method="vp")
     u_data = nonclosure_uncertainties(h, ds, (0.75, 0.75), method="vp_data")
-    assert u_mc[0] < 1e-3 and u_data[0] == pytest.approx(0.5, rel=0.02)
+    # data in B twice the prediction: delta = -0.5, a prediction low by a factor 2 needs kappa 2
+    assert u_mc[0] < 1e-3 and u_data[0] == pytest.approx(1.0, rel=0.02)
+
+
+def test_kappa_is_multiplicative():
+    """A prediction low by a factor 2 (delta = -0.5) needs kappa 2; high by 1.5 (+0.5) needs 1.5."""
+    assert log_kappa(-0.5) == pytest.approx(2.0) and log_kappa(0.5) == pytest.approx(1.5)
+    k, src = kappas_from_deltas([-0.5, 0.5], [0.0, 0.0], [0.01, 0.01], [0.01, 0.01])
+    np.testing.assert_allclose(k, [2.0, 1.5])
+    assert src == ["SP non-closure", "SP non-closure"]
+    # the old symmetric 1 + |delta| under-covered the low prediction: kappa 1.5 < 2
+    assert k[0] >= 2.0
+
+
+def test_closure_compatible_with_zero_gets_the_test_precision():
+    # |delta| < 2 sigma: the test cannot resolve it, kappa = 1 + sigma (not 1 + |delta|, not 100 %)
+    k, src = kappas_from_deltas([0.15, -0.3], [np.nan, 0.0], [0.1, 0.2], [np.nan, 0.05])
+    np.testing.assert_allclose(k, [1.1, 1.2])
+    assert src == ["SP precision", "SP precision"]
+    # a VP non-closure within its (large) statistical error does not widen it, a significant one does
+    k, src = kappas_from_deltas([0.0, 0.0], [0.8, 0.8], [0.1, 0.1], [0.5, 0.1])
+    np.testing.assert_allclose(k, [1.1, 1.8])
+    assert src == ["SP precision", "VP non-closure"]
+    # the old rule took |delta_VP| = 0.8 at face value in both bins
+    np.testing.assert_allclose(nonclosure_from_deltas([0.0, 0.0], [0.8, 0.8], [0.1, 0.1], [0.5, 0.1], "max"), [0.8, 0.8])
+
+
+def test_report_has_neff_and_is_json_safe():
+    import json
+
+    sp = factorised(1e4, falling(3.0), falling(2.0), [1.0, 1.0])
+    h = build_xy_mt({"bkg": {"SP": sp, "VP": 0.3 * sp}}, EDGES, 1e-6)
+    ds = {"bkg": {"kind": "background"}}
+    from svjscout.datacards.regions import region_yields
+
+    ysp, yvp = (region_yields(h, ds, (0.6, 0.6), plane=p) for p in ("SP", "VP"))
+    rep = nonclosure_report(ysp, yvp)
+    json.dumps(rep, allow_nan=False)
+    for i, b in enumerate(rep["bins"]):
+        for k, r in enumerate("ABCD"):
+            assert b["SP"]["n_eff"][r] == pytest.approx(ysp.n[k, i] ** 2 / ysp.var[k, i])
+    assert rep["bins"][-1]["mt"] == "[1000, inf)"

@@ -122,3 +122,20 @@ def test_write_scan(tmp_path):
 
     df = pd.read_csv(tmp_path / "scan.csv")
     assert len(df) == 9 and {"z_mean", "pvalue", "plateau", "delta", "pull", "r_max", "passes"} <= set(df.columns)
+
+
+def test_per_bin_rules_fail_where_the_integrated_ones_pass():
+    """The demo's pattern: non-closures of opposite sign per M_T bin cancel in the M_T-integrated sum."""
+    bkg = factorised(1e7, falling(3.0), falling(2.0), [1.0, 1.0])
+    bkg[31:, 35:, 0] *= 1.25  # region B at (0.775, 0.875), M_T bin 0: prediction 20 % low
+    bkg[31:, 35:, 1] *= 0.75  # bin 1: prediction 33 % high; the B totals still add up
+    sig = np.zeros((40, 40, 2))
+    sig[38, 38, :] = [5.0, 5.0]
+    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.2 * bkg}, "s": {"SP": sig}}, EDGES, 1e-4)
+    ds = {"bkg": {"kind": "background"}, "s": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
+    res = scan_working_points(h, ds, grid=(np.array([0.775]), np.array([0.875])))
+    row = res.table.iloc[0]
+    assert abs(row.delta) < 1e-9 and abs(row.pull) < 1e-6  # integrated: "closes"
+    assert row.delta_bins == pytest.approx(1 / 0.75 - 1, rel=1e-6)  # per bin: it does not
+    assert row.pull_bins > 100
+    assert not row.pass_delta and not row.pass_pull

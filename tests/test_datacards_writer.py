@@ -44,7 +44,11 @@ def test_card_structure(written):
     assert card.imax == 12 and card.jmax == 1 and card.kmax == 2 + 3
     assert card.bins[:4] == ["SP_A_0", "SP_B_0", "SP_C_0", "SP_D_0"]
     assert all(b.split("_")[1] in "ABCD" for b in card.bins)
-    assert set(card.col_rates[1::2]) == {"1.0"}  # bkg rate 1, yield in the rateParam
+    # the yields are in the rates, the free rateParams are O(1) with a range away from 0
+    assert all(float(r) > 0.0 for r in card.col_rates[1::2])
+    free = [rp for rp in card.rate_params if not rp.is_formula]
+    assert len(free) == 9 and all(rp.value == 1.0 and rp.range == (0.1, 10.0) for rp in free)
+    assert "shapes * * FAKE" in text
     nc = [s for s in card.systematics if "nonclosure" in s.name]
     assert [s.name for s in nc] == ["nonclosure_bin0", "nonclosure_bin1", "nonclosure_bin2"]
     for i, s in enumerate(nc):  # only on bkg in B_i
@@ -62,13 +66,19 @@ def test_round_trip_numbers(written):
     card = parse_datacard(out / "datacards" / "svj_mz1500_rinv0.3" / "datacard.txt")
     bkg = region_yields(h, ds, WP, which="background")
     sig = region_yields(h, ds, WP, which="svj_mz1500_rinv0.3")
-    u = nonclosure_uncertainties(h, ds, WP)
+    # each fit bin takes the kappa of its closure bin (fit bins merged to min_neff MC events)
+    closure_groups = [[o for i in cb for o in index["mt_groups"][i]] for cb in index["closure_bins"]]
+    u_closure = nonclosure_uncertainties(h, ds, WP, groups=closure_groups)
+    u = np.empty(3)
+    for k, cb in enumerate(index["closure_bins"]):
+        u[cb] = u_closure[k]
     for i in range(3):
         for k, r in enumerate("ABCD"):
             assert card.rate(f"SP_{r}_{i}", "sig") == pytest.approx(sig.n[k, i], rel=1e-7)
             if r != "B":
-                rp = card.rate_param(f"bkg_SP_{r}_{i}")
-                assert rp.value == pytest.approx(bkg.n[k, i], rel=1e-7) and rp.range[0] == 0.0
+                assert card.rate(f"SP_{r}_{i}", "bkg") == pytest.approx(bkg.n[k, i], rel=1e-7)
+                assert card.rate_param(f"bkg_SP_{r}_{i}").value == 1.0
+        assert card.rate(f"SP_B_{i}", "bkg") == pytest.approx(bkg.n[0, i] * bkg.n[3, i] / bkg.n[2, i], rel=1e-7)
         assert float(card.systematic(f"nonclosure_bin{i}").values[card.col_bins.index(f"SP_B_{i}") + 1]) == pytest.approx(1 + u[i], rel=1e-7)
     obs = card.obs()
     t = abcd_prediction(h, ds, WP)
@@ -113,7 +123,7 @@ def test_zero_background_floor_mode(tmp_path):
     floored = {(f["region"], f["bin"]) for f in index["floors"]}
     assert floored == {("B", 0), ("A", 3), ("B", 3), ("C", 3), ("D", 3)}
     card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
-    assert card.rate_param("bkg_SP_C_3").value == pytest.approx(0.01)
+    assert card.rate("SP_C_3", "bkg") == pytest.approx(0.01)
     assert validate_datacard(card) == []
 
 
@@ -138,3 +148,37 @@ def test_data_observation(tmp_path):
     assert "1.025" in card.systematic("lumi").values and index["asimov"] is False
     with pytest.raises(DatacardError, match="zero_bkg"):
         write_datacards(h, ds, WP, tmp_path, zero_bkg="nope")
+
+
+def test_merge_rule_on_effective_events():
+    """Hand-made yields with known Kish N_eff: weights w per event, N_eff = n for equal weights."""
+    # region B of bins 0 and 1: 4 events of weight 2.5 each (N_eff 4); bin 2: 12 events (N_eff 12);
+    # bin 3: 3 events of weight 1 and one of weight 9 (sum 12, sum w^2 84: N_eff 144/84 = 1.71)
+    n = np.full((4, 4), 100.0)
+    var = np.full((4, 4), 1.0)  # N_eff 10,000 elsewhere
+    n[1] = [10.0, 10.0, 30.0, 12.0]
+    var[1] = [25.0, 25.0, 75.0, 84.0]
+    groups, merges = merge_groups(n, 0.0, var, min_neff=6.0)
+    # bin 0 (4) + bin 1 (4) = N_eff 8 >= 6; bin 2 alone 12; bin 3 (1.71) merges down into bin 2: (42)^2/159 = 11.1
+    assert groups == [[0, 1], [2, 3]]
+    assert "N_eff 4.0" in merges[0]["reason"] and "N_eff 1.7" in merges[1]["reason"]
+    assert merge_groups(n, 0.0, var, min_neff=0.0)[0] == [[0], [1], [2], [3]]
+    with pytest.raises(DatacardError, match="var"):
+        merge_groups(n, 0.0, None, min_neff=5.0)
+
+
+def test_index_reports_neff_closure_and_signal_free_bins(tmp_path):
+    h, ds = realistic_toy(n_mt=3, n_signal=1, n_background=1)
+    index = write_datacards(h, ds, WP, tmp_path, min_neff=1e9)  # nothing passes: one closure bin
+    assert index["closure_bins"] == [[0, 1, 2]] and len(index["closure"]["bins"]) == 1
+    assert index["below_min_neff"] and len(set(index["nonclosure_kappa"])) == 1
+    bkg = region_yields(h, ds, WP, which="background")
+    for i, neff in enumerate(index["fit_n_eff"]):
+        for k, r in enumerate("ABCD"):
+            assert neff[r] == pytest.approx(bkg.n[k, i] ** 2 / bkg.var[k, i], rel=1e-9)
+    assert index["mt_bins"][-1].endswith("inf)") and index["last_bin_holds_overflow"]
+    point = next(iter(index["points"].values()))
+    sig = region_yields(h, ds, WP, which=point["dataset"]).n[1]
+    assert point["bins_without_signal_in_B"] == [index["mt_bins"][i] for i in np.flatnonzero(~(sig > 0))]
+    card = (tmp_path / "datacards" / point["card"]).read_text()
+    assert "inf)" in card and "closure bins" in card
