@@ -119,13 +119,18 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_m
 @click.option("--unblind", is_flag=True,
               help="Allow --data: put data in region B of the signal plane (the signal region), i.e. unblind.")
 @click.option("--lumi-unc", type=float, default=1.016, show_default=True, help="lnN of the luminosity uncertainty on the signal.")
-@click.option("--nonclosure-method", type=click.Choice(["max", "sp", "vp", "quadrature", "vp_data"]), default="max",
-              show_default=True, help="Per-bin non-closure uncertainty method (docs/datacards.md).")
+@click.option("--nonclosure-method", type=click.Choice(["significance", "max", "sp", "vp", "quadrature", "vp_data"]),
+              default="significance", show_default=True, help="Per-bin non-closure uncertainty rule (docs/datacards.md).")
+@click.option("--min-neff", type=float, default=10.0, show_default=True,
+              help="Minimum effective number of MC events per region of a closure bin (M_T bins merged until met).")
+@click.option("--fit-min-neff", type=float, default=0.0, show_default=True,
+              help="The same for the fit bins (set it to --min-neff for one binning).")
 @click.option("--zero-bkg", type=click.Choice(["merge", "floor"]), default="merge", show_default=True,
               help="Non-positive background in a region/bin: merge M_T bins (then floor), or floor only.")
 @click.option("--signal-syst", multiple=True, metavar="NAME=KAPPA", help="Extra lnN on the signal, repeatable.")
 @_add(_scan_opts)
-def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, zero_bkg, signal_syst,
+def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, fit_min_neff,
+                  zero_bkg, signal_syst,
                   grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
@@ -156,11 +161,13 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
             raise click.BadParameter(f"'{s}' is not NAME=KAPPA", param_hint="--signal-syst")
         systs[name] = float(val)
     index = write_datacards(xy_mt, datasets, wp, out, asimov=asimov, unblind=unblind, lumi_unc=lumi_unc,
-                            nonclosure_method=nonclosure_method, zero_bkg=zero_bkg, signal_systematics=systs,
+                            nonclosure_method=nonclosure_method, min_neff=min_neff, fit_min_neff=fit_min_neff,
+                            zero_bkg=zero_bkg, signal_systematics=systs,
                             inputs=os.path.abspath(histograms))
     for card in index["cards"]:
         validate_datacard(os.path.join(index["cards_dir"], card))
-    click.echo(json.dumps({k: index[k] for k in ("wp", "mt_groups", "merges", "floors", "nonclosure", "cards")}, indent=1))
+    click.echo(json.dumps({k: index[k] for k in ("wp", "mt_bins", "closure_bins", "merges", "floors", "nonclosure_kappa",
+                                                 "cards")}, indent=1))
 
 
 @click.command(name="limits")
