@@ -93,7 +93,11 @@ class DatacardSpec(BaseModel):
     asimov: bool = True
     unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
     lumi_unc: float = 1.016
-    nonclosure_method: str = "max"
+    nonclosure_method: Literal["significance", "max", "sp", "vp", "quadrature", "vp_data"] = "significance"
+    nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
+    min_neff: float = 10.0  # Kish effective MC events per region of a closure bin
+    fit_min_neff: float = 0.0  # the same for the fit bins (min_neff here: one binning)
+    rateparam_range: tuple[float, float] = (0.1, 10.0)  # free background rateParams, initial 1
 
     @model_validator(mode="after")
     def _blinded_unless_asked(self):
@@ -103,6 +107,15 @@ class DatacardSpec(BaseModel):
             raise ValueError("asimov: false puts data into region B of the signal plane (unblinding); "
                              "set datacards.unblind: true to do that on purpose")
         return self
+
+
+class PlotsSpec(BaseModel):
+    """How the figures are labelled: ``CMS [Simulation] <label>``, PNG resolution (PDF is vector)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = "Private Work"
+    dpi: int = Field(150, ge=150, le=1200)
 
 
 class JobConfig(BaseModel):
@@ -117,6 +130,7 @@ class JobConfig(BaseModel):
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     scan: ScanSpec = Field(default_factory=ScanSpec)
     datacards: DatacardSpec = Field(default_factory=DatacardSpec)
+    plots: PlotsSpec = Field(default_factory=PlotsSpec)
     base_dir: Path = Path(".")
 
     def resolve(self, path: str) -> str:
@@ -195,6 +209,6 @@ def config_digest(cfg: JobConfig) -> str:
 
     from svjscout.jobs.provenance import models
 
-    payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "name"})
+    payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "plots", "name"})
     payload["model_sha256"] = {k: v["sha256"] for k, v in models(cfg).items()}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

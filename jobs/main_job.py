@@ -8,7 +8,7 @@ Stages (each with a progress line on stderr, each timed in ``timings.json``):
    ``--scan`` or ``scan.enabled``); writes ``scan.csv`` and heat maps;
 3. ``datacards``: ABCD closure at the WP and one Combine card per signal point;
 4. ``limits``: quick asymptotic CLs limits -> ``limits.json`` and limit plots;
-5. ``report``: M_T and X-Y plots, ``summary.md``.
+5. ``report``: the closure plots, M_T per region, X-Y planes, controls (PDF + PNG), ``summary.md``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
 def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: bool, overrides: dict,
                 state: dict) -> dict:
     from svjscout import datacards as dc
+    from svjscout.datacards.style import PlotStyle
     from svjscout.jobs import report
 
     use_scan = cfg.scan.enabled if use_scan is None else use_scan
@@ -99,7 +100,8 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
         grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
         scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference)
-        dc.write_scan(scan, outdir)
+        style = PlotStyle.from_config(cfg)
+        dc.write_scan(scan, outdir, style=style)
         wp = tuple(float(v) for v in (scan.best if use_scan else cfg.analysis.wp))
         wp_source = "grid scan choice" if use_scan else "configured (analysis.wp)"
         row = _scan_row(scan, wp)
@@ -112,8 +114,11 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
 
         t = stage("datacards")
         closure = _closure_tables(xy_mt, datasets, wp)
-        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=cfg.datacards.asimov, unblind=cfg.datacards.unblind,
-                                   lumi_unc=cfg.datacards.lumi_unc, nonclosure_method=cfg.datacards.nonclosure_method,
+        dcfg = cfg.datacards
+        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=dcfg.asimov, unblind=dcfg.unblind,
+                                   lumi_unc=dcfg.lumi_unc, nonclosure_method=dcfg.nonclosure_method,
+                                   nonclosure_z=dcfg.nonclosure_z, min_neff=dcfg.min_neff,
+                                   fit_min_neff=dcfg.fit_min_neff, rateparam_range=dcfg.rateparam_range,
                                    inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})")
         timings["datacards"] = time.perf_counter() - t
         bar.advance(task)
@@ -121,15 +126,16 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         t = stage("limits")
         limits = dc.quick_limits(outdir / "datacards")
         (outdir / "limits.json").write_text(json.dumps(limits, indent=1))
-        dc.plot_limits(limits, datasets, outdir)
+        dc.plot_limits(limits, datasets, outdir, style=style)
         timings["limits"] = time.perf_counter() - t
         bar.advance(task)
 
         t = stage("report")
-        report.plot_mt_regions(output, outdir, wp, "SP")
-        report.plot_mt_regions(output, outdir, wp, "VP")
-        report.plot_xy_plane(output, outdir, wp)
-        report.plot_controls(output, outdir)
+        for plane in ("SP", "VP"):
+            report.plot_closure(xy_mt, datasets, wp, outdir, plane, index=index, style=style)
+            report.plot_mt_regions(output, outdir, wp, plane, style=style)
+        report.plot_xy_plane(output, outdir, wp, style=style)
+        report.plot_controls(output, outdir, style=style)
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
                              cfg=cfg, overrides=overrides)

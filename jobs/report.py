@@ -13,17 +13,6 @@ from svjscout import __version__
 log = logging.getLogger(__name__)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.CMS)
-    return plt, mplhep
-
-
 def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, float]):
     """M_T histogram of one dataset in one ABCD region at ``wp``, summed from ``xy_mt``."""
     import hist
@@ -39,59 +28,220 @@ def _names(h, kinds: dict, kind: str) -> list[str]:
     return [d for d in h.axes["dataset"] if kinds[d]["kind"] == kind]
 
 
-def _stack_panel(ax, mplhep, parts: dict, bkg: list[str], sig: list[str], legend_size: int) -> None:
-    """Backgrounds stacked, each signal overlaid as a line; log scale when anything is filled."""
+REGION_TEXT = {"A": "region A (X > x0, Y < y0)", "B": "region B (X > x0, Y > y0)",
+               "C": "region C (X < x0, Y < y0)", "D": "region D (X < x0, Y > y0)"}
+
+
+def _spectrum(ax, edges, bkg: dict, sig: list, per_width: bool, ylabel: str) -> dict:
+    """Backgrounds stacked (fills, in process colours) with the MC-statistics band of their sum,
+    each signal a line; values per GeV (``per_width``) or per bin. ``bkg``: ``{label: (values,
+    variances)}``; ``sig``: ``[(label, values)]``. Returns the plotted arrays (per bin, unscaled)."""
+    from svjscout.datacards import style as st
+
+    edges = np.asarray(edges, float)
+    scale = 1.0 / np.diff(edges) if per_width else np.ones(len(edges) - 1)
+    base = np.zeros(len(edges) - 1)
+    var = np.zeros(len(edges) - 1)
+    for i, (label, (vals, v2)) in enumerate(bkg.items()):
+        top = base + vals * scale
+        ax.stairs(top, edges, baseline=base, fill=True, color=st.process_colour(label, i), label=label)
+        base, var = top, var + v2 * scale**2
     if bkg:
-        mplhep.histplot([parts[d] for d in bkg], ax=ax, stack=True, histtype="fill", label=bkg)
-    for d in sig:
-        mplhep.histplot(parts[d], ax=ax, label=d, linewidth=2, yerr=False)
-    if any(p.values().sum() > 0 for p in parts.values()):
+        ax.stairs(base, edges, color="black", linewidth=1)
+        err = np.sqrt(var)
+        ax.stairs(base + err, edges, baseline=np.clip(base - err, 0, None), fill=True, facecolor="none",
+                  edgecolor="0.3", hatch="////", linewidth=0, label="Bkg. stat. unc.")
+    for i, (label, vals) in enumerate(sig):
+        ax.stairs(vals * scale, edges, label=label, **st.signal_style(i))
+    everything = [base] + [v * scale for _, v in sig]
+    pos = np.concatenate([a[np.isfinite(a) & (a > 0)] for a in everything]) if everything else np.array([])
+    if pos.size and (st.log_range_needed(pos) or len(bkg) > 1):
         ax.set_yscale("log")
-    ax.set_ylabel("events")
-    ax.legend(fontsize=legend_size, ncol=2)
+        ax.set_ylim(pos.min() / 5, pos.max() * 3)
+    elif pos.size:
+        ax.set_ylim(0, pos.max() * 1.3)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylabel(ylabel)
+    return {"edges": edges, "background": base, "signals": {lab: v for lab, v in sig}}
 
 
-def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: str = "SP") -> Path:
-    """Stacked background M_T per ABCD region at ``wp`` with each signal point overlaid (one PNG)."""
-    plt, mplhep = _plt()
+def _background_parts(parts: dict, bkg: list[str]) -> dict:
+    """``{process label: (values, variances)}``, datasets of one process (e.g. QCD pT bins) summed."""
+    from svjscout.datacards import style as st
+
+    out = {}
+    for label, names in st.group_backgrounds(bkg).items():
+        out[label] = (sum(np.asarray(parts[d].values(), float) for d in names),
+                      sum(np.asarray(parts[d].variances(), float) for d in names))
+    return out
+
+
+def _signal_parts(parts: dict, sig: list[str], kinds: dict) -> list:
+    from svjscout.datacards import style as st
+
+    return [(st.signal_label(kinds.get(d), d), np.asarray(parts[d].values(), float)) for d in sig]
+
+
+def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: str = "SP", style=None) -> list[str]:
+    """M_T in each ABCD region of ``plane`` at ``wp`` (one figure per region, ``mt_<plane>_region<R>``):
+    backgrounds stacked by process with their MC-statistics band, each signal point a line, events/GeV."""
+    from svjscout.datacards import style as st
+
+    style = style or st.DEFAULT
+    plt = st.pyplot()
     h = output["hists"]["xy_mt"]
     kinds = output["datasets"]
     bkg, sig = _names(h, kinds, "background"), _names(h, kinds, "signal")
-    fig, axes = plt.subplots(2, 2, figsize=(16, 12))
-    for ax, region in zip(axes.ravel(), ("A", "B", "C", "D")):
+    paths: list[str] = []
+    for region in ("A", "B", "C", "D"):
         parts = {d: region_mt(h, d, plane, region, wp) for d in bkg + sig}
-        _stack_panel(ax, mplhep, parts, bkg, sig, legend_size=9)
-        ax.set_title(f"{plane} region {region} at (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f})", fontsize=16)
-    fig.tight_layout()
-    path = outdir / f"mt_regions_{plane}.png"
-    fig.savefig(path, dpi=70, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        fig, ax = plt.subplots(figsize=(10, 9))
+        edges = h.axes["mt"].edges
+        _spectrum(ax, edges, _background_parts(parts, bkg), _signal_parts(parts, sig, kinds), True,
+                  st.per_gev_label())
+        ax.set_xlabel(st.AXIS_LABELS["mt"])
+        title = (f"{st.PLANE_NAMES.get(plane, plane)}, {REGION_TEXT[region]}\n"
+                 f"(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}); {st.OVERFLOW_NOTE}")
+        st.legend_inside(ax, ncol=2, fontsize=13, title=title, title_fontsize=13)
+        st.cms_label(ax, style)
+        paths += st.save(fig, outdir, f"mt_{plane}_region{region}", style)
+    return paths
 
 
-def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float]) -> Path:
-    """X-Y score planes (SP) for all background and all signal, with the WP lines."""
-    plt, mplhep = _plt()
+def closure_numbers(xy_mt, datasets: dict, wp, plane: str, index: dict | None = None) -> dict:
+    """What the closure plot of ``plane`` shows, per M_T bin: ``n_B``, ``nhat_B`` (from
+    :func:`svjscout.datacards.abcd_prediction`, background MC), their uncertainties and the relative
+    non-closure ``u`` (SP: the datacards' per merged bin, from ``index``; VP: the measured |delta|)."""
+    from svjscout.datacards import abcd_prediction
+
+    t = abcd_prediction(xy_mt, datasets, wp, plane=plane, which="background")
+    n = len(t.n_B)
+    u = np.full(n, np.nan)
+    source = None
+    if plane == "SP" and index and index.get("nonclosure") is not None:
+        groups = index.get("mt_groups") or [[i] for i in range(n)]
+        for g, bins in enumerate(groups):
+            for i in bins:
+                if i < n and g < len(index["nonclosure"]):
+                    u[i] = float(index["nonclosure"][g])
+        source = f"non-closure unc. (datacards, {index.get('nonclosure_method', 'max')})"
+    elif plane != "SP":
+        u = np.abs(np.asarray(t.delta, float))
+        source = r"non-closure $|\delta|$ (measured)"
+    return {"table": t, "edges": np.asarray(t.edges, float), "n_B": np.asarray(t.n_B, float),
+            "sigma_B": np.sqrt(np.asarray(t.var_B, float)), "nhat_B": np.asarray(t.nhat_B, float),
+            "sigma_nhat_B": np.asarray(t.sigma_nhat_B, float), "u": u, "u_source": source}
+
+
+def plot_closure(xy_mt, datasets: dict, wp, outdir: Path, plane: str = "SP", index: dict | None = None,
+                 style=None) -> list[str]:
+    """The ABCD closure in ``plane`` (``closure_<plane>``): per M_T bin the background MC in region B
+    (points) against the prediction n_A n_D / n_C (line, its statistical band, and the band with the
+    non-closure added in quadrature), events/GeV, with the ratio observed / predicted below."""
+    from svjscout.datacards import style as st
+
+    style = style or st.DEFAULT
+    plt = st.pyplot()
+    c = closure_numbers(xy_mt, datasets, wp, plane, index)
+    t, edges = c["table"], c["edges"]
+    w = np.diff(edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    nhat = np.where(np.isfinite(c["nhat_B"]), c["nhat_B"], np.nan)
+    stat = c["sigma_nhat_B"]
+    u = np.where(np.isfinite(c["u"]), c["u"], 0.0)
+    tot = np.sqrt(stat**2 + (u * nhat) ** 2)
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": (3, 1), "hspace": 0.06},
+                                  sharex=True)
+    if c["u_source"] is not None:
+        ax.stairs((nhat + tot) / w, edges, baseline=np.clip(nhat - tot, 0, None) / w, fill=True, color="#f89c20",
+                  alpha=0.45, label=f"stat. $\\oplus$ {c['u_source']}")
+    ax.stairs((nhat + stat) / w, edges, baseline=np.clip(nhat - stat, 0, None) / w, fill=True, facecolor="none",
+              edgecolor="#5790fc", hatch="////", linewidth=0, label="prediction stat. unc.")
+    ax.stairs(nhat / w, edges, color="#5790fc", linewidth=2.5, label=r"prediction $n_A n_D / n_C$", gid="nhat_B")
+    ax.errorbar(centres, c["n_B"] / w, yerr=c["sigma_B"] / w, xerr=w / 2, fmt="o", color="black", ms=7,
+                label=r"observed $n_B$ (background MC)", gid="n_B")
+    nopred = ~np.isfinite(c["nhat_B"])
+    for a in (ax, rax):
+        for i in np.flatnonzero(nopred):
+            a.axvspan(edges[i], edges[i + 1], color="0.85", zorder=0,
+                      label="no prediction ($n_C$ = 0)" if (a is ax and i == np.flatnonzero(nopred)[0]) else None)
+    vals = np.concatenate([(c["n_B"] / w), nhat / w])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size:
+        if st.log_range_needed(vals, 20):
+            ax.set_yscale("log")
+            ax.set_ylim(vals.min() / 5, vals.max() * 3)
+        else:
+            ax.set_ylim(0, vals.max() * 1.4)
+    ax.set_ylabel(st.per_gev_label())
+    chi2 = "n/a" if not np.isfinite(t.chi2) else f"{t.chi2:.2f}/{t.ndf}, p = {t.pvalue:.3f}"
+    title = (f"ABCD closure, {st.PLANE_NAMES.get(plane, plane)}\n(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}); "
+             f"$\\chi^2$/ndf = {chi2}")
+    st.legend_inside(ax, fontsize=13, title=title, title_fontsize=13)
+    st.cms_label(ax, style, data=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c["n_B"] / nhat
+        rerr = c["sigma_B"] / nhat
+        rstat, rtot = stat / nhat, tot / nhat
+    if c["u_source"] is not None:
+        rax.stairs(1 + rtot, edges, baseline=1 - rtot, fill=True, color="#f89c20", alpha=0.45)
+    rax.stairs(1 + rstat, edges, baseline=1 - rstat, fill=True, facecolor="none", edgecolor="#5790fc",
+               hatch="////", linewidth=0)
+    rax.axhline(1.0, color="#5790fc", linewidth=1.5)
+    rax.errorbar(centres, ratio, yerr=rerr, xerr=w / 2, fmt="o", color="black", ms=6, gid="ratio")
+    ok = np.isfinite(ratio) & np.isfinite(rerr)
+    spread = float(np.max(np.abs(ratio[ok] - 1) + rerr[ok])) if ok.any() else 1.0
+    half = float(np.clip(1.25 * spread, 0.1, 4.0))  # zoom on a good closure, up to 0..5 for a bad one
+    lo, hi = max(0.0, 1 - half), 1 + half
+    rax.set_ylim(lo, hi)
+    for x, r in zip(centres, ratio):
+        if np.isfinite(r) and r > hi:
+            rax.annotate("", xy=(x, hi * 0.97), xytext=(x, hi * 0.75), arrowprops={"arrowstyle": "->", "color": "black"})
+    rax.set_ylabel("obs. / pred.", fontsize=18)
+    rax.set_xlabel(f"{st.AXIS_LABELS['mt']} ({st.OVERFLOW_NOTE})", fontsize=20)
+    rax.set_xlim(edges[0], edges[-1])
+    return st.save(fig, outdir, f"closure_{plane}", style)
+
+
+def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float], style=None) -> list[str]:
+    """The X-Y score plane of SP at ``wp`` (``xy_plane_SP_background``, ``xy_plane_SP_signal``):
+    weighted events per (X, Y) bin, log colour scale, the WP lines and the four regions named."""
+    from matplotlib.colors import LogNorm
+
+    from svjscout.datacards import style as st
+
+    style = style or st.DEFAULT
+    plt = st.pyplot()
     h = output["hists"]["xy_mt"]
     kinds = output["datasets"]
-    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
-    for ax, kind in zip(axes, ("background", "signal")):
+    paths: list[str] = []
+    for kind in ("background", "signal"):
         names = _names(h, kinds, kind)
-        vals = sum(h[{"dataset": d, "plane": "SP"}].project("x", "y").values() for d in names) if names else None
-        if vals is None:
+        if not names:
             continue
-        edges = h.axes["x"].edges
-        mplhep.hist2dplot(np.where(vals > 0, vals, np.nan), edges, edges, ax=ax)
-        ax.axvline(wp[0], color="red")
-        ax.axhline(wp[1], color="red")
-        ax.set_xlabel("X score")
-        ax.set_ylabel("Y score")
-        ax.set_title(f"{kind} (SP)", fontsize=18)
-    fig.tight_layout()
-    path = outdir / "xy_plane.png"
-    fig.savefig(path, dpi=70, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        vals = sum(h[{"dataset": d, "plane": "SP"}].project("x", "y").values() for d in names)
+        fig, ax = plt.subplots(figsize=st.MAP_SIZE)
+        pos = vals[vals > 0]
+        norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 10)) if pos.size else None
+        im = ax.pcolormesh(h.axes["x"].edges, h.axes["y"].edges, np.where(vals > 0, vals, np.nan).T, norm=norm,
+                           cmap="viridis")
+        fig.colorbar(im, ax=ax, pad=0.02).set_label("Events / bin" + ("" if kind == "background" else " (all signal points)"))
+        ax.axvline(wp[0], color="red", linewidth=2)
+        ax.axhline(wp[1], color="red", linewidth=2)
+        box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.85}
+        for region, (x, y) in {"A": ((1 + wp[0]) / 2, wp[1] / 2), "B": ((1 + wp[0]) / 2, (1 + wp[1]) / 2),
+                               "C": (wp[0] / 2, wp[1] / 2), "D": (wp[0] / 2, (1 + wp[1]) / 2)}.items():
+            ax.text(x, y, region, ha="center", va="center", fontsize=20, fontweight="bold", bbox=box)
+        ax.set_xlabel(st.AXIS_LABELS["x"])
+        ax.set_ylabel(st.AXIS_LABELS["y"])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        what = "background (all MC)" if kind == "background" else "signal (all points)"
+        ax.text(0.0, -0.16, f"{st.PLANE_NAMES['SP']}, {what}; WP (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f})",
+                transform=ax.transAxes, fontsize=15)
+        st.cms_label(ax, style, fontsize=st.SMALL_LABEL)
+        paths += st.save(fig, outdir, f"xy_plane_SP_{kind}", style)
+    return paths
 
 
 def _sum_kind(h, kinds: dict, kind: str):
@@ -101,41 +251,79 @@ def _sum_kind(h, kinds: dict, kind: str):
     return sum((h[{"dataset": d}] for d in names[1:]), h[{"dataset": names[0]}])
 
 
-def plot_controls(output: dict, outdir: Path) -> list[Path]:
-    """Control distributions after the preselection (MET, R_T, dphi_min, J0/J1 pT: background
-    stacked by dataset, each signal overlaid) and the primary Lund-plane density of J0 and J1,
-    summed background vs summed signal, each normalised to unit area."""
-    plt, mplhep = _plt()
+CONTROLS = (("met", {}, "control_met", "met"), ("rt", {}, "control_rt", "rt"),
+            ("dphi_min", {}, "control_dphi_min", "dphi_min"), ("jet_pt", {"jet": "J0"}, "control_j0_pt", "pt"),
+            ("jet_pt", {"jet": "J1"}, "control_j1_pt", "pt"))
+
+
+def plot_controls(output: dict, outdir: Path, style=None) -> list[str]:
+    """Control distributions after the preselection, one figure each (``control_met``, ``control_rt``,
+    ``control_dphi_min``, ``control_j0_pt``, ``control_j1_pt``: backgrounds stacked by process, each
+    signal a line, events per bin width), and the primary Lund-plane density of J0 and J1
+    (``lund_plane_background``, ``lund_plane_signal``, each normalised to unit area, and
+    ``lund_plane_ratio``, signal / background)."""
+    from matplotlib.colors import LogNorm
+
+    from svjscout.datacards import style as st
+
+    style = style or st.DEFAULT
+    plt = st.pyplot()
     hists, kinds = output["hists"], output["datasets"]
     bkg, sig = _names(hists["met"], kinds, "background"), _names(hists["met"], kinds, "signal")
-    panels = [("met", {}), ("rt", {}), ("dphi_min", {}), ("jet_pt", {"jet": "J0"}), ("jet_pt", {"jet": "J1"})]
-    fig, axes = plt.subplots(2, 3, figsize=(21, 12))
-    for ax, (name, sel) in zip(axes.ravel(), panels):
+    paths: list[str] = []
+    for name, sel, fname, axis in CONTROLS:
         h = hists[name]
         parts = {d: h[{"dataset": d, **sel}] for d in bkg + sig}
-        _stack_panel(ax, mplhep, parts, bkg, sig, legend_size=8)
-        ax.set_title(f"{name} {' '.join(sel.values())}".strip(), fontsize=16)
-    axes.ravel()[-1].axis("off")
-    fig.tight_layout()
-    paths = [outdir / "control.png"]
-    fig.savefig(paths[0], dpi=60, bbox_inches="tight")
-    plt.close(fig)
+        edges = h.axes[axis].edges
+        width = float(np.diff(edges)[0])
+        unit = st.AXIS_LABELS[axis].rpartition("[")[2].rstrip("]") if "[" in st.AXIS_LABELS[axis] else ""
+        fig, ax = plt.subplots(figsize=(10, 9))
+        _spectrum(ax, edges, _background_parts(parts, bkg), _signal_parts(parts, sig, kinds), False,
+                  st.per_gev_label(width, unit))
+        xlabel = st.AXIS_LABELS[axis]
+        if sel.get("jet"):
+            xlabel = xlabel.replace("p_{T}", f"p_{{T}}^{{{sel['jet']}}}")
+        ax.set_xlabel(xlabel)
+        st.legend_inside(ax, ncol=2, fontsize=13, title="after the preselection", title_fontsize=13)
+        st.cms_label(ax, style)
+        paths += st.save(fig, outdir, fname, style)
 
-    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
-    for ax, kind in zip(axes, ("background", "signal")):
+    dens = {}
+    for kind in ("background", "signal"):
         h = _sum_kind(hists["lund_plane"], kinds, kind)
         if h is None or h.values().sum() <= 0:
-            ax.axis("off")
             continue
-        density = h.values() / h.values().sum()
-        mplhep.hist2dplot(np.where(density > 0, density, np.nan), h.axes[0].edges, h.axes[1].edges, ax=ax)
-        ax.set_xlabel(r"$\ln(1/\Delta)$")
-        ax.set_ylabel(r"$\ln(k_t/\mathrm{GeV})$")
-        ax.set_title(f"primary Lund plane, J0 + J1, {kind}", fontsize=16)
-    fig.tight_layout()
-    paths.append(outdir / "lund_plane.png")
-    fig.savefig(paths[1], dpi=60, bbox_inches="tight")
-    plt.close(fig)
+        dens[kind] = (h.values() / h.values().sum(), h.axes[0].edges, h.axes[1].edges)
+    for kind, (d, xe, ye) in dens.items():
+        fig, ax = plt.subplots(figsize=st.MAP_SIZE)
+        pos = d[d > 0]
+        im = ax.pcolormesh(xe, ye, np.where(d > 0, d, np.nan).T, cmap="viridis",
+                           norm=LogNorm(vmin=pos.min(), vmax=pos.max()))
+        fig.colorbar(im, ax=ax, pad=0.02).set_label("fraction of splittings / bin")
+        ax.set_xlabel(st.AXIS_LABELS["ln_inv_delta"])
+        ax.set_ylabel(st.AXIS_LABELS["ln_kt"])
+        ax.text(0.03, 0.95, f"primary Lund plane, J0 + J1\n{kind}" + (" (all MC)" if kind == "background" else
+                " (all points)"), transform=ax.transAxes, va="top", fontsize=15,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})
+        st.cms_label(ax, style, lumi=False, fontsize=st.SMALL_LABEL)
+        paths += st.save(fig, outdir, f"lund_plane_{kind}", style)
+    if len(dens) == 2:
+        (b, xe, ye), (s, _, _) = dens["background"], dens["signal"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where((b > 0) & (s > 0), s / b, np.nan)
+        fig, ax = plt.subplots(figsize=st.MAP_SIZE)
+
+        fin = r[np.isfinite(r)]
+        span = float(np.max(np.abs(np.log10(fin)))) if fin.size else 1.0
+        span = max(span, 0.1)
+        im = ax.pcolormesh(xe, ye, r.T, cmap="RdBu_r", norm=LogNorm(vmin=10**-span, vmax=10**span))
+        fig.colorbar(im, ax=ax, pad=0.02).set_label("signal / background (unit-area densities)")
+        ax.set_xlabel(st.AXIS_LABELS["ln_inv_delta"])
+        ax.set_ylabel(st.AXIS_LABELS["ln_kt"])
+        ax.text(0.03, 0.95, "primary Lund plane, J0 + J1\nsignal / background", transform=ax.transAxes, va="top",
+                fontsize=15, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})
+        st.cms_label(ax, style, lumi=False, fontsize=st.SMALL_LABEL)
+        paths += st.save(fig, outdir, "lund_plane_ratio", style)
     return paths
 
 
@@ -252,6 +440,9 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
                                                           for k, v in scan_row.items()]
     lines += ["", "## Closure per M_T bin (background MC)", ""]
     lines += closure_table_lines(closure)
+    from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
+
+    lines += nonclosure_lines(index)
     lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",
               "| point | -2s | -1s | median | +1s | +2s | obs |", "|---|---|---|---|---|---|---|"]
     for point, lim in sorted(limits.items()):

@@ -7,7 +7,8 @@
   (primary Lund-plane density ln(1/Delta) x ln(kt/GeV) of J0 and J1).
 
 Regions: A: X > x0, Y < y0 | B: X > x0, Y > y0 (signal region) | C: X < x0, Y < y0 | D: X < x0, Y > y0.
-Scores are clipped into [0, 1) and M_T into the M_T axis, so no entry falls in a flow bin:
+Axis labels are plain text with units (they become the TH1 titles of ``histograms.root``); the
+plots use LaTeX labels of their own (``datacards/style.py``). Scores are clipped into [0, 1) and M_T into the M_T axis, so no entry falls in a flow bin:
 events above the last M_T edge count in the last bin.
 """
 
@@ -28,7 +29,7 @@ def _dataset_axis(datasets) -> hist.axis.StrCategory:
 
 
 def _mt_axis(edges) -> hist.axis.Variable:
-    return hist.axis.Variable(edges, name="mt", label=r"$M_T$ [GeV]")
+    return hist.axis.Variable(edges, name="mt", label="M_T [GeV]")
 
 
 def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
@@ -42,14 +43,14 @@ def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
                            hist.axis.Regular(score_bins, 0, 1, name="y", label="Y score"), _mt_axis(mt_edges),
                            storage=w),
         "met": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(60, 0, 1500, name="met", label="MET [GeV]"), storage=w),
-        "rt": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(50, 0, 1, name="rt", label=r"$R_T$"), storage=w),
+        "rt": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(50, 0, 1, name="rt", label="R_T"), storage=w),
         "dphi_min": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(32, 0, np.pi, name="dphi_min",
-                                                                 label=r"$\Delta\phi_{min}$"), storage=w),
+                                                                 label="dphi_min [rad]"), storage=w),
         "jet_pt": hist.Hist(_dataset_axis(datasets), hist.axis.StrCategory(["J0", "J1"], name="jet"),
-                            hist.axis.Regular(60, 0, 3000, name="pt", label=r"$p_T$ [GeV]"), storage=w),
+                            hist.axis.Regular(60, 0, 3000, name="pt", label="p_T [GeV]"), storage=w),
         "lund_plane": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(30, 0, 6, name="ln_inv_delta",
-                                                                   label=r"$\ln(1/\Delta)$"),
-                                hist.axis.Regular(30, -4, 8, name="ln_kt", label=r"$\ln(k_t/\mathrm{GeV})$"),
+                                                                   label="ln(1/Delta)"),
+                                hist.axis.Regular(30, -4, 8, name="ln_kt", label="ln(k_t/GeV)"),
                                 storage=w),
     }
 

@@ -17,7 +17,8 @@ def test_plot_limits_files(tmp_path):
               "svj_mz2000_rinv0.5": _lim(0.3), "weird": _lim(1.0)}
     paths = plot_limits(limits, None, tmp_path)
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["limit_brazil_rinv0.3.png", "limit_brazil_rinv0.5.png", "limit_map_exp0.png"]
+    assert names == sorted(f"{n}.{e}" for n in ("limit_brazil_rinv0.3", "limit_brazil_rinv0.5", "limit_map_exp0")
+                           for e in ("pdf", "png"))
     assert all(os.path.getsize(p) > 1000 for p in paths)
 
 

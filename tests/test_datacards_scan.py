@@ -116,8 +116,9 @@ def test_write_scan(tmp_path):
     res = scan_working_points(h, ds, grid=([0.6, 0.65, 0.7], [0.6, 0.65, 0.7]))
     paths = write_scan(res, tmp_path)
     names = {os.path.basename(p) for p in paths}
-    assert {"scan.csv", "scan_best.json", "scan_z_mean.png", "scan_pvalue.png", "scan_delta.png", "scan_pull.png",
-            "scan_r_max.png"} <= names
+    assert {"scan.csv", "scan_best.json"} | {f"scan_{m}.{e}" for m in ("z_mean", "pvalue", "delta", "pull", "r_max",
+                                                                        "failed_rules", "rule_failures")
+                                             for e in ("pdf", "png")} <= names
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "scan.csv")
@@ -137,5 +138,9 @@ def test_per_bin_rules_fail_where_the_integrated_ones_pass():
     row = res.table.iloc[0]
     assert abs(row.delta) < 1e-9 and abs(row.pull) < 1e-6  # integrated: "closes"
     assert row.delta_bins == pytest.approx(1 / 0.75 - 1, rel=1e-6)  # per bin: it does not
-    assert row.pull_bins > 100
+    assert row.pull_bins > 100 and row.delta_sig_bins == row.delta_bins  # 1e7 events: significant
     assert not row.pass_delta and not row.pass_pull
+    # the same pattern on 1e3 events: |delta_i| > 5 % but within 2 sigma, the per-bin rule passes
+    small = build_xy_mt({"bkg": {"SP": bkg * 1e-4, "VP": 0.2e-4 * bkg}, "s": {"SP": sig}}, EDGES, 1.0)
+    row = scan_working_points(small, ds, grid=(np.array([0.775]), np.array([0.875]))).table.iloc[0]
+    assert row.delta_bins > 0.05 and row.delta_sig_bins == 0.0 and row.pass_delta

@@ -22,8 +22,9 @@ def run_dir(tmp_path_factory, toy_models):
 
 def test_outputs_exist(run_dir):
     for name in ("summary.md", "histograms.coffea", "histograms.root", "cutflow.json", "scan.csv",
-                 "limits.json", "mt_regions_SP.png", "mt_regions_VP.png", "xy_plane.png", "control.png",
-                 "lund_plane.png", "datacards/index.json"):
+                 "limits.json", "closure_SP.pdf", "closure_VP.png", "mt_SP_regionB.png", "mt_VP_regionB.pdf",
+                 "xy_plane_SP_background.png", "control_met.png", "lund_plane_signal.png", "scan_rule_failures.png",
+                 "limit_map_exp0.pdf", "datacards/index.json"):
         assert (run_dir / name).exists(), name
     cards = sorted(run_dir.glob("datacards/*/*.txt"))
     assert len(cards) == 3
