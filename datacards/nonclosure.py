@@ -14,7 +14,9 @@ Methods:
                    (``|delta_SP| <= z sigma_SP``, default z = 2) gets the test's precision,
                    ``kappa = 1 + sigma_SP``; a significant one gets its size, ``log_kappa(delta_SP)``.
                    VP, a check with its own statistics, widens ``kappa`` only where its non-closure
-                   is significant (``|delta_VP| > z sigma_VP``): ``max(kappa, log_kappa(delta_VP))``.
+                   is significant (``|delta_VP| > z sigma_VP``): ``max(kappa, log_kappa(delta_VP))``,
+                   and only where every VP region holds ``min_neff`` effective MC events (with a
+                   handful of events the Gaussian error of delta means nothing).
                    The MC noise of a few events per region no longer passes for non-closure.
 ``max``            ``max(log_kappa(delta_SP), log_kappa(delta_VP), 1 + sigma_SP)``: every observed
                    deviation at face value (the old default).
@@ -66,7 +68,7 @@ def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str =
 
 def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "significance",
                        undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0,
-                       z: float = Z_SIGNIFICANT) -> tuple[np.ndarray, list[str]]:
+                       z: float = Z_SIGNIFICANT, vp_usable=None) -> tuple[np.ndarray, list[str]]:
     """lnN kappa per M_T bin from the closure results (see module docstring) and what set each.
 
     Args:
@@ -74,6 +76,9 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
         sigma_sp, sigma_vp: their statistical uncertainties, shape ``(n_mt,)``.
         method: one of :data:`METHODS` (``vp_data`` callers pass data deltas as "vp").
         z: standard deviations of a significant non-closure (``significance``).
+        vp_usable: bool per bin, shape ``(n_mt,)``: VP has enough MC for its closure test to mean
+            something (``significance``; default all True). With a handful of events the
+            Gaussian error of delta is meaningless, and a VP below that is not used.
 
     Returns:
         ``(kappa, source)``: kappa shape ``(n_mt,)`` (>= 1), and per bin the term that set it
@@ -87,7 +92,8 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
              "vp_sigma": 1.0 + np.abs(svp)}
     if method == "significance":
         sig_sp = fin(dsp) & fin(ssp) & (np.abs(dsp) > z * np.abs(ssp))
-        sig_vp = fin(dvp) & fin(svp) & (np.abs(dvp) > z * np.abs(svp))
+        usable = np.ones(len(dsp), bool) if vp_usable is None else np.asarray(vp_usable, bool)
+        sig_vp = usable & fin(dvp) & fin(svp) & (np.abs(dvp) > z * np.abs(svp))
         terms = {"sp_delta": np.where(sig_sp, terms["sp_delta"], 1.0),
                  "sp_sigma": np.where(sig_sp, 1.0, terms["sp_sigma"]),
                  "vp_delta": np.where(sig_vp, terms["vp_delta"], 1.0)}
@@ -130,7 +136,7 @@ def nonclosure_from_yields(sp: RegionYields, vp: RegionYields, method: str = "si
 
 
 def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "significance", z: float = Z_SIGNIFICANT,
-                      **kw) -> dict:
+                      min_neff: float = 0.0, **kw) -> dict:
     """Kappas and everything they came from, per (merged) M_T bin, as written to ``index.json``.
 
     Returns:
@@ -139,7 +145,9 @@ def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "signifi
         region (Kish, ``(sum w)^2 / sum w^2``); JSON-safe (None for undefined numbers).
     """
     tsp, tvp = abcd_from_yields(sp), abcd_from_yields(vp)
-    kappa, source = kappas_from_deltas(tsp.delta, tvp.delta, tsp.sigma_delta, tvp.sigma_delta, method, z=z, **kw)
+    vp_usable = np.all(vp.neff >= min_neff, axis=0)
+    kappa, source = kappas_from_deltas(tsp.delta, tvp.delta, tsp.sigma_delta, tvp.sigma_delta, method, z=z,
+                                       vp_usable=vp_usable, **kw)
 
     def num(v):
         v = float(v)
@@ -152,6 +160,7 @@ def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "signifi
             d, s = num(t.delta[i]), num(t.sigma_delta[i])
             entry[name] = {"delta": d, "sigma_delta": s,
                            "significant": bool(d is not None and s is not None and abs(d) > z * s),
+                           "used": bool(name == "SP" or vp_usable[i]) if method == "significance" else True,
                            "n_eff": dict(zip(REGIONS, (float(v) for v in y.neff[:, i])))}
         bins.append(entry)
     return {"method": method, "z": z, "kappa": [float(k) for k in kappa], "bins": bins}
@@ -202,3 +211,36 @@ def nonclosure_uncertainties(
     u = nonclosure_from_yields(sp, vp, method, **kw)
     log.info("non-closure (%s) at %s: %s", method, sp.wp, np.round(u, 4).tolist())
     return u
+
+
+def summary_lines(index: Mapping) -> list[str]:
+    """Markdown table of the non-closure in the cards (from ``index.json``), for ``summary.md``."""
+    closure = index.get("closure")
+    if not closure:
+        return []
+
+    def pm(plane: dict) -> str:
+        d, s = plane.get("delta"), plane.get("sigma_delta")
+        if d is None or s is None:
+            return "n/a (no events)"
+        text = f"{d:+.3f} +- {s:.3f}" + (" (significant)" if plane.get("significant") else "")
+        return text if plane.get("used", True) else text + " (not used: N_eff below the minimum)"
+
+    lines = ["## Non-closure in the cards", "",
+             f"Rule `{closure['method']}` (z = {closure['z']:g}); closure bins merged until every region holds "
+             f"N_eff >= {index.get('min_neff', 0):g} effective MC events (Kish); each fit bin's `nonclosure_bin<i>` "
+             "takes the kappa of its closure bin (docs/datacards.md).", "",
+             "| closure bin M_T [GeV] | fit bins | N_eff SP A/B/C/D | delta SP | delta VP | kappa | set by |",
+             "|---|---|---|---|---|---|---|"]
+    for b in closure["bins"]:
+        neff = "/".join(f"{b['SP']['n_eff'][r]:.1f}" for r in REGIONS)
+        lines.append(f"| {b['mt']} | {b.get('fit_bins', '-')} | {neff} | {pm(b['SP'])} | {pm(b['VP'])} | "
+                     f"{b['kappa']:.3f} | {b['source']} |")
+    if index.get("below_min_neff"):
+        lines += ["", f"Below N_eff {index['min_neff']:g} even with every M_T bin merged: "
+                  + ", ".join(f"{x['region']} ({x['n_eff']:.1f})" for x in index["below_min_neff"])
+                  + ": the MC sample is too small for a closure test at that precision."]
+    for point, meta in index.get("points", {}).items():
+        if meta.get("bins_without_signal_in_B"):
+            lines.append(f"- {point}: no signal in region B of M_T bin(s) {meta['bins_without_signal_in_B']}")
+    return lines + [""]

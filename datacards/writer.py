@@ -291,7 +291,7 @@ def write_datacards(
     cbins, cmerges = merge_groups(bkg.n, min_bkg, bkg.var, min_neff)
     closure_groups = [[o for i in cb for o in groups[i]] for cb in cbins]
     sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, closure_groups)
-    nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z)
+    nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z, min_neff=min_neff)
     for entry, cb in zip(nc["bins"], cbins):
         entry["fit_bins"] = cb
     kappa_c = np.asarray(nc["kappa"])

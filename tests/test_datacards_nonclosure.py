@@ -96,3 +96,11 @@ def test_report_has_neff_and_is_json_safe():
         for k, r in enumerate("ABCD"):
             assert b["SP"]["n_eff"][r] == pytest.approx(ysp.n[k, i] ** 2 / ysp.var[k, i])
     assert rep["bins"][-1]["mt"] == "[1000, inf)"
+
+
+def test_vp_without_enough_mc_is_not_used():
+    # delta_VP = -0.98 +- 0.03 "significant" on two events per region: not a closure test
+    k, src = kappas_from_deltas([0.0], [-0.976], [0.2], [0.03], vp_usable=[False])
+    assert k[0] == pytest.approx(1.2) and src == ["SP precision"]
+    k, _ = kappas_from_deltas([0.0], [-0.976], [0.2], [0.03], vp_usable=[True])
+    assert k[0] == pytest.approx(1 / 0.024, rel=1e-6) or k[0] == 11.0  # clipped at 1 + cap

@@ -138,5 +138,9 @@ def test_per_bin_rules_fail_where_the_integrated_ones_pass():
     row = res.table.iloc[0]
     assert abs(row.delta) < 1e-9 and abs(row.pull) < 1e-6  # integrated: "closes"
     assert row.delta_bins == pytest.approx(1 / 0.75 - 1, rel=1e-6)  # per bin: it does not
-    assert row.pull_bins > 100
+    assert row.pull_bins > 100 and row.delta_sig_bins == row.delta_bins  # 1e7 events: significant
     assert not row.pass_delta and not row.pass_pull
+    # the same pattern on 1e3 events: |delta_i| > 5 % but within 2 sigma, the per-bin rule passes
+    small = build_xy_mt({"bkg": {"SP": bkg * 1e-4, "VP": 0.2e-4 * bkg}, "s": {"SP": sig}}, EDGES, 1.0)
+    row = scan_working_points(small, ds, grid=(np.array([0.775]), np.array([0.875]))).table.iloc[0]
+    assert row.delta_bins > 0.05 and row.delta_sig_bins == 0.0 and row.pass_delta
