@@ -15,8 +15,13 @@ numpy operations. Metrics per point (plane SP by default, MC background summed o
 ``plateau`` True if ``pvalue >= p_min`` at the point and at all its existing 8 grid neighbours.
 ``delta_bins`` ``max_i |delta_i|`` over the M_T bins, ``delta_i = nhat_B,i / n_B,i - 1`` (a bin with a
             prediction but no MC in B, or MC in B but no prediction, counts as infinite; a bin
-            empty in both is skipped). The non-closure rule acts on this, per bin, as the cards'
-            non-closure does: on M_T-integrated sums, non-closures of opposite sign cancel.
+            empty in both is skipped).
+``delta_sig_bins`` the same over the bins whose non-closure is significant,
+            ``|delta_i| > delta_z sigma(delta_i)`` (0 if none): the non-closure rule acts on this,
+            per bin and statistics-aware as the cards' non-closure (:mod:`.nonclosure`) is. On
+            M_T-integrated sums, non-closures of opposite sign cancel; taken at face value per
+            bin, the MC noise of a few events fails every point. ``delta_z = 0`` makes the rule
+            ``max_i |delta_i| <= delta_max``.
 ``pull_bins`` ``max_i |pull_i|``, ``pull_i = (nhat_B,i - n_B,i) / sqrt(sigma^2(nhat_B,i) + sigma^2(n_B,i))``.
 ``delta``, ``pull`` the same of the SR total over M_T (kept for reference; no rule uses them).
 ``r_max``   ``max_{k, R in A,C,D} (s_R,k / b_R) / (s_B,k / b_B)`` (M_T-integrated yields; +inf if a
@@ -60,7 +65,8 @@ class ScanRules:
     Attributes:
         p_min: minimum chi2 p-value (0.9), required at the point and, if ``plateau``, its neighbours.
         plateau: require the local plateau.
-        delta_max: maximum ``|delta_i|`` in every M_T bin (0.05).
+        delta_max: maximum significant ``|delta_i|`` in every M_T bin (0.05).
+        delta_z: a bin's non-closure counts when ``|delta_i| > delta_z sigma(delta_i)`` (2; 0: always).
         pull_max: maximum ``|pull_i|`` in every M_T bin (2.0).
         r_max: maximum signal contamination ratio (0.35).
         bounds: allowed range for x0 and y0 ((0.1, 0.9)).
@@ -71,6 +77,7 @@ class ScanRules:
     p_min: float = 0.9
     plateau: bool = True
     delta_max: float = 0.05
+    delta_z: float = 2.0
     pull_max: float = 2.0
     r_max: float = 0.35
     bounds: tuple[float, float] = (0.1, 0.9)
@@ -195,6 +202,11 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     delta_i = np.where(broken, np.inf, delta_i)
     delta_bins = np.max(np.where(np.isnan(delta_i), -np.inf, np.abs(delta_i)), axis=-1)
     delta_bins = np.where(np.isneginf(delta_bins), np.nan, delta_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel2 = np.where(fin & (np.where(fin, nhat, 0) != 0), var / np.where(fin & (nhat != 0), nhat, 1) ** 2, 0.0)
+        sigma_i = np.abs(delta_i + 1) * np.sqrt(rel2 + np.where(b > 0, vb / np.where(b > 0, b, 1) ** 2, 0.0))
+    significant = np.isinf(delta_i) | (np.isfinite(delta_i) & (np.abs(delta_i) > rules.delta_z * sigma_i))
+    delta_sig_bins = np.max(np.where(significant, np.abs(delta_i), 0.0), axis=-1)
     pull_bins = np.max(np.where(okp, np.abs(pull_i), -np.inf), axis=-1)
     pull_bins = np.where(np.isneginf(pull_bins), np.nan, pull_bins)
 
@@ -215,7 +227,8 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     r_max = np.where(np.isneginf(r_max), np.inf, r_max)
     return {
         "z_mean": z_mean, "chi2": chi2, "ndf": ndf, "pvalue": pval, "delta": delta, "pull": pull,
-        "delta_bins": delta_bins, "pull_bins": pull_bins, "r_max": r_max, "z_k": z_k,
+        "delta_bins": delta_bins, "delta_sig_bins": delta_sig_bins, "pull_bins": pull_bins, "r_max": r_max,
+        "z_k": z_k,
     }
 
 
@@ -241,7 +254,7 @@ def scan_working_points(
 
     Returns:
         :class:`ScanResult`; ``.table`` has columns ``x0, y0, z_mean, chi2, ndf, pvalue, plateau,
-        delta, pull, delta_bins, pull_bins, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
+        delta, pull, delta_bins, delta_sig_bins, pull_bins, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
         passes`` and ``z_<signal>`` per signal point.
 
     Raises:
@@ -281,9 +294,10 @@ def scan_working_points(
         "x0": X.ravel(), "y0": Y.ravel(), "z_mean": m["z_mean"].ravel(), "chi2": m["chi2"].ravel(),
         "ndf": m["ndf"].ravel(), "pvalue": m["pvalue"].ravel(), "plateau": plateau.ravel(),
         "delta": m["delta"].ravel(), "pull": m["pull"].ravel(), "delta_bins": m["delta_bins"].ravel(),
+        "delta_sig_bins": m["delta_sig_bins"].ravel(),
         "pull_bins": m["pull_bins"].ravel(), "r_max": m["r_max"].ravel(),
         "pass_pvalue": (plateau if rules.plateau else pass_p).ravel(),
-        "pass_delta": (np.nan_to_num(m["delta_bins"], nan=np.inf) <= rules.delta_max).ravel(),
+        "pass_delta": (np.nan_to_num(m["delta_sig_bins"], nan=np.inf) <= rules.delta_max).ravel(),
         "pass_pull": (np.nan_to_num(m["pull_bins"], nan=np.inf) <= rules.pull_max).ravel(),
         "pass_rmax": (np.nan_to_num(m["r_max"], nan=np.inf) <= rules.r_max).ravel(),
         "in_bounds": ((X >= lo - 1e-9) & (X <= hi + 1e-9) & (Y >= lo - 1e-9) & (Y <= hi + 1e-9)).ravel(),
@@ -321,7 +335,8 @@ def _choose(df, rules: ScanRules) -> tuple[tuple[float, float], bool, str]:
     msg = (
         f"NO working point passes all rules (failures per rule over {len(df)} points: {counts}); "
         f"FALLBACK to ({r.x0:.3f}, {r.y0:.3f}) with the fewest failed rules ({nmin}: {failed}) and highest "
-        f"<Z_A> = {r.z_mean:.3g} (p = {r.pvalue:.3f}, delta = {r.delta:+.4f}, pull = {r.pull:+.3f}, r_max = {r.r_max:.3f})"
+        f"<Z_A> = {r.z_mean:.3g} (p = {r.pvalue:.3f}, max |delta_i| = {r.delta_bins:.4f}, max |pull_i| = "
+        f"{r.pull_bins:.3f}, integrated delta = {r.delta:+.4f}, r_max = {r.r_max:.3f})"
     )
     log.warning(msg)
     return (float(r.x0), float(r.y0)), True, msg
