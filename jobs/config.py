@@ -93,7 +93,11 @@ class DatacardSpec(BaseModel):
     asimov: bool = True
     unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
     lumi_unc: float = 1.016
-    nonclosure_method: str = "max"
+    nonclosure_method: Literal["significance", "max", "sp", "vp", "quadrature", "vp_data"] = "significance"
+    nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
+    min_neff: float = 10.0  # Kish effective MC events per region of a closure bin
+    fit_min_neff: float = 0.0  # the same for the fit bins (min_neff here: one binning)
+    rateparam_range: tuple[float, float] = (0.1, 10.0)  # free background rateParams, initial 1
 
     @model_validator(mode="after")
     def _blinded_unless_asked(self):

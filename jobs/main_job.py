@@ -114,8 +114,11 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
 
         t = stage("datacards")
         closure = _closure_tables(xy_mt, datasets, wp)
-        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=cfg.datacards.asimov, unblind=cfg.datacards.unblind,
-                                   lumi_unc=cfg.datacards.lumi_unc, nonclosure_method=cfg.datacards.nonclosure_method,
+        dcfg = cfg.datacards
+        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=dcfg.asimov, unblind=dcfg.unblind,
+                                   lumi_unc=dcfg.lumi_unc, nonclosure_method=dcfg.nonclosure_method,
+                                   nonclosure_z=dcfg.nonclosure_z, min_neff=dcfg.min_neff,
+                                   fit_min_neff=dcfg.fit_min_neff, rateparam_range=dcfg.rateparam_range,
                                    inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})")
         timings["datacards"] = time.perf_counter() - t
         bar.advance(task)
