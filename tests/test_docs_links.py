@@ -70,6 +70,8 @@ def test_physics_reference_is_in_the_project():
     assert (REPO / "docs" / "physics.md").is_file()
     bad = []
     for f in _tracked(".py"):
+        if f.name == Path(__file__).name:  # this file names the old reference on purpose
+            continue
         for i, line in enumerate(f.read_text().splitlines(), 1):
             if _BARE_PHYSICS.search(line) and "docs/physics.md" not in line:
                 bad.append(f"{f.relative_to(REPO)}:{i}: {line.strip()}")
