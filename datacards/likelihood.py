@@ -76,6 +76,16 @@ class Model:
     apply: np.ndarray  # (P, C) number of times param p multiplies column c
 
     @property
+    def free_steps(self) -> np.ndarray:
+        """Minuit's first step for each free rateParam (in units of its initial value): the
+        relative Poisson precision of the yield it scales, ``1 / sqrt(initial x rate it multiplies)``."""
+        if getattr(self, "_steps", None) is None:
+            F = len(self.free_names)
+            scaled = self.apply[:F] @ self.rate if F else np.zeros(0)
+            self._steps = np.clip(1.0 / np.sqrt(np.maximum(scaled * self.free_init, 1.0)), 1e-7, 0.5)
+        return self._steps
+
+    @property
     def names(self) -> list[str]:
         return ["r", *self.syst_names, *self.free_names]
 
@@ -120,18 +130,23 @@ class Model:
         nub = np.bincount(self.col_bin, weights=nu, minlength=len(self.bins))
         return nu0, nu, nub, slope, v, J
 
-    def nll(self, x: np.ndarray, n: np.ndarray, glob: np.ndarray) -> float:
+    def nll(self, x: np.ndarray, n: np.ndarray, glob: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """``-ln L`` (saturated normalisation); ``mask`` (B,) bool keeps only those bins (e.g. B masked)."""
         S = self.nS
         _, _, nub, *_ = self.expected(x, jac=False)
         nub = np.clip(nub, 1e-300, None)
+        if mask is not None:
+            nub, n = nub[mask], n[mask]
         pos = n > 0
         val = np.sum(nub - n) + np.sum(n[pos] * np.log(n[pos] / nub[pos]))
         return float(val + 0.5 * np.sum((x[1 : 1 + S] - glob) ** 2))
 
-    def grad(self, x: np.ndarray, n: np.ndarray, glob: np.ndarray) -> np.ndarray:
+    def grad(self, x: np.ndarray, n: np.ndarray, glob: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         S = self.nS
         nu0, nu, nub, slope, v, J = self.expected(x)
         gb = 1.0 - n / np.clip(nub, 1e-300, None)
+        if mask is not None:
+            gb = np.where(mask, gb, 0.0)
         gc = gb[self.col_bin]
         w = gc * nu
         g = np.empty_like(x)
@@ -211,16 +226,26 @@ class Fitter:
     """Profile-likelihood fits of a :class:`Model` with iminuit (analytic gradient)."""
 
     def __init__(self, model: Model, n: np.ndarray | None = None, glob: np.ndarray | None = None,
-                 r_max: float | None = None):
+                 r_max: float | None = None, r_min: float = 0.0, mask: np.ndarray | None = None,
+                 r_step: float | None = None, strategy: int = 0):
         self.model = model
         self.n = model.obs if n is None else np.asarray(n, float)
         self.glob = np.zeros(model.nS) if glob is None else np.asarray(glob, float)
         self.x0 = np.concatenate([[1.0], np.zeros(model.nS), np.ones(len(model.free_names))])
         self.r_max = r_max
+        self.r_min = r_min
+        self.mask = None if mask is None else np.asarray(mask, bool)
+        self.r_step = r_step  # Minuit's first step in r (default 10 % of the start value)
+        self.strategy = strategy
         self.nfits = 0
+        self.last = None  # the Minuit object of the last fit (errors, validity)
 
-    def fit(self, r: float | None = None, start: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """Minimise -ln L with r fixed (``r`` given) or free in ``[0, r_max]``.
+    def fit(self, r: float | None = None, start: np.ndarray | None = None, fixed: dict[int, float] | None = None,
+            hesse: bool = False) -> tuple[float, np.ndarray]:
+        """Minimise -ln L with r fixed (``r`` given) or free in ``[r_min, r_max]``.
+
+        ``fixed``: parameter index -> value, held fixed (e.g. a nuisance for an impact);
+        ``hesse``: run HESSE after MIGRAD (``self.last.errors`` then holds the parabolic errors).
 
         Returns:
             ``(nll_min, x_best)``; x = ``[r, theta..., f...]``.
@@ -229,30 +254,37 @@ class Fitter:
         x0 = np.array(self.x0 if start is None else start, dtype=float)
         if r is not None:
             x0[0] = r
+        for i, v in (fixed or {}).items():
+            x0[i] = v
         if len(x0) == 1 and r is not None:
-            return m.nll(x0, self.n, self.glob), x0
-        fcn = lambda x: m.nll(np.asarray(x), self.n, self.glob)  # noqa: E731
-        grd = lambda x: m.grad(np.asarray(x), self.n, self.glob)  # noqa: E731
+            return m.nll(x0, self.n, self.glob, self.mask), x0
+        fcn = lambda x: m.nll(np.asarray(x), self.n, self.glob, self.mask)  # noqa: E731
+        grd = lambda x: m.grad(np.asarray(x), self.n, self.glob, self.mask)  # noqa: E731
         mi = Minuit(fcn, x0, grad=grd, name=m.names)
         mi.errordef = Minuit.LIKELIHOOD
-        mi.strategy = 0
+        mi.strategy = self.strategy
         mi.print_level = 0
-        mi.limits["r"] = (0.0, self.r_max)
+        mi.limits["r"] = (self.r_min, self.r_max)
         for j, name in enumerate(m.free_names):
             mi.limits[name] = m.free_bounds[j]
-            mi.errors[name] = float(np.clip(1.0 / np.sqrt(max(m.free_init[j], 1.0)), 1e-7, 0.5))
+            mi.errors[name] = m.free_steps[j]
             mi.values[name] = float(np.clip(x0[1 + m.nS + j], *m.free_bounds[j]))
         for s in m.syst_names:
             mi.errors[s] = 0.5
-        mi.errors["r"] = max(abs(x0[0]) * 0.1, 0.01)
+        mi.errors["r"] = self.r_step if self.r_step else max(abs(x0[0]) * 0.1, 0.01)
         if r is not None:
             mi.fixed["r"] = True
+        for i in fixed or {}:
+            mi.fixed[m.names[i]] = True
         mi.migrad()
         self.nfits += 1
         if not mi.valid:
-            mi.strategy = 1
-            mi.migrad()
+            mi.strategy = max(1, self.strategy)
+            mi.migrad(iterate=10)
             if not mi.valid:
                 log.debug("fit not converged (r=%s): %s", r, mi.fmin)
+        if hesse:
+            mi.hesse()
+        self.last = mi
         x = np.array(mi.values)
         return float(mi.fval), x
