@@ -426,14 +426,21 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     counts = output.get("counts", {})
     lines += ["", "Counted, never filled: " + ", ".join(
         f"{k} = {sum(c.get(k, 0) for c in counts.values())}"
-        for k in ("nonfinite_candidates", "nonfinite_events", "fewer_than_two_jets", "chunks_without_selected"))]
+        for k in ("nonfinite_candidates", "nonfinite_events", "fewer_than_two_jets", "not_clustered",
+                  "chunks_without_selected"))
+        + " (fewer_than_two_jets: among the events clustered; not_clustered: rejected by the prefilter)."]
     table = cutflow_table(output)
     if table:
+        from svjscout.processors.prefilter import ROW_NOTE
+
         cuts = list(next(iter(table.values())))
-        lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(cuts) + " |",
+        head = [f"{c} (implied)" if c == "prefilter" else c for c in cuts]
+        lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(head) + " |",
                   "|---|" + "---|" * len(cuts)]
         for ds, row in table.items():
             lines.append(f"| {ds} | " + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts) + " |")
+        if "prefilter" in cuts:
+            lines += ["", ROW_NOTE]
     lines += ["", "## Working point", "", f"(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source})."]
     if scan_row:
         lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"

@@ -345,7 +345,9 @@ def save_outputs(output: dict, outdir: str | Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [outdir / "histograms.coffea", outdir / "cutflow.json", outdir / "histograms.root"]
     save(output, paths[0])
-    cut = {"cutflow": cutflow_table(output), "counts": output.get("counts", {}),
+    from svjscout.processors.prefilter import ROW_NOTE
+
+    cut = {"cutflow": cutflow_table(output), "rows": {"prefilter": ROW_NOTE}, "counts": output.get("counts", {}),
            "skipped": output.get("report", {}).get("skipped", []),
            "lost": {ds: d["lost"] for ds, d in output.get("report", {}).get("datasets", {}).items() if d.get("lost")}}
     paths[1].write_text(json.dumps(cut, indent=1, default=float))

@@ -3,7 +3,9 @@
 The data path of :meth:`SVJProcessor.process`, top to bottom:
 
 1. PF candidates and MET through the schema mapping; non-finite candidates dropped (counted);
-2. AK4 jets -> H_T (trigger emulation); AK8 jets with constituents (fastjet);
+2. the prefilter (processors/prefilter.py): events whose MET or scalar PF pT sum proves they
+   fail the preselection are not clustered (``analysis.prefilter``; the cutflow's first row);
+   for the rest, AK4 jets -> H_T (trigger emulation); AK8 jets with constituents (fastjet);
 3. event features, M_T, R_T, deta of J0, J1 and MET; the preselection and its cutflow;
 4. for preselected events: C-A primary Lund planes of J0 and J1, padded to ``lund_max_len``;
 5. LundNet on J0 and J1, then the twin MLPs X and Y (onnxruntime);
@@ -33,6 +35,7 @@ from svjscout.exceptions import ConfigError
 from svjscout.processors import histograms as H
 from svjscout.processors.features import EVENT_FEATURES, event_features
 from svjscout.processors.jets import cluster, ht
+from svjscout.processors.prefilter import prefilter, scalar_pt_sum
 from svjscout.processors.schema import BranchMap
 from svjscout.processors.selection import CUT_ORDER, Cuts, cutflow, plane_of, preselection
 
@@ -73,6 +76,7 @@ class AnalysisSettings(BaseModel):
     wp: tuple[float, float] = (0.775, 0.875)
     score_bins: int = 40
     lund_max_len: int = 32
+    prefilter: bool = True  # skip the clustering of events proven to fail the preselection
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = 138_000.0  # pb^-1
@@ -111,8 +115,10 @@ class _Stopwatch:
 
 
 def _empty_counts() -> dict[str, int]:
+    # fewer_than_two_jets counts among the events clustered: those passing the prefilter (all
+    # events with analysis.prefilter false); not_clustered = the events the prefilter skipped
     return {"events": 0, "nonfinite_candidates": 0, "nonfinite_events": 0, "fewer_than_two_jets": 0,
-            "chunks": 0, "chunks_without_selected": 0}
+            "not_clustered": 0, "chunks": 0, "chunks_without_selected": 0}
 
 
 class SVJProcessor(processor.ProcessorABC):
@@ -151,25 +157,46 @@ class SVJProcessor(processor.ProcessorABC):
         pf = ak.materialize(pf) if hasattr(ak, "materialize") else pf
         watch.lap("read")
 
-        ak4 = cluster(pf, 0.4, ptmin=cuts.ak4_pt_min)
+        # events the prefilter rejects cannot pass the preselection (processors/prefilter.py): with
+        # analysis.prefilter they are not clustered; the cutflow's prefilter row is the same either way
+        pre = prefilter(met_pt, scalar_pt_sum(pf), cuts)
+        keep = pre if cfg.prefilter else np.ones(len(events), bool)
+        counts["not_clustered"] = int(np.count_nonzero(~keep))
+        sub = np.flatnonzero(keep)
+        pf_kept = pf if len(sub) == len(events) else pf[sub]
+        watch.lap("prefilter")
+
+        ak4 = cluster(pf_kept, 0.4, ptmin=cuts.ak4_pt_min)
         watch.lap("ak4")
-        ak8 = cluster(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
+        ak8 = cluster(pf_kept, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
         ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
         watch.lap("ak8")
-        n_ak8 = ak.to_numpy(ak.num(ak8.pt)) if len(events) else np.zeros(0, int)
-        counts["fewer_than_two_jets"] = int(np.count_nonzero(n_ak8 < 2))
-        j0, j1 = _leading_two(ak8)
+        # per-event quantities of the clustered events, scattered back to all events (zeros for
+        # those not clustered: they fail the prefilter row, so no later row depends on them)
+        n_ak8, ht_all = np.zeros(len(events), int), np.zeros(len(events))
+        if len(sub):
+            n_ak8[sub] = ak.to_numpy(ak.num(ak8.pt))
+            ht_all[sub] = ht(ak4, cuts.ak4_pt_min, cuts.ak4_abs_eta_max)
+        counts["fewer_than_two_jets"] = int(np.count_nonzero(n_ak8[sub] < 2))  # of the events clustered
+        if len(sub):
+            j0, j1 = (_scatter(j, sub, len(events)) for j in _leading_two(ak8))
+        else:  # nothing clustered (clustering an empty chunk gives jets of unknown type)
+            j0 = j1 = {k: np.zeros(len(events)) for k in ("pt", "eta", "phi", "mass")}
         feats = event_features(j0, j1, met_pt, met_phi)
-        sel = preselection(clean, ht(ak4, cuts.ak4_pt_min, cuts.ak4_abs_eta_max), n_ak8, feats, cuts)
+        sel = preselection(clean, ht_all, n_ak8, feats, cuts, prefilter=pre)
         flow = cutflow(sel, gen_w)
         out_flow = {dataset: {"raw": np.array(flow["raw"]), "weighted": np.array(flow["weighted"])}}
 
-        passing = sel.all(*CUT_ORDER)
+        passing = sel.all(*CUT_ORDER[1:])  # the cuts themselves; the prefilter only follows from them
+        lost = passing & ~pre
+        if lost.any():  # only possible without analysis.prefilter, which is how this is checked
+            raise RuntimeError(f"prefilter bug: {int(lost.sum())} events of {dataset} pass every cut but fail "
+                               "the prefilter (processors/prefilter.py); report this with the input file")
         idx = np.flatnonzero(passing)
         if len(idx) == 0:
             counts["chunks_without_selected"] = 1
         watch.lap("features+selection")
-        lund, mask = self._lund(ak8[idx])
+        lund, mask = self._lund(ak8[np.searchsorted(sub, idx)])  # idx are among sub (they pass the prefilter)
         watch.lap("lund")
         feats = {k: v[idx] for k, v in feats.items()}
         w = gen_w[idx]
@@ -255,6 +282,18 @@ class SVJProcessor(processor.ProcessorABC):
         out = Path(cfg.skim_dir) / dataset
         out.mkdir(parents=True, exist_ok=True)
         ak.to_parquet(table, out / f"{name}.parquet")
+
+
+def _scatter(jet: dict, sub: np.ndarray, n: int) -> dict:
+    """A J0/J1 dict of the clustered events ``sub`` as arrays over all ``n`` events (zeros elsewhere)."""
+    if len(sub) == n:
+        return jet
+    out = {}
+    for k, v in jet.items():
+        full = np.zeros(n, dtype=v.dtype)
+        full[sub] = v
+        out[k] = full
+    return out
 
 
 def _leading_two(jets) -> tuple[dict, dict]:

@@ -2,6 +2,9 @@
 
 Cuts, in order (each configurable in :class:`Cuts`):
 
+p. ``prefilter``: necessary conditions implied by ``clean``, ``trigger``, ``two_ak8``, ``mt`` and
+   ``rt`` together (MET and the scalar pT sum of the PF candidates, processors/prefilter.py),
+   decided before clustering; it rejects no event that passes all the cuts below;
 0. ``clean``: finite MET and weight (events with NaN/inf there are counted, never filled);
 1. ``trigger``: H_T > 410 GeV, H_T from AK4 jets with pT > 30 GeV and |eta| < 2.5;
 2. ``two_ak8``: >= 2 AK8 jets with pT >= 150 GeV and |eta| <= 2.4 (J0, J1 the two leading);
@@ -11,7 +14,10 @@ Cuts, in order (each configurable in :class:`Cuts`):
 6. ``deta``: |deta(J0, J1)| < 2.2.
 
 The cutflow holds, per dataset, the raw and the weighted number of events passing all cuts up
-to and including each one (so it is monotonic by construction).
+to and including each one (so it is monotonic by construction). The ``prefilter`` row comes
+first whether or not ``analysis.prefilter`` skips the clustering of the events it rejects, so
+the cutflow does not depend on that switch; since the prefilter is implied by the cuts up to
+``rt``, the rows from ``rt`` on are what the cuts alone select.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from coffea.analysis_tools import PackedSelection
 from pydantic import BaseModel, ConfigDict
 
 #: Cut names in the order they are applied.
-CUT_ORDER = ("clean", "trigger", "two_ak8", "mt", "rt", "dphi_min", "deta")
+CUT_ORDER = ("prefilter", "clean", "trigger", "two_ak8", "mt", "rt", "dphi_min", "deta")
 
 
 class Cuts(BaseModel):
@@ -42,7 +48,7 @@ class Cuts(BaseModel):
 
 
 def preselection(clean: np.ndarray, ht: np.ndarray, n_ak8: np.ndarray, feats: dict[str, np.ndarray],
-                 cuts: Cuts) -> PackedSelection:
+                 cuts: Cuts, prefilter: np.ndarray | None = None) -> PackedSelection:
     """Build the :class:`PackedSelection` of :data:`CUT_ORDER`.
 
     Args:
@@ -51,9 +57,12 @@ def preselection(clean: np.ndarray, ht: np.ndarray, n_ak8: np.ndarray, feats: di
         n_ak8: number of good AK8 jets per event.
         feats: event features (``mt``, ``rt``, ``dphi_min``, ``deta``; any value for events
             with fewer than two jets, they fail ``two_ak8``).
+        prefilter: events kept by :func:`svjscout.processors.prefilter.prefilter` (default:
+            all); ``ht``, ``n_ak8`` and ``feats`` may hold any value where it is False.
     """
     sel = PackedSelection()
     two = n_ak8 >= 2
+    sel.add("prefilter", np.ones(len(clean), bool) if prefilter is None else np.asarray(prefilter, bool))
     sel.add("clean", clean)
     sel.add("trigger", ht > cuts.ht_min)
     sel.add("two_ak8", two)

@@ -15,9 +15,10 @@ def test_cutflow_matches_numpy_and_is_monotonic():
     feats = {"mt": rng.uniform(300, 3000, n), "rt": rng.uniform(0, 0.6, n), "dphi_min": rng.uniform(0, np.pi, n),
              "deta": rng.uniform(0, 4, n)}
     w = rng.choice([-1.0, 1.0, 2.0], n)
-    flow = cutflow(preselection(clean, ht, n_ak8, feats, cuts), w)
+    pre = rng.random(n) > 0.2
+    flow = cutflow(preselection(clean, ht, n_ak8, feats, cuts, prefilter=pre), w)
     assert flow["names"] == ["all", *CUT_ORDER]
-    masks = [np.ones(n, bool), clean, ht > 410, n_ak8 >= 2, feats["mt"] > 650, feats["rt"] > 0.24,
+    masks = [np.ones(n, bool), pre, clean, ht > 410, n_ak8 >= 2, feats["mt"] > 650, feats["rt"] > 0.24,
              feats["dphi_min"] < 0.8, feats["deta"] < 2.2]
     running = np.ones(n, bool)
     for i, m in enumerate(masks):
