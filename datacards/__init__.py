@@ -26,6 +26,7 @@ from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
 from .regions import check_mt_abcd, mt_abcd_at, region_yields, yields_from_mt_abcd
 from .scan import ScanResult, ScanRules, scan_working_points, write_scan
+from .validation import write_validation
 from .writer import write_datacards
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "scan_working_points",
     "validate_datacard",
     "write_datacards",
+    "write_validation",
     "write_scan",
     "yields_from_mt_abcd",
 ]

@@ -442,3 +442,21 @@ def summary_lines(res: Mapping) -> list[str]:
               + (", ".join(f"{n} {[i for i, e in enumerate(c['exceeds_nonclosure']) if e]}"
                            for n, c in res["contamination"].items() if any(c["exceeds_nonclosure"])) or "none"), ""]
     return lines
+
+
+def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None,
+                     toys: int = 20, inject: Sequence = (0.0, 1.0, "exp0"), seed: int = 1, stability: bool = True,
+                     style=None) -> dict:
+    """:func:`validate` and its outputs: ``outdir/validation/validation.json`` and the figures."""
+    import json
+
+    from .validation_plots import plot_validation
+
+    vdir = os.path.join(os.fspath(outdir), "validation")
+    os.makedirs(vdir, exist_ok=True)
+    res = validate(xy_mt, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability)
+    with open(os.path.join(vdir, "validation.json"), "w") as f:
+        json.dump(res, f, indent=1, default=float)
+    kw = {"style": style} if style is not None else {}
+    res["figures"] = plot_validation(res, vdir, mt_bins=index.get("mt_bins"), **kw)
+    return res

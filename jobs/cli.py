@@ -191,7 +191,7 @@ def _register_optional() -> None:
     import importlib
 
     for module, attrs, group in (
-        ("svjscout.jobs.commands_datacards", ("scan_cmd", "datacards_cmd", "limits_cmd"), cli),
+        ("svjscout.jobs.commands_datacards", ("scan_cmd", "datacards_cmd", "limits_cmd", "validate_cmd"), cli),
         ("svjscout.jobs.commands_train_lundnet", ("lundnet_cmd",), train),
         ("svjscout.jobs.commands_train_twin", ("twin_cmd",), train),
     ):

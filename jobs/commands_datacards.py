@@ -201,3 +201,50 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots):
     datasets = _load(histograms)[1] if histograms else None
     files = plot_limits(lim, datasets, os.path.join(out, "plots")) if plots else []
     click.echo(json.dumps({"limits": path, "plots": files, "points": lim}, indent=1))
+
+
+@click.command(name="validate")
+@click.argument("outdir", type=click.Path(exists=True, file_okay=False))
+@click.option("--toys", type=int, default=100, show_default=True, help="Toys per injected r and per goodness of fit.")
+@click.option("--inject", default="0,1,exp0", show_default=True,
+              help="Injected signal strengths, comma-separated; 'exp0' is each point's median expected limit.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the toys.")
+@click.option("--stability/--no-stability", default=True, show_default=True,
+              help="Closure and expected limit at the 8 grid neighbours of the working point.")
+def validate_cmd(outdir, toys, inject, seed, stability):
+    """Fit validation of the cards of OUTDIR (a `svjscout run` output folder).
+
+    Signal injection and bias (pulls), saturated goodness of fit (VP; SP with B masked), pulls and
+    impacts, WP stability and signal contamination. Writes OUTDIR/validation/validation.json, the
+    figures, and a "Fit validation" section in OUTDIR/summary.md (docs/validation.md).
+    """
+    from svjscout.datacards.limits import read_index
+    from svjscout.datacards.validation import summary_lines, write_validation
+
+    index, _ = read_index(outdir)
+    xy_mt, datasets = _load(os.path.join(outdir, "histograms.coffea"))
+    lim_path = os.path.join(outdir, "limits.json")
+    limits = json.load(open(lim_path)) if os.path.isfile(lim_path) else None
+    values = []
+    for v in inject.split(","):
+        v = v.strip()
+        try:
+            values.append(v if v == "exp0" else float(v))
+        except ValueError as err:
+            raise click.BadParameter(f"'{v}' is neither a number nor 'exp0'", param_hint="--inject") from err
+    res = write_validation(outdir, xy_mt, datasets, index, limits, toys=toys, inject=values, seed=seed,
+                           stability=stability)
+    summary = os.path.join(outdir, "summary.md")
+    if os.path.isfile(summary):
+        text = open(summary).read()
+        start = text.find("## Fit validation")
+        section = "\n".join(summary_lines(res))
+        if start >= 0:
+            end = text.find("\n## ", start + 3)
+            text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "\n")
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with open(summary, "w") as f:
+            f.write(text)
+    click.echo("\n".join(summary_lines(res)))
+    click.echo(f"validation: {os.path.join(outdir, 'validation', 'validation.json')}")

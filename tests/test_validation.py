@@ -177,3 +177,31 @@ def test_signal_rising_toy_has_valid_card(tmp_path):
     assert res["gof"]["SP (B masked)"]["ndf"] == 0
     text = "\n".join(summary_lines(res))
     assert "Fit validation" in text and "svj_mz2000_rinv0.3" in text
+
+
+def test_validate_cli_writes_json_figures_and_summary(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from coffea.util import save
+
+    bkg = factorised(1e6, falling(3.0), falling(2.0), [1.0, 1.0])
+    sig = factorised(300.0, rising(3.0), rising(3.0), [1.0, 2.0])
+    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}, "s": {"SP": sig, "VP": 0.1 * sig}}, [650.0, 1000.0, 3000.0], 1e-3)
+    ds = {"bkg": {"kind": "background"}, "s": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
+    save({"hists": {"xy_mt": h}, "datasets": ds}, tmp_path / "histograms.coffea")
+    write_datacards(h, ds, WP, tmp_path)
+    (tmp_path / "summary.md").write_text("# run\n\n## Timing\n\n- x\n")
+    r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "validate", str(tmp_path), "--toys", "10",
+                        "--inject", "0,0.5", "--no-stability"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "validation" / "validation.json").read_text())
+    assert [i["r_inj"] for i in res["points"]["svj_mz2000_rinv0.3"]["injection"]] == [0.0, 0.5]
+    for name in ("bias_svj_mz2000_rinv0.3", "impacts_svj_mz2000_rinv0.3", "gof_VP", "contamination"):
+        assert (tmp_path / "validation" / f"{name}.pdf").is_file() and (tmp_path / "validation" / f"{name}.png").is_file()
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count("## Fit validation") == 1 and "## Timing" in summary
+    r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "validate", str(tmp_path), "--inject", "x"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--inject" in r.stderr

@@ -1,0 +1,158 @@
+"""Figures of the fit validation (:mod:`.validation`), CMS style (:mod:`.style`), PDF and PNG.
+
+* ``bias_POINT``: pull distribution per injected r, with a Gaussian fit (mean, width);
+* ``gof_PLANE``: the saturated statistic of the toys, the observed value and the p-value;
+* ``impacts_POINT``: the standard impacts plot (post-fit pull and constraint of each nuisance on
+  the left, its impact on r when moved by +-1 post-fit sigma on the right), ranked;
+* ``wp_stability``: the expected limit and the closure at the WP and its 8 neighbours (3 x 3);
+* ``contamination``: the bias of the prediction per M_T bin and signal point against the non-closure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import stats
+
+from .style import DEFAULT, PlotStyle, cms_label, pyplot, save
+
+
+def plot_bias(point: str, res: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[str]:
+    plt = pyplot()
+    inj = res["injection"]
+    fig, axes = plt.subplots(1, max(len(inj), 1), figsize=(8 * max(len(inj), 1), 7), squeeze=False)
+    for ax, r in zip(axes[0], inj):
+        p = np.asarray(r["pulls"], float)
+        bins = np.linspace(-4, 4, 33)
+        ax.hist(np.clip(p, -3.99, 3.99), bins=bins, histtype="step", color="black", linewidth=2,
+                label=f"toys ({r['converged']}/{r['toys']} converged)")
+        if len(p) > 1:
+            mu, sd = stats.norm.fit(p)
+            xs = np.linspace(-4, 4, 200)
+            ax.plot(xs, len(p) * (bins[1] - bins[0]) * stats.norm.pdf(xs, mu, sd), color="#e42536",
+                    label=f"Gaussian: mean {mu:+.2f}, width {sd:.2f}")
+        ax.set_xlabel(r"pull $(\hat{r} - r_{inj}) / \sigma_r$")
+        ax.set_ylabel("toys / 0.25")
+        ax.set_title(f"{point}, $r_{{inj}}$ = {r['r_inj']:.3g}", fontsize=18)
+        ax.set_ylim(0, max(ax.get_ylim()[1] * 1.45, 1))
+        ax.legend(fontsize=14, loc="upper left")
+        cms_label(ax, style, lumi=False, com=None, fontsize=18)
+    return save(fig, outdir, f"bias_{point}", style)
+
+
+def plot_gof(name: str, g: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[str]:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 8))
+    q = np.asarray(g.get("q_toys", []), float)
+    if len(q):
+        ax.hist(q, bins=30, histtype="stepfilled", color="#92dadd", label=f"toys from the fit ({len(q)})")
+    ax.axvline(g["q_obs"], color="#e42536", linewidth=2.5,
+               label=f"observed q = {g['q_obs']:.3g}" + (f", p = {g['pvalue']:.3f}" if g.get("pvalue") is not None else ""))
+    ax.set_xlabel("saturated test statistic q")
+    ax.set_ylabel("toys")
+    ax.set_title(f"goodness of fit, {name}, ndf = {g['ndf']}" + (" (saturated: no test)" if g["ndf"] <= 0 else ""),
+                 fontsize=18)
+    ax.set_ylim(0, max(ax.get_ylim()[1] * 1.3, 1))
+    ax.legend(fontsize=15, loc="upper right")
+    cms_label(ax, style, lumi=False, com=None)
+    tag = name.split()[0]
+    return save(fig, outdir, f"gof_{tag}", style)
+
+
+def plot_impacts(point: str, im: Mapping, outdir, style: PlotStyle = DEFAULT, top: int = 20) -> list[str]:
+    plt = pyplot()
+    rows = im["nuisances"][:top]
+    n = len(rows)
+    fig, (axp, axi) = plt.subplots(1, 2, figsize=(16, 2 + 0.55 * max(n, 1)), sharey=True,
+                                   gridspec_kw={"width_ratios": [1, 1], "wspace": 0.05})
+    y = np.arange(n)[::-1]
+    for k, row in enumerate(rows):
+        if row["kind"] == "lnN":
+            axp.errorbar(row["value"], y[k], xerr=row["error"], fmt="o", color="black")
+        else:  # rateParam: value / initial - 1, in units of its own error
+            axp.errorbar(0.0, y[k], xerr=1.0, fmt="s", color="#9c9ca1")
+    axp.axvspan(-1, 1, color="#b9ac70", alpha=0.25, label=r"prior $\pm 1\sigma$ (lnN)")
+    axp.set_xlim(-2.5, 2.5)
+    axp.set_xlabel(r"pull $\hat{\theta}$ (lnN); rateParams: $\pm 1\sigma$ post-fit")
+    axp.set_yticks(y)
+    axp.set_yticklabels([r["name"] for r in rows], fontsize=13)
+    axp.legend(fontsize=13, loc="lower left")
+    up = [r["impact_up"] for r in rows]
+    dn = [r["impact_down"] for r in rows]
+    axi.barh(y, up, color="#e42536", alpha=0.8, label=r"$+1\sigma$")
+    axi.barh(y, dn, color="#5790fc", alpha=0.8, label=r"$-1\sigma$")
+    axi.axvline(0, color="black", linewidth=1)
+    axi.set_xlabel(r"impact $\Delta\hat{r}$")
+    axi.legend(fontsize=13, loc="lower right")
+    axi.set_title(rf"{point}: $\hat{{r}}$ = {im['r']:.3g} $\pm$ {im['r_err']:.3g}", fontsize=16)
+    cms_label(axp, style, lumi=False, com=None, fontsize=16)
+    return save(fig, outdir, f"impacts_{point}", style)
+
+
+def plot_wp_stability(rows, outdir, style: PlotStyle = DEFAULT) -> list[str]:
+    plt = pyplot()
+    grid = np.full((3, 3), np.nan)
+    text = [["" for _ in range(3)] for _ in range(3)]
+    xs, ys = sorted({r["x0"] for r in rows}), sorted({r["y0"] for r in rows})
+    for r in rows:
+        i, j = r["dy"] + 1, r["dx"] + 1
+        if r.get("limit") is not None:
+            grid[i, j] = r["limit"]
+        d = r.get("delta")
+        text[i][j] = (f"{r['limit']:.3g}" if r.get("limit") is not None else "n/a") + \
+            (f"\n$\\delta$ {d:+.2f}" if d is not None else "") + \
+            (f"\np {r['pvalue']:.2f}" if r.get("pvalue") is not None else "")
+    fig, ax = plt.subplots(figsize=(10, 9))
+    im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+    for i in range(3):
+        for j in range(3):
+            ax.text(j, i, text[i][j], ha="center", va="center", color="white" if i != 1 or j != 1 else "#ffd700",
+                    fontsize=15, fontweight="bold" if (i, j) == (1, 1) else None)
+    ax.set_xticks(range(3))
+    ax.set_xticklabels([f"{v:.3f}" for v in xs])
+    ax.set_yticks(range(3))
+    ax.set_yticklabels([f"{v:.3f}" for v in ys])
+    ax.set_xlabel("$x_0$")
+    ax.set_ylabel("$y_0$")
+    fig.colorbar(im, ax=ax, label="expected limit on r (median)")
+    cms_label(ax, style, lumi=False, com=None, fontsize=18)
+    return save(fig, outdir, "wp_stability", style)
+
+
+def plot_contamination(cont: Mapping, mt_bins, outdir, style: PlotStyle = DEFAULT) -> list[str]:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(11, 8))
+    first = next(iter(cont.values()))
+    n = len(first["bias"])
+    x = np.arange(n)
+    ax.fill_between(np.arange(n + 1) - 0.5, 0, list(first["nonclosure"]) + [first["nonclosure"][-1]], step="post",
+                    color="#b9ac70", alpha=0.4, label="non-closure (cards)")
+    for k, (name, c) in enumerate(cont.items()):
+        ax.plot(x, np.abs(c["bias"]), "o-", label=name)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels(mt_bins[:n] if mt_bins else [str(i) for i in x], rotation=20, fontsize=13)
+    ax.set_xlabel(r"$M_T$ bin [GeV]")
+    ax.set_ylabel(r"|relative bias of $\hat{n}_B$| (signal at r = 1 in A, C, D)")
+    ax.legend(fontsize=13)
+    cms_label(ax, style, lumi=False, com=None)
+    return save(fig, outdir, "contamination", style)
+
+
+def plot_validation(res: Mapping, outdir, mt_bins=None, style: PlotStyle = DEFAULT) -> list[str]:
+    """Every validation figure into ``outdir``; returns the written paths."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    for point, p in res["points"].items():
+        paths += plot_bias(point, p, outdir, style)
+        paths += plot_impacts(point, p["impacts"], outdir, style)
+    for name, g in res["gof"].items():
+        if "error" not in g:
+            paths += plot_gof(name, g, outdir, style)
+    if res.get("wp_stability"):
+        paths += plot_wp_stability(res["wp_stability"], outdir, style)
+    if res.get("contamination"):
+        paths += plot_contamination(res["contamination"], mt_bins, outdir, style)
+    return paths
