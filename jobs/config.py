@@ -118,6 +118,18 @@ class PlotsSpec(BaseModel):
     dpi: int = Field(150, ge=150, le=1200)
 
 
+class ValidationSpec(BaseModel):
+    """Fit validation of the cards (``svjscout validate``; a stage of ``svjscout run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    toys: int = Field(20, ge=2)  # per injected r and per goodness of fit; raise it for a review
+    inject: list[float | Literal["exp0"]] = [0.0, 1.0, "exp0"]  # "exp0": the point's median expected limit
+    seed: int = 1
+    stability: bool = True  # closure and expected limit at the 8 neighbours of the WP
+
+
 class JobConfig(BaseModel):
     """A whole job: datasets, schema mapping, analysis settings, executor, scan, datacards."""
 
@@ -131,6 +143,7 @@ class JobConfig(BaseModel):
     scan: ScanSpec = Field(default_factory=ScanSpec)
     datacards: DatacardSpec = Field(default_factory=DatacardSpec)
     plots: PlotsSpec = Field(default_factory=PlotsSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
     base_dir: Path = Path(".")
 
     def resolve(self, path: str) -> str:
@@ -209,6 +222,6 @@ def config_digest(cfg: JobConfig) -> str:
 
     from svjscout.jobs.provenance import models
 
-    payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "plots", "name"})
+    payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "plots", "validation", "name"})
     payload["model_sha256"] = {k: v["sha256"] for k, v in models(cfg).items()}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

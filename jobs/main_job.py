@@ -8,7 +8,8 @@ Stages (each with a progress line on stderr, each timed in ``timings.json``):
    ``--scan`` or ``scan.enabled``); writes ``scan.csv`` and heat maps;
 3. ``datacards``: ABCD closure at the WP and one Combine card per signal point;
 4. ``limits``: quick asymptotic CLs limits -> ``limits.json`` and limit plots;
-5. ``report``: the closure plots, M_T per region, X-Y planes, controls (PDF + PNG), ``summary.md``.
+5. ``validate``: fit validation of the cards (``validation/``; ``validation.enabled``);
+6. ``report``: the closure plots, M_T per region, X-Y planes, controls (PDF + PNG), ``summary.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from svjscout.jobs.runner import run_processor, save_outputs
 
 log = logging.getLogger(__name__)
 
-STAGES = ("process", "scan", "datacards", "limits", "report")
+STAGES = ("process", "scan", "datacards", "limits", "validate", "report")
 
 
 def _closure_tables(xy_mt, datasets, wp) -> dict:
@@ -130,6 +131,15 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         timings["limits"] = time.perf_counter() - t
         bar.advance(task)
 
+        t = stage("validate")
+        validation = None
+        if cfg.validation.enabled:
+            v = cfg.validation
+            validation = dc.write_validation(outdir, xy_mt, datasets, index, limits, toys=v.toys, inject=v.inject,
+                                             seed=v.seed, stability=v.stability, style=style)
+        timings["validate"] = time.perf_counter() - t
+        bar.advance(task)
+
         t = stage("report")
         for plane in ("SP", "VP"):
             report.plot_closure(xy_mt, datasets, wp, outdir, plane, index=index, style=style)
@@ -138,7 +148,7 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         report.plot_controls(output, outdir, style=style)
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
-                             cfg=cfg, overrides=overrides)
+                             cfg=cfg, overrides=overrides, validation=validation)
         bar.advance(task)
     return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings}
 

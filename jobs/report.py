@@ -410,7 +410,8 @@ def _skipped_lines(rep: dict) -> list[str]:
 
 
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
-                  closure: dict, limits: dict, index: dict, timings: dict, cfg=None, overrides: dict | None = None) -> Path:
+                  closure: dict, limits: dict, index: dict, timings: dict, cfg=None, overrides: dict | None = None,
+                  validation: dict | None = None) -> Path:
     """``summary.md`` of a run."""
     from svjscout.processors.processor import cutflow_table
 
@@ -450,6 +451,10 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
 
     lines += nonclosure_lines(index)
+    if validation:
+        from svjscout.datacards.validation import summary_lines as validation_lines
+
+        lines += validation_lines(validation)
     lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",
               "| point | -2s | -1s | median | +1s | +2s | obs |", "|---|---|---|---|---|---|---|"]
     for point, lim in sorted(limits.items()):
