@@ -1,93 +1,318 @@
-"""Processor throughput per core and time share per stage, beside AK4 + AK8 clustering alone.
+"""Processor throughput per core, with and without the prefilter, beside clustering every event.
 
-Runs in one process (one core) on the embedded sample, already read into memory, after a
-warm-up pass (numba compilation, ONNX sessions). Prints a table.
+Runs in one process (one core) on a sample already read into memory, after a warm-up pass
+(numba compilation, ONNX sessions), and prints, on the same events:
 
-    python benchmarks/bench_processor.py [--lundnet PATH --twin PATH] [--repeat 2]
+* clustering every event (AK4 + AK8, as the processor does it);
+* the processor with ``analysis.prefilter`` false (it clusters every event) and true;
+* the fraction of events the prefilter rejects before clustering, and a check that both
+  processor runs give bit-identical histograms and cutflows;
+* the time per stage of the processor with the prefilter;
+* the file read + decompression rate (NanoEvents, the processor's branches), and with
+  ``--compression`` the same files rewritten with ZSTD, LZ4, ZLIB and no compression;
+* with ``--memory``: the peak memory (max RSS) of one worker process running the processor on
+  one chunk of 10k, 50k and 100k events (the sample's events repeated up to the chunk size).
+
+    python benchmarks/bench_processor.py [--sample embedded|DIR] [--lundnet PATH --twin PATH]
+        [--repeat 2] [--compression] [--memory]
+
+``--sample DIR`` takes every ``*.root`` file in DIR as a background dataset (for the
+H_T-triggered sample of samples/scouting_like/make.sh: ``--sample data/scouting_like``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 os.environ.setdefault("SVJSCOUT_ORT_THREADS", "1")
 
 
-def main() -> None:
-    import awkward as ak
-    from coffea.nanoevents import NanoEventsFactory
+def _job(sample: str, lundnet: str | None, twin: str | None):
+    """The job config: jobs/local.yaml (embedded) or its settings over the files of DIR."""
+    import yaml
 
     from svjscout.jobs.config import load_job
-    from svjscout.jobs.runner import RunReport, preflight
-    from svjscout.processors.jets import cluster
-    from svjscout.processors.processor import SVJProcessor
+
+    overrides = {}
+    if lundnet:
+        overrides["analysis.lundnet_model"] = lundnet
+    if twin:
+        overrides["analysis.twin_model"] = twin
+    if sample == "embedded":
+        return load_job(None, overrides)
+    files = sorted(Path(sample).glob("*.root"))
+    if not files:
+        raise SystemExit(f"no .root files in {sample}: run samples/scouting_like/make.sh first")
+    local = Path(__file__).resolve().parent.parent / "jobs" / "local.yaml"
+    job = yaml.safe_load(local.read_text())
+    job["name"] = f"bench-{Path(sample).name}"
+    job["datasets"] = {f.stem: {"kind": "background", "files": [str(f.resolve())]} for f in files}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_processor_")) / "job.yaml"
+    tmp.write_text(yaml.safe_dump(job))
+    return load_job(tmp, overrides)
+
+
+def _read(cfg):
+    """[(dataset, path, NanoEvents)] read eagerly (every branch; the processor's are most of them), seconds."""
+    from coffea.nanoevents import NanoEventsFactory
+
     from svjscout.processors.schema import SVJScoutingSchema
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--lundnet", default=None)
-    ap.add_argument("--twin", default=None)
-    ap.add_argument("--repeat", type=int, default=2)
-    args = ap.parse_args()
-    overrides = {}
-    if args.lundnet:
-        overrides["analysis.lundnet_model"] = args.lundnet
-    if args.twin:
-        overrides["analysis.twin_model"] = args.twin
-    cfg = load_job(None, overrides)
-    infos = preflight(cfg, RunReport())
-    proc = SVJProcessor(cfg.processor_config(infos))
-    samples = []
-    t_read = 0.0
+    out, seconds = [], 0.0
     for name in cfg.datasets:
         for path in cfg.files(name):
             t = time.perf_counter()
             ev = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="eager",
                                              metadata={"dataset": name, "filename": path}).events()
-            t_read += time.perf_counter() - t
-            samples.append(ev)
-    n_events = sum(len(e) for e in samples)
-    pfs = [cfg.schema_map.pf_candidates(e) for e in samples]
+            _touch(cfg, ev)
+            seconds += time.perf_counter() - t
+            out.append((name, path, ev))
+    return out, seconds
+
+
+def _touch(cfg, ev) -> None:
+    import awkward as ak
+
+    pf = cfg.schema_map.pf_candidates(ev)
+    for f in ("pt", "eta", "phi", "mass"):
+        ak.sum(pf[f])
+    cfg.schema_map.met(ev)
+
+
+def _compression_table(cfg, samples) -> list[str]:
+    """Read + decompression of the processor's branches for the files rewritten per algorithm."""
+    import uproot
+
+    branches = cfg.schema_map.required_branches(is_mc=True)
+    algos = [("LZMA:6 (our writer)", None), ("LZMA:9 (CMS NanoAOD)", uproot.LZMA(9)), ("ZSTD:5", uproot.ZSTD(5)),
+             ("LZ4:4", uproot.LZ4(4)), ("ZLIB:1", uproot.ZLIB(1)), ("none", None)]
+    n_events = sum(len(e) for _, _, e in samples)
+    lines = [f"{'compression':<22}{'MB':>8}{'read s':>9}{'events/s':>12}{'MB/s (file)':>13}"]
+    with tempfile.TemporaryDirectory(prefix="bench_compression_") as tmp:
+        for label, algo in algos:
+            paths = []
+            for i, (_, path, _) in enumerate(samples):
+                if label.startswith("LZMA:6"):
+                    paths.append(path)
+                    continue
+                dst = Path(tmp) / f"{i}.root"
+                with uproot.open(path) as f:
+                    cols = _tree_cols(f["Events"].arrays(branches, library="ak"))
+                _write_tree(dst, cols, algo)
+                paths.append(str(dst))
+            size = sum(os.path.getsize(p) for p in paths) / 1e6
+            best = float("inf")
+            for _ in range(2):
+                t = time.perf_counter()
+                for p in paths:
+                    with uproot.open(p) as f:
+                        f["Events"].arrays(branches, library="ak")
+                best = min(best, time.perf_counter() - t)
+            lines.append(f"{label:<22}{size:>8.1f}{best:>9.2f}{n_events / best:>12,.0f}{size / best:>13.1f}")
+    return lines
+
+
+def _tree_cols(arrays) -> dict:
+    """Events arrays (flat ScoutingParticle_* branches) -> columns for uproot's mktree/extend."""
+    import awkward as ak
+
+    pf = {k.split("_", 1)[1]: arrays[k] for k in arrays.fields if k.startswith("ScoutingParticle_")}
+    cols = {k: ak.to_numpy(arrays[k]) for k in arrays.fields if not k.startswith(("ScoutingParticle_", "nScout"))}
+    cols["ScoutingParticle"] = ak.zip(pf)
+    return cols
+
+
+def _write_tree(path, cols: dict, compression) -> None:
+    import awkward as ak
+    import uproot
+
+    with uproot.recreate(path, compression=compression) as g:
+        g.mktree("Events", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
+                            for k, v in cols.items()}).extend(cols)
+
+
+def _memory(cfg, sizes, prefilter_modes) -> list[str]:
+    """Peak RSS of a fresh worker process reading and processing one chunk of N events."""
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    branches = cfg.schema_map.required_branches(is_mc=True)
+    parts = []
+    for name in cfg.datasets:
+        for p in cfg.files(name):
+            with uproot.open(p) as f:
+                parts.append(f["Events"].arrays(branches, library="ak"))
+    allev = ak.concatenate(parts)
+    models = {"lundnet": cfg.resolve(cfg.analysis.lundnet_model), "twin": cfg.resolve(cfg.analysis.twin_model)}
+    lines = [f"{'chunk (events)':<16}" + "".join(f"{'prefilter ' + ('on' if m else 'off'):>18}" for m in prefilter_modes)
+             + f"{'baseline':>12}"]
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        for n in sizes:
+            path = str(Path(tmp) / f"chunk_{n}.root")
+            chunk = ak.concatenate([allev] * int(np.ceil(n / len(allev))))[:n]
+            _write_tree(path, _tree_cols(chunk), uproot.ZSTD(1))
+            del chunk
+            row, base = [], None
+            for mode in prefilter_modes:
+                arg = json.dumps({"path": path, "n": n, "prefilter": mode, **models})
+                res = subprocess.run([sys.executable, __file__, "--_memory-worker", arg],
+                                     capture_output=True, text=True, check=True)
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                row.append(f"{r['peak_mb']:>15,.0f} MB")
+                base = r["baseline_mb"]
+            lines.append(f"{n:<16,}" + "".join(f"{c:>18}" for c in row) + f"{base:>9,.0f} MB")
+    return lines
+
+
+def _memory_worker(arg: str) -> None:
+    """Child process: read one chunk (NanoEvents, as a coffea worker does) and process it; print peak RSS."""
+    from coffea.nanoevents import NanoEventsFactory
+
+    from svjscout.processors.processor import DatasetInfo, ProcessorConfig, SVJProcessor
+    from svjscout.processors.schema import SVJScoutingSchema
+
+    job = json.loads(arg)
+    path, n = job["path"], job["n"]
+    cfg = ProcessorConfig(prefilter=job["prefilter"], lundnet_model=job["lundnet"], twin_model=job["twin"],
+                          wp=(0.5, 0.5), datasets={"mix": DatasetInfo(kind="background", xsec=1.0, sumw=float(n))})
+    proc = SVJProcessor(cfg)
+    meta = {"dataset": "mix", "filename": path}
+    # baseline: libraries loaded, ONNX sessions and a warm-up on 100 events
+    proc.process(NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
+                                             entry_stop=100, metadata=meta).events())
+    baseline = _rss_now_mb()
+    events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
+                                         metadata=meta).events()
+    proc.process(events)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    print(json.dumps({"peak_mb": peak, "baseline_mb": baseline}))
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_memory-worker":
+        _memory_worker(sys.argv[2])
+        return
+    import numpy as np
+
+    from svjscout.jobs.runner import RunReport, preflight
+    from svjscout.processors.jets import cluster
+    from svjscout.processors.processor import SVJProcessor
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sample", default="embedded", help="'embedded' or a directory of .root files")
+    ap.add_argument("--lundnet", default=None)
+    ap.add_argument("--twin", default=None)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--compression", action="store_true", help="also read the files rewritten per algorithm")
+    ap.add_argument("--memory", action="store_true", help="also peak memory per worker, chunks of 10k/50k/100k")
+    args = ap.parse_args()
+    cfg = _job(args.sample, args.lundnet, args.twin)
+    infos = preflight(cfg, RunReport())
+    pcfg = cfg.processor_config(infos)
+    procs = {on: SVJProcessor(pcfg.model_copy(update={"prefilter": on})) for on in (False, True)}
+    samples, t_read = _read(cfg)
+    n_events = sum(len(e) for _, _, e in samples)
+    cuts = pcfg.cuts
+    pfs = []  # the processor's cleaned candidates
+    for _, _, ev in samples:
+        pf = cfg.schema_map.pf_candidates(ev)
+        finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
+        pfs.append(pf[finite])
 
     def clustering_alone():
         for pf in pfs:
-            cluster(pf, 0.4, ptmin=30.0)
-            cluster(pf, 0.8, ptmin=150.0, constituents=True)
+            cluster(pf, 0.4, ptmin=cuts.ak4_pt_min)
+            cluster(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
 
-    def processor_run():
+    def processor_run(on: bool):
         timing: dict[str, float] = {}
-        for ev in samples:
-            out = proc.process(ev)
+        outs = []
+        for _, _, ev in samples:
+            out = procs[on].process(ev)
+            outs.append(out)
             for k, v in out["timing"].items():
                 timing[k] = timing.get(k, 0.0) + v
-        return timing
+        return timing, outs
 
-    processor_run()  # warm-up
-    best_cluster, best_proc, best_timing = float("inf"), float("inf"), {}
+    for on in (False, True):
+        processor_run(on)  # warm-up
+    best = {"cluster": float("inf"), False: float("inf"), True: float("inf")}
+    timings, outputs = {}, {}
     for _ in range(args.repeat):
         t = time.perf_counter()
         clustering_alone()
-        best_cluster = min(best_cluster, time.perf_counter() - t)
-        t = time.perf_counter()
-        timing = processor_run()
-        elapsed = time.perf_counter() - t
-        if elapsed < best_proc:
-            best_proc, best_timing = elapsed, timing
-    total = sum(best_timing.values())
-    print(f"events: {n_events} (embedded sample, {len(samples)} files); one core; best of {args.repeat}")
-    print(f"file read + decompression (LZMA) into memory, once: {t_read:.2f} s = {n_events / t_read:,.0f} ev/s")
+        best["cluster"] = min(best["cluster"], time.perf_counter() - t)
+        for on in (False, True):
+            t = time.perf_counter()
+            timing, outs = processor_run(on)
+            elapsed = time.perf_counter() - t
+            if elapsed < best[on]:
+                best[on], timings[on], outputs[on] = elapsed, timing, outs
+    identical = _identical(outputs[False], outputs[True])
+    rejected = sum(o["counts"][ds]["not_clustered"] for o in outputs[True] for ds in o["counts"])
+    selected = sum(int(o["cutflow"][ds]["raw"][-1]) for o in outputs[True] for ds in o["cutflow"])
+
+    label = "embedded sample (MET > 150 GeV skim)" if args.sample == "embedded" else f"{args.sample}"
+    print(f"events: {n_events:,} ({label}, {len(samples)} files); one core; best of {args.repeat}")
+    print(f"selected (all cuts): {selected:,}; rejected by the prefilter before clustering: {rejected:,} "
+          f"= {rejected / n_events:.1%}")
+    print(f"histograms and cutflows with and without the prefilter: {'bit-identical' if identical else 'DIFFERENT'}")
     print()
-    print(f"{'stage':<22}{'seconds':>10}{'share':>9}{'events/s':>12}")
-    for stage, sec in best_timing.items():
-        print(f"{stage:<22}{sec:>10.3f}{sec / total:>9.1%}{n_events / sec:>12,.0f}")
-    print(f"{'processor (all)':<22}{best_proc:>10.3f}{'':>9}{n_events / best_proc:>12,.0f}")
-    print(f"{'AK4+AK8 alone':<22}{best_cluster:>10.3f}{'':>9}{n_events / best_cluster:>12,.0f}")
+    print(f"{'':<34}{'seconds':>10}{'events/s':>12}{'x clustering':>14}")
+    rows = [("AK4+AK8 clustering, every event", best["cluster"]), ("processor, prefilter off", best[False]),
+            ("processor, prefilter on", best[True])]
+    for name, sec in rows:
+        print(f"{name:<34}{sec:>10.3f}{n_events / sec:>12,.0f}{best['cluster'] / sec:>13.2f}x")
     print()
-    ratio = best_cluster / best_proc
-    print(f"processor rate / clustering-alone rate = {ratio:.0%} (target >= 60%)")
-    del ak
+    for on in (True, False):
+        total = sum(timings[on].values())
+        print(f"per stage, prefilter {'on' if on else 'off'} (events/s over all {n_events:,} events)")
+        print(f"{'stage':<22}{'seconds':>10}{'share':>9}{'events/s':>12}")
+        for stage, sec in timings[on].items():
+            print(f"{stage:<22}{sec:>10.3f}{sec / total:>9.1%}{n_events / sec:>12,.0f}")
+        print()
+    print(f"file read + decompression into memory (NanoEvents, eager): {t_read:.2f} s = {n_events / t_read:,.0f} ev/s")
+    if args.compression:
+        print()
+        print("read + decompression of the processor's branches (uproot, best of 2), files rewritten per algorithm:")
+        for line in _compression_table(cfg, samples):
+            print(line)
+    if args.memory:
+        print()
+        print("peak memory (max RSS) of one worker process, one chunk (the sample repeated to the chunk size);")
+        print("baseline = RSS after imports, ONNX sessions and a 100-event warm-up:")
+        for line in _memory(cfg, (10_000, 50_000, 100_000), (True, False)):
+            print(line)
+
+
+def _identical(a: list[dict], b: list[dict]) -> bool:
+    import numpy as np
+
+    for x, y in zip(a, b):
+        for ds in x["cutflow"]:
+            if not (np.array_equal(x["cutflow"][ds]["raw"], y["cutflow"][ds]["raw"])
+                    and np.array_equal(x["cutflow"][ds]["weighted"], y["cutflow"][ds]["weighted"])):
+                return False
+        for name in x["hists"]:
+            va, vb = x["hists"][name].view(flow=True), y["hists"][name].view(flow=True)
+            if not (np.array_equal(va.value, vb.value) and np.array_equal(va.variance, vb.variance)):
+                return False
+    return True
 
 
 if __name__ == "__main__":
