@@ -10,7 +10,8 @@ numpy operations. Metrics per point (plane SP by default, MC background summed o
             the fit reproduces the yields, its SR prediction is ``n_A n_D / n_C``) and
             ``sigma_b,i`` from that fit: ``sigma_mode="poisson"`` (default, Asimov-data statistics,
             ``nhat sqrt(1/n_A + 1/n_C + 1/n_D)``), ``"sumw2"`` (MC statistics) or ``"both"``
-            (quadrature sum).
+            (quadrature sum), and (``fom_nonclosure``, default) in quadrature the non-closure
+            ``u_i nhat_B,i`` the cards would carry at that point (:func:`nonclosure_grid`).
 ``pvalue``  chi2 p-value of prediction vs MC in B over the M_T bins (:func:`.abcd.chi2_test`).
 ``plateau`` True if ``pvalue >= p_min`` at the point and at all its existing 8 grid neighbours.
 ``delta_bins`` ``max_i |delta_i|`` over the M_T bins, ``delta_i = nhat_B,i / n_B,i - 1`` (a bin with a
@@ -63,8 +64,13 @@ class ScanRules:
     """Selection rules of the scan (docs/physics.md defaults).
 
     Attributes:
-        p_min: minimum chi2 p-value (0.9), required at the point and, if ``plateau``, its neighbours.
-        plateau: require the local plateau.
+        p_min: minimum chi2 p-value (0.05), required at the point and, if ``plateau``, its neighbours.
+            The design asks for p >= 0.9 on a plateau: unusual, since under a correct model p is
+            uniform on [0, 1], so p >= 0.9 keeps a random 10 % of good working points and rewards
+            bins whose MC happens to sit close to the prediction (small MC samples, big errors).
+            0.05 rejects points whose closure is significantly bad. ``p_min=0.9, plateau=True``
+            restores the design's rule.
+        plateau: require the p-value rule at all 8 grid neighbours too (False).
         delta_max: maximum significant ``|delta_i|`` in every M_T bin (0.05).
         delta_z: a bin's non-closure counts when ``|delta_i| > delta_z sigma(delta_i)`` (2; 0: always).
         pull_max: maximum ``|pull_i|`` in every M_T bin (2.0).
@@ -72,10 +78,14 @@ class ScanRules:
         bounds: allowed range for x0 and y0 ((0.1, 0.9)).
         sigma_mode: background uncertainty in ``<Z_A>``: "poisson", "sumw2" or "both".
         plane: plane of the scan ("SP").
+        fom_nonclosure: add the non-closure the cards would carry at each point to ``sigma_b``
+            (statistics-aware rule of :mod:`.nonclosure`, closure bins merged to ``min_neff``
+            effective MC events, ``nonclosure_z``), so that ``<Z_A>`` ranks points as their
+            expected limits do.
     """
 
-    p_min: float = 0.9
-    plateau: bool = True
+    p_min: float = 0.05
+    plateau: bool = False
     delta_max: float = 0.05
     delta_z: float = 2.0
     pull_max: float = 2.0
@@ -83,6 +93,9 @@ class ScanRules:
     bounds: tuple[float, float] = (0.1, 0.9)
     sigma_mode: str = "poisson"
     plane: str = "SP"
+    fom_nonclosure: bool = True
+    min_neff: float = 10.0
+    nonclosure_z: float = 2.0
 
 
 @dataclass
@@ -163,7 +176,47 @@ def _sigma_b(mode: str, nhat, var_mc, a, c, d):
     raise HistogramError(f"unknown sigma_mode '{mode}', expected poisson, sumw2 or both")
 
 
-def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, np.ndarray]:
+def nonclosure_grid(bkg, bkg_var, vp, vp_var, rules: ScanRules) -> np.ndarray:
+    """Relative non-closure ``kappa - 1`` per point and M_T bin that the cards would carry.
+
+    Per grid point, as :func:`.writer.write_datacards` does: closure bins merged until every
+    region holds ``rules.min_neff`` effective MC events, the ``significance`` rule of
+    :mod:`.nonclosure` in SP with VP where it has enough MC; each M_T bin takes its closure bin's value.
+
+    Args:
+        bkg, bkg_var: SP yields and variances, shape ``(4, *G, n_mt)``; vp, vp_var: the same in VP.
+
+    Returns:
+        ``u`` of shape ``(*G, n_mt)``.
+    """
+    from .abcd import closure
+    from .nonclosure import kappas_from_deltas
+    from .writer import merge_groups
+
+    G = bkg.shape[1:-1]
+    n_mt = bkg.shape[-1]
+    u = np.zeros((*G, n_mt))
+    for idx in np.ndindex(*G):
+        b, v = bkg[(slice(None), *idx)], bkg_var[(slice(None), *idx)]
+        groups, _ = merge_groups(b, 0.0, v, rules.min_neff)
+        d, s = [], []
+        for y, yv in ((b, v), (vp[(slice(None), *idx)], vp_var[(slice(None), *idx)])):
+            n = np.stack([y[:, g].sum(axis=1) for g in groups], axis=1)
+            nv = np.stack([yv[:, g].sum(axis=1) for g in groups], axis=1)
+            nhat, var = predict(n[0], n[2], n[3], nv[0], nv[2], nv[3])
+            dd, ss, _ = closure(nhat, var, n[1], nv[1])
+            d.append(dd)
+            s.append(ss)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                neff = np.where(nv > 0, n**2 / np.where(nv > 0, nv, 1), 0.0)
+        kappa, _ = kappas_from_deltas(d[0], d[1], s[0], s[1], "significance", z=rules.nonclosure_z,
+                                      vp_usable=np.all(neff >= rules.min_neff, axis=0))
+        for k, g in enumerate(groups):
+            u[(*idx, g)] = kappa[k] - 1.0
+    return u
+
+
+def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules, u_nonclosure=None) -> dict[str, np.ndarray]:
     """All scan metrics from region yields (vectorised; grid shape ``G`` e.g. ``(gx, gy)``).
 
     Args:
@@ -211,6 +264,8 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules) -> dict[str, n
     pull_bins = np.where(np.isneginf(pull_bins), np.nan, pull_bins)
 
     sigma = _sigma_b(rules.sigma_mode, nhat, var, a, c, d)
+    if u_nonclosure is not None:  # the cards' non-closure, in quadrature with the statistics
+        sigma = np.sqrt(sigma**2 + (u_nonclosure * np.where(np.isfinite(nhat), nhat, 0.0)) ** 2)
     shape = (-1,) + (1,) * (sig.ndim - 2)
     stilde = sig[1] * np.asarray(factors).reshape(shape)
     z_k = np.sqrt(np.sum(asimov_z(stilde, nhat[None], sigma[None]) ** 2, axis=-1))
@@ -284,7 +339,12 @@ def scan_working_points(
     bkg_var = regions_from_cumsum(cumulative_2d(bw), ix, iy)
     sig = regions_from_cumsum(cumulative_2d(sv), ix, iy)
     factors = rescale_factors(sv.sum(axis=(1, 2, 3)), sig_names.index(reference))
-    m = compute_metrics(bkg, bkg_var, sig, factors, rules)
+    u = None
+    if rules.fom_nonclosure:
+        vv, vw = plane_arrays(xy_mt, bkg_names, "VP" if rules.plane == "SP" else "SP")
+        u = nonclosure_grid(bkg, bkg_var, regions_from_cumsum(cumulative_2d(vv), ix, iy),
+                            regions_from_cumsum(cumulative_2d(vw), ix, iy), rules)
+    m = compute_metrics(bkg, bkg_var, sig, factors, rules, u)
 
     X, Y = np.meshgrid(gx, gy, indexing="ij")
     pass_p = np.nan_to_num(m["pvalue"], nan=-1.0) >= rules.p_min

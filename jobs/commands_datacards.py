@@ -62,17 +62,22 @@ def _parse_grid(grid: str | None):
     return g, g
 
 
-def _rules(p_min, no_plateau, delta_max, pull_max, r_max):
+def _rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure=True):
     from svjscout.datacards import ScanRules
 
-    return ScanRules(p_min=p_min, plateau=not no_plateau, delta_max=delta_max, pull_max=pull_max, r_max=r_max)
+    return ScanRules(p_min=p_min, plateau=plateau, delta_max=delta_max, pull_max=pull_max, r_max=r_max,
+                     fom_nonclosure=fom_nonclosure)
 
 
 _scan_opts = [
     click.option("--grid", default=None, help="N (N x N points in [0.1, 0.9]^2) or LO,HI,N. Default 33 (step 0.025)."),
     click.option("--reference", default=None, help="Reference signal dataset of the stilde rescaling (default: first signal)."),
-    click.option("--p-min", type=float, default=0.9, show_default=True, help="Minimum chi2 p-value (point and its 8 neighbours)."),
-    click.option("--no-plateau", is_flag=True, help="Require the p-value at the point only, not on its neighbours."),
+    click.option("--p-min", type=float, default=0.05, show_default=True,
+                 help="Minimum chi2 p-value of the closure (the design's 0.9: see docs/datacards.md)."),
+    click.option("--plateau/--no-plateau", default=False, show_default=True,
+                 help="Require the p-value rule at the 8 grid neighbours too (the design's rule)."),
+    click.option("--fom-nonclosure/--no-fom-nonclosure", default=True, show_default=True,
+                 help="<Z_A> with the non-closure the cards would carry in sigma_b."),
     click.option("--delta-max", type=float, default=0.05, show_default=True, help="Maximum |non-closure| of the SR total."),
     click.option("--pull-max", type=float, default=2.0, show_default=True, help="Maximum |pull| of the SR total."),
     click.option("--r-max", type=float, default=0.35, show_default=True, help="Maximum signal contamination ratio r_max."),
@@ -93,7 +98,7 @@ def _add(opts):
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder (scan.csv, heat maps).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Heat maps of every metric (PNG).")
 @_add(_scan_opts)
-def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
+def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max):
     """Scan the ABCD working point (x0, y0) on HISTOGRAMS (histograms.coffea).
 
     Writes OUT/scan.csv (one row per point, all metrics), OUT/scan_best.json and one heat map per
@@ -103,7 +108,7 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_m
 
     xy_mt, datasets = _load(histograms)
     res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
-                              rules=_rules(p_min, no_plateau, delta_max, pull_max, r_max))
+                              rules=_rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure))
     paths = write_scan(res, out, plots=plots)
     click.echo(res.report)
     click.echo(json.dumps({"best": {"x0": res.best[0], "y0": res.best[1]}, "fallback": res.fallback, "files": paths}, indent=1))
@@ -131,7 +136,7 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, no_plateau, delta_m
 @_add(_scan_opts)
 def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, fit_min_neff,
                   zero_bkg, signal_syst,
-                  grid, reference, p_min, no_plateau, delta_max, pull_max, r_max):
+                  grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
     Needs --wp X0,Y0 or --scan. Writes DIR/datacards/POINT/datacard.txt and DIR/datacards/index.json,
@@ -150,7 +155,7 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
     xy_mt, datasets = _load(histograms)
     if do_scan:
         res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
-                                  rules=_rules(p_min, no_plateau, delta_max, pull_max, r_max))
+                                  rules=_rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure))
         write_scan(res, os.path.join(out, "scan"))
         click.echo(res.report)
         wp = res.best

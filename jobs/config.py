@@ -85,6 +85,9 @@ class ScanSpec(BaseModel):
     y_range: tuple[float, float] = (0.1, 0.9)
     points: int = 33
     reference: str | None = None
+    p_min: float = 0.05  # closure chi2 p-value rule (the design's 0.9 with plateau: docs/datacards.md)
+    plateau: bool = False
+    fom_nonclosure: bool = True  # <Z_A> with the cards' non-closure in sigma_b
 
 
 class DatacardSpec(BaseModel):

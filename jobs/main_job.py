@@ -100,7 +100,9 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         t = stage("scan")
         xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
         grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
-        scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference)
+        rules = dc.ScanRules(p_min=cfg.scan.p_min, plateau=cfg.scan.plateau, fom_nonclosure=cfg.scan.fom_nonclosure,
+                             min_neff=cfg.datacards.min_neff, nonclosure_z=cfg.datacards.nonclosure_z)
+        scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference, rules=rules)
         style = PlotStyle.from_config(cfg)
         dc.write_scan(scan, outdir, style=style)
         wp = tuple(float(v) for v in (scan.best if use_scan else cfg.analysis.wp))

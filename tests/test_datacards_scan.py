@@ -43,7 +43,7 @@ def test_scan_finds_known_optimum():
     assert tight.z_mean == 0.0 and tight.r_max == np.inf and not tight.passes
 
 
-def _brute(h, ds, x0, y0, ref):
+def _brute(h, ds, x0, y0, ref, u=None):
     vals = h.values(flow=False)
     var = h.variances(flow=False)
     names = list(h.axes["dataset"])
@@ -63,6 +63,8 @@ def _brute(h, ds, x0, y0, ref):
     delta = nhat.sum() / b[1].sum() - 1
     pull = (nhat.sum() - b[1].sum()) / np.sqrt(vn.sum() + vb[1].sum())
     sigma = nhat * np.sqrt(1 / b[0] + 1 / b[2] + 1 / b[3])
+    if u is not None:
+        sigma = np.sqrt(sigma**2 + (np.asarray(u) * nhat) ** 2)
     tot_ref = vals[names.index(ref), 0].sum()
     zs, rs = [], []
     for n in sg:
@@ -77,11 +79,27 @@ def _brute(h, ds, x0, y0, ref):
 @pytest.mark.parametrize("x0,y0", [(0.1, 0.9), (0.5, 0.5), (0.775, 0.875), (0.9, 0.1), (0.325, 0.6)])
 def test_vectorised_scan_matches_brute_force(x0, y0):
     h, ds = realistic_toy(n_mt=4, n_signal=3, n_background=3)
-    res = scan_working_points(h, ds, reference="svj_mz2000_rinv0.3")
+    res = scan_working_points(h, ds, reference="svj_mz2000_rinv0.3", rules=ScanRules(fom_nonclosure=False))
     row = res.table[(np.isclose(res.table.x0, x0)) & (np.isclose(res.table.y0, y0))].iloc[0]
     ref = _brute(h, ds, x0, y0, "svj_mz2000_rinv0.3")
     for k, v in ref.items():
         assert row[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+@pytest.mark.parametrize("x0,y0", [(0.5, 0.5), (0.775, 0.875), (0.325, 0.6)])
+def test_figure_of_merit_carries_the_cards_nonclosure(x0, y0, tmp_path):
+    """<Z_A> with sigma_b^2 = stat^2 + (u nhat)^2, u the non-closure of the card written at that point."""
+    from svjscout.datacards import write_datacards
+
+    h, ds = realistic_toy(n_mt=4, n_signal=3, n_background=3)
+    index = write_datacards(h, ds, (x0, y0), tmp_path)
+    assert index["mt_groups"] == [[0], [1], [2], [3]]
+    u = np.array(index["nonclosure_kappa"]) - 1
+    res = scan_working_points(h, ds, reference="svj_mz2000_rinv0.3")
+    row = res.table[(np.isclose(res.table.x0, x0)) & (np.isclose(res.table.y0, y0))].iloc[0]
+    with_nc = _brute(h, ds, x0, y0, "svj_mz2000_rinv0.3", u=u)["z_mean"]
+    without = _brute(h, ds, x0, y0, "svj_mz2000_rinv0.3")["z_mean"]
+    assert row["z_mean"] == pytest.approx(with_nc, rel=1e-9) and with_nc < without
 
 
 def test_fallback_when_no_point_passes():
