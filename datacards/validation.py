@@ -300,12 +300,12 @@ def card_from(path_or_text: str) -> Datacard:
 
 
 def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: str, kappa_of_bin: Sequence[float],
-               groups: Sequence[Sequence[int]], point: str = "validation") -> tuple[Datacard, list[list[int]]]:
+               groups: Sequence[Sequence[int]], point: str = "validation") -> tuple[Datacard, list[list[int]], str]:
     """A card of ``plane`` whose observation is the MC background itself (pseudo-data), region B
     included: what the goodness of fit and the closure of the ABCD model are tested on.
 
     M_T bins: ``groups`` (the cards' fit bins), merged further where a region of ``plane`` is empty.
-    Returns the parsed card and its bins as groups of original M_T bins.
+    Returns the parsed card, its bins as groups of original M_T bins, and the card's text.
     """
     from .regions import region_yields
     from .writer import format_card, merge_groups
@@ -320,7 +320,7 @@ def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: s
         raise DatacardError(f"{plane}: a region is empty in every M_T bin; no {plane} card can be built")
     text = format_card(point, bkg, sig, bkg.copy(), kappa, plane=plane,
                        header=[f"validation card, plane {plane}: observation = background MC (pseudo-data)"])
-    return parse_text(text, f"<{plane} validation card>"), bins
+    return parse_text(text, f"<{plane} validation card>"), bins, text
 
 
 def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal: str, **card_kw) -> list[dict]:
@@ -388,9 +388,10 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
     nt = gof_toys or toys
     for plane, mask_b in (("VP", False), ("SP", True)):
         try:
-            card, bins = plane_card(xy_mt, datasets, wp, plane, ref, kappa, groups)
+            card, bins, text = plane_card(xy_mt, datasets, wp, plane, ref, kappa, groups)
             g = gof_saturated(card, nt, seed, mask_b=mask_b)
             g["mt_bins"] = bins
+            out.setdefault("cards", {})[plane] = text
         except DatacardError as err:
             g = {"error": str(err)}
         out["gof"][plane + (" (B masked)" if mask_b else "")] = g
@@ -455,8 +456,61 @@ def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapp
     vdir = os.path.join(os.fspath(outdir), "validation")
     os.makedirs(vdir, exist_ok=True)
     res = validate(xy_mt, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability)
+    for plane, text in res.pop("cards", {}).items():  # the pseudo-data cards, for Combine's GoF
+        os.makedirs(os.path.join(vdir, "cards", plane), exist_ok=True)
+        with open(os.path.join(vdir, "cards", plane, "datacard.txt"), "w") as f:
+            f.write(text)
     with open(os.path.join(vdir, "validation.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     kw = {"style": style} if style is not None else {}
     res["figures"] = plot_validation(res, vdir, mt_bins=index.get("mt_bins"), **kw)
     return res
+
+
+def read_combine_validation(outdir) -> dict:
+    """The outputs of ``jobs/combine_validate.sh DIR`` in the structure of :func:`validate`.
+
+    Bias: ``fitDiagnostics.POINT.bias_rR.root`` (tree ``tree_fit_sb``: ``r``, ``rLoErr``,
+    ``rHiErr``, ``fit_status``), pulls as in :func:`pulls_of`, a fit converged when
+    ``fit_status == 0`` and both MINOS errors are positive. Goodness of fit:
+    ``higgsCombine.VP.gof.GoodnessOfFit.mH120[.SEED].root`` (tree ``limit``: the statistic).
+
+    Raises:
+        InputFileError: an unreadable Combine output (names it); DatacardError: none found.
+    """
+    import glob
+    import re
+
+    from svjscout.processors.files import open_root
+
+    from .limits import read_index
+
+    index, cards = read_index(outdir)
+    out = {"source": "combine", "wp": index["wp"], "points": {}, "gof": {}, "bias_flag": BIAS_FLAG}
+    for point, card in cards.items():
+        inj = []
+        for path in sorted(glob.glob(os.path.join(os.path.dirname(card), f"fitDiagnostics.{point}.bias_r*.root"))):
+            r_inj = float(re.search(r"bias_r([-0-9.e+]+)\.root$", path).group(1))
+            with open_root(path, "the tree tree_fit_sb") as f:
+                t = f["tree_fit_sb"].arrays(["r", "rLoErr", "rHiErr", "fit_status"], library="np")
+            ok = (t["fit_status"] == 0) & (t["rLoErr"] > 0) & (t["rHiErr"] > 0)
+            pulls = pulls_of(t["r"][ok], r_inj, t["rLoErr"][ok], t["rHiErr"][ok])
+            pull = _summary(pulls)
+            inj.append({"r_inj": r_inj, "toys": int(len(ok)), "converged": int(ok.sum()), "pull": pull,
+                        "r_fit": _summary(t["r"][ok]), "pulls": [float(p) for p in pulls],
+                        "flag_bias": bool(pull["mean"] is not None and abs(pull["mean"]) > BIAS_FLAG)})
+        if inj:
+            out["points"][point] = {"injection": inj}
+    vp = os.path.join(os.fspath(outdir), "validation", "cards", "VP")
+    obs = os.path.join(vp, "higgsCombine.VP.gof.GoodnessOfFit.mH120.root")
+    toys = [p for p in glob.glob(os.path.join(vp, "higgsCombine.VP.gof.GoodnessOfFit.mH120.*.root")) if p != obs]
+    if os.path.isfile(obs) and toys:
+        with open_root(obs, "the tree limit") as f:
+            q_obs = float(f["limit"]["limit"].array(library="np")[0])
+        with open_root(toys[0], "the tree limit") as f:
+            q = f["limit"]["limit"].array(library="np").astype(float)
+        out["gof"]["VP"] = {"q_obs": q_obs, "q_toys": [float(v) for v in q], "pvalue": float(np.mean(q >= q_obs)),
+                            "toys": int(len(q)), "ndf": None, "masked": None}
+    if not out["points"] and not out["gof"]:
+        raise DatacardError(f"no Combine validation output under {outdir} (run jobs/combine_validate.sh {outdir})")
+    return out

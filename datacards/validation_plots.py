@@ -52,8 +52,9 @@ def plot_gof(name: str, g: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[
                label=f"observed q = {g['q_obs']:.3g}" + (f", p = {g['pvalue']:.3f}" if g.get("pvalue") is not None else ""))
     ax.set_xlabel("saturated test statistic q")
     ax.set_ylabel("toys")
-    ax.set_title(f"goodness of fit, {name}, ndf = {g['ndf']}" + (" (saturated: no test)" if g["ndf"] <= 0 else ""),
-                 fontsize=18)
+    ndf = g.get("ndf")
+    ax.set_title(f"goodness of fit, {name}" + (f", ndf = {ndf}" if ndf is not None else "")
+                 + (" (saturated: no test)" if ndf is not None and ndf <= 0 else ""), fontsize=18)
     ax.set_ylim(0, max(ax.get_ylim()[1] * 1.3, 1))
     ax.legend(fontsize=15, loc="upper right")
     cms_label(ax, style, lumi=False, com=None)
@@ -147,7 +148,8 @@ def plot_validation(res: Mapping, outdir, mt_bins=None, style: PlotStyle = DEFAU
     paths = []
     for point, p in res["points"].items():
         paths += plot_bias(point, p, outdir, style)
-        paths += plot_impacts(point, p["impacts"], outdir, style)
+        if p.get("impacts"):
+            paths += plot_impacts(point, p["impacts"], outdir, style)
     for name, g in res["gof"].items():
         if "error" not in g:
             paths += plot_gof(name, g, outdir, style)

@@ -216,7 +216,9 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots):
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the toys.")
 @click.option("--stability/--no-stability", default=True, show_default=True,
               help="Closure and expected limit at the 8 grid neighbours of the working point.")
-def validate_cmd(outdir, toys, inject, seed, stability):
+@click.option("--from-combine", is_flag=True,
+              help="Read the outputs of jobs/combine_validate.sh OUTDIR instead (OUTDIR/validation/combine/).")
+def validate_cmd(outdir, toys, inject, seed, stability, from_combine):
     """Fit validation of the cards of OUTDIR (a `svjscout run` output folder).
 
     Signal injection and bias (pulls), saturated goodness of fit (VP; SP with B masked), pulls and
@@ -224,8 +226,27 @@ def validate_cmd(outdir, toys, inject, seed, stability):
     figures, and a "Fit validation" section in OUTDIR/summary.md (docs/validation.md).
     """
     from svjscout.datacards.limits import read_index
-    from svjscout.datacards.validation import summary_lines, write_validation
+    from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
 
+    if from_combine:
+        from svjscout.datacards.validation_plots import plot_validation
+
+        res = read_combine_validation(outdir)
+        cdir = os.path.join(outdir, "validation", "combine")
+        os.makedirs(cdir, exist_ok=True)
+        with open(os.path.join(cdir, "validation.json"), "w") as f:
+            json.dump(res, f, indent=1, default=float)
+        plot_validation(res, cdir)
+        for point, p in res["points"].items():
+            for inj in p["injection"]:
+                pu = inj["pull"]
+                click.echo(f"{point} r_inj {inj['r_inj']:g}: {inj['converged']}/{inj['toys']} converged, mean pull "
+                           f"{pu['mean']:+.3f} +- {pu['mean_err']:.3f}, width {pu['width']:.3f} +- {pu['width_err']:.3f}"
+                           if pu["mean"] is not None else f"{point} r_inj {inj['r_inj']:g}: no converged fit")
+        for name, g in res["gof"].items():
+            click.echo(f"goodness of fit {name}: q_obs {g['q_obs']:.4g}, p {g['pvalue']:.3f} ({g['toys']} toys)")
+        click.echo(f"validation (Combine): {os.path.join(cdir, 'validation.json')}")
+        return
     index, _ = read_index(outdir)
     xy_mt, datasets = _load(os.path.join(outdir, "histograms.coffea"))
     lim_path = os.path.join(outdir, "limits.json")
