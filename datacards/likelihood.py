@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 _FUNCS = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "pow": np.power, "min": min, "max": max}
 DEFAULT_RANGE = (0.0, 100.0)  # relative to the initial value, for rateParams without a range
+#: Range of every lnN nuisance in a fit (units of its prior width): a fit never strays beyond it
+#: (Combine bounds its nuisances too; 10 sigma is far beyond any sane post-fit value).
+THETA_RANGE = (-10.0, 10.0)
 
 
 def _compile(formula: str, name: str):
@@ -124,8 +127,9 @@ class Model:
         L = th @ slope if S else 0.0
         v, J = self.values(f, jac)
         logv = np.log(np.clip(v, 1e-300, None))
-        M = np.exp(self.apply.T @ logv) if len(v) else 1.0
-        nu0 = self.rate * np.exp(L) * M
+        logm = self.apply.T @ logv if len(v) else 0.0
+        # one exponent, clipped: far-out trial points of a fit give huge but finite yields
+        nu0 = self.rate * np.exp(np.clip(L + logm, -600.0, 600.0))
         nu = np.where(self.is_sig, mu * nu0, nu0)
         nub = np.bincount(self.col_bin, weights=nu, minlength=len(self.bins))
         return nu0, nu, nub, slope, v, J
@@ -271,6 +275,7 @@ class Fitter:
             mi.values[name] = float(np.clip(x0[1 + m.nS + j], *m.free_bounds[j]))
         for s in m.syst_names:
             mi.errors[s] = 0.5
+            mi.limits[s] = THETA_RANGE
         mi.errors["r"] = self.r_step if self.r_step else max(abs(x0[0]) * 0.1, 0.01)
         if r is not None:
             mi.fixed["r"] = True
@@ -283,7 +288,9 @@ class Fitter:
             mi.migrad(iterate=10)
             if not mi.valid:
                 log.debug("fit not converged (r=%s): %s", r, mi.fmin)
-        if hesse:
+        if hesse:  # parabolic errors without the nuisances' range (a bounded parameter's are distorted)
+            for s in m.syst_names:
+                mi.limits[s] = (-np.inf, np.inf)
             mi.hesse()
         self.last = mi
         x = np.array(mi.values)

@@ -38,8 +38,19 @@ def test_limits_and_summary(run_dir):
         assert all(b > 0 for b in bands) and bands == sorted(bands)
         assert lim["obs"] is None  # Asimov cards: no observed limit
     summary = (run_dir / "summary.md").read_text()
-    for section in ("## Cutflow", "## Working point", "## Closure per M_T bin", "## Expected limits"):
+    for section in ("## Cutflow", "## Working point", "## Closure per M_T bin", "## Expected limits",
+                    "## Non-closure in the cards", "## Fit validation"):
         assert section in summary
+
+
+def test_validation_stage(run_dir):
+    res = json.loads((run_dir / "validation" / "validation.json").read_text())
+    assert set(res["points"]) == {"svj_mz1500_rinv0.3", "svj_mz2000_rinv0.3", "svj_mz3000_rinv0.5"}
+    for p in res["points"].values():
+        assert [i["toys"] for i in p["injection"]][:2] == [20, 20] and p["impacts"]["nuisances"]
+    assert len(res["wp_stability"]) == 9
+    vp = res["gof"]["VP"]  # the toy job's VP has empty regions: then the GoF says why it has no card
+    assert (run_dir / "validation" / "cards" / "VP" / "datacard.txt").is_file() or "VP" in vp["error"]
 
 
 def test_cards_validate(run_dir):
@@ -51,7 +62,7 @@ def test_cards_validate(run_dir):
 
 def test_cli_help_for_every_verb():
     runner = CliRunner()
-    for verb in (["generate"], ["process"], ["run"], ["scan"], ["datacards"], ["limits"], ["train", "lundnet"],
+    for verb in (["generate"], ["process"], ["run"], ["scan"], ["datacards"], ["limits"], ["validate"], ["train", "lundnet"],
                  ["train", "twin"]):
         res = runner.invoke(cli, [*verb, "--help"])
         assert res.exit_code == 0, (verb, res.output)
