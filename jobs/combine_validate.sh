@@ -16,7 +16,7 @@
 # and in DIR/validation/cards/VP/ (background MC as pseudo-data):
 #   combine -M GoodnessOfFit --algo saturated --fixedSignalStrength 0 -n .VP.gof            (observed)
 #   combine -M GoodnessOfFit --algo saturated --fixedSignalStrength 0 -t NTOYS --toysFrequentist -n .VP.gof
-# Impacts need CombineHarvester's combineTool.py (`-M Impacts`): run when it is on PATH.
+# Impacts need CombineHarvester's combineTool.py (`-M Impacts`): run when it is on PATH (IMPACTS=0: never).
 # Then, in the svjscout environment: svjscout validate DIR --from-combine
 # (reads these outputs into DIR/validation/combine/validation.json and the same figures).
 # Exit codes: 0 ok, 2 usage or missing inputs, 3 combine not on PATH, 4 a step failed.
@@ -42,7 +42,8 @@ for meta in json.load(open(sys.argv[1]))["points"].values():
 failed=0
 for rel in "${LISTED[@]}"; do
   pdir="$(dirname "$CARDS/$rel")"; point="$(basename "$pdir")"
-  ( cd "$pdir" && text2workspace.py datacard.txt -o workspace.root > t2w_validate.log 2>&1 ) || { failed=$((failed + 1)); continue; }
+  ( cd "$pdir" && text2workspace.py datacard.txt -o workspace.root > t2w_validate.log 2>&1 ) \
+    || { echo "$point: text2workspace.py FAILED (see $pdir/t2w_validate.log)" >&2; failed=$((failed + 1)); continue; }
   for r in ${INJECT:-0 1}; do
     tag="$point.bias_r$r"
     if ! ( cd "$pdir" \
@@ -56,7 +57,7 @@ for rel in "${LISTED[@]}"; do
       echo "$point r=$r: $NTOYS toys fitted"
     fi
   done
-  if command -v combineTool.py >/dev/null 2>&1; then
+  if [[ "${IMPACTS:-1}" == "1" ]] && command -v combineTool.py >/dev/null 2>&1; then
     ( cd "$pdir" && combineTool.py -M Impacts -d workspace.root -m 120 --doInitialFit "${RANGE[@]}" > impacts.log 2>&1 \
       && combineTool.py -M Impacts -d workspace.root -m 120 --doFits "${RANGE[@]}" >> impacts.log 2>&1 \
       && combineTool.py -M Impacts -d workspace.root -m 120 -o impacts.json >> impacts.log 2>&1 ) \
