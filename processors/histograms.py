@@ -55,6 +55,15 @@ def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
     }
 
 
+def book_syst(mt_edges, datasets, variations, score_bins: int = 40) -> hist.Hist:
+    """``xy_mt_syst``: dataset (signal) x syst (``<source>_up|down``) x plane x X x Y x M_T, like ``xy_mt``."""
+    w = hist.storage.Weight()
+    return hist.Hist(_dataset_axis(datasets), hist.axis.StrCategory(list(variations), name="syst"),
+                     hist.axis.StrCategory(list(PLANES), name="plane"),
+                     hist.axis.Regular(score_bins, 0, 1, name="x", label="X score"),
+                     hist.axis.Regular(score_bins, 0, 1, name="y", label="Y score"), _mt_axis(mt_edges), storage=w)
+
+
 def region_of(x: np.ndarray, y: np.ndarray, x0: float, y0: float, bins: int | None = None) -> np.ndarray:
     """ABCD region letter per event (a score equal to the threshold counts as above it).
 

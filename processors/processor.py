@@ -36,6 +36,7 @@ from svjscout.processors import histograms as H
 from svjscout.processors.features import EVENT_FEATURES, event_features
 from svjscout.processors.jets import cluster, ht
 from svjscout.processors.prefilter import prefilter, scalar_pt_sum
+from svjscout.processors.variations import CLUSTER_MARGIN, SystematicsSettings
 from svjscout.processors.schema import BranchMap
 from svjscout.processors.selection import CUT_ORDER, Cuts, cutflow, plane_of, preselection
 
@@ -77,6 +78,7 @@ class AnalysisSettings(BaseModel):
     score_bins: int = 40
     lund_max_len: int = 32
     prefilter: bool = True  # skip the clustering of events proven to fail the preselection
+    systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = 138_000.0  # pb^-1
@@ -160,16 +162,23 @@ class SVJProcessor(processor.ProcessorABC):
         # events the prefilter rejects cannot pass the preselection (processors/prefilter.py): with
         # analysis.prefilter they are not clustered; the cutflow's prefilter row is the same either way
         pre = prefilter(met_pt, scalar_pt_sum(pf), cuts)
-        keep = pre if cfg.prefilter else np.ones(len(events), bool)
+        # systematic variations (MC signal): every event clustered (the prefilter's bounds hold for
+        # the nominal cuts only) and jets kept down to CLUSTER_MARGIN x the thresholds
+        vary = cfg.systematics.enabled and info.kind == "signal" and cfg.skim_dir is None
+        margin = CLUSTER_MARGIN if vary else 1.0
+        keep = pre if (cfg.prefilter and not vary) else np.ones(len(events), bool)
         counts["not_clustered"] = int(np.count_nonzero(~keep))
         sub = np.flatnonzero(keep)
         pf_kept = pf if len(sub) == len(events) else pf[sub]
         watch.lap("prefilter")
 
-        ak4 = cluster(pf_kept, 0.4, ptmin=cuts.ak4_pt_min)
+        ak4 = cluster(pf_kept, 0.4, ptmin=cuts.ak4_pt_min * margin)
         watch.lap("ak4")
-        ak8 = cluster(pf_kept, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
+        ak8 = cluster(pf_kept, 0.8, ptmin=cuts.ak8_pt_min * margin, constituents=True)
         ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
+        ak8_all = ak8
+        if vary:  # the nominal: exactly the jets a clustering at the threshold gives
+            ak8 = ak8[ak8.pt >= cuts.ak8_pt_min]
         watch.lap("ak8")
         # per-event quantities of the clustered events, scattered back to all events (zeros for
         # those not clustered: they fail the prefilter row, so no later row depends on them)
@@ -216,7 +225,89 @@ class SVJProcessor(processor.ProcessorABC):
         watch.lap("onnx")
         hists = self._fill(dataset, feats, x, y, w, lund, mask)
         watch.lap("fill")
+        if vary:
+            hists["xy_mt_syst"] = self._variations(events, dataset, ak8_all, ak4, pf_kept, met_pt, met_phi, gen_w,
+                                                   clean, ht_all, idx, feats, x, y, counts)
+            watch.lap("systematics")
         return {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
+
+    def _variations(self, events, dataset, ak8, ak4, pf, met_pt, met_phi, gen_w, clean, ht_nom, idx_nom, feats_nom,
+                    x_nom, y_nom, counts) -> "hist.Hist":
+        """``xy_mt_syst`` of one chunk: every variation of processors/variations.py, filled like xy_mt."""
+        from svjscout.processors import corrections as C
+        from svjscout.processors import variations as V
+        from svjscout.processors.inference import LundNetScorer, TwinScorer, analysis_planes
+        from svjscout.processors.lund import LUND_FEATURES
+
+        cfg, s, cuts = self.config, self.config.systematics, self.config.cuts
+        cset = C.load_corrections(s.payload)
+        names = V.variation_names(s)
+        h = H.book_syst(cfg.mt_edges, sorted(d for d, i in cfg.datasets.items() if i.kind == "signal"), names,
+                        cfg.score_bins)
+        n = len(events)
+        ones8, ones4 = ak.ones_like(ak8.pt), ak.ones_like(ak4.pt)
+        kin = []  # (name, AK8 factors, AK4 factors, MET shift)
+        if "jes" in s.sources:
+            for d, sgn in (("up", 1.0), ("down", -1.0)):
+                kin.append((f"jes_{d}", C.jes_factor(cset, ak8.pt, ak8.eta, sgn), C.jes_factor(cset, ak4.pt, ak4.eta, sgn),
+                            None))
+        if "jer" in s.sources:
+            ids = cfg.branch_map.event_ids(events)
+            seeds = C.jet_seeds(ids[:, 0], ids[:, 1], ids[:, 2], ak8.pt, salt=8)  # the clustering's jet order
+            for d in ("up", "down"):
+                kin.append((f"jer_{d}", C.jer_factor(cset, ak8.pt, ak8.eta, d, seeds), ones4, None))
+        if "unclustered" in s.sources:
+            ux = ak.to_numpy(ak.sum(pf.pt * np.cos(pf.phi), axis=1)) - ak.to_numpy(ak.sum(ak4.pt * np.cos(ak4.phi), axis=1))
+            uy = ak.to_numpy(ak.sum(pf.pt * np.sin(pf.phi), axis=1)) - ak.to_numpy(ak.sum(ak4.pt * np.sin(ak4.phi), axis=1))
+            a = s.unclustered_scale
+            kin += [("unclustered_up", ones8, ones4, (-a * ux, -a * uy)), ("unclustered_down", ones8, ones4, (a * ux, a * uy))]
+        results = []
+        for name, f8, f4, shift in kin:
+            feats, passing, (i0, i1), (f0, f1) = V.vary_event(f8, ak8, f4, ak4, met_pt, met_phi, shift, cuts, clean)
+            results.append((name, feats, np.flatnonzero(passing), i0, i1, f0, f1))
+        ev = np.concatenate([np.concatenate([r[2], r[2]]) for r in results]) if results else np.zeros(0, int)
+        jt = np.concatenate([np.concatenate([r[3][r[2]], r[4][r[2]]]) for r in results]) if results else np.zeros(0, int)
+        pairs = np.unique(np.column_stack([ev, jt]), axis=0) if len(ev) else np.zeros((0, 2), int)
+        lookup, lund, mask = V.lund_cache(ak8, pairs[:, 0], pairs[:, 1], cfg.lund_max_len)
+        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES))
+        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cuts))
+        for name, feats, idx, i0, i1, f0, f1 in results:
+            f = {k: v[idx] for k, v in feats.items()}
+            for tag, jets, fac in (("j0", i0, f0), ("j1", i1, f1)):
+                arr, m = V.shifted_lund(lookup, lund, mask, idx, jets[idx], fac[idx])
+                f[f"lundnet_{tag}"] = lundnet(arr, m)
+            x, y = twin(np.stack([f[k] for k in EVENT_FEATURES], axis=1))
+            self._fill_syst(h, dataset, name, f, x, y, gen_w[idx])
+        # weight variations: the nominal events, features and scores
+        ratio = {}
+        if "trigger" in s.sources:
+            nom = C.trigger_sf(cset, ht_nom, "nom")
+            for d in ("up", "down"):
+                ratio[f"trigger_{d}"] = C.trigger_sf(cset, ht_nom, d) / nom
+        if "pileup" in s.sources:
+            n_true = _optional_branch(events, "Pileup_nTrueInt")
+            if n_true is None:
+                counts["syst_skipped_pileup"] = counts.get("syst_skipped_pileup", 0) + n
+            else:
+                nom = C.pileup_weight(cset, n_true, "nom")
+                for d in ("up", "down"):
+                    ratio[f"pileup_{d}"] = C.pileup_weight(cset, n_true, d) / nom
+        ps = _optional_branch(events, "PSWeight") if {"isr", "fsr"} & set(s.sources) else None
+        for src, (iu, idn) in (("isr", (0, 2)), ("fsr", (1, 3))):
+            if src not in s.sources:
+                continue
+            if ps is None:
+                counts[f"syst_skipped_{src}"] = counts.get(f"syst_skipped_{src}", 0) + n
+                continue
+            ratio[f"{src}_up"], ratio[f"{src}_down"] = ps[:, iu], ps[:, idn]
+        for name, r in ratio.items():
+            self._fill_syst(h, dataset, name, feats_nom, x_nom, y_nom, gen_w[idx_nom] * np.asarray(r)[idx_nom])
+        return h
+
+    def _fill_syst(self, h, dataset, name, feats, x, y, w) -> None:
+        cfg = self.config
+        h.fill(dataset=dataset, syst=name, plane=plane_of(feats["deta"], cfg.cuts), x=H.clip_scores(x),
+               y=H.clip_scores(y), mt=H.clip_mt(feats["mt"], cfg.mt_edges), weight=w)
 
     def postprocess(self, accumulator):
         return accumulator
@@ -331,3 +422,14 @@ def cutflow_table(output: dict) -> dict[str, dict[str, dict[str, float]]]:
     names = ["all", *CUT_ORDER]
     return {ds: {name: {"raw": float(c["raw"][i]), "weighted": float(c["weighted"][i])} for i, name in enumerate(names)}
             for ds, c in sorted(output.get("cutflow", {}).items())}
+
+
+def _optional_branch(events, name: str):
+    """A per-event branch (``X_y`` is field ``y`` of collection ``X``) as numpy, or None if absent."""
+    from svjscout.processors.schema import _branch
+    from svjscout.exceptions import MissingBranchError
+
+    try:
+        return ak.to_numpy(_branch(events, name)).astype(np.float64)
+    except MissingBranchError:
+        return None
