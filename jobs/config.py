@@ -60,8 +60,57 @@ class AnalysisSpec(AnalysisSettings):
     twin_model: str = "shipped:twin"
 
 
+class AdaptiveSpec(BaseModel):
+    """Adaptive scaling of a dask-gateway cluster: between ``minimum`` and ``maximum`` workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minimum: int = Field(0, ge=0)
+    maximum: int = Field(..., ge=1)
+
+
+class GatewaySpec(BaseModel):
+    """A dask-gateway cluster (coffea-casa and other gateway facilities); needs ``svjscout[af]``.
+
+    ``auth`` is the dask-gateway authenticator (``kerberos``, ``jupyterhub``, ``basic``; null:
+    the gateway's own default); ``basic`` takes ``username`` and reads the password from the
+    environment variable ``password_env`` (never from the job file). ``cluster_options`` are the
+    gateway's cluster options (``gateway.cluster_options()`` lists them, e.g. ``worker_cores``,
+    ``worker_memory``, ``image``). ``adaptive`` scales between minimum and maximum workers;
+    without it the cluster has ``executor.workers`` workers. The cluster is shut down after the
+    run unless ``shutdown: false``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # null: the gateway configured in the environment (coffea-casa)
+    proxy_address: str | None = None
+    public_address: str | None = None
+    auth: Literal["kerberos", "jupyterhub", "basic"] | None = None
+    username: str | None = None
+    password_env: str | None = None
+    cluster_options: dict = Field(default_factory=dict)
+    adaptive: AdaptiveSpec | None = None
+    shutdown: bool = True
+
+
+class XRootDSpec(BaseModel):
+    """Remote (``root://``) reads: per-request timeout (s) and connection retries of the XRootD client."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: int = Field(60, ge=0)  # 0: no timeout
+    retries: int = Field(5, ge=0)
+
+
 class ExecutorSpec(BaseModel):
-    """How chunks are run: ``iterative`` (in process), ``futures`` (local processes) or ``dask``."""
+    """How chunks are run: ``iterative`` (in process), ``futures`` (local processes) or ``dask``.
+
+    A dask run starts a LocalCluster unless one engine of an analysis facility is named: an
+    existing ``scheduler`` address, a dask-jobqueue ``slurm`` or ``condor`` cluster (the keys are
+    the ``SLURMCluster`` / ``HTCondorCluster`` arguments) or a dask-``gateway`` cluster. At most
+    one of them may be set; ``iterative``/``futures`` ignore them (with a warning).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,12 +118,30 @@ class ExecutorSpec(BaseModel):
     workers: int = 2
     threads_per_worker: int = 1
     scheduler: str | None = None  # address of an existing dask scheduler (analysis facility)
+    slurm: dict | None = None  # dask-jobqueue SLURMCluster kwargs (optional extra 'af')
     condor: dict | None = None  # dask-jobqueue HTCondorCluster kwargs (optional extra 'af')
+    gateway: GatewaySpec | None = None  # dask-gateway cluster (coffea-casa; optional extra 'af')
+    worker_timeout: float = Field(600.0, gt=0)  # seconds to wait for the first worker of a cluster
+    xrootd: XRootDSpec = Field(default_factory=XRootDSpec)
     chunksize: int = 2000
     retries: int = 3
     skip_bad_files: bool = False
     checkpoint_dir: str | None = None
     memory_limit: str = "4GB"
+
+    @model_validator(mode="after")
+    def _one_engine(self):
+        named = [k for k in ("scheduler", "slurm", "condor", "gateway") if getattr(self, k) is not None]
+        if len(named) > 1:
+            raise ValueError(f"set at most one of executor.scheduler, .slurm, .condor, .gateway (got {', '.join(named)})")
+        if self.gateway is not None and self.gateway.auth == "basic" and not self.gateway.username:
+            raise ValueError("executor.gateway.auth: basic needs executor.gateway.username (and password_env)")
+        return self
+
+    @property
+    def engine(self) -> str:
+        """``local`` (a LocalCluster) or the facility engine that runs the dask chunks."""
+        return next((k for k in ("scheduler", "slurm", "condor", "gateway") if getattr(self, k) is not None), "local")
 
 
 class ScanSpec(BaseModel):
@@ -178,6 +245,9 @@ class JobConfig(BaseModel):
     def processor_config(self, datasets_info: dict, skim_dir: str | None = None) -> ProcessorConfig:
         a = self.analysis
         settings = {**dict(a), "lundnet_model": self.resolve(a.lundnet_model), "twin_model": self.resolve(a.twin_model)}
+        sy = a.systematics
+        if not sy.payload.startswith("shipped:"):  # a user's payload file, relative to the job file
+            settings["systematics"] = sy.model_copy(update={"payload": self.resolve(sy.payload)})
         return ProcessorConfig(**settings, datasets=datasets_info, branch_map=self.schema_map, skim_dir=skim_dir)
 
 
