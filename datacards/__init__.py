@@ -8,6 +8,7 @@ Modules (one concept each):
 * :mod:`.scan`         -- vectorised working-point grid scan and selection
 * :mod:`.nonclosure`   -- per-bin non-closure uncertainties (methods max, sp, vp, quadrature, vp_data)
 * :mod:`.writer`       -- Combine text datacards + index.json, M_T-bin merging
+* :mod:`.systematics`  -- signal systematics in the cards (variations, MC statistics, luminosity)
 * :mod:`.parser`       -- datacard parser and validator
 * :mod:`.likelihood`   -- the card's likelihood (Poisson x lnN x rateParams) and iminuit fits
 * :mod:`.limits`       -- asymptotic CLs limits (quick, in package)
@@ -26,6 +27,7 @@ from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
 from .regions import check_mt_abcd, mt_abcd_at, region_yields, yields_from_mt_abcd
 from .scan import ScanResult, ScanRules, scan_working_points, write_scan
+from .systematics import SignalSystematics, plot_systematics, signal_systematics, systematics_config
 from .validation import write_validation
 from .writer import write_datacards
 
@@ -34,6 +36,7 @@ __all__ = [
     "Datacard",
     "ScanResult",
     "ScanRules",
+    "SignalSystematics",
     "abcd_prediction",
     "card_limits",
     "check_mt_abcd",
@@ -43,10 +46,13 @@ __all__ = [
     "parse_datacard",
     "plot_limits",
     "plot_scan_heatmaps",
+    "plot_systematics",
     "quick_limits",
     "read_limit_file",
     "region_yields",
     "scan_working_points",
+    "signal_systematics",
+    "systematics_config",
     "validate_datacard",
     "write_datacards",
     "write_validation",

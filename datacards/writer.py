@@ -23,6 +23,11 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   p.d.f not greater than zero" in every toy fit); shape channels sum log-likelihoods. Results
   are unchanged (Combine issue #184);
 * ``lumi`` lnN on sig in all channels (default 1.016) plus optional extra signal lnN systematics;
+* with ``xy_mt_syst`` (the processor's variations) and systematics on: one asymmetric lnN
+  ``kdown/kup`` row per source on sig (``jes``, ``jer``, ..., correlated across channels and
+  points), ``mcstat_<channel>`` lnN per channel (signal MC statistics) and the configured
+  luminosity rows (:mod:`.systematics`); without ``xy_mt_syst`` or with systematics off the cards
+  are exactly those written without them;
 * observation: background-only Asimov (A, C, D = MC background, B = ABCD prediction
   ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data. Data puts the
   observed counts of region B of the signal plane (the signal region) into the cards, i.e. it
@@ -62,6 +67,8 @@ from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parser import parse_text, validate_datacard
 from .plots import point_name
 from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
+from .systematics import check_syst_histogram, kappa_text, systematics_config
+from .systematics import signal_systematics as _signal_nuisances
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +143,8 @@ def format_card(
     signal_systematics: Mapping[str, float] | None = None,
     rateparam_range: tuple[float, float] = (0.1, 10.0),
     header: Sequence[str] = (),
+    lumi: Mapping[str, float | str | Sequence[float]] | None = None,
+    sig_rows: Sequence[tuple[str, Mapping[tuple[int, int], str]]] | None = None,
 ) -> str:
     """Text of one ABCD datacard.
 
@@ -151,6 +160,11 @@ def format_card(
         signal_systematics: extra lnN on sig in all channels, ``{name: kappa}``.
         rateparam_range: ``[lo, hi]`` of the free rateParams (initial value 1).
         header: comment lines (without ``#``).
+        lumi: luminosity rows on sig in all channels ``{name: kappa or (kdown, kup)}``, replacing
+            ``{"lumi": lumi_unc}`` (None: the single ``lumi`` row).
+        sig_rows: per-channel lnN rows on sig, ``[(name, {(region index, bin): text})]`` (text
+            ``k`` or ``kdown/kup``; channels not in the mapping get ``-``), written after the
+            rows on all channels (:meth:`.systematics.SignalSystematics.card_rows`).
 
     Returns:
         the card text.
@@ -158,11 +172,12 @@ def format_card(
     n = bkg.shape[1]
     chans = [f"{plane}_{r}_{i}" for i in range(n) for r in REGIONS]
     ridx = [(REGIONS.index(r), i) for i in range(n) for r in REGIONS]
-    systs = {"lumi": lumi_unc, **(signal_systematics or {})}
+    systs = {**({"lumi": lumi_unc} if lumi is None else dict(lumi)), **(signal_systematics or {})}
+    sig_rows = list(sig_rows or [])
     lines = [f"# {h}" for h in (header or [f"Combine datacard, SVJ ABCD search, signal point {point}"])]
     lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
               "jmax 1  number of processes minus 1",
-              f"kmax {len(systs) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
+              f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
     sep = "-" * 80
     lines.append(sep)
     lines.append("shapes * * FAKE")
@@ -181,7 +196,9 @@ def format_card(
     ]
     srows = []
     for name, kappa in systs.items():
-        srows.append([name, "lnN", *[_fmt(kappa) if p == "sig" else "-" for _, p in cols]])
+        srows.append([name, "lnN", *[kappa_text(kappa) if p == "sig" else "-" for _, p in cols]])
+    for name, per_channel in sig_rows:
+        srows.append([name, "lnN", *[per_channel.get(ri, "-") if p == "sig" else "-" for ri in ridx for p in ("sig", "bkg")]])
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
                       *[_fmt(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
@@ -224,6 +241,8 @@ def write_datacards(
     inputs: str = "",
     validate: bool = True,
     unblind: bool = False,
+    xy_mt_syst=None,
+    systematics=None,
 ) -> dict:
     """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
 
@@ -252,6 +271,13 @@ def write_datacards(
         validate: parse and validate every written card (:func:`.parser.validate_datacard`).
         unblind: allow ``asimov=False``: the observation in region B of ``plane`` (the signal
             region) is then data. Without it, ``asimov=False`` raises :class:`DatacardError`.
+        xy_mt_syst: the processor's signal variations ``(dataset, syst, plane, x, y, mt)``
+            (:mod:`.systematics`); None: no signal systematics (the cards are exactly those of
+            before, whatever ``systematics`` says).
+        systematics: which signal systematics to write (:func:`.systematics.systematics_config`:
+            None = all on, False = off, or ``{"enabled", "sources", "<source>": bool, "mcstat",
+            "lumi": {name: kappa}}``). ``index.json`` records per point, per source, the effect
+            on the signal in region B, the channels it enters and the clipped kappas.
 
     Returns:
         the content of ``index.json``.
@@ -266,6 +292,10 @@ def write_datacards(
             "to do it on purpose, or keep asimov=True for the blinded background-only Asimov observation")
     unblinded = not asimov
     x0, y0 = parse_wp(wp)
+    scfg = systematics_config(systematics)
+    with_syst = xy_mt_syst is not None and scfg.enabled
+    if with_syst:
+        check_syst_histogram(xy_mt_syst, xy_mt)
     if zero_bkg not in ("merge", "floor"):
         raise DatacardError(f"zero_bkg must be 'merge' or 'floor', got '{zero_bkg}'")
     cdir = os.path.join(os.fspath(outdir), "datacards")
@@ -333,6 +363,9 @@ def write_datacards(
         "mt_edges": [float(e) for e in edges], "mt_bins": [mt_bin_label(edges, i) for i in range(len(groups))],
         "last_bin_holds_overflow": True, "mt_groups": groups, "merges": merges, "floors": floors,
         "zero_bkg": zero_bkg, "cards_dir": os.path.abspath(cdir), "points": {}, "cards": [],
+        "systematics": {"applied": with_syst, "reason": None if with_syst else (
+            "no xy_mt_syst histogram" if xy_mt_syst is None else "switched off in the configuration"),
+            "config": scfg.to_dict()},
     }
     bins_txt = ", ".join(f"{i}:{mt_bin_label(edges, i).replace(' ', '')}" for i in range(len(groups)))
     for name in sig_names:
@@ -358,7 +391,26 @@ def write_datacards(
             "bkg: rate = expected yield (B: A*D/C) x rateParam of order 1; B_i rateParam = A_i*D_i/C_i; "
             f"non-closure ({nonclosure_method}) lnN kappa on bkg in B_i; lumi lnN {lumi_unc:g} on sig",
         ]
-        text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, rateparam_range, header)
+        card_kw, syst = {}, None
+        if with_syst:
+            syst = _signal_nuisances(xy_mt, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg,
+                                     lumi_unc=lumi_unc)
+            rows = syst.card_rows()
+            clash = sorted(({*syst.lumi, *(signal_systematics or {})} & {r for r, _ in rows})
+                           | ({*syst.lumi} & {*(signal_systematics or {})}))
+            if clash:
+                raise DatacardError(f"signal point {point}: nuisance name(s) {clash} defined twice (luminosity rows, "
+                                    "signal_systematics and the sources of xy_mt_syst must have distinct names)")
+            card_kw = {"lumi": syst.lumi, "sig_rows": rows}
+            header[-1] = header[-1].rsplit("; lumi lnN", 1)[0] + "; sig: " + ", ".join(
+                f"{k} lnN {kappa_text(v)}" for k, v in syst.lumi.items())
+            header.append(f"signal systematics (lnN kdown/kup per channel, from xy_mt_syst): "
+                          f"{', '.join(syst.sources) or 'none'}"
+                          + (f"; not in this card: {', '.join(f'{k} ({v})' for k, v in syst.skipped.items())}"
+                             if syst.skipped else "")
+                          + f"; signal MC statistics: {len(syst.mcstat)} mcstat_<channel> lnN")
+        text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, rateparam_range, header,
+                           **card_kw)
         pdir = os.path.join(cdir, point)
         os.makedirs(pdir, exist_ok=True)
         path = os.path.join(pdir, CARD_NAME)
@@ -374,6 +426,8 @@ def write_datacards(
             "bins_without_signal_in_B": [mt_bin_label(edges, i) for i in np.flatnonzero(~(sig.n[1] > 0))],
             "negative_signal_set_to_zero": neg,
         }
+        if syst is not None:
+            index["points"][point]["systematics"] = syst.to_index()
         index["cards"].append(rel)
         log.info("wrote %s", path)
     with open(os.path.join(cdir, "index.json"), "w") as f:

@@ -122,7 +122,9 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
                                    lumi_unc=dcfg.lumi_unc, nonclosure_method=dcfg.nonclosure_method,
                                    nonclosure_z=dcfg.nonclosure_z, min_neff=dcfg.min_neff,
                                    fit_min_neff=dcfg.fit_min_neff, rateparam_range=dcfg.rateparam_range,
-                                   inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})")
+                                   inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})",
+                                   xy_mt_syst=output["hists"].get("xy_mt_syst"),
+                                   systematics=getattr(cfg, "systematics", None))  # None: all on
         timings["datacards"] = time.perf_counter() - t
         bar.advance(task)
 
@@ -148,6 +150,8 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
             report.plot_mt_regions(output, outdir, wp, plane, style=style)
         report.plot_xy_plane(output, outdir, wp, style=style)
         report.plot_controls(output, outdir, style=style)
+        if output["hists"].get("xy_mt_syst") is not None:  # nominal/up/down M_T in B, one figure per source
+            dc.plot_systematics(xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style)
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
                              cfg=cfg, overrides=overrides, validation=validation)

@@ -451,6 +451,9 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
 
     lines += nonclosure_lines(index)
+    from svjscout.datacards.systematics import summary_lines as systematics_lines
+
+    lines += systematics_lines(index)
     if validation:
         from svjscout.datacards.validation import summary_lines as validation_lines
 
