@@ -124,7 +124,7 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
                                    fit_min_neff=dcfg.fit_min_neff, rateparam_range=dcfg.rateparam_range,
                                    inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})",
                                    xy_mt_syst=output["hists"].get("xy_mt_syst"),
-                                   systematics=getattr(cfg, "systematics", None))  # None: all on
+                                   systematics=cfg.analysis.systematics)
         timings["datacards"] = time.perf_counter() - t
         bar.advance(task)
 

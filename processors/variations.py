@@ -52,6 +52,9 @@ class SystematicsSettings(BaseModel):
     payload: str = "shipped:illustrative_run2"
     sources: list[str] = list(SOURCES)
     unclustered_scale: float = 0.1
+    # for the cards (datacards/systematics.py): signal MC statistics per channel, luminosity rows
+    mcstat: bool = True
+    lumi: dict[str, float] | None = None  # {name: kappa}, e.g. {lumi_2018: 1.025}; null: datacards.lumi_unc
 
     def model_post_init(self, __context) -> None:
         bad = [s for s in self.sources if s not in SOURCES]
@@ -67,19 +70,28 @@ def _vec(pt, phi):
     return pt * np.cos(phi), pt * np.sin(phi)
 
 
+def _padded(a, width: int, fill: float) -> np.ndarray:
+    """A jagged (events x jets) array as a regular numpy array (events, width)."""
+    return ak.to_numpy(ak.fill_none(ak.pad_none(a, width, clip=True), fill)).astype(np.float64)
+
+
 def leading_two(pt, eta, phi, mass, min_pt: float):
-    """The two leading jets (by varied pT) above ``min_pt``: (j0, j1 dicts of arrays, n jets, index arrays)."""
+    """The two leading jets (by varied pT) above ``min_pt``: (j0, j1 dicts of arrays, n jets, index arrays).
+
+    Arguments are regular (events, width) numpy arrays, padding with pT -1."""
     good = pt >= min_pt
-    order = ak.argsort(ak.where(good, pt, -1.0), axis=1, ascending=False, stable=True)
-    n = ak.to_numpy(ak.sum(good, axis=1))
-    out = []
+    n = good.sum(axis=1)
+    order = np.argsort(np.where(good, -pt, np.inf), axis=1, kind="stable")
+    rows = np.arange(len(pt))
+    out, idxs = [], []
     for k in (0, 1):
-        idx = ak.to_numpy(ak.fill_none(ak.pad_none(order, 2)[:, k], 0))
-        take = lambda a: ak.to_numpy(ak.fill_none(ak.pad_none(a, 2)[np.arange(len(a)), idx] if len(a) else a, 0.0))  # noqa: E731
-        jet = {"pt": take(pt), "eta": take(eta), "phi": take(phi), "mass": take(mass)}
+        idx = order[:, k] if pt.shape[1] > k else np.zeros(len(pt), int)
         valid = n > k
-        out.append(({k2: np.where(valid, v, 0.0) for k2, v in jet.items()}, idx))
-    return out[0][0], out[1][0], n, (out[0][1], out[1][1])
+        jet = {name: np.where(valid, arr[rows, idx] if arr.shape[1] > k else 0.0, 0.0)
+               for name, arr in (("pt", pt), ("eta", eta), ("phi", phi), ("mass", mass))}
+        out.append(jet)
+        idxs.append(idx)
+    return out[0], out[1], n, (idxs[0], idxs[1])
 
 
 def vary_event(factors_ak8, ak8, ak4_factors, ak4, met_pt, met_phi, met_shift=None, cuts=None, clean=None):
@@ -93,24 +105,28 @@ def vary_event(factors_ak8, ak8, ak4_factors, ak4, met_pt, met_phi, met_shift=No
     Returns:
         (feats, passing mask, (i0, i1) jet indices of the leading two, factors of those jets)
     """
-    pt = ak8.pt * factors_ak8
-    mass = ak8.mass * factors_ak8
+    w8 = max(int(ak.max(ak.num(ak8.pt), initial=0)), 2)
+    w4 = max(int(ak.max(ak.num(ak4.pt), initial=0)), 1)
+    f = _padded(factors_ak8, w8, 1.0)
+    pt0, eta, phi, m0 = (_padded(ak8[k], w8, v) for k, v in (("pt", -1.0), ("eta", 0.0), ("phi", 0.0), ("mass", 0.0)))
+    real = pt0 > 0
+    pt, mass = np.where(real, pt0 * f, -1.0), m0 * f
+    dpt = np.where(real, pt0 * (f - 1.0), 0.0)
     mx, my = _vec(met_pt, met_phi)
-    dpx, dpy = _vec(ak8.pt * (factors_ak8 - 1.0), ak8.phi)
-    mx = mx - ak.to_numpy(ak.sum(dpx, axis=1))
-    my = my - ak.to_numpy(ak.sum(dpy, axis=1))
+    mx = mx - np.sum(dpt * np.cos(phi), axis=1)
+    my = my - np.sum(dpt * np.sin(phi), axis=1)
     if met_shift is not None:
         mx, my = mx + met_shift[0], my + met_shift[1]
     met2, phi2 = np.hypot(mx, my), np.arctan2(my, mx)
-    pt4 = ak4.pt * ak4_factors
-    ht = ak.to_numpy(ak.sum(ak.where((pt4 > cuts.ak4_pt_min) & (abs(ak4.eta) < cuts.ak4_abs_eta_max), pt4, 0.0), axis=1))
-    j0, j1, n, (i0, i1) = leading_two(pt, ak8.eta, ak8.phi, mass, cuts.ak8_pt_min)
+    pt4 = _padded(ak4.pt, w4, 0.0) * _padded(ak4_factors, w4, 1.0)
+    eta4 = _padded(ak4.eta, w4, 99.0)
+    ht = np.sum(np.where((pt4 > cuts.ak4_pt_min) & (np.abs(eta4) < cuts.ak4_abs_eta_max), pt4, 0.0), axis=1)
+    j0, j1, n, (i0, i1) = leading_two(pt, eta, phi, mass, cuts.ak8_pt_min)
     feats = event_features(j0, j1, met2, phi2)
     sel = preselection(clean, ht, n, feats, cuts)
     passing = sel.all(*CUT_ORDER[1:])
-    f0 = ak.to_numpy(ak.fill_none(ak.pad_none(factors_ak8, 2)[np.arange(len(n)), i0], 1.0)) if len(n) else np.ones(0)
-    f1 = ak.to_numpy(ak.fill_none(ak.pad_none(factors_ak8, 2)[np.arange(len(n)), i1], 1.0)) if len(n) else np.ones(0)
-    return feats, passing, (i0, i1), (f0, f1)
+    rows = np.arange(len(n))
+    return feats, passing, (i0, i1), (f[rows, i0], f[rows, i1])
 
 
 def lund_cache(ak8, pairs_event: np.ndarray, pairs_jet: np.ndarray, max_len: int):
