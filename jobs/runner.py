@@ -44,10 +44,11 @@ class RunReport:
     events: dict[str, int] = field(default_factory=dict)
     datasets: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    executor: dict = field(default_factory=dict)  # engine, scheduler, workers joined / retired / lost
 
     def to_json(self) -> dict:
         return {"files": self.files, "inputs": self.inputs, "skipped": self.skipped, "events": self.events,
-                "datasets": self.datasets, "seconds": self.seconds}
+                "datasets": self.datasets, "seconds": self.seconds, "executor": self.executor}
 
 
 def _file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bool,
@@ -235,41 +236,259 @@ class _Checkpointer:
         return SimpleCheckpointer(str(Path(directory) / digest), overwrite=True)
 
 
+#: Environment of every worker: one thread for ONNX Runtime and OpenMP (one chunk per worker thread).
+WORKER_ENV = {"SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def xrootd_env(timeout: int, retries: int) -> dict[str, str]:
+    """XRootD client settings as environment variables (read by every process that reads ``root://``)."""
+    env = {"XRD_CONNECTIONRETRY": str(max(int(retries), 1))}
+    if timeout > 0:
+        env["XRD_REQUESTTIMEOUT"] = str(int(timeout))
+        env["XRD_STREAMTIMEOUT"] = str(int(timeout))
+    return env
+
+
+def configure_xrootd(timeout: int, retries: int, remote: bool = True) -> None:
+    """Apply ``executor.xrootd`` in this process: XRootD client settings and fsspec-xrootd's timeout.
+
+    Safe without the XRootD bindings (nothing to configure then). Run in the client process (the
+    preflight reads there) and, through :class:`WorkerSetup`, in every dask worker. Without
+    ``remote`` (a job of local files only) only the environment is set; nothing is imported.
+    """
+    env = xrootd_env(timeout, retries)
+    os.environ.update(env)
+    if not remote:
+        return
+    try:
+        from XRootD import client as xrd
+
+        xrd.EnvPutInt("ConnectionRetry", int(env["XRD_CONNECTIONRETRY"]))
+        if timeout > 0:
+            xrd.EnvPutInt("RequestTimeout", int(timeout))
+            xrd.EnvPutInt("StreamTimeout", int(timeout))
+    except ImportError:
+        pass
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+    except ImportError:
+        return
+    if XRootDFileSystem.default_timeout != timeout:
+        XRootDFileSystem.default_timeout = timeout
+        XRootDFileSystem.clear_instance_cache()  # instances made with the old timeout
+
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
+except ImportError:  # pragma: no cover - distributed is a dependency
+    _WorkerPluginBase = object
+
+
+class WorkerSetup(_WorkerPluginBase):
+    """Worker plugin: the worker environment and XRootD settings in every worker, also late joiners."""
+
+    name = "svjscout-worker-setup"
+
+    def __init__(self, env: dict[str, str], xrootd: tuple[int, int, bool]):
+        self.env, self.xrootd = dict(env), tuple(xrootd)
+
+    def setup(self, worker) -> None:
+        os.environ.update(self.env)
+        configure_xrootd(*self.xrootd)
+
+
+class WorkerWatch:
+    """Counts the workers that joined, left (retired) and were lost while a run used a scheduler.
+
+    Reads the scheduler's event log (``remove-worker`` with ``expected: False`` is a worker that
+    died or lost its connection; its chunks run again elsewhere, up to ``executor.retries``).
+    """
+
+    def __init__(self, client):
+        import time
+
+        self.client = client
+        try:
+            self.t0 = client.run_on_scheduler(time.time)
+        except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: our clock
+            self.t0 = time.time()
+        self.workers_at_start = len(client.scheduler_info().get("workers", {}))
+
+    def record(self) -> dict:
+        try:
+            events = self.client.get_events("all")
+        except Exception as err:  # noqa: BLE001 - the scheduler is gone; say so rather than fail the run
+            return {"workers_at_start": self.workers_at_start, "events": f"unavailable ({type(err).__name__})"}
+        joined, lost, retired, rerun = [], [], [], 0
+        for t, msg in events:
+            if t < self.t0 or not isinstance(msg, dict):
+                continue
+            if msg.get("action") == "add-worker":
+                joined.append(msg.get("worker"))
+            elif msg.get("action") == "remove-worker":
+                if msg.get("expected"):
+                    retired.append(msg.get("worker"))
+                else:
+                    lost.append(msg.get("worker"))
+                    rerun += len(msg.get("processing-tasks") or ()) + len(msg.get("lost-computed-tasks") or ())
+        return {"workers_at_start": self.workers_at_start, "workers_joined": len(joined),
+                "workers_retired": len(retired), "workers_lost": len(lost), "lost_workers": lost,
+                "tasks_rerun": rerun}
+
+
+def _merge_executor_record(report: RunReport | None, record: dict) -> None:
+    """Add one executor use to the report (a run that drops a bad file uses the executor again)."""
+    if report is None:
+        return
+    old = report.executor
+    if old and old.get("engine") == record.get("engine"):
+        for k in ("workers_joined", "workers_retired", "workers_lost", "tasks_rerun"):
+            record[k] = record.get(k, 0) + old.get(k, 0)
+        record["lost_workers"] = old.get("lost_workers", []) + record.get("lost_workers", [])
+        record["workers_at_start"] = old.get("workers_at_start", record.get("workers_at_start"))
+    report.executor = record
+    if record.get("workers_lost"):
+        log.warning("%d dask worker(s) lost during the run (%s); the %d task(s) they held ran again on other "
+                    "workers (executor.retries)", record["workers_lost"], ", ".join(map(str, record["lost_workers"])),
+                    record.get("tasks_rerun", 0))
+
+
+def _remote(cfg: JobConfig) -> bool:
+    """Whether the job reads any file through a URL (``root://``...)."""
+    return any("://" in f for spec in cfg.datasets.values() for f in spec.files)
+
+
+def _needs_af(key: str, err: ImportError) -> ConfigError:
+    return ConfigError(f"executor.{key} needs the 'af' extra: pip install 'svjscout[af]' ({err})")
+
+
+def jobqueue_cluster(cfg: JobConfig):
+    """The dask-jobqueue cluster of ``executor.slurm`` / ``executor.condor`` (not yet scaled).
+
+    The job-config keys are the cluster's arguments; unset ones default to one single-threaded
+    worker per job (``cores: 1, processes: 1``) with ``executor.memory_limit``, and the worker
+    environment (:data:`WORKER_ENV`, ``executor.xrootd``) is exported in the job script.
+    """
+    ex = cfg.executor
+    key = "slurm" if ex.slurm is not None else "condor"
+    try:
+        if key == "slurm":
+            from dask_jobqueue import SLURMCluster as Cluster
+        else:
+            from dask_jobqueue import HTCondorCluster as Cluster
+    except ImportError as err:
+        raise _needs_af(key, err) from err
+    kwargs = {"cores": 1, "processes": 1, "memory": ex.memory_limit, **(getattr(ex, key) or {})}
+    # the dashboard on a free port unless one is named (8787 is often taken on a shared login node)
+    kwargs["scheduler_options"] = {"dashboard_address": ":0", **kwargs.get("scheduler_options", {})}
+    env = {**WORKER_ENV, **xrootd_env(ex.xrootd.timeout, ex.xrootd.retries)}
+    kwargs["job_script_prologue"] = [*kwargs.get("job_script_prologue", []),
+                                     *(f"export {k}={v}" for k, v in env.items())]
+    try:
+        return Cluster(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"executor.{key}: {err}") from err
+
+
+def _gateway_cluster(cfg: JobConfig):
+    """(gateway, cluster) of ``executor.gateway``: a new cluster with the job's options, scaled."""
+    ex = cfg.executor
+    g = ex.gateway
+    try:
+        from dask_gateway import BasicAuth, Gateway
+    except ImportError as err:
+        raise _needs_af("gateway", err) from err
+    auth = g.auth
+    if g.auth == "basic":
+        password = os.environ.get(g.password_env) if g.password_env else None
+        if g.password_env and password is None:
+            raise ConfigError(f"executor.gateway.password_env: the environment variable {g.password_env} is not set")
+        auth = BasicAuth(g.username, password)
+    gateway = Gateway(address=g.address, proxy_address=g.proxy_address, public_address=g.public_address, auth=auth)
+    try:
+        options = gateway.cluster_options()
+        for k, v in g.cluster_options.items():
+            if k not in options:
+                raise ConfigError(f"executor.gateway.cluster_options.{k}: not an option of this gateway "
+                                  f"(it has {', '.join(sorted(options)) or 'none'})")
+            options[k] = v
+        cluster = gateway.new_cluster(options, shutdown_on_close=g.shutdown)
+    except BaseException:
+        gateway.close()
+        raise
+    if g.adaptive is not None:
+        cluster.adapt(minimum=g.adaptive.minimum, maximum=g.adaptive.maximum)
+    else:
+        cluster.scale(ex.workers)
+    return gateway, cluster
+
+
+def _wait_for_worker(client, cfg: JobConfig, engine: str) -> None:
+    """Wait for the first worker of a started cluster; a clear error if none arrives in time."""
+    ex = cfg.executor
+    if engine == "gateway" and ex.gateway.adaptive is not None and ex.gateway.adaptive.minimum == 0:
+        return  # an adaptive cluster from zero starts workers once chunks are submitted
+    try:
+        client.wait_for_workers(1, timeout=ex.worker_timeout)
+    except TimeoutError as err:
+        hint = {"slurm": "squeue / the job's output file", "condor": "condor_q -better-analyze",
+                "gateway": "the gateway's cluster logs"}.get(engine, "the scheduler's log")
+        raise ConfigError(f"executor.{engine}: no dask worker connected within executor.worker_timeout = "
+                          f"{ex.worker_timeout:g} s (check {hint})") from err
+
+
 @contextlib.contextmanager
-def _executor(cfg: JobConfig, progress: bool):
+def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
+    """The coffea executor of ``cfg.executor``; with dask, the client and cluster for the run.
+
+    The dask engine is ``executor.scheduler`` (an existing scheduler), ``executor.slurm`` /
+    ``executor.condor`` (dask-jobqueue), ``executor.gateway`` (dask-gateway) or a LocalCluster.
+    The run's use of the workers (lost ones included) goes into ``report.executor``.
+    """
     from coffea import processor
 
     ex = cfg.executor
+    if ex.name != "dask" and ex.engine != "local":
+        log.warning("executor.%s is ignored: executor.name is %r (set it to dask to use it)", ex.engine, ex.name)
     if ex.name == "iterative":
+        _merge_executor_record(report, {"engine": "iterative"})
         yield processor.IterativeExecutor(status=progress)
         return
     if ex.name == "futures":
+        _merge_executor_record(report, {"engine": "futures", "workers": ex.workers})
         yield processor.FuturesExecutor(workers=ex.workers, status=progress)
         return
     from dask.distributed import Client, LocalCluster
 
-    if ex.scheduler:
-        client = Client(ex.scheduler)
-        cluster = None
-    elif ex.condor is not None:
+    engine = ex.engine
+    cluster = gateway = None
+    with contextlib.ExitStack() as stack:
+        if engine == "scheduler":
+            client = Client(ex.scheduler, timeout=ex.worker_timeout)
+        elif engine in ("slurm", "condor"):
+            cluster = stack.enter_context(jobqueue_cluster(cfg))
+            cluster.scale(jobs=ex.workers)
+            client = Client(cluster)
+        elif engine == "gateway":
+            gateway, cluster = _gateway_cluster(cfg)
+            stack.callback(gateway.close)
+            stack.callback(cluster.close)  # and shuts it down unless executor.gateway.shutdown: false
+            client = cluster.get_client()
+        else:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=ex.workers, threads_per_worker=ex.threads_per_worker, processes=True,
+                memory_limit=ex.memory_limit, dashboard_address=None, env=dict(WORKER_ENV)))
+            client = Client(cluster)
+        stack.callback(client.close)
+        client.register_plugin(WorkerSetup(WORKER_ENV, (ex.xrootd.timeout, ex.xrootd.retries, _remote(cfg))))
+        if engine != "local":
+            _wait_for_worker(client, cfg, engine)
+        watch = WorkerWatch(client)
+        record = {"engine": engine, "scheduler": client.scheduler.address}
         try:
-            from dask_jobqueue import HTCondorCluster
-        except ImportError as err:
-            raise ConfigError("executor.condor needs the 'af' extra: pip install 'svjscout[af]'") from err
-        cluster = HTCondorCluster(**ex.condor)
-        cluster.scale(jobs=ex.workers)
-        client = Client(cluster)
-    else:
-        cluster = LocalCluster(n_workers=ex.workers, threads_per_worker=ex.threads_per_worker, processes=True,
-                               memory_limit=ex.memory_limit, dashboard_address=None,
-                               env={"SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"})
-        client = Client(cluster)
-    try:
-        yield processor.DaskExecutor(client=client, status=progress, retries=ex.retries, treereduction=8)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+            yield processor.DaskExecutor(client=client, status=progress, retries=ex.retries, treereduction=8)
+        finally:
+            _merge_executor_record(report, {**record, **watch.record()})
 
 
 def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = False) -> tuple[dict, RunReport]:
@@ -286,6 +505,7 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
 
     report = RunReport()
     t0 = time.perf_counter()
+    configure_xrootd(cfg.executor.xrootd.timeout, cfg.executor.xrootd.retries, _remote(cfg))
     usable = check_inputs(cfg, report)
     digest = config_digest(cfg) + ("-skim" if skim_dir else "")
     while True:
@@ -294,9 +514,10 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
         fileset = {name: {"files": {p: cfg.schema_map.tree for p in files}} for name, files in report.files.items()}
         checkpointer = _Checkpointer(cfg.executor.checkpoint_dir, digest) if cfg.executor.checkpoint_dir else None
         try:
-            with _executor(cfg, progress) as executor:
+            with _executor(cfg, progress, report) as executor:
                 runner = processor.Runner(executor=executor, schema=SVJScoutingSchema, chunksize=cfg.executor.chunksize,
-                                          skipbadfiles=False, checkpointer=checkpointer)
+                                          skipbadfiles=False, checkpointer=checkpointer,
+                                          xrootdtimeout=cfg.executor.xrootd.timeout or None)
                 output = runner(fileset, processor_instance=SVJProcessor(pcfg), treename=cfg.schema_map.tree)
             break
         except Exception as err:  # noqa: BLE001 - coffea and dask wrap what a chunk raised
@@ -322,7 +543,7 @@ def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
     is re-raised as itself, unwrapped from coffea's and dask's exception.
     """
     dom = domain_error(err)
-    path = failed_file(err)
+    path = failed_file(err) or _named_file(err, usable)
     owner = next((ds for ds, files in usable.items() if path in files), None)
     if owner is None:
         if dom is not None:
@@ -332,6 +553,19 @@ def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
         raise dom from err
     cause = str(dom) if dom is not None else root_message(err)
     return owner, path, InputFileError(f"{path}: cannot be processed ({cause})")
+
+
+def _named_file(err: BaseException, usable: dict[str, dict[str, _FileNorm]]) -> str | None:
+    """The one input file a failure outside a chunk names (coffea's preprocessing opens every file
+    first: a file gone since the preflight fails there, locally or over XRootD), else None."""
+    texts, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        texts.append(f"{err} {getattr(err, 'filename', '') or ''}")
+        err = err.__cause__ or err.__context__
+    text = " ".join(texts)
+    named = {p for files in usable.values() for p in files if p in text}
+    return named.pop() if len(named) == 1 else None
 
 
 def save_outputs(output: dict, outdir: str | Path) -> list[Path]:
