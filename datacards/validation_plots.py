@@ -38,7 +38,7 @@ def plot_bias(point: str, res: Mapping, outdir, style: PlotStyle = DEFAULT) -> l
         ax.set_title(f"{point}, $r_{{inj}}$ = {r['r_inj']:.3g}", fontsize=18)
         ax.set_ylim(0, max(ax.get_ylim()[1] * 1.45, 1))
         ax.legend(fontsize=14, loc="upper left")
-        cms_label(ax, style, lumi=False, com=None, fontsize=18)
+        cms_label(ax, style, fontsize=16)
     return save(fig, outdir, f"bias_{point}", style)
 
 
@@ -57,7 +57,7 @@ def plot_gof(name: str, g: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[
                  + (" (saturated: no test)" if ndf is not None and ndf <= 0 else ""), fontsize=18)
     ax.set_ylim(0, max(ax.get_ylim()[1] * 1.3, 1))
     ax.legend(fontsize=15, loc="upper right")
-    cms_label(ax, style, lumi=False, com=None)
+    cms_label(ax, style)
     tag = name.split()[0]
     return save(fig, outdir, f"gof_{tag}", style)
 
@@ -79,6 +79,7 @@ def plot_impacts(point: str, im: Mapping, outdir, style: PlotStyle = DEFAULT, to
     axp.set_xlabel(r"pull $\hat{\theta}$ (lnN); rateParams: $\pm 1\sigma$ post-fit")
     axp.set_yticks(y)
     axp.set_yticklabels([r["name"] for r in rows], fontsize=13)
+    axp.set_ylabel("nuisance parameter (ranked by impact)", fontsize=16)
     axp.legend(fontsize=13, loc="lower left")
     up = [r["impact_up"] for r in rows]
     dn = [r["impact_down"] for r in rows]
@@ -88,7 +89,7 @@ def plot_impacts(point: str, im: Mapping, outdir, style: PlotStyle = DEFAULT, to
     axi.set_xlabel(r"impact $\Delta\hat{r}$")
     axi.legend(fontsize=13, loc="lower right")
     axi.set_title(rf"{point}: $\hat{{r}}$ = {im['r']:.3g} $\pm$ {im['r_err']:.3g}", fontsize=16)
-    cms_label(axp, style, lumi=False, com=None, fontsize=16)
+    cms_label(axp, style, fontsize=16)
     return save(fig, outdir, f"impacts_{point}", style)
 
 
@@ -118,7 +119,7 @@ def plot_wp_stability(rows, outdir, style: PlotStyle = DEFAULT) -> list[str]:
     ax.set_xlabel("$x_0$")
     ax.set_ylabel("$y_0$")
     fig.colorbar(im, ax=ax, label="expected limit on r (median)")
-    cms_label(ax, style, lumi=False, com=None, fontsize=18)
+    cms_label(ax, style, fontsize=16)
     return save(fig, outdir, "wp_stability", style)
 
 
@@ -138,7 +139,7 @@ def plot_contamination(cont: Mapping, mt_bins, outdir, style: PlotStyle = DEFAUL
     ax.set_xlabel(r"$M_T$ bin [GeV]")
     ax.set_ylabel(r"|relative bias of $\hat{n}_B$| (signal at r = 1 in A, C, D)")
     ax.legend(fontsize=13)
-    cms_label(ax, style, lumi=False, com=None)
+    cms_label(ax, style)
     return save(fig, outdir, "contamination", style)
 
 

@@ -89,7 +89,7 @@ def test_labels_legends_and_cms_label(small_run):
         # MC-only run: every figure is labelled simulation
         assert "Simulation" in texts, name
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-        if not name.startswith(("xy_plane", "lund_plane", "limit_map")):
+        if not name.startswith(("xy_plane", "lund_plane", "limit_map", "wp_stability")):  # maps with a colour bar
             assert legends, f"{name}: no legend"
             assert all(leg.get_texts() or leg.get_title().get_text() for leg in legends), name
     # luminosity in fb^-1 from analysis.lumi (pb^-1) wherever events are counted
