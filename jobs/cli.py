@@ -54,7 +54,9 @@ def quiet_dask(verbose: int) -> None:
               help="Generator-level pre-filter: scalar sum of visible particle pT (|eta|<3) in GeV; <= 410.")
 @click.option("--met-min", type=float, default=0.0, show_default=True,
               help="Skim on PF MET in GeV after the detector response; <= 156 (looser than the preselection).")
-@click.option("--pileup", type=float, default=0.0, show_default=True, help="Mean number of pileup (min-bias) events.")
+@click.option("--pileup", type=float, default=0.0, show_default=True,
+              help="Mean number of pileup (min-bias) events, Poisson per event; written as Pileup_nTrueInt "
+                   "(the mean) and Pileup_nPU (the number drawn), both 0 without pileup.")
 @click.option("--chunk-size", type=int, default=500, show_default=True, help="Events per chunk (one Pythia run each).")
 @click.option("--workers", "-j", type=int, default=1, show_default=True, help="Parallel worker processes.")
 @click.option("--xsec", type=float, default=None, help="Override the cross section in pb written to the file.")
@@ -62,7 +64,18 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, pthat_min, pthat_max, ht_min, met_min, pileup,
              chunk_size, workers, xsec, dataset, progress):
-    """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file."""
+    """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
+
+    \b
+    Besides the scouting branches, in NanoAOD's conventions (docs/samples.md):
+      PSWeight[4]      Pythia's parton-shower weights w_var/w_nominal: [0] ISR=2 FSR=1
+                       (isr:muRfac=0.5, ISR up), [1] ISR=1 FSR=2 (FSR up), [2] ISR=0.5 FSR=1
+                       (isr:muRfac=2, ISR down), [3] ISR=1 FSR=0.5 (FSR down); the dark shower
+                       does not vary
+      Pileup_nTrueInt  --pileup (the Poisson mean), Pileup_nPU the number overlaid
+      Runs             genEventCount, genEventSumw, genEventSumw2, PSSumw[4] (sum of
+                       genWeight*PSWeight[i] / genEventSumw), xsec; all generated events
+    """
     from svjscout.samples.generate import GenerationConfig, generate_file
 
     cfg = GenerationConfig(

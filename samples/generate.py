@@ -7,8 +7,24 @@ The data path of one file::
       -> optional pileup overlay (Pythia minimum-bias, Poisson mean ``pileup``)
       -> fast detector response (:mod:`svjscout.samples.detector`) -> PF candidates, MET
       -> optional PF-MET skim (``met_min``)
-      -> ROOT file via uproot: ``Events`` (ScoutingNano names) + ``Runs`` (generated count, sum of
+      -> ROOT file via uproot: ``Events`` (ScoutingNano names) + ``Runs`` (generated count, sums of
          weights, cross section) + ``svjscout_meta`` (JSON: process, options, settings)
+
+Branches for the systematics, in NanoAOD's conventions (CMSSW ``GenWeightsTableProducer`` and
+``NPUTablesProducer``):
+
+* ``PSWeight`` (``nPSWeight`` = 4, float32): Pythia's parton-shower variation weights relative to
+  the nominal weight (w_var / w_nominal), order of :data:`~svjscout.samples.processes.PS_WEIGHTS`:
+  [0] ISR=2 FSR=1 (``isr:muRfac=0.5``, ISR up), [1] ISR=1 FSR=2 (``fsr:muRfac=0.5``, FSR up),
+  [2] ISR=0.5 FSR=1 (``isr:muRfac=2``, ISR down), [3] ISR=1 FSR=0.5 (``fsr:muRfac=2``, FSR down).
+  Only the SM showers' QCD emissions vary; the Hidden Valley shower does not. Omitted (with
+  ``PSSumw``) if the settings switch the variations off (``UncertaintyBands:doVariations = off``).
+* ``Pileup_nTrueInt`` (float32): the Poisson mean the number of overlaid min-bias events is drawn
+  from, i.e. ``--pileup`` for every event; ``Pileup_nPU`` (int32): the number drawn and overlaid.
+  Both 0 without pileup.
+* ``Runs``: ``genEventSumw2`` (sum of genWeight^2) and ``PSSumw`` (``nPSSumw`` = 4): sum over all
+  generated events of genWeight * PSWeight[i], divided by ``genEventSumw`` (NanoAOD's convention).
+  Like ``genEventSumw``, both count the events removed by the pre-filter and the skim.
 
 Chunk ``k`` is always generated with the same seed, derived from ``(seed, k)``, and chunks are
 written in order, so a file is identical whatever the number of worker processes.
@@ -36,7 +52,7 @@ import numpy as np
 from svjscout import __version__
 from svjscout.exceptions import GenerationError
 from svjscout.samples import detector
-from svjscout.samples.processes import DARK_INVISIBLES, DARK_MESONS, PROCESSES, process_settings
+from svjscout.samples.processes import DARK_INVISIBLES, DARK_MESONS, PROCESSES, PS_WEIGHTS, process_settings
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +178,24 @@ def _dark_truth(batch) -> tuple[np.ndarray, np.ndarray]:
     return ak.to_numpy(ak.sum(last_copy, axis=1)), ak.to_numpy(ak.sum(invisible, axis=1))
 
 
+def _ps_weights(pythia, batch) -> np.ndarray | None:
+    """Per event of a ``nextBatch`` result: the PS_WEIGHTS variations / the nominal weight.
+
+    Shape (n_events, 4), float64; None if Pythia computes no shower variations. Pythia lower-cases
+    the group names of ``UncertaintyBands:List``; its weight 0 is the nominal ("Weight").
+    """
+    names = [str(n).lower() for n in pythia.infoPython().weightNameVector()]
+    wanted = [name.lower() for name, _ in PS_WEIGHTS]
+    if not all(n in names for n in wanted):
+        return None
+    if len(batch) == 0:
+        return np.zeros((0, len(wanted)))
+    w = np.asarray(ak.to_numpy(ak.to_regular(batch.info.weights, axis=1)), dtype=np.float64)
+    if w.shape[1] != len(names):
+        raise GenerationError(f"Pythia returned {w.shape[1]} weights per event for {len(names)} names {names}")
+    return w[:, [names.index(n) for n in wanted]] / w[:, :1]
+
+
 def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     """Generate chunk ``chunk`` of a file: returns the columns to write and the chunk's counts."""
     seed = chunk_seed(cfg.seed, chunk)
@@ -171,9 +205,12 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     n_generated = len(batch)
     fs = _final_state(pythia, batch)
     n_dark, n_dark_inv = _dark_truth(batch)
+    ps = _ps_weights(pythia, batch)
 
+    n_pu = np.zeros(n_generated, dtype=np.int64)
+    n_pu_events = 0
     if cfg.pileup > 0:
-        fs = _overlay_pileup(fs, cfg, chunk, rng)
+        fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng)
 
     visible = ~ak.unflatten(detector.is_invisible(ak.to_numpy(ak.flatten(fs["id"]))), ak.num(fs["id"]))
     central = abs(fs["eta"]) < 3.0
@@ -205,6 +242,9 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         "luminosityBlock": np.full(len(index), chunk + 1, dtype=np.uint32),
         "event": event_number.astype(np.uint64),
         "genWeight": np.ones(len(index), dtype=np.float32),
+        **({} if ps is None else {"PSWeight": ak.from_regular(ps[index].astype(np.float32), axis=1)}),
+        "Pileup_nTrueInt": np.full(len(index), cfg.pileup, dtype=np.float32),
+        "Pileup_nPU": n_pu[index].astype(np.int32),
         "ScoutingParticle": cands[index],
         "ScoutingMET_pt": met_pt[index].astype(np.float32),
         "ScoutingMET_phi": met_phi[index].astype(np.float32),
@@ -217,7 +257,10 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     return {
         "columns": columns,
         "n_generated": n_generated,
-        "sumw": float(n_generated),
+        "sumw": float(n_generated),  # genWeight = 1
+        "sumw2": float(n_generated),
+        "ps_sumw": None if ps is None else ps.sum(axis=0),  # sum of genWeight * PSWeight[i], every event
+        "n_pileup_events": n_pu_events,
         "n_written": len(index),
         "sigma_gen_pb": info.sigmaGen() * PB_PER_MB,
         "sigma_err_pb": info.sigmaErr() * PB_PER_MB,
@@ -226,26 +269,34 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     }
 
 
-def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator) -> dict:
-    """Add Poisson(cfg.pileup) minimum-bias Pythia events to every event of the chunk."""
+def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator) -> tuple[dict, np.ndarray, int]:
+    """Add Poisson(cfg.pileup) minimum-bias Pythia events to every event of the chunk.
+
+    Returns the merged particles, the number drawn per event (NanoAOD's ``Pileup_nPU``) and the
+    number of minimum-bias events Pythia generated for the chunk (their sum, checked).
+    """
     n_events = len(fs["pt"])
     n_pu = rng.poisson(cfg.pileup, n_events)
     total = int(n_pu.sum())
     if total == 0:
-        return fs
+        return fs, n_pu, 0
     mb = _make_pythia(
         ["Beams:eCM = 13000.", "SoftQCD:nonDiffractive = on", "Next:numberCount = 0", "Next:numberShowEvent = 0",
+         "Next:numberShowInfo = 0", "Next:numberShowProcess = 0", "Init:showChangedParticleData = off",
          "Init:showChangedSettings = off", "Init:showProcesses = off", "Random:setSeed = on"],
         chunk_seed(cfg.seed + 104_729, chunk),
     )
-    pu = _final_state(mb, mb.nextBatch(total))
+    mb_batch = mb.nextBatch(total)
+    if len(mb_batch) != total:
+        raise GenerationError(f"pileup: Pythia returned {len(mb_batch)} of {total} minimum-bias events")
+    pu = _final_state(mb, mb_batch)
     merged = {}
     for key in fs:
         per_pu = pu[key]
         grouped = ak.unflatten(ak.flatten(per_pu), ak.to_numpy(
             ak.sum(ak.unflatten(ak.num(per_pu), n_pu), axis=1)))
         merged[key] = ak.concatenate([fs[key], grouped], axis=1)
-    return merged
+    return merged, n_pu, len(mb_batch)
 
 
 def _chunks(cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -269,7 +320,9 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tasks = [(cfg, chunk, n) for chunk, n in _chunks(cfg)]
-    totals = {"n_generated": 0, "sumw": 0.0, "n_written": 0, "n_dark": 0, "n_dark_inv": 0}
+    totals = {"n_generated": 0, "sumw": 0.0, "sumw2": 0.0, "n_written": 0, "n_dark": 0, "n_dark_inv": 0,
+              "n_pileup_events": 0}
+    ps_sumw = None
     sigma, sigma_err = [], []
     tmp = out.with_suffix(out.suffix + ".part")
     ctx = mp.get_context("spawn") if cfg.workers > 1 else None
@@ -285,6 +338,8 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 tree.extend(cols)
                 for key in totals:
                     totals[key] += res[key]
+                if res["ps_sumw"] is not None:
+                    ps_sumw = res["ps_sumw"] if ps_sumw is None else ps_sumw + res["ps_sumw"]
                 sigma.append(res["sigma_gen_pb"])
                 sigma_err.append(res["sigma_err_pb"])
                 bar(n)
@@ -297,8 +352,11 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 "run": np.array([1], dtype=np.uint32),
                 "genEventCount": np.array([totals["n_generated"]], dtype=np.int64),
                 "genEventSumw": np.array([totals["sumw"]], dtype=np.float64),
+                "genEventSumw2": np.array([totals["sumw2"]], dtype=np.float64),
                 "xsec": np.array([xsec], dtype=np.float64),
             }
+            if ps_sumw is not None:  # NanoAOD: sum of genWeight * PSWeight[i], divided by genEventSumw
+                runs["PSSumw"] = ak.Array([ps_sumw / totals["sumw"]])
             fout.mktree("Runs", _branch_types(runs)).extend(runs)
             meta = {
                 "svjscout_version": __version__,
@@ -309,6 +367,7 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 "pythia_sigma_gen_pb": sigma_gen,
                 "pythia_sigma_err_pb": sigma_gen_err,
                 **totals,
+                "ps_weights": [f"{name} {var}" for name, var in PS_WEIGHTS] if ps_sumw is not None else None,
                 "rinv_truth": totals["n_dark_inv"] / totals["n_dark"] if totals["n_dark"] else None,
             }
             fout["svjscout_meta"] = json.dumps(meta, sort_keys=True)

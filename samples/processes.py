@@ -26,6 +26,20 @@ DARK_MESONS = (4900111, 4900113, 4900211, 4900213)
 #: Stable invisible dark particles that carry r_inv (scalar 51, vector 53).
 DARK_INVISIBLES = (51, 53)
 
+#: Parton-shower variation weights written as NanoAOD's ``PSWeight``, in NanoAOD's order: (Pythia
+#: weight-group name, shower variation). CMS's names (``isrDefHi`` ...) and factors (the "Def"
+#: set of ``Configuration/Generator/python/PSweightsPythia/PythiaPSweightsSettings_cfi.py``).
+#: ``muRfac`` multiplies the shower's renormalisation scale; ``muRfac = 0.5`` raises alpha_s, i.e.
+#: more radiation: CMS's "Hi", the *up* variation, documented in NanoAOD as ``ISR=2`` / ``FSR=2``
+#: (the factor on the emission rate's scale, 1/muRfac). So PSWeight[0] = ISR up, [1] = FSR up,
+#: [2] = ISR down, [3] = FSR down.
+PS_WEIGHTS = (
+    ("isrDefHi", "isr:muRfac=0.5"),  # [0] ISR=2 FSR=1 (ISR up)
+    ("fsrDefHi", "fsr:muRfac=0.5"),  # [1] ISR=1 FSR=2 (FSR up)
+    ("isrDefLo", "isr:muRfac=2.0"),  # [2] ISR=0.5 FSR=1 (ISR down)
+    ("fsrDefLo", "fsr:muRfac=2.0"),  # [3] ISR=1 FSR=0.5 (FSR down)
+)
+
 #: Default pT-hat windows (GeV) per background: low edges chosen so that the events can reach
 #: the scouting H_T > 410 GeV trigger and M_T > 650 GeV; overridable on the command line.
 DEFAULT_PTHAT = {
@@ -51,6 +65,18 @@ _COMMON = [
     "Random:setSeed = on",  # the seed is set per chunk by the generator
     "ParticleDecays:limitTau0 = on",  # only particles with c*tau0 < 10 mm decay (CMS convention)
     "ParticleDecays:tau0Max = 10.",
+    # Parton-shower ISR/FSR variation weights (Pythia's automated variations, Mrenna & Skands,
+    # arXiv:1605.08352), written as NanoAOD's PSWeight; see PS_WEIGHTS for the order. Only QCD
+    # emissions of the SM showers vary: the Hidden Valley (dark) shower gets weight 1.
+    "UncertaintyBands:doVariations = on",
+    "UncertaintyBands:List = {" + ", ".join(f"{name} {var}" for name, var in PS_WEIGHTS) + "}",
+    # CMS's ranges (PythiaPSweightsSettings_cfi): FSR branchings are varied only above 20 x the
+    # shower cut-off pT^2 (Pythia's default 4 gives FSR-up weights of O(100) from emissions near
+    # the cut-off), ISR branchings down to the cut-off. Not taken from CMS, for CPU: MPI showers
+    # are not varied (UncertaintyBands:MPIshowers, Pythia's default off; on costs ~3x) and the
+    # trial oversampling stays at Pythia's default (CMS: 10; it only lowers the weights' variance).
+    "UncertaintyBands:FSRpTmin2Fac = 20",
+    "UncertaintyBands:ISRpTmin2Fac = 1",
 ]
 
 

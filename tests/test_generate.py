@@ -105,5 +105,89 @@ def test_pileup_overlay_adds_particles(tmp_path):
     a, _ = _arrays(tmp_path / "nopu.root")
     b, _ = _arrays(tmp_path / "pu.root")
     assert base["n_generated"] == pu["n_generated"] == 12
+    # NanoAOD's pileup branches: 0 and 0 without pileup, the Poisson mean for every event with it
+    assert np.all(ak.to_numpy(a.Pileup_nTrueInt) == 0) and np.all(ak.to_numpy(a.Pileup_nPU) == 0)
+    assert np.all(ak.to_numpy(b.Pileup_nTrueInt) == np.float32(20.0))
+    assert ak.sum(b.Pileup_nPU) == pu["n_pileup_events"] > 0 and base["n_pileup_events"] == 0
     # the hard events are the same; pileup adds ~20 x O(50) soft candidates per event
     assert ak.mean(ak.num(b.ScoutingParticle_pt)) > ak.mean(ak.num(a.ScoutingParticle_pt)) + 200
+
+
+def _runs(path):
+    with uproot.open(path) as f:
+        return f["Runs"].arrays(library="ak")
+
+
+def test_ps_weights_pileup_branches_and_sums(tmp_path):
+    """PSWeight, Pileup_nTrueInt/nPU and the Runs sums, in NanoAOD's shapes, types and conventions."""
+    n, mu = 200, 5.0
+    meta = generate_file(GenerationConfig("svj", n, seed=21, chunk_size=100, pileup=mu), tmp_path / "s.root")
+    with uproot.open(tmp_path / "s.root") as f:
+        tree = f["Events"]
+        assert tree["PSWeight"].interpretation.content.to_dtype == np.float32
+        assert tree["nPSWeight"].interpretation.to_dtype == np.int32
+        assert tree["Pileup_nTrueInt"].interpretation.to_dtype == np.float32
+        assert tree["Pileup_nPU"].interpretation.to_dtype == np.int32
+    events, _ = _arrays(tmp_path / "s.root")
+    runs = _runs(tmp_path / "s.root")
+    assert len(events) == n  # no filter: every generated event is written
+    assert ak.all(events.nPSWeight == 4)
+    ps = ak.to_numpy(events.PSWeight).astype(np.float64)  # (n, 4): ISR up, FSR up, ISR down, FSR down
+    assert np.all(ps > 0) and np.all(np.isfinite(ps))
+    assert np.all(np.std(ps, axis=0) > 0.05)  # every variation moves events, not all 1
+    # Pythia's variations preserve unitarity (Mrenna & Skands, arXiv:1605.08352): the varied and the
+    # nominal shower are both normalised, so E[PSWeight[i]] = 1 exactly and the total rate is
+    # unchanged; the sample mean must agree within its own statistical error (4 sigma).
+    sem = ps.std(axis=0, ddof=1) / np.sqrt(n)
+    assert np.all(np.abs(ps.mean(axis=0) - 1) < 4 * sem), (ps.mean(axis=0), sem)
+    # CMS's FSRpTmin2Fac = 20: no O(100) FSR-up weights from emissions near the shower cut-off
+    assert ps.max() < 50
+    # Runs: NanoAOD's PSSumw = sum(genWeight * PSWeight[i]) / genEventSumw, genEventSumw2 = sum(w^2)
+    gw = ak.to_numpy(events.genWeight).astype(np.float64)
+    assert runs.genEventSumw[0] == pytest.approx(gw.sum()) and runs.genEventSumw2[0] == pytest.approx(np.sum(gw**2))
+    assert runs.nPSSumw[0] == 4
+    np.testing.assert_allclose(ak.to_numpy(runs.PSSumw[0]), (gw[:, None] * ps).sum(axis=0) / gw.sum(), rtol=1e-6)
+    assert meta["ps_weights"][0] == "isrDefHi isr:muRfac=0.5"  # [0]: ISR=2 in NanoAOD's words = muRfac 0.5
+    # pileup: nTrueInt is the Poisson mean, nPU the number drawn and overlaid
+    assert np.all(ak.to_numpy(events.Pileup_nTrueInt) == np.float32(mu))
+    n_pu = ak.to_numpy(events.Pileup_nPU)
+    assert abs(n_pu.mean() - mu) < 3 * np.sqrt(mu / n), n_pu.mean()
+    assert n_pu.sum() == meta["n_pileup_events"]  # the min-bias events Pythia generated, counted apart
+
+
+def test_same_seed_bit_identical_branches_any_workers(tmp_path):
+    """Every branch of Events and Runs, the new weights included, is identical for 1 and 2 workers."""
+    cfgs = {w: GenerationConfig("svj", 100, seed=9, chunk_size=50, pileup=2.0, workers=w) for w in (1, 2)}
+    for w, cfg in cfgs.items():
+        generate_file(cfg, tmp_path / f"w{w}.root")
+    trees = []
+    for w in cfgs:
+        with uproot.open(tmp_path / f"w{w}.root") as f:
+            trees.append({t: f[t].arrays(library="np") for t in ("Events", "Runs")})
+    a, b = trees
+    for t in ("Events", "Runs"):
+        assert a[t].keys() == b[t].keys()
+        for key in a[t]:
+            va, vb = a[t][key], b[t][key]
+            if va.dtype == object:  # jagged: one array per event
+                assert all(x.tobytes() == y.tobytes() for x, y in zip(va, vb)), key
+            else:
+                assert va.tobytes() == vb.tobytes(), key
+    assert {"PSWeight", "Pileup_nPU", "Pileup_nTrueInt"} <= set(a["Events"]) and "PSSumw" in a["Runs"]
+
+
+def test_dark_shower_does_not_vary_and_variations_can_be_off(tmp_path):
+    """Only the SM showers' QCD emissions vary; without variations the PS branches are omitted."""
+    # r_inv = 1, no ISR, no MPI: the only shower left is the Hidden Valley one (dark quarks, dark
+    # gluons) and every dark meson decays invisibly, so no SM FSR either: all weights exactly 1
+    dark = GenerationConfig("svj", 30, seed=2, rinv=1.0, chunk_size=30,
+                            extra_settings=["PartonLevel:ISR = off", "PartonLevel:MPI = off"])
+    generate_file(dark, tmp_path / "dark.root")
+    events, _ = _arrays(tmp_path / "dark.root")
+    assert np.all(ak.to_numpy(events.PSWeight) == 1.0)
+    off = GenerationConfig("zjets", 12, seed=3, chunk_size=12, extra_settings=["UncertaintyBands:doVariations = off"])
+    meta = generate_file(off, tmp_path / "off.root")
+    with uproot.open(tmp_path / "off.root") as f:
+        assert "PSWeight" not in f["Events"] and "PSSumw" not in f["Runs"]
+        assert "genEventSumw2" in f["Runs"]
+    assert meta["ps_weights"] is None
