@@ -27,28 +27,13 @@ CARDS="$DIR"
 MASS="${MASS:-120}"
 PYTHON="${PYTHON:-python3}"
 
-for tool in combine text2workspace.py; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "ERROR: '$tool' is not on PATH. Set up CMS Combine first (e.g. cmsenv in a CMSSW area with" >&2
-    echo "       HiggsAnalysis/CombinedLimit built, or the standalone build: source env_standalone.sh)." >&2
-    echo "       The in-package alternative is: svjscout limits $DIR" >&2
-    exit 3
-  fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/combine_common.sh"
+require_combine
 
 BLIND=(--run blind)
 [[ "${OBS:-0}" == "1" ]] && BLIND=()
 
-INDEX="$CARDS/index.json"
-if [[ ! -f "$INDEX" ]]; then
-  echo "ERROR: no $INDEX (write the cards with svjscout run or svjscout datacards)" >&2
-  exit 2
-fi
-# the cards of the current index, one relative path per line (stdlib json only)
-mapfile -t LISTED < <("$PYTHON" -c 'import json, sys
-for meta in json.load(open(sys.argv[1]))["points"].values():
-    print(meta["card"])' "$INDEX")
-[[ ${#LISTED[@]} -gt 0 ]] || { echo "ERROR: $INDEX lists no cards" >&2; exit 2; }
+listed_cards "$CARDS"  # the cards of the current index (LISTED), stdlib json only
 
 failed=0; n=0
 for rel in "${LISTED[@]}"; do

@@ -31,13 +31,9 @@ CARDS="$DIR/datacards"
 PYTHON="${PYTHON:-python3}"
 SEED="${SEED:-12345}"
 RANGE=(--rMin "${RMIN:--3}" --rMax "${RMAX:-100}")
-for tool in combine text2workspace.py; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "ERROR: '$tool' is not on PATH (set up CMS Combine first)" >&2; exit 3; }
-done
-[[ -f "$CARDS/index.json" ]] || { echo "ERROR: no $CARDS/index.json" >&2; exit 2; }
-mapfile -t LISTED < <("$PYTHON" -c 'import json, sys
-for meta in json.load(open(sys.argv[1]))["points"].values():
-    print(meta["card"])' "$CARDS/index.json")
+source "$(dirname "${BASH_SOURCE[0]}")/combine_common.sh"
+require_combine
+listed_cards "$CARDS"
 
 failed=0
 for rel in "${LISTED[@]}"; do

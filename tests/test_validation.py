@@ -179,19 +179,24 @@ def test_signal_rising_toy_has_valid_card(tmp_path):
     assert "Fit validation" in text and "svj_mz2000_rinv0.3" in text
 
 
-def test_validate_cli_writes_json_figures_and_summary(tmp_path):
-    import json
-    import subprocess
-    import sys
-
+def _run_folder(path):
+    """A run's output folder (histograms.coffea, datacards/) of a closing toy with a rising signal."""
     from coffea.util import save
 
     bkg = factorised(1e6, falling(3.0), falling(2.0), [1.0, 1.0])
     sig = factorised(300.0, rising(3.0), rising(3.0), [1.0, 2.0])
     h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}, "s": {"SP": sig, "VP": 0.1 * sig}}, [650.0, 1000.0, 3000.0], 1e-3)
     ds = {"bkg": {"kind": "background"}, "s": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
-    save({"hists": {"xy_mt": h}, "datasets": ds}, tmp_path / "histograms.coffea")
-    write_datacards(h, ds, WP, tmp_path)
+    save({"hists": {"xy_mt": h}, "datasets": ds}, path / "histograms.coffea")
+    write_datacards(h, ds, WP, path)
+
+
+def test_validate_cli_writes_json_figures_and_summary(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _run_folder(tmp_path)
     (tmp_path / "summary.md").write_text("# run\n\n## Timing\n\n- x\n")
     r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "validate", str(tmp_path), "--toys", "10",
                         "--inject", "0,0.5", "--no-stability"], capture_output=True, text=True, timeout=600)
@@ -216,14 +221,7 @@ def test_combine_validate_round_trip(tmp_path):
     import subprocess
     import sys
 
-    from coffea.util import save
-
-    bkg = factorised(1e6, falling(3.0), falling(2.0), [1.0, 1.0])
-    sig = factorised(300.0, rising(3.0), rising(3.0), [1.0, 2.0])
-    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}, "s": {"SP": sig, "VP": 0.1 * sig}}, [650.0, 1000.0, 3000.0], 1e-3)
-    ds = {"bkg": {"kind": "background"}, "s": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
-    save({"hists": {"xy_mt": h}, "datasets": ds}, tmp_path / "histograms.coffea")
-    write_datacards(h, ds, WP, tmp_path)
+    _run_folder(tmp_path)
     cli = [sys.executable, "-m", "svjscout.jobs.cli", "validate", str(tmp_path)]
     assert subprocess.run([*cli, "--toys", "10", "--no-stability"], capture_output=True, timeout=600).returncode == 0
     script = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "combine_validate.sh"

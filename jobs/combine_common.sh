@@ -1,0 +1,25 @@
+# Shared by the Combine scripts (sourced, not run): checks and the cards of a run's index.json.
+# Needs only bash and a Python 3 with its json module ($PYTHON, default python3): it runs in a
+# plain CMSSW/Combine shell where svjscout is not importable.
+
+# require_combine: exit 3 unless combine and text2workspace.py are on PATH.
+require_combine() {
+  local tool
+  for tool in combine text2workspace.py; do
+    command -v "$tool" >/dev/null 2>&1 || {
+      echo "ERROR: '$tool' is not on PATH. Set up CMS Combine first (cmsenv in a CMSSW area with" >&2
+      echo "       HiggsAnalysis/CombinedLimit built, or the standalone build's environment)." >&2
+      exit 3; }
+  done
+}
+
+# listed_cards CARDS_DIR: fill the array LISTED with the card paths (relative to CARDS_DIR) of
+# CARDS_DIR/index.json; exit 2 without an index or with an empty one.
+listed_cards() {
+  local index="$1/index.json"
+  [[ -f "$index" ]] || { echo "ERROR: no $index (write the cards with svjscout run or svjscout datacards)" >&2; exit 2; }
+  mapfile -t LISTED < <("${PYTHON:-python3}" -c 'import json, sys
+for meta in json.load(open(sys.argv[1]))["points"].values():
+    print(meta["card"])' "$index")
+  [[ ${#LISTED[@]} -gt 0 ]] || { echo "ERROR: $index lists no cards" >&2; exit 2; }
+}
