@@ -430,6 +430,9 @@ def _optional_branch(events, name: str):
     from svjscout.exceptions import MissingBranchError
 
     try:
-        return ak.to_numpy(_branch(events, name)).astype(np.float64)
+        arr = _branch(events, name)
     except MissingBranchError:
         return None
+    if arr.ndim > 1:  # a NanoAOD vector branch (nX + X), e.g. PSWeight: (events, 4)
+        arr = ak.to_regular(arr, axis=1)
+    return ak.to_numpy(arr).astype(np.float64)
