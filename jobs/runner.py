@@ -353,6 +353,23 @@ def _merge_executor_record(report: RunReport | None, record: dict) -> None:
                     record.get("tasks_rerun", 0))
 
 
+def _forget_remote_handles() -> None:
+    """Drop fsspec-xrootd's cached file systems and their open file handles.
+
+    The processing then opens each remote file again, as it does a local one: a file removed
+    on the server since the preflight is missing there too (an XRootD server keeps serving a
+    deleted file to every client while one handle on it is open), not read through a stale handle.
+    """
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+    except ImportError:
+        return
+    for fs in list(XRootDFileSystem._cache.values()):
+        with contextlib.suppress(Exception):
+            fs._readonly_filehandle_cache.close_all()
+    XRootDFileSystem.clear_instance_cache()
+
+
 def _remote(cfg: JobConfig) -> bool:
     """Whether the job reads any file through a URL (``root://``...)."""
     return any("://" in f for spec in cfg.datasets.values() for f in spec.files)
@@ -414,13 +431,26 @@ def _gateway_cluster(cfg: JobConfig):
             options[k] = v
         cluster = gateway.new_cluster(options, shutdown_on_close=g.shutdown)
     except BaseException:
-        gateway.close()
+        close_gateway(gateway)
         raise
     if g.adaptive is not None:
         cluster.adapt(minimum=g.adaptive.minimum, maximum=g.adaptive.maximum)
     else:
         cluster.scale(ex.workers)
     return gateway, cluster
+
+
+def close_gateway(obj) -> None:
+    """Close a dask-gateway ``Gateway`` or ``GatewayCluster`` once.
+
+    Their ``__del__`` closes again, which with this distributed raises from a stopped event loop
+    (an unraisable error at garbage collection); dropping the loop runner after closing avoids it.
+    """
+    try:
+        obj.close()
+    finally:
+        for gw in {id(g): g for g in (obj, getattr(obj, "gateway", None)) if g is not None}.values():
+            vars(gw).pop("_loop_runner", None)
 
 
 def _wait_for_worker(client, cfg: JobConfig, engine: str) -> None:
@@ -471,8 +501,8 @@ def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
             client = Client(cluster)
         elif engine == "gateway":
             gateway, cluster = _gateway_cluster(cfg)
-            stack.callback(gateway.close)
-            stack.callback(cluster.close)  # and shuts it down unless executor.gateway.shutdown: false
+            stack.callback(close_gateway, gateway)
+            stack.callback(close_gateway, cluster)  # shuts it down too unless executor.gateway.shutdown: false
             client = cluster.get_client()
         else:
             cluster = stack.enter_context(LocalCluster(
@@ -505,8 +535,11 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
 
     report = RunReport()
     t0 = time.perf_counter()
-    configure_xrootd(cfg.executor.xrootd.timeout, cfg.executor.xrootd.retries, _remote(cfg))
+    remote = _remote(cfg)
+    configure_xrootd(cfg.executor.xrootd.timeout, cfg.executor.xrootd.retries, remote)
     usable = check_inputs(cfg, report)
+    if remote:
+        _forget_remote_handles()
     digest = config_digest(cfg) + ("-skim" if skim_dir else "")
     while True:
         infos = dataset_infos(cfg, usable, report)
@@ -564,8 +597,17 @@ def _named_file(err: BaseException, usable: dict[str, dict[str, _FileNorm]]) -> 
         texts.append(f"{err} {getattr(err, 'filename', '') or ''}")
         err = err.__cause__ or err.__context__
     text = " ".join(texts)
-    named = {p for files in usable.values() for p in files if p in text}
+    named = {p for files in usable.values() for p in files if any(form in text for form in _path_forms(p))}
     return named.pop() if len(named) == 1 else None
+
+
+def _path_forms(path: str) -> tuple[str, ...]:
+    """How an error may spell a file: as given, or for a URL its path on the server (XRootD's messages)."""
+    if "://" not in path:
+        return (path,)
+    from urllib.parse import urlsplit
+
+    return path, "/" + urlsplit(path).path.lstrip("/")
 
 
 def save_outputs(output: dict, outdir: str | Path) -> list[Path]:

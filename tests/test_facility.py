@@ -414,7 +414,6 @@ from dask_gateway_server.options import Options, Integer, Float, String
 c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
 c.DaskGateway.address = "127.0.0.1:{api}"
 c.Proxy.address = "127.0.0.1:{proxy}"
-c.Proxy.tcp_address = "127.0.0.1:{tcp}"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
 c.SimpleAuthenticator.password = "svj-secret"
 c.DaskGateway.db_url = "sqlite:///{db}"
@@ -445,9 +444,9 @@ def gateway_server(tmp_path_factory):
     need_module("dask_gateway")
     need_module("dask_gateway_server")
     d = tmp_path_factory.mktemp("gateway")
-    api, proxy, tcp = free_port(), free_port(), free_port()
+    api, proxy = free_port(), free_port()
     cfg = d / "dask_gateway_config.py"
-    cfg.write_text(GATEWAY_CONFIG.format(api=api, proxy=proxy, tcp=tcp, db=d / "gateway.sqlite", bin=BIN))
+    cfg.write_text(GATEWAY_CONFIG.format(api=api, proxy=proxy, db=d / "gateway.sqlite", bin=BIN))
     log = d / "gateway.log"
     proc = start([BIN / "dask-gateway-server", "-f", cfg], log, cwd=d)
     try:
@@ -485,8 +484,11 @@ def test_gateway_cluster_identical(gateway_server, toy_models, reference, tmp_pa
     assert spy_env and set(spy_env.values()) == {"svj"}  # the cluster option reached the workers
     from dask_gateway import BasicAuth, Gateway
 
-    with Gateway(address, auth=BasicAuth("svj", "svj-secret")) as gw:  # the cluster was shut down
-        assert gw.list_clusters() == []
+    gw = Gateway(address, auth=BasicAuth("svj", "svj-secret"))
+    try:
+        assert gw.list_clusters() == []  # the cluster was shut down
+    finally:
+        runner.close_gateway(gw)
 
 
 def test_gateway_errors_are_named(gateway_server, toy_models, tmp_path):
@@ -555,9 +557,12 @@ def test_xrootd_reads_are_identical(xrootd_server, toy_models, reference, tmp_pa
     assert report.files["qcd_pt300to500"] == files["qcd_pt300to500"]
 
 
+CHECK_INPUTS = runner.check_inputs
+
+
 def _midrun(monkeypatch, action):
     """Do ``action`` after the preflight checked every file, before any chunk is read."""
-    orig = runner.check_inputs
+    orig = CHECK_INPUTS
 
     def patched(cfg, report):
         usable = orig(cfg, report)
