@@ -124,10 +124,10 @@ def test_ps_weights_pileup_branches_and_sums(tmp_path):
     meta = generate_file(GenerationConfig("svj", n, seed=21, chunk_size=100, pileup=mu), tmp_path / "s.root")
     with uproot.open(tmp_path / "s.root") as f:
         tree = f["Events"]
-        assert tree["PSWeight"].interpretation.content.to_dtype == np.float32
-        assert tree["nPSWeight"].interpretation.to_dtype == np.int32
-        assert tree["Pileup_nTrueInt"].interpretation.to_dtype == np.float32
-        assert tree["Pileup_nPU"].interpretation.to_dtype == np.int32
+        assert np.dtype(tree["PSWeight"].interpretation.content.to_dtype).newbyteorder("=") == np.float32
+        assert np.dtype(tree["nPSWeight"].interpretation.to_dtype).newbyteorder("=") == np.int32
+        assert np.dtype(tree["Pileup_nTrueInt"].interpretation.to_dtype).newbyteorder("=") == np.float32
+        assert np.dtype(tree["Pileup_nPU"].interpretation.to_dtype).newbyteorder("=") == np.int32
     events, _ = _arrays(tmp_path / "s.root")
     runs = _runs(tmp_path / "s.root")
     assert len(events) == n  # no filter: every generated event is written

@@ -42,7 +42,7 @@ def test_worker_killed_mid_run(small_job):
     from dask.distributed import Client, LocalCluster
 
     ref, _ = run_processor(small_job)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         cfg = with_executor(small_job, name="dask", scheduler=cluster.scheduler_address, chunksize=60, retries=3)
         killed = []
