@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os

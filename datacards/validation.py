@@ -214,8 +214,7 @@ def gof_saturated(card: Datacard, n_toys: int = 200, seed: int = 1, mask_b: bool
         return out
     toys = draw_toys(m, x, n_toys, np.random.default_rng([seed, 7]))
     q = np.array([saturated_q(m, toys.n[t], toys.glob[t], mask, x) for t in range(n_toys)])
-    out.update(q_toys=[float(v) for v in q], pvalue=float(np.mean(q >= q_obs)),
-               ks_uniform_p=None)
+    out.update(q_toys=[float(v) for v in q], pvalue=float(np.mean(q >= q_obs)))
     return out
 
 
@@ -291,9 +290,6 @@ def ks_uniform(p_values: Sequence[float]) -> float:
     """Kolmogorov-Smirnov p-value of the hypothesis that ``p_values`` are uniform on [0, 1]."""
     return float(stats.kstest(np.asarray(p_values, float), "uniform").pvalue)
 
-
-def card_from(path_or_text: str) -> Datacard:
-    return parse_datacard(path_or_text) if os.path.exists(path_or_text) else parse_text(path_or_text)
 
 
 # -- the whole validation of a run's output folder ---------------------------------------------
