@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -190,17 +189,21 @@ def _memory_worker(arg: str) -> None:
     # baseline: libraries loaded, ONNX sessions and a warm-up on 100 events
     proc.process(NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
                                              entry_stop=100, metadata=meta).events())
-    baseline = _rss_now_mb()
+    baseline = _hwm_mb()
     events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
                                          metadata=meta).events()
     proc.process(events)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    peak = _hwm_mb()
     print(json.dumps({"peak_mb": peak, "baseline_mb": baseline}))
 
 
-def _rss_now_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+def _hwm_mb() -> float:
+    """Peak RSS of this process (VmHWM; unlike ru_maxrss it does not inherit the parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -219,9 +222,15 @@ def main() -> None:
     ap.add_argument("--twin", default=None)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--compression", action="store_true", help="also read the files rewritten per algorithm")
-    ap.add_argument("--memory", action="store_true", help="also peak memory per worker, chunks of 10k/50k/100k")
+    ap.add_argument("--memory", action="store_true", help="also peak memory per worker, chunks of --memory-sizes")
+    ap.add_argument("--only-memory", action="store_true", help="skip the throughput comparison")
+    ap.add_argument("--memory-sizes", default="10000,50000,100000", help="chunk sizes (events), comma-separated")
     args = ap.parse_args()
     cfg = _job(args.sample, args.lundnet, args.twin)
+    if args.only_memory:
+        for line in _memory(cfg, [int(x) for x in args.memory_sizes.split(",")], (True, False)):
+            print(line)
+        return
     infos = preflight(cfg, RunReport())
     pcfg = cfg.processor_config(infos)
     procs = {on: SVJProcessor(pcfg.model_copy(update={"prefilter": on})) for on in (False, True)}
@@ -295,8 +304,8 @@ def main() -> None:
     if args.memory:
         print()
         print("peak memory (max RSS) of one worker process, one chunk (the sample repeated to the chunk size);")
-        print("baseline = RSS after imports, ONNX sessions and a 100-event warm-up:")
-        for line in _memory(cfg, (10_000, 50_000, 100_000), (True, False)):
+        print("baseline = peak RSS before the chunk (imports, ONNX sessions, a 100-event warm-up):")
+        for line in _memory(cfg, [int(x) for x in args.memory_sizes.split(",")], (True, False)):
             print(line)
 
 

@@ -26,12 +26,12 @@ mkdir -p "$out/generated"
 n_of() {  # n_of SIGMA_PB [MIN]: events to generate
   python3 -c "import sys; s, m = float(sys.argv[1]), int(sys.argv[2]); print(max(m, round(s * float(sys.argv[3]))))" "$1" "${2:-1}" "$LUMI"
 }
-gen() {  # gen NAME PROCESS SIGMA_PB MIN SEED [ARGS...]
+gen() {  # gen NAME PROCESS SIGMA_PB MIN SEED [ARGS...]  (a generated file already there is reused)
   local name=$1 process=$2 sigma=$3 min=$4 seed=$5
   shift 5
   local n
   n=$(n_of "$sigma" "$min")
-  nice -n 10 svjscout generate "$process" -n "$n" --seed "$seed" --ht-min 350 --met-min 0 --chunk-size 5000 \
+  [ -f "$out/generated/$name.root" ] || nice -n 10 svjscout generate "$process" -n "$n" --seed "$seed" --ht-min 350 --met-min 0 --chunk-size 5000 \
     --workers "$J" --no-progress --dataset "$name" "$@" -o "$out/generated/$name.root"
   nice -n 10 python3 "$here/trigger.py" "$out/generated/$name.root" "$out/$name.root" --ht-min 410
 }

@@ -34,6 +34,14 @@ def trigger_mask(arrays, ht_min: float, cuts=None) -> np.ndarray:
     return ht(jets, cuts.ak4_pt_min, cuts.ak4_abs_eta_max) > ht_min
 
 
+def _columns(arrays) -> dict:
+    """Flat branches -> uproot columns: jagged ones (e.g. PSWeight) as awkward, their counters
+    (nPSWeight) left for uproot to write, the rest as numpy."""
+    jagged = {k for k in arrays.fields if arrays[k].ndim > 1}
+    return {k: arrays[k] if k in jagged else ak.to_numpy(arrays[k]) for k in arrays.fields
+            if not (k[:1] == "n" and k[1:] in jagged)}
+
+
 def compression_of(spec: str):
     """``LZMA:6``, ``ZSTD:5``, ``LZ4:4``, ``ZLIB:1`` -> an uproot compression object."""
     name, _, level = spec.partition(":")
@@ -50,13 +58,13 @@ def main() -> None:
     args = ap.parse_args()
     with uproot.open(args.inp) as f:
         tree = f["Events"]
-        runs = f["Runs"].arrays(library="np")
+        runs = f["Runs"].arrays(library="ak")
         meta = json.loads(str(f["svjscout_meta"]))
         n_in, kept, tree_out = tree.num_entries, 0, None
         with uproot.recreate(args.out, compression=compression_of(args.compression)) as g:
             for arrays in tree.iterate(step_size=args.step, library="ak"):
                 sel = arrays[trigger_mask(arrays, args.ht_min)]
-                cols = {k: ak.to_numpy(sel[k]) for k in sel.fields if not k.startswith(("ScoutingParticle_", "nScout"))}
+                cols = _columns(sel[[k for k in sel.fields if not k.startswith(("ScoutingParticle_", "nScout"))]])
                 cols["ScoutingParticle"] = ak.zip({k.split("_", 1)[1]: sel[k] for k in sel.fields
                                                    if k.startswith("ScoutingParticle_")})
                 if tree_out is None:
@@ -64,7 +72,9 @@ def main() -> None:
                     tree_out = g.mktree("Events", types)
                 tree_out.extend(cols)
                 kept += len(sel)
-            g.mktree("Runs", {k: v.dtype for k, v in runs.items()}).extend(runs)
+            runs_cols = _columns(runs)
+            g.mktree("Runs", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
+                              for k, v in runs_cols.items()}).extend(runs_cols)
             meta.update({"trigger": f"AK4 H_T > {args.ht_min:g} GeV (samples/scouting_like/trigger.py)",
                          "n_before_trigger": int(n_in), "n_written": int(kept)})
             g["svjscout_meta"] = json.dumps(meta)
