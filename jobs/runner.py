@@ -507,7 +507,7 @@ def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
         else:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=ex.workers, threads_per_worker=ex.threads_per_worker, processes=True,
-                memory_limit=ex.memory_limit, dashboard_address=None, env=dict(WORKER_ENV)))
+                memory_limit=ex.memory_limit, dashboard_address=":0", env=dict(WORKER_ENV)))  # 8787 may be taken
             client = Client(cluster)
         stack.callback(client.close)
         client.register_plugin(WorkerSetup(WORKER_ENV, (ex.xrootd.timeout, ex.xrootd.retries, _remote(cfg))))
