@@ -1,17 +1,27 @@
-"""Throughput on 1 and 2 dask workers over the same input, side by side, with peak memory per worker.
+"""Scaling on a real engine: 1 and then 2 dask workers as separate processes (or Slurm jobs).
 
-The input is the embedded sample, ``--copies`` times over (as separate datasets). Each
-configuration gets its own LocalCluster (processes, one thread per worker); a warm-up run
-per cluster compiles numba and opens the ONNX sessions in every worker first. Prints a table.
+The input is the embedded sample ``--copies`` times over (as separate datasets; 12 copies are
+51,864 events). ``--engine processes`` starts a ``dask scheduler`` and N ``dask worker``
+processes (one thread each) on 127.0.0.1 and runs the job with ``executor.scheduler``;
+``--engine slurm`` runs it with ``executor.slurm`` (Slurm must be up: jobs/facility/slurm-up.sh
+and SLURM_CONF). A warm-up run per configuration compiles numba and opens the ONNX sessions in
+every worker first. Prints, per worker count: events/s, speed-up, peak RSS per worker, and the
+per-chunk overhead from the scheduler's task stream: ``overhead/chunk`` = (workers x wall time -
+summed chunk compute time) / chunks (scheduling, serialisation, idle tails), ``transfer/chunk``
+= time spent moving results between workers (tree reduction).
 
-    python benchmarks/bench_scaling.py [--chunksize 250] [--lundnet PATH --twin PATH]
+    python benchmarks/bench_scaling.py [--copies 12] [--chunksize 2000] [--engine processes|slurm]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 
@@ -22,43 +32,113 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def main() -> None:
-    from dask.distributed import Client, LocalCluster
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    from svjscout.jobs.config import load_job
+
+def _processes(n_workers: int, logdir: Path):
+    """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes; (address, processes)."""
+    from dask.distributed import Client
+
+    dask = str(Path(sys.executable).parent / "dask")
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = open(logdir / f"dask-{n_workers}.log", "ab")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=out, stderr=subprocess.STDOUT)]
+    time.sleep(2)
+    procs += [subprocess.Popen([dask, "worker", addr, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+                                "--memory-limit", "4GB"], stdout=out, stderr=subprocess.STDOUT, env=env)
+              for _ in range(n_workers)]
+    with Client(addr, timeout=60) as client:
+        client.wait_for_workers(n_workers, timeout=120)
+    return addr, procs
+
+
+def _measure(cfg, n_workers: int) -> dict:
+    """Run twice (warm-up, then timed) on the job's engine; the figures of the timed run."""
+    from dask.distributed import get_task_stream
+
+    from svjscout.jobs import runner
     from svjscout.jobs.runner import run_processor
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--chunksize", type=int, default=500)
-    ap.add_argument("--copies", type=int, default=3, help="process the embedded sample this many times over")
+    seen = {}
+
+    class Watch(runner.WorkerWatch):  # the run's client, to read the task stream and worker memory
+        def __init__(self, client):
+            super().__init__(client)
+            seen["client"] = client
+            seen["ts"] = get_task_stream(client)
+            seen["ts"].__enter__()
+
+        def record(self):
+            seen["ts"].__exit__(None, None, None)
+            seen["rss"] = self.client.run(_peak_rss_mb)
+            seen["tasks"] = seen["ts"].data
+            return super().record()
+
+    runner.WorkerWatch = Watch
+    run_processor(cfg)  # warm-up
+    t = time.perf_counter()
+    _, report = run_processor(cfg)
+    elapsed = time.perf_counter() - t
+    compute = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "compute")
+    transfer = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "transfer")
+    # coffea splits each file into ceil(entries / chunksize) chunks (one file per dataset here)
+    n_chunks = sum(-(-n // cfg.executor.chunksize) for n in report.events.values())
+    events = sum(report.events.values())
+    return {"workers": n_workers, "events": events, "seconds": elapsed, "rate": events / elapsed,
+            "rss": max(seen["rss"].values()), "chunks": n_chunks,
+            "overhead": (n_workers * elapsed - compute) / n_chunks, "transfer": transfer / n_chunks}
+
+
+def main() -> None:
+    from svjscout.jobs.config import load_job
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunksize", type=int, default=2000)
+    ap.add_argument("--copies", type=int, default=12, help="process the embedded sample this many times over")
+    ap.add_argument("--engine", choices=["processes", "slurm"], default="processes")
     ap.add_argument("--lundnet", default=None)
     ap.add_argument("--twin", default=None)
+    ap.add_argument("--logdir", default="/tmp/svjscout-bench-scaling")
     args = ap.parse_args()
+    logdir = Path(args.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for n_workers in (1, 2):
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          env={"SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}) as cluster, \
-                Client(cluster) as client:
-            overrides = {"executor.name": "dask", "executor.scheduler": cluster.scheduler_address,
-                         "executor.chunksize": args.chunksize}
-            if args.lundnet:
-                overrides["analysis.lundnet_model"] = args.lundnet
-            if args.twin:
-                overrides["analysis.twin_model"] = args.twin
+        overrides = {"executor.name": "dask", "executor.chunksize": args.chunksize, "executor.workers": n_workers}
+        if args.lundnet:
+            overrides["analysis.lundnet_model"] = args.lundnet
+        if args.twin:
+            overrides["analysis.twin_model"] = args.twin
+        procs = []
+        if args.engine == "processes":
+            addr, procs = _processes(n_workers, logdir)
+            overrides["executor.scheduler"] = addr
+        else:
+            overrides["executor.slurm"] = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "01:00:00",
+                                           "scheduler_options": {"host": "127.0.0.1"},
+                                           "worker_extra_args": ["--host", "127.0.0.1"], "log_directory": str(logdir)}
+        try:
             cfg = load_job(None, overrides)
             copies = {f"{name}__copy{k}": spec for name, spec in cfg.datasets.items() for k in range(args.copies)}
             cfg = cfg.model_copy(update={"datasets": copies})
-            run_processor(cfg)  # warm-up
-            t = time.perf_counter()
-            _, report = run_processor(cfg)
-            elapsed = time.perf_counter() - t
-            mem = client.run(_peak_rss_mb)
-            n_events = sum(report.events.values())
-            rows.append((n_workers, n_events, elapsed, n_events / elapsed, max(mem.values())))
-    print(f"{'workers':>8}{'events':>9}{'seconds':>10}{'events/s':>11}{'speed-up':>10}{'peak RSS/worker MB':>20}")
-    for n, ev, sec, rate, mem in rows:
-        print(f"{n:>8}{ev:>9}{sec:>10.2f}{rate:>11.0f}{rate / rows[0][3]:>10.2f}{mem:>20.0f}")
-    print(f"target: >= 1.8x from 1 to 2 workers; measured {rows[1][3] / rows[0][3]:.2f}x")
+            rows.append(_measure(cfg, n_workers))
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+                p.wait(30)
+    print(f"engine: {args.engine}, chunksize {args.chunksize}, {os.cpu_count()} CPUs")
+    print(f"{'workers':>8}{'events':>9}{'chunks':>8}{'seconds':>10}{'events/s':>11}{'speed-up':>10}"
+          f"{'peak RSS/worker MB':>20}{'overhead/chunk s':>18}{'transfer/chunk ms':>19}")
+    for r in rows:
+        print(f"{r['workers']:>8}{r['events']:>9}{r['chunks']:>8}{r['seconds']:>10.2f}{r['rate']:>11.0f}"
+              f"{r['rate'] / rows[0]['rate']:>10.2f}{r['rss']:>20.0f}{r['overhead']:>18.3f}{r['transfer'] * 1e3:>19.1f}")
+    print(f"target: >= 1.8x from 1 to 2 workers; measured {rows[1]['rate'] / rows[0]['rate']:.2f}x")
 
 
 if __name__ == "__main__":
