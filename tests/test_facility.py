@@ -72,6 +72,24 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 60)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s:\n{log.read_text()[-3000:]}")
 
 
+def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} does not answer 200 after {seconds} s:\n{log.read_text()[-3000:]}")
+
+
 def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
     fh = open(log, "ab")
     try:
@@ -416,7 +434,6 @@ c.DaskGateway.address = "127.0.0.1:{api}"
 c.Proxy.address = "127.0.0.1:{proxy}"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
 c.SimpleAuthenticator.password = "svj-secret"
-c.DaskGateway.db_url = "sqlite:///{db}"
 c.LocalBackend.cluster_config_class = "dask_gateway_server.backends.local.LocalClusterConfig"
 c.ClusterConfig.scheduler_cmd = ["{bin}/dask", "scheduler"]
 c.ClusterConfig.worker_cmd = ["{bin}/dask", "worker"]
@@ -446,12 +463,13 @@ def gateway_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("gateway")
     api, proxy = free_port(), free_port()
     cfg = d / "dask_gateway_config.py"
-    cfg.write_text(GATEWAY_CONFIG.format(api=api, proxy=proxy, db=d / "gateway.sqlite", bin=BIN))
+    cfg.write_text(GATEWAY_CONFIG.format(api=api, proxy=proxy, bin=BIN))
     log = d / "gateway.log"
     proc = start([BIN / "dask-gateway-server", "-f", cfg], log, cwd=d)
     try:
         wait_port(proxy, proc, log)
         wait_port(api, proc, log)
+        wait_http(f"http://127.0.0.1:{proxy}/api/health", proc, log)  # the proxy has its routes
         os.environ["SVJ_GATEWAY_PASSWORD"] = "svj-secret"
         yield f"http://127.0.0.1:{proxy}", log
     finally:
