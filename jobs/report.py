@@ -395,6 +395,11 @@ def _skipped_lines(rep: dict) -> list[str]:
     skipped = rep.get("skipped", [])
     lines = ["", f"Skipped files: {len(skipped)}."] + [f"- {s['file']} ({s.get('stage', '?')}): {s['reason']}"
                                                       for s in skipped]
+    ex = rep.get("executor") or {}
+    if ex.get("workers_lost"):
+        lines.append(f"- dask workers lost during the run: {ex['workers_lost']} ({', '.join(map(str, ex['lost_workers']))});"
+                     f" the {ex.get('tasks_rerun', 0)} task(s) they held ran again on other workers (executor.retries),"
+                     " the histograms are complete")
     for ds, info in sorted(rep.get("datasets", {}).items()):
         lost = info.get("lost")
         if not lost:

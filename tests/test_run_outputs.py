@@ -538,3 +538,12 @@ def test_mt_abcd_at_equals_the_processor_fill(small_job, wp):
     if wp == SPLIT_WP:  # the regions are populated: the comparison is not all-in-one-region
         per_region = direct.values().sum(axis=(0, 1, 3))
         assert (per_region > 0).all(), per_region
+
+
+def test_summary_reports_lost_workers():
+    """A run that lost dask workers says so in summary.md (the scheduler's event log, jobs/runner.py)."""
+    from svjscout.jobs.report import _skipped_lines
+
+    lines = _skipped_lines({"executor": {"workers_lost": 1, "lost_workers": ["tcp://127.0.0.1:4321"], "tasks_rerun": 3}})
+    assert any("workers lost during the run: 1 (tcp://127.0.0.1:4321)" in line and "3 task(s)" in line for line in lines)
+    assert not any("lost" in line for line in _skipped_lines({"executor": {"workers_lost": 0}}))
