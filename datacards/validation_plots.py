@@ -35,9 +35,8 @@ def plot_bias(point: str, res: Mapping, outdir, style: PlotStyle = DEFAULT) -> l
                     label=f"Gaussian: mean {mu:+.2f}, width {sd:.2f}")
         ax.set_xlabel(r"pull $(\hat{r} - r_{inj}) / \sigma_r$")
         ax.set_ylabel("toys / 0.25")
-        ax.set_title(f"{point}, $r_{{inj}}$ = {r['r_inj']:.3g}", fontsize=18)
-        ax.set_ylim(0, max(ax.get_ylim()[1] * 1.45, 1))
-        ax.legend(fontsize=14, loc="upper left")
+        ax.set_ylim(0, max(ax.get_ylim()[1] * 1.6, 1))
+        ax.legend(fontsize=14, loc="upper left", title=f"{point}, $r_{{inj}}$ = {r['r_inj']:.3g}", title_fontsize=15)
         cms_label(ax, style, fontsize=16)
     return save(fig, outdir, f"bias_{point}", style)
 
@@ -46,17 +45,20 @@ def plot_gof(name: str, g: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 8))
     q = np.asarray(g.get("q_toys", []), float)
+    top = 1.1 * max(float(g["q_obs"]), float(q.max()) if len(q) else 0.0, 1e-6)
     if len(q):
-        ax.hist(q, bins=30, histtype="stepfilled", color="#92dadd", label=f"toys from the fit ({len(q)})")
+        ax.hist(q, bins=np.linspace(0.0, top, 41), histtype="stepfilled", color="#92dadd",
+                label=f"toys from the fit ({len(q)})")
+    ax.set_xlim(0.0, top)
     ax.axvline(g["q_obs"], color="#e42536", linewidth=2.5,
                label=f"observed q = {g['q_obs']:.3g}" + (f", p = {g['pvalue']:.3f}" if g.get("pvalue") is not None else ""))
     ax.set_xlabel("saturated test statistic q")
-    ax.set_ylabel("toys")
+    ax.set_ylabel("toys / bin")
     ndf = g.get("ndf")
-    ax.set_title(f"goodness of fit, {name}" + (f", ndf = {ndf}" if ndf is not None else "")
-                 + (" (saturated: no test)" if ndf is not None and ndf <= 0 else ""), fontsize=18)
-    ax.set_ylim(0, max(ax.get_ylim()[1] * 1.3, 1))
-    ax.legend(fontsize=15, loc="upper right")
+    title = (f"goodness of fit, {name}" + (f", ndf = {ndf}" if ndf is not None else "")
+             + (" (saturated: no test)" if ndf is not None and ndf <= 0 else ""))
+    ax.set_ylim(0, max(ax.get_ylim()[1] * 1.4, 1))
+    ax.legend(fontsize=15, loc="upper center", title=title, title_fontsize=15)
     cms_label(ax, style)
     tag = name.split()[0]
     return save(fig, outdir, f"gof_{tag}", style)
