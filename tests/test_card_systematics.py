@@ -14,7 +14,8 @@ from scipy import optimize
 from svjscout.datacards import card_limits, parse_datacard, validate_datacard, write_datacards
 from svjscout.datacards.limits import expected_target
 from svjscout.datacards.parser import parse_text
-from svjscout.datacards.systematics import build_xy_mt_syst, plot_systematics, summary_lines, systematics_config
+from svjscout.datacards.systematics import plot_systematics, summary_lines, systematics_config
+from svjscout.datacards.toys import build_xy_mt_syst
 from svjscout.datacards.toys import CENTERS, NBINS, build_xy_mt, realistic_toy
 from svjscout.exceptions import DatacardError
 
