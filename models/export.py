@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from svjscout import __version__
 from svjscout.exceptions import ModelMismatchError
 
-JSON_KEYS = ("features", "training", "auc")
+JSON_KEYS = ("features", "training", "auc", "lundnet")
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:

@@ -147,6 +147,9 @@ def export_twin_onnx(
             dynamo=False,
         )
     meta: dict[str, Any] = {"features": list(EVENT_FEATURES), "model": "twin", "training": training_summary}
+    lundnet = training_summary.get("config", {}).get("lundnet_model") if isinstance(training_summary, dict) else None
+    if lundnet and Path(lundnet).is_file():  # the pair: the processor refuses another LundNet
+        meta["lundnet"] = lundnet_record(lundnet)
     if auc is not None:
         meta["auc"] = auc
     write_metadata(path, meta)
@@ -164,3 +167,12 @@ def export_twin_onnx(
     log.info("exported %s (onnxruntime vs torch max |diff| %.2g); metadata keys %s", path, diff,
              sorted(read_metadata(path)))
     return path
+
+
+def lundnet_record(path: str | Path) -> dict[str, Any]:
+    """What a twin model records of the LundNet its inputs came from: SHA-256, features, max length."""
+    import hashlib
+
+    meta = read_metadata(path)
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "features": meta.get("features"), "max_len": meta.get("max_len")}

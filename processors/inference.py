@@ -52,10 +52,15 @@ class LundNetScorer:
     (LundNet-5 or LundNet-3); the columns are taken in the model's order.
     """
 
-    def __init__(self, path: str | Path, known_features: tuple[str, ...]):
+    def __init__(self, path: str | Path, known_features: tuple[str, ...], max_len: int | None = None):
         self.path = str(path)
         sess, meta = session(path)
         feats = meta.get("features")
+        trained_len = meta.get("max_len")
+        if max_len is not None and trained_len is not None and int(trained_len) != int(max_len):
+            raise ModelMismatchError(
+                f"{path}: metadata key 'max_len' is {trained_len} (the Lund sequence length LundNet was trained "
+                f"on), but the job's analysis.lund_max_len is {max_len}")
         if meta.get("model") not in (None, "lundnet"):
             raise ModelMismatchError(f"{path}: metadata key 'model' is {meta.get('model')!r}, expected 'lundnet'")
         if not feats or any(f not in known_features for f in feats):
@@ -82,7 +87,8 @@ class LundNetScorer:
 class TwinScorer:
     """X and Y scores of the twin MLPs; the model must list exactly ``features``."""
 
-    def __init__(self, path: str | Path, features: tuple[str, ...], planes: dict | None = None):
+    def __init__(self, path: str | Path, features: tuple[str, ...], planes: dict | None = None,
+                 lundnet: str | Path | None = None):
         self.path = str(path)
         sess, meta = session(path)
         if meta.get("model") not in (None, "twin"):
@@ -90,6 +96,8 @@ class TwinScorer:
         check_features(path, meta, features)
         if planes is not None:
             check_planes(path, meta, planes)
+        if lundnet is not None:
+            check_pair(path, meta, lundnet)
         self.meta = meta
 
     def __call__(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,3 +133,31 @@ def check_planes(path, meta: dict, planes: dict) -> None:
         raise ModelMismatchError(
             f"{path}: metadata key 'training.config.planes' is {have}, but the job's cuts define the planes "
             f"{want} (analysis.cuts.sp_deta_max, deta_max); retrain the twin with the job's planes or change the cuts")
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime: float) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_pair(twin_path, meta: dict, lundnet_path) -> None:
+    """Refuse a twin model with another LundNet than the one its LundNet-score inputs came from.
+
+    The twin's training record names its LundNet by content (``lundnet.sha256``, written by
+    ``svjscout train twin``); a twin without that record (trained before it existed) is not checked.
+    """
+    want = (meta.get("lundnet") or {}).get("sha256")
+    if not want:
+        return
+    lundnet_path = str(lundnet_path)
+    have = _sha256(lundnet_path, os.path.getmtime(lundnet_path))
+    if have != want:
+        raise ModelMismatchError(
+            f"{twin_path}: metadata key 'lundnet.sha256' is {want[:12]}..., the LundNet it was trained with, "
+            f"but {lundnet_path} has SHA-256 {have[:12]}...: use the pair that was trained together")

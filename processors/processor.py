@@ -217,10 +217,10 @@ class SVJProcessor(processor.ProcessorABC):
         from svjscout.processors.inference import LundNetScorer, TwinScorer, analysis_planes
         from svjscout.processors.lund import LUND_FEATURES
 
-        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES))
+        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES), max_len=cfg.lund_max_len)
         feats["lundnet_j0"] = lundnet(lund[0], mask[0])
         feats["lundnet_j1"] = lundnet(lund[1], mask[1])
-        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cfg.cuts))
+        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cfg.cuts), lundnet=cfg.lundnet_model)
         x, y = twin(np.stack([feats[f] for f in EVENT_FEATURES], axis=1))
         watch.lap("onnx")
         hists = self._fill(dataset, feats, x, y, w, lund, mask)
@@ -269,8 +269,8 @@ class SVJProcessor(processor.ProcessorABC):
         jt = np.concatenate([np.concatenate([r[3][r[2]], r[4][r[2]]]) for r in results]) if results else np.zeros(0, int)
         pairs = np.unique(np.column_stack([ev, jt]), axis=0) if len(ev) else np.zeros((0, 2), int)
         lookup, lund, mask = V.lund_cache(ak8, pairs[:, 0], pairs[:, 1], cfg.lund_max_len)
-        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES))
-        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cuts))
+        lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES), max_len=cfg.lund_max_len)
+        twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cuts), lundnet=cfg.lundnet_model)
         for name, feats, idx, i0, i1, f0, f1 in results:
             f = {k: v[idx] for k, v in feats.items()}
             for tag, jets, fac in (("j0", i0, f0), ("j1", i1, f1)):

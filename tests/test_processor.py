@@ -159,3 +159,31 @@ def test_twin_trained_on_other_planes_is_refused(small_job, tmp_path):
     ok = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"cuts": cuts})})
     out, _ = run_processor(ok)
     assert out["hists"]["xy_mt"].sum().value > 0
+
+
+def test_model_pair_and_lund_length_are_checked(small_job, tmp_path):
+    """A twin records the LundNet its inputs came from (SHA-256); the processor refuses another one,
+    naming both files, and refuses a LundNet trained on another Lund sequence length."""
+    import hashlib
+    import shutil
+
+    from svjscout.models.export import read_metadata, write_metadata
+
+    twin = tmp_path / "twin_paired.onnx"
+    shutil.copy(small_job.analysis.twin_model, twin)
+    other = tmp_path / "lundnet_other.onnx"
+    shutil.copy(small_job.analysis.lundnet_model, other)
+    write_metadata(other, {"training": {"note": "another LundNet"}})  # other bytes, same graph
+    sha = hashlib.sha256(open(small_job.analysis.lundnet_model, "rb").read()).hexdigest()
+    write_metadata(twin, {"lundnet": {"sha256": sha, "path": small_job.analysis.lundnet_model}})
+    assert read_metadata(twin)["lundnet"]["sha256"] == sha
+    paired = small_job.model_copy(update={"analysis": small_job.analysis.model_copy(update={"twin_model": str(twin)})})
+    out, _ = run_processor(paired)  # the pair it was trained with
+    assert out["hists"]["xy_mt"].sum().value > 0
+    wrong = paired.model_copy(update={"analysis": paired.analysis.model_copy(update={"lundnet_model": str(other)})})
+    with pytest.raises(ModelMismatchError, match=r"twin_paired.onnx.*lundnet.sha256.*lundnet_other.onnx"):
+        run_processor(wrong)
+    write_metadata(other, {"max_len": "16"})
+    lund_only = small_job.model_copy(update={"analysis": small_job.analysis.model_copy(update={"lundnet_model": str(other)})})
+    with pytest.raises(ModelMismatchError, match=r"lundnet_other.onnx.*max_len.*16.*lund_max_len is 32"):
+        run_processor(lund_only)

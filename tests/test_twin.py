@@ -213,3 +213,21 @@ def test_null_scores_and_noise_floors():
     assert eps_w == warn.eps and below_w == below
     with pytest.raises(ConfigError, match="floor_policy"):
         TwinTrainConfig(floor_policy="maybe")
+
+
+def test_export_records_the_lundnet_pair(tmp_path):
+    """The twin's metadata names its LundNet by content: the processor refuses any other."""
+    import hashlib
+
+    from svjscout.models import shipped_model
+
+    lundnet = str(shipped_model("lundnet"))
+    torch.manual_seed(0)
+    model = TwinMLP()
+    model.set_standardisation(np.random.default_rng(0).normal(100, 50, size=(500, 12)))
+    path = export_twin_onnx(model, tmp_path / "twin.onnx", {"config": {"lundnet_model": lundnet}})
+    rec = read_metadata(path)["lundnet"]
+    assert rec["sha256"] == hashlib.sha256(open(lundnet, "rb").read()).hexdigest()
+    assert rec["max_len"] == read_metadata(lundnet)["max_len"] and rec["features"] == read_metadata(lundnet)["features"]
+    plain = export_twin_onnx(model, tmp_path / "plain.onnx", {"n_train": 1})
+    assert "lundnet" not in read_metadata(plain)
