@@ -265,8 +265,11 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = 1,
 
 def training_weights(label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> np.ndarray:
     """Class-balanced weights (n_jets,): background by physics weight, every signal point the
-    same total, each class summing to half the number of jets. Negative weights become 0."""
-    w = np.clip(np.asarray(weight, dtype=np.float64), 0.0, None)
+    same total, each class summing to half the number of jets. Negative weights are refused
+    (:mod:`svjscout.models.weights`)."""
+    from svjscout.models.weights import require_nonnegative
+
+    w = require_nonnegative(weight, "the LundNet skim", dataset)
     out = np.zeros_like(w)
     sig = label == 1
     for name in np.unique(dataset[sig]):

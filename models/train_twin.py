@@ -443,8 +443,11 @@ def _signal_points(d: SkimData) -> list[tuple[float, float]]:
 
 
 def training_weights(d: SkimData, ratio: float, balance_points: bool) -> np.ndarray:
-    """Class-rescaled weights: sum(sig)/sum(bkg) = ``ratio`` and mean weight 1; (N,) float64."""
-    w = d.weight.astype(np.float64).copy()
+    """Class-rescaled weights: sum(sig)/sum(bkg) = ``ratio`` and mean weight 1; (N,) float64.
+    Negative weights are refused (:mod:`svjscout.models.weights`)."""
+    from svjscout.models.weights import require_nonnegative
+
+    w = require_nonnegative(d.weight, "the twin skim", d.dataset).copy()
     sig = d.label == 1
     if balance_points and sig.any():
         for m, r in _signal_points(d):

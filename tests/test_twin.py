@@ -231,3 +231,32 @@ def test_export_records_the_lundnet_pair(tmp_path):
     assert rec["max_len"] == read_metadata(lundnet)["max_len"] and rec["features"] == read_metadata(lundnet)["features"]
     plain = export_twin_onnx(model, tmp_path / "plain.onnx", {"n_train": 1})
     assert "lundnet" not in read_metadata(plain)
+
+
+@pytest.mark.parametrize("trainer", ["twin", "lundnet"])
+def test_negative_weights_are_refused_by_both_trainers(trainer):
+    """One policy for both trainers: negative (or NaN) weights stop the training, naming the dataset
+    (clipping them, as LundNet did, or keeping them, where the weighted dCorr silently returns 0)."""
+    from svjscout.exceptions import InputFileError
+
+    label = np.array([0, 0, 1, 1])
+    weight = np.array([1.0, -0.5, 1.0, 2.0])
+    dataset = np.array(["qcd", "ttbar_nlo", "svj", "svj"], dtype=object)
+    if trainer == "lundnet":
+        from svjscout.models.train_lundnet import training_weights
+
+        call = lambda w: training_weights(label, w, dataset)  # noqa: E731
+    else:
+        from svjscout.models.train_twin import SkimData, training_weights
+
+        def call(w):
+            n = len(w)
+            d = SkimData(features=np.zeros((n, 12), np.float32), mt=np.zeros(n), deta=np.zeros(n), weight=w,
+                         label=label, mzprime=np.where(label == 1, 2000.0, 0.0), rinv=np.where(label == 1, 0.3, 0.0),
+                         event=np.arange(n, dtype=np.uint64), dataset=dataset)
+            return training_weights(d, 1.5, False)
+    with pytest.raises(InputFileError, match=r"1 of 4 training weights are negative.*ttbar_nlo"):
+        call(weight)
+    with pytest.raises(InputFileError, match="NaN"):
+        call(np.array([1.0, np.nan, 1.0, 1.0]))
+    assert np.all(call(np.abs(weight)) >= 0)
