@@ -122,21 +122,6 @@ def realistic_toy(n_mt: int = 6, n_signal: int = 5, n_background: int = 4, with_
     return build_xy_mt(contents, edges, weights), datasets
 
 
-def empty_xy_mt_syst(names: Sequence[str], systs: Sequence[str], mt_edges: Sequence[float], nbins: int = 40):
-    """Empty ``xy_mt_syst`` histogram ``(dataset, syst, plane, x, y, mt)``, Weight storage."""
-    import hist
-
-    return hist.Hist(
-        hist.axis.StrCategory(list(names), growth=True, name="dataset"),
-        hist.axis.StrCategory(list(systs), growth=True, name="syst"),
-        hist.axis.StrCategory(["SP", "VP"], name="plane"),
-        hist.axis.Regular(nbins, 0, 1, name="x"),
-        hist.axis.Regular(nbins, 0, 1, name="y"),
-        hist.axis.Variable(list(mt_edges), name="mt"),
-        storage=hist.storage.Weight(),
-    )
-
-
 def build_xy_mt_syst(contents: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], mt_edges: Sequence[float],
                      weight: float | Mapping[str, float] = 1.0):
     """``xy_mt_syst`` from explicit contents ``{dataset: {syst: {"SP": (40, 40, n_mt), "VP": ...}}}``.
@@ -146,7 +131,9 @@ def build_xy_mt_syst(contents: Mapping[str, Mapping[str, Mapping[str, np.ndarray
     names = list(contents)
     systs = list(dict.fromkeys(s for d in contents.values() for s in d))
     first = next(a for d in contents.values() for p in d.values() for a in p.values())
-    h = empty_xy_mt_syst(names, systs, mt_edges, nbins=np.shape(first)[0])
+    from svjscout.processors.histograms import book_syst
+
+    h = book_syst(mt_edges, names, systs, score_bins=np.shape(first)[0])
     view = h.view(flow=False)
     for i, n in enumerate(names):
         w = weight[n] if isinstance(weight, Mapping) else weight
