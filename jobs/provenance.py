@@ -39,14 +39,6 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def git_describe() -> str | None:
     """``git describe --always --dirty`` of the svjscout source tree, or None (not a checkout)."""
     src = Path(__file__).resolve().parent.parent
@@ -72,14 +64,14 @@ def package_versions() -> dict[str, str | None]:
 
 def models(cfg) -> dict[str, dict]:
     """Path, SHA-256 and metadata of the job's ONNX models (``lundnet``, ``twin``)."""
-    from svjscout.models.export import read_metadata
+    from svjscout.models.export import file_sha256, read_metadata
 
     out = {}
     for key, spec in (("lundnet", cfg.analysis.lundnet_model), ("twin", cfg.analysis.twin_model)):
         path = cfg.resolve(spec)
         entry = {"config": spec, "path": path, "sha256": None, "metadata": None}
         if Path(path).is_file():
-            entry["sha256"] = sha256(path)
+            entry["sha256"] = file_sha256(path)
             try:
                 entry["metadata"] = read_metadata(path)
             except Exception as err:  # noqa: BLE001 - recorded, the processor raises its own error

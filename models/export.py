@@ -43,6 +43,17 @@ def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (how models are named by content: pairs, provenance, checkpoints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of an ONNX file, JSON entries decoded."""
     import onnx

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svjscout.models.export import read_metadata, write_metadata
+from svjscout.models.export import file_sha256, read_metadata, write_metadata
 from svjscout.processors.features import EVENT_FEATURES
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,6 @@ def export_twin_onnx(
 
 def lundnet_record(path: str | Path) -> dict[str, Any]:
     """What a twin model records of the LundNet its inputs came from: SHA-256, features, max length."""
-    import hashlib
-
     meta = read_metadata(path)
-    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    return {"path": str(path), "sha256": file_sha256(path),
             "features": meta.get("features"), "max_len": meta.get("max_len")}

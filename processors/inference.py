@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from svjscout.exceptions import ModelMismatchError
-from svjscout.models.export import check_features, read_metadata
+from svjscout.models.export import check_features, file_sha256, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,7 @@ def check_planes(path, meta: dict, planes: dict) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, mtime: float) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)  # once per file version and process (every chunk checks the pair)
 
 
 def check_pair(twin_path, meta: dict, lundnet_path) -> None:
