@@ -48,22 +48,37 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Output ROOT file.")
 @click.option("--mzprime", type=float, default=2000.0, show_default=True, help="svj: Z' mass in GeV.")
 @click.option("--rinv", type=float, default=0.3, show_default=True, help="svj: invisible fraction of dark hadrons.")
+@click.option("--m-dark", type=float, default=20.0, show_default=True,
+              help="svj: dark hadron mass in GeV (Lambda_dark = 3.2 m_dark^0.8, pTminFSR = 1.1 Lambda_dark).")
 @click.option("--pthat-min", type=float, default=None, help="Backgrounds: pT-hat lower edge in GeV (default per process).")
 @click.option("--pthat-max", type=float, default=None, help="Backgrounds: pT-hat upper edge in GeV (default open).")
 @click.option("--ht-min", type=float, default=0.0, show_default=True,
               help="Generator-level pre-filter: scalar sum of visible particle pT (|eta|<3) in GeV; <= 410.")
 @click.option("--met-min", type=float, default=0.0, show_default=True,
               help="Skim on PF MET in GeV after the detector response; <= 156 (looser than the preselection).")
-@click.option("--pileup", type=float, default=0.0, show_default=True,
-              help="Mean number of pileup (min-bias) events, Poisson per event; written as Pileup_nTrueInt "
-                   "(the mean) and Pileup_nPU (the number drawn), both 0 without pileup.")
+@click.option("--bias-power", type=float, default=None,
+              help="pT-hat bias power (Pythia's bias2Selection; events carry the inverse as genWeight). "
+                   "Default: 4.5 for qcd, 0 (unbiased) otherwise.")
+@click.option("--pileup", type=float, default=35.0, show_default=True,
+              help="Mean number of pileup (min-bias) events, Poisson per event (Run-2 like); written as "
+                   "Pileup_nTrueInt (the mean) and Pileup_nPU (the number drawn); 0 switches pileup off.")
+@click.option("--pileup-library", type=int, default=1000, show_default=True,
+              help="Minimum-bias events generated per chunk and drawn with replacement for the overlay.")
+@click.option("--detector-copies", "-k", type=int, default=1, show_default=True,
+              help="Pass each generated event through the jet-level detector response K times (each copy "
+                   "written with its parent's id in `parent` and weight genWeight/K; the MET skim per copy).")
+@click.option("--detector", "detector_params", multiple=True, metavar="KEY=VALUE",
+              help="Override a detector parameter (samples/detector.py DetectorParams), e.g. jet_tail_prob=2e-3.")
+@click.option("--pythia", "pythia_lines", multiple=True, metavar="SETTING",
+              help="Extra Pythia readString line(s), applied last (e.g. 'UncertaintyBands:doVariations = off').")
 @click.option("--chunk-size", type=int, default=500, show_default=True, help="Events per chunk (one Pythia run each).")
 @click.option("--workers", "-j", type=int, default=1, show_default=True, help="Parallel worker processes.")
 @click.option("--xsec", type=float, default=None, help="Override the cross section in pb written to the file.")
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
-def generate(process, events, seed, out, mzprime, rinv, pthat_min, pthat_max, ht_min, met_min, pileup,
-             chunk_size, workers, xsec, dataset, progress):
+def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
+             pileup, pileup_library, detector_copies, detector_params, pythia_lines, chunk_size, workers, xsec,
+             dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
 
     \b
@@ -73,18 +88,30 @@ def generate(process, events, seed, out, mzprime, rinv, pthat_min, pthat_max, ht
                        (isr:muRfac=2, ISR down), [3] ISR=1 FSR=0.5 (FSR down); the dark shower
                        does not vary
       Pileup_nTrueInt  --pileup (the Poisson mean), Pileup_nPU the number overlaid
+      parent           the generated event a detector copy comes from (--detector-copies)
+      GenDark_*        dark hadrons on the event record: nHadrons, nInvisible, nStable
       Runs             genEventCount, genEventSumw, genEventSumw2, PSSumw[4] (sum of
-                       genWeight*PSWeight[i] / genEventSumw), xsec; all generated events
+                       genWeight*PSWeight[i] / genEventSumw), xsec, nDetectorCopies; all
+                       generated (parent) events
     """
     from svjscout.samples.generate import GenerationConfig, generate_file
 
+    overrides = {}
+    for item in detector_params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--detector")
+        overrides[key.strip()] = (value.strip().lower() in ("1", "true", "on", "yes")) if key.strip() == "chs" \
+            else float(value)
     cfg = GenerationConfig(
-        process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, pthat_min=pthat_min,
-        pthat_max=pthat_max, ht_min=ht_min, met_min=met_min, pileup=pileup, chunk_size=chunk_size,
-        workers=workers, xsec=xsec, dataset=dataset,
+        process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
+        pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
+        pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, detector=overrides,
+        chunk_size=chunk_size, workers=workers, xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
     )
     meta = generate_file(cfg, out, progress=progress)
-    keys = ("dataset", "n_generated", "n_written", "xsec_pb", "pythia_sigma_gen_pb", "rinv_truth")
+    keys = ("dataset", "n_generated", "n_written", "xsec_pb", "xsec_source", "pythia_sigma_gen_pb", "rinv_truth",
+            "n_dark_stable")
     click.echo(json.dumps({k: meta[k] for k in keys}, indent=1))
 
 

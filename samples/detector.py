@@ -1,39 +1,55 @@
 """Fast detector response: stable generator particles -> scouting PF candidates and MET.
 
-A deliberately simple, documented parametrisation of the CMS Run-2 detector as seen by the
-HLT particle flow. Units: GeV, radians. Every random number comes from the caller's
-:class:`numpy.random.Generator`, so a seed fixes the output.
+A documented parametrisation of the CMS Run-2 detector as seen by the HLT particle flow (PF).
+Units: GeV, radians. Every random number comes from the caller's :class:`numpy.random.Generator`,
+so a seed fixes the output. The response has two levels:
+
+**Particle level** (drawn once per generated event, :func:`measure`):
 
 =====================  ==============================================================
 particle               response
 =====================  ==============================================================
-neutrinos, dark        invisible (12, 14, 16, 51, 53, any stable 49xxxxx): real MET
+neutrinos, dark        invisible (12, 14, 16, 51, 53, any 49xxxxx): real MET
 invisibles
 charged, |eta| < 2.5   track: pT smeared by sigma/pT = 0.5 % (+) 0.015 % x pT/GeV
                        (1.5 % at 100 GeV, 15 % at 1 TeV); kept if pT > 0.5 GeV.
-                       PF id 211 (hadron), 11 (electron), 13 (muon, |eta| < 2.4)
-charged, |eta| >= 2.5  no track: deposited in the calorimeters like a neutral hadron
+                       PF id 211 (hadron), 11 (electron), 13 (muon, |eta| < 2.4).
+                       Charged particles of pileup vertices are removed (charged-
+                       hadron subtraction, CHS: PF associates tracks with vertices)
+charged, |eta| >= 2.5  no track: deposited in the calorimeters like a neutral
 photons, |eta| < 3.0   ECAL: sigma/E = 3 %/sqrt(E) (+) 0.5 % (+) 0.2 GeV/E; PF id 22
 neutral hadrons        HCAL (|eta| < 3.0): sigma/E = 100 %/sqrt(E) (+) 5 %; PF id 130
-(+ photons/hadrons     HF (3.0 <= |eta| < 5.0): sigma/E = 150 %/sqrt(E) (+) 10 %;
-in the forward region) PF id 1 (hadronic) or 2 (electromagnetic)
-HCAL/HF response tail  with probability 3 % a hadronic deposit keeps only a fraction
-                       uniform in [0.2, 1] of its energy (punch-through, dead cells)
-regional response      the detector is tiled in 0.5 x 0.5 (eta, phi) regions; per event
-                       every region gets a response factor applied to all candidates in
-                       it: Gaussian core (sigma 4 %) and, with probability 4 %, a tail
-                       uniform in [0.2, 0.8] (HLT calibration non-uniformity, cracks,
-                       masked channels, tracking failures in dense jet cores). This
-                       correlated, jet-sized mismeasurement is what gives QCD dijets the
-                       fake MET of the scouting phase space; it is deliberately generous so
-                       that the small samples we can afford contain QCD events that pass
-                       R_T > 0.24
-neutral thresholds     E > 1 GeV (photons 0.5 GeV) and pT > 0.5 GeV
+forward (3 <= |eta|    HF: sigma/E = 150 %/sqrt(E) (+) 10 %; PF id 1 (hadronic) or 2
+< 5)                   (electromagnetic)
+granularity            calorimeter deposits of one event are merged per cell: ECAL
+                       0.0174 x 0.0174, HCAL 0.087 x 0.087, HF 0.175 x 0.175 in
+                       (eta, phi) (CMS's tower sizes); one PF candidate per cell,
+                       along the cell's summed momentum; thresholds on the cell:
+                       E > 1 GeV (photons 0.5 GeV) and pT > 0.5 GeV; HF cells
+                       pT > 1 GeV (HF's higher thresholds; pileup fills HF with
+                       hundreds of soft cells per event otherwise)
 =====================  ==============================================================
 
-Direction (eta, phi) is kept from the generator particle (calorimeter granularity is far finer
-than an AK8 jet). The PF candidate mass is the pion mass for charged hadrons, the lepton mass
-for leptons and 0 for neutrals. MET = minus the vector sum of all PF candidates' pT.
+**Jet level** (:func:`jet_factors`, drawn per detector copy): the visible particles (hard
+scatter and pileup) are clustered into generator AK4 jets (anti-kT R = 0.4, pT > 10 GeV); each
+jet's *calorimeter* cells (not its tracks or muons, which particle flow measures independently)
+get one common response factor:
+
+* Gaussian core: the jet's pT resolution becomes CMS's AK4 PF jet energy resolution,
+  sigma/pT = 2.5 GeV/pT (+) 90 %/sqrt(pT/GeV) (+) 4.5 % (10 % at 100 GeV, 6.9 % at 300 GeV,
+  5.2 % at 1 TeV; the barrel resolution measured in CMS, JINST 12 (2017) P02014, Run-2 JER
+  scale factors of ~1.1-1.2 included). The particle-level smearing of the jet's constituents
+  is subtracted in quadrature, so the total is the CMS value, and the jet-level fluctuation is
+  carried by the calorimeter part alone.
+* non-Gaussian tail: with probability 1e-3 per jet the calorimeter part keeps only a fraction
+  uniform in [0, 0.5] of its energy (dead or masked calorimeter cells, cracks and HCAL
+  punch-through; CMS's MET performance paper, JINST 14 (2019) P07004, and the "rebalance and
+  smear" response templates of CMS's MET-tail estimates show tails at the 1e-3 level beyond
+  the Gaussian core). The tail probability is a parameter (``jet_tail_prob``): doubling or
+  halving it is the sample-level systematic variation of the fake-MET tail.
+
+The PF candidate mass is the pion mass for charged hadrons, the lepton mass for leptons and 0
+for neutrals. MET = minus the vector sum of all PF candidates' pT.
 """
 
 from __future__ import annotations
@@ -49,10 +65,13 @@ MUON_MASS = 0.10566
 #: Invisible particles: neutrinos and the stable dark-sector states.
 INVISIBLE_IDS = frozenset({12, 14, 16, 51, 53})
 
+#: Calorimeter kinds of a deposit: (PF id, cell size) -- ECAL, HCAL, HF hadronic, HF e.m.
+CALO_KINDS = {0: 22, 1: 130, 2: 1, 3: 2}
+
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """Parameters of the fast detector response (defaults: the table in the module doc)."""
+    """Parameters of the fast detector response (defaults: the tables in the module doc)."""
 
     tracker_eta: float = 2.5
     muon_eta: float = 2.4
@@ -68,16 +87,22 @@ class DetectorParams:
     hcal_const: float = 0.05
     hf_stoch: float = 1.5
     hf_const: float = 0.10
-    tail_prob: float = 0.03
-    tail_min: float = 0.2
+    ecal_cell: float = 0.0174
+    hcal_cell: float = 0.087
+    hf_cell: float = 0.175
     photon_e_min: float = 0.5
     neutral_e_min: float = 1.0
     neutral_pt_min: float = 0.5
-    region_size: float = 0.5
-    region_core_sigma: float = 0.04
-    region_tail_prob: float = 0.04
-    region_tail_min: float = 0.2
-    region_tail_max: float = 0.8
+    hf_pt_min: float = 1.0
+    chs: bool = True
+    jet_radius: float = 0.4
+    jet_pt_min: float = 10.0
+    jer_noise: float = 2.5  # GeV
+    jer_stoch: float = 0.9  # sqrt(GeV)
+    jer_const: float = 0.045
+    jet_tail_prob: float = 1e-3
+    jet_tail_min: float = 0.0
+    jet_tail_max: float = 0.5
 
 
 def is_invisible(pdg_id: np.ndarray) -> np.ndarray:
@@ -86,140 +111,251 @@ def is_invisible(pdg_id: np.ndarray) -> np.ndarray:
     return np.isin(a, list(INVISIBLE_IDS)) | ((a >= 4900000) & (a < 5000000))
 
 
-def regional_response(
-    eta: np.ndarray, phi: np.ndarray, event_index: np.ndarray, rng: np.random.Generator,
-    params: DetectorParams = DetectorParams(),
-) -> np.ndarray:
-    """Per-particle response factor of its (event, eta-phi region): see the module table.
+def jer(pt: np.ndarray, params: DetectorParams = DetectorParams()) -> np.ndarray:
+    """CMS-like relative AK4 jet pT resolution sigma/pT at jet pT ``pt`` (GeV).
 
-    Args:
-        eta, phi: flat 1-D arrays of particle directions.
-        event_index: flat 1-D array, the event each particle belongs to (0 ... n_events - 1).
+    >>> [round(float(x), 3) for x in jer(np.array([100.0, 300.0, 1000.0]))]
+    [0.104, 0.069, 0.052]
     """
     p = params
-    n_eta = int(np.ceil(10.0 / p.region_size))
-    n_phi = int(np.ceil(2 * np.pi / p.region_size))
-    i_eta = np.clip(((eta + 5.0) / p.region_size).astype(np.int64), 0, n_eta - 1)
-    i_phi = np.clip(((phi + np.pi) / p.region_size).astype(np.int64), 0, n_phi - 1)
-    n_events = int(event_index.max()) + 1 if len(event_index) else 0
-    shape = (n_events, n_eta, n_phi)
-    factor = 1.0 + p.region_core_sigma * rng.standard_normal(shape)
-    tail = rng.random(shape) < p.region_tail_prob
-    factor[tail] = rng.uniform(p.region_tail_min, p.region_tail_max, int(tail.sum()))
-    return np.maximum(factor[event_index, i_eta, i_phi], 0.0)
+    pt = np.maximum(np.asarray(pt, dtype=np.float64), 1e-3)
+    return np.sqrt((p.jer_noise / pt) ** 2 + p.jer_stoch**2 / pt + p.jer_const**2)
 
 
-def respond(
+@dataclass
+class Measured:
+    """Particle-level measurement of a batch of events (flat arrays, ``event`` = event index).
+
+    ``tracks``: charged PF candidates (fixed for every copy). ``cells``: merged calorimeter
+    deposits with the generator jet they belong to (``jet``, -1 if none) and their smeared pT
+    before any jet-level factor. ``jets``: generator AK4 jets (``pt``, ``calo_pt``, ``sigma``:
+    the absolute jet-level Gaussian pT fluctuation to add).
+    """
+
+    n_events: int
+    tracks: dict[str, np.ndarray]
+    cells: dict[str, np.ndarray]
+    jets: dict[str, np.ndarray]
+
+
+def _track_response(pt, eta, abs_id, tracked, rng, p):
+    res = np.hypot(p.track_res_const, p.track_res_slope * pt)
+    smeared = pt * (1.0 + res * rng.standard_normal(pt.shape))
+    pf_id = np.where(abs_id == 11, 11, np.where(abs_id == 13, 13, 211))
+    keep = tracked & (smeared > p.track_pt_min)
+    return smeared, pf_id, keep, res * pt
+
+
+def _calo_kind(abs_id, eta, deposit, p):
+    """Calorimeter kind (0 ECAL, 1 HCAL, 2 HF had, 3 HF e.m., -1 none) of each deposit."""
+    aeta = np.abs(eta)
+    em = (abs_id == 22) | (abs_id == 11)
+    kind = np.full(abs_id.shape, -1, dtype=np.int8)
+    central = deposit & (aeta < p.calo_eta)
+    forward = deposit & (aeta >= p.calo_eta) & (aeta < p.hf_eta)
+    kind[central & em] = 0
+    kind[central & ~em] = 1
+    kind[forward & ~em] = 2
+    kind[forward & em] = 3
+    return kind
+
+
+def _calo_sigma(energy, kind, p):
+    e = np.maximum(energy, 1e-3)
+    sigma = np.zeros_like(e)
+    m = kind == 0
+    sigma[m] = np.sqrt((p.ecal_stoch / np.sqrt(e[m])) ** 2 + p.ecal_const**2 + (p.ecal_noise / e[m]) ** 2)
+    m = kind == 1
+    sigma[m] = np.hypot(p.hcal_stoch / np.sqrt(e[m]), p.hcal_const)
+    m = kind >= 2
+    sigma[m] = np.hypot(p.hf_stoch / np.sqrt(e[m]), p.hf_const)
+    return sigma
+
+
+def _merge_cells(event, kind, pt, eta, phi, jet, p):
+    """Sum the deposits of each (event, kind, cell); a cell's jet is that of its hardest deposit."""
+    size = np.select([kind == 0, kind == 1], [p.ecal_cell, p.hcal_cell], p.hf_cell)
+    i_eta = np.floor((eta + 5.0) / size).astype(np.int64)
+    i_phi = np.floor((phi + np.pi) / size).astype(np.int64)
+    key = ((event.astype(np.int64) * 4 + kind) * 1024 + i_eta) * 1024 + i_phi
+    uniq, inverse = np.unique(key, return_inverse=True)
+    n = len(uniq)
+    px = np.bincount(inverse, pt * np.cos(phi), n)
+    py = np.bincount(inverse, pt * np.sin(phi), n)
+    pz = np.bincount(inverse, pt * np.sinh(eta), n)
+    cpt = np.hypot(px, py)
+    ceta = np.arcsinh(pz / np.maximum(cpt, 1e-9))
+    cphi = np.arctan2(py, px)
+    # jet of the hardest deposit: sort by (cell, pt) and take the last of each cell
+    order = np.lexsort((pt, inverse))
+    last = np.r_[inverse[order][1:] != inverse[order][:-1], True]
+    cjet = np.empty(n, dtype=np.int64)
+    cjet[inverse[order][last]] = jet[order][last]
+    ckind = (uniq // (1024 * 1024)) % 4
+    cevent = uniq // (4 * 1024 * 1024)
+    return {"event": cevent, "kind": ckind.astype(np.int8), "pt": cpt, "eta": ceta, "phi": cphi, "jet": cjet}
+
+
+def measure(
     pt: np.ndarray,
     eta: np.ndarray,
     phi: np.ndarray,
     pdg_id: np.ndarray,
     charge: np.ndarray,
+    event: np.ndarray,
+    n_events: int,
     rng: np.random.Generator,
     params: DetectorParams = DetectorParams(),
-    event_index: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Turn one event's stable generator particles into PF candidates.
+    pileup: np.ndarray | None = None,
+    jet: np.ndarray | None = None,
+) -> Measured:
+    """Particle-level response of many events' stable particles (flat 1-D arrays).
 
     Args:
-        pt, eta, phi, pdg_id, charge: 1-D arrays, one entry per stable final-state particle
-            (GeV, radians).
-        rng: the random generator (seeded by the caller).
-        params: detector parameters.
-        event_index: the event of each particle when many events are passed flattened
-            (default: all particles in one event); needed for the regional response.
-
-    Returns:
-        dict of 1-D arrays ``pt, eta, phi, mass, pdgId, charge`` (float32 / int32) with one
-        entry per input particle, and ``keep``, the mask of particles that became PF
-        candidates. The arrays may be the flattened particles of many events: the response is
-        per particle.
-
-    >>> rng = np.random.default_rng(1)
-    >>> pf = respond(np.array([50., 30., 20.]), np.array([0., 1., 0.5]), np.zeros(3),
-    ...              np.array([211, 12, 22]), np.array([1, 0, 0]), rng)
-    >>> pf["pdgId"][pf["keep"]].tolist()   # the neutrino is invisible
-    [211, 22]
+        pt, eta, phi, pdg_id, charge: one entry per stable particle (GeV, rad).
+        event: the event index (0 ... n_events - 1) of each particle.
+        pileup: True for particles of overlaid pileup events (their tracks are removed by CHS).
+        jet: the generator jet (global index) of each particle, -1 if none; from
+            :func:`generator_jets` (default: no jets, no jet-level response).
     """
     p = params
     abs_id = np.abs(pdg_id)
     visible = ~is_invisible(pdg_id)
     aeta = np.abs(eta)
-    energy = pt * np.cosh(eta)
+    pileup = np.zeros(pt.shape, dtype=bool) if pileup is None else pileup
+    jet = np.full(pt.shape, -1, dtype=np.int64) if jet is None else jet
 
-    is_charged = (charge != 0) & visible
-    tracked = is_charged & (aeta < p.tracker_eta)
-    is_muon = tracked & (abs_id == 13)
-    tracked &= ~(is_muon & (aeta >= p.muon_eta))
-    is_photon_like = visible & ~tracked & ((abs_id == 22) | (abs_id == 11))
-    is_hadron_like = visible & ~tracked & ~is_photon_like & (abs_id != 13)
-    in_hf = aeta >= p.calo_eta
-
-    out_pt = np.zeros_like(pt)
-    out_e = np.zeros_like(pt)
-    out_id = np.zeros(pt.shape, dtype=np.int32)
-    keep = np.zeros(pt.shape, dtype=bool)
-
-    # tracks
-    res = np.hypot(p.track_res_const, p.track_res_slope * pt)
-    smeared = pt * (1.0 + res * rng.standard_normal(pt.shape))
-    sel = tracked & (smeared > p.track_pt_min)
-    out_pt[sel] = smeared[sel]
-    out_id[tracked] = np.where(abs_id[tracked] == 11, 11, np.where(abs_id[tracked] == 13, 13, 211))
-    keep |= sel
-
-    # calorimeters: one resolution per deposit kind
-    gauss = rng.standard_normal(pt.shape)
-    tail_u = rng.random(pt.shape)
-    tail_f = rng.uniform(p.tail_min, 1.0, pt.shape)
-    e_safe = np.maximum(energy, 1e-3)
-    ecal = is_photon_like & ~in_hf & (aeta < p.calo_eta)
-    hcal = is_hadron_like & ~in_hf
-    hf = (is_photon_like | is_hadron_like) & in_hf & (aeta < p.hf_eta)
-    sigma = np.zeros_like(pt)
-    sigma[ecal] = np.sqrt(
-        (p.ecal_stoch / np.sqrt(e_safe[ecal])) ** 2 + p.ecal_const**2 + (p.ecal_noise / e_safe[ecal]) ** 2
-    )
-    sigma[hcal] = np.hypot(p.hcal_stoch / np.sqrt(e_safe[hcal]), p.hcal_const)
-    sigma[hf] = np.hypot(p.hf_stoch / np.sqrt(e_safe[hf]), p.hf_const)
-    calo = ecal | hcal | hf
-    e_meas = energy * np.maximum(1.0 + sigma * gauss, 0.0)
-    hadronic = hcal | (hf & is_hadron_like)
-    tail = hadronic & (tail_u < p.tail_prob)
-    e_meas[tail] *= tail_f[tail]
-    e_min = np.where(ecal | (hf & is_photon_like), p.photon_e_min, p.neutral_e_min)
-    pt_meas = e_meas / np.cosh(eta)
-    sel = calo & (e_meas > e_min) & (pt_meas > p.neutral_pt_min)
-    out_pt[sel] = pt_meas[sel]
-    out_id[ecal] = 22
-    out_id[hcal] = 130
-    out_id[hf & is_hadron_like] = 1
-    out_id[hf & is_photon_like] = 2
-    keep |= sel
-
-    mass = np.zeros_like(pt)
-    mass[out_id == 211] = PION_MASS
-    mass[out_id == 11] = ELECTRON_MASS
-    mass[out_id == 13] = MUON_MASS
-    q = np.where(np.isin(out_id, (211, 11, 13)), charge, 0)
-
-    if event_index is None:
-        event_index = np.zeros(pt.shape, dtype=np.int64)
-    out_pt = out_pt * regional_response(eta, phi, event_index, rng, p)
-    signed_id = out_id * np.where(np.isin(out_id, (211, 11, 13)), np.sign(pdg_id), 1)
-    return {
-        "pt": out_pt.astype(np.float32),
-        "eta": eta.astype(np.float32),
-        "phi": phi.astype(np.float32),
-        "mass": mass.astype(np.float32),
-        "pdgId": signed_id.astype(np.int32),
-        "charge": q.astype(np.int32),
-        "keep": keep,
+    charged = (charge != 0) & visible
+    tracked = charged & (aeta < p.tracker_eta)
+    tracked &= ~((abs_id == 13) & (aeta >= p.muon_eta))
+    if p.chs:
+        tracked &= ~pileup
+        removed = charged & pileup & (aeta < p.tracker_eta)
+    else:
+        removed = np.zeros(pt.shape, dtype=bool)
+    t_pt, t_id, t_keep, t_sigma = _track_response(pt, eta, abs_id, tracked, rng, p)
+    mass = np.where(t_id == 11, ELECTRON_MASS, np.where(t_id == 13, MUON_MASS, PION_MASS))
+    tracks = {
+        "event": event[t_keep], "pt": t_pt[t_keep], "eta": eta[t_keep], "phi": phi[t_keep],
+        "pdgId": (t_id * np.sign(pdg_id))[t_keep].astype(np.int32), "charge": charge[t_keep].astype(np.int32),
+        "mass": mass[t_keep],
     }
 
+    deposit = visible & ~tracked & ~removed & (abs_id != 13)
+    kind = _calo_kind(abs_id, eta, deposit, p)
+    energy = pt * np.cosh(eta)
+    sigma = _calo_sigma(energy, kind, p)
+    factor = np.maximum(1.0 + sigma * rng.standard_normal(pt.shape), 0.0)
+    d = kind >= 0
+    cells = _merge_cells(event[d], kind[d], (pt * factor)[d], eta[d], phi[d], jet[d], p)
 
-def missing_pt(pt: np.ndarray, phi: np.ndarray) -> tuple[float, float]:
-    """MET (magnitude, phi) = minus the vector sum of the given transverse momenta (GeV, rad)."""
-    px = -float(np.sum(pt * np.cos(phi)))
-    py = -float(np.sum(pt * np.sin(phi)))
-    return float(np.hypot(px, py)), float(np.arctan2(py, px))
+    # jets: generator pT, calorimeter pT and the jet-level Gaussian width still to add
+    n_jets = int(jet.max()) + 1 if len(jet) and jet.max() >= 0 else 0
+    in_jet = (jet >= 0) & visible
+    jet_pt = np.hypot(np.bincount(jet[in_jet], pt[in_jet] * np.cos(phi[in_jet]), n_jets),
+                      np.bincount(jet[in_jet], pt[in_jet] * np.sin(phi[in_jet]), n_jets))
+    var_particles = np.bincount(jet[in_jet & tracked], t_sigma[in_jet & tracked] ** 2, n_jets)
+    calo_in_jet = in_jet & d
+    var_particles += np.bincount(jet[calo_in_jet], (sigma * pt)[calo_in_jet] ** 2, n_jets)
+    in_jet_cells = cells["jet"] >= 0
+    calo_pt = np.bincount(cells["jet"][in_jet_cells], cells["pt"][in_jet_cells], n_jets)
+    extra = np.sqrt(np.maximum((jer(jet_pt, p) * jet_pt) ** 2 - var_particles, 0.0))
+    jets = {"pt": jet_pt, "calo_pt": calo_pt, "sigma": extra}
+    return Measured(n_events=n_events, tracks=tracks, cells=cells, jets=jets)
+
+
+def jet_factors(measured: Measured, rng: np.random.Generator, params: DetectorParams = DetectorParams()) -> np.ndarray:
+    """One detector copy's calorimeter response factor per generator jet (see the module doc).
+
+    The Gaussian core shifts the jet's pT by N(0, sigma) carried by its calorimeter cells; with
+    probability ``jet_tail_prob`` the cells instead keep a fraction uniform in
+    [``jet_tail_min``, ``jet_tail_max``].
+    """
+    p = params
+    jets = measured.jets
+    n = len(jets["pt"])
+    shift = jets["sigma"] * rng.standard_normal(n)
+    factor = np.maximum(1.0 + shift / np.maximum(jets["calo_pt"], 1e-3), 0.0)
+    tail = rng.random(n) < p.jet_tail_prob
+    factor[tail] = rng.uniform(p.jet_tail_min, p.jet_tail_max, int(tail.sum()))
+    return factor
+
+
+def cell_pt(measured: Measured, factors: np.ndarray | None, params: DetectorParams = DetectorParams()):
+    """Cell pT after the jet factors, and the mask of cells above the PF thresholds."""
+    p = params
+    c = measured.cells
+    pt = c["pt"] if factors is None else c["pt"] * np.where(c["jet"] >= 0, factors[np.maximum(c["jet"], 0)], 1.0)
+    energy = pt * np.cosh(c["eta"])
+    e_min = np.where((c["kind"] == 0) | (c["kind"] == 3), p.photon_e_min, p.neutral_e_min)
+    pt_min = np.where(c["kind"] >= 2, p.hf_pt_min, p.neutral_pt_min)
+    return pt, (energy > e_min) & (pt > pt_min)
+
+
+def missing_pt_per_event(measured: Measured, factors: np.ndarray | None,
+                         params: DetectorParams = DetectorParams()) -> tuple[np.ndarray, np.ndarray]:
+    """(MET, MET phi) of every event: minus the vector sum of its PF candidates' pT."""
+    n = measured.n_events
+    t = measured.tracks
+    c = measured.cells
+    pt, keep = cell_pt(measured, factors, params)
+    px = -(np.bincount(t["event"], t["pt"] * np.cos(t["phi"]), n)
+           + np.bincount(c["event"][keep], (pt * np.cos(c["phi"]))[keep], n))
+    py = -(np.bincount(t["event"], t["pt"] * np.sin(t["phi"]), n)
+           + np.bincount(c["event"][keep], (pt * np.sin(c["phi"]))[keep], n))
+    return np.hypot(px, py), np.arctan2(py, px)
+
+
+def candidates(measured: Measured, factors: np.ndarray | None,
+               params: DetectorParams = DetectorParams()) -> dict[str, np.ndarray]:
+    """Flat PF candidates (tracks then cells) with their ``event`` index, for one copy."""
+    t = measured.tracks
+    c = measured.cells
+    pt, keep = cell_pt(measured, factors, params)
+    kinds = np.array([CALO_KINDS[k] for k in range(4)], dtype=np.int32)
+    out = {
+        "event": np.concatenate([t["event"], c["event"][keep]]),
+        "pt": np.concatenate([t["pt"], pt[keep]]),
+        "eta": np.concatenate([t["eta"], c["eta"][keep]]),
+        "phi": np.concatenate([t["phi"], c["phi"][keep]]),
+        "mass": np.concatenate([t["mass"], np.zeros(int(keep.sum()))]),
+        "pdgId": np.concatenate([t["pdgId"], kinds[c["kind"][keep]]]),
+        "charge": np.concatenate([t["charge"], np.zeros(int(keep.sum()), dtype=np.int32)]),
+    }
+    return out
+
+
+def generator_jets(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, visible: np.ndarray, counts: np.ndarray,
+                   params: DetectorParams = DetectorParams()) -> np.ndarray:
+    """Global generator-jet index (anti-kT, R = ``jet_radius``, pT > ``jet_pt_min``) per particle.
+
+    Args:
+        pt, eta, phi: flat particles of all events; ``counts``: particles per event;
+        visible: mask of the particles to cluster (the others get -1).
+    """
+    import awkward as ak
+    import fastjet
+
+    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
+    jet = np.full(len(pt), -1, dtype=np.int64)
+    idx = np.flatnonzero(visible)
+    if len(idx) == 0:
+        return jet
+    vis_counts = np.bincount(np.repeat(np.arange(len(counts)), counts)[idx], minlength=len(counts))
+    mom = ak.zip({
+        "px": ak.unflatten(pt[idx] * np.cos(phi[idx]), vis_counts),
+        "py": ak.unflatten(pt[idx] * np.sin(phi[idx]), vis_counts),
+        "pz": ak.unflatten(pt[idx] * np.sinh(eta[idx]), vis_counts),
+        "E": ak.unflatten(pt[idx] * np.cosh(eta[idx]), vis_counts),
+    })
+    seq = fastjet.ClusterSequence(mom, fastjet.JetDefinition(fastjet.antikt_algorithm, params.jet_radius))
+    cons = seq.constituent_index(min_pt=params.jet_pt_min)  # events x jets x local indices
+    n_jets = ak.to_numpy(ak.num(cons, axis=1))
+    offsets = np.concatenate([[0], np.cumsum(vis_counts)[:-1]])
+    per_jet = ak.num(cons, axis=2)
+    flat_local = ak.to_numpy(ak.flatten(cons, axis=None)).astype(np.int64)
+    ev_of_jet = np.repeat(np.arange(len(counts)), n_jets)
+    jet_global = np.repeat(np.arange(int(n_jets.sum())), ak.to_numpy(ak.flatten(per_jet)))
+    local_to_vis = offsets[ev_of_jet[jet_global]] + flat_local
+    jet[idx[local_to_vis]] = jet_global
+    return jet

@@ -52,26 +52,45 @@ import numpy as np
 from svjscout import __version__
 from svjscout.exceptions import GenerationError
 from svjscout.samples import detector
-from svjscout.samples.processes import DARK_INVISIBLES, DARK_MESONS, PROCESSES, PS_WEIGHTS, process_settings
+from svjscout.samples.processes import (
+    DARK_INVISIBLES,
+    K_FACTORS,
+    MINBIAS,
+    PROCESSES,
+    PS_WEIGHTS,
+    XSEC_OVERRIDE,
+    process_settings,
+)
 
 log = logging.getLogger(__name__)
 
 PB_PER_MB = 1e9
 
 
+#: The CMS s-channel SVJ benchmark's signal cross sections (pb) at 13 TeV: leptophobic Z' with
+#: the benchmark couplings (g_q = 0.25, g_dark = 1), published with the CMS search
+#: EXO-19-020 (JHEP 06 (2022) 156, arXiv:2112.11125, HEPData). Key: m_Z' in GeV.
+BENCHMARK_XSEC_PB = {1500.0: 1.875, 2000.0: 0.4537, 3000.0: 0.0412}
+
+
 def reference_signal_xsec(mzprime: float) -> float:
-    """Illustrative s-channel Z' -> dark quarks cross section in pb at 13 TeV.
+    """The benchmark's signal cross section in pb at ``mzprime`` GeV (:data:`BENCHMARK_XSEC_PB`).
 
-    Pythia's Hidden Valley ``Zv`` couplings to quarks are not those of the CMS benchmark
-    (leptophobic Z' with g_q = 0.25), so its ``sigmaGen`` is not used to normalise the signal.
-    This smooth parametrisation, sigma = 0.1 pb x exp(-(m_Z' - 2000 GeV) / 450 GeV), has the
-    size and fall-off of the benchmark's published curve to a factor ~2; it is an illustration
-    for limits on the signal strength r, and is overridden with ``--xsec``.
+    Interpolated log-linearly (ln sigma linear in m_Z') between the tabulated masses; outside the
+    table, give the cross section with ``--xsec``. Pythia's Hidden Valley ``Zv`` couplings to quarks
+    are not the benchmark's, so its ``sigmaGen`` never normalises the signal.
 
-    >>> round(reference_signal_xsec(2000.0), 3)
-    0.1
+    >>> reference_signal_xsec(2000.0), round(reference_signal_xsec(2500.0), 4)
+    (0.4537, 0.1367)
     """
-    return 0.1 * math.exp(-(mzprime - 2000.0) / 450.0)
+    masses = sorted(BENCHMARK_XSEC_PB)
+    if not masses[0] <= mzprime <= masses[-1]:
+        raise GenerationError(
+            f"m_Z' = {mzprime:g} GeV is outside the benchmark cross-section table "
+            f"({masses[0]:g}-{masses[-1]:g} GeV); give the signal cross section with --xsec"
+        )
+    logs = np.log([BENCHMARK_XSEC_PB[m] for m in masses])
+    return float(round(math.exp(np.interp(mzprime, masses, logs)), 12))
 
 
 @dataclass
@@ -83,11 +102,16 @@ class GenerationConfig:
     seed: int = 1
     mzprime: float = 2000.0
     rinv: float = 0.3
+    m_dark: float = 20.0
     pthat_min: float | None = None
     pthat_max: float | None = None
+    bias_power: float | None = None
     ht_min: float = 0.0
     met_min: float = 0.0
     pileup: float = 0.0
+    pileup_library: int = 1000
+    detector_copies: int = 1
+    detector: dict = field(default_factory=dict)
     chunk_size: int = 500
     workers: int = 1
     xsec: float | None = None
@@ -105,6 +129,14 @@ class GenerationConfig:
             )
         if self.ht_min > 410.0:
             raise GenerationError(f"ht_min = {self.ht_min} GeV is tighter than the H_T > 410 GeV trigger")
+        if self.detector_copies < 1:
+            raise GenerationError(f"--detector-copies must be >= 1, got {self.detector_copies}")
+        if self.pileup < 0 or self.pileup_library < 1:
+            raise GenerationError("--pileup must be >= 0 and --pileup-library >= 1")
+        known = set(detector.DetectorParams.__dataclass_fields__)
+        unknown = sorted(set(self.detector) - known)
+        if unknown:
+            raise GenerationError(f"unknown detector parameter(s) {unknown}; known: {sorted(known)}")
 
     @property
     def dataset_name(self) -> str:
@@ -114,9 +146,14 @@ class GenerationConfig:
             return f"svj_mz{self.mzprime:g}_rinv{self.rinv:g}"
         return self.process
 
+    @property
+    def detector_params(self) -> detector.DetectorParams:
+        return detector.DetectorParams(**self.detector)
+
     def settings(self) -> list[str]:
         return process_settings(
-            self.process, mzprime=self.mzprime, rinv=self.rinv, pthat_min=self.pthat_min, pthat_max=self.pthat_max
+            self.process, mzprime=self.mzprime, rinv=self.rinv, pthat_min=self.pthat_min,
+            pthat_max=self.pthat_max, bias_power=self.bias_power, m_dark=self.m_dark,
         ) + list(self.extra_settings)
 
 
@@ -156,26 +193,41 @@ def _final_state(pythia, batch) -> dict[str, ak.Array]:
     counts = ak.num(fs.id)
     flat_ids = ak.to_numpy(ak.flatten(fs.id))
     charge = ak.unflatten(_charges(pythia, flat_ids), counts)
-    return {"pt": pt, "eta": eta, "phi": phi, "id": fs.id, "charge": charge}
+    return {"pt": pt, "eta": eta, "phi": phi, "id": fs.id, "charge": charge,
+            "pileup": ak.zeros_like(fs.id, dtype=bool)}
 
 
-def _dark_truth(batch) -> tuple[np.ndarray, np.ndarray]:
-    """Per event: (number of dark mesons, number that decayed to invisible states).
+def is_dark_hadron(pdg_id) -> np.ndarray:
+    """Dark hadrons: |id| in 4900111 ... 4900999 (dark mesons and baryons; not dark quarks/gluons)."""
+    a = np.abs(np.asarray(pdg_id))
+    return (a >= 4900110) & (a <= 4900999)
 
-    Only the last copy of each meson is counted (Pythia keeps recoil copies with the same id).
+
+def _dark_truth(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: (dark hadrons, those that end invisible, those left stable in the final state).
+
+    Every dark hadron on the event record counts (any |id| 49001xx-49009xx), last copies only
+    (Pythia keeps recoil copies with the same id). A hadron ends invisible if it decays to the
+    stable dark states (51/53) *or* is itself stable (then it is invisible too: an unconfigured
+    species). ``nStable`` must be 0 with the benchmark's settings.
     """
     prt = batch.prt
-    aid = abs(prt.id)
-    d1 = prt.daughter1
-    safe = ak.where(d1 > 0, d1, 0)
-    daughter_id = abs(prt.id[safe])
-    is_meson = np.isin(ak.to_numpy(ak.flatten(aid)), DARK_MESONS)
-    is_meson = ak.unflatten(is_meson, ak.num(aid))
-    last_copy = is_meson & (daughter_id != aid) & (d1 > 0)
-    invisible = last_copy & ak.unflatten(
-        np.isin(ak.to_numpy(ak.flatten(daughter_id)), DARK_INVISIBLES), ak.num(aid)
-    )
-    return ak.to_numpy(ak.sum(last_copy, axis=1)), ak.to_numpy(ak.sum(invisible, axis=1))
+    counts = ak.num(prt.id)
+    aid = ak.to_numpy(ak.flatten(abs(prt.id)))
+    d1 = ak.to_numpy(ak.flatten(prt.daughter1))
+    status = ak.to_numpy(ak.flatten(prt.status))
+    offsets = np.repeat(np.concatenate([[0], np.cumsum(ak.to_numpy(counts))[:-1]]), ak.to_numpy(counts))
+    daughter_id = aid[np.where(d1 > 0, offsets + d1, 0)]
+    hadron = is_dark_hadron(aid)
+    final = status > 0
+    last = hadron & (final | ((d1 > 0) & (daughter_id != aid)))
+    invisible = last & (final | np.isin(daughter_id, DARK_INVISIBLES))
+    stable = last & final
+
+    def per_event(mask):
+        return ak.to_numpy(ak.sum(ak.unflatten(mask, counts), axis=1))
+
+    return per_event(last), per_event(invisible), per_event(stable)
 
 
 def _ps_weights(pythia, batch) -> np.ndarray | None:
@@ -196,15 +248,53 @@ def _ps_weights(pythia, batch) -> np.ndarray | None:
     return w[:, [names.index(n) for n in wanted]] / w[:, :1]
 
 
+def _nominal_weights(batch) -> np.ndarray:
+    """Pythia's nominal event weight (1 unbiased; the inverse bias with pT-hat biasing)."""
+    if len(batch) == 0:
+        return np.zeros(0)
+    return np.asarray(ak.to_numpy(batch.info.weights[:, 0]), dtype=np.float64)
+
+
+#: Precision kept in the stored PF candidates' floats, as NanoAOD does for its PF candidates
+#: (mantissa bits): pT and mass 10, eta and phi 12. Relative precision 2^-11 (0.05 %) on pT and
+#: ~1e-4 rad in phi, far below the detector resolution; makes the files ~2x smaller.
+PF_MANTISSA_BITS = {"pt": 10, "mass": 10, "eta": 12, "phi": 12}
+
+
+def reduce_precision(x: np.ndarray, bits: int) -> np.ndarray:
+    """Round float32 values to ``bits`` mantissa bits (NanoAOD's ``precision``), ties to even.
+
+    >>> float(reduce_precision(np.array([1.0 + 2**-12], dtype=np.float32), 10)[0])
+    1.0
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    drop = 23 - bits
+    u = x.view(np.uint32).astype(np.uint64)
+    half = np.uint64(1 << (drop - 1))
+    lsb = (u >> np.uint64(drop)) & np.uint64(1)
+    u = ((u + half - np.uint64(1) + lsb) >> np.uint64(drop)) << np.uint64(drop)
+    return u.astype(np.uint32).view(np.float32)
+
+
 def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
-    """Generate chunk ``chunk`` of a file: returns the columns to write and the chunk's counts."""
+    """Generate chunk ``chunk`` of a file: returns the columns to write and the chunk's counts.
+
+    Each generated (parent) event that passes the generator-level H_T filter goes through the
+    detector ``cfg.detector_copies`` = K times: the particle-level response once, the jet-level
+    response (:func:`svjscout.samples.detector.jet_factors`) once per copy with its own seed.
+    Every copy that passes the MET skim is written with its parent's id (``parent``) and weight
+    genWeight / K; copies of one parent are contiguous.
+    """
     seed = chunk_seed(cfg.seed, chunk)
     pythia = _make_pythia(cfg.settings(), seed)
     rng = np.random.default_rng([cfg.seed, chunk, 7])
+    params = cfg.detector_params
+    n_copies = cfg.detector_copies
     batch = pythia.nextBatch(n_events)
     n_generated = len(batch)
+    w_parent = _nominal_weights(batch)
     fs = _final_state(pythia, batch)
-    n_dark, n_dark_inv = _dark_truth(batch)
+    n_dark, n_dark_inv, n_dark_stable = _dark_truth(batch)
     ps = _ps_weights(pythia, batch)
 
     n_pu = np.zeros(n_generated, dtype=np.int64)
@@ -212,9 +302,12 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     if cfg.pileup > 0:
         fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng)
 
-    visible = ~ak.unflatten(detector.is_invisible(ak.to_numpy(ak.flatten(fs["id"]))), ak.num(fs["id"]))
+    flat_ids = ak.to_numpy(ak.flatten(fs["id"]))
+    visible = ~ak.unflatten(detector.is_invisible(flat_ids), ak.num(fs["id"]))
     central = abs(fs["eta"]) < 3.0
-    ht_gen = ak.to_numpy(ak.sum(fs["pt"][visible & central], axis=1))
+    hard = ~fs["pileup"]
+    # generator H_T filter on the hard scatter's visible particles (pileup adds a few GeV per jet)
+    ht_gen = ak.to_numpy(ak.sum(fs["pt"][visible & central & hard], axis=1))
     inv_pt = fs["pt"][~visible]
     inv_phi = fs["phi"][~visible]
     gen_met_x = -ak.to_numpy(ak.sum(inv_pt * np.cos(inv_phi), axis=1))  # invisibles carry +pT; MET points along them
@@ -222,81 +315,150 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     gen_met_pt = np.hypot(gen_met_x, gen_met_y)
     gen_met_phi = np.arctan2(-gen_met_y, -gen_met_x)
 
-    counts = ak.num(fs["pt"])
-    flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in fs.items()}
-    event_index = np.repeat(np.arange(len(counts)), ak.to_numpy(counts))
-    pf = detector.respond(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], rng, event_index=event_index)
-    keep = ak.unflatten(pf.pop("keep"), counts)
-    cands = ak.zip({k: ak.unflatten(v, counts) for k, v in pf.items()})[keep]
-    cands = cands[ak.argsort(cands.pt, axis=1, ascending=False, stable=True)]
-    met_x = -ak.to_numpy(ak.sum(cands.pt * np.cos(cands.phi), axis=1))
-    met_y = -ak.to_numpy(ak.sum(cands.pt * np.sin(cands.phi), axis=1))
-    met_pt = np.hypot(met_x, met_y)
-    met_phi = np.arctan2(met_y, met_x)
+    parents = np.flatnonzero(ht_gen >= cfg.ht_min)
+    sub = {k: v[parents] for k, v in fs.items()}
+    counts = ak.to_numpy(ak.num(sub["pt"]))
+    flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in sub.items()}
+    event_index = np.repeat(np.arange(len(parents)), counts)
+    vis = ~detector.is_invisible(flat["id"])
+    jet = detector.generator_jets(flat["pt"], flat["eta"], flat["phi"], vis & (np.abs(flat["eta"]) < 5.0),
+                                  counts, params)
+    meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
+                            len(parents), rng, params, pileup=flat["pileup"], jet=jet)
 
-    passed = (ht_gen >= cfg.ht_min) & (met_pt >= cfg.met_min)
-    index = np.flatnonzero(passed)
-    event_number = chunk * cfg.chunk_size + index + 1
-    columns = {
-        "run": np.ones(len(index), dtype=np.uint32),
-        "luminosityBlock": np.full(len(index), chunk + 1, dtype=np.uint32),
-        "event": event_number.astype(np.uint64),
-        "genWeight": np.ones(len(index), dtype=np.float32),
-        **({} if ps is None else {"PSWeight": ak.from_regular(ps[index].astype(np.float32), axis=1)}),
-        "Pileup_nTrueInt": np.full(len(index), cfg.pileup, dtype=np.float32),
-        "Pileup_nPU": n_pu[index].astype(np.int32),
-        "ScoutingParticle": cands[index],
-        "ScoutingMET_pt": met_pt[index].astype(np.float32),
-        "ScoutingMET_phi": met_phi[index].astype(np.float32),
-        "GenMET_pt": gen_met_pt[index].astype(np.float32),
-        "GenMET_phi": gen_met_phi[index].astype(np.float32),
-        "GenDark_nMesons": n_dark[index].astype(np.int32),
-        "GenDark_nInvisible": n_dark_inv[index].astype(np.int32),
-    }
+    pieces = []  # (copy, parent positions passing, candidates, met, met phi)
+    for copy in range(n_copies):
+        crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
+        factors = detector.jet_factors(meas, crng, params)
+        met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
+        passing = np.flatnonzero(met_pt >= cfg.met_min)
+        if len(passing) == 0:
+            continue
+        cands = detector.candidates(meas, factors, params)
+        pieces.append((copy, passing, cands, met_pt, met_phi))
+
+    columns = _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
+                        n_dark, n_dark_inv, n_dark_stable)
     info = pythia.infoPython()
     return {
         "columns": columns,
         "n_generated": n_generated,
-        "sumw": float(n_generated),  # genWeight = 1
-        "sumw2": float(n_generated),
-        "ps_sumw": None if ps is None else ps.sum(axis=0),  # sum of genWeight * PSWeight[i], every event
+        "sumw": float(w_parent.sum()),
+        "sumw2": float(np.square(w_parent).sum()),
+        "ps_sumw": None if ps is None else (w_parent[:, None] * ps).sum(axis=0),  # sum of w * PSWeight[i]
         "n_pileup_events": n_pu_events,
-        "n_written": len(index),
+        "n_parents_detected": len(parents),
+        "n_written": len(columns["event"]),
         "sigma_gen_pb": info.sigmaGen() * PB_PER_MB,
         "sigma_err_pb": info.sigmaErr() * PB_PER_MB,
         "n_dark": int(n_dark.sum()),
         "n_dark_inv": int(n_dark_inv.sum()),
+        "n_dark_stable": int(n_dark_stable.sum()),
     }
+
+
+def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
+              n_dark, n_dark_inv, n_dark_stable) -> dict:
+    """The written copies as NanoAOD-like columns, ordered by (parent, copy)."""
+    n_copies = cfg.detector_copies
+    rows_parent, rows_copy, cand_parts = [], [], []
+    for copy, passing, cands, met_pt, met_phi in pieces:
+        rows_parent.append(passing)
+        rows_copy.append(np.full(len(passing), copy))
+    if rows_parent:
+        local = np.concatenate(rows_parent)
+        copies = np.concatenate(rows_copy)
+    else:
+        local = np.zeros(0, dtype=np.int64)
+        copies = np.zeros(0, dtype=np.int64)
+    order = np.lexsort((copies, local))
+    local, copies = local[order], copies[order]
+    # candidates of each written row, in row order
+    by_copy = {copy: (cands, met_pt, met_phi) for copy, _, cands, met_pt, met_phi in pieces}
+    met = np.zeros(len(local))
+    met_phi_out = np.zeros(len(local))
+    fields = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+    per_row = []
+    for copy in np.unique(copies):
+        rows = np.flatnonzero(copies == copy)
+        cands, met_pt, met_phi = by_copy[int(copy)]
+        met[rows] = met_pt[local[rows]]
+        met_phi_out[rows] = met_phi[local[rows]]
+        sel = np.isin(cands["event"], local[rows])
+        ev = cands["event"][sel]
+        # row of each candidate: position of (its event) among this copy's rows
+        pos = np.searchsorted(local[rows], ev)
+        per_row.append((rows[pos], {k: cands[k][sel] for k in fields}))
+    if per_row:
+        row_of = np.concatenate([r for r, _ in per_row])
+        cols = {k: np.concatenate([c[k] for _, c in per_row]) for k in fields}
+    else:
+        row_of = np.zeros(0, dtype=np.int64)
+        cols = {k: np.zeros(0) for k in fields}
+    # sort candidates by (row, decreasing pT)
+    corder = np.lexsort((-cols["pt"], row_of))
+    row_of = row_of[corder]
+    cols = {k: v[corder] for k, v in cols.items()}
+    counts = np.bincount(row_of, minlength=len(local))
+    for k, bits in PF_MANTISSA_BITS.items():
+        cols[k] = reduce_precision(cols[k], bits)
+    cols["pdgId"] = cols["pdgId"].astype(np.int32)
+    cols["charge"] = cols["charge"].astype(np.int32)
+    cands = ak.zip({k: ak.unflatten(v, counts) for k, v in cols.items()})
+
+    gen = parents[local]  # index of the parent within the chunk
+    parent_number = chunk * cfg.chunk_size + gen + 1
+    n = len(local)
+    columns = {
+        "run": np.full(n, cfg.seed, dtype=np.uint32),  # run = generator seed: unique across files
+        "luminosityBlock": np.full(n, chunk + 1, dtype=np.uint32),
+        "event": ((parent_number - 1) * n_copies + copies + 1).astype(np.uint64),
+        "parent": parent_number.astype(np.uint64),
+        "genWeight": (w_parent[gen] / n_copies).astype(np.float32),
+        **({} if ps is None else {"PSWeight": ak.from_regular(ps[gen].astype(np.float32), axis=1)}),
+        "Pileup_nTrueInt": np.full(n, cfg.pileup, dtype=np.float32),
+        "Pileup_nPU": n_pu[gen].astype(np.int32),
+        "ScoutingParticle": cands,
+        "ScoutingMET_pt": met.astype(np.float32),
+        "ScoutingMET_phi": met_phi_out.astype(np.float32),
+        "GenMET_pt": gen_met_pt[gen].astype(np.float32),
+        "GenMET_phi": gen_met_phi[gen].astype(np.float32),
+        "GenDark_nHadrons": n_dark[gen].astype(np.int32),
+        "GenDark_nInvisible": n_dark_inv[gen].astype(np.int32),
+        "GenDark_nStable": n_dark_stable[gen].astype(np.int32),
+    }
+    return columns
 
 
 def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator) -> tuple[dict, np.ndarray, int]:
     """Add Poisson(cfg.pileup) minimum-bias Pythia events to every event of the chunk.
 
-    Returns the merged particles, the number drawn per event (NanoAOD's ``Pileup_nPU``) and the
-    number of minimum-bias events Pythia generated for the chunk (their sum, checked).
+    The minimum-bias events come from a per-chunk library of ``cfg.pileup_library`` events
+    (the same tune and decay settings as the hard scatter, :data:`~svjscout.samples.processes.MINBIAS`)
+    drawn with replacement, as CMS's pre-mixed pileup libraries are: with a mean of 35 a chunk of
+    500 events needs 17,500 overlays, and generating each costs more than the hard event.
+    Returns the merged particles (``pileup`` True for the overlaid ones), the number drawn per
+    event (NanoAOD's ``Pileup_nPU``) and the number of minimum-bias events Pythia generated.
     """
     n_events = len(fs["pt"])
     n_pu = rng.poisson(cfg.pileup, n_events)
     total = int(n_pu.sum())
     if total == 0:
         return fs, n_pu, 0
-    mb = _make_pythia(
-        ["Beams:eCM = 13000.", "SoftQCD:nonDiffractive = on", "Next:numberCount = 0", "Next:numberShowEvent = 0",
-         "Next:numberShowInfo = 0", "Next:numberShowProcess = 0", "Init:showChangedParticleData = off",
-         "Init:showChangedSettings = off", "Init:showProcesses = off", "Random:setSeed = on"],
-        chunk_seed(cfg.seed + 104_729, chunk),
-    )
-    mb_batch = mb.nextBatch(total)
-    if len(mb_batch) != total:
-        raise GenerationError(f"pileup: Pythia returned {len(mb_batch)} of {total} minimum-bias events")
-    pu = _final_state(mb, mb_batch)
+    n_lib = min(total, cfg.pileup_library)
+    mb = _make_pythia(MINBIAS, chunk_seed(cfg.seed + 104_729, chunk))
+    mb_batch = mb.nextBatch(n_lib)
+    if len(mb_batch) != n_lib:
+        raise GenerationError(f"pileup: Pythia returned {len(mb_batch)} of {n_lib} minimum-bias events")
+    lib = _final_state(mb, mb_batch)
+    lib["pileup"] = ak.ones_like(lib["id"], dtype=bool)
+    draw = rng.integers(0, n_lib, total)
     merged = {}
     for key in fs:
-        per_pu = pu[key]
-        grouped = ak.unflatten(ak.flatten(per_pu), ak.to_numpy(
-            ak.sum(ak.unflatten(ak.num(per_pu), n_pu), axis=1)))
+        picked = lib[key][draw]
+        grouped = ak.unflatten(ak.flatten(picked), ak.to_numpy(ak.sum(ak.unflatten(ak.num(picked), n_pu), axis=1)))
         merged[key] = ak.concatenate([fs[key], grouped], axis=1)
-    return merged, n_pu, len(mb_batch)
+    return merged, n_pu, n_lib
 
 
 def _chunks(cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -321,7 +483,7 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
     out.parent.mkdir(parents=True, exist_ok=True)
     tasks = [(cfg, chunk, n) for chunk, n in _chunks(cfg)]
     totals = {"n_generated": 0, "sumw": 0.0, "sumw2": 0.0, "n_written": 0, "n_dark": 0, "n_dark_inv": 0,
-              "n_pileup_events": 0}
+              "n_dark_stable": 0, "n_pileup_events": 0, "n_parents_detected": 0}
     ps_sumw = None
     sigma, sigma_err = [], []
     tmp = out.with_suffix(out.suffix + ".part")
@@ -347,15 +509,14 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 bar(n)
             sigma_gen = float(np.mean(sigma))
             sigma_gen_err = float(np.sqrt(np.sum(np.square(sigma_err))) / len(sigma_err))
-            xsec = cfg.xsec if cfg.xsec is not None else (
-                reference_signal_xsec(cfg.mzprime) if cfg.process == "svj" else sigma_gen
-            )
+            xsec, xsec_source = normalisation(cfg, sigma_gen)
             runs = {
-                "run": np.array([1], dtype=np.uint32),
+                "run": np.array([cfg.seed], dtype=np.uint32),
                 "genEventCount": np.array([totals["n_generated"]], dtype=np.int64),
                 "genEventSumw": np.array([totals["sumw"]], dtype=np.float64),
                 "genEventSumw2": np.array([totals["sumw2"]], dtype=np.float64),
                 "xsec": np.array([xsec], dtype=np.float64),
+                "nDetectorCopies": np.array([cfg.detector_copies], dtype=np.int32),
             }
             if ps_sumw is not None:  # NanoAOD: sum of genWeight * PSWeight[i], divided by genEventSumw
                 runs["PSSumw"] = ak.Array([ps_sumw / totals["sumw"]])
@@ -365,7 +526,13 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 "dataset": cfg.dataset_name,
                 "config": asdict(cfg),
                 "settings": cfg.settings(),
+                "pythia_version": _pythia_version(),
+                "chunk_seeds": {"pythia": "1 + (seed * 1000003 + chunk * 7919) % 899999999",
+                                "detector": "numpy default_rng([seed, chunk, 7]); copy k: [seed, chunk, k, 11]",
+                                "pileup": "Pythia seed of chunk with seed + 104729"},
+                "detector_params": asdict(cfg.detector_params),
                 "xsec_pb": xsec,
+                "xsec_source": xsec_source,
                 "pythia_sigma_gen_pb": sigma_gen,
                 "pythia_sigma_err_pb": sigma_gen_err,
                 **totals,
@@ -380,6 +547,31 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
     tmp.replace(out)
     log.info("wrote %s: %d/%d events", out, totals["n_written"], totals["n_generated"])
     return meta
+
+
+def normalisation(cfg: GenerationConfig, sigma_gen: float) -> tuple[float, str]:
+    """(cross section in pb, its source) of a file: ``--xsec``, the signal benchmark's table,
+    a higher-order cross section or Pythia's ``sigmaGen`` times a K factor (processes.py)."""
+    if cfg.xsec is not None:
+        return cfg.xsec, "--xsec"
+    if cfg.process == "svj":
+        return reference_signal_xsec(cfg.mzprime), "CMS s-channel SVJ benchmark table (EXO-19-020), log-linear"
+    if cfg.process in XSEC_OVERRIDE:
+        if cfg.pthat_min is not None or cfg.pthat_max is not None:
+            return sigma_gen, "Pythia sigmaGen (LO; a pT-hat window disables the inclusive override)"
+        value, source = XSEC_OVERRIDE[cfg.process]
+        return value, source
+    k, source = K_FACTORS.get(cfg.process, (1.0, "LO"))
+    return k * sigma_gen, f"Pythia sigmaGen x K = {k:g} ({source})"
+
+
+def _pythia_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pythia8mc")
+    except Exception:  # noqa: BLE001 - metadata only
+        return "unknown"
 
 
 def _branch_types(cols: dict) -> dict:
