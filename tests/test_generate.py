@@ -9,7 +9,7 @@ import uproot
 from conftest import embedded_file
 
 from svjscout.exceptions import GenerationError
-from svjscout.samples.detector import DetectorParams, is_invisible, respond
+from svjscout.samples.detector import DetectorParams, is_invisible
 from svjscout.samples.generate import GenerationConfig, generate_file
 from svjscout.samples.processes import process_settings
 
@@ -32,22 +32,83 @@ def test_same_seed_same_file_any_workers(tmp_path):
     assert a["n_generated"] == b["n_generated"] == 40
 
 
-def test_rinv_on_generator_truth(tmp_path):
-    meta = generate_file(GenerationConfig("svj", 120, seed=11, rinv=0.3, mzprime=1500, chunk_size=60),
+def _dark_record_counts(settings, n_events, seed):
+    """Walk Pythia's event record particle by particle (independent of samples/generate.py)."""
+    import pythia8mc
+
+    p = pythia8mc.Pythia("", False)
+    for line in settings:
+        assert p.readString(line), line
+    p.readString(f"Random:seed = {seed}")
+    assert p.init()
+    counts = {"hadrons": 0, "final_51_53": 0, "final_dark_other": 0, "dark_gluons": 0, "species": set(),
+              "pseudo_visible": 0, "pseudo_to_b": 0}
+    for _ in range(n_events):
+        assert p.next()
+        ev = p.event
+        for i in range(ev.size()):
+            prt = ev[i]
+            a = abs(prt.id())
+            if a == 4900021:
+                counts["dark_gluons"] += 1
+            if prt.isFinal():
+                if a in (51, 53):
+                    counts["final_51_53"] += 1
+                elif 4900000 <= a < 5000000:
+                    counts["final_dark_other"] += 1
+            if 4900110 <= a <= 4900999:
+                d1 = prt.daughter1()
+                if prt.isFinal() or abs(ev[d1].id()) != a:  # last copy of the hadron
+                    counts["hadrons"] += 1
+                    counts["species"].add(a)
+                    if a % 10 == 1 and not prt.isFinal() and abs(ev[d1].id()) not in (51, 53):
+                        counts["pseudo_visible"] += 1
+                        counts["pseudo_to_b"] += abs(ev[d1].id()) == 5
+    return counts
+
+
+def test_dark_sector_on_the_event_record():
+    """Benchmark physics checked on Pythia's own event record, not on the generator's bookkeeping.
+
+    Every dark hadron species is configured (none reaches the final state), each decays invisibly
+    (to exactly two stable 51/53) with probability r_inv, the running dark coupling is on (tens of
+    dark gluons per event, ~1 without setLambda), and pseudoscalars decay mostly to b bbar.
+    """
+    rinv = 0.3
+    c = _dark_record_counts(process_settings("svj", mzprime=1500, rinv=rinv), 40, seed=17)
+    assert c["final_dark_other"] == 0  # only the intended invisibles (51/53) are stable
+    assert {4900111, 4900113, 4900211, 4900213, 4900221, 4900223} <= c["species"], c["species"]
+    assert c["dark_gluons"] / 40 > 10
+    n = c["hadrons"]
+    frac = c["final_51_53"] / 2 / n  # every invisible decay gives a 51/53 pair
+    sigma = 2 * np.sqrt(rinv * (1 - rinv) / n)  # binomial, x2 for correlations within an event
+    assert n > 400
+    assert abs(frac - rinv) < 4 * sigma, (frac, sigma)
+    # mass insertion: pseudoscalar BR(b bbar) = m_b^2 beta_b / sum = 0.88 of the visible decays
+    assert c["pseudo_to_b"] / c["pseudo_visible"] == pytest.approx(0.88, abs=0.1)
+
+
+def test_generator_truth_branches(tmp_path):
+    meta = generate_file(GenerationConfig("svj", 60, seed=11, rinv=0.3, mzprime=1500, chunk_size=30),
                          tmp_path / "s.root")
     events, _ = _arrays(tmp_path / "s.root")
-    n_all = int(ak.sum(events.GenDark_nMesons))
-    n_inv = int(ak.sum(events.GenDark_nInvisible))
-    frac = n_inv / n_all
-    # binomial error, inflated x2 for the correlation of mesons within an event
-    sigma = 2 * np.sqrt(0.3 * 0.7 / n_all)
-    assert n_all > 500
-    assert abs(frac - 0.3) < 4 * sigma, (frac, sigma)
-    assert meta["rinv_truth"] == pytest.approx(frac)
-    # the known trap: no stable off-diagonal mesons (they decay too), so r_inv is not ~0.64
-    settings = process_settings("svj", rinv=0.3)
-    assert any(s.startswith("4900211:oneChannel") for s in settings)
-    assert any(s.startswith("4900213:oneChannel") for s in settings)
+    n_all = int(ak.sum(events.GenDark_nHadrons))
+    assert int(ak.sum(events.GenDark_nStable)) == 0 and meta["n_dark_stable"] == 0
+    frac = int(ak.sum(events.GenDark_nInvisible)) / n_all
+    assert abs(frac - 0.3) < 4 * 2 * np.sqrt(0.21 / n_all)
+    assert meta["rinv_truth"] == pytest.approx(frac)  # no filter: the written events are all of them
+    assert meta["xsec_pb"] == pytest.approx(1.875) and "EXO-19-020" in meta["xsec_source"]
+    assert meta["pythia_version"] != "unknown" and any("setLambda = on" in s for s in meta["settings"])
+
+
+def test_benchmark_cross_sections():
+    from svjscout.samples.generate import reference_signal_xsec
+
+    assert [reference_signal_xsec(m) for m in (1500, 2000, 3000)] == [1.875, 0.4537, 0.0412]
+    # log-linear: the midpoint is the geometric mean of its neighbours (closed form)
+    assert reference_signal_xsec(2500) == pytest.approx(np.sqrt(0.4537 * 0.0412), rel=1e-9)
+    with pytest.raises(GenerationError, match="--xsec"):
+        reference_signal_xsec(4000)
 
 
 def test_qcd_fake_met_exceeds_generator_invisible_pt(tmp_path):
@@ -55,11 +116,118 @@ def test_qcd_fake_met_exceeds_generator_invisible_pt(tmp_path):
     events, meta = _arrays(tmp_path / "q.root")
     pf_met = ak.to_numpy(events.ScoutingMET_pt)
     gen_met = ak.to_numpy(events.GenMET_pt)
-    assert pf_met.mean() > 1.5 * gen_met.mean()
+    w = ak.to_numpy(events.genWeight)
+    assert np.average(pf_met, weights=w) > 1.5 * np.average(gen_met, weights=w)
     with uproot.open(tmp_path / "q.root") as f:
         runs = f["Runs"].arrays(library="np")
     assert runs["genEventCount"][0] == 100 and meta["xsec_pb"] > 0
     assert runs["xsec"][0] == pytest.approx(meta["xsec_pb"])
+    assert len(np.unique(w)) > 10  # pT-hat biased by default: weights undo the bias
+
+
+def test_pthat_bias_weights_reproduce_the_unbiased_spectrum():
+    """Pythia's bias2Selection with our weights: sigma(pT-hat > 400) / sigma is the unbiased value."""
+    import pythia8mc
+
+    from svjscout.samples.generate import _nominal_weights
+
+    def run(power, n):
+        p = pythia8mc.Pythia("", False)
+        for line in process_settings("qcd", bias_power=power):
+            if not line.startswith("UncertaintyBands"):
+                assert p.readString(line)
+        p.readString("PartonLevel:all = off")  # the hard process is all this needs
+        p.readString("HadronLevel:all = off")
+        p.readString("Random:seed = 3")
+        assert p.init()
+        b = p.nextBatch(n)
+        return np.sqrt(ak.to_numpy(b.info.pT2Hat)), _nominal_weights(b)
+
+    pt_u, w_u = run(0.0, 4000)
+    pt_b, w_b = run(4.5, 4000)
+    assert np.all(w_u == w_u[0]) and np.std(w_b) > 0
+    f_u = np.mean(pt_u > 400)
+    f_b = np.sum(w_b * (pt_b > 400)) / np.sum(w_b)
+    err_u = np.sqrt(f_u * (1 - f_u) / len(pt_u))
+    err_b = np.sqrt(np.sum((w_b * ((pt_b > 400) - f_b)) ** 2)) / np.sum(w_b)
+    assert abs(f_u - f_b) < 4 * np.hypot(err_u, err_b), (f_u, f_b, err_u, err_b)
+    assert np.mean(pt_b > 400) > 5 * f_u  # the tail is what biasing populates
+
+
+def test_detector_copies_normalisation_and_parents(tmp_path):
+    """K copies per parent: parent ids, weights genWeight/K, exact sums, resampled jets only."""
+    k, n = 4, 30
+    meta = generate_file(GenerationConfig("zjets", n, seed=8, chunk_size=15, detector_copies=k),
+                         tmp_path / "z.root")
+    events, _ = _arrays(tmp_path / "z.root")
+    runs = _runs(tmp_path / "z.root")
+    assert runs.genEventCount[0] == n and runs.nDetectorCopies[0] == k  # the Runs tree counts parents
+    parent = ak.to_numpy(events.parent)
+    assert len(events) == n * k and np.all(np.bincount(parent.astype(int))[1:] == k)
+    assert np.all(np.diff(parent.astype(np.int64)) >= 0)  # copies of a parent are contiguous
+    assert len(np.unique(ak.to_numpy(events.event))) == n * k
+    gw = ak.to_numpy(events.genWeight).astype(np.float64)
+    assert gw.sum() == pytest.approx(runs.genEventSumw[0], rel=1e-6)  # no skim: sum over copies = sumw
+    assert meta["n_generated"] == n
+    met = ak.to_numpy(events.ScoutingMET_pt).reshape(n, k)
+    assert np.all(np.std(met, axis=1) > 0)  # each copy has its own jet response
+    charged = events.ScoutingParticle_charge != 0
+    tracks = events.ScoutingParticle_pt[charged]
+    first = ak.to_list(ak.sort(tracks[0::k]))
+    assert first == ak.to_list(ak.sort(tracks[1::k]))  # tracks are measured once per parent
+    gen = ak.to_numpy(events.GenMET_pt).reshape(n, k)
+    assert np.all(gen == gen[:, :1])
+
+
+def test_detector_response_basics():
+    from svjscout.samples.detector import jer, measure
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    pt = np.full(n, 100.0)
+    eta = np.linspace(-1, 1, n)  # one particle per event, so no two deposits share a cell
+    phi = np.zeros(n)
+    ids = np.where(np.arange(n) % 2 == 0, 211, 130)
+    charge = np.where(ids == 211, 1, 0)
+    m = measure(pt, eta, phi, ids, charge, np.arange(n), n, rng, DetectorParams())
+    tracks = m.tracks["pt"]
+    hadrons = m.cells["pt"][m.cells["kind"] == 1]
+    assert np.std(tracks) / 100 == pytest.approx(np.hypot(0.005, 0.015), rel=0.1)
+    e = 100 * np.cosh(eta[1::2])
+    assert np.std(hadrons / 100) == pytest.approx(np.sqrt(np.mean(1 / e + 0.05**2)), rel=0.1)
+    assert is_invisible(np.array([12, -14, 51, 53, 211, 4900211])).tolist() == [True, True, True, True, False, True]
+    # CMS-like JER, closed form: sqrt((2.5/pT)^2 + 0.9^2/pT + 0.045^2)
+    assert jer(np.array([300.0]))[0] == pytest.approx(np.sqrt((2.5 / 300) ** 2 + 0.81 / 300 + 0.045**2))
+
+
+def test_jet_response_core_is_cms_jer_and_tail_acts_on_calorimeter_only():
+    """A 300 GeV jet of 20 charged + 20 neutral particles: total width = JER, tail only on neutrals."""
+    from svjscout.samples.detector import candidates, jer, jet_factors, measure
+
+    n_ev, per = 4000, 40
+    rng = np.random.default_rng(1)
+    ev = np.repeat(np.arange(n_ev), per)
+    pt = np.full(n_ev * per, 300.0 / per)
+    eta = np.tile(np.linspace(-0.15, 0.15, per), n_ev)
+    phi = np.tile(np.linspace(-0.05, 0.05, per)[::-1], n_ev)
+    ids = np.tile(np.r_[np.full(per // 2, 211), np.full(per // 2, 130)], n_ev)
+    charge = (ids == 211).astype(int)
+    jet = ev.copy()  # one generator jet per event
+    params = DetectorParams(jet_tail_prob=0.0)
+    m = measure(pt, eta, phi, ids, charge, ev, n_ev, rng, params, jet=jet)
+    f = jet_factors(m, np.random.default_rng(2), params)
+    c = candidates(m, f, params)
+    px = np.bincount(c["event"], c["pt"] * np.cos(c["phi"]), n_ev)
+    py = np.bincount(c["event"], c["pt"] * np.sin(c["phi"]), n_ev)
+    true = np.hypot(np.bincount(ev, pt * np.cos(phi)), np.bincount(ev, pt * np.sin(phi)))
+    resp = np.hypot(px, py) / true
+    assert np.std(resp) == pytest.approx(jer(np.array([true.mean()]))[0], rel=0.1)
+    tail = DetectorParams(jet_tail_prob=1.0)  # every jet in the tail: calorimeter part loses 50-100 %
+    f = jet_factors(m, np.random.default_rng(3), tail)
+    assert np.all((f >= 0) & (f <= 0.5))
+    c = candidates(m, f, tail)
+    charged_sum = np.bincount(c["event"], c["pt"] * (c["charge"] != 0), n_ev)
+    assert charged_sum == pytest.approx(np.bincount(m.tracks["event"], m.tracks["pt"], n_ev))  # tracks untouched
 
 
 def test_signal_has_harder_rt_than_qcd():
@@ -75,28 +243,15 @@ def test_signal_has_harder_rt_than_qcd():
     assert np.median(sig) > 1.2 * np.median(qcd)
 
 
-def test_detector_response_basics():
-    rng = np.random.default_rng(0)
-    n = 20000
-    pt = np.full(n, 100.0)
-    eta = rng.uniform(-1, 1, n)
-    phi = rng.uniform(-np.pi, np.pi, n)
-    ids = np.where(np.arange(n) % 2 == 0, 211, 130)
-    charge = np.where(ids == 211, 1, 0)
-    out = respond(pt, eta, phi, ids, charge, rng, DetectorParams(region_tail_prob=0.0, region_core_sigma=0.0,
-                                                                  tail_prob=0.0))
-    tracks = out["pt"][ids == 211]
-    hadrons = out["pt"][ids == 130]
-    assert np.std(tracks) / 100 == pytest.approx(np.hypot(0.005, 0.015), rel=0.1)
-    assert np.std(hadrons) / 100 == pytest.approx(np.hypot(1 / np.sqrt(100 * np.cosh(eta[1::2])).mean(), 0.05), rel=0.15)
-    assert is_invisible(np.array([12, -14, 51, 53, 211, 4900211])).tolist() == [True, True, True, True, False, True]
-
-
 def test_bad_generation_options():
     with pytest.raises(GenerationError, match="met_min"):
         GenerationConfig("qcd", 10, met_min=200)
     with pytest.raises(GenerationError, match="unknown process"):
         GenerationConfig("susy", 10)
+    with pytest.raises(GenerationError, match="detector-copies"):
+        GenerationConfig("qcd", 10, detector_copies=0)
+    with pytest.raises(GenerationError, match="unknown detector parameter"):
+        GenerationConfig("qcd", 10, detector={"region_tail_prob": 0.1})
 
 
 def test_pileup_overlay_adds_particles(tmp_path):
@@ -108,9 +263,12 @@ def test_pileup_overlay_adds_particles(tmp_path):
     # NanoAOD's pileup branches: 0 and 0 without pileup, the Poisson mean for every event with it
     assert np.all(ak.to_numpy(a.Pileup_nTrueInt) == 0) and np.all(ak.to_numpy(a.Pileup_nPU) == 0)
     assert np.all(ak.to_numpy(b.Pileup_nTrueInt) == np.float32(20.0))
-    assert ak.sum(b.Pileup_nPU) == pu["n_pileup_events"] > 0 and base["n_pileup_events"] == 0
-    # the hard events are the same; pileup adds ~20 x O(50) soft candidates per event
-    assert ak.mean(ak.num(b.ScoutingParticle_pt)) > ak.mean(ak.num(a.ScoutingParticle_pt)) + 200
+    assert pu["n_pileup_events"] == min(int(ak.sum(b.Pileup_nPU)), 1000) > 0 and base["n_pileup_events"] == 0
+    # the hard events are the same; pileup adds neutral cells (its tracks are removed by CHS)
+    assert ak.mean(ak.num(b.ScoutingParticle_pt)) > ak.mean(ak.num(a.ScoutingParticle_pt)) + 50
+    charged = lambda e: ak.sum(e.ScoutingParticle_charge != 0, axis=1)  # noqa: E731
+    # (up to tracks at the 0.5 GeV threshold: the smearing draws differ once pileup is added)
+    assert ak.max(abs(charged(b) - charged(a))) <= 3
 
 
 def _runs(path):
@@ -152,12 +310,13 @@ def test_ps_weights_pileup_branches_and_sums(tmp_path):
     assert np.all(ak.to_numpy(events.Pileup_nTrueInt) == np.float32(mu))
     n_pu = ak.to_numpy(events.Pileup_nPU)
     assert abs(n_pu.mean() - mu) < 3 * np.sqrt(mu / n), n_pu.mean()
-    assert n_pu.sum() == meta["n_pileup_events"]  # the min-bias events Pythia generated, counted apart
+    assert meta["n_pileup_events"] == min(n_pu.sum(), 2 * 1000)  # the library: <= 1000 per chunk
 
 
 def test_same_seed_bit_identical_branches_any_workers(tmp_path):
     """Every branch of Events and Runs, the new weights included, is identical for 1 and 2 workers."""
-    cfgs = {w: GenerationConfig("svj", 100, seed=9, chunk_size=50, pileup=2.0, workers=w) for w in (1, 2)}
+    cfgs = {w: GenerationConfig("svj", 100, seed=9, chunk_size=50, pileup=2.0, workers=w, detector_copies=2)
+            for w in (1, 2)}
     for w, cfg in cfgs.items():
         generate_file(cfg, tmp_path / f"w{w}.root")
     trees = []
@@ -173,7 +332,7 @@ def test_same_seed_bit_identical_branches_any_workers(tmp_path):
                 assert all(x.tobytes() == y.tobytes() for x, y in zip(va, vb)), key
             else:
                 assert va.tobytes() == vb.tobytes(), key
-    assert {"PSWeight", "Pileup_nPU", "Pileup_nTrueInt"} <= set(a["Events"]) and "PSSumw" in a["Runs"]
+    assert {"PSWeight", "Pileup_nPU", "Pileup_nTrueInt", "parent"} <= set(a["Events"]) and "PSSumw" in a["Runs"]
 
 
 def test_dark_shower_does_not_vary_and_variations_can_be_off(tmp_path):
