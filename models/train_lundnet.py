@@ -3,7 +3,10 @@
 Jets: J0 and J1 of every skim event; label 1 for signal events, 0 for background events.
 
 * Split: train / validation / test by *event* (both jets of an event in the same subset),
-  from a hash of (dataset, event number, seed): deterministic, independent of file order.
+  :mod:`svjscout.models.splits`: a hash of (seed, dataset, run, luminosityBlock, parent), the
+  same split as the twin's (its test events are inside LundNet's test events); deterministic,
+  independent of file paths, file order and row order; detector copies of one generated event
+  stay together.
 * Weights (per subset): background jets keep their physics weight (cross section), every
   signal point gets the same total weight, then both classes are scaled to the same sum
   (half the number of jets each). Negative physics weights are set to 0 for training.
@@ -26,7 +29,6 @@ import json
 import logging
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,15 +36,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.models import splits
+from svjscout.models.splits import SPLIT_NAMES, TEST, TRAIN, VAL  # noqa: F401 - re-exported
 from svjscout.processors.lund import LUND_FEATURES
 
 log = logging.getLogger(__name__)
 
 #: Columns of the skim read by the training.
 SKIM_COLUMNS = ("lund_j0", "lund_j0_mask", "lund_j1", "lund_j1_mask", "weight", "dataset", "label", "event")
-
-TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_NAMES = ("train", "val", "test")
+#: Optional columns of the split key (:mod:`svjscout.models.splits`).
+SPLIT_KEY_COLUMNS = ("run", "luminosityBlock", "parent")
 
 
 @dataclass
@@ -60,7 +63,8 @@ class TrainConfig:
         seed: seed of the split, the initialisation and the batch order.
         device: torch device ("cpu", "cuda", ...).
         threads: torch CPU threads.
-        val_fraction, test_fraction: fractions of events in the validation / test subsets.
+        val_fraction, test_fraction: fractions of events in the validation / test subsets
+            (defaults: :data:`svjscout.models.splits.DEFAULT_FRACTIONS`, shared with the twin).
         progress: show a rich progress bar (also off with ``SVJSCOUT_NO_PROGRESS=1``).
         command: the command line, recorded in the report.
     """
@@ -72,11 +76,11 @@ class TrainConfig:
     patience: int = 5
     lr_patience: int = 2
     lr_factor: float = 0.5
-    seed: int = 1
+    seed: int = splits.DEFAULT_SEED
     device: str = "cpu"
     threads: int = 2
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
+    val_fraction: float = splits.DEFAULT_FRACTIONS[1]
+    test_fraction: float = splits.DEFAULT_FRACTIONS[2]
     progress: bool = True
     command: str | None = None
 
@@ -177,28 +181,17 @@ def _fixed_length(arr: np.ndarray, max_len: int) -> np.ndarray:
     return np.pad(arr, pad)
 
 
-def _split_of(dataset: np.ndarray, event: np.ndarray, seed: int, val: float, test: float) -> np.ndarray:
-    """Deterministic per-event split from a splitmix64 hash of (dataset, event, seed)."""
-    crc = np.array([zlib.crc32(str(d).encode()) for d in dataset], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = event.astype(np.uint64) ^ (crc << np.uint64(32)) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) / float(2**53)
-    return np.where(u < test, TEST, np.where(u < test + val, VAL, TRAIN)).astype(np.int8)
-
-
-def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = 1,
-              val_fraction: float = 0.2, test_fraction: float = 0.2) -> JetSet:
+def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFAULT_SEED,
+              val_fraction: float = splits.DEFAULT_FRACTIONS[1],
+              test_fraction: float = splits.DEFAULT_FRACTIONS[2]) -> JetSet:
     """Read skim parquet files (or directories of them) into a :class:`JetSet`.
 
     Args:
         paths: parquet files or directories (every ``*.parquet`` below, recursively: the
             processors write ``SKIM_DIR/<dataset>/<chunk>.parquet``).
         max_len: nodes per jet kept (longer sequences truncated, shorter zero padded).
-        seed, val_fraction, test_fraction: the per-event split.
+        seed, val_fraction, test_fraction: the per-event split (:mod:`svjscout.models.splits`,
+            keyed by dataset, run, luminosityBlock and parent; ``parent`` falls back to ``event``).
 
     Raises:
         InputFileError: a file is missing, unreadable, lacks a column of :data:`SKIM_COLUMNS`,
@@ -206,7 +199,7 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = 1,
     """
     import awkward as ak
 
-    keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event")
+    keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event", *SPLIT_KEY_COLUMNS)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     files = _skim_files(paths)
     for path in files:
@@ -238,11 +231,15 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = 1,
         parts["weight"].append(np.asarray(ak.to_numpy(arr["weight"]), dtype=np.float64))
         parts["dataset"].append(np.asarray(ak.to_list(arr["dataset"]), dtype=object))
         parts["event"].append(np.asarray(ak.to_numpy(arr["event"])).astype(np.uint64))
+        for c in SPLIT_KEY_COLUMNS:  # absent: run/lumi 0, parent = event (splits.key_columns)
+            parts[c].append(np.asarray(ak.to_numpy(arr[c])).astype(np.uint64) if c in arr.fields
+                            else parts["event"][-1] if c == "parent" else np.zeros(n, np.uint64))
         log.info("%s: %d events", path, n)
     if not parts["label"]:
         raise InputFileError(f"{[str(f) for f in files]}: all skim files are empty")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
-    split = _split_of(cat["dataset"], cat["event"], seed, val_fraction, test_fraction)
+    split = splits.assign(splits.split_u(cat["dataset"], cat["run"], cat["luminosityBlock"], cat["parent"], seed),
+                          val_fraction, test_fraction)
 
     def interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = np.empty((2 * len(a),) + a.shape[1:], dtype=a.dtype)
@@ -525,6 +522,8 @@ def _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train
         "jets": {k: len(v) for k, v in subsets.items()},
         "datasets": sorted(str(d) for d in set(jets.dataset)),
         "epochs_run": len(history), "best_epoch": best_epoch, "seed": config.seed,
+        "split": {"seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
+                  "key": list(splits.KEY_COLUMNS)},
         "batch_size": config.batch_size, "lr": config.lr, "max_len": mcfg.max_len,
         "block_widths": list(mcfg.block_widths), "fusion": mcfg.fusion, "head": mcfg.head,
         "command": config.command,
@@ -677,9 +676,11 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {d['label']} | {d['train']} | {d['val']} | {d['test']} | {d['mean_nodes']:.1f} |")
     lines += [
         "",
-        "## Test AUC, LundNet (rows: signal points; columns: background processes)",
+        "## Test (untouched) AUC, LundNet (rows: signal points; columns: background processes)",
         "",
-        "Weighted ROC AUC (sklearn); background by physics weight, every signal point the same total weight.",
+        "Test (untouched: early stopping used the validation subset only). Weighted ROC AUC (sklearn); "
+        "background by physics weight, every signal point normalised to the same total weight (also in "
+        "\"all\"; the twin's report weights its signal the same way).",
         "",
         "| signal \\ background | " + " | ".join(procs) + " |",
         "|---|" + "---|" * len(procs),
@@ -688,7 +689,7 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {point} | " + " | ".join(_fmt(table[point][p]) for p in procs) + " |")
     lines += [
         "",
-        "## Baselines (test AUC vs all backgrounds; orientation fixed on the training subset)",
+        "## Baselines (test (untouched) AUC vs all backgrounds; sign fixed on the training subset)",
         "",
         "| signal | LundNet | " + " | ".join(report["baselines"]) + " |",
         "|---|---|" + "---|" * len(report["baselines"]),
@@ -700,13 +701,15 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path], seed: int = 1,
-                          val_fraction: float = 0.2, test_fraction: float = 0.2, subset: str = "test") -> dict[str, Any]:
+def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path], seed: int = splits.DEFAULT_SEED,
+                          val_fraction: float = splits.DEFAULT_FRACTIONS[1],
+                          test_fraction: float = splits.DEFAULT_FRACTIONS[2], subset: str = "test") -> dict[str, Any]:
     """Evaluate a LundNet ONNX file on one subset of skim files.
 
-    The per-event split is a hash of (dataset, event, seed), so with the seed of the training the
-    ``test`` subset of any skim of the same generated files (e.g. a tighter preselection) holds
-    only events that were in the training's test subset.
+    The per-event split (:mod:`svjscout.models.splits`) is a hash of (seed, dataset, run,
+    luminosityBlock, parent), so with the seed and fractions of the training the ``test`` subset
+    of any skim of the same generated files (e.g. a tighter preselection) holds only events that
+    were in the training's test subset.
 
     Args:
         onnx_path: a LundNet model written by :func:`svjscout.models.lundnet.export_lundnet_onnx`.
@@ -715,8 +718,10 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
         subset: ``"train"``, ``"val"`` or ``"test"``.
 
     Returns:
-        ``{"auc": auc_table, "baselines": {name: auc_table}, "jets": {dataset: n_jets}}`` with
-        the weights of :func:`training_weights` (baselines oriented on the same subset).
+        ``{"auc": auc_table, "baselines": {name: auc_table}, "baseline_signs": {name: +-1},
+        "jets": {dataset: n_jets}}`` with the weights of :func:`training_weights` (every signal
+        point the same total); the baselines are oriented on the *train* subset of the same skim,
+        never on the subset evaluated.
 
     Raises:
         ConfigError: unknown ``subset``; ModelMismatchError: the model's features are not Lund
@@ -734,14 +739,19 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
     if not features or unknown:
         raise ModelMismatchError(f"{onnx_path}: metadata key 'features' is {features}, expected names from {LUND_FEATURES}")
     max_len = int(meta.get("max_len", 32))
-    jets = load_skim(skim_paths, max_len, seed, val_fraction, test_fraction).subset(SPLIT_NAMES.index(subset))
+    every = load_skim(skim_paths, max_len, seed, val_fraction, test_fraction)
+    jets = every.subset(SPLIT_NAMES.index(subset))
     w = training_weights(jets.label, jets.weight, jets.dataset)
+    train = every.subset(TRAIN)
+    w_train = training_weights(train.label, train.weight, train.dataset) if len(train) else np.zeros(0)
+    base_train = baseline_scores(train.lund, train.mask)
     sess = load_lundnet_session(onnx_path)
     x = np.ascontiguousarray(jets.lund[:, :, [LUND_FEATURES.index(f) for f in features]])
     score = sess.run(["score"], {"lund": x, "mask": jets.mask.astype(np.float32)})[0]
-    baselines = {}
+    baselines, signs = {}, {}
     for name, s in baseline_scores(jets.lund, jets.mask).items():
-        sign = 1.0 if weighted_auc(s, jets.label, w) >= 0.5 else -1.0
-        baselines[name] = auc_table(sign * s, jets.label, w, jets.dataset)
-    return {"auc": auc_table(score, jets.label, w, jets.dataset), "baselines": baselines,
+        on_train = weighted_auc(base_train[name], train.label, w_train) if len(train) else float("nan")
+        signs[name] = -1.0 if on_train < 0.5 else 1.0  # NaN (no training jets of both classes): as is
+        baselines[name] = auc_table(signs[name] * s, jets.label, w, jets.dataset)
+    return {"auc": auc_table(score, jets.label, w, jets.dataset), "baselines": baselines, "baseline_signs": signs,
             "jets": {str(d): int((jets.dataset == d).sum()) for d in sorted(set(jets.dataset))}}
