@@ -16,6 +16,15 @@ Weights: histograms are filled with ``genWeight`` (1 for data) and every dataset
 over all its files (from the ``Runs`` trees), not per chunk. Filling unit-size weights and
 scaling once makes the histograms bit-identical whatever the chunking or the number of workers
 (sums of integers are exact in float64); the cutflow's weighted column is scaled the same way.
+
+Statistical errors of detector copies: a generated ("parent") event passed K times through the
+detector response gives K correlated events (branch ``parent``, weights ``w_parent / K``). The
+variance of a bin is then ``sum_p (sum_{i in p, i in bin} w_i)^2`` over parents p, not the
+``sum_i w_i^2`` that the histogram's Weight storage accumulates. For MC events with a
+``parent`` branch every chunk returns its ``xy_mt`` fills (``output["parent_fills"]``: parent
+key, flat bin, weight) and :func:`finalize` replaces the ``xy_mt`` variances by the
+parent-grouped ones (:func:`parent_grouped_variance`). Files without ``parent`` (data, K = 1,
+older samples) are unchanged.
 """
 
 from __future__ import annotations
@@ -127,7 +136,9 @@ class SVJProcessor(processor.ProcessorABC):
     """coffea processor of the SVJ scouting search (stateless, picklable).
 
     Output: ``{"hists": {name: hist.Hist}, "cutflow": {dataset: {"raw": array, "weighted": array}},
-    "counts": {dataset: {...}}}``; the cutflow arrays follow ``["all", *CUT_ORDER]``.
+    "counts": {dataset: {...}}}``; the cutflow arrays follow ``["all", *CUT_ORDER]``. MC chunks
+    whose events have a ``parent`` branch add ``"parent_fills": {dataset: {"key", "bin",
+    "weight"}}`` (column accumulators, concatenated across chunks; see :func:`finalize`).
     """
 
     def __init__(self, config: ProcessorConfig):
@@ -223,13 +234,17 @@ class SVJProcessor(processor.ProcessorABC):
         twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cfg.cuts), lundnet=cfg.lundnet_model)
         x, y = twin(np.stack([feats[f] for f in EVENT_FEATURES], axis=1))
         watch.lap("onnx")
-        hists = self._fill(dataset, feats, x, y, w, lund, mask)
+        parents = bmap.parent_keys(events) if info.is_mc else None
+        hists, xy_bins = self._fill(dataset, feats, x, y, w, lund, mask)
         watch.lap("fill")
         if vary:
             hists["xy_mt_syst"] = self._variations(events, dataset, ak8_all, ak4, pf_kept, met_pt, met_phi, gen_w,
                                                    clean, ht_all, idx, feats, x, y, counts)
             watch.lap("systematics")
-        return {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
+        out = {"hists": hists, "cutflow": out_flow, "counts": {dataset: counts}, "timing": watch.seconds}
+        if parents is not None:
+            out["parent_fills"] = {dataset: parent_fills(parents[idx], xy_bins, w)}
+        return out
 
     def _variations(self, events, dataset, ak8, ak4, pf, met_pt, met_phi, gen_w, clean, ht_nom, idx_nom, feats_nom,
                     x_nom, y_nom, counts) -> "hist.Hist":
@@ -329,7 +344,8 @@ class SVJProcessor(processor.ProcessorABC):
             mask.append(np.asarray(m, dtype=bool))
         return lund, mask
 
-    def _fill(self, dataset, feats, x, y, w, lund, mask) -> dict:
+    def _fill(self, dataset, feats, x, y, w, lund, mask) -> tuple[dict, np.ndarray]:
+        """The chunk's histograms and, per event, the flat ``xy_mt`` bin it filled (:func:`flat_bins`)."""
         cfg = self.config
         hists = H.book(cfg.mt_edges, sorted(cfg.datasets), cfg.score_bins)
         plane = plane_of(feats["deta"], cfg.cuts)
@@ -338,6 +354,7 @@ class SVJProcessor(processor.ProcessorABC):
         region = H.region_of(xs, ys, *cfg.wp, bins=cfg.score_bins)
         hists["mt_abcd"].fill(dataset=dataset, plane=plane, region=region, mt=mt, weight=w)
         hists["xy_mt"].fill(dataset=dataset, plane=plane, x=xs, y=ys, mt=mt, weight=w)
+        xy_bins = flat_bins(hists["xy_mt"], dataset=dataset, plane=plane, x=xs, y=ys, mt=mt)
         hists["met"].fill(dataset=dataset, met=feats["met"], weight=w)
         hists["rt"].fill(dataset=dataset, rt=feats["rt"], weight=w)
         hists["dphi_min"].fill(dataset=dataset, dphi_min=feats["dphi_min"], weight=w)
@@ -347,7 +364,7 @@ class SVJProcessor(processor.ProcessorABC):
             node_w = np.broadcast_to(w[:, None], m.shape)[m]
             hists["lund_plane"].fill(dataset=dataset, ln_inv_delta=-arr[..., 1][m], ln_kt=arr[..., 0][m],
                                      weight=node_w)
-        return hists
+        return hists, xy_bins
 
     def _write_skim(self, events, dataset, info, feats, lund, mask, w, idx) -> None:
         cfg = self.config
@@ -363,6 +380,8 @@ class SVJProcessor(processor.ProcessorABC):
             "mzprime": np.full(n, np.nan if info.mzprime is None else info.mzprime, np.float32),
             "rinv": np.full(n, np.nan if info.rinv is None else info.rinv, np.float32),
             "run": ids[:, 0], "luminosityBlock": ids[:, 1], "event": ids[:, 2],
+            # (run << 40) | parent, or | event without a parent branch (every event its own parent)
+            "parent": cfg.branch_map.parent_keys_or_events(events)[idx] if n else np.zeros(0, np.uint64),
             "lund_j0": lund[0], "lund_j0_mask": mask[0], "lund_j1": lund[1], "lund_j1_mask": mask[1],
         })
         table = ak.zip({k: ak.Array(list(v)) if k == "dataset" else ak.from_numpy(np.ascontiguousarray(v))
@@ -397,11 +416,102 @@ def _leading_two(jets) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
+def flat_bins(h, **coords) -> np.ndarray:
+    """Per entry, the flat index into ``h.view(flow=True)`` (C order) of the bin a fill with
+    these coordinates lands in (scalars broadcast; flow bins included, like the fill)."""
+    idx = []
+    for ax in h.axes:
+        i = np.asarray(ax.index(coords[ax.name]), dtype=np.int64)
+        idx.append(i + 1 if ax.traits.underflow else i)
+    idx = np.broadcast_arrays(*idx)
+    return np.ravel_multi_index(idx, h.view(flow=True).shape).astype(np.int64)
+
+
+def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dict:
+    """One chunk's record of histogram fills: parent key (uint64), flat bin (int64), weight
+    (float64) per filled event, as coffea column accumulators (concatenated when chunks merge)."""
+    return {"key": processor.column_accumulator(np.asarray(keys, dtype=np.uint64)),
+            "bin": processor.column_accumulator(np.asarray(bins, dtype=np.int64)),
+            "weight": processor.column_accumulator(np.asarray(weights, dtype=np.float64))}
+
+
+def parent_grouped_variance(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray,
+                            size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Variance per flat bin with the detector copies of one parent summed first.
+
+    ``var[b] = sum_p (sum_{i: parent(i) = p, bin(i) = b} w_i)^2``: copies of one generated
+    event are fully correlated, so their weights add before squaring; with one event per
+    parent this is the usual ``sum_i w_i^2``. The records are sorted by (bin, key, weight)
+    before any sum, so the result does not depend on the order the chunks were merged in.
+
+    Returns:
+        ``(var, naive, n_groups)``: the grouped variance, ``sum_i w_i^2`` of the same records
+        (both of length ``size``), and the number of (parent, bin) groups.
+    """
+    keys = np.asarray(keys, dtype=np.uint64)
+    bins = np.asarray(bins, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    order = np.lexsort((weights, keys, bins))
+    k, b, w = keys[order], bins[order], weights[order]
+    if len(w) == 0:
+        return np.zeros(size), np.zeros(size), 0
+    start = np.ones(len(w), dtype=bool)
+    start[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
+    first = np.flatnonzero(start)
+    group_w = np.add.reduceat(w, first)
+    var = np.bincount(b[first], weights=group_w**2, minlength=size)
+    naive = np.bincount(b, weights=w**2, minlength=size)
+    return var, naive, len(first)
+
+
+def _parent_grouped_xy_mt(output: dict) -> dict:
+    """Replace the unscaled ``xy_mt`` variances of the datasets in ``output["parent_fills"]`` by
+    the parent-grouped ones (:func:`parent_grouped_variance`); returns a summary per dataset.
+
+    Every selected event fills ``xy_mt`` once, so a dataset whose records number its cutflow's
+    last row has all its fills recorded and its variance is the grouped one. A dataset mixing
+    files with and without ``parent`` keeps the Weight storage's ``sum w^2`` and adds the
+    recorded parents' cross terms (grouped - naive). Where no parent has two fills in one bin
+    the variance is left as filled (it is ``sum w^2`` already, bit for bit).
+    """
+    fills = output.pop("parent_fills", None) or {}
+    h = output.get("hists", {}).get("xy_mt")
+    summary = {}
+    if h is None:
+        return summary
+    view = h.view(flow=True)
+    names = list(h.axes["dataset"])
+    for dataset in sorted(fills):
+        rec = {k: (v.value if isinstance(v, processor.column_accumulator) else np.asarray(v))
+               for k, v in fills[dataset].items()}
+        n = len(rec["weight"])
+        selected = int(output.get("cutflow", {}).get(dataset, {}).get("raw", [0])[-1])
+        complete = n == selected
+        var, naive, groups = parent_grouped_variance(rec["key"], rec["bin"], rec["weight"], view.size)
+        summary[dataset] = {"fills": n, "selected": selected, "parent_bins": groups, "complete": complete}
+        if groups == n or dataset not in names:
+            continue
+        shape, i = view.shape, names.index(dataset)
+        var, naive = var.reshape(shape)[i], naive.reshape(shape)[i]
+        view.variance[i] = var if complete else view.variance[i] + (var - naive)
+        if not complete:
+            log.info("dataset %r: %d of %d selected events have a parent id; their copies' correlations are "
+                     "added to the xy_mt variances", dataset, n, selected)
+    return summary
+
+
 def finalize(output: dict, config: ProcessorConfig) -> dict:
     """Scale every dataset by ``xsec * lumi / sumw`` (in place) and return ``output``.
 
     Values scale by the factor, variances by its square; the cutflow's weighted column too.
+    Before scaling, the ``xy_mt`` variances of datasets with detector copies become
+    ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`); the
+    per-event records are then dropped and ``output["parent_errors"]`` summarises them
+    (``{dataset: {fills, selected, parent_bins, complete}}``; absent without parent ids).
     """
+    summary = _parent_grouped_xy_mt(output)
+    if summary:
+        output["parent_errors"] = summary
     hists = output.get("hists", {})
     for dataset, info in config.datasets.items():
         norm = info.norm(config.lumi)

@@ -40,6 +40,8 @@ class BranchMap(BaseModel):
         pf_collection: prefix of the PF-candidate collection (counter ``n<prefix>``).
         pf_fields: our PF field name -> the file's field name (after the prefix).
         met_pt, met_phi, gen_weight, run, luminosity_block, event: full branch names.
+        parent: the detector-resampling parent id (optional: files without it, e.g. data or
+            older samples, have one copy per generated event; see :meth:`parent_keys`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +55,7 @@ class BranchMap(BaseModel):
     run: str = "run"
     luminosity_block: str = "luminosityBlock"
     event: str = "event"
+    parent: str = "parent"
 
     def model_post_init(self, __context) -> None:
         missing = [f for f in PF_FIELDS if f not in self.pf_fields]
@@ -87,6 +90,56 @@ class BranchMap(BaseModel):
         """(run, luminosityBlock, event) as an (n, 3) uint64 array."""
         cols = [ak.to_numpy(_branch(events, b)).astype(np.uint64) for b in (self.run, self.luminosity_block, self.event)]
         return np.stack(cols, axis=1)
+
+    def parent_ids(self, events) -> np.ndarray | None:
+        """The ``parent`` branch (the generated event a detector copy belongs to) as uint64, or
+        None when the file has no such branch (older files, data: every event is its own parent)."""
+        try:
+            arr = _branch(events, self.parent)
+        except MissingBranchError:
+            return None
+        return ak.to_numpy(arr).astype(np.uint64)
+
+    def parent_keys(self, events) -> np.ndarray | None:
+        """One uint64 key per event for its parent, ``(run << 40) | parent``, or None without a
+        ``parent`` branch. ``(run, parent)`` is unique across the files of a dataset (run = the
+        generator seed), so copies of one generated event share a key and nothing else does."""
+        parent = self.parent_ids(events)
+        if parent is None:
+            return None
+        run = ak.to_numpy(_branch(events, self.run)).astype(np.uint64)
+        return parent_key(run, parent, "parent", _filename(events))
+
+    def parent_keys_or_events(self, events) -> np.ndarray:
+        """:meth:`parent_keys`, or without a ``parent`` branch ``(run << 40) | event`` (every event
+        its own parent)."""
+        keys = self.parent_keys(events)
+        if keys is not None:
+            return keys
+        run, _, event = self.event_ids(events).T
+        return parent_key(run, event, self.event, _filename(events))
+
+
+#: Bits of a parent key (:func:`parent_key`) below the run number.
+PARENT_BITS = 40
+
+
+def parent_key(run, number, what: str = "parent", where: str = "the input file") -> np.ndarray:
+    """``(run << 40) | number`` as uint64: one key per (run, parent) pair, collision-free for
+    run < 2^24 and number < 2^40.
+
+    Raises:
+        InputFileError: a run or number out of that range (two parents could share a key).
+
+    >>> parent_key(np.array([1, 2], np.uint32), np.array([5, 5], np.uint64)).tolist()
+    [1099511627781, 2199023255557]
+    """
+    run = np.asarray(run).astype(np.uint64)
+    number = np.asarray(number).astype(np.uint64)
+    if len(run) and (run.max() >= np.uint64(1 << (64 - PARENT_BITS)) or number.max() >= np.uint64(1 << PARENT_BITS)):
+        raise InputFileError(f"{where}: run up to {int(run.max())} or {what} up to {int(number.max())} does not fit "
+                             f"a parent key (run < 2^{64 - PARENT_BITS}, {what} < 2^{PARENT_BITS})")
+    return (run << np.uint64(PARENT_BITS)) | number
 
 
 def _get(obj, name: str, parent: str | None = None):
