@@ -2,8 +2,15 @@
 
 Recipe (defaults = the design, every knob in :class:`TwinTrainConfig`):
 
-* the skim parquet files are concatenated and split globally 40/20/40 (train/val/test) by a
-  permutation drawn from ``seed`` (deterministic for the same files in the same order);
+* the skim parquet files are concatenated and split by event with :mod:`svjscout.models.splits`
+  (the split LundNet uses: a hash of seed, dataset, run, luminosityBlock and parent; default
+  60/20/20 train/val/test, so the twin's test events are LundNet's test events; independent of
+  file paths and of file and row order; copies of one generated event stay together);
+* analysis selection (:func:`analysis_mask`, from a :class:`~svjscout.processors.selection.Cuts`,
+  config key ``analysis_cuts``): the constraints (DisCo, closure, occupancy), the validation
+  figure and every reported validation/test metric use only events that pass the analysis
+  preselection; BCE uses them too (``bce_selection: analysis``) or every training event of the
+  (possibly looser) skim (``bce_selection: loose``);
 * within each split the physics weights are rescaled per class so that
   ``sum(signal weights) / sum(background weights) = 3/2`` and the mean weight is 1
   (optionally every signal point first gets the same total, ``balance_signal_points``);
@@ -15,7 +22,9 @@ Recipe (defaults = the design, every knob in :class:`TwinTrainConfig`):
   MDMM: ``dcorr_xy``, ``dcorr_x_mt``, ``dcorr_y_mt``, ``dcorr_x_deta``, ``dcorr_y_deta``
   (fast O(n log n) dCorr), ``closure_SP``, ``closure_VP`` (normalisation closure) and
   ``closure_bins_SP``, ``closure_bins_VP`` (per-M_T-bin closure folded by ``bin_reduce``);
-* early stopping on the validation figure ``BCE_X + BCE_Y + sum_j max(0, L_j - eps_j)``.
+* early stopping on the validation figure ``BCE_X + BCE_Y + sum_j max(0, L_j - eps_j)``: every
+  choice is made on validation; the test split is evaluated once, after training, and reported
+  as "test (untouched)".
 
 Outputs in ``out_dir``: ``twin.onnx``, ``twin_checkpoint.pt``, ``report.md``, ``report.json``,
 ``history.png``, ``multipliers.png``, ``xy_plane.png``.
@@ -39,6 +48,7 @@ from svjscout import __version__
 from svjscout.exceptions import ConfigError, InputFileError
 from svjscout.models.closure import DEFAULT_PLANES, plane_closures, plane_occupancies
 from svjscout.models.disco import dcorr
+from svjscout.models import splits
 from svjscout.models.mdmm import MDMM, Constraint
 from svjscout.models.twin import TwinMLP, export_twin_onnx
 from svjscout.processors.features import EVENT_FEATURES
@@ -47,7 +57,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TwinTrainConfig", "TwinTrainResult", "SkimData", "load_skim", "compute_lundnet_scores", "train_twin",
            "CONSTRAINTS", "load_checkpoint", "training_weights", "constraint_floors", "effective_eps",
-           "null_scores"]
+           "null_scores", "analysis_mask", "split_codes", "auc_weights", "tradeoff_table", "format_tradeoff",
+           "fill_tradeoff_doc", "DEFAULT_TRADEOFF_SETTINGS"]
 
 #: Constraint names, in order.
 CONSTRAINTS = (
@@ -79,6 +90,8 @@ _DEFAULT_EPS = {
 }
 
 _SCALAR_COLUMNS = ("mt", "deta", "weight", "label", "mzprime", "rinv", "event", "dataset")
+#: Optional skim columns of the split key (absent: run/lumi 0, parent = event; models/splits.py).
+_KEY_COLUMNS = ("run", "luminosityBlock", "parent")
 
 
 @dataclass
@@ -87,7 +100,13 @@ class TwinTrainConfig:
 
     Attributes:
         seed: seeds the split, the minibatch sampling and the weight initialisation.
-        split: train/val/test fractions (sum 1).
+        split: train/val/test fractions (sum 1); default and seed shared with LundNet
+            (:mod:`svjscout.models.splits`): keep the test fraction <= LundNet's and the same seed.
+        analysis_cuts: :class:`~svjscout.processors.selection.Cuts` keys (None: the analysis
+            defaults; the CLI's ``--job`` takes them from a job's ``analysis.cuts``). Events
+            failing them are left out of the constraints and of every validation/test metric.
+        bce_selection: ``analysis`` (BCE on the events passing ``analysis_cuts`` too) or
+            ``loose`` (BCE on every training event of the skim).
         epochs: maximum number of epochs.
         batches_per_epoch: minibatches per epoch.
         batch_size: events per minibatch (sampled uniformly with replacement).
@@ -124,8 +143,10 @@ class TwinTrainConfig:
         progress: show a rich progress bar (also switched off by ``SVJSCOUT_NO_PROGRESS``).
     """
 
-    seed: int = 1
-    split: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    seed: int = splits.DEFAULT_SEED
+    split: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+    analysis_cuts: dict[str, float] | None = None
+    bce_selection: str = "analysis"
     epochs: int = 100
     batches_per_epoch: int = 5
     batch_size: int = 55_000
@@ -205,6 +226,20 @@ class TwinTrainConfig:
                               "expected in (0, 1)")
         if self.activation not in ("relu", "silu", "gelu", "tanh"):
             raise ConfigError(f"twin config key 'activation' is {self.activation!r}")
+        if self.bce_selection not in ("analysis", "loose"):
+            raise ConfigError(f"twin config key 'bce_selection' is {self.bce_selection!r}, expected analysis or loose")
+        self.cuts()
+
+    def cuts(self):
+        """The analysis preselection as a :class:`~svjscout.processors.selection.Cuts`."""
+        from pydantic import ValidationError
+
+        from svjscout.processors.selection import Cuts
+
+        try:
+            return Cuts(**dict(self.analysis_cuts or {}))
+        except (ValidationError, TypeError) as err:
+            raise ConfigError(f"twin config key 'analysis_cuts': {err}") from err
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None, **overrides: Any) -> "TwinTrainConfig":
@@ -244,6 +279,7 @@ class TwinTrainConfig:
         d["hidden"] = list(self.hidden)
         d["mt_edges"] = list(self.mt_edges)
         d["planes"] = {k: list(v) for k, v in self.planes.items()}
+        d["analysis_cuts"] = self.cuts().model_dump()  # the cuts applied, defaults included
         return d
 
 
@@ -256,6 +292,8 @@ class SkimData:
         mt: (N,) M_T in GeV.  deta: (N,) deta(J0, J1).  weight: (N,) physics weight.
         label: (N,) 1 signal / 0 background.  mzprime, rinv: (N,) signal point (NaN for background).
         dataset: (N,) str.  event: (N,) uint64.
+        run, lumi, parent: (N,) uint64 split key (:mod:`svjscout.models.splits`); None: 0, 0 and
+            ``event`` (skims without these columns).
     """
 
     features: np.ndarray
@@ -267,6 +305,15 @@ class SkimData:
     rinv: np.ndarray
     dataset: np.ndarray
     event: np.ndarray
+    run: np.ndarray | None = None
+    lumi: np.ndarray | None = None
+    parent: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.label)
+        self.run = np.zeros(n, np.uint64) if self.run is None else np.asarray(self.run, np.uint64)
+        self.lumi = np.zeros(n, np.uint64) if self.lumi is None else np.asarray(self.lumi, np.uint64)
+        self.parent = np.asarray(self.event if self.parent is None else self.parent, np.uint64)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -284,7 +331,8 @@ class TwinTrainResult:
         onnx_path, checkpoint_path, report_md, report_json: files written.
         plots: name -> PNG path.
         history: per-epoch records (epoch 0 = before training).
-        test_metrics: AUCs, dCorr values and closures on the test split.
+        test_metrics: AUCs, dCorr values and closures on the test split (untouched, analysis selection).
+        val_metrics: the same on the validation split (where every choice is made).
         best_epoch: epoch of the kept weights.
         model: the trained :class:`TwinMLP` (best epoch).
     """
@@ -298,6 +346,7 @@ class TwinTrainResult:
     test_metrics: dict[str, Any]
     best_epoch: int
     model: TwinMLP
+    val_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- data
@@ -366,15 +415,18 @@ def _read_one(path: Path, lundnet_model: str | None, batch: int) -> dict[str, np
     missing = [c for c in needed if c not in names]
     if missing:
         raise InputFileError(f"{path}: skim columns {missing} missing")
-    cols = needed + [c for c in ("lundnet_j0", "lundnet_j1") if c in names]
+    cols = needed + [c for c in ("lundnet_j0", "lundnet_j1", *_KEY_COLUMNS) if c in names]
     arr = ak.from_parquet(str(path), columns=cols)
     out: dict[str, np.ndarray] = {}
     for c in cols:
         if c == "dataset":
             out[c] = np.asarray(ak.to_list(arr[c]), dtype=object)
         else:
-            out[c] = ak.to_numpy(arr[c]).astype(np.uint64 if c == "event" else np.float64)
+            out[c] = ak.to_numpy(arr[c]).astype(np.uint64 if c in ("event", *_KEY_COLUMNS) else np.float64)
     n = len(arr)
+    for c in _KEY_COLUMNS:  # one layout for every file: absent -> parent = event, run/lumi = 0
+        if c not in out:
+            out[c] = out["event"].copy() if c == "parent" else np.zeros(n, np.uint64)
     for jet in ("j0", "j1"):
         col = f"lundnet_{jet}"
         have = out.get(col, np.full(n, np.nan))
@@ -426,14 +478,24 @@ def load_skim(paths: Sequence[str | Path], lundnet_model: str | None = None, bat
         raise InputFileError(f"{[str(p) for p, _ in parts]}: column 'label' has values other than 0 and 1")
     return SkimData(features=features, mt=cat["mt"], deta=cat["deta"], weight=cat["weight"],
                     label=labels.astype(np.float32), mzprime=cat["mzprime"], rinv=cat["rinv"],
-                    dataset=cat["dataset"], event=cat["event"])
+                    dataset=cat["dataset"], event=cat["event"], run=cat["run"], lumi=cat["luminosityBlock"],
+                    parent=cat["parent"])
 
 
-def _split(n: int, fractions: Sequence[float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_val = int(round(fractions[1] * n))
-    return np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_val]), np.sort(perm[n_train + n_val:])
+def split_codes(d: SkimData, fractions: Sequence[float] = splits.DEFAULT_FRACTIONS,
+                seed: int = splits.DEFAULT_SEED) -> np.ndarray:
+    """Per-event subset codes (:data:`splits.TRAIN`/``VAL``/``TEST``): the split LundNet uses."""
+    return splits.split_of(d.dataset, d.run, d.lumi, d.parent, seed, fractions)
+
+
+def analysis_mask(d: SkimData, cuts) -> np.ndarray:
+    """Events passing the analysis preselection ``cuts`` (a :class:`~svjscout.processors.selection.Cuts`),
+    from the skim's columns: R_T > rt_min, M_T > mt_min, dphi_min < dphi_min_max, |deta| < deta_max
+    (the cuts of processors/selection.py ``preselection`` that a training skim may loosen; the
+    trigger and jet cuts are applied when the skim is written)."""
+    f = {name: d.features[:, i] for i, name in enumerate(EVENT_FEATURES)}
+    return ((f["rt"] > cuts.rt_min) & (d.mt > cuts.mt_min) & (f["dphi_min"] < cuts.dphi_min_max)
+            & (np.abs(d.deta) < cuts.deta_max))
 
 
 def _signal_points(d: SkimData) -> list[tuple[float, float]]:
@@ -466,15 +528,16 @@ def training_weights(d: SkimData, ratio: float, balance_points: bool) -> np.ndar
 
 # ----------------------------------------------------------------------------- losses
 class _Tensors:
-    """torch views of one split."""
+    """torch views of one split; ``ana``: the events that enter the constraints (analysis selection)."""
 
-    def __init__(self, d: SkimData, w_train: np.ndarray):
+    def __init__(self, d: SkimData, w_train: np.ndarray, ana: np.ndarray | None = None):
         self.f = torch.from_numpy(d.features)
         self.label = torch.from_numpy(d.label.astype(np.float32))
         self.w = torch.from_numpy(w_train.astype(np.float32))
         self.w_phys = torch.from_numpy(d.weight.astype(np.float32))
         self.mt = torch.from_numpy(d.mt.astype(np.float32))
         self.deta = torch.from_numpy(d.deta.astype(np.float32))
+        self.ana = torch.ones(len(d), dtype=torch.bool) if ana is None else torch.from_numpy(np.asarray(ana, bool))
         self.n = len(d)
 
 
@@ -488,7 +551,7 @@ def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: Twin
     bce_x = (w * F.binary_cross_entropy_with_logits(lx, lab, reduction="none")).sum() / wsum
     bce_y = (w * F.binary_cross_entropy_with_logits(ly, lab, reduction="none")).sum() / wsum
     x, y = torch.sigmoid(lx), torch.sigmoid(ly)
-    b = lab == 0
+    b = (lab == 0) & t.ana[sl]  # constraints: analysis-selected background only
     values = _constraint_values(x[b], y[b], t.w_phys[sl][b], t.mt[sl][b], t.deta[sl][b], cfg)
     return bce_x + bce_y, {"bce_x": bce_x, "bce_y": bce_y}, values
 
@@ -546,7 +609,7 @@ def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed:
             idx = torch.randint(t.n, (cfg.batch_size,), generator=gen)
         else:
             idx = torch.arange(t.n) if rows is None else rows
-        b = t.label[idx] == 0
+        b = (t.label[idx] == 0) & t.ana[idx]
         sel = idx[b]
         with torch.no_grad():
             vals = _constraint_values(xn[sel], yn[sel], t.w_phys[sel], t.mt[sel], t.deta[sel], cfg)
@@ -599,7 +662,40 @@ def _auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray) -> float:
     return float(roc_auc_score(label, score, sample_weight=weight))
 
 
-def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def auc_weights(d: SkimData) -> np.ndarray:
+    """Weights of every reported AUC (the LundNet report's convention): background by physics
+    weight, every signal point (m_Z', r_inv) normalised to the same total weight, so that "all
+    signal" is the unweighted average over the points, not dominated by the largest cross section."""
+    w = d.weight.astype(np.float64).copy()
+    sig = d.label == 1
+    for m, r in _signal_points(d):
+        sel = sig & (d.mzprime == m) & (d.rinv == r)
+        total = w[sel].sum()
+        if total > 0:
+            w[sel] /= total
+    return w
+
+
+def baseline_scores(d: SkimData) -> dict[str, np.ndarray]:
+    """Baseline discriminants per event: the sum of the two LundNet scores and every input feature."""
+    f = {name: d.features[:, i].astype(np.float64) for i, name in enumerate(EVENT_FEATURES)}
+    return {"lundnet_sum": f["lundnet_j0"] + f["lundnet_j1"], **f}
+
+
+def baseline_signs(d_train: SkimData) -> dict[str, float]:
+    """Orientation (+1 / -1) of every baseline, chosen on *training* events (never on the
+    events evaluated): -1 where the weighted AUC on ``d_train`` is below 0.5."""
+    w = auc_weights(d_train)
+    return {k: (-1.0 if _auc(d_train.label, v, w) < 0.5 else 1.0) for k, v in baseline_scores(d_train).items()}
+
+
+def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig, signs: Mapping[str, float] | None = None,
+                  floors: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics of ``model`` on the events ``d`` (the test or the validation split, analysis selection).
+
+    AUC weights: :func:`auc_weights`. Baselines oriented by ``signs`` (:func:`baseline_signs` of
+    the training split; default +1).
+    """
     from svjscout.models.closure import soft_counts
     from svjscout.models.disco import dcorr_numpy
 
@@ -608,13 +704,21 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[di
     x, y = xs.numpy().astype(np.float64), ys.numpy().astype(np.float64)
     sig, bkg = d.label == 1, d.label == 0
     w = d.weight.astype(np.float64)
+    wa = auc_weights(d)
     metrics: dict[str, Any] = {"n_test": int(len(d)), "n_test_signal": int(sig.sum()), "n_test_background": int(bkg.sum())}
-    metrics["auc_all"] = {"x": _auc(d.label, x, w), "y": _auc(d.label, y, w)}
+    metrics["auc_weighting"] = "background: physics weight; every signal point normalised to the same total weight"
+    metrics["auc_all"] = {"x": _auc(d.label, x, wa), "y": _auc(d.label, y, wa)}
+    base = baseline_scores(d)
+    signs = dict(signs or {})
+    metrics["baseline_signs"] = {k: float(signs.get(k, 1.0)) for k in base}
+    metrics["baselines_auc_all"] = {k: _auc(d.label, metrics["baseline_signs"][k] * v, wa) for k, v in base.items()}
     per_point = {}
+    lsum = metrics["baseline_signs"]["lundnet_sum"] * base["lundnet_sum"]
     for m, r in _signal_points(d):
         sel = bkg | (sig & (d.mzprime == m) & (d.rinv == r))
-        per_point[f"mz{m:g}_rinv{r:g}"] = {"mzprime": m, "rinv": r, "x": _auc(d.label[sel], x[sel], w[sel]),
-                                          "y": _auc(d.label[sel], y[sel], w[sel])}
+        per_point[f"mz{m:g}_rinv{r:g}"] = {"mzprime": m, "rinv": r, "x": _auc(d.label[sel], x[sel], wa[sel]),
+                                          "y": _auc(d.label[sel], y[sel], wa[sel]),
+                                          "lundnet_sum": _auc(d.label[sel], lsum[sel], wa[sel])}
     metrics["auc_per_point"] = per_point
     if bkg.sum() >= 2:
         xb, yb, wb, mtb, db = x[bkg], y[bkg], w[bkg], d.mt[bkg], np.abs(d.deta[bkg])
@@ -631,7 +735,7 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[di
             cfg.bin_reduce).items()}
         metrics["occupancy_soft"] = {k: float(v) for k, v in plane_occupancies(
             t["x"], t["y"], t["w"], t["deta"], cfg.x0, cfg.y0, cfg.kappa, cfg.min_region_fraction, cfg.planes).items()}
-        if cfg.floor_policy != "off":
+        if floors and cfg.floor_policy != "off":
             metrics["floors"] = {n: list(v) for n, v in constraint_floors(
                 _Tensors(d, d.weight), cfg, resample=False, seed=cfg.seed + 3).items()}
         hard = plane_closures(t["x"], t["y"], t["w"], t["deta"], t["mt"], cfg.x0, cfg.y0, 1e7, cfg.mt_edges,
@@ -648,6 +752,26 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> tuple[di
                     if key in metrics["closure_hard"]:
                         metrics["closure_hard"][key] = float("nan")
     return metrics, x, y
+
+
+def target_check(metrics: Mapping[str, Any], eps_trained: Mapping[str, float],
+                 eps_configured: Mapping[str, float]) -> dict[str, Any]:
+    """Every constrained term of ``metrics`` against its targets, computed (not asserted).
+
+    Returns:
+        ``{"terms": {name: {"value", "eps_trained", "eps_configured", "within_trained",
+        "within_configured"}}, "fail_trained": [...], "fail_configured": [...]}`` over the dCorr
+        terms and the soft closure and occupancy terms (the quantities the constraints bound).
+    """
+    values = {**metrics.get("dcorr", {}), **metrics.get("closure_soft", {}), **metrics.get("occupancy_soft", {})}
+    terms = {}
+    for k, v in values.items():
+        v = float(v)
+        terms[k] = {"value": v, "eps_trained": float(eps_trained[k]), "eps_configured": float(eps_configured[k]),
+                    "within_trained": bool(v <= eps_trained[k]), "within_configured": bool(v <= eps_configured[k])}
+    return {"terms": terms,
+            "fail_trained": [k for k, t in terms.items() if not t["within_trained"]],
+            "fail_configured": [k for k, t in terms.items() if not t["within_configured"]]}
 
 
 # ----------------------------------------------------------------------------- plots and report
@@ -709,32 +833,77 @@ def _plot_plane(d: SkimData, x: np.ndarray, y: np.ndarray, cfg: TwinTrainConfig,
         ax.axhline(cfg.y0, color="r")
         ax.set_xlabel("X score")
         ax.set_ylabel("Y score")
-        ax.set_title(f"test {title}")
+        ax.set_title(f"test (untouched) {title}")
     fig.tight_layout()
     path = out_dir / "xy_plane.png"
     fig.savefig(path, dpi=100)
     return path
 
 
+def _auc_lines(metrics: Mapping[str, Any]) -> list[str]:
+    lines = ["| signal point | AUC X | AUC Y | AUC LundNet J0 + J1 |", "|---|---|---|---|",
+             f"| all | {metrics['auc_all']['x']:.4f} | {metrics['auc_all']['y']:.4f} | "
+             f"{metrics.get('baselines_auc_all', {}).get('lundnet_sum', float('nan')):.4f} |"]
+    for name, a in metrics["auc_per_point"].items():
+        lines.append(f"| {name} | {a['x']:.4f} | {a['y']:.4f} | {a.get('lundnet_sum', float('nan')):.4f} |")
+    return lines
+
+
+def _closure_lines(metrics: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    lines = [f"Closure at the working point (x0, y0) = ({cfg['x0']:g}, {cfg['y0']:g}) with hard cuts, on "
+             f"the {metrics.get('n_test_background', 0)} analysis-preselected background events:", "",
+             "| term | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.get("closure_hard", {}).items()]
+    counts = metrics.get("abcd_counts_background", {})
+    if counts:
+        lines += ["", "Background fractions in the regions (weighted, hard cuts):", "",
+                  "| plane | A | B | C | D |", "|---|---|---|---|---|"]
+        for plane, c in counts.items():
+            tot = sum(c.values()) or 1.0
+            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in "ABCD") + " |")
+    return lines
+
+
 def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]],
-                  metrics: dict[str, Any], plots: Mapping[str, Path]) -> tuple[Path, Path]:
+                  metrics: dict[str, Any], plots: Mapping[str, Path],
+                  val_metrics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    val_metrics = dict(val_metrics or {})
     js = out_dir / "report.json"
-    js.write_text(json.dumps({"summary": summary, "history": history, "test": metrics}, indent=1, default=float))
+    js.write_text(json.dumps({"summary": summary, "history": history, "test": metrics, "validation": val_metrics},
+                             indent=1, default=float))
+    cfg = summary["config"]
+    sel = summary.get("selection", {})
     lines = [
         "# Twin MLP training report",
         "",
         f"svjscout {__version__}; best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
         f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}.",
         "",
-        "## Test AUCs (weighted, signal point vs all background)",
+        f"Split: models/splits.py, seed {cfg['seed']}, train/val/test fractions {list(cfg['split'])}, keyed by "
+        "(dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are inside "
+        "LundNet's test events (same seed and fractions).",
         "",
-        "| signal point | AUC X | AUC Y |",
-        "|---|---|---|",
-        f"| all | {metrics['auc_all']['x']:.4f} | {metrics['auc_all']['y']:.4f} |",
+        f"Selection: every validation and test figure, the constraints and the validation figure use only events "
+        f"passing the analysis preselection {sel.get('cuts', {})} (R_T > rt_min, M_T > mt_min, dphi_min < "
+        f"dphi_min_max, |deta| < deta_max); BCE uses the `{cfg.get('bce_selection', 'analysis')}` selection. "
+        f"Events of the skim passing it: {sel.get('n_pass', '-')} of {sel.get('n_skim', '-')}.",
+        "",
+        "Validation vs test: early stopping and every other choice use the validation split only; the test split "
+        "is evaluated once, after training (\"test (untouched)\").",
+        "",
+        "AUC weights (here and in the LundNet report): background by physics weight, every signal point "
+        "normalised to the same total weight, also in \"all\". Baselines (LundNet J0 + J1, single features) "
+        "have their sign chosen on the training split.",
+        "",
+        "## Test (untouched) AUCs (weighted, signal point vs all background)",
+        "",
+        *_auc_lines(metrics),
     ]
-    for name, a in metrics["auc_per_point"].items():
-        lines.append(f"| {name} | {a['x']:.4f} | {a['y']:.4f} |")
-    eps = summary["config"]["eps"]
+    if metrics.get("baselines_auc_all"):
+        lines += ["", "Baselines, test (untouched), all signal (sign from the training split):", "",
+                  "| baseline | sign | AUC |", "|---|---|---|"]
+        lines += [f"| {k} | {metrics['baseline_signs'][k]:+g} | {v:.4f} |" for k, v in metrics["baselines_auc_all"].items()]
+    eps = cfg["eps"]
     eps_used = summary.get("eps_used", eps)
     floors = summary.get("floors", {})
     test_floor = metrics.get("floors", {})
@@ -742,30 +911,37 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
     def fl(where: Mapping[str, Any], k: str) -> str:
         return f"{where[k][0]:.4f} +- {where[k][1]:.4f}" if k in where else "-"
 
-    lines += ["", "## Test background decorrelation and closure", "",
+    check = summary.get("test_targets") or target_check(metrics, eps_used, eps)
+    lines += ["", "## Test (untouched) background decorrelation and closure", "",
               "Floor: the value of a perfect pair (X, Y independent of each other, M_T and deta) on a sample of "
               "this size (mean +- sd, docs/twin.md); targets below the training floor are raised to it "
-              f"(floor_policy = {summary['config'].get('floor_policy', 'off')}).", "",
-              "| term | test value | test floor | eps configured | eps trained | train floor |", "|---|---|---|---|---|---|"]
-    kappa = summary["config"]["kappa"]
-    test_values = {**metrics.get("dcorr", {}), **{k: v for k, v in metrics.get("closure_soft", {}).items()},
-                   **metrics.get("occupancy_soft", {})}
-    for k, v in test_values.items():
+              f"(floor_policy = {cfg.get('floor_policy', 'off')}). 'within' compares the test value with the "
+              "trained eps (and the configured eps).", "",
+              "| term | test value | test floor | eps configured | eps trained | train floor | within trained / configured |",
+              "|---|---|---|---|---|---|---|"]
+    kappa = cfg["kappa"]
+    for k, t in check["terms"].items():
         label = k if k.startswith("dcorr") else f"{k} (soft, kappa={kappa:g})"
-        lines.append(f"| {label} | {v:.4f} | {fl(test_floor, k)} | {eps[k]:g} | {eps_used[k]:.4g} | "
-                     f"{fl(floors.get('train', {}), k)} |")
-    for k, v in metrics.get("closure_hard", {}).items():
-        lines.append(f"| {k} (hard cuts) | {v:.4f} | | | | |")
-    counts = metrics.get("abcd_counts_background", {})
-    if counts:
-        lines += ["", "Test background in the regions at (x0, y0) (weighted, hard cuts):", "",
-                  "| plane | A | B | C | D |", "|---|---|---|---|---|"]
-        for plane, c in counts.items():
-            tot = sum(c.values()) or 1.0
-            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in "ABCD") + " |")
-    last = history[-1]
-    lines += ["", "## MDMM multipliers (last epoch)", "", "| constraint | lambda |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" for k, v in last.get("multipliers", {}).items()]
+        ok = f"{'yes' if t['within_trained'] else 'NO'} / {'yes' if t['within_configured'] else 'NO'}"
+        lines.append(f"| {label} | {t['value']:.4f} | {fl(test_floor, k)} | {eps[k]:g} | {eps_used[k]:.4g} | "
+                     f"{fl(floors.get('train', {}), k)} | {ok} |")
+    fails_t, fails_c = check["fail_trained"], check["fail_configured"]
+    lines += ["", ("Every constrained term is within its trained eps on the test split." if not fails_t else
+                   f"Terms above their trained eps on the test split: {', '.join(fails_t)}."),
+              ("Every constrained term is within its configured eps." if not fails_c else
+               f"Terms above their configured eps: {', '.join(fails_c)}."), ""]
+    lines += _closure_lines(metrics, cfg)
+    if val_metrics:
+        lines += ["", "## Validation (used for early stopping; best epoch)", "", *_auc_lines(val_metrics), ""]
+        vcheck = target_check(val_metrics, summary.get("eps_validation", eps_used), eps)
+        lines += ["| term | validation value | eps (validation figure) | within |", "|---|---|---|---|"]
+        lines += [f"| {k} | {t['value']:.4f} | {t['eps_trained']:.4g} | {'yes' if t['within_trained'] else 'NO'} |"
+                  for k, t in vcheck["terms"].items()]
+        lines += [""] + _closure_lines(val_metrics, cfg)
+    mult = summary.get("multipliers_shipped") or history[summary["best_epoch"]].get("multipliers", {})
+    lines += ["", f"## MDMM multipliers of the shipped model (best epoch {summary['best_epoch']})", "",
+              "| constraint | lambda |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in mult.items()]
     lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()]
     md = out_dir / "report.md"
     md.write_text("\n".join(lines) + "\n")
@@ -812,14 +988,25 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     gen = torch.Generator().manual_seed(cfg.seed)
 
     data = load_skim(skim_paths, cfg.lundnet_model, cfg.lundnet_batch)
-    i_tr, i_va, i_te = _split(len(data), cfg.split, cfg.seed)
-    d_tr, d_va, d_te = data.take(i_tr), data.take(i_va), data.take(i_te)
-    for name, d in (("train", d_tr), ("validation", d_va)):
+    cuts = cfg.cuts()
+    ana = analysis_mask(data, cuts)
+    code = split_codes(data, cfg.split, cfg.seed)
+    train_rows = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
+    d_tr = data.take(np.flatnonzero(train_rows))
+    ana_tr = ana[train_rows]  # the training events entering the constraints
+    d_tr_ana = d_tr.take(np.flatnonzero(ana_tr))
+    d_va = data.take(np.flatnonzero((code == splits.VAL) & ana))
+    d_te = data.take(np.flatnonzero((code == splits.TEST) & ana))
+    selection = {"cuts": cuts.model_dump(include={"mt_min", "rt_min", "dphi_min_max", "deta_max"}),
+                 "bce_selection": cfg.bce_selection, "n_skim": int(len(data)), "n_pass": int(ana.sum()),
+                 "n_train_bce": int(len(d_tr)), "n_train_constraints": int(ana_tr.sum())}
+    log.info("twin: %d of %d skim events pass the analysis preselection %s", ana.sum(), len(data), selection["cuts"])
+    for name, d in (("train", d_tr_ana), ("validation", d_va)):
         if (d.label == 0).sum() < 2 or (d.label == 1).sum() < 1:
             raise InputFileError(f"{[str(p) for p in skim_paths]}: the {name} split has "
                                  f"{int((d.label == 0).sum())} background and {int((d.label == 1).sum())} signal "
                                  "events; need >= 2 background and >= 1 signal")
-    t_tr = _Tensors(d_tr, training_weights(d_tr, cfg.signal_to_background, cfg.balance_signal_points))
+    t_tr = _Tensors(d_tr, training_weights(d_tr, cfg.signal_to_background, cfg.balance_signal_points), ana_tr)
     t_va = _Tensors(d_va, training_weights(d_va, cfg.signal_to_background, cfg.balance_signal_points))
     val_idx = None
     if t_va.n > cfg.val_max_events:
@@ -903,7 +1090,11 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     model.load_state_dict(best[2])
     mdmm.load_state_dict(best[3])
     model.eval()
-    metrics, x_te, y_te = _test_metrics(model, d_te, cfg)
+    signs = baseline_signs(d_tr_ana)  # baselines oriented on training events, never on those evaluated
+    val_metrics, _, _ = _test_metrics(model, d_va, cfg, signs, floors=False)
+    # the test split, evaluated once with the model chosen on validation
+    metrics, x_te, y_te = _test_metrics(model, d_te, cfg, signs)
+    test_targets = target_check(metrics, eps_used, cfg.eps)
 
     summary = {
         "svjscout_version": __version__,
@@ -915,13 +1106,18 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "best_epoch": int(best[1]), "epochs_run": int(epoch), "best_val_figure": float(best[0]),
         "train_seconds": round(train_seconds, 1),
         "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
+        "selection": selection,
+        "split": {"seed": cfg.seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
+        "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
+        "test_targets": test_targets,
         "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
         "config": cfg.as_dict(),
     }
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
     training_meta = {k: v for k, v in summary.items() if k != "config"} | {
         "config": {k: v for k, v in summary["config"].items() if k not in ("progress", "num_threads")},
-        "auc": auc, "test_dcorr": metrics.get("dcorr", {}), "test_closure": metrics.get("closure_hard", {}),
+        "auc": auc, "auc_weighting": metrics["auc_weighting"], "test_dcorr": metrics.get("dcorr", {}),
+        "test_closure": metrics.get("closure_hard", {}),
     }
     onnx_path = export_twin_onnx(model, out / "twin.onnx", training_meta, auc=auc)
     ckpt = out / "twin_checkpoint.pt"
@@ -931,11 +1127,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                 "version": __version__}, ckpt)
     plots = _plot_history(history, out)
     plots["xy_plane"] = _plot_plane(d_te, x_te, y_te, cfg, out)
-    md, js = _write_report(out, summary, history, metrics, plots)
+    md, js = _write_report(out, summary, history, metrics, plots, val_metrics)
     log.info("twin training done: best epoch %d, test AUC X %.3f Y %.3f; wrote %s", best[1],
              metrics["auc_all"]["x"], metrics["auc_all"]["y"], out)
     return TwinTrainResult(onnx_path=onnx_path, checkpoint_path=ckpt, report_md=md, report_json=js, plots=plots,
-                           history=history, test_metrics=metrics, best_epoch=int(best[1]), model=model)
+                           history=history, test_metrics=metrics, best_epoch=int(best[1]), model=model,
+                           val_metrics=val_metrics)
 
 
 def load_checkpoint(path: str | Path) -> tuple[TwinMLP, MDMM, dict[str, Any]]:

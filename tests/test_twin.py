@@ -25,13 +25,21 @@ def _write_skim(path: Path, n: int, seed: int, lundnet_nan: bool = False) -> Pat
     label = (rng.random(n) < 0.4).astype(np.int64)
     sig = label == 1
     cols: dict[str, np.ndarray] = {}
-    cols["met"] = rng.exponential(150.0, n) + 200.0 * sig
-    cols["met_phi"] = rng.uniform(-np.pi, np.pi, n)
     cols["mt"] = 650.0 + rng.exponential(300.0, n) + 300.0 * sig
-    cols["rt"] = cols["met"] / cols["mt"]
-    for c in ("dphi_min", "dphi_j0j1", "dphi_j0met", "dphi_j1met"):
+    # ~85% of the events pass the analysis preselection (R_T > 0.24, dphi_min < 0.8), the rest
+    # only a looser one (R_T in (0.15, 0.24) or dphi_min in (0.8, 1.2)), like a loosened skim
+    rt = 0.25 + rng.exponential(0.08, n) + 0.1 * sig
+    loose = rng.random(n) < 0.15
+    low_rt = loose & (rng.random(n) < 0.5)
+    rt[low_rt] = rng.uniform(0.15, 0.24, n)[low_rt]
+    cols["rt"] = rt
+    cols["met"] = rt * cols["mt"]
+    cols["met_phi"] = rng.uniform(-np.pi, np.pi, n)
+    for c in ("dphi_j0j1", "dphi_j0met", "dphi_j1met"):
         cols[c] = rng.uniform(0, np.pi, n)
-    cols["dphi_min"] = cols["dphi_min"] * (1 - 0.5 * sig)
+    cols["dphi_min"] = rng.uniform(0, 0.8, n) * (1 - 0.5 * sig)
+    wide_dphi = loose & ~low_rt
+    cols["dphi_min"][wide_dphi] = rng.uniform(0.8, 1.2, n)[wide_dphi]
     for c in ("z_j0j1", "z_j0met", "z_j1met"):
         cols[c] = rng.uniform(0, 0.5, n)
     cols["lundnet_j0"] = np.clip(rng.beta(2, 5, n) + 0.4 * sig, 0, 1)
