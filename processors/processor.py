@@ -435,33 +435,42 @@ def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dic
             "weight": processor.column_accumulator(np.asarray(weights, dtype=np.float64))}
 
 
-def parent_grouped_variance(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray,
-                            size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Variance per flat bin with the detector copies of one parent summed first.
-
-    ``var[b] = sum_p (sum_{i: parent(i) = p, bin(i) = b} w_i)^2``: copies of one generated
-    event are fully correlated, so their weights add before squaring; with one event per
-    parent this is the usual ``sum_i w_i^2``. The records are sorted by (bin, key, weight)
-    before any sum, so the result does not depend on the order the chunks were merged in.
-
-    Returns:
-        ``(var, naive, n_groups)``: the grouped variance, ``sum_i w_i^2`` of the same records
-        (both of length ``size``), and the number of (parent, bin) groups.
-    """
+def group_fills(keys: np.ndarray, bins: np.ndarray,
+                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fill records summed per (parent key, bin): ``(key, bin, sum of weights)``, sorted by
+    (bin, key). The records are sorted by (bin, key, weight) before summing, so the result does
+    not depend on the order the chunks were merged in."""
     keys = np.asarray(keys, dtype=np.uint64)
     bins = np.asarray(bins, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
     order = np.lexsort((weights, keys, bins))
     k, b, w = keys[order], bins[order], weights[order]
     if len(w) == 0:
-        return np.zeros(size), np.zeros(size), 0
+        return k, b, w
     start = np.ones(len(w), dtype=bool)
     start[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
     first = np.flatnonzero(start)
-    group_w = np.add.reduceat(w, first)
-    var = np.bincount(b[first], weights=group_w**2, minlength=size)
-    naive = np.bincount(b, weights=w**2, minlength=size)
-    return var, naive, len(first)
+    return k[first], b[first], np.add.reduceat(w, first)
+
+
+def parent_grouped_variance(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray,
+                            size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Variance per flat bin with the detector copies of one parent summed first.
+
+    ``var[b] = sum_p (sum_{i: parent(i) = p, bin(i) = b} w_i)^2``: copies of one generated
+    event are fully correlated, so their weights add before squaring; with one event per
+    parent this is the usual ``sum_i w_i^2``. Deterministic (sorted sums, :func:`group_fills`).
+
+    Returns:
+        ``(var, naive, n_groups)``: the grouped variance, ``sum_i w_i^2`` of the same records
+        (both of length ``size``), and the number of (parent, bin) groups.
+    """
+    bins = np.asarray(bins, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    _, gb, gw = group_fills(keys, bins, weights)
+    order = np.lexsort((weights, bins))
+    naive = np.bincount(bins[order], weights=weights[order] ** 2, minlength=size)
+    return np.bincount(gb, weights=gw**2, minlength=size), naive, len(gw)
 
 
 def _parent_grouped_xy_mt(output: dict) -> dict:
@@ -473,30 +482,39 @@ def _parent_grouped_xy_mt(output: dict) -> dict:
     files with and without ``parent`` keeps the Weight storage's ``sum w^2`` and adds the
     recorded parents' cross terms (grouped - naive). Where no parent has two fills in one bin
     the variance is left as filled (it is ``sum w^2`` already, bit for bit).
+
+    ``output["parent_fills"]`` becomes the compact, sorted per-(parent, bin) sums
+    (:func:`group_fills`; plain numpy arrays), which :func:`finalize` scales like the histograms.
     """
-    fills = output.pop("parent_fills", None) or {}
+    fills = output.get("parent_fills") or {}
     h = output.get("hists", {}).get("xy_mt")
-    summary = {}
-    if h is None:
-        return summary
-    view = h.view(flow=True)
-    names = list(h.axes["dataset"])
+    summary, grouped = {}, {}
+    view = h.view(flow=True) if h is not None else None
+    names = list(h.axes["dataset"]) if h is not None else []
     for dataset in sorted(fills):
         rec = {k: (v.value if isinstance(v, processor.column_accumulator) else np.asarray(v))
                for k, v in fills[dataset].items()}
         n = len(rec["weight"])
         selected = int(output.get("cutflow", {}).get(dataset, {}).get("raw", [0])[-1])
         complete = n == selected
-        var, naive, groups = parent_grouped_variance(rec["key"], rec["bin"], rec["weight"], view.size)
-        summary[dataset] = {"fills": n, "selected": selected, "parent_bins": groups, "complete": complete}
-        if groups == n or dataset not in names:
+        gk, gb, gw = group_fills(rec["key"], rec["bin"], rec["weight"])
+        grouped[dataset] = {"key": gk, "bin": gb, "weight": gw}
+        summary[dataset] = {"fills": n, "selected": selected, "parent_bins": len(gw), "complete": complete}
+        if len(gw) == n or dataset not in names:
             continue
         shape, i = view.shape, names.index(dataset)
-        var, naive = var.reshape(shape)[i], naive.reshape(shape)[i]
-        view.variance[i] = var if complete else view.variance[i] + (var - naive)
-        if not complete:
+        var = np.bincount(gb, weights=gw**2, minlength=view.size).reshape(shape)[i]
+        if complete:
+            view.variance[i] = var
+        else:
+            order = np.lexsort((rec["weight"], rec["bin"]))
+            naive = np.bincount(rec["bin"][order], weights=rec["weight"][order] ** 2,
+                                minlength=view.size).reshape(shape)[i]
+            view.variance[i] = view.variance[i] + (var - naive)
             log.info("dataset %r: %d of %d selected events have a parent id; their copies' correlations are "
                      "added to the xy_mt variances", dataset, n, selected)
+    if fills:
+        output["parent_fills"] = grouped
     return summary
 
 
@@ -505,9 +523,12 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
 
     Values scale by the factor, variances by its square; the cutflow's weighted column too.
     Before scaling, the ``xy_mt`` variances of datasets with detector copies become
-    ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`); the
-    per-event records are then dropped and ``output["parent_errors"]`` summarises them
-    (``{dataset: {fills, selected, parent_bins, complete}}``; absent without parent ids).
+    ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`).
+    ``output["parent_fills"]`` then holds, per such dataset, the scaled weight sums of each
+    (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` arrays), from which the
+    variance of any union of bins (an ABCD region) can be grouped by parent too, and
+    ``output["parent_errors"]`` summarises them (``{dataset: {fills, selected, parent_bins,
+    complete}}``). Both are absent without parent ids.
     """
     summary = _parent_grouped_xy_mt(output)
     if summary:
@@ -515,6 +536,8 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
     hists = output.get("hists", {})
     for dataset, info in config.datasets.items():
         norm = info.norm(config.lumi)
+        if dataset in output.get("parent_fills", {}):
+            output["parent_fills"][dataset]["weight"] = output["parent_fills"][dataset]["weight"] * norm
         for h in hists.values():
             if dataset not in h.axes["dataset"]:
                 continue

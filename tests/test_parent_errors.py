@@ -107,7 +107,12 @@ def test_copies_keep_values_and_parent_errors(run_all):
     assert copies.variance.sum() == pytest.approx(K * naive, rel=1e-6)
     summary = out["parent_errors"]["copies"]
     assert summary == {"fills": K * n_sel, "selected": K * n_sel, "parent_bins": n_sel, "complete": True}
-    assert "parent_fills" not in out  # the per-event records are dropped once used
+    # what is kept: the scaled weight sum of each (parent, bin), K copies of w/K -> w
+    kept = out["parent_fills"]["copies"]
+    assert len(kept["key"]) == n_sel and "orig" not in out["parent_fills"]
+    full = out["hists"]["xy_mt"].view(flow=True).variance.ravel()
+    assert np.allclose(np.bincount(kept["bin"], kept["weight"] ** 2, minlength=full.size)[kept["bin"]],
+                       full[kept["bin"]], rtol=1e-12, atol=0)
     assert "orig" not in out["parent_errors"]  # no parent branch: nothing recorded
 
 
