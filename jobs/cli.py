@@ -67,6 +67,13 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--detector-copies", "-k", type=int, default=1, show_default=True,
               help="Pass each generated event through the jet-level detector response K times (each copy "
                    "written with its parent's id in `parent` and weight genWeight/K; the MET skim per copy).")
+@click.option("--tail-bias", type=float, default=1.0, show_default=True,
+              help="Sample the jet-response tail B times more often in jets above --tail-bias-pt-min, each copy "
+                   "weighted by the likelihood ratio (importance sampling of the fake-MET tail).")
+@click.option("--tail-bias-pt-min", type=float, default=50.0, show_default=True,
+              help="Generator-jet pT (GeV) from which --tail-bias applies.")
+@click.option("--write-hf/--no-write-hf", default=False, show_default=True,
+              help="Also write the HF cells (3 < |eta| < 5) as PF candidates (they always enter the MET).")
 @click.option("--detector", "detector_params", multiple=True, metavar="KEY=VALUE",
               help="Override a detector parameter (samples/detector.py DetectorParams), e.g. jet_tail_prob=2e-3.")
 @click.option("--pythia", "pythia_lines", multiple=True, metavar="SETTING",
@@ -77,7 +84,7 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
-             pileup, pileup_library, detector_copies, detector_params, pythia_lines, chunk_size, workers, xsec,
+             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, detector_params, pythia_lines, chunk_size, workers, xsec,
              dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
 
@@ -106,7 +113,9 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
     cfg = GenerationConfig(
         process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
         pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
-        pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, detector=overrides,
+        pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
+        tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf,
+        detector=overrides,
         chunk_size=chunk_size, workers=workers, xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
     )
     meta = generate_file(cfg, out, progress=progress)

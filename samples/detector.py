@@ -260,25 +260,51 @@ def measure(
     in_jet_cells = cells["jet"] >= 0
     calo_pt = np.bincount(cells["jet"][in_jet_cells], cells["pt"][in_jet_cells], n_jets)
     extra = np.sqrt(np.maximum((jer(jet_pt, p) * jet_pt) ** 2 - var_particles, 0.0))
-    jets = {"pt": jet_pt, "calo_pt": calo_pt, "sigma": extra}
+    jet_event = np.zeros(n_jets, dtype=np.int64)
+    jet_event[jet[in_jet]] = event[in_jet]
+    jets = {"pt": jet_pt, "calo_pt": calo_pt, "sigma": extra, "event": jet_event}
     return Measured(n_events=n_events, tracks=tracks, cells=cells, jets=jets)
 
 
-def jet_factors(measured: Measured, rng: np.random.Generator, params: DetectorParams = DetectorParams()) -> np.ndarray:
+def jet_factors(measured: Measured, rng: np.random.Generator, params: DetectorParams = DetectorParams(),
+                tail_prob: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One detector copy's calorimeter response factor per generator jet (see the module doc).
 
     The Gaussian core shifts the jet's pT by N(0, sigma) carried by its calorimeter cells; with
     probability ``jet_tail_prob`` the cells instead keep a fraction uniform in
     [``jet_tail_min``, ``jet_tail_max``].
+
+    Args:
+        tail_prob: per-jet probability to *sample* the tail with (default: the physical
+            ``jet_tail_prob`` for every jet); with another value the caller weights the copy by
+            the likelihood ratio (:func:`tail_weight`).
+
+    Returns:
+        (factor per jet, mask of the jets drawn in the tail).
     """
     p = params
     jets = measured.jets
     n = len(jets["pt"])
     shift = jets["sigma"] * rng.standard_normal(n)
     factor = np.maximum(1.0 + shift / np.maximum(jets["calo_pt"], 1e-3), 0.0)
-    tail = rng.random(n) < p.jet_tail_prob
+    q = np.full(n, p.jet_tail_prob) if tail_prob is None else tail_prob
+    tail = rng.random(n) < q
     factor[tail] = rng.uniform(p.jet_tail_min, p.jet_tail_max, int(tail.sum()))
-    return factor
+    return factor, tail
+
+
+def tail_weight(measured: Measured, tail: np.ndarray, tail_prob: np.ndarray,
+                params: DetectorParams = DetectorParams()) -> np.ndarray:
+    """Per event: the likelihood ratio of a copy whose jet tails were sampled with ``tail_prob``.
+
+    Product over the event's jets of p / q for a jet in the tail and (1 - p) / (1 - q) otherwise,
+    with p the physical ``jet_tail_prob`` and q the sampling probability: importance sampling,
+    so every weighted yield is an unbiased estimate of the physical one (E_q[ratio] = 1).
+    """
+    p = params.jet_tail_prob
+    q = tail_prob
+    log_r = np.where(tail, np.log(p / q), np.log((1.0 - p) / (1.0 - q)))
+    return np.exp(np.bincount(measured.jets["event"], log_r, measured.n_events))
 
 
 def cell_pt(measured: Measured, factors: np.ndarray | None, params: DetectorParams = DetectorParams()):

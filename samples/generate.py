@@ -26,6 +26,27 @@ Branches for the systematics, in NanoAOD's conventions (CMSSW ``GenWeightsTableP
   generated events of genWeight * PSWeight[i], divided by ``genEventSumw`` (NanoAOD's convention).
   Like ``genEventSumw``, both count the events removed by the pre-filter and the skim.
 
+Detector copies (``detector_copies`` = K, the rebalance-and-smear idea of CMS's MET-tail
+studies): every generated event that passes the H_T filter is measured once at particle level and
+then K times at jet level with independent seeds (samples/detector.py); each copy passing the MET
+skim is written as an event with its parent's id (``parent``, unique per file; with ``run`` = the
+seed, unique per dataset) and ``genWeight`` = w / K, where w is Pythia's weight of the parent (1,
+or the inverse pT-hat bias with ``bias_power``). ``genEventCount``/``genEventSumw`` count parents,
+so sum over every copy of genWeight = genEventSumw and the normalisation stays exact. Copies of one
+parent are correlated: the processor's errors sum the copies' weights per parent before squaring.
+
+Tail biasing (``tail_bias`` = B > 1): the fake MET that lets QCD pass R_T > 0.24 comes mostly from
+the rare non-Gaussian jet response (probability p = 1e-3 per jet). In the copies, jets with
+generator pT >= ``tail_bias_pt_min`` are drawn in the tail with probability q = min(B p, 0.5)
+instead, and each copy's genWeight is multiplied by the likelihood ratio, prod over those jets of
+p/q (tail) or (1-p)/(1-q) (core) (importance sampling): weighted yields are unbiased estimates of
+the physical ones, the sum of a file's genWeight equals ``genEventSumw`` in expectation (exactly
+without biasing), and the weights' spread is counted by Kish's effective number of events.
+
+Written PF candidates cover the ECAL/HCAL acceptance (|eta| < 3); HF cells (3 < |eta| < 5) enter
+the MET but are not written (``write_hf`` writes them): with pileup they are ~350 per event, a
+third of the file, and only the few AK8 jets at |eta| ~ 2.4 could reach them.
+
 Chunk ``k`` is always generated with the same seed, derived from ``(seed, k)``, and chunks are
 written in order, so a file is identical whatever the number of worker processes.
 
@@ -110,7 +131,10 @@ class GenerationConfig:
     met_min: float = 0.0
     pileup: float = 0.0
     pileup_library: int = 1000
+    write_hf: bool = False
     detector_copies: int = 1
+    tail_bias: float = 1.0
+    tail_bias_pt_min: float = 50.0
     detector: dict = field(default_factory=dict)
     chunk_size: int = 500
     workers: int = 1
@@ -131,6 +155,8 @@ class GenerationConfig:
             raise GenerationError(f"ht_min = {self.ht_min} GeV is tighter than the H_T > 410 GeV trigger")
         if self.detector_copies < 1:
             raise GenerationError(f"--detector-copies must be >= 1, got {self.detector_copies}")
+        if self.tail_bias < 1.0:
+            raise GenerationError(f"--tail-bias must be >= 1, got {self.tail_bias}")
         if self.pileup < 0 or self.pileup_library < 1:
             raise GenerationError("--pileup must be >= 0 and --pileup-library >= 1")
         known = set(detector.DetectorParams.__dataclass_fields__)
@@ -327,15 +353,23 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
                             len(parents), rng, params, pileup=flat["pileup"], jet=jet)
 
     pieces = []  # (copy, parent positions passing, candidates, met, met phi)
+    q = None
+    if cfg.tail_bias != 1.0:  # importance sampling of the jet-response tail (hard jets only)
+        q = np.where(meas.jets["pt"] >= cfg.tail_bias_pt_min,
+                     min(cfg.tail_bias * params.jet_tail_prob, 0.5), params.jet_tail_prob)
     for copy in range(n_copies):
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
-        factors = detector.jet_factors(meas, crng, params)
+        factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
+        ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
         met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
         passing = np.flatnonzero(met_pt >= cfg.met_min)
         if len(passing) == 0:
             continue
         cands = detector.candidates(meas, factors, params)
-        pieces.append((copy, passing, cands, met_pt, met_phi))
+        if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
+            hf = np.isin(cands["pdgId"], (1, 2))
+            cands = {k: v[~hf] for k, v in cands.items()}
+        pieces.append((copy, passing, cands, met_pt, met_phi, ratio))
 
     columns = _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
                         n_dark, n_dark_inv, n_dark_stable)
@@ -362,7 +396,7 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     """The written copies as NanoAOD-like columns, ordered by (parent, copy)."""
     n_copies = cfg.detector_copies
     rows_parent, rows_copy, cand_parts = [], [], []
-    for copy, passing, cands, met_pt, met_phi in pieces:
+    for copy, passing, cands, met_pt, met_phi, _ in pieces:
         rows_parent.append(passing)
         rows_copy.append(np.full(len(passing), copy))
     if rows_parent:
@@ -374,14 +408,16 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     order = np.lexsort((copies, local))
     local, copies = local[order], copies[order]
     # candidates of each written row, in row order
-    by_copy = {copy: (cands, met_pt, met_phi) for copy, _, cands, met_pt, met_phi in pieces}
+    by_copy = {copy: (cands, met_pt, met_phi, ratio) for copy, _, cands, met_pt, met_phi, ratio in pieces}
     met = np.zeros(len(local))
     met_phi_out = np.zeros(len(local))
+    tail_ratio = np.ones(len(local))
     fields = ("pt", "eta", "phi", "mass", "pdgId", "charge")
     per_row = []
     for copy in np.unique(copies):
         rows = np.flatnonzero(copies == copy)
-        cands, met_pt, met_phi = by_copy[int(copy)]
+        cands, met_pt, met_phi, ratio = by_copy[int(copy)]
+        tail_ratio[rows] = ratio[local[rows]]
         met[rows] = met_pt[local[rows]]
         met_phi_out[rows] = met_phi[local[rows]]
         sel = np.isin(cands["event"], local[rows])
@@ -414,7 +450,7 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
         "luminosityBlock": np.full(n, chunk + 1, dtype=np.uint32),
         "event": ((parent_number - 1) * n_copies + copies + 1).astype(np.uint64),
         "parent": parent_number.astype(np.uint64),
-        "genWeight": (w_parent[gen] / n_copies).astype(np.float32),
+        "genWeight": (w_parent[gen] * tail_ratio / n_copies).astype(np.float32),
         **({} if ps is None else {"PSWeight": ak.from_regular(ps[gen].astype(np.float32), axis=1)}),
         "Pileup_nTrueInt": np.full(n, cfg.pileup, dtype=np.float32),
         "Pileup_nPU": n_pu[gen].astype(np.int32),

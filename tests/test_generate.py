@@ -215,7 +215,7 @@ def test_jet_response_core_is_cms_jer_and_tail_acts_on_calorimeter_only():
     jet = ev.copy()  # one generator jet per event
     params = DetectorParams(jet_tail_prob=0.0)
     m = measure(pt, eta, phi, ids, charge, ev, n_ev, rng, params, jet=jet)
-    f = jet_factors(m, np.random.default_rng(2), params)
+    f, _ = jet_factors(m, np.random.default_rng(2), params)
     c = candidates(m, f, params)
     px = np.bincount(c["event"], c["pt"] * np.cos(c["phi"]), n_ev)
     py = np.bincount(c["event"], c["pt"] * np.sin(c["phi"]), n_ev)
@@ -223,7 +223,7 @@ def test_jet_response_core_is_cms_jer_and_tail_acts_on_calorimeter_only():
     resp = np.hypot(px, py) / true
     assert np.std(resp) == pytest.approx(jer(np.array([true.mean()]))[0], rel=0.1)
     tail = DetectorParams(jet_tail_prob=1.0)  # every jet in the tail: calorimeter part loses 50-100 %
-    f = jet_factors(m, np.random.default_rng(3), tail)
+    f, _ = jet_factors(m, np.random.default_rng(3), tail)
     assert np.all((f >= 0) & (f <= 0.5))
     c = candidates(m, f, tail)
     charged_sum = np.bincount(c["event"], c["pt"] * (c["charge"] != 0), n_ev)
@@ -350,3 +350,25 @@ def test_dark_shower_does_not_vary_and_variations_can_be_off(tmp_path):
         assert "PSWeight" not in f["Events"] and "PSSumw" not in f["Runs"]
         assert "genEventSumw2" in f["Runs"]
     assert meta["ps_weights"] is None
+
+
+def test_tail_bias_is_unbiased_importance_sampling():
+    """Jets sampled in the tail with q = 0.2 instead of p = 0.01, weighted by the likelihood ratio:
+    the weighted tail rate is p (closed form) and the mean weight is 1."""
+    from svjscout.samples.detector import Measured, jet_factors, tail_weight
+
+    n_ev = 20000
+    jets = {"pt": np.full(2 * n_ev, 300.0), "calo_pt": np.full(2 * n_ev, 100.0), "sigma": np.zeros(2 * n_ev),
+            "event": np.repeat(np.arange(n_ev), 2)}
+    m = Measured(n_events=n_ev, tracks={}, cells={}, jets=jets)
+    params = DetectorParams(jet_tail_prob=0.01)
+    q = np.full(2 * n_ev, 0.2)
+    _, tail = jet_factors(m, np.random.default_rng(4), params, tail_prob=q)
+    w = tail_weight(m, tail, q, params)
+    assert tail.mean() == pytest.approx(0.2, abs=0.01)
+    assert w.mean() == pytest.approx(1.0, abs=0.02)
+    any_tail = np.bincount(jets["event"], tail, n_ev) > 0
+    exact = 1 - (1 - 0.01) ** 2  # P(at least one of two jets in the tail), physical
+    est = np.sum(w * any_tail) / n_ev
+    err = np.std(w * any_tail) / np.sqrt(n_ev)
+    assert abs(est - exact) < 4 * err, (est, exact, err)
