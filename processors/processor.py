@@ -518,12 +518,36 @@ def _parent_grouped_xy_mt(output: dict) -> dict:
     return summary
 
 
+def _parent_grouped_mt_abcd(output: dict, config: ProcessorConfig) -> None:
+    """The same for ``mt_abcd`` (complete datasets only), grouped per (parent, region, M_T bin):
+    a parent's copies in different ``xy_mt`` bins of one region add before squaring too."""
+    h, xy = output.get("hists", {}).get("mt_abcd"), output.get("hists", {}).get("xy_mt")
+    if h is None or xy is None:
+        return
+    view, xy_shape = h.view(flow=True), xy.view(flow=True).shape
+    names = list(h.axes["dataset"])
+    ix0 = H.edge_index(xy.axes["x"], config.wp[0], "x0") + 1  # flow layout: bin i at i + 1
+    iy0 = H.edge_index(xy.axes["y"], config.wp[1], "y0") + 1
+    # region index in mt_abcd's axis per (x above, y above): A = (1, 0), B = (1, 1), C = (0, 0), D = (0, 1)
+    region = np.array([[h.axes["region"].index(r) for r in ("C", "D")], [h.axes["region"].index(r) for r in ("A", "B")]])
+    for dataset, s in output.get("parent_errors", {}).items():
+        if not s["complete"] or s["parent_bins"] == s["fills"] or dataset not in names:
+            continue
+        rec = output["parent_fills"][dataset]
+        d, p, ix, iy, imt = np.unravel_index(rec["bin"], xy_shape)
+        bins = np.ravel_multi_index((d, p, region[(ix >= ix0).astype(int), (iy >= iy0).astype(int)], imt), view.shape)
+        var = parent_grouped_variance(rec["key"], bins, rec["weight"], view.size)[0]
+        i = names.index(dataset)
+        view.variance[i] = var.reshape(view.shape)[i]
+
+
 def finalize(output: dict, config: ProcessorConfig) -> dict:
     """Scale every dataset by ``xsec * lumi / sumw`` (in place) and return ``output``.
 
     Values scale by the factor, variances by its square; the cutflow's weighted column too.
     Before scaling, the ``xy_mt`` variances of datasets with detector copies become
-    ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`).
+    ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`), and
+    those of ``mt_abcd`` the same per region and M_T bin (:func:`_parent_grouped_mt_abcd`).
     ``output["parent_fills"]`` then holds, per such dataset, the scaled weight sums of each
     (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` arrays), from which the
     variance of any union of bins (an ABCD region) can be grouped by parent too, and
@@ -533,6 +557,7 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
     summary = _parent_grouped_xy_mt(output)
     if summary:
         output["parent_errors"] = summary
+        _parent_grouped_mt_abcd(output, config)
     hists = output.get("hists", {})
     for dataset, info in config.datasets.items():
         norm = info.norm(config.lumi)

@@ -114,6 +114,11 @@ def test_copies_keep_values_and_parent_errors(run_all):
     assert np.allclose(np.bincount(kept["bin"], kept["weight"] ** 2, minlength=full.size)[kept["bin"]],
                        full[kept["bin"]], rtol=1e-12, atol=0)
     assert "orig" not in out["parent_errors"]  # no parent branch: nothing recorded
+    # mt_abcd (grouped per parent, region and M_T bin) likewise
+    abcd = out["hists"]["mt_abcd"]
+    a_orig, a_copies = (abcd[{"dataset": d}].view(flow=True) for d in ("orig", "copies"))
+    assert np.allclose(a_copies.value, a_orig.value, rtol=1e-6, atol=0)
+    assert np.allclose(a_copies.variance, a_orig.variance, rtol=1e-6, atol=0) and a_orig.variance.sum() > 0
 
 
 def test_own_parents_are_sum_w2_exactly(run_all):
