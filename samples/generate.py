@@ -64,6 +64,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,7 @@ class GenerationConfig:
     detector_copies: int = 1
     tail_bias: float = 1.0
     tail_bias_pt_min: float = 50.0
+    resample_particles: bool = False
     detector: dict = field(default_factory=dict)
     chunk_size: int = 500
     workers: int = 1
@@ -311,6 +313,14 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     Every copy that passes the MET skim is written with its parent's id (``parent``) and weight
     genWeight / K; copies of one parent are contiguous.
     """
+    clock = {"t": time.perf_counter()}
+    timing: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timing[name] = timing.get(name, 0.0) + now - clock["t"]
+        clock["t"] = now
+
     seed = chunk_seed(cfg.seed, chunk)
     pythia = _make_pythia(cfg.settings(), seed)
     rng = np.random.default_rng([cfg.seed, chunk, 7])
@@ -322,11 +332,13 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     fs = _final_state(pythia, batch)
     n_dark, n_dark_inv, n_dark_stable = _dark_truth(batch)
     ps = _ps_weights(pythia, batch)
+    lap("pythia")
 
     n_pu = np.zeros(n_generated, dtype=np.int64)
     n_pu_events = 0
     if cfg.pileup > 0:
         fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng)
+    lap("pileup")
 
     flat_ids = ak.to_numpy(ak.flatten(fs["id"]))
     visible = ~ak.unflatten(detector.is_invisible(flat_ids), ak.num(fs["id"]))
@@ -349,8 +361,10 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     vis = ~detector.is_invisible(flat["id"])
     jet = detector.generator_jets(flat["pt"], flat["eta"], flat["phi"], vis & (np.abs(flat["eta"]) < 5.0),
                                   counts, params)
+    lap("generator_jets")
     meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
                             len(parents), rng, params, pileup=flat["pileup"], jet=jet)
+    lap("detector_particles")
 
     pieces = []  # (copy, parent positions passing, candidates, met, met phi)
     q = None
@@ -359,6 +373,9 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
                      min(cfg.tail_bias * params.jet_tail_prob, 0.5), params.jet_tail_prob)
     for copy in range(n_copies):
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
+        if cfg.resample_particles and copy > 0:  # brute force: the whole detector again per copy
+            meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
+                                    len(parents), crng, params, pileup=flat["pileup"], jet=jet)
         factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
         ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
         met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
@@ -371,8 +388,10 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
             cands = {k: v[~hf] for k, v in cands.items()}
         pieces.append((copy, passing, cands, met_pt, met_phi, ratio))
 
+    lap("detector_copies")
     columns = _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
                         n_dark, n_dark_inv, n_dark_stable)
+    lap("assemble")
     info = pythia.infoPython()
     return {
         "columns": columns,
@@ -388,6 +407,7 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         "n_dark": int(n_dark.sum()),
         "n_dark_inv": int(n_dark_inv.sum()),
         "n_dark_stable": int(n_dark_stable.sum()),
+        "timing": timing,  # seconds per step (returned, never written: files stay bit-identical)
     }
 
 
@@ -521,6 +541,7 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
     totals = {"n_generated": 0, "sumw": 0.0, "sumw2": 0.0, "n_written": 0, "n_dark": 0, "n_dark_inv": 0,
               "n_dark_stable": 0, "n_pileup_events": 0, "n_parents_detected": 0}
     ps_sumw = None
+    timing: dict[str, float] = {}
     sigma, sigma_err = [], []
     tmp = out.with_suffix(out.suffix + ".part")
     ctx = mp.get_context("spawn") if cfg.workers > 1 else None
@@ -535,7 +556,11 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
                 cols = res["columns"]
                 if tree is None:
                     tree = fout.mktree("Events", _branch_types(cols))
+                t0 = time.perf_counter()
                 tree.extend(cols)
+                timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t0
+                for step, sec in res["timing"].items():
+                    timing[step] = timing.get(step, 0.0) + sec
                 for key in totals:
                     totals[key] += res[key]
                 if res["ps_sumw"] is not None:
@@ -582,7 +607,7 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
             pool.join()
     tmp.replace(out)
     log.info("wrote %s: %d/%d events", out, totals["n_written"], totals["n_generated"])
-    return meta
+    return {**meta, "timing": timing}
 
 
 def normalisation(cfg: GenerationConfig, sigma_gen: float) -> tuple[float, str]:
