@@ -18,7 +18,7 @@ import click
 @click.option("--patience", type=int, default=5, show_default=True, help="Epochs without validation improvement before stopping.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per optimisation step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split, the initialisation and the batch order.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split (models/splits.py, shared with the twin), the initialisation and the batch order.")
 @click.option("--device", type=str, default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
 @click.option("--small/--reference", "small", default=True, show_default=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -12,25 +13,60 @@ import click
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: twin.onnx, twin_checkpoint.pt, report.md/json and plots.")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (default 100, or the config's).")
-@click.option("--seed", type=int, default=None, help="Seed of split, sampling and initialisation (default 1).")
+@click.option("--seed", type=int, default=None,
+              help="Seed of split, sampling and initialisation (default 1, shared with LundNet's split).")
 @click.option("--lundnet", type=click.Path(exists=True, dir_okay=False), default=None,
               help="LundNet ONNX model, used where the skim's lundnet_j0/j1 are missing or NaN.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML with TwinTrainConfig keys (top level or under 'twin:'): batch_size, "
                    "batches_per_epoch, lr, mdmm_lr, hidden, eps, alpha, rho, x0, y0, kappa, planes, "
-                   "mt_edges, patience, ... (see docs/twin.md).")
+                   "mt_edges, patience, analysis_cuts, bce_selection, ... (see docs/twin.md).")
+@click.option("--job", "job_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Job YAML whose analysis.cuts define the analysis preselection of the constraints and of "
+                   "every validation/test figure (default: the config's analysis_cuts, else the analysis defaults).")
+@click.option("--bce-selection", type=click.Choice(["analysis", "loose"]), default=None,
+              help="Events of the BCE term: the analysis preselection (default) or every skim event.")
+@click.option("--tradeoff", is_flag=True, default=False,
+              help="Instead of one training: the decorrelation trade-off table ON VALIDATION (one training per "
+                   "setting, tradeoff_table), written to OUT/tradeoff.md and OUT/tradeoff.json.")
+@click.option("--tradeoff-settings", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML list of settings (TwinTrainConfig keys) for --tradeoff (default: "
+                   "DEFAULT_TRADEOFF_SETTINGS: alpha 0, 1, 3, 10 and eps(dcorr_xy) 0.1, 0.02).")
+@click.option("--fill-doc", is_flag=True, default=False,
+              help="With --tradeoff: also write the table into the placeholder of docs/twin.md.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
-def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, progress):
+def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_selection, tradeoff, tradeoff_settings,
+             fill_doc, progress):
     """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM).
 
     Writes OUT/twin.onnx (input "features" (N,12) raw, outputs "x", "y"; metadata with the
     feature list, version, training summary and test AUCs), the checkpoint and a report.
     Command-line options override the config file.
     """
-    from svjscout.models.train_twin import TwinTrainConfig, train_twin
+    from svjscout.models.train_twin import (DEFAULT_TRADEOFF_SETTINGS, TwinTrainConfig, fill_tradeoff_doc,
+                                            format_tradeoff, tradeoff_table, train_twin)
 
+    cuts = None
+    if job_path is not None:
+        from svjscout.jobs.config import load_job
+
+        cuts = load_job(job_path).analysis.cuts.model_dump()
     cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
-                                    progress=progress)
+                                    progress=progress, analysis_cuts=cuts, bce_selection=bce_selection)
+    if tradeoff:
+        settings = DEFAULT_TRADEOFF_SETTINGS
+        if tradeoff_settings is not None:
+            import yaml
+
+            settings = yaml.safe_load(Path(tradeoff_settings).read_text())
+            if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
+                raise click.BadParameter("expected a YAML list of mappings", param_hint="--tradeoff-settings")
+        rows = tradeoff_table(list(skim), out_dir, cfg, settings)
+        table = format_tradeoff(rows)
+        if fill_doc:
+            fill_tradeoff_doc(table)
+        click.echo(table)
+        return
     res = train_twin(list(skim), out_dir, cfg)
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
-                           "auc_all": res.test_metrics["auc_all"]}, indent=1))
+                           "auc_all": res.test_metrics["auc_all"], "auc_subset": "test (untouched)"}, indent=1))

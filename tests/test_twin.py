@@ -141,6 +141,57 @@ def test_training_reduces_bce_and_writes_outputs(tmp_path):
     assert mdmm.summary()["dcorr_xy"]["eps"] == pytest.approx(summ["eps_used"]["dcorr_xy"])
     assert ckpt["best_epoch"] == res.best_epoch
     assert mdmm.multipliers() == pytest.approx(res.history[res.best_epoch].get("multipliers", mdmm.multipliers()))
+    _check_hygiene(skims, res, report, cfg)
+
+
+def _check_hygiene(skims, res, report, cfg):
+    """Issue 22: analysis selection, shared split, shipped-epoch multipliers, computed target check,
+    AUC weights, baselines oriented on training events, validation vs test (untouched)."""
+    from sklearn.metrics import roc_auc_score
+
+    from svjscout.models import splits
+    from svjscout.models.train_twin import (TwinTrainConfig, analysis_mask, auc_weights, baseline_signs, load_skim,
+                                            split_codes, target_check)
+
+    summ, md = report["summary"], Path(res.report_md).read_text()
+    data = load_skim(skims)
+    tc = TwinTrainConfig.from_mapping(cfg)
+    ana = analysis_mask(data, tc.cuts())
+    code = split_codes(data, tc.split, tc.seed)
+    assert 0.7 * len(data) < ana.sum() < 0.95 * len(data)  # the skim is looser than the analysis
+    assert summ["selection"]["n_pass"] == int(ana.sum()) and summ["selection"]["n_skim"] == len(data)
+    test = data.take(np.flatnonzero((code == splits.TEST) & ana))
+    assert res.test_metrics["n_test"] == len(test) == summ["n_test"]
+    assert res.val_metrics["n_test"] == int(((code == splits.VAL) & ana).sum()) == summ["n_val"]
+    # AUCs: every signal point the same total weight
+    w = auc_weights(test)
+    sig = test.label == 1
+    totals = [w[sig & (test.mzprime == m)].sum() for m in (2000.0, 3000.0)]
+    assert totals == pytest.approx([1.0, 1.0])
+    # baselines oriented on the training events (some near-random features are below 0.5 on test)
+    train = data.take(np.flatnonzero((code == splits.TRAIN) & ana))
+    assert res.test_metrics["baseline_signs"] == baseline_signs(train)
+    lsum = test.features[:, EVENT_FEATURES.index("lundnet_j0")] + test.features[:, EVENT_FEATURES.index("lundnet_j1")]
+    assert res.test_metrics["baselines_auc_all"]["lundnet_sum"] == pytest.approx(
+        roc_auc_score(test.label, res.test_metrics["baseline_signs"]["lundnet_sum"] * lsum, sample_weight=w))
+    # multipliers of the shipped (best) epoch, not the last
+    best = res.best_epoch
+    if best > 0:
+        assert summ["multipliers_shipped"] == pytest.approx(res.history[best]["multipliers"])
+        table = md.split(f"## MDMM multipliers of the shipped model (best epoch {best})")[1]
+        assert f"| dcorr_xy | {res.history[best]['multipliers']['dcorr_xy']:.4g} |" in table
+    # the target check is computed: each term against its eps, and the failing ones named
+    check = target_check(res.test_metrics, summ["eps_used"], summ["config"]["eps"])
+    assert summ["test_targets"] == check
+    for k, t in check["terms"].items():
+        assert t["within_trained"] == (res.test_metrics.get("dcorr", {}).get(k, t["value"]) <= summ["eps_used"][k])
+    if check["fail_trained"]:
+        assert "Terms above their trained eps on the test split: " + ", ".join(check["fail_trained"]) in md
+    else:
+        assert "Every constrained term is within its trained eps" in md
+    # validation and test reported separately; the test labelled untouched
+    assert "## Test (untouched) AUCs" in md and "## Validation (used for early stopping; best epoch)" in md
+    assert report["validation"]["auc_all"] == res.val_metrics["auc_all"]
 
 
 def test_lundnet_scores_computed_when_nan(tmp_path):
@@ -268,3 +319,60 @@ def test_negative_weights_are_refused_by_both_trainers(trainer):
     with pytest.raises(InputFileError, match="NaN"):
         call(np.array([1.0, np.nan, 1.0, 1.0]))
     assert np.all(call(np.abs(weight)) >= 0)
+
+
+def test_constraints_use_only_analysis_events(tmp_path):
+    """The constraint values with the analysis mask equal those of the analysis subset alone, whatever
+    the events outside it hold; the mask follows the Cuts object (no copied numbers)."""
+    from svjscout.models.train_twin import TwinTrainConfig, _loss_terms, _Tensors, analysis_mask, load_skim
+    from svjscout.processors.selection import Cuts
+
+    d = load_skim([_write_skim(tmp_path / "s.parquet", 1200, 8)])
+    cfg = TwinTrainConfig(mt_edges=(650, 900, 1300, 5000))
+    ana = analysis_mask(d, cfg.cuts())
+    assert 0 < (~ana).sum() < 0.3 * len(d)
+    looser = analysis_mask(d, Cuts(rt_min=0.15, dphi_min_max=1.3))
+    assert looser.all() and (analysis_mask(d, Cuts(mt_min=900.0)) == (ana & (d.mt > 900))).all()
+    assert TwinTrainConfig(analysis_cuts={"rt_min": 0.3}).cuts().rt_min == 0.3
+    with pytest.raises(ConfigError, match="analysis_cuts"):
+        TwinTrainConfig(analysis_cuts={"rt_minimum": 0.3})
+    with pytest.raises(ConfigError, match="bce_selection"):
+        TwinTrainConfig(bce_selection="some")
+    torch.manual_seed(0)
+    model = TwinMLP(hidden=(8,))
+    model.set_standardisation(d.features)
+    sub = d.take(np.flatnonzero(ana))
+    with torch.no_grad():
+        _, _, on_sub = _loss_terms(model, _Tensors(sub, sub.weight), None, cfg)
+        d.mt[~ana] = 5000.0  # the events outside the selection must not matter
+        _, _, masked = _loss_terms(model, _Tensors(d, d.weight, ana), None, cfg)
+        _, _, unmasked = _loss_terms(model, _Tensors(d, d.weight), None, cfg)
+    for k in ("dcorr_x_mt", "dcorr_xy", "closure_bins_SP"):
+        assert float(masked[k]) == pytest.approx(float(on_sub[k]), rel=1e-5)
+    assert float(unmasked["dcorr_x_mt"]) != pytest.approx(float(on_sub["dcorr_x_mt"]), rel=1e-3)
+
+
+def test_tradeoff_table_is_on_validation_and_fills_the_doc(tmp_path):
+    from svjscout.models.train_twin import (TRADEOFF_BEGIN, TRADEOFF_END, fill_tradeoff_doc, format_tradeoff,
+                                            tradeoff_table)
+
+    skims = [_write_skim(tmp_path / "a.parquet", 1200, 1)]
+    base = {"epochs": 2, "batches_per_epoch": 2, "batch_size": 400, "seed": 3, "progress": False,
+            "mt_edges": [650, 900, 1300, 5000], "floor_draws": 2}
+    rows = tradeoff_table(skims, tmp_path / "tr", base, [{"alpha": 0.0}, {"alpha": 3.0, "eps": {"dcorr_xy": 0.1}}])
+    assert [r["label"] for r in rows] == ["alpha=0", "alpha=3, eps.dcorr_xy=0.1"]
+    for i, r in enumerate(rows):
+        rep = json.loads((tmp_path / "tr" / f"{i:02d}" / "report.json").read_text())
+        assert r["auc_x"] == pytest.approx(rep["validation"]["auc_all"]["x"])  # validation, not test
+        assert r["dcorr_xy"] == pytest.approx(rep["validation"]["dcorr"]["dcorr_xy"])
+        assert r["auc_lundnet_sum"] == pytest.approx(rep["validation"]["baselines_auc_all"]["lundnet_sum"])
+    assert rep["summary"]["config"]["eps"]["dcorr_xy"] == 0.1 and rep["summary"]["config"]["alpha"] == 3.0
+    table = format_tradeoff(rows)
+    assert (tmp_path / "tr" / "tradeoff.md").read_text().strip() == table
+    doc = tmp_path / "twin.md"
+    doc.write_text(f"# x\n\n{TRADEOFF_BEGIN}\n| placeholder |\n{TRADEOFF_END}\n\nafter\n")
+    fill_tradeoff_doc(table, doc)
+    text = doc.read_text()
+    assert "placeholder" not in text and "| alpha=0 |" in text and text.endswith("after\n")
+    with pytest.raises(ConfigError, match="markers"):
+        fill_tradeoff_doc(table, tmp_path / "a.parquet.md") if (tmp_path / "a.parquet.md").write_text("no") else None
