@@ -3,6 +3,7 @@
 Modules (one concept each):
 
 * :mod:`.regions`      -- ``xy_mt`` access, working-point snapping, A/B/C/D yields via cumulative sums
+* :mod:`.parents`      -- parent-aware variances of regions and M_T groups (detector copies)
 * :mod:`.abcd`         -- ABCD prediction per M_T bin, closure, chi2 test
 * :mod:`.significance` -- modified binned Asimov significance, signal rescaling
 * :mod:`.scan`         -- vectorised working-point grid scan and selection
@@ -23,6 +24,7 @@ from .abcd import ABCDTable, abcd_prediction
 from .combine import collect_combine_limits, read_limit_file
 from .limits import card_limits, quick_limits
 from .nonclosure import nonclosure_uncertainties
+from .parents import attach as attach_parents
 from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
 from .regions import check_mt_abcd, mt_abcd_at, region_yields, yields_from_mt_abcd
@@ -38,6 +40,7 @@ __all__ = [
     "ScanRules",
     "SignalSystematics",
     "abcd_prediction",
+    "attach_parents",
     "card_limits",
     "check_mt_abcd",
     "mt_abcd_at",

@@ -24,6 +24,8 @@ import numpy as np
 
 from svjscout.exceptions import HistogramError
 
+from .parents import RegionCross, pairs_of
+
 log = logging.getLogger(__name__)
 
 REGIONS: tuple[str, ...] = ("A", "B", "C", "D")
@@ -199,11 +201,16 @@ class RegionYields:
 
     Attributes:
         n: weighted counts, shape ``(4, n_mt)``, rows A, B, C, D.
-        var: their variances (sumw2, or counts for Poisson data), shape ``(4, n_mt)``.
+        var: their variances (sumw2, or counts for Poisson data), shape ``(4, n_mt)``; with
+            detector copies (parent records on ``xy_mt``, :mod:`.parents`) parent-aware: the sum
+            over parents of (the parent's weight in the region and bin)^2.
         edges: M_T bin edges in GeV, shape ``(n_mt + 1,)``.
         wp: working point ``(x0, y0)``.
         plane: "SP" or "VP".
         label: what was summed (a kind or dataset names).
+        parents: the parents' cross terms (:class:`.parents.RegionCross`) that :meth:`merged`
+            adds for a parent's copies in different M_T bins of a group; None without parent
+            records (then variances of merged bins are the sums of the bins', as always).
     """
 
     n: np.ndarray
@@ -213,6 +220,7 @@ class RegionYields:
     plane: str
     label: str = ""
     groups: list[list[int]] = field(default_factory=list)
+    parents: object = field(default=None, repr=False, compare=False)
 
     @property
     def neff(self) -> np.ndarray:
@@ -227,11 +235,24 @@ class RegionYields:
         return self.n[REGIONS.index(r)]
 
     def merged(self, groups: Sequence[Sequence[int]]) -> "RegionYields":
-        """Sum M_T bins into groups of consecutive original bins (see :mod:`.writer`)."""
+        """Sum M_T bins into groups of consecutive bins (of this object; see :mod:`.writer`).
+
+        Variances: the bins' sums, plus with parent records the cross terms of a parent's
+        copies in different bins of a group (:mod:`.parents`)."""
         n = np.stack([self.n[:, list(g)].sum(axis=1) for g in groups], axis=1)
-        v = np.stack([self.var[:, list(g)].sum(axis=1) for g in groups], axis=1)
+        if self.parents is None:
+            v, parents = np.stack([self.var[:, list(g)].sum(axis=1) for g in groups], axis=1), None
+        else:
+            v, parents = self.parents.merged(groups)
         edges = np.array([self.edges[g[0]] for g in groups] + [self.edges[groups[-1][-1] + 1]])
-        return RegionYields(n, v, edges, self.wp, self.plane, self.label, [list(g) for g in groups])
+        return RegionYields(n, v, edges, self.wp, self.plane, self.label, [list(g) for g in groups], parents)
+
+    def group_var(self, group: Sequence[int]) -> np.ndarray:
+        """Variances of the four regions with the bins ``group`` merged, shape ``(4,)`` (what
+        :meth:`merged` gives that group)."""
+        if self.parents is None:
+            return self.var[:, list(group)].sum(axis=1)
+        return self.parents.merged([group])[0][:, 0]
 
 
 def region_yields(
@@ -253,7 +274,10 @@ def region_yields(
         poisson: use variance = counts (Poisson) instead of sumw2; default True for ``which="data"``.
 
     Returns:
-        :class:`RegionYields` with ``n`` and ``var`` of shape ``(4, n_mt)``.
+        :class:`RegionYields` with ``n`` and ``var`` of shape ``(4, n_mt)``. For datasets whose
+        parent records ``xy_mt`` carries (:func:`.parents.attach`) ``var`` is parent-aware:
+        ``sum_p (sum of p's weights in the region and M_T bin)^2``, and stays so through
+        :meth:`RegionYields.merged`; other datasets' are the sums of the bins' variances.
     """
     check_axes(xy_mt)
     x0, y0 = parse_wp(wp)
@@ -264,12 +288,18 @@ def region_yields(
     n = regions_from_cumsum(cumulative_2d(vals), ix, iy)[:, 0, 0, :]
     if poisson is None:
         poisson = which == "data"
+    cross = None
     if poisson:
         v = np.clip(n, 0.0, None)
     else:
         v = regions_from_cumsum(cumulative_2d(var), ix, iy)[:, 0, 0, :]
+        pairs = pairs_of(xy_mt, names, plane)
+        if pairs is not None:  # detector copies in different bins of one region: their cross terms
+            matrix = pairs.region_matrix(ix, iy)
+            cross = RegionCross(v, matrix, [[i] for i in range(v.shape[1])])
+            v = v + np.diagonal(matrix, axis1=1, axis2=2)
     label = which if isinstance(which, str) else ",".join(which)
-    return RegionYields(n, v, mt_edges(xy_mt), (x0, y0), plane, label)
+    return RegionYields(n, v, mt_edges(xy_mt), (x0, y0), plane, label, parents=cross)
 
 
 def yields_from_mt_abcd(mt_abcd, datasets: Mapping[str, Mapping], wp, plane: str = "SP",

@@ -29,6 +29,11 @@ numpy operations. Metrics per point (plane SP by default, MC background summed o
             signal point has events in A, C or D but none in B).
 ``in_bounds`` ``x0, y0`` inside ``bounds``.
 
+MC variances with detector copies (parent records on ``xy_mt``, :mod:`.parents`): the background
+variances of every point and M_T bin are parent-aware exactly (the cross terms of a parent's
+copies in different ``xy_mt`` bins of one region come from 2D cumulative sums over pairs of
+records, like the yields), and so are those of the merged closure bins of :func:`nonclosure_grid`.
+
 Selection: maximise ``z_mean`` among points passing every rule. If none passes, the fallback is
 the point with the fewest failed rules (bounds always required), highest ``z_mean`` among them; the
 result then has ``fallback=True`` and a report naming the rules that failed.
@@ -176,7 +181,32 @@ def _sigma_b(mode: str, nhat, var_mc, a, c, d):
     raise HistogramError(f"unknown sigma_mode '{mode}', expected poisson, sumw2 or both")
 
 
-def nonclosure_grid(bkg, bkg_var, vp, vp_var, rules: ScanRules) -> np.ndarray:
+def _parent_aware(var, xy_mt, names, plane, ix, iy):
+    """Per-bin region variances ``var`` (4, gx, gy, n_mt) of the grid with the cross terms of
+    detector copies in different ``xy_mt`` bins of a region added (:mod:`.parents`, exact at
+    every point), and the cross terms between different M_T bins (4, gx, gy, n_mt, n_mt;
+    diagonal zero) for merged M_T groups; ``(var, None)`` without parent records."""
+    from .parents import pairs_of
+
+    pairs = pairs_of(xy_mt, names, plane)
+    if pairs is None:
+        return var, None
+    m = pairs.grid_matrix(ix, iy)
+    var = var + np.diagonal(m, axis1=-2, axis2=-1)
+    n = m.shape[-1]
+    m[..., np.arange(n), np.arange(n)] = 0.0
+    return var, m
+
+
+def _group_var(v, off):
+    """``var_of`` of :func:`.writer.merge_groups` at one grid point: bins' variances summed, plus
+    the parents' cross terms between different M_T bins of the group (``off``, or None)."""
+    if off is None:
+        return None
+    return lambda g: v[:, list(g)].sum(axis=1) + off[:, list(g)][:, :, list(g)].sum(axis=(1, 2))
+
+
+def nonclosure_grid(bkg, bkg_var, vp, vp_var, rules: ScanRules, cross=None, vp_cross=None) -> np.ndarray:
     """Relative non-closure ``kappa - 1`` per point and M_T bin that the cards would carry.
 
     Per grid point, as :func:`.writer.write_datacards` does: closure bins merged until every
@@ -185,6 +215,9 @@ def nonclosure_grid(bkg, bkg_var, vp, vp_var, rules: ScanRules) -> np.ndarray:
 
     Args:
         bkg, bkg_var: SP yields and variances, shape ``(4, *G, n_mt)``; vp, vp_var: the same in VP.
+        cross, vp_cross: with detector copies, the parents' cross terms between different M_T
+            bins, shape ``(4, *G, n_mt, n_mt)`` (:func:`_parent_aware`), added to the variances
+            of merged closure bins; None: the bins' variances are summed.
 
     Returns:
         ``u`` of shape ``(*G, n_mt)``.
@@ -197,12 +230,15 @@ def nonclosure_grid(bkg, bkg_var, vp, vp_var, rules: ScanRules) -> np.ndarray:
     n_mt = bkg.shape[-1]
     u = np.zeros((*G, n_mt))
     for idx in np.ndindex(*G):
-        b, v = bkg[(slice(None), *idx)], bkg_var[(slice(None), *idx)]
-        groups, _ = merge_groups(b, 0.0, v, rules.min_neff)
+        at = (slice(None), *idx)
+        b, v = bkg[at], bkg_var[at]
+        sp_of = _group_var(v, None if cross is None else cross[at])
+        groups, _ = merge_groups(b, 0.0, v, rules.min_neff, var_of=sp_of)
+        vp_of = _group_var(vp_var[at], None if vp_cross is None else vp_cross[at])
         d, s = [], []
-        for y, yv in ((b, v), (vp[(slice(None), *idx)], vp_var[(slice(None), *idx)])):
+        for y, yv, of in ((b, v, sp_of), (vp[at], vp_var[at], vp_of)):
             n = np.stack([y[:, g].sum(axis=1) for g in groups], axis=1)
-            nv = np.stack([yv[:, g].sum(axis=1) for g in groups], axis=1)
+            nv = np.stack([(of(g) if of is not None else yv[:, g].sum(axis=1)) for g in groups], axis=1)
             nhat, var = predict(n[0], n[2], n[3], nv[0], nv[2], nv[3])
             dd, ss, _ = closure(nhat, var, n[1], nv[1])
             d.append(dd)
@@ -336,14 +372,18 @@ def scan_working_points(
     bv, bw = plane_arrays(xy_mt, bkg_names, rules.plane)
     sv, _ = plane_arrays(xy_mt, sig_names, rules.plane, summed=False)
     bkg = regions_from_cumsum(cumulative_2d(bv), ix, iy)
-    bkg_var = regions_from_cumsum(cumulative_2d(bw), ix, iy)
+    bkg_var, cross = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), xy_mt, bkg_names, rules.plane,
+                                   ix, iy)
     sig = regions_from_cumsum(cumulative_2d(sv), ix, iy)
     factors = rescale_factors(sv.sum(axis=(1, 2, 3)), sig_names.index(reference))
     u = None
     if rules.fom_nonclosure:
-        vv, vw = plane_arrays(xy_mt, bkg_names, "VP" if rules.plane == "SP" else "SP")
-        u = nonclosure_grid(bkg, bkg_var, regions_from_cumsum(cumulative_2d(vv), ix, iy),
-                            regions_from_cumsum(cumulative_2d(vw), ix, iy), rules)
+        other = "VP" if rules.plane == "SP" else "SP"
+        vv, vw = plane_arrays(xy_mt, bkg_names, other)
+        vp_var, vp_cross = _parent_aware(regions_from_cumsum(cumulative_2d(vw), ix, iy), xy_mt, bkg_names, other,
+                                         ix, iy)
+        u = nonclosure_grid(bkg, bkg_var, regions_from_cumsum(cumulative_2d(vv), ix, iy), vp_var, rules,
+                            cross=cross, vp_cross=vp_cross)
     m = compute_metrics(bkg, bkg_var, sig, factors, rules, u)
 
     X, Y = np.meshgrid(gx, gy, indexing="ij")

@@ -370,7 +370,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
                     out.mcstat_clips.append({"channel": c, "kappa": k, "clipped_to": hi})
                     k = hi
                 out.mcstat[(r, i)] = k
-        nb, vb = nom.n[1].sum(), nom.var[1].sum()
+        # the B total's variance: with detector copies, a parent's copies in different bins add first
+        nb, vb = nom.n[1].sum(), (nom.var[1].sum() if nom.parents is None else nom.group_var(range(n))[1])
         out.mcstat_b_total = float(np.sqrt(max(vb, 0.0)) / nb) if nb > 0 else None
 
     if xy_mt_syst is None:

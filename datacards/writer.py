@@ -76,7 +76,7 @@ CARD_NAME = "datacard.txt"
 
 
 def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None = None,
-                 min_neff: float = 0.0) -> tuple[list[list[int]], list[dict]]:
+                 min_neff: float = 0.0, var_of=None) -> tuple[list[list[int]], list[dict]]:
     """M_T bin groups so that every region has background > ``min_bkg`` and N_eff >= ``min_neff``.
 
     Args:
@@ -84,6 +84,9 @@ def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None =
         min_bkg: threshold (events).
         var: their variances (sum of squared weights), shape ``(4, n_mt)``; needed for ``min_neff``.
         min_neff: minimum Kish effective number of MC events ``(sum w)^2 / sum w^2`` per region.
+        var_of: variances of a group of bins, ``var_of(group) -> (4,)`` (e.g.
+            :meth:`.regions.RegionYields.group_var`, parent-aware with detector copies); default
+            the sum of ``var`` over the group.
 
     Returns:
         ``(groups, merges)``: lists of consecutive original bins, and one record per merge
@@ -91,14 +94,14 @@ def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None =
     """
     groups = [[i] for i in range(bkg.shape[1])]
     merges = []
-    if min_neff > 0 and var is None:
+    if min_neff > 0 and var is None and var_of is None:
         raise DatacardError("merge_groups: min_neff needs the variances (var)")
 
     def bad(g):
         tot = bkg[:, g].sum(axis=1)
         out = [REGIONS[r] for r in range(4) if not tot[r] > min_bkg]
         if min_neff > 0:
-            v = var[:, g].sum(axis=1)
+            v = var_of(g) if var_of is not None else var[:, g].sum(axis=1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 neff = np.where((v > 0) & (tot > 0), tot**2 / np.where(v > 0, v, 1.0), 0.0)
             out += [f"{REGIONS[r]} (N_eff {neff[r]:.1f})" for r in range(4) if neff[r] < min_neff and REGIONS[r] not in out]
@@ -303,7 +306,7 @@ def write_datacards(
     bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background")
     n_orig = bkg0.n.shape[1]
     if zero_bkg == "merge":
-        groups, merges = merge_groups(bkg0.n, min_bkg, bkg0.var, fit_min_neff)
+        groups, merges = merge_groups(bkg0.n, min_bkg, bkg0.var, fit_min_neff, var_of=bkg0.group_var)
     else:
         groups, merges = [[i] for i in range(n_orig)], []
     bkg = bkg0.merged(groups)
@@ -318,7 +321,7 @@ def write_datacards(
                             REGIONS[r], i, groups[i], floor_value)
                 bkg_n[r, i] = floor_value
     # closure bins: fit bins merged until the closure test has min_neff MC events in every region
-    cbins, cmerges = merge_groups(bkg.n, min_bkg, bkg.var, min_neff)
+    cbins, cmerges = merge_groups(bkg.n, min_bkg, bkg.var, min_neff, var_of=bkg.group_var)
     closure_groups = [[o for i in cb for o in groups[i]] for cb in cbins]
     sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, closure_groups)
     nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z, min_neff=min_neff)

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def _load(path: str) -> tuple[object, dict]:
-    """``(xy_mt, datasets)`` from a ``histograms.coffea`` written by ``svjscout process/run``.
+    """``(xy_mt, datasets)`` from a ``histograms.coffea`` written by ``svjscout process/run``;
+    ``xy_mt`` carries the output's parent records (:func:`svjscout.datacards.parents.attach`).
 
     Raises:
         HistogramError: the file is not an LZ4-compressed pickle (a text or ROOT file, a truncated
@@ -45,6 +46,9 @@ def _load(path: str) -> tuple[object, dict]:
         raise HistogramError(f"{path}: key 'xy_mt' missing from the processor output (has {sorted(out)})")
     if "datasets" not in out:
         raise HistogramError(f"{path}: key 'datasets' missing from the processor output (has {sorted(out)})")
+    from svjscout.datacards.parents import attach
+
+    attach(out)  # detector copies: parent-aware region variances (outputs without parent records: no-op)
     return hists["xy_mt"], dict(out["datasets"])
 
 

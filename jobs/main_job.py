@@ -98,6 +98,9 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         bar.advance(task)
 
         t = stage("scan")
+        # detector copies: the parent records travel on xy_mt, so every region/M_T-group variance
+        # downstream (scan, mt_abcd, closure, cards, validation, plots) is parent-aware
+        dc.attach_parents(output)
         xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
         grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
         rules = dc.ScanRules(p_min=cfg.scan.p_min, plateau=cfg.scan.plateau, fom_nonclosure=cfg.scan.fom_nonclosure,

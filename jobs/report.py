@@ -14,13 +14,23 @@ log = logging.getLogger(__name__)
 
 
 def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, float]):
-    """M_T histogram of one dataset in one ABCD region at ``wp``, summed from ``xy_mt``."""
+    """M_T histogram of one dataset in one ABCD region at ``wp``, summed from ``xy_mt`` (variances
+    parent-aware for a dataset with detector copies, :mod:`svjscout.datacards.parents`)."""
     import hist
+
+    from svjscout.datacards.parents import records
 
     x_hi, y_hi = region in ("A", "B"), region in ("B", "D")
     xs = slice(hist.loc(wp[0]), None, sum) if x_hi else slice(None, hist.loc(wp[0]), sum)
     ys = slice(hist.loc(wp[1]), None, sum) if y_hi else slice(None, hist.loc(wp[1]), sum)
-    return xy_mt[{"dataset": dataset, "plane": plane, "x": xs, "y": ys}]
+    out = xy_mt[{"dataset": dataset, "plane": plane, "x": xs, "y": ys}]
+    rec = records(xy_mt)
+    if rec is not None and dataset in rec.datasets:  # detector copies: parent-aware region variances
+        from svjscout.datacards.regions import REGIONS, region_yields
+
+        y = region_yields(xy_mt, {dataset: {"kind": "background"}}, wp, plane=plane, which=[dataset], poisson=False)
+        out.view(flow=False).variance[...] = y.var[REGIONS.index(region)]
+    return out
 
 
 def _names(h, kinds: dict, kind: str) -> list[str]:
