@@ -206,3 +206,234 @@ def test_mixed_dataset_adds_the_copies_correlations(run_all):
     assert np.allclose(mixed.variance, (orig.variance + copies.variance) / 4, rtol=1e-6, atol=0)
     s = run_all["parent_errors"]["mixed"]
     assert not s["complete"] and s["selected"] == s["fills"] + s["parent_bins"]
+
+
+# -- region and M_T-group variances downstream (datacards/parents.py) ---------------------------
+#
+# Real copies of one event differ in their jet response, so they spread over score bins. That is
+# built here at the unit level: per parent, K copies of weight w / K at different (x, y) bins of
+# one region at WP = (0.5, 0.5), their records made by the processor's own code (flat_bins,
+# group_fills via _parent_grouped_xy_mt), then attached to xy_mt as `svjscout run` does.
+
+WP_R = (0.5, 0.5)
+MT_R = [650.0, 800.0, 1000.0, 1300.0, 1800.0]
+DS_R = {"bkg": {"kind": "background"}, "svj": {"kind": "signal", "mzprime": 2000, "rinv": 0.3}}
+
+
+def _events(n_par, k, seed, mt_spread=0.0):
+    """Per copy: parent, plane, x, y, mt, weight; each parent's copies in one region at WP_R."""
+    rng = np.random.default_rng(seed)
+    par = np.repeat(np.arange(n_par), k)
+    hi_x, hi_y = (np.repeat(rng.random(n_par) < p, k) for p in (0.45, 0.4))
+    x = np.where(hi_x, 0.5, 0.0) + rng.uniform(0, 0.5, n_par * k)
+    y = np.where(hi_y, 0.5, 0.0) + rng.uniform(0, 0.5, n_par * k)
+    mt = np.repeat(rng.uniform(660, 1790, n_par), k) + rng.normal(0, mt_spread, n_par * k) * (mt_spread > 0)
+    plane = np.repeat(rng.choice(["SP", "VP"], n_par), k)
+    w = np.repeat(rng.uniform(0.5, 1.5, n_par), k) / k
+    return {"parent": par, "plane": plane, "x": x, "y": y, "mt": np.clip(mt, 651, 1799), "w": w}
+
+
+def _histogram(events: dict, with_records: bool = True):
+    """xy_mt of DS_R filled with ``{dataset: events}``; with records as finalize leaves them."""
+    from svjscout.processors import histograms as H
+    from svjscout.processors.processor import _parent_grouped_xy_mt
+
+    h = H.book(MT_R, list(DS_R), 20)["xy_mt"]
+    fills, flow = {}, {}
+    for ds, e in events.items():
+        c = {"dataset": ds, "plane": e["plane"], "x": e["x"], "y": e["y"], "mt": e["mt"]}
+        h.fill(**c, weight=e["w"])
+        fills[ds] = {"key": e["parent"].astype(np.uint64), "bin": flat_bins(h, **c), "weight": e["w"]}
+        flow[ds] = {"raw": np.array([len(e["w"])])}
+    out = {"hists": {"xy_mt": h}, "cutflow": flow, "datasets": DS_R}
+    if with_records:
+        out["parent_fills"] = fills
+        out["parent_errors"] = _parent_grouped_xy_mt(out)
+    return out
+
+
+def _closed_form(e: dict, plane: str, groups) -> np.ndarray:
+    """sum_p (sum of p's weights in region r and M_T group g)^2, shape (4, len(groups)), by hand."""
+    group_of = {m: k for k, g in enumerate(groups) for m in g}
+    sums: dict = {}
+    for p, pl, x, y, mt, w in zip(e["parent"], e["plane"], e["x"], e["y"], e["mt"], e["w"]):
+        m = int(np.searchsorted(MT_R, mt, side="right")) - 1
+        if pl != plane or m not in group_of:
+            continue
+        r = "ABCD".index({(True, False): "A", (True, True): "B", (False, False): "C", (False, True): "D"}[
+            (bool(x >= WP_R[0]), bool(y >= WP_R[1]))])
+        sums[(p, r, group_of[m])] = sums.get((p, r, group_of[m]), 0.0) + w
+    out = np.zeros((4, len(groups)))
+    for (_, r, g), s in sums.items():
+        out[r, g] += s**2
+    return out
+
+
+def test_region_variance_is_the_closed_form():
+    from svjscout.datacards.parents import attach
+    from svjscout.datacards.regions import region_yields
+
+    e = _events(600, K, seed=11, mt_spread=80.0)  # copies spread over x, y and M_T bins
+    out = _histogram({"bkg": e})
+    h = out["hists"]["xy_mt"]
+    per_bin = {p: region_yields(h, DS_R, WP_R, plane=p, which="background") for p in ("SP", "VP")}
+    assert attach(out)
+    singles = [[0], [1], [2], [3]]
+    for plane in ("SP", "VP"):
+        y = region_yields(h, DS_R, WP_R, plane=plane, which="background")
+        assert np.allclose(y.n, per_bin[plane].n, rtol=0, atol=0)
+        assert np.allclose(y.var, _closed_form(e, plane, singles), rtol=1e-12, atol=0)
+        # the per-bin sums missed the copies' cross terms (copies in different score bins)
+        assert (y.var >= per_bin[plane].var * (1 - 1e-12)).all() and y.var.sum() > 1.5 * per_bin[plane].var.sum()
+        for groups in ([[0, 1], [2, 3]], [[0, 1, 2, 3]], [[0], [1, 2, 3]]):
+            m = y.merged(groups)
+            assert np.allclose(m.var, _closed_form(e, plane, groups), rtol=1e-12, atol=0)
+            assert m.var.sum() > y.var[:, [i for g in groups for i in g]].sum()  # copies across M_T bins
+            for k, g in enumerate(groups):
+                assert np.allclose(y.group_var(g), m.var[:, k], rtol=1e-12, atol=0)
+        # merged twice: the groups refer to the merged bins, the variances to the original ones
+        assert np.allclose(y.merged([[0, 1], [2], [3]]).merged([[0, 1], [2]]).var,
+                           _closed_form(e, plane, [[0, 1, 2], [3]]), rtol=1e-12, atol=0)
+        # Poisson (data-like) variances never use the records
+        assert np.array_equal(region_yields(h, DS_R, WP_R, plane=plane, which="background", poisson=True).var,
+                              per_bin[plane].n.clip(0))
+
+
+def test_own_parents_leave_every_region_variance_unchanged_bit_for_bit():
+    from svjscout.datacards import scan_working_points
+    from svjscout.datacards.parents import attach, pairs_of
+    from svjscout.datacards.regions import mt_abcd_at, region_yields
+
+    events = {"bkg": _events(800, 1, seed=3, mt_spread=0.0), "svj": _events(300, 1, seed=4)}
+    plain, own = _histogram(events, with_records=False), _histogram(events)
+    assert attach(own) and pairs_of(own["hists"]["xy_mt"], ["bkg", "svj"], "SP") is None
+    h0, h1 = plain["hists"]["xy_mt"], own["hists"]["xy_mt"]
+    assert np.array_equal(h0.view(flow=True), h1.view(flow=True))
+    for which in ("background", ["svj"]):
+        for plane in ("SP", "VP"):
+            a, b = (region_yields(h, DS_R, WP_R, plane=plane, which=which) for h in (h0, h1))
+            assert np.array_equal(a.var, b.var) and np.array_equal(a.n, b.n)
+            assert np.array_equal(a.merged([[0, 1], [2, 3]]).var, b.merged([[0, 1], [2, 3]]).var)
+    assert np.array_equal(mt_abcd_at(h0, WP_R).view(flow=True), mt_abcd_at(h1, WP_R).view(flow=True))
+    grid = (np.arange(0.3, 0.71, 0.1).round(2),) * 2
+    t0, t1 = (scan_working_points(h, DS_R, grid=grid).table for h in (h0, h1))
+    assert t0.equals(t1)
+
+
+def test_scan_variances_are_exact_at_every_point():
+    from svjscout.datacards.regions import cumulative_2d, plane_arrays, region_yields, regions_from_cumsum
+    from svjscout.datacards.scan import _parent_aware
+
+    e = _events(500, K, seed=7, mt_spread=80.0)
+    out = _histogram({"bkg": e})
+    from svjscout.datacards.parents import attach
+
+    attach(out)
+    h = out["hists"]["xy_mt"]
+    ix = iy = np.arange(0, 21, 2)
+    _, bw = plane_arrays(h, ["bkg"], "SP")
+    var, off = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), h, ["bkg"], "SP", ix, iy)
+    for i, x0 in enumerate(ix / 20):
+        for j, y0 in enumerate(iy / 20):
+            y = region_yields(h, DS_R, (x0, y0), plane="SP", which="background")
+            assert np.allclose(var[:, i, j], y.var, rtol=1e-12, atol=1e-15)
+            g = [0, 1, 2]
+            merged = var[:, i, j][:, g].sum(axis=1) + off[:, i, j][:, g][:, :, g].sum(axis=(1, 2))
+            assert np.allclose(merged, y.group_var(g), rtol=1e-12, atol=1e-15)
+
+
+def test_records_follow_the_histogram_not_its_copies(tmp_path, caplog):
+    import pickle
+
+    from coffea.util import save
+
+    from svjscout.datacards.parents import ATTR, attach, records
+    from svjscout.datacards.regions import region_yields
+    from svjscout.jobs.commands_datacards import _load
+
+    out = _histogram({"bkg": _events(300, K, seed=5)})
+    h = out["hists"]["xy_mt"]
+    plain = region_yields(h, DS_R, WP_R, which="background").var
+    attach(out)
+    aware = region_yields(h, DS_R, WP_R, which="background").var
+    assert not np.allclose(aware, plain)
+    assert b"svjscout" not in pickle.dumps(getattr(h, ATTR))  # plain data: any pickle reader loads it
+    # a slice has other axes, a scaled copy other values: neither uses the records
+    assert records(h[{"plane": "SP"}]) is None and records(h[{"x": slice(2, None)}]) is None
+    assert records(h * 2.0) is None and "differ from those its parent records" in caplog.text
+    assert np.allclose(region_yields(h * 2.0, DS_R, WP_R, which="background").var, 4 * plain, rtol=1e-12)
+    # saved with the attribute (svjscout run) and without it (outputs older than datacards/parents.py)
+    save(out, tmp_path / "new.coffea")
+    delattr(h, ATTR)
+    save(out, tmp_path / "old.coffea")
+    for name in ("new", "old"):
+        xy, ds = _load(str(tmp_path / f"{name}.coffea"))
+        assert records(xy) is not None
+        assert np.allclose(region_yields(xy, ds, WP_R, which="background").var, aware, rtol=1e-12, atol=0)
+    out.pop("parent_fills")
+    save(out, tmp_path / "none.coffea")
+    xy, ds = _load(str(tmp_path / "none.coffea"))
+    assert records(xy) is None and np.array_equal(region_yields(xy, ds, WP_R, which="background").var, plain)
+
+
+def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
+    """K copies of weight w/K spread over a region's bins count as the parents alone (weight w,
+    one fill each): the same Kish N_eff, closure errors, merging and non-closure in the cards."""
+    from svjscout.datacards import abcd_prediction, signal_systematics, write_datacards
+    from svjscout.datacards.parents import attach
+
+    copied = {"bkg": _events(3000, K, seed=21), "svj": _events(800, K, seed=22)}
+    alone = {d: {**{c: v[::K] for c, v in e.items()}, "w": e["w"][::K] * K} for d, e in copied.items()}
+
+    def build(k, records):
+        out = _histogram(copied if k == K else alone, with_records=records)
+        if records:
+            attach(out)
+        return out["hists"]["xy_mt"]
+
+    parents, copies, naive = build(1, False), build(K, True), build(K, False)
+    kw = {"min_neff": 60.0, "fit_min_neff": 25.0, "validate": False}
+    idx = {n: write_datacards(h, DS_R, WP_R, tmp_path / n, **kw) for n, h in
+           (("parents", parents), ("copies", copies), ("naive", naive))}
+    a, b = idx["parents"], idx["copies"]
+    assert a["mt_groups"] == b["mt_groups"] and a["closure_bins"] == b["closure_bins"]
+    for p, c in zip(a["closure"]["bins"], b["closure"]["bins"]):
+        for plane in ("SP", "VP"):
+            assert c[plane]["n_eff"] == pytest.approx(p[plane]["n_eff"], rel=1e-9)
+            assert c[plane]["sigma_delta"] == pytest.approx(p[plane]["sigma_delta"], rel=1e-9)
+    for p, c in zip(a["fit_n_eff"], b["fit_n_eff"]):
+        assert c == pytest.approx(p, rel=1e-9)
+    assert b["nonclosure_kappa"] == pytest.approx(a["nonclosure_kappa"], rel=1e-9)
+    # without the records the copies' N_eff is about K times too large
+    neff = lambda i: np.array([list(d.values()) for d in i["fit_n_eff"]])  # noqa: E731
+    assert idx["naive"]["mt_groups"] == a["mt_groups"] and idx["naive"]["closure_bins"] != a["closure_bins"]
+    assert np.median(neff(idx["naive"]) / neff(a)) > 0.7 * K
+    for plane in ("SP", "VP"):
+        ta, tb = (abcd_prediction(h, DS_R, WP_R, plane=plane) for h in (parents, copies))
+        assert np.allclose(tb.sigma_nhat_B, ta.sigma_nhat_B, rtol=1e-9) and np.allclose(tb.var_B, ta.var_B, rtol=1e-9)
+    # the signal's MC-statistics nuisances likewise
+    groups = a["mt_groups"]
+    sa, sb = (signal_systematics(h, None, DS_R, WP_R, groups, "svj") for h in (parents, copies))
+    assert sb.mcstat.keys() == sa.mcstat.keys() and len(sa.mcstat) > 0
+    assert all(sb.mcstat[c] == pytest.approx(sa.mcstat[c], rel=1e-9) for c in sa.mcstat)
+    assert sb.mcstat_b_total == pytest.approx(sa.mcstat_b_total, rel=1e-9)
+
+
+def test_processor_output_region_variances(run_all):
+    """The processor's own output: identical copies, so region variances of `copies` equal those of
+    the parents (`orig`), and mt_abcd_at rebuilds the processor's parent-grouped mt_abcd."""
+    from svjscout.datacards.parents import attach
+    from svjscout.datacards.regions import mt_abcd_at, region_yields
+
+    out = run_all
+    assert attach(out)
+    xy = out["hists"]["xy_mt"]
+    ds = {d: {"kind": "background"} for d in xy.axes["dataset"]}
+    every = [list(range(len(xy.axes["mt"])))]
+    for plane in ("SP", "VP"):
+        o, c = (region_yields(xy, ds, WP_R, plane=plane, which=[d]) for d in ("orig", "copies"))
+        assert np.allclose(c.n, o.n, rtol=1e-6, atol=0) and np.allclose(c.var, o.var, rtol=1e-6, atol=0)
+        assert np.allclose(c.merged(every).var, o.merged(every).var, rtol=1e-6, atol=0) and o.var.sum() > 0
+    rebuilt = mt_abcd_at(xy, (0.5, 0.5))[{"dataset": "copies"}].view(flow=False)
+    filled = out["hists"]["mt_abcd"][{"dataset": "copies"}].view(flow=False)
+    assert np.allclose(rebuilt.value, filled.value, rtol=1e-9) and np.allclose(rebuilt.variance, filled.variance, rtol=1e-9)
