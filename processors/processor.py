@@ -552,7 +552,8 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
     (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` arrays), from which the
     variance of any union of bins (an ABCD region) can be grouped by parent too, and
     ``output["parent_errors"]`` summarises them (``{dataset: {fills, selected, parent_bins,
-    complete}}``). Both are absent without parent ids.
+    complete}}``). Both are absent without parent ids. The records are attached (scaled) to
+    ``xy_mt`` (:func:`svjscout.datacards.parents.attach`) for the region variances downstream.
     """
     summary = _parent_grouped_xy_mt(output)
     if summary:
@@ -572,6 +573,12 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
             view.variance[i] *= norm**2
         if dataset in output.get("cutflow", {}):
             output["cutflow"][dataset]["weighted"] = output["cutflow"][dataset]["weighted"] * norm
+    if output.get("parent_fills"):
+        # the scaled records travel on xy_mt: every region and M_T-group variance summed from it
+        # downstream (mt_abcd_at, closure, cards, scan) is parent-aware (svjscout.datacards.parents)
+        from svjscout.datacards.parents import attach
+
+        attach(output)
     return output
 
 

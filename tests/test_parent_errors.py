@@ -422,10 +422,12 @@ def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
 def test_processor_output_region_variances(run_all):
     """The processor's own output: identical copies, so region variances of `copies` equal those of
     the parents (`orig`), and mt_abcd_at rebuilds the processor's parent-grouped mt_abcd."""
-    from svjscout.datacards.parents import attach
+    from svjscout.datacards.parents import attach, records
     from svjscout.datacards.regions import mt_abcd_at, region_yields
 
     out = run_all
+    rec = records(out["hists"]["xy_mt"])  # finalize attached them
+    assert rec is not None and sorted(rec.datasets) == ["copies", "mixed", "own"]
     assert attach(out)
     xy = out["hists"]["xy_mt"]
     ds = {d: {"kind": "background"} for d in xy.axes["dataset"]}
