@@ -126,7 +126,7 @@ class ParentRecords:
     ny: int
     n_mt: int
 
-    def pairs(self, names: Sequence[str], plane: str) -> "Pairs | None":
+    def pairs(self, names: Sequence[str], plane: str) -> Pairs | None:
         """Pairs of records of one parent (same dataset and plane, different bins) among
         ``names``; None when there is none (then every variance is the per-bin sum)."""
         if plane not in self.planes:
@@ -276,7 +276,7 @@ class RegionCross:
         """Cross terms of groups of *original* M_T bins, shape ``(4, len(groups))``."""
         return np.stack([self.matrix[:, g][:, :, g].sum(axis=(1, 2)) for g in (list(g) for g in groups)], axis=1)
 
-    def merged(self, groups: Sequence[Sequence[int]]) -> tuple[np.ndarray, "RegionCross"]:
+    def merged(self, groups: Sequence[Sequence[int]]) -> tuple[np.ndarray, RegionCross]:
         """Variances of the current bins merged into ``groups`` and the new :class:`RegionCross`."""
         orig = [[o for i in g for o in self.bins[i]] for g in groups]
         base = np.stack([self.base[:, list(g)].sum(axis=1) for g in groups], axis=1)

@@ -11,7 +11,6 @@ import awkward as ak
 import numpy as np
 import pytest
 from conftest import embedded_file
-
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 from svjscout.processors.processor import flat_bins, parent_grouped_variance
@@ -321,7 +320,12 @@ def test_own_parents_leave_every_region_variance_unchanged_bit_for_bit():
 
 
 def test_scan_variances_are_exact_at_every_point():
-    from svjscout.datacards.regions import cumulative_2d, plane_arrays, region_yields, regions_from_cumsum
+    from svjscout.datacards.regions import (
+        cumulative_2d,
+        plane_arrays,
+        region_yields,
+        regions_from_cumsum,
+    )
     from svjscout.datacards.scan import _parent_aware
 
     e = _events(500, K, seed=7, mt_spread=80.0)
@@ -346,7 +350,6 @@ def test_records_follow_the_histogram_not_its_copies(tmp_path, caplog):
     import pickle
 
     from coffea.util import save
-
     from svjscout.datacards.parents import ATTR, attach, records
     from svjscout.datacards.regions import region_yields
     from svjscout.jobs.commands_datacards import _load
@@ -405,7 +408,7 @@ def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
         assert c == pytest.approx(p, rel=1e-9)
     assert b["nonclosure_kappa"] == pytest.approx(a["nonclosure_kappa"], rel=1e-9)
     # without the records the copies' N_eff is about K times too large
-    neff = lambda i: np.array([list(d.values()) for d in i["fit_n_eff"]])  # noqa: E731
+    neff = lambda i: np.array([list(d.values()) for d in i["fit_n_eff"]])
     assert idx["naive"]["mt_groups"] == a["mt_groups"] and idx["naive"]["closure_bins"] != a["closure_bins"]
     assert np.median(neff(idx["naive"]) / neff(a)) > 0.7 * K
     for plane in ("SP", "VP"):
