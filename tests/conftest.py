@@ -94,7 +94,7 @@ def small_job(tmp_path, toy_models):
     job.write_text(
         "datasets:\n"
         f"  svj_mz2000_rinv0.3: {{kind: signal, files: ['{embedded_file('svj_mz2000_rinv0.3.root')}']}}\n"
-        f"  qcd_pt300to500: {{kind: background, files: ['{embedded_file('qcd_pt300to500.root')}']}}\n"
+        f"  qcd: {{kind: background, files: ['{embedded_file('qcd.root')}']}}\n"
         f"  svj_mz3000_rinv0.5: {{kind: signal, files: ['{embedded_file('svj_mz3000_rinv0.5.root')}']}}\n"
         "analysis:\n"
         f"  lundnet_model: {toy_models[0]}\n"
@@ -140,15 +140,21 @@ def rewrite_file(src: str, dst, rename: dict | None = None, drop: tuple = (), mo
 
 
 def assert_same_output(a: dict, b: dict) -> None:
-    """Two processor outputs have bit-identical histograms (values and variances) and cutflows."""
+    """Two processor outputs have the same histograms (values and variances) and cutflows.
+
+    Raw counts must be identical. Sums of weights must agree to floating-point rounding (relative
+    1e-12): the embedded QCD sample is pT-hat biased and resampled, so its weights differ event by
+    event, and a different chunking adds them in a different order (unweighted samples still come
+    out bit-identical: sums of integers are exact).
+    """
     assert set(a["hists"]) == set(b["hists"])
     for name in a["hists"]:
         va, vb = a["hists"][name].view(flow=True), b["hists"][name].view(flow=True)
-        assert np.array_equal(va.value, vb.value), name
-        assert np.array_equal(va.variance, vb.variance), name
+        np.testing.assert_allclose(va.value, vb.value, rtol=1e-12, atol=0, err_msg=name)
+        np.testing.assert_allclose(va.variance, vb.variance, rtol=1e-12, atol=0, err_msg=name)
     for ds in a["cutflow"]:
         assert np.array_equal(a["cutflow"][ds]["raw"], b["cutflow"][ds]["raw"])
-        assert np.array_equal(a["cutflow"][ds]["weighted"], b["cutflow"][ds]["weighted"])
+        np.testing.assert_allclose(a["cutflow"][ds]["weighted"], b["cutflow"][ds]["weighted"], rtol=1e-12, atol=0)
 
 
 def with_executor(cfg, **executor):

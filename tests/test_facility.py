@@ -35,7 +35,7 @@ pytestmark = pytest.mark.facility
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REQUIRED = os.environ.get("SVJSCOUT_FACILITY_REQUIRED") == "1"
-DATASETS = {"svj_mz2000_rinv0.3": "signal", "qcd_pt300to500": "background", "svj_mz3000_rinv0.5": "signal"}
+DATASETS = {"svj_mz2000_rinv0.3": "signal", "qcd": "background", "svj_mz3000_rinv0.5": "signal"}
 
 
 def need(what: str, ok: bool, install: str) -> None:
@@ -572,7 +572,7 @@ def test_xrootd_reads_are_identical(xrootd_server, toy_models, reference, tmp_pa
         "{name: dask, workers: 2, chunksize: 200, xrootd: {timeout: 30, retries: 2}}"
     out, report = run_processor(load_job(job_yaml(tmp_path / "job.yaml", files, toy_models, ex)))
     assert_same_output(reference, out)
-    assert report.files["qcd_pt300to500"] == files["qcd_pt300to500"]
+    assert report.files["qcd"] == files["qcd"]
 
 
 CHECK_INPUTS = runner.check_inputs

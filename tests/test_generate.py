@@ -239,7 +239,7 @@ def test_signal_has_harder_rt_than_qcd():
         pt = ev.ScoutingParticle_pt
         return ak.to_numpy(ev.ScoutingMET_pt / ak.sum(pt[pt > 1.0], axis=1))
 
-    sig, qcd = rt_proxy("svj_mz2000_rinv0.3.root"), rt_proxy("qcd_pt500toinf.root")
+    sig, qcd = rt_proxy("svj_mz2000_rinv0.3.root"), rt_proxy("qcd.root")
     assert np.median(sig) > 1.2 * np.median(qcd)
 
 

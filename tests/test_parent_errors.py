@@ -18,7 +18,7 @@ from svjscout.processors.schema import parent_key
 
 K = 3
 N_EVENTS = 200  # of the embedded file: enough selected events, a fast test
-SOURCE = "qcd_pt300to500.root"
+SOURCE = "qcd.root"  # its own detector copies are ignored: each row becomes an event (``parent`` dropped)
 
 
 def _write(src: str, dst, copies: int | None, parent: bool) -> str:
@@ -35,7 +35,7 @@ def _write(src: str, dst, copies: int | None, parent: bool) -> str:
     rows = np.repeat(np.arange(n), k)
     cols, pf = {}, {}
     for name in arrays.fields:
-        if name == "nScoutingParticle":
+        if name in ("nScoutingParticle", "parent"):
             continue
         if name.startswith("ScoutingParticle_"):
             pf[name.split("_", 1)[1]] = arrays[name][rows]

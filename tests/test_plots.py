@@ -31,7 +31,7 @@ def small_run(tmp_path_factory, toy_models):
     job.write_text(
         "datasets:\n"
         f"  svj_mz2000_rinv0.3: {{kind: signal, files: ['{embedded_file('svj_mz2000_rinv0.3.root')}']}}\n"
-        f"  qcd_pt300to500: {{kind: background, files: ['{embedded_file('qcd_pt300to500.root')}']}}\n"
+        f"  qcd: {{kind: background, files: ['{embedded_file('qcd.root')}']}}\n"
         f"  svj_mz3000_rinv0.5: {{kind: signal, files: ['{embedded_file('svj_mz3000_rinv0.5.root')}']}}\n"
         "analysis:\n"
         f"  lundnet_model: {toy_models[0]}\n"

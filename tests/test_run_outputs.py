@@ -25,10 +25,10 @@ from conftest import embedded_file
 from svjscout.exceptions import SVJScoutError
 from svjscout.jobs.outputs import OutputDirError
 
-DATASETS = ("svj_mz2000_rinv0.3", "qcd_pt300to500", "svj_mz3000_rinv0.5")
+DATASETS = ("svj_mz2000_rinv0.3", "qcd", "svj_mz3000_rinv0.5")
 #: A working point inside the toy models' score range (all scores are > 0.8), so that the regions
 #: of every dataset are populated and it differs from what the grid scan chooses.
-SPLIT_WP = (0.95, 0.9)
+SPLIT_WP = (0.975, 0.925)  # all four regions populated by the toy models on the embedded sample
 
 
 def _job_yaml(path: Path, toy_models, wp=(0.5, 0.5)) -> Path:
@@ -530,8 +530,11 @@ def test_mt_abcd_at_equals_the_processor_fill(small_job, wp):
     assert list(rebuilt.axes["dataset"]) == list(direct.axes["dataset"])
     assert list(rebuilt.axes["region"]) == list(direct.axes["region"])
     assert np.allclose(rebuilt.axes["mt"].edges, direct.axes["mt"].edges)
-    assert np.allclose(rebuilt.values(flow=True), direct.values(flow=True))
-    assert np.allclose(rebuilt.variances(flow=True), direct.variances(flow=True))
+    # region sums come from cumulative sums over the score bins: with pT-hat-biased, resampled QCD
+    # the weights span ~10 orders of magnitude, so the agreement is to rounding of the largest entry
+    for a, b in ((rebuilt.values(flow=True), direct.values(flow=True)),
+                 (rebuilt.variances(flow=True), direct.variances(flow=True))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-13 * np.abs(b).max())
     assert direct.values().sum() > 0
     check_mt_abcd(rebuilt, xy_mt, cfg.analysis.wp)
     check_mt_abcd(direct, xy_mt, cfg.analysis.wp)
