@@ -183,8 +183,14 @@ def _fixed_length(arr: np.ndarray, max_len: int) -> np.ndarray:
 
 def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFAULT_SEED,
               val_fraction: float = splits.DEFAULT_FRACTIONS[1],
-              test_fraction: float = splits.DEFAULT_FRACTIONS[2]) -> JetSet:
+              test_fraction: float = splits.DEFAULT_FRACTIONS[2], one_copy_per_parent: bool = True) -> JetSet:
     """Read skim parquet files (or directories of them) into a :class:`JetSet`.
+
+    Detector copies (samples with ``--detector-copies``) share their parent's particles: their
+    jets differ only by the jet-level calorimeter response, so for a jet tagger they are near
+    duplicates. With ``one_copy_per_parent`` (the default) each parent keeps one row, its
+    first copy (lowest ``event``), weighted with the sum of its copies' weights; the split is by
+    parent either way.
 
     Args:
         paths: parquet files or directories (every ``*.parquet`` below, recursively: the
@@ -238,6 +244,8 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
     if not parts["label"]:
         raise InputFileError(f"{[str(f) for f in files]}: all skim files are empty")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    if one_copy_per_parent:
+        cat = _one_copy_per_parent(cat)
     split = splits.assign(splits.split_u(cat["dataset"], cat["run"], cat["luminosityBlock"], cat["parent"], seed),
                           val_fraction, test_fraction)
 
@@ -258,6 +266,21 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
         split=twice(split),
         files=[str(f) for f in files],
     )
+
+
+def _one_copy_per_parent(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keep the first copy (lowest event) of every (dataset, run, lumi, parent), with the parent's
+    summed weight; rows stay in (dataset, run, lumi, parent) order, independent of file order."""
+    _, ds = np.unique(cat["dataset"].astype(str), return_inverse=True)
+    order = np.lexsort((cat["event"], cat["parent"], cat["luminosityBlock"], cat["run"], ds))
+    key = np.stack([ds[order].astype(np.uint64), cat["run"][order], cat["luminosityBlock"][order],
+                    cat["parent"][order]], axis=1)
+    first = np.r_[True, np.any(key[1:] != key[:-1], axis=1)]
+    group = np.cumsum(first) - 1
+    weight = np.bincount(group, cat["weight"][order])
+    out = {k: v[order][first] for k, v in cat.items()}
+    out["weight"] = weight
+    return out
 
 
 def training_weights(label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> np.ndarray:

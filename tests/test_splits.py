@@ -78,7 +78,7 @@ def _lundnet_split(paths, cols, **kw) -> dict[tuple, int]:
     """LundNet's split per event; the event's key is found through its (unique) first Lund node."""
     from svjscout.models.train_lundnet import load_skim
 
-    jets = load_skim(paths, max_len=L_NODES, **kw)
+    jets = load_skim(paths, max_len=L_NODES, one_copy_per_parent=False, **kw)
     assert (jets.split[0::2] == jets.split[1::2]).all()
     first = jets.lund[0::2, 0, 0]
     index = {float(v): i for i, v in enumerate(cols["lund_j0"][:, 0, 0])}
@@ -197,3 +197,28 @@ def test_twin_refuses_a_test_subset_outside_the_lundnet_models(tmp_path):
         _check_lundnet_split(TwinTrainConfig(lundnet_model=str(model), split=(0.4, 0.2, 0.4)))
     with pytest.raises(ConfigError, match="seed"):
         _check_lundnet_split(TwinTrainConfig(lundnet_model=str(model), seed=2))
+
+
+def test_lundnet_keeps_one_copy_per_parent_with_its_summed_weight(written):
+    """Detector copies are near-duplicate jets: LundNet keeps each parent's first copy, weighted
+    with the sum of its copies' weights, whatever the files' order."""
+    from svjscout.models.train_lundnet import load_skim
+
+    cols, ordered, shuffled = written
+    a = load_skim(ordered, max_len=L_NODES)
+    b = load_skim(list(reversed(shuffled)), max_len=L_NODES)
+    key = np.array([f"{d}|{r}|{lb}|{p}" for d, r, lb, p in zip(cols["dataset"], cols["run"],
+                                                                cols["luminosityBlock"], cols["parent"])])
+    uniq, inv = np.unique(key, return_inverse=True)
+    assert len(a.label) == 2 * len(uniq)  # two jets per kept event
+    total = np.bincount(inv, cols["weight"])
+    # the first copy (lowest event) of every parent carries the parent's total weight
+    first = {}
+    for i in np.argsort(cols["event"], kind="stable"):
+        first.setdefault(key[i], i)
+    expected = {float(cols["lund_j0"][i, 0, 0]): total[inv[i]] for i in first.values()}
+    got = {float(v): w for v, w in zip(a.lund[0::2, 0, 0], a.weight[0::2])}
+    assert got.keys() == expected.keys()
+    assert all(got[k] == pytest.approx(expected[k], rel=1e-12) for k in got)
+    np.testing.assert_array_equal(a.lund, b.lund)
+    np.testing.assert_array_equal(a.weight, b.weight)
