@@ -2,7 +2,8 @@
 
 For every file in DIR_A and DIR_B with the same dataset: generated events, r_inv on generator
 truth (signal), the preselection efficiency (sum of weights after the analysis preselection /
-sum of generated weights; weights include pT-hat biasing and detector copies), and, for the
+(cross section x luminosity), i.e. of every generated event, the generator's H_T filter and MET
+skim included; weights include pT-hat biasing and detector copies), and, for the
 preselected events, the weighted medians of M_T, MET, R_T and the leading jet's mass (the mass
 of J0's first Lund declustering, i.e. the AK8 jet mass). Runs the real processor in skim mode
 (iterative executor) on each directory.
@@ -55,13 +56,17 @@ def summarise(directory: Path, work: Path) -> dict[str, dict]:
     job.write_text(yaml.safe_dump({"name": "compare", "datasets": datasets,
                                    "executor": {"name": "iterative", "chunksize": 100000}}))
     skim = work / f"skim_{directory.name}"
-    out, _ = run_processor(load_job(str(job), {}), skim_dir=str(skim))
+    cfg = load_job(str(job), {})
+    lumi = cfg.analysis.lumi
+    out, _ = run_processor(cfg, skim_dir=str(skim))
     result = {}
     for name, acc in meta.items():
         parts = sorted((skim / name).glob("*.parquet"))
         t = ak.concatenate([ak.from_parquet(p) for p in parts]) if parts else None
         flow = out["cutflow"][name]["weighted"]
-        row = {"generated": acc["generated"], "eff": float(flow[-1] / flow[0]) if flow[0] else float("nan"),
+        info = out["datasets"][name]
+        total = info["xsec"] * lumi  # every generated event, before the generator's filters
+        row = {"generated": acc["generated"], "eff": float(flow[-1] / total) if total else float("nan"),
                "rinv": acc["n_inv"] / acc["n_dark"] if acc["n_dark"] else None, "n_sel": 0 if t is None else len(t)}
         if t is not None and len(t):
             w = ak.to_numpy(t.gen_weight)
