@@ -55,7 +55,7 @@ def preselect(path: Path, work: Path) -> dict[str, np.ndarray]:
     from svjscout.jobs.config import load_job
     from svjscout.jobs.runner import run_processor
 
-    job = {"name": "bench-generate", "datasets": {"qcd": {"kind": "background", "files": [str(path)]}},
+    job = {"name": "bench-generate", "datasets": {"qcd": {"kind": "background", "files": [str(path.resolve())]}},
            "executor": {"name": "iterative", "chunksize": 100000}}
     import yaml
 

@@ -4,9 +4,9 @@
 # Every file: CMS SVJ benchmark settings and CP5 (samples/processes.py), Run-2 pileup (mean 35),
 # generator H_T pre-filter at 350 GeV and a PF-MET skim at 150 GeV, both looser than the
 # preselection (H_T > 410 GeV; R_T > 0.24 with M_T > 650 GeV implies MET > 156 GeV).
-# QCD: one pT-hat-biased sample from pT-hat 170 GeV (weights undo the bias), every event passed
-# through the jet-level detector response 40 times (detector copies, `parent` branch) with the
-# jet-response tail sampled 100x more often in jets above 50 GeV (likelihood-ratio weights);
+# QCD: one pT-hat-biased sample from pT-hat 170 GeV (power 2; weights undo the bias), every event
+# passed through the jet-level detector response 40 times (detector copies, `parent` branch) with
+# the jet-response tail sampled 20x more often in jets above 50 GeV (likelihood-ratio weights);
 # ttbar (inclusive), W and Z: 5 copies each. Background shower variations are off (the
 # background comes from ABCD; only the signal's ISR/FSR enter the cards). Seeds differ from the
 # embedded sample's, so no event is in both.
@@ -20,7 +20,7 @@ for point in "1500 0.3 1101" "2000 0.3 1102" "2000 0.5 1103" "3000 0.3 1104" "30
   set -- $point
   svjscout generate svj -n 4000 --seed "$3" --mzprime "$1" --rinv "$2" $common -o "$out/svj_mz$1_rinv$2.root"
 done
-svjscout generate qcd -n 40000 --seed 1201 -k 40 --tail-bias 100 --pythia "$nops" $common -o "$out/qcd.root"
+svjscout generate qcd -n 48000 --seed 1201 -k 40 --tail-bias 20 --pythia "$nops" $common -o "$out/qcd.root"
 svjscout generate ttbar -n 20000 --seed 1301 -k 5 --pythia "$nops" $common -o "$out/ttbar.root"
 svjscout generate wjets -n 10000 --seed 1401 -k 5 --pythia "$nops" $common -o "$out/wjets.root"
 svjscout generate zjets -n 8000 --seed 1501 -k 5 --pythia "$nops" $common -o "$out/zjets.root"
