@@ -19,7 +19,10 @@ import click
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per optimisation step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split (models/splits.py, shared with the twin), the initialisation and the batch order.")
-@click.option("--device", type=str, default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="torch device: auto = CUDA if available, else CPU (CUDA is untested offline).")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue an interrupted training from OUT/train_state.pt (same skims and options).")
 @click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
 @click.option("--small/--reference", "small", default=True, show_default=True,
               help="Network size: small (3 EdgeConv blocks 32,32,64; fusion 128; head 64) or the published "
@@ -27,7 +30,8 @@ import click
 @click.option("--lund3", is_flag=True, default=False, help="LundNet-3: node features ln kt, ln Delta, ln z only.")
 @click.option("--max-len", type=int, default=32, show_default=True, help="Declusterings per jet kept (widest angles first).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
-def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, threads, small, lund3, max_len, progress):
+def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resume, threads, small, lund3, max_len,
+                progress):
     """Train LundNet on SKIM parquet files (or folders of them) written by the processors.
 
     Jets: J0 and J1 of every skim event, signal (label 1) vs background (label 0), class-balanced
@@ -44,7 +48,7 @@ def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, threa
     model = dataclasses.replace(model, max_len=max_len, **({"features": LUND3_FEATURES} if lund3 else {}))
     command = " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in sys.argv[1:]])
     cfg = TrainConfig(model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
-                      device=device, threads=threads, progress=progress, command=command)
+                      device=device, threads=threads, progress=progress, command=command, resume=resume)
     res = train_lundnet(list(skim), out, cfg)
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
                            "auc_all": {k: row["all"] for k, row in res.auc.items()}}, indent=1))

@@ -34,9 +34,13 @@ import click
                    "DEFAULT_TRADEOFF_SETTINGS: alpha 0, 1, 3, 10 and eps(dcorr_xy) 0.1, 0.02).")
 @click.option("--fill-doc", is_flag=True, default=False,
               help="With --tradeoff: also write the table into the placeholder of docs/twin.md.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="torch device (default: the config's, auto = CUDA if available; CUDA is untested offline).")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue an interrupted training from OUT/train_state.pt (same skims and config).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_selection, tradeoff, tradeoff_settings,
-             fill_doc, progress):
+             fill_doc, device, resume, progress):
     """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM).
 
     Writes OUT/twin.onnx (input "features" (N,12) raw, outputs "x", "y"; metadata with the
@@ -52,7 +56,8 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
 
         cuts = load_job(job_path).analysis.cuts.model_dump()
     cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
-                                    progress=progress, analysis_cuts=cuts, bce_selection=bce_selection)
+                                    progress=progress, analysis_cuts=cuts, bce_selection=bce_selection,
+                                    device=device, resume=resume or None)
     if tradeoff:
         settings = DEFAULT_TRADEOFF_SETTINGS
         if tradeoff_settings is not None:

@@ -23,15 +23,13 @@ Outputs in ``out_dir``: ``lundnet.onnx`` (+ metadata), ``lundnet_checkpoint.pt``
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -61,12 +59,17 @@ class TrainConfig:
         lr_patience, lr_factor: the learning rate is multiplied by ``lr_factor`` after
             ``lr_patience`` epochs without validation-loss improvement (``lr_factor=1``: constant).
         seed: seed of the split, the initialisation and the batch order.
-        device: torch device ("cpu", "cuda", ...).
+        device: ``auto`` (CUDA if available) | ``cpu`` | ``cuda[:n]`` (CUDA untested offline).
         threads: torch CPU threads.
         val_fraction, test_fraction: fractions of events in the validation / test subsets
             (defaults: :data:`svjscout.models.splits.DEFAULT_FRACTIONS`, shared with the twin).
         progress: show a rich progress bar (also off with ``SVJSCOUT_NO_PROGRESS=1``).
         command: the command line, recorded in the report.
+        one_copy_per_parent: keep one detector copy per parent (:func:`load_skim`).
+        buffer_jets: training jets held in memory at once (row groups streamed into shuffled
+            buffers of this size; every jet visited once per epoch).
+        checkpoint_every: also write the training state every this many steps (0: epoch ends).
+        resume: continue from ``out_dir/train_state.pt`` if it exists.
     """
 
     model: Any = None
@@ -83,13 +86,17 @@ class TrainConfig:
     test_fraction: float = splits.DEFAULT_FRACTIONS[2]
     progress: bool = True
     command: str | None = None
+    one_copy_per_parent: bool = True
+    buffer_jets: int = 500_000
+    checkpoint_every: int = 0
+    resume: bool = False
 
     def __post_init__(self) -> None:
         from svjscout.models.lundnet import SMALL
 
         if self.model is None:
             self.model = SMALL
-        for key in ("epochs", "batch_size", "patience", "threads"):
+        for key in ("epochs", "batch_size", "patience", "threads", "buffer_jets"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} is {getattr(self, key)}, expected >= 1")
         if not 0 < self.lr_factor <= 1:
@@ -156,20 +163,9 @@ class TrainResult:
 
 # ------------------------------------------------------------------------------------ data
 def _skim_files(paths: Sequence[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(p.rglob("*.parquet"))
-            if not found:
-                raise InputFileError(f"{p}: directory holds no *.parquet skim file (searched recursively)")
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise InputFileError(f"{p}: skim file not found")
-    if not files:
-        raise InputFileError("no skim file given")
-    return files
+    from svjscout.models.training.data import skim_files
+
+    return skim_files(paths)
 
 
 def _fixed_length(arr: np.ndarray, max_len: int) -> np.ndarray:
@@ -286,34 +282,17 @@ def _one_copy_per_parent(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def training_weights(label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> np.ndarray:
     """Class-balanced weights (n_jets,): background by physics weight, every signal point the
     same total, each class summing to half the number of jets. Negative weights are refused
-    (:mod:`svjscout.models.weights`)."""
-    from svjscout.models.weights import require_nonnegative
+    (:mod:`svjscout.models.weights`). The streamed training applies the same
+    :class:`~svjscout.models.training.data.ClassWeights` with sums over the stream."""
+    from svjscout.models.training.data import ClassWeights
 
-    w = require_nonnegative(weight, "the LundNet skim", dataset)
-    out = np.zeros_like(w)
-    sig = label == 1
-    for name in np.unique(dataset[sig]):
-        sel = sig & (dataset == name)
-        total = w[sel].sum()
-        out[sel] = w[sel] / total if total > 0 else 1.0 / sel.sum()
-    bkg = ~sig
-    out[bkg] = w[bkg]
-    half = 0.5 * len(w)
-    for cls in (sig, bkg):
-        total = out[cls].sum()
-        if cls.any():
-            out[cls] *= half / total if total > 0 else 0.0
-    return out
+    cw = ClassWeights(1.0, True, "uniform")
+    cw.add(label, weight, dataset, "the LundNet skim", dataset)
+    return cw.apply(label, weight, dataset)
 
 
 # ------------------------------------------------------------------------------------ metrics
-def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:
-    """Weighted ROC AUC (sklearn), NaN when a class is absent."""
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(label)) < 2:
-        return float("nan")
-    return float(roc_auc_score(label, score, sample_weight=weight))
+from svjscout.models.training.metrics import weighted_auc  # noqa: E402 - re-exported
 
 
 def process_of(dataset: str) -> str:
@@ -362,36 +341,160 @@ def baseline_scores(lund: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]
     return {"n_declusterings": n_decl, "jet_mass": mass}
 
 
+# ------------------------------------------------------------------------------------ streaming
+class _JetStream:
+    """The skim streamed for LundNet (models/training/data.py): a scan for the class weights, the
+    node normalisation and the data summary, then row groups read on demand. One copy per parent
+    is kept *within each row group* (copies of one generated event are consecutive rows of the
+    generated files, so they share a row group unless a chunk boundary cuts them: then the parent
+    keeps one row per row group, its weight shared between them; both in the same subset).
+    Training visits every jet once per epoch: row groups in a random order, buffers of about
+    ``buffer_jets`` jets shuffled inside (seeded by seed, epoch and buffer)."""
+
+    def __init__(self, paths: Sequence[str | Path], config: "TrainConfig", feat_idx: list[int], device):
+        from svjscout.models.training.data import ClassWeights, Reservoir, SkimSource
+
+        self.config, self.feat_idx, self.device = config, feat_idx, device
+        self.max_len = config.model.max_len
+        self.source = SkimSource(paths, SKIM_COLUMNS)
+        self.files = [str(f) for f in self.source.files]
+        self.weights = {s: ClassWeights(1.0, True, "uniform") for s in SPLIT_NAMES}
+        self.kept = {s: [] for s in SPLIT_NAMES}
+        self.summary: dict[str, dict[str, Any]] = {}
+        n_f = len(LUND_FEATURES)
+        self.norm = np.zeros((3, n_f))  # count, sum, sum of squares of the training jets' real nodes
+        base = Reservoir(200_000, config.seed + 21)
+        for rg in self.source.row_groups:
+            ev = self._events(rg)
+            for i, name in enumerate(SPLIT_NAMES):
+                sel = ev["split"] == i
+                self.kept[name].append(2 * int(sel.sum()))
+                self.weights[name].add(ev["label"][sel], ev["weight"][sel], ev["dataset"][sel],
+                                       str(self.source.path(rg)), ev["dataset"][sel])
+            for ds in np.unique(ev["dataset"].astype(str)):
+                sel = ev["dataset"] == ds
+                rec = self.summary.setdefault(ds, {"label": int(ev["label"][sel][0]), **{s: 0 for s in SPLIT_NAMES},
+                                                   "nodes": 0.0})
+                for i, name in enumerate(SPLIT_NAMES):
+                    rec[name] += 2 * int((ev["split"][sel] == i).sum())
+                rec["nodes"] += float(ev["mask_j0"][sel].sum() + ev["mask_j1"][sel].sum())
+            tr = ev["split"] == TRAIN
+            for j in ("j0", "j1"):
+                real = ev[f"lund_{j}"][tr][ev[f"mask_{j}"][tr]].astype(np.float64)
+                self.norm += np.stack([np.full(n_f, len(real)), real.sum(0), (real ** 2).sum(0)])
+            jets = _interleave_events({k: v[tr] for k, v in ev.items()})
+            scores = baseline_scores(jets["lund"], jets["mask"])
+            rows = np.repeat(np.arange(rg.start, rg.start + rg.rows)[ev["row"][tr]], 2) * 2 + np.tile([0, 1], tr.sum())
+            base.add({"label": jets["label"], "weight": jets["weight"], "dataset": jets["dataset"], **scores}, rows)
+        if not any(self.kept[s] for s in SPLIT_NAMES) or not self.summary:
+            raise InputFileError(f"{self.files}: all skim files are empty")
+        self.base_train = base.result(["label", "weight", "dataset", "n_declusterings", "jet_mass"])
+
+    def _events(self, rg) -> dict[str, np.ndarray]:
+        """Events of one row group (one copy per parent), fixed-length Lund arrays and split codes."""
+        import awkward as ak
+
+        path = self.source.path(rg)
+        cols = self.source.read(rg, [*SKIM_COLUMNS, *SPLIT_KEY_COLUMNS])
+        n = len(cols["label"])
+        ev: dict[str, np.ndarray] = {}
+        for j in ("j0", "j1"):
+            try:
+                lund = np.asarray(ak.to_numpy(cols[f"lund_{j}"]), dtype=np.float32) if n else np.zeros((0, 1, 5), np.float32)
+                mask = np.asarray(ak.to_numpy(cols[f"lund_{j}_mask"]), dtype=bool) if n else np.zeros((0, 1), bool)
+            except ValueError as err:
+                raise InputFileError(f"{path}: column 'lund_{j}' is not a regular (N, L, 5) array ({err})") from err
+            if lund.ndim != 3 or lund.shape[2] != len(LUND_FEATURES) or mask.shape != lund.shape[:2]:
+                raise InputFileError(f"{path}: column 'lund_{j}' has shape {lund.shape} (mask {mask.shape}), "
+                                     f"expected (N, L, {len(LUND_FEATURES)}) and (N, L)")
+            ev[f"lund_{j}"], ev[f"mask_{j}"] = _fixed_length(lund, self.max_len), _fixed_length(mask, self.max_len)
+        ev["label"] = np.asarray(cols["label"]).astype(np.int8)
+        ev["weight"] = np.asarray(cols["weight"], dtype=np.float64)
+        ev["dataset"] = np.asarray(cols["dataset"], dtype=object)
+        ev["event"] = np.asarray(cols["event"]).astype(np.uint64)
+        for c in SPLIT_KEY_COLUMNS:
+            ev[c] = (np.asarray(cols[c]).astype(np.uint64) if c in cols
+                     else ev["event"] if c == "parent" else np.zeros(n, np.uint64))
+        ev["row"] = np.arange(n)
+        if self.config.one_copy_per_parent and n:
+            ev = _one_copy_per_parent(ev)
+        c = self.config
+        ev["split"] = splits.assign(splits.split_u(ev["dataset"], ev["run"], ev["luminosityBlock"], ev["parent"],
+                                                   c.seed), c.val_fraction, c.test_fraction)
+        return ev
+
+    def jets(self, rgs: Sequence[int], which: int) -> dict[str, np.ndarray]:
+        """Jets (J0, J1 interleaved) of subset ``which`` in some row groups, with training weights."""
+        parts = []
+        for i in sorted(rgs):
+            ev = self._events(self.source.row_groups[i])
+            parts.append(_interleave_events({k: v[ev["split"] == which] for k, v in ev.items()}))
+        jets = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        jets["w_train"] = self.weights[SPLIT_NAMES[which]].apply(jets["label"], jets["weight"], jets["dataset"])
+        return jets
+
+    def tensors(self, jets: Mapping[str, np.ndarray]):
+        import torch
+
+        return (torch.from_numpy(np.ascontiguousarray(jets["lund"][:, :, self.feat_idx])),
+                torch.from_numpy(jets["mask"].astype(np.float32)),
+                torch.from_numpy(jets["label"].astype(np.float32)),
+                torch.from_numpy(jets["w_train"].astype(np.float32)))
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        from svjscout.models.training.data import plan_buffers, rng
+
+        return plan_buffers(self.kept["train"], self.config.buffer_jets, rng(self.config.seed, 7, epoch))
+
+    def n_steps(self, epoch: int) -> int:
+        b = self.config.batch_size
+        return sum(math.ceil(sum(self.kept["train"][i] for i in buf) / b) for buf in self.plan(epoch))
+
+    def steps(self, epoch: int, start: int):
+        """(step, (x, mask, label, weight)) for the minibatches ``start``.. of an epoch; buffers
+        before ``start`` are skipped unread."""
+        import torch
+
+        from svjscout.models.training.data import torch_generator
+
+        b, step = self.config.batch_size, 0
+        for k, buf in enumerate(self.plan(epoch)):
+            n_b = math.ceil(sum(self.kept["train"][i] for i in buf) / b)
+            if step + n_b <= start:
+                step += n_b
+                continue
+            x, m, y, w = self.tensors(self.jets(buf, TRAIN))
+            perm = torch.randperm(len(x), generator=torch_generator(self.config.seed, epoch, k))
+            for i in range(n_b):
+                if step >= start:
+                    idx = perm[i * b:(i + 1) * b]
+                    yield step, (x[idx], m[idx], y[idx], w[idx])
+                step += 1
+
+    def subset(self, which: int):
+        """(row groups' jets) of a subset, one row group at a time (validation and test passes)."""
+        for i, n in enumerate(self.kept[SPLIT_NAMES[which]]):
+            if n:
+                yield self.jets([i], which)
+
+
+def _interleave_events(ev: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Events -> jets: J0 then J1 of every event."""
+    def inter(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty((2 * len(a),) + a.shape[1:], dtype=a.dtype)
+        out[0::2], out[1::2] = a, b
+        return out
+
+    return {"lund": inter(ev["lund_j0"], ev["lund_j1"]), "mask": inter(ev["mask_j0"], ev["mask_j1"]),
+            **{k: np.repeat(ev[k], 2, axis=0) for k in ("label", "weight", "dataset")}}
+
+
 # ------------------------------------------------------------------------------------ training
-def _batches(n: int, batch_size: int, generator) -> list:
-    import torch
-
-    perm = torch.randperm(n, generator=generator)
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
 def _weighted_bce(logits, target, w):
     import torch
 
     per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (per * w).sum() / w.sum().clamp(min=1e-12)
-
-
-def _evaluate_loss(model, x, m, y, w, device, batch_size: int = 4096) -> float:
-    import torch
-
-    model.eval()
-    num, den = 0.0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb, mb = _trimmed(x[i : i + batch_size], m[i : i + batch_size])
-            logits = model(xb.to(device), mb.to(device))
-            per = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, y[i : i + batch_size].to(device), reduction="none")
-            wb = w[i : i + batch_size].to(device)
-            num += float((per * wb).sum())
-            den += float(wb.sum())
-    return num / max(den, 1e-12)
 
 
 def _trimmed(x, m):
@@ -400,89 +503,37 @@ def _trimmed(x, m):
     return x[:, :length], m[:, :length]
 
 
-def train_model(model, train: tuple, val: tuple, config: TrainConfig) -> tuple[list[dict], int]:
-    """Optimise ``model`` in place (best validation state restored).
-
-    Args:
-        model: a :class:`~svjscout.models.lundnet.LundNet` (normalisation already set).
-        train, val: ``(x, mask, label, weight)`` torch tensors, float32 (n, L, F), (n, L),
-            (n,), (n,).
-        config: the training settings (epochs, batch size, lr, patience, seed, device).
-
-    Returns:
-        ``(history, best_epoch)``: per-epoch dicts ``epoch, train_loss, val_loss, seconds``;
-        the 1-based epoch whose state was kept.
-    """
+def _validation_loss(model, stream: _JetStream, device, batch_size: int = 4096) -> float:
+    """Weighted BCE over the validation jets, streamed row group by row group."""
     import torch
 
-    from svjscout.jobs.progress import make_progress
-
-    device = torch.device(config.device)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_factor, patience=config.lr_patience)
-    gen = torch.Generator().manual_seed(config.seed)
-    x, m, y, w = train
-    best, best_state, best_epoch, bad = math.inf, None, 0, 0
-    history: list[dict] = []
-    n_steps = math.ceil(len(x) / config.batch_size)
-    progress = make_progress()
-    if not config.progress:
-        progress.disable = True
-    with progress:
-        task = progress.add_task("LundNet epoch 1", total=config.epochs * n_steps)
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            tot, tot_w = 0.0, 0.0
-            for idx in _batches(len(x), config.batch_size, gen):
-                xb, mb = _trimmed(x[idx], m[idx])
-                wb = w[idx].to(device)
-                loss = _weighted_bce(model(xb.to(device), mb.to(device)), y[idx].to(device), wb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += float(loss.detach()) * float(wb.sum())
-                tot_w += float(wb.sum())
-                progress.advance(task)
-            val_loss = _evaluate_loss(model, *val, device)
-            rec = {"epoch": epoch, "train_loss": tot / max(tot_w, 1e-12), "val_loss": val_loss,
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            sched.step(val_loss)
-            history.append(rec)
-            log.info("epoch %d: train loss %.4f, val loss %.4f (%.1f s)", epoch, rec["train_loss"], val_loss, rec["seconds"])
-            progress.update(task, description=f"LundNet epoch {epoch} val {val_loss:.4f}")
-            if val_loss < best - 1e-6:
-                best, best_epoch, bad = val_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-                if bad >= config.patience:
-                    log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.to("cpu").eval()
-    return history, best_epoch
+    model.eval()
+    num, den = 0.0, 0.0
+    with torch.no_grad():
+        for jets in stream.subset(VAL):
+            x, m, y, w = stream.tensors(jets)
+            for i in range(0, len(x), batch_size):
+                xb, mb = _trimmed(x[i : i + batch_size], m[i : i + batch_size])
+                per = torch.nn.functional.binary_cross_entropy_with_logits(
+                    model(xb.to(device), mb.to(device)), y[i : i + batch_size].to(device), reduction="none")
+                wb = w[i : i + batch_size].to(device)
+                num += float((per * wb).sum())
+                den += float(wb.sum())
+    return num / max(den, 1e-12)
 
 
-def _tensors(jets: JetSet, feat_idx: list[int]):
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(jets.lund[:, :, feat_idx]))
-    m = torch.from_numpy(jets.mask.astype(np.float32))
-    y = torch.from_numpy(jets.label.astype(np.float32))
-    w = torch.from_numpy(training_weights(jets.label, jets.weight, jets.dataset).astype(np.float32))
-    return x, m, y, w
-
-
-def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config: TrainConfig | None = None) -> TrainResult:
+def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config: TrainConfig | None = None,
+                  stop_after: int | None = None) -> TrainResult | None:
     """Train LundNet on skim files and write the model, checkpoint and report to ``out_dir``.
+
+    The skim is streamed in row groups (:class:`_JetStream`); the loop, checkpoints and resume are
+    :class:`svjscout.models.training.loop.TrainLoop` (training state in ``out_dir/train_state.pt``).
 
     Args:
         skim_paths: parquet skim files or directories of them (columns :data:`SKIM_COLUMNS`).
         out_dir: output folder (created).
         config: training settings (defaults: :class:`TrainConfig`).
+        stop_after: stop after this many steps, leaving the training state (returns None; tests).
 
     Returns:
         A :class:`TrainResult` (paths, test AUCs, baselines, history).
@@ -493,57 +544,98 @@ def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config:
     import torch
 
     from svjscout.models.lundnet import LundNet, count_parameters
+    from svjscout.models.training.data import resolve_device
+    from svjscout.models.training.loop import LoopSettings, TrainLoop
 
     config = config or TrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = config.model
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
-    t_start = time.perf_counter()
     try:
-        jets = load_skim(skim_paths, mcfg.max_len, config.seed, config.val_fraction, config.test_fraction)
-        subsets = {name: jets.subset(i) for i, name in enumerate(SPLIT_NAMES)}
-        for name, sub in subsets.items():
-            if not ((sub.label == 1).any() and (sub.label == 0).any()):
-                raise ConfigError(f"{name} subset: {len(sub)} jets, needs both signal and background jets")
         feat_idx = [LUND_FEATURES.index(f) for f in mcfg.features]
-        train_t, val_t = _tensors(subsets["train"], feat_idx), _tensors(subsets["val"], feat_idx)
+        stream = _JetStream(skim_paths, config, feat_idx, device)
+        for name in SPLIT_NAMES:
+            labels = {v["label"] for v in stream.summary.values() if v[name] > 0}
+            if labels != {0, 1}:
+                n = sum(v[name] for v in stream.summary.values())
+                raise ConfigError(f"{name} subset: {n} jets, needs both signal and background jets")
         model = LundNet(mcfg)
-        model.set_normalisation(train_t[0].numpy(), subsets["train"].mask)
+        count, s1, s2 = stream.norm[:, feat_idx]
+        if count[0] < 2:
+            raise ValueError(f"set_normalisation: {int(count[0])} real nodes, expected >= 2")
+        mean = s1 / count[0]
+        var = np.maximum(s2 - count[0] * mean ** 2, 0.0) / (count[0] - 1)
+        model.feat_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        model.feat_std.copy_(torch.as_tensor(np.sqrt(var), dtype=torch.float32).clamp(min=1e-6))
         n_params = count_parameters(model)
         log.info("LundNet %s: %d parameters, %d/%d/%d train/val/test jets", mcfg.block_widths, n_params,
-                 len(subsets["train"]), len(subsets["val"]), len(subsets["test"]))
-        history, best_epoch = train_model(model, train_t, val_t, config)
+                 *(sum(stream.kept[s]) for s in SPLIT_NAMES))
+        model.to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_factor, patience=config.lr_patience)
+        t_epoch = [time.perf_counter()]
+
+        def step(batch):
+            xb, mb, yb, wb = batch
+            xb, mb = _trimmed(xb, mb)
+            wb = wb.to(device)
+            loss = _weighted_bce(model(xb.to(device), mb.to(device)), yb.to(device), wb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"train_loss": float(loss.detach())}, float(wb.sum())
+
+        def evaluate():
+            loss = _validation_loss(model, stream, device)
+            model.train()
+            return loss, {"val_loss": loss}
+
+        def make_record(epoch, train, figure, val):
+            rec = {"epoch": epoch, "train_loss": train.get("train_loss", float("nan")), "val_loss": figure,
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch[0]}
+            t_epoch[0] = time.perf_counter()
+            return rec
+
+        settings = LoopSettings(epochs=config.epochs, patience=config.patience, min_delta=1e-6,
+                                checkpoint_path=out / "train_state.pt", checkpoint_every=config.checkpoint_every,
+                                progress=config.progress, label="LundNet")
+        loop = TrainLoop(model, opt, settings, steps=stream.steps, n_steps=stream.n_steps, step=step,
+                         evaluate=evaluate, make_record=make_record, scheduler=sched)
+        run = loop.run(resume=config.resume, stop_after=stop_after)
     finally:
         torch.use_deterministic_algorithms(det_before)
-    train_seconds = time.perf_counter() - t_start
+    if run.interrupted:
+        torch.set_num_threads(threads_before)
+        return None
+    model.to("cpu").eval()
     try:
-        return _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train_seconds, out, config)
+        return _finish(model, stream, feat_idx, run.history, run.best_epoch, n_params, run.seconds, out, config)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train_seconds, out, config) -> TrainResult:
-    """Export, test evaluation, baselines, checkpoint and report (see :func:`train_lundnet`)."""
+def _finish(model, stream: _JetStream, feat_idx, history, best_epoch, n_params, train_seconds, out,
+            config) -> TrainResult:
+    """Export, test evaluation (streamed), baselines, checkpoint and report (see :func:`train_lundnet`)."""
     import torch
 
     from svjscout.models.lundnet import export_lundnet_onnx, load_lundnet_session
+    from svjscout.models.training.metrics import orientation
+    from svjscout.models.training.report import write_json
 
     mcfg = config.model
-
-    # test evaluation with the exported model
-    test = subsets["test"]
-    w_test = training_weights(test.label, test.weight, test.dataset)
-    summary = _data_summary(jets, subsets)
+    summary = _data_summary(stream)
     training_summary = {
-        "files": [f"{Path(f).parent.name}/{Path(f).name}" for f in jets.files],
-        "jets": {k: len(v) for k, v in subsets.items()},
-        "datasets": sorted(str(d) for d in set(jets.dataset)),
+        "files": [f"{Path(f).parent.name}/{Path(f).name}" for f in stream.files],
+        "jets": {s: sum(stream.kept[s]) for s in SPLIT_NAMES},
+        "datasets": sorted(stream.summary),
         "epochs_run": len(history), "best_epoch": best_epoch, "seed": config.seed,
         "split": {"seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
                   "key": list(splits.KEY_COLUMNS)},
@@ -551,26 +643,38 @@ def _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train
         "block_widths": list(mcfg.block_widths), "fusion": mcfg.fusion, "head": mcfg.head,
         "command": config.command,
     }
-    # provisional AUC from torch for the metadata, replaced by the ONNX evaluation below
-    x_test = np.ascontiguousarray(test.lund[:, :, feat_idx])
-    score_torch = model.predict(x_test, test.mask)
-    table = auc_table(score_torch, test.label, w_test, test.dataset)
+    # test pass 1 (torch): scores, labels, weights, datasets and baselines of the test jets
+    keep: dict[str, list[np.ndarray]] = {k: [] for k in ("score_torch", "label", "w", "dataset", "n_declusterings",
+                                                          "jet_mass")}
+    for jets in stream.subset(TEST):
+        x = np.ascontiguousarray(jets["lund"][:, :, feat_idx])
+        keep["score_torch"].append(model.predict(x, jets["mask"]))
+        keep["label"].append(jets["label"])
+        keep["w"].append(jets["w_train"])
+        keep["dataset"].append(jets["dataset"])
+        for k, v in baseline_scores(jets["lund"], jets["mask"]).items():
+            keep[k].append(v)
+    test = {k: np.concatenate(v) for k, v in keep.items()}
+    label, w_test, dataset = test["label"], test["w"], test["dataset"]
+    table = auc_table(test["score_torch"], label, w_test, dataset)  # provisional, for the metadata
     auc_meta = {k: row["all"] for k, row in table.items()}
     onnx_path = export_lundnet_onnx(model, out / "lundnet.onnx", mcfg.features, training_summary, auc_meta)
+    # test pass 2 (the exported ONNX model): the reported scores
     sess = load_lundnet_session(onnx_path, threads=config.threads)
-    score = sess.run(["score"], {"lund": x_test, "mask": test.mask.astype(np.float32)})[0]
-    max_diff = float(np.max(np.abs(score - score_torch))) if len(score) else 0.0
-    table = auc_table(score, test.label, w_test, test.dataset)
+    onnx_scores = [sess.run(["score"], {"lund": np.ascontiguousarray(j["lund"][:, :, feat_idx]),
+                                        "mask": j["mask"].astype(np.float32)})[0] for j in stream.subset(TEST)]
+    score = np.concatenate(onnx_scores) if onnx_scores else np.zeros(0, np.float32)
+    max_diff = float(np.max(np.abs(score - test["score_torch"]))) if len(score) else 0.0
+    table = auc_table(score, label, w_test, dataset)
 
     # baselines: orientation fixed on the training subset
-    train_sub = subsets["train"]
-    w_train = training_weights(train_sub.label, train_sub.weight, train_sub.dataset)
-    base_train = baseline_scores(train_sub.lund, train_sub.mask)
-    base_test = baseline_scores(test.lund, test.mask)
+    bt = stream.base_train
+    w_bt = stream.weights["train"].apply(bt["label"], bt["weight"], bt["dataset"])
+    base_test = {k: test[k] for k in ("n_declusterings", "jet_mass")}
     baselines: dict[str, Any] = {}
     for name, s_test in base_test.items():
-        sign = 1.0 if weighted_auc(base_train[name], train_sub.label, w_train) >= 0.5 else -1.0
-        baselines[name] = {"sign": sign, "auc": auc_table(sign * s_test, test.label, w_test, test.dataset)}
+        sign = orientation(bt[name], bt["label"], w_bt)
+        baselines[name] = {"sign": sign, "auc": auc_table(sign * s_test, label, w_test, dataset)}
 
     ckpt = out / "lundnet_checkpoint.pt"
     torch.save({"state_dict": model.state_dict(), "model_config": mcfg.to_dict(),
@@ -581,68 +685,53 @@ def _finish(model, jets, subsets, feat_idx, history, best_epoch, n_params, train
         "train_seconds": train_seconds, "auc": table, "baselines": baselines,
         "onnx_vs_torch_max_abs_diff": max_diff, "onnx": onnx_path.name,
     }
-    rj = out / "report.json"
-    rj.write_text(json.dumps(report, indent=1, sort_keys=True, default=_json_default))
-    _plots(out, score, test, w_test, base_test, baselines, history)
+    rj = write_json(out / "report.json", report, sort_keys=True)
+    _plots(out, score, label, dataset, w_test, base_test, baselines, history)
     rm = out / "report.md"
     rm.write_text(_markdown(report))
     log.info("wrote %s, %s, %s", onnx_path, ckpt, rm)
     return TrainResult(onnx_path, ckpt, rm, rj, table, baselines, history, best_epoch, n_params)
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj)}")
-
-
-def _data_summary(jets: JetSet, subsets: dict[str, JetSet]) -> dict[str, Any]:
-    out: dict[str, Any] = {"files": jets.files, "datasets": {}}
-    for name in sorted(set(jets.dataset)):
-        sel = jets.dataset == name
-        out["datasets"][name] = {
-            "label": int(jets.label[sel][0]),
-            **{k: int((v.dataset == name).sum()) for k, v in subsets.items()},
-            "mean_nodes": float(jets.mask[sel].sum(axis=1).mean()),
-        }
+def _data_summary(stream: _JetStream) -> dict[str, Any]:
+    out: dict[str, Any] = {"files": stream.files, "datasets": {}}
+    for name in sorted(stream.summary):
+        rec = stream.summary[name]
+        n = sum(rec[s] for s in SPLIT_NAMES)
+        out["datasets"][name] = {"label": rec["label"], **{s: rec[s] for s in SPLIT_NAMES},
+                                 "mean_nodes": rec["nodes"] / max(n, 1)}
     return out
 
 
 # ------------------------------------------------------------------------------------ report
-def _plots(out: Path, score, test: JetSet, w_test, base_test, baselines, history) -> None:
-    import matplotlib
+def _plots(out: Path, score, label, dataset, w_test, base_test, baselines, history) -> None:
+    from svjscout.models.training.metrics import roc
+    from svjscout.models.training.report import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
+    points = sorted(set(dataset[label == 1]))
+    procs = sorted(set(dataset[label == 0]))
+    bkg = label == 0
 
-    points = sorted(set(test.dataset[test.label == 1]))
-    procs = sorted(set(test.dataset[test.label == 0]))
-    bkg = test.label == 0
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = new_figure(6, 5)
     for point in points + ["all"]:
-        sel = bkg | ((test.label == 1) if point == "all" else (test.dataset == point))
-        fpr, tpr, _ = roc_curve(test.label[sel], score[sel], sample_weight=w_test[sel])
+        sel = bkg | ((label == 1) if point == "all" else (dataset == point))
+        tpr, fpr = roc(score[sel], label[sel], w_test[sel])
         ax.plot(tpr, np.clip(fpr, 1e-6, None), lw=2 if point == "all" else 1,
                 label=f"LundNet {point}" if point != "all" else "LundNet, all signal")
-    sel = np.ones(len(test), dtype=bool)
     for name, s in base_test.items():
-        fpr, tpr, _ = roc_curve(test.label, baselines[name]["sign"] * s, sample_weight=w_test)
+        tpr, fpr = roc(baselines[name]["sign"] * s, label, w_test)
         ax.plot(tpr, np.clip(fpr, 1e-6, None), ls="--", label=f"baseline {name}, all signal")
     ax.set_yscale("log")
     ax.set_xlabel("signal efficiency")
     ax.set_ylabel("background efficiency (all backgrounds)")
     ax.set_title("LundNet ROC (test jets)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "roc.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "roc.png", dpi=110)
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = new_figure(6, 4.5)
     bins = np.linspace(0, 1, 26)
     for name in points + procs:
-        sel = test.dataset == name
+        sel = dataset == name
         if sel.sum() == 0 or w_test[sel].sum() <= 0:
             continue
         ax.hist(score[sel], bins=bins, weights=w_test[sel], density=True, histtype="step",
@@ -651,20 +740,16 @@ def _plots(out: Path, score, test: JetSet, w_test, base_test, baselines, history
     ax.set_ylabel("normalised (weighted)")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "scores.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "scores.png", dpi=110)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(5, 3.5)
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h["train_loss"] for h in history], label="train")
     ax.plot(ep, [h["val_loss"] for h in history], label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("weighted BCE")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "loss.png", dpi=110)
 
 
 def _fmt(v: float) -> str:

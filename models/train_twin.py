@@ -35,30 +35,47 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from svjscout import __version__
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.models import splits
 from svjscout.models.closure import DEFAULT_PLANES, plane_closures, plane_occupancies
 from svjscout.models.disco import dcorr
-from svjscout.models import splits
 from svjscout.models.mdmm import MDMM, Constraint
 from svjscout.models.twin import TwinMLP, export_twin_onnx
 from svjscout.processors.features import EVENT_FEATURES
 
+from svjscout import __version__
+from svjscout.exceptions import ConfigError, InputFileError
+
 log = logging.getLogger(__name__)
 
-__all__ = ["TwinTrainConfig", "TwinTrainResult", "SkimData", "load_skim", "compute_lundnet_scores", "train_twin",
-           "CONSTRAINTS", "load_checkpoint", "training_weights", "constraint_floors", "effective_eps",
-           "null_scores", "analysis_mask", "split_codes", "auc_weights", "tradeoff_table", "format_tradeoff",
-           "fill_tradeoff_doc", "DEFAULT_TRADEOFF_SETTINGS"]
+__all__ = [
+    "CONSTRAINTS",
+    "DEFAULT_TRADEOFF_SETTINGS",
+    "SkimData",
+    "TwinTrainConfig",
+    "TwinTrainResult",
+    "analysis_mask",
+    "auc_weights",
+    "compute_lundnet_scores",
+    "constraint_floors",
+    "effective_eps",
+    "fill_tradeoff_doc",
+    "format_tradeoff",
+    "load_checkpoint",
+    "load_skim",
+    "null_scores",
+    "split_codes",
+    "tradeoff_table",
+    "train_twin",
+    "training_weights",
+]
 
 #: Constraint names, in order.
 CONSTRAINTS = (
@@ -141,6 +158,12 @@ class TwinTrainConfig:
         lundnet_batch: jets per onnxruntime call.
         num_threads: torch intra-op threads (None: leave torch's default).
         progress: show a rich progress bar (also switched off by ``SVJSCOUT_NO_PROGRESS``).
+        device: ``auto`` (CUDA if available) | ``cpu`` | ``cuda[:n]`` (CUDA untested offline).
+        buffer_events: training events held in memory at once (row groups of the skim streamed
+            into buffers of this size; minibatches drawn inside a buffer, models/training/data.py).
+        test_max_events: cap on the test events evaluated (random fixed subset; None: all).
+        checkpoint_every: also write the training state every this many steps (0: epoch ends).
+        resume: continue from ``out_dir/train_state.pt`` if it exists.
     """
 
     seed: int = splits.DEFAULT_SEED
@@ -179,6 +202,11 @@ class TwinTrainConfig:
     lundnet_batch: int = 4096
     num_threads: int | None = None
     progress: bool = True
+    device: str = "auto"
+    buffer_events: int = 1_000_000
+    test_max_events: int | None = None
+    checkpoint_every: int = 0
+    resume: bool = False
 
     def __post_init__(self) -> None:
         self.split = tuple(float(v) for v in self.split)
@@ -193,7 +221,7 @@ class TwinTrainConfig:
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"twin config key 'split' is {list(self.split)}, expected 3 positive fractions summing to 1")
         for key in ("epochs", "batches_per_epoch", "batch_size", "patience", "val_max_events", "lundnet_batch",
-                    "floor_draws"):
+                    "floor_draws", "buffer_events"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < (0 if key == "epochs" else 1):
                 raise ConfigError(f"twin config key '{key}' is {value!r}, expected a positive integer")
@@ -228,12 +256,17 @@ class TwinTrainConfig:
             raise ConfigError(f"twin config key 'activation' is {self.activation!r}")
         if self.bce_selection not in ("analysis", "loose"):
             raise ConfigError(f"twin config key 'bce_selection' is {self.bce_selection!r}, expected analysis or loose")
+        if self.test_max_events is not None and int(self.test_max_events) < 1:
+            raise ConfigError(f"twin config key 'test_max_events' is {self.test_max_events!r}, expected >= 1 or null")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ConfigError(f"twin config key 'checkpoint_every' is {self.checkpoint_every!r}, expected an integer >= 0")
+        if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"twin config key 'device' is {self.device!r}, expected auto, cpu or cuda")
         self.cuts()
 
     def cuts(self):
         """The analysis preselection as a :class:`~svjscout.processors.selection.Cuts`."""
         from pydantic import ValidationError
-
         from svjscout.processors.selection import Cuts
 
         try:
@@ -242,7 +275,7 @@ class TwinTrainConfig:
             raise ConfigError(f"twin config key 'analysis_cuts': {err}") from err
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None, **overrides: Any) -> "TwinTrainConfig":
+    def from_mapping(cls, mapping: Mapping[str, Any] | None, **overrides: Any) -> TwinTrainConfig:
         """Build from a mapping (e.g. parsed YAML) plus keyword overrides (``None`` ones skipped)."""
         data = dict(mapping or {})
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -256,7 +289,7 @@ class TwinTrainConfig:
             raise ConfigError(f"twin config: {err}") from err
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None, **overrides: Any) -> "TwinTrainConfig":
+    def from_yaml(cls, path: str | Path | None, **overrides: Any) -> TwinTrainConfig:
         """Read a YAML file (top-level mapping, optionally under a ``twin:`` key) plus overrides."""
         if path is None:
             return cls.from_mapping({}, **overrides)
@@ -318,7 +351,7 @@ class SkimData:
     def __len__(self) -> int:
         return len(self.label)
 
-    def take(self, idx: np.ndarray) -> "SkimData":
+    def take(self, idx: np.ndarray) -> SkimData:
         """Rows ``idx``."""
         return SkimData(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
@@ -401,56 +434,70 @@ def compute_lundnet_scores(lund, lund_mask, model_path: str | Path, batch: int =
     return scores
 
 
-def _read_one(path: Path, lundnet_model: str | None, batch: int) -> dict[str, np.ndarray]:
-    import awkward as ak
-    import pyarrow.parquet as pq
+def _source(paths: Sequence[str | Path]):
+    from svjscout.models.training.data import SkimSource
 
-    if not path.is_file():
-        raise InputFileError(f"{path}: skim file not found")
-    try:
-        names = set(pq.read_schema(str(path)).names)
-    except Exception as err:  # noqa: BLE001 - pyarrow raises several types
-        raise InputFileError(f"{path}: not a readable parquet file: {err}") from err
+    if not paths:
+        raise InputFileError("no skim files given")
     needed = [c for c in (*EVENT_FEATURES, *_SCALAR_COLUMNS) if not c.startswith("lundnet_")]
-    missing = [c for c in needed if c not in names]
-    if missing:
-        raise InputFileError(f"{path}: skim columns {missing} missing")
-    cols = needed + [c for c in ("lundnet_j0", "lundnet_j1", *_KEY_COLUMNS) if c in names]
-    arr = ak.from_parquet(str(path), columns=cols)
-    out: dict[str, np.ndarray] = {}
-    for c in cols:
-        if c == "dataset":
-            out[c] = np.asarray(ak.to_list(arr[c]), dtype=object)
-        else:
-            out[c] = ak.to_numpy(arr[c]).astype(np.uint64 if c in ("event", *_KEY_COLUMNS) else np.float64)
-    n = len(arr)
-    for c in _KEY_COLUMNS:  # one layout for every file: absent -> parent = event, run/lumi = 0
-        if c not in out:
-            out[c] = out["event"].copy() if c == "parent" else np.zeros(n, np.uint64)
+    return SkimSource(paths, needed)
+
+
+def _read_rows(source, rg, lundnet_model: str | None, batch: int) -> SkimData:
+    """One row group of the skim as :class:`SkimData` (computing missing LundNet scores)."""
+    path = source.path(rg)
+    needed = [c for c in (*EVENT_FEATURES, *_SCALAR_COLUMNS) if not c.startswith("lundnet_")]
+    cols = source.read(rg, [*needed, "lundnet_j0", "lundnet_j1", *_KEY_COLUMNS])
+    n = len(cols["label"])
     for jet in ("j0", "j1"):
         col = f"lundnet_{jet}"
-        have = out.get(col, np.full(n, np.nan))
+        have = np.asarray(cols.get(col, np.full(n, np.nan)), dtype=np.float64)
         todo = ~np.isfinite(have)
         if todo.any():
             if lundnet_model is None:
-                why = "missing" if col not in names else f"NaN in {int(todo.sum())} rows"
+                why = "missing" if col not in cols else f"NaN in {int(todo.sum())} rows"
                 raise InputFileError(f"{path}: column '{col}' is {why}; pass a LundNet ONNX model "
                                      f"(config key 'lundnet_model', option --lundnet) to compute it")
             for c in (f"lund_{jet}", f"lund_{jet}_mask"):
-                if c not in names:
+                if not source.has(rg, c):
                     raise InputFileError(f"{path}: column '{c}' missing, needed to compute '{col}'")
-            lund = ak.from_parquet(str(path), columns=[f"lund_{jet}", f"lund_{jet}_mask"])
+            lund = source.read(rg, [f"lund_{jet}", f"lund_{jet}_mask"])
             idx = np.flatnonzero(todo)
             have = have.copy()
             have[idx] = compute_lundnet_scores(lund[f"lund_{jet}"][idx], lund[f"lund_{jet}_mask"][idx],
                                                lundnet_model, batch)
             log.info("%s: computed %s for %d events with %s", path, col, len(idx), lundnet_model)
-        out[col] = have
-    return out
+        cols[col] = have
+    features = np.stack([np.asarray(cols[c], dtype=np.float64) for c in EVENT_FEATURES], axis=1).astype(np.float32)
+    for j, c in enumerate(EVENT_FEATURES):
+        bad = ~np.isfinite(features[:, j])
+        if bad.any():
+            raise InputFileError(f"{[str(path)]}: column '{c}' has {int(bad.sum())} non-finite values")
+    scal = {c: np.asarray(cols[c], dtype=np.float64) for c in ("mt", "deta", "weight", "label", "mzprime", "rinv")}
+    for c in ("mt", "deta", "weight", "label"):
+        bad = ~np.isfinite(scal[c])
+        if bad.any():
+            raise InputFileError(f"{[str(path)]}: column '{c}' has {int(bad.sum())} non-finite values")
+    if not np.all((scal["label"] == 0) | (scal["label"] == 1)):
+        raise InputFileError(f"{[str(path)]}: column 'label' has values other than 0 and 1")
+    from svjscout.models.training.data import key_columns
+
+    run, lumi, parent = key_columns(cols)
+    return SkimData(features=features, mt=scal["mt"], deta=scal["deta"], weight=scal["weight"],
+                    label=scal["label"].astype(np.float32), mzprime=scal["mzprime"], rinv=scal["rinv"],
+                    dataset=np.asarray(cols["dataset"], dtype=object), event=np.asarray(cols["event"]).astype(np.uint64),
+                    run=run, lumi=lumi, parent=parent)
+
+
+def concat(parts: Sequence[SkimData]) -> SkimData:
+    """Rows of several :class:`SkimData`, in order."""
+    return SkimData(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(SkimData)})
 
 
 def load_skim(paths: Sequence[str | Path], lundnet_model: str | None = None, batch: int = 4096) -> SkimData:
-    """Read and concatenate skim parquet files (computing missing LundNet scores).
+    """Read and concatenate skim parquet files into memory (computing missing LundNet scores).
+
+    Training streams the skim instead (:class:`_TwinStream`); this is for tests and small samples.
 
     Args:
         paths: parquet files written by the processors.
@@ -460,26 +507,11 @@ def load_skim(paths: Sequence[str | Path], lundnet_model: str | None = None, bat
     Returns:
         :class:`SkimData`. Raises :class:`InputFileError` naming file and column on bad input.
     """
-    if not paths:
-        raise InputFileError("no skim files given")
-    parts = [(Path(p), _read_one(Path(p), lundnet_model, batch)) for p in paths]
-    cat = {k: np.concatenate([d[k] for _, d in parts]) for k in parts[0][1]}
-    features = np.stack([cat[c] for c in EVENT_FEATURES], axis=1).astype(np.float32)
-    for j, c in enumerate(EVENT_FEATURES):
-        bad = ~np.isfinite(features[:, j])
-        if bad.any():
-            raise InputFileError(f"{[str(p) for p, _ in parts]}: column '{c}' has {int(bad.sum())} non-finite values")
-    for c in ("mt", "deta", "weight", "label"):
-        bad = ~np.isfinite(cat[c])
-        if bad.any():
-            raise InputFileError(f"{[str(p) for p, _ in parts]}: column '{c}' has {int(bad.sum())} non-finite values")
-    labels = cat["label"]
-    if not np.all((labels == 0) | (labels == 1)):
-        raise InputFileError(f"{[str(p) for p, _ in parts]}: column 'label' has values other than 0 and 1")
-    return SkimData(features=features, mt=cat["mt"], deta=cat["deta"], weight=cat["weight"],
-                    label=labels.astype(np.float32), mzprime=cat["mzprime"], rinv=cat["rinv"],
-                    dataset=cat["dataset"], event=cat["event"], run=cat["run"], lumi=cat["luminosityBlock"],
-                    parent=cat["parent"])
+    source = _source(paths)
+    parts = [_read_rows(source, rg, lundnet_model, batch) for rg in source.row_groups]
+    if not parts:
+        raise InputFileError(f"{[str(p) for p in paths]}: the skim files hold no row")
+    return concat(parts)
 
 
 def split_codes(d: SkimData, fractions: Sequence[float] = splits.DEFAULT_FRACTIONS,
@@ -504,50 +536,194 @@ def _signal_points(d: SkimData) -> list[tuple[float, float]]:
     return sorted(pts)
 
 
+def _points(d: SkimData) -> np.ndarray:
+    """(N, 2) signal-point keys (m_Z', r_inv)."""
+    return np.stack([d.mzprime, d.rinv], axis=1)
+
+
+def _class_weights(cfg_ratio: float, balance_points: bool):
+    from svjscout.models.training.data import ClassWeights
+
+    return ClassWeights(cfg_ratio, balance_points, empty_group="keep")
+
+
 def training_weights(d: SkimData, ratio: float, balance_points: bool) -> np.ndarray:
     """Class-rescaled weights: sum(sig)/sum(bkg) = ``ratio`` and mean weight 1; (N,) float64.
-    Negative weights are refused (:mod:`svjscout.models.weights`)."""
-    from svjscout.models.weights import require_nonnegative
+    Negative weights are refused (:mod:`svjscout.models.weights`). Streamed training computes the
+    same from sums over the stream (:class:`~svjscout.models.training.data.ClassWeights`)."""
+    cw = _class_weights(ratio, balance_points)
+    cw.add(d.label, d.weight, _points(d), "the twin skim", d.dataset)
+    return cw.apply(d.label, d.weight, _points(d))
 
-    w = require_nonnegative(d.weight, "the twin skim", d.dataset).copy()
-    sig = d.label == 1
-    if balance_points and sig.any():
-        for m, r in _signal_points(d):
-            sel = sig & (d.mzprime == m) & (d.rinv == r)
-            total = w[sel].sum()
-            if total != 0:
-                w[sel] /= total
-    s_b, s_s = w[~sig].sum(), w[sig].sum()
-    n = len(w)
-    if s_b > 0:
-        w[~sig] *= n / (1 + ratio) / s_b
-    if s_s > 0:
-        w[sig] *= n * ratio / (1 + ratio) / s_s
-    return w
+
+class _TwinStream:
+    """The skim streamed for the twin (models/training/data.py): one scan for the weights, the
+    standardisation, the counters and the held-out reservoirs, then per-epoch buffers of training
+    events from which the minibatches are drawn (uniformly with replacement inside a buffer,
+    buffers chosen by systematic sampling: unbiased, see the data module)."""
+
+    def __init__(self, paths: Sequence[str | Path], cfg: TwinTrainConfig, device):
+        from svjscout.models.training.data import Reservoir, _keys
+
+        self.cfg, self.device = cfg, device
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.source = _source(paths)
+        self.cuts = cfg.cuts()
+        self.weights = _class_weights(cfg.signal_to_background, cfg.balance_signal_points)
+        self.kept: list[int] = []
+        keep_cols = [f.name for f in fields(SkimData)]
+        res_train = Reservoir(max(cfg.val_max_events, cfg.batch_size), cfg.seed + 11)
+        res_val = Reservoir(cfg.val_max_events, cfg.seed + 12)
+        res_test = Reservoir(cfg.test_max_events, cfg.seed + 13)
+        self.n_skim = self.n_pass = self.n_train_constraints = 0
+        self.n_signal = self.n_background = 0
+        self.datasets: set[str] = set()
+        points: set[tuple[float, float]] = set()
+        moments: dict[Any, np.ndarray] = {}  # group -> [sum w, sum w f, sum w f^2, count, sum f, sum f^2]
+        for rg in self.source.row_groups:
+            d, ana, code, train = self._rows(rg)
+            self.kept.append(int(train.sum()))
+            self.n_skim += len(d)
+            self.n_pass += int(ana.sum())
+            self.n_train_constraints += int((train & ana).sum())
+            self.datasets |= {str(s) for s in d.dataset}
+            points |= set(_signal_points(d))
+            dt = d.take(np.flatnonzero(train))
+            self.n_signal += int((dt.label == 1).sum())
+            self.n_background += int((dt.label == 0).sum())
+            self.weights.add(dt.label, dt.weight, _points(dt), str(self.source.path(rg)), dt.dataset)
+            sig = dt.label == 1
+            keys, inv = _keys(_points(dt)[sig]) if sig.any() else ([], np.zeros(0, int))
+            group = np.full(len(dt), -1)
+            group[sig] = inv
+            for g in np.unique(group):
+                key = "background" if g < 0 else keys[g]
+                f, w = dt.features[group == g].astype(np.float64), dt.weight[group == g]
+                ones = np.ones(f.shape[1])
+                add = np.stack([w.sum() * ones, w @ f, w @ f ** 2, len(w) * ones, f.sum(0), (f ** 2).sum(0)])
+                moments[key] = moments.get(key, 0) + add
+            rows = np.arange(rg.start, rg.start + rg.rows)
+            for res, sel in ((res_train, train), (res_val, (code == splits.VAL) & ana),
+                             (res_test, (code == splits.TEST) & ana)):
+                res.add({c: getattr(d, c)[sel] for c in keep_cols} | {"ana": ana[sel]}, rows[sel])
+        self.points = sorted(points)
+        self.n_train = sum(self.kept)
+        self.mean_weight = self._standardisation(moments)
+        self.train_sample, self.ana_sample = self._take(res_train, keep_cols)
+        self.val, _ = self._take(res_val, keep_cols)
+        self.test, _ = self._take(res_test, keep_cols)
+
+    @staticmethod
+    def _take(res, keep_cols) -> tuple[SkimData, np.ndarray]:
+        out = res.result([*keep_cols, "ana"])
+        if not out:
+            empty = SkimData(features=np.zeros((0, len(EVENT_FEATURES)), np.float32), **{
+                c: np.zeros(0) for c in ("mt", "deta", "weight", "label", "mzprime", "rinv")},
+                dataset=np.zeros(0, object), event=np.zeros(0, np.uint64))
+            return empty, np.zeros(0, bool)
+        return SkimData(**{c: out[c] for c in keep_cols}), out["ana"].astype(bool)
+
+    def _rows(self, rg) -> tuple[SkimData, np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        d = _read_rows(self.source, rg, cfg.lundnet_model, cfg.lundnet_batch)
+        ana = analysis_mask(d, self.cuts)
+        code = split_codes(d, cfg.split, cfg.seed)
+        train = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
+        return d, ana, code, train
+
+    def _standardisation(self, moments: Mapping[Any, np.ndarray]) -> float:
+        """Weighted mean and std of the training features with the training weights (from the
+        per-group moments and the class factors); returns the mean training weight."""
+        f_b, f_s, per = self.weights.factors()
+        s0 = s1 = s2 = 0.0
+        for key, m in moments.items():
+            if key == "background":
+                a, b = f_b, 0.0
+            else:
+                mult, off = per.get(key, (0.0, 0.0))
+                a, b = f_s * mult, f_s * off
+            s0 = s0 + a * m[0] + b * m[3]
+            s1 = s1 + a * m[1] + b * m[4]
+            s2 = s2 + a * m[2] + b * m[5]
+        if not np.any(s0 > 0):
+            self.feature_mean = np.zeros(len(EVENT_FEATURES))
+            self.feature_std = np.ones(len(EVENT_FEATURES))
+            return 1.0
+        mean = s1 / s0
+        std = np.sqrt(np.maximum(s2 / s0 - mean ** 2, 0.0))
+        self.feature_mean, self.feature_std = mean, np.where(std > 0, std, 1.0)
+        return float(s0[0] / max(self.n_train, 1))
+
+    def buffer(self, rgs: Sequence[int]) -> _Tensors:
+        """Training events of some row groups, with training weights, on the device."""
+        parts, anas = [], []
+        for i in sorted(rgs):  # file order inside a buffer
+            d, ana, _, train = self._rows(self.source.row_groups[i])
+            parts.append(d.take(np.flatnonzero(train)))
+            anas.append(ana[train])
+        d = concat(parts)
+        w = self.weights.apply(d.label, d.weight, _points(d))
+        return _Tensors(d, w, np.concatenate(anas), device=self.device)
+
+    def plan(self, epoch: int) -> tuple[list[list[int]], np.ndarray]:
+        """Buffers (row groups) and the buffer of every minibatch of an epoch (seeded by seed, epoch)."""
+        from svjscout.models.training.data import allocate_batches, plan_buffers, rng
+
+        g = rng(self.cfg.seed, 7, epoch)
+        bufs = plan_buffers(self.kept, self.cfg.buffer_events, g)
+        sizes = [sum(self.kept[i] for i in b) for b in bufs]
+        return bufs, allocate_batches(sizes, self.cfg.batches_per_epoch, g)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The minibatch generator's state (saved in the training state)."""
+        return {"generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+
+    def steps(self, epoch: int, start: int):
+        """(step, (tensors, rows)) for the minibatches ``start``.. of an epoch: rows drawn with one
+        generator seeded by ``seed`` (its state is in the training state, so a resumed run draws
+        what the interrupted one would have), inside the buffer of the step."""
+        bufs, which = self.plan(epoch)
+        loaded, t = None, None
+        for j in range(start, self.cfg.batches_per_epoch):
+            if which[j] != loaded:
+                loaded, t = which[j], None
+                t = self.buffer(bufs[which[j]])
+            idx = torch.randint(t.n, (self.cfg.batch_size,), generator=self.gen)
+            yield j, (t, idx.to(self.device))
 
 
 # ----------------------------------------------------------------------------- losses
 class _Tensors:
     """torch views of one split; ``ana``: the events that enter the constraints (analysis selection)."""
 
-    def __init__(self, d: SkimData, w_train: np.ndarray, ana: np.ndarray | None = None):
-        self.f = torch.from_numpy(d.features)
-        self.label = torch.from_numpy(d.label.astype(np.float32))
-        self.w = torch.from_numpy(w_train.astype(np.float32))
-        self.w_phys = torch.from_numpy(d.weight.astype(np.float32))
-        self.mt = torch.from_numpy(d.mt.astype(np.float32))
-        self.deta = torch.from_numpy(d.deta.astype(np.float32))
-        self.ana = torch.ones(len(d), dtype=torch.bool) if ana is None else torch.from_numpy(np.asarray(ana, bool))
+    def __init__(self, d: SkimData, w_train: np.ndarray, ana: np.ndarray | None = None, device: Any = "cpu"):
+        def t(a: np.ndarray, dtype=np.float32) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(device)
+
+        self.f = t(d.features)
+        self.label = t(d.label)
+        self.w = t(w_train)
+        self.w_phys = t(d.weight)
+        self.mt = t(d.mt)
+        self.deta = t(d.deta)
+        self.ana = t(np.ones(len(d), bool) if ana is None else ana, bool)
         self.n = len(d)
 
 
-def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: TwinTrainConfig
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Objective and constraint values on rows ``idx`` (all rows if None)."""
+def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: TwinTrainConfig,
+                norm: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Objective and constraint values on rows ``idx`` (all rows if None).
+
+    The weighted BCE is divided by ``norm`` (training minibatches: the expected sum of weights of
+    a minibatch, ``batch_size`` x the mean training weight, so that its expectation is the
+    weighted BCE of the whole split), or by the sum of the weights of the rows (None)."""
     sl = slice(None) if idx is None else idx
     f, lab, w = t.f[sl], t.label[sl], t.w[sl]
     lx, ly = model.logits(f)
-    wsum = w.sum().clamp_min(1e-12)
+    wsum = w.sum().clamp_min(1e-12) if norm is None else torch.tensor(float(norm), device=w.device)
     bce_x = (w * F.binary_cross_entropy_with_logits(lx, lab, reduction="none")).sum() / wsum
     bce_y = (w * F.binary_cross_entropy_with_logits(ly, lab, reduction="none")).sum() / wsum
     x, y = torch.sigmoid(lx), torch.sigmoid(ly)
@@ -584,7 +760,7 @@ def null_scores(u: torch.Tensor, threshold: float, tail_fraction: float) -> torc
     return torch.where(lo, threshold * u / (1 - q), threshold + (1 - threshold) * (u - (1 - q)) / q)
 
 
-def constraint_floors(t: "_Tensors", cfg: TwinTrainConfig, resample: bool, seed: int,
+def constraint_floors(t: _Tensors, cfg: TwinTrainConfig, resample: bool, seed: int,
                       rows: torch.Tensor | None = None) -> dict[str, tuple[float, float]]:
     """Noise floor of every constraint on this sample: its mean and spread for a perfect pair.
 
@@ -655,25 +831,18 @@ def _per_name(value: float | Mapping[str, float], name: str, default: float) -> 
 
 # ----------------------------------------------------------------------------- evaluation
 def _auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from svjscout.models.training.metrics import weighted_auc
 
-    if len(np.unique(label)) < 2:
-        return float("nan")
-    return float(roc_auc_score(label, score, sample_weight=weight))
+    return weighted_auc(score, label, weight)
 
 
 def auc_weights(d: SkimData) -> np.ndarray:
-    """Weights of every reported AUC (the LundNet report's convention): background by physics
-    weight, every signal point (m_Z', r_inv) normalised to the same total weight, so that "all
-    signal" is the unweighted average over the points, not dominated by the largest cross section."""
-    w = d.weight.astype(np.float64).copy()
-    sig = d.label == 1
-    for m, r in _signal_points(d):
-        sel = sig & (d.mzprime == m) & (d.rinv == r)
-        total = w[sel].sum()
-        if total > 0:
-            w[sel] /= total
-    return w
+    """Weights of every reported AUC (:func:`svjscout.models.training.metrics.point_weights`, the
+    LundNet report's convention): background by physics weight, every signal point (m_Z', r_inv)
+    normalised to the same total weight."""
+    from svjscout.models.training.metrics import point_weights
+
+    return point_weights(d.label, d.weight, _points(d))
 
 
 def baseline_scores(d: SkimData) -> dict[str, np.ndarray]:
@@ -685,8 +854,10 @@ def baseline_scores(d: SkimData) -> dict[str, np.ndarray]:
 def baseline_signs(d_train: SkimData) -> dict[str, float]:
     """Orientation (+1 / -1) of every baseline, chosen on *training* events (never on the
     events evaluated): -1 where the weighted AUC on ``d_train`` is below 0.5."""
+    from svjscout.models.training.metrics import orientation
+
     w = auc_weights(d_train)
-    return {k: (-1.0 if _auc(d_train.label, v, w) < 0.5 else 1.0) for k, v in baseline_scores(d_train).items()}
+    return {k: orientation(v, d_train.label, w) for k, v in baseline_scores(d_train).items()}
 
 
 def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig, signs: Mapping[str, float] | None = None,
@@ -699,13 +870,14 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig, signs: Mapp
     from svjscout.models.closure import soft_counts
     from svjscout.models.disco import dcorr_numpy
 
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        xs, ys = model(torch.from_numpy(d.features))
-    x, y = xs.numpy().astype(np.float64), ys.numpy().astype(np.float64)
+        xs, ys = model(torch.from_numpy(d.features).to(dev))
+    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
     sig, bkg = d.label == 1, d.label == 0
     w = d.weight.astype(np.float64)
     wa = auc_weights(d)
-    metrics: dict[str, Any] = {"n_test": int(len(d)), "n_test_signal": int(sig.sum()), "n_test_background": int(bkg.sum())}
+    metrics: dict[str, Any] = {"n_test": len(d), "n_test_signal": int(sig.sum()), "n_test_background": int(bkg.sum())}
     metrics["auc_weighting"] = "background: physics weight; every signal point normalised to the same total weight"
     metrics["auc_all"] = {"x": _auc(d.label, x, wa), "y": _auc(d.label, y, wa)}
     base = baseline_scores(d)
@@ -868,9 +1040,8 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
                   metrics: dict[str, Any], plots: Mapping[str, Path],
                   val_metrics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     val_metrics = dict(val_metrics or {})
-    js = out_dir / "report.json"
-    js.write_text(json.dumps({"summary": summary, "history": history, "test": metrics, "validation": val_metrics},
-                             indent=1, default=float))
+    from svjscout.models.training.report import write_report
+
     cfg = summary["config"]
     sel = summary.get("selection", {})
     lines = [
@@ -942,29 +1113,11 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
     lines += ["", f"## MDMM multipliers of the shipped model (best epoch {summary['best_epoch']})", "",
               "| constraint | lambda |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in mult.items()]
-    lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()]
-    md = out_dir / "report.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md, js
+    return write_report(out_dir, lines, {"summary": summary, "history": history, "test": metrics,
+                                         "validation": val_metrics}, plots)
 
 
 # ----------------------------------------------------------------------------- training
-class _NullProgress:
-    """Stand-in for a rich Progress when the bar is off."""
-
-    def __enter__(self) -> "_NullProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
     """Refuse a twin split whose test subset is not inside the LundNet model's (when the model
     records its split: LundNet models trained with models/splits.py)."""
@@ -983,57 +1136,59 @@ def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
 
 
 def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
-               config: TwinTrainConfig | Mapping[str, Any] | None = None) -> TwinTrainResult:
+               config: TwinTrainConfig | Mapping[str, Any] | None = None,
+               stop_after: int | None = None) -> TwinTrainResult | None:
     """Train the twin MLPs on skim parquet files and write ONNX, checkpoint and report.
+
+    The skim is streamed in row groups (:class:`_TwinStream`); the loop, checkpoints and resume
+    are :class:`svjscout.models.training.loop.TrainLoop` (training state in
+    ``out_dir/train_state.pt``; ``resume`` continues from it).
 
     Args:
         skim_paths: skim parquet files (columns: the 12 features, mt, deta, weight, label, ...).
         out_dir: output folder (created).
         config: :class:`TwinTrainConfig`, a mapping of its keys, or None (defaults).
+        stop_after: stop after this many optimisation steps, leaving the training state behind
+            (what an interrupted job leaves; returns None). For tests.
 
     Returns:
-        :class:`TwinTrainResult`.
+        :class:`TwinTrainResult` (None with ``stop_after``).
     """
-    from svjscout.jobs.progress import make_progress, progress_enabled
+    from svjscout.models.training.data import resolve_device
+    from svjscout.models.training.loop import LoopSettings, TrainLoop
 
     cfg = config if isinstance(config, TwinTrainConfig) else TwinTrainConfig.from_mapping(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
 
     _check_lundnet_split(cfg)
-    data = load_skim(skim_paths, cfg.lundnet_model, cfg.lundnet_batch)
-    cuts = cfg.cuts()
-    ana = analysis_mask(data, cuts)
-    code = split_codes(data, cfg.split, cfg.seed)
-    train_rows = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
-    d_tr = data.take(np.flatnonzero(train_rows))
-    ana_tr = ana[train_rows]  # the training events entering the constraints
-    d_tr_ana = d_tr.take(np.flatnonzero(ana_tr))
-    d_va = data.take(np.flatnonzero((code == splits.VAL) & ana))
-    d_te = data.take(np.flatnonzero((code == splits.TEST) & ana))
-    selection = {"cuts": cuts.model_dump(include={"mt_min", "rt_min", "dphi_min_max", "deta_max"}),
-                 "bce_selection": cfg.bce_selection, "n_skim": int(len(data)), "n_pass": int(ana.sum()),
-                 "n_train_bce": int(len(d_tr)), "n_train_constraints": int(ana_tr.sum())}
-    log.info("twin: %d of %d skim events pass the analysis preselection %s", ana.sum(), len(data), selection["cuts"])
+    stream = _TwinStream(skim_paths, cfg, device)
+    d_tr_ana = stream.train_sample.take(np.flatnonzero(stream.ana_sample))
+    d_va, d_te = stream.val, stream.test
+    selection = {"cuts": stream.cuts.model_dump(include={"mt_min", "rt_min", "dphi_min_max", "deta_max"}),
+                 "bce_selection": cfg.bce_selection, "n_skim": stream.n_skim, "n_pass": stream.n_pass,
+                 "n_train_bce": stream.n_train, "n_train_constraints": stream.n_train_constraints}
+    log.info("twin: %d of %d skim events pass the analysis preselection %s", stream.n_pass, stream.n_skim,
+             selection["cuts"])
     for name, d in (("train", d_tr_ana), ("validation", d_va)):
         if (d.label == 0).sum() < 2 or (d.label == 1).sum() < 1:
             raise InputFileError(f"{[str(p) for p in skim_paths]}: the {name} split has "
                                  f"{int((d.label == 0).sum())} background and {int((d.label == 1).sum())} signal "
                                  "events; need >= 2 background and >= 1 signal")
-    t_tr = _Tensors(d_tr, training_weights(d_tr, cfg.signal_to_background, cfg.balance_signal_points), ana_tr)
-    t_va = _Tensors(d_va, training_weights(d_va, cfg.signal_to_background, cfg.balance_signal_points))
-    val_idx = None
-    if t_va.n > cfg.val_max_events:
-        val_idx = torch.randperm(t_va.n, generator=gen)[: cfg.val_max_events]
+    t_sample = _Tensors(stream.train_sample, stream.weights.apply(
+        stream.train_sample.label, stream.train_sample.weight, _points(stream.train_sample)), stream.ana_sample)
+    t_va = _Tensors(d_va, training_weights(d_va, cfg.signal_to_background, cfg.balance_signal_points),
+                    device=device)
 
     floors: dict[str, dict[str, tuple[float, float]]] = {}
     if cfg.floor_policy != "off":
-        floors["train"] = constraint_floors(t_tr, cfg, resample=True, seed=cfg.seed + 1)
-        floors["val"] = constraint_floors(t_va, cfg, resample=False, seed=cfg.seed + 2, rows=val_idx)
+        floors["train"] = constraint_floors(t_sample, cfg, resample=True, seed=cfg.seed + 1)
+        t_va_cpu = _Tensors(d_va, d_va.weight)
+        floors["val"] = constraint_floors(t_va_cpu, cfg, resample=False, seed=cfg.seed + 2)
     eps_used, below = effective_eps(cfg, floors.get("train"))
     eps_val, _ = effective_eps(cfg, floors.get("val"), eps_used)
     for n in below:
@@ -1042,71 +1197,59 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                     cfg.eps[n], mean, sd, f"; training with {eps_used[n]:.4f}" if cfg.floor_policy == "adjust" else "")
 
     model = TwinMLP(len(EVENT_FEATURES), cfg.hidden, cfg.activation, cfg.dropout)
-    model.set_standardisation(d_tr.features, np.abs(t_tr.w.numpy()))
+    model.mean.copy_(torch.as_tensor(stream.feature_mean, dtype=torch.float32))
+    model.std.copy_(torch.as_tensor(stream.feature_std, dtype=torch.float32))
     mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
                  for n in CONSTRAINTS])
+    model.to(device)
+    mdmm.to(device)
     opt = torch.optim.Adam([
         {"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": list(mdmm.parameters()), "lr": cfg.mdmm_lr, "weight_decay": 0.0},
     ])
+    norm = cfg.batch_size * stream.mean_weight
 
-    def evaluate() -> dict[str, Any]:
+    def step(batch) -> tuple[dict[str, float], float]:
+        t, idx = batch
+        bce, parts, vals = _loss_terms(model, t, idx, cfg, norm)
+        res = mdmm(bce, vals)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        rec = {"loss": _f(res.loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
+            {k: _f(v) for k, v in vals.items()}
+        return rec, 1.0
+
+    def evaluate() -> tuple[float, dict[str, Any]]:
         model.eval()
         with torch.no_grad():
-            bce, parts, vals = _loss_terms(model, t_va, val_idx, cfg)
+            bce, parts, vals = _loss_terms(model, t_va, None, cfg)
         model.train()
         rec = {k: float(v) for k, v in parts.items()} | {k: float(v) for k, v in vals.items()}
         rec["bce"] = float(bce)
-        return rec
+        return _validation_figure(rec["bce"], rec, eps_val), rec
 
-    history: list[dict[str, Any]] = []
-    val0 = evaluate()
-    fig0 = _validation_figure(val0["bce"], val0, eps_val)
-    history.append({"epoch": 0, "val": val0, "val_figure": fig0})
-    best = (fig0, 0, copy.deepcopy(model.state_dict()), copy.deepcopy(mdmm.state_dict()))
-    log.info("epoch 0: val BCE %.4f, figure %.4f", val0["bce"], fig0)
-    stale = 0
-    t0 = time.time()
-    epoch = 0
-    with (make_progress() if cfg.progress and progress_enabled() else _NullProgress()) as progress:
-        task = progress.add_task("twin MLPs", total=cfg.epochs)
-        for epoch in range(1, cfg.epochs + 1):
-            sums: dict[str, float] = {}
-            for _ in range(cfg.batches_per_epoch):
-                idx = torch.randint(t_tr.n, (cfg.batch_size,), generator=gen)
-                bce, parts, vals = _loss_terms(model, t_tr, idx, cfg)
-                res = mdmm(bce, vals)
-                opt.zero_grad(set_to_none=True)
-                res.loss.backward()
-                opt.step()
-                rec = {"loss": _f(res.loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
-                    {k: _f(v) for k, v in vals.items()}
-                for k, v in rec.items():
-                    sums[k] = sums.get(k, 0.0) + v / cfg.batches_per_epoch
-            val = evaluate()
-            figure = _validation_figure(val["bce"], val, eps_val)
-            summ = mdmm.summary()
-            history.append({
-                "epoch": epoch, "train": sums, "val": val, "val_figure": figure,
+    def make_record(epoch: int, train: Mapping[str, float], figure: float, val: Mapping[str, Any]) -> dict[str, Any]:
+        if epoch == 0:
+            return {"epoch": 0, "val": dict(val), "val_figure": figure}
+        summ = mdmm.summary()
+        return {"epoch": epoch, "train": dict(train), "val": dict(val), "val_figure": figure,
                 "multipliers": {k: s["lambda"] for k, s in summ.items()},
-                "slacks": {k: s["slack"] for k, s in summ.items()},
-            })
-            improved = figure < best[0] - cfg.min_delta
-            if improved:
-                best = (figure, epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(mdmm.state_dict()))
-                stale = 0
-            else:
-                stale += 1
-            log.info("epoch %d: train loss %.4f BCE %.4f | val BCE %.4f figure %.4f%s", epoch, sums["loss"],
-                     sums["bce"], val["bce"], figure, " *" if improved else "")
-            progress.update(task, advance=1, description=f"twin MLPs val {figure:.4f}")
-            if stale >= cfg.patience:
-                log.info("early stopping after epoch %d (best %d)", epoch, best[1])
-                break
-    train_seconds = time.time() - t0
+                "slacks": {k: s["slack"] for k, s in summ.items()}}
 
-    model.load_state_dict(best[2])
-    mdmm.load_state_dict(best[3])
+    settings = LoopSettings(epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta, evaluate_initial=True,
+                            checkpoint_path=out / "train_state.pt", checkpoint_every=cfg.checkpoint_every,
+                            progress=cfg.progress, label="twin MLPs")
+    loop = TrainLoop(model, opt, settings, steps=stream.steps, n_steps=lambda e: cfg.batches_per_epoch, step=step,
+                     evaluate=evaluate, make_record=make_record, extra_modules={"mdmm": mdmm},
+                     stateful={"stream": stream})
+    run = loop.run(resume=cfg.resume, stop_after=stop_after)
+    if run.interrupted:
+        return None
+    history = run.history
+
+    model.to("cpu")
+    mdmm.to("cpu")
     model.eval()
     signs = baseline_signs(d_tr_ana)  # baselines oriented on training events, never on those evaluated
     val_metrics, _, _ = _test_metrics(model, d_va, cfg, signs, floors=False)
@@ -1117,12 +1260,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     summary = {
         "svjscout_version": __version__,
         "skims": [str(p) for p in skim_paths],
-        "n_train": int(len(d_tr)), "n_val": int(len(d_va)), "n_test": int(len(d_te)),
-        "n_train_signal": int((d_tr.label == 1).sum()), "n_train_background": int((d_tr.label == 0).sum()),
-        "datasets": sorted({str(s) for s in data.dataset}),
-        "signal_points": [list(p) for p in _signal_points(data)],
-        "best_epoch": int(best[1]), "epochs_run": int(epoch), "best_val_figure": float(best[0]),
-        "train_seconds": round(train_seconds, 1),
+        "n_train": stream.n_train, "n_val": len(d_va), "n_test": len(d_te),
+        "n_train_signal": stream.n_signal, "n_train_background": stream.n_background,
+        "datasets": sorted(stream.datasets),
+        "signal_points": [list(p) for p in stream.points],
+        "best_epoch": int(run.best_epoch), "epochs_run": int(run.epochs_run), "best_val_figure": float(run.best_figure),
+        "train_seconds": round(run.seconds, 1),
         "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
         "selection": selection,
         "split": {"seed": cfg.seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
@@ -1132,24 +1275,25 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "config": cfg.as_dict(),
     }
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
+    skip = ("progress", "num_threads", "device", "resume", "checkpoint_every")
     training_meta = {k: v for k, v in summary.items() if k != "config"} | {
-        "config": {k: v for k, v in summary["config"].items() if k not in ("progress", "num_threads")},
+        "config": {k: v for k, v in summary["config"].items() if k not in skip},
         "auc": auc, "auc_weighting": metrics["auc_weighting"], "test_dcorr": metrics.get("dcorr", {}),
         "test_closure": metrics.get("closure_hard", {}),
     }
-    onnx_path = export_twin_onnx(model, out / "twin.onnx", training_meta, auc=auc)
+    onnx_path = export_twin_onnx(copy.deepcopy(model).cpu(), out / "twin.onnx", training_meta, auc=auc)
     ckpt = out / "twin_checkpoint.pt"
     torch.save({"model": model.state_dict(), "hparams": model.hparams, "mdmm": mdmm.state_dict(),
                 "mdmm_summary": mdmm.summary(), "optimizer": opt.state_dict(), "config": cfg.as_dict(),
-                "eps_used": eps_used, "best_epoch": int(best[1]), "epochs_run": int(epoch), "features": list(EVENT_FEATURES),
-                "version": __version__}, ckpt)
+                "eps_used": eps_used, "best_epoch": int(run.best_epoch), "epochs_run": int(run.epochs_run),
+                "features": list(EVENT_FEATURES), "version": __version__}, ckpt)
     plots = _plot_history(history, out)
     plots["xy_plane"] = _plot_plane(d_te, x_te, y_te, cfg, out)
     md, js = _write_report(out, summary, history, metrics, plots, val_metrics)
-    log.info("twin training done: best epoch %d, test AUC X %.3f Y %.3f; wrote %s", best[1],
+    log.info("twin training done: best epoch %d, test AUC X %.3f Y %.3f; wrote %s", run.best_epoch,
              metrics["auc_all"]["x"], metrics["auc_all"]["y"], out)
     return TwinTrainResult(onnx_path=onnx_path, checkpoint_path=ckpt, report_md=md, report_json=js, plots=plots,
-                           history=history, test_metrics=metrics, best_epoch=int(best[1]), model=model,
+                           history=history, test_metrics=metrics, best_epoch=int(run.best_epoch), model=model,
                            val_metrics=val_metrics)
 
 
