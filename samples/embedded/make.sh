@@ -14,7 +14,7 @@ nops="UncertaintyBands:doVariations = off"
 svjscout generate svj -n 350 --seed 101 --mzprime 2000 --rinv 0.3 $common -o svj_mz2000_rinv0.3.root
 svjscout generate svj -n 350 --seed 102 --mzprime 1500 --rinv 0.3 $common -o svj_mz1500_rinv0.3.root
 svjscout generate svj -n 350 --seed 103 --mzprime 3000 --rinv 0.5 $common -o svj_mz3000_rinv0.5.root
-svjscout generate qcd -n 500 --seed 201 -k 10 --tail-bias 20 --pythia "$nops" $common -o qcd.root
+svjscout generate qcd -n 1400 --seed 201 -k 10 --tail-bias 20 --pythia "$nops" $common -o qcd.root
 svjscout generate ttbar -n 1000 --seed 301 -k 3 --pythia "$nops" $common -o ttbar.root
 svjscout generate wjets -n 480 --seed 401 --pythia "$nops" $common -o wjets.root
 svjscout generate zjets -n 360 --seed 501 --pythia "$nops" $common -o zjets.root
