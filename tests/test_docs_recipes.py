@@ -503,9 +503,9 @@ def test_config_key_resolution():
 @pytest.mark.parametrize(
     "old, new, expected",
     [
-        ("--threads 1", "--thread 1", "no such option '--thread'"),
+        ("--threads 2", "--thread 2", "no such option '--thread'"),
         ("jobs/train_lundnet.yaml", "jobs/train_lundnet_missing.yaml", "'jobs/train_lundnet_missing.yaml' does not exist"),
-        ("analysis.cuts.rt_min=0 ", "analysis.cuts.rt_mni=0 ", "has no field 'rt_mni'"),
+        ("--device cpu --out data/twin", "--devise cpu --out data/twin", "no such option '--devise'"),
         ("svjscout -v train lundnet", "svjscout -v train lundnett", "no verb 'lundnett'"),
         ("--config jobs/twin_train.yaml", "--config jobs/twin_training.yaml", "'jobs/twin_training.yaml' does not exist"),
         ("--out data/lundnet ", "--out data/lundnet_v2 ", "'data/lundnet/lundnet.onnx', which no earlier step"),
