@@ -1,0 +1,184 @@
+"""The twin's report: history, multiplier and X-Y plane figures, and the markdown/JSON report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svjscout import __version__
+from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
+from svjscout.models.twin_training.data import SkimData
+from svjscout.models.twin_training.evaluation import target_check
+
+
+def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    from matplotlib.figure import Figure
+
+    ep = [h["epoch"] for h in history if h["epoch"] > 0]
+    hist = [h for h in history if h["epoch"] > 0]
+    paths = {}
+    fig = Figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    for key in ("bce_x", "bce_y"):
+        ax1.plot(ep, [h["train"][key] for h in hist], label=f"train {key}")
+        ax1.plot(ep, [h["val"][key] for h in hist], "--", label=f"val {key}")
+    ax1.plot(ep, [h["val_figure"] for h in hist], "k-", lw=2, label="val figure")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend(fontsize=7)
+    for key in CONSTRAINTS:
+        ax2.plot(ep, [h["train"][key] for h in hist], label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("constraint value (train)")
+    ax2.set_yscale("log")
+    ax2.legend(fontsize=6)
+    fig.tight_layout()
+    paths["history"] = out_dir / "history.png"
+    fig.savefig(paths["history"], dpi=100)
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for key in CONSTRAINTS:
+        ax.plot(ep, [h["multipliers"][key] for h in hist], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MDMM multiplier lambda")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths["multipliers"] = out_dir / "multipliers.png"
+    fig.savefig(paths["multipliers"], dpi=100)
+    return paths
+
+
+def _plot_plane(d: SkimData, x: np.ndarray, y: np.ndarray, cfg: TwinTrainConfig, out_dir: Path) -> Path:
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    bins = np.linspace(0, 1, 41)
+    for ax, lab, title in ((axes[0], 0, "background"), (axes[1], 1, "signal (all points)")):
+        sel = d.label == lab
+        w = np.abs(d.weight[sel])
+        if sel.sum() and w.sum() > 0:
+            h, _, _ = np.histogram2d(x[sel], y[sel], bins=[bins, bins], weights=w)
+            pos = h[h > 0]
+            norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if len(pos) and pos.max() > pos.min() else None
+            mesh = ax.pcolormesh(bins, bins, np.where(h > 0, h, np.nan).T, norm=norm)
+            fig.colorbar(mesh, ax=ax, label="weighted events")
+        ax.axvline(cfg.x0, color="r")
+        ax.axhline(cfg.y0, color="r")
+        ax.set_xlabel("X score")
+        ax.set_ylabel("Y score")
+        ax.set_title(f"test (untouched) {title}")
+    fig.tight_layout()
+    path = out_dir / "xy_plane.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _auc_lines(metrics: Mapping[str, Any]) -> list[str]:
+    lines = ["| signal point | AUC X | AUC Y | AUC LundNet J0 + J1 |", "|---|---|---|---|",
+             f"| all | {metrics['auc_all']['x']:.4f} | {metrics['auc_all']['y']:.4f} | "
+             f"{metrics.get('baselines_auc_all', {}).get('lundnet_sum', float('nan')):.4f} |"]
+    for name, a in metrics["auc_per_point"].items():
+        lines.append(f"| {name} | {a['x']:.4f} | {a['y']:.4f} | {a.get('lundnet_sum', float('nan')):.4f} |")
+    return lines
+
+
+def _closure_lines(metrics: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    lines = [f"Closure at the working point (x0, y0) = ({cfg['x0']:g}, {cfg['y0']:g}) with hard cuts, on "
+             f"the {metrics.get('n_test_background', 0)} analysis-preselected background events:", "",
+             "| term | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.get("closure_hard", {}).items()]
+    counts = metrics.get("abcd_counts_background", {})
+    if counts:
+        lines += ["", "Background fractions in the regions (weighted, hard cuts):", "",
+                  "| plane | A | B | C | D |", "|---|---|---|---|---|"]
+        for plane, c in counts.items():
+            tot = sum(c.values()) or 1.0
+            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in "ABCD") + " |")
+    return lines
+
+
+def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]],
+                  metrics: dict[str, Any], plots: Mapping[str, Path],
+                  val_metrics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    val_metrics = dict(val_metrics or {})
+    from svjscout.models.training.report import write_report
+
+    cfg = summary["config"]
+    sel = summary.get("selection", {})
+    lines = [
+        "# Twin MLP training report",
+        "",
+        f"svjscout {__version__}; best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
+        f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}.",
+        "",
+        f"Split: models/splits.py, seed {cfg['seed']}, train/val/test fractions {list(cfg['split'])}, keyed by "
+        "(dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are inside "
+        "LundNet's test events (same seed and fractions).",
+        "",
+        f"Selection: every validation and test figure, the constraints and the validation figure use only events "
+        f"passing the analysis preselection {sel.get('cuts', {})} (R_T > rt_min, M_T > mt_min, dphi_min < "
+        f"dphi_min_max, |deta| < deta_max); BCE uses the `{cfg.get('bce_selection', 'analysis')}` selection. "
+        f"Events of the skim passing it: {sel.get('n_pass', '-')} of {sel.get('n_skim', '-')}.",
+        "",
+        "Validation vs test: early stopping and every other choice use the validation split only; the test split "
+        "is evaluated once, after training (\"test (untouched)\").",
+        "",
+        "AUC weights (here and in the LundNet report): background by physics weight, every signal point "
+        "normalised to the same total weight, also in \"all\". Baselines (LundNet J0 + J1, single features) "
+        "have their sign chosen on the training split.",
+        "",
+        "## Test (untouched) AUCs (weighted, signal point vs all background)",
+        "",
+        *_auc_lines(metrics),
+    ]
+    if metrics.get("baselines_auc_all"):
+        lines += ["", "Baselines, test (untouched), all signal (sign from the training split):", "",
+                  "| baseline | sign | AUC |", "|---|---|---|"]
+        lines += [f"| {k} | {metrics['baseline_signs'][k]:+g} | {v:.4f} |" for k, v in metrics["baselines_auc_all"].items()]
+    eps = cfg["eps"]
+    eps_used = summary.get("eps_used", eps)
+    floors = summary.get("floors", {})
+    test_floor = metrics.get("floors", {})
+
+    def fl(where: Mapping[str, Any], k: str) -> str:
+        return f"{where[k][0]:.4f} +- {where[k][1]:.4f}" if k in where else "-"
+
+    check = summary.get("test_targets") or target_check(metrics, eps_used, eps)
+    lines += ["", "## Test (untouched) background decorrelation and closure", "",
+              "Floor: the value of a perfect pair (X, Y independent of each other, M_T and deta) on a sample of "
+              "this size (mean +- sd, docs/twin.md); targets below the training floor are raised to it "
+              f"(floor_policy = {cfg.get('floor_policy', 'off')}). 'within' compares the test value with the "
+              "trained eps (and the configured eps).", "",
+              "| term | test value | test floor | eps configured | eps trained | train floor | within trained / configured |",
+              "|---|---|---|---|---|---|---|"]
+    kappa = cfg["kappa"]
+    for k, t in check["terms"].items():
+        label = k if k.startswith("dcorr") else f"{k} (soft, kappa={kappa:g})"
+        ok = f"{'yes' if t['within_trained'] else 'NO'} / {'yes' if t['within_configured'] else 'NO'}"
+        lines.append(f"| {label} | {t['value']:.4f} | {fl(test_floor, k)} | {eps[k]:g} | {eps_used[k]:.4g} | "
+                     f"{fl(floors.get('train', {}), k)} | {ok} |")
+    fails_t, fails_c = check["fail_trained"], check["fail_configured"]
+    lines += ["", ("Every constrained term is within its trained eps on the test split." if not fails_t else
+                   f"Terms above their trained eps on the test split: {', '.join(fails_t)}."),
+              ("Every constrained term is within its configured eps." if not fails_c else
+               f"Terms above their configured eps: {', '.join(fails_c)}."), ""]
+    lines += _closure_lines(metrics, cfg)
+    if val_metrics:
+        lines += ["", "## Validation (used for early stopping; best epoch)", "", *_auc_lines(val_metrics), ""]
+        vcheck = target_check(val_metrics, summary.get("eps_validation", eps_used), eps)
+        lines += ["| term | validation value | eps (validation figure) | within |", "|---|---|---|---|"]
+        lines += [f"| {k} | {t['value']:.4f} | {t['eps_trained']:.4g} | {'yes' if t['within_trained'] else 'NO'} |"
+                  for k, t in vcheck["terms"].items()]
+        lines += [""] + _closure_lines(val_metrics, cfg)
+    mult = summary.get("multipliers_shipped") or history[summary["best_epoch"]].get("multipliers", {})
+    lines += ["", f"## MDMM multipliers of the shipped model (best epoch {summary['best_epoch']})", "",
+              "| constraint | lambda |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in mult.items()]
+    return write_report(out_dir, lines, {"summary": summary, "history": history, "test": metrics,
+                                         "validation": val_metrics}, plots)

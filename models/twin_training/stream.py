@@ -1,0 +1,156 @@
+"""The skim streamed for the twin's training (:class:`_TwinStream`, on models/training/data.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from svjscout.models import splits
+from svjscout.models.twin_training.config import TwinTrainConfig
+from svjscout.models.twin_training.data import (SkimData, _class_weights, _points, _read_rows, _signal_points,
+                                                _source, _Tensors, analysis_mask, concat, split_codes)
+from svjscout.processors.features import EVENT_FEATURES
+
+
+class _TwinStream:
+    """The skim streamed for the twin (models/training/data.py): one scan for the weights, the
+    standardisation, the counters and the held-out reservoirs, then per-epoch buffers of training
+    events from which the minibatches are drawn (uniformly with replacement inside a buffer,
+    buffers chosen by systematic sampling: unbiased, see the data module)."""
+
+    def __init__(self, paths: Sequence[str | Path], cfg: TwinTrainConfig, device):
+        from svjscout.models.training.data import Reservoir, _keys
+
+        self.cfg, self.device = cfg, device
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.source = _source(paths)
+        self.cuts = cfg.cuts()
+        self.weights = _class_weights(cfg.signal_to_background, cfg.balance_signal_points)
+        self.kept: list[int] = []
+        keep_cols = [f.name for f in fields(SkimData)]
+        res_train = Reservoir(max(cfg.val_max_events, cfg.batch_size), cfg.seed + 11)
+        res_val = Reservoir(cfg.val_max_events, cfg.seed + 12)
+        res_test = Reservoir(cfg.test_max_events, cfg.seed + 13)
+        self.n_skim = self.n_pass = self.n_train_constraints = 0
+        self.n_signal = self.n_background = 0
+        self.datasets: set[str] = set()
+        points: set[tuple[float, float]] = set()
+        moments: dict[Any, np.ndarray] = {}  # group -> [sum w, sum w f, sum w f^2, count, sum f, sum f^2]
+        for rg in self.source.row_groups:
+            d, ana, code, train = self._rows(rg)
+            self.kept.append(int(train.sum()))
+            self.n_skim += len(d)
+            self.n_pass += int(ana.sum())
+            self.n_train_constraints += int((train & ana).sum())
+            self.datasets |= {str(s) for s in d.dataset}
+            points |= set(_signal_points(d))
+            dt = d.take(np.flatnonzero(train))
+            self.n_signal += int((dt.label == 1).sum())
+            self.n_background += int((dt.label == 0).sum())
+            self.weights.add(dt.label, dt.weight, _points(dt), str(self.source.path(rg)), dt.dataset)
+            sig = dt.label == 1
+            keys, inv = _keys(_points(dt)[sig]) if sig.any() else ([], np.zeros(0, int))
+            group = np.full(len(dt), -1)
+            group[sig] = inv
+            for g in np.unique(group):
+                key = "background" if g < 0 else keys[g]
+                f, w = dt.features[group == g].astype(np.float64), dt.weight[group == g]
+                ones = np.ones(f.shape[1])
+                add = np.stack([w.sum() * ones, w @ f, w @ f ** 2, len(w) * ones, f.sum(0), (f ** 2).sum(0)])
+                moments[key] = moments.get(key, 0) + add
+            rows = np.arange(rg.start, rg.start + rg.rows)
+            for res, sel in ((res_train, train), (res_val, (code == splits.VAL) & ana),
+                             (res_test, (code == splits.TEST) & ana)):
+                res.add({c: getattr(d, c)[sel] for c in keep_cols} | {"ana": ana[sel]}, rows[sel])
+        self.points = sorted(points)
+        self.n_train = sum(self.kept)
+        self.mean_weight = self._standardisation(moments)
+        self.train_sample, self.ana_sample = self._take(res_train, keep_cols)
+        self.val, _ = self._take(res_val, keep_cols)
+        self.test, _ = self._take(res_test, keep_cols)
+
+    @staticmethod
+    def _take(res, keep_cols) -> tuple[SkimData, np.ndarray]:
+        out = res.result([*keep_cols, "ana"])
+        if not out:
+            empty = SkimData(features=np.zeros((0, len(EVENT_FEATURES)), np.float32), **{
+                c: np.zeros(0) for c in ("mt", "deta", "weight", "label", "mzprime", "rinv")},
+                dataset=np.zeros(0, object), event=np.zeros(0, np.uint64))
+            return empty, np.zeros(0, bool)
+        return SkimData(**{c: out[c] for c in keep_cols}), out["ana"].astype(bool)
+
+    def _rows(self, rg) -> tuple[SkimData, np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        d = _read_rows(self.source, rg, cfg.lundnet_model, cfg.lundnet_batch)
+        ana = analysis_mask(d, self.cuts)
+        code = split_codes(d, cfg.split, cfg.seed)
+        train = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
+        return d, ana, code, train
+
+    def _standardisation(self, moments: Mapping[Any, np.ndarray]) -> float:
+        """Weighted mean and std of the training features with the training weights (from the
+        per-group moments and the class factors); returns the mean training weight."""
+        f_b, f_s, per = self.weights.factors()
+        s0 = s1 = s2 = 0.0
+        for key, m in moments.items():
+            if key == "background":
+                a, b = f_b, 0.0
+            else:
+                mult, off = per.get(key, (0.0, 0.0))
+                a, b = f_s * mult, f_s * off
+            s0 = s0 + a * m[0] + b * m[3]
+            s1 = s1 + a * m[1] + b * m[4]
+            s2 = s2 + a * m[2] + b * m[5]
+        if not np.any(s0 > 0):
+            self.feature_mean = np.zeros(len(EVENT_FEATURES))
+            self.feature_std = np.ones(len(EVENT_FEATURES))
+            return 1.0
+        mean = s1 / s0
+        std = np.sqrt(np.maximum(s2 / s0 - mean ** 2, 0.0))
+        self.feature_mean, self.feature_std = mean, np.where(std > 0, std, 1.0)
+        return float(s0[0] / max(self.n_train, 1))
+
+    def buffer(self, rgs: Sequence[int]) -> _Tensors:
+        """Training events of some row groups, with training weights, on the device."""
+        parts, anas = [], []
+        for i in sorted(rgs):  # file order inside a buffer
+            d, ana, _, train = self._rows(self.source.row_groups[i])
+            parts.append(d.take(np.flatnonzero(train)))
+            anas.append(ana[train])
+        d = concat(parts)
+        w = self.weights.apply(d.label, d.weight, _points(d))
+        return _Tensors(d, w, np.concatenate(anas), device=self.device)
+
+    def plan(self, epoch: int) -> tuple[list[list[int]], np.ndarray]:
+        """Buffers (row groups) and the buffer of every minibatch of an epoch (seeded by seed, epoch)."""
+        from svjscout.models.training.data import allocate_batches, plan_buffers, rng
+
+        g = rng(self.cfg.seed, 7, epoch)
+        bufs = plan_buffers(self.kept, self.cfg.buffer_events, g)
+        sizes = [sum(self.kept[i] for i in b) for b in bufs]
+        return bufs, allocate_batches(sizes, self.cfg.batches_per_epoch, g)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The minibatch generator's state (saved in the training state)."""
+        return {"generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.gen.set_state(state["generator"])
+
+    def steps(self, epoch: int, start: int):
+        """(step, (tensors, rows)) for the minibatches ``start``.. of an epoch: rows drawn with one
+        generator seeded by ``seed`` (its state is in the training state, so a resumed run draws
+        what the interrupted one would have), inside the buffer of the step."""
+        bufs, which = self.plan(epoch)
+        loaded, t = None, None
+        for j in range(start, self.cfg.batches_per_epoch):
+            if which[j] != loaded:
+                loaded, t = which[j], None
+                t = self.buffer(bufs[which[j]])
+            idx = torch.randint(t.n, (self.cfg.batch_size,), generator=self.gen)
+            yield j, (t, idx.to(self.device))

@@ -1,0 +1,249 @@
+"""The twin's training entry point :func:`train_twin` (streamed skim, MDMM, early stopping on
+validation, one test evaluation, export, checkpoint, report) and :func:`load_checkpoint`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from svjscout import __version__
+from svjscout.exceptions import InputFileError
+from svjscout.models import splits
+from svjscout.models.mdmm import MDMM, Constraint
+from svjscout.models.twin import TwinMLP, export_twin_onnx
+from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
+from svjscout.models.twin_training.data import _points, _Tensors, training_weights
+from svjscout.models.twin_training.evaluation import _test_metrics, baseline_signs, target_check
+from svjscout.models.twin_training.losses import (_f, _loss_terms, _per_name, _validation_figure,
+                                                  constraint_floors, effective_eps)
+from svjscout.models.twin_training.report import _plot_history, _plot_plane, _write_report
+from svjscout.models.twin_training.stream import _TwinStream
+from svjscout.processors.features import EVENT_FEATURES
+
+log = logging.getLogger("svjscout.models.train_twin")  # the trainer's logger name, as before the split
+
+
+@dataclass
+class TwinTrainResult:
+    """What :func:`train_twin` produced.
+
+    Attributes:
+        onnx_path, checkpoint_path, report_md, report_json: files written.
+        plots: name -> PNG path.
+        history: per-epoch records (epoch 0 = before training).
+        test_metrics: AUCs, dCorr values and closures on the test split (untouched, analysis selection).
+        val_metrics: the same on the validation split (where every choice is made).
+        best_epoch: epoch of the kept weights.
+        model: the trained :class:`TwinMLP` (best epoch).
+    """
+
+    onnx_path: Path
+    checkpoint_path: Path
+    report_md: Path
+    report_json: Path
+    plots: dict[str, Path]
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, Any]
+    best_epoch: int
+    model: TwinMLP
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
+    """Refuse a twin split whose test subset is not inside the LundNet model's (when the model
+    records its split: LundNet models trained with models/splits.py)."""
+    if not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
+        return
+    from svjscout.models.export import read_metadata
+
+    try:
+        training = read_metadata(cfg.lundnet_model).get("training") or {}
+    except Exception:  # noqa: BLE001 - an unreadable model is reported when it is used
+        return
+    rec = training.get("split") if isinstance(training, Mapping) else None
+    if isinstance(rec, Mapping) and "test_fraction" in rec:
+        splits.check_nested(cfg.split[2], rec["test_fraction"], cfg.seed, rec.get("seed", cfg.seed),
+                            what=f"the twin's test subset inside that of {cfg.lundnet_model}")
+
+
+def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
+               config: TwinTrainConfig | Mapping[str, Any] | None = None,
+               stop_after: int | None = None) -> TwinTrainResult | None:
+    """Train the twin MLPs on skim parquet files and write ONNX, checkpoint and report.
+
+    The skim is streamed in row groups (:class:`_TwinStream`); the loop, checkpoints and resume
+    are :class:`svjscout.models.training.loop.TrainLoop` (training state in
+    ``out_dir/train_state.pt``; ``resume`` continues from it).
+
+    Args:
+        skim_paths: skim parquet files (columns: the 12 features, mt, deta, weight, label, ...).
+        out_dir: output folder (created).
+        config: :class:`TwinTrainConfig`, a mapping of its keys, or None (defaults).
+        stop_after: stop after this many optimisation steps, leaving the training state behind
+            (what an interrupted job leaves; returns None). For tests.
+
+    Returns:
+        :class:`TwinTrainResult` (None with ``stop_after``).
+    """
+    from svjscout.models.training.data import resolve_device
+    from svjscout.models.training.loop import LoopSettings, TrainLoop
+
+    cfg = config if isinstance(config, TwinTrainConfig) else TwinTrainConfig.from_mapping(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    _check_lundnet_split(cfg)
+    stream = _TwinStream(skim_paths, cfg, device)
+    d_tr_ana = stream.train_sample.take(np.flatnonzero(stream.ana_sample))
+    d_va, d_te = stream.val, stream.test
+    selection = {"cuts": stream.cuts.model_dump(include={"mt_min", "rt_min", "dphi_min_max", "deta_max"}),
+                 "bce_selection": cfg.bce_selection, "n_skim": stream.n_skim, "n_pass": stream.n_pass,
+                 "n_train_bce": stream.n_train, "n_train_constraints": stream.n_train_constraints}
+    log.info("twin: %d of %d skim events pass the analysis preselection %s", stream.n_pass, stream.n_skim,
+             selection["cuts"])
+    for name, d in (("train", d_tr_ana), ("validation", d_va)):
+        if (d.label == 0).sum() < 2 or (d.label == 1).sum() < 1:
+            raise InputFileError(f"{[str(p) for p in skim_paths]}: the {name} split has "
+                                 f"{int((d.label == 0).sum())} background and {int((d.label == 1).sum())} signal "
+                                 "events; need >= 2 background and >= 1 signal")
+    t_sample = _Tensors(stream.train_sample, stream.weights.apply(
+        stream.train_sample.label, stream.train_sample.weight, _points(stream.train_sample)), stream.ana_sample)
+    t_va = _Tensors(d_va, training_weights(d_va, cfg.signal_to_background, cfg.balance_signal_points),
+                    device=device)
+
+    floors: dict[str, dict[str, tuple[float, float]]] = {}
+    if cfg.floor_policy != "off":
+        floors["train"] = constraint_floors(t_sample, cfg, resample=True, seed=cfg.seed + 1)
+        t_va_cpu = _Tensors(d_va, d_va.weight)
+        floors["val"] = constraint_floors(t_va_cpu, cfg, resample=False, seed=cfg.seed + 2)
+    eps_used, below = effective_eps(cfg, floors.get("train"))
+    eps_val, _ = effective_eps(cfg, floors.get("val"), eps_used)
+    for n in below:
+        mean, sd = floors["train"][n]
+        log.warning("twin: eps(%s) = %g is below its noise floor on this training sample (%.4f +- %.4f)%s", n,
+                    cfg.eps[n], mean, sd, f"; training with {eps_used[n]:.4f}" if cfg.floor_policy == "adjust" else "")
+
+    model = TwinMLP(len(EVENT_FEATURES), cfg.hidden, cfg.activation, cfg.dropout)
+    model.mean.copy_(torch.as_tensor(stream.feature_mean, dtype=torch.float32))
+    model.std.copy_(torch.as_tensor(stream.feature_std, dtype=torch.float32))
+    mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
+                 for n in CONSTRAINTS])
+    model.to(device)
+    mdmm.to(device)
+    opt = torch.optim.Adam([
+        {"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": list(mdmm.parameters()), "lr": cfg.mdmm_lr, "weight_decay": 0.0},
+    ])
+    norm = cfg.batch_size * stream.mean_weight
+
+    def step(batch) -> tuple[dict[str, float], float]:
+        t, idx = batch
+        bce, parts, vals = _loss_terms(model, t, idx, cfg, norm)
+        res = mdmm(bce, vals)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        rec = {"loss": _f(res.loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
+            {k: _f(v) for k, v in vals.items()}
+        return rec, 1.0
+
+    def evaluate() -> tuple[float, dict[str, Any]]:
+        model.eval()
+        with torch.no_grad():
+            bce, parts, vals = _loss_terms(model, t_va, None, cfg)
+        model.train()
+        rec = {k: float(v) for k, v in parts.items()} | {k: float(v) for k, v in vals.items()}
+        rec["bce"] = float(bce)
+        return _validation_figure(rec["bce"], rec, eps_val), rec
+
+    def make_record(epoch: int, train: Mapping[str, float], figure: float, val: Mapping[str, Any]) -> dict[str, Any]:
+        if epoch == 0:
+            return {"epoch": 0, "val": dict(val), "val_figure": figure}
+        summ = mdmm.summary()
+        return {"epoch": epoch, "train": dict(train), "val": dict(val), "val_figure": figure,
+                "multipliers": {k: s["lambda"] for k, s in summ.items()},
+                "slacks": {k: s["slack"] for k, s in summ.items()}}
+
+    settings = LoopSettings(epochs=cfg.epochs, patience=cfg.patience, min_delta=cfg.min_delta, evaluate_initial=True,
+                            checkpoint_path=out / "train_state.pt", checkpoint_every=cfg.checkpoint_every,
+                            progress=cfg.progress, label="twin MLPs")
+    loop = TrainLoop(model, opt, settings, steps=stream.steps, n_steps=lambda e: cfg.batches_per_epoch, step=step,
+                     evaluate=evaluate, make_record=make_record, extra_modules={"mdmm": mdmm},
+                     stateful={"stream": stream})
+    run = loop.run(resume=cfg.resume, stop_after=stop_after)
+    if run.interrupted:
+        return None
+    history = run.history
+
+    model.to("cpu")
+    mdmm.to("cpu")
+    model.eval()
+    signs = baseline_signs(d_tr_ana)  # baselines oriented on training events, never on those evaluated
+    val_metrics, _, _ = _test_metrics(model, d_va, cfg, signs, floors=False)
+    # the test split, evaluated once with the model chosen on validation
+    metrics, x_te, y_te = _test_metrics(model, d_te, cfg, signs)
+    test_targets = target_check(metrics, eps_used, cfg.eps)
+
+    summary = {
+        "svjscout_version": __version__,
+        "skims": [str(p) for p in skim_paths],
+        "n_train": stream.n_train, "n_val": len(d_va), "n_test": len(d_te),
+        "n_train_signal": stream.n_signal, "n_train_background": stream.n_background,
+        "datasets": sorted(stream.datasets),
+        "signal_points": [list(p) for p in stream.points],
+        "best_epoch": int(run.best_epoch), "epochs_run": int(run.epochs_run), "best_val_figure": float(run.best_figure),
+        "train_seconds": round(run.seconds, 1),
+        "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
+        "selection": selection,
+        "split": {"seed": cfg.seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
+        "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
+        "test_targets": test_targets,
+        "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
+        "config": cfg.as_dict(),
+    }
+    auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
+    skip = ("progress", "num_threads", "device", "resume", "checkpoint_every")
+    training_meta = {k: v for k, v in summary.items() if k != "config"} | {
+        "config": {k: v for k, v in summary["config"].items() if k not in skip},
+        "auc": auc, "auc_weighting": metrics["auc_weighting"], "test_dcorr": metrics.get("dcorr", {}),
+        "test_closure": metrics.get("closure_hard", {}),
+    }
+    onnx_path = export_twin_onnx(copy.deepcopy(model).cpu(), out / "twin.onnx", training_meta, auc=auc)
+    ckpt = out / "twin_checkpoint.pt"
+    torch.save({"model": model.state_dict(), "hparams": model.hparams, "mdmm": mdmm.state_dict(),
+                "mdmm_summary": mdmm.summary(), "optimizer": opt.state_dict(), "config": cfg.as_dict(),
+                "eps_used": eps_used, "best_epoch": int(run.best_epoch), "epochs_run": int(run.epochs_run),
+                "features": list(EVENT_FEATURES), "version": __version__}, ckpt)
+    plots = _plot_history(history, out)
+    plots["xy_plane"] = _plot_plane(d_te, x_te, y_te, cfg, out)
+    md, js = _write_report(out, summary, history, metrics, plots, val_metrics)
+    log.info("twin training done: best epoch %d, test AUC X %.3f Y %.3f; wrote %s", run.best_epoch,
+             metrics["auc_all"]["x"], metrics["auc_all"]["y"], out)
+    return TwinTrainResult(onnx_path=onnx_path, checkpoint_path=ckpt, report_md=md, report_json=js, plots=plots,
+                           history=history, test_metrics=metrics, best_epoch=int(run.best_epoch), model=model,
+                           val_metrics=val_metrics)
+
+
+def load_checkpoint(path: str | Path) -> tuple[TwinMLP, MDMM, dict[str, Any]]:
+    """Rebuild the model and MDMM state from ``twin_checkpoint.pt``; returns (model, mdmm, checkpoint)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    hp = ckpt["hparams"]
+    model = TwinMLP(hp["n_features"], hp["hidden"], hp["activation"], hp["dropout"])
+    model.load_state_dict(ckpt["model"])
+    cfg = ckpt["config"]
+    eps = ckpt.get("eps_used", cfg["eps"])
+    mdmm = MDMM([Constraint(n, eps[n], _per_name(cfg["alpha"], n, 1.0), _per_name(cfg["rho"], n, 1.0))
+                 for n in CONSTRAINTS])
+    mdmm.load_state_dict(ckpt["mdmm"])
+    return model, mdmm, ckpt
