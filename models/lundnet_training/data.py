@@ -1,0 +1,178 @@
+"""LundNet's jets: the skim columns, :class:`JetSet` and :func:`load_skim` (in memory, one copy
+per parent, the per-event split), events -> jets, and the class-balanced training weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from svjscout.exceptions import InputFileError
+from svjscout.models import splits
+from svjscout.processors.lund import LUND_FEATURES
+
+log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger name, as before the split
+
+#: Columns of the skim read by the training.
+SKIM_COLUMNS = ("lund_j0", "lund_j0_mask", "lund_j1", "lund_j1_mask", "weight", "dataset", "label", "event")
+#: Optional columns of the split key (:mod:`svjscout.models.splits`).
+SPLIT_KEY_COLUMNS = ("run", "luminosityBlock", "parent")
+
+
+@dataclass
+class JetSet:
+    """Jets of the skim, two per event (J0 then J1 of each event, interleaved).
+
+    Attributes:
+        lund: float32 (n_jets, max_len, 5), all :data:`LUND_FEATURES`, zero padded.
+        mask: bool (n_jets, max_len), True on real nodes.
+        label: int8 (n_jets,), 1 signal, 0 background.
+        weight: float64 (n_jets,), the event's physics weight.
+        dataset: str (n_jets,), dataset name.
+        split: int8 (n_jets,), 0 train, 1 val, 2 test.
+        files: the files read.
+    """
+
+    lund: np.ndarray
+    mask: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    dataset: np.ndarray
+    split: np.ndarray
+    files: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def subset(self, which: int) -> "JetSet":
+        """The jets of one split (TRAIN, VAL or TEST)."""
+        sel = self.split == which
+        return JetSet(self.lund[sel], self.mask[sel], self.label[sel], self.weight[sel],
+                      self.dataset[sel], self.split[sel], self.files)
+
+
+def _skim_files(paths: Sequence[str | Path]) -> list[Path]:
+    from svjscout.models.training.data import skim_files
+
+    return skim_files(paths)
+
+
+def _fixed_length(arr: np.ndarray, max_len: int) -> np.ndarray:
+    """Truncate or zero-pad axis 1 to ``max_len``."""
+    if arr.shape[1] >= max_len:
+        return arr[:, :max_len]
+    pad = [(0, 0)] * arr.ndim
+    pad[1] = (0, max_len - arr.shape[1])
+    return np.pad(arr, pad)
+
+
+def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFAULT_SEED,
+              val_fraction: float = splits.DEFAULT_FRACTIONS[1],
+              test_fraction: float = splits.DEFAULT_FRACTIONS[2], one_copy_per_parent: bool = True) -> JetSet:
+    """Read skim parquet files (or directories of them) into a :class:`JetSet`.
+
+    Detector copies (samples with ``--detector-copies``) share their parent's particles: their
+    jets differ only by the jet-level calorimeter response, so for a jet tagger they are near
+    duplicates. With ``one_copy_per_parent`` (the default) each parent keeps one row, its
+    first copy (lowest ``event``), weighted with the sum of its copies' weights; the split is by
+    parent either way.
+
+    Args:
+        paths: parquet files or directories (every ``*.parquet`` below, recursively: the
+            processors write ``SKIM_DIR/<dataset>/<chunk>.parquet``).
+        max_len: nodes per jet kept (longer sequences truncated, shorter zero padded).
+        seed, val_fraction, test_fraction: the per-event split (:mod:`svjscout.models.splits`,
+            keyed by dataset, run, luminosityBlock and parent; ``parent`` falls back to ``event``).
+
+    Raises:
+        InputFileError: a file is missing, unreadable, lacks a column of :data:`SKIM_COLUMNS`,
+            or its Lund arrays do not have 5 features.
+    """
+    import awkward as ak
+
+    keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event", *SPLIT_KEY_COLUMNS)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    files = _skim_files(paths)
+    for path in files:
+        try:
+            arr = ak.from_parquet(str(path))
+        except Exception as err:  # pyarrow raises many types
+            raise InputFileError(f"{path}: cannot read parquet skim ({err})") from err
+        missing = [c for c in SKIM_COLUMNS if c not in arr.fields]
+        if missing:
+            raise InputFileError(f"{path}: skim column(s) {missing} missing, found {arr.fields}")
+        if len(arr) == 0:
+            log.warning("%s: empty skim, skipped", path)
+            continue
+        n = len(arr)
+        for j in ("j0", "j1"):
+            try:
+                lund = np.asarray(ak.to_numpy(arr[f"lund_{j}"]), dtype=np.float32)
+                mask = np.asarray(ak.to_numpy(arr[f"lund_{j}_mask"]), dtype=bool)
+            except ValueError as err:
+                raise InputFileError(f"{path}: column 'lund_{j}' is not a regular (N, L, 5) array ({err})") from err
+            if lund.ndim != 3 or lund.shape[2] != len(LUND_FEATURES) or mask.shape != lund.shape[:2]:
+                raise InputFileError(
+                    f"{path}: column 'lund_{j}' has shape {lund.shape} (mask {mask.shape}), "
+                    f"expected (N, L, {len(LUND_FEATURES)}) and (N, L)"
+                )
+            parts[f"lund_{j}"].append(_fixed_length(lund, max_len))
+            parts[f"mask_{j}"].append(_fixed_length(mask, max_len))
+        parts["label"].append(np.asarray(ak.to_numpy(arr["label"])).astype(np.int8))
+        parts["weight"].append(np.asarray(ak.to_numpy(arr["weight"]), dtype=np.float64))
+        parts["dataset"].append(np.asarray(ak.to_list(arr["dataset"]), dtype=object))
+        parts["event"].append(np.asarray(ak.to_numpy(arr["event"])).astype(np.uint64))
+        for c in SPLIT_KEY_COLUMNS:  # absent: run/lumi 0, parent = event (splits.key_columns)
+            parts[c].append(np.asarray(ak.to_numpy(arr[c])).astype(np.uint64) if c in arr.fields
+                            else parts["event"][-1] if c == "parent" else np.zeros(n, np.uint64))
+        log.info("%s: %d events", path, n)
+    if not parts["label"]:
+        raise InputFileError(f"{[str(f) for f in files]}: all skim files are empty")
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    if one_copy_per_parent:
+        cat = _one_copy_per_parent(cat)
+    split = splits.assign(splits.split_u(cat["dataset"], cat["run"], cat["luminosityBlock"], cat["parent"], seed),
+                          val_fraction, test_fraction)
+
+    return JetSet(**_interleave_events(cat), split=np.repeat(split, 2, axis=0), files=[str(f) for f in files])
+
+
+def _one_copy_per_parent(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keep the first copy (lowest event) of every (dataset, run, lumi, parent), with the parent's
+    summed weight; rows stay in (dataset, run, lumi, parent) order, independent of file order."""
+    _, ds = np.unique(cat["dataset"].astype(str), return_inverse=True)
+    order = np.lexsort((cat["event"], cat["parent"], cat["luminosityBlock"], cat["run"], ds))
+    key = np.stack([ds[order].astype(np.uint64), cat["run"][order], cat["luminosityBlock"][order],
+                    cat["parent"][order]], axis=1)
+    first = np.r_[True, np.any(key[1:] != key[:-1], axis=1)]
+    group = np.cumsum(first) - 1
+    weight = np.bincount(group, cat["weight"][order])
+    out = {k: v[order][first] for k, v in cat.items()}
+    out["weight"] = weight
+    return out
+
+
+def training_weights(label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> np.ndarray:
+    """Class-balanced weights (n_jets,): background by physics weight, every signal point the
+    same total, each class summing to half the number of jets. Negative weights are refused
+    (:mod:`svjscout.models.weights`). The streamed training applies the same
+    :class:`~svjscout.models.training.data.ClassWeights` with sums over the stream."""
+    from svjscout.models.training.data import ClassWeights
+
+    cw = ClassWeights(1.0, True, "uniform")
+    cw.add(label, weight, dataset, "the LundNet skim", dataset)
+    return cw.apply(label, weight, dataset)
+
+
+def _interleave_events(ev: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Events -> jets: J0 then J1 of every event."""
+    def inter(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty((2 * len(a),) + a.shape[1:], dtype=a.dtype)
+        out[0::2], out[1::2] = a, b
+        return out
+
+    return {"lund": inter(ev["lund_j0"], ev["lund_j1"]), "mask": inter(ev["mask_j0"], ev["mask_j1"]),
+            **{k: np.repeat(ev[k], 2, axis=0) for k in ("label", "weight", "dataset")}}
