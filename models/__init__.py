@@ -1,9 +1,11 @@
 """Models: LundNet (jet tagger) and the twin MLPs X, Y (event tagger), trained in torch, served as ONNX.
 
-Modules: ``lundnet`` / ``train_lundnet`` (jet tagger), ``twin`` / ``train_twin`` (event tagger),
-``disco`` (fast O(n log n) and reference distance correlation), ``closure`` (soft ABCD closure),
-``mdmm`` (constraints), ``export`` (ONNX export and self-describing metadata). The trained ONNX
-files shipped with the package live beside this file; :func:`shipped_model` finds them.
+Modules: ``lundnet`` / ``train_lundnet`` (jet tagger; its training in ``lundnet_training``),
+``twin`` / ``train_twin`` (event tagger; its training in ``twin_training``), ``training`` (the
+training layer both share), ``splits`` (the event split), ``disco`` (fast O(n log n) and
+reference distance correlation), ``closure`` (soft ABCD closure), ``mdmm`` (constraints),
+``export`` (ONNX export and self-describing metadata). The trained ONNX files shipped with the
+package live beside this file; :func:`shipped_model` finds them.
 """
 
 from __future__ import annotations

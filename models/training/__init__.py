@@ -12,5 +12,6 @@ Each module is one concept, written once and used by both trainers:
 * :mod:`.metrics`: weighted AUC and ROC, per-signal-point AUC weights, baseline orientation;
 * :mod:`.report`: JSON and markdown writing, figures.
 
-What is specific to one model (its columns, losses, constraints, report text) stays in its trainer.
+What is specific to one model (its columns, losses, constraints, report text) stays in its trainer's
+package: :mod:`svjscout.models.twin_training`, :mod:`svjscout.models.lundnet_training`.
 """
