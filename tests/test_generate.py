@@ -372,3 +372,25 @@ def test_tail_bias_is_unbiased_importance_sampling():
     est = np.sum(w * any_tail) / n_ev
     err = np.std(w * any_tail) / np.sqrt(n_ev)
     assert abs(est - exact) < 4 * err, (est, exact, err)
+
+
+def test_preselection_skim_is_lossless(tmp_path):
+    """samples/skim.py: the skim keeps exactly the events the processor preselects, and the Runs
+    tree and cross section of the input (so the normalisation is unchanged)."""
+    from svjscout.samples.skim import preselected_ids, write_subset
+
+    src = embedded_file("svj_mz3000_rinv0.5.root")
+    ids = preselected_ids(src)
+    out = tmp_path / "skim.root"
+    n = write_subset(src, out, lambda a: np.array([(int(r), int(lb), int(e)) in ids for r, lb, e in
+                                                   zip(a.run, a.luminosityBlock, a.event)]), {"skim": "test"})
+    assert 0 < n == len(ids)
+    assert preselected_ids(out) == ids  # every kept event passes again, none is lost
+    with uproot.open(src) as f, uproot.open(out) as g:
+        a, b = f["Runs"].arrays(library="np"), g["Runs"].arrays(library="np")
+        assert a.keys() == b.keys()
+        for k in a:  # jagged branches (PSSumw) come as object arrays of arrays
+            assert [np.asarray(x).tolist() for x in a[k]] == [np.asarray(x).tolist() for x in b[k]], k
+        meta = json.loads(str(g["svjscout_meta"]))
+        assert meta["xsec_pb"] == json.loads(str(f["svjscout_meta"]))["xsec_pb"] and meta["n_written"] == n
+        assert g["Events"].num_entries == n < f["Events"].num_entries

@@ -15,11 +15,9 @@ the trigger and the number of events kept.
 from __future__ import annotations
 
 import argparse
-import json
 
 import awkward as ak
 import numpy as np
-import uproot
 
 
 def trigger_mask(arrays, ht_min: float, cuts=None) -> np.ndarray:
@@ -34,20 +32,6 @@ def trigger_mask(arrays, ht_min: float, cuts=None) -> np.ndarray:
     return ht(jets, cuts.ak4_pt_min, cuts.ak4_abs_eta_max) > ht_min
 
 
-def _columns(arrays) -> dict:
-    """Flat branches -> uproot columns: jagged ones (e.g. PSWeight) as awkward, their counters
-    (nPSWeight) left for uproot to write, the rest as numpy."""
-    jagged = {k for k in arrays.fields if arrays[k].ndim > 1}
-    return {k: arrays[k] if k in jagged else ak.to_numpy(arrays[k]) for k in arrays.fields
-            if not (k[:1] == "n" and k[1:] in jagged)}
-
-
-def compression_of(spec: str):
-    """``LZMA:6``, ``ZSTD:5``, ``LZ4:4``, ``ZLIB:1`` -> an uproot compression object."""
-    name, _, level = spec.partition(":")
-    return getattr(uproot, name.upper())(int(level or 1))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inp")
@@ -56,29 +40,11 @@ def main() -> None:
     ap.add_argument("--compression", default="LZMA:6", help="of the output (default: as samples/generate.py)")
     ap.add_argument("--step", type=int, default=20000, help="events read at a time")
     args = ap.parse_args()
-    with uproot.open(args.inp) as f:
-        tree = f["Events"]
-        runs = f["Runs"].arrays(library="ak")
-        meta = json.loads(str(f["svjscout_meta"]))
-        n_in, kept, tree_out = tree.num_entries, 0, None
-        with uproot.recreate(args.out, compression=compression_of(args.compression)) as g:
-            for arrays in tree.iterate(step_size=args.step, library="ak"):
-                sel = arrays[trigger_mask(arrays, args.ht_min)]
-                cols = _columns(sel[[k for k in sel.fields if not k.startswith(("ScoutingParticle_", "nScout"))]])
-                cols["ScoutingParticle"] = ak.zip({k.split("_", 1)[1]: sel[k] for k in sel.fields
-                                                   if k.startswith("ScoutingParticle_")})
-                if tree_out is None:
-                    types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in cols.items()}
-                    tree_out = g.mktree("Events", types)
-                tree_out.extend(cols)
-                kept += len(sel)
-            runs_cols = _columns(runs)
-            g.mktree("Runs", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
-                              for k, v in runs_cols.items()}).extend(runs_cols)
-            meta.update({"trigger": f"AK4 H_T > {args.ht_min:g} GeV (samples/scouting_like/trigger.py)",
-                         "n_before_trigger": int(n_in), "n_written": int(kept)})
-            g["svjscout_meta"] = json.dumps(meta)
-    print(f"{args.out}: {kept} of {n_in} events with AK4 H_T > {args.ht_min:g} GeV")
+    from svjscout.samples.skim import write_subset
+
+    write_subset(args.inp, args.out, lambda arrays: trigger_mask(arrays, args.ht_min),
+                 {"trigger": f"AK4 H_T > {args.ht_min:g} GeV (samples/scouting_like/trigger.py)"},
+                 compression=args.compression, step=args.step)
 
 
 if __name__ == "__main__":
