@@ -82,7 +82,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_embedded_job_config_loads():
     cfg = load_job()
-    assert len(cfg.datasets) == 8
+    assert len(cfg.datasets) == 7  # 3 signal points, qcd, ttbar, wjets, zjets
     for name in cfg.datasets:
         assert all(Path(p).exists() for p in cfg.files(name)), name
     assert embedded_file("ttbar.root") in cfg.files("ttbar")
