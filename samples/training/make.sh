@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the training sample of the shipped models (not in the repository: ~0.5 GB).
-# Usage: samples/training/make.sh OUTDIR   (~60 CPU-minutes; J = number of worker processes)
+# Usage: samples/training/make.sh OUTDIR   (~50 CPU-minutes; J = number of worker processes)
 # Every file: CMS SVJ benchmark settings and CP5 (samples/processes.py), Run-2 pileup (mean 35),
 # generator H_T pre-filter at 350 GeV and a PF-MET skim at 150 GeV, both looser than the
 # preselection (H_T > 410 GeV; R_T > 0.24 with M_T > 650 GeV implies MET > 156 GeV).
