@@ -12,14 +12,15 @@ import numpy as np
 
 from svjscout.exceptions import InputFileError
 from svjscout.models import splits
+from svjscout.models.training.data import KEY_COLUMNS
 from svjscout.processors.lund import LUND_FEATURES
 
 log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger name, as before the split
 
 #: Columns of the skim read by the training.
 SKIM_COLUMNS = ("lund_j0", "lund_j0_mask", "lund_j1", "lund_j1_mask", "weight", "dataset", "label", "event")
-#: Optional columns of the split key (:mod:`svjscout.models.splits`).
-SPLIT_KEY_COLUMNS = ("run", "luminosityBlock", "parent")
+#: Optional columns of the split key (:mod:`svjscout.models.splits`; the shared training layer's).
+SPLIT_KEY_COLUMNS = KEY_COLUMNS
 
 
 @dataclass

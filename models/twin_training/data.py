@@ -15,13 +15,14 @@ import torch
 
 from svjscout.exceptions import InputFileError
 from svjscout.models import splits
+from svjscout.models.training.data import KEY_COLUMNS
 from svjscout.processors.features import EVENT_FEATURES
 
 log = logging.getLogger("svjscout.models.train_twin")  # the trainer's logger name, as before the split
 
 _SCALAR_COLUMNS = ("mt", "deta", "weight", "label", "mzprime", "rinv", "event", "dataset")
 #: Optional skim columns of the split key (absent: run/lumi 0, parent = event; models/splits.py).
-_KEY_COLUMNS = ("run", "luminosityBlock", "parent")
+_KEY_COLUMNS = KEY_COLUMNS
 
 
 @dataclass
