@@ -222,3 +222,17 @@ def test_lundnet_keeps_one_copy_per_parent_with_its_summed_weight(written):
     assert all(got[k] == pytest.approx(expected[k], rel=1e-12) for k in got)
     np.testing.assert_array_equal(a.lund, b.lund)
     np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def test_twin_split_seed_fixes_the_split_while_seed_varies(written):
+    """split_seed keeps the events of each subset while seed changes the initialisation."""
+    from svjscout.models.train_twin import TwinTrainConfig, load_skim, split_codes
+
+    _, ordered, _ = written
+    d = load_skim(ordered)
+    a = TwinTrainConfig(seed=1)
+    b = TwinTrainConfig(seed=7, split_seed=1)
+    c = TwinTrainConfig(seed=7)
+    assert a.event_split_seed == b.event_split_seed == 1 and c.event_split_seed == 7
+    np.testing.assert_array_equal(split_codes(d, a.split, a.event_split_seed), split_codes(d, b.split, b.event_split_seed))
+    assert not np.array_equal(split_codes(d, a.split, a.event_split_seed), split_codes(d, c.split, c.event_split_seed))

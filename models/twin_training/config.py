@@ -46,7 +46,10 @@ class TwinTrainConfig:
     """Settings of :func:`train_twin` (defaults: the design's recipe where it has one).
 
     Attributes:
-        seed: seeds the split, the minibatch sampling and the weight initialisation.
+        seed: seeds the minibatch sampling and the weight initialisation, and the split unless
+            ``split_seed`` is given.
+        split_seed: seed of the event split alone (None: ``seed``). With LundNet's split seed
+            fixed here, ``seed`` can vary for a training-variance study on the same events.
         split: train/val/test fractions (sum 1); default and seed shared with LundNet
             (:mod:`svjscout.models.splits`): keep the test fraction <= LundNet's and the same seed.
         analysis_cuts: :class:`~svjscout.processors.selection.Cuts` keys (None: the analysis
@@ -97,6 +100,7 @@ class TwinTrainConfig:
     """
 
     seed: int = splits.DEFAULT_SEED
+    split_seed: int | None = None
     split: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
     analysis_cuts: dict[str, float] | None = None
     bce_selection: str = "analysis"
@@ -137,6 +141,11 @@ class TwinTrainConfig:
     test_max_events: int | None = None
     checkpoint_every: int = 0
     resume: bool = False
+
+    @property
+    def event_split_seed(self) -> int:
+        """The seed of the event split: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def __post_init__(self) -> None:
         self.split = tuple(float(v) for v in self.split)

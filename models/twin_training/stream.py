@@ -88,7 +88,7 @@ class _TwinStream:
         cfg = self.cfg
         d = _read_rows(self.source, rg, cfg.lundnet_model, cfg.lundnet_batch)
         ana = analysis_mask(d, self.cuts)
-        code = split_codes(d, cfg.split, cfg.seed)
+        code = split_codes(d, cfg.split, cfg.event_split_seed)
         train = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
         return d, ana, code, train
 

@@ -69,7 +69,8 @@ def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
         return
     rec = training.get("split") if isinstance(training, Mapping) else None
     if isinstance(rec, Mapping) and "test_fraction" in rec:
-        splits.check_nested(cfg.split[2], rec["test_fraction"], cfg.seed, rec.get("seed", cfg.seed),
+        splits.check_nested(cfg.split[2], rec["test_fraction"], cfg.event_split_seed,
+                            rec.get("seed", cfg.event_split_seed),
                             what=f"the twin's test subset inside that of {cfg.lundnet_model}")
 
 
@@ -206,7 +207,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "train_seconds": round(run.seconds, 1),
         "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
         "selection": selection,
-        "split": {"seed": cfg.seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
+        "split": {"seed": cfg.event_split_seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
         "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
         "test_targets": test_targets,
         "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
