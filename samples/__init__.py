@@ -5,6 +5,9 @@ The files written here have the same layout as the scouting ntuples the processo
 
 * :mod:`svjscout.samples.processes` -- the Pythia 8 settings of every process, documented
 * :mod:`svjscout.samples.detector`  -- the fast detector response (particles -> PF candidates, MET)
-* :mod:`svjscout.samples.generate`  -- the event loop, chunking, parallel workers, ROOT writing
+* :mod:`svjscout.samples.generate`  -- the event loop, pileup, detector copies, chunking, parallel
+  workers, ROOT writing
+* :mod:`svjscout.samples.skim`      -- lossless skims (any event subset; the preselection, decided by
+  the processor itself), the Runs tree kept
 * :mod:`svjscout.samples.embedded`  -- the small sample shipped in the repository
 """
