@@ -336,22 +336,28 @@ def missing_pt_per_event(measured: Measured, factors: np.ndarray | None,
 
 
 def candidates(measured: Measured, factors: np.ndarray | None,
-               params: DetectorParams = DetectorParams()) -> dict[str, np.ndarray]:
-    """Flat PF candidates (tracks then cells) with their ``event`` index, for one copy."""
+               params: DetectorParams = DetectorParams(), events: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Flat PF candidates (tracks then cells) with their ``event`` index, for one copy.
+
+    ``events``: only the candidates of these event indices (default: every event).
+    """
     t = measured.tracks
     c = measured.cells
     pt, keep = cell_pt(measured, factors, params)
+    t_sel = slice(None) if events is None else np.isin(t["event"], events)
+    if events is not None:
+        keep = keep & np.isin(c["event"], events)
     kinds = np.array([CALO_KINDS[k] for k in range(4)], dtype=np.int32)
-    out = {
-        "event": np.concatenate([t["event"], c["event"][keep]]),
-        "pt": np.concatenate([t["pt"], pt[keep]]),
-        "eta": np.concatenate([t["eta"], c["eta"][keep]]),
-        "phi": np.concatenate([t["phi"], c["phi"][keep]]),
-        "mass": np.concatenate([t["mass"], np.zeros(int(keep.sum()))]),
-        "pdgId": np.concatenate([t["pdgId"], kinds[c["kind"][keep]]]),
-        "charge": np.concatenate([t["charge"], np.zeros(int(keep.sum()), dtype=np.int32)]),
+    n_cells = int(keep.sum())
+    return {
+        "event": np.concatenate([t["event"][t_sel], c["event"][keep]]),
+        "pt": np.concatenate([t["pt"][t_sel], pt[keep]]),
+        "eta": np.concatenate([t["eta"][t_sel], c["eta"][keep]]),
+        "phi": np.concatenate([t["phi"][t_sel], c["phi"][keep]]),
+        "mass": np.concatenate([t["mass"][t_sel], np.zeros(n_cells)]),
+        "pdgId": np.concatenate([t["pdgId"][t_sel], kinds[c["kind"][keep]]]),
+        "charge": np.concatenate([t["charge"][t_sel], np.zeros(n_cells, dtype=np.int32)]),
     }
-    return out
 
 
 def generator_jets(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, visible: np.ndarray, counts: np.ndarray,

@@ -366,7 +366,7 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
                             len(parents), rng, params, pileup=flat["pileup"], jet=jet)
     lap("detector_particles")
 
-    pieces = []  # (copy, parent positions passing, candidates, met, met phi)
+    pieces = []  # (copy, passing parent positions, their candidates, met, met phi, tail weight ratio)
     q = None
     if cfg.tail_bias != 1.0:  # importance sampling of the jet-response tail (hard jets only)
         q = np.where(meas.jets["pt"] >= cfg.tail_bias_pt_min,
@@ -382,7 +382,7 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         passing = np.flatnonzero(met_pt >= cfg.met_min)
         if len(passing) == 0:
             continue
-        cands = detector.candidates(meas, factors, params)
+        cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
         if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
             hf = np.isin(cands["pdgId"], (1, 2))
             cands = {k: v[~hf] for k, v in cands.items()}
@@ -415,7 +415,7 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
               n_dark, n_dark_inv, n_dark_stable) -> dict:
     """The written copies as NanoAOD-like columns, ordered by (parent, copy)."""
     n_copies = cfg.detector_copies
-    rows_parent, rows_copy, cand_parts = [], [], []
+    rows_parent, rows_copy = [], []
     for copy, passing, cands, met_pt, met_phi, _ in pieces:
         rows_parent.append(passing)
         rows_copy.append(np.full(len(passing), copy))
@@ -440,11 +440,10 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
         tail_ratio[rows] = ratio[local[rows]]
         met[rows] = met_pt[local[rows]]
         met_phi_out[rows] = met_phi[local[rows]]
-        sel = np.isin(cands["event"], local[rows])
-        ev = cands["event"][sel]
-        # row of each candidate: position of (its event) among this copy's rows
-        pos = np.searchsorted(local[rows], ev)
-        per_row.append((rows[pos], {k: cands[k][sel] for k in fields}))
+        # row of each candidate (the copy's candidates are those of its passing events): the
+        # position of its event among this copy's rows
+        pos = np.searchsorted(local[rows], cands["event"])
+        per_row.append((rows[pos], {k: cands[k] for k in fields}))
     if per_row:
         row_of = np.concatenate([r for r, _ in per_row])
         cols = {k: np.concatenate([c[k] for _, c in per_row]) for k in fields}
