@@ -70,9 +70,6 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
-
-from svjscout import __version__
-from svjscout.exceptions import GenerationError
 from svjscout.samples import detector
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
@@ -83,6 +80,9 @@ from svjscout.samples.processes import (
     XSEC_OVERRIDE,
     process_settings,
 )
+
+from svjscout import __version__
+from svjscout.exceptions import GenerationError
 
 log = logging.getLogger(__name__)
 
