@@ -508,11 +508,10 @@ def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.
     lib = _final_state(mb, mb_batch)
     lib["pileup"] = ak.ones_like(lib["id"], dtype=bool)
     draw = rng.integers(0, n_lib, total)
+    per_event = ak.to_numpy(ak.sum(ak.unflatten(ak.num(lib["id"])[draw], n_pu), axis=1))  # pileup particles
     merged = {}
-    for key in fs:
-        picked = lib[key][draw]
-        grouped = ak.unflatten(ak.flatten(picked), ak.to_numpy(ak.sum(ak.unflatten(ak.num(picked), n_pu), axis=1)))
-        merged[key] = ak.concatenate([fs[key], grouped], axis=1)
+    for key, hard in fs.items():
+        merged[key] = ak.concatenate([hard, ak.unflatten(ak.flatten(lib[key][draw]), per_event)], axis=1)
     return merged, n_pu, n_lib
 
 
