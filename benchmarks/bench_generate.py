@@ -48,28 +48,11 @@ def generate(out: Path, parents: int, k: int, bias: float, brute: bool = False) 
     return time.process_time() - t0, meta
 
 
-def preselect(path: Path, work: Path) -> dict[str, np.ndarray]:
-    """Skim one file with the analysis preselection; columns of the selected events."""
-    import awkward as ak
+def preselect(path: Path) -> dict[str, np.ndarray]:
+    """Columns of the events of one file that pass the analysis preselection (the processor's skim)."""
+    from svjscout.samples.skim import preselected_columns
 
-    from svjscout.jobs.config import load_job
-    from svjscout.jobs.runner import run_processor
-
-    job = {"name": "bench-generate", "datasets": {"qcd": {"kind": "background", "files": [str(path.resolve())]}},
-           "executor": {"name": "iterative", "chunksize": 100000}}
-    import yaml
-
-    job_file = work / f"{path.stem}.yaml"
-    job_file.write_text(yaml.safe_dump(job))
-    skim = work / f"skim_{path.stem}"
-    cfg = load_job(str(job_file), {})
-    run_processor(cfg, skim_dir=str(skim))
-    files = sorted(skim.rglob("*.parquet"))
-    if not files:
-        return {}
-    table = ak.concatenate([ak.from_parquet(f) for f in files])
-    cols = ("weight", "parent", "mt", "rt", "dphi_min", "pt_j0")
-    return {c: ak.to_numpy(table[c]) for c in cols if c in table.fields}
+    return preselected_columns(path, ("weight", "parent", "mt", "rt", "dphi_min", "pt_j0"))
 
 
 def n_eff_over_parents(w: np.ndarray, parent: np.ndarray) -> float:
@@ -106,7 +89,7 @@ def main() -> None:
         for label, k, bias in CONFIGS:
             path = work / f"qcd_k{k}_b{bias:g}.root"
             cpu, meta = generate(path, a.parents, k, bias)
-            sel = preselect(path, work)
+            sel = preselect(path)
             w = sel.get("weight", np.zeros(0))
             parent = sel.get("parent", np.zeros(0, dtype=np.uint64))
             neff = n_eff_over_parents(w, parent)
@@ -118,7 +101,7 @@ def main() -> None:
         if a.compare:
             generate(work / "res.root", a.parents, 30, 20.0)
             generate(work / "brute.root", a.parents, 30, 20.0, brute=True)
-            res, bru = preselect(work / "res.root", work), preselect(work / "brute.root", work)
+            res, bru = preselect(work / "res.root"), preselect(work / "brute.root")
             edges = {"mt": np.array([650, 800, 1000, 1300, 1700, 2500, 6000.0]),
                      "rt": np.array([0.24, 0.3, 0.4, 0.6, 1.0, 5.0]),
                      "dphi_min": np.array([0.0, 0.2, 0.4, 0.6, 0.8]),

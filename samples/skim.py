@@ -71,31 +71,35 @@ def write_subset(inp: str | Path, out: str | Path, keep, note: dict, compression
     return kept
 
 
-def preselected_ids(path: str | Path, job: str | Path | None = None) -> set[tuple[int, int, int]]:
-    """(run, luminosityBlock, event) of the events of ``path`` that pass the preselection.
-
-    Runs the processor in skim mode (iterative executor) with the cuts of ``job`` (default: the
-    analysis defaults) on this one file.
-    """
+def preselected_columns(path: str | Path, columns, job: str | Path | None = None,
+                        kind: str = "background") -> dict[str, np.ndarray]:
+    """Skim columns (processors/processor.py ``_write_skim``) of the events of ``path`` that pass
+    the preselection: the processor in skim mode (iterative executor) on this one file, with the
+    cuts of ``job`` (default: the analysis defaults). Empty arrays if no event passes."""
     import yaml
     from svjscout.jobs.config import load_job
     from svjscout.jobs.runner import run_processor
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"name": "preselection-skim",
-                "datasets": {"sample": {"kind": "background", "files": [str(Path(path).resolve())]}},
+                "datasets": {"sample": {"kind": kind, "files": [str(Path(path).resolve())]}},
                 "executor": {"name": "iterative", "chunksize": 100000}}
         if job is not None:
             spec["analysis"] = {"cuts": load_job(str(job), {}).analysis.cuts.model_dump()}
         job_file = Path(tmp) / "job.yaml"
         job_file.write_text(yaml.safe_dump(spec))
         run_processor(load_job(str(job_file), {}), skim_dir=str(Path(tmp) / "skim"))
-        ids = set()
-        for part in sorted((Path(tmp) / "skim").rglob("*.parquet")):
-            t = ak.from_parquet(str(part), columns=["run", "luminosityBlock", "event"])
-            ids.update(zip(ak.to_numpy(t.run).tolist(), ak.to_numpy(t.luminosityBlock).tolist(),
-                           ak.to_numpy(t.event).tolist()))
-    return ids
+        parts = [ak.from_parquet(str(p), columns=list(columns)) for p in sorted((Path(tmp) / "skim").rglob("*.parquet"))]
+    if not parts:
+        return {c: np.zeros(0) for c in columns}
+    table = ak.concatenate(parts)
+    return {c: ak.to_numpy(table[c]) for c in columns}
+
+
+def preselected_ids(path: str | Path, job: str | Path | None = None) -> set[tuple[int, int, int]]:
+    """(run, luminosityBlock, event) of the events of ``path`` that pass the preselection."""
+    t = preselected_columns(path, ("run", "luminosityBlock", "event"), job)
+    return set(zip(t["run"].tolist(), t["luminosityBlock"].tolist(), t["event"].tolist()))
 
 
 def main() -> None:
