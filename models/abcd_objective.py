@@ -1,0 +1,198 @@
+"""Differentiable expected significance of the binned ABCD analysis (analysis-aware training).
+
+The twin pair's recipe (BCE under decorrelation and closure constraints) optimises a proxy. This
+module writes the figure the working-point scan maximises (datacards/significance.py, `<Z_A>`)
+as a differentiable function of the scores X, Y, so that the networks can be trained on it:
+
+1. **Soft regions.** Hard cuts become logistic steps of temperature T (annealed towards 0 in
+   training): ``g_x = sigmoid((X - x0) / T)``, ``g_y = sigmoid((Y - y0) / T)``; memberships
+   A = g_x (1 - g_y), B = g_x g_y (signal region), C = (1 - g_x)(1 - g_y), D = (1 - g_x) g_y,
+   summing to 1 per event. The thresholds may be learned too.
+2. **Soft yields** per M_T bin (hard bins: M_T does not depend on the networks; M_T above the
+   last edge counts in the last bin, like the processor's histograms) and region, in events at
+   the analysis luminosity: ``n_R,i = scale x sum_e w_e g_R,e``. Their Monte Carlo variance
+   groups the detector copies of one generated event (``sum_p (sum_{e in p} w_e g_R,e)^2``).
+3. **Prediction** ``nhat_B,i = n_A,i n_D,i / n_C,i``: the background-only ABCD fit to Asimov data
+   reproduces A, C, D. The division is guarded by a floor ``n_min`` on the control-region yields
+   (its gradient is 0 below the floor, where the prediction is meaningless anyway).
+4. **Background uncertainty** per bin, in quadrature:
+   * the statistical error of the prediction from the (Asimov) data in A, C, D:
+     ``nhat^2 (1/n_A + 1/n_C + 1/n_D)``;
+   * the non-closure ``(n_B - nhat_B)^2``: the square of ``|n_B - nhat_B|``, smooth where the
+     absolute value is not;
+   * the Monte Carlo error of that non-closure (the closure test's own precision, which the
+     cards' non-closure rule also uses): ``v_B + nhat^2 (v_A/n_A^2 + v_C/n_C^2 + v_D/n_D^2)``.
+   The background entering Z is ``b = nhat_B + b_floor``: one typical background MC event's
+   weight, since a prediction below a single MC event is not resolved by the sample (without it
+   an optimiser can empty a bin's A and B of MC and claim an infinite significance).
+5. **Significance.** Per signal point k and bin i the modified Asimov significance with
+   background uncertainty (Cowan et al.), with ``t = sigma^2 / b``:
+   ``Z^2 = 2 [ (s+b) ln(1 + s / (b + (s+b) t)) - (b/t) ln(1 + t s / (b (1+t))) ]``
+   (algebraically the scan's formula; ``2((s+b) ln(1+s/b) - s)`` for ``t < 1e-9``); the signal is
+   rescaled so that every point has the reference point's total plane yield (the scan's
+   ``stilde``); ``Z_k = sqrt(sum_i Z_k,i^2)``; the objective is ``<Z_A> = mean_k Z_k``.
+
+Signal systematics are not in the objective: their variations are computed by the processor
+from the jets (processors/variations.py), which a training sample of features does not carry;
+the cards' signal lnN (a few per cent) change Z at second order next to the background terms.
+
+Every function is written in float64 and differentiable in the scores and thresholds; the
+gradients are checked against finite differences in tests/test_abcd_objective.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ObjectiveSettings", "soft_memberships", "binned_yields", "asimov_z2", "abcd_prediction",
+           "abcd_significance"]
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """Fixed inputs of :func:`abcd_significance`.
+
+    Attributes:
+        mt_edges: M_T bin edges in GeV (the analysis's card binning).
+        yield_scale: multiplies the event weights to give events at the analysis luminosity
+            (1 / fraction of the sample used, e.g. 1/0.6 on the training split).
+        n_min: floor on the control-region yields in the prediction (events).
+        b_floor: added to the predicted background in Z (events; see the module doc).
+        data_stat, nonclosure, mc_stat: which terms enter the background uncertainty.
+        reference: index of the signal point whose total yield every point is rescaled to.
+    """
+
+    mt_edges: tuple[float, ...]
+    yield_scale: float = 1.0
+    n_min: float = 1e-3
+    b_floor: float = 0.0
+    data_stat: bool = True
+    nonclosure: bool = True
+    mc_stat: bool = True
+    reference: int = 0
+
+
+def soft_memberships(x: torch.Tensor, y: torch.Tensor, x0: torch.Tensor | float, y0: torch.Tensor | float,
+                     temperature: float) -> torch.Tensor:
+    """(n, 4) soft memberships [A, B, C, D] of events with scores x, y; rows sum to 1."""
+    gx = torch.sigmoid((x - x0) / temperature)
+    gy = torch.sigmoid((y - y0) / temperature)
+    return torch.stack([gx * (1 - gy), gx * gy, (1 - gx) * (1 - gy), (1 - gx) * gy], dim=1)
+
+
+def mt_bin_index(mt: torch.Tensor, edges: Sequence[float]) -> torch.Tensor:
+    """Bin index of each M_T in ``edges`` (overflow in the last bin, underflow -1)."""
+    e = torch.as_tensor(list(edges), dtype=torch.float64, device=mt.device)
+    if e.numel() < 2 or not bool(torch.all(e[1:] > e[:-1])):
+        raise ValueError(f"abcd objective: M_T edges {list(edges)} must be >= 2 increasing values")
+    idx = torch.bucketize(mt.to(torch.float64), e, right=True) - 1
+    return torch.where(mt.to(torch.float64) >= e[-1], torch.full_like(idx, e.numel() - 2), idx)
+
+
+def binned_yields(memb: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, n_cells: int,
+                  group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft yields and their Monte Carlo variances per cell and region.
+
+    Args:
+        memb: (n, 4) memberships.  w: (n,) weights.  cell: (n,) int64 cell index in [0, n_cells)
+            (events with -1 are ignored).
+        group: (n,) int64 id of the generated event (detector copies share it); None: every
+            event its own group.
+
+    Returns:
+        ``(n, v)``, each (n_cells, 4): ``n = sum w g``, ``v = sum_groups (sum_{e in group} w g)^2``.
+    """
+    ok = cell >= 0
+    memb, w, cell = memb[ok], w[ok], cell[ok]
+    part = memb * w[:, None]
+    n = torch.zeros(n_cells, 4, dtype=part.dtype, device=part.device).index_add(0, cell, part)
+    if group is None:
+        v = torch.zeros_like(n).index_add(0, cell, part * part)
+        return n, v
+    key = group[ok].to(torch.int64) * n_cells + cell
+    uniq, inv = torch.unique(key, return_inverse=True)
+    per_group = torch.zeros(len(uniq), 4, dtype=part.dtype, device=part.device).index_add(0, inv, part)
+    v = torch.zeros_like(n).index_add(0, uniq % n_cells, per_group * per_group)
+    return n, v
+
+
+def asimov_z2(s: torch.Tensor, b: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """Squared modified Asimov significance with background uncertainty (elementwise; b > 0).
+
+    ``sigma2`` is the absolute variance of b. Written with ``t = sigma2 / b`` as
+    ``2 [(s+b) log1p(s / (b + (s+b) t)) - (b/t) log1p(t s / (b (1+t)))]``; for ``t < 1e-9`` its
+    limit ``2 ((s+b) log1p(s/b) - s)``. Both branches are evaluated on safe arguments, so the
+    gradient of the branch not taken is finite (no NaN leaks through ``torch.where``).
+    """
+    s = s.clamp_min(0.0)
+    t = sigma2 / b
+    small = t < 1e-9
+    ts = torch.where(small, torch.ones_like(t), t)
+    sb = s + b
+    z2_sys = 2.0 * (sb * torch.log1p(s / (b + sb * ts)) - (b / ts) * torch.log1p(ts * s / (b * (1.0 + ts))))
+    z2_nosys = 2.0 * (sb * torch.log1p(s / b) - s)
+    return torch.where(small, z2_nosys, z2_sys).clamp_min(0.0)
+
+
+def abcd_prediction(n: torch.Tensor, v: torch.Tensor, settings: ObjectiveSettings
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """ABCD prediction of B and its variance per bin from background yields ``n`` and MC
+    variances ``v`` ((bins, 4) in [A, B, C, D] order, events at the analysis luminosity).
+
+    Returns:
+        ``(nhat_B, sigma2, parts)``: (bins,) each; ``parts`` holds every variance term.
+    """
+    n_a, n_b, n_c, n_d = (n[:, r] for r in range(4))
+    ga, gc, gd = (q.clamp_min(settings.n_min) for q in (n_a, n_c, n_d))
+    nhat = ga * gd / gc
+    zero = torch.zeros_like(nhat)
+    parts = {
+        "data_stat": nhat ** 2 * (1 / ga + 1 / gc + 1 / gd) if settings.data_stat else zero,
+        "nonclosure": (n_b - nhat) ** 2 if settings.nonclosure else zero,
+        "mc_stat": (v[:, 1] + nhat ** 2 * (v[:, 0] / ga ** 2 + v[:, 2] / gc ** 2 + v[:, 3] / gd ** 2))
+        if settings.mc_stat else zero,
+    }
+    return nhat, parts["data_stat"] + parts["nonclosure"] + parts["mc_stat"], parts
+
+
+def abcd_significance(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, point: torch.Tensor, mt: torch.Tensor,
+                      x0: torch.Tensor | float, y0: torch.Tensor | float, temperature: float,
+                      settings: ObjectiveSettings, n_points: int, group: torch.Tensor | None = None,
+                      ) -> dict[str, torch.Tensor]:
+    """``<Z_A>`` of the ABCD analysis in one plane, differentiable in x, y, x0 and y0.
+
+    Args:
+        x, y: (n,) scores of the plane's selected events.  w: (n,) physics weights (events at
+            the analysis luminosity once multiplied by ``settings.yield_scale``).
+        point: (n,) int64 signal point index in [0, n_points), -1 for background.
+        mt: (n,) M_T in GeV.  x0, y0: thresholds.  temperature: of the soft steps.
+        group: (n,) int64 generated-event id of the background (copies share it), or None.
+
+    Returns:
+        dict of tensors: ``z_mean`` (0-d), ``z_points`` (n_points,), ``z2_bins`` (n_points, bins),
+        ``s`` (n_points, bins, rescaled signal in B), ``b`` (bins, the background in Z),
+        ``nhat``, ``n_bkg`` (bins, 4), ``sigma2`` and the variance terms (bins,).
+    """
+    f64 = torch.float64
+    x, y, w, mt = x.to(f64), y.to(f64), w.to(f64) * settings.yield_scale, mt.to(f64)
+    memb = soft_memberships(x, y, x0, y0, temperature)
+    mbin = mt_bin_index(mt, settings.mt_edges)
+    n_bins = len(settings.mt_edges) - 1
+    bkg = point < 0
+    n_bkg, v_bkg = binned_yields(memb[bkg], w[bkg], mbin[bkg], n_bins, None if group is None else group[bkg])
+    nhat, sigma2, parts = abcd_prediction(n_bkg, v_bkg, settings)
+    b = nhat + settings.b_floor
+    sig = ~bkg
+    cell = torch.where(mbin[sig] >= 0, point[sig] * n_bins + mbin[sig], torch.full_like(mbin[sig], -1))
+    n_sig, _ = binned_yields(memb[sig], w[sig], cell, n_points * n_bins)
+    n_sig = n_sig.reshape(n_points, n_bins, 4)
+    total = n_sig.sum(dim=(1, 2)).detach()  # the memberships sum to 1: independent of the scores
+    scale = torch.where(total > 0, total[settings.reference] / total.clamp_min(1e-300), torch.zeros_like(total))
+    s = n_sig[:, :, 1] * scale[:, None]
+    z2 = asimov_z2(s, b[None, :], sigma2[None, :])
+    z_points = torch.sqrt(z2.sum(dim=1) + 1e-30)
+    return {"z_mean": z_points.mean(), "z_points": z_points, "z2_bins": z2, "s": s, "b": b, "nhat": nhat,
+            "n_bkg": n_bkg, "sigma2": sigma2, **{f"var_{k}": t for k, t in parts.items()}}
