@@ -38,10 +38,18 @@ import click
               help="torch device (default: the config's, auto = CUDA if available; CUDA is untested offline).")
 @click.option("--resume", is_flag=True, default=False,
               help="Continue an interrupted training from OUT/train_state.pt (same skims and config).")
+@click.option("--objective", type=click.Choice(["bce", "analysis"]), default=None,
+              help="bce (default: the design's recipe) or analysis: maximise the expected <Z_A> of the binned ABCD "
+                   "analysis (non-closure and statistics included; docs/twin.md).")
+@click.option("--init", "init_model", default=None,
+              help="Twin model to start from: a twin_checkpoint.pt, a twin ONNX, or shipped:twin.")
+@click.option("--constraints/--no-constraints", default=None,
+              help="Keep the MDMM decorrelation/closure constraints (default) or train on the objective alone.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_selection, tradeoff, tradeoff_settings,
-             fill_doc, device, resume, progress):
-    """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM).
+             fill_doc, device, resume, objective, init_model, constraints, progress):
+    """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM;
+    or, with --objective analysis, the expected ABCD significance itself).
 
     Writes OUT/twin.onnx (input "features" (N,12) raw, outputs "x", "y"; metadata with the
     feature list, version, training summary and test AUCs), the checkpoint and a report.
@@ -55,9 +63,14 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
         from svjscout.jobs.config import load_job
 
         cuts = load_job(job_path).analysis.cuts.model_dump()
+    if init_model is not None and init_model.startswith("shipped:"):
+        from svjscout.jobs.config import shipped_model
+
+        init_model = str(shipped_model(init_model.split(":", 1)[1]))
     cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
                                     progress=progress, analysis_cuts=cuts, bce_selection=bce_selection,
-                                    device=device, resume=resume or None)
+                                    device=device, resume=resume or None, objective=objective,
+                                    init_model=init_model, constraints=constraints)
     if tradeoff:
         settings = DEFAULT_TRADEOFF_SETTINGS
         if tradeoff_settings is not None:
@@ -73,5 +86,7 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
         click.echo(table)
         return
     res = train_twin(list(skim), out_dir, cfg)
+    summary = json.loads(res.report_json.read_text())["summary"].get("analysis_objective")
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
-                           "auc_all": res.test_metrics["auc_all"], "auc_subset": "test (untouched)"}, indent=1))
+                           "auc_all": res.test_metrics["auc_all"], "auc_subset": "test (untouched)"}
+                          | ({"z_hard_test": summary["test"]["z_mean"]} if summary else {}), indent=1))

@@ -97,6 +97,19 @@ class TwinTrainConfig:
         test_max_events: cap on the test events evaluated (random fixed subset; None: all).
         checkpoint_every: also write the training state every this many steps (0: epoch ends).
         resume: continue from ``out_dir/train_state.pt`` if it exists.
+        objective: ``bce`` (the design's recipe: BCE_X + BCE_Y) or ``analysis`` (maximise the
+            expected ``<Z_A>`` of the binned ABCD analysis, models/abcd_objective.py; docs/twin.md).
+        init_model: a twin ``twin_checkpoint.pt`` or ONNX to start from (None: random
+            initialisation); its architecture replaces ``hidden`` / ``activation``.
+        constraints: keep the MDMM constraints (False: the objective alone).
+        temperature: (start, end) of the soft regions' temperature of the ``analysis`` objective
+            (score units), annealed geometrically over ``epochs`` x ``batches_per_epoch`` steps.
+        learn_wp: learn the thresholds (x0, y0) with the ``analysis`` objective (start: x0, y0).
+        objective_mt_edges: M_T bin edges of the ``analysis`` objective (None: the analysis's
+            card binning, ``AnalysisSettings.mt_edges``).
+        objective_plane: the plane whose ``<Z_A>`` is maximised (the signal plane).
+        b_floor: events added to the predicted background in the objective (None: one mean
+            background MC weight of the plane, the sample's resolution).
     """
 
     seed: int = splits.DEFAULT_SEED
@@ -141,6 +154,14 @@ class TwinTrainConfig:
     test_max_events: int | None = None
     checkpoint_every: int = 0
     resume: bool = False
+    objective: str = "bce"
+    init_model: str | None = None
+    constraints: bool = True
+    temperature: tuple[float, float] = (0.05, 0.01)
+    learn_wp: bool = True
+    objective_mt_edges: tuple[float, ...] | None = None
+    objective_plane: str = "SP"
+    b_floor: float | None = None
 
     @property
     def event_split_seed(self) -> int:
@@ -152,6 +173,9 @@ class TwinTrainConfig:
         self.hidden = tuple(int(v) for v in self.hidden)
         self.mt_edges = tuple(float(v) for v in self.mt_edges)
         self.planes = {str(k): (float(v[0]), float(v[1])) for k, v in dict(self.planes).items()}
+        self.temperature = tuple(float(v) for v in self.temperature)
+        if self.objective_mt_edges is not None:
+            self.objective_mt_edges = tuple(float(v) for v in self.objective_mt_edges)
         self.eps = {**_DEFAULT_EPS, **{str(k): float(v) for k, v in dict(self.eps).items()}}
         self.validate()
 
@@ -201,6 +225,21 @@ class TwinTrainConfig:
             raise ConfigError(f"twin config key 'checkpoint_every' is {self.checkpoint_every!r}, expected an integer >= 0")
         if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"twin config key 'device' is {self.device!r}, expected auto, cpu or cuda")
+        if self.objective not in ("bce", "analysis"):
+            raise ConfigError(f"twin config key 'objective' is {self.objective!r}, expected bce or analysis")
+        if len(self.temperature) != 2 or not 0 < self.temperature[1] <= self.temperature[0]:
+            raise ConfigError(f"twin config key 'temperature' is {list(self.temperature)}, expected "
+                              "[start, end] with start >= end > 0")
+        if self.objective_mt_edges is not None and (
+                len(self.objective_mt_edges) < 2
+                or any(b <= a for a, b in zip(self.objective_mt_edges, self.objective_mt_edges[1:]))):
+            raise ConfigError(f"twin config key 'objective_mt_edges' is {list(self.objective_mt_edges)}, "
+                              "expected >= 2 increasing values")
+        if self.objective_plane not in self.planes:
+            raise ConfigError(f"twin config key 'objective_plane' is {self.objective_plane!r}, expected one of "
+                              f"{sorted(self.planes)}")
+        if self.b_floor is not None and not float(self.b_floor) >= 0:
+            raise ConfigError(f"twin config key 'b_floor' is {self.b_floor!r}, expected >= 0 or null")
         self.cuts()
 
     def cuts(self):
@@ -251,5 +290,8 @@ class TwinTrainConfig:
         d["hidden"] = list(self.hidden)
         d["mt_edges"] = list(self.mt_edges)
         d["planes"] = {k: list(v) for k, v in self.planes.items()}
+        d["temperature"] = list(self.temperature)
+        if self.objective_mt_edges is not None:
+            d["objective_mt_edges"] = list(self.objective_mt_edges)
         d["analysis_cuts"] = self.cuts().model_dump()  # the cuts applied, defaults included
         return d

@@ -138,6 +138,22 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
         "",
         *_auc_lines(metrics),
     ]
+    obj = summary.get("analysis_objective")
+    lines[4:4] = [f"Objective: `{cfg.get('objective', 'bce')}`"
+                  + (" (expected <Z_A> of the binned ABCD analysis, models/abcd_objective.py)"
+                     if cfg.get("objective") == "analysis" else " (BCE_X + BCE_Y)")
+                  + f"; MDMM constraints {'on' if cfg.get('constraints', True) else 'off'}"
+                  + (f"; started from {cfg['init_model']}" if cfg.get("init_model") else "") + ".", ""]
+    if obj:
+        lines += ["", f"## Expected ABCD significance, hard cuts ({obj['plane']}, M_T edges {obj['mt_edges']}, "
+                  f"b_floor {obj['b_floor']:.4g} events)", "",
+                  f"Thresholds x0 = {obj['test']['x0']:.4f}, y0 = {obj['test']['y0']:.4f}; yields scaled by 1 / split "
+                  "fraction; background error: Asimov data statistics, non-closure, MC statistics.", "",
+                  "| split | <Z_A> | " + " | ".join(obj["test"]["z_points"]) + " |",
+                  "|---|---|" + "---|" * len(obj["test"]["z_points"])]
+        for split in ("validation", "test"):
+            zp = obj[split]["z_points"]
+            lines.append(f"| {split} | {obj[split]['z_mean']:.3f} | " + " | ".join(f"{v:.3f}" for v in zp.values()) + " |")
     if metrics.get("baselines_auc_all"):
         lines += ["", "Baselines, test (untouched), all signal (sign from the training split):", "",
                   "| baseline | sign | AUC |", "|---|---|---|"]

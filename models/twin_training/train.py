@@ -135,28 +135,51 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         log.warning("twin: eps(%s) = %g is below its noise floor on this training sample (%.4f +- %.4f)%s", n,
                     cfg.eps[n], mean, sd, f"; training with {eps_used[n]:.4f}" if cfg.floor_policy == "adjust" else "")
 
-    model = TwinMLP(len(EVENT_FEATURES), cfg.hidden, cfg.activation, cfg.dropout)
-    model.mean.copy_(torch.as_tensor(stream.feature_mean, dtype=torch.float32))
-    model.std.copy_(torch.as_tensor(stream.feature_std, dtype=torch.float32))
+    if cfg.init_model:  # a trained pair to start from: its architecture and standardisation
+        from svjscout.models.twin_training.analysis import load_twin_init
+
+        model = load_twin_init(cfg.init_model)
+        if model.n_features != len(EVENT_FEATURES):
+            raise InputFileError(f"{cfg.init_model}: the twin to start from reads {model.n_features} features, "
+                                 f"this version {len(EVENT_FEATURES)}")
+        log.info("twin: starting from %s (%s)", cfg.init_model, model.hparams)
+    else:
+        model = TwinMLP(len(EVENT_FEATURES), cfg.hidden, cfg.activation, cfg.dropout)
+        model.mean.copy_(torch.as_tensor(stream.feature_mean, dtype=torch.float32))
+        model.std.copy_(torch.as_tensor(stream.feature_std, dtype=torch.float32))
+    objective = None
+    if cfg.objective == "analysis":
+        from svjscout.models.twin_training.analysis import AnalysisObjective
+
+        objective = AnalysisObjective(cfg, stream.train_sample, stream.points,
+                                      len(stream.train_sample) / max(stream.n_train, 1), device)
     mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
                  for n in CONSTRAINTS])
     model.to(device)
     mdmm.to(device)
-    opt = torch.optim.Adam([
-        {"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": list(mdmm.parameters()), "lr": cfg.mdmm_lr, "weight_decay": 0.0},
-    ])
+    groups = [{"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": list(mdmm.parameters()), "lr": cfg.mdmm_lr, "weight_decay": 0.0}]
+    if objective is not None and list(objective.parameters()):  # the learned thresholds
+        groups.append({"params": list(objective.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups)
     norm = cfg.batch_size * stream.mean_weight
 
     def step(batch) -> tuple[dict[str, float], float]:
         t, idx = batch
         bce, parts, vals = _loss_terms(model, t, idx, cfg, norm)
-        res = mdmm(bce, vals)
+        primary, extra = bce, {}
+        if objective is not None:  # maximise the soft <Z_A> of the training split
+            temperature = objective.temperature()
+            z = objective.training_value(model, stream.gen)
+            primary = -z["z_mean"]
+            x0, y0 = objective.thresholds()
+            extra = {"z_soft": _f(z["z_mean"]), "temperature": temperature, "x0": _f(x0), "y0": _f(y0)}
+        loss = mdmm(primary, vals).loss if cfg.constraints else primary
         opt.zero_grad(set_to_none=True)
-        res.loss.backward()
+        loss.backward()
         opt.step()
-        rec = {"loss": _f(res.loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
-            {k: _f(v) for k, v in vals.items()}
+        rec = {"loss": _f(loss), "bce": _f(bce)} | {k: _f(v) for k, v in parts.items()} | \
+            {k: _f(v) for k, v in vals.items()} | extra
         return rec, 1.0
 
     def evaluate() -> tuple[float, dict[str, Any]]:
@@ -166,7 +189,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         model.train()
         rec = {k: float(v) for k, v in parts.items()} | {k: float(v) for k, v in vals.items()}
         rec["bce"] = float(bce)
-        return _validation_figure(rec["bce"], rec, eps_val), rec
+        violations = _validation_figure(0.0, rec, eps_val) if cfg.constraints else 0.0
+        if objective is None:
+            return rec["bce"] + violations, rec
+        hard = objective.hard_value(model, d_va, cfg.split[1])  # hard cuts: the analysis itself
+        rec |= {"z_hard": hard["z_mean"], "x0": hard["x0"], "y0": hard["y0"]}
+        return -hard["z_mean"] + violations, rec
 
     def make_record(epoch: int, train: Mapping[str, float], figure: float, val: Mapping[str, Any]) -> dict[str, Any]:
         if epoch == 0:
@@ -180,7 +208,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                             checkpoint_path=out / "train_state.pt", checkpoint_every=cfg.checkpoint_every,
                             progress=cfg.progress, label="twin MLPs")
     loop = TrainLoop(model, opt, settings, steps=stream.steps, n_steps=lambda e: cfg.batches_per_epoch, step=step,
-                     evaluate=evaluate, make_record=make_record, extra_modules={"mdmm": mdmm},
+                     evaluate=evaluate, make_record=make_record,
+                     extra_modules={"mdmm": mdmm} | ({"objective": objective} if objective is not None else {}),
                      stateful={"stream": stream})
     run = loop.run(resume=cfg.resume, stop_after=stop_after)
     if run.interrupted:
@@ -189,6 +218,9 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
 
     model.to("cpu")
     mdmm.to("cpu")
+    if objective is not None:
+        objective.to("cpu")
+        objective.device = "cpu"
     model.eval()
     signs = baseline_signs(d_tr_ana)  # baselines oriented on training events, never on those evaluated
     val_metrics, _, _ = _test_metrics(model, d_va, cfg, signs, floors=False)
@@ -213,6 +245,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
         "config": cfg.as_dict(),
     }
+    if objective is not None:  # <Z_A> with hard cuts at the learned thresholds
+        summary["analysis_objective"] = {
+            "validation": objective.hard_value(model, d_va, cfg.split[1]),
+            "test": objective.hard_value(model, d_te, cfg.split[2]),
+            "temperature_end": objective.temperature(), "b_floor": objective.settings.b_floor,
+            "mt_edges": list(objective.edges), "plane": cfg.objective_plane}
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
     skip = ("progress", "num_threads", "device", "resume", "checkpoint_every")
     training_meta = {k: v for k, v in summary.items() if k != "config"} | {
