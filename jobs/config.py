@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from svjscout.exceptions import ConfigError
-from svjscout.processors.processor import AnalysisSettings, ProcessorConfig
+from svjscout.processors.processor import AnalysisSettings, ProcessorConfig, check_event_subset
 from svjscout.processors.schema import BranchMap
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "samples" / "embedded"
@@ -280,9 +280,14 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
         node[leaf] = value
     raw.setdefault("base_dir", str(path.resolve().parent))
     try:
-        return JobConfig.model_validate(raw)
+        cfg = JobConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, str(path))) from err
+    try:  # refused before any file is opened (the processor refuses it too)
+        check_event_subset(cfg.analysis.event_subset, {name: d.kind for name, d in cfg.datasets.items()})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return cfg
 
 
 def config_digest(cfg: JobConfig) -> str:

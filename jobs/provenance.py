@@ -12,6 +12,8 @@ Written by every ``svjscout run`` (and ``svjscout process``) into its output fol
 * ``inputs``: every input file with its size, modification time and number of entries, and the
   files that were skipped with the reason and the sum of weights they took with them;
 * ``working_point``: the (x0, y0) of every region-split output and where it came from;
+* ``event_subset``: the subset of the train/val/test event split the run processed
+  (``analysis.event_subset``: subset, seed, fractions), null for all events;
 * ``started``/``finished`` (UTC).
 """
 
@@ -102,6 +104,8 @@ def collect(cfg, overrides: dict, started: str, report: dict | None = None, wp: 
         "inputs": {"files": report.get("inputs", []), "skipped": report.get("skipped", []),
                    "datasets": report.get("datasets", {})},
         "working_point": wp,
+        "event_subset": (None if cfg.analysis.event_subset is None
+                         else cfg.analysis.event_subset.model_dump(mode="json")),
         "started": started,
         "finished": utc_now(),
     }

@@ -398,6 +398,11 @@ def _config_lines(cfg, overrides: dict | None) -> list[str]:
         lines += ["", "Cuts: " + ", ".join(f"`{k}` {v:g}" for k, v in cuts.items()) + f"; M_T edges "
                   f"{[float(e) for e in cfg.analysis.mt_edges]} GeV; lumi {cfg.analysis.lumi:g} pb^-1.",
                   "", "Full resolved configuration, models (SHA-256), inputs and versions: `provenance.json`."]
+        sub = cfg.analysis.event_subset
+        if sub is not None:
+            lines += ["", (f"Events: the `{sub.subset}` subset of the train/val/test split only (analysis.event_subset: "
+                           f"seed {sub.seed}, fractions {list(sub.fractions)}); MC yields scaled by 1/{sub.fraction:g} "
+                           "to estimate the full sample's.")]
     return lines + [""]
 
 
@@ -442,9 +447,10 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     counts = output.get("counts", {})
     lines += ["", "Counted, never filled: " + ", ".join(
         f"{k} = {sum(c.get(k, 0) for c in counts.values())}"
-        for k in ("nonfinite_candidates", "nonfinite_events", "fewer_than_two_jets", "not_clustered",
+        for k in ("not_in_subset", "nonfinite_candidates", "nonfinite_events", "fewer_than_two_jets", "not_clustered",
                   "chunks_without_selected"))
-        + " (fewer_than_two_jets: among the events clustered; not_clustered: rejected by the prefilter)."]
+        + " (not_in_subset: outside analysis.event_subset, not in the cutflow; fewer_than_two_jets: among the events"
+        " clustered; not_clustered: rejected by the prefilter)."]
     table = cutflow_table(output)
     if table:
         from svjscout.processors.prefilter import ROW_NOTE

@@ -25,6 +25,18 @@ variance of a bin is then ``sum_p (sum_{i in p, i in bin} w_i)^2`` over parents 
 key, flat bin, weight) and :func:`finalize` replaces the ``xy_mt`` variances by the
 parent-grouped ones (:func:`parent_grouped_variance`). Files without ``parent`` (data, K = 1,
 older samples) are unchanged.
+
+One subset of the event split (``analysis.event_subset``, :class:`EventSubset`): first in each
+chunk, from the event-id branches only, every event gets its subset from :func:`svjscout.models.splits.split_of` with
+the key the skim writes, ``(dataset, run, luminosityBlock, parent)`` (``parent`` the skim's
+column, ``(run << 40) | parent``, or ``| event`` without a ``parent`` branch), and only the chosen
+subset's events go on (the others are counted as ``not_in_subset``, never clustered; the
+cutflow's ``all`` row counts the events kept). So the events kept with ``subset: test`` are
+exactly the skim's events that the trainers put in their test subset. MC yields are scaled by
+``1 / fraction`` of the subset in :func:`finalize` (with ``xsec * lumi / sumw``; the skim's
+``weight`` column too): the histograms and the weighted cutflow estimate the full sample's
+yields, and their variances (``x 1 / fraction^2``) the larger statistical error of the subset.
+Data are refused (no model is trained on data; the split of data events means nothing).
 """
 
 from __future__ import annotations
@@ -38,9 +50,10 @@ from typing import Literal
 import awkward as ak
 import numpy as np
 from coffea import processor
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from svjscout.exceptions import ConfigError
+from svjscout.models import splits
 from svjscout.processors import histograms as H
 from svjscout.processors.features import EVENT_FEATURES, event_features
 from svjscout.processors.jets import cluster, ht
@@ -76,6 +89,48 @@ class DatasetInfo(BaseModel):
         return self.xsec * lumi / self.sumw
 
 
+class EventSubset(BaseModel):
+    """``analysis.event_subset``: process one subset of the shared train/val/test event split.
+
+    The split is :mod:`svjscout.models.splits` (the one both trainers use): ``seed`` and
+    ``fractions`` (train, val, test) must be those the models were trained with to select their
+    held-out events (the defaults are the trainers' defaults).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    subset: Literal["train", "val", "test"]
+    seed: int = splits.DEFAULT_SEED
+    fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v):
+        if any(not (0 < f < 1) for f in v):
+            raise ValueError(f"fractions (train, val, test) must each be in (0, 1), got {list(v)}")
+        if abs(sum(v) - 1) > 1e-6:
+            raise ValueError(f"fractions (train, val, test) must sum to 1, got {list(v)} (sum {sum(v):.6g})")
+        return v
+
+    @property
+    def code(self) -> int:
+        """The subset's code in :mod:`svjscout.models.splits` (``TRAIN``, ``VAL``, ``TEST``)."""
+        return splits.SPLIT_NAMES.index(self.subset)
+
+    @property
+    def fraction(self) -> float:
+        """The expected fraction of events in the subset (MC yields are scaled by its inverse)."""
+        return float(self.fractions[self.code])
+
+
+def check_event_subset(subset: EventSubset | None, kinds: dict[str, str]) -> None:
+    """Refuse ``analysis.event_subset`` with a data dataset (``kinds``: dataset -> kind)."""
+    data = sorted(name for name, kind in kinds.items() if kind == "data")
+    if subset is not None and data:
+        raise ConfigError(f"analysis.event_subset ({subset.subset!r}) selects MC events of the training split; "
+                          f"dataset(s) {data} are data (kind: data): run them in a job without event_subset")
+
+
 class AnalysisSettings(BaseModel):
     """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job)."""
 
@@ -91,6 +146,7 @@ class AnalysisSettings(BaseModel):
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = 138_000.0  # pb^-1
+    event_subset: EventSubset | None = None  # one subset of the train/val/test split (None: all events)
 
     @model_validator(mode="after")
     def _wp_on_score_edges(self):
@@ -111,6 +167,13 @@ class ProcessorConfig(AnalysisSettings):
     branch_map: BranchMap = Field(default_factory=BranchMap)
     skim_dir: str | None = None
 
+    def subset_scale(self, info: DatasetInfo) -> float:
+        """``1 / fraction`` of ``analysis.event_subset`` for MC (1 without a subset): the yields of
+        the subset's events scaled to estimate those of the full sample."""
+        if self.event_subset is None or not info.is_mc:
+            return 1.0
+        return 1.0 / self.event_subset.fraction
+
 
 class _Stopwatch:
     """Seconds per stage of one chunk (``output["timing"]``, summed over chunks by coffea)."""
@@ -127,9 +190,10 @@ class _Stopwatch:
 
 def _empty_counts() -> dict[str, int]:
     # fewer_than_two_jets counts among the events clustered: those passing the prefilter (all
-    # events with analysis.prefilter false); not_clustered = the events the prefilter skipped
-    return {"events": 0, "nonfinite_candidates": 0, "nonfinite_events": 0, "fewer_than_two_jets": 0,
-            "not_clustered": 0, "chunks": 0, "chunks_without_selected": 0}
+    # events with analysis.prefilter false); not_clustered = the events the prefilter skipped;
+    # not_in_subset = the events outside analysis.event_subset (events = cutflow "all" + not_in_subset)
+    return {"events": 0, "not_in_subset": 0, "nonfinite_candidates": 0, "nonfinite_events": 0,
+            "fewer_than_two_jets": 0, "not_clustered": 0, "chunks": 0, "chunks_without_selected": 0}
 
 
 class SVJProcessor(processor.ProcessorABC):
@@ -145,6 +209,7 @@ class SVJProcessor(processor.ProcessorABC):
         self.config = config
         if config.skim_dir is None and (config.lundnet_model is None or config.twin_model is None):
             raise ConfigError("analysis.lundnet_model and analysis.twin_model are required to fill histograms")
+        check_event_subset(config.event_subset, {name: info.kind for name, info in config.datasets.items()})
 
     # -- the data path ----------------------------------------------------------------------
     def process(self, events):
@@ -157,6 +222,12 @@ class SVJProcessor(processor.ProcessorABC):
         counts = _empty_counts()
         counts["events"], counts["chunks"] = len(events), 1
         watch = _Stopwatch()
+        if cfg.event_subset is not None:  # before anything is computed: dropped events cost nothing
+            check_event_subset(cfg.event_subset, {dataset: info.kind})
+            in_subset = self._in_subset(events, dataset)
+            counts["not_in_subset"] = int(np.count_nonzero(~in_subset))
+            if counts["not_in_subset"]:
+                events = events[in_subset]
 
         pf = bmap.pf_candidates(events)
         finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
@@ -245,6 +316,16 @@ class SVJProcessor(processor.ProcessorABC):
         if parents is not None:
             out["parent_fills"] = {dataset: parent_fills(parents[idx], xy_bins, w)}
         return out
+
+    def _in_subset(self, events, dataset: str) -> np.ndarray:
+        """Per event, whether it is in ``analysis.event_subset``: :func:`splits.split_of` of the
+        key the skim writes (:meth:`_write_skim`'s ``run``, ``luminosityBlock``, ``parent``)."""
+        sub = self.config.event_subset
+        bmap = self.config.branch_map
+        ids = bmap.event_ids(events)
+        code = splits.split_of(np.full(len(events), dataset, dtype=object), ids[:, 0], ids[:, 1],
+                               bmap.parent_keys_or_events(events), sub.seed, sub.fractions)
+        return code == sub.code
 
     def _variations(self, events, dataset, ak8, ak4, pf, met_pt, met_phi, gen_w, clean, ht_nom, idx_nom, feats_nom,
                     x_nom, y_nom, counts) -> "hist.Hist":
@@ -375,7 +456,8 @@ class SVJProcessor(processor.ProcessorABC):
             "lundnet_j0": np.full(n, np.nan, np.float32), "lundnet_j1": np.full(n, np.nan, np.float32),
             "mt": feats["mt"].astype(np.float32), "deta": feats["deta"].astype(np.float32),
             "pt_j0": feats["pt_j0"].astype(np.float32), "pt_j1": feats["pt_j1"].astype(np.float32),
-            "weight": (w * info.norm(cfg.lumi)).astype(np.float64), "gen_weight": w.astype(np.float64),
+            "weight": (w * (info.norm(cfg.lumi) * cfg.subset_scale(info))).astype(np.float64),
+            "gen_weight": w.astype(np.float64),
             "dataset": np.array([dataset] * n, dtype=object), "label": np.full(n, int(info.kind == "signal"), np.int8),
             "mzprime": np.full(n, np.nan if info.mzprime is None else info.mzprime, np.float32),
             "rinv": np.full(n, np.nan if info.rinv is None else info.rinv, np.float32),
@@ -544,6 +626,9 @@ def _parent_grouped_mt_abcd(output: dict, config: ProcessorConfig) -> None:
 def finalize(output: dict, config: ProcessorConfig) -> dict:
     """Scale every dataset by ``xsec * lumi / sumw`` (in place) and return ``output``.
 
+    With ``analysis.event_subset`` MC datasets are scaled by ``1 / fraction`` of the subset too
+    (:meth:`ProcessorConfig.subset_scale`): the yields of the full sample, estimated.
+
     Values scale by the factor, variances by its square; the cutflow's weighted column too.
     Before scaling, the ``xy_mt`` variances of datasets with detector copies become
     ``sum_p (sum_{i in p} w_i)^2`` per bin over parents p (:func:`_parent_grouped_xy_mt`), and
@@ -561,7 +646,7 @@ def finalize(output: dict, config: ProcessorConfig) -> dict:
         _parent_grouped_mt_abcd(output, config)
     hists = output.get("hists", {})
     for dataset, info in config.datasets.items():
-        norm = info.norm(config.lumi)
+        norm = info.norm(config.lumi) * config.subset_scale(info)
         if dataset in output.get("parent_fills", {}):
             output["parent_fills"][dataset]["weight"] = output["parent_fills"][dataset]["weight"] * norm
         for h in hists.values():
