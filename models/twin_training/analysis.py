@@ -68,7 +68,7 @@ def load_twin_init(path: str | Path) -> TwinMLP:
     state = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
     n_features = int(state["mean"].numel()) if "mean" in state else 0
     model = TwinMLP(n_features, cfg.get("hidden", (64, 64, 64)), cfg.get("activation", "silu"), 0.0)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, _ = model.load_state_dict(state, strict=False)
     if missing:
         raise InputFileError(f"{p}: not a twin ONNX of this version: initialisers {missing} missing")
     return model
