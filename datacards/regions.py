@@ -195,6 +195,17 @@ def regions_from_cumsum(S: np.ndarray, ix, iy) -> np.ndarray:
     return np.stack([a, b, c, d])
 
 
+def regions_at(arr: np.ndarray, ix: int, iy: int) -> np.ndarray:
+    """ABCD yields at one threshold pair by direct sums (exact: no cancellation, so an empty
+    region is exactly 0, which the differences of :func:`regions_from_cumsum` only give to
+    rounding); ``arr`` shape ``(..., nx, ny, n_mt)``, returns ``(4, ..., n_mt)`` [A, B, C, D]."""
+    a = arr[..., ix:, :iy, :].sum(axis=(-3, -2))
+    b = arr[..., ix:, iy:, :].sum(axis=(-3, -2))
+    c = arr[..., :ix, :iy, :].sum(axis=(-3, -2))
+    d = arr[..., :ix, iy:, :].sum(axis=(-3, -2))
+    return np.stack([a, b, c, d])
+
+
 @dataclass
 class RegionYields:
     """Yields in regions A, B, C, D per M_T bin.
@@ -285,14 +296,14 @@ def region_yields(
     iy = snap_threshold(y0, xy_mt.axes["y"].edges, "y")
     names = select_datasets(xy_mt, datasets, which)
     vals, var = plane_arrays(xy_mt, names, plane)
-    n = regions_from_cumsum(cumulative_2d(vals), ix, iy)[:, 0, 0, :]
+    n = regions_at(vals, ix, iy)
     if poisson is None:
         poisson = which == "data"
     cross = None
     if poisson:
         v = np.clip(n, 0.0, None)
     else:
-        v = regions_from_cumsum(cumulative_2d(var), ix, iy)[:, 0, 0, :]
+        v = regions_at(var, ix, iy)
         pairs = pairs_of(xy_mt, names, plane)
         if pairs is not None:  # detector copies in different bins of one region: their cross terms
             matrix = pairs.region_matrix(ix, iy)

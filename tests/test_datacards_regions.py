@@ -98,3 +98,18 @@ def test_mt_abcd_consistency_and_yields():
     np.testing.assert_allclose(a.var, b.var)
     with pytest.raises(HistogramError, match="dataset 'qcd', plane SP, region A"):
         check_mt_abcd(m, h, (0.75, 0.875))
+
+
+def test_an_empty_region_is_exactly_zero_next_to_large_yields():
+    # weights spanning 10 orders of magnitude: differences of cumulative sums leave rounding
+    # (e.g. -3e-13) in an empty region, which the report showed as a negative n_B and a NaN
+    # error; the yields at one working point are direct sums
+    rng = np.random.default_rng(4)
+    a = rng.uniform(0, 1, (40, 40, 2)) * rng.choice([1e-3, 1, 1e3], (40, 40, 2)) * 1e5
+    a[24:, 24:] = 0  # B at (0.6, 0.6) is empty
+    s = cumulative_2d(a)
+    assert np.any(regions_from_cumsum(s, 24, 24)[1] != 0)  # the cumulative sums do leave rounding here
+    h = build_xy_mt({"q": {"SP": a}}, [650.0, 1000.0, 2000.0], 0.5)
+    y = region_yields(h, {"q": {"kind": "background"}}, (0.6, 0.6))
+    assert np.all(y.n[1] == 0.0) and np.all(y.var[1] == 0.0)
+    np.testing.assert_allclose(y.n[2], a[:24, :24].sum((0, 1)), rtol=1e-12)

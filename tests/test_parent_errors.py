@@ -340,10 +340,11 @@ def test_scan_variances_are_exact_at_every_point():
     for i, x0 in enumerate(ix / 20):
         for j, y0 in enumerate(iy / 20):
             y = region_yields(h, DS_R, (x0, y0), plane="SP", which="background")
-            assert np.allclose(var[:, i, j], y.var, rtol=1e-12, atol=1e-15)
+            # the scan's cumulative sums leave rounding of the largest entry in empty regions
+            assert np.allclose(var[:, i, j], y.var, rtol=1e-12, atol=1e-14 * np.abs(var).max())
             g = [0, 1, 2]
             merged = var[:, i, j][:, g].sum(axis=1) + off[:, i, j][:, g][:, :, g].sum(axis=(1, 2))
-            assert np.allclose(merged, y.group_var(g), rtol=1e-12, atol=1e-15)
+            assert np.allclose(merged, y.group_var(g), rtol=1e-12, atol=1e-14 * np.abs(var).max())
 
 
 def test_records_follow_the_histogram_not_its_copies(tmp_path, caplog):
