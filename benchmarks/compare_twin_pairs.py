@@ -50,6 +50,7 @@ def _f(v, fmt="{:.3g}") -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="+", help="label=RUN_DIR[:REPORT_JSON]")
+    ap.add_argument("--plot", default=None, help="also write OUT.png/.pdf: expected limits relative to the first pair")
     args = ap.parse_args()
     rows = {}
     for item in args.pairs:
@@ -85,6 +86,40 @@ def main() -> None:
             return "; ".join(out) or "-"
         add(f"mean pull, injection, {point}", inj)
     print("\n".join(lines))
+    if args.plot:
+        _plot(rows, args.plot)
+
+
+def _plot(rows: dict, out: str) -> None:
+    """Expected limits of every pair over the first pair's, per signal point (CMS style)."""
+    import os
+
+    import numpy as np
+
+    from svjscout.datacards.style import cms_label, pyplot, save
+
+    plt = pyplot()
+    labels = list(rows)
+    points = list(rows[labels[0]]["limits"])
+    fig, ax = plt.subplots(figsize=(11, 7))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        ratio = [rows[label]["limits"][p] / rows[labels[0]]["limits"][p] for p in points]
+        ax.bar(np.arange(len(points)) + (i - (len(labels) - 1) / 2) * width, ratio, width, label=label)
+    ax.axhline(1.0, color="k", lw=1)
+    ax.axhline(0.8, color="grey", ls="--", lw=1, label="20 % stronger")
+    ax.set_xticks(np.arange(len(points)))
+    import re
+
+    def tick(p: str) -> str:
+        m = re.match(r"svj_mz(\d+)_rinv([\d.]+)", p)
+        return f"$m_{{Z'}}$ = {m[1]} GeV\n$r_{{inv}}$ = {m[2]}" if m else p
+
+    ax.set_xticklabels([tick(p) for p in points], fontsize=14)
+    ax.set_ylabel(f"expected limit / {labels[0]}'s")
+    ax.legend(fontsize=14)
+    cms_label(ax, lumi=False, com=None)
+    save(fig, os.path.dirname(out) or ".", os.path.basename(out))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ def test_analysis_objective_rises_from_a_trained_pair(bce_pair, tmp_path, constr
     assert summ["config"]["objective"] == "analysis" and summ["config"]["constraints"] is constraints
     text = out.report_md.read_text()
     assert "Objective: `analysis`" in text and "Expected ABCD significance" in text
+    assert out.plots["objective"].is_file()
     meta = read_metadata(out.onnx_path)
     assert meta["training"]["config"]["objective"] == "analysis"
     if not constraints:  # the multipliers never move when the constraints are off

@@ -39,6 +39,20 @@ def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Pat
     paths["history"] = out_dir / "history.png"
     fig.savefig(paths["history"], dpi=100)
 
+    if hist and "z_soft" in hist[0]["train"]:  # objective: analysis
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        ax.plot(ep, [h["train"]["z_soft"] for h in hist], label="train: soft <Z_A> (annealed T)")
+        ax.plot(ep, [h["val"]["z_hard"] for h in hist], "--", label="validation: hard-cut <Z_A>")
+        if history and history[0]["epoch"] == 0 and "z_hard" in history[0]["val"]:
+            ax.axhline(history[0]["val"]["z_hard"], color="grey", lw=1, label="validation, starting pair")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("expected <Z_A> (SP)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths["objective"] = out_dir / "objective.png"
+        fig.savefig(paths["objective"], dpi=100)
+
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for key in CONSTRAINTS:
