@@ -14,6 +14,13 @@ from svjscout.models.twin_training.data import SkimData
 from svjscout.models.twin_training.evaluation import target_check
 
 
+def _save(fig, out_dir: Path, name: str) -> Path:
+    fig.tight_layout()
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
     from matplotlib.figure import Figure
 
@@ -35,9 +42,7 @@ def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Pat
     ax2.set_ylabel("constraint value (train)")
     ax2.set_yscale("log")
     ax2.legend(fontsize=6)
-    fig.tight_layout()
-    paths["history"] = out_dir / "history.png"
-    fig.savefig(paths["history"], dpi=100)
+    paths["history"] = _save(fig, out_dir, "history")
 
     if hist and "z_soft" in hist[0]["train"]:  # objective: analysis
         fig = Figure(figsize=(6, 4))
@@ -49,9 +54,7 @@ def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Pat
         ax.set_xlabel("epoch")
         ax.set_ylabel("expected <Z_A> (SP)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths["objective"] = out_dir / "objective.png"
-        fig.savefig(paths["objective"], dpi=100)
+        paths["objective"] = _save(fig, out_dir, "objective")
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -60,9 +63,7 @@ def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Pat
     ax.set_xlabel("epoch")
     ax.set_ylabel("MDMM multiplier lambda")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths["multipliers"] = out_dir / "multipliers.png"
-    fig.savefig(paths["multipliers"], dpi=100)
+    paths["multipliers"] = _save(fig, out_dir, "multipliers")
     return paths
 
 
@@ -87,10 +88,7 @@ def _plot_plane(d: SkimData, x: np.ndarray, y: np.ndarray, cfg: TwinTrainConfig,
         ax.set_xlabel("X score")
         ax.set_ylabel("Y score")
         ax.set_title(f"test (untouched) {title}")
-    fig.tight_layout()
-    path = out_dir / "xy_plane.png"
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, out_dir, "xy_plane")
 
 
 def _auc_lines(metrics: Mapping[str, Any]) -> list[str]:
