@@ -99,6 +99,7 @@ class AnalysisObjective(nn.Module):
             self.wp_raw = nn.Parameter(torch.tensor([self._raw(cfg.x0), self._raw(cfg.y0)], dtype=torch.float64))
         else:
             self.register_buffer("wp_raw", torch.tensor([self._raw(cfg.x0), self._raw(cfg.y0)], dtype=torch.float64))
+        self._views: dict[tuple[int, str], tuple[SkimData, dict[str, torch.Tensor] | None]] = {}
         self.train_t = self.tensors(train)
         if self.train_t is None or not bool((self.train_t["point"] >= 0).any()) or not bool((self.train_t["point"] < 0).any()):
             raise InputFileError(f"analysis objective: the training split has no signal or no background events in "
@@ -174,7 +175,10 @@ class AnalysisObjective(nn.Module):
     def hard_value(self, model: TwinMLP, d: SkimData, fraction: float) -> dict[str, Any]:
         """``<Z_A>`` with hard cuts at the current thresholds on events of a split holding
         ``fraction`` of the sample (validation, test); floats for reports."""
-        ev = self.tensors(d)
+        key = (id(d), str(self.device))  # the validation split is evaluated every epoch: build its view once
+        if key not in self._views or self._views[key][0] is not d:
+            self._views[key] = (d, self.tensors(d))
+        ev = self._views[key][1]
         if ev is None:
             return {"z_mean": 0.0, "z_points": {}, "x0": self.wp()[0], "y0": self.wp()[1]}
         settings = replace(self.settings, yield_scale=1.0 / fraction)
