@@ -21,8 +21,6 @@ from svjscout.processors.features import EVENT_FEATURES
 log = logging.getLogger("svjscout.models.train_twin")  # the trainer's logger name, as before the split
 
 _SCALAR_COLUMNS = ("mt", "deta", "weight", "label", "mzprime", "rinv", "event", "dataset")
-#: Optional skim columns of the split key (absent: run/lumi 0, parent = event; models/splits.py).
-_KEY_COLUMNS = KEY_COLUMNS
 
 
 @dataclass
@@ -129,7 +127,8 @@ def _read_rows(source, rg, lundnet_model: str | None, batch: int) -> SkimData:
     """One row group of the skim as :class:`SkimData` (computing missing LundNet scores)."""
     path = source.path(rg)
     needed = [c for c in (*EVENT_FEATURES, *_SCALAR_COLUMNS) if not c.startswith("lundnet_")]
-    cols = source.read(rg, [*needed, "lundnet_j0", "lundnet_j1", *_KEY_COLUMNS])
+    # KEY_COLUMNS: optional columns of the split key (absent: run/lumi 0, parent = event; models/splits.py)
+    cols = source.read(rg, [*needed, "lundnet_j0", "lundnet_j1", *KEY_COLUMNS])
     n = len(cols["label"])
     for jet in ("j0", "j1"):
         col = f"lundnet_{jet}"
