@@ -330,10 +330,18 @@ assert "Queue" in text and "Executable = /bin/sh" in text, text
 args = re.search(r'^Arguments = "(.*)"$', text, re.M).group(1).replace('""', '"')
 assert args.startswith("-c '") and args.endswith("'"), args
 state = {state!r}
-job = str(len(os.listdir(state)) + 1)
+n = 1  # dask-jobqueue submits jobs concurrently: claim the job number atomically
+while True:
+    try:
+        fd = os.open(os.path.join(state, str(n) + ".pid"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        break
+    except FileExistsError:
+        n += 1
+job = str(n)
 log = open(os.path.join(state, job + ".log"), "wb")
 p = subprocess.Popen(["/bin/sh", "-c", args[4:-1].replace("''", "'")], stdout=log, stderr=log, start_new_session=True)
-open(os.path.join(state, job + ".pid"), "w").write(str(p.pid))
+os.write(fd, str(p.pid).encode())
+os.close(fd)
 print("Submitting job(s).\\n1 job(s) submitted to cluster " + job + ".")
 """
 FAKE_RM = """#!{python}
