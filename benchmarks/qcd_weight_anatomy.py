@@ -12,6 +12,13 @@ classes that point at three different remedies:
   the detector's fluctuation, and more copies (or a heavier tail bias) reduce their share;
 * the leading jet's pT (a proxy of pT-hat, which sets the Pythia bias weight).
 
+It also prints N_eff had only K' of the K copies been generated: copy k of parent p is event
+(p - 1) K + k + 1, so the copies k in [j K', (j + 1) K') with weights x K / K' are exactly a sample
+with K' copies of the same parents (the copies are independent draws of the jet-level response);
+averaged over the K / K' disjoint subsets. With the CPU time per parent at K' (from
+``bench_generate.py``) this is the production-scale version of its statistics-per-CPU-hour table,
+on the same parents instead of a few hundred.
+
 Inputs: the processor's skim of the QCD files at the analysis preselection (``svjscout process
 jobs/train.yaml --skim``) and the QCD ROOT files themselves (for GenMET per parent).
 
@@ -34,13 +41,40 @@ def per_parent(skim_dir: Path) -> dict[str, np.ndarray]:
     files = sorted(skim_dir.glob("*.parquet"))
     if not files:
         raise SystemExit(f"{skim_dir}: no parquet files (expected the skim of the qcd dataset)")
-    cols = [pq.read_table(f, columns=["weight", "parent", "pt_j0"]) for f in files]
+    cols = [pq.read_table(f, columns=["weight", "parent", "pt_j0", "event"]) for f in files]
     w = np.concatenate([c["weight"].to_numpy() for c in cols])
     key = np.concatenate([c["parent"].to_numpy() for c in cols]).astype(np.uint64)
     pt = np.concatenate([c["pt_j0"].to_numpy() for c in cols])
     keys, inv, m = np.unique(key, return_inverse=True, return_counts=True)
     return {"key": keys, "W": np.bincount(inv, weights=w), "m": m,
-            "pt_j0": np.bincount(inv, weights=pt) / m}
+            "pt_j0": np.bincount(inv, weights=pt) / m,
+            "copies": {"w": w, "key": key, "event": np.concatenate([c["event"].to_numpy() for c in cols])}}
+
+
+def n_eff(w: np.ndarray, key: np.ndarray) -> float:
+    _, inv = np.unique(key, return_inverse=True)
+    W = np.bincount(inv, weights=w)
+    return float(W.sum() ** 2 / (W ** 2).sum()) if len(W) else 0.0
+
+
+def copies_of(files: list[Path]) -> int:
+    import uproot
+
+    ks = {int(uproot.open(f)["Runs"]["nDetectorCopies"].array(library="np")[0]) for f in files}
+    if len(ks) != 1:
+        raise SystemExit(f"the files were made with different numbers of detector copies {sorted(ks)}")
+    return ks.pop()
+
+
+def subsets_table(copies: dict, k: int) -> list[str]:
+    """N_eff over parents had only K' of the K copies been generated (see the module docstring)."""
+    index = (copies["event"].astype(np.int64) - 1) % k
+    rows = ["| copies K' | N_eff over parents (mean over subsets) | spread over subsets | subsets |", "|---|---|---|---|"]
+    for kk in [d for d in (1, 2, 5, 10, 20, 40, 100) if d <= k and k % d == 0]:
+        v = [n_eff(copies["w"][sel] * (k / kk), copies["key"][sel])
+             for sel in ((index // kk) == j for j in range(k // kk))]
+        rows.append(f"| {kk} | {np.mean(v):.1f} | {np.std(v):.1f} | {len(v)} |")
+    return rows
 
 
 def gen_met(files: list[Path]) -> dict[int, float]:
@@ -84,7 +118,8 @@ def main() -> None:
     print(f"preselected parents {len(W)}, copies {int(p['m'].sum())}, "
           f"N_eff over parents {W.sum() ** 2 / (W ** 2).sum():.0f}; "
           f"the 10 heaviest parents hold {order[:10].sum() / order.sum():.3f} of sum W^2\n")
-    for rows in (table("GenMET [GeV]", met, [0, 25, 50, 100, 150, np.inf], W),
+    for rows in (subsets_table(p["copies"], copies_of(args.root_files)),
+                 table("GenMET [GeV]", met, [0, 25, 50, 100, 150, np.inf], W),
                  table("copies passing", p["m"], [1, 2, 3, 4, 6, 11, np.inf], W),
                  table("leading-jet pT [GeV]", p["pt_j0"], [0, 250, 300, 400, 600, np.inf], W)):
         print("\n".join(rows) + "\n")
