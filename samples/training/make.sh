@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the training sample of the shipped models (not in the repository: ~1.2 GB).
-# Usage: samples/training/make.sh OUTDIR   (~2.5 CPU-hours, QCD 1.8 of them; J = number of worker processes)
+# Regenerates the training sample of the shipped models (not in the repository: ~2.6 GB).
+# Usage: samples/training/make.sh OUTDIR   (~5.3 CPU-hours, QCD 4.6 of them; J = number of worker processes)
 # Every file: CMS SVJ benchmark settings and CP5 (samples/processes.py), Run-2 pileup (mean 35),
 # generator H_T pre-filter at 350 GeV and a PF-MET skim at 150 GeV, both looser than the
 # preselection (H_T > 410 GeV; R_T > 0.24 with M_T > 650 GeV implies MET > 156 GeV).
@@ -21,10 +21,14 @@ for point in "1500 0.3 1101" "2000 0.3 1102" "2000 0.5 1103" "3000 0.3 1104" "30
   svjscout generate svj -n 4000 --seed "$3" --mzprime "$1" --rinv "$2" $common -o "$out/svj_mz$1_rinv$2.root"
 done
 svjscout generate qcd -n 48000 --seed 1201 -k 40 --tail-bias 20 --pythia "$nops" $common -o "$out/qcd.root"
-# two more QCD runs, same settings, other seeds (one dataset `qcd`: the processor adds the files'
-# genEventSumw; parents are told apart by run = seed): 198,000 parents in all
+# more QCD runs, same settings, other seeds (one dataset `qcd`: the processor adds the files'
+# genEventSumw; parents are told apart by run = seed)
 svjscout generate qcd -n 50000 --seed 1202 -k 40 --tail-bias 20 --pythia "$nops" $common -o "$out/qcd_s1202.root"
 svjscout generate qcd -n 100000 --seed 1203 -k 40 --tail-bias 20 --pythia "$nops" $common -o "$out/qcd_s1203.root"
+# eight more (issue 17, 10x the first file's effective statistics): 40,000 parents each, 518,000 in all
+for seed in 1204 1205 1206 1207 1208 1209 1210 1211; do
+  svjscout generate qcd -n 40000 --seed "$seed" -k 40 --tail-bias 20 --pythia "$nops" $common -o "$out/qcd_s$seed.root"
+done
 svjscout generate ttbar -n 20000 --seed 1301 -k 5 --pythia "$nops" $common -o "$out/ttbar.root"
 svjscout generate wjets -n 10000 --seed 1401 -k 5 --pythia "$nops" $common -o "$out/wjets.root"
 svjscout generate zjets -n 8000 --seed 1501 -k 5 --pythia "$nops" $common -o "$out/zjets.root"
