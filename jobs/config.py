@@ -287,6 +287,11 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
         check_event_subset(cfg.analysis.event_subset, {name: d.kind for name, d in cfg.datasets.items()})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    for key in ("lundnet_model", "twin_model"):  # a mistyped model fails here, not after the first chunks
+        model = cfg.resolve(getattr(cfg.analysis, key))
+        if "://" not in model and not Path(model).is_file():
+            raise ConfigError(f"{path}: analysis.{key}: {getattr(cfg.analysis, key)!r} resolves to {model}, "
+                              f"which does not exist (relative paths are relative to the job file)")
     return cfg
 
 

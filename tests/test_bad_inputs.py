@@ -120,3 +120,14 @@ def test_truncated_skim_is_named_by_training_loaders(tmp_path, loader):
         call = lambda: load_skim([path], max_len=8)  # noqa: E731
     with pytest.raises(InputFileError, match=r"skim\.parquet"):
         call()
+
+
+def test_missing_model_is_refused_at_load_time(tmp_path):
+    """A mistyped model path is a named error when the job is loaded, not after the first chunks
+    (relative paths are relative to the job file, a common surprise with --set)."""
+    job = load_job(None)  # the embedded job loads: its models exist
+    assert job.analysis.twin_model
+    for key in ("twin_model", "lundnet_model"):
+        with pytest.raises(ConfigError, match=rf"analysis\.{key}: 'data/nothing\.onnx' resolves to .*jobs/data/nothing\.onnx, "
+                                              r"which does not exist"):
+            load_job(None, {f"analysis.{key}": "data/nothing.onnx"})
