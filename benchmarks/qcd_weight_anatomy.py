@@ -31,6 +31,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from bench_generate import n_eff_over_parents  # this folder: the scripts run from here
 
 PARENT_BITS = 40  # the skim's parent key: (run << 40) | parent
 
@@ -51,12 +52,6 @@ def per_parent(skim_dir: Path) -> dict[str, np.ndarray]:
             "copies": {"w": w, "key": key, "event": np.concatenate([c["event"].to_numpy() for c in cols])}}
 
 
-def n_eff(w: np.ndarray, key: np.ndarray) -> float:
-    _, inv = np.unique(key, return_inverse=True)
-    W = np.bincount(inv, weights=w)
-    return float(W.sum() ** 2 / (W ** 2).sum()) if len(W) else 0.0
-
-
 def copies_of(files: list[Path]) -> int:
     import uproot
 
@@ -71,7 +66,7 @@ def subsets_table(copies: dict, k: int) -> list[str]:
     index = (copies["event"].astype(np.int64) - 1) % k
     rows = ["| copies K' | N_eff over parents (mean over subsets) | spread over subsets | subsets |", "|---|---|---|---|"]
     for kk in [d for d in (1, 2, 5, 10, 20, 40, 100) if d <= k and k % d == 0]:
-        v = [n_eff(copies["w"][sel] * (k / kk), copies["key"][sel])
+        v = [n_eff_over_parents(copies["w"][sel] * (k / kk), copies["key"][sel])
              for sel in ((index // kk) == j for j in range(k // kk))]
         rows.append(f"| {kk} | {np.mean(v):.1f} | {np.std(v):.1f} | {len(v)} |")
     return rows
