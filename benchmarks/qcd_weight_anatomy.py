@@ -83,14 +83,18 @@ def gen_met(files: list[Path]) -> dict[int, float]:
     return out
 
 
+def kish(W: np.ndarray) -> float:
+    """Kish's effective number of the already per-parent weights ``W``."""
+    return float(W.sum() ** 2 / (W ** 2).sum()) if len(W) else 0.0
+
+
 def table(label: str, values: np.ndarray, edges: list[float], W: np.ndarray) -> list[str]:
     s, s2 = W.sum(), (W ** 2).sum()
     rows = [f"| {label} | parents | share of sum W | share of sum W^2 | N_eff without this class |",
             "|---|---|---|---|---|"]
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (values >= lo) & (values < hi)
-        rest = W[~sel]
-        n_eff_rest = rest.sum() ** 2 / (rest ** 2).sum() if len(rest) else 0.0
+        n_eff_rest = kish(W[~sel])
         rows.append(f"| [{lo:g}, {hi:g}) | {sel.sum()} | {W[sel].sum() / s:.3f} | {(W[sel] ** 2).sum() / s2:.3f} "
                     f"| {n_eff_rest:.0f} |")
     return rows
@@ -111,7 +115,7 @@ def main() -> None:
     W = p["W"]
     order = np.sort(W ** 2)[::-1]
     print(f"preselected parents {len(W)}, copies {int(p['m'].sum())}, "
-          f"N_eff over parents {W.sum() ** 2 / (W ** 2).sum():.0f}; "
+          f"N_eff over parents {kish(W):.0f}; "
           f"the 10 heaviest parents hold {order[:10].sum() / order.sum():.3f} of sum W^2\n")
     for rows in (subsets_table(p["copies"], copies_of(args.root_files)),
                  table("GenMET [GeV]", met, [0, 25, 50, 100, 150, np.inf], W),

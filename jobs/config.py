@@ -288,9 +288,10 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     for key in ("lundnet_model", "twin_model"):  # a mistyped model fails here, not after the first chunks
-        model = cfg.resolve(getattr(cfg.analysis, key))
+        given = getattr(cfg.analysis, key)
+        model = cfg.resolve(given)
         if "://" not in model and not Path(model).is_file():
-            raise ConfigError(f"{path}: analysis.{key}: {getattr(cfg.analysis, key)!r} resolves to {model}, "
+            raise ConfigError(f"{path}: analysis.{key}: {given!r} resolves to {model}, "
                               f"which does not exist (relative paths are relative to the job file)")
     return cfg
 

@@ -122,7 +122,7 @@ def test_truncated_skim_is_named_by_training_loaders(tmp_path, loader):
         call()
 
 
-def test_missing_model_is_refused_at_load_time(tmp_path):
+def test_missing_model_is_refused_at_load_time():
     """A mistyped model path is a named error when the job is loaded, not after the first chunks
     (relative paths are relative to the job file, a common surprise with --set)."""
     job = load_job(None)  # the embedded job loads: its models exist
