@@ -6,31 +6,61 @@ Input: next to the nominal ``xy_mt`` the processor fills ``xy_mt_syst`` with axe
 already scaled like ``xy_mt``, i.e. xsec x lumi / sumw). :func:`.toys.build_xy_mt_syst` builds one from
 arrays (tests, demos).
 
-What goes into a card (:func:`signal_systematics`), per signal point:
+The signal MC behind a card is thin (a channel holds a few raw events), so the cards treat it
+the way Combine analyses treat thin signal MC (:func:`signal_systematics`, per signal point):
 
-* one ``lnN`` row per source (``jes``, ``jer``, ``unclustered``, ``pileup``, ``trigger``, ``isr``,
-  ``fsr``, ...), named after the source, so the nuisance is correlated across all channels of the
-  card and across points. Per channel (region R in A, B, C, D and merged M_T bin i; the signal
-  contamination of the control regions varies too) the value is ``kdown/kup`` with
-  ``kdown = yield(down) / nominal`` and ``kup = yield(up) / nominal`` of the signal there:
+* **sources** (``jes``, ``jer``, ``unclustered``, ``pileup``, ``trigger``, ``isr``, ``fsr``, ...):
+  one row per source, named after it, correlated across all channels and signal points, acting
+  as a **normalisation per region**: for region R of A, B, C, D the effect of a variation is
+  ``delta = Y_var(R) / Y_nom(R) - 1`` of the M_T-integrated signal of that region (every M_T bin
+  of the region summed), and every channel ``R_i`` (M_T bin i) with signal carries that one
+  kappa pair. Per region, not one pair for the whole card: a score shift moves signal between
+  regions (out of B into A or D), which a card-wide normalisation would cancel; M_T-integrated
+  because a few events per M_T bin cannot measure a shape (a per-bin ratio of 1-8 events is a
+  single-event migration, not an effect);
 
-  - nominal <= 0: ``-`` (no signal to vary);
-  - ``|kdown - 1| < 1e-4`` and ``|kup - 1| < 1e-4``: ``-`` (no effect);
-  - one-sided (both variations on the same side of nominal): the asymmetric pair is written as
-    it is; Combine accepts it (its asymmetric-lnN interpolation is defined for any
-    ``kdown, kup > 0``) and so does the quick fit (:mod:`.likelihood`); such channels are listed;
-  - kappas are clipped into ``[0.1, 10]`` (a variation yield <= 0, e.g. from negative weights,
-    ends at 0.1); every clip is recorded with the raw value;
+  - *event-correlated MC error*: the variation and the nominal are built from the same events,
+    so the error of ``delta`` comes from what changes between them, per event
+    ``sum_e (w_var,e - w_nom,e)^2``. ``xy_mt_syst`` stores per-cell sums only (cells = the
+    ``x, y, M_T`` bins), so the difference's variance is estimated cell by cell,
+    ``sigma^2(Y_var - Y_nom) = sum_cells (sqrt(sumw2_var) - sqrt(sumw2_nom))^2`` over the region's
+    cells: exact where a cell holds one event (the per-event formula) and for a weight
+    variation that scales a cell's events alike; an event that moves between two cells of the
+    region is counted twice (conservative); it is low only where events leave and enter the
+    same cell. ``max_cell_n_eff`` (the largest Kish N_eff of a nominal cell of the region) says
+    how close to one event per cell the estimate is; ``sigma_bound`` (``sqrt(sumw2_var +
+    sumw2_nom)`` of the region, a strict upper bound for non-negative weights) is recorded too;
+  - *pruning*: a region's effect is **pruned** (``-`` in its channels) when its largest
+    ``|delta|`` is below ``min_effect`` (default 0.1 %) or when neither variation reaches
+    ``prune_sigma`` (default 2) times its event-correlated error ``z = |delta| / sigma``. A net
+    migration of k equal-weight events has z = sqrt(k): one event is exactly 1 sigma, so the
+    default needs the coherent net move of >= 4 events. A source pruned in every region is no
+    row of the card and is listed (with its numbers) in ``pruned`` / ``skipped``;
+  - *one-sided* (both variations on the same side of nominal, or one of them zero):
+    **symmetrised** as in CMS practice, to the larger ``|ln kappa|``: one symmetric lnN ``k``
+    with ``k = k_up`` when the up variation is the larger, ``k = 1 / k_down`` when the down one
+    is (the larger variation keeps its direction, the other side mirrors it in ln kappa);
+  - a kept variation that empties the region (yield <= 0: all its events migrated out, or
+    negative weights) cannot be a log-normal: the region takes the other variation mirrored
+    (symmetric, as above), or is pruned when that is empty too. **A kappa of 0 is never clipped
+    to 0.1.** Kappas outside ``[0.1, 10]`` are still clipped (recorded), but only from a
+    region whose effect is significant;
+  - two-sided effects: the pair ``kdown/kup`` (Combine's asymmetric lnN);
   - a source whose up or down variation is missing for the dataset, or whose variation
-    histograms are all zero, is no nuisance of that card; the reason is recorded.
+    histograms are all zero, is no nuisance; the reason is recorded in ``skipped``.
 
-* signal MC statistics: one nuisance per channel, ``mcstat_<channel> lnN 1 + sqrt(sumw2)/sumw`` on
-  ``sig`` in that channel only, from the nominal ``xy_mt`` variances; skipped where the
-  relative error is below 1e-3 or the yield is <= 0. lnN, not gmN: the signal MC is weighted
-  (xsec x lumi / sumw x pileup, trigger, generator weights), so there is no integer event count N
-  with a common weight alpha that gmN needs, and Combine's ``autoMCStats`` (Barlow-Beeston lite)
-  works only on shape templates, not on counting cards like ours. For the relative errors of
-  well-populated bins the lnN is close to the Gaussian autoMCStats would use;
+* **signal MC statistics** per channel, Combine's ``autoMCStats`` logic for one process: the
+  Kish effective count ``N_eff = (sum w)^2 / sum w^2`` of the channel's signal (parent-aware
+  variances, :mod:`.parents`); for ``N_eff >= mcstat_neff_min`` (default 10) a Gaussian-like
+  ``mcstat_<channel> lnN 1 + sqrt(sumw2)/sumw`` (= ``1 + 1/sqrt(N_eff)``); below, a Poisson
+  (gamma) term ``mcstat_<channel> gmN N alpha`` on ``sig`` in that channel (``-`` elsewhere)
+  with ``N = N_eff`` rounded to the nearest integer (at least 1) and ``alpha = yield / N``, so
+  that ``N * alpha`` equals the rate. Channels without signal get no term.
+  :meth:`SignalSystematics.card_rows` returns :class:`CardRow` rows with ``kind`` ``"lnN"`` or
+  ``"gmN"`` (and ``count`` = N); :func:`row_tokens` writes one as card tokens. The gmN rows are
+  produced only when the card writer can write them (``gmn=True``, or by default when
+  :mod:`.writer` lists ``"gmN"`` in ``SIG_ROW_TYPES``); otherwise those channels keep the lnN
+  ``1 + 1/sqrt(N_eff)`` and the index says so (``mcstat_gmn_wanted``);
 
 * luminosity: ``lumi`` lnN (``lumi_unc``, default 1.016) as before, or any set of rows
   ``{name: kappa}`` from the configuration (e.g. ``{"lumi_2018": 1.025, "lumi_corr": 1.02}``:
@@ -41,14 +71,15 @@ The background stays data-driven (rateParams) and gets no detector systematics.
 
 Configuration (:func:`systematics_config`): ``None`` = everything on; ``False`` = off; a mapping
 (or the job's ``systematics`` model) with ``enabled``, ``sources`` (a list of the sources to use,
-or ``{source: bool}``), ``<source>: bool`` (or ``{enabled: bool, ...}``), ``mcstat: bool`` and
-``lumi: {name: kappa}`` (a number means ``{"lumi": number}``). Other keys (payload names, eras,
-...) belong to the processor and are ignored here.
+or ``{source: bool}``), ``<source>: bool`` (or ``{enabled: bool, ...}``), ``mcstat: bool``,
+``lumi: {name: kappa}`` (a number means ``{"lumi": number}``), ``prune_sigma``, ``min_effect`` and
+``mcstat_neff_min`` (numbers). Other keys (payload names, eras, ...) belong to the processor and
+are ignored here.
 
 Example:
-    >>> cfg = systematics_config({"jer": False, "lumi": {"lumi_2018": 1.025}})
-    >>> cfg.use("jes"), cfg.use("jer"), cfg.lumi
-    (True, False, {'lumi_2018': 1.025})
+    >>> cfg = systematics_config({"jer": False, "lumi": {"lumi_2018": 1.025}, "prune_sigma": 1.5})
+    >>> cfg.use("jes"), cfg.use("jer"), cfg.lumi, cfg.prune_sigma
+    (True, False, {'lumi_2018': 1.025}, 1.5)
 """
 
 from __future__ import annotations
@@ -62,17 +93,22 @@ import numpy as np
 
 from svjscout.exceptions import DatacardError, HistogramError
 
-from .regions import REGIONS, cumulative_2d, parse_wp, region_yields, regions_from_cumsum, snap_threshold
+from .regions import REGIONS, parse_wp, region_yields, snap_threshold
 
 log = logging.getLogger(__name__)
 
 SYST_AXES: tuple[str, ...] = ("dataset", "syst", "plane", "x", "y", "mt")
 #: display order of the sources the processor fills (others follow alphabetically)
 KNOWN_SOURCES: tuple[str, ...] = ("jes", "jer", "unclustered", "pileup", "trigger", "isr", "fsr", "pdf", "scale")
+REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
 KAPPA_RANGE: tuple[float, float] = (0.1, 10.0)
-TINY = 1e-4  # |k - 1| below this for both kappas: no effect in that channel
+TINY = 1e-4  # |ln k| below this: a variation with no effect (one-sided test, mirroring)
 MCSTAT_MIN = 1e-3  # relative MC statistical error below this: no mcstat nuisance
-_RESERVED = {"enabled", "sources", "mcstat", "lumi"}
+PRUNE_SIGMA = 2.0  # a region's effect below this many event-correlated MC sigmas is pruned
+MIN_EFFECT = 1e-3  # a region's largest |effect| below this is pruned
+MCSTAT_NEFF_MIN = 10.0  # Kish N_eff of a channel below this: gmN (Poisson) instead of lnN
+_NUMBERS = {"prune_sigma": (0.0, None), "min_effect": (0.0, None), "mcstat_neff_min": (0.0, None)}
+_RESERVED = {"enabled", "sources", "mcstat", "lumi", *_NUMBERS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +125,11 @@ class SystematicsConfig:
         default_on: whether unlisted sources are used (False when ``sources`` was given as a list).
         mcstat: one ``mcstat_<channel>`` lnN per channel.
         lumi: ``{name: kappa}`` rows on the signal (None: ``{"lumi": lumi_unc}``, today's row).
+        prune_sigma: a region's effect is pruned when neither variation reaches this many
+            event-correlated MC standard deviations.
+        min_effect: a region's effect is pruned when its largest ``|delta|`` is below this.
+        mcstat_neff_min: channels with Kish N_eff below this get a gmN (Poisson) MC-statistics
+            term, the others an lnN (Combine's autoMCStats threshold, 10).
     """
 
     enabled: bool = True
@@ -96,6 +137,9 @@ class SystematicsConfig:
     default_on: bool = True
     mcstat: bool = True
     lumi: dict[str, float | str | list] | None = None
+    prune_sigma: float = PRUNE_SIGMA
+    min_effect: float = MIN_EFFECT
+    mcstat_neff_min: float = MCSTAT_NEFF_MIN
 
     def use(self, source: str) -> bool:
         """Whether ``source`` is switched on."""
@@ -107,7 +151,8 @@ class SystematicsConfig:
 
     def to_dict(self) -> dict:
         return {"enabled": self.enabled, "sources": dict(self.sources), "unlisted_sources_on": self.default_on,
-                "mcstat": self.mcstat, "lumi": None if self.lumi is None else dict(self.lumi)}
+                "mcstat": self.mcstat, "lumi": None if self.lumi is None else dict(self.lumi),
+                "prune_sigma": self.prune_sigma, "min_effect": self.min_effect, "mcstat_neff_min": self.mcstat_neff_min}
 
 
 def _switch(v, key: str) -> bool:
@@ -143,7 +188,8 @@ def systematics_config(obj=None) -> SystematicsConfig:
     ``model_dump()`` (pydantic) or attributes (dataclass).
 
     Raises:
-        DatacardError: a switch that is not a bool, a lumi kappa that is not a positive number.
+        DatacardError: a switch that is not a bool, a lumi kappa that is not a positive number, a
+            threshold (``prune_sigma``, ``min_effect``, ``mcstat_neff_min``) that is not a number >= 0.
     """
     if obj is None:
         return SystematicsConfig()
@@ -174,6 +220,19 @@ def systematics_config(obj=None) -> SystematicsConfig:
             cfg.sources[str(k)] = _switch(v, str(k))
     if "mcstat" in obj and obj["mcstat"] is not None:
         cfg.mcstat = _switch(obj["mcstat"], "mcstat")
+    for key, (lo, _) in _NUMBERS.items():
+        v = obj.get(key)
+        if v is None:
+            continue
+        try:
+            if isinstance(v, (bool, np.bool_)):
+                raise TypeError
+            v = float(v)
+        except (TypeError, ValueError):
+            raise DatacardError(f"systematics.{key} must be a number, got {v!r}") from None
+        if not np.isfinite(v) or v < lo:
+            raise DatacardError(f"systematics.{key} must be a finite number >= {lo:g}, got {v!r}")
+        setattr(cfg, key, v)
     lumi = obj.get("lumi")
     if lumi is not None:
         if isinstance(lumi, Mapping):
@@ -216,7 +275,7 @@ def source_names(systs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 class _SystArrays:
-    """Values of ``xy_mt_syst`` for one dataset and plane, ``{syst: (nx, ny, n_mt)}``, read lazily."""
+    """Values and variances of ``xy_mt_syst`` for one dataset and plane, ``(nx, ny, n_mt)`` per syst."""
 
     def __init__(self, xy_mt_syst, dataset: str, plane: str):
         order = [ax.name for ax in xy_mt_syst.axes]
@@ -226,10 +285,15 @@ class _SystArrays:
         if plane not in planes:
             raise HistogramError(f"plane '{plane}' not in xy_mt_syst plane axis {planes}")
         self.present = dataset in self.datasets
-        self._vals = None
+        self._vals = self._vars = None
         if self.present:
-            vals = np.transpose(np.asarray(xy_mt_syst.values(flow=False)), [order.index(a) for a in SYST_AXES])
-            self._vals = vals[self.datasets.index(dataset)]  # (syst, plane, x, y, mt), a view
+            perm = [order.index(a) for a in SYST_AXES]
+            d = self.datasets.index(dataset)
+            vals = np.transpose(np.asarray(xy_mt_syst.values(flow=False)), perm)
+            self._vals = vals[d]  # (syst, plane, x, y, mt), a view
+            var = xy_mt_syst.variances(flow=False)
+            # no variances stored (Double storage): unit weights, as plane_arrays does for xy_mt
+            self._vars = np.abs(self._vals) if var is None else np.transpose(np.asarray(var), perm)[d]
             self._plane = planes.index(plane)
 
     def has(self, syst: str) -> bool:
@@ -242,11 +306,137 @@ class _SystArrays:
     def plane(self, syst: str) -> np.ndarray:
         return np.asarray(self._vals[self.systs.index(syst), self._plane], dtype=float)
 
+    def plane_var(self, syst: str) -> np.ndarray:
+        return np.asarray(self._vars[self.systs.index(syst), self._plane], dtype=float)
 
-def _regions(arr: np.ndarray, ix: int, iy: int, groups: Sequence[Sequence[int]]) -> np.ndarray:
-    """A, B, C, D yields of a ``(nx, ny, n_mt)`` array, M_T bins merged into ``groups``: ``(4, n)``."""
-    n = regions_from_cumsum(cumulative_2d(arr), ix, iy)[:, 0, 0, :]
-    return np.stack([n[:, list(g)].sum(axis=1) for g in groups], axis=1)
+
+# --------------------------------------------------------------------------------------------
+# the effect of one source on the M_T-integrated signal of each region
+
+
+def region_slices(ix: int, iy: int) -> list[tuple[slice, slice]]:
+    """``(x slice, y slice)`` of regions A, B, C, D of an ``(nx, ny, ...)`` array at threshold
+    indices ``ix, iy`` (A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0)."""
+    return [(slice(ix, None), slice(None, iy)), (slice(ix, None), slice(iy, None)),
+            (slice(None, ix), slice(None, iy)), (slice(None, ix), slice(iy, None))]
+
+
+def variation_effect(nom: np.ndarray, nom_var: np.ndarray, var: np.ndarray, var_var: np.ndarray) -> dict:
+    """Relative effect of one variation on the sum of some cells, with its event-correlated error.
+
+    Args:
+        nom, nom_var: nominal sumw and sumw2 of the cells (any shape).
+        var, var_var: the variation's sumw and sumw2 of the same cells.
+
+    Returns:
+        ``{"nominal", "yield", "effect", "sigma", "z", "sigma_bound"}``: ``effect = Y_var / Y_nom - 1``;
+        ``sigma`` its event-correlated MC error ``sqrt(sum_cells (sqrt(sumw2_var) - sqrt(sumw2_nom))^2)
+        / Y_nom`` (see the module docstring); ``z = |effect| / sigma`` (0 for no effect, inf for an
+        effect with sigma 0); ``sigma_bound = sqrt(sumw2_var + sumw2_nom) / Y_nom``, a strict upper
+        bound of the error for non-negative weights. None values where ``Y_nom <= 0``.
+    """
+    n0, y = float(np.sum(nom)), float(np.sum(var))
+    d2 = float(np.sum((np.sqrt(np.clip(var_var, 0, None)) - np.sqrt(np.clip(nom_var, 0, None))) ** 2))
+    bound = float(np.sqrt(max(float(np.sum(var_var)) + float(np.sum(nom_var)), 0.0)))
+    if not n0 > 0:
+        return {"nominal": n0, "yield": y, "effect": None, "sigma": None, "z": None, "sigma_bound": None}
+    eff, sig = y / n0 - 1.0, np.sqrt(d2) / n0
+    z = abs(eff) / sig if sig > 0 else (0.0 if eff == 0 else float("inf"))
+    return {"nominal": n0, "yield": y, "effect": eff, "sigma": float(sig), "z": float(z), "sigma_bound": bound / n0}
+
+
+def _kish(n: float, v: float) -> float:
+    return float(n * n / v) if v > 0 and n > 0 else 0.0
+
+
+def _pc(v: float) -> str:
+    return f"{100 * v:+.1f} %"
+
+
+def decide_region(up: dict, down: dict, prune_sigma: float = PRUNE_SIGMA, min_effect: float = MIN_EFFECT,
+                  kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY) -> dict:
+    """What the card carries for one region from the effects of the two variations
+    (:func:`variation_effect`): ``{"status", "why", "kappa", "text", "symmetrised", "emptied", "clips"}``.
+
+    ``status``: ``"no signal"`` (nominal <= 0), ``"pruned"`` or ``"kept"``; ``kappa``: ``[kdown, kup]``
+    (kept; ``kdown = 1 / kup`` when symmetrised); ``text`` the card value (``k`` symmetric or
+    ``kdown/kup``). Rules: see the module docstring.
+    """
+    out = {"status": "kept", "why": "", "kappa": None, "text": None, "symmetrised": False, "emptied": [], "clips": []}
+    if up["effect"] is None:
+        return {**out, "status": "no signal", "why": "no signal in the region"}
+    e = {"up": up["effect"], "down": down["effect"]}
+    z = {"up": up["z"], "down": down["z"]}
+    big = max(("up", "down"), key=lambda k: (abs(e[k]), k))
+    zmax = max(z.values())
+    if abs(e[big]) < min_effect:
+        return {**out, "status": "pruned", "why": f"effect below {100 * min_effect:g} % (largest {_pc(e[big])})"}
+    if zmax < prune_sigma:
+        return {**out, "status": "pruned",
+                "why": f"compatible with MC noise: up {_pc(e['up'])} ({z['up']:.1f} sigma), down {_pc(e['down'])} "
+                       f"({z['down']:.1f} sigma) of the event-correlated MC error, both below {prune_sigma:g} sigma"}
+    k = {v: 1.0 + e[v] for v in ("up", "down")}
+    out["emptied"] = [v for v in ("up", "down") if not k[v] > 0]
+    lnk = {v: (float(np.log(k[v])) if k[v] > 0 else None) for v in k}
+    sym = None  # symmetric kappa: theta = +1 multiplies the yield by sym
+    if out["emptied"]:
+        other = "down" if out["emptied"] == ["up"] else ("up" if out["emptied"] == ["down"] else None)
+        if other is None or abs(lnk[other]) < tiny:
+            return {**out, "status": "pruned",
+                    "why": "the variation(s) " + " and ".join(out["emptied"]) + " empty the region (all its signal "
+                           "migrates out); a log-normal cannot describe a total loss and the other side has no effect"}
+        sym = k[other] if other == "up" else 1.0 / k[other]
+        out["why"] = (f"the {out['emptied'][0]} variation empties the region (a log-normal cannot describe a total "
+                      f"loss): symmetrised from the {other} variation ({_pc(e[other])})")
+    elif (k["up"] - 1.0) * (k["down"] - 1.0) >= 0 or min(abs(lnk["up"]), abs(lnk["down"])) < tiny:
+        # one-sided: the larger |ln k| for both directions, the larger variation keeping its direction
+        larger = "up" if abs(lnk["up"]) >= abs(lnk["down"]) else "down"
+        sym = k["up"] if larger == "up" else 1.0 / k["down"]
+        out["why"] = (f"one-sided (up {_pc(e['up'])}, down {_pc(e['down'])}): symmetrised to the larger, "
+                      f"the {larger} variation")
+    lo, hi = kappa_range
+    if sym is not None:
+        out["symmetrised"] = True
+        ks = float(np.clip(sym, lo, hi))
+        if ks != sym:
+            out["clips"].append({"variation": "symmetric", "kappa": float(sym), "clipped_to": ks})
+        out["kappa"], out["text"] = [1.0 / ks, ks], kappa_text(ks)
+        return out
+    kd, ku = (float(np.clip(k[v], lo, hi)) for v in ("down", "up"))
+    for v, kc in (("down", kd), ("up", ku)):
+        if kc != k[v]:
+            out["clips"].append({"variation": v, "kappa": float(k[v]), "clipped_to": kc})
+    out["kappa"], out["text"] = [kd, ku], kappa_text((kd, ku))
+    return out
+
+
+def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, np.ndarray],
+                   down: tuple[np.ndarray, np.ndarray], ix: int, iy: int, cfg: SystematicsConfig | None = None,
+                   kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY) -> list[dict]:
+    """Per region A, B, C, D: the M_T-integrated effect of both variations of one source and what the
+    card carries (:func:`variation_effect`, :func:`decide_region`).
+
+    Args:
+        nom, nom_var: nominal sumw, sumw2 cells ``(nx, ny, n_mt)`` (the M_T bins to integrate).
+        up, down: ``(sumw, sumw2)`` of the variations, same shape.
+        ix, iy: threshold indices of the working point.
+        cfg: thresholds (``prune_sigma``, ``min_effect``).
+
+    Returns:
+        four dicts ``{"region", "nominal", "n_eff", "max_cell_n_eff", "up", "down", **decision}``.
+    """
+    cfg = cfg or SystematicsConfig()
+    out = []
+    for r, (xs, ys) in enumerate(region_slices(ix, iy)):
+        n0, v0 = nom[xs, ys], nom_var[xs, ys]
+        eff = {k: variation_effect(n0, v0, a[0][xs, ys], a[1][xs, ys]) for k, a in (("up", up), ("down", down))}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cell = np.where((v0 > 0) & (n0 > 0), n0 ** 2 / np.where(v0 > 0, v0, 1.0), 0.0)
+        rec = {"region": REGIONS[r], "nominal": float(n0.sum()), "n_eff": _kish(float(n0.sum()), float(v0.sum())),
+               "max_cell_n_eff": float(cell.max()) if cell.size else 0.0, **eff}
+        rec.update(decide_region(eff["up"], eff["down"], cfg.prune_sigma, cfg.min_effect, kappa_range, tiny))
+        out.append(rec)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +454,46 @@ def kappa_text(v) -> str:
     return _fmt(float(v))
 
 
+class CardRow(tuple):
+    """One signal row of a card: the tuple ``(name, {(region index, bin): text})`` (so ``name, values
+    = row`` works) with ``kind`` (``"lnN"`` or ``"gmN"``) and ``count`` (gmN's N, else None).
+
+    For a gmN row the text of its channel is ``alpha``; the card line is ``name gmN N`` and then
+    ``alpha`` in the sig column of that channel and ``-`` in every other column (:func:`row_tokens`).
+    """
+
+    def __new__(cls, name: str, values: Mapping, kind: str = "lnN", count: int | None = None):
+        self = super().__new__(cls, (name, dict(values)))
+        self.kind, self.count = kind, count
+        return self
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def values(self) -> dict:
+        return self[1]
+
+
+def row_tokens(row, ridx: Sequence[tuple[int, int]], procs: Sequence[str] = ("sig", "bkg")) -> list[str]:
+    """Card tokens of one signal row: ``[name, kind, (N for gmN), value per column]``, the columns
+    being ``ridx`` (channel order, ``(region index, bin)``) times ``procs``; values on ``sig`` only.
+
+    Works for a :class:`CardRow` and for a plain ``(name, values)`` pair (an lnN row).
+    """
+    name, values = row[0], row[1]
+    kind, count = getattr(row, "kind", "lnN"), getattr(row, "count", None)
+    head = [name, kind] + ([str(int(count))] if kind == "gmN" else [])
+    return head + [values.get(ri, "-") if p == "sig" else "-" for ri in ridx for p in procs]
+
+
+def _writer_has_gmn() -> bool:
+    from . import writer
+
+    return "gmN" in tuple(getattr(writer, "SIG_ROW_TYPES", ("lnN",)))
+
+
 @dataclass
 class SignalSystematics:
     """The signal nuisances of one card.
@@ -271,14 +501,19 @@ class SignalSystematics:
     Attributes:
         dataset, plane: the signal dataset and the fit plane.
         channels: channel names, shape ``(4, n)`` as the yields (rows A, B, C, D).
-        nominal: the signal yields the kappas are relative to, ``(4, n)`` (before any clipping).
-        sources: ``{source: {"kappa": {(r, i): (kdown, kup)}, "B": {"up", "down"}, "one_sided": [...],
-            "clips": [...], "negative": [...]}}`` for every source written to the card.
-        skipped: ``{source: reason}`` for sources that are no nuisance of this card.
-        mcstat: ``{(r, i): kappa}``; mcstat_skipped: ``{channel: reason}``; mcstat_clips: kappas
-            above the range; mcstat_b_total: relative MC stat. error of the total signal in B.
+        nominal: the signal yields of the channels, ``(4, n)``.
+        sources: ``{source: {"regions": [4 region records of source_regions], "kappa": {(r, i): text},
+            "B": {"up", "down"}, ...}}`` for every source written to the card.
+        pruned: the same for sources pruned in every region (not in the card).
+        skipped: ``{source: reason}`` for sources that are no nuisance of this card (pruned ones too).
+        mcstat: ``{(r, i): kappa}`` of the lnN MC-statistics terms; mcstat_gmn: ``{(r, i): {"N", "alpha",
+            "n_eff"}}`` of the gmN terms; mcstat_n_eff: ``{(r, i): N_eff}`` of every channel with signal;
+            mcstat_gmn_wanted: channels below the N_eff threshold written as lnN because the writer
+            cannot write gmN; mcstat_skipped: ``{channel: reason}``; mcstat_b_total: relative MC stat.
+            error of the total signal in B.
         lumi: ``{name: kappa}`` rows on the signal in every channel.
         not_positive: channels whose nominal signal is <= 0 (``-`` in every source row).
+        config: the thresholds used.
     """
 
     dataset: str
@@ -286,46 +521,108 @@ class SignalSystematics:
     channels: list[list[str]]
     nominal: np.ndarray
     sources: dict[str, dict] = field(default_factory=dict)
+    pruned: dict[str, dict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     mcstat: dict[tuple[int, int], float] = field(default_factory=dict)
+    mcstat_gmn: dict[tuple[int, int], dict] = field(default_factory=dict)
+    mcstat_n_eff: dict[tuple[int, int], float] = field(default_factory=dict)
+    mcstat_gmn_wanted: list[str] = field(default_factory=list)
     mcstat_skipped: dict[str, str] = field(default_factory=dict)
     mcstat_clips: list[dict] = field(default_factory=list)
     mcstat_b_total: float | None = None
     lumi: dict = field(default_factory=dict)
     not_positive: list[str] = field(default_factory=list)
     unrecognised: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
 
-    def card_rows(self) -> list[tuple[str, dict[tuple[int, int], str]]]:
-        """Rows for :func:`.writer.format_card`: ``[(name, {(r, i): text})]``, sources then mcstat."""
-        rows = [(src, {ri: kappa_text(k) for ri, k in info["kappa"].items()}) for src, info in self.sources.items()]
-        rows += [(f"mcstat_{self.channels[r][i]}", {(r, i): kappa_text(k)}) for (r, i), k in self.mcstat.items()]
+    def card_rows(self) -> list[CardRow]:
+        """Rows for :func:`.writer.format_card`: sources (lnN, symmetric ``k`` or ``kdown/kup``), then
+        ``mcstat_<channel>`` in channel order (lnN ``k``, or gmN with ``count`` N and ``alpha`` as the
+        channel's text). Each row is a :class:`CardRow`: ``name, values = row`` as before, and
+        ``row.kind``/``row.count`` for the type; :func:`row_tokens` gives the card tokens."""
+        rows = [CardRow(src, info["kappa"]) for src, info in self.sources.items()]
+        n = len(self.channels[0]) if self.channels else 0
+        for r in range(4):
+            for i in range(n):
+                name = f"mcstat_{self.channels[r][i]}"
+                if (r, i) in self.mcstat:
+                    rows.append(CardRow(name, {(r, i): kappa_text(self.mcstat[(r, i)])}))
+                elif (r, i) in self.mcstat_gmn:
+                    g = self.mcstat_gmn[(r, i)]
+                    rows.append(CardRow(name, {(r, i): kappa_text(g["alpha"])}, "gmN", g["N"]))
         return rows
 
     def nuisance_names(self) -> list[str]:
-        return [name for name, _ in self.card_rows()]
+        return [row[0] for row in self.card_rows()]
+
+    def _source_index(self, s: str, info: dict) -> dict:
+        regs = {}
+        for rec in info["regions"]:
+            regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "nominal", "n_eff", "max_cell_n_eff", "up",
+                                                       "down", "symmetrised", "emptied", "clips")}
+            regs[rec["region"]]["kappa"] = rec["kappa"]
+            regs[rec["region"]]["card"] = rec["text"]
+        return {"nuisance": s if s in self.sources else None, "B": info["B"], "regions": regs,
+                "channels": [self.channels[r][i] for r, i in info["kappa"]],
+                "kappa": {self.channels[r][i]: t for (r, i), t in info["kappa"].items()},
+                "symmetrised": [rec["region"] for rec in info["regions"] if rec["symmetrised"]],
+                "pruned_regions": [rec["region"] for rec in info["regions"] if rec["status"] == "pruned"],
+                "clips": [{"region": rec["region"], **c} for rec in info["regions"] for c in rec["clips"]],
+                "emptied": [{"region": rec["region"], "variation": v} for rec in info["regions"] for v in rec["emptied"]]}
 
     def to_index(self) -> dict:
-        """JSON-safe record for ``index.json`` (per source: effect on the signal in B, channels, clips)."""
-        src = {}
-        for s, info in self.sources.items():
-            src[s] = {"nuisance": s, "B": info["B"], "channels": [self.channels[r][i] for r, i in info["kappa"]],
-                      "kappa": {self.channels[r][i]: [float(k[0]), float(k[1])] for (r, i), k in info["kappa"].items()},
-                      "one_sided": info["one_sided"], "clips": info["clips"], "negative_variation": info["negative"]}
-        nb = float(self.nominal[1].sum())
+        """JSON-safe record for ``index.json``: per source (kept or pruned) the per-region effects with
+        their event-correlated errors and significances, the decision and the card values; the MC
+        statistics terms per channel; the luminosity rows."""
+        ch = lambda ri: self.channels[ri[0]][ri[1]]  # noqa: E731
+        mc = {}
+        for ri in sorted(set(self.mcstat) | set(self.mcstat_gmn)):
+            rec = {"channel": ch(ri), "yield": float(self.nominal[ri]), "n_eff": self.mcstat_n_eff.get(ri)}
+            if ri in self.mcstat:
+                rec.update({"type": "lnN", "kappa": float(self.mcstat[ri])})
+            else:
+                rec.update({"type": "gmN", "N": int(self.mcstat_gmn[ri]["N"]), "alpha": float(self.mcstat_gmn[ri]["alpha"])})
+            mc[f"mcstat_{ch(ri)}"] = rec
+        nb = float(self.nominal[1].sum()) if self.nominal.size else 0.0
         return {
-            "dataset": self.dataset, "plane": self.plane, "signal_B": nb, "sources": src, "skipped": dict(self.skipped),
-            "mcstat": {f"mcstat_{self.channels[r][i]}": float(k) for (r, i), k in self.mcstat.items()},
-            "mcstat_skipped": dict(self.mcstat_skipped), "mcstat_clips": self.mcstat_clips,
+            "dataset": self.dataset, "plane": self.plane, "signal_B": nb, "convention": dict(self.config),
+            "sources": {s: self._source_index(s, i) for s, i in self.sources.items()},
+            "pruned": {s: self._source_index(s, i) for s, i in self.pruned.items()},
+            "skipped": dict(self.skipped), "mcstat": mc, "mcstat_skipped": dict(self.mcstat_skipped),
+            "mcstat_gmn_wanted": list(self.mcstat_gmn_wanted), "mcstat_clips": self.mcstat_clips,
             "mcstat_B_total": self.mcstat_b_total,
             "lumi": {k: (list(v) if isinstance(v, (list, tuple)) else float(v)) for k, v in self.lumi.items()},
             "nominal_not_positive": self.not_positive, "unrecognised_syst_names": self.unrecognised,
         }
 
 
+def mcstat_term(n: float, var: float, neff_min: float = MCSTAT_NEFF_MIN, mcstat_min: float = MCSTAT_MIN) -> dict:
+    """The MC-statistics term of one channel (Combine's autoMCStats logic for one process).
+
+    Returns:
+        ``{"type": "lnN", "kappa", "n_eff"}`` for ``N_eff >= neff_min``; ``{"type": "gmN", "N", "alpha",
+        "n_eff"}`` below (``N = round(N_eff)`` >= 1, ``alpha = n / N``); ``{"type": None, "why"}`` for no
+        term (no signal, no variance, relative error below ``mcstat_min``).
+    """
+    if not n > 0:
+        return {"type": None, "why": "no signal (yield <= 0)"}
+    if not var > 0:
+        return {"type": None, "why": "no MC variance recorded"}
+    neff = n * n / var
+    if neff >= neff_min:
+        rel = float(np.sqrt(var) / n)
+        if rel < mcstat_min:
+            return {"type": None, "why": f"relative MC stat. error {rel:.2g} < {mcstat_min:g}", "n_eff": neff}
+        return {"type": "lnN", "kappa": 1.0 + rel, "n_eff": neff}
+    N = max(1, int(np.floor(neff + 0.5)))
+    return {"type": "gmN", "N": N, "alpha": float(n / N), "n_eff": neff}
+
+
 def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, groups: Sequence[Sequence[int]],
                        signal: str, plane: str = "SP", config=None, lumi_unc: float = 1.016,
                        kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
-                       mcstat_min: float = MCSTAT_MIN) -> SignalSystematics:
+                       mcstat_min: float = MCSTAT_MIN, gmn: bool | None = None,
+                       card_xy_mt=None) -> SignalSystematics:
     """The signal nuisances of the card of ``signal`` (see the module docstring).
 
     Args:
@@ -333,24 +630,39 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         xy_mt_syst: variations ``(dataset, syst, plane, x, y, mt)`` or None (no sources then).
         datasets: dataset metadata.
         wp: working point ``(x0, y0)``.
-        groups: M_T bin groups of the card (from :func:`.writer.merge_groups`).
+        groups: M_T bin groups of the card (from :func:`.writer.merge_groups`); the sources'
+            effects integrate the M_T bins of these groups.
         signal: the signal dataset.
         plane: the fit plane ("SP").
-        config: :func:`systematics_config` input (None: all on).
+        config: :func:`systematics_config` input (None: all on, default thresholds).
         lumi_unc: kappa of the ``lumi`` row when the configuration names no lumi rows.
-        kappa_range: kappas are clipped into it (recorded).
-        tiny: ``|k - 1|`` below this for both kappas of a channel: ``-``.
+        kappa_range: kappas of significant effects are clipped into it (recorded).
+        tiny: ``|ln k|`` below this: a variation without effect (one-sided test).
         mcstat_min: relative MC statistical error below this: no ``mcstat_<channel>``.
+        gmn: whether MC-statistics terms below the N_eff threshold are gmN rows (True) or lnN
+            ``1 + 1/sqrt(N_eff)`` (False); None: gmN when :mod:`.writer` can write them
+            (``"gmN"`` in ``writer.SIG_ROW_TYPES``).
+        card_xy_mt: the histogram the card's signal rates come from when it is not ``xy_mt``
+            (cards written from a half of the MC while ``xy_mt_syst`` was filled with the full
+            ``xy_mt``): the channels with signal and the MC-statistics terms (gmN ``N * alpha``
+            must equal the rate) come from it, the sources' relative effects from ``xy_mt``.
 
     Returns:
         :class:`SignalSystematics`.
     """
     cfg = systematics_config(config)
+    gmn = _writer_has_gmn() if gmn is None else bool(gmn)
     x0, y0 = parse_wp(wp)
-    nom = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which=[signal], poisson=False).merged(groups)
+    rates_h = xy_mt if card_xy_mt is None else card_xy_mt
+    nom = region_yields(rates_h, datasets, (x0, y0), plane=plane, which=[signal], poisson=False).merged(groups)
     n = nom.n.shape[1]
     chans = [[f"{plane}_{R}_{i}" for i in range(n)] for R in REGIONS]
-    out = SignalSystematics(signal, plane, chans, nom.n.copy(), lumi=cfg.lumi_rows(lumi_unc))
+    conv = {"integration": "M_T-integrated yield per region (A, B, C, D); one kappa for every M_T bin of the region",
+            "prune_sigma": cfg.prune_sigma, "min_effect": cfg.min_effect, "mcstat_neff_min": cfg.mcstat_neff_min,
+            "symmetrisation": "one-sided: the larger |ln kappa| for both directions",
+            "error": "event-correlated, per cell: sum (sqrt(sumw2_var) - sqrt(sumw2_nom))^2",
+            "gmN_rows": gmn}
+    out = SignalSystematics(signal, plane, chans, nom.n.copy(), lumi=cfg.lumi_rows(lumi_unc), config=conv)
     out.not_positive = [chans[r][i] for r in range(4) for i in range(n) if not nom.n[r, i] > 0]
     lo, hi = kappa_range
 
@@ -358,18 +670,26 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         for r in range(4):
             for i in range(n):
                 c = chans[r][i]
-                if not nom.n[r, i] > 0:
-                    out.mcstat_skipped[c] = "no signal (yield <= 0)"
-                    continue
-                rel = float(np.sqrt(max(nom.var[r, i], 0.0)) / nom.n[r, i])
-                if rel < mcstat_min:
-                    out.mcstat_skipped[c] = f"relative MC stat. error {rel:.2g} < {mcstat_min:g}"
-                    continue
-                k = 1.0 + rel
-                if k > hi:
-                    out.mcstat_clips.append({"channel": c, "kappa": k, "clipped_to": hi})
-                    k = hi
-                out.mcstat[(r, i)] = k
+                t = mcstat_term(float(nom.n[r, i]), float(nom.var[r, i]), cfg.mcstat_neff_min, mcstat_min)
+                if t.get("n_eff") is not None:
+                    out.mcstat_n_eff[(r, i)] = float(t["n_eff"])
+                if t["type"] is None:
+                    out.mcstat_skipped[c] = t["why"]
+                elif t["type"] == "gmN" and gmn:
+                    out.mcstat_gmn[(r, i)] = {"N": t["N"], "alpha": t["alpha"], "n_eff": t["n_eff"]}
+                else:
+                    if t["type"] == "gmN":  # the writer cannot write gmN: the Gaussian-like term instead
+                        out.mcstat_gmn_wanted.append(c)
+                        t = {"kappa": 1.0 + 1.0 / np.sqrt(t["n_eff"])}
+                    k = float(t["kappa"])
+                    if k > hi:
+                        out.mcstat_clips.append({"channel": c, "kappa": k, "clipped_to": hi})
+                        k = hi
+                    out.mcstat[(r, i)] = k
+        if out.mcstat_gmn_wanted:
+            log.warning("signal %s: %d channel(s) with signal N_eff < %g written as lnN 1 + 1/sqrt(N_eff), not gmN "
+                        "(the card writer has no gmN rows): %s", signal, len(out.mcstat_gmn_wanted),
+                        cfg.mcstat_neff_min, ", ".join(out.mcstat_gmn_wanted))
         # the B total's variance: with detector copies, a parent's copies in different bins add first
         nb, vb = nom.n[1].sum(), (nom.var[1].sum() if nom.parents is None else nom.group_var(range(n))[1])
         out.mcstat_b_total = float(np.sqrt(max(vb, 0.0)) / nb) if nb > 0 else None
@@ -381,6 +701,10 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
     sources, out.unrecognised = source_names(list(xy_mt_syst.axes["syst"]))
     ix = snap_threshold(x0, xy_mt_syst.axes["x"].edges, "x")
     iy = snap_threshold(y0, xy_mt_syst.axes["y"].edges, "y")
+    mt_bins = sorted({int(b) for g in groups for b in g})
+    from .regions import plane_arrays
+
+    nom_cells, nom_cvar = (a[..., mt_bins] for a in plane_arrays(xy_mt, [signal], plane))
     for s in sorted(set(cfg.sources) - set(sources)):
         if cfg.sources[s]:
             out.skipped[s] = "switched on in the configuration but not in xy_mt_syst"
@@ -400,36 +724,30 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         if empty:
             out.skipped[src] = f"variation(s) {empty} empty (all zero) for this dataset: not available"
             continue
-        y = {k: _regions(arrays.plane(v), ix, iy, groups) for k, v in names.items()}
-        kappa, one_sided, clips, negative = {}, [], [], []
-        for r in range(4):
-            for i in range(n):
-                c = chans[r][i]
-                n0 = nom.n[r, i]
-                if not n0 > 0:
-                    continue
-                raw = {k: float(y[k][r, i] / n0) for k in ("down", "up")}
-                if abs(raw["down"] - 1) < tiny and abs(raw["up"] - 1) < tiny:
-                    continue
-                ks = {}
-                for k, v in raw.items():
-                    if y[k][r, i] < 0:
-                        negative.append({"channel": c, "variation": k, "yield": float(y[k][r, i])})
-                    ks[k] = float(np.clip(v, lo, hi))
-                    if ks[k] != v:
-                        clips.append({"channel": c, "variation": k, "kappa": v, "clipped_to": ks[k]})
-                if (raw["up"] - 1) * (raw["down"] - 1) > 0:
-                    one_sided.append(c)
-                kappa[(r, i)] = (ks["down"], ks["up"])
-        if not kappa:
-            with_signal = len(out.not_positive) < 4 * n
-            out.skipped[src] = f"effect below {tiny:g} in every channel with signal" if with_signal else "no channel with signal"
+        var = {k: (arrays.plane(v)[..., mt_bins], arrays.plane_var(v)[..., mt_bins]) for k, v in names.items()}
+        regs = source_regions(nom_cells, nom_cvar, var["up"], var["down"], ix, iy, cfg, kappa_range, tiny)
+        kappa = {(r, i): regs[r]["text"] for r in range(4) if regs[r]["status"] == "kept"
+                 for i in range(n) if nom.n[r, i] > 0}
+        info = {"regions": regs, "kappa": kappa, "B": {k: regs[1][k]["effect"] for k in ("up", "down")}}
+        clips = [{"region": rec["region"], **c} for rec in regs for c in rec["clips"]]
+        if clips:
+            log.warning("signal %s, %s: kappas of significant effects clipped into [%g, %g]: %s", signal, src, lo, hi,
+                        "; ".join(f"region {c['region']} {c['variation']} {c['kappa']:.4g} -> {c['clipped_to']:g}"
+                                  for c in clips))
+        if kappa:
+            out.sources[src] = info
             continue
-        nb = float(nom.n[1].sum())
-        b = {k: (float(y[k][1].sum() / nb - 1.0) if nb > 0 else None) for k in ("up", "down")}
-        if clips or negative:
-            log.warning("signal %s, %s: clipped kappas %s, negative variation yields %s", signal, src, clips, negative)
-        out.sources[src] = {"kappa": kappa, "B": b, "one_sided": one_sided, "clips": clips, "negative": negative}
+        out.pruned[src] = info
+        with_signal = [rec for rec in regs if rec["status"] != "no signal"]
+        if not with_signal:
+            out.skipped[src] = "no region with signal"
+            continue
+        best = max(with_signal, key=lambda rec: max(rec["up"]["z"], rec["down"]["z"]))
+        zb = max(best["up"]["z"], best["down"]["z"])
+        out.skipped[src] = (f"pruned in every region with signal: compatible with MC noise or below "
+                            f"{100 * cfg.min_effect:g} % (largest significance {zb:.1f} sigma, region {best['region']}: "
+                            f"up {_pc(best['up']['effect'])}, down {_pc(best['down']['effect'])}; threshold "
+                            f"{cfg.prune_sigma:g} sigma)")
     return out
 
 
@@ -437,22 +755,69 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
 # summary.md and the plots
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:+.2f} %"
-
-
 def _lumi_pct(v) -> str:
     if isinstance(v, (list, tuple)):
-        return f"{_pct(float(v[1]) - 1)} / {_pct(float(v[0]) - 1)}"
+        return f"{100 * (float(v[1]) - 1):+.2f} % / {100 * (float(v[0]) - 1):+.2f} %"
     return f"±{100 * (float(v) - 1):.2f} %"
+
+
+def _pm(eff: Mapping) -> str:
+    if eff.get("effect") is None:
+        return "n/a"
+    return f"{100 * eff['effect']:+.1f} ± {100 * eff['sigma']:.1f} %"
+
+
+def _region_cell(reg: Mapping | None) -> str:
+    """One region of one source in words: what the card carries and why."""
+    if reg is None or reg["status"] == "no signal":
+        return "no signal"
+    z = max(reg["up"]["z"], reg["down"]["z"])
+    meas = f"up {_pm(reg['up'])}, down {_pm(reg['down'])}, {z:.1f}σ"
+    if reg["status"] == "pruned":
+        return f"pruned ({meas})"
+    card = f"`{reg['card']}`"
+    notes = []
+    if reg["symmetrised"]:
+        notes.append("symmetrised: " + ("one-sided" if not reg["emptied"] else f"{reg['emptied'][0]} empties the region"))
+    if reg["clips"]:
+        notes.append("clipped to [0.1, 10]")
+    return f"{card} ({meas}" + ("; " + "; ".join(notes) if notes else "") + ")"
+
+
+def _mcstat_words(s: Mapping) -> list[str]:
+    mc = s.get("mcstat") or {}
+    if not mc and not s.get("mcstat_skipped"):
+        return []
+    conv = s.get("convention") or {}
+    thr = conv.get("mcstat_neff_min", MCSTAT_NEFF_MIN)
+    gmn = [v for v in mc.values() if v["type"] == "gmN"]
+    lnn = [v for v in mc.values() if v["type"] == "lnN"]
+    parts = []
+    if gmn:
+        parts.append(f"gmN (Poisson) in {len(gmn)} channel(s) with N_eff < {thr:g}: " + ", ".join(
+            f"{v['channel']} N = {v['N']} (N_eff {v['n_eff']:.1f}, α {v['alpha']:.4g})" for v in gmn))
+    if lnn:
+        parts.append(f"lnN in {len(lnn)} channel(s): " + ", ".join(
+            f"{v['channel']} κ = {v['kappa']:.4g} (N_eff {v['n_eff']:.1f})" if v.get("n_eff") is not None
+            else f"{v['channel']} κ = {v['kappa']:.4g}" for v in lnn))
+    words = ["Signal MC statistics (one term per channel): " + ("; ".join(parts) or "none") + "."]
+    if s.get("mcstat_gmn_wanted"):
+        words.append(f"Channels below N_eff {thr:g} written as lnN 1 + 1/sqrt(N_eff) because the card writer has no "
+                     f"gmN rows: {', '.join(s['mcstat_gmn_wanted'])}.")
+    tot = s.get("mcstat_B_total")
+    if tot is not None:
+        words.append(f"Relative MC error of the total signal in B: {100 * tot:.1f} %.")
+    return [" ".join(words), ""]
 
 
 def summary_lines(index: Mapping) -> list[str]:
     """Markdown lines of the "Signal systematics" section of ``summary.md`` from ``index.json``.
 
-    One table per signal point: the relative effect of each source on the total signal in region
-    B of the fit plane (up / down), the number of channels it enters, one-sided channels and clips;
-    skipped sources with their reason; the luminosity rows and the signal MC statistics in B.
+    One table per signal point: per source whether it is a row of the card, and per region A, B, C,
+    D what the card carries (the kappa text), the measured up/down effect on the M_T-integrated
+    signal with its event-correlated MC error and significance, and why a region was pruned or
+    symmetrised; sources not available with their reason; the luminosity rows; then the signal MC
+    statistics terms per channel (gmN or lnN with N_eff) in words.
     """
     lines = ["## Signal systematics", ""]
     meta = index.get("systematics") or {}
@@ -462,49 +827,60 @@ def summary_lines(index: Mapping) -> list[str]:
         return lines + [f"No signal systematics in the cards ({reason}); the signal carries the `lumi` lnN "
                         f"{index.get('lumi_unc', '')} only.", ""]
     plane = index.get("plane", "SP")
-    lines += [f"Effect of each source on the total signal in region B of {plane} (variation / nominal - 1). Each "
-              "source is one lnN nuisance `kdown/kup` per channel (regions A-D x M_T bins), correlated across "
-              "channels and signal points; the background stays data-driven (rateParams) and has none. "
-              f"Details per channel: `datacards/index.json` (`points.<point>.systematics`).", ""]
+    conv = next(iter(points.values())).get("convention") or {}
+    ps, me, thr = conv.get("prune_sigma", PRUNE_SIGMA), conv.get("min_effect", MIN_EFFECT), conv.get(
+        "mcstat_neff_min", MCSTAT_NEFF_MIN)
+    lines += [
+        f"What the cards carry. Each source is one nuisance, correlated across channels and signal points, that "
+        f"scales the signal of each region (A, B, C, D of {plane}) by one kappa: the variation's M_T-integrated "
+        "yield in the region over the nominal, the same for every M_T bin of the region (the signal MC is too thin "
+        "for M_T shapes). The error of an effect is the MC statistics of the events that change between the "
+        "variation and the nominal (the same events make both), estimated cell by cell; a region's effect is "
+        f"pruned when below {100 * me:g} % or when neither variation reaches {ps:g}σ of that error (one migrated "
+        "event is 1σ), and a source pruned in every region is not in the card. One-sided variations (both on the "
+        "same side) are symmetrised to the larger |ln κ|; a written kappa is `κ` (symmetric) or `κdown/κup`. "
+        f"Signal MC statistics follow Combine's autoMCStats: per channel lnN 1 + 1/sqrt(N_eff) for N_eff ≥ {thr:g}, "
+        "a gmN (Poisson) term below. The background stays data-driven (rateParams) and has none. Per channel and "
+        "per region details: `datacards/index.json` (`points.<point>.systematics`).", ""]
     for point, s in points.items():
-        lines += [f"### {point}", "", "| source | up | down | channels | notes |", "|---|---|---|---|---|"]
-        for src, info in s["sources"].items():
-            notes = []
-            if info["one_sided"]:
-                notes.append(f"one-sided in {len(info['one_sided'])}")
-            if info["clips"]:
-                notes.append(f"{len(info['clips'])} kappa(s) clipped to [0.1, 10]")
-            if info.get("negative_variation"):
-                notes.append(f"{len(info['negative_variation'])} negative variation yield(s)")
-            lines.append(f"| {src} | {_pct(info['B']['up'])} | {_pct(info['B']['down'])} | {len(info['channels'])} | "
-                         + ("; ".join(notes) or "-") + " |")
+        lines += [f"### {point}", "", "| source | in the card | A | B | C | D |", "|---|---|---|---|---|---|"]
+        for kept, group in ((True, s.get("sources") or {}), (False, s.get("pruned") or {})):
+            for src, info in group.items():
+                regs = info.get("regions") or {}
+                if kept:
+                    where = [R for R in REGION_NAMES if (regs.get(R) or {}).get("status") == "kept"]
+                    head = f"yes, in region{'s' if len(where) > 1 else ''} {', '.join(where)}"
+                else:
+                    head = "no: pruned in every region"
+                lines.append(f"| {src} | {head} | " + " | ".join(_region_cell(regs.get(R)) for R in REGION_NAMES) + " |")
         for src, why in s["skipped"].items():
-            lines.append(f"| {src} | - | - | 0 | not in the card: {why} |")
+            if src not in (s.get("pruned") or {}):
+                lines.append(f"| {src} | no: {why} | - | - | - | - |")
         for name, k in s["lumi"].items():
-            lines.append(f"| {name} | {_lumi_pct(k)} | | all | luminosity |")
-        if s["mcstat"] or s["mcstat_skipped"]:
-            tot = s.get("mcstat_B_total")
-            lines.append(f"| mcstat_* | {'n/a' if tot is None else f'±{100 * tot:.2f} %'} | | {len(s['mcstat'])} | "
-                         "signal MC statistics, one nuisance per channel (B total shown) |")
+            lines.append(f"| {name} | yes, every channel: {_lumi_pct(k)} | | | | |")
         lines.append("")
+        lines += _mcstat_words(s)
     return lines
 
 
-def _region_b(arr: np.ndarray, ix: int, iy: int) -> np.ndarray:
-    return arr[ix:, iy:, :].sum(axis=(0, 1))
-
-
 def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, outdir: str | os.PathLike,
-                     signal: str | None = None, plane: str = "SP", style=None) -> list[str]:
-    """Nominal, up and down M_T of one signal point in region B of ``plane``, one figure per source
-    (``syst_<source>``), with the ratio to nominal below.
+                     signal: str | None = None, plane: str = "SP", style=None, config=None,
+                     groups: Sequence[Sequence[int]] | None = None) -> list[str]:
+    """What the cards carry for each source, one figure per source (``syst_<source>``), for one signal
+    point: per region A, B, C, D the measured effect of the up and down variations on the
+    M_T-integrated signal with its event-correlated MC error (error bars), the kappas the card
+    writes (``kappa - 1`` as horizontal bars, symmetrised ones marked) and the pruned regions
+    (grey, with their significance): the numbers of ``summary.md``'s table.
 
     ``signal``: the dataset (default: the signal in ``xy_mt_syst`` with the largest nominal yield
-    in region B). Sources without both variations (or all zero) for it are left out.
+    in region B). ``config``: the systematics configuration of the cards (thresholds);
+    ``groups``: the M_T bins integrated (default all). Sources without both variations (or all
+    zero) for it are left out.
     """
     from . import style as st
 
     style = style or st.DEFAULT
+    cfg = systematics_config(config)
     check_syst_histogram(xy_mt_syst, xy_mt)
     x0, y0 = parse_wp(wp)
     ix = snap_threshold(x0, xy_mt.axes["x"].edges, "x")
@@ -516,43 +892,73 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
             return []
         totals = {d: float(_region_b(region_yields_plane(xy_mt, d, plane), ix, iy).sum()) for d in cands}
         signal = max(cands, key=lambda d: (totals[d], d))
-    nominal = _region_b(region_yields_plane(xy_mt, signal, plane), ix, iy)
+    from .regions import plane_arrays
+
+    nom, nom_var = plane_arrays(xy_mt, [signal], plane)
+    mt_bins = sorted({int(b) for g in groups for b in g}) if groups else list(range(nom.shape[-1]))
+    nom, nom_var = nom[..., mt_bins], nom_var[..., mt_bins]
     arrays = _SystArrays(xy_mt_syst, signal, plane)
     sources, _ = source_names(list(xy_mt_syst.axes["syst"]))
-    edges = np.asarray(xy_mt.axes["mt"].edges, float)
-    width = np.diff(edges)
     plt = st.pyplot()
     paths: list[str] = []
+    colours = {"up": "#e42536", "down": "#5790fc"}
     for src in sources:
-        names = (f"{src}_up", f"{src}_down")
-        if not all(arrays.has(v) and not arrays.empty(v) for v in names):
+        names = {"up": f"{src}_up", "down": f"{src}_down"}
+        if not all(arrays.has(v) and not arrays.empty(v) for v in names.values()):
             continue
-        up, dn = (_region_b(arrays.plane(v), ix, iy) for v in names)
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        for vals, lab, kw in ((nominal, "nominal", {"color": "black"}),
-                              (up, f"{src} up", {"color": "#e42536", "linestyle": "--"}),
-                              (dn, f"{src} down", {"color": "#5790fc", "linestyle": ":"})):
-            ax.stairs(vals / width, edges, label=lab, linewidth=2, **kw)
-        pos = np.concatenate([a[a > 0] / width[a > 0] for a in (nominal, up, dn)])
-        if pos.size and st.log_range_needed(pos):
-            ax.set_yscale("log")
-            ax.set_ylim(pos.min() / 5, pos.max() * 3)
-        elif pos.size:
-            ax.set_ylim(0, pos.max() * 1.4)
-        ax.set_ylabel(st.per_gev_label())
-        title = (f"{st.signal_label(datasets.get(signal), signal)}\n{st.PLANE_NAMES.get(plane, plane)}, region B "
-                 f"(x0, y0) = ({x0:.3f}, {y0:.3f})")
-        st.legend_inside(ax, fontsize=14, title=title, title_fontsize=13)
+        var = {k: (arrays.plane(v)[..., mt_bins], arrays.plane_var(v)[..., mt_bins]) for k, v in names.items()}
+        regs = source_regions(nom, nom_var, var["up"], var["down"], ix, iy, cfg)
+        fig, ax = plt.subplots(figsize=(10, 8))
+        xs = np.arange(4)
+        ax.axhline(0.0, color="black", linewidth=1)
+        vals = [0.0]
+        drawn_card = {"up": False, "down": False}
+        for r, rec in enumerate(regs):
+            if rec["status"] == "pruned":
+                ax.axvspan(r - 0.45, r + 0.45, color="#9c9ca1", alpha=0.25, linewidth=0,
+                           label="pruned (not in the card)" if not any(q["status"] == "pruned" for q in regs[:r]) else None)
+            if rec["status"] == "no signal":
+                ax.text(r, 0.0, "no signal", ha="center", va="bottom", fontsize=13, color="#717581")
+                continue
+            for k, dx in (("up", -0.12), ("down", 0.12)):
+                e = rec[k]
+                ax.errorbar([r + dx], [100 * e["effect"]], yerr=[100 * e["sigma"]], fmt="o", color=colours[k],
+                            markersize=8, capsize=4,
+                            label=f"{src} {k}: effect ± event-correlated MC error" if r == min(
+                                q for q, rr in enumerate(regs) if rr["status"] != "no signal") else None)
+                vals += [100 * (e["effect"] + e["sigma"]), 100 * (e["effect"] - e["sigma"])]
+            if rec["status"] == "kept":
+                kd, ku = rec["kappa"]
+                for k, kv, dx in (("up", ku, -0.12), ("down", kd, 0.12)):
+                    ax.hlines(100 * (kv - 1), r + dx - 0.17, r + dx + 0.17, colors=colours[k], linewidth=3,
+                              linestyles="-" if not rec["symmetrised"] else "--",
+                              label=f"card: κ_{k} − 1" if not drawn_card[k] else None)
+                    drawn_card[k] = True
+                    vals.append(100 * (kv - 1))
+                label = f"{rec['text']}" + (" (sym.)" if rec["symmetrised"] else "")
+            else:
+                label = "pruned"
+            z = max(rec["up"]["z"], rec["down"]["z"])
+            ax.annotate(f"{label}\n{z:.1f}σ", (r, 0), xytext=(0, -8), textcoords="offset points", ha="center",
+                        va="top", fontsize=12, annotation_clip=False, xycoords=("data", "axes fraction"))
+        finite = [v for v in vals if np.isfinite(v)]
+        lo, hi = min(finite), max(finite)
+        pad = max(0.15 * (hi - lo), 1.0)
+        ax.set_ylim(lo - pad, hi + 3 * pad)
+        ax.set_xlim(-0.5, 3.5)
+        ax.set_xticks(xs, [f"region {R}" for R in REGIONS])
+        ax.tick_params(axis="x", pad=38)
+        ax.set_ylabel("effect on the M_T-integrated signal [%]", fontsize=18)
+        title = (f"{st.signal_label(datasets.get(signal), signal)}\n{st.PLANE_NAMES.get(plane, plane)}, "
+                 f"(x0, y0) = ({x0:.3f}, {y0:.3f}); pruned below {cfg.prune_sigma:g}σ or {100 * cfg.min_effect:g} %")
+        st.legend_inside(ax, fontsize=13, title=title, title_fontsize=12)
         st.cms_label(ax, style)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for vals, kw in ((up, {"color": "#e42536", "linestyle": "--"}), (dn, {"color": "#5790fc", "linestyle": ":"})):
-                rax.stairs(np.where(nominal > 0, vals / nominal, np.nan), edges, baseline=None, linewidth=2, **kw)
-        rax.axhline(1.0, color="black", linewidth=1)
-        rax.set_ylabel("var. / nom.", fontsize=18)
-        rax.set_xlabel(f"{st.AXIS_LABELS['mt']} ({st.OVERFLOW_NOTE})", fontsize=20)
-        rax.set_xlim(edges[0], edges[-1])
         paths += st.save(fig, outdir, f"syst_{src}", style)
     return paths
+
+
+def _region_b(arr: np.ndarray, ix: int, iy: int) -> np.ndarray:
+    return arr[ix:, iy:, :].sum(axis=(0, 1))
 
 
 def region_yields_plane(xy_mt, dataset: str, plane: str) -> np.ndarray:
