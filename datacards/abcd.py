@@ -6,14 +6,17 @@ Per M_T bin i (counts n, variances v from sumw2 for MC, Poisson ``v = n`` for da
 * ``sigma^2(nhat_B,i) = nhat_B,i^2 (v_A/n_A^2 + v_C/n_C^2 + v_D/n_D^2)`` (independent regions)
 * closure ``delta_i = nhat_B,i / n_B,i - 1`` with
   ``sigma(delta_i) = (nhat_B,i/n_B,i) sqrt(sigma^2(nhat)/nhat^2 + v_B/n_B^2)``
-* pull ``(nhat_B,i - n_B,i) / sqrt(sigma^2(nhat_B,i) + v_B,i)``
+* pull ``ln(nhat_B,i / n_B,i) / sqrt(sigma^2(nhat_B,i) / nhat_B,i^2 + v_B,i / n_B,i^2)`` (log
+  space: a ratio's test that stays right for a handful of weighted events; the linear pull of a
+  prediction 23x too high is capped near ``1 / rel. error``); +-inf where only one of B and its
+  prediction has events (such a bin fails the test)
 * ``chi2 = sum_i pull_i^2`` over the bins where it is defined, ``ndf`` = number of such bins,
   p-value ``= P(chi2_ndf >= chi2)``.
 
 Bins with ``n_C <= 0`` have no prediction (NaN); bins with ``n_B <= 0`` have no delta (NaN).
 A bin is *defined* (:attr:`ABCDTable.defined`) when it has a prediction and a pull, i.e.
-``n_C > 0`` and ``sigma^2(nhat_B) + v_B > 0`` (not both B and its prediction empty); only defined
-bins enter the chi2, and ``ndf`` counts them. With no defined bin, ``chi2 = 0``, ``ndf = 0`` and
+``n_C > 0`` and not both B and its prediction empty (an infinite pull is defined: it fails the
+test); only defined bins enter the chi2, and ``ndf`` counts them. With no defined bin, ``chi2 = 0``, ``ndf = 0`` and
 the p-value is NaN.
 
 Example:
@@ -44,7 +47,8 @@ class ABCDTable:
         n_A, n_B, n_C, n_D: weighted yields; var_A ... var_D their variances.
         nhat_B, sigma_nhat_B: prediction for B and its uncertainty.
         delta, sigma_delta: fractional non-closure and its statistical uncertainty.
-        pull: ``(nhat_B - n_B) / sqrt(sigma_nhat_B^2 + var_B)``.
+        pull: ``ln(nhat_B / n_B) / sqrt(sigma_nhat_B^2 / nhat_B^2 + var_B / n_B^2)`` (+-inf with
+            events on one side only).
         chi2, ndf, pvalue: the chi2 test of prediction vs B over the defined bins.
         wp, plane, which: what was computed.
         defined: bool, shape ``(n_mt,)``: the bin has a prediction and a finite pull (it enters
@@ -75,7 +79,7 @@ class ABCDTable:
 
     def __post_init__(self):
         if self.defined is None:
-            self.defined = np.isfinite(np.asarray(self.nhat_B, dtype=float)) & np.isfinite(np.asarray(self.pull, dtype=float))
+            self.defined = np.isfinite(np.asarray(self.nhat_B, dtype=float)) & ~np.isnan(np.asarray(self.pull, dtype=float))
 
     def to_dataframe(self):
         """Per-bin table as a pandas DataFrame (one row per M_T bin)."""
@@ -112,22 +116,31 @@ def predict(n_a, n_c, n_d, v_a, v_c, v_d):
 
 
 def closure(nhat, var_nhat, n_b, v_b):
-    """Fractional non-closure, its uncertainty and the pull (any common shape).
+    """Fractional non-closure, its uncertainty and the (log-space) pull (any common shape).
+
+    ``delta = nhat / n_B - 1``, ``sigma_delta = (1 + delta) s`` and ``pull = ln(nhat / n_B) / s``
+    with ``s^2 = var_nhat / nhat^2 + v_B / n_B^2`` (the relative errors of the two sides). A bin
+    with events on one side only has ``pull = +-inf``; both sides empty (or no prediction): NaN.
 
     Returns:
         ``(delta, sigma_delta, pull)``; NaN where undefined.
     """
     nhat, var_nhat, n_b, v_b = (np.asarray(a, dtype=float) for a in (nhat, var_nhat, n_b, v_b))
-    okb = (n_b > 0) & np.isfinite(nhat)
+    fin = np.isfinite(nhat)
+    okb = (n_b > 0) & fin
     sb = np.where(okb, n_b, 1.0)
     ratio = np.where(okb, nhat / sb, np.nan)
     delta = ratio - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        relp = np.where(np.isfinite(nhat) & (nhat != 0), var_nhat / np.where(nhat != 0, nhat, 1.0) ** 2, 0.0)
-    sigma_delta = np.where(okb, np.abs(ratio) * np.sqrt(np.abs(relp + v_b / sb**2)), np.nan)
-    den = var_nhat + v_b
-    okp = np.isfinite(nhat) & (den > 0)
-    pull = np.where(okp, (np.where(okp, nhat, 0.0) - n_b) / np.sqrt(np.where(okp, den, 1.0)), np.nan)
+        relp = np.where(fin & (nhat != 0), var_nhat / np.where(fin & (nhat != 0), nhat, 1.0) ** 2, 0.0)
+    s = np.sqrt(np.abs(relp + np.where(n_b > 0, v_b / sb**2, 0.0)))
+    sigma_delta = np.where(okb, np.abs(ratio) * s, np.nan)
+    both = okb & (nhat > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pull = np.where(both & (s > 0), np.log(np.where(both, ratio, 1.0)) / np.where(s > 0, s, 1.0), np.nan)
+    one_sided_low = fin & (np.where(fin, nhat, 0.0) <= 0) & (n_b > 0)  # prediction empty, B not
+    one_sided_high = fin & (np.where(fin, nhat, 0.0) > 0) & ~(n_b > 0)  # B empty, prediction not
+    pull = np.where(one_sided_low, -np.inf, np.where(one_sided_high, np.inf, pull))
     return delta, sigma_delta, pull
 
 
@@ -135,14 +148,14 @@ def chi2_test(pull, defined=None) -> tuple[float, int, float]:
     """Chi2 = sum of squared finite pulls, ndf = their number, p = chi2 survival function.
 
     Args:
-        pull: per-bin pulls (NaN where undefined).
+        pull: per-bin pulls (NaN where undefined; +-inf makes chi2 inf and p 0).
         defined: optional bool mask of the bins allowed in the test (ANDed with ``isfinite(pull)``).
 
     Returns:
         ``(chi2, ndf, pvalue)``; ``(0.0, 0, nan)`` when no bin is defined.
     """
     p = np.asarray(pull, dtype=float)
-    ok = np.isfinite(p)
+    ok = ~np.isnan(p)  # an infinite pull (events on one side only) is in the test, and fails it
     if defined is not None:
         ok &= np.asarray(defined, dtype=bool)
     p = p[ok]
@@ -157,7 +170,7 @@ def abcd_from_yields(y: RegionYields) -> ABCDTable:
     (n_a, n_b, n_c, n_d), (v_a, v_b, v_c, v_d) = y.n, y.var
     nhat, var = predict(n_a, n_c, n_d, v_a, v_c, v_d)
     delta, sdelta, pull = closure(nhat, var, n_b, v_b)
-    defined = np.isfinite(nhat) & np.isfinite(pull)
+    defined = np.isfinite(nhat) & ~np.isnan(pull)
     chi2, ndf, pval = chi2_test(pull, defined)
     bad = np.flatnonzero(~np.isfinite(nhat))
     if bad.size:

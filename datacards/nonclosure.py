@@ -10,7 +10,17 @@ Widths are multiplicative. A prediction off by the factor ``1 + delta`` needs
 
 Methods:
 
-``significance`` (default)  the closure *test*: in SP, a non-closure compatible with zero
+``continuous`` (default)  continuous in the closure and its error, so that no threshold makes the
+                   kappa jump: ``ln kappa_SP = sqrt(ln^2(1 + delta_SP) + s_SP^2)`` with ``s_SP`` the
+                   relative (log-space) statistical error of the SP closure, ``s = sigma_delta /
+                   (1 + delta)``; a well-measured closure gives ``kappa ~ 1 + |delta|``, a closure
+                   compatible with zero gives its precision ``exp(s)``, and everything in between is
+                   their quadrature sum. VP widens it by what it shows beyond its own error, where
+                   every VP region holds ``min_neff`` effective MC events:
+                   ``ln kappa_VP = max(0, |ln(1 + delta_VP)| - s_VP)``; ``kappa = max(kappa_SP,
+                   kappa_VP)``. Fit bins equal closure bins (:mod:`.guard`), so the kappa of a fit bin
+                   is its own closure's, never one averaged over several bins.
+``significance``   the closure *test*: in SP, a non-closure compatible with zero
                    (``|delta_SP| <= z sigma_SP``, default z = 2) gets the test's precision,
                    ``kappa = 1 + sigma_SP``; a significant one gets its size, ``log_kappa(delta_SP)``.
                    VP, a check with its own statistics, widens ``kappa`` only where its non-closure
@@ -47,7 +57,7 @@ from .regions import REGIONS, RegionYields, region_yields
 
 log = logging.getLogger(__name__)
 
-METHODS = ("significance", "max", "sp", "vp", "quadrature", "vp_data")
+METHODS = ("continuous", "significance", "max", "sp", "vp", "quadrature", "vp_data")
 #: Default number of standard deviations for a significant non-closure (method ``significance``).
 Z_SIGNIFICANT = 2.0
 
@@ -59,16 +69,16 @@ def log_kappa(delta) -> np.ndarray:
         return np.where(d > -1.0, np.exp(np.abs(np.log1p(np.where(d > -1.0, d, 0.0)))), np.inf)
 
 
-def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "significance",
+def nonclosure_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "continuous",
                            undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0,
                            z: float = Z_SIGNIFICANT) -> np.ndarray:
     """Relative half-width ``u = kappa - 1`` per bin (see :func:`kappas_from_deltas`)."""
     return kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method, undefined_value, floor, cap, z)[0] - 1.0
 
 
-def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "significance",
+def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "continuous",
                        undefined_value: float = 1.0, floor: float = 0.0, cap: float = 10.0,
-                       z: float = Z_SIGNIFICANT, vp_usable=None) -> tuple[np.ndarray, list[str]]:
+                       z: float = Z_SIGNIFICANT, vp_usable=None, quiet: bool = False) -> tuple[np.ndarray, list[str]]:
     """lnN kappa per M_T bin from the closure results (see module docstring) and what set each.
 
     Args:
@@ -79,6 +89,7 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
         vp_usable: bool per bin, shape ``(n_mt,)``: VP has enough MC for its closure test to mean
             something (``significance``; default all True). With a handful of events the
             Gaussian error of delta is meaningless, and a VP below that is not used.
+        quiet: no warning for undefined bins (the scan evaluates ~1,000 points).
 
     Returns:
         ``(kappa, source)``: kappa shape ``(n_mt,)`` (>= 1), and per bin the term that set it
@@ -90,7 +101,18 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
              "vp_sigma": "VP precision"}
     terms = {"sp_delta": log_kappa(dsp), "vp_delta": log_kappa(dvp), "sp_sigma": 1.0 + np.abs(ssp),
              "vp_sigma": 1.0 + np.abs(svp)}
-    if method == "significance":
+    if method == "continuous":
+        usable = np.ones(len(dsp), bool) if vp_usable is None else np.asarray(vp_usable, bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            l_sp, l_vp = np.log1p(np.where(dsp > -1, dsp, np.nan)), np.log1p(np.where(dvp > -1, dvp, np.nan))
+            s_sp, s_vp = np.abs(ssp) / (1.0 + dsp), np.abs(svp) / (1.0 + dvp)
+        ln_sp = np.sqrt(l_sp**2 + s_sp**2)
+        ln_vp = np.where(usable & fin(l_vp) & fin(s_vp), np.maximum(0.0, np.abs(l_vp) - s_vp), 0.0)
+        terms = {"sp_delta": np.exp(ln_sp), "vp_delta": np.exp(ln_vp)}
+        names["sp_delta"] = "SP closure (+) precision"
+        names["vp_delta"] = "VP non-closure beyond its error"
+        need = ("sp_delta",)
+    elif method == "significance":
         sig_sp = fin(dsp) & fin(ssp) & (np.abs(dsp) > z * np.abs(ssp))
         usable = np.ones(len(dsp), bool) if vp_usable is None else np.asarray(vp_usable, bool)
         sig_vp = usable & fin(dvp) & fin(svp) & (np.abs(dvp) > z * np.abs(svp))
@@ -116,11 +138,12 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
         raise DatacardError(f"unknown non-closure method '{method}', expected one of {METHODS}")
     keys = list(terms)
     stack = np.stack([np.where(fin(terms[k]), terms[k], -np.inf) for k in keys])
-    undefined = np.any(np.stack([~fin(terms[k]) for k in need]), axis=0) if method != "significance" else ~(fin(dsp) & fin(ssp))
+    undefined = (np.any(np.stack([~fin(terms[k]) for k in need]), axis=0) if method != "significance"
+                 else ~(fin(dsp) & fin(ssp)))
     best = np.argmax(stack, axis=0)
     kappa = np.where(undefined, 1.0 + undefined_value, np.max(stack, axis=0))
     source = ["undefined" if undefined[i] else names[keys[best[i]]] for i in range(len(kappa))]
-    if undefined.any():
+    if undefined.any() and not quiet:
         log.warning("non-closure (%s): undefined in M_T bin(s) %s, set to kappa %g", method,
                     np.flatnonzero(undefined).tolist(), 1.0 + undefined_value)
     clipped = np.clip(kappa, 1.0 + floor, 1.0 + cap)
@@ -129,13 +152,13 @@ def kappas_from_deltas(delta_sp, delta_vp, sigma_sp, sigma_vp, method: str = "si
     return clipped, source
 
 
-def nonclosure_from_yields(sp: RegionYields, vp: RegionYields, method: str = "significance", **kw) -> np.ndarray:
+def nonclosure_from_yields(sp: RegionYields, vp: RegionYields, method: str = "continuous", **kw) -> np.ndarray:
     """Relative non-closure ``kappa - 1`` per (possibly merged) M_T bin from SP and VP region yields."""
     tsp, tvp = abcd_from_yields(sp), abcd_from_yields(vp)
     return nonclosure_from_deltas(tsp.delta, tvp.delta, tsp.sigma_delta, tvp.sigma_delta, method, **kw)
 
 
-def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "significance", z: float = Z_SIGNIFICANT,
+def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "continuous", z: float = Z_SIGNIFICANT,
                       min_neff: float = 0.0, **kw) -> dict:
     """Kappas and everything they came from, per (merged) M_T bin, as written to ``index.json``.
 
@@ -160,7 +183,8 @@ def nonclosure_report(sp: RegionYields, vp: RegionYields, method: str = "signifi
             d, s = num(t.delta[i]), num(t.sigma_delta[i])
             entry[name] = {"delta": d, "sigma_delta": s,
                            "significant": bool(d is not None and s is not None and abs(d) > z * s),
-                           "used": bool(name == "SP" or vp_usable[i]) if method == "significance" else True,
+                           "used": bool(name == "SP" or vp_usable[i]) if method in ("significance", "continuous")
+                           else True,
                            "n_eff": dict(zip(REGIONS, (float(v) for v in y.neff[:, i])))}
         bins.append(entry)
     return {"method": method, "z": z, "kappa": [float(k) for k in kappa], "bins": bins}
@@ -190,7 +214,7 @@ def nonclosure_uncertainties(
     xy_mt,
     datasets: Mapping[str, Mapping],
     wp,
-    method: str = "significance",
+    method: str = "continuous",
     groups: Sequence[Sequence[int]] | None = None,
     **kw,
 ) -> np.ndarray:
@@ -200,7 +224,7 @@ def nonclosure_uncertainties(
         xy_mt: histogram ``(dataset, plane, x, y, mt)``.
         datasets: dataset metadata.
         wp: working point ``(x0, y0)``.
-        method: ``significance`` (default), ``max``, ``sp``, ``vp``, ``quadrature`` or ``vp_data``.
+        method: ``continuous`` (default), ``significance``, ``max``, ``sp``, ``vp``, ``quadrature`` or ``vp_data``.
         groups: optional M_T bin merging (lists of consecutive original bin indices).
         **kw: ``undefined_value``, ``floor``, ``cap`` of :func:`nonclosure_from_deltas`.
 
@@ -227,19 +251,19 @@ def summary_lines(index: Mapping) -> list[str]:
         return text if plane.get("used", True) else text + " (not used: N_eff below the minimum)"
 
     lines = ["## Non-closure in the cards", "",
-             f"Rule `{closure['method']}` (z = {closure['z']:g}); closure bins merged until every region holds "
-             f"N_eff >= {index.get('min_neff', 0):g} effective MC events (Kish); each fit bin's `nonclosure_bin<i>` "
-             "takes the kappa of its closure bin (docs/datacards.md).", "",
-             "| closure bin M_T [GeV] | fit bins | N_eff SP A/B/C/D | delta SP | delta VP | kappa | set by |",
-             "|---|---|---|---|---|---|---|"]
+             f"Rule `{closure['method']}`: one `nonclosure_bin<i>` lnN per fit bin on the background in B, from that "
+             "bin's own closure (fit bins = closure bins: the statistics guard's M_T groups, every region with "
+             f"N_eff >= {index.get('min_neff', 0):g}); `continuous`: ln kappa = sqrt(ln^2(1 + delta_SP) + s_SP^2), "
+             "widened by VP's non-closure beyond its error where VP has the statistics (docs/datacards.md).", "",
+             "| fit bin M_T [GeV] | N_eff SP A/B/C/D | delta SP | delta VP | kappa | set by |",
+             "|---|---|---|---|---|---|"]
     for b in closure["bins"]:
         neff = "/".join(f"{b['SP']['n_eff'][r]:.1f}" for r in REGIONS)
-        lines.append(f"| {b['mt']} | {b.get('fit_bins', '-')} | {neff} | {pm(b['SP'])} | {pm(b['VP'])} | "
-                     f"{b['kappa']:.3f} | {b['source']} |")
+        lines.append(f"| {b['mt']} | {neff} | {pm(b['SP'])} | {pm(b['VP'])} | {b['kappa']:.3f} | {b['source']} |")
     if index.get("below_min_neff"):
         lines += ["", f"Below N_eff {index['min_neff']:g} even with every M_T bin merged: "
                   + ", ".join(f"{x['region']} ({x['n_eff']:.1f})" for x in index["below_min_neff"])
-                  + ": the MC sample is too small for a closure test at that precision."]
+                  + ": the MC sample is too small for this closure test; the kappa is not backed (UNBACKED)."]
     for point, meta in index.get("points", {}).items():
         if meta.get("bins_without_signal_in_B"):
             lines.append(f"- {point}: no signal in region B of M_T bin(s) {meta['bins_without_signal_in_B']}")

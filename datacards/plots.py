@@ -22,12 +22,13 @@ _POINT_RE = re.compile(r"mz(?P<mz>[0-9.]+)_rinv(?P<rinv>[0-9.]+)")
 SCAN_METRICS = {
     "z_mean": (r"$\langle Z_A \rangle$ (mean expected significance)", "viridis", "seq"),
     "pvalue": (r"closure $\chi^2$ p-value", "viridis", "unit"),
-    "delta": (r"non-closure $\delta = \sum \hat{n}_B / \sum n_B - 1$", "RdBu_r", "div"),
-    "pull": (r"pull of the SR total", "RdBu_r", "div"),
+    "delta_total": (r"closure of the fit bins' sum $\delta = \sum \hat{n}_B / \sum n_B - 1$", "RdBu_r", "div"),
+    "pull_total": (r"closure pull of the fit bins' sum", "RdBu_r", "div"),
     "r_max": (r"signal contamination $r_{max}$", "viridis", "seq"),
+    "neff_min": (r"smallest background $N_{eff}$ of any region and fit bin", "viridis", "seq"),
 }
 # rule column -> short name, in the order the pass/fail map reports the first failing rule
-SCAN_RULES = {"in_bounds": "within bounds", "pass_pvalue": "p-value (plateau)", "pass_delta": r"$|\delta|$",
+SCAN_RULES = {"in_bounds": "within bounds", "pass_guard": "statistics guard", "pass_pvalue": "p-value (plateau)", "pass_delta": r"$|\delta|$",
               "pass_pull": "|pull|", "pass_rmax": r"$r_{max}$"}
 
 
@@ -65,8 +66,7 @@ def _colour_range(z: np.ndarray, kind: str):
 def _rule_threshold(result, col: str):
     """Levels (on the metric itself) where its rule cuts, for contour lines."""
     r = result.rules
-    return {"pvalue": [r.p_min], "delta": [-r.delta_max, r.delta_max], "pull": [-r.pull_max, r.pull_max],
-            "r_max": [r.r_max]}.get(col)
+    return {"pvalue": [r.p_min], "r_max": [r.r_max], "neff_min": [r.min_neff]}.get(col)
 
 
 def _mark_chosen(ax, result):
@@ -117,6 +117,11 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
     for col, (label, cmap, kind) in SCAN_METRICS.items():
         z = result.metric_grid(col).astype(float)
         vmin, vmax, extend = _colour_range(z, kind)
+        chosen = z[np.argmin(np.abs(gx - result.best[0])), np.argmin(np.abs(gy - result.best[1]))]
+        if np.isfinite(chosen) and kind != "unit" and not vmin <= chosen <= vmax:  # the chosen point's colour is its value
+            vmin, vmax = min(vmin, float(chosen)), max(vmax, float(chosen))
+            if kind == "div":
+                vmin, vmax = -max(abs(vmin), abs(vmax)), max(abs(vmin), abs(vmax))
         fig, ax = plt.subplots(figsize=st.MAP_SIZE)
         cm = plt.get_cmap(cmap).copy()
         cm.set_bad("0.85")
@@ -139,7 +144,7 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
                        label="passes all rules")
         _mark_chosen(ax, result)
         if not np.isfinite(z).all():
-            handles.append(plt.Rectangle((0, 0), 1, 1, color="0.85", label="undefined (no events)"))
+            handles.append(plt.Rectangle((0, 0), 1, 1, color="0.85", label="undefined (no events on one side)"))
         h0, l0 = ax.get_legend_handles_labels()
         ax.legend(h0 + handles, l0 + [h.get_label() for h in handles], loc="upper center",
                   bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=14, frameon=False,
@@ -164,7 +169,7 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
 
     # where each rule fails: one panel per rule
     rules = list(SCAN_RULES)
-    fig, axes = plt.subplots(2, 3, figsize=(21, 13), sharex=True, sharey=True,
+    fig, axes = plt.subplots(2, 4, figsize=(27, 13), sharex=True, sharey=True,
                              gridspec_kw={"hspace": 0.18, "wspace": 0.08})
     cm = ListedColormap(["#1a9850", "#d73027"])
     for ax, rule in zip(axes.ravel(), rules):
@@ -185,9 +190,9 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
         ax.set_xlabel("$x_0$ (X score threshold)", fontsize=20)
     for ax in axes[:, 0]:
         ax.set_ylabel("$y_0$ (Y score threshold)", fontsize=20)
-    axes[1, 2].tick_params(labelbottom=True)
+    axes[1, 3].tick_params(labelbottom=True)
     # the CMS label above the panel titles: on an invisible axes spanning the top row
-    left, right = axes[0, 0].get_position(), axes[0, 2].get_position()
+    left, right = axes[0, 0].get_position(), axes[0, 3].get_position()
     head = fig.add_axes((left.x0, left.y1 + 0.035, right.x1 - left.x0, 0.001))
     head.axis("off")
     st.cms_label(head, style, fontsize=st.SMALL_LABEL)

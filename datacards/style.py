@@ -73,23 +73,26 @@ class PlotStyle:
         lumi_pb: integrated luminosity in pb^-1 (None: not shown).
         com: centre-of-mass energy in TeV.
         dpi: resolution of the PNG files (>= 150).
+        stamp: a word written across every figure (``UNBACKED`` when the MC does not back the
+            run's working point: :mod:`.guard`); None: nothing.
     """
 
     label: str = "Private Work"
     lumi_pb: float | None = None
     com: float = 13.0
     dpi: int = 150
+    stamp: str | None = None
 
     @property
     def lumi_fb(self) -> float | None:
         return None if self.lumi_pb is None else float(self.lumi_pb) / 1000.0
 
     @classmethod
-    def from_config(cls, cfg) -> PlotStyle:
-        """The style of a job: ``plots.label``, ``plots.dpi`` and ``analysis.lumi``."""
+    def from_config(cls, cfg, stamp: str | None = None) -> PlotStyle:
+        """The style of a job: ``plots.label``, ``plots.dpi`` and ``analysis.lumi`` (and a ``stamp``)."""
         plots = getattr(cfg, "plots", None)
         return cls(label=getattr(plots, "label", cls.label), dpi=max(150, int(getattr(plots, "dpi", cls.dpi))),
-                   lumi_pb=float(cfg.analysis.lumi))
+                   lumi_pb=float(cfg.analysis.lumi), stamp=stamp)
 
 
 DEFAULT = PlotStyle()
@@ -141,6 +144,9 @@ def save(fig, outdir: str | os.PathLike, name: str, style: PlotStyle = DEFAULT) 
     """Write ``outdir/name.pdf`` and ``outdir/name.png``; close the figure; return both paths."""
     plt = pyplot()
     os.makedirs(outdir, exist_ok=True)
+    if style.stamp:  # across the figure, in front of everything: the numbers it shows are not backed
+        fig.text(0.5, 0.5, style.stamp, transform=fig.transFigure, ha="center", va="center", rotation=25,
+                 fontsize=64, color="#d62728", alpha=0.35, fontweight="bold", zorder=1000)
     paths = []
     for ext in FORMATS:
         p = os.path.join(os.fspath(outdir), f"{name}.{ext}")

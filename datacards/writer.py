@@ -12,12 +12,12 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   of A*D/C, and Minuit's first steps are fractions of the yield whatever its size) and
   ``bkg_SP_B_i`` = ``(@0*@1/@2)`` of ``bkg_SP_A_i,bkg_SP_D_i,bkg_SP_C_i`` (the ABCD relation);
 * ``nonclosure_bin<i>`` lnN ``kappa_i`` on bkg in ``B_i`` only, one independent nuisance per fit
-  bin (:mod:`.nonclosure`). The closure test needs more MC than the fit, so it is made in closure
-  bins: the fit bins merged further until every region holds ``min_neff`` effective MC events;
-  each fit bin takes the kappa of its closure bin. The nuisances stay uncorrelated between fit
-  bins: one nuisance shared by the fit bins of a closure bin would let the signal-free bins of
-  region B calibrate the others (a flat non-closure assumed, not measured). With
-  ``fit_min_neff = min_neff`` the two binnings are one;
+  bin (:mod:`.nonclosure`, rule ``continuous`` by default). Fit bins and closure bins are one
+  binning: the statistics guard (:mod:`.guard`) merges adjacent M_T bins until every region of
+  every bin holds ``min_neff`` effective MC events and the prediction's MC error is at most
+  ``max_rel_err``, so each bin's kappa is its own closure's. The nuisances stay uncorrelated
+  between fit bins: one nuisance shared by all bins would let the signal-free bins of region B
+  calibrate the others (a flat non-closure assumed, not measured; docs/datacards.md);
 * ``shapes * * FAKE``: Combine builds the channels as shape channels. Counting channels are
   multiplied into one product pdf, which underflows for 20 channels of large yields ("top-level
   p.d.f not greater than zero" in every toy fit); shape channels sum log-likelihoods. Results
@@ -34,15 +34,15 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   unblinds: it needs ``unblind=True`` explicitly, and such cards carry an ``UNBLINDED:`` header
   line and ``"unblinded": true`` in ``index.json``.
 
-M_T bins with too little MC: with ``zero_bkg="merge"`` (default), M_T bins are grouped, starting
-from one group per bin; while some group has, in any of the four regions of the fit plane, MC
-background ``<= min_bkg`` or an effective number of MC events (Kish, ``(sum w)^2 / sum w^2``)
-below ``min_neff``, the lowest such group is merged with its upper neighbour (the lower one for
-the last group). The closure test of every kept bin then rests on enough MC events to mean
-something. If a single group remains and is still bad, or with ``zero_bkg="floor"``, the
-offending yields are set to ``floor_value``. The last M_T bin holds the overflow (``[lo, inf)``). Groups, merges and floors are reported in
-``DIR/datacards/index.json``. Negative signal yields (negative MC weights) are set to 0 and
-listed per point in the index.
+M_T bins with too little MC: with ``zero_bkg="merge"`` (default) the guard's groups (above). If the
+point fails the guard even with every M_T bin merged, nothing is written (:class:`UnbackedError`,
+one paragraph saying why) unless ``allow_unbacked``: the cards then carry ``UNBACKED:`` as their
+first header line and ``index.json`` ``"backed": false`` with the reasons. With
+``zero_bkg="floor"`` bins are not merged and offending yields are set to ``floor_value``. The
+last M_T bin holds the overflow (``[lo, inf)``). Groups, merges and floors are reported in
+``DIR/datacards/index.json``, with the SHA-256 of each card (``points.<point>.sha256``). Card
+texts hold no time stamp: the same inputs give the same bytes. Negative signal yields (negative
+MC weights) are set to 0 and listed per point in the index.
 
 Example:
     >>> # index = write_datacards(xy_mt, datasets, (0.775, 0.875), "out/")
@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -60,9 +61,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from svjscout import __version__
-from svjscout.exceptions import DatacardError
+from svjscout.exceptions import DatacardError, UnbackedError
 
 from .abcd import predict
+from .guard import UNBACKED, Guard, Verdict, group_problems, guarded_groups
+from .guard import merge_groups as _merge
 from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parser import parse_text, validate_datacard
 from .plots import point_name
@@ -77,50 +80,13 @@ CARD_NAME = "datacard.txt"
 
 def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None = None,
                  min_neff: float = 0.0, var_of=None) -> tuple[list[list[int]], list[dict]]:
-    """M_T bin groups so that every region has background > ``min_bkg`` and N_eff >= ``min_neff``.
-
-    Args:
-        bkg: background yields, shape ``(4, n_mt)`` (A, B, C, D).
-        min_bkg: threshold (events).
-        var: their variances (sum of squared weights), shape ``(4, n_mt)``; needed for ``min_neff``.
-        min_neff: minimum Kish effective number of MC events ``(sum w)^2 / sum w^2`` per region.
-        var_of: variances of a group of bins, ``var_of(group) -> (4,)`` (e.g.
-            :meth:`.regions.RegionYields.group_var`, parent-aware with detector copies); default
-            the sum of ``var`` over the group.
-
-    Returns:
-        ``(groups, merges)``: lists of consecutive original bins, and one record per merge
-        ``{"bins": [...], "into": [...], "reason": str}``.
-    """
-    groups = [[i] for i in range(bkg.shape[1])]
-    merges = []
+    """:func:`.guard.merge_groups` with only a yield and an N_eff threshold (no bound on the
+    prediction's error): groups of M_T bins with background > ``min_bkg`` and Kish N_eff >=
+    ``min_neff`` in every region (``var`` of shape ``(4, n_mt)``, or ``var_of(group)``)."""
     if min_neff > 0 and var is None and var_of is None:
         raise DatacardError("merge_groups: min_neff needs the variances (var)")
-
-    def bad(g):
-        tot = bkg[:, g].sum(axis=1)
-        out = [REGIONS[r] for r in range(4) if not tot[r] > min_bkg]
-        if min_neff > 0:
-            v = var_of(g) if var_of is not None else var[:, g].sum(axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                neff = np.where((v > 0) & (tot > 0), tot**2 / np.where(v > 0, v, 1.0), 0.0)
-            out += [f"{REGIONS[r]} (N_eff {neff[r]:.1f})" for r in range(4) if neff[r] < min_neff and REGIONS[r] not in out]
-        return out
-
-    while len(groups) > 1:
-        offenders = [k for k, g in enumerate(groups) if bad(g)]
-        if not offenders:
-            break
-        k = offenders[0]
-        j = k + 1 if k + 1 < len(groups) else k - 1
-        lo, hi = sorted((k, j))
-        reason = (f"background <= {min_bkg:g}" + (f" or N_eff < {min_neff:g}" if min_neff > 0 else "")
-                  + f" in region(s) {bad(groups[k])} of M_T bins {groups[k]}")
-        merged = groups[lo] + groups[hi]
-        merges.append({"bins": groups[k], "with": groups[j], "into": merged, "reason": reason})
-        log.info("merging M_T bins %s and %s: %s", groups[lo], groups[hi], reason)
-        groups[lo:hi + 1] = [merged]
-    return groups, merges
+    v = np.zeros_like(np.asarray(bkg, float)) if var is None else var
+    return _merge(bkg, v, Guard(min_neff, np.inf), min_bkg, var_of)
 
 
 def _fmt(v: float) -> str:
@@ -230,7 +196,7 @@ def write_datacards(
     outdir: str | os.PathLike,
     asimov: bool = True,
     lumi_unc: float = 1.016,
-    nonclosure_method: str = "significance",
+    nonclosure_method: str = "continuous",
     plane: str = "SP",
     zero_bkg: str = "merge",
     min_bkg: float = 0.0,
@@ -239,13 +205,17 @@ def write_datacards(
     signals: Sequence[str] | None = None,
     rateparam_range: tuple[float, float] = (0.1, 10.0),
     min_neff: float = 10.0,
-    fit_min_neff: float = 0.0,
     nonclosure_z: float = 2.0,
     inputs: str = "",
     validate: bool = True,
     unblind: bool = False,
     xy_mt_syst=None,
     systematics=None,
+    max_rel_err: float = 0.5,
+    allow_unbacked: bool = False,
+    unbacked_reasons: Sequence[str] = (),
+    provenance: Mapping | None = None,
+    syst_nominal=None,
 ) -> dict:
     """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
 
@@ -265,10 +235,8 @@ def write_datacards(
         signal_systematics: extra lnN on the signal, ``{name: kappa}``.
         signals: signal datasets (default all of kind "signal").
         rateparam_range: ``[lo, hi]`` of the free background rateParams (initial value 1).
-        min_neff: minimum Kish effective number of MC background events per region of each
-            closure bin (the bins of the closure test and of the non-closure nuisances).
-        fit_min_neff: the same for the fit bins (``zero_bkg="merge"``; default 0: a fit bin needs
-            only background in every region). ``fit_min_neff = min_neff`` makes the two binnings one.
+        min_neff: the statistics guard (:mod:`.guard`): minimum Kish effective number of MC
+            background events per region of each fit bin; fit bins are the closure bins.
         nonclosure_z: standard deviations of a significant non-closure (method ``significance``).
         inputs: description of the input (e.g. the histograms file) for card headers and index.
         validate: parse and validate every written card (:func:`.parser.validate_datacard`).
@@ -281,11 +249,22 @@ def write_datacards(
             None = all on, False = off, or ``{"enabled", "sources", "<source>": bool, "mcstat",
             "lumi": {name: kappa}}``). ``index.json`` records per point, per source, the effect
             on the signal in region B, the channels it enters and the clipped kappas.
+        max_rel_err: the guard's bound on the relative MC error of ``nhat_B`` per fit bin.
+        allow_unbacked: write the cards even where the guard fails (or ``unbacked_reasons`` is
+            not empty); they are then stamped UNBACKED (first header line, ``index.json``).
+        unbacked_reasons: why the caller already knows the point is not backed (e.g. the scan
+            rules it fails, or a working point chosen on the events its figures are quoted on).
+        provenance: extra JSON-safe facts for ``index.json`` (e.g. which half of the MC).
+        syst_nominal: the ``xy_mt`` that ``xy_mt_syst`` was filled with, when the cards are written
+            from another one (a half of the MC, :mod:`.split`): the sources' relative effects come
+            from it and ``xy_mt_syst``; default ``xy_mt``.
 
     Returns:
         the content of ``index.json``.
 
     Raises:
+        UnbackedError: the point fails the statistics guard (or ``unbacked_reasons``) and
+            ``allow_unbacked`` is False: nothing is written.
         DatacardError: ``asimov=False`` without ``unblind=True``; bad ``zero_bkg``; no signal.
     """
     if not asimov and not unblind:
@@ -297,18 +276,29 @@ def write_datacards(
     x0, y0 = parse_wp(wp)
     scfg = systematics_config(systematics)
     with_syst = xy_mt_syst is not None and scfg.enabled
+    nominal = xy_mt if syst_nominal is None else syst_nominal
     if with_syst:
-        check_syst_histogram(xy_mt_syst, xy_mt)
+        check_syst_histogram(xy_mt_syst, nominal)
     if zero_bkg not in ("merge", "floor"):
         raise DatacardError(f"zero_bkg must be 'merge' or 'floor', got '{zero_bkg}'")
-    cdir = os.path.join(os.fspath(outdir), "datacards")
-    os.makedirs(cdir, exist_ok=True)
+    guard = Guard(min_neff, max_rel_err)
     bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background")
     n_orig = bkg0.n.shape[1]
     if zero_bkg == "merge":
-        groups, merges = merge_groups(bkg0.n, min_bkg, bkg0.var, fit_min_neff, var_of=bkg0.group_var)
+        groups, merges, verdict = guarded_groups(bkg0.n, bkg0.var, guard, min_bkg, var_of=bkg0.group_var,
+                                                 edges=bkg0.edges)
     else:
         groups, merges = [[i] for i in range(n_orig)], []
+        floor_reasons = [f"M_T bin {i} (not merged): {', '.join(p)}" for i in range(n_orig)
+                         if (p := group_problems(bkg0.n[:, i], bkg0.var[:, i], guard, min_bkg))]
+        verdict = Verdict(not floor_reasons, floor_reasons)
+    # the caller's reasons may already hold the guard's (the same words): each said once
+    reasons = [*unbacked_reasons, *(r for r in verdict.reasons if not any(r in u for u in unbacked_reasons))]
+    backed = not reasons
+    if not backed and not allow_unbacked:
+        raise UnbackedError(unbacked_paragraph((x0, y0), guard, reasons))
+    cdir = os.path.join(os.fspath(outdir), "datacards")
+    os.makedirs(cdir, exist_ok=True)
     bkg = bkg0.merged(groups)
     floors = []
     bkg_n = bkg.n.copy()
@@ -320,22 +310,16 @@ def write_datacards(
                 log.warning("background %s in %s_%s_%d (M_T bins %s) floored to %g", bkg_n[r, i], plane,
                             REGIONS[r], i, groups[i], floor_value)
                 bkg_n[r, i] = floor_value
-    # closure bins: fit bins merged until the closure test has min_neff MC events in every region
-    cbins, cmerges = merge_groups(bkg.n, min_bkg, bkg.var, min_neff, var_of=bkg.group_var)
-    closure_groups = [[o for i in cb for o in groups[i]] for cb in cbins]
-    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, closure_groups)
+    # closure bins = fit bins (the guard's groups): each fit bin's kappa is its own closure's
+    cbins = [[i] for i in range(len(groups))]
+    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, groups)
     nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z, min_neff=min_neff)
     for entry, cb in zip(nc["bins"], cbins):
         entry["fit_bins"] = cb
     kappa_c = np.asarray(nc["kappa"])
-    unc = np.empty(len(groups))
-    for k, cb in enumerate(cbins):
-        unc[cb] = kappa_c[k]
+    unc = kappa_c.copy()
     low_neff = [{"closure_bin": k, "mt": mt_bin_label(sp.edges, k), "region": REGIONS[r], "n_eff": float(sp.neff[r, k])}
                 for r in range(4) for k in range(len(cbins)) if sp.neff[r, k] < min_neff]
-    if low_neff:
-        log.warning("%d region(s) of closure bins below N_eff %g after merging every M_T bin: %s", len(low_neff),
-                    min_neff, low_neff)
     fit_neff = bkg.neff
 
     if asimov:
@@ -358,8 +342,9 @@ def write_datacards(
         "lumi_unc": lumi_unc,
         "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
         "nonclosure": [float(k) - 1.0 for k in unc], "nonclosure_kappa": [float(k) for k in unc],
-        "closure": nc, "closure_bins": cbins, "closure_merges": cmerges, "min_neff": min_neff,
-        "fit_min_neff": fit_min_neff, "below_min_neff": low_neff,
+        "backed": backed, "verdict": verdict_record(backed, guard, reasons),
+        "closure": nc, "closure_bins": cbins, "min_neff": min_neff, "max_rel_err": max_rel_err,
+        "below_min_neff": low_neff, **({"provenance": dict(provenance)} if provenance else {}),
         "fit_n_eff": [dict(zip(REGIONS, (float(v) for v in fit_neff[:, i]))) for i in range(len(groups))],
         "rateparam_range": list(rateparam_range),
         "mt_edges_original": [float(e) for e in bkg0.edges],
@@ -381,13 +366,15 @@ def write_datacards(
             log.warning("signal %s: negative yields %s set to 0", name, neg)
             sig.n = np.clip(sig.n, 0.0, None)
         header = [
+            *([f"{UNBACKED}: not backed by the MC: " + "; ".join(reasons)] if not backed else []),
             f"Combine datacard, SVJ ABCD search, signal point {point} (dataset {name})",
-            f"written by svjscout {__version__} (svjscout.datacards.writer) at {created}",
+            f"written by svjscout {__version__} (svjscout.datacards.writer)",
             f"inputs: {inputs or 'n/a'}",
             f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0",
             f"M_T bins [GeV] {bins_txt} (the last holds the overflow); merged groups of original bins {groups}",
-            "closure bins (kappa of the nonclosure_bin<i> of their fit bins): " + "; ".join(
-                f"fit bins {cb}: kappa {kappa_c[k]:.4g} ({nc['bins'][k]['source']})" for k, cb in enumerate(cbins)),
+            f"statistics guard: {guard.describe()} ({'passed' if verdict.backed else 'FAILED'}); fit bins = closure bins",
+            "non-closure kappa per fit bin: " + "; ".join(
+                f"{k}: {kappa_c[k]:.4g} ({nc['bins'][k]['source']})" for k in range(len(cbins))),
             f"observation: {obs_label}",
             *([f"UNBLINDED: the observation in region B of the {plane} plane (channels {plane}_B_*, the signal region) "
                "is data (written with unblind=True)"] if unblinded else []),
@@ -396,7 +383,7 @@ def write_datacards(
         ]
         card_kw, syst = {}, None
         if with_syst:
-            syst = _signal_nuisances(xy_mt, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg,
+            syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg,
                                      lumi_unc=lumi_unc)
             rows = syst.card_rows()
             clash = sorted(({*syst.lumi, *(signal_systematics or {})} & {r for r, _ in rows})
@@ -419,12 +406,13 @@ def write_datacards(
         path = os.path.join(pdir, CARD_NAME)
         with open(path, "w") as f:
             f.write(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
         if validate:
             validate_datacard(parse_text(text, path))
         rel = os.path.join(point, CARD_NAME)
         meta = datasets.get(name, {})
         index["points"][point] = {
-            "dataset": name, "mzprime": meta.get("mzprime"), "rinv": meta.get("rinv"), "card": rel,
+            "dataset": name, "mzprime": meta.get("mzprime"), "rinv": meta.get("rinv"), "card": rel, "sha256": digest,
             "signal_yield": {r: float(sig.n[k].sum()) for k, r in enumerate(REGIONS)},
             "bins_without_signal_in_B": [mt_bin_label(edges, i) for i in np.flatnonzero(~(sig.n[1] > 0))],
             "negative_signal_set_to_zero": neg,
@@ -436,3 +424,19 @@ def write_datacards(
     with open(os.path.join(cdir, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
     return index
+
+
+def unbacked_paragraph(wp, guard: Guard, reasons: Sequence[str]) -> str:
+    """One paragraph saying why no card is written at ``wp`` and what to do."""
+    return (f"No datacards at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}): the background MC does not "
+            f"back it. The statistics guard asks for {guard.describe()}, fit bins equal to closure bins, after "
+            "merging adjacent M_T bins; here: " + "; ".join(reasons) + ". Numbers made of a handful of MC events "
+            "(limits, closure, <Z_A>) would be artefacts. Generate more background MC, loosen the working point, "
+            "or pass --allow-unbacked (job: datacards.allow_unbacked: true) to write them anyway, stamped "
+            f"{UNBACKED} in every card, limits.json, summary.md and figure.")
+
+
+def verdict_record(backed: bool, guard: Guard, reasons: Sequence[str]) -> dict:
+    """The verdict as ``index.json`` and ``limits.json`` carry it."""
+    return {"backed": bool(backed), "label": "backed" if backed else UNBACKED,
+            "guard": {"min_neff": guard.min_neff, "max_rel_err": guard.max_rel_err}, "reasons": list(reasons)}

@@ -14,7 +14,7 @@ import sys
 import click
 
 from svjscout import __version__
-from svjscout.exceptions import SVJScoutError
+from svjscout.exceptions import SVJScoutError, UnbackedError
 
 
 CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, Eur. Phys. J. C72 (2012) 1896, "
@@ -258,9 +258,13 @@ _register_optional()
 
 
 def main() -> None:
-    """Entry point: domain errors become one clear line and exit code 2."""
+    """Entry point: domain errors become one clear line and exit code 2; a working point the MC
+    does not back (no cards written, :mod:`svjscout.datacards.guard`) exit code 3."""
     try:
         cli(standalone_mode=True)
+    except UnbackedError as err:  # exit 3: the run worked, the MC does not back its numbers
+        click.echo(f"svjscout: not backed: {err}", err=True)
+        sys.exit(3)
     except SVJScoutError as err:
         click.echo(f"svjscout: error: {err}", err=True)
         sys.exit(2)

@@ -155,6 +155,8 @@ class ScanSpec(BaseModel):
     p_min: float = 0.05  # closure chi2 p-value rule (the design's 0.9 with plateau: docs/datacards.md)
     plateau: bool = False
     fom_nonclosure: bool = True  # <Z_A> with the cards' non-closure in sigma_b
+    split: bool = True  # choose on one half of the MC (split by parent), quote on the other (datacards/split.py)
+    split_seed: int = 0
 
 
 class DatacardSpec(BaseModel):
@@ -163,10 +165,12 @@ class DatacardSpec(BaseModel):
     asimov: bool = True
     unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
     lumi_unc: float = 1.016
-    nonclosure_method: Literal["significance", "max", "sp", "vp", "quadrature", "vp_data"] = "significance"
+    nonclosure_method: Literal["continuous", "significance", "max", "sp", "vp", "quadrature", "vp_data"] = "continuous"
     nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
-    min_neff: float = 10.0  # Kish effective MC events per region of a closure bin
-    fit_min_neff: float = 0.0  # the same for the fit bins (min_neff here: one binning)
+    # the statistics guard (datacards/guard.py): every region of every fit bin (= closure bin)
+    min_neff: float = Field(10.0, ge=0)  # Kish effective background MC events, parent-aware
+    max_rel_err: float = Field(0.5, gt=0)  # relative MC error of the ABCD prediction per fit bin
+    allow_unbacked: bool = False  # write cards/limits where the guard fails, stamped UNBACKED
     rateparam_range: tuple[float, float] = (0.1, 10.0)  # free background rateParams, initial 1
 
     @model_validator(mode="after")

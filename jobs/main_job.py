@@ -22,6 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from svjscout.datacards.abcd import abcd_from_yields
+from svjscout.datacards.choice import choose_working_point
+from svjscout.datacards.guard import UNBACKED, guarded_groups
+from svjscout.datacards.regions import region_yields
+from svjscout.exceptions import UnbackedError
 from svjscout.jobs.config import JobConfig
 from svjscout.jobs.progress import make_progress
 from svjscout.jobs.runner import run_processor, save_outputs
@@ -31,26 +36,47 @@ log = logging.getLogger(__name__)
 STAGES = ("process", "scan", "datacards", "limits", "validate", "report")
 
 
-def _closure_tables(xy_mt, datasets, wp) -> dict:
-    """Background-MC closure per M_T bin in SP and VP, JSON-safe: undefined numbers are None (never NaN).
+def _closure_tables(xy_mt, datasets, wp, groups) -> dict:
+    """Background-MC closure per fit bin (the guard's M_T groups) in SP and VP, JSON-safe:
+    undefined numbers are None (never NaN).
 
     ``defined[i]`` is False for a bin without events (no prediction, or B and its prediction both
     empty); such bins are not in ``chi2``/``ndf``.
     """
-    from svjscout.datacards import abcd_prediction
-
     def _finite_or_none(v) -> float | None:
         v = float(v)
         return v if np.isfinite(v) else None
 
     out = {}
     for plane in ("SP", "VP"):
-        t = abcd_prediction(xy_mt, datasets, wp, plane=plane, which="background")
+        y = region_yields(xy_mt, datasets, wp, plane=plane, which="background").merged(groups)
+        t = abcd_from_yields(y)
         out[plane] = {"edges": t.edges.tolist(), "defined": [bool(d) for d in t.defined],
+                      "n_eff": [dict(zip("ABCD", (float(v) for v in y.neff[:, i]))) for i in range(y.n.shape[1])],
                       **{k: [_finite_or_none(v) for v in arr] for k, arr in
                          (("n_b", t.n_B), ("nhat_b", t.nhat_B), ("delta", t.delta), ("pull", t.pull))},
                       "chi2": _finite_or_none(t.chi2), "ndf": int(t.ndf), "pvalue": _finite_or_none(t.pvalue)}
     return out
+
+
+def guarded_groups_at(xy_mt, datasets, wp, guard) -> list[list[int]]:
+    """The fit bins (M_T groups) the statistics guard gives at ``wp`` (what the card writer uses)."""
+    y = region_yields(xy_mt, datasets, wp, plane="SP", which="background")
+    return guarded_groups(y.n, y.var, guard, var_of=y.group_var)[0]
+
+
+def card_settings(cfg: JobConfig) -> dict:
+    """The datacard writer's settings of a job (one place for ``run`` and ``svjscout datacards``)."""
+    d = cfg.datacards
+    return {"asimov": d.asimov, "unblind": d.unblind, "lumi_unc": d.lumi_unc, "nonclosure_method": d.nonclosure_method,
+            "nonclosure_z": d.nonclosure_z, "min_neff": d.min_neff, "max_rel_err": d.max_rel_err,
+            "rateparam_range": d.rateparam_range, "allow_unbacked": d.allow_unbacked,
+            "systematics": cfg.analysis.systematics}
+
+
+def card_inputs(cfg: JobConfig) -> str:
+    """The cards' ``inputs:`` header line (the same from ``run`` and from ``svjscout datacards``)."""
+    return f"histograms.coffea of job {cfg.name}"
 
 
 def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, progress: bool = True,
@@ -103,36 +129,48 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         dc.attach_parents(output)
         xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
         grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
+        dcfg = cfg.datacards
         rules = dc.ScanRules(p_min=cfg.scan.p_min, plateau=cfg.scan.plateau, fom_nonclosure=cfg.scan.fom_nonclosure,
-                             min_neff=cfg.datacards.min_neff, nonclosure_z=cfg.datacards.nonclosure_z)
-        scan = dc.scan_working_points(xy_mt, datasets, grid=grid, reference=cfg.scan.reference, rules=rules)
-        style = PlotStyle.from_config(cfg)
-        dc.write_scan(scan, outdir, style=style)
-        wp = tuple(float(v) for v in (scan.best if use_scan else cfg.analysis.wp))
-        wp_source = "grid scan choice" if use_scan else "configured (analysis.wp)"
-        row = _scan_row(scan, wp)
+                             min_neff=dcfg.min_neff, max_rel_err=dcfg.max_rel_err, nonclosure_z=dcfg.nonclosure_z)
+        choice = choose_working_point(output, rules, grid=grid, reference=cfg.scan.reference, use_scan=use_scan,
+                                      configured=cfg.analysis.wp, split=cfg.scan.split, seed=cfg.scan.split_seed)
+        state["verdict"] = verdict = {"backed": choice.backed, "text": choice.verdict(), "reasons": choice.reasons,
+                                      "caveats": choice.caveats, "split": choice.split}
+        style = PlotStyle.from_config(cfg, stamp=None if choice.backed else UNBACKED)
+        dc.write_scan(choice.scan, outdir, style=style)
+        wp, wp_source, row = choice.wp, choice.source, choice.row
         # every region-split output at the run's one working point, from the xy_mt the cards use
         output["hists"]["mt_abcd"] = dc.mt_abcd_at(xy_mt, wp)
-        output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source}
+        output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source, "backed": choice.backed,
+                                      "split": choice.split, "split_seed": cfg.scan.split_seed}
         save_outputs(output, outdir)
         timings["scan"] = time.perf_counter() - t
         bar.advance(task)
 
         t = stage("datacards")
-        closure = _closure_tables(xy_mt, datasets, wp)
-        dcfg = cfg.datacards
-        index = dc.write_datacards(xy_mt, datasets, wp, outdir, asimov=dcfg.asimov, unblind=dcfg.unblind,
-                                   lumi_unc=dcfg.lumi_unc, nonclosure_method=dcfg.nonclosure_method,
-                                   nonclosure_z=dcfg.nonclosure_z, min_neff=dcfg.min_neff,
-                                   fit_min_neff=dcfg.fit_min_neff, rateparam_range=dcfg.rateparam_range,
-                                   inputs=f"{outdir / 'histograms.coffea'} (job {cfg.name})",
-                                   xy_mt_syst=output["hists"].get("xy_mt_syst"),
-                                   systematics=cfg.analysis.systematics)
+        quote_xy = choice.xy_mt
+        groups = guarded_groups_at(quote_xy, datasets, wp, rules.guard)
+        closure = _closure_tables(quote_xy, datasets, wp, groups)
+        try:
+            index = dc.write_datacards(quote_xy, datasets, wp, outdir, **card_settings(cfg), inputs=card_inputs(cfg),
+                                       xy_mt_syst=output["hists"].get("xy_mt_syst"), syst_nominal=xy_mt,
+                                       unbacked_reasons=choice.reasons,
+                                       provenance={"wp_source": wp_source, "split": choice.split,
+                                                   "split_seed": cfg.scan.split_seed})
+        except UnbackedError as err:
+            timings["datacards"] = time.perf_counter() - t
+            report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, None, None, timings, cfg=cfg,
+                                 overrides=overrides, validation=None, verdict=verdict, refused=str(err))
+            raise
         timings["datacards"] = time.perf_counter() - t
         bar.advance(task)
 
         t = stage("limits")
         limits = dc.quick_limits(outdir / "datacards")
+        for entry in limits.values():
+            if isinstance(entry, dict):
+                entry["backed"] = choice.backed
+                entry["verdict"] = choice.verdict()
         (outdir / "limits.json").write_text(json.dumps(limits, indent=1))
         dc.plot_limits(limits, datasets, outdir, style=style)
         timings["limits"] = time.perf_counter() - t
@@ -142,14 +180,14 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         validation = None
         if cfg.validation.enabled:
             v = cfg.validation
-            validation = dc.write_validation(outdir, xy_mt, datasets, index, limits, toys=v.toys, inject=v.inject,
+            validation = dc.write_validation(outdir, quote_xy, datasets, index, limits, toys=v.toys, inject=v.inject,
                                              seed=v.seed, stability=v.stability, style=style)
         timings["validate"] = time.perf_counter() - t
         bar.advance(task)
 
         t = stage("report")
         for plane in ("SP", "VP"):
-            report.plot_closure(xy_mt, datasets, wp, outdir, plane, index=index, style=style)
+            report.plot_closure(quote_xy, datasets, wp, outdir, plane, index=index, style=style)
             report.plot_mt_regions(output, outdir, wp, plane, style=style)
         report.plot_xy_plane(output, outdir, wp, style=style)
         report.plot_controls(output, outdir, style=style)
@@ -157,14 +195,6 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
             dc.plot_systematics(xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style)
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
-                             cfg=cfg, overrides=overrides, validation=validation)
+                             cfg=cfg, overrides=overrides, validation=validation, verdict=verdict)
         bar.advance(task)
     return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings}
-
-
-def _scan_row(scan, wp) -> dict | None:
-    table = scan.table
-    sel = table[(np.isclose(table["x0"], wp[0])) & (np.isclose(table["y0"], wp[1]))]
-    if sel.empty:
-        return None
-    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in sel.iloc[0].to_dict().items()}

@@ -340,6 +340,21 @@ def plot_controls(output: dict, outdir: Path, style=None) -> list[str]:
 NO_EVENTS = "n/a (no events)"
 
 
+def verdict_lines(verdict: dict | None, refused: str | None = None) -> list[str]:
+    """The first lines of ``summary.md``: is the run backed by its MC, in words."""
+    if not verdict:
+        return []
+    if verdict.get("backed"):
+        lines = [f"**Verdict: backed.** {verdict['text'][len('backed: '):].capitalize()}."]
+    else:
+        head = ("No datacards and no limits were written" if refused else
+                "Cards, limits and figures were written anyway (allow_unbacked) and carry UNBACKED")
+        lines = [f"**Verdict: UNBACKED.** {head}: the background MC does not back the working point."]
+        lines += [f"- {r}" for r in verdict.get("reasons", [])]
+    lines += [f"- caveat: {c}" for c in verdict.get("caveats", [])]
+    return lines + [""]
+
+
 def _num(v) -> float | None:
     """``v`` as a float, or None when it is missing or not finite."""
     if v is None:
@@ -359,14 +374,17 @@ def closure_table_lines(closure: dict) -> list[str]:
     """
     lines: list[str] = []
     for plane, tab in closure.items():
-        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |", "|---|---|---|---|---|"]
+        neffs = tab.get("n_eff")
+        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |" + (" N_eff A/B/C/D |" if neffs else ""),
+                  "|---|---|---|---|---|" + ("---|" if neffs else "")]
         n = len(tab["n_b"])
         defined = tab.get("defined")
         n_undef = 0
         for i in range(n):
             n_b, nhat, delta, pull = (_num(tab[k][i]) for k in ("n_b", "nhat_b", "delta", "pull"))
             ok = (defined is None or bool(defined[i])) and nhat is not None and pull is not None
-            mt = f"{tab['edges'][i]:.0f}-{tab['edges'][i + 1]:.0f}"
+            last = i == n - 1
+            mt = f"{tab['edges'][i]:.0f}-" + ("inf" if last else f"{tab['edges'][i + 1]:.0f}")
             if not ok:
                 n_undef += 1
                 cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}",
@@ -374,6 +392,8 @@ def closure_table_lines(closure: dict) -> list[str]:
             else:
                 cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}", f"{nhat:.4g}",
                          "n/a (n_B = 0)" if delta is None else f"{delta:+.3f}", f"{pull:+.2f}"]
+            if neffs:
+                cells.append("/".join(f"{neffs[i][r]:.1f}" for r in "ABCD"))
             lines.append(f"| {mt} | " + " | ".join(cells) + " |")
         chi2, ndf, pvalue = _num(tab.get("chi2")), int(tab.get("ndf") or 0), _num(tab.get("pvalue"))
         if ndf == 0 or chi2 is None:
@@ -430,14 +450,18 @@ def _skipped_lines(rep: dict) -> list[str]:
 
 
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
-                  closure: dict, limits: dict, index: dict, timings: dict, cfg=None, overrides: dict | None = None,
-                  validation: dict | None = None) -> Path:
-    """``summary.md`` of a run."""
+                  closure: dict, limits: dict | None, index: dict | None, timings: dict, cfg=None,
+                  overrides: dict | None = None, validation: dict | None = None, verdict: dict | None = None,
+                  refused: str | None = None) -> Path:
+    """``summary.md`` of a run; ``verdict`` (backed or not, reasons, caveats) heads it, and with
+    ``refused`` (no cards: the MC does not back the working point) it says why instead of limits."""
     from svjscout.processors.processor import cutflow_table
 
     rep = output.get("report", {})
-    lines = [f"# svjscout run: {job_name}", "", f"svjscout {__version__}. Every region-split output (histograms.root, "
-             f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).", ""]
+    lines = [f"# svjscout run: {job_name}", ""]
+    lines += verdict_lines(verdict, refused)
+    lines += [f"svjscout {__version__}. Every region-split output (histograms.root, "
+              f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).", ""]
     lines += _config_lines(cfg, overrides)
     lines += ["## Inputs", "", "| dataset | kind | files | events | xsec [pb] | sumw |", "|---|---|---|---|---|---|"]
     for ds, info in sorted(output["datasets"].items()):
@@ -467,8 +491,17 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     if scan_row:
         lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                                                           for k, v in scan_row.items()]
-    lines += ["", "## Closure per M_T bin (background MC)", ""]
+    lines += ["", "## Closure per fit bin (background MC" + (", half 'quote'" if (verdict or {}).get("split") else "")
+              + ")", "", "Fit bins = closure bins: the statistics guard's M_T groups (datacards/guard.py); pulls are "
+              "ln(nhat_B / n_B) over their error (log space, right for a handful of weighted events).", ""]
     lines += closure_table_lines(closure)
+    if refused:
+        lines += ["## No datacards, no limits", "", refused, "", "## Timing", ""]
+        lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
+        path = outdir / "summary.md"
+        path.write_text("\n".join(lines) + "\n")
+        (outdir / "timings.json").write_text(json.dumps(timings, indent=1))
+        return path
     from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
 
     lines += nonclosure_lines(index)

@@ -35,3 +35,8 @@ class DatacardError(SVJScoutError):
 
 class GenerationError(SVJScoutError):
     """Event generation failed or was configured inconsistently."""
+
+
+class UnbackedError(DatacardError):
+    """The background MC does not back a working point (the statistics guard, datacards/guard.py):
+    no card, limit or closure figure is written for it unless explicitly allowed."""

@@ -1,0 +1,108 @@
+"""Two independent halves of the MC, split by generated ("parent") event: one to choose the
+working point on, the other to quote its figures on.
+
+The scan maximises ``<Z_A>`` over ~1,000 working points of the same MC; the maximum of noisy
+estimates is biased high, and the point it picks is partly a fluctuation. Choosing on one half
+and quoting ``<Z_A>``, the closure, the cards and their limits on the other removes that bias:
+the quoted numbers are those of a point chosen without looking at them.
+
+A parent's detector copies are correlated, so the split is by parent: parent key ``k`` goes to
+half ``h(k) = splitmix64(k ^ seed) & 1`` (a fixed hash, so the split is the same whatever the
+chunking, workers or engine). Each half's ``xy_mt`` is rebuilt from the processor's per-(parent,
+bin) records (``output["parent_fills"]``) with weights x2 (each half stands for the whole
+luminosity), its variances parent-grouped, and the half's own records attached (:mod:`.parents`),
+so everything downstream is parent-aware as on the full sample. The split needs records that
+account for every fill of every dataset (checked: the records of a dataset must rebuild its
+``xy_mt`` values); otherwise :class:`~svjscout.exceptions.HistogramError` says which dataset.
+
+Example:
+    >>> # select, quote = split_halves(output)  # after the processor, before the scan
+    >>> # scan on select["hists"]["xy_mt"], cards on quote["hists"]["xy_mt"]
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+
+from svjscout.exceptions import HistogramError
+
+from .parents import ATTR, attach
+
+HALVES = ("select", "quote")
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (a fixed bijective mix of 64-bit keys), elementwise."""
+    z = np.asarray(x, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))) & _M64
+
+
+def half_of(keys: np.ndarray, seed: int = 0) -> np.ndarray:
+    """0 (select) or 1 (quote) per parent key."""
+    k = np.asarray(keys, dtype=np.uint64) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+    return (splitmix64(k) & np.uint64(1)).astype(np.int8)
+
+
+def _rebuild(h, fills: Mapping[str, Mapping], which: int | None, seed: int):
+    """``xy_mt`` (a copy of ``h``) filled from the records of half ``which`` (None: all), weights x2 for a half."""
+    out = h.copy()
+    if hasattr(out, ATTR):  # the copy carries the full sample's records: not this histogram's
+        delattr(out, ATTR)
+    shape = out.view(flow=True).shape
+    vals, var = np.zeros(int(np.prod(shape))), np.zeros(int(np.prod(shape)))
+    scale = 1.0 if which is None else 2.0
+    recs = {}
+    for dataset, f in fills.items():
+        key = np.asarray(f["key"], np.uint64)
+        keep = np.ones(len(key), bool) if which is None else half_of(key, seed) == which
+        b = np.asarray(f["bin"], np.int64)[keep]
+        w = np.asarray(f["weight"], np.float64)[keep] * scale
+        np.add.at(vals, b, w)
+        np.add.at(var, b, w**2)  # the records are per (parent, bin) sums: parent-grouped variances
+        recs[dataset] = {"key": key[keep], "bin": b, "weight": w}
+    view = out.view(flow=True)
+    view["value"] = vals.reshape(shape)
+    view["variance"] = var.reshape(shape)
+    return out, recs
+
+
+def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6) -> dict[str, dict]:
+    """``{"select": out, "quote": out}``: the processor output's ``xy_mt`` split by parent.
+
+    Each ``out`` is ``{"hists": {"xy_mt": H}, "parent_fills": {...}, "datasets": ...}`` with
+    the half's parent records attached to ``H``.
+
+    Raises:
+        HistogramError: no ``xy_mt``, or a dataset of ``xy_mt`` with events but no records that
+            rebuild its values (data, outputs without ``parent_fills``).
+    """
+    h = output.get("hists", {}).get("xy_mt")
+    if h is None:
+        raise HistogramError("split_halves: the output has no xy_mt histogram")
+    fills = output.get("parent_fills") or {}
+    full, _ = _rebuild(h, fills, None, seed)
+    names = list(h.axes["dataset"])
+    for i, name in enumerate(names):
+        want = np.asarray(h.view(flow=True)["value"])[i]
+        got = np.asarray(full.view(flow=True)["value"])[i]
+        scale = max(float(np.abs(want).sum()), 1e-300)
+        if float(np.abs(want - got).sum()) > rtol * scale:
+            why = "has no parent records" if name not in fills else "has parent records that do not add up to its xy_mt"
+            raise HistogramError(f"split_halves: dataset {name!r} {why} (data, or an output written without "
+                                 "parent_fills): the MC cannot be split by parent; choose the working point with "
+                                 "scan.split: false, and its figures are then quoted on the events it was chosen on")
+    halves = {}
+    for which, label in enumerate(HALVES):
+        hh, recs = _rebuild(h, fills, which, seed)
+        out = {"hists": {"xy_mt": hh}, "parent_fills": recs, "datasets": copy.deepcopy(output.get("datasets", {}))}
+        attach(out)
+        halves[label] = out
+    return halves
