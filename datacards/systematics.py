@@ -932,7 +932,7 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
                 for k, kv, dx in (("up", ku, -0.12), ("down", kd, 0.12)):
                     ax.hlines(100 * (kv - 1), r + dx - 0.17, r + dx + 0.17, colors=colours[k], linewidth=3,
                               linestyles="-" if not rec["symmetrised"] else "--",
-                              label=f"card: κ_{k} − 1" if not drawn_card[k] else None)
+                              label=rf"card: $\kappa_{{{k}}} - 1$" if not drawn_card[k] else None)
                     drawn_card[k] = True
                     vals.append(100 * (kv - 1))
                 label = f"{rec['text']}" + (" (sym.)" if rec["symmetrised"] else "")
@@ -943,15 +943,17 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
                         va="top", fontsize=12, annotation_clip=False, xycoords=("data", "axes fraction"))
         finite = [v for v in vals if np.isfinite(v)]
         lo, hi = min(finite), max(finite)
-        pad = max(0.15 * (hi - lo), 1.0)
-        ax.set_ylim(lo - pad, hi + 3 * pad)
+        span = max(hi - lo, 2.0)
+        ax.set_ylim(lo - 0.1 * span, hi + 0.9 * span)  # headroom for the legend (no overlap search: no noise)
         ax.set_xlim(-0.5, 3.5)
         ax.set_xticks(xs, [f"region {R}" for R in REGIONS])
         ax.tick_params(axis="x", pad=38)
-        ax.set_ylabel("effect on the M_T-integrated signal [%]", fontsize=18)
+        ax.set_ylabel(r"effect on the $M_{T}$-integrated signal [%]", fontsize=18)
         title = (f"{st.signal_label(datasets.get(signal), signal)}\n{st.PLANE_NAMES.get(plane, plane)}, "
-                 f"(x0, y0) = ({x0:.3f}, {y0:.3f}); pruned below {cfg.prune_sigma:g}σ or {100 * cfg.min_effect:g} %")
-        st.legend_inside(ax, fontsize=13, title=title, title_fontsize=12)
+                 f"(x0, y0) = ({x0:.3f}, {y0:.3f}); pruned below {cfg.prune_sigma:g}σ or {100 * cfg.min_effect:g} %\n"
+                 + (f"{src} in the card: region(s) " + ", ".join(q["region"] for q in regs if q["status"] == "kept")
+                    if any(q["status"] == "kept" for q in regs) else f"{src}: not in the card (pruned in every region)"))
+        ax.legend(loc="upper right", fontsize=13, title=title, title_fontsize=12, frameon=False)
         st.cms_label(ax, style)
         paths += st.save(fig, outdir, f"syst_{src}", style)
     return paths
