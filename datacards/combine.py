@@ -70,6 +70,11 @@ def read_limit_file(path: str | os.PathLike) -> dict[str, float | None]:
     return out
 
 
+def missing_quantiles(lim: dict) -> list[str]:
+    """Expected quantiles without a finite value in one point's limits (an empty or partial Combine tree)."""
+    return [k for k in QUANTILE_KEYS.values() if lim.get(k) is None or not np.isfinite(lim[k])]
+
+
 def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                            pattern: str = "higgsCombine*.AsymptoticLimits.*.root") -> dict:
     """Limits of every point of the current ``index.json`` from Combine's outputs.
@@ -86,13 +91,17 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
     Returns:
         ``{point: {"exp-2", ..., "exp+2", "obs"}}``, the format of :func:`.limits.quick_limits`.
 
+    Nothing is written unless every point has all five expected quantiles: an empty ``limit`` tree
+    (Combine failed, e.g. its ``--rAbsAcc`` as large as the limit) is refused, never stored as nulls.
+
     Raises:
-        DatacardError: no index, or points without a Combine output or with a stale one (all named).
+        DatacardError: no index, or points without a Combine output, with a stale one or with an
+            empty / incomplete one (all named, with their cards); ``out`` is then left untouched.
     """
     from .limits import read_index
 
     _, cards = read_index(cards_dir)
-    res, missing, stale = {}, [], []
+    res, missing, stale, empty = {}, [], [], []
     for point, card in cards.items():
         files = sorted(glob.glob(os.path.join(os.path.dirname(card), pattern)), key=os.path.getmtime)
         if not files:
@@ -105,10 +114,15 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
             stale.append(f"{point} ({os.path.basename(newest)} is older than its datacard)")
             continue
         res[point] = read_limit_file(newest)
-    if missing or stale:
+        lacking = missing_quantiles(res[point])
+        if lacking:
+            empty.append(f"{point} (card {card}: {os.path.basename(newest)} has no {', '.join(lacking)})")
+    if missing or stale or empty:
         parts = ([f"no Combine output '{pattern}' for {missing}"] if missing else []) + (
-            [f"stale outputs: {stale}"] if stale else [])
-        raise DatacardError("; ".join(parts) + " (run jobs/combine_limits.sh on these cards first)")
+            [f"stale outputs: {stale}"] if stale else []) + (
+            [f"Combine gave no result for {empty}; see combine.log beside the card"] if empty else [])
+        raise DatacardError("; ".join(parts) + " (run jobs/combine_limits.sh on these cards first; nothing was "
+                            "written" + (f", {out} is unchanged)" if out is not None else ")"))
     if out is not None:
         with open(out, "w") as f:
             json.dump(res, f, indent=1)

@@ -17,8 +17,16 @@ Vitells, EPJC 71 (2011) 1554:
   ``sigma = r_median / 1.96`` and ``r_p = sigma (Phi^-1(1 - 0.05 p) + N)``
   (``band="median_sigma"``, Combine's ``--newExpected 0``).
 
-Output per point: ``{"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}`` (obs None for Asimov
-cards). Every fit uses :class:`.likelihood.Fitter`.
+Output per point: ``{"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs", "capped_by_combine"}`` (obs
+None for Asimov cards). Every fit uses :class:`.likelihood.Fitter`.
+
+Combine's band cap: with ``--newExpected 1`` (its default) ``AsymptoticLimits::runLimitExpected``
+(``src/AsymptoticLimits.cc``, v10.6.0) searches the +1 sigma crossing by bisection in
+``[r(exp0), median + 2 sigma]`` and the +2 sigma one in ``[r(exp+1), median + 4 sigma]``, with
+``sigma = median / Phi^-1(0.975)``: at most 2.020 and 3.041 times the median. Where the true
+crossing lies beyond, Combine reports (about) the bracket's end. ``capped_by_combine`` lists the
+quantiles where that happens (:func:`combine_band_caps`): there Combine's band is not the
+asymptotic one, and the band is far from Gaussian anyway; it should come from toys (HybridNew).
 
 Example:
     >>> # lim = quick_limits("out/datacards/index.json")
@@ -44,6 +52,23 @@ log = logging.getLogger(__name__)
 
 QUANTILES = {"exp-2": 0.025, "exp-1": 0.16, "exp0": 0.5, "exp+1": 0.84, "exp+2": 0.975}
 ALPHA = 0.05
+
+
+def combine_band_caps(median: float, alpha: float = ALPHA) -> dict[str, float]:
+    """Ends of Combine's bisection brackets for the upper band (``AsymptoticLimits.cc``,
+    ``runLimitExpected``: ``median + 2 sigma`` for exp+1, ``median + 4 sigma`` for exp+2 with
+    ``sigma = median / Phi^-1(1 - alpha / 2)``)."""
+    sigma = median / float(stats.norm.isf(0.5 * alpha))
+    return {"exp+1": median + 2.0 * sigma, "exp+2": median + 4.0 * sigma}
+
+
+def capped_quantiles(lim: Mapping, alpha: float = ALPHA) -> list[str]:
+    """Quantiles of ``lim`` (quick limits) at or beyond Combine's bracket end (:func:`combine_band_caps`)."""
+    med = lim.get("exp0")
+    if med is None or not np.isfinite(med) or med <= 0:
+        return []
+    caps = combine_band_caps(float(med), alpha)
+    return [k for k, cap in caps.items() if lim.get(k) is not None and float(lim[k]) >= cap]
 
 
 def cls_asymptotic(q: float, qa: float) -> float:
@@ -89,8 +114,11 @@ class AsymptoticCLs:
         self.nll_b, self.x_b = self.obs_fit.fit(r=0.0)
         nu0, nu, nub, *_ = m.expected(self.x_b)
         glob = self.x_b[1 : 1 + m.nS].copy()
-        self.asimov = Fitter(m, n=nub, glob=glob)
-        self.nll_a0 = m.nll(self.x_b, nub, glob)
+        # gmN global observables of the Asimov set: the fitted yields (Combine's asimovDatasetWithFit
+        # sets a RooPoisson's global observable to its nuisance's post-fit value)
+        gglob = self.x_b[len(self.x_b) - m.nG :].copy() if m.nG else None
+        self.asimov = Fitter(m, n=nub, glob=glob, gglob=gglob)
+        self.nll_a0 = m.nll(self.x_b, nub, glob, gglob=gglob)
         self._qa: dict[float, float] = {}
         self._start_a = self.x_b.copy()
         s = np.bincount(m.col_bin, weights=np.where(m.is_sig, nu0, 0.0), minlength=len(m.bins))
@@ -178,10 +206,12 @@ class AsymptoticCLs:
         lo = max(lo, r_hat)
         return float(optimize.brentq(f, lo, hi, rtol=self.rtol, xtol=1e-12 * hi))
 
-    def limits(self) -> dict[str, float | None]:
-        """Expected quantiles and the observed limit (None if not computed)."""
-        out: dict[str, float | None] = dict(self.expected())
+    def limits(self) -> dict:
+        """Expected quantiles, the observed limit (None if not computed) and ``capped_by_combine``:
+        the quantiles where Combine's bisection bracket would cap its band (``band="crossing"``)."""
+        out: dict = dict(self.expected())
         out["obs"] = self.observed_limit() if self.observed else None
+        out["capped_by_combine"] = capped_quantiles(out) if self.band == "crossing" else []
         return out
 
 
@@ -191,8 +221,14 @@ def card_limits(card: Datacard | str | os.PathLike, observed: bool | None = None
     c = card if isinstance(card, Datacard) else parse_datacard(card)
     calc = AsymptoticCLs(c, observed=observed, band=band)
     out = calc.limits()
-    log.info("%s: %s (%d + %d fits)", c.path, {k: (None if v is None else round(v, 4)) for k, v in out.items()},
+    log.info("%s: %s (%d + %d fits)", c.path,
+             {k: (None if v is None else round(v, 4)) for k, v in out.items() if k != "capped_by_combine"},
              calc.obs_fit.nfits, calc.asimov.nfits)
+    if out["capped_by_combine"]:
+        log.warning("%s: Combine's AsymptoticLimits caps %s at %s x the median (its bisection bracket): the "
+                    "band there is not Gaussian, take it from toys (HybridNew)", c.path,
+                    "/".join(out["capped_by_combine"]),
+                    "/".join(f"{combine_band_caps(1.0)[k]:.3f}" for k in out["capped_by_combine"]))
     return out
 
 

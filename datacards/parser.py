@@ -339,6 +339,8 @@ def check_datacard(card: Datacard) -> list[str]:
                         prob.append(f"systematic '{s.name}' has invalid lnN value '{v}' for process '{p}' in bin '{b}'")
                 except ValueError:
                     prob.append(f"systematic '{s.name}' has non-numeric value '{v}' for process '{p}' in bin '{b}'")
+        if s.type == "gmN":
+            prob.extend(_check_gmn(s, cols, rates))
     # rateParams
     allnames = {rp.name for rp in card.rate_params} | {s.name for s in card.systematics}
     for rp in card.rate_params:
@@ -365,6 +367,30 @@ def check_datacard(card: Datacard) -> list[str]:
                     prob.append(f"rateParam '{rp.name}' formula argument '{a}' is not a defined parameter")
         elif rp.range is not None and not (rp.range[0] <= rp.value <= rp.range[1]):
             prob.append(f"rateParam '{rp.name}' initial value {rp.value:g} is outside its range {list(rp.range)}")
+    return prob
+
+
+def _check_gmn(s: Systematic, cols: list[tuple[str, str]], rates: dict) -> list[str]:
+    """Problems of a ``name gmN N alpha...`` row, with Combine's rule (``ModelTools.py``, v10.6.0) that
+    each rate equals ``alpha * N`` within ``max(0.05 max(rate, 1), alpha)``."""
+    prob = []
+    n_txt = s.extra[0] if s.extra else ""
+    if not _isint(n_txt) or int(n_txt) < 0:
+        return [f"systematic '{s.name}' (gmN) needs a non-negative integer count N, got '{n_txt}'"]
+    n = int(n_txt)
+    for (b, p), v in zip(cols, s.values):
+        if v == "-":
+            continue
+        try:
+            alpha = float(v)
+        except ValueError:
+            prob.append(f"systematic '{s.name}' has non-numeric gmN alpha '{v}' for process '{p}' in bin '{b}'")
+            continue
+        if alpha < 0:
+            prob.append(f"systematic '{s.name}' has negative gmN alpha '{v}' for process '{p}' in bin '{b}'")
+        elif alpha > 0 and (b, p) in rates and abs(alpha * n - rates[(b, p)]) > max(0.05 * max(rates[(b, p)], 1.0), alpha):
+            prob.append(f"systematic '{s.name}' (gmN N = {n}, alpha = {v}) does not match the rate {rates[(b, p)]:g} of "
+                        f"process '{p}' in bin '{b}' (Combine needs rate = N * alpha)")
     return prob
 
 

@@ -23,3 +23,28 @@ for meta in json.load(open(sys.argv[1]))["points"].values():
     print(meta["card"])' "$index")
   [[ ${#LISTED[@]} -gt 0 ]] || { echo "ERROR: $index lists no cards" >&2; exit 2; }
 }
+
+# quick_limit LIMITS_JSON POINT KEY: print the quick limit KEY (e.g. exp0) of POINT from a limits.json
+# written by svjscout (nothing, exit status 0, when the file, the point or the value is absent).
+quick_limit() {
+  [[ -f "$1" ]] || return 0
+  "${PYTHON:-python3}" -c 'import json, sys
+try:
+    v = json.load(open(sys.argv[1])).get(sys.argv[2], {}).get(sys.argv[3])
+except (OSError, ValueError, AttributeError):
+    v = None
+if isinstance(v, (int, float)) and v > 0:
+    print(repr(float(v)))' "$1" "$2" "$3"
+}
+
+# has_option NAME ARGS...: true if ARGS contain the combine option NAME (as NAME or NAME=value).
+has_option() {
+  local name="$1" a; shift
+  for a in "$@"; do [[ "$a" == "$name" || "$a" == "$name="* ]] && return 0; done
+  return 1
+}
+
+# count_expected LOG: number of expected-limit lines ("Expected 50.0%: r < ...") in a combine log.
+count_expected() {
+  grep -cE '^Expected +[0-9.]+%: *r < *[0-9]' "$1" 2>/dev/null || true
+}

@@ -114,6 +114,8 @@ def test_script_runs_fake_combine_and_collects(tmp_path):
         "while [[ $# -gt 0 ]]; do case $1 in -n) n=$2; shift;; -m) m=$2; shift;; -M) M=$2; shift;; esac; shift; done\n"
         '[[ "$M" == AsymptoticLimits && -f workspace.root ]]\n'
         f'cp "{template}" "higgsCombine$n.AsymptoticLimits.mH$m.root"\n'
+        'for q in " 2.5:1.0000" "16.0:2.0000" "50.0:3.0000" "84.0:4.0000" "97.5:5.0000"; do\n'
+        '  echo "Expected ${q%%:*}%: r < ${q#*:}"; done\n'
     )
     for p in bindir.iterdir():
         p.chmod(0o755)

@@ -114,7 +114,8 @@ def test_quick_limits_on_written_cards(tmp_path):
     assert sorted(lim) == sorted(index["points"])
     on_disk = json.loads(out.read_text())
     for point, v in on_disk.items():
-        assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"} and v["obs"] is None
+        assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs", "capped_by_combine"} and v["obs"] is None
+        assert isinstance(v["capped_by_combine"], list)
         assert 0 < v["exp-2"] < v["exp0"] < v["exp+2"]
     from_index = quick_limits(index)
     for point in lim:
@@ -192,3 +193,110 @@ def test_abcd_card_likelihood_matches_independent_implementation():
     best = optimize.minimize(nll, x0, args=(r0,), bounds=bounds, method="L-BFGS-B",
                              options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 10000})
     assert 2 * best.fun == pytest.approx(stats.norm.isf(0.025) ** 2, rel=2e-3)
+
+
+# --- closed forms with Combine's asymmetric lnN and gmN (independent scipy minimisation) ----------------------------
+
+def _log_kappa(theta, kdown, kup):
+    """Combine's logKappaForX (interface/CombineMathFuncs.h, v10.6.0), written out independently."""
+    lo, hi = -np.log(kdown), np.log(kup)
+    if abs(theta) >= 0.5:
+        return hi if theta >= 0 else lo
+    x = 2 * theta
+    return 0.5 * (hi + lo) + 0.5 * (hi - lo) * (3 * x**5 - 10 * x**3 + 15 * x) / 8
+
+
+def _piecewise_log_kappa(theta, kdown, kup):
+    return np.log(kup) if theta >= 0 else -np.log(kdown)
+
+
+def _expected_by_scipy(nll, n_nuis, bounds, ref, quantiles=QUANTILES):
+    """Expected limits from ``q_A(mu) = 2 [min_nuis nll(mu, nuis) - ref]`` (scipy, many starts)."""
+    def qa(mu):
+        best = np.inf
+        for start in ([0.0] * n_nuis, [0.3] * n_nuis):
+            start = [min(max(v, lo + 1e-6), hi - 1e-6) for v, (lo, hi) in zip(start, bounds)]
+            res = optimize.minimize(lambda t: nll(mu, t), start, method="L-BFGS-B", bounds=bounds,
+                                    options={"ftol": 1e-15, "gtol": 1e-11, "maxiter": 5000})
+            best = min(best, res.fun)
+        return max(0.0, 2 * (best - ref))
+
+    out = {}
+    for key, p in quantiles.items():
+        t = stats.norm.isf(0.05 * p) + stats.norm.ppf(p)
+        out[key] = optimize.brentq(lambda mu, t=t: np.sqrt(qa(mu)) - t, 1e-3, 1e3, xtol=1e-9, rtol=1e-8)
+    return out
+
+
+ASYM_CARD = ONE_BIN.replace("kmax 0", "kmax 2") + "bu lnN - 0.97/1.35\nsu lnN 0.8/1.05 -\n"
+
+
+@pytest.mark.parametrize("log_kappa", [_log_kappa, _piecewise_log_kappa])
+def test_asymmetric_lnn_expected_limits_match_combine_formula(log_kappa):
+    """One bin, asymmetric lnN on both processes: the quick limits equal a direct minimisation of the
+    Asimov likelihood under Combine's interpolation, and differ from the piecewise one."""
+    s, b = 10.0, 50.0
+
+    def nll(mu, t):
+        nu = mu * s * np.exp(t[1] * log_kappa(t[1], 0.8, 1.05)) + b * np.exp(t[0] * log_kappa(t[0], 0.97, 1.35))
+        return nu - b * np.log(nu) + 0.5 * (t[0] ** 2 + t[1] ** 2)
+
+    ref = _expected_by_scipy(nll, 2, [(-7, 7), (-7, 7)], nll(0.0, [0.0, 0.0]))
+    lim = card_limits(parse_text(ASYM_CARD.format(obs=b, s=s, b=b)), observed=False)
+    for key in QUANTILES:
+        if log_kappa is _log_kappa:
+            assert lim[key] == pytest.approx(ref[key], rel=3e-4), key
+        else:  # the piecewise form is measurably different: the test above can fail
+            assert abs(lim[key] / ref[key] - 1) > 1e-2, key
+
+
+GMN_CARD = ONE_BIN.replace("kmax 0", "kmax 2") + "bu lnN - 1.1\nsigstat gmN {N} {alpha} -\n"
+
+
+@pytest.mark.parametrize("N,alpha", [(3, 2.0), (8, 0.5)])
+def test_gmn_expected_limits_match_independent_minimisation(N, alpha):
+    """Signal with a gmN (rate N alpha, Poisson constraint of its yield, global observable N)."""
+    from svjscout.datacards.likelihood import gmn_range
+
+    b = 20.0
+
+    def nll(mu, t):
+        g = max(t[1], 1e-300)
+        nu = mu * alpha * g + b * 1.1 ** t[0]
+        return nu - b * np.log(nu) + 0.5 * t[0] ** 2 + g - N * np.log(g)
+
+    ref = _expected_by_scipy(nll, 2, [(-7, 7), gmn_range(N)], nll(0.0, [0.0, float(N)]))
+    lim = card_limits(parse_text(GMN_CARD.format(obs=b, s=N * alpha, b=b, N=N, alpha=alpha)), observed=False)
+    for key in QUANTILES:
+        assert lim[key] == pytest.approx(ref[key], rel=3e-4), key
+    # without the gmN (the same rate, no MC-statistics term) the limits are stronger
+    plain = card_limits(parse_text(ONE_BIN.replace("kmax 0", "kmax 1").format(obs=b, s=N * alpha, b=b)
+                                   + "bu lnN - 1.1\n"), observed=False)
+    assert plain["exp0"] < lim["exp0"] * (1 - 1e-3)
+
+
+def test_gmn_with_zero_count_sets_no_limit():
+    card = parse_text(GMN_CARD.format(obs=20.0, s=0, b=20.0, N=0, alpha=0.7))
+    with pytest.raises(DatacardError, match="no expected events|no limit"):
+        card_limits(card, observed=False)
+
+
+def test_combine_band_caps():
+    """Combine brackets the +1/+2 sigma bisection at median + 2/4 sigma, sigma = median / 1.96."""
+    from svjscout.datacards.limits import capped_quantiles, combine_band_caps
+
+    caps = combine_band_caps(1.0)
+    assert caps["exp+1"] == pytest.approx(1 + 2 / stats.norm.ppf(0.975)) and caps["exp+1"] == pytest.approx(2.0204, abs=1e-4)
+    assert caps["exp+2"] == pytest.approx(1 + 4 / stats.norm.ppf(0.975)) and caps["exp+2"] == pytest.approx(3.0409, abs=1e-4)
+    assert capped_quantiles({"exp0": 1.0, "exp+1": 1.9, "exp+2": 3.5}) == ["exp+2"]
+    assert capped_quantiles({"exp0": 1.0, "exp+1": 2.5, "exp+2": 6.0}) == ["exp+1", "exp+2"]
+    assert capped_quantiles({"exp0": 1.0, "exp+1": 1.5, "exp+2": 2.1}) == []
+
+
+def test_band_cap_flagged_on_a_low_count_card():
+    """Few expected events: the q_A crossing of +2 sigma lies far above 3.04 x the median (capped),
+    a high-count card is Gaussian and never capped."""
+    low = card_limits(parse_text(ONE_BIN.format(obs=0.05, s=1.0, b=0.05)), observed=False)
+    assert low["exp+2"] > 3.05 * low["exp0"] and "exp+2" in low["capped_by_combine"]
+    high = card_limits(parse_text(ONE_BIN.format(obs=1e4, s=50.0, b=1e4)), observed=False)
+    assert high["capped_by_combine"] == []
