@@ -5,13 +5,16 @@ Combine builds from the same text); ``jobs/combine_validate.sh`` runs the same w
 
 * **Injection and bias** (:func:`injection_test`): a background-only fit to the control regions
   (A, C, D; region B masked) fixes the model; toys are drawn from it with the signal injected at
-  ``r_inj`` (Poisson counts, global observables drawn around the fitted nuisances: frequentist
-  toys) and each toy is fitted with r free, allowed below 0 (down to where a channel's yield
-  would turn negative). Pull ``(r_fit - r_inj) / sigma_r`` with the MINOS error on the side of
-  the truth (the likelihood in r is far from parabolic when a large log-normal non-closure sits
-  on large backgrounds: HESSE errors then understate the spread); a fit that ends on a boundary
-  of r, or whose MINOS interval does, counts as not converged. Mean and width with their
-  standard errors; ``|mean| > 0.14`` is flagged (the usual CMS criterion).
+  ``r_inj`` (by default 0, 1x and 2x each point's median expected limit of ``limits.json``;
+  Poisson counts, global observables drawn around the fitted nuisances: frequentist toys) and
+  each toy is fitted with r free, allowed below 0 (down to where a channel's yield would turn
+  negative). Pull ``(r_fit - r_inj) / sigma_r`` with the MINOS error on the side of the truth.
+  EVERY fitted toy counts: a fit that ends at the r floor (or at r_max) keeps its pull (a bound)
+  and is counted per injection as "at boundary", failed fits are counted; nothing is dropped
+  (dropping the boundary toys, which are the low-r toys, pushes the mean pull up). Median and
+  16/50/84 % quantiles of the pulls, mean and width; the bias verdict uses the median and its
+  order-statistics uncertainty (:func:`bias_verdict`: ``|median| > 0.14``, the usual CMS
+  criterion, and significant).
 * **Goodness of fit** (:func:`gof_saturated`): the saturated-model statistic
   ``q = 2 (-ln L_fit + ln L_sat)`` of the background-only fit, against toys from the fitted model;
   p = fraction of toys with ``q >= q_obs``. On the validation plane with all regions, and on the
@@ -27,8 +30,10 @@ Combine builds from the same text); ``jobs/combine_validate.sh`` runs the same w
   ``nhat_B = n_A n_D / n_C`` when a signal point at r = 1 is added to A, C and D, per M_T bin,
   against the non-closure uncertainty of the cards.
 
+Nuisances are bounded to ``likelihood.THETA_RANGE`` in every fit (Combine bounds them too).
+
 Example:
-    >>> # res = validate_dir("svjscout-out", toys=200)
+    >>> # res = validate(xy_mt, datasets, index, limits, toys=200)  # or: svjscout validate DIR
 """
 
 from __future__ import annotations
@@ -48,8 +53,101 @@ from .parser import Datacard, parse_datacard, parse_text
 
 log = logging.getLogger(__name__)
 
-#: |mean pull| above this is flagged (the usual CMS criterion for a bias test).
+
+def _quiet(fn):
+    """Run ``fn`` without numpy's floating-point warnings: MIGRAD's far-out trial points overflow
+    harmlessly (the likelihood clips them), and the terminal should show what matters."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+#: A bias is flagged when the median pull is beyond this (the usual CMS criterion: a bias below
+#: 14 % of the statistical uncertainty) and significantly away from 0 (more than 2 of its
+#: uncertainties from the number of toys).
 BIAS_FLAG = 0.14
+
+#: Injections of ``svjscout validate`` and the run's validate stage: 0, 1x and 2x each point's
+#: median expected limit (``exp0`` of ``limits.json``). ``"Nx"``: N times that limit; a plain number:
+#: that r; ``"exp0"``: the same as ``"1x"``.
+DEFAULT_INJECT = ("0", "1x", "2x")
+#: The former default (0, r = 1, exp0): r = 1 was 20-1,400x the demo's expected limits and tested
+#: nothing. Passed unchanged (the old CLI / config default), it is read as :data:`DEFAULT_INJECT`.
+LEGACY_DEFAULT_INJECT = (0.0, 1.0, "exp0")
+
+
+def theta_range() -> tuple[float, float]:
+    """The range of every lnN nuisance in the fits (``likelihood.THETA_RANGE``, read at call time)."""
+    from . import likelihood
+
+    lo, hi = likelihood.THETA_RANGE
+    return float(lo), float(hi)
+
+
+def parse_inject(spec) -> list:
+    """Injections from ``"0,1x,2x"`` (or a sequence of numbers / strings): a list of floats
+    (absolute r) and ``("x", factor)`` tuples (factor times the point's median expected limit).
+
+    ``None`` and the former default ``(0, 1, "exp0")`` give :data:`DEFAULT_INJECT`.
+
+    Raises:
+        ValueError: an entry that is neither a number, ``"Nx"`` nor ``"exp0"`` (names it).
+    """
+    if spec is None:
+        spec = DEFAULT_INJECT
+    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    plain = all(isinstance(v, (str, int, float)) for v in items)
+    if plain and [v.strip().lower() if isinstance(v, str) else float(v) for v in items] == list(LEGACY_DEFAULT_INJECT):
+        log.info("injections (0, 1, exp0) are the former default: using %s (0, 1x and 2x the expected "
+                 "limit); ask for r = 1 explicitly with e.g. '0,1,1x'", ",".join(DEFAULT_INJECT))
+        items = list(DEFAULT_INJECT)
+    out = []
+    for v in items:
+        if isinstance(v, tuple) and len(v) == 2 and v[0] == "x":
+            out.append(("x", float(v[1])))
+            continue
+        if not isinstance(v, str):
+            out.append(float(v))
+            continue
+        s = v.strip().lower()
+        try:
+            if s == "exp0":
+                out.append(("x", 1.0))
+            elif s.endswith("x"):
+                out.append(("x", float(s[:-1])))
+            else:
+                out.append(float(s))
+        except ValueError as err:
+            raise ValueError(f"injection '{v}' is neither a number, 'Nx' (N times the expected limit) "
+                             "nor 'exp0'") from err
+    return out
+
+
+def resolve_inject(items, limits: Mapping | None, point: str) -> tuple[list[dict], list[str]]:
+    """The injected r of ``point`` for each of :func:`parse_inject`'s items.
+
+    Returns:
+        ``([{"r", "label", "factor"}...], [reasons an item was skipped...])``; ``factor`` is the
+        multiple of ``exp0`` (None for an absolute r).
+    """
+    exp0 = None
+    if limits and point in limits and isinstance(limits[point], Mapping):
+        v = limits[point].get("exp0")
+        exp0 = float(v) if v is not None and np.isfinite(float(v)) and float(v) > 0 else None
+    out, skipped = [], []
+    for it in parse_inject(items):
+        if isinstance(it, tuple):
+            if exp0 is None:
+                skipped.append(f"{it[1]:g}x the expected limit: no exp0 for {point} in limits.json")
+                continue
+            out.append({"r": it[1] * exp0, "label": f"{it[1]:g}x exp. limit", "factor": it[1], "exp0": exp0})
+        else:
+            out.append({"r": float(it), "label": f"r = {it:g}", "factor": None, "exp0": exp0})
+    return out, skipped
 
 
 def region_of_bin(name: str) -> str:
@@ -78,20 +176,54 @@ def r_floor(model: Model, x: np.ndarray, margin: float = 0.9) -> float:
 
 @dataclass
 class ToySet:
-    """Pseudo-experiments of one model: counts ``n`` (T, B) and global observables ``glob`` (T, S)."""
+    """Pseudo-experiments of one model: counts ``n`` (T, B), lnN global observables ``glob`` (T, S)
+    and gmN global observables ``gglob`` (T, G; None for a model without gmN rows)."""
 
     n: np.ndarray
     glob: np.ndarray
+    gglob: np.ndarray | None = None
+
+    def fit_kw(self, t: int) -> dict:
+        """The toy's global observables as :class:`Fitter` keywords."""
+        kw = {"n": self.n[t], "glob": self.glob[t]}
+        if self.gglob is not None:
+            kw["gglob"] = self.gglob[t]
+        return kw
+
+
+def n_gmn(model: Model) -> int:
+    """Number of gmN rows of a model (0 for a likelihood without gmN support)."""
+    return int(getattr(model, "nG", 0) or 0)
+
+
+def gmn_values(model: Model, x: np.ndarray) -> np.ndarray:
+    """The gmN yields ``theta_g`` in a parameter vector (last G entries)."""
+    G = n_gmn(model)
+    return np.asarray(x[len(x) - G :], float) if G else np.zeros(0)
 
 
 def draw_toys(model: Model, x: np.ndarray, n_toys: int, rng: np.random.Generator) -> ToySet:
-    """Frequentist toys at parameters ``x``: Poisson counts of the expected yields, global
-    observables ``N(theta_hat, 1)`` (Combine's ``--toysFrequentist``)."""
+    """Frequentist toys at parameters ``x`` (Combine's ``--toysFrequentist``): Poisson counts of the
+    expected yields and every global observable drawn around its fitted value: lnN
+    ``N(theta_hat, 1)``, gmN (signal MC statistics) ``Poisson(theta_g_hat)``, the count N of the
+    card's gmN row, as Combine draws a Poisson constraint's global observable."""
     _, _, nub, *_ = model.expected(x, jac=False)
     n = rng.poisson(np.clip(nub, 0.0, None), size=(n_toys, len(nub))).astype(float)
     th = x[1 : 1 + model.nS]
     glob = rng.normal(th, 1.0, size=(n_toys, model.nS))
-    return ToySet(n, glob)
+    gglob = None
+    if n_gmn(model):
+        gglob = rng.poisson(np.clip(gmn_values(model, x), 0.0, None), size=(n_toys, n_gmn(model))).astype(float)
+    return ToySet(n, glob, gglob)
+
+
+def asimov_kw(model: Model, x: np.ndarray) -> dict:
+    """:class:`Fitter` keywords of the Asimov data set at ``x`` (global observables at ``x``)."""
+    _, _, nub, *_ = model.expected(x, jac=False)
+    kw = {"n": nub, "glob": x[1 : 1 + model.nS]}
+    if n_gmn(model):
+        kw["gglob"] = gmn_values(model, x)
+    return kw
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -106,6 +238,68 @@ def _summary(values: np.ndarray) -> dict:
             "width_err": width / np.sqrt(2.0 * (n - 1))}
 
 
+def median_interval(values: np.ndarray, cl: float = 0.6827) -> tuple[float, float]:
+    """Distribution-free ``cl`` interval of the median from order statistics (binomial ranks):
+    valid for any distribution, also when some values sit at a boundary."""
+    v = np.sort(np.asarray(values, float))
+    n = len(v)
+    k_lo = int(stats.binom.ppf(0.5 - cl / 2, n, 0.5))
+    k_hi = int(stats.binom.ppf(0.5 + cl / 2, n, 0.5))
+    return float(v[max(k_lo - 1, 0)]), float(v[min(k_hi, n - 1)])
+
+
+def pull_summary(pulls: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> dict:
+    """Statistics of the pulls of ALL fitted toys.
+
+    ``low`` / ``high``: toys whose fit ended at the lower / upper boundary of r (or whose MINOS
+    interval hit it): their pull is a bound (the true pull is at most / at least this value). They
+    are counted in every statistic; a quantile is marked ``censored`` when the boundary toys on
+    its side reach it (then it is a bound, not a measurement).
+
+    Returns:
+        ``{n, median, median_err, q16, q50, q84, width_q ((q84 - q16) / 2), mean, mean_err, width,
+        width_err, frac_low, frac_high, censored: {q16, q50, q84}, mean_excl_boundary}``.
+    """
+    p = np.asarray(pulls, float)
+    n = len(p)
+    low = np.zeros(n, bool) if low is None else np.asarray(low, bool)
+    high = np.zeros(n, bool) if high is None else np.asarray(high, bool)
+    out = {"n": n, "frac_low": float(low.mean()) if n else 0.0, "frac_high": float(high.mean()) if n else 0.0}
+    out.update(_summary(p))
+    inner = p[~(low | high)]
+    out["mean_excl_boundary"] = float(inner.mean()) if len(inner) else None
+    if n < 2:
+        out.update(median=float(p[0]) if n else None, median_err=None, q16=None, q50=None, q84=None,
+                   width_q=None, censored={"q16": False, "q50": False, "q84": False})
+        return out
+    q16, q50, q84 = (float(v) for v in np.quantile(p, [0.16, 0.5, 0.84]))
+    lo, hi = median_interval(p)
+    cens = {q: bool(out["frac_low"] >= f or out["frac_high"] >= 1.0 - f)
+            for q, f in (("q16", 0.16), ("q50", 0.5), ("q84", 0.84))}
+    out.update(median=q50, median_err=0.5 * (hi - lo), median_interval=[lo, hi], q16=q16, q50=q50, q84=q84,
+               width_q=0.5 * (q84 - q16), censored=cens)
+    return out
+
+
+def bias_verdict(pull: Mapping, flag: float = BIAS_FLAG) -> tuple[str, str]:
+    """``("bias" | "no bias" | "unresolved", reason)`` from the median pull and its uncertainty.
+
+    bias: ``|median| > flag`` and more than 2 uncertainties from 0; no bias: otherwise, when the
+    uncertainty of the median is <= ``flag`` (the toys resolve a bias of that size); unresolved:
+    too few toys, or the median is censored (half the toys or more at one boundary of r).
+    """
+    med, err = pull.get("median"), pull.get("median_err")
+    if med is None or err is None:
+        return "unresolved", "fewer than 2 fitted toys"
+    if pull.get("censored", {}).get("q50"):
+        return "unresolved", "half the toys or more end at a boundary of r: the median is a bound"
+    if abs(med) > flag and abs(med) > 2.0 * err:
+        return "bias", f"|median| {abs(med):.2f} > {flag} and > 2 x its uncertainty {err:.2f}"
+    if err > flag:
+        return "unresolved", f"uncertainty of the median {err:.2f} > {flag}: more toys needed"
+    return "no bias", f"median {med:+.2f} +- {err:.2f}"
+
+
 def background_only_fit(model: Model, mask: np.ndarray | None = None) -> np.ndarray:
     """Parameters of the background-only (r = 0) fit of the card's observation (``mask``: bins used)."""
     return Fitter(model, mask=mask).fit(r=0.0)[1]
@@ -113,86 +307,190 @@ def background_only_fit(model: Model, mask: np.ndarray | None = None) -> np.ndar
 
 def r_sigma(model: Model, x: np.ndarray, r_min: float, r_max: float | None) -> float:
     """Expected uncertainty of r (HESSE of the Asimov data set at ``x``): the first step of the toy fits."""
-    _, _, nub, *_ = model.expected(x, jac=False)
-    f = Fitter(model, n=nub, glob=x[1 : 1 + model.nS], r_min=r_min, r_max=r_max, strategy=1,
-               r_step=max(1.0, abs(x[0])))
+    f = Fitter(model, **asimov_kw(model, x), r_min=r_min, r_max=r_max, strategy=1, r_step=max(1.0, abs(x[0])))
     f.fit(start=x, hesse=True)
     return float(f.last.errors["r"])
 
 
+def profile_error(model: Model, data: Mapping, x: np.ndarray, nll0: float, direction: int,
+                  r_min: float, r_max: float, step: float, mask: np.ndarray | None = None) -> float:
+    """The 1-sigma error of r on one side (``direction`` +1 up, -1 down) from the profile
+    likelihood, ``-ln L(r) = nll0 + 1/2`` with every other parameter refitted (what MINOS does, for
+    the toys where MINOS gives up: a minimum on the boundary of r). ``data``: the toy's
+    :class:`Fitter` keywords (``n``, ``glob``, ``gglob``). NaN when the crossing lies beyond the
+    range of r."""
+    from scipy.optimize import brentq
+
+    f = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, strategy=1)
+    cache = {}
+
+    def g(r):
+        if r not in cache:
+            cache[r] = f.fit(r=r, start=x)[0] - nll0 - 0.5
+        return cache[r]
+
+    r0, a, d = float(x[0]), float(x[0]), abs(step) or 1e-3
+    lim = r_max if direction > 0 else r_min
+    for _ in range(40):
+        b = r0 + direction * d
+        b = min(b, lim) if direction > 0 else max(b, lim)
+        if g(b) > 0:
+            lo, hi = sorted((a, b))
+            return abs(brentq(g, lo, hi, xtol=1e-4 * d) - r0) if g(lo) * g(hi) < 0 else abs(b - r0)
+        if b == lim:
+            return float("nan")
+        a, d = b, 2.0 * d
+    return float("nan")
+
+
 def fit_toys(model: Model, toys: ToySet, start: np.ndarray, r_min: float, r_max: float,
              mask: np.ndarray | None = None, r_step: float | None = None) -> dict:
-    """Fit every toy with r free in ``[r_min, r_max]``; r, its HESSE error and the fit validity
-    (a fit that ends on a boundary of r has no meaningful error and counts as not converged)."""
+    """Fit every toy with r free in ``[r_min, r_max]``: r, its HESSE and MINOS errors, and the status.
+
+    Status per toy: ``failed`` (MIGRAD invalid and no better minimum on a boundary of r),
+    ``at_floor`` / ``at_rmax`` (the fit ends on that boundary of r; a minimum on the boundary, where
+    MIGRAD may not converge, is found by a fit with r fixed there), ``minos_low`` /
+    ``minos_high`` (MINOS gave no interval on that side, or it reaches the boundary). Where MINOS
+    gives no error, the profile-likelihood error (:func:`profile_error`) replaces it. Nothing is
+    dropped here.
+    """
     T = len(toys.n)
     r = np.full(T, np.nan)
     err, lo_err, hi_err = (np.full(T, np.nan) for _ in range(3))
-    valid = np.zeros(T, bool)
+    failed, at_floor, at_rmax, minos_low, minos_high = (np.zeros(T, bool) for _ in range(5))
+    tol = 1e-4 * (r_max - r_min)
+    step = r_step or 0.1 * (r_max - r_min)
     for t in range(T):
-        f = Fitter(model, n=toys.n[t], glob=toys.glob[t], r_min=r_min, r_max=r_max, mask=mask, r_step=r_step,
-                   strategy=1)
-        _, x = f.fit(start=start, hesse=True)
+        data = toys.fit_kw(t)
+        f = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, r_step=r_step, strategy=1)
+        nll, x = f.fit(start=start, hesse=True)
         mi = f.last
+        valid = bool(mi.valid)
+        if not valid:  # a minimum on a boundary of r: the fit with r fixed there is as good or better
+            for rb in (r_min, r_max):
+                fb = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, strategy=1)
+                nb, xb = fb.fit(r=rb, start=x)
+                if fb.last.valid and nb <= nll + 1e-3:
+                    nll, x, valid = nb, xb, True
+                    break
         r[t] = x[0]
-        err[t] = mi.errors["r"]
-        at_bound = min(abs(x[0] - r_min), abs(x[0] - r_max)) < 1e-6 * max(1.0, abs(r_max))
-        ok = bool(mi.valid and mi.accurate and not at_bound and err[t] > 0)
-        if ok:
+        e = float(mi.errors["r"])
+        err[t] = e if np.isfinite(e) and e > 0 else np.nan
+        at_floor[t] = x[0] - r_min < tol
+        at_rmax[t] = r_max - x[0] < tol
+        if not valid:
+            failed[t] = True
+            continue
+        if mi.valid and not (at_floor[t] or at_rmax[t]):
             try:
                 mi.minos("r")
                 me = mi.merrors["r"]
-                ok = me.is_valid and not (me.at_lower_limit or me.at_upper_limit)
-                lo_err[t], hi_err[t] = -me.lower, me.upper
+                if me.lower_valid and not me.at_lower_limit:
+                    lo_err[t] = -me.lower
+                if me.upper_valid and not me.at_upper_limit:
+                    hi_err[t] = me.upper
             except RuntimeError:
-                ok = False
-        valid[t] = ok
-    return {"r": r, "r_err": err, "r_err_down": lo_err, "r_err_up": hi_err, "valid": valid}
+                pass
+        minos_low[t], minos_high[t] = not np.isfinite(lo_err[t]), not np.isfinite(hi_err[t])
+        for side, arr in ((+1, hi_err), (-1, lo_err)):
+            if not np.isfinite(arr[t]) and not (at_rmax[t] if side > 0 else at_floor[t]):
+                arr[t] = profile_error(model, data, x, nll, side, r_min, r_max,
+                                       err[t] if np.isfinite(err[t]) else step, mask)
+    return {"r": r, "r_err": err, "r_err_down": lo_err, "r_err_up": hi_err, "failed": failed,
+            "at_floor": at_floor, "at_rmax": at_rmax, "minos_low": minos_low, "minos_high": minos_high}
 
 
-def pulls_of(r_fit: np.ndarray, r_true: float, err_down: np.ndarray, err_up: np.ndarray) -> np.ndarray:
+def pulls_of(r_fit: np.ndarray, r_true: float, err_down: np.ndarray, err_up: np.ndarray,
+             err_hesse: np.ndarray | None = None) -> np.ndarray:
     """``(r_fit - r_true) / sigma``, with the MINOS error on the side of the truth (Combine's
-    convention for bias studies: the upper error when the fit is below the truth)."""
+    convention for bias studies: the upper error when the fit is below the truth); where that
+    MINOS error is missing, the HESSE error ``err_hesse`` (when given)."""
     r_fit = np.asarray(r_fit, float)
     sigma = np.where(r_fit < r_true, err_up, err_down)
-    return (r_fit - r_true) / sigma
+    if err_hesse is not None:
+        sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.asarray(err_hesse, float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (r_fit - r_true) / sigma
 
 
+def classify_toys(fit: Mapping, r_true: float) -> dict:
+    """Pulls of every toy of :func:`fit_toys` (or of Combine's tree) and the per-toy masks.
+
+    A toy is ``used`` when it has a pull (not failed, a finite error on the side of the truth or a
+    HESSE error); ``low`` / ``high``: it ends at the lower / upper boundary of r, or the MINOS
+    interval on the side of the truth reaches the boundary (its pull is then a bound).
+    """
+    r = np.asarray(fit["r"], float)
+    pulls = pulls_of(r, r_true, fit["r_err_down"], fit["r_err_up"], fit.get("r_err"))
+    failed = np.asarray(fit["failed"], bool)
+    used = ~failed & np.isfinite(pulls)
+    below = r < r_true
+    low = np.asarray(fit["at_floor"], bool)
+    high = np.asarray(fit["at_rmax"], bool)
+    # MINOS on the side away from the truth reaching the boundary: the toy's interval is open there
+    minos_open = (below & np.asarray(fit["minos_low"], bool)) | (~below & np.asarray(fit["minos_high"], bool))
+    return {"pulls": pulls, "used": used, "failed": failed, "low": low, "high": high,
+            "minos_open": minos_open & ~failed}
+
+
+def _injection_result(r_inj: float, fit: Mapping, n_toys: int, flag: float = BIAS_FLAG) -> dict:
+    c = classify_toys(fit, r_inj)
+    u = c["used"]
+    pull = pull_summary(c["pulls"][u], c["low"][u], c["high"][u])
+    verdict, why = bias_verdict(pull, flag)
+    r = np.asarray(fit["r"], float)
+    return {"r_inj": float(r_inj), "toys": int(n_toys), "fitted": int(u.sum()), "converged": int(u.sum()),
+            "failed": int(c["failed"].sum()), "no_error": int((~c["failed"] & ~u).sum()),
+            "at_floor": int((c["low"] & u).sum()), "at_rmax": int((c["high"] & u).sum()),
+            "at_boundary": int(((c["low"] | c["high"]) & u).sum()),
+            "minos_at_limit": int((c["minos_open"] & u & ~(c["low"] | c["high"])).sum()),
+            "frac_boundary": float(((c["low"] | c["high"]) & u).sum() / max(n_toys, 1)),
+            "pull": pull, "r_fit": _summary(r[u]), "r_fit_median": float(np.median(r[u])) if u.any() else None,
+            "bias": verdict, "bias_reason": why, "flag_bias": verdict == "bias",
+            "pulls": [float(p) for p in c["pulls"][u]],
+            "pull_at_boundary": [bool(v) for v in (c["low"] | c["high"])[u]]}
+
+
+@_quiet
 def injection_test(card: Datacard, r_inj: float, n_toys: int = 200, seed: int = 1,
-                   r_max: float | None = None) -> dict:
+                   r_max: float | None = None, r_min: float | None = None) -> dict:
     """Signal injection and bias test of one card at ``r_inj`` (see module docstring).
 
+    Every toy counts: the pulls of toys whose fit ends at a boundary of r are kept (as bounds) and
+    their fraction is reported; failed fits are counted. The bias verdict uses the median pull
+    (:func:`bias_verdict`), which boundary toys on one side do not move.
+
     Returns:
-        ``{"r_inj", "toys", "converged", "pull": {n, mean, mean_err, width, width_err},
-        "r_fit": {...}, "flag_bias": bool, "pulls": [...]}``.
+        ``{"r_inj", "toys", "fitted", "failed", "at_floor", "at_rmax", "at_boundary",
+        "minos_at_limit", "frac_boundary", "r_range", "sigma_r_asimov", "pull": pull_summary(...),
+        "r_fit", "bias", "bias_reason", "flag_bias", "pulls", "pull_at_boundary"}``.
     """
     m = build_model(card)
     cr = control_mask(m)
     xb = background_only_fit(m, cr)
     x = xb.copy()
     x[0] = r_inj
-    rng = np.random.default_rng([seed, int(round(1e6 * r_inj)) & 0xFFFFFFFF])
+    rng = np.random.default_rng([seed, int(round(1e6 * r_inj)) & 0xFFFFFFFF, int(round(1e12 * r_inj)) & 0xFFFFFFFF])
     toys = draw_toys(m, x, n_toys, rng)
-    lo = r_floor(m, xb)
+    lo = r_floor(m, xb) if r_min is None else float(r_min)
     sig_r = r_sigma(m, x, lo, None)
     hi = r_max if r_max is not None else r_inj + max(10.0 * sig_r, abs(lo))
-    res = fit_toys(m, toys, x, lo, hi, r_step=sig_r)
-    ok = res["valid"]
-    pulls = pulls_of(res["r"][ok], r_inj, res["r_err_down"][ok], res["r_err_up"][ok])
-    pull = _summary(pulls)
-    return {"r_inj": float(r_inj), "toys": int(n_toys), "converged": int(ok.sum()), "r_range": [lo, hi],
-            "sigma_r_asimov": sig_r,
-            "pull": pull, "r_fit": _summary(res["r"][ok]),
-            "flag_bias": bool(pull["mean"] is not None and abs(pull["mean"]) > BIAS_FLAG),
-            "pulls": [float(p) for p in pulls]}
+    fit = fit_toys(m, toys, x, lo, hi, r_step=sig_r)
+    out = _injection_result(r_inj, fit, n_toys)
+    out.update(r_range=[float(lo), float(hi)], sigma_r_asimov=sig_r, theta_range=list(theta_range()))
+    return out
 
 
-def saturated_q(model: Model, n: np.ndarray, glob: np.ndarray, mask: np.ndarray | None, start: np.ndarray) -> float:
+def saturated_q(model: Model, n: np.ndarray, glob: np.ndarray, mask: np.ndarray | None, start: np.ndarray,
+                gglob: np.ndarray | None = None) -> float:
     """Saturated-model statistic of the background-only fit: ``2 min(-ln L)`` (the likelihood is
     in saturated normalisation, and the constraint terms of the saturated model vanish)."""
-    nll, _ = Fitter(model, n=n, glob=glob, mask=mask).fit(r=0.0, start=start)
+    kw = {"gglob": gglob} if gglob is not None else {}
+    nll, _ = Fitter(model, n=n, glob=glob, mask=mask, **kw).fit(r=0.0, start=start)
     return 2.0 * nll
 
 
+@_quiet
 def gof_saturated(card: Datacard, n_toys: int = 200, seed: int = 1, mask_b: bool = False) -> dict:
     """Saturated goodness of fit of a card's observation against toys of its background-only fit.
 
@@ -213,11 +511,13 @@ def gof_saturated(card: Datacard, n_toys: int = 200, seed: int = 1, mask_b: bool
         out.update(q_toys=[], pvalue=None, note="saturated model (0 degrees of freedom): q = 0 always, no test")
         return out
     toys = draw_toys(m, x, n_toys, np.random.default_rng([seed, 7]))
-    q = np.array([saturated_q(m, toys.n[t], toys.glob[t], mask, x) for t in range(n_toys)])
+    q = np.array([saturated_q(m, toys.n[t], toys.glob[t], mask, x, None if toys.gglob is None else toys.gglob[t])
+                  for t in range(n_toys)])
     out.update(q_toys=[float(v) for v in q], pvalue=float(np.mean(q >= q_obs)))
     return out
 
 
+@_quiet
 def impacts(card: Datacard, r_min: float | None = None, r_max: float | None = None) -> dict:
     """Post-fit pulls, constraints and impacts on r of every nuisance (lnN and free rateParams).
 
@@ -350,36 +650,49 @@ def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal
     return out
 
 
+@_quiet
 def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None = None,
-             toys: int = 100, inject: Sequence = (0.0, 1.0, "exp0"), seed: int = 1, gof_toys: int | None = None,
+             toys: int = 100, inject=None, seed: int = 1, gof_toys: int | None = None,
              stability: bool = True) -> dict:
     """Every test of the module docstring on the cards of ``index`` (``datacards/index.json``).
 
     Args:
         xy_mt, datasets: the run's histograms (``histograms.coffea``).
         index: the cards' index (working point, fit bins, kappas, points).
-        limits: expected limits ``{point: {"exp0": ...}}`` (for ``inject="exp0"``).
+        limits: expected limits ``{point: {"exp0": ...}}`` (``limits.json``; for ``"Nx"`` injections).
         toys: toys per injected value; ``gof_toys`` (default ``toys``) per goodness of fit.
-        inject: injected r values; ``"exp0"`` is the point's median expected limit.
+        inject: injections, see :func:`parse_inject` (default :data:`DEFAULT_INJECT`: 0, 1x and 2x
+            the point's median expected limit); an ``"Nx"`` without a limit is skipped and listed.
     """
     base = index["cards_dir"]
     wp = (index["wp"]["x0"], index["wp"]["y0"])
     groups = index["mt_groups"]
     kappa = index.get("nonclosure_kappa") or [1.0 + u for u in index["nonclosure"]]
     signals = [meta["dataset"] for meta in index["points"].values()]
+    items = parse_inject(inject)
     out = {"wp": {"x0": wp[0], "y0": wp[1]}, "toys": toys, "seed": seed, "bias_flag": BIAS_FLAG,
-           "points": {}, "gof": {}}
+           "inject": [f"{v[1]:g}x" if isinstance(v, tuple) else v for v in items],
+           "theta_range": list(theta_range()), "points": {}, "gof": {}}
+    settings = {"toys": toys, "seed": seed, "theta_range": list(theta_range()), "points": {}}
     for point, meta in index["points"].items():
         card = parse_datacard(os.path.join(base, meta["card"]))
         res = {"injection": []}
-        for r in inject:
-            if r == "exp0":
-                if not limits or point not in limits:
-                    continue
-                r = float(limits[point]["exp0"])
-            res["injection"].append(injection_test(card, float(r), toys, seed))
+        todo, skipped = resolve_inject(items, limits, point)
+        if skipped:
+            res["skipped_injections"] = skipped
+            log.warning("validation of %s: skipped injection(s): %s", point, "; ".join(skipped))
+        cset = []
+        for k, it in enumerate(todo):
+            inj = injection_test(card, it["r"], toys, seed)
+            inj.update(label=it["label"], factor=it["factor"], exp0=it["exp0"])
+            res["injection"].append(inj)
+            cset.append({"r_inj": it["r"], "label": it["label"], "tag": f"{point}.bias_r{it['r']:.6g}",
+                         "rmin": inj["r_range"][0], "rmax": inj["r_range"][1]})
+        settings["points"][point] = {"card": meta["card"], "exp0": todo[0]["exp0"] if todo else None,
+                                     "injections": cset}
         res["impacts"] = impacts(card)
         out["points"][point] = res
+    out["combine_settings"] = settings
     ref = signals[0]
     nt = gof_toys or toys
     for plane, mask_b in (("VP", False), ("SP", True)):
@@ -387,9 +700,14 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
             card, bins, text = plane_card(xy_mt, datasets, wp, plane, ref, kappa, groups)
             g = gof_saturated(card, nt, seed, mask_b=mask_b)
             g["mt_bins"] = bins
+            g["theta_range"] = list(theta_range())
             out.setdefault("cards", {})[plane] = text
         except DatacardError as err:
-            g = {"error": str(err)}
+            g = {"error": str(err), "figure": None,
+                 "no_figure_reason": f"no test possible: {err}"}
+        if g.get("pvalue") is None and "error" not in g:
+            g["figure"] = None
+            g["no_figure_reason"] = "no test possible: " + g.get("note", "no toys")
         out["gof"][plane + (" (B masked)" if mask_b else "")] = g
     out["contamination"] = contamination(xy_mt, datasets, wp, groups, kappa, signals)
     if stability:
@@ -399,31 +717,67 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
     return out
 
 
+def injection_rows(res: Mapping) -> list[dict]:
+    """One flat row per point and injection: what the summary table and the Combine comparison show."""
+    rows = []
+    for point, p in res["points"].items():
+        for inj in p["injection"]:
+            pu = inj["pull"]
+            rows.append({"point": point, "r_inj": inj["r_inj"], "label": inj.get("label", f"r = {inj['r_inj']:g}"),
+                         "toys": inj["toys"], "failed": inj.get("failed"), "fitted": inj.get("fitted"),
+                         "at_boundary": inj.get("at_boundary"), "frac_boundary": inj.get("frac_boundary"),
+                         "median": pu.get("median"), "median_err": pu.get("median_err"), "q16": pu.get("q16"),
+                         "q84": pu.get("q84"), "mean": pu.get("mean"), "mean_err": pu.get("mean_err"),
+                         "width": pu.get("width"), "width_q": pu.get("width_q"),
+                         "mean_excl_boundary": pu.get("mean_excl_boundary"), "bias": inj.get("bias")})
+    return rows
+
+
 def summary_lines(res: Mapping) -> list[str]:
     """Markdown for ``summary.md`` (section "Fit validation")."""
     def f(v, fmt="{:.3g}"):
         return "n/a" if v is None else fmt.format(v)
 
+    lo, hi = res.get("theta_range", theta_range())
     lines = ["## Fit validation", "",
-             f"{res['toys']} toys per test (seed {res['seed']}); details in `validation/validation.json` and "
-             "`validation/*.png`.", "",
-             "| point | r injected | converged | mean pull | pull width | flag |", "|---|---|---|---|---|---|"]
+             f"{res['toys']} toys per test (seed {res['seed']}); every toy counts: fits that end at the r floor "
+             "(or r_max) keep their pull and are counted as 'at boundary', failed fits are counted. Bias "
+             f"verdict on the median pull: 'bias' when |median| > {res['bias_flag']} and more than 2 of its "
+             "uncertainties from 0, 'unresolved' when the toys cannot tell (median uncertainty > "
+             f"{res['bias_flag']}, or half the toys at a boundary). Nuisances bounded to [{lo:g}, {hi:g}]. "
+             "Details in `validation/validation.json` and `validation/*.png`.", "",
+             "| point | r injected | toys | failed | at boundary | median pull | 16-84 % | mean pull | width (sd) "
+             "| bias |", "|---|---|---|---|---|---|---|---|---|---|"]
     for point, p in res["points"].items():
         for inj in p["injection"]:
             pu = inj["pull"]
-            lines.append(f"| {point} | {inj['r_inj']:.3g} | {inj['converged']}/{inj['toys']} | "
-                         f"{f(pu['mean'], '{:+.3f}')} +- {f(pu['mean_err'], '{:.3f}')} | "
-                         f"{f(pu['width'], '{:.3f}')} +- {f(pu['width_err'], '{:.3f}')} | "
-                         f"{'BIAS (|mean| > %.2f)' % res['bias_flag'] if inj['flag_bias'] else ''} |")
+            cq = pu.get("censored", {})
+            q = (f"{f(pu.get('q16'), '{:+.2f}')}{'*' if cq.get('q16') else ''} .. "
+                 f"{f(pu.get('q84'), '{:+.2f}')}{'*' if cq.get('q84') else ''}")
+            lab = inj.get("label") or f"r = {inj['r_inj']:g}"
+            lines.append(f"| {point} | {inj['r_inj']:.3g} ({lab}) | {inj['toys']} | {inj.get('failed', 0)} | "
+                         f"{inj.get('at_boundary', 0)} ({inj.get('frac_boundary', 0):.0%}) | "
+                         f"{f(pu.get('median'), '{:+.2f}')} +- {f(pu.get('median_err'), '{:.2f}')} | {q} | "
+                         f"{f(pu.get('mean'), '{:+.2f}')} +- {f(pu.get('mean_err'), '{:.2f}')} | "
+                         f"{f(pu.get('width'), '{:.2f}')} | "
+                         f"{'**BIAS**' if inj.get('bias') == 'bias' else inj.get('bias', '')} |")
+        for s in p.get("skipped_injections", []):
+            lines.append(f"| {point} | skipped: {s} | | | | | | | | |")
+    if any(pu.get("censored", {}).get(k) for p in res["points"].values() for i in p["injection"]
+           for pu in [i["pull"]] for k in ("q16", "q84")):
+        lines += ["", "\\* a bound, not a measurement: the toys at the boundary of r reach this quantile."]
     lines += ["", "| goodness of fit (saturated) | q_obs | ndf | p (toys) |", "|---|---|---|---|"]
     for name, g in res["gof"].items():
         if "error" in g:
-            lines.append(f"| {name} | n/a | | {g['error']} |")
+            lines.append(f"| {name} | n/a | | no test possible: {g['error']} (no figure) |")
+        elif g.get("pvalue") is None:
+            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | no test possible: {g.get('note', '')} (no figure) |")
         else:
-            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {f(g['pvalue'])} "
-                         f"{'(' + g['note'] + ')' if g.get('note') else ''} |")
+            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {f(g['pvalue'])} ({g['toys']} toys) |")
     lines += ["", "Largest impacts on r (Asimov, +-1 post-fit sigma):", ""]
     for point, p in res["points"].items():
+        if "impacts" not in p:
+            continue
         top = ", ".join(f"{n['name']} {n['impact_up']:+.3g}/{n['impact_down']:+.3g}" for n in p["impacts"]["nuisances"][:3])
         lines.append(f"- {point}: r = {p['impacts']['r']:.3g} +- {p['impacts']['r_err']:.3g}; {top}")
     if "wp_stability" in res:
@@ -432,19 +786,23 @@ def summary_lines(res: Mapping) -> list[str]:
         for row in res["wp_stability"]:
             lines.append(f"| {row['x0']:.3f} | {row['y0']:.3f} | {f(row.get('delta'), '{:+.3f}')} | "
                          f"{f(row.get('pvalue'), '{:.3f}')} | {f(row.get('limit'))} |")
-    worst = [(name, max(abs(b) for b in c["bias"])) for name, c in res["contamination"].items()]
-    lines += ["", "Signal contamination (r = 1 in A, C, D): largest |bias of nhat_B| per point: "
-              + ", ".join(f"{n} {v:.2%}" for n, v in worst)
-              + "; bins where it exceeds the non-closure: "
-              + (", ".join(f"{n} {[i for i, e in enumerate(c['exceeds_nonclosure']) if e]}"
-                           for n, c in res["contamination"].items() if any(c["exceeds_nonclosure"])) or "none"), ""]
+    if res.get("contamination"):
+        worst = [(name, max(abs(b) for b in c["bias"])) for name, c in res["contamination"].items()]
+        lines += ["", "Signal contamination (r = 1 in A, C, D): largest |bias of nhat_B| per point: "
+                  + ", ".join(f"{n} {v:.2%}" for n, v in worst)
+                  + "; bins where it exceeds the non-closure: "
+                  + (", ".join(f"{n} {[i for i, e in enumerate(c['exceeds_nonclosure']) if e]}"
+                               for n, c in res["contamination"].items() if any(c["exceeds_nonclosure"])) or "none")]
+    lines.append("")
     return lines
 
 
 def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None,
-                     toys: int = 20, inject: Sequence = (0.0, 1.0, "exp0"), seed: int = 1, stability: bool = True,
+                     toys: int = 20, inject=None, seed: int = 1, stability: bool = True,
                      style=None) -> dict:
-    """:func:`validate` and its outputs: ``outdir/validation/validation.json`` and the figures."""
+    """:func:`validate` and its outputs: ``outdir/validation/validation.json``, the figures, and
+    ``validation/combine_settings.json`` (injections and r ranges per point, read by
+    ``jobs/combine_validate.sh`` so that Combine fits the same toys' settings)."""
     import json
 
     from .validation_plots import plot_validation
@@ -456,25 +814,58 @@ def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapp
         os.makedirs(os.path.join(vdir, "cards", plane), exist_ok=True)
         with open(os.path.join(vdir, "cards", plane, "datacard.txt"), "w") as f:
             f.write(text)
-    with open(os.path.join(vdir, "validation.json"), "w") as f:
-        json.dump(res, f, indent=1, default=float)
+    with open(os.path.join(vdir, "combine_settings.json"), "w") as f:
+        json.dump(res["combine_settings"], f, indent=1, default=float)
     kw = {"style": style} if style is not None else {}
     res["figures"] = plot_validation(res, vdir, mt_bins=index.get("mt_bins"), **kw)
+    with open(os.path.join(vdir, "validation.json"), "w") as f:
+        json.dump(res, f, indent=1, default=float)
     return res
+
+
+def _read_fit_tree(path: str, r_inj: float, r_range: Sequence[float] | None) -> dict:
+    """Combine's ``tree_fit_sb`` (FitDiagnostics on toys) as :func:`fit_toys`'s dictionary.
+
+    failed: ``fit_status < 0`` or a non-finite r; at_floor / at_rmax: r within 1e-4 of the range
+    (``r_range``, else the smallest / largest r seen when several toys share it); minos_low/high:
+    an error of 0 on that side (Combine then quotes no interval there).
+    """
+    from svjscout.processors.files import open_root
+
+    with open_root(path, "the tree tree_fit_sb") as f:
+        tree = f["tree_fit_sb"]
+        cols = [c for c in ("r", "rErr", "rLoErr", "rHiErr", "fit_status") if c in tree.keys()]
+        t = tree.arrays(cols, library="np")
+    r = t["r"].astype(float)
+    status = t["fit_status"].astype(float)
+    if r_range is None:
+        lo_, hi_ = float(np.nanmin(r)), float(np.nanmax(r))
+        lo = lo_ if np.sum(np.isclose(r, lo_)) > 1 else -np.inf
+        hi = hi_ if np.sum(np.isclose(r, hi_)) > 1 else np.inf
+    else:
+        lo, hi = r_range
+    tol = 1e-4 * (hi - lo) if np.isfinite(hi - lo) else 1e-9
+    lo_e, hi_e = t["rLoErr"].astype(float), t["rHiErr"].astype(float)
+    return {"r": r, "r_err": t["rErr"].astype(float) if "rErr" in t else np.full(len(r), np.nan),
+            "r_err_down": np.where(lo_e > 0, lo_e, np.nan), "r_err_up": np.where(hi_e > 0, hi_e, np.nan),
+            "failed": (status < 0) | ~np.isfinite(r), "at_floor": r - lo < tol, "at_rmax": hi - r < tol,
+            "minos_low": ~(lo_e > 0), "minos_high": ~(hi_e > 0), "fit_status": status}
 
 
 def read_combine_validation(outdir) -> dict:
     """The outputs of ``jobs/combine_validate.sh DIR`` in the structure of :func:`validate`.
 
-    Bias: ``fitDiagnostics.POINT.bias_rR.root`` (tree ``tree_fit_sb``: ``r``, ``rLoErr``,
-    ``rHiErr``, ``fit_status``), pulls as in :func:`pulls_of`, a fit converged when
-    ``fit_status == 0`` and both MINOS errors are positive. Goodness of fit:
-    ``higgsCombine.VP.gof.GoodnessOfFit.mH120[.SEED].root`` (tree ``limit``: the statistic).
+    Bias: ``fitDiagnostics.POINT.bias_rR.root`` (tree ``tree_fit_sb``: ``r``, ``rErr``, ``rLoErr``,
+    ``rHiErr``, ``fit_status``), summarised as the in-package toys (:func:`_injection_result`):
+    every toy with a fitted r counts, boundary toys (r at the ``--rMin`` / ``--rMax`` of
+    ``validation/combine_settings.json``) are counted, fits with ``fit_status < 0`` are failed.
+    Goodness of fit: ``higgsCombine.VP.gof.GoodnessOfFit.mH120[.SEED].root`` (tree ``limit``).
 
     Raises:
         InputFileError: an unreadable Combine output (names it); DatacardError: none found.
     """
     import glob
+    import json
     import re
 
     from svjscout.processors.files import open_root
@@ -482,20 +873,24 @@ def read_combine_validation(outdir) -> dict:
     from .limits import read_index
 
     index, cards = read_index(outdir)
-    out = {"source": "combine", "wp": index["wp"], "points": {}, "gof": {}, "bias_flag": BIAS_FLAG}
+    sfile = os.path.join(os.fspath(outdir), "validation", "combine_settings.json")
+    settings = json.load(open(sfile)) if os.path.isfile(sfile) else {"points": {}}
+    out = {"source": "combine", "wp": index["wp"], "points": {}, "gof": {}, "bias_flag": BIAS_FLAG,
+           "toys": settings.get("toys"), "seed": settings.get("seed")}
     for point, card in cards.items():
+        known = {f"{i['r_inj']:.6g}": i for i in settings["points"].get(point, {}).get("injections", [])}
         inj = []
         for path in sorted(glob.glob(os.path.join(os.path.dirname(card), f"fitDiagnostics.{point}.bias_r*.root"))):
-            r_inj = float(re.search(r"bias_r([-0-9.e+]+)\.root$", path).group(1))
-            with open_root(path, "the tree tree_fit_sb") as f:
-                t = f["tree_fit_sb"].arrays(["r", "rLoErr", "rHiErr", "fit_status"], library="np")
-            ok = (t["fit_status"] == 0) & (t["rLoErr"] > 0) & (t["rHiErr"] > 0)
-            pulls = pulls_of(t["r"][ok], r_inj, t["rLoErr"][ok], t["rHiErr"][ok])
-            pull = _summary(pulls)
-            inj.append({"r_inj": r_inj, "toys": int(len(ok)), "converged": int(ok.sum()), "pull": pull,
-                        "r_fit": _summary(t["r"][ok]), "pulls": [float(p) for p in pulls],
-                        "flag_bias": bool(pull["mean"] is not None and abs(pull["mean"]) > BIAS_FLAG)})
+            key = re.search(r"bias_r([-0-9.e+]+)\.root$", path).group(1)
+            s = known.get(key)
+            r_inj = float(s["r_inj"]) if s else float(key)
+            fit = _read_fit_tree(path, r_inj, (s["rmin"], s["rmax"]) if s else None)
+            res = _injection_result(r_inj, fit, len(fit["r"]))
+            res.update(label=s["label"] if s else f"r = {r_inj:g}", r_range=[s["rmin"], s["rmax"]] if s else None,
+                       fit_status={str(int(k)): int(v) for k, v in zip(*np.unique(fit["fit_status"], return_counts=True))})
+            inj.append(res)
         if inj:
+            inj.sort(key=lambda i: i["r_inj"])
             out["points"][point] = {"injection": inj}
     vp = os.path.join(os.fspath(outdir), "validation", "cards", "VP")
     obs = os.path.join(vp, "higgsCombine.VP.gof.GoodnessOfFit.mH120.root")
@@ -510,3 +905,27 @@ def read_combine_validation(outdir) -> dict:
     if not out["points"] and not out["gof"]:
         raise DatacardError(f"no Combine validation output under {outdir} (run jobs/combine_validate.sh {outdir})")
     return out
+
+
+def compare_with_combine(ours: Mapping, combine: Mapping, mean_tol: float = 0.1, width_tol: float = 0.1) -> list[dict]:
+    """Per point and injection: median / mean pull and width of both, and whether they agree
+    (``|d median|, |d mean| <= mean_tol``, ``|width ratio - 1| <= width_tol``)."""
+    theirs = {(r["point"], f"{r['r_inj']:.6g}"): r for r in injection_rows(combine)}
+    rows = []
+    for a in injection_rows(ours):
+        b = theirs.get((a["point"], f"{a['r_inj']:.6g}"))
+        if b is None:
+            continue
+        row = {"point": a["point"], "r_inj": a["r_inj"], "label": a["label"], "ours": a, "combine": b}
+        ok = []
+        for k in ("median", "mean"):
+            if a[k] is not None and b[k] is not None:
+                row[f"d_{k}"] = b[k] - a[k]
+                ok.append(abs(row[f"d_{k}"]) <= mean_tol)
+        for k in ("width", "width_q"):
+            if a[k] and b[k]:
+                row[f"{k}_ratio"] = b[k] / a[k]
+                ok.append(abs(row[f"{k}_ratio"] - 1) <= width_tol)
+        row["agree"] = bool(ok) and all(ok)
+        rows.append(row)
+    return rows
