@@ -182,34 +182,49 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
 @click.command(name="limits")
 @click.argument("cards", type=click.Path(exists=True))
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
-              help="Output folder for limits.json and plots (default: the DIR holding datacards/).")
+              help="Output folder for limits.json and plots (default: the run folder, i.e. the DIR holding datacards/; "
+                   "for one card, its folder).")
 @click.option("--from-combine", is_flag=True, help="Collect real Combine outputs (jobs/combine_limits.sh) instead of quick limits.")
 @click.option("--observed/--expected-only", default=None, help="Observed limit too (default: when the cards hold data).")
 @click.option("--histograms", type=click.Path(exists=True, dir_okay=False), default=None,
               help="histograms.coffea, for the (m_Z', r_inv) of each point (default: parsed from the point names).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Brazil bands and 2D map (PNG).")
-def limits_cmd(cards, out, from_combine, observed, histograms, plots):
+@click.option("--accept-edited-cards", is_flag=True,
+              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of refusing.")
+def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edited_cards):
     """Expected (and observed) 95% CL limits on r for every card under CARDS.
 
-    CARDS is the DIR given to `svjscout datacards`, DIR/datacards, its index.json or one card. Quick
-    asymptotic CLs in package (default) or collected from Combine outputs (--from-combine). Writes
-    OUT/limits.json ({POINT: {exp-2, exp-1, exp0, exp+1, exp+2, obs}}) and plots.
+    CARDS is the DIR given to `svjscout datacards`/`svjscout run`, DIR/datacards, its index.json or one
+    card. Quick asymptotic CLs in package (default) or collected from Combine outputs (--from-combine).
+    Writes OUT/limits.json ({POINT: {exp-2, exp-1, exp0, exp+1, exp+2, obs, capped_by_combine}}) and
+    plots, where `svjscout run` writes them, and records the recomputation in OUT/summary.md if there
+    is one. Cards edited after index.json was written are refused unless --accept-edited-cards.
     """
     from svjscout.datacards import collect_combine_limits, plot_limits, quick_limits
+    from svjscout.datacards.integrity import check_cards
 
+    check_cards(cards, accept_edited=accept_edited_cards)
     base = cards if os.path.isdir(cards) else os.path.dirname(os.path.abspath(cards))
     if os.path.basename(os.path.normpath(base)) == "datacards":
         base = os.path.dirname(os.path.normpath(base))
     out = out or base
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "limits.json")
-    if from_combine:
+    if from_combine:  # raises, naming the cards, before writing anything if a point has no result
         lim = collect_combine_limits(cards if os.path.isdir(cards) else base, out=path)
     else:
         lim = quick_limits(cards, observed=observed, out=path)
     datasets = _load(histograms)[1] if histograms else None
     files = plot_limits(lim, datasets, os.path.join(out, "plots")) if plots else []
-    click.echo(json.dumps({"limits": path, "plots": files, "points": lim}, indent=1))
+    cmd = " ".join(["svjscout limits", cards] + (["--from-combine"] if from_combine else [])
+                   + ([f"--out {out}"] if out != base else []) + (["--accept-edited-cards"] if accept_edited_cards else []))
+    summary = _record_limits_in_summary(out, lim, cmd, "Combine outputs" if from_combine else "quick asymptotic CLs")
+    click.echo(json.dumps({"limits": path, "plots": files, "summary": summary, "points": lim}, indent=1))
+    for point, v in lim.items():
+        if v.get("capped_by_combine"):
+            click.echo(f"{point}: Combine's AsymptoticLimits would cap {', '.join(v['capped_by_combine'])} (its "
+                       "bisection stops at 2.02x / 3.04x the median): that band is not Gaussian; take it from toys "
+                       "(combine -M HybridNew)", err=True)
 
 
 @click.command(name="validate")
@@ -222,16 +237,20 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots):
               help="Closure and expected limit at the 8 grid neighbours of the working point.")
 @click.option("--from-combine", is_flag=True,
               help="Read the outputs of jobs/combine_validate.sh OUTDIR instead (OUTDIR/validation/combine/).")
-def validate_cmd(outdir, toys, inject, seed, stability, from_combine):
+@click.option("--accept-edited-cards", is_flag=True,
+              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of refusing.")
+def validate_cmd(outdir, toys, inject, seed, stability, from_combine, accept_edited_cards):
     """Fit validation of the cards of OUTDIR (a `svjscout run` output folder).
 
     Signal injection and bias (pulls), saturated goodness of fit (VP; SP with B masked), pulls and
     impacts, WP stability and signal contamination. Writes OUTDIR/validation/validation.json, the
     figures, and a "Fit validation" section in OUTDIR/summary.md (docs/validation.md).
     """
+    from svjscout.datacards.integrity import check_cards
     from svjscout.datacards.limits import read_index
     from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
 
+    check_cards(outdir, accept_edited=accept_edited_cards)
     if from_combine:
         from svjscout.datacards.validation_plots import plot_validation
 
@@ -278,3 +297,38 @@ def validate_cmd(outdir, toys, inject, seed, stability, from_combine):
             f.write(text)
     click.echo("\n".join(summary_lines(res)))
     click.echo(f"validation: {os.path.join(outdir, 'validation', 'validation.json')}")
+
+
+LIMITS_SECTION = "## Limits recomputed"
+
+
+def _record_limits_in_summary(outdir: str, lim: dict, cmd: str, source: str) -> str | None:
+    """Add (or replace) the "Limits recomputed" section of ``OUTDIR/summary.md``, if there is one: which
+    command recomputed ``limits.json``, when, from what, and the new limits. Returns its path or None."""
+    import datetime
+
+    summary = os.path.join(outdir, "summary.md")
+    if not os.path.isfile(summary):
+        return None
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [LIMITS_SECTION, "",
+             (f"`limits.json` was recomputed on {when} by `{cmd}` ({source}); it replaces the limits that "
+              "`svjscout run` wrote, so any limit quoted above this section is superseded by this table."), "",
+             "| point | exp-2 | exp-1 | exp0 | exp+1 | exp+2 | obs | capped by Combine |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    for point, v in lim.items():
+        lines.append(f"| {point} | " + " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"))
+                     + f" | {', '.join(v.get('capped_by_combine') or []) or '-'} |")
+    section = "\n".join(lines)
+    with open(summary) as f:
+        text = f.read()
+    start = text.find(LIMITS_SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + 3)
+        text = text[:start] + section + ("\n\n" + text[end + 1:] if end >= 0 else "\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(summary, "w") as f:
+        f.write(text)
+    return summary
