@@ -59,7 +59,8 @@ the way Combine analyses treat thin signal MC (:func:`signal_systematics`, per s
   :meth:`SignalSystematics.card_rows` returns :class:`CardRow` rows with ``kind`` ``"lnN"`` or
   ``"gmN"`` (and ``count`` = N); :func:`row_tokens` writes one as card tokens. The gmN rows are
   produced only when the card writer can write them (``gmn=True``, or by default when
-  :mod:`.writer` lists ``"gmN"`` in ``SIG_ROW_TYPES``); otherwise those channels keep the lnN
+  :mod:`.writer` lists ``"gmN"`` in ``SIG_ROW_TYPES`` or writes its rows with :func:`row_tokens`);
+  otherwise those channels keep the lnN
   ``1 + 1/sqrt(N_eff)`` and the index says so (``mcstat_gmn_wanted``);
 
 * luminosity: ``lumi`` lnN (``lumi_unc``, default 1.016) as before, or any set of rows
@@ -489,9 +490,11 @@ def row_tokens(row, ridx: Sequence[tuple[int, int]], procs: Sequence[str] = ("si
 
 
 def _writer_has_gmn() -> bool:
+    """Whether :mod:`.writer` writes gmN rows: it says so (``SIG_ROW_TYPES``) or it writes the signal
+    rows with :func:`row_tokens`."""
     from . import writer
 
-    return "gmN" in tuple(getattr(writer, "SIG_ROW_TYPES", ("lnN",)))
+    return "gmN" in tuple(getattr(writer, "SIG_ROW_TYPES", ())) or getattr(writer, "row_tokens", None) is row_tokens
 
 
 @dataclass
@@ -641,7 +644,7 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         mcstat_min: relative MC statistical error below this: no ``mcstat_<channel>``.
         gmn: whether MC-statistics terms below the N_eff threshold are gmN rows (True) or lnN
             ``1 + 1/sqrt(N_eff)`` (False); None: gmN when :mod:`.writer` can write them
-            (``"gmN"`` in ``writer.SIG_ROW_TYPES``).
+            (``"gmN"`` in ``writer.SIG_ROW_TYPES``, or its rows written with :func:`row_tokens`).
         card_xy_mt: the histogram the card's signal rates come from when it is not ``xy_mt``
             (cards written from a half of the MC while ``xy_mt_syst`` was filled with the full
             ``xy_mt``): the channels with signal and the MC-statistics terms (gmN ``N * alpha``
