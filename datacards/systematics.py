@@ -777,7 +777,11 @@ def _region_cell(reg: Mapping | None) -> str:
     z = max(reg["up"]["z"], reg["down"]["z"])
     meas = f"up {_pm(reg['up'])}, down {_pm(reg['down'])}, {z:.1f}σ"
     if reg["status"] == "pruned":
-        return f"pruned ({meas})"
+        if reg["why"].startswith("effect below"):
+            return f"pruned, {reg['why']}"
+        if "MC noise" in reg["why"]:
+            return f"pruned, MC noise ({meas})"
+        return f"pruned ({reg['why']})"
     card = f"`{reg['card']}`"
     notes = []
     if reg["symmetrised"]:

@@ -257,7 +257,7 @@ def test_summary_lines_and_plot(written, tmp_path):
     assert cells[1] == "yes, in regions A, B, C, D"
     assert f"`{jes['card']}`" in cells[3] and f"up {100 * jes['up']['effect']:+.1f} ± {100 * jes['up']['sigma']:.1f} %" in cells[3]
     fsr = next(line for line in lines if line.startswith("| fsr |"))
-    assert "no: pruned in every region" in fsr and fsr.count("pruned (") == 4
+    assert "no: pruned in every region" in fsr and fsr.count("pruned, effect below 0.1 %") == 4
     assert "symmetrised" in next(line for line in lines if line.startswith("| isr |"))
     assert any(line.startswith("| trigger |") and "empty" in line for line in lines)
     assert not any("{" in line for line in lines)  # words, no dict dumps
