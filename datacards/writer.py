@@ -70,7 +70,7 @@ from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parser import parse_text, validate_datacard
 from .plots import point_name
 from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
-from .systematics import check_syst_histogram, kappa_text, systematics_config
+from .systematics import check_syst_histogram, kappa_text, row_tokens, systematics_config
 from .systematics import signal_systematics as _signal_nuisances
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def format_card(
     lines = [f"# {h}" for h in (header or [f"Combine datacard, SVJ ABCD search, signal point {point}"])]
     lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
               "jmax 1  number of processes minus 1",
-              f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN; rateParams not counted)"]
+                f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN, gmN; rateParams not counted)"]
     sep = "-" * 80
     lines.append(sep)
     lines.append("shapes * * FAKE")
@@ -166,8 +166,8 @@ def format_card(
     srows = []
     for name, kappa in systs.items():
         srows.append([name, "lnN", *[kappa_text(kappa) if p == "sig" else "-" for _, p in cols]])
-    for name, per_channel in sig_rows:
-        srows.append([name, "lnN", *[per_channel.get(ri, "-") if p == "sig" else "-" for ri in ridx for p in ("sig", "bkg")]])
+    for row in sig_rows:  # lnN, or gmN N with alpha in the sig column (signal MC statistics below N_eff 10)
+        srows.append(row_tokens(row, ridx))
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
                       *[_fmt(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
@@ -383,7 +383,8 @@ def write_datacards(
         ]
         card_kw, syst = {}, None
         if with_syst:
-            syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg,
+            syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg, gmn=True,
+                                     card_xy_mt=None if syst_nominal is None else xy_mt,
                                      lumi_unc=lumi_unc)
             rows = syst.card_rows()
             clash = sorted(({*syst.lumi, *(signal_systematics or {})} & {r for r, _ in rows})

@@ -15,9 +15,9 @@ import click
 log = logging.getLogger(__name__)
 
 
-def _load(path: str) -> tuple[object, dict]:
-    """``(xy_mt, datasets)`` from a ``histograms.coffea`` written by ``svjscout process/run``;
-    ``xy_mt`` carries the output's parent records (:func:`svjscout.datacards.parents.attach`).
+def _load_output(path: str) -> dict:
+    """The whole processor output of a ``histograms.coffea`` written by ``svjscout process/run``;
+    its ``xy_mt`` carries the output's parent records (:func:`svjscout.datacards.parents.attach`).
 
     Raises:
         HistogramError: the file is not an LZ4-compressed pickle (a text or ROOT file, a truncated
@@ -48,8 +48,29 @@ def _load(path: str) -> tuple[object, dict]:
         raise HistogramError(f"{path}: key 'datasets' missing from the processor output (has {sorted(out)})")
     from svjscout.datacards.parents import attach
 
+    out = dict(out)
+    if hists is out:
+        out["hists"] = {k: v for k, v in out.items() if k != "datasets"}
     attach(out)  # detector copies: parent-aware region variances (outputs without parent records: no-op)
-    return hists["xy_mt"], dict(out["datasets"])
+    return out
+
+
+def _load(path: str) -> tuple[object, dict]:
+    """``(xy_mt, datasets)`` of :func:`_load_output`."""
+    out = _load_output(path)
+    return out["hists"]["xy_mt"], dict(out["datasets"])
+
+
+def _run_job_of(histograms: str):
+    """The resolved job of the run that wrote ``histograms`` (its ``provenance.json``), or None."""
+    from svjscout.jobs.config import JobConfig
+
+    prov = os.path.join(os.path.dirname(os.path.abspath(histograms)), "provenance.json")
+    if not os.path.isfile(prov):
+        return None
+    with open(prov) as f:
+        cfg = json.load(f).get("config")
+    return None if cfg is None else JobConfig.model_validate(cfg)
 
 
 def _parse_grid(grid: str | None):
@@ -66,11 +87,14 @@ def _parse_grid(grid: str | None):
     return g, g
 
 
-def _rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure=True):
+def _rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure=True, spec=None):
     from svjscout.datacards import ScanRules
+    from svjscout.jobs.config import DatacardSpec
 
+    spec = spec or DatacardSpec()
     return ScanRules(p_min=p_min, plateau=plateau, delta_max=delta_max, pull_max=pull_max, r_max=r_max,
-                     fom_nonclosure=fom_nonclosure)
+                     fom_nonclosure=fom_nonclosure, min_neff=spec.min_neff, max_rel_err=spec.max_rel_err,
+                     nonclosure_z=spec.nonclosure_z)
 
 
 _scan_opts = [
@@ -122,60 +146,90 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclo
 @click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output DIR: cards in DIR/datacards/POINT/.")
 @click.option("--wp", default=None, help="Working point X0,Y0 (on multiples of 0.025), e.g. 0.775,0.875.")
-@click.option("--scan", "do_scan", is_flag=True, help="Choose the working point with the grid scan (writes DIR/scan/).")
-@click.option("--asimov/--data", default=True, show_default=True,
-              help="Observation: background-only Asimov, or data (datasets of kind 'data'; needs --unblind).")
+@click.option("--scan", "do_scan", is_flag=True,
+              help="Choose the working point with the grid scan on one half of the MC, cards from the other (DIR/scan/).")
+@click.option("--asimov/--data", default=None,
+              help="Observation: background-only Asimov (default), or data (datasets of kind 'data'; needs --unblind).")
 @click.option("--unblind", is_flag=True,
               help="Allow --data: put data in region B of the signal plane (the signal region), i.e. unblind.")
-@click.option("--lumi-unc", type=float, default=1.016, show_default=True, help="lnN of the luminosity uncertainty on the signal.")
-@click.option("--nonclosure-method", type=click.Choice(["significance", "max", "sp", "vp", "quadrature", "vp_data"]),
-              default="significance", show_default=True, help="Per-bin non-closure uncertainty rule (docs/datacards.md).")
-@click.option("--min-neff", type=float, default=10.0, show_default=True,
-              help="Minimum effective number of MC events per region of a closure bin (M_T bins merged until met).")
-@click.option("--fit-min-neff", type=float, default=0.0, show_default=True,
-              help="The same for the fit bins (set it to --min-neff for one binning).")
+@click.option("--lumi-unc", type=float, default=None, help="lnN of the luminosity uncertainty on the signal [1.016].")
+@click.option("--nonclosure-method", type=click.Choice(["continuous", "significance", "max", "sp", "vp", "quadrature",
+                                                        "vp_data"]),
+              default=None, help="Per-bin non-closure uncertainty rule [continuous] (docs/datacards.md).")
+@click.option("--min-neff", type=float, default=None,
+              help="Statistics guard: effective MC events per region of every fit bin [10].")
+@click.option("--max-rel-err", type=float, default=None,
+              help="Statistics guard: relative MC error of the prediction nhat_B per fit bin [0.5].")
+@click.option("--allow-unbacked/--no-allow-unbacked", default=None,
+              help="Write the cards where the guard fails, stamped UNBACKED (else: none, exit 3) [the job's, or no].")
 @click.option("--zero-bkg", type=click.Choice(["merge", "floor"]), default="merge", show_default=True,
               help="Non-positive background in a region/bin: merge M_T bins (then floor), or floor only.")
 @click.option("--signal-syst", multiple=True, metavar="NAME=KAPPA", help="Extra lnN on the signal, repeatable.")
 @_add(_scan_opts)
-def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, fit_min_neff,
-                  zero_bkg, signal_syst,
+def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, max_rel_err,
+                  allow_unbacked, zero_bkg, signal_syst,
                   grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
-    Needs --wp X0,Y0 or --scan. Writes DIR/datacards/POINT/datacard.txt and DIR/datacards/index.json,
-    validates every card, and prints the index summary. --data unblinds the signal region and is
-    refused unless --unblind is given too.
+    With --wp X0,Y0 or --scan; or, on a run's histograms.coffea, neither: the cards of that run,
+    byte for byte (its working point, its half of the MC, its job's settings from provenance.json,
+    its signal systematics). Options given override the job's settings ([default] without a run).
+    Writes DIR/datacards/POINT/datacard.txt and DIR/datacards/index.json, validates every card.
+    --data unblinds the signal region and is refused unless --unblind is given too.
     """
-    from svjscout.datacards import scan_working_points, validate_datacard, write_datacards, write_scan
+    from svjscout.datacards import validate_datacard, write_datacards, write_scan
+    from svjscout.datacards.choice import choose_working_point
+    from svjscout.datacards.split import split_halves
+    from svjscout.jobs.config import DatacardSpec
+    from svjscout.jobs.main_job import card_inputs, card_settings
 
-    if (wp is None) == (not do_scan):
-        raise click.UsageError("give exactly one of --wp X0,Y0 or --scan")
-    if not asimov and not unblind:
+    output = _load_output(histograms)
+    xy_mt, datasets = output["hists"]["xy_mt"], dict(output["datasets"])
+    run_wp = output.get("wp") if isinstance(output.get("wp"), dict) else None
+    if wp is not None and do_scan:
+        raise click.UsageError("give at most one of --wp X0,Y0 or --scan")
+    if wp is None and not do_scan and run_wp is None:
+        raise click.UsageError("give --wp X0,Y0 or --scan (HISTOGRAMS holds no run's working point to reuse)")
+    job = _run_job_of(histograms)
+    spec = job.datacards if job is not None else DatacardSpec()
+    given = {"asimov": asimov, "lumi_unc": lumi_unc, "nonclosure_method": nonclosure_method, "min_neff": min_neff,
+             "max_rel_err": max_rel_err, "allow_unbacked": allow_unbacked}
+    spec = spec.model_copy(update={k: v for k, v in given.items() if v is not None} | ({"unblind": True} if unblind else {}))
+    if not spec.asimov and not spec.unblind:
         raise click.UsageError(
             "--data puts the observed data of region B of the signal plane (the signal region) into the cards, "
             "i.e. it unblinds the search; add --unblind to do that on purpose, or drop --data for the blinded "
             "background-only Asimov observation")
-    xy_mt, datasets = _load(histograms)
+    card_xy, reasons, provenance = xy_mt, [], {}
     if do_scan:
-        res = scan_working_points(xy_mt, datasets, grid=_parse_grid(grid), reference=reference,
-                                  rules=_rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure))
-        write_scan(res, os.path.join(out, "scan"))
-        click.echo(res.report)
-        wp = res.best
+        rules = _rules(p_min, plateau, delta_max, pull_max, r_max, fom_nonclosure, spec)
+        seed = job.scan.split_seed if job is not None else 0
+        choice = choose_working_point(output, rules, grid=_parse_grid(grid), reference=reference, seed=seed)
+        write_scan(choice.scan, os.path.join(out, "scan"))
+        click.echo(choice.scan.report)
+        wp, card_xy, reasons = choice.wp, choice.xy_mt, choice.reasons
+        provenance = {"wp_source": choice.source, "split": choice.split, "split_seed": seed}
+    elif wp is None:  # the run's own cards
+        wp = (run_wp["x0"], run_wp["y0"])
+        if run_wp.get("split"):
+            card_xy = split_halves(output, seed=int(run_wp.get("split_seed", 0)))["quote"]["hists"]["xy_mt"]
+        reasons = list(run_wp.get("reasons", []))
+        provenance = {"wp_source": run_wp.get("source"), "split": bool(run_wp.get("split")),
+                      "split_seed": int(run_wp.get("split_seed", 0))}
     systs = {}
     for s in signal_syst:
         name, _, val = s.partition("=")
         if not val:
             raise click.BadParameter(f"'{s}' is not NAME=KAPPA", param_hint="--signal-syst")
         systs[name] = float(val)
-    index = write_datacards(xy_mt, datasets, wp, out, asimov=asimov, unblind=unblind, lumi_unc=lumi_unc,
-                            nonclosure_method=nonclosure_method, min_neff=min_neff, fit_min_neff=fit_min_neff,
+    index = write_datacards(card_xy, datasets, wp, out,
+                            **card_settings(spec, job.analysis.systematics if job is not None else None),
                             zero_bkg=zero_bkg, signal_systematics=systs,
-                            inputs=os.path.abspath(histograms))
+                            xy_mt_syst=output["hists"].get("xy_mt_syst"), syst_nominal=xy_mt, unbacked_reasons=reasons, provenance=provenance or None,
+                            inputs=card_inputs(job.name if job is not None else os.path.basename(histograms)))
     for card in index["cards"]:
         validate_datacard(os.path.join(index["cards_dir"], card))
-    click.echo(json.dumps({k: index[k] for k in ("wp", "mt_bins", "closure_bins", "merges", "floors", "nonclosure_kappa",
+    click.echo(json.dumps({k: index[k] for k in ("wp", "backed", "mt_bins", "merges", "floors", "nonclosure_kappa",
                                                  "cards")}, indent=1))
 
 

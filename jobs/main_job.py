@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 STAGES = ("process", "scan", "datacards", "limits", "validate", "report")
 
 
-def _closure_tables(xy_mt, datasets, wp, groups) -> dict:
-    """Background-MC closure per fit bin (the guard's M_T groups) in SP and VP, JSON-safe:
+def _closure_tables(xy_mt, datasets, wp, groups=None) -> dict:
+    """Background-MC closure per fit bin (the guard's M_T ``groups``; None: the M_T bins) in SP and VP, JSON-safe:
     undefined numbers are None (never NaN).
 
     ``defined[i]`` is False for a bin without events (no prediction, or B and its prediction both
@@ -49,7 +49,8 @@ def _closure_tables(xy_mt, datasets, wp, groups) -> dict:
 
     out = {}
     for plane in ("SP", "VP"):
-        y = region_yields(xy_mt, datasets, wp, plane=plane, which="background").merged(groups)
+        y = region_yields(xy_mt, datasets, wp, plane=plane, which="background")
+        y = y if groups is None else y.merged(groups)
         t = abcd_from_yields(y)
         out[plane] = {"edges": t.edges.tolist(), "defined": [bool(d) for d in t.defined],
                       "n_eff": [dict(zip("ABCD", (float(v) for v in y.neff[:, i]))) for i in range(y.n.shape[1])],
@@ -65,18 +66,18 @@ def guarded_groups_at(xy_mt, datasets, wp, guard) -> list[list[int]]:
     return guarded_groups(y.n, y.var, guard, var_of=y.group_var)[0]
 
 
-def card_settings(cfg: JobConfig) -> dict:
-    """The datacard writer's settings of a job (one place for ``run`` and ``svjscout datacards``)."""
-    d = cfg.datacards
+def card_settings(d, systematics=None) -> dict:
+    """The datacard writer's keywords from a job's ``datacards`` section (a DatacardSpec) and its
+    ``analysis.systematics`` (one place for ``run`` and ``svjscout datacards``)."""
     return {"asimov": d.asimov, "unblind": d.unblind, "lumi_unc": d.lumi_unc, "nonclosure_method": d.nonclosure_method,
             "nonclosure_z": d.nonclosure_z, "min_neff": d.min_neff, "max_rel_err": d.max_rel_err,
             "rateparam_range": d.rateparam_range, "allow_unbacked": d.allow_unbacked,
-            "systematics": cfg.analysis.systematics}
+            "systematics": systematics}
 
 
-def card_inputs(cfg: JobConfig) -> str:
+def card_inputs(job_name: str) -> str:
     """The cards' ``inputs:`` header line (the same from ``run`` and from ``svjscout datacards``)."""
-    return f"histograms.coffea of job {cfg.name}"
+    return f"histograms.coffea of job {job_name}"
 
 
 def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, progress: bool = True,
@@ -142,7 +143,8 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         # every region-split output at the run's one working point, from the xy_mt the cards use
         output["hists"]["mt_abcd"] = dc.mt_abcd_at(xy_mt, wp)
         output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source, "backed": choice.backed,
-                                      "split": choice.split, "split_seed": cfg.scan.split_seed}
+                                      "reasons": choice.reasons, "split": choice.split,
+                                      "split_seed": cfg.scan.split_seed}
         save_outputs(output, outdir)
         timings["scan"] = time.perf_counter() - t
         bar.advance(task)
@@ -152,7 +154,8 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         groups = guarded_groups_at(quote_xy, datasets, wp, rules.guard)
         closure = _closure_tables(quote_xy, datasets, wp, groups)
         try:
-            index = dc.write_datacards(quote_xy, datasets, wp, outdir, **card_settings(cfg), inputs=card_inputs(cfg),
+            index = dc.write_datacards(quote_xy, datasets, wp, outdir, **card_settings(cfg.datacards, cfg.analysis.systematics),
+                                       inputs=card_inputs(cfg.name),
                                        xy_mt_syst=output["hists"].get("xy_mt_syst"), syst_nominal=xy_mt,
                                        unbacked_reasons=choice.reasons,
                                        provenance={"wp_source": wp_source, "split": choice.split,

@@ -59,7 +59,8 @@ def test_uncertainties_from_sumw2_and_poisson_for_data():
     np.testing.assert_allclose(t.var_A, w * t.n_A)
     rel2 = w / t.n_A + w / t.n_C + w / t.n_D
     np.testing.assert_allclose(t.sigma_nhat_B, t.nhat_B * np.sqrt(rel2))
-    np.testing.assert_allclose(t.pull, (t.nhat_B - t.n_B) / np.sqrt(t.sigma_nhat_B**2 + w * t.n_B))
+    # log-space pull: ln(nhat / n_B) over the relative errors of both sides
+    np.testing.assert_allclose(t.pull, np.log(t.nhat_B / t.n_B) / np.sqrt(rel2 + w / t.n_B), rtol=1e-7, atol=1e-12)
     td = abcd_prediction(h, ds, (0.5, 0.5), which="data")
     np.testing.assert_allclose(td.var_C, td.n_C)  # Poisson, not the stored variance (7 n)
 

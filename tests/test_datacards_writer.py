@@ -10,16 +10,18 @@ from svjscout.datacards import abcd_prediction, nonclosure_uncertainties, parse_
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy, rising
 from svjscout.datacards.writer import merge_groups
-from svjscout.exceptions import DatacardError
+from svjscout.exceptions import DatacardError, UnbackedError
 
 WP = (0.775, 0.875)
+#: the statistics guard off: the toys test the card layout bin by bin
+NO_GUARD = {"min_neff": 0.0, "max_rel_err": np.inf}
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     h, ds = realistic_toy(n_mt=3, n_signal=2, n_background=2)
     out = tmp_path_factory.mktemp("cards")
-    index = write_datacards(h, ds, WP, out, inputs="toy.coffea", signal_systematics={"jes": 1.03})
+    index = write_datacards(h, ds, WP, out, inputs="toy.coffea", signal_systematics={"jes": 1.03}, **NO_GUARD)
     return h, ds, out, index
 
 
@@ -66,12 +68,9 @@ def test_round_trip_numbers(written):
     card = parse_datacard(out / "datacards" / "svj_mz1500_rinv0.3" / "datacard.txt")
     bkg = region_yields(h, ds, WP, which="background")
     sig = region_yields(h, ds, WP, which="svj_mz1500_rinv0.3")
-    # each fit bin takes the kappa of its closure bin (fit bins merged to min_neff MC events)
-    closure_groups = [[o for i in cb for o in index["mt_groups"][i]] for cb in index["closure_bins"]]
-    u_closure = nonclosure_uncertainties(h, ds, WP, groups=closure_groups)
-    u = np.empty(3)
-    for k, cb in enumerate(index["closure_bins"]):
-        u[cb] = u_closure[k]
+    # fit bins = closure bins: each fit bin's kappa is its own closure's
+    assert index["closure_bins"] == [[0], [1], [2]] and index["backed"]
+    u = nonclosure_uncertainties(h, ds, WP, groups=index["mt_groups"])
     for i in range(3):
         for k, r in enumerate("ABCD"):
             assert card.rate(f"SP_{r}_{i}", "sig") == pytest.approx(sig.n[k, i], rel=1e-7)
@@ -118,8 +117,9 @@ def test_zero_background_merged_and_reported(tmp_path):
 
 def test_zero_background_floor_mode(tmp_path):
     h, ds = _zero_bin_toy()
-    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor", floor_value=0.01)
+    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor", floor_value=0.01, allow_unbacked=True)
     assert index["mt_groups"] == [[0], [1], [2], [3]] and index["merges"] == []
+    assert not index["backed"] and any("B empty" in r for r in index["verdict"]["reasons"])
     floored = {(f["region"], f["bin"]) for f in index["floors"]}
     assert floored == {("B", 0), ("A", 3), ("B", 3), ("C", 3), ("D", 3)}
     card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
@@ -132,7 +132,7 @@ def test_negative_signal_yield_set_to_zero(tmp_path):
     v = h.view(flow=False)
     i = list(h.axes["dataset"]).index("svj")
     v["value"][i, 0, 0, 0, 1] = -50.0  # region C, M_T bin 1, negative weights
-    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor")
+    index = write_datacards(h, ds, WP, tmp_path, zero_bkg="floor", allow_unbacked=True)
     neg = index["points"]["svj_mz2000_rinv0.3"]["negative_signal_set_to_zero"]
     assert [(n["region"], n["bin"]) for n in neg] == [("C", 1)]
     card = parse_datacard(tmp_path / "datacards" / "svj_mz2000_rinv0.3" / "datacard.txt")
@@ -141,7 +141,7 @@ def test_negative_signal_yield_set_to_zero(tmp_path):
 
 def test_data_observation(tmp_path):
     h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
-    index = write_datacards(h, ds, WP, tmp_path, asimov=False, unblind=True, lumi_unc=1.025)
+    index = write_datacards(h, ds, WP, tmp_path, asimov=False, unblind=True, lumi_unc=1.025, **NO_GUARD)
     card = parse_datacard(tmp_path / "datacards" / index["cards"][0])
     data = region_yields(h, ds, WP, which="data")
     assert card.obs()["SP_D_1"] == np.round(data.n[3, 1]) and all(float(o).is_integer() for o in card.observation)
@@ -169,10 +169,11 @@ def test_merge_rule_on_effective_events():
 
 def test_index_reports_neff_closure_and_signal_free_bins(tmp_path):
     h, ds = realistic_toy(n_mt=3, n_signal=1, n_background=1)
-    index = write_datacards(h, ds, WP, tmp_path, min_neff=1e9)  # nothing passes: one closure bin
-    assert index["closure_bins"] == [[0, 1, 2]] and len(index["closure"]["bins"]) == 1
-    assert index["below_min_neff"] and len(set(index["nonclosure_kappa"])) == 1
-    bkg = region_yields(h, ds, WP, which="background")
+    # nothing passes: every M_T bin merged into one fit (= closure) bin, and the cards say UNBACKED
+    index = write_datacards(h, ds, WP, tmp_path, min_neff=1e9, allow_unbacked=True)
+    assert index["mt_groups"] == [[0, 1, 2]] and index["closure_bins"] == [[0]] and len(index["closure"]["bins"]) == 1
+    assert index["below_min_neff"] and len(index["nonclosure_kappa"]) == 1 and not index["backed"]
+    bkg = region_yields(h, ds, WP, which="background").merged(index["mt_groups"])
     for i, neff in enumerate(index["fit_n_eff"]):
         for k, r in enumerate("ABCD"):
             assert neff[r] == pytest.approx(bkg.n[k, i] ** 2 / bkg.var[k, i], rel=1e-9)
@@ -181,4 +182,7 @@ def test_index_reports_neff_closure_and_signal_free_bins(tmp_path):
     sig = region_yields(h, ds, WP, which=point["dataset"]).n[1]
     assert point["bins_without_signal_in_B"] == [index["mt_bins"][i] for i in np.flatnonzero(~(sig > 0))]
     card = (tmp_path / "datacards" / point["card"]).read_text()
-    assert "inf)" in card and "closure bins" in card
+    assert "inf)" in card and "fit bins = closure bins" in card and card.startswith("# UNBACKED: ")
+    with pytest.raises(UnbackedError, match="N_eff >= 1e\\+09"):  # without allow_unbacked: nothing written
+        write_datacards(h, ds, WP, tmp_path / "refused", min_neff=1e9)
+    assert not (tmp_path / "refused").exists()

@@ -38,9 +38,44 @@ def test_limits_and_summary(run_dir):
         assert all(b > 0 for b in bands) and bands == sorted(bands)
         assert lim["obs"] is None  # Asimov cards: no observed limit
     summary = (run_dir / "summary.md").read_text()
-    for section in ("## Cutflow", "## Working point", "## Closure per M_T bin", "## Expected limits",
+    for section in ("## Cutflow", "## Working point", "## Closure per fit bin", "## Expected limits",
                     "## Non-closure in the cards", "## Fit validation"):
         assert section in summary
+    # the verdict heads the summary and is in every limit and card: the embedded sample backs no point
+    index = json.loads((run_dir / "datacards" / "index.json").read_text())
+    assert summary.splitlines()[2].startswith("**Verdict: " + ("backed" if index["backed"] else "UNBACKED"))
+    assert all(lim["backed"] == index["backed"] for lim in limits.values())
+    for card in run_dir.glob("datacards/*/datacard.txt"):
+        assert card.read_text().startswith("# UNBACKED: ") != index["backed"]
+
+
+def test_datacards_verb_writes_the_run_cards_byte_for_byte(run_dir, tmp_path):
+    """``svjscout datacards`` on a run's histograms.coffea: the same working point, half of the MC,
+    settings (provenance.json) and signal systematics, so the same bytes; its SHA-256 in index.json."""
+    import hashlib
+
+    res = CliRunner().invoke(cli, ["datacards", str(run_dir / "histograms.coffea"), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    index = json.loads((run_dir / "datacards" / "index.json").read_text())
+    for point, meta in index["points"].items():
+        run_card = (run_dir / "datacards" / meta["card"]).read_bytes()
+        assert (tmp_path / "datacards" / meta["card"]).read_bytes() == run_card, point
+        assert meta["sha256"] == hashlib.sha256(run_card).hexdigest()
+
+
+def test_unbacked_point_writes_no_cards_and_exits_3(run_dir, tmp_path):
+    """Without allow_unbacked, a point the MC does not back gets no card, one paragraph and exit code 3."""
+    import subprocess
+    import sys
+
+    index = json.loads((run_dir / "datacards" / "index.json").read_text())
+    if index["backed"]:
+        pytest.skip("the toy run's working point is backed: nothing to refuse")
+    proc = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "datacards", str(run_dir / "histograms.coffea"),
+                           "--out", str(tmp_path), "--no-allow-unbacked"], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert "No datacards at the working point" in proc.stderr and "--allow-unbacked" in proc.stderr
+    assert not (tmp_path / "datacards").exists()
 
 
 def test_validation_stage(run_dir):
