@@ -15,11 +15,14 @@
 #
 # Accuracy: Combine's defaults --rAbsAcc 0.0005 --rRelAcc 0.005 stop its search once the bracket is
 # 0.0005 wide: as large as our smallest limits, which then come out empty. The script passes
-# --rAbsAcc 0 --rRelAcc $RREL_ACC (a relative accuracy only).
+# --rAbsAcc 0 --rRelAcc $RREL_ACC (a relative accuracy only), and a fallback minimizer
+# (--cminFallbackAlgo Minuit2,Simplex,0:0.1): without it one MIGRAD failure inside Combine's bisection
+# (delta(nll) 722 between 3.2 and 3.8 on a demo card) sent its +1 sigma limit 3 % low.
 #
 # Runs in a plain CMSSW/Combine shell. For each POINT of index.json (cards of other folders, e.g.
 # left by an earlier run, are ignored): text2workspace.py datacard.txt -o workspace.root, then
-#   combine -M AsymptoticLimits workspace.root -n .POINT -m $MASS --rAbsAcc 0 --rRelAcc ... [--rMax ...]
+#   combine -M AsymptoticLimits workspace.root -n .POINT -m $MASS --rAbsAcc 0 --rRelAcc ... --cminFallbackAlgo ...
+#           [--rMax ...]
 # which writes higgsCombine.POINT.AsymptoticLimits.mH$MASS.root next to the card. A point whose log
 # lacks any of the five expected quantiles (an empty limit tree) counts as failed, naming its card.
 # Then, in the svjscout environment:  svjscout limits DIR --from-combine  (writes DIR/limits.json + plots;
@@ -28,7 +31,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
   [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
 DIR="$1"; shift
@@ -49,6 +52,7 @@ RUNDIR="$(dirname "$CARDS")"  # the run folder (parent of datacards/), where lim
 ACC=()
 has_option --rAbsAcc "$@" || ACC+=(--rAbsAcc 0)
 has_option --rRelAcc "$@" || ACC+=(--rRelAcc "${RREL_ACC:-0.001}")
+has_option --cminFallbackAlgo "$@" || ACC+=(--cminFallbackAlgo "Minuit2,Simplex,0:0.1")
 
 failed=0; n=0
 for rel in "${LISTED[@]}"; do
