@@ -98,9 +98,9 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
         DatacardError: no index, or points without a Combine output, with a stale one or with an
             empty / incomplete one (all named, with their cards); ``out`` is then left untouched.
     """
-    from .limits import read_index
+    from .limits import index_verdict, read_index
 
-    _, cards = read_index(cards_dir)
+    index, cards = read_index(cards_dir)
     res, missing, stale, empty = {}, [], [], []
     for point, card in cards.items():
         files = sorted(glob.glob(os.path.join(os.path.dirname(card), pattern)), key=os.path.getmtime)
@@ -123,6 +123,8 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
             [f"Combine gave no result for {empty}; see combine.log beside the card"] if empty else [])
         raise DatacardError("; ".join(parts) + " (run jobs/combine_limits.sh on these cards first; nothing was "
                             "written" + (f", {out} is unchanged)" if out is not None else ")"))
+    for entry in res.values():
+        entry.update(index_verdict(index))  # the working point's verdict, as quick_limits stamps it
     if out is not None:
         with open(out, "w") as f:
             json.dump(res, f, indent=1)

@@ -258,6 +258,24 @@ def _cards_from(index_or_cards_dir) -> dict[str, str]:
     return read_index(path)[1]
 
 
+def index_verdict(index_or_cards_dir) -> dict:
+    """``{"backed", "verdict"}`` of the cards' ``index.json`` (the statistics guard's verdict on the
+    working point, which every limits.json entry carries), or ``{}`` where the index has none (or
+    for a single card without an index)."""
+    idx = index_or_cards_dir if isinstance(index_or_cards_dir, Mapping) else None
+    if idx is None:
+        path = os.fspath(index_or_cards_dir)
+        if os.path.isfile(path) and not path.endswith(".json"):
+            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "index.json")
+            if not os.path.isfile(path):
+                return {}
+        try:
+            idx = read_index(path)[0]
+        except DatacardError:
+            return {}
+    return {k: idx[k] for k in ("backed", "verdict") if k in idx}
+
+
 def read_index(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     """(index, {point: card path}) from ``index.json``, ``DIR/datacards`` or ``DIR``.
 
@@ -304,6 +322,7 @@ def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os
         ``{point: {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"}}`` (limits on r; obs may be None).
     """
     cards = _cards_from(index_or_cards_dir)
+    verdict = index_verdict(index_or_cards_dir)
     res = {}
     if on_error not in ("skip", "raise"):
         raise DatacardError(f"on_error must be 'skip' or 'raise', got '{on_error}'")
@@ -314,6 +333,8 @@ def quick_limits(index_or_cards_dir, observed: bool | None = None, out: str | os
             if on_error == "raise":
                 raise
             log.error("no limit for point %s (%s): %s", point, path, exc)
+    for entry in res.values():
+        entry.update(verdict)
     if out is not None:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

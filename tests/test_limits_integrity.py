@@ -134,3 +134,16 @@ def test_from_combine_never_overwrites_with_nulls(tmp_path):
     assert "svj_mz3000_rinv0.3/datacard.txt" in str(r.exception) and "no result" in str(r.exception)
     assert (run / "limits.json").read_text() == before
     assert "Limits recomputed" not in (run / "summary.md").read_text()
+
+
+def test_recomputed_limits_keep_the_working_point_verdict(tmp_path):
+    """`svjscout limits` stamps every entry with index.json's verdict, as `svjscout run` does."""
+    run = _run_dir(tmp_path)
+    idx_path = run / "datacards" / "index.json"
+    idx = json.loads(idx_path.read_text())
+    idx.update(backed=False, verdict="UNBACKED: statistics guard (B N_eff 5.4)")
+    idx_path.write_text(json.dumps(idx))
+    r = CliRunner().invoke(_group(), ["limits", str(run), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    for v in json.loads((run / "limits.json").read_text()).values():
+        assert v["backed"] is False and v["verdict"].startswith("UNBACKED")
