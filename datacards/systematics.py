@@ -21,15 +21,21 @@ the way Combine analyses treat thin signal MC (:func:`signal_systematics`, per s
 
   - *event-correlated MC error*: the variation and the nominal are built from the same events,
     so the error of ``delta`` comes from what changes between them, per event
-    ``sum_e (w_var,e - w_nom,e)^2``. ``xy_mt_syst`` stores per-cell sums only (cells = the
-    ``x, y, M_T`` bins), so the difference's variance is estimated cell by cell,
-    ``sigma^2(Y_var - Y_nom) = sum_cells (sqrt(sumw2_var) - sqrt(sumw2_nom))^2`` over the region's
-    cells: exact where a cell holds one event (the per-event formula) and for a weight
-    variation that scales a cell's events alike; an event that moves between two cells of the
-    region is counted twice (conservative); it is low only where events leave and enter the
-    same cell. ``max_cell_n_eff`` (the largest Kish N_eff of a nominal cell of the region) says
-    how close to one event per cell the estimate is; ``sigma_bound`` (``sqrt(sumw2_var +
-    sumw2_nom)`` of the region, a strict upper bound for non-negative weights) is recorded too;
+    ``sum_e (w_var,e - w_nom,e)^2``, not from the errors of the two yields. ``xy_mt_syst`` stores
+    per-cell sums only (cells = the ``x, y, M_T`` bins; ``s`` = sumw, ``q`` = sumw2), so that
+    variance is estimated cell by cell (:func:`difference_variance`) and summed over the region,
+    by how the source changes the events (:func:`source_kind`): a *weight* source (pileup,
+    trigger, isr, fsr: the events keep their cells) ``q_v + q_n - 2 wbar s_v`` with ``wbar =
+    q_n / s_n``, exact for equal-weight events whatever their individual ratios; a *kinematic*
+    source (jes, jer, unclustered: the events keep their weights and move) ``|q_v - q_n|``, the
+    squared weights of the events that left or entered the cell, exact where a cell only loses
+    or only gains events (an event moving between two cells of one region counts twice:
+    conservative; a cell that loses and gains at once is underestimated); another source the
+    larger of the two. The signal's corner cells hold many events (its scores pile up near 1),
+    which is why the cell's occupancy must enter: the naive ``(sqrt(q_v) - sqrt(q_n))^2`` gives
+    one event leaving an 11-event cell a tenth of its variance. ``max_cell_n_eff`` (the largest
+    Kish N_eff of a nominal cell of the region) and ``sigma_bound`` (``sqrt(sumw2_var +
+    sumw2_nom)`` of the region, a strict upper bound for non-negative weights) are recorded too;
   - *pruning*: a region's effect is **pruned** (``-`` in its channels) when its largest
     ``|delta|`` is below ``min_effect`` (default 0.1 %) or when neither variation reaches
     ``prune_sigma`` (default 2) times its event-correlated error ``z = |delta| / sigma``. A net
@@ -102,6 +108,10 @@ SYST_AXES: tuple[str, ...] = ("dataset", "syst", "plane", "x", "y", "mt")
 #: display order of the sources the processor fills (others follow alphabetically)
 KNOWN_SOURCES: tuple[str, ...] = ("jes", "jer", "unclustered", "pileup", "trigger", "isr", "fsr", "pdf", "scale")
 REGION_NAMES: tuple[str, ...] = tuple(REGIONS)
+#: sources that change the weights of the events (which keep their cells), and those that move the
+#: events (which keep their weights): processors/variations.py. Others: "unknown".
+WEIGHT_SOURCES: tuple[str, ...] = ("pileup", "trigger", "isr", "fsr", "pdf", "scale")
+KINEMATIC_SOURCES: tuple[str, ...] = ("jes", "jer", "unclustered")
 KAPPA_RANGE: tuple[float, float] = (0.1, 10.0)
 TINY = 1e-4  # |ln k| below this: a variation with no effect (one-sided test, mirroring)
 MCSTAT_MIN = 1e-3  # relative MC statistical error below this: no mcstat nuisance
@@ -322,22 +332,59 @@ def region_slices(ix: int, iy: int) -> list[tuple[slice, slice]]:
             (slice(None, ix), slice(None, iy)), (slice(None, ix), slice(iy, None))]
 
 
-def variation_effect(nom: np.ndarray, nom_var: np.ndarray, var: np.ndarray, var_var: np.ndarray) -> dict:
+def source_kind(source: str) -> str:
+    """How a source changes the events (processors/variations.py): ``"weight"`` (every event keeps
+    its cell, its weight changes: pileup, trigger, isr, fsr, pdf, scale), ``"kinematic"`` (every
+    event keeps its weight and may change cell: jes, jer, unclustered) or ``"unknown"``."""
+    return "weight" if source in WEIGHT_SOURCES else ("kinematic" if source in KINEMATIC_SOURCES else "unknown")
+
+
+def difference_variance(nom: np.ndarray, nom_var: np.ndarray, var: np.ndarray, var_var: np.ndarray,
+                        kind: str = "unknown") -> np.ndarray:
+    """Per cell, the estimated MC variance of ``Y_var - Y_nom``, ``sum_e (w_var,e - w_nom,e)^2`` over the
+    cell's events, from the cell sums (``s`` = sumw, ``q`` = sumw2, nominal ``n``, variation ``v``):
+
+    * ``"weight"``: ``q_v + q_n - 2 wbar s_v`` with ``wbar = q_n / s_n`` the cell's mean nominal
+      weight: exact when the cell's events have equal nominal weights, whatever their ratios
+      (``sum w^2 (r_e - 1)^2 = q_v - 2 w sum w r_e + q_n``); never below the strict lower bound
+      ``(sqrt(q_v) - sqrt(q_n))^2`` (triangle inequality);
+    * ``"kinematic"``: ``|q_v - q_n|``, the squared weights of the events that left or entered
+      the cell: exact where a cell only loses or only gains events (an event that moves between
+      two cells of one region counts in both: conservative);
+    * ``"unknown"``: the larger of the two.
+    """
+    sn, qn = np.asarray(nom, float), np.clip(np.asarray(nom_var, float), 0, None)
+    sv, qv = np.asarray(var, float), np.clip(np.asarray(var_var, float), 0, None)
+    mink = (np.sqrt(qv) - np.sqrt(qn)) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wbar = np.where(sn > 0, qn / np.where(sn > 0, sn, 1.0), 0.0)
+    weight = np.maximum(qv + qn - 2.0 * wbar * sv, mink)
+    moved = np.abs(qv - qn)
+    if kind == "weight":
+        return weight
+    if kind == "kinematic":
+        return moved
+    return np.maximum(weight, moved)
+
+
+def variation_effect(nom: np.ndarray, nom_var: np.ndarray, var: np.ndarray, var_var: np.ndarray,
+                     kind: str = "unknown") -> dict:
     """Relative effect of one variation on the sum of some cells, with its event-correlated error.
 
     Args:
         nom, nom_var: nominal sumw and sumw2 of the cells (any shape).
         var, var_var: the variation's sumw and sumw2 of the same cells.
+        kind: how the source changes the events (:func:`source_kind`, :func:`difference_variance`).
 
     Returns:
         ``{"nominal", "yield", "effect", "sigma", "z", "sigma_bound"}``: ``effect = Y_var / Y_nom - 1``;
-        ``sigma`` its event-correlated MC error ``sqrt(sum_cells (sqrt(sumw2_var) - sqrt(sumw2_nom))^2)
-        / Y_nom`` (see the module docstring); ``z = |effect| / sigma`` (0 for no effect, inf for an
-        effect with sigma 0); ``sigma_bound = sqrt(sumw2_var + sumw2_nom) / Y_nom``, a strict upper
-        bound of the error for non-negative weights. None values where ``Y_nom <= 0``.
+        ``sigma`` its event-correlated MC error ``sqrt(sum_cells difference_variance) / Y_nom``;
+        ``z = |effect| / sigma`` (0 for no effect, inf for an effect with sigma 0);
+        ``sigma_bound = sqrt(sumw2_var + sumw2_nom) / Y_nom``, a strict upper bound of the error for
+        non-negative weights. None values where ``Y_nom <= 0``.
     """
     n0, y = float(np.sum(nom)), float(np.sum(var))
-    d2 = float(np.sum((np.sqrt(np.clip(var_var, 0, None)) - np.sqrt(np.clip(nom_var, 0, None))) ** 2))
+    d2 = float(np.sum(difference_variance(nom, nom_var, var, var_var, kind)))
     bound = float(np.sqrt(max(float(np.sum(var_var)) + float(np.sum(nom_var)), 0.0)))
     if not n0 > 0:
         return {"nominal": n0, "yield": y, "effect": None, "sigma": None, "z": None, "sigma_bound": None}
@@ -413,7 +460,8 @@ def decide_region(up: dict, down: dict, prune_sigma: float = PRUNE_SIGMA, min_ef
 
 def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, np.ndarray],
                    down: tuple[np.ndarray, np.ndarray], ix: int, iy: int, cfg: SystematicsConfig | None = None,
-                   kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY) -> list[dict]:
+                   kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
+                   kind: str = "unknown") -> list[dict]:
     """Per region A, B, C, D: the M_T-integrated effect of both variations of one source and what the
     card carries (:func:`variation_effect`, :func:`decide_region`).
 
@@ -422,6 +470,7 @@ def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, n
         up, down: ``(sumw, sumw2)`` of the variations, same shape.
         ix, iy: threshold indices of the working point.
         cfg: thresholds (``prune_sigma``, ``min_effect``).
+        kind: how the source changes the events (:func:`source_kind`).
 
     Returns:
         four dicts ``{"region", "nominal", "n_eff", "max_cell_n_eff", "up", "down", **decision}``.
@@ -430,10 +479,11 @@ def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, n
     out = []
     for r, (xs, ys) in enumerate(region_slices(ix, iy)):
         n0, v0 = nom[xs, ys], nom_var[xs, ys]
-        eff = {k: variation_effect(n0, v0, a[0][xs, ys], a[1][xs, ys]) for k, a in (("up", up), ("down", down))}
+        eff = {k: variation_effect(n0, v0, a[0][xs, ys], a[1][xs, ys], kind) for k, a in (("up", up), ("down", down))}
         with np.errstate(divide="ignore", invalid="ignore"):
             cell = np.where((v0 > 0) & (n0 > 0), n0 ** 2 / np.where(v0 > 0, v0, 1.0), 0.0)
-        rec = {"region": REGIONS[r], "nominal": float(n0.sum()), "n_eff": _kish(float(n0.sum()), float(v0.sum())),
+        rec = {"region": REGIONS[r], "kind": kind, "nominal": float(n0.sum()),
+               "n_eff": _kish(float(n0.sum()), float(v0.sum())),
                "max_cell_n_eff": float(cell.max()) if cell.size else 0.0, **eff}
         rec.update(decide_region(eff["up"], eff["down"], cfg.prune_sigma, cfg.min_effect, kappa_range, tiny))
         out.append(rec)
@@ -561,7 +611,7 @@ class SignalSystematics:
     def _source_index(self, s: str, info: dict) -> dict:
         regs = {}
         for rec in info["regions"]:
-            regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "nominal", "n_eff", "max_cell_n_eff", "up",
+            regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "kind", "nominal", "n_eff", "max_cell_n_eff", "up",
                                                        "down", "symmetrised", "emptied", "clips")}
             regs[rec["region"]]["kappa"] = rec["kappa"]
             regs[rec["region"]]["card"] = rec["text"]
@@ -663,7 +713,7 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
     conv = {"integration": "M_T-integrated yield per region (A, B, C, D); one kappa for every M_T bin of the region",
             "prune_sigma": cfg.prune_sigma, "min_effect": cfg.min_effect, "mcstat_neff_min": cfg.mcstat_neff_min,
             "symmetrisation": "one-sided: the larger |ln kappa| for both directions",
-            "error": "event-correlated, per cell: sum (sqrt(sumw2_var) - sqrt(sumw2_nom))^2",
+            "error": "event-correlated, per cell: weight sources q_v + q_n - 2 wbar s_v, kinematic |q_v - q_n|",
             "gmN_rows": gmn}
     out = SignalSystematics(signal, plane, chans, nom.n.copy(), lumi=cfg.lumi_rows(lumi_unc), config=conv)
     out.not_positive = [chans[r][i] for r in range(4) for i in range(n) if not nom.n[r, i] > 0]
@@ -728,7 +778,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
             out.skipped[src] = f"variation(s) {empty} empty (all zero) for this dataset: not available"
             continue
         var = {k: (arrays.plane(v)[..., mt_bins], arrays.plane_var(v)[..., mt_bins]) for k, v in names.items()}
-        regs = source_regions(nom_cells, nom_cvar, var["up"], var["down"], ix, iy, cfg, kappa_range, tiny)
+        regs = source_regions(nom_cells, nom_cvar, var["up"], var["down"], ix, iy, cfg, kappa_range, tiny,
+                              source_kind(src))
         kappa = {(r, i): regs[r]["text"] for r in range(4) if regs[r]["status"] == "kept"
                  for i in range(n) if nom.n[r, i] > 0}
         info = {"regions": regs, "kappa": kappa, "B": {k: regs[1][k]["effect"] for k in ("up", "down")}}
@@ -914,7 +965,7 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
         if not all(arrays.has(v) and not arrays.empty(v) for v in names.values()):
             continue
         var = {k: (arrays.plane(v)[..., mt_bins], arrays.plane_var(v)[..., mt_bins]) for k, v in names.items()}
-        regs = source_regions(nom, nom_var, var["up"], var["down"], ix, iy, cfg)
+        regs = source_regions(nom, nom_var, var["up"], var["down"], ix, iy, cfg, kind=source_kind(src))
         fig, ax = plt.subplots(figsize=(10, 8))
         xs = np.arange(4)
         ax.axhline(0.0, color="black", linewidth=1)

@@ -22,7 +22,7 @@ from svjscout.datacards import parse_datacard, validate_datacard, write_datacard
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.regions import REGIONS
 from svjscout.datacards.systematics import (CardRow, decide_region, mcstat_term, row_tokens, signal_systematics,
-                                            summary_lines, variation_effect)
+                                            source_kind, summary_lines, variation_effect)
 from svjscout.datacards.toys import realistic_toy
 from svjscout.processors.histograms import book_syst
 
@@ -117,6 +117,7 @@ def _reg(s, src, r):
 
 
 def test_single_event_noise_is_pruned_and_a_kappa_0_never_written(thin):
+    assert (source_kind("jes"), source_kind("isr"), source_kind("foo")) == ("kinematic", "weight", "unknown")
     s = _syst(thin)
     # jes: D's only event migrates out (down yield 0, the old per-channel kappa 0 -> 0.1): 1 sigma, pruned
     d = _reg(s, "jes", "D")
@@ -181,13 +182,25 @@ def test_decide_region_rules():
     assert decide_region(eff(0.3, 1.9), eff(-0.3, 1.9))["status"] == "pruned"
 
 
-def test_variation_effect_event_correlated_error():
-    nom, nom2 = np.array([1.0, 1.0, 2.0]), np.array([1.0, 1.0, 4.0])
-    var, var2 = np.array([1.0, 0.0, 2.2]), np.array([1.0, 0.0, 4.84])  # one event out, one reweighted 1.1
-    e = variation_effect(nom, nom2, var, var2)
-    assert e["effect"] == pytest.approx((3.2 - 4.0) / 4.0)
-    assert e["sigma"] == pytest.approx(np.sqrt(1.0 + 0.2**2) / 4.0)  # sum over events of (w_var - w_nom)^2
-    assert e["sigma_bound"] == pytest.approx(np.sqrt(5.84 + 6.0) / 4.0)
+def test_variation_effect_event_correlated_error_in_crowded_cells():
+    """Cells with several events (the signal's scores pile up in the corner cells)."""
+    # kinematic: one of 11 unit-weight events leaves its cell: 1 event, 1 sigma (the naive
+    # (sqrt(q_v) - sqrt(q_n))^2 would give (sqrt(11) - sqrt(10))^2 = 0.024 and 6.5 sigma)
+    e = variation_effect(np.array([11.0]), np.array([11.0]), np.array([10.0]), np.array([10.0]), "kinematic")
+    assert e["effect"] == pytest.approx(-1 / 11) and e["sigma"] == pytest.approx(1 / 11) and e["z"] == pytest.approx(1.0)
+    # ... and one event leaves a 3-event cell while another enters an empty one: sigma^2 = 1 + 1
+    e = variation_effect(np.array([3.0, 0.0]), np.array([3.0, 0.0]), np.array([2.0, 1.0]), np.array([2.0, 1.0]), "kinematic")
+    assert e["effect"] == 0.0 and e["sigma"] == pytest.approx(np.sqrt(2) / 3)
+    # weight: two unit-weight events in one cell reweighted 0.5 and 1.5 (sum unchanged), one event
+    # of weight 2 reweighted 1.1 in another: sum_e (w_var - w_nom)^2 = 0.25 + 0.25 + 0.04 exactly
+    nom, nom2 = np.array([2.0, 2.0]), np.array([2.0, 4.0])
+    var, var2 = np.array([2.0, 2.2]), np.array([0.25 + 2.25, 4.84])
+    e = variation_effect(nom, nom2, var, var2, "weight")
+    assert e["effect"] == pytest.approx(0.2 / 4.0) and e["sigma"] == pytest.approx(np.sqrt(0.54) / 4.0)
+    assert e["sigma_bound"] == pytest.approx(np.sqrt(2.5 + 4.84 + 6.0) / 4.0)  # the yields' errors: far larger
+    # unknown source: the larger of the two estimates
+    u = variation_effect(nom, nom2, var, var2)
+    assert u["sigma"] >= e["sigma"] and u["sigma"] == pytest.approx(np.sqrt(0.5 + 0.84) / 4.0)
 
 
 def test_mcstat_gmn_below_neff_10_lnn_above(thin):
