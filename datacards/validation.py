@@ -306,96 +306,141 @@ def background_only_fit(model: Model, mask: np.ndarray | None = None) -> np.ndar
 
 
 def r_sigma(model: Model, x: np.ndarray, r_min: float, r_max: float | None) -> float:
-    """Expected uncertainty of r (HESSE of the Asimov data set at ``x``): the first step of the toy fits."""
-    f = Fitter(model, **asimov_kw(model, x), r_min=r_min, r_max=r_max, strategy=1, r_step=max(1.0, abs(x[0])))
+    """Expected uncertainty of r at ``x``: the upward 1-sigma crossing of the profile likelihood of
+    the Asimov data set (HESSE as the first guess; HESSE alone understates it badly where r is
+    nearly degenerate with a large log-normal non-closure)."""
+    data = asimov_kw(model, x)
+    f = Fitter(model, **data, r_min=r_min, r_max=r_max, strategy=1, r_step=max(1.0, abs(x[0])))
     f.fit(start=x, hesse=True)
-    return float(f.last.errors["r"])
+    h = float(f.last.errors["r"])
+    h = h if np.isfinite(h) and h > 0 else max(abs(x[0]), 1.0)
+    hi = r_max if r_max is not None else x[0] + 1e6 * h
+    prof = Profile(model, data, r_min, hi, None, x)
+    p0 = prof(x[0])
+    up, _ = prof.crossing(x[0], p0, +1, h)
+    return float(up) if np.isfinite(up) and up > 0 else h
 
 
-def profile_error(model: Model, data: Mapping, x: np.ndarray, nll0: float, direction: int,
-                  r_min: float, r_max: float, step: float, mask: np.ndarray | None = None) -> float:
-    """The 1-sigma error of r on one side (``direction`` +1 up, -1 down) from the profile
-    likelihood, ``-ln L(r) = nll0 + 1/2`` with every other parameter refitted (what MINOS does, for
-    the toys where MINOS gives up: a minimum on the boundary of r). ``data``: the toy's
-    :class:`Fitter` keywords (``n``, ``glob``, ``gglob``). NaN when the crossing lies beyond the
-    range of r."""
-    from scipy.optimize import brentq
+class Profile:
+    """The profile likelihood ``P(r) = min -ln L(r, others)`` of one data set: fits with r fixed
+    (strategy 1), each started from the nearest r already fitted; cached."""
 
-    f = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, strategy=1)
-    cache = {}
+    def __init__(self, model: Model, data: Mapping, r_min: float, r_max: float, mask: np.ndarray | None,
+                 start: np.ndarray):
+        self.fitter = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, strategy=1)
+        self.r_min, self.r_max = float(r_min), float(r_max)
+        self.start = np.asarray(start, float)
+        self.cache: dict[float, tuple[float, np.ndarray, bool]] = {}
 
-    def g(r):
-        if r not in cache:
-            cache[r] = f.fit(r=r, start=x)[0] - nll0 - 0.5
-        return cache[r]
+    def __call__(self, r: float) -> float:
+        r = float(min(max(r, self.r_min), self.r_max))
+        if r not in self.cache:
+            near = min(self.cache, key=lambda v: abs(v - r)) if self.cache else None
+            start = self.cache[near][1] if near is not None else self.start
+            nll, x = self.fitter.fit(r=r, start=start)
+            self.cache[r] = (nll, x, bool(self.fitter.last is None or self.fitter.last.valid))
+        return self.cache[r][0]
 
-    r0, a, d = float(x[0]), float(x[0]), abs(step) or 1e-3
-    lim = r_max if direction > 0 else r_min
-    for _ in range(40):
-        b = r0 + direction * d
-        b = min(b, lim) if direction > 0 else max(b, lim)
-        if g(b) > 0:
-            lo, hi = sorted((a, b))
-            return abs(brentq(g, lo, hi, xtol=1e-4 * d) - r0) if g(lo) * g(hi) < 0 else abs(b - r0)
-        if b == lim:
-            return float("nan")
-        a, d = b, 2.0 * d
-    return float("nan")
+    def minimum(self, r0: float, h: float, tol: float) -> float:
+        """r of the minimum of P: walk downhill from ``r0`` in doubling steps (from ``h``) until
+        it turns up or reaches a boundary of r, then Brent's method on the bracket."""
+        from scipy.optimize import minimize_scalar
+
+        lo, hi = self.r_min, self.r_max
+        b = min(max(r0, lo), hi)
+        a, c = max(lo, b - h), min(hi, b + h)
+        fa, fb, fc = self(a), self(b), self(c)
+        for _ in range(60):
+            if fa >= fb and fc >= fb:
+                break
+            if fa < fc:
+                if a <= lo:
+                    return lo
+                c, fc, b, fb = b, fb, a, fa
+                h *= 2.0
+                a = max(lo, b - h)
+                fa = self(a)
+            else:
+                if c >= hi:
+                    return hi
+                a, fa, b, fb = b, fb, c, fc
+                h *= 2.0
+                c = min(hi, b + h)
+                fc = self(c)
+        if c - a <= tol:
+            return b
+        res = minimize_scalar(self, bounds=(a, c), method="bounded", options={"xatol": tol})
+        best = min((a, b, c, float(res.x)), key=self)
+        return best
+
+    def crossing(self, r_hat: float, p_min: float, direction: int, h: float) -> tuple[float, bool]:
+        """The 1-sigma error on one side: ``|r - r_hat|`` where ``P(r) = p_min + 1/2``, and whether
+        the range of r ended first (then the distance to that boundary, a lower bound)."""
+        from scipy.optimize import brentq
+
+        lim = self.r_max if direction > 0 else self.r_min
+        if abs(lim - r_hat) <= 0:
+            return float("nan"), True
+        g = lambda r: self(r) - p_min - 0.5  # noqa: E731
+        a, d = r_hat, abs(h) or 1e-3 * max(1.0, abs(r_hat))
+        for _ in range(60):
+            b = r_hat + direction * d
+            b = min(b, lim) if direction > 0 else max(b, lim)
+            if g(b) > 0:
+                lo_, hi_ = sorted((a, b))
+                if g(lo_) * g(hi_) >= 0:
+                    return abs(b - r_hat), False
+                return abs(brentq(g, lo_, hi_, xtol=2e-3 * abs(h) + 1e-12) - r_hat), False
+            if b == lim:
+                return abs(lim - r_hat), True
+            a, d = b, 2.0 * d
+        return float("nan"), True
 
 
 def fit_toys(model: Model, toys: ToySet, start: np.ndarray, r_min: float, r_max: float,
              mask: np.ndarray | None = None, r_step: float | None = None) -> dict:
-    """Fit every toy with r free in ``[r_min, r_max]``: r, its HESSE and MINOS errors, and the status.
+    """Fit every toy with r free in ``[r_min, r_max]``: r, its error on each side, and the status.
 
-    Status per toy: ``failed`` (MIGRAD invalid and no better minimum on a boundary of r),
-    ``at_floor`` / ``at_rmax`` (the fit ends on that boundary of r; a minimum on the boundary, where
-    MIGRAD may not converge, is found by a fit with r fixed there), ``minos_low`` /
-    ``minos_high`` (MINOS gave no interval on that side, or it reaches the boundary). Where MINOS
-    gives no error, the profile-likelihood error (:func:`profile_error`) replaces it. Nothing is
-    dropped here.
+    Each toy: MIGRAD (r free) for a first estimate and its error, then the minimum and the
+    1-sigma crossing on the side of the truth ``start[0]`` from the profile likelihood
+    (:class:`Profile`: fits with r fixed, Brent's method; what Combine's ``--robustFit`` does). Where
+    r is nearly degenerate with a large log-normal nuisance, MIGRAD stops early on the flat valley
+    and HESSE and MINOS errors are wrong by large factors; the profile is not.
+
+    Status per toy: ``failed`` (the fit at the minimum did not converge), ``at_floor`` / ``at_rmax``
+    (the minimum is on that boundary of r), ``minos_low`` / ``minos_high`` (no crossing on that
+    side inside the range: the error there is the distance to the boundary, a lower bound; NaN on
+    the side away from the truth, which is not computed). Nothing is dropped here.
     """
     T = len(toys.n)
     r = np.full(T, np.nan)
     err, lo_err, hi_err = (np.full(T, np.nan) for _ in range(3))
     failed, at_floor, at_rmax, minos_low, minos_high = (np.zeros(T, bool) for _ in range(5))
     tol = 1e-4 * (r_max - r_min)
-    step = r_step or 0.1 * (r_max - r_min)
+    h = r_step or 0.1 * (r_max - r_min)
+    r_true = float(start[0])
     for t in range(T):
         data = toys.fit_kw(t)
         f = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, r_step=r_step, strategy=1)
-        nll, x = f.fit(start=start, hesse=True)
-        mi = f.last
-        valid = bool(mi.valid)
-        if not valid:  # a minimum on a boundary of r: the fit with r fixed there is as good or better
-            for rb in (r_min, r_max):
-                fb = Fitter(model, **data, r_min=r_min, r_max=r_max, mask=mask, strategy=1)
-                nb, xb = fb.fit(r=rb, start=x)
-                if fb.last.valid and nb <= nll + 1e-3:
-                    nll, x, valid = nb, xb, True
-                    break
-        r[t] = x[0]
-        e = float(mi.errors["r"])
+        _, x = f.fit(start=start)
+        e = float(f.last.errors["r"])  # MIGRAD's estimate: only a fallback
         err[t] = e if np.isfinite(e) and e > 0 else np.nan
-        at_floor[t] = x[0] - r_min < tol
-        at_rmax[t] = r_max - x[0] < tol
-        if not valid:
+        prof = Profile(model, data, r_min, r_max, mask, x)
+        r_hat = prof.minimum(float(x[0]), 0.5 * h, 0.02 * h)
+        p_min = prof(r_hat)
+        r[t] = r_hat
+        at_floor[t] = r_hat - r_min < tol
+        at_rmax[t] = r_max - r_hat < tol
+        if not prof.cache[min(max(r_hat, r_min), r_max)][2]:
             failed[t] = True
             continue
-        if mi.valid and not (at_floor[t] or at_rmax[t]):
-            try:
-                mi.minos("r")
-                me = mi.merrors["r"]
-                if me.lower_valid and not me.at_lower_limit:
-                    lo_err[t] = -me.lower
-                if me.upper_valid and not me.at_upper_limit:
-                    hi_err[t] = me.upper
-            except RuntimeError:
-                pass
-        minos_low[t], minos_high[t] = not np.isfinite(lo_err[t]), not np.isfinite(hi_err[t])
-        for side, arr in ((+1, hi_err), (-1, lo_err)):
-            if not np.isfinite(arr[t]) and not (at_rmax[t] if side > 0 else at_floor[t]):
-                arr[t] = profile_error(model, data, x, nll, side, r_min, r_max,
-                                       err[t] if np.isfinite(err[t]) else step, mask)
+        side = +1 if r_hat < r_true else -1
+        e_side, open_ = prof.crossing(r_hat, p_min, side, 0.5 * h)
+        (hi_err if side > 0 else lo_err)[t] = e_side
+        if side > 0:
+            minos_high[t] = open_
+        else:
+            minos_low[t] = open_
     return {"r": r, "r_err": err, "r_err_down": lo_err, "r_err_up": hi_err, "failed": failed,
             "at_floor": at_floor, "at_rmax": at_rmax, "minos_low": minos_low, "minos_high": minos_high}
 
@@ -416,9 +461,11 @@ def pulls_of(r_fit: np.ndarray, r_true: float, err_down: np.ndarray, err_up: np.
 def classify_toys(fit: Mapping, r_true: float) -> dict:
     """Pulls of every toy of :func:`fit_toys` (or of Combine's tree) and the per-toy masks.
 
-    A toy is ``used`` when it has a pull (not failed, a finite error on the side of the truth or a
-    HESSE error); ``low`` / ``high``: it ends at the lower / upper boundary of r, or the MINOS
-    interval on the side of the truth reaches the boundary (its pull is then a bound).
+    A toy is ``used`` when it has a pull (not failed, an error on the side of the truth, or a HESSE
+    error where that is missing); ``low`` / ``high``: its fit ends at the lower / upper boundary of
+    r (its pull is a bound: the true one is at most / at least this); ``open``: not at a boundary,
+    but its interval on the side of the truth reaches one (the error is then the distance to the
+    boundary, a lower bound: ``|pull|`` is an upper bound).
     """
     r = np.asarray(fit["r"], float)
     pulls = pulls_of(r, r_true, fit["r_err_down"], fit["r_err_up"], fit.get("r_err"))
@@ -427,10 +474,9 @@ def classify_toys(fit: Mapping, r_true: float) -> dict:
     below = r < r_true
     low = np.asarray(fit["at_floor"], bool)
     high = np.asarray(fit["at_rmax"], bool)
-    # MINOS on the side away from the truth reaching the boundary: the toy's interval is open there
-    minos_open = (below & np.asarray(fit["minos_low"], bool)) | (~below & np.asarray(fit["minos_high"], bool))
+    open_ = (below & np.asarray(fit["minos_high"], bool)) | (~below & np.asarray(fit["minos_low"], bool))
     return {"pulls": pulls, "used": used, "failed": failed, "low": low, "high": high,
-            "minos_open": minos_open & ~failed}
+            "open": open_ & ~failed & ~low & ~high}
 
 
 def _injection_result(r_inj: float, fit: Mapping, n_toys: int, flag: float = BIAS_FLAG) -> dict:
@@ -439,16 +485,16 @@ def _injection_result(r_inj: float, fit: Mapping, n_toys: int, flag: float = BIA
     pull = pull_summary(c["pulls"][u], c["low"][u], c["high"][u])
     verdict, why = bias_verdict(pull, flag)
     r = np.asarray(fit["r"], float)
+    edge = (c["low"] | c["high"] | c["open"]) & u
     return {"r_inj": float(r_inj), "toys": int(n_toys), "fitted": int(u.sum()), "converged": int(u.sum()),
             "failed": int(c["failed"].sum()), "no_error": int((~c["failed"] & ~u).sum()),
             "at_floor": int((c["low"] & u).sum()), "at_rmax": int((c["high"] & u).sum()),
-            "at_boundary": int(((c["low"] | c["high"]) & u).sum()),
-            "minos_at_limit": int((c["minos_open"] & u & ~(c["low"] | c["high"])).sum()),
-            "frac_boundary": float(((c["low"] | c["high"]) & u).sum() / max(n_toys, 1)),
+            "interval_at_limit": int((c["open"] & u).sum()), "at_boundary": int(edge.sum()),
+            "frac_boundary": float(edge.sum() / max(n_toys, 1)),
             "pull": pull, "r_fit": _summary(r[u]), "r_fit_median": float(np.median(r[u])) if u.any() else None,
             "bias": verdict, "bias_reason": why, "flag_bias": verdict == "bias",
             "pulls": [float(p) for p in c["pulls"][u]],
-            "pull_at_boundary": [bool(v) for v in (c["low"] | c["high"])[u]]}
+            "pull_at_boundary": [bool(v) for v in edge[u]]}
 
 
 @_quiet

@@ -205,8 +205,11 @@ def test_validate_cli_writes_json_figures_and_summary(tmp_path):
     assert [i["r_inj"] for i in res["points"]["svj_mz2000_rinv0.3"]["injection"]] == [0.0, 0.5]
     for name in ("bias_svj_mz2000_rinv0.3", "impacts_svj_mz2000_rinv0.3", "gof_VP", "contamination"):
         assert (tmp_path / "validation" / f"{name}.pdf").is_file() and (tmp_path / "validation" / f"{name}.png").is_file()
+    # the SP with B masked is a saturated model: no test, so no figure (and the summary says why)
+    assert not (tmp_path / "validation" / "gof_SP.png").exists()
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("## Fit validation") == 1 and "## Timing" in summary
+    assert "at boundary" in summary and "no test possible" in summary
     r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "validate", str(tmp_path), "--inject", "x"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--inject" in r.stderr
