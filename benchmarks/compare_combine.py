@@ -7,7 +7,7 @@ tolerances::
     text2workspace.py datacard.txt -o workspace.root
     combine -M AsymptoticLimits workspace.root --run expected --rAbsAcc 0 --rRelAcc 1e-4 \\
         --cminDefaultMinimizerTolerance 1e-4 --cminFallbackAlgo Minuit2,Simplex,0:0.1 -v 2 \\
-        --rMax <5 x quick median>
+        --rMax <5.3 x quick median>
 
 (without the fallback, Combine's MIGRAD failed at one bisection step of a demo card: delta(nll) 722
 where its neighbours have 3.2 and 3.8, and its exp+1 came out 3 % low.)
@@ -28,8 +28,11 @@ Usage:
 
 Combine runs with ``-v 2``: its log lists ``delta(nll)`` at every r of each crossing search. The
 profiled ``delta(nll)`` rises with r, so a point above that of a larger r is a fit Combine did not
-converge (seen: ``delta(nll) = 722`` between 3.18 and 3.82); such points are shown beside the row,
-since the bisection then goes the wrong way and Combine's quantile is wrong, not the quick one.
+converge (seen: ``delta(nll) = 722`` between 3.18 and 3.82); the bisection then goes the wrong way
+and Combine's quantile is wrong, not the quick one. Such a search is rerun with other rMax values
+(Combine's path, and whether it meets the failing fit, depends on rMax; ``RETRY_FACTORS``) and the
+quantile taken from the first clean run (noted in the row); a failure left after the reruns is shown
+beside the row.
 
 Exit code: 0 when every uncapped quantile agrees within --tol (and every capped one within --tol of
 the cap), 1 otherwise, 2 when Combine failed on a card (named).
@@ -51,6 +54,7 @@ import tempfile
 KEYS = ("exp-2", "exp-1", "exp0", "exp+1", "exp+2")
 TIGHT = ("--rAbsAcc", "0", "--rRelAcc", "1e-4", "--cminDefaultMinimizerTolerance", "1e-4",
          "--cminFallbackAlgo", "Minuit2,Simplex,0:0.1", "-v", "2")
+RETRY_FACTORS = (4.7, 6.1, 3.9)  # rMax / quick median of the reruns
 _AT = re.compile(r"At r = ([-+0-9.eE]+):\s*delta\(nll\) = ([-+0-9.eEnaif]+)")
 
 
@@ -110,7 +114,7 @@ def run_combine(card: str, workdir: str, rmax: float | None, env_script: str | N
 
 
 def compare(cards_dir: str, env_script: str | None = None, keep: str | None = None, tol: float = 0.005,
-            extra: tuple[str, ...] = (), rmax_factor: float = 5.0) -> tuple[list[dict], list[str]]:
+            extra: tuple[str, ...] = (), rmax_factor: float = 5.3) -> tuple[list[dict], list[str]]:
     """Rows ``{point, quantile, quick, combine, rel_diff, capped, cap, ok}`` for every card and quantile,
     and the cards on which Combine failed (with the reason)."""
     from svjscout.datacards import card_limits
@@ -123,6 +127,18 @@ def compare(cards_dir: str, env_script: str | None = None, keep: str | None = No
         quick = card_limits(card, observed=False)
         try:
             comb = run_combine(card, os.path.join(scratch, point), rmax_factor * quick["exp0"], env_script, extra)
+            comb["rmax_factor"] = dict.fromkeys(KEYS, rmax_factor)
+            # Combine's search path depends on rMax: where a search had a non-converged fit, rerun with
+            # other rMax values and take that quantile from the first run whose search is clean
+            for i, factor in enumerate(RETRY_FACTORS):
+                if not comb["failed_fits"]:
+                    break
+                again = run_combine(card, os.path.join(scratch, f"{point}.retry{i + 1}"), factor * quick["exp0"],
+                                    env_script, extra)
+                for k in list(comb["failed_fits"]):
+                    if k not in again["failed_fits"]:
+                        comb[k], comb["rmax_factor"][k] = again[k], factor
+                        del comb["failed_fits"][k]
         except RuntimeError as err:
             failed.append(str(err))
             continue
@@ -134,7 +150,9 @@ def compare(cards_dir: str, env_script: str | None = None, keep: str | None = No
             rows.append({"point": point, "quantile": k, "quick": quick[k], "combine": comb[k],
                          "rel_diff": comb[k] / quick[k] - 1.0, "capped": capped, "cap": caps.get(k),
                          "rel_diff_to_cap": rel if capped else None, "ok": abs(rel) <= tol,
-                         "combine_failed_fits": comb["failed_fits"].get(k, [])})
+                         "combine_failed_fits": comb["failed_fits"].get(k, []),
+                         "combine_rmax_factor": comb["rmax_factor"][k],
+                         "combine_rerun": comb["rmax_factor"][k] != rmax_factor})
     if keep is None:
         shutil.rmtree(scratch, ignore_errors=True)
     return rows, failed
@@ -147,6 +165,8 @@ def table(rows: list[dict]) -> str:
         cap = f"yes (cap {r['cap']:.5g}, Combine/cap - 1 = {r['rel_diff_to_cap']:+.2%})" if r["capped"] else "no"
         fails = r.get("combine_failed_fits") or []
         note = ("  Combine fit failed at " + ", ".join(f"r={x:.5g} (dNLL {d:.4g})" for x, d in fails)) if fails else ""
+        if r.get("combine_rerun"):
+            note += f"  (Combine rerun with rMax = {r['combine_rmax_factor']:g} x median: first search had a failed fit)"
         lines.append(f"{r['point']:<26} {r['quantile']:<8} {r['quick']:>12.6g} {r['combine']:>12.6g} "
                      f"{r['rel_diff']:>+10.3%}  {cap}{note}")
     return "\n".join(lines)
@@ -158,7 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--env", default=None, help="setup script to source before Combine (e.g. /work/combine-build/env.sh)")
     ap.add_argument("--tol", type=float, default=0.005, help="relative tolerance on every uncapped quantile")
     ap.add_argument("--keep", default=None, help="keep Combine's work folders here (default: a temporary folder)")
-    ap.add_argument("--rmax-factor", type=float, default=5.0, help="--rMax = this x the quick median")
+    ap.add_argument("--rmax-factor", type=float, default=5.3,
+                    help="--rMax = this x the quick median (not a round number: Combine's stepping search visits "
+                         "multiples of rMax/20 and stops on one within its tolerance, which would then be ours)")
     ap.add_argument("--combine-opt", action="append", default=[], help="extra combine option (repeatable)")
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     a = ap.parse_args(argv)

@@ -48,3 +48,23 @@ has_option() {
 count_expected() {
   grep -cE '^Expected +[0-9.]+%: *r < *[0-9]' "$1" 2>/dev/null || true
 }
+
+# nonmonotone_searches LOG: print one line per crossing search of a `combine -v 2` AsymptoticLimits log
+# whose profiled delta(nll) is not monotone in r (a fit Combine did not converge: its bisection then
+# goes the wrong way and that quantile is wrong); nothing when all searches are clean.
+nonmonotone_searches() {
+  "${PYTHON:-python3}" -c 'import re, sys
+names = ["exp0", "exp-2", "exp-1", "exp+1", "exp+2"]
+searches = []
+for line in open(sys.argv[1], errors="replace"):
+    if "Will search for NLL crossing" in line:
+        searches.append([])
+    m = re.search(r"At r = ([-+0-9.eE]+):\s*delta\(nll\) = ([-+0-9.eE]+)", line)
+    if m and searches:
+        searches[-1].append((float(m.group(1)), float(m.group(2))))
+for name, pts in zip(names, searches):
+    pts.sort()
+    bad = [(r, d) for i, (r, d) in enumerate(pts) if any(d > d2 + 0.01 for _, d2 in pts[i + 1:])]
+    if bad:
+        print("%s: failed fit(s) at %s" % (name, ", ".join("r=%.5g (delta nll %.4g)" % b for b in bad)))' "$1"
+}
