@@ -68,7 +68,7 @@ def plot_bias(point: str, res: Mapping, outdir, style: PlotStyle = DEFAULT) -> l
         ax.plot([], [], " ", label=f"{r['toys']} toys: {r.get('failed', 0)} failed, {r.get('at_boundary', 0)} at boundary")
         ax.plot([], [], " ", label=f"bias test: {r.get('bias', 'n/a')}")
         if (np.abs(p) >= 4).any():
-            ax.plot([], [], " ", label=f"{int((np.abs(p) >= 4).sum())} pulls beyond $\\pm$4 in the edge bins")
+            ax.plot([], [], " ", label=f"{int((np.abs(p) >= 4).sum())} pull(s) beyond $\\pm$4 in the edge bins")
         ax.set_xlabel(r"pull $(\hat{r} - r_{inj}) / \sigma_r$")
         ax.set_ylabel("toys / 0.25")
         ax.set_ylim(0, max(ax.get_ylim()[1] * 2.1, 1))

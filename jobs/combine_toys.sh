@@ -18,7 +18,9 @@
 #   text2workspace.py datacard.txt -o workspace.root
 #   combine -M GenerateOnly -t NTOYS -s SEED --saveToys --toysFrequentist --expectSignal R -n .POINT.toys
 #   combine -M FitDiagnostics -t NTOYS --toysFrequentist --toysFile <that file> --rMin RMIN --rMax RMAX
-#           --skipBOnlyFit --cminDefaultMinimizerStrategy 0 -n .POINT.toyfits
+#           --setParameters r=R --skipBOnlyFit FIT_OPTS -n .POINT.toyfits
+#   FIT_OPTS (env) default: --robustFit 1 --cminDefaultMinimizerStrategy 1
+#           --cminDefaultMinimizerTolerance 0.0001 --setRobustFitTolerance 0.01 (combine_validate.sh)
 # and prints, per point, how many signal+background fits converged (fit_status == 0 in
 # tree_fit_sb of fitDiagnostics.POINT.toyfits.root), how many of those end at RMIN or RMAX, and
 # the median, mean and width of r.
@@ -32,7 +34,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
   [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
 DIR="$1"; shift
@@ -41,6 +43,7 @@ CARDS="$DIR"; [[ -d "$DIR/datacards" ]] && CARDS="$DIR/datacards"
 PYTHON="${PYTHON:-python3}"
 SEED="${SEED:-12345}"
 FREQ=(--toysFrequentist); [[ "${FREQUENTIST:-1}" == "0" ]] && FREQ=()
+read -r -a FIT_OPTS <<< "${FIT_OPTS:---robustFit 1 --cminDefaultMinimizerStrategy 1 --cminDefaultMinimizerTolerance 0.0001 --setRobustFitTolerance 0.01}"
 HERE="$(dirname "${BASH_SOURCE[0]}")"
 ROOTDIR="$DIR"; [[ -d "$DIR/datacards" ]] || ROOTDIR="$(dirname "$DIR")"
 
@@ -67,7 +70,7 @@ for rel in "${LISTED[@]}"; do
            --expectSignal "$r" -n ".$point.toys" "$@" > generate.log 2>&1 \
       && combine -M FitDiagnostics workspace.root -t "$NTOYS" -s "$SEED" "${FREQ[@]}" \
            --toysFile "higgsCombine.$point.toys.GenerateOnly.mH120.$SEED.root" --rMin "$rmin" --rMax "$rmax" \
-           --skipBOnlyFit --cminDefaultMinimizerStrategy 0 -n ".$point.toyfits" "$@" > toyfits.log 2>&1 ); then
+           --setParameters "r=$r" --skipBOnlyFit "${FIT_OPTS[@]}" -n ".$point.toyfits" "$@" > toyfits.log 2>&1 ); then
     echo "$point: FAILED to run (see $pdir/generate.log, $pdir/toyfits.log)" >&2
     failed=$((failed + 1)); continue
   fi
