@@ -114,8 +114,10 @@ def test_quick_limits_on_written_cards(tmp_path):
     assert sorted(lim) == sorted(index["points"])
     on_disk = json.loads(out.read_text())
     for point, v in on_disk.items():
-        assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs", "capped_by_combine"} and v["obs"] is None
-        assert isinstance(v["capped_by_combine"], list)
+        verdict = {k: index[k] for k in ("backed", "verdict") if k in index}
+        assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs", "capped_by_combine", *verdict}
+        assert v["obs"] is None and isinstance(v["capped_by_combine"], list)
+        assert {k: v[k] for k in verdict} == verdict  # the working point's verdict, as index.json says
         assert 0 < v["exp-2"] < v["exp0"] < v["exp+2"]
     from_index = quick_limits(index)
     for point in lim:
