@@ -174,10 +174,10 @@ def abcd_from_yields(y: RegionYields) -> ABCDTable:
     chi2, ndf, pval = chi2_test(pull, defined)
     bad = np.flatnonzero(~np.isfinite(nhat))
     if bad.size:
-        log.warning("ABCD (%s, %s): no prediction in M_T bin(s) %s (n_C <= 0)", y.plane, y.label, bad.tolist())
+        log.info("ABCD (%s, %s): no prediction in M_T bin(s) %s (n_C <= 0)", y.plane, y.label, bad.tolist())
     empty = np.flatnonzero(np.isfinite(nhat) & ~defined)
     if empty.size:
-        log.warning("ABCD (%s, %s): M_T bin(s) %s have no events in B nor in the prediction; left out of the chi2",
+        log.info("ABCD (%s, %s): M_T bin(s) %s have no events in B nor in the prediction; left out of the chi2",
                     y.plane, y.label, empty.tolist())
     return ABCDTable(
         y.edges, n_a, n_b, n_c, n_d, v_a, v_b, v_c, v_d, nhat, np.sqrt(var), delta, sdelta, pull,

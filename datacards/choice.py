@@ -124,6 +124,7 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
     if halves is not None:
         scan = scan_working_points(halves["select"]["hists"]["xy_mt"], datasets, grid=grid, reference=reference,
                                    rules=rules)
+        scan.sample = "half 'select' of the MC"
         quote_xy = halves["quote"]["hists"]["xy_mt"]
     else:
         scan = scan_working_points(xy_mt, datasets, grid=grid, reference=reference, rules=rules)

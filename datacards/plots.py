@@ -104,7 +104,7 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
     extent = _extent(gx, gy)
     X, Y = np.meshgrid(gx, gy, indexing="ij")
     ok = result.metric_grid("passes").astype(bool)
-    plane = getattr(result.rules, "plane", "SP")
+    plane = getattr(result.rules, "plane", "SP") + (f", {result.sample}" if getattr(result, "sample", "") else "")
 
     def _axes_common(fig, ax, im, label, extend="neither"):
         fig.colorbar(im, ax=ax, pad=0.02, extend=extend).set_label(label)

@@ -123,6 +123,7 @@ class ScanResult:
         rules: the :class:`ScanRules` used.
         reference: name of the reference signal point of the stilde rescaling.
         signals: signal dataset names (order of the ``z_<name>`` columns).
+        sample: which events the scan ran on, when not all of them (figure titles, scan_best.json).
     """
 
     table: object
@@ -134,6 +135,7 @@ class ScanResult:
     rules: ScanRules
     reference: str
     signals: list[str] = field(default_factory=list)
+    sample: str = ""  # which events, when not all of them (e.g. "half 'select' of the MC")
 
     def metric_grid(self, column: str) -> np.ndarray:
         """Column of the table as a ``(gx, gy)`` array (rows x0, columns y0)."""
@@ -516,6 +518,7 @@ def write_scan(result: ScanResult, outdir: str | os.PathLike, plots: bool = True
         json.dump(
             {"best": {"x0": result.best[0], "y0": result.best[1]}, "fallback": result.fallback,
              "report": result.report, "reference": result.reference, "signals": result.signals,
+             "sample": result.sample or "all events",
              "rules": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(result.rules).items()}},
             f, indent=1,
         )

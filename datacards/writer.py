@@ -395,11 +395,13 @@ def write_datacards(
             card_kw = {"lumi": syst.lumi, "sig_rows": rows}
             header[-1] = header[-1].rsplit("; lumi lnN", 1)[0] + "; sig: " + ", ".join(
                 f"{k} lnN {kappa_text(v)}" for k, v in syst.lumi.items())
-            header.append(f"signal systematics (lnN kdown/kup per channel, from xy_mt_syst): "
+            header.append(f"signal systematics (one normalisation per source and region, lnN k or kdown/kup, from "
+                          "xy_mt_syst): "
                           f"{', '.join(syst.sources) or 'none'}"
                           + (f"; not in this card: {', '.join(f'{k} ({v})' for k, v in syst.skipped.items())}"
                              if syst.skipped else "")
-                          + f"; signal MC statistics: {len(syst.mcstat)} mcstat_<channel> lnN")
+                          + f"; signal MC statistics: {len(syst.mcstat)} mcstat_<channel> lnN (N_eff >= 10), "
+                          f"{len(syst.mcstat_gmn)} gmN (below)")
         text = format_card(point, bkg_n, sig.n, obs, unc, plane, lumi_unc, signal_systematics, rateparam_range, header,
                            **card_kw)
         pdir = os.path.join(cdir, point)

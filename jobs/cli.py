@@ -29,6 +29,9 @@ def cli(verbose: int) -> None:
     quiet_dask(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # layout notes of the plotting library and the nanny's shutdown chatter are not the user's business
+        for name in ("mplhep", "distributed.nanny"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_dask(verbose: int) -> None:
@@ -227,7 +230,20 @@ def run(job, out, use_scan, overwrite, resume, executor, workers, scheduler, chu
     result = run_job(cfg, out, use_scan=use_scan, overwrite=overwrite, resume=resume, overrides=overrides)
     click.echo(json.dumps({"out": result["outdir"], "wp": result["wp"],
                            "timings_s": {k: round(v, 1) for k, v in result["timings"].items()}}, indent=1))
+    click.echo(verdict_line(result["verdict"], cfg.name))
     click.echo(f"summary: {result['outdir']}/summary.md")
+
+
+def verdict_line(verdict: dict, job_name: str) -> str:
+    """One line: what the run's MC backs."""
+    if verdict["backed"]:
+        return "verdict: backed: the working point passes every rule with the statistics guard (summary.md)."
+    if job_name == "local-embedded":
+        return ("verdict: UNBACKED. The embedded sample (~1,700 MC events) shows that every stage runs; it backs no "
+                "working point, so its cards, limits and figures are stamped UNBACKED and mean nothing (summary.md "
+                "says why; jobs/heldout.yaml on the training sample gives numbers that do).")
+    return ("verdict: UNBACKED: the MC does not back the working point; outputs written because "
+            "datacards.allow_unbacked is set, each stamped UNBACKED (summary.md says why).")
 
 
 @cli.group()

@@ -16,7 +16,9 @@
 #
 # Per POINT of index.json, in DIR/datacards/POINT/:
 #   text2workspace.py datacard.txt -o workspace.root
-#   combine -M GenerateOnly -t NTOYS -s SEED --saveToys --toysFrequentist --expectSignal R -n .POINT.toys
+#   combine -M GenerateOnly -t NTOYS -s SEED --saveToys --toysFrequentist --expectSignal R \
+#           --rMin RMIN --rMax RMAX -n .POINT.toys   (the range at generation too: r's default range
+#           is [0, 20] and ROOT 6.40 silently clips --expectSignal into it)
 #   combine -M FitDiagnostics -t NTOYS --toysFrequentist --toysFile <that file> --rMin RMIN --rMax RMAX
 #           --setParameters r=R --skipBOnlyFit FIT_OPTS -n .POINT.toyfits
 #   FIT_OPTS (env) default: --robustFit 1 --cminDefaultMinimizerStrategy 1
@@ -34,7 +36,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
   [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
 DIR="$1"; shift
@@ -67,7 +69,7 @@ for rel in "${LISTED[@]}"; do
   if ! ( cd "$pdir" \
       && text2workspace.py datacard.txt -o workspace.root > t2w_toys.log 2>&1 \
       && combine -M GenerateOnly workspace.root -t "$NTOYS" -s "$SEED" --saveToys "${FREQ[@]}" \
-           --expectSignal "$r" -n ".$point.toys" "$@" > generate.log 2>&1 \
+           --expectSignal "$r" --rMin "$rmin" --rMax "$rmax" -n ".$point.toys" "$@" > generate.log 2>&1 \
       && combine -M FitDiagnostics workspace.root -t "$NTOYS" -s "$SEED" "${FREQ[@]}" \
            --toysFile "higgsCombine.$point.toys.GenerateOnly.mH120.$SEED.root" --rMin "$rmin" --rMax "$rmax" \
            --setParameters "r=$r" --skipBOnlyFit "${FIT_OPTS[@]}" -n ".$point.toyfits" "$@" > toyfits.log 2>&1 ); then

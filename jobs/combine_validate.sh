@@ -22,7 +22,9 @@
 # In each DIR/datacards/POINT/, per injection (TAG = POINT.bias_rR):
 #   text2workspace.py datacard.txt -o workspace.root
 #   combine -M GenerateOnly -t NTOYS -s SEED --toysFrequentist [--bypassFrequentistFit] \
-#           --expectSignal R --saveToys -n .TAG
+#           --expectSignal R --rMin RMIN --rMax RMAX --saveToys -n .TAG
+#   (--rMin/--rMax at generation too: r's range in the workspace is [0, 20], and ROOT 6.40 silently
+#   clips --expectSignal into it, so r = 334 would generate toys at r = 20)
 #   combine -M FitDiagnostics -t NTOYS -s SEED --toysFrequentist --toysFile <those toys> \
 #           --rMin RMIN --rMax RMAX --setParameters r=R --skipBOnlyFit FIT_OPTS -n .TAG
 #   FIT_OPTS (env) default: --robustFit 1 --cminDefaultMinimizerStrategy 1
@@ -47,7 +49,7 @@
 # Exit codes: 0 ok, 2 usage or missing inputs, 3 combine not on PATH, 4 a step failed or gave no toys.
 set -euo pipefail
 
-usage() { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; }
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
   usage; [[ $# -lt 1 ]] && exit 2 || exit 0
 fi
@@ -148,7 +150,7 @@ while IFS=$'\t' read -r point card tag r rmin rmax; do
   rm -f "$pdir/fitDiagnostics.$tag.root"
   if ! ( cd "$pdir" \
       && combine -M GenerateOnly workspace.root -t "$NTOYS" -s "$SEED" --toysFrequentist "${BYPASS[@]}" \
-           --expectSignal "$r" --saveToys -n ".$tag" > "gen_$tag.log" 2>&1 \
+           --expectSignal "$r" --rMin "$rmin" --rMax "$rmax" --saveToys -n ".$tag" > "gen_$tag.log" 2>&1 \
       && combine -M FitDiagnostics workspace.root -t "$NTOYS" -s "$SEED" --toysFrequentist \
            --toysFile "higgsCombine.$tag.GenerateOnly.mH120.$SEED.root" --rMin "$rmin" --rMax "$rmax" \
            --setParameters "r=$r" --skipBOnlyFit "${FIT_OPTS[@]}" "${EXTRA_OPTS[@]}" -n ".$tag" > "fit_$tag.log" 2>&1 ); then

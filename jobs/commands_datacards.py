@@ -48,8 +48,9 @@ def _load_output(path: str) -> dict:
         raise HistogramError(f"{path}: key 'datasets' missing from the processor output (has {sorted(out)})")
     from svjscout.datacards.parents import attach
 
+    flat = hists is out  # an output saved without the runner's "hists" level
     out = dict(out)
-    if hists is out:
+    if flat:
         out["hists"] = {k: v for k, v in out.items() if k != "datasets"}
     attach(out)  # detector copies: parent-aware region variances (outputs without parent records: no-op)
     return out

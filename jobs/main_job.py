@@ -195,9 +195,10 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         report.plot_xy_plane(output, outdir, wp, style=style)
         report.plot_controls(output, outdir, style=style)
         if output["hists"].get("xy_mt_syst") is not None:  # nominal/up/down M_T in B, one figure per source
-            dc.plot_systematics(xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style)
+            dc.plot_systematics(xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style,
+                                config=cfg.analysis.systematics, groups=index["mt_groups"])
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,
                              cfg=cfg, overrides=overrides, validation=validation, verdict=verdict)
         bar.advance(task)
-    return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings}
+    return {"outdir": str(outdir), "wp": wp, "limits": limits, "timings": timings, "verdict": verdict}

@@ -119,21 +119,20 @@ def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: 
 
 
 def closure_numbers(xy_mt, datasets: dict, wp, plane: str, index: dict | None = None) -> dict:
-    """What the closure plot of ``plane`` shows, per M_T bin: ``n_B``, ``nhat_B`` (from
-    :func:`svjscout.datacards.abcd_prediction`, background MC), their uncertainties and the relative
-    non-closure ``u`` (SP: the datacards' per merged bin, from ``index``; VP: the measured |delta|)."""
-    from svjscout.datacards import abcd_prediction
+    """What the closure plot of ``plane`` shows, per fit bin (the cards' M_T groups from ``index``;
+    without it, per M_T bin): ``n_B``, ``nhat_B`` (background MC), their uncertainties and the
+    relative non-closure ``u`` (SP: the datacards' kappa - 1 of that bin; VP: the measured |delta|)."""
+    from svjscout.datacards.abcd import abcd_from_yields
+    from svjscout.datacards.regions import region_yields
 
-    t = abcd_prediction(xy_mt, datasets, wp, plane=plane, which="background")
+    y = region_yields(xy_mt, datasets, wp, plane=plane, which="background")
+    groups = (index or {}).get("mt_groups")
+    t = abcd_from_yields(y.merged(groups) if groups else y)
     n = len(t.n_B)
     u = np.full(n, np.nan)
     source = None
-    if plane == "SP" and index and index.get("nonclosure") is not None:
-        groups = index.get("mt_groups") or [[i] for i in range(n)]
-        for g, bins in enumerate(groups):
-            for i in bins:
-                if i < n and g < len(index["nonclosure"]):
-                    u[i] = float(index["nonclosure"][g])
+    if plane == "SP" and index and index.get("nonclosure") is not None and len(index["nonclosure"]) == n:
+        u = np.asarray(index["nonclosure"], float)
         source = f"non-closure unc. (datacards, {index.get('nonclosure_method', 'max')})"
     elif plane != "SP":
         u = np.abs(np.asarray(t.delta, float))

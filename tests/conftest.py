@@ -101,6 +101,7 @@ def small_job(tmp_path, toy_models):
         f"  twin_model: {toy_models[1]}\n"
         "  wp: [0.5, 0.5]\n"
         "executor: {name: iterative, chunksize: 10000}\n"
+        "datacards: {allow_unbacked: true}\n"  # the embedded sample backs no working point
     )
     return load_job(job)
 
