@@ -20,9 +20,9 @@
 #           --rMin RMIN --rMax RMAX -n .POINT.toys   (the range at generation too: r's default range
 #           is [0, 20] and ROOT 6.40 silently clips --expectSignal into it)
 #   combine -M FitDiagnostics -t NTOYS --toysFrequentist --toysFile <that file> --rMin RMIN --rMax RMAX
-#           --setParameters r=R --skipBOnlyFit FIT_OPTS -n .POINT.toyfits
-#   FIT_OPTS (env) default: --robustFit 1 --cminDefaultMinimizerStrategy 1
-#           --cminDefaultMinimizerTolerance 0.0001 --setRobustFitTolerance 0.01 (combine_validate.sh)
+#           --skipBOnlyFit FIT_OPTS -n .POINT.toyfits
+#   FIT_OPTS (env) default: --cminPreFit 1 --robustFit 1 --cminDefaultMinimizerStrategy 1
+#           --cminDefaultMinimizerTolerance 0.001 (combine_validate.sh)
 # and prints, per point, how many signal+background fits converged (fit_status == 0 in
 # tree_fit_sb of fitDiagnostics.POINT.toyfits.root), how many of those end at RMIN or RMAX, and
 # the median, mean and width of r.
@@ -45,7 +45,7 @@ CARDS="$DIR"; [[ -d "$DIR/datacards" ]] && CARDS="$DIR/datacards"
 PYTHON="${PYTHON:-python3}"
 SEED="${SEED:-12345}"
 FREQ=(--toysFrequentist); [[ "${FREQUENTIST:-1}" == "0" ]] && FREQ=()
-read -r -a FIT_OPTS <<< "${FIT_OPTS:---robustFit 1 --cminDefaultMinimizerStrategy 1 --cminDefaultMinimizerTolerance 0.0001 --setRobustFitTolerance 0.01}"
+read -r -a FIT_OPTS <<< "${FIT_OPTS:---cminPreFit 1 --robustFit 1 --cminDefaultMinimizerStrategy 1 --cminDefaultMinimizerTolerance 0.001}"
 HERE="$(dirname "${BASH_SOURCE[0]}")"
 ROOTDIR="$DIR"; [[ -d "$DIR/datacards" ]] || ROOTDIR="$(dirname "$DIR")"
 
@@ -72,7 +72,7 @@ for rel in "${LISTED[@]}"; do
            --expectSignal "$r" --rMin "$rmin" --rMax "$rmax" -n ".$point.toys" "$@" > generate.log 2>&1 \
       && combine -M FitDiagnostics workspace.root -t "$NTOYS" -s "$SEED" "${FREQ[@]}" \
            --toysFile "higgsCombine.$point.toys.GenerateOnly.mH120.$SEED.root" --rMin "$rmin" --rMax "$rmax" \
-           --setParameters "r=$r" --skipBOnlyFit "${FIT_OPTS[@]}" -n ".$point.toyfits" "$@" > toyfits.log 2>&1 ); then
+           --skipBOnlyFit "${FIT_OPTS[@]}" -n ".$point.toyfits" "$@" > toyfits.log 2>&1 ); then
     echo "$point: FAILED to run (see $pdir/generate.log, $pdir/toyfits.log)" >&2
     failed=$((failed + 1)); continue
   fi
