@@ -210,3 +210,86 @@ def test_combine_outputs_are_summarised_like_ours(tmp_path):
     # the same numbers compared with an in-package result: agreement within 0.1 / 10 %
     rows = compare_with_combine(res, res)
     assert rows and rows[0]["agree"] and rows[0]["d_median"] == 0.0
+
+
+DUMP_TOYS = r"""
+import json, sys
+import ROOT
+f = ROOT.TFile.Open(sys.argv[1])
+d = f.Get("toys")
+out, i = [], 1
+while d.Get(f"toy_{i}"):
+    ds, n = d.Get(f"toy_{i}"), {}
+    for k in range(ds.numEntries()):
+        ch = ds.get(k).getCatLabel("CMS_channel")
+        n[ch] = n.get(ch, 0.0) + ds.weight()
+    snap = d.Get(f"toy_{i}_snapshot")
+    out.append({"n": n, "glob": {v.GetName(): v.getVal() for v in snap} if snap else {}})
+    i += 1
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+@pytest.mark.skipif(__import__("shutil").which("combine") is None,
+                    reason="CMS Combine is not on PATH (not on PyPI; source its environment to run this test)")
+def test_toy_fits_agree_with_combine_toy_by_toy(tmp_path):
+    """Combine's own toys of a card with a large log-normal non-closure (r nearly degenerate with
+    it), fitted by Combine with jobs/combine_validate.sh's options and in package: the same r and
+    the same error on the side of the truth, toy by toy."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from svjscout.datacards.likelihood import build_model
+    from svjscout.datacards.validation import (
+        ToySet,
+        _read_fit_tree,
+        background_only_fit,
+        control_mask,
+        fit_toys,
+        r_floor,
+        r_sigma,
+    )
+
+    a, c, d = 20000.0, 80000.0, 8000.0
+    text = CARD.format(a=a, b=a * d / c, c=c, d=d, s=100.0).replace("1.05", "1.8")
+    (tmp_path / "datacard.txt").write_text(text)
+    card = parse_text(text)
+    m = build_model(card)
+    xb = background_only_fit(m, control_mask(m))
+    lo = r_floor(m, xb)
+    x = xb.copy()
+    x[0] = 5.0
+    sig = r_sigma(m, x, lo, None)
+    hi = 5.0 + max(10 * sig, abs(lo))
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if not p.startswith(os.path.join(sys.prefix, "bin")))
+    env = {**os.environ, "PATH": path}
+
+    def run(*cmd):
+        r = subprocess.run(list(cmd), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    run("text2workspace.py", "datacard.txt", "-o", "ws.root")
+    run("combine", "-M", "GenerateOnly", "ws.root", "-t", "30", "-s", "7", "--toysFrequentist", "--bypassFrequentistFit",
+        "--expectSignal", "5", "--rMin", str(lo), "--rMax", str(hi), "--saveToys", "-n", ".t")
+    run("combine", "-M", "FitDiagnostics", "ws.root", "-t", "30", "-s", "7", "--toysFrequentist",
+        "--toysFile", "higgsCombine.t.GenerateOnly.mH120.7.root", "--rMin", str(lo), "--rMax", str(hi),
+        "--skipBOnlyFit", "--cminPreFit", "1", "--robustFit", "1", "--cminDefaultMinimizerStrategy", "1",
+        "--cminDefaultMinimizerTolerance", "0.001", "-n", ".t")
+    (tmp_path / "dump.py").write_text(DUMP_TOYS)
+    run("python3", "dump.py", "higgsCombine.t.GenerateOnly.mH120.7.root", "toys.json")
+    toys = json.loads((tmp_path / "toys.json").read_text())
+    n = np.array([[t["n"].get(b, 0.0) for b in m.bins] for t in toys])
+    glob = np.array([[t["glob"][s + "_In"] for s in m.syst_names] for t in toys])
+    ours = fit_toys(m, ToySet(n, glob), x, lo, hi, r_step=sig)
+    comb = _read_fit_tree(str(tmp_path / "fitDiagnostics.t.root"), 5.0, (lo, hi))
+    both = ~ours["failed"] & ~comb["failed"] & ~ours["at_floor"]
+    assert both.sum() >= 24
+    side_o = np.where(ours["r"] < 5.0, ours["r_err_up"], ours["r_err_down"])
+    side_c = np.where(comb["r"] < 5.0, comb["r_err_up"], comb["r_err_down"])
+    dr = np.abs(ours["r"] - comb["r"])[both] / side_o[both]
+    de = np.abs(side_o - side_c)[both] / side_o[both]
+    assert np.median(dr) < 0.02 and np.quantile(dr, 0.9) < 0.1
+    assert np.nanmedian(de) < 0.03
