@@ -338,18 +338,8 @@ def validate_cmd(outdir, toys, inject, seed, stability, from_combine, accept_edi
             raise click.BadParameter(f"'{v}' is neither a number nor 'exp0'", param_hint="--inject") from err
     res = write_validation(outdir, xy_mt, datasets, index, limits, toys=toys, inject=values, seed=seed,
                            stability=stability)
-    summary = os.path.join(outdir, "summary.md")
-    if os.path.isfile(summary):
-        text = open(summary).read()
-        start = text.find("## Fit validation")
-        section = "\n".join(summary_lines(res))
-        if start >= 0:
-            end = text.find("\n## ", start + 3)
-            text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "\n")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        with open(summary, "w") as f:
-            f.write(text)
+    _replace_summary_section(os.path.join(outdir, "summary.md"), "## Fit validation", "\n".join(summary_lines(res)),
+                             gap="\n")
     click.echo("\n".join(summary_lines(res)))
     click.echo(f"validation: {os.path.join(outdir, 'validation', 'validation.json')}")
 
@@ -375,15 +365,22 @@ def _record_limits_in_summary(outdir: str, lim: dict, cmd: str, source: str) -> 
     for point, v in lim.items():
         lines.append(f"| {point} | " + " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"))
                      + f" | {', '.join(v.get('capped_by_combine') or []) or '-'} |")
-    section = "\n".join(lines)
+    _replace_summary_section(summary, LIMITS_SECTION, "\n".join(lines), gap="\n\n")
+    return summary
+
+
+def _replace_summary_section(summary: str, heading: str, section: str, gap: str) -> None:
+    """Replace the section of ``summary.md`` that starts with ``heading`` (up to the next ``## ``) by
+    ``section``, or append it; nothing without a ``summary.md``."""
+    if not os.path.isfile(summary):
+        return
     with open(summary) as f:
         text = f.read()
-    start = text.find(LIMITS_SECTION)
+    start = text.find(heading)
     if start >= 0:
         end = text.find("\n## ", start + 3)
-        text = text[:start] + section + ("\n\n" + text[end + 1:] if end >= 0 else "\n")
+        text = text[:start] + section + (gap + text[end + 1:] if end >= 0 else "\n")
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     with open(summary, "w") as f:
         f.write(text)
-    return summary

@@ -14,7 +14,8 @@ RUN_FIGURES = (
     + ["xy_plane_SP_background", "xy_plane_SP_signal"]
     + ["control_met", "control_rt", "control_dphi_min", "control_j0_pt", "control_j1_pt"]
     + ["lund_plane_background", "lund_plane_signal", "lund_plane_ratio"]
-    + [f"scan_{m}" for m in ("z_mean", "pvalue", "delta", "pull", "r_max", "failed_rules", "rule_failures")]
+    + [f"scan_{m}" for m in ("z_mean", "pvalue", "delta_total", "pull_total", "r_max", "neff_min", "failed_rules",
+                             "rule_failures")]
     + ["limit_brazil_rinv0.3", "limit_brazil_rinv0.5", "limit_map_exp0"]
 )
 
@@ -72,7 +73,7 @@ def test_png_resolution(small_run):
     from matplotlib.image import imread
 
     out, figs, _ = small_run
-    for name in ("closure_SP", "mt_SP_regionB", "scan_delta", "limit_brazil_rinv0.3"):
+    for name in ("closure_SP", "mt_SP_regionB", "scan_delta_total", "limit_brazil_rinv0.3"):
         w_in = figs[name].get_size_inches()[0]
         # bbox_inches="tight" trims or adds a little; >= 150 dpi (here 160) is far from the old 60-80
         assert imread(out / f"{name}.png").shape[1] > 0.8 * 150 * w_in, name
@@ -125,12 +126,20 @@ def test_closure_plot_values_equal_abcd_prediction(small_run):
 
     from svjscout.datacards import abcd_prediction
 
+    from svjscout.datacards.abcd import abcd_from_yields
+    from svjscout.datacards.regions import region_yields
+    from svjscout.datacards.split import split_halves
+
     out, figs, _ = small_run
     output = load(out / "histograms.coffea")
     wp = (output["wp"]["x0"], output["wp"]["y0"])
     index = json.loads((out / "datacards" / "index.json").read_text())
+    # per fit bin; with the scan's WP, on the half of the MC it was not chosen on (here: the configured WP)
+    assert output["wp"]["split"] == index["provenance"]["split"]
+    quote = (split_halves(output, seed=output["wp"]["split_seed"])["quote"]["hists"]["xy_mt"] if output["wp"]["split"]
+             else output["hists"]["xy_mt"])
     for plane in ("SP", "VP"):
-        t = abcd_prediction(output["hists"]["xy_mt"], output["datasets"], wp, plane=plane, which="background")
+        t = abcd_from_yields(region_yields(quote, output["datasets"], wp, plane=plane).merged(index["mt_groups"]))
         width = np.diff(t.edges)
         ax, rax = figs[f"closure_{plane}"].axes[:2]
         obs = next(c for c in ax.containers if (c.get_label() or "").startswith("observed"))
@@ -150,16 +159,21 @@ def test_closure_plot_values_equal_abcd_prediction(small_run):
 
 def test_scan_maps_have_meaningful_ranges(small_run):
     _, figs, _ = small_run
-    im = figs["scan_delta"].axes[0].images[0]
+    im = figs["scan_delta_total"].axes[0].images[0]
     lo, hi = im.get_clim()
     assert lo == pytest.approx(-hi) and hi > 0  # diverging, symmetric around 0
     assert figs["scan_pvalue"].axes[0].images[0].get_clim() == (0.0, 1.0)
     # the chosen point is marked on every map
-    for name in ("scan_z_mean", "scan_pvalue", "scan_delta", "scan_pull", "scan_r_max", "scan_failed_rules"):
+    for name in ("scan_z_mean", "scan_pvalue", "scan_delta_total", "scan_pull_total", "scan_r_max", "scan_neff_min",
+                 "scan_failed_rules"):
         assert any("chosen WP" in (line.get_label() or "") for line in figs[name].axes[0].lines), name
     # one panel per rule, titled with how often it fails
     titles = [ax.get_title() for ax in figs["scan_rule_failures"].axes if ax.get_title()]
-    assert len(titles) == 5 and all("fails at" in t for t in titles)
+    assert len(titles) == 6 and all("fails at" in t for t in titles)
+    assert any(t.startswith("statistics guard") for t in titles)
+    # the maps say which events they show (with the scan's WP: the half it is chosen on)
+    legend = figs["scan_z_mean"].axes[0].get_legend().get_title().get_text()
+    assert ("half 'select'" in legend) == small_run[2].scan.enabled
 
 
 def test_brazil_single_point_and_map(tmp_path):

@@ -467,19 +467,32 @@ def test_datacard_signal_rates_equal_histograms_root(scan_run):
     from svjscout.datacards import parse_datacard
     from svjscout.datacards.regions import REGIONS
 
+    from coffea.util import load
+
+    from svjscout.datacards.regions import region_yields
+    from svjscout.datacards.split import split_halves
+
     out = scan_run["out"]
     index = json.loads((out / "datacards" / "index.json").read_text())
     groups = index["mt_groups"]
     assert index["plane"] == "SP"
     signals = {p["dataset"]: point for point, p in index["points"].items()}
     assert set(signals) == {ds for ds in DATASETS if ds.startswith("svj")}
+    # with the scan the cards are quoted on the half of the MC the WP was not chosen on
+    output = load(out / "histograms.coffea")
+    assert index["provenance"]["split"] and output["wp"]["split"]
+    quote = split_halves(output, seed=output["wp"]["split_seed"])["quote"]["hists"]["xy_mt"]
+    wp = (index["wp"]["x0"], index["wp"]["y0"])
     with uproot.open(out / "histograms.root") as f:
         for ds, point in signals.items():
             card = parse_datacard(out / "datacards" / index["points"][point]["card"])
-            for region in REGIONS:
-                th1 = np.clip(f[f"{ds}/SP/{region}"].values(), 0.0, None)  # the cards clip negative yields
+            half = np.clip(region_yields(quote, output["datasets"], wp, which=[ds]).n, 0.0, None)
+            full = region_yields(output["hists"]["xy_mt"], output["datasets"], wp, which=[ds]).n
+            for k, region in enumerate(REGIONS):
+                th1 = f[f"{ds}/SP/{region}"].values()
+                assert np.allclose(th1, full[k], rtol=1e-6, atol=1e-6)  # histograms.root: the whole sample
                 rates = np.array([card.rate(f"SP_{region}_{i}", "sig") for i in range(len(groups))])
-                merged = np.array([th1[g].sum() for g in groups])
+                merged = np.array([half[k, g].sum() for g in groups])  # the cards clip negative yields
                 assert np.allclose(rates, merged, rtol=1e-6, atol=1e-6), (ds, region, rates, merged)
             assert f[f"{ds}/SP/B"].values().sum() > 0
 
