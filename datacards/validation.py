@@ -832,7 +832,8 @@ def summary_lines(res: Mapping) -> list[str]:
         elif g.get("pvalue") is None:
             lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | no test possible: {g.get('note', '')} (no figure) |")
         else:
-            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {f(g['pvalue'])} ({g['toys']} toys) |")
+            pv = f"< {1 / g['toys']:.2g} (0 of {g['toys']} toys)" if g["pvalue"] == 0 else f"{g['pvalue']:.3g} ({g['toys']} toys)"
+            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {pv} |")
     lines += ["", "Largest impacts on r (Asimov, +-1 post-fit sigma):", ""]
     for point, p in res["points"].items():
         if "impacts" not in p:

@@ -89,7 +89,9 @@ def plot_gof(name: str, g: Mapping, outdir, style: PlotStyle = DEFAULT) -> list[
             label=f"toys from the fit ({len(q)})" + (f", {over} beyond the axis" if over else ""))
     ax.set_xlim(0.0, top)
     ax.axvline(g["q_obs"], color="#e42536", linewidth=2.5,
-               label=f"observed q = {g['q_obs']:.3g}" + (f", p = {g['pvalue']:.3f}" if g.get("pvalue") is not None else ""))
+               label=f"observed q = {g['q_obs']:.3g}" + (
+                   (f", p < {1 / len(q):.2g} (0 of {len(q)} toys)" if g["pvalue"] == 0 else f", p = {g['pvalue']:.3f}")
+                   if g.get("pvalue") is not None else ""))
     ax.set_xlabel("saturated test statistic q")
     ax.set_ylabel("toys / bin")
     ndf = g.get("ndf")
