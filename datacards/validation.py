@@ -25,7 +25,7 @@ Combine builds from the same text); ``jobs/combine_validate.sh`` runs the same w
   nuisance's post-fit value and constraint, and its impact on r: the shift of r when the
   nuisance is fixed at its post-fit value +- its post-fit uncertainty and the others refitted.
 * **WP stability** (:func:`wp_stability`): closure and expected limit at the WP and its 8 grid
-  neighbours.
+  neighbours, from cards written as the run's (guard, settings, signal systematics).
 * **Signal contamination** (:func:`contamination`): the relative bias of the prediction
   ``nhat_B = n_A n_D / n_C`` when a signal point at r = 1 is added to A, C and D, per M_T bin,
   against the non-closure uncertainty of the cards.
@@ -79,9 +79,6 @@ BIAS_SIGNIFICANCE = 3.0
 #: median expected limit (``exp0`` of ``limits.json``). ``"Nx"``: N times that limit; a plain number:
 #: that r; ``"exp0"``: the same as ``"1x"``.
 DEFAULT_INJECT = ("0", "1x", "2x")
-#: The former default (0, r = 1, exp0): r = 1 was 20-1,400x the demo's expected limits and tested
-#: nothing. Passed unchanged (the old CLI / config default), it is read as :data:`DEFAULT_INJECT`.
-LEGACY_DEFAULT_INJECT = (0.0, 1.0, "exp0")
 
 
 def theta_range() -> tuple[float, float]:
@@ -96,7 +93,7 @@ def parse_inject(spec) -> list:
     """Injections from ``"0,1x,2x"`` (or a sequence of numbers / strings): a list of floats
     (absolute r) and ``("x", factor)`` tuples (factor times the point's median expected limit).
 
-    ``None`` and the former default ``(0, 1, "exp0")`` give :data:`DEFAULT_INJECT`.
+    ``None`` gives :data:`DEFAULT_INJECT`.
 
     Raises:
         ValueError: an entry that is neither a number, ``"Nx"`` nor ``"exp0"`` (names it).
@@ -104,11 +101,6 @@ def parse_inject(spec) -> list:
     if spec is None:
         spec = DEFAULT_INJECT
     items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
-    plain = all(isinstance(v, (str, int, float)) for v in items)
-    if plain and [v.strip().lower() if isinstance(v, str) else float(v) for v in items] == list(LEGACY_DEFAULT_INJECT):
-        log.info("injections (0, 1, exp0) are the former default: using %s (0, 1x and 2x the expected "
-                 "limit); ask for r = 1 explicitly with e.g. '0,1,1x'", ",".join(DEFAULT_INJECT))
-        items = list(DEFAULT_INJECT)
     out = []
     for v in items:
         if isinstance(v, tuple) and len(v) == 2 and v[0] == "x":
@@ -676,30 +668,35 @@ def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: s
 
 
 def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal: str, **card_kw) -> list[dict]:
-    """Closure (SP, background MC) and the expected median limit of ``signal`` at the WP and its 8
-    grid neighbours (cards written with ``card_kw`` into a temporary folder)."""
+    """The closure (SP, background MC, on the cards' guarded fit bins) and the expected median limit
+    of ``signal`` at the WP and its 8 grid neighbours: cards written exactly as the run's (``card_kw``:
+    the writer's settings, signal systematics included) into a temporary folder, unbacked ones too
+    (``backed`` says which), so that the WP's own row equals ``limits.json``."""
     import tempfile
 
-    from .abcd import abcd_prediction
+    from .abcd import abcd_from_yields
     from .limits import quick_limits
     from .plots import point_name
+    from .regions import region_yields
     from .writer import write_datacards
 
+    kw = {**card_kw, "allow_unbacked": True, "validate": False, "signals": [signal]}
     out = []
     for dx in (-1, 0, 1):
         for dy in (-1, 0, 1):
             p = (round(wp[0] + dx * step, 10), round(wp[1] + dy * step, 10))
             row = {"x0": p[0], "y0": p[1], "dx": dx, "dy": dy}
             try:
-                t = abcd_prediction(xy_mt, datasets, p, plane="SP", which="background")
-                tot_pred, tot_b = np.nansum(t.nhat_B), np.sum(t.n_B)
-                row.update(delta=float(tot_pred / tot_b - 1) if tot_b > 0 else None,
-                           pvalue=float(t.pvalue) if np.isfinite(t.pvalue) else None)
                 with tempfile.TemporaryDirectory() as d:
-                    idx = write_datacards(xy_mt, datasets, p, d, signals=[signal], **card_kw)
+                    idx = write_datacards(xy_mt, datasets, p, d, **kw)
                     lim = quick_limits(idx)
+                t = abcd_from_yields(region_yields(xy_mt, datasets, p, plane="SP").merged(idx["mt_groups"]))
+                tot_pred, tot_b = np.nansum(t.nhat_B), np.sum(t.n_B)
                 name = point_name(signal, datasets.get(signal, {}))
-                row["limit"] = lim[name]["exp0"] if name in lim else None
+                row.update(delta=float(tot_pred / tot_b - 1) if tot_b > 0 else None,
+                           pvalue=float(t.pvalue) if np.isfinite(t.pvalue) else None,
+                           fit_bins=len(idx["mt_groups"]), backed=bool(idx["backed"]),
+                           limit=lim[name]["exp0"] if name in lim else None)
             except Exception as err:  # noqa: BLE001 - a neighbour off the grid or without a card
                 row.update(error=str(err))
             out.append(row)
@@ -709,7 +706,7 @@ def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal
 @_quiet
 def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None = None,
              toys: int = 100, inject=None, seed: int = 1, gof_toys: int | None = None,
-             stability: bool = True) -> dict:
+             stability: bool = True, card_kw: Mapping | None = None) -> dict:
     """Every test of the module docstring on the cards of ``index`` (``datacards/index.json``).
 
     Args:
@@ -719,6 +716,8 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
         toys: toys per injected value; ``gof_toys`` (default ``toys``) per goodness of fit.
         inject: injections, see :func:`parse_inject` (default :data:`DEFAULT_INJECT`: 0, 1x and 2x
             the point's median expected limit); an ``"Nx"`` without a limit is skipped and listed.
+        card_kw: the card writer's keywords of the run (settings, ``xy_mt_syst``, ``syst_nominal``)
+            for the WP-stability cards; default: the settings recorded in ``index``.
     """
     base = index["cards_dir"]
     wp = (index["wp"]["x0"], index["wp"]["y0"])
@@ -770,8 +769,10 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
     out["contamination"] = contamination(xy_mt, datasets, wp, groups, kappa, signals)
     if stability:
         step = float(np.diff(xy_mt.axes["x"].edges)[0])
-        out["wp_stability"] = wp_stability(xy_mt, datasets, wp, step, ref, nonclosure_method=index.get(
-            "nonclosure_method", "significance"), min_neff=index.get("min_neff", 10.0))
+        kw = dict(card_kw) if card_kw is not None else {
+            k: index[k] for k in ("lumi_unc", "nonclosure_method", "min_neff", "max_rel_err", "rateparam_range")
+            if k in index}
+        out["wp_stability"] = wp_stability(xy_mt, datasets, wp, step, ref, **kw)
     return out
 
 
@@ -841,11 +842,15 @@ def summary_lines(res: Mapping) -> list[str]:
         top = ", ".join(f"{n['name']} {n['impact_up']:+.3g}/{n['impact_down']:+.3g}" for n in p["impacts"]["nuisances"][:3])
         lines.append(f"- {point}: r = {p['impacts']['r']:.3g} +- {p['impacts']['r_err']:.3g}; {top}")
     if "wp_stability" in res:
-        lines += ["", "WP stability (SP closure and expected limit of the first signal point):", "",
-                  "| x0 | y0 | delta (SR total) | chi2 p | expected limit |", "|---|---|---|---|---|"]
+        lines += ["", "WP stability (cards written as the run's at the WP and its 8 neighbours: SP closure on their "
+                  "fit bins, expected limit of the first signal point):", "",
+                  "| x0 | y0 | fit bins | delta (fit bins summed) | chi2 p | expected limit | backed |",
+                  "|---|---|---|---|---|---|---|"]
         for row in res["wp_stability"]:
-            lines.append(f"| {row['x0']:.3f} | {row['y0']:.3f} | {f(row.get('delta'), '{:+.3f}')} | "
-                         f"{f(row.get('pvalue'), '{:.3f}')} | {f(row.get('limit'))} |")
+            backed = "n/a" if "backed" not in row else ("yes" if row["backed"] else "UNBACKED")
+            lines.append(f"| {row['x0']:.3f} | {row['y0']:.3f} | {row.get('fit_bins', 'n/a')} | "
+                         f"{f(row.get('delta'), '{:+.3f}')} | {f(row.get('pvalue'), '{:.3f}')} | {f(row.get('limit'))} | "
+                         f"{backed} |")
     if res.get("contamination"):
         worst = [(name, max(abs(b) for b in c["bias"])) for name, c in res["contamination"].items()]
         lines += ["", "Signal contamination (r = 1 in A, C, D): largest |bias of nhat_B| per point: "
@@ -859,7 +864,7 @@ def summary_lines(res: Mapping) -> list[str]:
 
 def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None,
                      toys: int = 20, inject=None, seed: int = 1, stability: bool = True,
-                     style=None) -> dict:
+                     style=None, card_kw: Mapping | None = None) -> dict:
     """:func:`validate` and its outputs: ``outdir/validation/validation.json``, the figures, and
     ``validation/combine_settings.json`` (injections and r ranges per point, read by
     ``jobs/combine_validate.sh`` so that Combine fits the same toys' settings)."""
@@ -869,7 +874,8 @@ def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapp
 
     vdir = os.path.join(os.fspath(outdir), "validation")
     os.makedirs(vdir, exist_ok=True)
-    res = validate(xy_mt, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability)
+    res = validate(xy_mt, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability,
+                   card_kw=card_kw)
     for plane, text in res.pop("cards", {}).items():  # the pseudo-data cards, for Combine's GoF
         os.makedirs(os.path.join(vdir, "cards", plane), exist_ok=True)
         with open(os.path.join(vdir, "cards", plane, "datacard.txt"), "w") as f:

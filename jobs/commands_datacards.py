@@ -62,6 +62,17 @@ def _load(path: str) -> tuple[object, dict]:
     return out["hists"]["xy_mt"], dict(out["datasets"])
 
 
+def _cards_xy_mt(output: dict):
+    """The ``xy_mt`` a run's cards were written from: the half of the MC its working point was not
+    chosen on (``output["wp"]["split"]``), else the whole sample."""
+    from svjscout.datacards.split import split_halves
+
+    wp = output.get("wp") if isinstance(output.get("wp"), dict) else {}
+    if wp.get("split"):
+        return split_halves(output, seed=int(wp.get("split_seed", 0)))["quote"]["hists"]["xy_mt"]
+    return output["hists"]["xy_mt"]
+
+
 def _run_job_of(histograms: str):
     """The resolved job of the run that wrote ``histograms`` (its ``provenance.json``), or None."""
     from svjscout.jobs.config import JobConfig
@@ -180,7 +191,6 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
     """
     from svjscout.datacards import validate_datacard, write_datacards, write_scan
     from svjscout.datacards.choice import choose_working_point
-    from svjscout.datacards.split import split_halves
     from svjscout.jobs.config import DatacardSpec
     from svjscout.jobs.main_job import card_inputs, card_settings
 
@@ -212,8 +222,7 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
         provenance = {"wp_source": choice.source, "split": choice.split, "split_seed": seed}
     elif wp is None:  # the run's own cards
         wp = (run_wp["x0"], run_wp["y0"])
-        if run_wp.get("split"):
-            card_xy = split_halves(output, seed=int(run_wp.get("split_seed", 0)))["quote"]["hists"]["xy_mt"]
+        card_xy = _cards_xy_mt(output)
         reasons = list(run_wp.get("reasons", []))
         provenance = {"wp_source": run_wp.get("source"), "split": bool(run_wp.get("split")),
                       "split_seed": int(run_wp.get("split_seed", 0))}
@@ -285,8 +294,9 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edi
 @click.command(name="validate")
 @click.argument("outdir", type=click.Path(exists=True, file_okay=False))
 @click.option("--toys", type=int, default=100, show_default=True, help="Toys per injected r and per goodness of fit.")
-@click.option("--inject", default="0,1,exp0", show_default=True,
-              help="Injected signal strengths, comma-separated; 'exp0' is each point's median expected limit.")
+@click.option("--inject", default="0,1x,2x", show_default=True,
+              help="Injected signal strengths, comma-separated: numbers, or 'Nx' = N times each point's median "
+                   "expected limit ('exp0' = '1x').")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the toys.")
 @click.option("--stability/--no-stability", default=True, show_default=True,
               help="Closure and expected limit at the 8 grid neighbours of the working point.")
@@ -325,19 +335,24 @@ def validate_cmd(outdir, toys, inject, seed, stability, from_combine, accept_edi
             click.echo(f"goodness of fit {name}: q_obs {g['q_obs']:.4g}, p {g['pvalue']:.3f} ({g['toys']} toys)")
         click.echo(f"validation (Combine): {os.path.join(cdir, 'validation.json')}")
         return
+    from svjscout.datacards.validation import parse_inject
+    from svjscout.jobs.main_job import card_settings
+
+    try:
+        parse_inject(inject)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--inject") from err
     index, _ = read_index(outdir)
-    xy_mt, datasets = _load(os.path.join(outdir, "histograms.coffea"))
+    path = os.path.join(outdir, "histograms.coffea")
+    output = _load_output(path)
+    xy_mt, datasets = output["hists"]["xy_mt"], dict(output["datasets"])
+    job = _run_job_of(path)
     lim_path = os.path.join(outdir, "limits.json")
     limits = json.load(open(lim_path)) if os.path.isfile(lim_path) else None
-    values = []
-    for v in inject.split(","):
-        v = v.strip()
-        try:
-            values.append(v if v == "exp0" else float(v))
-        except ValueError as err:
-            raise click.BadParameter(f"'{v}' is neither a number nor 'exp0'", param_hint="--inject") from err
-    res = write_validation(outdir, xy_mt, datasets, index, limits, toys=toys, inject=values, seed=seed,
-                           stability=stability)
+    card_kw = None if job is None else {**card_settings(job.datacards, job.analysis.systematics),
+                                        "xy_mt_syst": output["hists"].get("xy_mt_syst"), "syst_nominal": xy_mt}
+    res = write_validation(outdir, _cards_xy_mt(output), datasets, index, limits, toys=toys, inject=inject, seed=seed,
+                           stability=stability, card_kw=card_kw)
     _replace_summary_section(os.path.join(outdir, "summary.md"), "## Fit validation", "\n".join(summary_lines(res)),
                              gap="\n")
     click.echo("\n".join(summary_lines(res)))

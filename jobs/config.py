@@ -199,9 +199,18 @@ class ValidationSpec(BaseModel):
 
     enabled: bool = True
     toys: int = Field(20, ge=2)  # per injected r and per goodness of fit; raise it for a review
-    inject: list[float | Literal["exp0"]] = [0.0, 1.0, "exp0"]  # "exp0": the point's median expected limit
+    # injected r: numbers, or "Nx" = N times the point's median expected limit ("exp0" = "1x")
+    inject: list[float | str] = ["0", "1x", "2x"]
     seed: int = 1
     stability: bool = True  # closure and expected limit at the 8 neighbours of the WP
+
+    @model_validator(mode="after")
+    def _injections_parse(self):
+        # refused at load, naming the entry, not after the processing
+        from svjscout.datacards.validation import parse_inject
+
+        parse_inject(self.inject)
+        return self
 
 
 class JobConfig(BaseModel):

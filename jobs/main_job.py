@@ -184,7 +184,10 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         if cfg.validation.enabled:
             v = cfg.validation
             validation = dc.write_validation(outdir, quote_xy, datasets, index, limits, toys=v.toys, inject=v.inject,
-                                             seed=v.seed, stability=v.stability, style=style)
+                                             seed=v.seed, stability=v.stability, style=style,
+                                             card_kw={**card_settings(cfg.datacards, cfg.analysis.systematics),
+                                                      "xy_mt_syst": output["hists"].get("xy_mt_syst"),
+                                                      "syst_nominal": xy_mt})
         timings["validate"] = time.perf_counter() - t
         bar.advance(task)
 

@@ -53,8 +53,13 @@ def _thin_card():
 
 @pytest.fixture(scope="module")
 def thin_r0():
-    logging.getLogger("svjscout").setLevel(logging.ERROR)
-    return injection_test(_thin_card(), 0.0, n_toys=200, seed=3)
+    logger = logging.getLogger("svjscout")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # restored: other tests read the log
+    try:
+        return injection_test(_thin_card(), 0.0, n_toys=200, seed=3)
+    finally:
+        logger.setLevel(level)
 
 
 def test_boundary_toys_are_counted_not_dropped(thin_r0):
@@ -127,8 +132,9 @@ def test_injections_relative_to_the_expected_limit():
     assert [t["r"] for t in todo] == [0.0, 0.037, 0.074] and skipped == []
     assert [t["factor"] for t in todo] == [None, 1.0, 2.0]
     assert parse_inject(None) == parse_inject("0,1x,2x") == [0.0, ("x", 1.0), ("x", 2.0)]
-    # the former default (0, r = 1, exp0) is the new default; r = 1 only when asked otherwise
-    assert parse_inject([0.0, 1.0, "exp0"]) == parse_inject(None)
+    # the default is 0, 1x and 2x the expected limit; r = 1 is injected only when asked for, and then it is
+    assert parse_inject(None) == [0.0, ("x", 1.0), ("x", 2.0)]
+    assert parse_inject([0.0, 1.0, "exp0"]) == [0.0, 1.0, ("x", 1.0)]
     assert parse_inject("0,1,exp0,0.5x") == [0.0, 1.0, ("x", 1.0), ("x", 0.5)]
     todo, skipped = resolve_inject("0,2x", limits, "q")
     assert [t["r"] for t in todo] == [0.0] and "no exp0" in skipped[0]
