@@ -161,3 +161,27 @@ def assert_same_output(a: dict, b: dict) -> None:
 def with_executor(cfg, **executor):
     """A copy of a job config with some ``executor`` keys changed."""
     return cfg.model_copy(update={"executor": cfg.executor.model_copy(update=executor)})
+
+
+#: A one-M_T-bin ABCD card as the writer lays it out: observation {a} {b} {c} {d}, signal {s} in B,
+#: the B rate {bpred} (the prediction A D / C), a 5 % non-closure (tests of the validation).
+ONE_BIN_ABCD = """imax 4
+jmax 1
+kmax 1
+----
+shapes * * FAKE
+----
+bin SP_A_0 SP_B_0 SP_C_0 SP_D_0
+observation {a} {b} {c} {d}
+----
+bin SP_A_0 SP_A_0 SP_B_0 SP_B_0 SP_C_0 SP_C_0 SP_D_0 SP_D_0
+process sig bkg sig bkg sig bkg sig bkg
+process 0 1 0 1 0 1 0 1
+rate 0 {a} {s} {bpred} 0 {c} 0 {d}
+----
+nonclosure_bin0 lnN - - - 1.05 - - - -
+bkg_SP_A_0 rateParam SP_A_0 bkg 1 [0.1,10]
+bkg_SP_C_0 rateParam SP_C_0 bkg 1 [0.1,10]
+bkg_SP_D_0 rateParam SP_D_0 bkg 1 [0.1,10]
+bkg_SP_B_0 rateParam SP_B_0 bkg (@0*@1/@2) bkg_SP_A_0,bkg_SP_D_0,bkg_SP_C_0
+"""

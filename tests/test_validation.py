@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import ONE_BIN_ABCD
 
 from svjscout.datacards import write_datacards
 from svjscout.datacards.likelihood import build_model
@@ -50,32 +51,12 @@ def test_injected_signal_is_recovered(known_card, r_inj):
     assert abs(res["r_fit"]["mean"] - r_inj) < 3 * res["r_fit"]["mean_err"]
 
 
-ONE_BIN_ABCD = """imax 4
-jmax 1
-kmax 1
-----
-shapes * * FAKE
-----
-bin SP_A_0 SP_B_0 SP_C_0 SP_D_0
-observation {a} {b} {c} {d}
-----
-bin SP_A_0 SP_A_0 SP_B_0 SP_B_0 SP_C_0 SP_C_0 SP_D_0 SP_D_0
-process sig bkg sig bkg sig bkg sig bkg
-process 0 1 0 1 0 1 0 1
-rate 0 {a} 20 {bpred} 0 {c} 0 {d}
-----
-nonclosure_bin0 lnN - - - 1.05 - - - -
-bkg_SP_A_0 rateParam SP_A_0 bkg 1 [0.1,10]
-bkg_SP_C_0 rateParam SP_C_0 bkg 1 [0.1,10]
-bkg_SP_D_0 rateParam SP_D_0 bkg 1 [0.1,10]
-bkg_SP_B_0 rateParam SP_B_0 bkg (@0*@1/@2) bkg_SP_A_0,bkg_SP_D_0,bkg_SP_C_0
-"""
 
 
 def _abcd_card(b_obs_scale: float = 1.0):
     a, c, d = 2000.0, 8000.0, 3000.0
     bpred = a * d / c
-    return parse_text(ONE_BIN_ABCD.format(a=a, b=bpred * b_obs_scale, c=c, d=d, bpred=bpred))
+    return parse_text(ONE_BIN_ABCD.format(a=a, b=bpred * b_obs_scale, c=c, d=d, bpred=bpred, s=20))
 
 
 def test_gof_pvalues_of_toys_are_uniform():

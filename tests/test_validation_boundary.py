@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import ONE_BIN_ABCD
 
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.validation import (
@@ -21,26 +22,6 @@ from svjscout.datacards.validation import (
     theta_range,
 )
 
-CARD = """imax 4
-jmax 1
-kmax 1
-----
-shapes * * FAKE
-----
-bin SP_A_0 SP_B_0 SP_C_0 SP_D_0
-observation {a} {b} {c} {d}
-----
-bin SP_A_0 SP_A_0 SP_B_0 SP_B_0 SP_C_0 SP_C_0 SP_D_0 SP_D_0
-process sig bkg sig bkg sig bkg sig bkg
-process 0 1 0 1 0 1 0 1
-rate 0 {a} {s} {b} 0 {c} 0 {d}
-----
-nonclosure_bin0 lnN - - - 1.05 - - - -
-bkg_SP_A_0 rateParam SP_A_0 bkg 1 [0.1,10]
-bkg_SP_C_0 rateParam SP_C_0 bkg 1 [0.1,10]
-bkg_SP_D_0 rateParam SP_D_0 bkg 1 [0.1,10]
-bkg_SP_B_0 rateParam SP_B_0 bkg (@0*@1/@2) bkg_SP_A_0,bkg_SP_D_0,bkg_SP_C_0
-"""
 
 
 def _thin_card():
@@ -48,7 +29,7 @@ def _thin_card():
     (-0.9 b/s = -0.018) is reached by every toy with n_B = 0 (P = e^-2 = 13.5 %) and by some with
     n_B = 1 when the prediction fluctuates up (D holds 8 events)."""
     a, c, d = 2000.0, 8000.0, 8.0
-    return parse_text(CARD.format(a=a, b=a * d / c, c=c, d=d, s=100.0))
+    return parse_text(ONE_BIN_ABCD.format(a=a, b=a * d / c, bpred=a * d / c, c=c, d=d, s=100.0))
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +240,7 @@ def test_toy_fits_agree_with_combine_toy_by_toy(tmp_path):
     )
 
     a, c, d = 20000.0, 80000.0, 8000.0
-    text = CARD.format(a=a, b=a * d / c, c=c, d=d, s=100.0).replace("1.05", "1.8")
+    text = ONE_BIN_ABCD.format(a=a, b=a * d / c, bpred=a * d / c, c=c, d=d, s=100.0).replace("1.05", "1.8")
     (tmp_path / "datacard.txt").write_text(text)
     card = parse_text(text)
     m = build_model(card)
