@@ -55,8 +55,9 @@ from scipy import stats
 
 from svjscout.exceptions import HistogramError
 
-from .abcd import predict
+from .abcd import closure, predict
 from .guard import Guard, guarded_groups, kish_neff
+from .nonclosure import kappas_from_deltas
 from .regions import cumulative_2d, datasets_of_kind, mt_edges, plane_arrays, regions_from_cumsum, snap_threshold
 from .significance import asimov_z, rescale_factors
 
@@ -271,9 +272,6 @@ def nonclosure_grid(gg: GuardedGrid, rules: ScanRules) -> np.ndarray:
     """Relative non-closure ``kappa - 1`` per point and fit bin that the cards would carry (rule
     ``continuous`` of :mod:`.nonclosure` on the guarded bins, VP where it has ``min_neff``
     effective MC events in every region); 0 in the unused slots. Shape ``(*G, n_mt)``."""
-    from .abcd import closure
-    from .nonclosure import kappas_from_deltas
-
     d, s = [], []
     for y, yv in ((gg.bkg, gg.var), (gg.vp, gg.vp_var)):
         nhat, var = predict(y[0], y[2], y[3], yv[0], yv[2], yv[3])
@@ -305,8 +303,6 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules, u_nonclosure=N
     Returns:
         dict of arrays of shape ``G`` (``z_k`` of shape ``(K, *G)``).
     """
-    from .abcd import closure
-
     a, b, c, d = bkg
     va, vb, vc, vd = bkg_var
     valid = np.ones(b.shape, bool) if valid is None else np.asarray(valid, bool)

@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from svjscout.datacards.validation import parse_inject
 from svjscout.exceptions import ConfigError
 from svjscout.processors.processor import AnalysisSettings, ProcessorConfig, check_event_subset
 from svjscout.processors.schema import BranchMap
@@ -207,8 +208,6 @@ class ValidationSpec(BaseModel):
     @model_validator(mode="after")
     def _injections_parse(self):
         # refused at load, naming the entry, not after the processing
-        from svjscout.datacards.validation import parse_inject
-
         parse_inject(self.inject)
         return self
 
