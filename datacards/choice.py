@@ -126,8 +126,8 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
                                    rules=rules)
         scan.sample = "half 'select' of the MC"
         quote_xy = halves["quote"]["hists"]["xy_mt"]
-    else:
-        scan = scan_working_points(xy_mt, datasets, grid=grid, reference=reference, rules=rules)
+    else:  # without use_scan the scan is for the record only: its choice is not the run's, no warning about it
+        scan = scan_working_points(xy_mt, datasets, grid=grid, reference=reference, rules=rules, quiet=not use_scan)
         quote_xy = xy_mt
     reasons: list[str] = []
     if use_scan:
