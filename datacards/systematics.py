@@ -63,11 +63,9 @@ the way Combine analyses treat thin signal MC (:func:`signal_systematics`, per s
   with ``N = N_eff`` rounded to the nearest integer (at least 1) and ``alpha = yield / N``, so
   that ``N * alpha`` equals the rate. Channels without signal get no term.
   :meth:`SignalSystematics.card_rows` returns :class:`CardRow` rows with ``kind`` ``"lnN"`` or
-  ``"gmN"`` (and ``count`` = N); :func:`row_tokens` writes one as card tokens. The gmN rows are
-  produced only when the card writer can write them (``gmn=True``, or by default when
-  :mod:`.writer` lists ``"gmN"`` in ``SIG_ROW_TYPES`` or writes its rows with :func:`row_tokens`);
-  otherwise those channels keep the lnN
-  ``1 + 1/sqrt(N_eff)`` and the index says so (``mcstat_gmn_wanted``);
+  ``"gmN"`` (and ``count`` = N); :func:`row_tokens` writes one as card tokens (the card writer
+  does). With ``gmn=False`` those channels keep the lnN ``1 + 1/sqrt(N_eff)`` and the index says
+  so (``mcstat_gmn_wanted``);
 
 * luminosity: ``lumi`` lnN (``lumi_unc``, default 1.016) as before, or any set of rows
   ``{name: kappa}`` from the configuration (e.g. ``{"lumi_2018": 1.025, "lumi_corr": 1.02}``:
@@ -539,14 +537,6 @@ def row_tokens(row, ridx: Sequence[tuple[int, int]], procs: Sequence[str] = ("si
     return head + [values.get(ri, "-") if p == "sig" else "-" for ri in ridx for p in procs]
 
 
-def _writer_has_gmn() -> bool:
-    """Whether :mod:`.writer` writes gmN rows: it says so (``SIG_ROW_TYPES``) or it writes the signal
-    rows with :func:`row_tokens`."""
-    from . import writer
-
-    return "gmN" in tuple(getattr(writer, "SIG_ROW_TYPES", ())) or getattr(writer, "row_tokens", None) is row_tokens
-
-
 @dataclass
 class SignalSystematics:
     """The signal nuisances of one card.
@@ -674,7 +664,7 @@ def mcstat_term(n: float, var: float, neff_min: float = MCSTAT_NEFF_MIN, mcstat_
 def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, groups: Sequence[Sequence[int]],
                        signal: str, plane: str = "SP", config=None, lumi_unc: float = 1.016,
                        kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
-                       mcstat_min: float = MCSTAT_MIN, gmn: bool | None = None,
+                       mcstat_min: float = MCSTAT_MIN, gmn: bool = True,
                        card_xy_mt=None) -> SignalSystematics:
     """The signal nuisances of the card of ``signal`` (see the module docstring).
 
@@ -692,9 +682,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         kappa_range: kappas of significant effects are clipped into it (recorded).
         tiny: ``|ln k|`` below this: a variation without effect (one-sided test).
         mcstat_min: relative MC statistical error below this: no ``mcstat_<channel>``.
-        gmn: whether MC-statistics terms below the N_eff threshold are gmN rows (True) or lnN
-            ``1 + 1/sqrt(N_eff)`` (False); None: gmN when :mod:`.writer` can write them
-            (``"gmN"`` in ``writer.SIG_ROW_TYPES``, or its rows written with :func:`row_tokens`).
+        gmn: whether MC-statistics terms below the N_eff threshold are gmN rows (True, what the
+            card writer writes with :func:`row_tokens`) or lnN ``1 + 1/sqrt(N_eff)`` (False).
         card_xy_mt: the histogram the card's signal rates come from when it is not ``xy_mt``
             (cards written from a half of the MC while ``xy_mt_syst`` was filled with the full
             ``xy_mt``): the channels with signal and the MC-statistics terms (gmN ``N * alpha``
@@ -704,7 +693,7 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         :class:`SignalSystematics`.
     """
     cfg = systematics_config(config)
-    gmn = _writer_has_gmn() if gmn is None else bool(gmn)
+    gmn = bool(gmn)
     x0, y0 = parse_wp(wp)
     rates_h = xy_mt if card_xy_mt is None else card_xy_mt
     nom = region_yields(rates_h, datasets, (x0, y0), plane=plane, which=[signal], poisson=False).merged(groups)

@@ -146,7 +146,7 @@ def format_card(
     lines = [f"# {h}" for h in (header or [f"Combine datacard, SVJ ABCD search, signal point {point}"])]
     lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
               "jmax 1  number of processes minus 1",
-                f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN, gmN; rateParams not counted)"]
+              f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN, gmN; rateParams not counted)"]
     sep = "-" * 80
     lines.append(sep)
     lines.append("shapes * * FAKE")
