@@ -177,8 +177,9 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
         ax.imshow(failed.T.astype(int), origin="lower", extent=extent, aspect="auto", cmap=cm, vmin=0, vmax=1)
         ax.set_title(f"{SCAN_RULES[rule]}: fails at {int(failed.sum())} / {failed.size}", fontsize=20)
         ax.plot(*result.best, marker="*", ms=20, color="white", mec="black", linestyle="none")
+    for ax in axes.ravel()[len(rules):]:  # panels without a rule: no empty axes
+        ax.axis("off")
     last = axes.ravel()[-1]
-    last.axis("off")
     last.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="#1a9850", label="rule passes"),
                          plt.Rectangle((0, 0), 1, 1, color="#d73027", label="rule fails"),
                          plt.Line2D([], [], marker="*", ms=20, color="white", mec="black", linestyle="none",
@@ -186,11 +187,13 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
                                     + (", fallback" if result.fallback else ""))],
                 loc="center", fontsize=18, frameon=False, title=f"working-point scan, {plane}\n"
                 f"{int(ok.sum())} / {ok.size} points pass all rules", title_fontsize=18)
-    for ax in axes[1, :]:
-        ax.set_xlabel("$x_0$ (X score threshold)", fontsize=20)
+    for col in range(axes.shape[1]):  # x labels on the lowest panel of each column that shows a rule
+        shown = [ax for ax in axes[:, col] if ax.axison]
+        if shown:
+            shown[-1].tick_params(labelbottom=True)
+            shown[-1].set_xlabel("$x_0$ (X score threshold)", fontsize=20)
     for ax in axes[:, 0]:
         ax.set_ylabel("$y_0$ (Y score threshold)", fontsize=20)
-    axes[1, 3].tick_params(labelbottom=True)
     # the CMS label above the panel titles: on an invisible axes spanning the top row
     left, right = axes[0, 0].get_position(), axes[0, 3].get_position()
     head = fig.add_axes((left.x0, left.y1 + 0.035, right.x1 - left.x0, 0.001))
