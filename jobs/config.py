@@ -53,6 +53,16 @@ class DatasetSpec(BaseModel):
     mzprime: float | None = None
     rinv: float | None = None
 
+    @model_validator(mode="after")
+    def _positive_normalisation(self):
+        # a negative or zero cross section or sum of weights makes every yield of the dataset
+        # meaningless (and every limit missing): refused when the job is read
+        for key in ("xsec", "sumw"):
+            v = getattr(self, key)
+            if v is not None and not (v == v and v > 0 and v != float("inf")):
+                raise ValueError(f"{key} must be a positive finite number, got {v!r}")
+        return self
+
 
 class AnalysisSpec(AnalysisSettings):
     """The processor's analysis settings, with the shipped models as default."""

@@ -154,8 +154,18 @@ class AnalysisSettings(BaseModel):
         # a bin edge of the score axes, checked when the job is read
         import hist
 
+        edges = np.asarray(self.mt_edges, dtype=float)
+        if edges.size < 2 or not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
+            raise ValueError(f"analysis.mt_edges must be at least two finite, strictly increasing values in GeV, got "
+                             f"{list(self.mt_edges)}")
+        if not (np.isfinite(self.lumi) and self.lumi > 0):
+            raise ValueError(f"analysis.lumi must be a positive integrated luminosity in pb^-1, got {self.lumi!r}")
+        if self.score_bins < 1:
+            raise ValueError(f"analysis.score_bins must be >= 1, got {self.score_bins}")
         axis = hist.axis.Regular(self.score_bins, 0, 1)
         for name, v in zip(("analysis.wp[0] (x0)", "analysis.wp[1] (y0)"), self.wp):
+            if not (np.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"{name} = {v!r} is outside [0, 1]: the X and Y scores are probabilities")
             H.edge_index(axis, v, name)
         return self
 
