@@ -75,9 +75,6 @@ class Verdict:
     backed: bool
     reasons: list[str] = field(default_factory=list)
 
-    def text(self) -> str:
-        return "backed" if self.backed else f"{UNBACKED}: " + "; ".join(self.reasons)
-
 
 def kish_neff(n, var) -> np.ndarray:
     """``(sum w)^2 / sum w^2`` elementwise, 0 where the yield or its variance is not positive."""

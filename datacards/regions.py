@@ -24,6 +24,7 @@ import numpy as np
 
 from svjscout.exceptions import HistogramError
 
+from .guard import kish_neff
 from .parents import RegionCross, pairs_of
 
 log = logging.getLogger(__name__)
@@ -237,9 +238,7 @@ class RegionYields:
     def neff(self) -> np.ndarray:
         """Kish effective number of MC events per region and bin, ``(sum w)^2 / sum w^2``, shape ``(4, n_mt)``
         (0 where a region is empty; equal to the count for Poisson data)."""
-        n, v = np.asarray(self.n, float), np.asarray(self.var, float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((v > 0) & (n > 0), n**2 / np.where(v > 0, v, 1.0), 0.0)
+        return kish_neff(self.n, self.var)
 
     def region(self, r: str) -> np.ndarray:
         """Counts in region ``r`` (one of A, B, C, D), shape ``(n_mt,)``."""
