@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 from .guard import UNBACKED
 from .scan import RULE_COLUMNS, ScanResult, ScanRules, scan_working_points

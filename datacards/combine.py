@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from svjscout.exceptions import DatacardError, InputFileError
+from svjscout.core.exceptions import DatacardError, InputFileError
 
 log = logging.getLogger(__name__)
 

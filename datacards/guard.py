@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 log = logging.getLogger(__name__)
 

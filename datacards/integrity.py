@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from iminuit import Minuit
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 from .parser import Datacard, check_datacard, formula_ok
 

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import optimize, stats
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 from .likelihood import Fitter, Model, build_model
 from .parser import Datacard, parse_datacard

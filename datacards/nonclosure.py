@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 from .abcd import abcd_from_yields
 from .regions import REGIONS, RegionYields, region_yields

@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 log = logging.getLogger(__name__)
 

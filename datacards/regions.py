@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 from .guard import kish_neff
 from .parents import RegionCross, pairs_of

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 from .abcd import closure, predict
 from .guard import Guard, guarded_groups, kish_neff

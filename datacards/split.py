@@ -13,7 +13,7 @@ bin) records (``output["parent_fills"]``) with weights x2 (each half stands for 
 luminosity), its variances parent-grouped, and the half's own records attached (:mod:`.parents`),
 so everything downstream is parent-aware as on the full sample. The split needs records that
 account for every fill of every dataset (checked: the records of a dataset must rebuild its
-``xy_mt`` values); otherwise :class:`~svjscout.exceptions.HistogramError` says which dataset.
+``xy_mt`` values); otherwise :class:`~svjscout.core.exceptions.HistogramError` says which dataset.
 
 Example:
     >>> # select, quote = split_halves(output)  # after the processor, before the scan
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 from .parents import ATTR, attach
 

@@ -96,7 +96,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svjscout.exceptions import DatacardError, HistogramError
+from svjscout.core.constants import LUMI_UNCERTAINTY
+from svjscout.core.exceptions import DatacardError, HistogramError
+from svjscout.core.formats import card_number
 
 from .regions import REGIONS, parse_wp, region_yields, snap_threshold
 
@@ -494,13 +496,11 @@ def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, n
 
 def kappa_text(v) -> str:
     """Card text of a kappa: a number (symmetric) or ``kdown/kup`` (pair)."""
-    from .writer import _fmt
-
     if isinstance(v, str):
         return v
     if isinstance(v, (list, tuple, np.ndarray)):
-        return f"{_fmt(float(v[0]))}/{_fmt(float(v[1]))}"
-    return _fmt(float(v))
+        return f"{card_number(float(v[0]))}/{card_number(float(v[1]))}"
+    return card_number(float(v))
 
 
 class CardRow(tuple):
@@ -662,7 +662,7 @@ def mcstat_term(n: float, var: float, neff_min: float = MCSTAT_NEFF_MIN, mcstat_
 
 
 def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, groups: Sequence[Sequence[int]],
-                       signal: str, plane: str = "SP", config=None, lumi_unc: float = 1.016,
+                       signal: str, plane: str = "SP", config=None, lumi_unc: float = LUMI_UNCERTAINTY,
                        kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
                        mcstat_min: float = MCSTAT_MIN, gmn: bool = True,
                        card_xy_mt=None) -> SignalSystematics:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 from .likelihood import Fitter, Model, build_model
 from .parser import Datacard, parse_datacard, parse_text

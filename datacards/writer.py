@@ -61,7 +61,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from svjscout import __version__
-from svjscout.exceptions import DatacardError, UnbackedError
+from svjscout.core.constants import LUMI_UNCERTAINTY
+from svjscout.core.exceptions import DatacardError, UnbackedError
+from svjscout.core.formats import card_number
 
 from .abcd import predict
 from .guard import UNBACKED, Guard, Verdict, group_problems, guarded_groups
@@ -89,12 +91,6 @@ def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None =
     return _merge(bkg, v, Guard(min_neff, np.inf), min_bkg, var_of)
 
 
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    return f"{v:.8g}" if abs(v) >= 1e-4 else f"{v:.8e}"
-
-
 def _align(rows: list[list[str]]) -> list[str]:
     n = max(len(r) for r in rows)
     widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(n)]
@@ -108,7 +104,7 @@ def format_card(
     obs: np.ndarray,
     nonclosure: np.ndarray,
     plane: str = "SP",
-    lumi_unc: float = 1.016,
+    lumi_unc: float = LUMI_UNCERTAINTY,
     signal_systematics: Mapping[str, float] | None = None,
     rateparam_range: tuple[float, float] = (0.1, 10.0),
     header: Sequence[str] = (),
@@ -151,7 +147,7 @@ def format_card(
     lines.append(sep)
     lines.append("shapes * * FAKE")
     lines.append(sep)
-    lines += _align([["bin", *chans], ["observation", *[_fmt(obs[r, i]) for r, i in ridx]]])
+    lines += _align([["bin", *chans], ["observation", *[card_number(obs[r, i]) for r, i in ridx]]])
     rate_b = bkg[0] * bkg[3] / bkg[2]
     bkg_rate = {(r, i): (rate_b[i] if r == "B" else bkg[REGIONS.index(r), i]) for i in range(n) for r in REGIONS}
     lines.append(sep)
@@ -160,7 +156,7 @@ def format_card(
         ["bin", "", *[c for c, _ in cols]],
         ["process", "", *[p for _, p in cols]],
         ["process", "", *["0" if p == "sig" else "1" for _, p in cols]],
-        ["rate", "", *[_fmt(sig[r, i]) if p == "sig" else _fmt(bkg_rate[(REGIONS[r], i)])
+        ["rate", "", *[card_number(sig[r, i]) if p == "sig" else card_number(bkg_rate[(REGIONS[r], i)])
                        for (r, i) in ridx for p in ("sig", "bkg")]],
     ]
     srows = []
@@ -170,14 +166,14 @@ def format_card(
         srows.append(row_tokens(row, ridx))
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
-                      *[_fmt(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
+                      *[card_number(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
     body = _align(rows + [["-" * 3]] + srows)
     lines += body[:4] + [sep] + body[5:]
     rp = []
     for i in range(n):
         for r in ("A", "C", "D"):
             rp.append([f"bkg_{plane}_{r}_{i}", "rateParam", f"{plane}_{r}_{i}", "bkg", "1",
-                       f"[{_fmt(rateparam_range[0])},{_fmt(rateparam_range[1])}]"])
+                       f"[{card_number(rateparam_range[0])},{card_number(rateparam_range[1])}]"])
         rp.append([f"bkg_{plane}_B_{i}", "rateParam", f"{plane}_B_{i}", "bkg", "(@0*@1/@2)",
                    f"bkg_{plane}_A_{i},bkg_{plane}_D_{i},bkg_{plane}_C_{i}"])
     lines.append(sep)
@@ -195,7 +191,7 @@ def write_datacards(
     wp,
     outdir: str | os.PathLike,
     asimov: bool = True,
-    lumi_unc: float = 1.016,
+    lumi_unc: float = LUMI_UNCERTAINTY,
     nonclosure_method: str = "continuous",
     plane: str = "SP",
     zero_bkg: str = "merge",

@@ -14,7 +14,7 @@ import sys
 import click
 
 from svjscout import __version__
-from svjscout.exceptions import SVJScoutError, UnbackedError
+from svjscout.core.exceptions import SVJScoutError, UnbackedError
 
 
 CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, Eur. Phys. J. C72 (2012) 1896, "

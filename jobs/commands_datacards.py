@@ -28,7 +28,7 @@ def _load_output(path: str) -> dict:
 
     from coffea.util import load
 
-    from svjscout.exceptions import HistogramError
+    from svjscout.core.exceptions import HistogramError
 
     expected = "expected a coffea output (histograms.coffea) written by `svjscout process` or `svjscout run`"
     try:

@@ -18,7 +18,7 @@ import click
 @click.option("--patience", type=int, default=5, show_default=True, help="Epochs without validation improvement before stopping.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per optimisation step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split (models/splits.py, shared with the twin), the initialisation and the batch order.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split (svjscout/core/splits.py, shared with the twin), the initialisation and the batch order.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="torch device: auto = CUDA if available, else CPU (CUDA is untested offline).")
 @click.option("--resume", is_flag=True, default=False,

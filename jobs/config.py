@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from svjscout.datacards.validation import parse_inject
-from svjscout.exceptions import ConfigError
+from svjscout.core.constants import LUMI_UNCERTAINTY
+from svjscout.core.exceptions import ConfigError
 from svjscout.processors.processor import AnalysisSettings, ProcessorConfig, check_event_subset
 from svjscout.processors.schema import BranchMap
 
@@ -175,7 +176,7 @@ class DatacardSpec(BaseModel):
 
     asimov: bool = True
     unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
-    lumi_unc: float = 1.016
+    lumi_unc: float = LUMI_UNCERTAINTY
     nonclosure_method: Literal["continuous", "significance", "max", "sp", "vp", "quadrature", "vp_data"] = "continuous"
     nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
     # the statistics guard (datacards/guard.py): every region of every fit bin (= closure bin)

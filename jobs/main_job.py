@@ -26,9 +26,9 @@ from svjscout.datacards.abcd import abcd_from_yields
 from svjscout.datacards.choice import choose_working_point
 from svjscout.datacards.guard import UNBACKED, guarded_groups
 from svjscout.datacards.regions import region_yields
-from svjscout.exceptions import UnbackedError
+from svjscout.core.exceptions import UnbackedError
 from svjscout.jobs.config import JobConfig
-from svjscout.jobs.progress import make_progress
+from svjscout.core.progress import make_progress
 from svjscout.jobs.runner import run_processor, save_outputs
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 
 from svjscout import __version__
-from svjscout.exceptions import SVJScoutError
+from svjscout.core.exceptions import SVJScoutError
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def package_versions() -> dict[str, str | None]:
 
 def models(cfg) -> dict[str, dict]:
     """Path, SHA-256 and metadata of the job's ONNX models (``lundnet``, ``twin``)."""
-    from svjscout.models.export import file_sha256, read_metadata
+    from svjscout.core.modelmeta import file_sha256, read_metadata
 
     out = {}
     for key, spec in (("lundnet", cfg.analysis.lundnet_model), ("twin", cfg.analysis.twin_model)):

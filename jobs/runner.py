@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from svjscout import __version__
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.jobs.config import JobConfig, config_digest
 from svjscout.processors.files import domain_error, failed_file, open_root, root_message
 from svjscout.processors.processor import DatasetInfo, SVJProcessor, finalize

@@ -3,7 +3,7 @@
 Jets: J0 and J1 of every skim event; label 1 for signal events, 0 for background events.
 
 * Split: train / validation / test by *event* (both jets of an event in the same subset),
-  :mod:`svjscout.models.splits`: a hash of (seed, dataset, run, luminosityBlock, parent), the
+  :mod:`svjscout.core.splits`: a hash of (seed, dataset, run, luminosityBlock, parent), the
   same split as the twin's (its test events are inside LundNet's test events); deterministic,
   independent of file paths, file order and row order; detector copies of one generated event
   stay together.
@@ -32,7 +32,7 @@ from svjscout.models.lundnet_training.data import (SKIM_COLUMNS, SPLIT_KEY_COLUM
 from svjscout.models.lundnet_training.evaluation import (auc_table, background_groups,  # noqa: F401
                                                          baseline_scores, evaluate_lundnet_onnx, process_of)
 from svjscout.models.lundnet_training.train import TrainResult, train_lundnet  # noqa: F401
-from svjscout.models.splits import SPLIT_NAMES, TEST, TRAIN, VAL  # noqa: F401
+from svjscout.core.splits import SPLIT_NAMES, TEST, TRAIN, VAL  # noqa: F401
 from svjscout.models.training.metrics import weighted_auc  # noqa: F401
 
 __all__ = [

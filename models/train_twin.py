@@ -2,7 +2,7 @@
 
 Recipe (defaults = the design, every knob in :class:`TwinTrainConfig`):
 
-* the skim parquet files are concatenated and split by event with :mod:`svjscout.models.splits`
+* the skim parquet files are concatenated and split by event with :mod:`svjscout.core.splits`
   (the split LundNet uses: a hash of seed, dataset, run, luminosityBlock and parent; default
   60/20/20 train/val/test, so the twin's test events are LundNet's test events; independent of
   file paths and of file and row order; copies of one generated event stay together);

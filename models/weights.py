@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from svjscout.exceptions import InputFileError
+from svjscout.core.exceptions import InputFileError
 
 
 def require_nonnegative(weight, where: str | Sequence[str], dataset=None) -> np.ndarray:

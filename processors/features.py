@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The 12 inputs of the twin MLPs, in order (docs/physics.md); the last two are LundNet scores.
-EVENT_FEATURES = (
-    "met",
-    "met_phi",
-    "rt",
-    "dphi_min",
-    "dphi_j0j1",
-    "dphi_j0met",
-    "dphi_j1met",
-    "z_j0j1",
-    "z_j0met",
-    "z_j1met",
-    "lundnet_j0",
-    "lundnet_j1",
-)
+from svjscout.core.features import EVENT_FEATURES
+
+__all__ = ["EVENT_FEATURES", "delta_phi", "pt_balance", "transverse_mass", "event_features"]
 
 
 def delta_phi(phi1: np.ndarray, phi2: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ A truncated, corrupt or foreign file must never surface as an ``OSError`` traceb
 inside uproot, nor be read partially into a wrong number. :func:`open_root` opens a file, checks
 that it is complete (the ROOT header records where the file ends, ``fEND``; a file shorter than
 that was cut, e.g. by an interrupted copy) and turns every failure while reading into one
-:class:`~svjscout.exceptions.InputFileError` whose message names the file and what could not be
+:class:`~svjscout.core.exceptions.InputFileError` whose message names the file and what could not be
 read. Callers decide whether that stops the run or, with ``executor.skip_bad_files``, becomes a
 counted and listed skip (:mod:`svjscout.jobs.runner`).
 
@@ -17,7 +17,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-from svjscout.exceptions import InputFileError, SVJScoutError
+from svjscout.core.exceptions import InputFileError, SVJScoutError
 
 
 def _short(err: BaseException) -> str:

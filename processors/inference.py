@@ -4,7 +4,7 @@ Sessions are created once per worker process and reused for every chunk (:func:`
 cached on path and modification time). Threads: one intra-op thread per session by default,
 since dask workers already run one task per core; set ``SVJSCOUT_ORT_THREADS`` to change it.
 Before any inference, the model's metadata ``features`` are checked against what the processor
-computes; a mismatch raises :class:`~svjscout.exceptions.ModelMismatchError`.
+computes; a mismatch raises :class:`~svjscout.core.exceptions.ModelMismatchError`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from svjscout.exceptions import ModelMismatchError
-from svjscout.models.export import check_features, file_sha256, read_metadata
+from svjscout.core.exceptions import ModelMismatchError
+from svjscout.core.modelmeta import check_features, file_sha256, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ import awkward as ak
 import numba
 import numpy as np
 
+from svjscout.core.features import LUND_FEATURES
+
 log = logging.getLogger(__name__)
 
-#: Node features of LundNet-5, in input order.
-LUND_FEATURES = ("ln_kt", "ln_delta", "ln_z", "ln_m", "psi")
 
-#: All per-node fields returned by :func:`primary_lund_declusterings`.
+#: All per-node fields (LUND_FEATURES, the node features of LundNet-5, first) returned by :func:`primary_lund_declusterings`.
 NODE_FIELDS = LUND_FEATURES + ("delta", "kt", "z", "m")
 
 _REQUIRED_FIELDS = ("pt", "eta", "phi", "mass")

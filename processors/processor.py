@@ -27,7 +27,7 @@ parent-grouped ones (:func:`parent_grouped_variance`). Files without ``parent`` 
 older samples) are unchanged.
 
 One subset of the event split (``analysis.event_subset``, :class:`EventSubset`): first in each
-chunk, from the event-id branches only, every event gets its subset from :func:`svjscout.models.splits.split_of` with
+chunk, from the event-id branches only, every event gets its subset from :func:`svjscout.core.splits.split_of` with
 the key the skim writes, ``(dataset, run, luminosityBlock, parent)`` (``parent`` the skim's
 column, ``(run << 40) | parent``, or ``| event`` without a ``parent`` branch), and only the chosen
 subset's events go on (the others are counted as ``not_in_subset``, never clustered; the
@@ -52,8 +52,10 @@ import numpy as np
 from coffea import processor
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.constants import LUMI_RUN2_PB
+from svjscout.core.exceptions import ConfigError
+from svjscout.core.parents import group_fills, parent_grouped_variance
+from svjscout.core import splits
 from svjscout.processors import histograms as H
 from svjscout.processors.features import EVENT_FEATURES, event_features
 from svjscout.processors.jets import cluster, ht
@@ -92,7 +94,7 @@ class DatasetInfo(BaseModel):
 class EventSubset(BaseModel):
     """``analysis.event_subset``: process one subset of the shared train/val/test event split.
 
-    The split is :mod:`svjscout.models.splits` (the one both trainers use): ``seed`` and
+    The split is :mod:`svjscout.core.splits` (the one both trainers use): ``seed`` and
     ``fractions`` (train, val, test) must be those the models were trained with to select their
     held-out events (the defaults are the trainers' defaults).
     """
@@ -114,7 +116,7 @@ class EventSubset(BaseModel):
 
     @property
     def code(self) -> int:
-        """The subset's code in :mod:`svjscout.models.splits` (``TRAIN``, ``VAL``, ``TEST``)."""
+        """The subset's code in :mod:`svjscout.core.splits` (``TRAIN``, ``VAL``, ``TEST``)."""
         return splits.SPLIT_NAMES.index(self.subset)
 
     @property
@@ -145,7 +147,7 @@ class AnalysisSettings(BaseModel):
     systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
     lundnet_model: str | None = None
     twin_model: str | None = None
-    lumi: float = 138_000.0  # pb^-1
+    lumi: float = LUMI_RUN2_PB  # pb^-1
     event_subset: EventSubset | None = None  # one subset of the train/val/test split (None: all events)
 
     @model_validator(mode="after")
@@ -527,44 +529,6 @@ def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dic
             "weight": processor.column_accumulator(np.asarray(weights, dtype=np.float64))}
 
 
-def group_fills(keys: np.ndarray, bins: np.ndarray,
-                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fill records summed per (parent key, bin): ``(key, bin, sum of weights)``, sorted by
-    (bin, key). The records are sorted by (bin, key, weight) before summing, so the result does
-    not depend on the order the chunks were merged in."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    bins = np.asarray(bins, dtype=np.int64)
-    weights = np.asarray(weights, dtype=np.float64)
-    order = np.lexsort((weights, keys, bins))
-    k, b, w = keys[order], bins[order], weights[order]
-    if len(w) == 0:
-        return k, b, w
-    start = np.ones(len(w), dtype=bool)
-    start[1:] = (k[1:] != k[:-1]) | (b[1:] != b[:-1])
-    first = np.flatnonzero(start)
-    return k[first], b[first], np.add.reduceat(w, first)
-
-
-def parent_grouped_variance(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray,
-                            size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Variance per flat bin with the detector copies of one parent summed first.
-
-    ``var[b] = sum_p (sum_{i: parent(i) = p, bin(i) = b} w_i)^2``: copies of one generated
-    event are fully correlated, so their weights add before squaring; with one event per
-    parent this is the usual ``sum_i w_i^2``. Deterministic (sorted sums, :func:`group_fills`).
-
-    Returns:
-        ``(var, naive, n_groups)``: the grouped variance, ``sum_i w_i^2`` of the same records
-        (both of length ``size``), and the number of (parent, bin) groups.
-    """
-    bins = np.asarray(bins, dtype=np.int64)
-    weights = np.asarray(weights, dtype=np.float64)
-    _, gb, gw = group_fills(keys, bins, weights)
-    order = np.lexsort((weights, bins))
-    naive = np.bincount(bins[order], weights=weights[order] ** 2, minlength=size)
-    return np.bincount(gb, weights=gw**2, minlength=size), naive, len(gw)
-
-
 def _parent_grouped_xy_mt(output: dict) -> dict:
     """Replace the unscaled ``xy_mt`` variances of the datasets in ``output["parent_fills"]`` by
     the parent-grouped ones (:func:`parent_grouped_variance`); returns a summary per dataset.
@@ -687,7 +651,7 @@ def cutflow_table(output: dict) -> dict[str, dict[str, dict[str, float]]]:
 def _optional_branch(events, name: str):
     """A per-event branch (``X_y`` is field ``y`` of collection ``X``) as numpy, or None if absent."""
     from svjscout.processors.schema import _branch
-    from svjscout.exceptions import MissingBranchError
+    from svjscout.core.exceptions import MissingBranchError
 
     try:
         arr = _branch(events, name)

@@ -19,7 +19,7 @@ import numpy as np
 from coffea.nanoevents import NanoAODSchema
 from pydantic import BaseModel, ConfigDict
 
-from svjscout.exceptions import InputFileError, MissingBranchError
+from svjscout.core.exceptions import InputFileError, MissingBranchError
 
 #: The PF candidate fields the processors use, in our (canonical) names.
 PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")

@@ -24,27 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 from coffea.analysis_tools import PackedSelection
-from pydantic import BaseModel, ConfigDict
 
-#: Cut names in the order they are applied.
-CUT_ORDER = ("prefilter", "clean", "trigger", "two_ak8", "mt", "rt", "dphi_min", "deta")
+from svjscout.core.cuts import CUT_ORDER, Cuts, plane_of
 
+__all__ = ["CUT_ORDER", "Cuts", "plane_of", "preselection", "cutflow"]
 
-class Cuts(BaseModel):
-    """Thresholds of the trigger emulation and the preselection (GeV, rad)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ht_min: float = 410.0
-    ak4_pt_min: float = 30.0
-    ak4_abs_eta_max: float = 2.5
-    ak8_pt_min: float = 150.0
-    ak8_abs_eta_max: float = 2.4
-    mt_min: float = 650.0
-    rt_min: float = 0.24
-    dphi_min_max: float = 0.8
-    deta_max: float = 2.2
-    sp_deta_max: float = 1.5
 
 
 def preselection(clean: np.ndarray, ht: np.ndarray, n_ak8: np.ndarray, feats: dict[str, np.ndarray],
@@ -82,8 +66,3 @@ def cutflow(sel: PackedSelection, weights: np.ndarray) -> dict[str, list[float]]
         raw.append(float(np.count_nonzero(mask)))
         weighted.append(float(np.sum(weights[mask])))
     return {"names": names, "raw": raw, "weighted": weighted}
-
-
-def plane_of(deta: np.ndarray, cuts: Cuts) -> np.ndarray:
-    """'SP' for |deta| < sp_deta_max, else 'VP' (events already passing |deta| < deta_max)."""
-    return np.where(deta < cuts.sp_deta_max, "SP", "VP")

@@ -82,7 +82,8 @@ from svjscout.samples.processes import (
 )
 
 from svjscout import __version__
-from svjscout.exceptions import GenerationError
+from svjscout.core.cuts import Cuts
+from svjscout.core.exceptions import GenerationError
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +150,12 @@ class GenerationConfig:
             raise GenerationError(f"unknown process {self.process!r}; expected one of {sorted(PROCESSES)}")
         if self.events <= 0:
             raise GenerationError(f"--events must be positive, got {self.events}")
-        if self.met_min > 156.0:
-            raise GenerationError(
-                f"met_min = {self.met_min} GeV is tighter than the preselection's implied MET > 156 GeV"
-            )
-        if self.ht_min > 410.0:
-            raise GenerationError(f"ht_min = {self.ht_min} GeV is tighter than the H_T > 410 GeV trigger")
+        cuts = Cuts()  # the skims may only drop events the preselection drops
+        if self.met_min > cuts.met_min:
+            raise GenerationError(f"met_min = {self.met_min} GeV is tighter than the preselection's implied MET > "
+                                  f"{cuts.met_min:g} GeV (R_T > {cuts.rt_min:g} and M_T > {cuts.mt_min:g} GeV)")
+        if self.ht_min > cuts.ht_min:
+            raise GenerationError(f"ht_min = {self.ht_min} GeV is tighter than the H_T > {cuts.ht_min:g} GeV trigger")
         if self.detector_copies < 1:
             raise GenerationError(f"--detector-copies must be >= 1, got {self.detector_copies}")
         if self.tail_bias < 1.0:
@@ -647,7 +648,7 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
-        from svjscout.jobs.progress import make_progress
+        from svjscout.core.progress import make_progress
 
         self._p = make_progress()
         self._p.__enter__()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-from svjscout.exceptions import GenerationError
+from svjscout.core.exceptions import GenerationError
 
 #: Valid process names of ``svjscout generate``.
 PROCESSES = frozenset({"svj", "qcd", "ttbar", "wjets", "zjets"})

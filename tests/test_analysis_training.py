@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_twin import _write_skim
 
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.models.export import read_metadata
 from svjscout.models.train_twin import TwinTrainConfig, load_checkpoint, train_twin
 from svjscout.models.twin_training.analysis import load_twin_init

@@ -10,7 +10,7 @@ import pytest
 import uproot
 from conftest import assert_same_output, embedded_file, rewrite_file
 
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 

@@ -10,7 +10,7 @@ from coffea.util import save
 
 from svjscout.datacards import write_datacards
 from svjscout.datacards.toys import realistic_toy
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 from svjscout.jobs.config import DatacardSpec
 
 WP = (0.775, 0.875)
@@ -97,7 +97,7 @@ def test_job_config_key():
 
 def test_job_with_data_cards_is_refused_at_load_unless_unblind(tmp_path):
     """datacards.asimov: false fails when the job is read, before any event is processed."""
-    from svjscout.exceptions import ConfigError
+    from svjscout.core.exceptions import ConfigError
     from svjscout.jobs.config import load_job
 
     job = tmp_path / "job.yaml"

@@ -21,7 +21,7 @@ from svjscout.datacards.parser import parse_text
 from svjscout.datacards.systematics import plot_systematics, summary_lines, systematics_config
 from svjscout.datacards.toys import build_xy_mt_syst
 from svjscout.datacards.toys import CENTERS, NBINS, build_xy_mt, realistic_toy
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 # the toys are about the signal nuisances, not the background statistics guard (datacards/guard.py):
 # write their cards whether or not the guard backs them

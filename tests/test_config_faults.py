@@ -2,7 +2,7 @@
 
 import pytest
 
-from svjscout.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import load_job
 
 

@@ -9,7 +9,7 @@ import pytest
 import uproot
 
 from svjscout.datacards import collect_combine_limits, read_limit_file
-from svjscout.exceptions import DatacardError, InputFileError
+from svjscout.core.exceptions import DatacardError, InputFileError
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "combine_limits.sh"
 

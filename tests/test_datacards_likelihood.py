@@ -5,7 +5,7 @@ import pytest
 
 from svjscout.datacards.likelihood import Fitter, build_model
 from svjscout.datacards.parser import parse_text
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 CARD = """imax 4
 jmax 1

@@ -11,7 +11,7 @@ from svjscout.datacards.limits import QUANTILES, cls_asymptotic, expected_target
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.toys import realistic_toy
 from svjscout.datacards.writer import format_card
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 ONE_BIN = """imax 1
 jmax 1

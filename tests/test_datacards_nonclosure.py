@@ -6,7 +6,7 @@ import pytest
 from svjscout.datacards import abcd_prediction, nonclosure_uncertainties
 from svjscout.datacards.nonclosure import kappas_from_deltas, log_kappa, nonclosure_from_deltas, nonclosure_report
 from svjscout.datacards.toys import CENTERS, build_xy_mt, factorised, falling
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 EDGES = [650.0, 1000.0, 1500.0]
 

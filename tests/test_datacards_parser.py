@@ -5,7 +5,7 @@ import pytest
 from svjscout.datacards import parse_datacard, validate_datacard, write_datacards
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.toys import realistic_toy
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 
 
 @pytest.fixture(scope="module")

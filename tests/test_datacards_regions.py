@@ -7,7 +7,7 @@ from svjscout.datacards.regions import (
     cumulative_2d, parse_wp, region_yields, regions_from_cumsum, snap_threshold,
 )
 from svjscout.datacards.toys import build_xy_mt, empty_xy_mt
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 
 def test_cumsum_regions_match_slicing():

@@ -11,7 +11,7 @@ from svjscout.datacards.abcd import predict
 from svjscout.datacards.scan import plateau_mask
 from svjscout.datacards.significance import asimov_z
 from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy
-from svjscout.exceptions import HistogramError
+from svjscout.core.exceptions import HistogramError
 
 EDGES = [650.0, 1000.0, 2000.0]
 #: the statistics guard off (no M_T bin merged): the per-bin formulas compared with a brute force

@@ -10,7 +10,7 @@ from svjscout.datacards import abcd_prediction, nonclosure_uncertainties, parse_
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy, rising
 from svjscout.datacards.writer import merge_groups
-from svjscout.exceptions import DatacardError, UnbackedError
+from svjscout.core.exceptions import DatacardError, UnbackedError
 
 WP = (0.775, 0.875)
 #: the statistics guard off: the toys test the card layout bin by bin

@@ -355,7 +355,7 @@ def _job_config_model():
 
 
 def _check_job(job: str, overrides: dict, where: str, outputs: list[str], problems: list[str]) -> None:
-    from svjscout.exceptions import ConfigError
+    from svjscout.core.exceptions import ConfigError
     from svjscout.jobs.config import load_job
 
     try:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import assert_same_output, embedded_file, rewrite_file, with_executor
 
-from svjscout.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
-from svjscout.models import splits
+from svjscout.core import splits
 
 FRACTIONS = (0.6, 0.2, 0.2)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_same_output, embedded_file
 
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.jobs import runner
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor

@@ -8,7 +8,7 @@ import pytest
 import uproot
 from conftest import embedded_file
 
-from svjscout.exceptions import GenerationError
+from svjscout.core.exceptions import GenerationError
 from svjscout.samples.detector import DetectorParams, is_invisible
 from svjscout.samples.generate import GenerationConfig, generate_file
 from svjscout.samples.processes import process_settings

@@ -12,7 +12,7 @@ from svjscout.datacards.parents import attach
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.split import half_of, split_halves
 from svjscout.datacards.toys import build_xy_mt, factorised, falling
-from svjscout.exceptions import DatacardError, UnbackedError
+from svjscout.core.exceptions import DatacardError, UnbackedError
 from svjscout.processors.histograms import book
 from svjscout.processors.processor import flat_bins
 
@@ -176,7 +176,7 @@ def test_split_by_parent_is_disjoint_complete_and_deterministic():
 def test_split_refused_without_parent_records():
     out = _parent_output()
     del out["parent_fills"]["svj"]
-    from svjscout.exceptions import HistogramError
+    from svjscout.core.exceptions import HistogramError
 
     with pytest.raises(HistogramError, match="'svj' has no parent records"):
         split_halves(out)

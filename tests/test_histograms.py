@@ -55,7 +55,7 @@ def test_region_and_histogram_bin_agree_at_every_score_edge():
 
 
 def test_working_point_off_the_score_edges_is_refused():
-    from svjscout.exceptions import ConfigError
+    from svjscout.core.exceptions import ConfigError
     from svjscout.jobs.config import load_job
 
     with pytest.raises(ConfigError, match=r"analysis.wp\[0\] \(x0\) = 0.51 is not on a score bin edge"):

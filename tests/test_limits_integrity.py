@@ -11,7 +11,7 @@ import uproot
 from click.testing import CliRunner
 
 from svjscout.datacards.integrity import card_sha256, check_cards
-from svjscout.exceptions import DatacardError
+from svjscout.core.exceptions import DatacardError
 from svjscout.jobs.commands_datacards import limits_cmd, validate_cmd
 
 CARD = """imax 1

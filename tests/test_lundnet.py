@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from svjscout.exceptions import InputFileError, ModelMismatchError  # noqa: E402
+from svjscout.core.exceptions import InputFileError, ModelMismatchError  # noqa: E402
 from svjscout.models.export import check_features, read_metadata  # noqa: E402
 from svjscout.models.lundnet import (  # noqa: E402
     LUND3_FEATURES,

@@ -190,7 +190,7 @@ def test_grouped_variance_formula_and_order():
 
 
 def test_parent_key_range():
-    from svjscout.exceptions import InputFileError
+    from svjscout.core.exceptions import InputFileError
 
     assert parent_key(np.array([2], np.uint32), np.array([7], np.uint64))[0] == (2 << 40) | 7
     with pytest.raises(InputFileError, match="parent key"):

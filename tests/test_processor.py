@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import assert_same_output, embedded_file, rewrite_file, with_executor
 
-from svjscout.exceptions import InputFileError, MissingBranchError, ModelMismatchError
+from svjscout.core.exceptions import InputFileError, MissingBranchError, ModelMismatchError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor, save_outputs
 from svjscout.processors.selection import CUT_ORDER

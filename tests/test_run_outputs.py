@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import embedded_file
 
-from svjscout.exceptions import SVJScoutError
+from svjscout.core.exceptions import SVJScoutError
 from svjscout.jobs.outputs import OutputDirError
 
 DATASETS = ("svj_mz2000_rinv0.3", "qcd", "svj_mz3000_rinv0.5")
@@ -519,7 +519,7 @@ def test_wp_recorded_alike_everywhere(scan_run):
 
 def test_coffea_mt_abcd_at_the_run_wp(scan_run):
     from svjscout.datacards import check_mt_abcd, mt_abcd_at
-    from svjscout.exceptions import HistogramError
+    from svjscout.core.exceptions import HistogramError
 
     output = scan_run["coffea"]
     wp = tuple(scan_run["result"]["wp"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_same_output, embedded_file, with_executor
 
-from svjscout.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 
@@ -89,7 +89,7 @@ def test_embedded_job_config_loads():
 
 
 def test_cross_sections_of_several_generation_runs_are_combined():
-    from svjscout.exceptions import ConfigError
+    from svjscout.core.exceptions import ConfigError
     from svjscout.jobs.runner import combine_xsecs
 
     assert combine_xsecs("qcd", []) is None

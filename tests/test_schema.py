@@ -4,7 +4,7 @@ import pytest
 from conftest import embedded_file, rewrite_file
 from coffea.nanoevents import NanoEventsFactory
 
-from svjscout.exceptions import InputFileError, MissingBranchError
+from svjscout.core.exceptions import InputFileError, MissingBranchError
 from svjscout.processors.schema import BranchMap, SVJScoutingSchema, check_file
 
 

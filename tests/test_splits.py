@@ -1,4 +1,4 @@
-"""The event-level split shared by LundNet and the twin (models/splits.py, issue 22 item 2)."""
+"""The event-level split shared by LundNet and the twin (svjscout/core/splits.py, issue 22 item 2)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core import splits
 from svjscout.processors.features import EVENT_FEATURES
 
 L_NODES = 4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from svjscout.exceptions import ConfigError, InputFileError, ModelMismatchError
+from svjscout.core.exceptions import ConfigError, InputFileError, ModelMismatchError
 from svjscout.models.export import check_features, read_metadata, write_metadata
 from svjscout.models.twin import TwinMLP, export_twin_onnx
 from svjscout.processors.features import EVENT_FEATURES
@@ -149,7 +149,7 @@ def _check_hygiene(skims, res, report, cfg):
     AUC weights, baselines oriented on training events, validation vs test (untouched)."""
     from sklearn.metrics import roc_auc_score
 
-    from svjscout.models import splits
+    from svjscout.core import splits
     from svjscout.models.train_twin import (TwinTrainConfig, analysis_mask, auc_weights, baseline_signs, load_skim,
                                             split_codes, target_check)
 
@@ -296,7 +296,7 @@ def test_export_records_the_lundnet_pair(tmp_path):
 def test_negative_weights_are_refused_by_both_trainers(trainer):
     """One policy for both trainers: negative (or NaN) weights stop the training, naming the dataset
     (clipping them, as LundNet did, or keeping them, where the weighted dCorr silently returns 0)."""
-    from svjscout.exceptions import InputFileError
+    from svjscout.core.exceptions import InputFileError
 
     label = np.array([0, 0, 1, 1])
     weight = np.array([1.0, -0.5, 1.0, 2.0])

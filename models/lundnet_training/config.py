@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core import splits
 
 
 @dataclass
@@ -26,7 +26,7 @@ class TrainConfig:
         device: ``auto`` (CUDA if available) | ``cpu`` | ``cuda[:n]`` (CUDA untested offline).
         threads: torch CPU threads.
         val_fraction, test_fraction: fractions of events in the validation / test subsets
-            (defaults: :data:`svjscout.models.splits.DEFAULT_FRACTIONS`, shared with the twin).
+            (defaults: :data:`svjscout.core.splits.DEFAULT_FRACTIONS`, shared with the twin).
         progress: show a rich progress bar (also off with ``SVJSCOUT_NO_PROGRESS=1``).
         command: the command line, recorded in the report.
         one_copy_per_parent: keep one detector copy per parent (:func:`load_skim`).

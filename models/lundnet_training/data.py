@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from svjscout.exceptions import InputFileError
-from svjscout.models import splits
+from svjscout.core.exceptions import InputFileError
+from svjscout.core import splits
 from svjscout.models.training.data import KEY_COLUMNS
 from svjscout.processors.lund import LUND_FEATURES
 
@@ -19,7 +19,7 @@ log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger
 
 #: Columns of the skim read by the training.
 SKIM_COLUMNS = ("lund_j0", "lund_j0_mask", "lund_j1", "lund_j1_mask", "weight", "dataset", "label", "event")
-#: Optional columns of the split key (:mod:`svjscout.models.splits`; the shared training layer's).
+#: Optional columns of the split key (:mod:`svjscout.core.splits`; the shared training layer's).
 SPLIT_KEY_COLUMNS = KEY_COLUMNS
 
 
@@ -85,7 +85,7 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
         paths: parquet files or directories (every ``*.parquet`` below, recursively: the
             processors write ``SKIM_DIR/<dataset>/<chunk>.parquet``).
         max_len: nodes per jet kept (longer sequences truncated, shorter zero padded).
-        seed, val_fraction, test_fraction: the per-event split (:mod:`svjscout.models.splits`,
+        seed, val_fraction, test_fraction: the per-event split (:mod:`svjscout.core.splits`,
             keyed by dataset, run, luminosityBlock and parent; ``parent`` falls back to ``event``).
 
     Raises:

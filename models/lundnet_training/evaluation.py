@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core import splits
 from svjscout.models.lundnet_training.data import load_skim, training_weights
-from svjscout.models.splits import SPLIT_NAMES, TRAIN
+from svjscout.core.splits import SPLIT_NAMES, TRAIN
 from svjscout.models.training.metrics import weighted_auc
 from svjscout.processors.lund import LUND_FEATURES
 
@@ -68,7 +68,7 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
                           test_fraction: float = splits.DEFAULT_FRACTIONS[2], subset: str = "test") -> dict[str, Any]:
     """Evaluate a LundNet ONNX file on one subset of skim files.
 
-    The per-event split (:mod:`svjscout.models.splits`) is a hash of (seed, dataset, run,
+    The per-event split (:mod:`svjscout.core.splits`) is a hash of (seed, dataset, run,
     luminosityBlock, parent), so with the seed and fractions of the training the ``test`` subset
     of any skim of the same generated files (e.g. a tighter preselection) holds only events that
     were in the training's test subset.
@@ -89,7 +89,7 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
         ConfigError: unknown ``subset``; ModelMismatchError: the model's features are not Lund
         node features; InputFileError: unreadable skim.
     """
-    from svjscout.exceptions import ModelMismatchError
+    from svjscout.core.exceptions import ModelMismatchError
     from svjscout.models.export import read_metadata
     from svjscout.models.lundnet import load_lundnet_session
 

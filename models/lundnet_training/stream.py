@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from svjscout.exceptions import InputFileError
-from svjscout.models import splits
+from svjscout.core.exceptions import InputFileError
+from svjscout.core import splits
 from svjscout.models.lundnet_training.config import TrainConfig
 from svjscout.models.lundnet_training.data import (SKIM_COLUMNS, SPLIT_KEY_COLUMNS, _fixed_length,
                                                    _interleave_events, _one_copy_per_parent)
 from svjscout.models.lundnet_training.evaluation import baseline_scores
-from svjscout.models.splits import SPLIT_NAMES, TRAIN
+from svjscout.core.splits import SPLIT_NAMES, TRAIN
 from svjscout.processors.lund import LUND_FEATURES
 
 

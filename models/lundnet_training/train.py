@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core import splits
 from svjscout.models.lundnet_training.config import TrainConfig
 from svjscout.models.lundnet_training.evaluation import auc_table, baseline_scores
 from svjscout.models.lundnet_training.report import _markdown, _plots
 from svjscout.models.lundnet_training.stream import _JetStream
-from svjscout.models.splits import SPLIT_NAMES, TEST, VAL
+from svjscout.core.splits import SPLIT_NAMES, TEST, VAL
 from svjscout.processors.lund import LUND_FEATURES
 
 log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger name, as before the split

@@ -3,7 +3,7 @@
 Each module is one concept, written once and used by both trainers:
 
 * :mod:`.data`: skim files read in parquet row groups (memory bounded by a row group / buffer,
-  not by the sample), the event split (:mod:`svjscout.models.splits`), class weights computed
+  not by the sample), the event split (:mod:`svjscout.core.splits`), class weights computed
   from streamed sums, fixed-size reservoirs of held-out events, seeded per-epoch plans
   (row-group order, buffers, minibatches) and the torch device;
 * :mod:`.loop`: epochs, early stopping on a validation figure, checkpoints that hold the model,

@@ -2,7 +2,7 @@
 
 * :class:`SkimSource`: the skim files (or folders of them), their row groups and schemas; one row
   group is read at a time (:meth:`SkimSource.read`), only the columns asked for.
-* :func:`split_codes`: the event split of :mod:`svjscout.models.splits` (``parent`` falls back to
+* :func:`split_codes`: the event split of :mod:`svjscout.core.splits` (``parent`` falls back to
   ``event``, ``run``/``luminosityBlock`` to 0), computed per row group.
 * :class:`ClassWeights`: the trainers' class weights from sums accumulated over a stream (first
   pass), applied row group by row group (one code path for the in-memory and streamed data).
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from svjscout.models import splits
+from svjscout.core import splits
 
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 
 __all__ = [
     "ClassWeights",
@@ -155,7 +155,7 @@ class SkimSource:
 
 
 def key_columns(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(run, lumi, parent) as uint64 with the fallbacks of :mod:`svjscout.models.splits`."""
+    """(run, lumi, parent) as uint64 with the fallbacks of :mod:`svjscout.core.splits`."""
     event = np.asarray(cols["event"]).astype(np.uint64)
     n = len(event)
     run = np.asarray(cols["run"]).astype(np.uint64) if "run" in cols else np.zeros(n, np.uint64)

@@ -178,7 +178,7 @@ class TrainLoop:
         """Train until ``epochs``, early stopping, or ``stop_after`` steps of this call (then the
         checkpoint is written and ``interrupted`` set: what a killed job leaves behind). With
         ``resume`` and an existing checkpoint, continue from it. The best state is loaded at the end."""
-        from svjscout.jobs.progress import make_progress, progress_enabled
+        from svjscout.core.progress import make_progress, progress_enabled
 
         t0 = time.time()
         path = self.s.checkpoint_path

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svjscout.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.models.abcd_objective import ObjectiveSettings, abcd_significance
 from svjscout.models.closure import plane_mask
 from svjscout.models.twin import TwinMLP

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from svjscout.exceptions import ConfigError
-from svjscout.models import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core import splits
 from svjscout.models.closure import DEFAULT_PLANES
 
 #: Constraint names, in order.
@@ -51,7 +51,7 @@ class TwinTrainConfig:
         split_seed: seed of the event split alone (None: ``seed``). With LundNet's split seed
             fixed here, ``seed`` can vary for a training-variance study on the same events.
         split: train/val/test fractions (sum 1); default and seed shared with LundNet
-            (:mod:`svjscout.models.splits`): keep the test fraction <= LundNet's and the same seed.
+            (:mod:`svjscout.core.splits`): keep the test fraction <= LundNet's and the same seed.
         analysis_cuts: :class:`~svjscout.processors.selection.Cuts` keys (None: the analysis
             defaults; the CLI's ``--job`` takes them from a job's ``analysis.cuts``). Events
             failing them are left out of the constraints and of every validation/test metric.

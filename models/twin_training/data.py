@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from svjscout.exceptions import InputFileError
-from svjscout.models import splits
+from svjscout.core.exceptions import InputFileError
+from svjscout.core import splits
 from svjscout.models.training.data import KEY_COLUMNS
 from svjscout.processors.features import EVENT_FEATURES
 
@@ -32,7 +32,7 @@ class SkimData:
         mt: (N,) M_T in GeV.  deta: (N,) deta(J0, J1).  weight: (N,) physics weight.
         label: (N,) 1 signal / 0 background.  mzprime, rinv: (N,) signal point (NaN for background).
         dataset: (N,) str.  event: (N,) uint64.
-        run, lumi, parent: (N,) uint64 split key (:mod:`svjscout.models.splits`); None: 0, 0 and
+        run, lumi, parent: (N,) uint64 split key (:mod:`svjscout.core.splits`); None: 0, 0 and
             ``event`` (skims without these columns).
     """
 
@@ -127,7 +127,7 @@ def _read_rows(source, rg, lundnet_model: str | None, batch: int) -> SkimData:
     """One row group of the skim as :class:`SkimData` (computing missing LundNet scores)."""
     path = source.path(rg)
     needed = [c for c in (*EVENT_FEATURES, *_SCALAR_COLUMNS) if not c.startswith("lundnet_")]
-    # KEY_COLUMNS: optional columns of the split key (absent: run/lumi 0, parent = event; models/splits.py)
+    # KEY_COLUMNS: optional columns of the split key (absent: run/lumi 0, parent = event; svjscout/core/splits.py)
     cols = source.read(rg, [*needed, "lundnet_j0", "lundnet_j1", *KEY_COLUMNS])
     n = len(cols["label"])
     for jet in ("j0", "j1"):

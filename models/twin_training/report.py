@@ -129,7 +129,7 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
         f"svjscout {__version__}; best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
         f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}.",
         "",
-        f"Split: models/splits.py, seed {cfg.get('split_seed') if cfg.get('split_seed') is not None else cfg['seed']}, "
+        f"Split: svjscout/core/splits.py, seed {cfg.get('split_seed') if cfg.get('split_seed') is not None else cfg['seed']}, "
         f"train/val/test fractions {list(cfg['split'])}, keyed by "
         "(dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are inside "
         "LundNet's test events (same seed and fractions).",

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svjscout.models import splits
+from svjscout.core import splits
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import (SkimData, _class_weights, _points, _read_rows, _signal_points,
                                                 _source, _Tensors, analysis_mask, concat, split_codes)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from svjscout.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.train import train_twin
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from svjscout import __version__
-from svjscout.exceptions import InputFileError
-from svjscout.models import splits
+from svjscout.core.exceptions import InputFileError
+from svjscout.core import splits
 from svjscout.models.mdmm import MDMM, Constraint
 from svjscout.models.twin import TwinMLP, export_twin_onnx
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
@@ -58,7 +58,7 @@ class TwinTrainResult:
 
 def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
     """Refuse a twin split whose test subset is not inside the LundNet model's (when the model
-    records its split: LundNet models trained with models/splits.py)."""
+    records its split: LundNet models trained with svjscout/core/splits.py)."""
     if not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
         return
     from svjscout.models.export import read_metadata

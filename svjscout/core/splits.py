@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from svjscout.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError
 
 __all__ = ["TRAIN", "VAL", "TEST", "SPLIT_NAMES", "DEFAULT_SEED", "DEFAULT_FRACTIONS", "KEY_COLUMNS",
            "split_u", "assign", "split_of", "key_columns", "check_nested"]
