@@ -14,6 +14,7 @@ import sys
 import click
 
 from svjscout import __version__
+from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.core.exceptions import SVJScoutError, UnbackedError
 
 
@@ -62,7 +63,7 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--bias-power", type=float, default=None,
               help="pT-hat bias power (Pythia's bias2Selection; events carry the inverse as genWeight). "
                    "Default: 4.5 for qcd, 0 (unbiased) otherwise.")
-@click.option("--pileup", type=float, default=35.0, show_default=True,
+@click.option("--pileup", type=float, default=DEFAULT_PILEUP, show_default=True,
               help="Mean number of pileup (min-bias) events, Poisson per event (Run-2 like); written as "
                    "Pileup_nTrueInt (the mean) and Pileup_nPU (the number drawn); 0 switches pileup off.")
 @click.option("--pileup-library", type=int, default=1000, show_default=True,
