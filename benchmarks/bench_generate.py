@@ -50,7 +50,7 @@ def generate(out: Path, parents: int, k: int, bias: float, brute: bool = False) 
 
 def preselect(path: Path) -> dict[str, np.ndarray]:
     """Columns of the events of one file that pass the analysis preselection (the processor's skim)."""
-    from svjscout.samples.skim import preselected_columns
+    from svjscout.jobs.commands_skim import preselected_columns
 
     return preselected_columns(path, ("weight", "parent", "mt", "rt", "dphi_min", "pt_j0"))
 

@@ -7,7 +7,7 @@ The files written here have the same layout as the scouting ntuples the processo
 * :mod:`svjscout.samples.detector`  -- the fast detector response (particles -> PF candidates, MET)
 * :mod:`svjscout.samples.generate`  -- the event loop, pileup, detector copies, chunking, parallel
   workers, ROOT writing
-* :mod:`svjscout.samples.skim`      -- lossless skims (any event subset; the preselection, decided by
-  the processor itself), the Runs tree kept
+* :mod:`svjscout.samples.skim`      -- lossless skims (any event subset), the Runs tree kept (the
+  preselection skim, decided by the processor itself, is :mod:`svjscout.jobs.commands_skim`)
 * :mod:`svjscout.samples.embedded`  -- the small sample shipped in the repository
 """

@@ -56,6 +56,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import awkward as ak
+import fastjet
 import numpy as np
 
 PION_MASS = 0.13957
@@ -368,9 +370,6 @@ def generator_jets(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, visible: np
         pt, eta, phi: flat particles of all events; ``counts``: particles per event;
         visible: mask of the particles to cluster (the others get -1).
     """
-    import awkward as ak
-    import fastjet
-
     fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
     jet = np.full(len(pt), -1, dtype=np.int64)
     idx = np.flatnonzero(visible)

@@ -66,10 +66,13 @@ import math
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
+import uproot
+
 from svjscout.samples import detector
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
@@ -82,8 +85,11 @@ from svjscout.samples.processes import (
 )
 
 from svjscout import __version__
+from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import GenerationError
+from svjscout.core.progress import make_progress
+from svjscout.core.rootfiles import open_root
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +137,7 @@ class GenerationConfig:
     bias_power: float | None = None
     ht_min: float = 0.0
     met_min: float = 0.0
-    pileup: float = 0.0
+    pileup: float = DEFAULT_PILEUP  # Run-2 like, as `svjscout generate --pileup`; 0 switches it off
     pileup_library: int = 1000
     write_hf: bool = False
     detector_copies: int = 1
@@ -192,7 +198,7 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 
 def _make_pythia(settings: list[str], seed: int):
-    import pythia8mc
+    import pythia8mc  # generate extra: only generation needs Pythia (reading generated files does not)
 
     pythia = pythia8mc.Pythia("", False)
     for line in settings:
@@ -532,8 +538,6 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
 
     Chunks run in ``cfg.workers`` processes; the file does not depend on that number.
     """
-    import uproot
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tasks = [(cfg, chunk, n) for chunk, n in _chunks(cfg)]
@@ -627,8 +631,6 @@ def normalisation(cfg: GenerationConfig, sigma_gen: float) -> tuple[float, str]:
 
 def _pythia_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("pythia8mc")
     except Exception:  # noqa: BLE001 - metadata only
         return "unknown"
@@ -648,8 +650,6 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
-        from svjscout.core.progress import make_progress
-
         self._p = make_progress()
         self._p.__enter__()
         task = self._p.add_task(self.label, total=self.total)
@@ -663,7 +663,5 @@ class _progress:
 
 def read_metadata(path: str | Path) -> dict:
     """The ``svjscout_meta`` JSON of a generated file (a bad file: :class:`InputFileError` naming it)."""
-    from svjscout.processors.files import open_root
-
     with open_root(str(path), "its svjscout_meta object") as f:
         return json.loads(str(f["svjscout_meta"]))

@@ -8,7 +8,9 @@ import pytest
 import uproot
 from conftest import embedded_file
 
+from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.core.exceptions import GenerationError
+from svjscout.jobs.cli import cli
 from svjscout.samples.detector import DetectorParams, is_invisible
 from svjscout.samples.generate import GenerationConfig, generate_file
 from svjscout.samples.processes import process_settings
@@ -22,9 +24,9 @@ def _arrays(path):
 
 
 def test_same_seed_same_file_any_workers(tmp_path):
-    a = generate_file(GenerationConfig("svj", 40, seed=7, chunk_size=20, workers=1), tmp_path / "a.root")
-    b = generate_file(GenerationConfig("svj", 40, seed=7, chunk_size=20, workers=2), tmp_path / "b.root")
-    c = generate_file(GenerationConfig("svj", 40, seed=8, chunk_size=20, workers=1), tmp_path / "c.root")
+    a = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=1), tmp_path / "a.root")
+    b = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=2), tmp_path / "b.root")
+    c = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=8, chunk_size=20, workers=1), tmp_path / "c.root")
     ea, eb, ec = (_arrays(tmp_path / f"{n}.root")[0] for n in "abc")
     assert ak.to_list(ea.ScoutingParticle_pt) == ak.to_list(eb.ScoutingParticle_pt)
     assert np.array_equal(ak.to_numpy(ea.ScoutingMET_pt), ak.to_numpy(eb.ScoutingMET_pt))
@@ -89,7 +91,7 @@ def test_dark_sector_on_the_event_record():
 
 
 def test_generator_truth_branches(tmp_path):
-    meta = generate_file(GenerationConfig("svj", 60, seed=11, rinv=0.3, mzprime=1500, chunk_size=30),
+    meta = generate_file(GenerationConfig("svj", 60, pileup=0.0, seed=11, rinv=0.3, mzprime=1500, chunk_size=30),
                          tmp_path / "s.root")
     events, _ = _arrays(tmp_path / "s.root")
     n_all = int(ak.sum(events.GenDark_nHadrons))
@@ -112,7 +114,7 @@ def test_benchmark_cross_sections():
 
 
 def test_qcd_fake_met_exceeds_generator_invisible_pt(tmp_path):
-    generate_file(GenerationConfig("qcd", 100, seed=5, chunk_size=100), tmp_path / "q.root")
+    generate_file(GenerationConfig("qcd", 100, pileup=0.0, seed=5, chunk_size=100), tmp_path / "q.root")
     events, meta = _arrays(tmp_path / "q.root")
     pf_met = ak.to_numpy(events.ScoutingMET_pt)
     gen_met = ak.to_numpy(events.GenMET_pt)
@@ -157,7 +159,7 @@ def test_pthat_bias_weights_reproduce_the_unbiased_spectrum():
 def test_detector_copies_normalisation_and_parents(tmp_path):
     """K copies per parent: parent ids, weights genWeight/K, exact sums, resampled jets only."""
     k, n = 4, 30
-    meta = generate_file(GenerationConfig("zjets", n, seed=8, chunk_size=15, detector_copies=k),
+    meta = generate_file(GenerationConfig("zjets", n, pileup=0.0, seed=8, chunk_size=15, detector_copies=k),
                          tmp_path / "z.root")
     events, _ = _arrays(tmp_path / "z.root")
     runs = _runs(tmp_path / "z.root")
@@ -258,7 +260,7 @@ def test_bad_generation_options():
 
 
 def test_pileup_overlay_adds_particles(tmp_path):
-    base = generate_file(GenerationConfig("zjets", 12, seed=3, chunk_size=12), tmp_path / "nopu.root")
+    base = generate_file(GenerationConfig("zjets", 12, pileup=0.0, seed=3, chunk_size=12), tmp_path / "nopu.root")
     pu = generate_file(GenerationConfig("zjets", 12, seed=3, chunk_size=12, pileup=20.0), tmp_path / "pu.root")
     a, _ = _arrays(tmp_path / "nopu.root")
     b, _ = _arrays(tmp_path / "pu.root")
@@ -342,12 +344,12 @@ def test_dark_shower_does_not_vary_and_variations_can_be_off(tmp_path):
     """Only the SM showers' QCD emissions vary; without variations the PS branches are omitted."""
     # r_inv = 1, no ISR, no MPI: the only shower left is the Hidden Valley one (dark quarks, dark
     # gluons) and every dark meson decays invisibly, so no SM FSR either: all weights exactly 1
-    dark = GenerationConfig("svj", 30, seed=2, rinv=1.0, chunk_size=30,
+    dark = GenerationConfig("svj", 30, pileup=0.0, seed=2, rinv=1.0, chunk_size=30,
                             extra_settings=["PartonLevel:ISR = off", "PartonLevel:MPI = off"])
     generate_file(dark, tmp_path / "dark.root")
     events, _ = _arrays(tmp_path / "dark.root")
     assert np.all(ak.to_numpy(events.PSWeight) == 1.0)
-    off = GenerationConfig("zjets", 12, seed=3, chunk_size=12, extra_settings=["UncertaintyBands:doVariations = off"])
+    off = GenerationConfig("zjets", 12, pileup=0.0, seed=3, chunk_size=12, extra_settings=["UncertaintyBands:doVariations = off"])
     meta = generate_file(off, tmp_path / "off.root")
     with uproot.open(tmp_path / "off.root") as f:
         assert "PSWeight" not in f["Events"] and "PSSumw" not in f["Runs"]
@@ -380,7 +382,8 @@ def test_tail_bias_is_unbiased_importance_sampling():
 def test_preselection_skim_is_lossless(tmp_path):
     """samples/skim.py: the skim keeps exactly the events the processor preselects, and the Runs
     tree and cross section of the input (so the normalisation is unchanged)."""
-    from svjscout.samples.skim import preselected_ids, write_subset
+    from svjscout.jobs.commands_skim import preselected_ids
+    from svjscout.samples.skim import write_subset
 
     src = embedded_file("svj_mz3000_rinv0.5.root")
     ids = preselected_ids(src)
@@ -397,3 +400,9 @@ def test_preselection_skim_is_lossless(tmp_path):
         meta = json.loads(str(g["svjscout_meta"]))
         assert meta["xsec_pb"] == json.loads(str(f["svjscout_meta"]))["xsec_pb"] and meta["n_written"] == n
         assert g["Events"].num_entries == n < f["Events"].num_entries
+
+
+def test_pileup_default_is_one_constant():
+    """The generator's Python API and `svjscout generate --pileup` share one default (core.constants)."""
+    option = next(p for p in cli.commands["generate"].params if p.name == "pileup")
+    assert GenerationConfig("qcd", 1).pileup == option.default == DEFAULT_PILEUP == 35.0

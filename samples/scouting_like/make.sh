@@ -19,7 +19,7 @@
 # multiplies the candidates per event by ~4). ttbar keeps its pT-hat > 150 GeV window here.
 # Filters: the generator-level pre-filter --ht-min 350 (looser than the trigger, saves detector
 # simulation), no MET skim (--met-min 0), then the trigger itself, AK4 H_T > 410 GeV on the
-# reconstructed PF candidates (samples/scouting_like/trigger.py, the processor's own H_T).
+# reconstructed PF candidates (benchmarks/scouting_like_trigger.py, the processor's own H_T).
 set -euo pipefail
 out=${1:-data/scouting_like}
 J=${J:-2}
@@ -36,7 +36,7 @@ gen() {  # gen NAME PROCESS SIGMA_PB MIN SEED [ARGS...]  (a generated file alrea
   n=$(n_of "$sigma" "$min")
   [ -f "$out/generated/$name.root" ] || nice -n 10 svjscout generate "$process" -n "$n" --seed "$seed" --ht-min 350 --met-min 0 --chunk-size 5000 \
     --bias-power 0 --pileup "${PILEUP:-0}" --workers "$J" --no-progress --dataset "$name" "$@" -o "$out/generated/$name.root"
-  nice -n 10 python3 "$here/trigger.py" "$out/generated/$name.root" "$out/$name.root" --ht-min 410
+  nice -n 10 python3 "$here/../../benchmarks/scouting_like_trigger.py" "$out/generated/$name.root" "$out/$name.root" --ht-min 410
 }
 gen qcd_pt120to170 qcd 479000 1 2101 --pthat-min 120 --pthat-max 170
 gen qcd_pt170to250 qcd 110000 1 2102 --pthat-min 170 --pthat-max 250

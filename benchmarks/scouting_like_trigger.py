@@ -5,11 +5,12 @@ pre-filter on the generator-level scalar sum of visible pT, which is far looser 
 H_T (it counts every soft particle), so this step applies the trigger emulation itself, with the
 processor's own candidate cleaning, AK4 clustering and H_T (processors/jets.py, default cuts):
 
-    python samples/scouting_like/trigger.py IN.root OUT.root [--ht-min 410] [--compression LZMA:6]
+    python benchmarks/scouting_like_trigger.py IN.root OUT.root [--ht-min 410] [--compression LZMA:6]
 
 The ``Runs`` tree (sum of generator weights of every generated event) and ``svjscout_meta``
 (cross section) are copied, so the output is normalised like the input; the metadata records
-the trigger and the number of events kept.
+the trigger and the number of events kept. Run by samples/scouting_like/make.sh; a script beside
+the benchmarks it serves, not part of the package (it uses the processors, above the samples layer).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import argparse
 import awkward as ak
 import numpy as np
 
+from svjscout.core.cuts import Cuts
+from svjscout.processors.jets import cluster, ht
+from svjscout.samples.skim import write_subset
+
 
 def trigger_mask(arrays, ht_min: float, cuts=None) -> np.ndarray:
     """AK4 H_T > ht_min per event, computed as in SVJProcessor.process."""
-    from svjscout.processors.jets import cluster, ht
-    from svjscout.processors.selection import Cuts
-
     cuts = cuts or Cuts()
     pf = ak.zip({k: arrays[f"ScoutingParticle_{k}"] for k in ("pt", "eta", "phi", "mass")})
     finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
@@ -40,10 +42,8 @@ def main() -> None:
     ap.add_argument("--compression", default="LZMA:6", help="of the output (default: as samples/generate.py)")
     ap.add_argument("--step", type=int, default=20000, help="events read at a time")
     args = ap.parse_args()
-    from svjscout.samples.skim import write_subset
-
     write_subset(args.inp, args.out, lambda arrays: trigger_mask(arrays, args.ht_min),
-                 {"trigger": f"AK4 H_T > {args.ht_min:g} GeV (samples/scouting_like/trigger.py)"},
+                 {"trigger": f"AK4 H_T > {args.ht_min:g} GeV (benchmarks/scouting_like_trigger.py)"},
                  compression=args.compression, step=args.step)
 
 
