@@ -19,17 +19,30 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
+import uproot
+from coffea import processor
+from coffea.processor import SimpleCheckpointer
+from coffea.util import save
+from dask.distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from svjscout import __version__
 from svjscout.core.exceptions import ConfigError, InputFileError
-from svjscout.jobs.config import JobConfig, config_digest
+from svjscout.jobs.config import JobConfig, config_digest, load_job
 from svjscout.processors.files import domain_error, failed_file, open_root, root_message
-from svjscout.processors.processor import DatasetInfo, SVJProcessor, finalize
+from svjscout.processors.inference import check_models
+from svjscout.processors.normalize import normalize
+from svjscout.processors.prefilter import ROW_NOTE
+from svjscout.processors.processor import SVJProcessor, cutflow_table
 from svjscout.processors.schema import SVJScoutingSchema, check_file
+from svjscout.processors.settings import DatasetInfo, ProcessorConfig
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +236,71 @@ def _lost(name: str, spec, files: dict[str, _FileNorm], report: RunReport) -> di
 
 
 def preflight(cfg: JobConfig, report: RunReport) -> dict[str, DatasetInfo]:
-    """Check every file and work out each dataset's normalisation; fill ``report``."""
+    """Check the models, then every file, and work out each dataset's normalisation; fill ``report``."""
+    check_job_models(cfg)
     return dataset_infos(cfg, check_inputs(cfg, report), report)
+
+
+def check_job_models(cfg: JobConfig) -> None:
+    """Open and check the job's ONNX models (metadata, features, onnxruntime) before any data file
+    is touched: a model error names the model file and its key (``analysis.lundnet_model`` /
+    ``twin_model``) and is never taken for an input file's (:func:`check_models`)."""
+    a = cfg.analysis
+    check_models(a.model_copy(update={"lundnet_model": cfg.resolve(a.lundnet_model),
+                                      "twin_model": cfg.resolve(a.twin_model)}))
+
+
+class JobProcessor(NamedTuple):
+    """What :func:`processor_from_job` gives: the processor, the fileset coffea reads, the preflight's report."""
+
+    processor: SVJProcessor
+    fileset: dict
+    report: RunReport
+
+    @property
+    def config(self) -> ProcessorConfig:
+        return self.processor.config
+
+
+def processor_config_from_job(job: JobConfig | str | Path, overrides: dict | None = None,
+                              skim_dir: str | None = None) -> tuple[ProcessorConfig, dict, RunReport]:
+    """(:class:`ProcessorConfig`, fileset, report) of a job: the preflight of ``svjscout run``
+    (models, then every file; each dataset's cross section and sum of weights from its files'
+    ``Runs`` trees where the job does not give them), without running anything.
+
+    ``job``: a job YAML path or a loaded :class:`JobConfig`; ``overrides``: dotted keys, as
+    ``svjscout run --set`` (``{"analysis.wp": [0.5, 0.5]}``). The fileset is coffea's
+    ``{dataset: {"files": {path: tree}}}`` of the usable files.
+    """
+    cfg = job if isinstance(job, JobConfig) else load_job(job, overrides)
+    if isinstance(job, JobConfig) and overrides:
+        raise ConfigError("overrides apply to a job file; give the path, or change the JobConfig")
+    report = RunReport()
+    if skim_dir is None:
+        check_job_models(cfg)
+    infos = dataset_infos(cfg, check_inputs(cfg, report), report)
+    return cfg.processor_config(infos, skim_dir=skim_dir), _fileset(cfg, report), report
+
+
+def processor_from_job(job: JobConfig | str | Path, overrides: dict | None = None,
+                       skim_dir: str | None = None) -> JobProcessor:
+    """An :class:`SVJProcessor` for a job file, with its fileset (see :func:`processor_config_from_job`).
+
+    >>> # proc, fileset, _ = processor_from_job("jobs/local.yaml")
+    >>> # out = processor.Runner(processor.IterativeExecutor(), schema=SVJScoutingSchema)(fileset, proc, "Events")
+    """
+    pcfg, fileset, report = processor_config_from_job(job, overrides, skim_dir)
+    return JobProcessor(SVJProcessor(pcfg), fileset, report)
+
+
+def _fileset(cfg: JobConfig, report: RunReport) -> dict:
+    return {name: {"files": {p: cfg.schema_map.tree for p in files}} for name, files in report.files.items()}
 
 
 class _Checkpointer:
     """coffea's SimpleCheckpointer, keyed by the job's configuration digest as well."""
 
     def __new__(cls, directory: str, digest: str):
-        from coffea.processor import SimpleCheckpointer
-
         return SimpleCheckpointer(str(Path(directory) / digest), overwrite=True)
 
 
@@ -261,7 +329,7 @@ def configure_xrootd(timeout: int, retries: int, remote: bool = True) -> None:
     if not remote:
         return
     try:
-        from XRootD import client as xrd
+        from XRootD import client as xrd  # optional: the XRootD bindings (af extra), only for root:// files
 
         xrd.EnvPutInt("ConnectionRetry", int(env["XRD_CONNECTIONRETRY"]))
         if timeout > 0:
@@ -270,7 +338,7 @@ def configure_xrootd(timeout: int, retries: int, remote: bool = True) -> None:
     except ImportError:
         pass
     try:
-        from fsspec_xrootd import XRootDFileSystem
+        from fsspec_xrootd import XRootDFileSystem  # optional: af extra, only for root:// files
     except ImportError:
         return
     if XRootDFileSystem.default_timeout != timeout:
@@ -278,13 +346,7 @@ def configure_xrootd(timeout: int, retries: int, remote: bool = True) -> None:
         XRootDFileSystem.clear_instance_cache()  # instances made with the old timeout
 
 
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
-except ImportError:  # pragma: no cover - distributed is a dependency
-    _WorkerPluginBase = object
-
-
-class WorkerSetup(_WorkerPluginBase):
+class WorkerSetup(WorkerPlugin):
     """Worker plugin: the worker environment and XRootD settings in every worker, also late joiners."""
 
     name = "svjscout-worker-setup"
@@ -305,8 +367,6 @@ class WorkerWatch:
     """
 
     def __init__(self, client):
-        import time
-
         self.client = client
         try:
             self.t0 = client.run_on_scheduler(time.time)
@@ -361,7 +421,7 @@ def _forget_remote_handles() -> None:
     deleted file to every client while one handle on it is open), not read through a stale handle.
     """
     try:
-        from fsspec_xrootd import XRootDFileSystem
+        from fsspec_xrootd import XRootDFileSystem  # optional: af extra, only for root:// files
     except ImportError:
         return
     for fs in list(XRootDFileSystem._cache.values()):
@@ -390,9 +450,9 @@ def jobqueue_cluster(cfg: JobConfig):
     key = "slurm" if ex.slurm is not None else "condor"
     try:
         if key == "slurm":
-            from dask_jobqueue import SLURMCluster as Cluster
+            from dask_jobqueue import SLURMCluster as Cluster  # optional: af extra
         else:
-            from dask_jobqueue import HTCondorCluster as Cluster
+            from dask_jobqueue import HTCondorCluster as Cluster  # optional: af extra
     except ImportError as err:
         raise _needs_af(key, err) from err
     kwargs = {"cores": 1, "processes": 1, "memory": ex.memory_limit, **(getattr(ex, key) or {})}
@@ -412,7 +472,7 @@ def _gateway_cluster(cfg: JobConfig):
     ex = cfg.executor
     g = ex.gateway
     try:
-        from dask_gateway import BasicAuth, Gateway
+        from dask_gateway import BasicAuth, Gateway  # optional: af extra
     except ImportError as err:
         raise _needs_af("gateway", err) from err
     auth = g.auth
@@ -475,8 +535,6 @@ def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
     ``executor.condor`` (dask-jobqueue), ``executor.gateway`` (dask-gateway) or a LocalCluster.
     The run's use of the workers (lost ones included) goes into ``report.executor``.
     """
-    from coffea import processor
-
     ex = cfg.executor
     if ex.name != "dask" and ex.engine != "local":
         log.warning("executor.%s is ignored: executor.name is %r (set it to dask to use it)", ex.engine, ex.name)
@@ -488,8 +546,6 @@ def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
         _merge_executor_record(report, {"engine": "futures", "workers": ex.workers})
         yield processor.FuturesExecutor(workers=ex.workers, status=progress)
         return
-    from dask.distributed import Client, LocalCluster
-
     engine = ex.engine
     cluster = gateway = None
     with contextlib.ExitStack() as stack:
@@ -528,15 +584,17 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
     stops the run with an :class:`InputFileError` naming it, or with ``executor.skip_bad_files``
     is dropped, recorded, and the datasets are renormalised and processed again without it
     (finished chunks come back from the checkpoint directory, when one is set).
+
+    The job's ONNX models are opened and checked before any data file (:func:`check_job_models`);
+    the output is normalised once, by the processor's ``postprocess`` (coffea's Runner calls it;
+    :func:`normalize` of a normalised output returns it unchanged).
     """
-    import time
-
-    from coffea import processor
-
     report = RunReport()
     t0 = time.perf_counter()
     remote = _remote(cfg)
     configure_xrootd(cfg.executor.xrootd.timeout, cfg.executor.xrootd.retries, remote)
+    if skim_dir is None:
+        check_job_models(cfg)
     usable = check_inputs(cfg, report)
     if remote:
         _forget_remote_handles()
@@ -544,7 +602,7 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
     while True:
         infos = dataset_infos(cfg, usable, report)
         pcfg = cfg.processor_config(infos, skim_dir=skim_dir)
-        fileset = {name: {"files": {p: cfg.schema_map.tree for p in files}} for name, files in report.files.items()}
+        fileset = _fileset(cfg, report)
         checkpointer = _Checkpointer(cfg.executor.checkpoint_dir, digest) if cfg.executor.checkpoint_dir else None
         try:
             with _executor(cfg, progress, report) as executor:
@@ -561,7 +619,7 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
             _skip(cfg, report, dataset, path, file_err, "processing")
             del usable[dataset][path]
             report.inputs = [r for r in report.inputs if r["path"] != path]
-    output = finalize(output, pcfg)
+    output = normalize(output, pcfg)  # done by postprocess already: returned unchanged
     output["wp"] = {"x0": float(cfg.analysis.wp[0]), "y0": float(cfg.analysis.wp[1]), "source": "configured (analysis.wp)"}
     output["datasets"] = {k: v.model_dump() for k, v in infos.items()}
     report.seconds = time.perf_counter() - t0
@@ -605,24 +663,15 @@ def _path_forms(path: str) -> tuple[str, ...]:
     """How an error may spell a file: as given, or for a URL its path on the server (XRootD's messages)."""
     if "://" not in path:
         return (path,)
-    from urllib.parse import urlsplit
-
     return path, "/" + urlsplit(path).path.lstrip("/")
 
 
 def save_outputs(output: dict, outdir: str | Path) -> list[Path]:
     """Write ``histograms.coffea``, ``cutflow.json``, ``histograms.root`` (TH1 ``DATASET/PLANE/REGION``)."""
-    import uproot
-    from coffea.util import save
-
-    from svjscout.processors.processor import cutflow_table
-
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [outdir / "histograms.coffea", outdir / "cutflow.json", outdir / "histograms.root"]
     save(output, paths[0])
-    from svjscout.processors.prefilter import ROW_NOTE
-
     cut = {"cutflow": cutflow_table(output), "rows": {"prefilter": ROW_NOTE}, "counts": output.get("counts", {}),
            "skipped": output.get("report", {}).get("skipped", []),
            "lost": {ds: d["lost"] for ds, d in output.get("report", {}).get("datasets", {}).items() if d.get("lost")}}

@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from svjscout.core.exceptions import ModelMismatchError
+from svjscout.core.features import EVENT_FEATURES, LUND_FEATURES
 from svjscout.core.modelmeta import check_features, file_sha256, read_metadata
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,17 @@ BATCH = 1024
 
 @functools.lru_cache(maxsize=8)
 def _cached(path: str, mtime: float, threads: int):
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    return sess, read_metadata(path)
+    try:
+        sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        meta = read_metadata(path)
+    except Exception as err:  # noqa: BLE001 - onnxruntime and onnx raise their own types for a bad file
+        text = " ".join(str(err).split())[:300]
+        raise ModelMismatchError(f"{path}: cannot be opened as an ONNX model ({type(err).__name__}: {text})") from err
+    return sess, meta
 
 
 def session(path: str | Path):
@@ -155,3 +160,27 @@ def check_pair(twin_path, meta: dict, lundnet_path) -> None:
         raise ModelMismatchError(
             f"{twin_path}: metadata key 'lundnet.sha256' is {want[:12]}..., the LundNet it was trained with, "
             f"but {lundnet_path} has SHA-256 {have[:12]}...: use the pair that was trained together")
+
+
+def check_models(config) -> None:
+    """Open and check the job's two models before any data file is read (the runner's preflight).
+
+    Each model is opened in onnxruntime and its metadata checked exactly as the processor will
+    (features, model kind, Lund length, SP/VP planes, the LundNet the twin was trained with).
+
+    Raises:
+        ModelMismatchError: naming the config key (``analysis.lundnet_model`` / ``twin_model``), the
+            file and what is wrong with it; a model error is never an input file's.
+    """
+    for key, path in (("analysis.lundnet_model", config.lundnet_model), ("analysis.twin_model", config.twin_model)):
+        if path is None:
+            continue
+        try:
+            if key == "analysis.lundnet_model":
+                LundNetScorer(path, tuple(LUND_FEATURES), max_len=config.lund_max_len)
+            else:
+                TwinScorer(path, EVENT_FEATURES, planes=analysis_planes(config.cuts), lundnet=config.lundnet_model)
+        except ModelMismatchError as err:
+            raise ModelMismatchError(f"{key}: {err}") from err
+        except OSError as err:
+            raise ModelMismatchError(f"{key}: {path}: cannot be read ({err})") from err

@@ -20,6 +20,7 @@ from coffea.nanoevents import NanoAODSchema
 from pydantic import BaseModel, ConfigDict
 
 from svjscout.core.exceptions import InputFileError, MissingBranchError
+from svjscout.core.rootfiles import open_root
 
 #: The PF candidate fields the processors use, in our (canonical) names.
 PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
@@ -58,6 +59,10 @@ class BranchMap(BaseModel):
     parent: str = "parent"
 
     def model_post_init(self, __context) -> None:
+        unknown = sorted(f for f in self.pf_fields if f not in PF_FIELDS)
+        if unknown:
+            raise ValueError(f"schema.pf_fields: unknown key(s) {unknown}; the known keys are {list(PF_FIELDS)} "
+                             "(our names; the values are the file's field names)")
         missing = [f for f in PF_FIELDS if f not in self.pf_fields]
         if missing:
             raise ValueError(f"schema.pf_fields lacks {missing}; expected keys {list(PF_FIELDS)}")
@@ -161,6 +166,17 @@ def _branch(events, name: str):
     raise MissingBranchError(f"branch {name!r} not found in {_filename(events)}")
 
 
+def optional_branch(events, name: str) -> np.ndarray | None:
+    """A per-event branch (``X_y`` is field ``y`` of collection ``X``) as float64 numpy, or None if absent."""
+    try:
+        arr = _branch(events, name)
+    except MissingBranchError:
+        return None
+    if arr.ndim > 1:  # a NanoAOD vector branch (nX + X), e.g. PSWeight: (events, 4)
+        arr = ak.to_regular(arr, axis=1)
+    return ak.to_numpy(arr).astype(np.float64)
+
+
 def _filename(obj) -> str:
     try:
         return str(obj.metadata.get("filename", "the input file"))
@@ -172,14 +188,16 @@ def check_file(path: str, branch_map: BranchMap, is_mc: bool) -> int:
     """Open ``path`` and check tree and branches; return its number of events.
 
     Raises:
-        InputFileError: the file cannot be opened, is truncated, has no tree ``branch_map.tree``.
+        InputFileError: the file cannot be opened, is truncated, has no tree ``branch_map.tree``, or
+            holds it as an RNTuple (uproot >= 5.4 writes ``f["Events"] = {...}`` as an RNTuple).
         MissingBranchError: a required branch is absent (names the file and the branch).
     """
-    from svjscout.processors.files import open_root
-
     with open_root(path, f"tree {branch_map.tree!r}") as f:
         if branch_map.tree not in f:
             raise InputFileError(f"{path}: no tree {branch_map.tree!r} (found keys {sorted(f.keys())[:10]})")
+        if f.classname_of(branch_map.tree) == "ROOT::RNTuple":
+            raise InputFileError(f"{path}: {branch_map.tree!r} is an RNTuple; svjscout reads TTrees (write the "
+                                 f"file with uproot's mktree/extend, or convert it to a TTree)")
         tree = f[branch_map.tree]
         keys = set(tree.keys())
         n = int(tree.num_entries)

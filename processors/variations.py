@@ -26,21 +26,208 @@ A source whose input is missing (no ``PSWeight`` or ``Pileup_nTrueInt`` branch) 
 counted (``counts["syst_skipped_<source>"]``); the datacards then carry no nuisance for it.
 Nominal histograms are unchanged by all of this (the nominal corrections' central values are not
 applied; only their uncertainties are).
+
+The sources form a registry in the manner of pyhf's modifiers: each source is a registered
+:class:`Source` object (:func:`register`, :data:`REGISTRY`) that, given the chunk's clustered
+jets and events (:class:`VariationInputs`), yields its named variations: kinematic ones
+(:class:`Kinematic`: AK8 and AK4 jet factors and a MET shift, from which the processor recomputes
+the event) or weight ones (per-event ratios to the nominal weight). The processor loops over
+the registry (:func:`variations`); adding a source is one registered class.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
 
 import awkward as ak
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from svjscout.core.features import LUND_FEATURES
+from svjscout.processors import corrections as C
 from svjscout.processors.features import event_features
+from svjscout.processors.lund import pad_lund, primary_lund_declusterings
+from svjscout.processors.schema import BranchMap, optional_branch
 from svjscout.processors.selection import CUT_ORDER, preselection
-
-SOURCES = ("jes", "jer", "unclustered", "pileup", "trigger", "isr", "fsr")
 #: AK8 jets are clustered down to this fraction of ak8_pt_min for datasets with variations, so
 #: that a jet varied up across the threshold is there (the nominal keeps only jets >= the cut).
 CLUSTER_MARGIN = 0.6
+
+
+class Kinematic(NamedTuple):
+    """One kinematic variation: per-jet factors of the AK8 and AK4 jets, and an extra MET (dx, dy)."""
+
+    name: str
+    ak8_factors: object
+    ak4_factors: object
+    met_shift: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class VariationInputs:
+    """What a source sees of one chunk: the clustered jets (down to :data:`CLUSTER_MARGIN`), the
+    PF candidates and MET, the nominal H_T, the corrections payload and the event branches."""
+
+    events: object
+    branch_map: BranchMap
+    cset: object  # correctionlib CorrectionSet of analysis.systematics.payload
+    settings: SystematicsSettings
+    ak8: object
+    ak4: object
+    pf: object
+    ht_nom: np.ndarray
+    _branches: dict = field(default_factory=dict)
+
+    def branch(self, name: str) -> np.ndarray | None:
+        """An optional per-event branch as numpy (None if the file lacks it), read once."""
+        if name not in self._branches:
+            self._branches[name] = optional_branch(self.events, name)
+        return self._branches[name]
+
+
+class Source:
+    """A registered source of systematic variations (a name, the kind, what it yields).
+
+    Kinematic sources implement :meth:`kinematic`; weight sources :meth:`weights`, which returns
+    None when the input it needs is missing (the source is then skipped and counted)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # "kinematic" or "weight"
+
+    def kinematic(self, x: VariationInputs) -> list[Kinematic]:
+        return []
+
+    def weights(self, x: VariationInputs) -> dict[str, np.ndarray] | None:
+        return {}
+
+
+#: name -> source, in the order variations are computed
+REGISTRY: dict[str, Source] = {}
+
+
+def register(cls: type[Source]) -> type[Source]:
+    """Class decorator: add a :class:`Source` to :data:`REGISTRY` under its ``name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"systematic source {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+@register
+class JES(Source):
+    """Jet energy scale: every AK8 and AK4 jet (and its constituents) scaled by ``1 +- u(pT, eta)``."""
+
+    name, kind = "jes", "kinematic"
+
+    def kinematic(self, x):
+        return [Kinematic(f"jes_{d}", C.jes_factor(x.cset, x.ak8.pt, x.ak8.eta, sgn),
+                          C.jes_factor(x.cset, x.ak4.pt, x.ak4.eta, sgn))
+                for d, sgn in (("up", 1.0), ("down", -1.0))]
+
+
+@register
+class JER(Source):
+    """Jet energy resolution: AK8 jets smeared with the resolution factor up and down."""
+
+    name, kind = "jer", "kinematic"
+
+    def kinematic(self, x):
+        ids = x.branch_map.event_ids(x.events)
+        seeds = C.jet_seeds(ids[:, 0], ids[:, 1], ids[:, 2], x.ak8.pt, salt=8)  # the clustering's jet order
+        ones4 = ak.ones_like(x.ak4.pt)
+        return [Kinematic(f"jer_{d}", C.jer_factor(x.cset, x.ak8.pt, x.ak8.eta, d, seeds), ones4)
+                for d in ("up", "down")]
+
+
+@register
+class Unclustered(Source):
+    """Unclustered energy: the PF candidates outside the AK4 jets scaled by ``1 +- a`` in MET."""
+
+    name, kind = "unclustered", "kinematic"
+
+    def kinematic(self, x):
+        pf, ak4 = x.pf, x.ak4
+        ux = ak.to_numpy(ak.sum(pf.pt * np.cos(pf.phi), axis=1)) - ak.to_numpy(ak.sum(ak4.pt * np.cos(ak4.phi), axis=1))
+        uy = ak.to_numpy(ak.sum(pf.pt * np.sin(pf.phi), axis=1)) - ak.to_numpy(ak.sum(ak4.pt * np.sin(ak4.phi), axis=1))
+        a = x.settings.unclustered_scale
+        ones8, ones4 = ak.ones_like(x.ak8.pt), ak.ones_like(x.ak4.pt)
+        return [Kinematic("unclustered_up", ones8, ones4, (-a * ux, -a * uy)),
+                Kinematic("unclustered_down", ones8, ones4, (a * ux, a * uy))]
+
+
+@register
+class Pileup(Source):
+    """Pileup reweighting up/down over nominal (needs ``Pileup_nTrueInt``)."""
+
+    name, kind = "pileup", "weight"
+
+    def weights(self, x):
+        n_true = x.branch("Pileup_nTrueInt")
+        if n_true is None:
+            return None
+        nom = C.pileup_weight(x.cset, n_true, "nom")
+        return {f"pileup_{d}": C.pileup_weight(x.cset, n_true, d) / nom for d in ("up", "down")}
+
+
+@register
+class Trigger(Source):
+    """The trigger H_T turn-on scale factor up/down over nominal, at the event's H_T."""
+
+    name, kind = "trigger", "weight"
+
+    def weights(self, x):
+        nom = C.trigger_sf(x.cset, x.ht_nom, "nom")
+        return {f"trigger_{d}": C.trigger_sf(x.cset, x.ht_nom, d) / nom for d in ("up", "down")}
+
+
+class _PartonShower(Source):
+    kind = "weight"
+    columns: ClassVar[tuple[int, int]]  # (up, down) in PSWeight (ISR up, FSR up, ISR down, FSR down)
+
+    def weights(self, x):
+        ps = x.branch("PSWeight")
+        if ps is None:
+            return None
+        up, down = self.columns
+        return {f"{self.name}_up": ps[:, up], f"{self.name}_down": ps[:, down]}
+
+
+@register
+class ISR(_PartonShower):
+    """Initial-state radiation: ``PSWeight`` columns 0 (up) and 2 (down)."""
+
+    name, columns = "isr", (0, 2)
+
+
+@register
+class FSR(_PartonShower):
+    """Final-state radiation: ``PSWeight`` columns 1 (up) and 3 (down)."""
+
+    name, columns = "fsr", (1, 3)
+
+
+#: The known sources, in registry order.
+SOURCES = tuple(REGISTRY)
+
+
+def variations(x: VariationInputs, counts: dict) -> tuple[list[Kinematic], dict[str, np.ndarray]]:
+    """The chunk's kinematic variations and weight ratios of every selected source (registry order).
+
+    A weight source whose input is missing adds ``len(events)`` to ``counts["syst_skipped_<source>"]``."""
+    kin, ratio = [], {}
+    for name, source in REGISTRY.items():
+        if name not in x.settings.sources:
+            continue
+        if source.kind == "kinematic":
+            kin += source.kinematic(x)
+            continue
+        w = source.weights(x)
+        if w is None:
+            counts[f"syst_skipped_{name}"] = counts.get(f"syst_skipped_{name}", 0) + len(x.ht_nom)
+        else:
+            ratio.update(w)
+    return kin, ratio
 
 
 class SystematicsSettings(BaseModel):
@@ -134,8 +321,6 @@ def lund_cache(ak8, pairs_event: np.ndarray, pairs_jet: np.ndarray, max_len: int
 
     Returns ``(lookup, lund, mask)``: ``lookup[(event, jet)] -> row``, lund (P, L, 5), mask (P, L).
     """
-    from svjscout.processors.lund import pad_lund, primary_lund_declusterings
-
     if len(pairs_event) == 0:
         return {}, np.zeros((0, max_len, 5), np.float32), np.zeros((0, max_len), bool)
     cons = ak8.constituents[pairs_event, pairs_jet]
@@ -147,8 +332,6 @@ def lund_cache(ak8, pairs_event: np.ndarray, pairs_jet: np.ndarray, max_len: int
 def shifted_lund(lookup, lund, mask, events: np.ndarray, jets: np.ndarray, factors: np.ndarray):
     """Lund arrays of the given jets with every node's ln kt and ln m shifted by ``ln(factor)``
     (a jet whose constituents are all scaled by ``factor`` has the same C-A history)."""
-    from svjscout.processors.lund import LUND_FEATURES
-
     rows = np.array([lookup[(int(e), int(j))] for e, j in zip(events, jets)], dtype=int)
     arr = lund[rows].copy() if len(rows) else lund[:0].copy()
     m = mask[rows] if len(rows) else mask[:0]

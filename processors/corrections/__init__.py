@@ -29,10 +29,13 @@ or awkward arrays (jagged ones are flattened, evaluated and unflattened to the s
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import awkward as ak
 import correctionlib
+import correctionlib.schemav2 as cs
 import numpy as np
 
 __all__ = [
@@ -122,11 +125,6 @@ def assemble_payload(sources: dict[str, tuple[str | Path, str]], output: str | P
         PayloadError: a name of :data:`REQUIRED` without a source, a correction absent from its
             file, or inputs of other types or order than :data:`INPUT_TYPES`.
     """
-    import gzip
-    import json
-
-    import correctionlib.schemav2 as cs
-
     missing = [name for name in REQUIRED if name not in sources]
     if missing:
         raise PayloadError(f"assemble_payload: no source for {', '.join(missing)}")
