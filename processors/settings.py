@@ -1,0 +1,143 @@
+"""Settings of the processor: datasets, the event subset, the analysis block, the processor config.
+
+:class:`AnalysisSettings` is the ``analysis`` block of a job file; :class:`ProcessorConfig` adds
+what the processor needs to know of the run (each dataset's kind, cross section and sum of
+weights as :class:`DatasetInfo`, the branch mapping, the skim folder). Both are pydantic models,
+checked when built: a job's faults are refused before any file is read.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import hist
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from svjscout.core import splits
+from svjscout.core.constants import LUMI_RUN2_PB
+from svjscout.core.cuts import Cuts
+from svjscout.core.exceptions import ConfigError
+from svjscout.processors import histograms as H
+from svjscout.processors.schema import BranchMap
+from svjscout.processors.variations import SystematicsSettings
+
+__all__ = ["DatasetInfo", "EventSubset", "AnalysisSettings", "ProcessorConfig", "check_event_subset"]
+
+
+class DatasetInfo(BaseModel):
+    """What the processor needs to know about a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["signal", "background", "data"]
+    xsec: float | None = None  # pb
+    sumw: float | None = None  # sum of genWeight over all generated events of the dataset
+    mzprime: float | None = None
+    rinv: float | None = None
+
+    @property
+    def is_mc(self) -> bool:
+        return self.kind != "data"
+
+    def norm(self, lumi: float) -> float:
+        """xsec * lumi / sumw for MC (lumi in pb^-1), 1 for data."""
+        if not self.is_mc:
+            return 1.0
+        if not self.xsec or not self.sumw:
+            raise ConfigError(f"MC dataset needs xsec and sumw > 0, got xsec={self.xsec}, sumw={self.sumw}")
+        return self.xsec * lumi / self.sumw
+
+
+class EventSubset(BaseModel):
+    """``analysis.event_subset``: process one subset of the shared train/val/test event split.
+
+    The split is :mod:`svjscout.core.splits` (the one both trainers use): ``seed`` and
+    ``fractions`` (train, val, test) must be those the models were trained with to select their
+    held-out events (the defaults are the trainers' defaults).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    subset: Literal["train", "val", "test"]
+    seed: int = splits.DEFAULT_SEED
+    fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v):
+        if any(not (0 < f < 1) for f in v):
+            raise ValueError(f"fractions (train, val, test) must each be in (0, 1), got {list(v)}")
+        if abs(sum(v) - 1) > 1e-6:
+            raise ValueError(f"fractions (train, val, test) must sum to 1, got {list(v)} (sum {sum(v):.6g})")
+        return v
+
+    @property
+    def code(self) -> int:
+        """The subset's code in :mod:`svjscout.core.splits` (``TRAIN``, ``VAL``, ``TEST``)."""
+        return splits.SPLIT_NAMES.index(self.subset)
+
+    @property
+    def fraction(self) -> float:
+        """The expected fraction of events in the subset (MC yields are scaled by its inverse)."""
+        return float(self.fractions[self.code])
+
+
+def check_event_subset(subset: EventSubset | None, kinds: dict[str, str]) -> None:
+    """Refuse ``analysis.event_subset`` with a data dataset (``kinds``: dataset -> kind)."""
+    data = sorted(name for name, kind in kinds.items() if kind == "data")
+    if subset is not None and data:
+        raise ConfigError(f"analysis.event_subset ({subset.subset!r}) selects MC events of the training split; "
+                          f"dataset(s) {data} are data (kind: data): run them in a job without event_subset")
+
+
+class AnalysisSettings(BaseModel):
+    """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cuts: Cuts = Field(default_factory=Cuts)
+    mt_edges: list[float] = [650.0, 800.0, 1000.0, 1300.0, 1700.0, 2500.0]
+    wp: tuple[float, float] = (0.775, 0.875)
+    score_bins: int = 40
+    lund_max_len: int = 32
+    prefilter: bool = True  # skip the clustering of events proven to fail the preselection
+    systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
+    lundnet_model: str | None = None
+    twin_model: str | None = None
+    lumi: float = LUMI_RUN2_PB  # pb^-1
+    event_subset: EventSubset | None = None  # one subset of the train/val/test split (None: all events)
+
+    @model_validator(mode="after")
+    def _wp_on_score_edges(self):
+        # the regions are sums of xy_mt bins everywhere (processor, scan, cards): the WP must be
+        # a bin edge of the score axes, checked when the job is read
+        edges = np.asarray(self.mt_edges, dtype=float)
+        if edges.size < 2 or not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
+            raise ValueError(f"analysis.mt_edges must be at least two finite, strictly increasing values in GeV, got "
+                             f"{list(self.mt_edges)}")
+        if not (np.isfinite(self.lumi) and self.lumi > 0):
+            raise ValueError(f"analysis.lumi must be a positive integrated luminosity in pb^-1, got {self.lumi!r}")
+        if self.score_bins < 1:
+            raise ValueError(f"analysis.score_bins must be >= 1, got {self.score_bins}")
+        axis = hist.axis.Regular(self.score_bins, 0, 1)
+        for name, v in zip(("analysis.wp[0] (x0)", "analysis.wp[1] (y0)"), self.wp):
+            if not (np.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"{name} = {v!r} is outside [0, 1]: the X and Y scores are probabilities")
+            H.edge_index(axis, v, name)
+        return self
+
+
+class ProcessorConfig(AnalysisSettings):
+    """Settings of :class:`SVJProcessor`: the analysis settings plus datasets, schema, skim."""
+
+    datasets: dict[str, DatasetInfo] = {}
+    branch_map: BranchMap = Field(default_factory=BranchMap)
+    skim_dir: str | None = None
+
+    def subset_scale(self, info: DatasetInfo) -> float:
+        """``1 / fraction`` of ``analysis.event_subset`` for MC (1 without a subset): the yields of
+        the subset's events scaled to estimate those of the full sample."""
+        if self.event_subset is None or not info.is_mc:
+            return 1.0
+        return 1.0 / self.event_subset.fraction
