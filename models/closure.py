@@ -13,9 +13,11 @@ Planes are selected on |deta(J0, J1)|: signal plane SP |deta| < 1.5, validation 
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
+
+from svjscout.core.cuts import Cuts
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,6 @@ __all__ = ["DEFAULT_PLANES", "soft_counts", "closure", "binned_closure", "plane_
            "occupancy_deficit", "plane_occupancies"]
 
 def _analysis_default_planes() -> dict[str, tuple[float, float]]:
-    from svjscout.processors.selection import Cuts
-
     cuts = Cuts()
     return {"SP": (0.0, cuts.sp_deta_max), "VP": (cuts.sp_deta_max, cuts.deta_max)}
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from svjscout import __version__
 from svjscout.core.modelmeta import JSON_KEYS, check_features, file_sha256, read_metadata
 
@@ -18,8 +20,6 @@ def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
 
     Lists and dicts are stored as JSON; ``version`` defaults to the svjscout version.
     """
-    import onnx
-
     model = onnx.load(str(path))
     entries = {"version": __version__, **metadata}
     existing = {p.key: p for p in model.metadata_props}

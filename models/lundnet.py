@@ -34,15 +34,18 @@ import dataclasses
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
-from svjscout.processors.lund import LUND_FEATURES
+from svjscout.core.features import LUND_FEATURES
+from svjscout.models.export import write_metadata
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class LundNetConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LundNetConfig":
+    def from_dict(cls, data: dict[str, Any]) -> LundNetConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -352,8 +355,6 @@ def export_lundnet_onnx(
         ValueError: the file name lacks "lundnet", or ``features`` disagrees with the model.
         RuntimeError: onnxruntime and torch disagree by more than ``tolerance``.
     """
-    from svjscout.models.export import write_metadata
-
     path = Path(path)
     if "lundnet" not in path.name:
         raise ValueError(f"export_lundnet_onnx: file name {path.name!r} must contain 'lundnet'")
@@ -410,8 +411,6 @@ def export_lundnet_onnx(
 
 def load_lundnet_session(path: str | Path, threads: int = 1):
     """An onnxruntime session on a LundNet ONNX file (``threads`` intra-op threads)."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

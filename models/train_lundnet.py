@@ -26,13 +26,17 @@ stream, evaluation, report, train); this module re-exports its public names.
 
 from __future__ import annotations
 
-from svjscout.models.lundnet_training.config import TrainConfig  # noqa: F401
-from svjscout.models.lundnet_training.data import (SKIM_COLUMNS, SPLIT_KEY_COLUMNS, JetSet, load_skim,  # noqa: F401
-                                                   training_weights)
-from svjscout.models.lundnet_training.evaluation import (auc_table, background_groups,  # noqa: F401
-                                                         baseline_scores, evaluate_lundnet_onnx, process_of)
-from svjscout.models.lundnet_training.train import TrainResult, train_lundnet  # noqa: F401
 from svjscout.core.splits import SPLIT_NAMES, TEST, TRAIN, VAL  # noqa: F401
+from svjscout.models.lundnet_training.config import TrainConfig  # noqa: F401
+from svjscout.models.lundnet_training.data import SKIM_COLUMNS, SPLIT_KEY_COLUMNS, JetSet, load_skim, training_weights  # noqa: F401
+from svjscout.models.lundnet_training.evaluation import (  # noqa: F401
+    auc_table,
+    background_groups,
+    baseline_scores,
+    evaluate_lundnet_onnx,
+    process_of,
+)
+from svjscout.models.lundnet_training.train import TrainResult, train_lundnet  # noqa: F401
 from svjscout.models.training.metrics import weighted_auc  # noqa: F401
 
 __all__ = [

@@ -37,18 +37,27 @@ stream, losses, evaluation, report, train, tradeoff); this module re-exports its
 from __future__ import annotations
 
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig  # noqa: F401
-from svjscout.models.twin_training.data import (SkimData, _Tensors, analysis_mask,  # noqa: F401
-                                                compute_lundnet_scores, concat, load_skim, split_codes,
-                                                training_weights)
-from svjscout.models.twin_training.evaluation import (auc_weights, baseline_scores, baseline_signs,  # noqa: F401
-                                                      target_check)
-from svjscout.models.twin_training.losses import (_loss_terms, constraint_floors, effective_eps,  # noqa: F401
-                                                  null_scores)
-from svjscout.models.twin_training.tradeoff import (DEFAULT_TRADEOFF_SETTINGS, TRADEOFF_BEGIN,  # noqa: F401
-                                                    TRADEOFF_END, fill_tradeoff_doc, format_tradeoff,
-                                                    tradeoff_table)
-from svjscout.models.twin_training.train import (TwinTrainResult, _check_lundnet_split,  # noqa: F401
-                                                 load_checkpoint, train_twin)
+from svjscout.models.twin_training.data import (  # noqa: F401
+    SkimData,
+    _Tensors,
+    analysis_mask,
+    compute_lundnet_scores,
+    concat,
+    load_skim,
+    split_codes,
+    training_weights,
+)
+from svjscout.models.twin_training.evaluation import auc_weights, baseline_scores, baseline_signs, target_check  # noqa: F401
+from svjscout.models.twin_training.losses import _loss_terms, constraint_floors, effective_eps, null_scores  # noqa: F401
+from svjscout.models.twin_training.tradeoff import (  # noqa: F401
+    DEFAULT_TRADEOFF_SETTINGS,
+    TRADEOFF_BEGIN,
+    TRADEOFF_END,
+    fill_tradeoff_doc,
+    format_tradeoff,
+    tradeoff_table,
+)
+from svjscout.models.twin_training.train import TwinTrainResult, _check_lundnet_split, load_checkpoint, train_twin  # noqa: F401
 
 __all__ = [
     "CONSTRAINTS",

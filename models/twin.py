@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
+from svjscout.core.features import EVENT_FEATURES
 from svjscout.models.export import file_sha256, read_metadata, write_metadata
-from svjscout.processors.features import EVENT_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,6 @@ def export_twin_onnx(
     Raises:
         RuntimeError: if onnxruntime and torch differ by more than 1e-5 (names the file).
     """
-    import onnxruntime as ort
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()

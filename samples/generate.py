@@ -73,6 +73,12 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from svjscout import __version__
+from svjscout.core.constants import DEFAULT_PILEUP
+from svjscout.core.cuts import Cuts
+from svjscout.core.exceptions import GenerationError
+from svjscout.core.progress import make_progress
+from svjscout.core.rootfiles import open_root
 from svjscout.samples import detector
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
@@ -83,13 +89,6 @@ from svjscout.samples.processes import (
     XSEC_OVERRIDE,
     process_settings,
 )
-
-from svjscout import __version__
-from svjscout.core.constants import DEFAULT_PILEUP
-from svjscout.core.cuts import Cuts
-from svjscout.core.exceptions import GenerationError
-from svjscout.core.progress import make_progress
-from svjscout.core.rootfiles import open_root
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +422,7 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     """The written copies as NanoAOD-like columns, ordered by (parent, copy)."""
     n_copies = cfg.detector_copies
     rows_parent, rows_copy = [], []
-    for copy, passing, cands, met_pt, met_phi, _ in pieces:
+    for copy, passing, _cands, _met_pt, _met_phi, _ in pieces:
         rows_parent.append(passing)
         rows_copy.append(np.full(len(passing), copy))
     if rows_parent:

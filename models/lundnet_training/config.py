@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from svjscout.core.exceptions import ConfigError
 from svjscout.core import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.models.lundnet import SMALL
 
 
 @dataclass
@@ -56,8 +57,6 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        from svjscout.models.lundnet import SMALL
-
         if self.model is None:
             self.model = SMALL
         for key in ("epochs", "batch_size", "patience", "threads", "buffer_jets"):

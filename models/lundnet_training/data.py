@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 
-from svjscout.core.exceptions import InputFileError
 from svjscout.core import splits
-from svjscout.models.training.data import KEY_COLUMNS
-from svjscout.processors.lund import LUND_FEATURES
+from svjscout.core.exceptions import InputFileError
+from svjscout.core.features import LUND_FEATURES
+from svjscout.models.training.data import KEY_COLUMNS, ClassWeights, skim_files
 
 log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger name, as before the split
 
@@ -48,7 +49,7 @@ class JetSet:
     def __len__(self) -> int:
         return len(self.label)
 
-    def subset(self, which: int) -> "JetSet":
+    def subset(self, which: int) -> JetSet:
         """The jets of one split (TRAIN, VAL or TEST)."""
         sel = self.split == which
         return JetSet(self.lund[sel], self.mask[sel], self.label[sel], self.weight[sel],
@@ -56,8 +57,6 @@ class JetSet:
 
 
 def _skim_files(paths: Sequence[str | Path]) -> list[Path]:
-    from svjscout.models.training.data import skim_files
-
     return skim_files(paths)
 
 
@@ -92,8 +91,6 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
         InputFileError: a file is missing, unreadable, lacks a column of :data:`SKIM_COLUMNS`,
             or its Lund arrays do not have 5 features.
     """
-    import awkward as ak
-
     keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event", *SPLIT_KEY_COLUMNS)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     files = _skim_files(paths)
@@ -161,8 +158,6 @@ def training_weights(label: np.ndarray, weight: np.ndarray, dataset: np.ndarray)
     same total, each class summing to half the number of jets. Negative weights are refused
     (:mod:`svjscout.models.weights`). The streamed training applies the same
     :class:`~svjscout.models.training.data.ClassWeights` with sums over the stream."""
-    from svjscout.models.training.data import ClassWeights
-
     cw = ClassWeights(1.0, True, "uniform")
     cw.add(label, weight, dataset, "the LundNet skim", dataset)
     return cw.apply(label, weight, dataset)

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from svjscout.core.exceptions import ConfigError
 from svjscout.core import splits
-from svjscout.models.lundnet_training.data import load_skim, training_weights
+from svjscout.core.exceptions import ConfigError, ModelMismatchError
+from svjscout.core.features import LUND_FEATURES
 from svjscout.core.splits import SPLIT_NAMES, TRAIN
+from svjscout.models.export import read_metadata
+from svjscout.models.lundnet import load_lundnet_session
+from svjscout.models.lundnet_training.data import load_skim, training_weights
 from svjscout.models.training.metrics import weighted_auc
-from svjscout.processors.lund import LUND_FEATURES
 
 
 def process_of(dataset: str) -> str:
@@ -89,10 +91,6 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
         ConfigError: unknown ``subset``; ModelMismatchError: the model's features are not Lund
         node features; InputFileError: unreadable skim.
     """
-    from svjscout.core.exceptions import ModelMismatchError
-    from svjscout.models.export import read_metadata
-    from svjscout.models.lundnet import load_lundnet_session
-
     if subset not in SPLIT_NAMES:
         raise ConfigError(f"evaluate: subset is {subset!r}, expected one of {SPLIT_NAMES}")
     meta = read_metadata(onnx_path)

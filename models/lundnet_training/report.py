@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from svjscout.models.training.metrics import roc
+from svjscout.models.training.report import new_figure, save_figure
+
 
 def _plots(out: Path, score, label, dataset, w_test, base_test, baselines, history) -> None:
-    from svjscout.models.training.metrics import roc
-    from svjscout.models.training.report import new_figure, save_figure
-
     points = sorted(set(dataset[label == 1]))
     procs = sorted(set(dataset[label == 0]))
     bkg = label == 0

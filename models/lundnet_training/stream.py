@@ -7,16 +7,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
+import torch
 
-from svjscout.core.exceptions import InputFileError
 from svjscout.core import splits
-from svjscout.models.lundnet_training.config import TrainConfig
-from svjscout.models.lundnet_training.data import (SKIM_COLUMNS, SPLIT_KEY_COLUMNS, _fixed_length,
-                                                   _interleave_events, _one_copy_per_parent)
-from svjscout.models.lundnet_training.evaluation import baseline_scores
+from svjscout.core.exceptions import InputFileError
+from svjscout.core.features import LUND_FEATURES
 from svjscout.core.splits import SPLIT_NAMES, TRAIN
-from svjscout.processors.lund import LUND_FEATURES
+from svjscout.models.lundnet_training.config import TrainConfig
+from svjscout.models.lundnet_training.data import (
+    SKIM_COLUMNS,
+    SPLIT_KEY_COLUMNS,
+    _fixed_length,
+    _interleave_events,
+    _one_copy_per_parent,
+)
+from svjscout.models.lundnet_training.evaluation import baseline_scores
+from svjscout.models.training.data import ClassWeights, Reservoir, SkimSource, plan_buffers, rng, torch_generator
 
 
 class _JetStream:
@@ -28,9 +36,7 @@ class _JetStream:
     Training visits every jet once per epoch: row groups in a random order, buffers of about
     ``buffer_jets`` jets shuffled inside (seeded by seed, epoch and buffer)."""
 
-    def __init__(self, paths: Sequence[str | Path], config: "TrainConfig", feat_idx: list[int], device):
-        from svjscout.models.training.data import ClassWeights, Reservoir, SkimSource
-
+    def __init__(self, paths: Sequence[str | Path], config: TrainConfig, feat_idx: list[int], device):
         self.config, self.feat_idx, self.device = config, feat_idx, device
         self.max_len = config.model.max_len
         self.source = SkimSource(paths, SKIM_COLUMNS)
@@ -69,8 +75,6 @@ class _JetStream:
 
     def _events(self, rg) -> dict[str, np.ndarray]:
         """Events of one row group (one copy per parent), fixed-length Lund arrays and split codes."""
-        import awkward as ak
-
         path = self.source.path(rg)
         cols = self.source.read(rg, [*SKIM_COLUMNS, *SPLIT_KEY_COLUMNS])
         n = len(cols["label"])
@@ -111,16 +115,12 @@ class _JetStream:
         return jets
 
     def tensors(self, jets: Mapping[str, np.ndarray]):
-        import torch
-
         return (torch.from_numpy(np.ascontiguousarray(jets["lund"][:, :, self.feat_idx])),
                 torch.from_numpy(jets["mask"].astype(np.float32)),
                 torch.from_numpy(jets["label"].astype(np.float32)),
                 torch.from_numpy(jets["w_train"].astype(np.float32)))
 
     def plan(self, epoch: int) -> list[list[int]]:
-        from svjscout.models.training.data import plan_buffers, rng
-
         return plan_buffers(self.kept["train"], self.config.buffer_jets, rng(self.config.seed, 7, epoch))
 
     def n_steps(self, epoch: int) -> int:
@@ -130,10 +130,6 @@ class _JetStream:
     def steps(self, epoch: int, start: int):
         """(step, (x, mask, label, weight)) for the minibatches ``start``.. of an epoch; buffers
         before ``start`` are skipped unread."""
-        import torch
-
-        from svjscout.models.training.data import torch_generator
-
         b, step = self.config.batch_size, 0
         for k, buf in enumerate(self.plan(epoch)):
             n_b = math.ceil(sum(self.kept["train"][i] for i in buf) / b)

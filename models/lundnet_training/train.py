@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from svjscout.core.exceptions import ConfigError
 from svjscout.core import splits
+from svjscout.core.exceptions import ConfigError
+from svjscout.core.features import LUND_FEATURES
+from svjscout.core.splits import SPLIT_NAMES, TEST, VAL
+from svjscout.models.lundnet import LundNet, count_parameters, export_lundnet_onnx, load_lundnet_session
 from svjscout.models.lundnet_training.config import TrainConfig
 from svjscout.models.lundnet_training.evaluation import auc_table, baseline_scores
 from svjscout.models.lundnet_training.report import _markdown, _plots
 from svjscout.models.lundnet_training.stream import _JetStream
-from svjscout.core.splits import SPLIT_NAMES, TEST, VAL
-from svjscout.processors.lund import LUND_FEATURES
+from svjscout.models.training.data import resolve_device
+from svjscout.models.training.loop import LoopSettings, TrainLoop
+from svjscout.models.training.metrics import orientation
+from svjscout.models.training.report import write_json
 
 log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger name, as before the split
 
@@ -40,8 +46,6 @@ class TrainResult:
 
 
 def _weighted_bce(logits, target, w):
-    import torch
-
     per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (per * w).sum() / w.sum().clamp(min=1e-12)
 
@@ -54,8 +58,6 @@ def _trimmed(x, m):
 
 def _validation_loss(model, stream: _JetStream, device, batch_size: int = 4096) -> float:
     """Weighted BCE over the validation jets, streamed row group by row group."""
-    import torch
-
     model.eval()
     num, den = 0.0, 0.0
     with torch.no_grad():
@@ -90,12 +92,6 @@ def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config:
     Raises:
         InputFileError: unreadable skim; ConfigError: a subset lacks signal or background.
     """
-    import torch
-
-    from svjscout.models.lundnet import LundNet, count_parameters
-    from svjscout.models.training.data import resolve_device
-    from svjscout.models.training.loop import LoopSettings, TrainLoop
-
     config = config or TrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,12 +169,6 @@ def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config:
 def _finish(model, stream: _JetStream, feat_idx, history, best_epoch, n_params, train_seconds, out,
             config) -> TrainResult:
     """Export, test evaluation (streamed), baselines, checkpoint and report (see :func:`train_lundnet`)."""
-    import torch
-
-    from svjscout.models.lundnet import export_lundnet_onnx, load_lundnet_session
-    from svjscout.models.training.metrics import orientation
-    from svjscout.models.training.report import write_json
-
     mcfg = config.model
     summary = _data_summary(stream)
     training_summary = {

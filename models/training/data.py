@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
-from svjscout.core import splits
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError, InputFileError
+from svjscout.models.weights import require_nonnegative
 
 __all__ = [
     "ClassWeights",
@@ -91,8 +95,6 @@ class SkimSource:
     """
 
     def __init__(self, paths: Sequence[str | Path], required: Iterable[str] = ()):
-        import pyarrow.parquet as pq
-
         self.files = skim_files(paths)
         self.columns: list[set[str]] = []
         self.row_groups: list[RowGroup] = []
@@ -126,9 +128,6 @@ class SkimSource:
     def read(self, rg: RowGroup, columns: Iterable[str]) -> dict[str, Any]:
         """Columns of one row group (those the file has): numpy arrays; strings as object arrays;
         list columns as awkward arrays."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         cols = [c for c in dict.fromkeys(columns) if self.has(rg, c)]
         path = self.path(rg)
         try:
@@ -139,8 +138,6 @@ class SkimSource:
         for c in cols:
             col = table.column(c)
             if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
-                import awkward as ak
-
                 out[c] = ak.from_arrow(col)
             else:
                 out[c] = col.to_numpy(zero_copy_only=False) if not pa.types.is_dictionary(col.type) else \
@@ -194,8 +191,6 @@ class ClassWeights:
     def add(self, label: np.ndarray, weight: np.ndarray, group: np.ndarray, where: Any = "the skim",
             dataset: np.ndarray | None = None) -> None:
         """Accumulate a chunk: labels (1 signal), physics weights, signal group keys (per row)."""
-        from svjscout.models.weights import require_nonnegative
-
         w = require_nonnegative(weight, where, dataset)
         sig = np.asarray(label) == 1
         self.n += len(w)
@@ -332,7 +327,7 @@ def rng(seed: int, *keys: int) -> np.random.Generator:
 
 def torch_generator(seed: int, *keys: int, device: Any = "cpu"):
     """torch generator seeded from :func:`rng` ``(seed, *keys)``."""
-    import torch
+    import torch  # train extra: only the training needs torch (loading skims does not)
 
     gen = torch.Generator(device=device)
     gen.manual_seed(int(rng(seed, *keys).integers(0, 2**62)))
@@ -341,7 +336,7 @@ def torch_generator(seed: int, *keys: int, device: Any = "cpu"):
 
 def resolve_device(name: str | None):
     """torch device for ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda[:n]``."""
-    import torch
+    import torch  # train extra: only the training needs torch (loading skims does not)
 
     name = (name or "auto").lower()
     if name == "auto":

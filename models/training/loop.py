@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from svjscout.core.progress import make_progress, progress_enabled
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LoopResult", "LoopSettings", "TrainLoop", "rng_state", "set_rng_state"]
@@ -178,8 +180,6 @@ class TrainLoop:
         """Train until ``epochs``, early stopping, or ``stop_after`` steps of this call (then the
         checkpoint is written and ``interrupted`` set: what a killed job leaves behind). With
         ``resume`` and an existing checkpoint, continue from it. The best state is loaded at the end."""
-        from svjscout.core.progress import make_progress, progress_enabled
-
         t0 = time.time()
         path = self.s.checkpoint_path
         if resume and path is not None and Path(path).is_file():

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from svjscout.models.training.data import _keys
+
 __all__ = ["orientation", "point_weights", "roc", "weighted_auc"]
 
 
 def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:
     """Weighted ROC AUC (sklearn), NaN when a class is absent."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # train/test extra: scikit-learn computes the AUCs
 
     label = np.asarray(label)
     if len(np.unique(label)) < 2:
@@ -29,7 +31,7 @@ def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> fl
 
 def roc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(signal efficiency, background efficiency) of a weighted ROC curve."""
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_curve  # train/test extra: scikit-learn computes the AUCs
 
     fpr, tpr, _ = roc_curve(label, score, sample_weight=weight)
     return tpr, fpr
@@ -39,8 +41,6 @@ def point_weights(label: np.ndarray, weight: np.ndarray, point: np.ndarray, empt
     """AUC weights (float64): background by physics weight, every signal point (``point``: a key per
     row, 1-D names or 2-D rows such as (m_Z', r_inv)) normalised to total 1; a point of zero total
     stays 0 (``empty="keep"``) or gets 1/count per row (``"uniform"``)."""
-    from svjscout.models.training.data import _keys
-
     w = np.asarray(weight, dtype=np.float64).copy()
     sig = np.asarray(label) == 1
     if not sig.any():

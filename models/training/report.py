@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["fmt", "json_default", "new_figure", "save_figure", "table", "write_json", "write_report"]
 
@@ -52,8 +53,6 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 def new_figure(width: float, height: float, ncols: int = 1):
     """(figure, axes) without pyplot state."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(1, ncols)
     return fig, axes

@@ -8,7 +8,7 @@ docstring of :mod:`svjscout.models.train_twin`, which re-exports the public name
 * :mod:`.losses`: BCE and the MDMM constraints (dCorr, closure, occupancy), their noise floors;
 * :mod:`.evaluation`: AUCs, baselines, dCorr and closures of a split, the target check;
 * :mod:`.report`: figures and the markdown/JSON report;
-* :mod:`.train`: the entry point ``train_twin`` and ``load_checkpoint``;
+* :mod:`.train`: the entry point ``train_twin`` (and ``load_checkpoint``, from :mod:`.checkpoint`);
 * :mod:`.tradeoff`: the decorrelation trade-off table (validation) and docs/twin.md's copy.
 
 The layer shared with LundNet is :mod:`svjscout.models.training`.

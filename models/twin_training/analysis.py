@@ -19,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.models.abcd_objective import ObjectiveSettings, abcd_significance
 from svjscout.models.closure import plane_mask
+from svjscout.models.export import read_metadata
 from svjscout.models.twin import TwinMLP
+from svjscout.models.twin_training.checkpoint import load_checkpoint
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData, analysis_mask
+from svjscout.processors.settings import AnalysisSettings
 
 __all__ = ["AnalysisObjective", "load_twin_init", "objective_edges"]
 
@@ -39,8 +44,6 @@ def objective_edges(cfg: TwinTrainConfig) -> tuple[float, ...]:
     """The M_T binning of the objective: ``objective_mt_edges`` or the analysis's card binning."""
     if cfg.objective_mt_edges is not None:
         return tuple(cfg.objective_mt_edges)
-    from svjscout.processors.processor import AnalysisSettings
-
     return tuple(AnalysisSettings().mt_edges)
 
 
@@ -51,14 +54,7 @@ def load_twin_init(path: str | Path) -> TwinMLP:
     if not p.is_file():
         raise InputFileError(f"{p}: the twin model to start from (init_model) does not exist")
     if p.suffix == ".pt":
-        from svjscout.models.twin_training.train import load_checkpoint
-
         return load_checkpoint(p)[0]
-    import onnx
-    from onnx import numpy_helper
-
-    from svjscout.models.export import read_metadata
-
     try:
         meta = read_metadata(p)
         proto = onnx.load(str(p))

@@ -7,8 +7,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from svjscout.core.exceptions import ConfigError
+import yaml
+from pydantic import ValidationError
+
 from svjscout.core import splits
+from svjscout.core.cuts import Cuts
+from svjscout.core.exceptions import ConfigError
 from svjscout.models.closure import DEFAULT_PLANES
 
 #: Constraint names, in order.
@@ -244,9 +248,6 @@ class TwinTrainConfig:
 
     def cuts(self):
         """The analysis preselection as a :class:`~svjscout.processors.selection.Cuts`."""
-        from pydantic import ValidationError
-        from svjscout.processors.selection import Cuts
-
         try:
             return Cuts(**dict(self.analysis_cuts or {}))
         except (ValidationError, TypeError) as err:
@@ -271,8 +272,6 @@ class TwinTrainConfig:
         """Read a YAML file (top-level mapping, optionally under a ``twin:`` key) plus overrides."""
         if path is None:
             return cls.from_mapping({}, **overrides)
-        import yaml
-
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:

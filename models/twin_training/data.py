@@ -10,13 +10,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from svjscout.core.exceptions import InputFileError
 from svjscout.core import splits
-from svjscout.models.training.data import KEY_COLUMNS
-from svjscout.processors.features import EVENT_FEATURES
+from svjscout.core.exceptions import InputFileError
+from svjscout.core.features import EVENT_FEATURES
+from svjscout.models.training.data import KEY_COLUMNS, ClassWeights, SkimSource, key_columns
 
 log = logging.getLogger("svjscout.models.train_twin")  # the trainer's logger name, as before the split
 
@@ -65,8 +67,6 @@ class SkimData:
 
 def _to_numpy_padded(arr, mask_arr, length: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Awkward (N, var|L, 5) Lund nodes and (N, var|L) masks -> (N, L, 5) and (N, L) float32."""
-    import awkward as ak
-
     counts = np.asarray(ak.num(arr, axis=1))
     n = len(counts)
     lmax = int(counts.max()) if n else 0
@@ -95,8 +95,6 @@ def compute_lundnet_scores(lund, lund_mask, model_path: str | Path, batch: int =
     Returns:
         (N,) float32 scores.
     """
-    import onnxruntime as ort
-
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputFileError(f"{model_path}: LundNet ONNX model not found (config key 'lundnet_model')")
@@ -115,8 +113,6 @@ def compute_lundnet_scores(lund, lund_mask, model_path: str | Path, batch: int =
 
 
 def _source(paths: Sequence[str | Path]):
-    from svjscout.models.training.data import SkimSource
-
     if not paths:
         raise InputFileError("no skim files given")
     needed = [c for c in (*EVENT_FEATURES, *_SCALAR_COLUMNS) if not c.startswith("lundnet_")]
@@ -161,8 +157,6 @@ def _read_rows(source, rg, lundnet_model: str | None, batch: int) -> SkimData:
             raise InputFileError(f"{[str(path)]}: column '{c}' has {int(bad.sum())} non-finite values")
     if not np.all((scal["label"] == 0) | (scal["label"] == 1)):
         raise InputFileError(f"{[str(path)]}: column 'label' has values other than 0 and 1")
-    from svjscout.models.training.data import key_columns
-
     run, lumi, parent = key_columns(cols)
     return SkimData(features=features, mt=scal["mt"], deta=scal["deta"], weight=scal["weight"],
                     label=scal["label"].astype(np.float32), mzprime=scal["mzprime"], rinv=scal["rinv"],
@@ -223,8 +217,6 @@ def _points(d: SkimData) -> np.ndarray:
 
 
 def _class_weights(cfg_ratio: float, balance_points: bool):
-    from svjscout.models.training.data import ClassWeights
-
     return ClassWeights(cfg_ratio, balance_points, empty_group="keep")
 
 

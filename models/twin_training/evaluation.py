@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from svjscout.models.closure import plane_closures, plane_occupancies
+from svjscout.core.features import EVENT_FEATURES
+from svjscout.models.closure import plane_closures, plane_occupancies, soft_counts
+from svjscout.models.disco import dcorr_numpy
+from svjscout.models.training.metrics import orientation, point_weights, weighted_auc
 from svjscout.models.twin import TwinMLP
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData, _points, _signal_points, _Tensors
 from svjscout.models.twin_training.losses import constraint_floors
-from svjscout.processors.features import EVENT_FEATURES
 
 
 def _auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray) -> float:
-    from svjscout.models.training.metrics import weighted_auc
-
     return weighted_auc(score, label, weight)
 
 
@@ -27,8 +27,6 @@ def auc_weights(d: SkimData) -> np.ndarray:
     """Weights of every reported AUC (:func:`svjscout.models.training.metrics.point_weights`, the
     LundNet report's convention): background by physics weight, every signal point (m_Z', r_inv)
     normalised to the same total weight."""
-    from svjscout.models.training.metrics import point_weights
-
     return point_weights(d.label, d.weight, _points(d))
 
 
@@ -41,8 +39,6 @@ def baseline_scores(d: SkimData) -> dict[str, np.ndarray]:
 def baseline_signs(d_train: SkimData) -> dict[str, float]:
     """Orientation (+1 / -1) of every baseline, chosen on *training* events (never on the
     events evaluated): -1 where the weighted AUC on ``d_train`` is below 0.5."""
-    from svjscout.models.training.metrics import orientation
-
     w = auc_weights(d_train)
     return {k: orientation(v, d_train.label, w) for k, v in baseline_scores(d_train).items()}
 
@@ -54,9 +50,6 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig, signs: Mapp
     AUC weights: :func:`auc_weights`. Baselines oriented by ``signs`` (:func:`baseline_signs` of
     the training split; default +1).
     """
-    from svjscout.models.closure import soft_counts
-    from svjscout.models.disco import dcorr_numpy
-
     dev = next(model.parameters()).device
     with torch.no_grad():
         xs, ys = model(torch.from_numpy(d.features).to(dev))

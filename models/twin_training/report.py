@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
 from svjscout import __version__
+from svjscout.models.training.report import write_report
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData
 from svjscout.models.twin_training.evaluation import target_check
@@ -22,8 +25,6 @@ def _save(fig, out_dir: Path, name: str) -> Path:
 
 
 def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
-    from matplotlib.figure import Figure
-
     ep = [h["epoch"] for h in history if h["epoch"] > 0]
     hist = [h for h in history if h["epoch"] > 0]
     paths = {}
@@ -68,9 +69,6 @@ def _plot_history(history: list[dict[str, Any]], out_dir: Path) -> dict[str, Pat
 
 
 def _plot_plane(d: SkimData, x: np.ndarray, y: np.ndarray, cfg: TwinTrainConfig, out_dir: Path) -> Path:
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     bins = np.linspace(0, 1, 41)
@@ -119,8 +117,6 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
                   metrics: dict[str, Any], plots: Mapping[str, Path],
                   val_metrics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     val_metrics = dict(val_metrics or {})
-    from svjscout.models.training.report import write_report
-
     cfg = summary["config"]
     sel = summary.get("selection", {})
     lines = [

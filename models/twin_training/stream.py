@@ -11,10 +11,21 @@ import numpy as np
 import torch
 
 from svjscout.core import splits
+from svjscout.core.features import EVENT_FEATURES
+from svjscout.models.training.data import Reservoir, _keys, allocate_batches, plan_buffers, rng
 from svjscout.models.twin_training.config import TwinTrainConfig
-from svjscout.models.twin_training.data import (SkimData, _class_weights, _points, _read_rows, _signal_points,
-                                                _source, _Tensors, analysis_mask, concat, split_codes)
-from svjscout.processors.features import EVENT_FEATURES
+from svjscout.models.twin_training.data import (
+    SkimData,
+    _class_weights,
+    _points,
+    _read_rows,
+    _signal_points,
+    _source,
+    _Tensors,
+    analysis_mask,
+    concat,
+    split_codes,
+)
 
 
 class _TwinStream:
@@ -24,8 +35,6 @@ class _TwinStream:
     buffers chosen by systematic sampling: unbiased, see the data module)."""
 
     def __init__(self, paths: Sequence[str | Path], cfg: TwinTrainConfig, device):
-        from svjscout.models.training.data import Reservoir, _keys
-
         self.cfg, self.device = cfg, device
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.source = _source(paths)
@@ -128,8 +137,6 @@ class _TwinStream:
 
     def plan(self, epoch: int) -> tuple[list[list[int]], np.ndarray]:
         """Buffers (row groups) and the buffer of every minibatch of an epoch (seeded by seed, epoch)."""
-        from svjscout.models.training.data import allocate_batches, plan_buffers, rng
-
         g = rng(self.cfg.seed, 7, epoch)
         bufs = plan_buffers(self.kept, self.cfg.buffer_events, g)
         sizes = [sum(self.kept[i] for i in b) for b in bufs]

@@ -12,7 +12,6 @@ from svjscout.core.exceptions import ConfigError
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.train import train_twin
 
-
 #: Settings of :func:`tradeoff_table` by default: no decorrelation (alpha 0: BCE only) and a few
 #: MDMM scales and dCorr(X, Y) targets, each merged over the base config.
 DEFAULT_TRADEOFF_SETTINGS: tuple[dict[str, Any], ...] = (

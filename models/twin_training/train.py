@@ -1,5 +1,6 @@
 """The twin's training entry point :func:`train_twin` (streamed skim, MDMM, early stopping on
-validation, one test evaluation, export, checkpoint, report) and :func:`load_checkpoint`."""
+validation, one test evaluation, export, checkpoint, report); :func:`load_checkpoint` (in
+:mod:`.checkpoint`, which :mod:`.analysis` uses too) is re-exported here."""
 
 from __future__ import annotations
 
@@ -14,18 +15,29 @@ import numpy as np
 import torch
 
 from svjscout import __version__
-from svjscout.core.exceptions import InputFileError
 from svjscout.core import splits
+from svjscout.core.exceptions import InputFileError
+from svjscout.core.features import EVENT_FEATURES
+from svjscout.models.export import read_metadata
 from svjscout.models.mdmm import MDMM, Constraint
+from svjscout.models.training.data import resolve_device
+from svjscout.models.training.loop import LoopSettings, TrainLoop
 from svjscout.models.twin import TwinMLP, export_twin_onnx
+from svjscout.models.twin_training.analysis import AnalysisObjective, load_twin_init
+from svjscout.models.twin_training.checkpoint import load_checkpoint  # noqa: F401 - public here (train_twin re-exports it)
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import _points, _Tensors, training_weights
 from svjscout.models.twin_training.evaluation import _test_metrics, baseline_signs, target_check
-from svjscout.models.twin_training.losses import (_f, _loss_terms, _per_name, _validation_figure,
-                                                  constraint_floors, effective_eps)
+from svjscout.models.twin_training.losses import (
+    _f,
+    _loss_terms,
+    _per_name,
+    _validation_figure,
+    constraint_floors,
+    effective_eps,
+)
 from svjscout.models.twin_training.report import _plot_history, _plot_plane, _write_report
 from svjscout.models.twin_training.stream import _TwinStream
-from svjscout.processors.features import EVENT_FEATURES
 
 log = logging.getLogger("svjscout.models.train_twin")  # the trainer's logger name, as before the split
 
@@ -61,8 +73,6 @@ def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
     records its split: LundNet models trained with svjscout/core/splits.py)."""
     if not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
         return
-    from svjscout.models.export import read_metadata
-
     try:
         training = read_metadata(cfg.lundnet_model).get("training") or {}
     except Exception:  # noqa: BLE001 - an unreadable model is reported when it is used
@@ -93,9 +103,6 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     Returns:
         :class:`TwinTrainResult` (None with ``stop_after``).
     """
-    from svjscout.models.training.data import resolve_device
-    from svjscout.models.training.loop import LoopSettings, TrainLoop
-
     cfg = config if isinstance(config, TwinTrainConfig) else TwinTrainConfig.from_mapping(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,8 +143,6 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
                     cfg.eps[n], mean, sd, f"; training with {eps_used[n]:.4f}" if cfg.floor_policy == "adjust" else "")
 
     if cfg.init_model:  # a trained pair to start from: its architecture and standardisation
-        from svjscout.models.twin_training.analysis import load_twin_init
-
         model = load_twin_init(cfg.init_model)
         if model.n_features != len(EVENT_FEATURES):
             raise InputFileError(f"{cfg.init_model}: the twin to start from reads {model.n_features} features, "
@@ -149,8 +154,6 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         model.std.copy_(torch.as_tensor(stream.feature_std, dtype=torch.float32))
     objective = None
     if cfg.objective == "analysis":
-        from svjscout.models.twin_training.analysis import AnalysisObjective
-
         objective = AnalysisObjective(cfg, stream.train_sample, stream.points,
                                       len(stream.train_sample) / max(stream.n_train, 1), device)
     mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
@@ -272,17 +275,3 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     return TwinTrainResult(onnx_path=onnx_path, checkpoint_path=ckpt, report_md=md, report_json=js, plots=plots,
                            history=history, test_metrics=metrics, best_epoch=int(run.best_epoch), model=model,
                            val_metrics=val_metrics)
-
-
-def load_checkpoint(path: str | Path) -> tuple[TwinMLP, MDMM, dict[str, Any]]:
-    """Rebuild the model and MDMM state from ``twin_checkpoint.pt``; returns (model, mdmm, checkpoint)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    hp = ckpt["hparams"]
-    model = TwinMLP(hp["n_features"], hp["hidden"], hp["activation"], hp["dropout"])
-    model.load_state_dict(ckpt["model"])
-    cfg = ckpt["config"]
-    eps = ckpt.get("eps_used", cfg["eps"])
-    mdmm = MDMM([Constraint(n, eps[n], _per_name(cfg["alpha"], n, 1.0), _per_name(cfg["rho"], n, 1.0))
-                 for n in CONSTRAINTS])
-    mdmm.load_state_dict(ckpt["mdmm"])
-    return model, mdmm, ckpt
