@@ -68,8 +68,6 @@ def test_bad_files_are_named(tmp_path):
 
 def test_collectors_read_only_the_current_index(tmp_path):
     """A re-used folder: a point of an earlier run and a Combine output older than its card."""
-    import time
-
     from svjscout.datacards.limits import _cards_from
 
     cards = tmp_path / "datacards"
@@ -78,8 +76,9 @@ def test_collectors_read_only_the_current_index(tmp_path):
     (cards / "svj_old" / "datacard.txt").write_text("imax 1\n")  # a card of an earlier run, not in the index
     out_new = cards / "svj_new" / "higgsCombine.svj_new.AsymptoticLimits.mH120.root"
     _fake_output(out_new, [1, 2, 3, 4, 5], q)
-    time.sleep(0.02)
     _index(cards, ["svj_new"])  # the current card is written after that output: the output is stale
+    card_ns = (cards / "svj_new" / "datacard.txt").stat().st_mtime_ns
+    os.utime(out_new, ns=(card_ns - 10**9, card_ns - 10**9))  # 1 s older than the card, whatever the clock's resolution
     assert list(_cards_from(tmp_path)) == ["svj_new"]
     with pytest.raises(DatacardError, match=r"stale.*svj_new"):
         collect_combine_limits(tmp_path)
