@@ -40,7 +40,8 @@ def preselected_columns(path: str | Path, columns, job: str | Path | None = None
         job_file = Path(tmp) / "job.yaml"
         job_file.write_text(yaml.safe_dump(spec))
         run_processor(load_job(str(job_file), {}), skim_dir=str(Path(tmp) / "skim"))
-        parts = [ak.from_parquet(str(p), columns=list(columns)) for p in sorted((Path(tmp) / "skim").rglob("*.parquet"))]
+        parts = [ak.from_parquet(str(p), columns=list(columns))
+                 for p in sorted((Path(tmp) / "skim").rglob("*.parquet"))]
     if not parts:
         return {c: np.zeros(0) for c in columns}
     table = ak.concatenate(parts)

@@ -273,9 +273,11 @@ class DCorrFunction(torch.autograd.Function):
         ty = xn * q[:, 0] - q[:, 1]
         gx = gy = None
         if ctx.needs_input_grad[0]:
-            gx = torch.from_numpy(g * grad_one(xn, st["srx"], cx, a, b, tx, ga, gb, k_p)).to(grad_out.device, ctx.dtypes[0])
+            gx = torch.from_numpy(g * grad_one(xn, st["srx"], cx, a, b, tx, ga, gb, k_p)).to(grad_out.device,
+                                                                                              ctx.dtypes[0])
         if ctx.needs_input_grad[1]:
-            gy = torch.from_numpy(g * grad_one(yn, st["sry"], cy, b, a, ty, gb, ga, k_r)).to(grad_out.device, ctx.dtypes[1])
+            gy = torch.from_numpy(g * grad_one(yn, st["sry"], cy, b, a, ty, gb, ga, k_r)).to(grad_out.device,
+                                                                                              ctx.dtypes[1])
         return gx, gy, None
 
 

@@ -253,13 +253,15 @@ class LundNet(nn.Module):
         return self.head(pooled).squeeze(-1)
 
     @torch.no_grad()
-    def predict(self, x: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    def predict(self, x: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
+                batch_size: int = 4096) -> np.ndarray:
         """Sigmoid scores float32 (B,) in evaluation mode (the model's mode is restored)."""
         was_training = self.training
         self.eval()
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         mask = torch.as_tensor(np.asarray(mask, dtype=np.float32))
-        out = [torch.sigmoid(self(x[i : i + batch_size], mask[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        out = [torch.sigmoid(self(x[i : i + batch_size], mask[i : i + batch_size]))
+               for i in range(0, len(x), batch_size)]
         self.train(was_training)
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 

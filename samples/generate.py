@@ -491,7 +491,8 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     return columns
 
 
-def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator) -> tuple[dict, np.ndarray, int]:
+def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int,
+                    rng: np.random.Generator) -> tuple[dict, np.ndarray, int]:
     """Add Poisson(cfg.pileup) minimum-bias Pythia events to every event of the chunk.
 
     The minimum-bias events come from a per-chunk library of ``cfg.pileup_library`` events
@@ -552,7 +553,8 @@ def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False
     try:
         # ZSTD 5: read and decompressed ~17x faster than LZMA 6 for ~14 % larger files
         # (benchmarks/bench_processor.py); CMS NanoAOD's central LZMA 9 reads as slowly as LZMA 6
-        with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as fout, _progress(progress, f"generate {cfg.dataset_name}", cfg.events) as bar:
+        with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as fout, \
+                _progress(progress, f"generate {cfg.dataset_name}", cfg.events) as bar:
             tree = None
             for (_, _, n), res in zip(tasks, results):
                 cols = res["columns"]

@@ -13,6 +13,20 @@ os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 EMBEDDED = Path(__file__).resolve().parent.parent / "samples" / "embedded"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The facility tests (marker ``facility``) run only when asked for by name (``-m facility``).
+
+    pyproject's addopts keep them out with ``-m 'not facility'``, but a ``-m`` on the command line
+    replaces that one: ``python -m pytest -m "not slow"`` (the fast run) must not pull them in.
+    """
+    if "facility" in (config.option.markexpr or ""):
+        return
+    facility = [item for item in items if item.get_closest_marker("facility")]
+    if facility:
+        config.hook.pytest_deselected(items=facility)
+        items[:] = [item for item in items if not item.get_closest_marker("facility")]
+
+
 def embedded_file(name: str) -> str:
     path = EMBEDDED / name
     if not path.exists():

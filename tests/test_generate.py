@@ -26,7 +26,7 @@ def _arrays(path):
 def test_same_seed_same_file_any_workers(tmp_path):
     a = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=1), tmp_path / "a.root")
     b = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=2), tmp_path / "b.root")
-    c = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=8, chunk_size=20, workers=1), tmp_path / "c.root")
+    generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=8, chunk_size=20, workers=1), tmp_path / "c.root")
     ea, eb, ec = (_arrays(tmp_path / f"{n}.root")[0] for n in "abc")
     assert ak.to_list(ea.ScoutingParticle_pt) == ak.to_list(eb.ScoutingParticle_pt)
     assert np.array_equal(ak.to_numpy(ea.ScoutingMET_pt), ak.to_numpy(eb.ScoutingMET_pt))
@@ -349,7 +349,8 @@ def test_dark_shower_does_not_vary_and_variations_can_be_off(tmp_path):
     generate_file(dark, tmp_path / "dark.root")
     events, _ = _arrays(tmp_path / "dark.root")
     assert np.all(ak.to_numpy(events.PSWeight) == 1.0)
-    off = GenerationConfig("zjets", 12, pileup=0.0, seed=3, chunk_size=12, extra_settings=["UncertaintyBands:doVariations = off"])
+    off = GenerationConfig("zjets", 12, pileup=0.0, seed=3, chunk_size=12,
+                           extra_settings=["UncertaintyBands:doVariations = off"])
     meta = generate_file(off, tmp_path / "off.root")
     with uproot.open(tmp_path / "off.root") as f:
         assert "PSWeight" not in f["Events"] and "PSSumw" not in f["Runs"]

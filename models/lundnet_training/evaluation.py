@@ -41,7 +41,8 @@ def background_groups(dataset: np.ndarray, label: np.ndarray) -> dict[str, np.nd
     return groups
 
 
-def auc_table(score: np.ndarray, label: np.ndarray, weight: np.ndarray, dataset: np.ndarray) -> dict[str, dict[str, float]]:
+def auc_table(score: np.ndarray, label: np.ndarray, weight: np.ndarray,
+              dataset: np.ndarray) -> dict[str, dict[str, float]]:
     """``{signal point or "all": {background dataset, multi-dataset process or "all": AUC}}``."""
     sig_points = sorted(set(dataset[label == 1]))
     groups = background_groups(dataset, label)
@@ -97,7 +98,8 @@ def evaluate_lundnet_onnx(onnx_path: str | Path, skim_paths: Sequence[str | Path
     features = meta.get("features") or []
     unknown = [f for f in features if f not in LUND_FEATURES]
     if not features or unknown:
-        raise ModelMismatchError(f"{onnx_path}: metadata key 'features' is {features}, expected names from {LUND_FEATURES}")
+        raise ModelMismatchError(f"{onnx_path}: metadata key 'features' is {features}, "
+                                 f"expected names from {LUND_FEATURES}")
     max_len = int(meta.get("max_len", 32))
     every = load_skim(skim_paths, max_len, seed, val_fraction, test_fraction)
     jets = every.subset(SPLIT_NAMES.index(subset))

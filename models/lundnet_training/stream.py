@@ -81,7 +81,8 @@ class _JetStream:
         ev: dict[str, np.ndarray] = {}
         for j in ("j0", "j1"):
             try:
-                lund = np.asarray(ak.to_numpy(cols[f"lund_{j}"]), dtype=np.float32) if n else np.zeros((0, 1, 5), np.float32)
+                lund = (np.asarray(ak.to_numpy(cols[f"lund_{j}"]), dtype=np.float32) if n
+                        else np.zeros((0, 1, 5), np.float32))
                 mask = np.asarray(ak.to_numpy(cols[f"lund_{j}_mask"]), dtype=bool) if n else np.zeros((0, 1), bool)
             except ValueError as err:
                 raise InputFileError(f"{path}: column 'lund_{j}' is not a regular (N, L, 5) array ({err})") from err

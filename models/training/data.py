@@ -156,7 +156,8 @@ def key_columns(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     event = np.asarray(cols["event"]).astype(np.uint64)
     n = len(event)
     run = np.asarray(cols["run"]).astype(np.uint64) if "run" in cols else np.zeros(n, np.uint64)
-    lumi = np.asarray(cols["luminosityBlock"]).astype(np.uint64) if "luminosityBlock" in cols else np.zeros(n, np.uint64)
+    lumi = (np.asarray(cols["luminosityBlock"]).astype(np.uint64) if "luminosityBlock" in cols
+            else np.zeros(n, np.uint64))
     parent = np.asarray(cols["parent"]).astype(np.uint64) if "parent" in cols else event.copy()
     return run, lumi, parent
 

@@ -14,7 +14,8 @@ A trainer supplies what is specific to its model:
 stops after ``patience`` epochs without an improvement larger than ``min_delta``, and writes a
 checkpoint every ``checkpoint_every`` steps and at every epoch end. The checkpoint holds the
 model, the optimiser, the extra modules, the scheduler, the torch/numpy RNG states, the stream
-position (epoch, step) and the state of ``stateful`` objects (a data stream's generator), the partial epoch sums, the history and the early-stopping state:
+position (epoch, step) and the state of ``stateful`` objects (a data stream's generator), the
+partial epoch sums, the history and the early-stopping state:
 ``run(resume=True)`` in a fresh process continues bit for bit (tests/test_training.py).
 """
 
@@ -105,7 +106,8 @@ class TrainLoop:
                  extra_modules: Mapping[str, torch.nn.Module] | None = None, scheduler: Any = None,
                  stateful: Mapping[str, Any] | None = None):
         self.model, self.opt, self.s = model, optimizer, settings
-        self.steps, self.n_steps, self.step, self.evaluate, self.make_record = steps, n_steps, step, evaluate, make_record
+        self.steps, self.n_steps, self.step = steps, n_steps, step
+        self.evaluate, self.make_record = evaluate, make_record
         self.extra = dict(extra_modules or {})
         self.scheduler = scheduler
         self.stateful = dict(stateful or {})  # e.g. the data stream's generator: state_dict / load_state_dict

@@ -97,7 +97,8 @@ class AnalysisObjective(nn.Module):
             self.register_buffer("wp_raw", torch.tensor([self._raw(cfg.x0), self._raw(cfg.y0)], dtype=torch.float64))
         self._views: dict[tuple[int, str], tuple[SkimData, dict[str, torch.Tensor] | None]] = {}
         self.train_t = self.tensors(train)
-        if self.train_t is None or not bool((self.train_t["point"] >= 0).any()) or not bool((self.train_t["point"] < 0).any()):
+        if (self.train_t is None or not bool((self.train_t["point"] >= 0).any())
+                or not bool((self.train_t["point"] < 0).any())):
             raise InputFileError(f"analysis objective: the training split has no signal or no background events in "
                                  f"the plane {cfg.objective_plane} after the analysis preselection")
         w_bkg = self.train_t["w"][self.train_t["point"] < 0]
@@ -131,7 +132,8 @@ class AnalysisObjective(nn.Module):
     def tensors(self, d: SkimData) -> dict[str, torch.Tensor] | None:
         """The objective's view of events: analysis-selected, in the plane; point index, group."""
         cfg = self.cfg
-        keep = analysis_mask(d, cfg.cuts()) & plane_mask(torch.as_tensor(d.deta), cfg.planes[cfg.objective_plane]).numpy()
+        keep = analysis_mask(d, cfg.cuts()) & plane_mask(torch.as_tensor(d.deta),
+                                                         cfg.planes[cfg.objective_plane]).numpy()
         d = d.take(np.flatnonzero(keep))
         if len(d) == 0:
             return None

@@ -186,7 +186,8 @@ class TwinTrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the offending key."""
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
-            raise ConfigError(f"twin config key 'split' is {list(self.split)}, expected 3 positive fractions summing to 1")
+            raise ConfigError(f"twin config key 'split' is {list(self.split)}, "
+                              "expected 3 positive fractions summing to 1")
         for key in ("epochs", "batches_per_epoch", "batch_size", "patience", "val_max_events", "lundnet_batch",
                     "floor_draws", "buffer_events"):
             value = getattr(self, key)
@@ -197,7 +198,8 @@ class TwinTrainConfig:
                 raise ConfigError(f"twin config key '{key}' is {getattr(self, key)!r}, expected > 0")
         unknown = sorted(set(self.eps) - set(CONSTRAINTS))
         if unknown:
-            raise ConfigError(f"twin config key 'eps' has unknown constraints {unknown}, expected some of {list(CONSTRAINTS)}")
+            raise ConfigError(f"twin config key 'eps' has unknown constraints {unknown}, "
+                              f"expected some of {list(CONSTRAINTS)}")
         for key in ("alpha", "rho"):
             value = getattr(self, key)
             if isinstance(value, Mapping):
@@ -226,7 +228,8 @@ class TwinTrainConfig:
         if self.test_max_events is not None and int(self.test_max_events) < 1:
             raise ConfigError(f"twin config key 'test_max_events' is {self.test_max_events!r}, expected >= 1 or null")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise ConfigError(f"twin config key 'checkpoint_every' is {self.checkpoint_every!r}, expected an integer >= 0")
+            raise ConfigError(f"twin config key 'checkpoint_every' is {self.checkpoint_every!r}, "
+                              "expected an integer >= 0")
         if str(self.device).split(":")[0] not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"twin config key 'device' is {self.device!r}, expected auto, cpu or cuda")
         if self.objective not in ("bce", "analysis"):

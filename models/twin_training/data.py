@@ -160,7 +160,8 @@ def _read_rows(source, rg, lundnet_model: str | None, batch: int) -> SkimData:
     run, lumi, parent = key_columns(cols)
     return SkimData(features=features, mt=scal["mt"], deta=scal["deta"], weight=scal["weight"],
                     label=scal["label"].astype(np.float32), mzprime=scal["mzprime"], rinv=scal["rinv"],
-                    dataset=np.asarray(cols["dataset"], dtype=object), event=np.asarray(cols["event"]).astype(np.uint64),
+                    dataset=np.asarray(cols["dataset"], dtype=object),
+                    event=np.asarray(cols["event"]).astype(np.uint64),
                     run=run, lumi=lumi, parent=parent)
 
 

@@ -72,8 +72,8 @@ def constraint_floors(t: _Tensors, cfg: TwinTrainConfig, resample: bool, seed: i
     (:func:`null_scores`, a fraction ``floor_tail_fraction`` above x0 and y0), one value per
     event so that resampled duplicates share it as a model's score would. ``resample=True``
     draws minibatches like the training loop (``batch_size`` with replacement), ``False``
-    evaluates the whole split, or its ``rows`` (the validation subset). The V-statistic dCorr and the closures of a finite
-    sample are positive even then (about ``1/sqrt(n_eff)``), so a target ``eps`` below the
+    evaluates the whole split, or its ``rows`` (the validation subset). The V-statistic dCorr and the
+    closures of a finite sample are positive even then (about ``1/sqrt(n_eff)``), so a target ``eps`` below the
     floor can only be met by degenerate scores (docs/twin.md).
 
     Returns:

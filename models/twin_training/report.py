@@ -125,7 +125,8 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
         f"svjscout {__version__}; best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
         f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}.",
         "",
-        f"Split: svjscout/core/splits.py, seed {cfg.get('split_seed') if cfg.get('split_seed') is not None else cfg['seed']}, "
+        "Split: svjscout/core/splits.py, seed "
+        f"{cfg.get('split_seed') if cfg.get('split_seed') is not None else cfg['seed']}, "
         f"train/val/test fractions {list(cfg['split'])}, keyed by "
         "(dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are inside "
         "LundNet's test events (same seed and fractions).",
@@ -161,11 +162,13 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
                   "|---|---|" + "---|" * len(obj["test"]["z_points"])]
         for split in ("validation", "test"):
             zp = obj[split]["z_points"]
-            lines.append(f"| {split} | {obj[split]['z_mean']:.3f} | " + " | ".join(f"{v:.3f}" for v in zp.values()) + " |")
+            lines.append(f"| {split} | {obj[split]['z_mean']:.3f} | "
+                         + " | ".join(f"{v:.3f}" for v in zp.values()) + " |")
     if metrics.get("baselines_auc_all"):
         lines += ["", "Baselines, test (untouched), all signal (sign from the training split):", "",
                   "| baseline | sign | AUC |", "|---|---|---|"]
-        lines += [f"| {k} | {metrics['baseline_signs'][k]:+g} | {v:.4f} |" for k, v in metrics["baselines_auc_all"].items()]
+        lines += [f"| {k} | {metrics['baseline_signs'][k]:+g} | {v:.4f} |"
+                  for k, v in metrics["baselines_auc_all"].items()]
     eps = cfg["eps"]
     eps_used = summary.get("eps_used", eps)
     floors = summary.get("floors", {})
@@ -180,7 +183,8 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
               "this size (mean +- sd, docs/twin.md); targets below the training floor are raised to it "
               f"(floor_policy = {cfg.get('floor_policy', 'off')}). 'within' compares the test value with the "
               "trained eps (and the configured eps).", "",
-              "| term | test value | test floor | eps configured | eps trained | train floor | within trained / configured |",
+              "| term | test value | test floor | eps configured | eps trained | train floor "
+              "| within trained / configured |",
               "|---|---|---|---|---|---|---|"]
     kappa = cfg["kappa"]
     for k, t in check["terms"].items():
