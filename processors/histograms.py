@@ -6,7 +6,8 @@
 * control histograms: ``met``, ``rt``, ``dphi_min``, ``jet_pt`` (J0, J1), ``lund_plane``
   (primary Lund-plane density ln(1/Delta) x ln(kt/GeV) of J0 and J1).
 
-Regions: A: X > x0, Y < y0 | B: X > x0, Y > y0 (signal region) | C: X < x0, Y < y0 | D: X < x0, Y > y0.
+Regions (:mod:`svjscout.core.regions`): A: X >= x0, Y < y0 | B: X >= x0, Y >= y0 (signal region) | C: X < x0,
+Y < y0 | D: X < x0, Y >= y0.
 Axis labels are plain text with units (they become the TH1 titles of ``histograms.root``); the
 plots use LaTeX labels of their own (``datacards/style.py``). Scores are clipped into [0, 1) and M_T into the M_T axis, so no entry falls in a flow bin:
 events above the last M_T edge count in the last bin.
@@ -17,8 +18,9 @@ from __future__ import annotations
 import hist
 import numpy as np
 
-PLANES = ("SP", "VP")
-REGIONS = ("A", "B", "C", "D")
+from svjscout.core.regions import PLANES, REGIONS, region_letters
+
+__all__ = ["PLANES", "REGIONS", "book", "book_syst", "region_of", "edge_index", "clip_scores", "clip_mt"]
 _EPS = 1e-6
 
 
@@ -83,7 +85,7 @@ def region_of(x: np.ndarray, y: np.ndarray, x0: float, y0: float, bins: int | No
         axis = hist.axis.Regular(bins, 0, 1)
         hi_x = axis.index(x) >= edge_index(axis, x0, "x0")
         hi_y = axis.index(y) >= edge_index(axis, y0, "y0")
-    return np.select([hi_x & ~hi_y, hi_x & hi_y, ~hi_x & ~hi_y], ["A", "B", "C"], "D")
+    return region_letters(hi_x, hi_y)
 
 
 def edge_index(axis, value: float, name: str) -> int:

@@ -155,7 +155,8 @@ def test_bad_event_subset_is_refused(tmp_path, toy_models):
 
 
 def test_data_is_refused(tmp_path, toy_models):
-    from svjscout.processors.processor import DatasetInfo, EventSubset, ProcessorConfig, SVJProcessor
+    from svjscout.processors.processor import SVJProcessor
+    from svjscout.processors.settings import DatasetInfo, EventSubset, ProcessorConfig
 
     job = _job(tmp_path, toy_models, {"qcd": ("background", embedded_file("qcd.root")),
                                       "scouting_2018": ("data", embedded_file("ttbar.root"))})

@@ -14,7 +14,7 @@ from svjscout.datacards.split import half_of, split_halves
 from svjscout.datacards.toys import build_xy_mt, factorised, falling
 from svjscout.core.exceptions import DatacardError, UnbackedError
 from svjscout.processors.histograms import book
-from svjscout.processors.processor import flat_bins
+from svjscout.processors.normalize import flat_bins
 
 EDGES = [650.0, 1000.0, 1500.0, 3000.0]
 REGION_XY = {"A": (0.8, 0.2), "B": (0.8, 0.8), "C": (0.2, 0.2), "D": (0.2, 0.8)}

@@ -13,7 +13,7 @@ import pytest
 from conftest import embedded_file
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
-from svjscout.processors.processor import flat_bins, parent_grouped_variance
+from svjscout.processors.normalize import flat_bins, parent_grouped_variance
 from svjscout.processors.schema import parent_key
 
 K = 3
@@ -235,7 +235,7 @@ def _events(n_par, k, seed, mt_spread=0.0):
 def _histogram(events: dict, with_records: bool = True):
     """xy_mt of DS_R filled with ``{dataset: events}``; with records as finalize leaves them."""
     from svjscout.processors import histograms as H
-    from svjscout.processors.processor import _parent_grouped_xy_mt
+    from svjscout.processors.normalize import _parent_grouped_xy_mt
 
     h = H.book(MT_R, list(DS_R), 20)["xy_mt"]
     fills, flow = {}, {}

@@ -134,7 +134,8 @@ def _write(path, events: list[tuple[dict, float]]) -> str:
 def _process(path, toy_models, cuts: Cuts, on: bool) -> dict:
     from coffea.nanoevents import NanoEventsFactory
 
-    from svjscout.processors.processor import DatasetInfo, ProcessorConfig, SVJProcessor
+    from svjscout.processors.processor import SVJProcessor
+    from svjscout.processors.settings import DatasetInfo, ProcessorConfig
     from svjscout.processors.schema import SVJScoutingSchema
 
     events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="eager",
