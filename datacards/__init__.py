@@ -3,7 +3,9 @@
 Modules (one concept each):
 
 * :mod:`.regions`      -- ``xy_mt`` access, working-point snapping, A/B/C/D yields via cumulative sums
-* :mod:`.parents`      -- parent-aware variances of regions and M_T groups (detector copies)
+* :mod:`.parents`      -- parent-aware variances of regions and M_T groups (detector copies);
+                          :class:`StatInputs`, the statistics inputs passed explicitly
+* :mod:`.settings`     -- one settings model per stage: datacards, scan, validation
 * :mod:`.abcd`         -- ABCD prediction per M_T bin, closure, chi2 test
 * :mod:`.significance` -- modified binned Asimov significance, signal rescaling
 * :mod:`.scan`         -- vectorised working-point grid scan and selection
@@ -24,11 +26,12 @@ from .abcd import ABCDTable, abcd_prediction
 from .combine import collect_combine_limits, read_limit_file
 from .limits import card_limits, quick_limits
 from .nonclosure import nonclosure_uncertainties
-from .parents import attach as attach_parents
+from .parents import ParentRecords, StatInputs
 from .parser import Datacard, parse_datacard, validate_datacard
 from .plots import plot_limits, plot_scan_heatmaps
 from .regions import check_mt_abcd, mt_abcd_at, region_yields, yields_from_mt_abcd
 from .scan import ScanResult, ScanRules, scan_working_points, write_scan
+from .settings import DatacardSettings, ScanSettings, ValidationSettings
 from .systematics import SignalSystematics, plot_systematics, signal_systematics, systematics_config
 from .validation import write_validation
 from .writer import write_datacards
@@ -36,11 +39,15 @@ from .writer import write_datacards
 __all__ = [
     "ABCDTable",
     "Datacard",
+    "DatacardSettings",
+    "ParentRecords",
     "ScanResult",
     "ScanRules",
+    "ScanSettings",
+    "StatInputs",
+    "ValidationSettings",
     "SignalSystematics",
     "abcd_prediction",
-    "attach_parents",
     "card_limits",
     "check_mt_abcd",
     "mt_abcd_at",

@@ -31,8 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
+from .parents import ParentRecords
 from .regions import RegionYields, region_yields
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,6 @@ class ABCDTable:
 
     def to_dataframe(self):
         """Per-bin table as a pandas DataFrame (one row per M_T bin)."""
-        import pandas as pd
-
         d = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray) and k != "edges"}
         df = pd.DataFrame(d)
         df.insert(0, "mt_low", self.edges[:-1])
@@ -192,6 +192,7 @@ def abcd_prediction(
     plane: str = "SP",
     which: str | Sequence[str] = "background",
     poisson: bool | None = None,
+    parents: ParentRecords | None = None,
 ) -> ABCDTable:
     """ABCD prediction of region B per M_T bin, closure and chi2 test.
 
@@ -202,12 +203,13 @@ def abcd_prediction(
         plane: "SP" or "VP".
         which: "background" (sum of MC backgrounds), "data", "signal", a dataset name or list.
         poisson: variances = counts (default for data) instead of sumw2.
+        parents: the parent records of ``xy_mt`` (parent-aware MC variances), or None.
 
     Returns:
         :class:`ABCDTable` (arrays of shape ``(n_mt,)``; ``chi2``, ``ndf``, ``pvalue`` scalars;
         ``defined`` marks the bins that enter the chi2). Access by attribute or by key (``t["delta"]``).
     """
-    y = region_yields(xy_mt, datasets, wp, plane=plane, which=which, poisson=poisson)
+    y = region_yields(xy_mt, datasets, wp, plane=plane, which=which, poisson=poisson, parents=parents)
     t = abcd_from_yields(y)
     log.info(
         "ABCD %s %s at %s: chi2/ndf = %.2f/%d, p = %.3f", plane, t.which, t.wp, t.chi2, t.ndf, t.pvalue

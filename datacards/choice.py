@@ -23,6 +23,7 @@ import numpy as np
 from svjscout.core.exceptions import HistogramError
 
 from .guard import UNBACKED
+from .parents import StatInputs
 from .scan import RULE_COLUMNS, ScanResult, ScanRules, scan_working_points
 from .split import split_halves
 
@@ -41,7 +42,8 @@ class WorkingPointChoice:
         source: how it was chosen, in words.
         scan: the scan (of the ``select`` half when split, else of the whole sample).
         row: the scan's metrics at ``wp`` on the events the run quotes (dict).
-        xy_mt: the histogram the cards, closure and limits are made from.
+        inputs: the statistics inputs (``xy_mt`` and its parent records) the cards, closure and
+            limits are made from (:class:`.parents.StatInputs`).
         split: True when the working point was chosen on the other half of the MC.
         reasons: why the point is not backed (empty: backed).
         caveats: facts a reader needs that do not make it unbacked.
@@ -51,7 +53,7 @@ class WorkingPointChoice:
     source: str
     scan: ScanResult
     row: dict
-    xy_mt: object
+    inputs: StatInputs
     split: bool
     reasons: list[str] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
@@ -102,14 +104,14 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
 
     Args:
         output: the processor output with ``hists.xy_mt``, ``datasets`` and (for the split)
-            ``parent_fills``; parent records attached or attachable.
+            ``parent_fills`` (the parent records, for parent-aware variances and the split).
         rules: the scan's rules (their guard is the cards').
         grid, reference: as :func:`.scan.scan_working_points`.
         use_scan: take the scan's choice (else ``configured``).
         split: choose on half ``select`` and quote on half ``quote`` (only with ``use_scan``).
         seed: the split's seed.
     """
-    xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
+    full, datasets = StatInputs.from_output(output), output["datasets"]
     caveats: list[str] = []
     halves = None
     if use_scan and split:
@@ -122,13 +124,13 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
         caveats.append("scan.split is off: the working point is chosen and quoted on the same events, so its "
                        "figures (<Z_A>, closure, limits) are biased high")
     if halves is not None:
-        scan = scan_working_points(halves["select"]["hists"]["xy_mt"], datasets, grid=grid, reference=reference,
-                                   rules=rules)
+        scan = scan_working_points(StatInputs.from_output(halves["select"]), datasets, grid=grid,
+                                   reference=reference, rules=rules)
         scan.sample = "half 'select' of the MC"
-        quote_xy = halves["quote"]["hists"]["xy_mt"]
+        quote = StatInputs.from_output(halves["quote"])
     else:  # without use_scan the scan is for the record only: its choice is not the run's, no warning about it
-        scan = scan_working_points(xy_mt, datasets, grid=grid, reference=reference, rules=rules, quiet=not use_scan)
-        quote_xy = xy_mt
+        scan = scan_working_points(full, datasets, grid=grid, reference=reference, rules=rules, quiet=not use_scan)
+        quote = full
     reasons: list[str] = []
     if use_scan:
         wp = tuple(float(v) for v in scan.best)
@@ -140,13 +142,13 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
     else:
         wp = tuple(float(v) for v in configured)
         source = "configured (analysis.wp)"
-    quoted = scan_working_points(quote_xy, datasets, grid=([wp[0]], [wp[1]]), reference=reference, rules=rules,
+    quoted = scan_working_points(quote, datasets, grid=([wp[0]], [wp[1]]), reference=reference, rules=rules,
                                  quiet=True)
     row = _row(quoted, wp)
     fails = failed_rules(row)
     if fails:
         where = "on the half it is quoted on" if halves is not None else "on the MC"
         reasons.append(f"at ({wp[0]:.3f}, {wp[1]:.3f}) it fails {where}: " + "; ".join(fails))
-    choice = WorkingPointChoice(wp, source, scan, row, quote_xy, halves is not None, reasons, caveats)
+    choice = WorkingPointChoice(wp, source, scan, row, quote, halves is not None, reasons, caveats)
     (log.info if choice.backed else log.warning)("working point (%.3f, %.3f): %s", wp[0], wp[1], choice.verdict())
     return choice

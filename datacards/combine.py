@@ -19,8 +19,11 @@ import os
 import re
 
 import numpy as np
+import uproot
 
 from svjscout.core.exceptions import DatacardError, InputFileError
+
+from .limits import index_verdict, read_index
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ def read_limit_file(path: str | os.PathLike) -> dict[str, float | None]:
     Raises:
         InputFileError: unreadable file or no ``limit`` tree / branches (names the file).
     """
-    import uproot
-
     try:
         with uproot.open(path) as f:
             if "limit" not in f:
@@ -98,8 +99,6 @@ def collect_combine_limits(cards_dir: str | os.PathLike, out: str | os.PathLike 
         DatacardError: no index, or points without a Combine output, with a stale one or with an
             empty / incomplete one (all named, with their cards); ``out`` is then left untouched.
     """
-    from .limits import index_verdict, read_index
-
     index, cards = read_index(cards_dir)
     res, missing, stale, empty = {}, [], [], []
     for point, card in cards.items():

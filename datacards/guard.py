@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svjscout.core.exceptions import DatacardError
+from svjscout.core.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
-REGIONS = ("A", "B", "C", "D")
 
 #: what every unbacked output carries (card header, limits.json, summary.md, figures)
 UNBACKED = "UNBACKED"
@@ -95,9 +95,9 @@ def nhat_rel_err(n, var) -> np.ndarray:
 
 def group_problems(tot: np.ndarray, var: np.ndarray, guard: Guard, min_bkg: float = 0.0) -> list[str]:
     """What fails the guard in one group of M_T bins (region totals ``tot``, variances ``var``, shape (4,))."""
-    out = [f"{REGIONS[r]} empty" for r in range(4) if not tot[r] > min_bkg]
+    out = [f"{REGIONS[r]} empty" for r in range(len(REGIONS)) if not tot[r] > min_bkg]
     neff = kish_neff(tot, var)
-    out += [f"{REGIONS[r]} N_eff {neff[r]:.1f}" for r in range(4) if tot[r] > min_bkg and neff[r] < guard.min_neff]
+    out += [f"{REGIONS[r]} N_eff {neff[r]:.1f}" for r in range(len(REGIONS)) if tot[r] > min_bkg and neff[r] < guard.min_neff]
     rel = float(nhat_rel_err(tot, var))
     if not out and rel > guard.max_rel_err:
         out.append(f"nhat_B rel. MC error {rel:.2f}")

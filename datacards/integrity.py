@@ -19,6 +19,8 @@ import os
 
 from svjscout.core.exceptions import DatacardError
 
+from .limits import read_index
+
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +55,6 @@ def check_cards(cards: str | os.PathLike, accept_edited: bool = False) -> dict[s
         DatacardError: a card whose SHA-256 differs from the index (names the card and both
             digests, and says how to accept it), unless ``accept_edited``.
     """
-    from .limits import read_index
-
     path = os.fspath(cards)
     only = None
     if os.path.isfile(path) and not path.endswith(".json"):

@@ -51,9 +51,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from svjscout.core.exceptions import DatacardError
+from svjscout.core.regions import REGIONS
 
 from .abcd import abcd_from_yields
-from .regions import REGIONS, RegionYields, region_yields
+from .parents import ParentRecords
+from .regions import RegionYields, region_yields
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +200,15 @@ def mt_bin_label(edges, i: int, overflow: bool = True) -> str:
     return f"[{lo}, {hi})"
 
 
-def closure_yields(xy_mt, datasets, wp, method: str, groups: Sequence[Sequence[int]] | None = None):
-    """SP and VP region yields used by ``method`` (background MC, or data in VP for ``vp_data``)."""
+def closure_yields(xy_mt, datasets, wp, method: str, groups: Sequence[Sequence[int]] | None = None,
+                   parents: ParentRecords | None = None):
+    """SP and VP region yields used by ``method`` (background MC, or data in VP for ``vp_data``);
+    MC variances parent-aware with ``parents`` (the records of ``xy_mt``)."""
     if method not in METHODS:
         raise DatacardError(f"unknown non-closure method '{method}', expected one of {METHODS}")
     which_vp = "data" if method == "vp_data" else "background"
-    sp = region_yields(xy_mt, datasets, wp, plane="SP", which="background")
-    vp = region_yields(xy_mt, datasets, wp, plane="VP", which=which_vp)
+    sp = region_yields(xy_mt, datasets, wp, plane="SP", which="background", parents=parents)
+    vp = region_yields(xy_mt, datasets, wp, plane="VP", which=which_vp, parents=parents)
     if groups is not None:
         sp, vp = sp.merged(groups), vp.merged(groups)
     return sp, vp
@@ -216,6 +220,7 @@ def nonclosure_uncertainties(
     wp,
     method: str = "continuous",
     groups: Sequence[Sequence[int]] | None = None,
+    parents: ParentRecords | None = None,
     **kw,
 ) -> np.ndarray:
     """Per-M_T-bin relative non-closure uncertainty of the background in region B.
@@ -226,12 +231,13 @@ def nonclosure_uncertainties(
         wp: working point ``(x0, y0)``.
         method: ``continuous`` (default), ``significance``, ``max``, ``sp``, ``vp``, ``quadrature`` or ``vp_data``.
         groups: optional M_T bin merging (lists of consecutive original bin indices).
+        parents: the parent records of ``xy_mt`` (parent-aware variances), or None.
         **kw: ``undefined_value``, ``floor``, ``cap`` of :func:`nonclosure_from_deltas`.
 
     Returns:
         numpy array of shape ``(n_mt,)`` (or ``(len(groups),)``): ``u = kappa - 1``; the card uses ``lnN kappa``.
     """
-    sp, vp = closure_yields(xy_mt, datasets, wp, method, groups)
+    sp, vp = closure_yields(xy_mt, datasets, wp, method, groups, parents=parents)
     u = nonclosure_from_yields(sp, vp, method, **kw)
     log.info("non-closure (%s) at %s: %s", method, sp.wp, np.round(u, 4).tolist())
     return u

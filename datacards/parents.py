@@ -21,17 +21,16 @@ thresholds in a quadrant of the (x0, y0) plane), so the scan is exact too. The f
 datasets mixing files with and without parent ids (the first term is the histogram's own
 variance). With every event its own parent there are no pairs and nothing changes, bit for bit.
 
-How the records travel: :func:`attach` puts a plain-data record (numpy arrays, lists, strings; no
-svjscout class, so any coffea/pickle reader can load a saved output) on the ``xy_mt`` histogram
-object as the attribute ``svjscout_parents``. It holds the axes signature of the histogram and a
-digest of each recorded dataset's values; :func:`records` returns the records only for a
-histogram with the same axes and values (a slice, a projection, a scaled or otherwise modified
-copy, which keep hist's attributes, get none: their variances are then the per-bin sums, as
-before). ``svjscout run`` attaches right after the processor; ``svjscout datacards/scan/validate``
-attach when loading ``histograms.coffea`` (outputs written before this module have
-``output["parent_fills"]`` only; outputs without parent records are unchanged). Everything that
-takes ``xy_mt`` (:func:`.regions.region_yields` and so every card, closure, non-closure, mcstat
-and validation number, :func:`.regions.mt_abcd_at`, the scan) then uses them without new arguments.
+How the records travel: explicitly. :class:`StatInputs` holds ``xy_mt`` and its
+:class:`ParentRecords` (or None), built once from a run output (:meth:`StatInputs.from_output`:
+``output["hists"]["xy_mt"]`` and ``output["parent_fills"]``, the processor's format, which any
+coffea/pickle reader loads); everything that needs parent-aware variances takes it
+(:func:`.writer.write_datacards`, :func:`.scan.scan_working_points`, the validation) or takes
+``parents=`` (:func:`.regions.region_yields`, :func:`.regions.mt_abcd_at`, the closure). Nothing
+rides on the histogram object, so a modified copy of a histogram cannot carry another's records.
+:class:`ParentRecords` remembers the axes and a digest of each dataset's values of the histogram
+it was built for: given with another histogram (a slice, a projection, a scaled copy) it is not
+used (its datasets' variances are then the per-bin sums), with one warning per call.
 """
 
 from __future__ import annotations
@@ -39,18 +38,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from svjscout.core.regions import REGION_INDEX, REGIONS
+
 log = logging.getLogger(__name__)
 
-ATTR = "svjscout_parents"
-FORMAT = 1
 AXES = ("dataset", "plane", "x", "y", "mt")
-#: region index (A, B, C, D) of a record per (above x0, above y0)
-REGION_OF = np.array([[2, 3], [0, 1]])
-_warned: set = set()
 
 
 def _signature(h) -> list:
@@ -74,36 +70,6 @@ def _digest(h, dataset: str) -> str:
     return hashlib.sha256(vals.tobytes()).hexdigest()
 
 
-def attach(output: Mapping) -> bool:
-    """Attach ``output["parent_fills"]`` to ``output["hists"]["xy_mt"]`` (in place; idempotent).
-
-    Args:
-        output: the processor output (``finalize``d: the records scaled like the histograms), or a
-            loaded ``histograms.coffea``.
-
-    Returns:
-        True when ``xy_mt`` now carries parent records, False when there are none (data only,
-        samples without detector copies, outputs older than the records).
-    """
-    hists = output.get("hists", output)
-    h = hists.get("xy_mt") if isinstance(hists, Mapping) else None
-    fills = output.get("parent_fills") or {}
-    if h is None:
-        return False
-    if records(h) is not None:
-        return True
-    if not fills:
-        return False
-    present = list(h.axes["dataset"])
-    kept = {d: {k: np.asarray(v[k]) for k in ("key", "bin", "weight")} for d, v in fills.items() if d in present}
-    missing = sorted(set(fills) - set(kept))
-    if missing:
-        log.warning("parent records of %s have no dataset in xy_mt; ignored", missing)
-    setattr(h, ATTR, {"format": FORMAT, "fills": kept, "axes": _signature(h),
-                      "digest": {d: _digest(h, d) for d in kept}})
-    return bool(kept)
-
-
 @dataclass
 class DatasetRecords:
     """One dataset's per-(parent, bin) weight sums, decoded to ``xy_mt`` indices (``flow=False``)."""
@@ -116,15 +82,75 @@ class DatasetRecords:
     weight: np.ndarray
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParentRecords:
-    """The parent records valid for one ``xy_mt`` histogram (:func:`records`)."""
+    """The parent records of one ``xy_mt`` histogram (:meth:`build`), decoded to its bins.
+
+    ``axes`` and ``digest`` (per dataset) identify the histogram they were built for:
+    :meth:`valid_for` keeps only the datasets whose values are still those."""
 
     datasets: dict[str, DatasetRecords]
     planes: list[str]
     nx: int
     ny: int
     n_mt: int
+    axes: list = field(default_factory=list, repr=False, compare=False)
+    digest: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, xy_mt, fills: Mapping | None) -> ParentRecords | None:
+        """The records ``fills`` (``output["parent_fills"]``: per dataset ``key``, flat ``bin``
+        with flow, ``weight``) decoded to ``xy_mt``'s bins; None without records (data only,
+        samples without detector copies, outputs older than the records)."""
+        if xy_mt is None or not fills:
+            return None
+        names = [ax.name for ax in xy_mt.axes]
+        if sorted(names) != sorted(AXES):
+            return None
+        present = list(xy_mt.axes["dataset"])
+        missing = sorted(set(fills) - set(present))
+        if missing:
+            log.warning("parent records of %s have no dataset in xy_mt; ignored", missing)
+        shape = xy_mt.view(flow=True).shape
+        lower = [1 if ax.traits.underflow else 0 for ax in xy_mt.axes]
+        sizes = [len(ax) for ax in xy_mt.axes]
+        out = {}
+        for dataset, f in fills.items():
+            if dataset not in present:
+                continue
+            idx = np.unravel_index(np.asarray(f["bin"], dtype=np.int64), shape)
+            loc = {a: np.asarray(i, np.int64) - lo for a, i, lo in zip(names, idx, lower)}
+            ok = np.ones(len(f["bin"]), bool)
+            for a, n in zip(names, sizes):
+                ok &= (loc[a] >= 0) & (loc[a] < n)
+            if not np.all(loc["dataset"][ok] == present.index(dataset)):
+                log.warning("parent records of %r point at another dataset's bins; ignored", dataset)
+                continue
+            out[dataset] = DatasetRecords(np.asarray(f["key"])[ok], loc["plane"][ok], loc["x"][ok], loc["y"][ok],
+                                          loc["mt"][ok], np.asarray(f["weight"], np.float64)[ok])
+        if not out:
+            return None
+        return cls(out, list(xy_mt.axes["plane"]), len(xy_mt.axes["x"]), len(xy_mt.axes["y"]),
+                   len(xy_mt.axes["mt"]), _signature(xy_mt), {d: _digest(xy_mt, d) for d in out})
+
+    def valid_for(self, xy_mt) -> ParentRecords | None:
+        """These records restricted to the datasets whose ``xy_mt`` values are those they were
+        built for; None for a histogram with other axes (a slice, a projection) or when no
+        dataset is left. A dataset whose values changed (a scaled or modified copy) is dropped
+        with a warning (once per call): its variances are then the per-bin sums."""
+        if sorted(ax.name for ax in xy_mt.axes) != sorted(AXES) or self.axes != _signature(xy_mt):
+            return None
+        changed = [d for d in self.datasets if _digest(xy_mt, d) != self.digest.get(d)]
+        if changed:
+            log.warning("xy_mt values of dataset(s) %s differ from those their parent records were built for "
+                        "(a modified copy?): their region variances are the per-bin sums", changed)
+        if not changed:
+            return self
+        kept = {d: r for d, r in self.datasets.items() if d not in changed}
+        if not kept:
+            return None
+        return ParentRecords(kept, self.planes, self.nx, self.ny, self.n_mt, self.axes,
+                             {d: self.digest[d] for d in kept})
 
     def pairs(self, names: Sequence[str], plane: str) -> Pairs | None:
         """Pairs of records of one parent (same dataset and plane, different bins) among
@@ -182,14 +208,15 @@ class Pairs:
 
     def region_matrix(self, ix: int, iy: int) -> np.ndarray:
         """Cross terms at the working point of edge indices ``(ix, iy)``: ``M[r, ma, mb]``, shape
-        ``(4, n_mt, n_mt)``, summed over the pairs with both records in region r (A, B, C, D).
+        ``(4, n_mt, n_mt)``, summed over the pairs with both records in region r (in the order of
+        :data:`svjscout.core.regions.REGIONS`).
         The cross term of region r over a group g of M_T bins is ``M[r][g][:, g].sum()``."""
-        ra = REGION_OF[(self.xa >= ix).astype(int), (self.ya >= iy).astype(int)]
-        rb = REGION_OF[(self.xb >= ix).astype(int), (self.yb >= iy).astype(int)]
+        ra = REGION_INDEX[(self.xa >= ix).astype(int), (self.ya >= iy).astype(int)]
+        rb = REGION_INDEX[(self.xb >= ix).astype(int), (self.yb >= iy).astype(int)]
         same = ra == rb
         n = self.n_mt
         flat = (ra[same] * n + self.ma[same]) * n + self.mb[same]
-        return np.bincount(flat, weights=self.c[same], minlength=4 * n * n).reshape(4, n, n)
+        return np.bincount(flat, weights=self.c[same], minlength=len(REGIONS) * n * n).reshape(len(REGIONS), n, n)
 
     def grid_matrix(self, ix, iy) -> np.ndarray:
         """:meth:`region_matrix` at every ``(ix[i], iy[j])``: shape ``(4, gx, gy, n_mt, n_mt)``.
@@ -214,52 +241,35 @@ class Pairs:
         return np.stack(out)
 
 
-def records(xy_mt) -> ParentRecords | None:
-    """The parent records attached to ``xy_mt`` (:func:`attach`) that belong to it, else None.
-
-    Records of a histogram with other axes (a slice, a projection) are not used; those of a
-    dataset whose values changed since :func:`attach` (a scaled or modified copy) neither, with a
-    warning: its variances are then the per-bin sums.
-    """
-    rec = getattr(xy_mt, ATTR, None)
-    if not isinstance(rec, Mapping) or rec.get("format") != FORMAT or not rec.get("fills"):
-        return None
-    names = [ax.name for ax in xy_mt.axes]
-    if sorted(names) != sorted(AXES) or rec.get("axes") != _signature(xy_mt):
-        return None
-    shape = xy_mt.view(flow=True).shape
-    lower = [1 if ax.traits.underflow else 0 for ax in xy_mt.axes]
-    sizes = [len(ax) for ax in xy_mt.axes]
-    ds_axis = list(xy_mt.axes["dataset"])
-    out = {}
-    for dataset, f in rec["fills"].items():
-        if _digest(xy_mt, dataset) != rec["digest"].get(dataset):
-            tag = (id(rec), dataset)
-            if tag not in _warned:
-                _warned.add(tag)
-                log.warning("xy_mt values of dataset %r differ from those its parent records were attached to "
-                            "(a modified copy?): its region variances are the per-bin sums", dataset)
-            continue
-        idx = np.unravel_index(np.asarray(f["bin"], dtype=np.int64), shape)
-        loc = {a: np.asarray(i, np.int64) - lo for a, i, lo in zip(names, idx, lower)}
-        ok = np.ones(len(f["bin"]), bool)
-        for a, n in zip(names, sizes):
-            ok &= (loc[a] >= 0) & (loc[a] < n)
-        if not np.all(loc["dataset"][ok] == ds_axis.index(dataset)):
-            log.warning("parent records of %r point at another dataset's bins; ignored", dataset)
-            continue
-        out[dataset] = DatasetRecords(np.asarray(f["key"])[ok], loc["plane"][ok], loc["x"][ok], loc["y"][ok],
-                                      loc["mt"][ok], np.asarray(f["weight"], np.float64)[ok])
-    if not out:
-        return None
-    return ParentRecords(out, list(xy_mt.axes["plane"]), len(xy_mt.axes["x"]), len(xy_mt.axes["y"]),
-                         len(xy_mt.axes["mt"]))
-
-
-def pairs_of(xy_mt, names: Sequence[str], plane: str) -> Pairs | None:
-    """:meth:`ParentRecords.pairs` of ``xy_mt``'s records, or None (no records, no pairs)."""
-    rec = records(xy_mt)
+def pairs_of(xy_mt, parents: ParentRecords | None, names: Sequence[str], plane: str) -> Pairs | None:
+    """:meth:`ParentRecords.pairs` of the records ``parents`` valid for ``xy_mt``, or None (no
+    records, none valid for this histogram, no pairs)."""
+    rec = None if parents is None else parents.valid_for(xy_mt)
     return None if rec is None else rec.pairs(names, plane)
+
+
+@dataclass(frozen=True)
+class StatInputs:
+    """The statistics inputs of the ABCD stages: ``xy_mt`` and its parent records (or None).
+
+    Build it once from a run output (:meth:`from_output`) and pass it whole; a bare histogram
+    (:meth:`of`) has no parent records (its variances are the per-bin sums)."""
+
+    xy_mt: object
+    parents: ParentRecords | None = None
+
+    @classmethod
+    def from_output(cls, output: Mapping) -> StatInputs:
+        """From a processor output or a loaded ``histograms.coffea``: ``hists.xy_mt`` (or a flat
+        ``xy_mt``) and ``parent_fills``."""
+        hists = output.get("hists", output)
+        xy_mt = hists.get("xy_mt") if isinstance(hists, Mapping) else None
+        return cls(xy_mt, ParentRecords.build(xy_mt, output.get("parent_fills")))
+
+    @classmethod
+    def of(cls, inputs) -> StatInputs:
+        """``inputs`` itself, or a bare ``xy_mt`` histogram without parent records."""
+        return inputs if isinstance(inputs, StatInputs) else cls(inputs, None)
 
 
 @dataclass

@@ -13,6 +13,11 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
+from matplotlib.lines import Line2D
+
+from . import style as st
+from .style import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,6 @@ SCAN_RULES = {"in_bounds": "within bounds", "pass_guard": "statistics guard", "p
 
 
 def _pyplot():
-    from .style import pyplot
-
     return pyplot()
 
 
@@ -91,11 +94,6 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
     Returns:
         written paths (PDF and PNG of each figure).
     """
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.lines import Line2D
-
-    from . import style as st
-
     style = style or st.DEFAULT
     plt = _pyplot()
     os.makedirs(outdir, exist_ok=True)
@@ -267,10 +265,6 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
     Returns:
         written paths (PDF and PNG of each figure).
     """
-    from matplotlib.colors import LogNorm
-
-    from . import style as st
-
     style = style or st.DEFAULT
     plt = _pyplot()
     os.makedirs(outdir, exist_ok=True)

@@ -2,12 +2,9 @@
 
 The processors fill ``xy_mt`` with axes ``(dataset, plane, x, y, mt)`` and weight storage. Scores
 are clipped into [0, 1) and M_T into the axis range, so everything here works with
-``flow=False``. Region definitions (thresholds ``x0``, ``y0`` on bin edges):
-
-* A: X > x0, Y < y0
-* B: X > x0, Y > y0 (signal region)
-* C: X < x0, Y < y0
-* D: X < x0, Y > y0
+``flow=False``. The regions A, B, C, D at thresholds ``x0``, ``y0`` on bin edges, their order
+and the planes are those of :mod:`svjscout.core.regions` (B, X >= x0 and Y >= y0, is the signal
+region).
 
 Example:
     >>> # y = region_yields(xy_mt, datasets, (0.775, 0.875), plane="SP", which="background")
@@ -20,16 +17,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import hist
 import numpy as np
 
 from svjscout.core.exceptions import HistogramError
+from svjscout.core.regions import REGIONS
+from svjscout.processors.histograms import book
 
 from .guard import kish_neff
-from .parents import RegionCross, pairs_of
+from .parents import ParentRecords, RegionCross, pairs_of
 
 log = logging.getLogger(__name__)
 
-REGIONS: tuple[str, ...] = ("A", "B", "C", "D")
 KINDS: tuple[str, ...] = ("signal", "background", "data")
 REQUIRED_AXES: tuple[str, ...] = ("dataset", "plane", "x", "y", "mt")
 EDGE_TOL = 1e-6
@@ -214,7 +213,7 @@ class RegionYields:
     Attributes:
         n: weighted counts, shape ``(4, n_mt)``, rows A, B, C, D.
         var: their variances (sumw2, or counts for Poisson data), shape ``(4, n_mt)``; with
-            detector copies (parent records on ``xy_mt``, :mod:`.parents`) parent-aware: the sum
+            detector copies (parent records given, :mod:`.parents`) parent-aware: the sum
             over parents of (the parent's weight in the region and bin)^2.
         edges: M_T bin edges in GeV, shape ``(n_mt + 1,)``.
         wp: working point ``(x0, y0)``.
@@ -272,6 +271,7 @@ def region_yields(
     plane: str = "SP",
     which: str | Sequence[str] = "background",
     poisson: bool | None = None,
+    parents: ParentRecords | None = None,
 ) -> RegionYields:
     """ABCD region yields per M_T bin at one working point.
 
@@ -282,10 +282,12 @@ def region_yields(
         plane: "SP" or "VP".
         which: "background", "signal", "data", a dataset name or a list of names.
         poisson: use variance = counts (Poisson) instead of sumw2; default True for ``which="data"``.
+        parents: the parent records of ``xy_mt`` (:class:`.parents.ParentRecords`, e.g.
+            ``StatInputs.parents``), or None.
 
     Returns:
-        :class:`RegionYields` with ``n`` and ``var`` of shape ``(4, n_mt)``. For datasets whose
-        parent records ``xy_mt`` carries (:func:`.parents.attach`) ``var`` is parent-aware:
+        :class:`RegionYields` with ``n`` and ``var`` of shape ``(4, n_mt)``. For datasets with
+        parent records in ``parents`` (valid for this ``xy_mt``) ``var`` is parent-aware:
         ``sum_p (sum of p's weights in the region and M_T bin)^2``, and stays so through
         :meth:`RegionYields.merged`; other datasets' are the sums of the bins' variances.
     """
@@ -303,7 +305,7 @@ def region_yields(
         v = np.clip(n, 0.0, None)
     else:
         v = regions_at(var, ix, iy)
-        pairs = pairs_of(xy_mt, names, plane)
+        pairs = pairs_of(xy_mt, parents, names, plane)
         if pairs is not None:  # detector copies in different bins of one region: their cross terms
             matrix = pairs.region_matrix(ix, iy)
             cross = RegionCross(v, matrix, [[i] for i in range(v.shape[1])])
@@ -383,17 +385,14 @@ def check_mt_abcd(mt_abcd, xy_mt, wp, rtol: float = 1e-6, atol: float = 1e-9) ->
     return worst
 
 
-def mt_abcd_at(xy_mt, wp):
-    """The ``mt_abcd`` histogram ``(dataset, plane, region, mt)`` at ``wp``, summed from ``xy_mt``.
+def mt_abcd_at(xy_mt, wp, parents: ParentRecords | None = None):
+    """The ``mt_abcd`` histogram ``(dataset, plane, region, mt)`` at ``wp``, summed from ``xy_mt``
+    (variances parent-aware with ``parents``, the records of ``xy_mt``).
 
     Every region-split output of a run (``histograms.root``, ``mt_abcd`` in the coffea output,
     the plots) is made from this at the run's one working point, the same ``xy_mt`` bins the
     datacards use; :func:`check_mt_abcd` compares it with what the processor filled directly.
     """
-    import hist
-
-    from svjscout.processors.histograms import book
-
     out = book(mt_edges(xy_mt), list(xy_mt.axes["dataset"]))["mt_abcd"]
     if list(out.axes["plane"]) != list(xy_mt.axes["plane"]):
         raise HistogramError(f"xy_mt planes {list(xy_mt.axes['plane'])} differ from {list(out.axes['plane'])}")
@@ -401,7 +400,7 @@ def mt_abcd_at(xy_mt, wp):
     view = out.view(flow=False)
     for d, name in enumerate(xy_mt.axes["dataset"]):
         for p, plane in enumerate(out.axes["plane"]):
-            y = region_yields(xy_mt, fake, wp, plane=plane, which=[name], poisson=False)
+            y = region_yields(xy_mt, fake, wp, plane=plane, which=[name], poisson=False, parents=parents)
             for r, region in enumerate(out.axes["region"]):
                 k = REGIONS.index(region)
                 view.value[d, p, r, :] = y.n[k]

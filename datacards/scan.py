@@ -45,12 +45,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from svjscout.core.exceptions import HistogramError
@@ -58,6 +60,8 @@ from svjscout.core.exceptions import HistogramError
 from .abcd import closure, predict
 from .guard import Guard, guarded_groups, kish_neff
 from .nonclosure import kappas_from_deltas
+from .parents import StatInputs, pairs_of
+from .plots import plot_scan_heatmaps
 from .regions import cumulative_2d, datasets_of_kind, mt_edges, plane_arrays, regions_from_cumsum, snap_threshold
 from .significance import asimov_z, rescale_factors
 
@@ -191,14 +195,12 @@ def _sigma_b(mode: str, nhat, var_mc, a, c, d):
     raise HistogramError(f"unknown sigma_mode '{mode}', expected poisson, sumw2 or both")
 
 
-def _parent_aware(var, xy_mt, names, plane, ix, iy):
+def _parent_aware(var, xy_mt, parents, names, plane, ix, iy):
     """Per-bin region variances ``var`` (4, gx, gy, n_mt) of the grid with the cross terms of
     detector copies in different ``xy_mt`` bins of a region added (:mod:`.parents`, exact at
     every point), and the cross terms between different M_T bins (4, gx, gy, n_mt, n_mt;
     diagonal zero) for merged M_T groups; ``(var, None)`` without parent records."""
-    from .parents import pairs_of
-
-    pairs = pairs_of(xy_mt, names, plane)
+    pairs = pairs_of(xy_mt, parents, names, plane)
     if pairs is None:
         return var, None
     m = pairs.grid_matrix(ix, iy)
@@ -361,7 +363,7 @@ def compute_metrics(bkg, bkg_var, sig, factors, rules: ScanRules, u_nonclosure=N
 
 
 def scan_working_points(
-    xy_mt,
+    inputs,
     datasets: Mapping[str, Mapping],
     grid=None,
     reference: str | None = None,
@@ -372,7 +374,8 @@ def scan_working_points(
     """Scan the ABCD working point over a grid and choose the best one.
 
     Args:
-        xy_mt: histogram ``(dataset, plane, x, y, mt)``.
+        inputs: :class:`.parents.StatInputs` (``xy_mt``, a histogram ``(dataset, plane, x, y,
+            mt)``, and its parent records), or a bare ``xy_mt`` (no parent records).
         datasets: dataset metadata (kinds "signal", "background", "data").
         grid: None (33 x 33 in [0.1, 0.9]^2), an int n (n x n in [0.1, 0.9]^2), ``(xs, ys)``
             arrays of thresholds, or ``{"x": xs, "y": ys}``; thresholds must sit on bin edges.
@@ -390,8 +393,8 @@ def scan_working_points(
     Raises:
         HistogramError: missing axes/datasets, off-grid thresholds, no signal or background.
     """
-    import pandas as pd
-
+    inputs = StatInputs.of(inputs)
+    xy_mt, parents = inputs.xy_mt, inputs.parents
     rules = rules or ScanRules()
     gx, gy = _resolve_grid(grid)
     ix = np.array([snap_threshold(v, xy_mt.axes["x"].edges, "x") for v in gx])
@@ -411,13 +414,13 @@ def scan_working_points(
     bv, bw = plane_arrays(xy_mt, bkg_names, rules.plane)
     sv, _ = plane_arrays(xy_mt, sig_names, rules.plane, summed=False)
     bkg = regions_from_cumsum(cumulative_2d(bv), ix, iy)
-    bkg_var, cross = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), xy_mt, bkg_names, rules.plane,
+    bkg_var, cross = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), xy_mt, parents, bkg_names, rules.plane,
                                    ix, iy)
     sig = regions_from_cumsum(cumulative_2d(sv), ix, iy)
     factors = rescale_factors(sv.sum(axis=(1, 2, 3)), sig_names.index(reference))
     other = "VP" if rules.plane == "SP" else "SP"
     vv, vw = plane_arrays(xy_mt, bkg_names, other)
-    vp_var, vp_cross = _parent_aware(regions_from_cumsum(cumulative_2d(vw), ix, iy), xy_mt, bkg_names, other, ix, iy)
+    vp_var, vp_cross = _parent_aware(regions_from_cumsum(cumulative_2d(vw), ix, iy), xy_mt, parents, bkg_names, other, ix, iy)
     gg = guarded_grid(bkg, bkg_var, sig, regions_from_cumsum(cumulative_2d(vv), ix, iy), vp_var, rules.guard,
                       cross=cross, vp_cross=vp_cross, edges=mt_edges(xy_mt))
     u = nonclosure_grid(gg, rules) if rules.fom_nonclosure else None
@@ -500,10 +503,6 @@ def write_scan(result: ScanResult, outdir: str | os.PathLike, plots: bool = True
     Returns:
         list of written paths.
     """
-    import json
-
-    from .plots import plot_scan_heatmaps
-
     os.makedirs(outdir, exist_ok=True)
     paths = []
     csv = os.path.join(outdir, "scan.csv")

@@ -10,14 +10,15 @@ A parent's detector copies are correlated, so the split is by parent: parent key
 half ``h(k) = splitmix64(k ^ seed) & 1`` (a fixed hash, so the split is the same whatever the
 chunking, workers or engine). Each half's ``xy_mt`` is rebuilt from the processor's per-(parent,
 bin) records (``output["parent_fills"]``) with weights x2 (each half stands for the whole
-luminosity), its variances parent-grouped, and the half's own records attached (:mod:`.parents`),
-so everything downstream is parent-aware as on the full sample. The split needs records that
+luminosity), its variances parent-grouped, and it comes with the half's own records
+(``parent_fills``; :meth:`.parents.StatInputs.from_output` of a half pairs them with its
+``xy_mt``), so everything downstream is parent-aware as on the full sample. The split needs records that
 account for every fill of every dataset (checked: the records of a dataset must rebuild its
 ``xy_mt`` values); otherwise :class:`~svjscout.core.exceptions.HistogramError` says which dataset.
 
 Example:
-    >>> # select, quote = split_halves(output)  # after the processor, before the scan
-    >>> # scan on select["hists"]["xy_mt"], cards on quote["hists"]["xy_mt"]
+    >>> # halves = split_halves(output)  # after the processor, before the scan
+    >>> # scan on StatInputs.from_output(halves["select"]), cards on StatInputs.from_output(halves["quote"])
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import numpy as np
 
 from svjscout.core.exceptions import HistogramError
 
-from .parents import ATTR, attach
 
 HALVES = ("select", "quote")
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -54,8 +54,6 @@ def half_of(keys: np.ndarray, seed: int = 0) -> np.ndarray:
 def _rebuild(h, fills: Mapping[str, Mapping], which: int | None, seed: int):
     """``xy_mt`` (a copy of ``h``) filled from the records of half ``which`` (None: all), weights x2 for a half."""
     out = h.copy()
-    if hasattr(out, ATTR):  # the copy carries the full sample's records: not this histogram's
-        delattr(out, ATTR)
     shape = out.view(flow=True).shape
     vals, var = np.zeros(int(np.prod(shape))), np.zeros(int(np.prod(shape)))
     scale = 1.0 if which is None else 2.0
@@ -77,8 +75,8 @@ def _rebuild(h, fills: Mapping[str, Mapping], which: int | None, seed: int):
 def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6) -> dict[str, dict]:
     """``{"select": out, "quote": out}``: the processor output's ``xy_mt`` split by parent.
 
-    Each ``out`` is ``{"hists": {"xy_mt": H}, "parent_fills": {...}, "datasets": ...}`` with
-    the half's parent records attached to ``H``.
+    Each ``out`` is ``{"hists": {"xy_mt": H}, "parent_fills": {...}, "datasets": ...}``: the
+    half's histogram and its own parent records (the records split with the histogram).
 
     Raises:
         HistogramError: no ``xy_mt``, or a dataset of ``xy_mt`` with events but no records that
@@ -102,7 +100,6 @@ def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6) -> dict[str
     halves = {}
     for which, label in enumerate(HALVES):
         hh, recs = _rebuild(h, fills, which, seed)
-        out = {"hists": {"xy_mt": hh}, "parent_fills": recs, "datasets": copy.deepcopy(output.get("datasets", {}))}
-        attach(out)
-        halves[label] = out
+        halves[label] = {"hists": {"xy_mt": hh}, "parent_fills": recs,
+                         "datasets": copy.deepcopy(output.get("datasets", {}))}
     return halves

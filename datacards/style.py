@@ -29,6 +29,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import matplotlib
+import matplotlib.pyplot as plt
+import mplhep
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -119,12 +122,7 @@ def record_figures():
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend with mplhep's CMS style."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
     plt.style.use(mplhep.style.CMS)
     return plt
 
@@ -132,8 +130,6 @@ def pyplot():
 def cms_label(ax, style: PlotStyle = DEFAULT, data: bool = False, lumi: bool = True, com: bool | None = True, **kw):
     """``CMS [Simulation] <style.label>`` above the axes, ``L fb^-1 (13 TeV)`` on the right
     (``lumi=False``: no luminosity; ``com=None``: nothing on the right)."""
-    import mplhep
-
     if com is None:
         kw["rlabel"] = ""
     return mplhep.cms.label(style.label, ax=ax, data=data, lumi=style.lumi_fb if lumi else None,
@@ -221,8 +217,6 @@ def log_range_needed(values, ratio: float = 50.0) -> bool:
 
 def legend_inside(ax, style_kw: dict | None = None, **kw):
     """Legend in the upper right with the y axis raised until it covers nothing (headroom)."""
-    import mplhep
-
     kw = {"loc": "upper right", "fontsize": 15, "frameon": False, **(style_kw or {}), **kw}
     leg = ax.legend(**kw)
     try:

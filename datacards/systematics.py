@@ -99,8 +99,11 @@ import numpy as np
 from svjscout.core.constants import LUMI_UNCERTAINTY
 from svjscout.core.exceptions import DatacardError, HistogramError
 from svjscout.core.formats import card_number
+from svjscout.core.regions import REGIONS
 
-from .regions import REGIONS, parse_wp, region_yields, snap_threshold
+from . import style as st
+from .parents import ParentRecords
+from .regions import parse_wp, plane_arrays, region_yields, snap_threshold
 
 log = logging.getLogger(__name__)
 
@@ -585,7 +588,7 @@ class SignalSystematics:
         ``row.kind``/``row.count`` for the type; :func:`row_tokens` gives the card tokens."""
         rows = [CardRow(src, info["kappa"]) for src, info in self.sources.items()]
         n = len(self.channels[0]) if self.channels else 0
-        for r in range(4):
+        for r in range(len(REGIONS)):
             for i in range(n):
                 name = f"mcstat_{self.channels[r][i]}"
                 if (r, i) in self.mcstat:
@@ -665,7 +668,7 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
                        signal: str, plane: str = "SP", config=None, lumi_unc: float = LUMI_UNCERTAINTY,
                        kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
                        mcstat_min: float = MCSTAT_MIN, gmn: bool = True,
-                       card_xy_mt=None) -> SignalSystematics:
+                       card_xy_mt=None, parents: ParentRecords | None = None) -> SignalSystematics:
     """The signal nuisances of the card of ``signal`` (see the module docstring).
 
     Args:
@@ -688,6 +691,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
             (cards written from a half of the MC while ``xy_mt_syst`` was filled with the full
             ``xy_mt``): the channels with signal and the MC-statistics terms (gmN ``N * alpha``
             must equal the rate) come from it, the sources' relative effects from ``xy_mt``.
+        parents: the parent records of the histogram the rates come from (``card_xy_mt``, else
+            ``xy_mt``): parent-aware MC-statistics terms; None: per-bin variances.
 
     Returns:
         :class:`SignalSystematics`.
@@ -696,7 +701,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
     gmn = bool(gmn)
     x0, y0 = parse_wp(wp)
     rates_h = xy_mt if card_xy_mt is None else card_xy_mt
-    nom = region_yields(rates_h, datasets, (x0, y0), plane=plane, which=[signal], poisson=False).merged(groups)
+    nom = region_yields(rates_h, datasets, (x0, y0), plane=plane, which=[signal], poisson=False,
+                        parents=parents).merged(groups)
     n = nom.n.shape[1]
     chans = [[f"{plane}_{R}_{i}" for i in range(n)] for R in REGIONS]
     conv = {"integration": "M_T-integrated yield per region (A, B, C, D); one kappa for every M_T bin of the region",
@@ -705,11 +711,11 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
             "error": "event-correlated, per cell: weight sources q_v + q_n - 2 wbar s_v, kinematic |q_v - q_n|",
             "gmN_rows": gmn}
     out = SignalSystematics(signal, plane, chans, nom.n.copy(), lumi=cfg.lumi_rows(lumi_unc), config=conv)
-    out.not_positive = [chans[r][i] for r in range(4) for i in range(n) if not nom.n[r, i] > 0]
+    out.not_positive = [chans[r][i] for r in range(len(REGIONS)) for i in range(n) if not nom.n[r, i] > 0]
     lo, hi = kappa_range
 
     if cfg.mcstat:
-        for r in range(4):
+        for r in range(len(REGIONS)):
             for i in range(n):
                 c = chans[r][i]
                 t = mcstat_term(float(nom.n[r, i]), float(nom.var[r, i]), cfg.mcstat_neff_min, mcstat_min)
@@ -744,8 +750,6 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
     ix = snap_threshold(x0, xy_mt_syst.axes["x"].edges, "x")
     iy = snap_threshold(y0, xy_mt_syst.axes["y"].edges, "y")
     mt_bins = sorted({int(b) for g in groups for b in g})
-    from .regions import plane_arrays
-
     nom_cells, nom_cvar = (a[..., mt_bins] for a in plane_arrays(xy_mt, [signal], plane))
     for s in sorted(set(cfg.sources) - set(sources)):
         if cfg.sources[s]:
@@ -769,7 +773,7 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         var = {k: (arrays.plane(v)[..., mt_bins], arrays.plane_var(v)[..., mt_bins]) for k, v in names.items()}
         regs = source_regions(nom_cells, nom_cvar, var["up"], var["down"], ix, iy, cfg, kappa_range, tiny,
                               source_kind(src))
-        kappa = {(r, i): regs[r]["text"] for r in range(4) if regs[r]["status"] == "kept"
+        kappa = {(r, i): regs[r]["text"] for r in range(len(REGIONS)) if regs[r]["status"] == "kept"
                  for i in range(n) if nom.n[r, i] > 0}
         info = {"regions": regs, "kappa": kappa, "B": {k: regs[1][k]["effect"] for k in ("up", "down")}}
         clips = [{"region": rec["region"], **c} for rec in regs for c in rec["clips"]]
@@ -924,8 +928,6 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
     ``groups``: the M_T bins integrated (default all). Sources without both variations (or all
     zero) for it are left out.
     """
-    from . import style as st
-
     style = style or st.DEFAULT
     cfg = systematics_config(config)
     check_syst_histogram(xy_mt_syst, xy_mt)
@@ -939,8 +941,6 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
             return []
         totals = {d: float(_region_b(region_yields_plane(xy_mt, d, plane), ix, iy).sum()) for d in cands}
         signal = max(cands, key=lambda d: (totals[d], d))
-    from .regions import plane_arrays
-
     nom, nom_var = plane_arrays(xy_mt, [signal], plane)
     mt_bins = sorted({int(b) for g in groups for b in g}) if groups else list(range(nom.shape[-1]))
     nom, nom_var = nom[..., mt_bins], nom_var[..., mt_bins]
@@ -1012,6 +1012,4 @@ def _region_b(arr: np.ndarray, ix: int, iy: int) -> np.ndarray:
 
 def region_yields_plane(xy_mt, dataset: str, plane: str) -> np.ndarray:
     """Values of ``xy_mt`` for one dataset and plane, ``(nx, ny, n_mt)``."""
-    from .regions import plane_arrays
-
     return plane_arrays(xy_mt, [dataset], plane)[0]

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import hist
 import numpy as np
+
+from svjscout.core.regions import PLANES
+from svjscout.processors.histograms import book_syst
 
 NBINS = 40
 CENTERS = (np.arange(NBINS) + 0.5) / NBINS
@@ -22,11 +26,9 @@ DEFAULT_MT_EDGES = (650.0, 1000.0, 1300.0, 1700.0, 2200.0, 3000.0, 5000.0)
 
 def empty_xy_mt(names: Sequence[str], mt_edges: Sequence[float] = DEFAULT_MT_EDGES):
     """Empty ``xy_mt`` histogram with the given dataset categories and M_T edges."""
-    import hist
-
     return hist.Hist(
         hist.axis.StrCategory(list(names), growth=True, name="dataset"),
-        hist.axis.StrCategory(["SP", "VP"], name="plane"),
+        hist.axis.StrCategory(list(PLANES), name="plane"),
         hist.axis.Regular(NBINS, 0, 1, name="x"),
         hist.axis.Regular(NBINS, 0, 1, name="y"),
         hist.axis.Variable(list(mt_edges), name="mt"),
@@ -131,8 +133,6 @@ def build_xy_mt_syst(contents: Mapping[str, Mapping[str, Mapping[str, np.ndarray
     names = list(contents)
     systs = list(dict.fromkeys(s for d in contents.values() for s in d))
     first = next(a for d in contents.values() for p in d.values() for a in p.values())
-    from svjscout.processors.histograms import book_syst
-
     h = book_syst(mt_edges, names, systs, score_bins=np.shape(first)[0])
     view = h.view(flow=False)
     for i, n in enumerate(names):

@@ -38,19 +38,36 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import glob
+import json
 import logging
 import os
+import re
+import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from scipy.optimize import brentq, minimize_scalar
 
 from svjscout.core.exceptions import DatacardError
+from svjscout.core.regions import REGIONS
+from svjscout.processors.files import open_root
 
+from . import likelihood
+from .abcd import abcd_from_yields
 from .likelihood import Fitter, Model, build_model
+from .limits import quick_limits, read_index
+from .parents import StatInputs
 from .parser import Datacard, parse_datacard, parse_text
+from .plots import point_name
+from .regions import region_yields
+from .settings import DEFAULT_INJECT, ValidationSettings, parse_inject  # noqa: F401 - DEFAULT_INJECT: re-exported
+from .validation_plots import plot_validation
+from .writer import card_settings, format_card, merge_groups, write_datacards
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +75,6 @@ log = logging.getLogger(__name__)
 def _quiet(fn):
     """Run ``fn`` without numpy's floating-point warnings: MIGRAD's far-out trial points overflow
     harmlessly (the likelihood clips them), and the terminal should show what matters."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -75,52 +90,15 @@ BIAS_FLAG = 0.14
 #: injections per point: at 2 a false flag would come every few runs of unbiased fits.
 BIAS_SIGNIFICANCE = 3.0
 
-#: Injections of ``svjscout validate`` and the run's validate stage: 0, 1x and 2x each point's
-#: median expected limit (``exp0`` of ``limits.json``). ``"Nx"``: N times that limit; a plain number:
-#: that r; ``"exp0"``: the same as ``"1x"``.
-DEFAULT_INJECT = ("0", "1x", "2x")
+# DEFAULT_INJECT (0, 1x and 2x each point's median expected limit, ``exp0`` of ``limits.json``;
+# ``"Nx"``: N times that limit; a plain number: that r; ``"exp0"``: the same as ``"1x"``) and
+# parse_inject live with the validation's settings (datacards/settings.py).
 
 
 def theta_range() -> tuple[float, float]:
     """The range of every lnN nuisance in the fits (``likelihood.THETA_RANGE``, read at call time)."""
-    from . import likelihood
-
     lo, hi = likelihood.THETA_RANGE
     return float(lo), float(hi)
-
-
-def parse_inject(spec) -> list:
-    """Injections from ``"0,1x,2x"`` (or a sequence of numbers / strings): a list of floats
-    (absolute r) and ``("x", factor)`` tuples (factor times the point's median expected limit).
-
-    ``None`` gives :data:`DEFAULT_INJECT`.
-
-    Raises:
-        ValueError: an entry that is neither a number, ``"Nx"`` nor ``"exp0"`` (names it).
-    """
-    if spec is None:
-        spec = DEFAULT_INJECT
-    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
-    out = []
-    for v in items:
-        if isinstance(v, tuple) and len(v) == 2 and v[0] == "x":
-            out.append(("x", float(v[1])))
-            continue
-        if not isinstance(v, str):
-            out.append(float(v))
-            continue
-        s = v.strip().lower()
-        try:
-            if s == "exp0":
-                out.append(("x", 1.0))
-            elif s.endswith("x"):
-                out.append(("x", float(s[:-1])))
-            else:
-                out.append(float(s))
-        except ValueError as err:
-            raise ValueError(f"injection '{v}' is neither a number, 'Nx' (N times the expected limit) "
-                             "nor 'exp0'") from err
-    return out
 
 
 def resolve_inject(items, limits: Mapping | None, point: str) -> tuple[list[dict], list[str]]:
@@ -149,7 +127,7 @@ def resolve_inject(items, limits: Mapping | None, point: str) -> tuple[list[dict
 def region_of_bin(name: str) -> str:
     """The region letter of a channel ``PLANE_R_i``."""
     parts = name.split("_")
-    if len(parts) < 3 or parts[1] not in "ABCD":
+    if len(parts) < 3 or parts[1] not in REGIONS:
         raise DatacardError(f"channel '{name}' is not PLANE_REGION_BIN (A, B, C, D)")
     return parts[1]
 
@@ -345,8 +323,6 @@ class Profile:
     def minimum(self, r0: float, h: float, tol: float) -> float:
         """r of the minimum of P: walk downhill from ``r0`` in doubling steps (from ``h``) until
         it turns up or reaches a boundary of r, then Brent's method on the bracket."""
-        from scipy.optimize import minimize_scalar
-
         lo, hi = self.r_min, self.r_max
         b = min(max(r0, lo), hi)
         a, c = max(lo, b - h), min(hi, b + h)
@@ -377,8 +353,6 @@ class Profile:
     def crossing(self, r_hat: float, p_min: float, direction: int, h: float) -> tuple[float, bool]:
         """The 1-sigma error on one side: ``|r - r_hat|`` where ``P(r) = p_min + 1/2``, and whether
         the range of r ended first (then the distance to that boundary, a lower bound)."""
-        from scipy.optimize import brentq
-
         lim = self.r_max if direction > 0 else self.r_min
         if abs(lim - r_hat) <= 0:
             return float("nan"), True
@@ -606,20 +580,20 @@ def impacts(card: Datacard, r_min: float | None = None, r_max: float | None = No
     return {"r": r_hat, "r_err": float(err[0]), "nuisances": rows, "background_only": bonly}
 
 
-def contamination(xy_mt, datasets: Mapping[str, Mapping], wp, groups: Sequence[Sequence[int]],
+def contamination(inputs, datasets: Mapping[str, Mapping], wp, groups: Sequence[Sequence[int]],
                   nonclosure_kappa: Sequence[float], signals: Sequence[str]) -> dict:
     """Relative bias of ``nhat_B`` per (fit) M_T bin when each signal at r = 1 is added to A, C, D.
 
     ``bias_i = [(A+sA)(D+sD)/(C+sC)] / [A D / C] - 1`` with A, C, D the background yields; compared
     with the non-closure ``kappa_i - 1`` of the cards.
     """
-    from .regions import region_yields
-
-    b = region_yields(xy_mt, datasets, wp, which="background").merged(groups).n
+    inputs = StatInputs.of(inputs)
+    xy_mt, parents = inputs.xy_mt, inputs.parents
+    b = region_yields(xy_mt, datasets, wp, which="background", parents=parents).merged(groups).n
     out = {}
     u = np.asarray(nonclosure_kappa, float) - 1.0
     for name in signals:
-        s = region_yields(xy_mt, datasets, wp, which=[name]).merged(groups).n
+        s = region_yields(xy_mt, datasets, wp, which=[name], parents=parents).merged(groups).n
         bias = contamination_bias(b, s)
         out[name] = {"bias": [float(v) for v in bias], "nonclosure": [float(v) for v in u],
                      "exceeds_nonclosure": [bool(abs(v) > w) for v, w in zip(bias, u)]}
@@ -643,7 +617,7 @@ def ks_uniform(p_values: Sequence[float]) -> float:
 # -- the whole validation of a run's output folder ---------------------------------------------
 
 
-def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: str, kappa_of_bin: Sequence[float],
+def plane_card(inputs, datasets: Mapping[str, Mapping], wp, plane: str, signal: str, kappa_of_bin: Sequence[float],
                groups: Sequence[Sequence[int]], point: str = "validation") -> tuple[Datacard, list[list[int]], str]:
     """A card of ``plane`` whose observation is the MC background itself (pseudo-data), region B
     included: what the goodness of fit and the closure of the ABCD model are tested on.
@@ -651,14 +625,14 @@ def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: s
     M_T bins: ``groups`` (the cards' fit bins), merged further where a region of ``plane`` is empty.
     Returns the parsed card, its bins as groups of original M_T bins, and the card's text.
     """
-    from .regions import region_yields
-    from .writer import format_card, merge_groups
-
-    b = region_yields(xy_mt, datasets, wp, plane=plane, which="background").merged(groups)
+    inputs = StatInputs.of(inputs)
+    xy_mt, parents = inputs.xy_mt, inputs.parents
+    b = region_yields(xy_mt, datasets, wp, plane=plane, which="background", parents=parents).merged(groups)
     sub, _ = merge_groups(b.n, 0.0)
     bins = [[o for i in g for o in groups[i]] for g in sub]
-    bkg = region_yields(xy_mt, datasets, wp, plane=plane, which="background").merged(bins).n
-    sig = np.clip(region_yields(xy_mt, datasets, wp, plane=plane, which=[signal]).merged(bins).n, 0.0, None)
+    bkg = region_yields(xy_mt, datasets, wp, plane=plane, which="background", parents=parents).merged(bins).n
+    sig = np.clip(region_yields(xy_mt, datasets, wp, plane=plane, which=[signal], parents=parents).merged(bins).n,
+                  0.0, None)
     kappa = np.array([max(kappa_of_bin[i] for i in g) for g in sub])
     if np.any(bkg <= 0):
         raise DatacardError(f"{plane}: a region is empty in every M_T bin; no {plane} card can be built")
@@ -667,19 +641,12 @@ def plane_card(xy_mt, datasets: Mapping[str, Mapping], wp, plane: str, signal: s
     return parse_text(text, f"<{plane} validation card>"), bins, text
 
 
-def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal: str, **card_kw) -> list[dict]:
+def wp_stability(inputs, datasets: Mapping[str, Mapping], wp, step: float, signal: str, **card_kw) -> list[dict]:
     """The closure (SP, background MC, on the cards' guarded fit bins) and the expected median limit
     of ``signal`` at the WP and its 8 grid neighbours: cards written exactly as the run's (``card_kw``:
-    the writer's settings, signal systematics included) into a temporary folder, unbacked ones too
-    (``backed`` says which), so that the WP's own row equals ``limits.json``."""
-    import tempfile
-
-    from .abcd import abcd_from_yields
-    from .limits import quick_limits
-    from .plots import point_name
-    from .regions import region_yields
-    from .writer import write_datacards
-
+    the writer's keywords, ``settings`` and signal systematics included) into a temporary folder,
+    unbacked ones too (``backed`` says which), so that the WP's own row equals ``limits.json``."""
+    inputs = StatInputs.of(inputs)
     kw = {**card_kw, "allow_unbacked": True, "validate": False, "signals": [signal]}
     out = []
     for dx in (-1, 0, 1):
@@ -688,9 +655,10 @@ def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal
             row = {"x0": p[0], "y0": p[1], "dx": dx, "dy": dy}
             try:
                 with tempfile.TemporaryDirectory() as d:
-                    idx = write_datacards(xy_mt, datasets, p, d, **kw)
+                    idx = write_datacards(inputs, datasets, p, d, **kw)
                     lim = quick_limits(idx)
-                t = abcd_from_yields(region_yields(xy_mt, datasets, p, plane="SP").merged(idx["mt_groups"]))
+                t = abcd_from_yields(region_yields(inputs.xy_mt, datasets, p, plane="SP", parents=inputs.parents)
+                                     .merged(idx["mt_groups"]))
                 tot_pred, tot_b = np.nansum(t.nhat_B), np.sum(t.n_B)
                 name = point_name(signal, datasets.get(signal, {}))
                 row.update(delta=float(tot_pred / tot_b - 1) if tot_b > 0 else None,
@@ -704,21 +672,24 @@ def wp_stability(xy_mt, datasets: Mapping[str, Mapping], wp, step: float, signal
 
 
 @_quiet
-def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None = None,
+def validate(inputs, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None = None,
              toys: int = 100, inject=None, seed: int = 1, gof_toys: int | None = None,
              stability: bool = True, card_kw: Mapping | None = None) -> dict:
     """Every test of the module docstring on the cards of ``index`` (``datacards/index.json``).
 
     Args:
-        xy_mt, datasets: the run's histograms (``histograms.coffea``).
+        inputs, datasets: the statistics inputs the cards were written from
+            (:class:`.parents.StatInputs`, or a bare ``xy_mt``) and the datasets.
         index: the cards' index (working point, fit bins, kappas, points).
         limits: expected limits ``{point: {"exp0": ...}}`` (``limits.json``; for ``"Nx"`` injections).
         toys: toys per injected value; ``gof_toys`` (default ``toys``) per goodness of fit.
         inject: injections, see :func:`parse_inject` (default :data:`DEFAULT_INJECT`: 0, 1x and 2x
             the point's median expected limit); an ``"Nx"`` without a limit is skipped and listed.
-        card_kw: the card writer's keywords of the run (settings, ``xy_mt_syst``, ``syst_nominal``)
-            for the WP-stability cards; default: the settings recorded in ``index``.
+        card_kw: the card writer's keywords of the run (``settings``, ``systematics``,
+            ``xy_mt_syst``, ``syst_nominal``) for the WP-stability cards; default: the settings
+            recorded in ``index``.
     """
+    inputs = StatInputs.of(inputs)
     base = index["cards_dir"]
     wp = (index["wp"]["x0"], index["wp"]["y0"])
     groups = index["mt_groups"]
@@ -754,7 +725,7 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
     nt = gof_toys or toys
     for plane, mask_b in (("VP", False), ("SP", True)):
         try:
-            card, bins, text = plane_card(xy_mt, datasets, wp, plane, ref, kappa, groups)
+            card, bins, text = plane_card(inputs, datasets, wp, plane, ref, kappa, groups)
             g = gof_saturated(card, nt, seed, mask_b=mask_b)
             g["mt_bins"] = bins
             g["theta_range"] = list(theta_range())
@@ -766,13 +737,13 @@ def validate(xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Map
             g["figure"] = None
             g["no_figure_reason"] = "no test possible: " + g.get("note", "no toys")
         out["gof"][plane + (" (B masked)" if mask_b else "")] = g
-    out["contamination"] = contamination(xy_mt, datasets, wp, groups, kappa, signals)
+    out["contamination"] = contamination(inputs, datasets, wp, groups, kappa, signals)
     if stability:
-        step = float(np.diff(xy_mt.axes["x"].edges)[0])
-        kw = dict(card_kw) if card_kw is not None else {
+        step = float(np.diff(inputs.xy_mt.axes["x"].edges)[0])
+        kw = dict(card_kw) if card_kw is not None else {"settings": card_settings(None, **{
             k: index[k] for k in ("lumi_unc", "nonclosure_method", "min_neff", "max_rel_err", "rateparam_range")
-            if k in index}
-        out["wp_stability"] = wp_stability(xy_mt, datasets, wp, step, ref, **kw)
+            if k in index})}
+        out["wp_stability"] = wp_stability(inputs, datasets, wp, step, ref, **kw)
     return out
 
 
@@ -862,19 +833,20 @@ def summary_lines(res: Mapping) -> list[str]:
     return lines
 
 
-def write_validation(outdir, xy_mt, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None,
-                     toys: int = 20, inject=None, seed: int = 1, stability: bool = True,
-                     style=None, card_kw: Mapping | None = None) -> dict:
+def write_validation(outdir, inputs, datasets: Mapping[str, Mapping], index: Mapping, limits: Mapping | None,
+                     settings: ValidationSettings | None = None, style=None, card_kw: Mapping | None = None,
+                     **overrides) -> dict:
     """:func:`validate` and its outputs: ``outdir/validation/validation.json``, the figures, and
     ``validation/combine_settings.json`` (injections and r ranges per point, read by
-    ``jobs/combine_validate.sh`` so that Combine fits the same toys' settings)."""
-    import json
+    ``jobs/combine_validate.sh`` so that Combine fits the same toys' settings).
 
-    from .validation_plots import plot_validation
-
+    ``settings``: the validation stage's :class:`.settings.ValidationSettings` (``toys``,
+    ``inject``, ``seed``, ``stability``; None: its defaults), ``overrides`` replacing its keys."""
+    settings = ValidationSettings.model_validate({**(settings or ValidationSettings()).model_dump(), **overrides})
+    toys, inject, seed, stability = settings.toys, settings.inject, settings.seed, settings.stability
     vdir = os.path.join(os.fspath(outdir), "validation")
     os.makedirs(vdir, exist_ok=True)
-    res = validate(xy_mt, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability,
+    res = validate(inputs, datasets, index, limits, toys=toys, inject=inject, seed=seed, stability=stability,
                    card_kw=card_kw)
     for plane, text in res.pop("cards", {}).items():  # the pseudo-data cards, for Combine's GoF
         os.makedirs(os.path.join(vdir, "cards", plane), exist_ok=True)
@@ -896,8 +868,6 @@ def _read_fit_tree(path: str, r_inj: float, r_range: Sequence[float] | None) -> 
     (``r_range``, else the smallest / largest r seen when several toys share it); minos_low/high:
     an error of 0 on that side (Combine then quotes no interval there).
     """
-    from svjscout.processors.files import open_root
-
     with open_root(path, "the tree tree_fit_sb") as f:
         tree = f["tree_fit_sb"]
         cols = [c for c in ("r", "rErr", "rLoErr", "rHiErr", "fit_status") if c in tree.keys()]
@@ -930,14 +900,6 @@ def read_combine_validation(outdir) -> dict:
     Raises:
         InputFileError: an unreadable Combine output (names it); DatacardError: none found.
     """
-    import glob
-    import json
-    import re
-
-    from svjscout.processors.files import open_root
-
-    from .limits import read_index
-
     index, cards = read_index(outdir)
     sfile = os.path.join(os.fspath(outdir), "validation", "combine_settings.json")
     settings = json.load(open(sfile)) if os.path.isfile(sfile) else {"points": {}}

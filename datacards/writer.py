@@ -45,7 +45,7 @@ texts hold no time stamp: the same inputs give the same bytes. Negative signal y
 MC weights) are set to 0 and listed per point in the index.
 
 Example:
-    >>> # index = write_datacards(xy_mt, datasets, (0.775, 0.875), "out/")
+    >>> # index = write_datacards(StatInputs.from_output(output), datasets, (0.775, 0.875), "out/", settings)
     >>> # index["points"]["svj_mz2000_rinv0.3"]["card"]
 """
 
@@ -64,6 +64,7 @@ from svjscout import __version__
 from svjscout.core.constants import LUMI_UNCERTAINTY
 from svjscout.core.exceptions import DatacardError, UnbackedError
 from svjscout.core.formats import card_number
+from svjscout.core.regions import REGIONS
 
 from .abcd import predict
 from .guard import UNBACKED, Guard, Verdict, group_problems, guarded_groups
@@ -71,13 +72,17 @@ from .guard import merge_groups as _merge
 from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parser import parse_text, validate_datacard
 from .plots import point_name
-from .regions import REGIONS, RegionYields, datasets_of_kind, parse_wp, region_yields
+from .parents import StatInputs
+from .regions import RegionYields, datasets_of_kind, parse_wp, region_yields
+from .settings import DatacardSettings
 from .systematics import check_syst_histogram, kappa_text, row_tokens, systematics_config
 from .systematics import signal_systematics as _signal_nuisances
 
 log = logging.getLogger(__name__)
 
 CARD_NAME = "datacard.txt"
+#: the regions as the card headers describe them (svjscout.core.regions; the headers' text of before)
+REGION_TEXT = "A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0"
 
 
 def merge_groups(bkg: np.ndarray, min_bkg: float = 0.0, var: np.ndarray | None = None,
@@ -181,79 +186,84 @@ def format_card(
     return "\n".join(lines) + "\n"
 
 
-def _signal_yields(xy_mt, datasets, wp, plane, name, groups) -> RegionYields:
-    return region_yields(xy_mt, datasets, wp, plane=plane, which=name).merged(groups)
+def _signal_yields(inputs: StatInputs, datasets, wp, plane, name, groups) -> RegionYields:
+    return region_yields(inputs.xy_mt, datasets, wp, plane=plane, which=name, parents=inputs.parents).merged(groups)
+
+
+def card_settings(settings: DatacardSettings | None = None, **overrides) -> DatacardSettings:
+    """``settings`` (default: :class:`.settings.DatacardSettings`'s defaults) with ``overrides``
+    of its keys (not re-validated: the card writer refuses what it cannot write, e.g.
+    ``asimov=False`` without ``unblind``).
+
+    Raises:
+        DatacardError: a key that is not a datacards setting (names it).
+    """
+    settings = settings if settings is not None else DatacardSettings()
+    unknown = sorted(set(overrides) - set(DatacardSettings.model_fields))
+    if unknown:
+        raise DatacardError(f"unknown datacards setting(s) {unknown}; the keys are {sorted(DatacardSettings.model_fields)}")
+    if not overrides:
+        return settings
+    if "rateparam_range" in overrides:
+        overrides["rateparam_range"] = tuple(overrides["rateparam_range"])
+    if overrides.get("signal_systematics") is None and "signal_systematics" in overrides:
+        overrides["signal_systematics"] = {}
+    return settings.model_copy(update=overrides)
 
 
 def write_datacards(
-    xy_mt,
+    inputs,
     datasets: Mapping[str, Mapping],
     wp,
     outdir: str | os.PathLike,
-    asimov: bool = True,
-    lumi_unc: float = LUMI_UNCERTAINTY,
-    nonclosure_method: str = "continuous",
-    plane: str = "SP",
-    zero_bkg: str = "merge",
-    min_bkg: float = 0.0,
-    floor_value: float = 1e-3,
-    signal_systematics: Mapping[str, float] | None = None,
-    signals: Sequence[str] | None = None,
-    rateparam_range: tuple[float, float] = (0.1, 10.0),
-    min_neff: float = 10.0,
-    nonclosure_z: float = 2.0,
-    inputs: str = "",
-    validate: bool = True,
-    unblind: bool = False,
-    xy_mt_syst=None,
+    settings: DatacardSettings | None = None,
+    *,
     systematics=None,
-    max_rel_err: float = 0.5,
-    allow_unbacked: bool = False,
+    signals: Sequence[str] | None = None,
+    source: str = "",
+    validate: bool = True,
+    xy_mt_syst=None,
+    syst_nominal=None,
     unbacked_reasons: Sequence[str] = (),
     provenance: Mapping | None = None,
-    syst_nominal=None,
+    **overrides,
 ) -> dict:
     """Write one ABCD datacard per signal point and ``index.json`` into ``outdir/datacards``.
 
     Args:
-        xy_mt: histogram ``(dataset, plane, x, y, mt)``.
+        inputs: the statistics inputs, :class:`.parents.StatInputs` (``xy_mt``, a histogram
+            ``(dataset, plane, x, y, mt)``, and its parent records: parent-aware MC variances),
+            or a bare ``xy_mt`` (no parent records).
         datasets: dataset metadata.
         wp: working point ``(x0, y0)`` on x/y bin edges.
         outdir: output folder DIR; cards go to ``DIR/datacards/POINT/datacard.txt``.
-        asimov: observation = background-only Asimov (True) or data (False; needs kind "data"
-            and ``unblind=True``).
-        lumi_unc: lnN of the luminosity uncertainty on the signal.
-        nonclosure_method: see :mod:`.nonclosure` (default ``significance``).
-        plane: plane whose regions enter the fit ("SP").
-        zero_bkg: "merge" (merge M_T bins, then floor if needed) or "floor".
-        min_bkg: a region/bin needs background > ``min_bkg``.
-        floor_value: yield used for non-positive background after merging (events).
-        signal_systematics: extra lnN on the signal, ``{name: kappa}``.
+        settings: the datacards stage's settings, :class:`.settings.DatacardSettings` (the job's
+            ``datacards:`` block; None: its defaults): ``asimov`` (observation = background-only
+            Asimov, or data: needs kind "data" and ``unblind``), ``unblind``, ``lumi_unc``,
+            ``nonclosure_method`` and ``nonclosure_z`` (:mod:`.nonclosure`), the statistics guard
+            ``min_neff`` and ``max_rel_err`` (:mod:`.guard`; fit bins are the closure bins),
+            ``allow_unbacked`` (write the cards where the guard fails, or ``unbacked_reasons``
+            is not empty, stamped UNBACKED), ``rateparam_range``, ``zero_bkg`` ("merge": merge M_T
+            bins, then floor if needed; "floor"), ``min_bkg``, ``floor_value``, ``plane`` (whose
+            regions enter the fit) and ``signal_systematics`` (extra lnN on the signal).
+        systematics: which signal systematics to write (:func:`.systematics.systematics_config`:
+            None = all on, False = off, or ``analysis.systematics``). ``index.json`` records per
+            point, per source, the effect on the signal in region B, the channels it enters and
+            the clipped kappas.
         signals: signal datasets (default all of kind "signal").
-        rateparam_range: ``[lo, hi]`` of the free background rateParams (initial value 1).
-        min_neff: the statistics guard (:mod:`.guard`): minimum Kish effective number of MC
-            background events per region of each fit bin; fit bins are the closure bins.
-        nonclosure_z: standard deviations of a significant non-closure (method ``significance``).
-        inputs: description of the input (e.g. the histograms file) for card headers and index.
+        source: description of the input (e.g. the histograms file) for card headers and index.
         validate: parse and validate every written card (:func:`.parser.validate_datacard`).
-        unblind: allow ``asimov=False``: the observation in region B of ``plane`` (the signal
-            region) is then data. Without it, ``asimov=False`` raises :class:`DatacardError`.
         xy_mt_syst: the processor's signal variations ``(dataset, syst, plane, x, y, mt)``
             (:mod:`.systematics`); None: no signal systematics (the cards are exactly those of
             before, whatever ``systematics`` says).
-        systematics: which signal systematics to write (:func:`.systematics.systematics_config`:
-            None = all on, False = off, or ``{"enabled", "sources", "<source>": bool, "mcstat",
-            "lumi": {name: kappa}}``). ``index.json`` records per point, per source, the effect
-            on the signal in region B, the channels it enters and the clipped kappas.
-        max_rel_err: the guard's bound on the relative MC error of ``nhat_B`` per fit bin.
-        allow_unbacked: write the cards even where the guard fails (or ``unbacked_reasons`` is
-            not empty); they are then stamped UNBACKED (first header line, ``index.json``).
+        syst_nominal: the ``xy_mt`` that ``xy_mt_syst`` was filled with, when the cards are written
+            from another one (a half of the MC, :mod:`.split`): the sources' relative effects come
+            from it and ``xy_mt_syst``; default ``inputs.xy_mt``.
         unbacked_reasons: why the caller already knows the point is not backed (e.g. the scan
             rules it fails, or a working point chosen on the events its figures are quoted on).
         provenance: extra JSON-safe facts for ``index.json`` (e.g. which half of the MC).
-        syst_nominal: the ``xy_mt`` that ``xy_mt_syst`` was filled with, when the cards are written
-            from another one (a half of the MC, :mod:`.split`): the sources' relative effects come
-            from it and ``xy_mt_syst``; default ``xy_mt``.
+        **overrides: settings keys replacing those of ``settings`` (:func:`card_settings`),
+            e.g. ``min_neff=1e9``.
 
     Returns:
         the content of ``index.json``.
@@ -261,8 +271,18 @@ def write_datacards(
     Raises:
         UnbackedError: the point fails the statistics guard (or ``unbacked_reasons``) and
             ``allow_unbacked`` is False: nothing is written.
-        DatacardError: ``asimov=False`` without ``unblind=True``; bad ``zero_bkg``; no signal.
+        DatacardError: ``asimov=False`` without ``unblind=True``; bad ``zero_bkg``; no signal; an
+            unknown settings key.
     """
+    inputs = StatInputs.of(inputs)
+    xy_mt = inputs.xy_mt
+    cs = card_settings(settings, **overrides)
+    asimov, unblind, lumi_unc, plane = cs.asimov, cs.unblind, cs.lumi_unc, cs.plane
+    nonclosure_method, nonclosure_z, min_neff, max_rel_err = (cs.nonclosure_method, cs.nonclosure_z, cs.min_neff,
+                                                              cs.max_rel_err)
+    zero_bkg, min_bkg, floor_value = cs.zero_bkg, cs.min_bkg, cs.floor_value
+    rateparam_range, allow_unbacked = tuple(cs.rateparam_range), cs.allow_unbacked
+    signal_systematics = dict(cs.signal_systematics)
     if not asimov and not unblind:
         raise DatacardError(
             f"asimov=False puts data in the observation of region B of the {plane} plane (the signal region), "
@@ -278,7 +298,7 @@ def write_datacards(
     if zero_bkg not in ("merge", "floor"):
         raise DatacardError(f"zero_bkg must be 'merge' or 'floor', got '{zero_bkg}'")
     guard = Guard(min_neff, max_rel_err)
-    bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background")
+    bkg0 = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="background", parents=inputs.parents)
     n_orig = bkg0.n.shape[1]
     if zero_bkg == "merge":
         groups, merges, verdict = guarded_groups(bkg0.n, bkg0.var, guard, min_bkg, var_of=bkg0.group_var,
@@ -298,7 +318,7 @@ def write_datacards(
     bkg = bkg0.merged(groups)
     floors = []
     bkg_n = bkg.n.copy()
-    for r in range(4):
+    for r in range(len(REGIONS)):
         for i in range(bkg_n.shape[1]):
             if not bkg_n[r, i] > min_bkg:
                 floors.append({"region": REGIONS[r], "bin": i, "mt_bins": groups[i], "value": float(bkg_n[r, i]),
@@ -308,14 +328,14 @@ def write_datacards(
                 bkg_n[r, i] = floor_value
     # closure bins = fit bins (the guard's groups): each fit bin's kappa is its own closure's
     cbins = [[i] for i in range(len(groups))]
-    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, groups)
+    sp, vp = closure_yields(xy_mt, datasets, (x0, y0), nonclosure_method, groups, parents=inputs.parents)
     nc = nonclosure_report(sp, vp, nonclosure_method, z=nonclosure_z, min_neff=min_neff)
     for entry, cb in zip(nc["bins"], cbins):
         entry["fit_bins"] = cb
     kappa_c = np.asarray(nc["kappa"])
     unc = kappa_c.copy()
     low_neff = [{"closure_bin": k, "mt": mt_bin_label(sp.edges, k), "region": REGIONS[r], "n_eff": float(sp.neff[r, k])}
-                for r in range(4) for k in range(len(cbins)) if sp.neff[r, k] < min_neff]
+                for r in range(len(REGIONS)) for k in range(len(cbins)) if sp.neff[r, k] < min_neff]
     fit_neff = bkg.neff
 
     if asimov:
@@ -323,7 +343,7 @@ def write_datacards(
         obs[1] = predict(bkg_n[0], bkg_n[2], bkg_n[3], 0, 0, 0)[0]
         obs_label = "background-only Asimov (A,C,D: MC background; B: ABCD prediction nA*nD/nC)"
     else:
-        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data").merged(groups)
+        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data", parents=inputs.parents).merged(groups)
         obs = np.round(data.n)
         obs_label = "data"
 
@@ -333,7 +353,7 @@ def write_datacards(
     edges = bkg.edges
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     index = {
-        "version": __version__, "created": created, "inputs": inputs, "wp": {"x0": x0, "y0": y0},
+        "version": __version__, "created": created, "inputs": source, "wp": {"x0": x0, "y0": y0},
         "plane": plane, "asimov": bool(asimov), "unblinded": bool(unblinded), "observation": obs_label,
         "lumi_unc": lumi_unc,
         "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
@@ -356,7 +376,7 @@ def write_datacards(
         point = point_name(name, datasets.get(name, {}))
         if point in index["points"]:
             raise DatacardError(f"signal datasets '{index['points'][point]['dataset']}' and '{name}' map to the same point '{point}'")
-        sig = _signal_yields(xy_mt, datasets, (x0, y0), plane, name, groups)
+        sig = _signal_yields(inputs, datasets, (x0, y0), plane, name, groups)
         neg = [{"region": REGIONS[r], "bin": int(i), "value": float(sig.n[r, i])} for r, i in np.argwhere(sig.n < 0)]
         if neg:  # negative MC weights: Combine rejects negative rates
             log.warning("signal %s: negative yields %s set to 0", name, neg)
@@ -365,8 +385,8 @@ def write_datacards(
             *([f"{UNBACKED}: not backed by the MC: " + "; ".join(reasons)] if not backed else []),
             f"Combine datacard, SVJ ABCD search, signal point {point} (dataset {name})",
             f"written by svjscout {__version__} (svjscout.datacards.writer)",
-            f"inputs: {inputs or 'n/a'}",
-            f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0",
+            f"inputs: {source or 'n/a'}",
+            f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions {REGION_TEXT}",
             f"M_T bins [GeV] {bins_txt} (the last holds the overflow); merged groups of original bins {groups}",
             f"statistics guard: {guard.describe()} ({'passed' if verdict.backed else 'FAILED'}); fit bins = closure bins",
             "non-closure kappa per fit bin: " + "; ".join(
@@ -381,7 +401,7 @@ def write_datacards(
         if with_syst:
             syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg, gmn=True,
                                      card_xy_mt=None if syst_nominal is None else xy_mt,
-                                     lumi_unc=lumi_unc)
+                                     lumi_unc=lumi_unc, parents=inputs.parents)
             rows = syst.card_rows()
             clash = sorted(({*syst.lumi, *(signal_systematics or {})} & {r for r, _ in rows})
                            | ({*syst.lumi} & {*(signal_systematics or {})}))

@@ -6,16 +6,26 @@ Verbs: ``generate`` (samples), ``process`` (histograms or skim), ``train lundnet
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import shlex
 import sys
+from pathlib import Path
 
 import click
+import yaml
 
 from svjscout import __version__
 from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.core.exceptions import SVJScoutError, UnbackedError
+from svjscout.jobs import provenance
+from svjscout.jobs.config import load_job
+from svjscout.jobs.main_job import run_job
+from svjscout.jobs.outputs import RunOutputs
+from svjscout.jobs.runner import run_processor, save_outputs
+from svjscout.samples.generate import GenerationConfig, generate_file
 
 
 CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, Eur. Phys. J. C72 (2012) 1896, "
@@ -105,8 +115,6 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
                        genWeight*PSWeight[i] / genEventSumw), xsec, nDetectorCopies; all
                        generated (parent) events
     """
-    from svjscout.samples.generate import GenerationConfig, generate_file
-
     overrides = {}
     for item in detector_params:
         key, sep, value = item.partition("=")
@@ -130,8 +138,6 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
 
 def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings=()) -> dict:
     """Job-config overrides from the command line (``--set KEY=VALUE`` values are YAML)."""
-    import yaml
-
     extra = {}
     for item in settings:
         if "=" not in item:
@@ -188,13 +194,6 @@ def process(job, out, skim, overwrite, resume, executor, workers, scheduler, chu
     mt_abcd and histograms.root are split at analysis.wp (recorded in both); `svjscout run` uses
     the scan's choice when asked. Also writes provenance.json and manifest.json (see `run`).
     """
-    from pathlib import Path
-
-    from svjscout.jobs import provenance
-    from svjscout.jobs.config import load_job
-    from svjscout.jobs.outputs import RunOutputs
-    from svjscout.jobs.runner import run_processor, save_outputs
-
     overrides = _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings)
     cfg = load_job(job, overrides)
     skim_dir = str(Path(out) / "skim") if skim else None
@@ -221,18 +220,34 @@ def run(job, out, use_scan, overwrite, resume, executor, workers, scheduler, chu
     """The main job end to end (default JOB: the embedded sample, jobs/local.yaml).
 
     OUT must not hold an earlier run's outputs unless --overwrite (removes exactly the files listed
-    in its manifest.json) or --resume (same configuration only). Writes provenance.json.
+    in its manifest.json) or --resume (same configuration only). Writes provenance.json. Ctrl-C
+    stops it and prints the command that resumes it (exit 130).
     """
-    from svjscout.jobs.config import load_job
-    from svjscout.jobs.main_job import run_job
-
     overrides = _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings)
     cfg = load_job(job, overrides)
-    result = run_job(cfg, out, use_scan=use_scan, overwrite=overwrite, resume=resume, overrides=overrides)
+    try:
+        result = run_job(cfg, out, use_scan=use_scan, overwrite=overwrite, resume=resume, overrides=overrides)
+    except KeyboardInterrupt:  # instead of click's bare "Aborted!": say how to go on
+        click.echo(f"\nsvjscout: interrupted. Resume with:\n  {resume_command(job, out, overrides, use_scan)}\n"
+                   "(the same configuration; chunks already in executor.checkpoint_dir are not processed again)",
+                   err=True)
+        sys.exit(130)
     click.echo(json.dumps({"out": result["outdir"], "wp": result["wp"],
                            "timings_s": {k: round(v, 1) for k, v in result["timings"].items()}}, indent=1))
     click.echo(verdict_line(result["verdict"], cfg.name))
     click.echo(f"summary: {result['outdir']}/summary.md")
+
+
+def resume_command(job: str | None, out: str, overrides: dict, use_scan: bool | None = None) -> str:
+    """The ``svjscout run`` command line that resumes an interrupted run into ``out`` (the same
+    job and overrides, so the same configuration digest, plus ``--resume``)."""
+    parts = ["svjscout", "run"] + ([job] if job else [])
+    if use_scan is not None:
+        parts.append("--scan" if use_scan else "--no-scan")
+    for key, value in overrides.items():
+        parts += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: the value reads back the same
+    parts += ["--resume", "-o", str(out)]
+    return shlex.join(parts)
 
 
 def verdict_line(verdict: dict, job_name: str) -> str:
@@ -247,19 +262,45 @@ def verdict_line(verdict: dict, job_name: str) -> str:
             "datacards.allow_unbacked is set, each stamped UNBACKED (summary.md says why).")
 
 
-@cli.group()
+class _TrainGroup(click.Group):
+    """``svjscout train``: its commands import torch (the optional 'train' extra), so they are
+    loaded when named, not when ``svjscout`` starts (``svjscout --help`` stays fast, and works
+    without torch)."""
+
+    COMMANDS = {"lundnet": ("svjscout.jobs.commands_train_lundnet", "lundnet_cmd"),
+                "twin": ("svjscout.jobs.commands_train_twin", "twin_cmd")}
+
+    def list_commands(self, ctx):
+        return sorted(self.COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in self.COMMANDS:
+            return None
+        module, attr = self.COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as err:  # torch (or another part of the train extra) not installed
+            if err.name is None or err.name.split(".")[0] == "svjscout":
+                raise
+            missing = err.name
+
+            @click.command(name=name, help=f"(unavailable: needs the 'train' extra, {missing} is not installed)")
+            def unavailable():
+                raise click.ClickException(f"svjscout train {name} needs the 'train' extra ({missing} is not "
+                                           "installed): pip install 'svjscout[train]'")
+
+            return unavailable
+
+
+@cli.group(cls=_TrainGroup)
 def train() -> None:
     """Train the models (torch, needs the 'train' extra) and export them to ONNX."""
 
 
 def _register_optional() -> None:
     """Commands that live beside their subpackages (one file per command group)."""
-    import importlib
-
     for module, attrs, group in (
         ("svjscout.jobs.commands_datacards", ("scan_cmd", "datacards_cmd", "limits_cmd", "validate_cmd"), cli),
-        ("svjscout.jobs.commands_train_lundnet", ("lundnet_cmd",), train),
-        ("svjscout.jobs.commands_train_twin", ("twin_cmd",), train),
     ):
         try:
             mod = importlib.import_module(module)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
 import sys
 
 import click
+
+from svjscout.models.lundnet import LUND3_FEATURES, REFERENCE, SMALL
+from svjscout.models.train_lundnet import TrainConfig, train_lundnet
 
 
 @click.command(name="lundnet", context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,11 +43,6 @@ def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resum
     with its metadata, a checkpoint and a performance report (AUC per signal point and background,
     baselines, ROC and score plots) to --out.
     """
-    import dataclasses
-
-    from svjscout.models.lundnet import LUND3_FEATURES, REFERENCE, SMALL
-    from svjscout.models.train_lundnet import TrainConfig, train_lundnet
-
     model = SMALL if small else REFERENCE
     model = dataclasses.replace(model, max_len=max_len, **({"features": LUND3_FEATURES} if lund3 else {}))
     command = " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in sys.argv[1:]])

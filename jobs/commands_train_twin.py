@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 
 import click
+import yaml
+
+from svjscout.jobs.config import load_job, shipped_model
+from svjscout.models.train_twin import (DEFAULT_TRADEOFF_SETTINGS, TwinTrainConfig, fill_tradeoff_doc, format_tradeoff,
+                                        tradeoff_table, train_twin)
 
 
 @click.command(name="twin", context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,17 +60,10 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
     feature list, version, training summary and test AUCs), the checkpoint and a report.
     Command-line options override the config file.
     """
-    from svjscout.models.train_twin import (DEFAULT_TRADEOFF_SETTINGS, TwinTrainConfig, fill_tradeoff_doc,
-                                            format_tradeoff, tradeoff_table, train_twin)
-
     cuts = None
     if job_path is not None:
-        from svjscout.jobs.config import load_job
-
         cuts = load_job(job_path).analysis.cuts.model_dump()
     if init_model is not None and init_model.startswith("shipped:"):
-        from svjscout.jobs.config import shipped_model
-
         init_model = str(shipped_model(init_model.split(":", 1)[1]))
     cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
                                     progress=progress, analysis_cuts=cuts, bce_selection=bce_selection,
@@ -74,8 +72,6 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
     if tradeoff:
         settings = DEFAULT_TRADEOFF_SETTINGS
         if tradeoff_settings is not None:
-            import yaml
-
             settings = yaml.safe_load(Path(tradeoff_settings).read_text())
             if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
                 raise click.BadParameter("expected a YAML list of mappings", param_hint="--tradeoff-settings")

@@ -9,6 +9,7 @@ paths are relative to the job file's folder. Every key is documented in docs/con
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -16,9 +17,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from svjscout.datacards.validation import parse_inject
-from svjscout.core.constants import LUMI_UNCERTAINTY
+from svjscout import samples
 from svjscout.core.exceptions import ConfigError
+from svjscout.datacards.settings import DatacardSettings, ScanSettings, ValidationSettings
+from svjscout.jobs.provenance import models
+from svjscout.models import shipped_model
 from svjscout.processors.processor import AnalysisSettings, ProcessorConfig, check_event_subset
 from svjscout.processors.schema import BranchMap
 
@@ -29,8 +32,6 @@ EXECUTORS = frozenset({"iterative", "futures", "dask"})
 
 def embedded_dir() -> Path:
     """Folder of the embedded sample (inside the installed package)."""
-    from svjscout import samples
-
     return Path(samples.__file__).resolve().parent / "embedded"
 
 
@@ -156,43 +157,10 @@ class ExecutorSpec(BaseModel):
         return next((k for k in ("scheduler", "slurm", "condor", "gateway") if getattr(self, k) is not None), "local")
 
 
-class ScanSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    x_range: tuple[float, float] = (0.1, 0.9)
-    y_range: tuple[float, float] = (0.1, 0.9)
-    points: int = 33
-    reference: str | None = None
-    p_min: float = 0.05  # closure chi2 p-value rule (the design's 0.9 with plateau: docs/datacards.md)
-    plateau: bool = False
-    fom_nonclosure: bool = True  # <Z_A> with the cards' non-closure in sigma_b
-    split: bool = True  # choose on one half of the MC (split by parent), quote on the other (datacards/split.py)
-    split_seed: int = 0
-
-
-class DatacardSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    asimov: bool = True
-    unblind: bool = False  # asimov: false (data in the signal region) needs unblind: true
-    lumi_unc: float = LUMI_UNCERTAINTY
-    nonclosure_method: Literal["continuous", "significance", "max", "sp", "vp", "quadrature", "vp_data"] = "continuous"
-    nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
-    # the statistics guard (datacards/guard.py): every region of every fit bin (= closure bin)
-    min_neff: float = Field(10.0, ge=0)  # Kish effective background MC events, parent-aware
-    max_rel_err: float = Field(0.5, gt=0)  # relative MC error of the ABCD prediction per fit bin
-    allow_unbacked: bool = False  # write cards/limits where the guard fails, stamped UNBACKED
-    rateparam_range: tuple[float, float] = (0.1, 10.0)  # free background rateParams, initial 1
-
-    @model_validator(mode="after")
-    def _blinded_unless_asked(self):
-        # refused when the job is loaded, not after the processing: data in region B of the
-        # signal plane is looked at only on purpose
-        if not self.asimov and not self.unblind:
-            raise ValueError("asimov: false puts data into region B of the signal plane (unblinding); "
-                             "set datacards.unblind: true to do that on purpose")
-        return self
+#: the statistics stages' settings are the datacards layer's models (datacards/settings.py), used
+#: whole as the job's ``scan:``, ``datacards:`` and ``validation:`` blocks
+ScanSpec = ScanSettings
+DatacardSpec = DatacardSettings
 
 
 class PlotsSpec(BaseModel):
@@ -204,23 +172,7 @@ class PlotsSpec(BaseModel):
     dpi: int = Field(150, ge=150, le=1200)
 
 
-class ValidationSpec(BaseModel):
-    """Fit validation of the cards (``svjscout validate``; a stage of ``svjscout run``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    toys: int = Field(20, ge=2)  # per injected r and per goodness of fit; raise it for a review
-    # injected r: numbers, or "Nx" = N times the point's median expected limit ("exp0" = "1x")
-    inject: list[float | str] = ["0", "1x", "2x"]
-    seed: int = 1
-    stability: bool = True  # closure and expected limit at the 8 neighbours of the WP
-
-    @model_validator(mode="after")
-    def _injections_parse(self):
-        # refused at load, naming the entry, not after the processing
-        parse_inject(self.inject)
-        return self
+ValidationSpec = ValidationSettings
 
 
 class JobConfig(BaseModel):
@@ -233,10 +185,10 @@ class JobConfig(BaseModel):
     schema_map: BranchMap = Field(default_factory=BranchMap, alias="schema")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    scan: ScanSpec = Field(default_factory=ScanSpec)
-    datacards: DatacardSpec = Field(default_factory=DatacardSpec)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    datacards: DatacardSettings = Field(default_factory=DatacardSettings)
     plots: PlotsSpec = Field(default_factory=PlotsSpec)
-    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     base_dir: Path = Path(".")
 
     def resolve(self, path: str) -> str:
@@ -244,8 +196,6 @@ class JobConfig(BaseModel):
         if path.startswith("embedded:"):
             return str(embedded_dir() / path.split(":", 1)[1])
         if path.startswith("shipped:"):
-            from svjscout.models import shipped_model
-
             return str(shipped_model(path.split(":", 1)[1]))
         if "://" in path or Path(path).is_absolute():
             return path
@@ -325,10 +275,6 @@ def config_digest(cfg: JobConfig) -> str:
     The models enter by content (SHA-256), not by path: a retrained model saved over the old file
     must not reuse chunks processed with the old one.
     """
-    import hashlib
-
-    from svjscout.jobs.provenance import models
-
     payload = cfg.model_dump(mode="json", exclude={"executor", "scan", "datacards", "plots", "validation", "name"})
     payload["model_sha256"] = {k: v["sha256"] for k, v in models(cfg).items()}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

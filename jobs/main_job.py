@@ -22,13 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from svjscout import datacards as dc
+from svjscout.core.exceptions import UnbackedError
+from svjscout.core.progress import make_progress
+from svjscout.core.regions import PLANES, REGIONS
 from svjscout.datacards.abcd import abcd_from_yields
 from svjscout.datacards.choice import choose_working_point
 from svjscout.datacards.guard import UNBACKED, guarded_groups
+from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.regions import region_yields
-from svjscout.core.exceptions import UnbackedError
+from svjscout.datacards.style import PlotStyle
+from svjscout.jobs import provenance, report
 from svjscout.jobs.config import JobConfig
-from svjscout.core.progress import make_progress
+from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ log = logging.getLogger(__name__)
 STAGES = ("process", "scan", "datacards", "limits", "validate", "report")
 
 
-def _closure_tables(xy_mt, datasets, wp, groups=None) -> dict:
+def _closure_tables(inputs: StatInputs, datasets, wp, groups=None) -> dict:
     """Background-MC closure per fit bin (the guard's M_T ``groups``; None: the M_T bins) in SP and VP, JSON-safe:
     undefined numbers are None (never NaN).
 
@@ -47,32 +53,35 @@ def _closure_tables(xy_mt, datasets, wp, groups=None) -> dict:
         v = float(v)
         return v if np.isfinite(v) else None
 
+    inputs = StatInputs.of(inputs)
     out = {}
-    for plane in ("SP", "VP"):
-        y = region_yields(xy_mt, datasets, wp, plane=plane, which="background")
+    for plane in PLANES:
+        y = region_yields(inputs.xy_mt, datasets, wp, plane=plane, which="background", parents=inputs.parents)
         y = y if groups is None else y.merged(groups)
         t = abcd_from_yields(y)
         out[plane] = {"edges": t.edges.tolist(), "defined": [bool(d) for d in t.defined],
-                      "n_eff": [dict(zip("ABCD", (float(v) for v in y.neff[:, i]))) for i in range(y.n.shape[1])],
+                      "n_eff": [dict(zip(REGIONS, (float(v) for v in y.neff[:, i]))) for i in range(y.n.shape[1])],
                       **{k: [_finite_or_none(v) for v in arr] for k, arr in
                          (("n_b", t.n_B), ("nhat_b", t.nhat_B), ("delta", t.delta), ("pull", t.pull))},
                       "chi2": _finite_or_none(t.chi2), "ndf": int(t.ndf), "pvalue": _finite_or_none(t.pvalue)}
     return out
 
 
-def guarded_groups_at(xy_mt, datasets, wp, guard) -> list[list[int]]:
+def guarded_groups_at(inputs: StatInputs, datasets, wp, guard) -> list[list[int]]:
     """The fit bins (M_T groups) the statistics guard gives at ``wp`` (what the card writer uses)."""
-    y = region_yields(xy_mt, datasets, wp, plane="SP", which="background")
+    inputs = StatInputs.of(inputs)
+    y = region_yields(inputs.xy_mt, datasets, wp, plane="SP", which="background", parents=inputs.parents)
     return guarded_groups(y.n, y.var, guard, var_of=y.group_var)[0]
 
 
-def card_settings(d, systematics=None) -> dict:
-    """The datacard writer's keywords from a job's ``datacards`` section (a DatacardSpec) and its
-    ``analysis.systematics`` (one place for ``run`` and ``svjscout datacards``)."""
-    return {"asimov": d.asimov, "unblind": d.unblind, "lumi_unc": d.lumi_unc, "nonclosure_method": d.nonclosure_method,
-            "nonclosure_z": d.nonclosure_z, "min_neff": d.min_neff, "max_rel_err": d.max_rel_err,
-            "rateparam_range": d.rateparam_range, "allow_unbacked": d.allow_unbacked,
-            "systematics": systematics}
+def card_kw(settings: dc.DatacardSettings, systematics=None, output=None) -> dict:
+    """The card writer's keywords besides the statistics inputs (one place for ``run``, ``svjscout
+    datacards`` and ``validate``): the datacards stage's settings whole, ``analysis.systematics``,
+    and the run output's signal variations with the full-sample ``xy_mt`` they were filled with."""
+    kw = {"settings": settings, "systematics": systematics}
+    if output is not None:
+        kw |= {"xy_mt_syst": output["hists"].get("xy_mt_syst"), "syst_nominal": output["hists"]["xy_mt"]}
+    return kw
 
 
 def card_inputs(job_name: str) -> str:
@@ -88,9 +97,6 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
     an earlier run's outputs is refused unless ``overwrite`` (its files are removed) or ``resume``
     (same configuration digest). ``manifest.json`` and ``provenance.json`` are always written.
     """
-    from svjscout.jobs import provenance
-    from svjscout.jobs.outputs import RunOutputs
-
     outdir = Path(outdir)
     started = provenance.utc_now()
     state: dict = {}
@@ -105,10 +111,6 @@ def run_job(cfg: JobConfig, outdir: str | Path, use_scan: bool | None = None, pr
 
 def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: bool, overrides: dict,
                 state: dict) -> dict:
-    from svjscout import datacards as dc
-    from svjscout.datacards.style import PlotStyle
-    from svjscout.jobs import report
-
     use_scan = cfg.scan.enabled if use_scan is None else use_scan
     timings: dict[str, float] = {}
     with make_progress() as bar:
@@ -125,23 +127,21 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         bar.advance(task)
 
         t = stage("scan")
-        # detector copies: the parent records travel on xy_mt, so every region/M_T-group variance
-        # downstream (scan, mt_abcd, closure, cards, validation, plots) is parent-aware
-        dc.attach_parents(output)
-        xy_mt, datasets = output["hists"]["xy_mt"], output["datasets"]
-        grid = np.linspace(*cfg.scan.x_range, cfg.scan.points), np.linspace(*cfg.scan.y_range, cfg.scan.points)
-        dcfg = cfg.datacards
-        rules = dc.ScanRules(p_min=cfg.scan.p_min, plateau=cfg.scan.plateau, fom_nonclosure=cfg.scan.fom_nonclosure,
-                             min_neff=dcfg.min_neff, max_rel_err=dcfg.max_rel_err, nonclosure_z=dcfg.nonclosure_z)
-        choice = choose_working_point(output, rules, grid=grid, reference=cfg.scan.reference, use_scan=use_scan,
-                                      configured=cfg.analysis.wp, split=cfg.scan.split, seed=cfg.scan.split_seed)
+        # detector copies: the parent records go with xy_mt (StatInputs), so every region/M_T-group
+        # variance downstream (scan, mt_abcd, closure, cards, validation, plots) is parent-aware
+        full = StatInputs.from_output(output)
+        datasets = output["datasets"]
+        rules = cfg.scan.rules(cfg.datacards)
+        choice = choose_working_point(output, rules, grid=cfg.scan.grid(), reference=cfg.scan.reference,
+                                      use_scan=use_scan, configured=cfg.analysis.wp, split=cfg.scan.split,
+                                      seed=cfg.scan.split_seed)
         state["verdict"] = verdict = {"backed": choice.backed, "text": choice.verdict(), "reasons": choice.reasons,
                                       "caveats": choice.caveats, "split": choice.split}
         style = PlotStyle.from_config(cfg, stamp=None if choice.backed else UNBACKED)
         dc.write_scan(choice.scan, outdir, style=style)
         wp, wp_source, row = choice.wp, choice.source, choice.row
         # every region-split output at the run's one working point, from the xy_mt the cards use
-        output["hists"]["mt_abcd"] = dc.mt_abcd_at(xy_mt, wp)
+        output["hists"]["mt_abcd"] = dc.mt_abcd_at(full.xy_mt, wp, parents=full.parents)
         output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source, "backed": choice.backed,
                                       "reasons": choice.reasons, "split": choice.split,
                                       "split_seed": cfg.scan.split_seed}
@@ -150,14 +150,13 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         bar.advance(task)
 
         t = stage("datacards")
-        quote_xy = choice.xy_mt
-        groups = guarded_groups_at(quote_xy, datasets, wp, rules.guard)
-        closure = _closure_tables(quote_xy, datasets, wp, groups)
+        quote = choice.inputs
+        groups = guarded_groups_at(quote, datasets, wp, rules.guard)
+        closure = _closure_tables(quote, datasets, wp, groups)
         try:
-            index = dc.write_datacards(quote_xy, datasets, wp, outdir, **card_settings(cfg.datacards, cfg.analysis.systematics),
-                                       inputs=card_inputs(cfg.name),
-                                       xy_mt_syst=output["hists"].get("xy_mt_syst"), syst_nominal=xy_mt,
-                                       unbacked_reasons=choice.reasons,
+            index = dc.write_datacards(quote, datasets, wp, outdir,
+                                       **card_kw(cfg.datacards, cfg.analysis.systematics, output),
+                                       source=card_inputs(cfg.name), unbacked_reasons=choice.reasons,
                                        provenance={"wp_source": wp_source, "split": choice.split,
                                                    "split_seed": cfg.scan.split_seed})
         except UnbackedError as err:
@@ -182,23 +181,19 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         t = stage("validate")
         validation = None
         if cfg.validation.enabled:
-            v = cfg.validation
-            validation = dc.write_validation(outdir, quote_xy, datasets, index, limits, toys=v.toys, inject=v.inject,
-                                             seed=v.seed, stability=v.stability, style=style,
-                                             card_kw={**card_settings(cfg.datacards, cfg.analysis.systematics),
-                                                      "xy_mt_syst": output["hists"].get("xy_mt_syst"),
-                                                      "syst_nominal": xy_mt})
+            validation = dc.write_validation(outdir, quote, datasets, index, limits, cfg.validation, style=style,
+                                             card_kw=card_kw(cfg.datacards, cfg.analysis.systematics, output))
         timings["validate"] = time.perf_counter() - t
         bar.advance(task)
 
         t = stage("report")
-        for plane in ("SP", "VP"):
-            report.plot_closure(quote_xy, datasets, wp, outdir, plane, index=index, style=style)
+        for plane in PLANES:
+            report.plot_closure(quote, datasets, wp, outdir, plane, index=index, style=style)
             report.plot_mt_regions(output, outdir, wp, plane, style=style)
         report.plot_xy_plane(output, outdir, wp, style=style)
         report.plot_controls(output, outdir, style=style)
         if output["hists"].get("xy_mt_syst") is not None:  # nominal/up/down M_T in B, one figure per source
-            dc.plot_systematics(xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style,
+            dc.plot_systematics(full.xy_mt, output["hists"]["xy_mt_syst"], datasets, wp, outdir, style=style,
                                 config=cfg.analysis.systematics, groups=index["mt_groups"])
         timings["report"] = time.perf_counter() - t
         report.write_summary(outdir, cfg.name, output, wp, wp_source, row, closure, limits, index, timings,

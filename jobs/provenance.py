@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from svjscout import __version__
+from svjscout.core.modelmeta import file_sha256, read_metadata
 
 #: Distributions whose versions shape the results (missing ones are recorded as null).
 PACKAGES = ("numpy", "awkward", "uproot", "coffea", "hist", "fastjet", "vector", "onnxruntime", "onnx", "dask",
@@ -66,8 +67,6 @@ def package_versions() -> dict[str, str | None]:
 
 def models(cfg) -> dict[str, dict]:
     """Path, SHA-256 and metadata of the job's ONNX models (``lundnet``, ``twin``)."""
-    from svjscout.core.modelmeta import file_sha256, read_metadata
-
     out = {}
     for key, spec in (("lundnet", cfg.analysis.lundnet_model), ("twin", cfg.analysis.twin_model)):
         path = cfg.resolve(spec)

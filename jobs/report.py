@@ -6,29 +6,38 @@ import json
 import logging
 from pathlib import Path
 
+import hist
 import numpy as np
+from matplotlib.colors import LogNorm
 
 from svjscout import __version__
+from svjscout.core.regions import REGION_INDEX, REGIONS
+from svjscout.datacards import style as st
+from svjscout.datacards.abcd import abcd_from_yields
+from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
+from svjscout.datacards.parents import ParentRecords, StatInputs
+from svjscout.datacards.regions import region_yields
+from svjscout.datacards.systematics import summary_lines as systematics_lines
+from svjscout.datacards.validation import summary_lines as validation_lines
+from svjscout.processors.prefilter import ROW_NOTE
+from svjscout.processors.processor import cutflow_table
 
 log = logging.getLogger(__name__)
 
 
-def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, float]):
+def region_mt(xy_mt, dataset: str, plane: str, region: str, wp: tuple[float, float],
+              parents: ParentRecords | None = None):
     """M_T histogram of one dataset in one ABCD region at ``wp``, summed from ``xy_mt`` (variances
-    parent-aware for a dataset with detector copies, :mod:`svjscout.datacards.parents`)."""
-    import hist
-
-    from svjscout.datacards.parents import records
-
-    x_hi, y_hi = region in ("A", "B"), region in ("B", "D")
+    parent-aware for a dataset with detector copies in ``parents``, the records of ``xy_mt``,
+    :mod:`svjscout.datacards.parents`)."""
+    x_hi, y_hi = (bool(v) for v in np.argwhere(REGION_INDEX == REGIONS.index(region))[0])
     xs = slice(hist.loc(wp[0]), None, sum) if x_hi else slice(None, hist.loc(wp[0]), sum)
     ys = slice(hist.loc(wp[1]), None, sum) if y_hi else slice(None, hist.loc(wp[1]), sum)
     out = xy_mt[{"dataset": dataset, "plane": plane, "x": xs, "y": ys}]
-    rec = records(xy_mt)
+    rec = None if parents is None else parents.valid_for(xy_mt)
     if rec is not None and dataset in rec.datasets:  # detector copies: parent-aware region variances
-        from svjscout.datacards.regions import REGIONS, region_yields
-
-        y = region_yields(xy_mt, {dataset: {"kind": "background"}}, wp, plane=plane, which=[dataset], poisson=False)
+        y = region_yields(xy_mt, {dataset: {"kind": "background"}}, wp, plane=plane, which=[dataset], poisson=False,
+                          parents=rec)
         out.view(flow=False).variance[...] = y.var[REGIONS.index(region)]
     return out
 
@@ -46,8 +55,6 @@ def _spectrum(ax, edges, bkg: dict, sig: list, per_width: bool, ylabel: str) -> 
     """Backgrounds stacked (fills, in process colours) with the MC-statistics band of their sum,
     each signal a line; values per GeV (``per_width``) or per bin. ``bkg``: ``{label: (values,
     variances)}``; ``sig``: ``[(label, values)]``. Returns the plotted arrays (per bin, unscaled)."""
-    from svjscout.datacards import style as st
-
     edges = np.asarray(edges, float)
     scale = 1.0 / np.diff(edges) if per_width else np.ones(len(edges) - 1)
     base = np.zeros(len(edges) - 1)
@@ -77,8 +84,6 @@ def _spectrum(ax, edges, bkg: dict, sig: list, per_width: bool, ylabel: str) -> 
 
 def _background_parts(parts: dict, bkg: list[str]) -> dict:
     """``{process label: (values, variances)}``, datasets of one process (e.g. QCD pT bins) summed."""
-    from svjscout.datacards import style as st
-
     out = {}
     for label, names in st.group_backgrounds(bkg).items():
         out[label] = (sum(np.asarray(parts[d].values(), float) for d in names),
@@ -87,24 +92,21 @@ def _background_parts(parts: dict, bkg: list[str]) -> dict:
 
 
 def _signal_parts(parts: dict, sig: list[str], kinds: dict) -> list:
-    from svjscout.datacards import style as st
-
     return [(st.signal_label(kinds.get(d), d), np.asarray(parts[d].values(), float)) for d in sig]
 
 
 def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: str = "SP", style=None) -> list[str]:
     """M_T in each ABCD region of ``plane`` at ``wp`` (one figure per region, ``mt_<plane>_region<R>``):
     backgrounds stacked by process with their MC-statistics band, each signal point a line, events/GeV."""
-    from svjscout.datacards import style as st
-
     style = style or st.DEFAULT
     plt = st.pyplot()
-    h = output["hists"]["xy_mt"]
+    full = StatInputs.from_output(output)
+    h = full.xy_mt
     kinds = output["datasets"]
     bkg, sig = _names(h, kinds, "background"), _names(h, kinds, "signal")
     paths: list[str] = []
-    for region in ("A", "B", "C", "D"):
-        parts = {d: region_mt(h, d, plane, region, wp) for d in bkg + sig}
+    for region in REGIONS:
+        parts = {d: region_mt(h, d, plane, region, wp, full.parents) for d in bkg + sig}
         fig, ax = plt.subplots(figsize=(10, 9))
         edges = h.axes["mt"].edges
         _spectrum(ax, edges, _background_parts(parts, bkg), _signal_parts(parts, sig, kinds), True,
@@ -118,14 +120,12 @@ def plot_mt_regions(output: dict, outdir: Path, wp: tuple[float, float], plane: 
     return paths
 
 
-def closure_numbers(xy_mt, datasets: dict, wp, plane: str, index: dict | None = None) -> dict:
+def closure_numbers(inputs, datasets: dict, wp, plane: str, index: dict | None = None) -> dict:
     """What the closure plot of ``plane`` shows, per fit bin (the cards' M_T groups from ``index``;
     without it, per M_T bin): ``n_B``, ``nhat_B`` (background MC), their uncertainties and the
     relative non-closure ``u`` (SP: the datacards' kappa - 1 of that bin; VP: the measured |delta|)."""
-    from svjscout.datacards.abcd import abcd_from_yields
-    from svjscout.datacards.regions import region_yields
-
-    y = region_yields(xy_mt, datasets, wp, plane=plane, which="background")
+    inputs = StatInputs.of(inputs)
+    y = region_yields(inputs.xy_mt, datasets, wp, plane=plane, which="background", parents=inputs.parents)
     groups = (index or {}).get("mt_groups")
     t = abcd_from_yields(y.merged(groups) if groups else y)
     n = len(t.n_B)
@@ -142,16 +142,14 @@ def closure_numbers(xy_mt, datasets: dict, wp, plane: str, index: dict | None = 
             "sigma_nhat_B": np.asarray(t.sigma_nhat_B, float), "u": u, "u_source": source}
 
 
-def plot_closure(xy_mt, datasets: dict, wp, outdir: Path, plane: str = "SP", index: dict | None = None,
+def plot_closure(inputs, datasets: dict, wp, outdir: Path, plane: str = "SP", index: dict | None = None,
                  style=None) -> list[str]:
     """The ABCD closure in ``plane`` (``closure_<plane>``): per M_T bin the background MC in region B
     (points) against the prediction n_A n_D / n_C (line, its statistical band, and the band with the
     non-closure added in quadrature), events/GeV, with the ratio observed / predicted below."""
-    from svjscout.datacards import style as st
-
     style = style or st.DEFAULT
     plt = st.pyplot()
-    c = closure_numbers(xy_mt, datasets, wp, plane, index)
+    c = closure_numbers(inputs, datasets, wp, plane, index)
     t, edges = c["table"], c["edges"]
     w = np.diff(edges)
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -215,10 +213,6 @@ def plot_closure(xy_mt, datasets: dict, wp, outdir: Path, plane: str = "SP", ind
 def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float], style=None) -> list[str]:
     """The X-Y score plane of SP at ``wp`` (``xy_plane_SP_background``, ``xy_plane_SP_signal``):
     weighted events per (X, Y) bin, log colour scale, the WP lines and the four regions named."""
-    from matplotlib.colors import LogNorm
-
-    from svjscout.datacards import style as st
-
     style = style or st.DEFAULT
     plt = st.pyplot()
     h = output["hists"]["xy_mt"]
@@ -271,10 +265,6 @@ def plot_controls(output: dict, outdir: Path, style=None) -> list[str]:
     signal a line, events per bin width), and the primary Lund-plane density of J0 and J1
     (``lund_plane_background``, ``lund_plane_signal``, each normalised to unit area, and
     ``lund_plane_ratio``, signal / background)."""
-    from matplotlib.colors import LogNorm
-
-    from svjscout.datacards import style as st
-
     style = style or st.DEFAULT
     plt = st.pyplot()
     hists, kinds = output["hists"], output["datasets"]
@@ -454,8 +444,6 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
                   refused: str | None = None) -> Path:
     """``summary.md`` of a run; ``verdict`` (backed or not, reasons, caveats) heads it, and with
     ``refused`` (no cards: the MC does not back the working point) it says why instead of limits."""
-    from svjscout.processors.processor import cutflow_table
-
     rep = output.get("report", {})
     lines = [f"# svjscout run: {job_name}", ""]
     lines += verdict_lines(verdict, refused)
@@ -476,8 +464,6 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         " clustered; not_clustered: rejected by the prefilter)."]
     table = cutflow_table(output)
     if table:
-        from svjscout.processors.prefilter import ROW_NOTE
-
         cuts = list(next(iter(table.values())))
         head = [f"{c} (implied)" if c == "prefilter" else c for c in cuts]
         lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(head) + " |",
@@ -501,15 +487,9 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         path.write_text("\n".join(lines) + "\n")
         (outdir / "timings.json").write_text(json.dumps(timings, indent=1))
         return path
-    from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
-
     lines += nonclosure_lines(index)
-    from svjscout.datacards.systematics import summary_lines as systematics_lines
-
     lines += systematics_lines(index)
     if validation:
-        from svjscout.datacards.validation import summary_lines as validation_lines
-
         lines += validation_lines(validation)
     lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",
               "| point | -2s | -1s | median | +1s | +2s | obs |", "|---|---|---|---|---|---|---|"]

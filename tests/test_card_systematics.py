@@ -7,7 +7,6 @@ compatible with MC noise and symmetrised when one-sided; the thin-MC cases (sing
 migrations, gmN MC statistics) are in tests/test_signal_systematics_thin.py.
 """
 
-import inspect
 import json
 import re
 
@@ -25,7 +24,7 @@ from svjscout.core.exceptions import DatacardError
 
 # the toys are about the signal nuisances, not the background statistics guard (datacards/guard.py):
 # write their cards whether or not the guard backs them
-WKW = {"allow_unbacked": True} if "allow_unbacked" in inspect.signature(write_datacards).parameters else {}
+WKW = {"allow_unbacked": True}
 WP = (0.775, 0.875)
 IX, IY = round(WP[0] * NBINS), round(WP[1] * NBINS)
 # region -> (x slice, y slice) of the 40 x 40 score plane (A: X>x0,Y<y0  B: X>x0,Y>y0  C: X<x0,Y<y0  D: X<x0,Y>y0)

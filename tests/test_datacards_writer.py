@@ -21,7 +21,7 @@ NO_GUARD = {"min_neff": 0.0, "max_rel_err": np.inf}
 def written(tmp_path_factory):
     h, ds = realistic_toy(n_mt=3, n_signal=2, n_background=2)
     out = tmp_path_factory.mktemp("cards")
-    index = write_datacards(h, ds, WP, out, inputs="toy.coffea", signal_systematics={"jes": 1.03}, **NO_GUARD)
+    index = write_datacards(h, ds, WP, out, source="toy.coffea", signal_systematics={"jes": 1.03}, **NO_GUARD)
     return h, ds, out, index
 
 

@@ -8,7 +8,7 @@ from svjscout.datacards import ScanRules, scan_working_points, write_datacards
 from svjscout.datacards.abcd import chi2_test, closure, predict
 from svjscout.datacards.choice import choose_working_point
 from svjscout.datacards.guard import Guard, guarded_groups, kish_neff, nhat_rel_err
-from svjscout.datacards.parents import attach
+from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.split import half_of, split_halves
 from svjscout.datacards.toys import build_xy_mt, factorised, falling
@@ -166,9 +166,9 @@ def test_split_by_parent_is_disjoint_complete_and_deterministic():
     assert not np.array_equal(other.values(flow=True), sel.values(flow=True))
     assert half_of(np.array([5], np.uint64), 0)[0] == half_of(np.array([5], np.uint64), 0)[0]
     # each half's variances are parent-grouped: sum over parents of (2 x the parent's weight in the bin)^2
-    attach(out)
-    y_full = region_yields(out["hists"]["xy_mt"], out["datasets"], (0.5, 0.5), which="background")
-    y_sel = region_yields(sel, out["datasets"], (0.5, 0.5), which="background")
+    full_in, sel_in = StatInputs.from_output(out), StatInputs.from_output(halves["select"])
+    y_full = region_yields(full_in.xy_mt, out["datasets"], (0.5, 0.5), which="background", parents=full_in.parents)
+    y_sel = region_yields(sel, out["datasets"], (0.5, 0.5), which="background", parents=sel_in.parents)
     assert np.all(y_sel.var > 0) and np.all(y_full.var > 0)
     assert np.mean(y_sel.var / y_full.var) == pytest.approx(2.0, rel=0.35)  # half the parents, weights x2
 
@@ -186,11 +186,11 @@ def test_split_refused_without_parent_records():
 
 def test_choice_is_quoted_on_the_other_half():
     out = _parent_output(n_parents=3000)
-    attach(out)
     choice = choose_working_point(out, ScanRules(), grid=9)
     assert choice.split and "half 'select'" in choice.source
-    quote = split_halves(out)["quote"]["hists"]["xy_mt"]
+    quote = StatInputs.from_output(split_halves(out)["quote"])
+    assert quote.parents is not None  # the half's own records, split with its histogram
     row = scan_working_points(quote, out["datasets"], grid=([choice.wp[0]], [choice.wp[1]]), quiet=True).table.iloc[0]
     assert choice.row["z_mean"] == pytest.approx(row.z_mean) and choice.row["neff_min"] == pytest.approx(row.neff_min)
-    assert choice.xy_mt.values(flow=True).sum() == pytest.approx(quote.values(flow=True).sum())
+    assert choice.inputs.xy_mt.values(flow=True).sum() == pytest.approx(quote.xy_mt.values(flow=True).sum())
     assert choice.backed == (not choice.reasons) and (choice.verdict().startswith("backed") == choice.backed)

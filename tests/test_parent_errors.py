@@ -212,7 +212,7 @@ def test_mixed_dataset_adds_the_copies_correlations(run_all):
 # Real copies of one event differ in their jet response, so they spread over score bins. That is
 # built here at the unit level: per parent, K copies of weight w / K at different (x, y) bins of
 # one region at WP = (0.5, 0.5), their records made by the processor's own code (flat_bins,
-# group_fills via _parent_grouped_xy_mt), then attached to xy_mt as `svjscout run` does.
+# group_fills via _parent_grouped_xy_mt), then passed with xy_mt (StatInputs) as `svjscout run` does.
 
 WP_R = (0.5, 0.5)
 MT_R = [650.0, 800.0, 1000.0, 1300.0, 1800.0]
@@ -269,17 +269,18 @@ def _closed_form(e: dict, plane: str, groups) -> np.ndarray:
 
 
 def test_region_variance_is_the_closed_form():
-    from svjscout.datacards.parents import attach
+    from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.regions import region_yields
 
     e = _events(600, K, seed=11, mt_spread=80.0)  # copies spread over x, y and M_T bins
     out = _histogram({"bkg": e})
     h = out["hists"]["xy_mt"]
     per_bin = {p: region_yields(h, DS_R, WP_R, plane=p, which="background") for p in ("SP", "VP")}
-    assert attach(out)
+    rec = StatInputs.from_output(out).parents
+    assert rec is not None
     singles = [[0], [1], [2], [3]]
     for plane in ("SP", "VP"):
-        y = region_yields(h, DS_R, WP_R, plane=plane, which="background")
+        y = region_yields(h, DS_R, WP_R, plane=plane, which="background", parents=rec)
         assert np.allclose(y.n, per_bin[plane].n, rtol=0, atol=0)
         assert np.allclose(y.var, _closed_form(e, plane, singles), rtol=1e-12, atol=0)
         # the per-bin sums missed the copies' cross terms (copies in different score bins)
@@ -294,28 +295,30 @@ def test_region_variance_is_the_closed_form():
         assert np.allclose(y.merged([[0, 1], [2], [3]]).merged([[0, 1], [2]]).var,
                            _closed_form(e, plane, [[0, 1, 2], [3]]), rtol=1e-12, atol=0)
         # Poisson (data-like) variances never use the records
-        assert np.array_equal(region_yields(h, DS_R, WP_R, plane=plane, which="background", poisson=True).var,
-                              per_bin[plane].n.clip(0))
+        assert np.array_equal(region_yields(h, DS_R, WP_R, plane=plane, which="background", poisson=True,
+                                            parents=rec).var, per_bin[plane].n.clip(0))
 
 
 def test_own_parents_leave_every_region_variance_unchanged_bit_for_bit():
     from svjscout.datacards import scan_working_points
-    from svjscout.datacards.parents import attach, pairs_of
+    from svjscout.datacards.parents import StatInputs, pairs_of
     from svjscout.datacards.regions import mt_abcd_at, region_yields
 
     events = {"bkg": _events(800, 1, seed=3, mt_spread=0.0), "svj": _events(300, 1, seed=4)}
     plain, own = _histogram(events, with_records=False), _histogram(events)
-    assert attach(own) and pairs_of(own["hists"]["xy_mt"], ["bkg", "svj"], "SP") is None
-    h0, h1 = plain["hists"]["xy_mt"], own["hists"]["xy_mt"]
+    i0, i1 = StatInputs.from_output(plain), StatInputs.from_output(own)
+    assert i0.parents is None and i1.parents is not None
+    assert pairs_of(i1.xy_mt, i1.parents, ["bkg", "svj"], "SP") is None
+    h0, h1 = i0.xy_mt, i1.xy_mt
     assert np.array_equal(h0.view(flow=True), h1.view(flow=True))
     for which in ("background", ["svj"]):
         for plane in ("SP", "VP"):
-            a, b = (region_yields(h, DS_R, WP_R, plane=plane, which=which) for h in (h0, h1))
+            a, b = (region_yields(i.xy_mt, DS_R, WP_R, plane=plane, which=which, parents=i.parents) for i in (i0, i1))
             assert np.array_equal(a.var, b.var) and np.array_equal(a.n, b.n)
             assert np.array_equal(a.merged([[0, 1], [2, 3]]).var, b.merged([[0, 1], [2, 3]]).var)
-    assert np.array_equal(mt_abcd_at(h0, WP_R).view(flow=True), mt_abcd_at(h1, WP_R).view(flow=True))
+    assert np.array_equal(mt_abcd_at(h0, WP_R).view(flow=True), mt_abcd_at(h1, WP_R, parents=i1.parents).view(flow=True))
     grid = (np.arange(0.3, 0.71, 0.1).round(2),) * 2
-    t0, t1 = (scan_working_points(h, DS_R, grid=grid).table for h in (h0, h1))
+    t0, t1 = (scan_working_points(i, DS_R, grid=grid).table for i in (i0, i1))
     assert t0.equals(t1)
 
 
@@ -328,18 +331,17 @@ def test_scan_variances_are_exact_at_every_point():
     )
     from svjscout.datacards.scan import _parent_aware
 
-    e = _events(500, K, seed=7, mt_spread=80.0)
-    out = _histogram({"bkg": e})
-    from svjscout.datacards.parents import attach
+    from svjscout.datacards.parents import StatInputs
 
-    attach(out)
-    h = out["hists"]["xy_mt"]
+    e = _events(500, K, seed=7, mt_spread=80.0)
+    inputs = StatInputs.from_output(_histogram({"bkg": e}))
+    h, rec = inputs.xy_mt, inputs.parents
     ix = iy = np.arange(0, 21, 2)
     _, bw = plane_arrays(h, ["bkg"], "SP")
-    var, off = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), h, ["bkg"], "SP", ix, iy)
+    var, off = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), h, rec, ["bkg"], "SP", ix, iy)
     for i, x0 in enumerate(ix / 20):
         for j, y0 in enumerate(iy / 20):
-            y = region_yields(h, DS_R, (x0, y0), plane="SP", which="background")
+            y = region_yields(h, DS_R, (x0, y0), plane="SP", which="background", parents=rec)
             # the scan's cumulative sums leave rounding of the largest entry in empty regions
             assert np.allclose(var[:, i, j], y.var, rtol=1e-12, atol=1e-14 * np.abs(var).max())
             g = [0, 1, 2]
@@ -351,49 +353,48 @@ def test_records_follow_the_histogram_not_its_copies(tmp_path, caplog):
     import pickle
 
     from coffea.util import save
-    from svjscout.datacards.parents import ATTR, attach, records
+    from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.regions import region_yields
     from svjscout.jobs.commands_datacards import _load
 
     out = _histogram({"bkg": _events(300, K, seed=5)})
     h = out["hists"]["xy_mt"]
     plain = region_yields(h, DS_R, WP_R, which="background").var
-    attach(out)
-    aware = region_yields(h, DS_R, WP_R, which="background").var
+    rec = StatInputs.from_output(out).parents
+    aware = region_yields(h, DS_R, WP_R, which="background", parents=rec).var
     assert not np.allclose(aware, plain)
-    assert b"svjscout" not in pickle.dumps(getattr(h, ATTR))  # plain data: any pickle reader loads it
-    # a slice has other axes, a scaled copy other values: neither uses the records
-    assert records(h[{"plane": "SP"}]) is None and records(h[{"x": slice(2, None)}]) is None
-    assert records(h * 2.0) is None and "differ from those its parent records" in caplog.text
-    assert np.allclose(region_yields(h * 2.0, DS_R, WP_R, which="background").var, 4 * plain, rtol=1e-12)
-    # saved with the attribute (svjscout run) and without it (outputs older than datacards/parents.py)
+    assert not hasattr(h, "svjscout_parents")  # nothing rides on the histogram object
+    assert b"svjscout" not in pickle.dumps(out["parent_fills"])  # plain data: any pickle reader loads it
+    # a slice has other axes, a scaled copy other values: neither uses the records (one warning per call)
+    assert rec.valid_for(h[{"plane": "SP"}]) is None and rec.valid_for(h[{"x": slice(2, None)}]) is None
+    assert rec.valid_for(h * 2.0) is None and "differ from those their parent records" in caplog.text
+    caplog.clear()
+    assert np.allclose(region_yields(h * 2.0, DS_R, WP_R, which="background", parents=rec).var, 4 * plain, rtol=1e-12)
+    assert caplog.text.count("differ from those their parent records") == 1
+    # a bare histogram has no records, whatever records exist elsewhere
+    assert StatInputs.of(h).parents is None
     save(out, tmp_path / "new.coffea")
-    delattr(h, ATTR)
-    save(out, tmp_path / "old.coffea")
-    for name in ("new", "old"):
-        xy, ds = _load(str(tmp_path / f"{name}.coffea"))
-        assert records(xy) is not None
-        assert np.allclose(region_yields(xy, ds, WP_R, which="background").var, aware, rtol=1e-12, atol=0)
+    xy, ds = _load(str(tmp_path / "new.coffea"))
+    assert xy.parents is not None
+    assert np.allclose(region_yields(xy.xy_mt, ds, WP_R, which="background", parents=xy.parents).var, aware,
+                       rtol=1e-12, atol=0)
     out.pop("parent_fills")
     save(out, tmp_path / "none.coffea")
     xy, ds = _load(str(tmp_path / "none.coffea"))
-    assert records(xy) is None and np.array_equal(region_yields(xy, ds, WP_R, which="background").var, plain)
+    assert xy.parents is None and np.array_equal(region_yields(xy.xy_mt, ds, WP_R, which="background").var, plain)
 
 
 def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
     """K copies of weight w/K spread over a region's bins count as the parents alone (weight w,
     one fill each): the same Kish N_eff, closure errors, merging and non-closure in the cards."""
     from svjscout.datacards import abcd_prediction, signal_systematics, write_datacards
-    from svjscout.datacards.parents import attach
+    from svjscout.datacards.parents import StatInputs
 
     copied = {"bkg": _events(3000, K, seed=21), "svj": _events(800, K, seed=22)}
     alone = {d: {**{c: v[::K] for c, v in e.items()}, "w": e["w"][::K] * K} for d, e in copied.items()}
 
     def build(k, records):
-        out = _histogram(copied if k == K else alone, with_records=records)
-        if records:
-            attach(out)
-        return out["hists"]["xy_mt"]
+        return StatInputs.from_output(_histogram(copied if k == K else alone, with_records=records))
 
     parents, copies, naive = build(1, False), build(K, True), build(K, False)
     kw = {"min_neff": 60.0, "max_rel_err": np.inf, "validate": False, "allow_unbacked": True}
@@ -412,14 +413,15 @@ def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
     from svjscout.datacards.regions import region_yields
 
     assert len(a["mt_groups"]) > 1 and len(idx["naive"]["mt_groups"]) > len(a["mt_groups"])
-    neff_naive, neff_a = (region_yields(h, DS_R, WP_R).merged(a["mt_groups"]).neff for h in (naive, parents))
+    neff_naive, neff_a = (region_yields(i.xy_mt, DS_R, WP_R, parents=i.parents).merged(a["mt_groups"]).neff
+                          for i in (naive, parents))
     assert np.median(neff_naive / neff_a) > 0.7 * K
     for plane in ("SP", "VP"):
-        ta, tb = (abcd_prediction(h, DS_R, WP_R, plane=plane) for h in (parents, copies))
+        ta, tb = (abcd_prediction(i.xy_mt, DS_R, WP_R, plane=plane, parents=i.parents) for i in (parents, copies))
         assert np.allclose(tb.sigma_nhat_B, ta.sigma_nhat_B, rtol=1e-9) and np.allclose(tb.var_B, ta.var_B, rtol=1e-9)
     # the signal's MC-statistics nuisances likewise
     groups = a["mt_groups"]
-    sa, sb = (signal_systematics(h, None, DS_R, WP_R, groups, "svj") for h in (parents, copies))
+    sa, sb = (signal_systematics(i.xy_mt, None, DS_R, WP_R, groups, "svj", parents=i.parents) for i in (parents, copies))
     assert sb.mcstat.keys() == sa.mcstat.keys() and len(sa.mcstat) > 0
     assert all(sb.mcstat[c] == pytest.approx(sa.mcstat[c], rel=1e-9) for c in sa.mcstat)
     assert sb.mcstat_b_total == pytest.approx(sa.mcstat_b_total, rel=1e-9)
@@ -428,20 +430,19 @@ def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
 def test_processor_output_region_variances(run_all):
     """The processor's own output: identical copies, so region variances of `copies` equal those of
     the parents (`orig`), and mt_abcd_at rebuilds the processor's parent-grouped mt_abcd."""
-    from svjscout.datacards.parents import attach, records
+    from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.regions import mt_abcd_at, region_yields
 
     out = run_all
-    rec = records(out["hists"]["xy_mt"])  # finalize attached them
+    rec = StatInputs.from_output(out).parents  # from output["parent_fills"], the processor's records
     assert rec is not None and sorted(rec.datasets) == ["copies", "mixed", "own"]
-    assert attach(out)
     xy = out["hists"]["xy_mt"]
     ds = {d: {"kind": "background"} for d in xy.axes["dataset"]}
     every = [list(range(len(xy.axes["mt"])))]
     for plane in ("SP", "VP"):
-        o, c = (region_yields(xy, ds, WP_R, plane=plane, which=[d]) for d in ("orig", "copies"))
+        o, c = (region_yields(xy, ds, WP_R, plane=plane, which=[d], parents=rec) for d in ("orig", "copies"))
         assert np.allclose(c.n, o.n, rtol=1e-6, atol=0) and np.allclose(c.var, o.var, rtol=1e-6, atol=0)
         assert np.allclose(c.merged(every).var, o.merged(every).var, rtol=1e-6, atol=0) and o.var.sum() > 0
-    rebuilt = mt_abcd_at(xy, (0.5, 0.5))[{"dataset": "copies"}].view(flow=False)
+    rebuilt = mt_abcd_at(xy, (0.5, 0.5), parents=rec)[{"dataset": "copies"}].view(flow=False)
     filled = out["hists"]["mt_abcd"][{"dataset": "copies"}].view(flow=False)
     assert np.allclose(rebuilt.value, filled.value, rtol=1e-9) and np.allclose(rebuilt.variance, filled.variance, rtol=1e-9)

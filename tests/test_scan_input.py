@@ -66,5 +66,5 @@ def test_good_file_still_loads(tmp_path):
 
     h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
     save({"hists": {"xy_mt": h}, "datasets": ds}, str(tmp_path / "h.coffea"))
-    xy_mt, datasets = _load(str(tmp_path / "h.coffea"))
-    assert datasets == ds and xy_mt.axes.name == h.axes.name
+    inputs, datasets = _load(str(tmp_path / "h.coffea"))
+    assert datasets == ds and inputs.xy_mt.axes.name == h.axes.name and inputs.parents is None

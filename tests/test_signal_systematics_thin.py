@@ -13,7 +13,6 @@ squared weights. Every expected number is computed by hand from the event lists:
 * ``isr``: every event reweighted by 1.1 (up) and 0.9 (down).
 """
 
-import inspect
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ WP = (0.775, 0.875)
 IX, IY = 31, 35  # threshold indices of WP on the 40 x 40 score grid
 SIG = "svj_mz1500_rinv0.3"
 W = 0.5
-WKW = {"allow_unbacked": True} if "allow_unbacked" in inspect.signature(write_datacards).parameters else {}
+WKW = {"allow_unbacked": True}
 
 
 def _cells(region, n, mt, start=0):
