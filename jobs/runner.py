@@ -148,7 +148,8 @@ def _skip(cfg: JobConfig, report: RunReport, dataset: str, path: str, err: Input
     if not cfg.executor.skip_bad_files:
         raise err
     log.warning("skipping bad file (%s): %s", stage, err)
-    lost = _lost_sumw(path, cfg.schema_map.tree, cfg.schema_map.gen_weight) if cfg.datasets[dataset].kind != "data" else None
+    is_mc = cfg.datasets[dataset].kind != "data"
+    lost = _lost_sumw(path, cfg.schema_map.tree, cfg.schema_map.gen_weight) if is_mc else None
     report.skipped.append({"dataset": dataset, "file": path, "stage": stage, "reason": str(err), "sumw": lost})
 
 
@@ -207,7 +208,8 @@ def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, _FileNorm]], repor
             kind=spec.kind,
             xsec=spec.xsec if spec.xsec is not None else (combine_xsecs(name, xsecs) if is_mc else None),
             sumw=spec.sumw if spec.sumw is not None else (sumw if is_mc else None),
-            mzprime=spec.mzprime if spec.mzprime is not None else (gen_cfg.get("mzprime") if spec.kind == "signal" else None),
+            mzprime=spec.mzprime if spec.mzprime is not None else (
+                gen_cfg.get("mzprime") if spec.kind == "signal" else None),
             rinv=spec.rinv if spec.rinv is not None else (gen_cfg.get("rinv") if spec.kind == "signal" else None),
         )
         if is_mc and (not info.xsec or not info.sumw):
@@ -620,7 +622,8 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
             del usable[dataset][path]
             report.inputs = [r for r in report.inputs if r["path"] != path]
     output = normalize(output, pcfg)  # done by postprocess already: returned unchanged
-    output["wp"] = {"x0": float(cfg.analysis.wp[0]), "y0": float(cfg.analysis.wp[1]), "source": "configured (analysis.wp)"}
+    output["wp"] = {"x0": float(cfg.analysis.wp[0]), "y0": float(cfg.analysis.wp[1]),
+                    "source": "configured (analysis.wp)"}
     output["datasets"] = {k: v.model_dump() for k, v in infos.items()}
     report.seconds = time.perf_counter() - t0
     output["report"] = report.to_json()

@@ -1,8 +1,11 @@
 """coffea processors: scouting events -> AK8 jets -> preselection -> Lund planes -> features ->
 ONNX scores -> ABCD histograms (and a parquet skim for training).
 
-Read top to bottom: ``schema`` (branch mapping), ``jets`` (fastjet AK4/AK8), ``selection``
-(trigger emulation + preselection, cutflow), ``lund`` (C-A primary Lund plane), ``features``
-(event features, M_T, R_T), ``inference`` (onnxruntime sessions), ``histograms`` (hist
-definitions), ``processor`` (the coffea ``ProcessorABC``), ``skim`` (parquet columns).
+Read top to bottom: ``files`` (safe reads), ``schema`` (branch mapping), ``settings`` (the
+processor's configuration: datasets, analysis block), ``jets`` (fastjet AK4/AK8), ``prefilter``,
+``selection`` (trigger emulation + preselection, cutflow), ``lund`` (C-A primary Lund plane),
+``features`` (event features, M_T, R_T), ``inference`` (onnxruntime sessions, the models'
+preflight), ``histograms`` (hist definitions), ``variations`` (the registry of systematic
+sources), ``skim`` (parquet columns), ``processor`` (the coffea ``ProcessorABC``, as named
+stages), ``normalize`` (xsec x lumi / sumw and parent-grouped variances, pure and idempotent).
 """

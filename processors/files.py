@@ -13,16 +13,12 @@ counted and listed skip (:mod:`svjscout.jobs.runner`).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 
-from svjscout.core.exceptions import InputFileError, SVJScoutError
-
+from svjscout.core.exceptions import SVJScoutError
 
 # moved to svjscout.core.rootfiles (the samples layer reads files too); re-exported here
 from svjscout.core.rootfiles import _short, check_complete, open_root  # noqa: E402,F401
-
 
 _WORKITEM_FILE = re.compile(r"filename='([^']+)'")
 

@@ -9,7 +9,8 @@
 Regions (:mod:`svjscout.core.regions`): A: X >= x0, Y < y0 | B: X >= x0, Y >= y0 (signal region) | C: X < x0,
 Y < y0 | D: X < x0, Y >= y0.
 Axis labels are plain text with units (they become the TH1 titles of ``histograms.root``); the
-plots use LaTeX labels of their own (``datacards/style.py``). Scores are clipped into [0, 1) and M_T into the M_T axis, so no entry falls in a flow bin:
+plots use LaTeX labels of their own (``datacards/style.py``). Scores are clipped into [0, 1) and M_T into the
+M_T axis, so no entry falls in a flow bin:
 events above the last M_T edge count in the last bin.
 """
 
@@ -41,10 +42,12 @@ def book(mt_edges, datasets, score_bins: int = 40) -> dict[str, hist.Hist]:
     return {
         "mt_abcd": hist.Hist(_dataset_axis(datasets), plane, hist.axis.StrCategory(list(REGIONS), name="region"),
                              _mt_axis(mt_edges), storage=w),
-        "xy_mt": hist.Hist(_dataset_axis(datasets), plane, hist.axis.Regular(score_bins, 0, 1, name="x", label="X score"),
+        "xy_mt": hist.Hist(_dataset_axis(datasets), plane,
+                           hist.axis.Regular(score_bins, 0, 1, name="x", label="X score"),
                            hist.axis.Regular(score_bins, 0, 1, name="y", label="Y score"), _mt_axis(mt_edges),
                            storage=w),
-        "met": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(60, 0, 1500, name="met", label="MET [GeV]"), storage=w),
+        "met": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(60, 0, 1500, name="met", label="MET [GeV]"),
+                         storage=w),
         "rt": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(50, 0, 1, name="rt", label="R_T"), storage=w),
         "dphi_min": hist.Hist(_dataset_axis(datasets), hist.axis.Regular(32, 0, np.pi, name="dphi_min",
                                                                  label="dphi_min [rad]"), storage=w),

@@ -36,7 +36,8 @@ from svjscout.core.features import LUND_FEATURES
 log = logging.getLogger(__name__)
 
 
-#: All per-node fields (LUND_FEATURES, the node features of LundNet-5, first) returned by :func:`primary_lund_declusterings`.
+#: All per-node fields (LUND_FEATURES, the node features of LundNet-5, first) returned by
+#: :func:`primary_lund_declusterings`.
 NODE_FIELDS = LUND_FEATURES + ("delta", "kt", "z", "m")
 
 _REQUIRED_FIELDS = ("pt", "eta", "phi", "mass")

@@ -35,9 +35,10 @@ column, ``(run << 40) | parent``, or ``| event`` without a ``parent`` branch), a
 subset's events go on (the others are counted as ``not_in_subset``, never clustered; the
 cutflow's ``all`` row counts the events kept). So the events kept with ``subset: test`` are
 exactly the skim's events that the trainers put in their test subset. MC yields are scaled by
-``1 / fraction`` of the subset in :func:`~svjscout.processors.normalize.normalize` (with ``xsec * lumi / sumw``; the skim's
-``weight`` column too): the histograms and the weighted cutflow estimate the full sample's
-yields, and their variances (``x 1 / fraction^2``) the larger statistical error of the subset.
+``1 / fraction`` of the subset by :func:`~svjscout.processors.normalize.normalize` (with
+``xsec * lumi / sumw``; the skim's ``weight`` column too): the histograms and the weighted
+cutflow estimate the full sample's yields, and their variances (``x 1 / fraction^2``) the larger
+statistical error of the subset.
 Data are refused (no model is trained on data; the split of data events means nothing).
 """
 
@@ -66,8 +67,7 @@ from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.normalize import flat_bins, normalize, parent_fills
 from svjscout.processors.prefilter import prefilter, scalar_pt_sum
 from svjscout.processors.selection import CUT_ORDER, cutflow, plane_of, preselection
-from svjscout.processors.settings import (AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig,
-                                          check_event_subset)
+from svjscout.processors.settings import AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig, check_event_subset
 from svjscout.processors.skim import write_skim
 from svjscout.processors.variations import CLUSTER_MARGIN
 
@@ -363,7 +363,8 @@ class SVJProcessor(processor.ProcessorABC):
                                                               c.met_pt, c.met_phi, var.met_shift, cuts, c.clean)
             results.append((var.name, feats, np.flatnonzero(passing), i0, i1, f0, f1))
         ev = np.concatenate([np.concatenate([r[2], r[2]]) for r in results]) if results else np.zeros(0, int)
-        jt = np.concatenate([np.concatenate([r[3][r[2]], r[4][r[2]]]) for r in results]) if results else np.zeros(0, int)
+        jt = (np.concatenate([np.concatenate([r[3][r[2]], r[4][r[2]]]) for r in results]) if results
+              else np.zeros(0, int))
         pairs = np.unique(np.column_stack([ev, jt]), axis=0) if len(ev) else np.zeros((0, 2), int)
         lookup, lund, mask = V.lund_cache(c.ak8_all, pairs[:, 0], pairs[:, 1], cfg.lund_max_len)
         lundnet, twin = self._scorers()

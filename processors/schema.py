@@ -93,7 +93,8 @@ class BranchMap(BaseModel):
 
     def event_ids(self, events) -> np.ndarray:
         """(run, luminosityBlock, event) as an (n, 3) uint64 array."""
-        cols = [ak.to_numpy(_branch(events, b)).astype(np.uint64) for b in (self.run, self.luminosity_block, self.event)]
+        cols = [ak.to_numpy(_branch(events, b)).astype(np.uint64)
+                for b in (self.run, self.luminosity_block, self.event)]
         return np.stack(cols, axis=1)
 
     def parent_ids(self, events) -> np.ndarray | None:
@@ -204,5 +205,6 @@ def check_file(path: str, branch_map: BranchMap, is_mc: bool) -> int:
     missing = [b for b in branch_map.required_branches(is_mc) if b not in keys]
     if missing:
         what = f"branch {missing[0]!r}" if len(missing) == 1 else f"branches {missing}"
-        raise MissingBranchError(f"{path}: {what} not found in tree {branch_map.tree!r} (set them in the schema mapping)")
+        raise MissingBranchError(f"{path}: {what} not found in tree {branch_map.tree!r} "
+                                 "(set them in the schema mapping)")
     return n

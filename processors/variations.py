@@ -50,6 +50,7 @@ from svjscout.processors.features import event_features
 from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.schema import BranchMap, optional_branch
 from svjscout.processors.selection import CUT_ORDER, preselection
+
 #: AK8 jets are clustered down to this fraction of ak8_pt_min for datasets with variations, so
 #: that a jet varied up across the threshold is there (the nominal keeps only jets >= the cut).
 CLUSTER_MARGIN = 0.6
