@@ -34,7 +34,7 @@ from dask.distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from svjscout import __version__
-from svjscout.core.exceptions import ConfigError, InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError, ModelMismatchError
 from svjscout.jobs.config import JobConfig, config_digest, load_job
 from svjscout.processors.files import domain_error, failed_file, open_root, root_message
 from svjscout.processors.inference import check_models
@@ -638,6 +638,10 @@ def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
     """
     dom = domain_error(err)
     path = failed_file(err) or _named_file(err, usable)
+    if dom is None and _model_failure(err):  # onnxruntime failed scoring: the models' fault, not the file's
+        raise ModelMismatchError(f"analysis.lundnet_model / analysis.twin_model: onnxruntime failed while scoring "
+                                 f"{'a chunk of ' + path if path else 'a chunk'} ({root_message(err)}); "
+                                 "no input file is blamed or skipped for a model error") from err
     owner = next((ds for ds, files in usable.items() if path in files), None)
     if owner is None:
         if dom is not None:
@@ -647,6 +651,17 @@ def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
         raise dom from err
     cause = str(dom) if dom is not None else root_message(err)
     return owner, path, InputFileError(f"{path}: cannot be processed ({cause})")
+
+
+def _model_failure(err: BaseException) -> bool:
+    """Whether a chunk failed in onnxruntime (its exception types, or its message through dask)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__module__.startswith("onnxruntime") or "[ONNXRuntimeError]" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _named_file(err: BaseException, usable: dict[str, dict[str, _FileNorm]]) -> str | None:

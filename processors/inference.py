@@ -166,7 +166,8 @@ def check_models(config) -> None:
     """Open and check the job's two models before any data file is read (the runner's preflight).
 
     Each model is opened in onnxruntime and its metadata checked exactly as the processor will
-    (features, model kind, Lund length, SP/VP planes, the LundNet the twin was trained with).
+    (features, model kind, Lund length, SP/VP planes, the LundNet the twin was trained with), then
+    scores one event of zeros (the graph's inputs and outputs are those the processor uses).
 
     Raises:
         ModelMismatchError: naming the config key (``analysis.lundnet_model`` / ``twin_model``), the
@@ -177,10 +178,20 @@ def check_models(config) -> None:
             continue
         try:
             if key == "analysis.lundnet_model":
-                LundNetScorer(path, tuple(LUND_FEATURES), max_len=config.lund_max_len)
+                scorer = LundNetScorer(path, tuple(LUND_FEATURES), max_len=config.lund_max_len)
+                trial = (np.zeros((1, config.lund_max_len, len(LUND_FEATURES)), np.float32),
+                         np.ones((1, config.lund_max_len), bool))
             else:
-                TwinScorer(path, EVENT_FEATURES, planes=analysis_planes(config.cuts), lundnet=config.lundnet_model)
+                scorer = TwinScorer(path, EVENT_FEATURES, planes=analysis_planes(config.cuts),
+                                    lundnet=config.lundnet_model)
+                trial = (np.zeros((1, len(EVENT_FEATURES)), np.float32),)
         except ModelMismatchError as err:
             raise ModelMismatchError(f"{key}: {err}") from err
         except OSError as err:
             raise ModelMismatchError(f"{key}: {path}: cannot be read ({err})") from err
+        try:  # one event through the graph: inputs and outputs as the processor feeds and reads them
+            scorer(*trial)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            text = " ".join(str(err).split())[:300]
+            raise ModelMismatchError(f"{key}: {path}: opens, but does not score one event of the inputs the "
+                                     f"processor gives ({type(err).__name__}: {text})") from err

@@ -21,13 +21,15 @@ import pytest
 import uproot
 from coffea import processor
 from coffea.dataset_tools import apply_to_fileset, preprocess
-from conftest import assert_same_output, embedded_file
+from conftest import _linear_sigmoid_model, assert_same_output, embedded_file
 from dask.distributed import Client, LocalCluster
 
 import svjscout
 from svjscout.core.exceptions import ConfigError, InputFileError, ModelMismatchError
+from svjscout.core.features import EVENT_FEATURES
 from svjscout.jobs.config import load_job
-from svjscout.jobs.runner import processor_from_job, run_processor
+from svjscout.jobs.runner import _chunk_failure, processor_from_job, run_processor
+from svjscout.models.export import write_metadata
 from svjscout.processors.normalize import is_normalized, normalize
 from svjscout.processors.processor import SVJProcessor
 from svjscout.processors.schema import SVJScoutingSchema
@@ -192,6 +194,33 @@ def test_swapped_models_are_named_by_key(tmp_path, toy_models):
     job = _write_job(tmp_path / "job.yaml", (toy_models[1], toy_models[1]))
     with pytest.raises(ModelMismatchError, match=r"analysis\.lundnet_model: .*twin_toy\.onnx: metadata key 'model'"):
         run_processor(load_job(job))
+
+
+def _narrow_twin(tmp_path) -> str:
+    """A twin whose metadata lists the 12 features but whose graph takes 11: it opens, it cannot score."""
+    path = _linear_sigmoid_model(tmp_path / "twin_narrow.onnx", None, None, EVENT_FEATURES[:11], "twin")
+    write_metadata(path, {"features": list(EVENT_FEATURES)})
+    return path
+
+
+def test_model_that_cannot_score_is_named_at_load(tmp_path, toy_models):
+    job = _write_job(tmp_path / "job.yaml", (toy_models[0], _narrow_twin(tmp_path)))
+    with pytest.raises(ModelMismatchError, match=r"analysis\.twin_model: .*twin_narrow\.onnx: opens, but does not "
+                                                 r"score one event"):
+        run_processor(load_job(job))
+
+
+def test_model_failing_in_a_chunk_never_blames_the_file(tmp_path, toy_models, plugin):
+    """Past the preflight (coffea's Runner on its own), an onnxruntime failure in a chunk is the
+    models' error: the runner's failure triage raises it instead of skipping the data file."""
+    broken = SVJProcessor(plugin.config.model_copy(update={"twin_model": _narrow_twin(tmp_path)}))
+    qcd = {"qcd": plugin.fileset["qcd"]}
+    with pytest.raises(Exception) as info:
+        _runner(processor.IterativeExecutor(status=False))(qcd, broken, treename="Events")
+    path = next(iter(qcd["qcd"]["files"]))
+    with pytest.raises(ModelMismatchError, match=r"analysis\.lundnet_model / analysis\.twin_model: onnxruntime "
+                                                 r"failed while scoring a chunk of .*qcd\.root"):
+        _chunk_failure(info.value, {"qcd": {path: None}})
 
 
 def test_rntuple_file_is_named(tmp_path, toy_models):
