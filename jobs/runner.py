@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import numpy as np
 import uproot
 from coffea import processor
 from coffea.processor import SimpleCheckpointer
@@ -36,7 +35,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from svjscout import __version__
 from svjscout.core.exceptions import ConfigError, InputFileError, ModelMismatchError
 from svjscout.jobs.config import JobConfig, config_digest, load_job
-from svjscout.processors.files import domain_error, failed_file, open_root, root_message
+from svjscout.processors.datasets import FileNorm, dataset_info, file_normalisation
+from svjscout.processors.files import domain_error, failed_file, root_message
 from svjscout.processors.inference import check_models
 from svjscout.processors.normalize import normalize
 from svjscout.processors.prefilter import ROW_NOTE
@@ -64,74 +64,12 @@ class RunReport:
                 "datasets": self.datasets, "seconds": self.seconds, "executor": self.executor}
 
 
-def _file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bool,
-                        require_complete: bool = True) -> tuple[float | None, float | None, dict]:
-    """(sumw, xsec or None, generator metadata) of one file, read through :func:`open_root`.
-
-    ``sumw`` is the ``Runs`` tree's ``genEventSumw`` (the events generated, before any skim). A
-    file without it gives the sum of its ``genWeight`` only when ``sum_gen_weight`` (the dataset's
-    ``sumw_from: genWeight``); otherwise None: a skimmed file's genWeight sum undercounts sumw.
-    """
-    with open_root(path, "the normalisation (Runs tree, svjscout_meta)", require_complete) as f:
-        meta = {}
-        if "svjscout_meta" in f:
-            meta = json.loads(str(f["svjscout_meta"]))
-        if "Runs" in f and "genEventSumw" in f["Runs"].keys():
-            runs = f["Runs"].arrays(library="np")
-            xsec = float(runs["xsec"][0]) if "xsec" in runs else None
-            return float(np.sum(runs["genEventSumw"])), xsec, meta
-        if not sum_gen_weight:
-            return None, None, meta
-        return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta
-
-
 def _lost_sumw(path: str, tree: str, gen_weight: str) -> float | None:
     """The sumw recorded in a skipped file, if its Runs tree can still be read (else None)."""
     try:
-        return _file_normalisation(path, tree, gen_weight, sum_gen_weight=False, require_complete=False)[0]
+        return file_normalisation(path, tree, gen_weight, sum_gen_weight=False, require_complete=False)[0]
     except InputFileError:
         return None
-
-
-#: Files of one dataset whose recorded cross sections differ by less than this (relative) are
-#: independent runs of one generator setup; their estimates are combined.
-XSEC_TOLERANCE = 0.05
-
-
-def combine_xsecs(dataset: str, xsecs: list[tuple[str, float, float]]) -> float | None:
-    """One cross section for a dataset from its files' (path, xsec, sumw).
-
-    Equal values pass through. Values within :data:`XSEC_TOLERANCE` of each other (e.g. Pythia's
-    estimate from several generation runs of the same process) are averaged with the files' sum
-    of weights as weights, which is the estimate of the combined run. A larger spread means the
-    files are not one process: :class:`ConfigError` naming the dataset and every file's value.
-    """
-    if not xsecs:
-        return None
-    values = np.array([x for _, x, _ in xsecs], dtype=float)
-    if np.all(values == values[0]):
-        return float(values[0])
-    if values.min() <= 0 or values.max() / values.min() - 1 > XSEC_TOLERANCE:
-        listing = ", ".join(f"{p}: {x:g} pb" for p, x, _ in xsecs)
-        raise ConfigError(f"dataset {dataset!r}: files disagree on xsec by more than {XSEC_TOLERANCE:.0%} "
-                          f"({listing}); set datasets.{dataset}.xsec")
-    weights = np.array([max(s, 0.0) for _, _, s in xsecs], dtype=float)
-    if weights.sum() <= 0:
-        weights = np.ones_like(values)
-    combined = float(np.sum(weights * values) / weights.sum())
-    log.info("dataset %r: %d files with cross sections %s pb combined to %g pb (sum-of-weights weighted)",
-             dataset, len(values), np.unique(values).tolist(), combined)
-    return combined
-
-
-@dataclass
-class _FileNorm:
-    """What preflight learnt of one usable file."""
-
-    entries: int
-    sumw: float | None
-    xsec: float | None
-    meta: dict
 
 
 def _file_record(dataset: str, path: str, entries: int) -> dict:
@@ -153,14 +91,14 @@ def _skip(cfg: JobConfig, report: RunReport, dataset: str, path: str, err: Input
     report.skipped.append({"dataset": dataset, "file": path, "stage": stage, "reason": str(err), "sumw": lost})
 
 
-def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, _FileNorm]]:
+def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, FileNorm]]:
     """Open every file of every dataset (tree, branches, completeness, normalisation).
 
     A bad file stops the run with an :class:`InputFileError` naming it, or with
     ``executor.skip_bad_files`` is recorded in ``report.skipped``. Returns the usable files.
     """
     bmap = cfg.schema_map
-    usable: dict[str, dict[str, _FileNorm]] = {}
+    usable: dict[str, dict[str, FileNorm]] = {}
     for name, spec in cfg.datasets.items():
         is_mc = spec.kind != "data"
         usable[name] = {}
@@ -171,7 +109,7 @@ def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, _File
                     raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
                 s, x, meta = None, None, {}
                 if is_mc:
-                    s, x, meta = _file_normalisation(path, bmap.tree, bmap.gen_weight, spec.sumw_from == "genWeight")
+                    s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, spec.sumw_from == "genWeight")
             except InputFileError as err:
                 _skip(cfg, report, name, path, err, "preflight")
                 continue
@@ -180,12 +118,12 @@ def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, _File
                     f"dataset {name!r}: {path} has no Runs tree with genEventSumw, so the generated sum of "
                     f"weights is unknown (summing genWeight over a skimmed file undercounts it). Set "
                     f"datasets.{name}.sumw, or datasets.{name}.sumw_from: genWeight if the files are not skimmed")
-            usable[name][path] = _FileNorm(n, s, x, meta)
+            usable[name][path] = FileNorm(n, s, x, meta)
             report.inputs.append(_file_record(name, path, n))
     return usable
 
 
-def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, _FileNorm]], report: RunReport) -> dict[str, DatasetInfo]:
+def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, FileNorm]], report: RunReport) -> dict[str, DatasetInfo]:
     """Each dataset's normalisation from the files that are processed; fills ``report``.
 
     The sum of weights is the sum over the usable files only, so a dataset that lost files is
@@ -198,28 +136,16 @@ def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, _FileNorm]], repor
         files = usable[name]
         if not files:
             raise InputFileError(f"dataset {name!r}: no usable file among {cfg.files(name)}")
-        is_mc = spec.kind != "data"
         report.files[name] = list(files)
         report.events[name] = sum(f.entries for f in files.values())
-        sumw = sum(f.sumw for f in files.values() if f.sumw is not None)
-        xsecs = [(p, f.xsec, f.sumw or 0.0) for p, f in files.items() if f.xsec is not None]
-        gen_cfg = next(iter(files.values())).meta.get("config", {})
-        info = DatasetInfo(
-            kind=spec.kind,
-            xsec=spec.xsec if spec.xsec is not None else (combine_xsecs(name, xsecs) if is_mc else None),
-            sumw=spec.sumw if spec.sumw is not None else (sumw if is_mc else None),
-            mzprime=spec.mzprime if spec.mzprime is not None else (
-                gen_cfg.get("mzprime") if spec.kind == "signal" else None),
-            rinv=spec.rinv if spec.rinv is not None else (gen_cfg.get("rinv") if spec.kind == "signal" else None),
-        )
-        if is_mc and (not info.xsec or not info.sumw):
-            raise ConfigError(f"dataset {name!r}: no cross section found in its files; set datasets.{name}.xsec")
+        info = dataset_info(name, spec.kind, files, xsec=spec.xsec, sumw=spec.sumw, mzprime=spec.mzprime,
+                            rinv=spec.rinv)
         infos[name] = info
         report.datasets[name] = {**info.model_dump(), "lost": _lost(name, spec, files, report)}
     return infos
 
 
-def _lost(name: str, spec, files: dict[str, _FileNorm], report: RunReport) -> dict | None:
+def _lost(name: str, spec, files: dict[str, FileNorm], report: RunReport) -> dict | None:
     """What a dataset lost to skipped files: count, known sum of weights and its fraction."""
     skipped = [s for s in report.skipped if s["dataset"] == name]
     if not skipped:
@@ -630,7 +556,7 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
     return output, report
 
 
-def _chunk_failure(err: BaseException, usable: dict[str, dict[str, _FileNorm]]):
+def _chunk_failure(err: BaseException, usable: dict[str, dict[str, FileNorm]]):
     """(dataset, file, InputFileError) for a chunk that failed reading one of our files, else None.
 
     An svjscout error raised inside a chunk that is not about a file (e.g. a configuration error)
@@ -664,7 +590,7 @@ def _model_failure(err: BaseException) -> bool:
     return False
 
 
-def _named_file(err: BaseException, usable: dict[str, dict[str, _FileNorm]]) -> str | None:
+def _named_file(err: BaseException, usable: dict[str, dict[str, FileNorm]]) -> str | None:
     """The one input file a failure outside a chunk names (coffea's preprocessing opens every file
     first: a file gone since the preflight fails there, locally or over XRootD), else None."""
     texts, seen = [], set()

@@ -36,6 +36,7 @@ _EXPORTS = {
     "EventSubset": "svjscout.processors.settings",
     "BranchMap": "svjscout.processors.schema",
     "SVJScoutingSchema": "svjscout.processors.schema",
+    "processor_config_from_fileset": "svjscout.processors.datasets",
     "normalize": "svjscout.processors.normalize",
     "is_normalized": "svjscout.processors.normalize",
     "processor_from_job": "svjscout.jobs.runner",

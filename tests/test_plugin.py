@@ -104,6 +104,20 @@ def test_processor_from_job_knows_the_normalisation(plugin, reference):
         assert infos[ds].sumw > 0 and infos[ds].xsec > 0
 
 
+def test_processor_from_a_plain_fileset(plugin, reference, toy_models):
+    """Without a job file: the settings from a coffea fileset, the normalisation read from its files."""
+    fileset = {ds: [embedded_file(f"{ds}.root")] for ds in DATASETS}
+    kinds = {ds: "background" if ds == "qcd" else "signal" for ds in DATASETS}
+    cfg = svjscout.processor_config_from_fileset(fileset, kinds, lundnet_model=toy_models[0],
+                                                 twin_model=toy_models[1], wp=(0.5, 0.5),
+                                                 systematics={"enabled": True})
+    assert {ds: i.model_dump() for ds, i in cfg.datasets.items()} == reference["datasets"]
+    out = _runner(processor.IterativeExecutor(status=False))(fileset, SVJProcessor(cfg), treename="Events")
+    _same(out, reference)
+    with pytest.raises(ConfigError, match="dataset 'svj_mz2000_rinv0.3': no kind given"):
+        svjscout.processor_config_from_fileset(fileset, {}, lundnet_model=toy_models[0], twin_model=toy_models[1])
+
+
 def test_iterative_runner_small_chunks(plugin, reference):
     """coffea's Runner with the IterativeExecutor, chunks of 150 events: the same normalised output."""
     out = _runner(processor.IterativeExecutor(), chunksize=150)(plugin.fileset, plugin.processor, treename="Events")

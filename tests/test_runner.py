@@ -90,7 +90,7 @@ def test_embedded_job_config_loads():
 
 def test_cross_sections_of_several_generation_runs_are_combined():
     from svjscout.core.exceptions import ConfigError
-    from svjscout.jobs.runner import combine_xsecs
+    from svjscout.processors.datasets import combine_xsecs
 
     assert combine_xsecs("qcd", []) is None
     assert combine_xsecs("qcd", [("a.root", 12.5, 100.0), ("b.root", 12.5, 300.0)]) == 12.5
