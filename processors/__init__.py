@@ -2,7 +2,8 @@
 ONNX scores -> ABCD histograms (and a parquet skim for training).
 
 Read top to bottom: ``files`` (safe reads), ``schema`` (branch mapping), ``settings`` (the
-processor's configuration: datasets, analysis block), ``jets`` (fastjet AK4/AK8), ``prefilter``,
+processor's configuration: datasets, analysis block), ``datasets`` (each dataset's cross section and
+sum of weights from its files), ``jets`` (fastjet AK4/AK8), ``prefilter``,
 ``selection`` (trigger emulation + preselection, cutflow), ``lund`` (C-A primary Lund plane),
 ``features`` (event features, M_T, R_T), ``inference`` (onnxruntime sessions, the models'
 preflight), ``histograms`` (hist definitions), ``variations`` (the registry of systematic
