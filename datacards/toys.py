@@ -55,7 +55,7 @@ def build_xy_mt(contents: Mapping[str, Mapping[str, np.ndarray]], mt_edges: Sequ
     view = h.view(flow=False)
     for i, n in enumerate(names):
         w = weight[n] if isinstance(weight, Mapping) else weight
-        for j, plane in enumerate(("SP", "VP")):
+        for j, plane in enumerate(PLANES):
             if plane in contents[n]:
                 arr = np.asarray(contents[n][plane], dtype=float)
                 view["value"][i, j] = arr
@@ -96,7 +96,7 @@ def realistic_toy(n_mt: int = 6, n_signal: int = 5, n_background: int = 4, with_
     datasets: dict[str, dict] = {}
     names = ["qcd", "ttbar", "wjets", "zjets", "qcd_ht2", "ttbar_ext"][:n_background]
     norms = [5e5, 6e4, 4e4, 3e4, 1e5, 1e4]
-    total_bkg = {p: 0.0 for p in ("SP", "VP")}
+    total_bkg = {p: 0.0 for p in PLANES}
     for k, name in enumerate(names):
         pmt = np.exp(-centres / (400.0 + 60 * k))
         base = factorised(norms[k] * scale, falling(4.0 + 0.3 * k), falling(3.5 + 0.2 * k), pmt)
@@ -118,7 +118,7 @@ def realistic_toy(n_mt: int = 6, n_signal: int = 5, n_background: int = 4, with_
         datasets[name] = {"kind": "signal", "mzprime": mz, "rinv": rinv, "xsec": 1.0}
     weights = {n: (0.5 if datasets[n]["kind"] == "background" else 0.01) for n in contents}
     if with_data:
-        contents["data"] = {p: np.round(total_bkg[p]) for p in ("SP", "VP")}
+        contents["data"] = {p: np.round(total_bkg[p]) for p in PLANES}
         datasets["data"] = {"kind": "data", "mzprime": None, "rinv": None, "xsec": 1.0}
         weights["data"] = 1.0
     return build_xy_mt(contents, edges, weights), datasets
@@ -138,7 +138,7 @@ def build_xy_mt_syst(contents: Mapping[str, Mapping[str, Mapping[str, np.ndarray
     for i, n in enumerate(names):
         w = weight[n] if isinstance(weight, Mapping) else weight
         for s, planes in contents[n].items():
-            for j, plane in enumerate(("SP", "VP")):
+            for j, plane in enumerate(PLANES):
                 if plane in planes:
                     arr = np.asarray(planes[plane], dtype=float)
                     view["value"][i, systs.index(s), j] = arr

@@ -382,7 +382,7 @@ def closure_table_lines(closure: dict) -> list[str]:
                 cells = [NO_EVENTS if n_b is None else f"{n_b:.4g}", f"{nhat:.4g}",
                          "n/a (n_B = 0)" if delta is None else f"{delta:+.3f}", f"{pull:+.2f}"]
             if neffs:
-                cells.append("/".join(f"{neffs[i][r]:.1f}" for r in "ABCD"))
+                cells.append("/".join(f"{neffs[i][r]:.1f}" for r in REGIONS))
             lines.append(f"| {mt} | " + " | ".join(cells) + " |")
         chi2, ndf, pvalue = _num(tab.get("chi2")), int(tab.get("ndf") or 0), _num(tab.get("pvalue"))
         if ndf == 0 or chi2 is None:
