@@ -97,7 +97,8 @@ def group_problems(tot: np.ndarray, var: np.ndarray, guard: Guard, min_bkg: floa
     """What fails the guard in one group of M_T bins (region totals ``tot``, variances ``var``, shape (4,))."""
     out = [f"{REGIONS[r]} empty" for r in range(len(REGIONS)) if not tot[r] > min_bkg]
     neff = kish_neff(tot, var)
-    out += [f"{REGIONS[r]} N_eff {neff[r]:.1f}" for r in range(len(REGIONS)) if tot[r] > min_bkg and neff[r] < guard.min_neff]
+    out += [f"{REGIONS[r]} N_eff {neff[r]:.1f}" for r in range(len(REGIONS)) if tot[r] > min_bkg
+            and neff[r] < guard.min_neff]
     rel = float(nhat_rel_err(tot, var))
     if not out and rel > guard.max_rel_err:
         out.append(f"nhat_B rel. MC error {rel:.2f}")

@@ -198,7 +198,7 @@ class Model:
         if jac:
             J = np.zeros((P, F))
             J[np.arange(F), np.arange(F)] = self.free_init
-        for k, (name, fn, idx) in enumerate(self.formulas):
+        for k, (_name, fn, idx) in enumerate(self.formulas):
             p = F + k
             a = [v[i] for i in idx]
             v[p] = fn(a)

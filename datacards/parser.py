@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 NUISANCE_TYPES = {"lnN", "lnU", "gmN", "shape", "shapeN", "shapeN2", "shapeU", "shape?", "param", "trG", "unif",
                   "dFD", "dFD2", "constr"}
-NOT_COUNTED = {"rateParam", "autoMCStats", "group", "extArg", "nuisance", "flatParam", "discrete", "sumGroup", "paramLnN"}
+NOT_COUNTED = {"rateParam", "autoMCStats", "group", "extArg", "nuisance", "flatParam", "discrete", "sumGroup",
+               "paramLnN"}
 _FORMULA_CHARS = re.compile(r"^[\s0-9@.+\-*/(),eE]*$")
 FORMULA_FUNCS = ("exp", "log", "sqrt", "pow", "min", "max")
 
@@ -198,7 +199,8 @@ def parse_text(text: str, path: str = "<string>") -> Datacard:
         else:
             card.other.append(tok)
     # the first "process" row may be the numeric one: Combine accepts either order
-    if card.col_procs and card.col_ids and all(_isint(t) for t in card.col_procs) and not all(_isint(t) for t in card.col_ids):
+    if card.col_procs and card.col_ids and all(_isint(t) for t in card.col_procs) and not all(_isint(t)
+                                                                                              for t in card.col_ids):
         card.col_procs, card.col_ids = card.col_ids, card.col_procs
     return card
 
@@ -214,8 +216,10 @@ def _isint(s: str) -> bool:
 def _parse_rateparam(tok: list[str], ln: int, card: Datacard) -> RateParam:
     name = tok[0]
     if len(tok) < 5:
-        card.errors.append(f"line {ln}: rateParam '{name}' needs 'name rateParam bin process value', got {len(tok)} fields")
-        return RateParam(name, tok[2] if len(tok) > 2 else "?", tok[3] if len(tok) > 3 else "?", None, None, [], None, ln)
+        card.errors.append(f"line {ln}: rateParam '{name}' needs 'name rateParam bin process value', got {len(tok)} "
+                           f"fields")
+        return RateParam(name, tok[2] if len(tok) > 2 else "?", tok[3] if len(tok) > 3 else "?", None, None, [], None,
+                         ln)
     b, p, v = tok[2], tok[3], tok[4]
     rest = tok[5:]
     try:
@@ -267,11 +271,13 @@ def check_datacard(card: Datacard) -> list[str]:
         prob.append(f"observation has {len(card.observation)} values but {nb} bins are declared")
     procs = card.processes
     if card.jmax is not None and card.jmax != len(procs) - 1:
-        prob.append(f"jmax is {card.jmax} but {len(procs)} processes are declared ({procs}), expected jmax {len(procs) - 1}")
+        prob.append(f"jmax is {card.jmax} but {len(procs)} processes are declared ({procs}), expected jmax "
+                    f"{len(procs) - 1}")
     nuis = card.systematics  # Combine counts every nuisance row (lnN, shape, param, ...), not rateParams
     if card.kmax is not None and card.kmax != len(nuis):
         prob.append(f"kmax is {card.kmax} but {len(nuis)} nuisance parameters are declared ({[s.name for s in nuis]})")
-    for label, row in (("process (names)", card.col_procs), ("process (indices)", card.col_ids), ("rate", card.col_rates)):
+    for label, row in (("process (names)", card.col_procs), ("process (indices)", card.col_ids),
+                       ("rate", card.col_rates)):
         if len(row) != nc:
             prob.append(f"'{label}' row has {len(row)} columns but the 'bin' row has {nc}")
     # duplicates
@@ -354,7 +360,8 @@ def check_datacard(card: Datacard) -> list[str]:
             prob.append(f"rateParam '{rp.name}' refers to process '{rp.process}' which is not in bin '{rp.bin}'")
         for b, p in hits:
             if rates.get((b, p)) == 0.0:
-                prob.append(f"rateParam '{rp.name}' multiplies process '{p}' in bin '{b}' whose rate is 0 (Combine drops it)")
+                prob.append(f"rateParam '{rp.name}' multiplies process '{p}' in bin '{b}' whose rate is 0 (Combine "
+                            f"drops it)")
         if rp.is_formula:
             if not formula_ok(rp.formula or ""):
                 prob.append(f"rateParam '{rp.name}' has an unsupported formula '{rp.formula}'")
@@ -388,8 +395,10 @@ def _check_gmn(s: Systematic, cols: list[tuple[str, str]], rates: dict) -> list[
             continue
         if alpha < 0:
             prob.append(f"systematic '{s.name}' has negative gmN alpha '{v}' for process '{p}' in bin '{b}'")
-        elif alpha > 0 and (b, p) in rates and abs(alpha * n - rates[(b, p)]) > max(0.05 * max(rates[(b, p)], 1.0), alpha):
-            prob.append(f"systematic '{s.name}' (gmN N = {n}, alpha = {v}) does not match the rate {rates[(b, p)]:g} of "
+        elif alpha > 0 and (b, p) in rates and abs(alpha * n - rates[(b, p)]) > max(0.05 * max(rates[(b, p)], 1.0),
+                                                                                    alpha):
+            prob.append(f"systematic '{s.name}' (gmN N = {n}, alpha = {v}) does not match the rate {rates[(b, p)]:g} "
+                        f"of "
                         f"process '{p}' in bin '{b}' (Combine needs rate = N * alpha)")
     return prob
 

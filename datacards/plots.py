@@ -33,7 +33,8 @@ SCAN_METRICS = {
     "neff_min": (r"smallest background $N_{eff}$ of any region and fit bin", "viridis", "seq"),
 }
 # rule column -> short name, in the order the pass/fail map reports the first failing rule
-SCAN_RULES = {"in_bounds": "within bounds", "pass_guard": "statistics guard", "pass_pvalue": "p-value (plateau)", "pass_delta": r"$|\delta|$",
+SCAN_RULES = {"in_bounds": "within bounds", "pass_guard": "statistics guard", "pass_pvalue": "p-value (plateau)",
+              "pass_delta": r"$|\delta|$",
               "pass_pull": "|pull|", "pass_rmax": r"$r_{max}$"}
 
 
@@ -116,7 +117,8 @@ def plot_scan_heatmaps(result, outdir: str | os.PathLike, style=None) -> list[st
         z = result.metric_grid(col).astype(float)
         vmin, vmax, extend = _colour_range(z, kind)
         chosen = z[np.argmin(np.abs(gx - result.best[0])), np.argmin(np.abs(gy - result.best[1]))]
-        if np.isfinite(chosen) and kind != "unit" and not vmin <= chosen <= vmax:  # the chosen point's colour is its value
+        # the chosen point's colour is its value
+        if np.isfinite(chosen) and kind != "unit" and not vmin <= chosen <= vmax:
             vmin, vmax = min(vmin, float(chosen)), max(vmax, float(chosen))
             if kind == "div":
                 vmin, vmax = -max(abs(vmin), abs(vmax)), max(abs(vmin), abs(vmax))
@@ -296,7 +298,8 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
         ax.set_xlabel(r"$m_{Z'}$ [GeV]")
         ax.set_ylabel(r"95% CL upper limit on $r = \sigma/\sigma_{th}$")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=16, frameon=False,
-                  title=f"$r_{{inv}}$ = {rinv:g}\n" + ("asymptotic CLs" if observed else "asymptotic CLs,\nbackground-only Asimov"),
+                  title=f"$r_{{inv}}$ = {rinv:g}\n" + ("asymptotic CLs" if observed
+                                                       else "asymptotic CLs,\nbackground-only Asimov"),
                   title_fontsize=16, alignment="left")
         st.cms_label(ax, style, data=observed)
         paths += st.save(fig, outdir, f"limit_brazil_rinv{rinv:g}", style)
@@ -330,7 +333,9 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
     ax.set_ylabel(r"$r_{inv}$")
     fig.colorbar(im, ax=ax, pad=0.02).set_label("median expected 95% CL limit on r")
     # contour r = 1 through the cell centres, where 2 x 2 neighbouring points exist
-    quads = np.isfinite(grid[:-1, :-1]) & np.isfinite(grid[1:, :-1]) & np.isfinite(grid[:-1, 1:]) & np.isfinite(grid[1:, 1:]) \
+    quads = np.isfinite(grid[:-1, :-1]) & np.isfinite(grid[1:, :-1]) & np.isfinite(grid[:-1,
+                                                                                        1:]) & np.isfinite(grid[1:,
+                                                                                                                1:]) \
         if len(mzs) > 1 and len(rinvs) > 1 else np.zeros((0, 0), bool)
     note = None
     if quads.any() and np.nanmin(grid) < 1 < np.nanmax(grid):

@@ -39,7 +39,8 @@ def check_axes(xy_mt) -> None:
     names = [ax.name for ax in xy_mt.axes]
     missing = [a for a in REQUIRED_AXES if a not in names]
     if missing:
-        raise HistogramError(f"xy_mt histogram lacks axis/axes {missing}; found {names}, expected {list(REQUIRED_AXES)}")
+        raise HistogramError(f"xy_mt histogram lacks axis/axes {missing}; found {names}, "
+                             f"expected {list(REQUIRED_AXES)}")
 
 
 def mt_edges(xy_mt) -> np.ndarray:
@@ -243,7 +244,7 @@ class RegionYields:
         """Counts in region ``r`` (one of A, B, C, D), shape ``(n_mt,)``."""
         return self.n[REGIONS.index(r)]
 
-    def merged(self, groups: Sequence[Sequence[int]]) -> "RegionYields":
+    def merged(self, groups: Sequence[Sequence[int]]) -> RegionYields:
         """Sum M_T bins into groups of consecutive bins (of this object; see :mod:`.writer`).
 
         Variances: the bins' sums, plus with parent records the cross terms of a parent's

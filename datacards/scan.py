@@ -183,7 +183,8 @@ def _sigma_b(mode: str, nhat, var_mc, a, c, d):
     with np.errstate(divide="ignore", invalid="ignore"):
         pois = np.where(
             (a > 0) & (c > 0) & (d > 0),
-            np.abs(nhat) * np.sqrt(1.0 / np.where(a > 0, a, 1) + 1.0 / np.where(c > 0, c, 1) + 1.0 / np.where(d > 0, d, 1)),
+            np.abs(nhat) * np.sqrt(1.0 / np.where(a > 0, a, 1) + 1.0 / np.where(c > 0, c, 1) + 1.0 / np.where(d > 0, d,
+                                                                                                              1)),
             np.nan,
         )
     if mode == "poisson":
@@ -387,8 +388,8 @@ def scan_working_points(
 
     Returns:
         :class:`ScanResult`; ``.table`` has columns ``x0, y0, z_mean, chi2, ndf, pvalue, plateau,
-        delta, pull, delta_bins, delta_sig_bins, pull_bins, r_max, pass_pvalue, pass_delta, pass_pull, pass_rmax, in_bounds, n_failed,
-        passes`` and ``z_<signal>`` per signal point.
+        delta, pull, delta_bins, delta_sig_bins, pull_bins, r_max, pass_pvalue, pass_delta, pass_pull,
+        pass_rmax, in_bounds, n_failed, passes`` and ``z_<signal>`` per signal point.
 
     Raises:
         HistogramError: missing axes/datasets, off-grid thresholds, no signal or background.
@@ -414,13 +415,15 @@ def scan_working_points(
     bv, bw = plane_arrays(xy_mt, bkg_names, rules.plane)
     sv, _ = plane_arrays(xy_mt, sig_names, rules.plane, summed=False)
     bkg = regions_from_cumsum(cumulative_2d(bv), ix, iy)
-    bkg_var, cross = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), xy_mt, parents, bkg_names, rules.plane,
+    bkg_var, cross = _parent_aware(regions_from_cumsum(cumulative_2d(bw), ix, iy), xy_mt, parents, bkg_names,
+                                   rules.plane,
                                    ix, iy)
     sig = regions_from_cumsum(cumulative_2d(sv), ix, iy)
     factors = rescale_factors(sv.sum(axis=(1, 2, 3)), sig_names.index(reference))
     other = "VP" if rules.plane == "SP" else "SP"
     vv, vw = plane_arrays(xy_mt, bkg_names, other)
-    vp_var, vp_cross = _parent_aware(regions_from_cumsum(cumulative_2d(vw), ix, iy), xy_mt, parents, bkg_names, other, ix, iy)
+    vp_var, vp_cross = _parent_aware(regions_from_cumsum(cumulative_2d(vw), ix, iy), xy_mt, parents, bkg_names, other,
+                                     ix, iy)
     gg = guarded_grid(bkg, bkg_var, sig, regions_from_cumsum(cumulative_2d(vv), ix, iy), vp_var, rules.guard,
                       cross=cross, vp_cross=vp_cross, edges=mt_edges(xy_mt))
     u = nonclosure_grid(gg, rules) if rules.fom_nonclosure else None
@@ -479,7 +482,8 @@ def _choose(df, rules: ScanRules, quiet: bool = False) -> tuple[tuple[float, flo
         nmin = cand["n_failed"].min()
         cand = cand[cand["n_failed"] == nmin]
         i = cand["z_mean"].fillna(-np.inf).idxmax()
-        how = f"among the {int(df.pass_guard.sum())} points the MC backs, the fewest failed rules ({nmin}) and highest <Z_A>"
+        how = (f"among the {int(df.pass_guard.sum())} points the MC backs, the fewest failed rules ({nmin}) "
+               "and highest <Z_A>")
     else:
         i = cand["neff_min"].fillna(-np.inf).idxmax()
         how = ("NO point is backed by the MC (statistics guard failed everywhere): the point with the most MC "

@@ -30,7 +30,6 @@ import numpy as np
 
 from svjscout.core.exceptions import HistogramError
 
-
 HALVES = ("select", "quote")
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 

@@ -217,7 +217,8 @@ def systematics_config(obj=None) -> SystematicsConfig:
         elif hasattr(obj, "__dict__"):
             obj = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
         else:
-            raise DatacardError(f"systematics configuration must be a mapping, a bool or None, got {type(obj).__name__}")
+            raise DatacardError("systematics configuration must be a mapping, a bool or None, "
+                                f"got {type(obj).__name__}")
     cfg = SystematicsConfig(enabled=_switch(obj.get("enabled", True), "enabled"))
     src = obj.get("sources")
     if isinstance(src, Mapping):
@@ -266,7 +267,8 @@ def check_syst_histogram(xy_mt_syst, xy_mt) -> None:
     names = [ax.name for ax in xy_mt_syst.axes]
     missing = [a for a in SYST_AXES if a not in names]
     if missing:
-        raise HistogramError(f"xy_mt_syst histogram lacks axis/axes {missing}; found {names}, expected {list(SYST_AXES)}")
+        raise HistogramError(f"xy_mt_syst histogram lacks axis/axes {missing}; found {names}, expected "
+                             f"{list(SYST_AXES)}")
     for a in ("x", "y", "mt"):
         e1, e2 = np.asarray(xy_mt_syst.axes[a].edges, float), np.asarray(xy_mt.axes[a].edges, float)
         if e1.shape != e2.shape or not np.allclose(e1, e2):
@@ -604,7 +606,8 @@ class SignalSystematics:
     def _source_index(self, s: str, info: dict) -> dict:
         regs = {}
         for rec in info["regions"]:
-            regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "kind", "nominal", "n_eff", "max_cell_n_eff", "up",
+            regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "kind", "nominal", "n_eff", "max_cell_n_eff",
+                                                       "up",
                                                        "down", "symmetrised", "emptied", "clips")}
             regs[rec["region"]]["kappa"] = rec["kappa"]
             regs[rec["region"]]["card"] = rec["text"]
@@ -614,7 +617,8 @@ class SignalSystematics:
                 "symmetrised": [rec["region"] for rec in info["regions"] if rec["symmetrised"]],
                 "pruned_regions": [rec["region"] for rec in info["regions"] if rec["status"] == "pruned"],
                 "clips": [{"region": rec["region"], **c} for rec in info["regions"] for c in rec["clips"]],
-                "emptied": [{"region": rec["region"], "variation": v} for rec in info["regions"] for v in rec["emptied"]]}
+                "emptied": [{"region": rec["region"],
+                             "variation": v} for rec in info["regions"] for v in rec["emptied"]]}
 
     def to_index(self) -> dict:
         """JSON-safe record for ``index.json``: per source (kept or pruned) the per-region effects with
@@ -627,7 +631,8 @@ class SignalSystematics:
             if ri in self.mcstat:
                 rec.update({"type": "lnN", "kappa": float(self.mcstat[ri])})
             else:
-                rec.update({"type": "gmN", "N": int(self.mcstat_gmn[ri]["N"]), "alpha": float(self.mcstat_gmn[ri]["alpha"])})
+                rec.update({"type": "gmN", "N": int(self.mcstat_gmn[ri]["N"]),
+                            "alpha": float(self.mcstat_gmn[ri]["alpha"])})
             mc[f"mcstat_{ch(ri)}"] = rec
         nb = float(self.nominal[1].sum()) if self.nominal.size else 0.0
         return {
@@ -792,7 +797,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
         best = max(with_signal, key=lambda rec: max(rec["up"]["z"], rec["down"]["z"]))
         zb = max(best["up"]["z"], best["down"]["z"])
         out.skipped[src] = (f"pruned in every region with signal: compatible with MC noise or below "
-                            f"{100 * cfg.min_effect:g} % (largest significance {zb:.1f} sigma, region {best['region']}: "
+                            f"{100 * cfg.min_effect:g} % (largest significance {zb:.1f} sigma, region "
+                            f"{best['region']}: "
                             f"up {_pc(best['up']['effect'])}, down {_pc(best['down']['effect'])}; threshold "
                             f"{cfg.prune_sigma:g} sigma)")
     return out
@@ -829,7 +835,8 @@ def _region_cell(reg: Mapping | None) -> str:
     card = f"`{reg['card']}`"
     notes = []
     if reg["symmetrised"]:
-        notes.append("symmetrised: " + ("one-sided" if not reg["emptied"] else f"{reg['emptied'][0]} empties the region"))
+        notes.append("symmetrised: " + ("one-sided" if not reg["emptied"]
+                                        else f"{reg['emptied'][0]} empties the region"))
     if reg["clips"]:
         notes.append("clipped to [0.1, 10]")
     return f"{card} ({meas}" + ("; " + "; ".join(notes) if notes else "") + ")"
@@ -903,7 +910,8 @@ def summary_lines(index: Mapping) -> list[str]:
                     head = f"yes, in region{'s' if len(where) > 1 else ''} {', '.join(where)}"
                 else:
                     head = "no: pruned in every region"
-                lines.append(f"| {src} | {head} | " + " | ".join(_region_cell(regs.get(R)) for R in REGION_NAMES) + " |")
+                lines.append(f"| {src} | {head} | " + " | ".join(_region_cell(regs.get(R)) for R in REGION_NAMES)
+                             + " |")
         for src, why in s["skipped"].items():
             if src not in (s.get("pruned") or {}):
                 lines.append(f"| {src} | no: {why} | - | - | - | - |")
@@ -963,7 +971,8 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
         for r, rec in enumerate(regs):
             if rec["status"] == "pruned":
                 ax.axvspan(r - 0.45, r + 0.45, color="#9c9ca1", alpha=0.25, linewidth=0,
-                           label="pruned (not in the card)" if not any(q["status"] == "pruned" for q in regs[:r]) else None)
+                           label="pruned (not in the card)" if not any(q["status"] == "pruned" for q in regs[:r])
+                           else None)
             if rec["status"] == "no signal":
                 ax.text(r, 0.0, "no signal", ha="center", va="bottom", fontsize=13, color="#717581")
                 continue
@@ -999,7 +1008,8 @@ def plot_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, out
         title = (f"{st.signal_label(datasets.get(signal), signal)}\n{st.PLANE_NAMES.get(plane, plane)}, "
                  f"(x0, y0) = ({x0:.3f}, {y0:.3f}); pruned below {cfg.prune_sigma:g}σ or {100 * cfg.min_effect:g} %\n"
                  + (f"{src} in the card: region(s) " + ", ".join(q["region"] for q in regs if q["status"] == "kept")
-                    if any(q["status"] == "kept" for q in regs) else f"{src}: not in the card (pruned in every region)"))
+                    if any(q["status"] == "kept" for q in regs)
+                    else f"{src}: not in the card (pruned in every region)"))
         ax.legend(loc="upper right", fontsize=13, title=title, title_fontsize=12, frameon=False)
         st.cms_label(ax, style)
         paths += st.save(fig, outdir, f"syst_{src}", style)

@@ -576,7 +576,8 @@ def impacts(card: Datacard, r_min: float | None = None, r_max: float | None = No
     fb = Fitter(m, strategy=1)
     _, xb0 = fb.fit(r=0.0, start=xb, hesse=True)
     eb = np.array(fb.last.errors)
-    bonly = [{"name": name, "value": float(xb0[i]), "error": float(eb[i])} for i, name in enumerate(m.names[1:], start=1)]
+    bonly = [{"name": name, "value": float(xb0[i]), "error": float(eb[i])} for i, name in enumerate(m.names[1:],
+                                                                                                    start=1)]
     return {"r": r_hat, "r_err": float(err[0]), "nuisances": rows, "background_only": bonly}
 
 
@@ -709,7 +710,7 @@ def validate(inputs, datasets: Mapping[str, Mapping], index: Mapping, limits: Ma
             res["skipped_injections"] = skipped
             log.warning("validation of %s: skipped injection(s): %s", point, "; ".join(skipped))
         cset = []
-        for k, it in enumerate(todo):
+        for it in todo:
             # one random stream per point: cards that share their background must not share toys
             inj = injection_test(card, it["r"], toys, seed, stream=zlib.crc32(point.encode()))
             inj.update(label=it["label"], factor=it["factor"], exp0=it["exp0"])
@@ -802,15 +803,18 @@ def summary_lines(res: Mapping) -> list[str]:
         if "error" in g:
             lines.append(f"| {name} | n/a | | no test possible: {g['error']} (no figure) |")
         elif g.get("pvalue") is None:
-            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | no test possible: {g.get('note', '')} (no figure) |")
+            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | no test possible: {g.get('note', '')} (no "
+                         f"figure) |")
         else:
-            pv = f"< {1 / g['toys']:.2g} (0 of {g['toys']} toys)" if g["pvalue"] == 0 else f"{g['pvalue']:.3g} ({g['toys']} toys)"
+            pv = (f"< {1 / g['toys']:.2g} (0 of {g['toys']} toys)" if g["pvalue"] == 0
+                  else f"{g['pvalue']:.3g} ({g['toys']} toys)")
             lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {pv} |")
     lines += ["", "Largest impacts on r (Asimov, +-1 post-fit sigma):", ""]
     for point, p in res["points"].items():
         if "impacts" not in p:
             continue
-        top = ", ".join(f"{n['name']} {n['impact_up']:+.3g}/{n['impact_down']:+.3g}" for n in p["impacts"]["nuisances"][:3])
+        top = ", ".join(f"{n['name']} {n['impact_up']:+.3g}/{n['impact_down']:+.3g}"
+                        for n in p["impacts"]["nuisances"][:3])
         lines.append(f"- {point}: r = {p['impacts']['r']:.3g} +- {p['impacts']['r_err']:.3g}; {top}")
     if "wp_stability" in res:
         lines += ["", "WP stability (cards written as the run's at the WP and its 8 neighbours: SP closure on their "
@@ -820,7 +824,8 @@ def summary_lines(res: Mapping) -> list[str]:
         for row in res["wp_stability"]:
             backed = "n/a" if "backed" not in row else ("yes" if row["backed"] else "UNBACKED")
             lines.append(f"| {row['x0']:.3f} | {row['y0']:.3f} | {row.get('fit_bins', 'n/a')} | "
-                         f"{f(row.get('delta'), '{:+.3f}')} | {f(row.get('pvalue'), '{:.3f}')} | {f(row.get('limit'))} | "
+                         f"{f(row.get('delta'), '{:+.3f}')} | {f(row.get('pvalue'), '{:.3f}')} | "
+                         f"{f(row.get('limit'))} | "
                          f"{backed} |")
     if res.get("contamination"):
         worst = [(name, max(abs(b) for b in c["bias"])) for name, c in res["contamination"].items()]
@@ -915,7 +920,8 @@ def read_combine_validation(outdir) -> dict:
             fit = _read_fit_tree(path, r_inj, (s["rmin"], s["rmax"]) if s else None)
             res = _injection_result(r_inj, fit, len(fit["r"]))
             res.update(label=s["label"] if s else f"r = {r_inj:g}", r_range=[s["rmin"], s["rmax"]] if s else None,
-                       fit_status={str(int(k)): int(v) for k, v in zip(*np.unique(fit["fit_status"], return_counts=True))})
+                       fit_status={str(int(k)): int(v) for k, v in zip(*np.unique(fit["fit_status"],
+                                                                                  return_counts=True))})
             inj.append(res)
         if inj:
             inj.sort(key=lambda i: i["r_inj"])

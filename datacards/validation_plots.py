@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+
 from .style import DEFAULT, PlotStyle, cms_label, pyplot, save
 
 
@@ -65,7 +66,8 @@ def plot_bias(point: str, res: Mapping, outdir, style: PlotStyle = DEFAULT) -> l
                            if q == "q16" else None)
         if pu.get("mean") is not None:
             ax.plot([], [], " ", label=f"mean {pu['mean']:+.2f}, sd {pu['width']:.2f}")
-        ax.plot([], [], " ", label=f"{r['toys']} toys: {r.get('failed', 0)} failed, {r.get('at_boundary', 0)} at boundary")
+        ax.plot([], [], " ",
+                label=f"{r['toys']} toys: {r.get('failed', 0)} failed, {r.get('at_boundary', 0)} at boundary")
         ax.plot([], [], " ", label=f"bias test: {r.get('bias', 'n/a')}")
         if (np.abs(p) >= 4).any():
             ax.plot([], [], " ", label=f"{int((np.abs(p) >= 4).sum())} pull(s) beyond $\\pm$4 in the edge bins")
@@ -174,7 +176,7 @@ def plot_contamination(cont: Mapping, mt_bins, outdir, style: PlotStyle = DEFAUL
     x = np.arange(n)
     ax.fill_between(np.arange(n + 1) - 0.5, 0, list(first["nonclosure"]) + [first["nonclosure"][-1]], step="post",
                     color="#b9ac70", alpha=0.4, label="non-closure (cards)")
-    for k, (name, c) in enumerate(cont.items()):
+    for name, c in cont.items():
         ax.plot(x, np.abs(c["bias"]), "o-", label=name)
     ax.set_yscale("log")
     ax.set_xticks(x)

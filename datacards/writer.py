@@ -70,9 +70,9 @@ from .abcd import predict
 from .guard import UNBACKED, Guard, Verdict, group_problems, guarded_groups
 from .guard import merge_groups as _merge
 from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
+from .parents import StatInputs
 from .parser import parse_text, validate_datacard
 from .plots import point_name
-from .parents import StatInputs
 from .regions import RegionYields, datasets_of_kind, parse_wp, region_yields
 from .settings import DatacardSettings
 from .systematics import check_syst_histogram, kappa_text, row_tokens, systematics_config
@@ -147,7 +147,8 @@ def format_card(
     lines = [f"# {h}" for h in (header or [f"Combine datacard, SVJ ABCD search, signal point {point}"])]
     lines += [f"imax {len(chans)}  number of channels (M_T bins x regions A,B,C,D)",
               "jmax 1  number of processes minus 1",
-              f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN, gmN; rateParams not counted)"]
+              f"kmax {len(systs) + len(sig_rows) + n}  number of nuisance parameters (lnN, gmN; "
+              "rateParams not counted)"]
     sep = "-" * 80
     lines.append(sep)
     lines.append("shapes * * FAKE")
@@ -171,7 +172,8 @@ def format_card(
         srows.append(row_tokens(row, ridx))
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
-                      *[card_number(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c, p in cols]])
+                      *[card_number(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c,
+                        p in cols]])
     body = _align(rows + [["-" * 3]] + srows)
     lines += body[:4] + [sep] + body[5:]
     rp = []
@@ -201,7 +203,8 @@ def card_settings(settings: DatacardSettings | None = None, **overrides) -> Data
     settings = settings if settings is not None else DatacardSettings()
     unknown = sorted(set(overrides) - set(DatacardSettings.model_fields))
     if unknown:
-        raise DatacardError(f"unknown datacards setting(s) {unknown}; the keys are {sorted(DatacardSettings.model_fields)}")
+        raise DatacardError(f"unknown datacards setting(s) {unknown}; the keys are "
+                            f"{sorted(DatacardSettings.model_fields)}")
     if not overrides:
         return settings
     if "rateparam_range" in overrides:
@@ -343,7 +346,8 @@ def write_datacards(
         obs[1] = predict(bkg_n[0], bkg_n[2], bkg_n[3], 0, 0, 0)[0]
         obs_label = "background-only Asimov (A,C,D: MC background; B: ABCD prediction nA*nD/nC)"
     else:
-        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data", parents=inputs.parents).merged(groups)
+        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data",
+                             parents=inputs.parents).merged(groups)
         obs = np.round(data.n)
         obs_label = "data"
 
@@ -351,7 +355,7 @@ def write_datacards(
     if not sig_names:
         raise DatacardError("no signal dataset (kind 'signal') to write datacards for")
     edges = bkg.edges
-    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     index = {
         "version": __version__, "created": created, "inputs": source, "wp": {"x0": x0, "y0": y0},
         "plane": plane, "asimov": bool(asimov), "unblinded": bool(unblinded), "observation": obs_label,
@@ -375,7 +379,8 @@ def write_datacards(
     for name in sig_names:
         point = point_name(name, datasets.get(name, {}))
         if point in index["points"]:
-            raise DatacardError(f"signal datasets '{index['points'][point]['dataset']}' and '{name}' map to the same point '{point}'")
+            raise DatacardError(f"signal datasets '{index['points'][point]['dataset']}' and '{name}' map to the same "
+                                f"point '{point}'")
         sig = _signal_yields(inputs, datasets, (x0, y0), plane, name, groups)
         neg = [{"region": REGIONS[r], "bin": int(i), "value": float(sig.n[r, i])} for r, i in np.argwhere(sig.n < 0)]
         if neg:  # negative MC weights: Combine rejects negative rates
@@ -388,7 +393,8 @@ def write_datacards(
             f"inputs: {source or 'n/a'}",
             f"working point: x0={x0:g} y0={y0:g}, plane {plane}; regions {REGION_TEXT}",
             f"M_T bins [GeV] {bins_txt} (the last holds the overflow); merged groups of original bins {groups}",
-            f"statistics guard: {guard.describe()} ({'passed' if verdict.backed else 'FAILED'}); fit bins = closure bins",
+            f"statistics guard: {guard.describe()} ({'passed' if verdict.backed else 'FAILED'}); fit bins = closure "
+                  f"bins",
             "non-closure kappa per fit bin: " + "; ".join(
                 f"{k}: {kappa_c[k]:.4g} ({nc['bins'][k]['source']})" for k in range(len(cbins))),
             f"observation: {obs_label}",
@@ -399,7 +405,8 @@ def write_datacards(
         ]
         card_kw, syst = {}, None
         if with_syst:
-            syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg, gmn=True,
+            syst = _signal_nuisances(nominal, xy_mt_syst, datasets, (x0, y0), groups, name, plane, config=scfg,
+                                     gmn=True,
                                      card_xy_mt=None if syst_nominal is None else xy_mt,
                                      lumi_unc=lumi_unc, parents=inputs.parents)
             rows = syst.card_rows()

@@ -27,7 +27,6 @@ from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
 from svjscout.samples.generate import GenerationConfig, generate_file
 
-
 CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, Eur. Phys. J. C72 (2012) 1896, "
            "hep-ph/0512210) through the scikit-hep fastjet package; its banner is switched off.")
 
@@ -64,7 +63,8 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--rinv", type=float, default=0.3, show_default=True, help="svj: invisible fraction of dark hadrons.")
 @click.option("--m-dark", type=float, default=20.0, show_default=True,
               help="svj: dark hadron mass in GeV (Lambda_dark = 3.2 m_dark^0.8, pTminFSR = 1.1 Lambda_dark).")
-@click.option("--pthat-min", type=float, default=None, help="Backgrounds: pT-hat lower edge in GeV (default per process).")
+@click.option("--pthat-min", type=float, default=None,
+              help="Backgrounds: pT-hat lower edge in GeV (default per process).")
 @click.option("--pthat-max", type=float, default=None, help="Backgrounds: pT-hat upper edge in GeV (default open).")
 @click.option("--ht-min", type=float, default=0.0, show_default=True,
               help="Generator-level pre-filter: scalar sum of visible particle pT (|eta|<3) in GeV; <= 410.")
@@ -98,7 +98,8 @@ def quiet_dask(verbose: int) -> None:
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
-             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, detector_params, pythia_lines, chunk_size, workers, xsec,
+             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, detector_params,
+             pythia_lines, chunk_size, workers, xsec,
              dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
 

@@ -24,8 +24,16 @@ from coffea.util import load
 from pydantic import ValidationError
 
 from svjscout.core.exceptions import HistogramError
-from svjscout.datacards import (StatInputs, collect_combine_limits, plot_limits, quick_limits, scan_working_points,
-                                validate_datacard, write_datacards, write_scan)
+from svjscout.datacards import (
+    StatInputs,
+    collect_combine_limits,
+    plot_limits,
+    quick_limits,
+    scan_working_points,
+    validate_datacard,
+    write_datacards,
+    write_scan,
+)
 from svjscout.datacards.choice import choose_working_point
 from svjscout.datacards.integrity import check_cards
 from svjscout.datacards.limits import read_index
@@ -58,7 +66,8 @@ def _load_output(path: str) -> dict:
     except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as exc:
         raise HistogramError(f"{path}: not a coffea output file ({type(exc).__name__}: {exc}); {expected}") from exc
     if not isinstance(out, Mapping):
-        raise HistogramError(f"{path}: not a coffea output file (it holds a {type(out).__name__}, not a dict); {expected}")
+        raise HistogramError(f"{path}: not a coffea output file (it holds a {type(out).__name__}, not a dict); "
+                             f"{expected}")
     hists = out.get("hists", out)  # saved runner output nests the histograms under "hists"
     if not isinstance(hists, Mapping):
         raise HistogramError(f"{path}: 'hists' is a {type(hists).__name__}, not a dict of histograms; {expected}")
@@ -103,7 +112,8 @@ def _parse_set(items) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE (e.g. datacards.min_neff=5), got {item!r}", param_hint="--set")
+            raise click.BadParameter(f"expected KEY=VALUE (e.g. datacards.min_neff=5), got {item!r}",
+                                     param_hint="--set")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -206,7 +216,8 @@ def _add(opts):
 
 @click.command(name="scan")
 @click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output folder (scan.csv, heat maps).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Output folder (scan.csv, heat maps).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Heat maps of every metric (PNG).")
 @_add(_scan_opts)
 @_add(_job_opts)
@@ -225,15 +236,18 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclo
     res = scan_working_points(inputs, datasets, grid=sc.grid(), reference=sc.reference, rules=sc.rules(st["datacards"]))
     paths = write_scan(res, out, plots=plots)
     click.echo(res.report)
-    click.echo(json.dumps({"best": {"x0": res.best[0], "y0": res.best[1]}, "fallback": res.fallback, "files": paths}, indent=1))
+    click.echo(json.dumps({"best": {"x0": res.best[0], "y0": res.best[1]}, "fallback": res.fallback, "files": paths},
+                          indent=1))
 
 
 @click.command(name="datacards")
 @click.argument("histograms", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True, help="Output DIR: cards in DIR/datacards/POINT/.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
+              help="Output DIR: cards in DIR/datacards/POINT/.")
 @click.option("--wp", default=None, help="Working point X0,Y0 (on multiples of 0.025), e.g. 0.775,0.875.")
 @click.option("--scan", "do_scan", is_flag=True,
-              help="Choose the working point with the grid scan on one half of the MC, cards from the other (DIR/scan/).")
+              help="Choose the working point with the grid scan on one half of the MC, cards from the other "
+              "(DIR/scan/).")
 @click.option("--asimov/--data", default=None,
               help="datacards.asimov: observation background-only Asimov (default), or data (datasets of kind 'data'; "
                    "needs --unblind).")
@@ -324,13 +338,16 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Output folder for limits.json and plots (default: the run folder, i.e. the DIR holding datacards/; "
                    "for one card, its folder).")
-@click.option("--from-combine", is_flag=True, help="Collect real Combine outputs (jobs/combine_limits.sh) instead of quick limits.")
-@click.option("--observed/--expected-only", default=None, help="Observed limit too (default: when the cards hold data).")
+@click.option("--from-combine", is_flag=True,
+              help="Collect real Combine outputs (jobs/combine_limits.sh) instead of quick limits.")
+@click.option("--observed/--expected-only", default=None,
+              help="Observed limit too (default: when the cards hold data).")
 @click.option("--histograms", type=click.Path(exists=True, dir_okay=False), default=None,
               help="histograms.coffea, for the (m_Z', r_inv) of each point (default: parsed from the point names).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Brazil bands and 2D map (PNG).")
 @click.option("--accept-edited-cards", is_flag=True,
-              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of refusing.")
+              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of "
+              "refusing.")
 def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edited_cards):
     """Expected (and observed) 95% CL limits on r for every card under CARDS.
 
@@ -354,7 +371,8 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edi
     datasets = _load(histograms)[1] if histograms else None
     files = plot_limits(lim, datasets, os.path.join(out, "plots")) if plots else []
     cmd = " ".join(["svjscout limits", cards] + (["--from-combine"] if from_combine else [])
-                   + ([f"--out {out}"] if out != base else []) + (["--accept-edited-cards"] if accept_edited_cards else []))
+                   + ([f"--out {out}"] if out != base else []) + (["--accept-edited-cards"] if accept_edited_cards
+                                                                  else []))
     summary = _record_limits_in_summary(out, lim, cmd, "Combine outputs" if from_combine else "quick asymptotic CLs")
     click.echo(json.dumps({"limits": path, "plots": files, "summary": summary, "points": lim}, indent=1))
     for point, v in lim.items():
@@ -366,7 +384,8 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edi
 
 @click.command(name="validate")
 @click.argument("outdir", type=click.Path(exists=True, file_okay=False))
-@click.option("--toys", type=int, default=None, help="validation.toys: toys per injected r and per goodness of fit [20].")
+@click.option("--toys", type=int, default=None,
+              help="validation.toys: toys per injected r and per goodness of fit [20].")
 @click.option("--inject", default=None,
               help="validation.inject: injected signal strengths, comma-separated: numbers, or 'Nx' = N times each "
                    "point's median expected limit ('exp0' = '1x') [0,1x,2x].")
@@ -377,7 +396,8 @@ def limits_cmd(cards, out, from_combine, observed, histograms, plots, accept_edi
 @click.option("--from-combine", is_flag=True,
               help="Read the outputs of jobs/combine_validate.sh OUTDIR instead (OUTDIR/validation/combine/).")
 @click.option("--accept-edited-cards", is_flag=True,
-              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of refusing.")
+              help="Use cards whose SHA-256 differs from index.json (edited after they were written) instead of "
+              "refusing.")
 @_add(_job_opts)
 def validate_cmd(outdir, toys, inject, seed, stability, from_combine, accept_edited_cards, job_file, settings):
     """Fit validation of the cards of OUTDIR (a `svjscout run` output folder).
@@ -399,7 +419,8 @@ def validate_cmd(outdir, toys, inject, seed, stability, from_combine, accept_edi
             for inj in p["injection"]:
                 pu = inj["pull"]
                 click.echo(f"{point} r_inj {inj['r_inj']:g}: {inj['converged']}/{inj['toys']} converged, mean pull "
-                           f"{pu['mean']:+.3f} +- {pu['mean_err']:.3f}, width {pu['width']:.3f} +- {pu['width_err']:.3f}"
+                           f"{pu['mean']:+.3f} +- {pu['mean_err']:.3f}, width {pu['width']:.3f} +- "
+                           f"{pu['width_err']:.3f}"
                            if pu["mean"] is not None else f"{point} r_inj {inj['r_inj']:g}: no converged fit")
         for name, g in res["gof"].items():
             click.echo(f"goodness of fit {name}: q_obs {g['q_obs']:.4g}, p {g['pvalue']:.3f} ({g['toys']} toys)")
@@ -444,7 +465,8 @@ def _record_limits_in_summary(outdir: str, lim: dict, cmd: str, source: str) -> 
              "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     for point, v in lim.items():
-        lines.append(f"| {point} | " + " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"))
+        lines.append(f"| {point} | " + " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2",
+                                                                          "obs"))
                      + f" | {', '.join(v.get('capped_by_combine') or []) or '-'} |")
     _replace_summary_section(summary, LIMITS_SECTION, "\n".join(lines), gap="\n\n")
     return summary

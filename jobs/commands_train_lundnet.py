@@ -18,11 +18,15 @@ from svjscout.models.train_lundnet import TrainConfig, train_lundnet
 @click.argument("skim", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", "out", type=click.Path(file_okay=False), required=True,
               help="Output folder: lundnet.onnx, lundnet_checkpoint.pt, report.md/.json, PNGs.")
-@click.option("--epochs", type=int, default=30, show_default=True, help="Maximum number of epochs (early stopping on the validation loss).")
-@click.option("--patience", type=int, default=5, show_default=True, help="Epochs without validation improvement before stopping.")
+@click.option("--epochs", type=int, default=30, show_default=True,
+              help="Maximum number of epochs (early stopping on the validation loss).")
+@click.option("--patience", type=int, default=5, show_default=True,
+              help="Epochs without validation improvement before stopping.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per optimisation step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the event split (svjscout/core/splits.py, shared with the twin), the initialisation and the batch order.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the event split (svjscout/core/splits.py, shared with the twin), the initialisation and "
+              "the batch order.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="torch device: auto = CUDA if available, else CPU (CUDA is untested offline).")
 @click.option("--resume", is_flag=True, default=False,
@@ -32,7 +36,8 @@ from svjscout.models.train_lundnet import TrainConfig, train_lundnet
               help="Network size: small (3 EdgeConv blocks 32,32,64; fusion 128; head 64) or the published "
                    "LundNet (6 blocks 32..128; fusion 384; head 256).")
 @click.option("--lund3", is_flag=True, default=False, help="LundNet-3: node features ln kt, ln Delta, ln z only.")
-@click.option("--max-len", type=int, default=32, show_default=True, help="Declusterings per jet kept (widest angles first).")
+@click.option("--max-len", type=int, default=32, show_default=True,
+              help="Declusterings per jet kept (widest angles first).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resume, threads, small, lund3, max_len,
                 progress):

@@ -9,8 +9,14 @@ import click
 import yaml
 
 from svjscout.jobs.config import load_job, shipped_model
-from svjscout.models.train_twin import (DEFAULT_TRADEOFF_SETTINGS, TwinTrainConfig, fill_tradeoff_doc, format_tradeoff,
-                                        tradeoff_table, train_twin)
+from svjscout.models.train_twin import (
+    DEFAULT_TRADEOFF_SETTINGS,
+    TwinTrainConfig,
+    fill_tradeoff_doc,
+    format_tradeoff,
+    tradeoff_table,
+    train_twin,
+)
 
 
 @click.command(name="twin", context_settings={"help_option_names": ["-h", "--help"]})

@@ -146,7 +146,8 @@ class ExecutorSpec(BaseModel):
     def _one_engine(self):
         named = [k for k in ("scheduler", "slurm", "condor", "gateway") if getattr(self, k) is not None]
         if len(named) > 1:
-            raise ValueError(f"set at most one of executor.scheduler, .slurm, .condor, .gateway (got {', '.join(named)})")
+            raise ValueError(f"set at most one of executor.scheduler, .slurm, .condor, .gateway (got "
+                             f"{', '.join(named)})")
         if self.gateway is not None and self.gateway.auth == "basic" and not self.gateway.username:
             raise ValueError("executor.gateway.auth: basic needs executor.gateway.username (and password_env)")
         return self

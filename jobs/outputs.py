@@ -43,7 +43,7 @@ class OutputDirError(SVJScoutError):
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -68,7 +68,8 @@ def read_manifest(root: str | Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise OutputDirError(f"{path}: unreadable manifest ({err}); remove the folder's svjscout outputs by hand") from err
+        raise OutputDirError(f"{path}: unreadable manifest ({err}); remove the folder's svjscout outputs "
+                             "by hand") from err
 
 
 class RunOutputs:

@@ -39,7 +39,7 @@ PACKAGES = ("numpy", "awkward", "uproot", "coffea", "hist", "fastjet", "vector",
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def git_describe() -> str | None:

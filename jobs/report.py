@@ -203,7 +203,8 @@ def plot_closure(inputs, datasets: dict, wp, outdir: Path, plane: str = "SP", in
     rax.set_ylim(lo, hi)
     for x, r in zip(centres, ratio):
         if np.isfinite(r) and r > hi:
-            rax.annotate("", xy=(x, hi * 0.97), xytext=(x, hi * 0.75), arrowprops={"arrowstyle": "->", "color": "black"})
+            rax.annotate("", xy=(x, hi * 0.97), xytext=(x, hi * 0.75), arrowprops={"arrowstyle": "->",
+                                                                                   "color": "black"})
     rax.set_ylabel("obs. / pred.", fontsize=18)
     rax.set_xlabel(f"{st.AXIS_LABELS['mt']} ({st.OVERFLOW_NOTE})", fontsize=20)
     rax.set_xlim(edges[0], edges[-1])
@@ -228,7 +229,8 @@ def plot_xy_plane(output: dict, outdir: Path, wp: tuple[float, float], style=Non
         norm = LogNorm(vmin=pos.min(), vmax=max(pos.max(), pos.min() * 10)) if pos.size else None
         im = ax.pcolormesh(h.axes["x"].edges, h.axes["y"].edges, np.where(vals > 0, vals, np.nan).T, norm=norm,
                            cmap="viridis")
-        fig.colorbar(im, ax=ax, pad=0.02).set_label("Events / bin" + ("" if kind == "background" else " (all signal points)"))
+        fig.colorbar(im, ax=ax,
+                     pad=0.02).set_label("Events / bin" + ("" if kind == "background" else " (all signal points)"))
         ax.axvline(wp[0], color="red", linewidth=2)
         ax.axhline(wp[1], color="red", linewidth=2)
         box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.85}
@@ -364,7 +366,8 @@ def closure_table_lines(closure: dict) -> list[str]:
     lines: list[str] = []
     for plane, tab in closure.items():
         neffs = tab.get("n_eff")
-        lines += [f"### {plane}", "", "| M_T bin | n_B | nhat_B | delta | pull |" + (" N_eff A/B/C/D |" if neffs else ""),
+        lines += [f"### {plane}", "",
+                  "| M_T bin | n_B | nhat_B | delta | pull |" + (" N_eff A/B/C/D |" if neffs else ""),
                   "|---|---|---|---|---|" + ("---|" if neffs else "")]
         n = len(tab["n_b"])
         defined = tab.get("defined")
@@ -399,7 +402,8 @@ def _config_lines(cfg, overrides: dict | None) -> list[str]:
     """The overrides of this run and the analysis cuts, as summary.md shows them."""
     lines = ["## Configuration", ""]
     if overrides:
-        lines += ["Overrides of the job file (command line):", ""] + [f"- `{k}` = `{v!r}`" for k, v in overrides.items()]
+        lines += ["Overrides of the job file (command line):", ""] + [f"- `{k}` = `{v!r}`" for k,
+                                                                      v in overrides.items()]
     else:
         lines += ["No overrides of the job file."]
     if cfg is not None:
@@ -409,7 +413,8 @@ def _config_lines(cfg, overrides: dict | None) -> list[str]:
                   "", "Full resolved configuration, models (SHA-256), inputs and versions: `provenance.json`."]
         sub = cfg.analysis.event_subset
         if sub is not None:
-            lines += ["", (f"Events: the `{sub.subset}` subset of the train/val/test split only (analysis.event_subset: "
+            lines += ["",
+                      (f"Events: the `{sub.subset}` subset of the train/val/test split only (analysis.event_subset: "
                            f"seed {sub.seed}, fractions {list(sub.fractions)}); MC yields scaled by 1/{sub.fraction:g} "
                            "to estimate the full sample's.")]
     return lines + [""]
@@ -421,7 +426,8 @@ def _skipped_lines(rep: dict) -> list[str]:
                                                       for s in skipped]
     ex = rep.get("executor") or {}
     if ex.get("workers_lost"):
-        lines.append(f"- dask workers lost during the run: {ex['workers_lost']} ({', '.join(map(str, ex['lost_workers']))});"
+        lines.append(f"- dask workers lost during the run: {ex['workers_lost']} "
+                     f"({', '.join(map(str, ex['lost_workers']))});"
                      f" the {ex.get('tasks_rerun', 0)} task(s) they held ran again on other workers (executor.retries),"
                      " the histograms are complete")
     for ds, info in sorted(rep.get("datasets", {}).items()):
@@ -434,7 +440,8 @@ def _skipped_lines(rep: dict) -> list[str]:
             text += f", {frac:.1%} of its sum of weights" + (
                 f" (plus {len(lost['sumw_unknown_files'])} files whose sum of weights could not be read)"
                 if lost.get("sumw_unknown_files") else "")
-        lines.append(text + "; normalised to the files processed" + (f". {lost['warning']}" if lost.get("warning") else ""))
+        lines.append(text + "; normalised to the files processed" + (f". {lost['warning']}" if lost.get("warning")
+                                                                     else ""))
     return lines
 
 
@@ -448,7 +455,8 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     lines = [f"# svjscout run: {job_name}", ""]
     lines += verdict_lines(verdict, refused)
     lines += [f"svjscout {__version__}. Every region-split output (histograms.root, "
-              f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).", ""]
+              f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).",
+              ""]
     lines += _config_lines(cfg, overrides)
     lines += ["## Inputs", "", "| dataset | kind | files | events | xsec [pb] | sumw |", "|---|---|---|---|---|---|"]
     for ds, info in sorted(output["datasets"].items()):
@@ -469,12 +477,14 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(head) + " |",
                   "|---|" + "---|" * len(cuts)]
         for ds, row in table.items():
-            lines.append(f"| {ds} | " + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts) + " |")
+            lines.append(f"| {ds} | " + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts)
+                         + " |")
         if "prefilter" in cuts:
             lines += ["", ROW_NOTE]
     lines += ["", "## Working point", "", f"(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source})."]
     if scan_row:
-        lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        lines += ["", "| metric | value |",
+                  "|---|---|"] + [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                                                           for k, v in scan_row.items()]
     lines += ["", "## Closure per fit bin (background MC" + (", half 'quote'" if (verdict or {}).get("split") else "")
               + ")", "", "Fit bins = closure bins: the statistics guard's M_T groups (datacards/guard.py); pulls are "
