@@ -81,8 +81,8 @@ class ABCDTable:
 
     def __post_init__(self):
         if self.defined is None:
-            self.defined = np.isfinite(np.asarray(self.nhat_B,
-                                                  dtype=float)) & ~np.isnan(np.asarray(self.pull, dtype=float))
+            self.defined = (np.isfinite(np.asarray(self.nhat_B, dtype=float))
+                            & ~np.isnan(np.asarray(self.pull, dtype=float)))
 
     def to_dataframe(self):
         """Per-bin table as a pandas DataFrame (one row per M_T bin)."""

@@ -199,8 +199,8 @@ def parse_text(text: str, path: str = "<string>") -> Datacard:
         else:
             card.other.append(tok)
     # the first "process" row may be the numeric one: Combine accepts either order
-    if card.col_procs and card.col_ids and all(_isint(t) for t in card.col_procs) and not all(_isint(t)
-                                                                                              for t in card.col_ids):
+    if (card.col_procs and card.col_ids and all(_isint(t) for t in card.col_procs)
+            and not all(_isint(t) for t in card.col_ids)):
         card.col_procs, card.col_ids = card.col_ids, card.col_procs
     return card
 
@@ -395,8 +395,8 @@ def _check_gmn(s: Systematic, cols: list[tuple[str, str]], rates: dict) -> list[
             continue
         if alpha < 0:
             prob.append(f"systematic '{s.name}' has negative gmN alpha '{v}' for process '{p}' in bin '{b}'")
-        elif alpha > 0 and (b, p) in rates and abs(alpha * n - rates[(b, p)]) > max(0.05 * max(rates[(b, p)], 1.0),
-                                                                                    alpha):
+        elif (alpha > 0 and (b, p) in rates
+              and abs(alpha * n - rates[(b, p)]) > max(0.05 * max(rates[(b, p)], 1.0), alpha)):
             prob.append(f"systematic '{s.name}' (gmN N = {n}, alpha = {v}) does not match the rate {rates[(b, p)]:g} "
                         f"of "
                         f"process '{p}' in bin '{b}' (Combine needs rate = N * alpha)")

@@ -333,10 +333,8 @@ def plot_limits(limits: Mapping[str, Mapping], datasets: Mapping[str, Mapping] |
     ax.set_ylabel(r"$r_{inv}$")
     fig.colorbar(im, ax=ax, pad=0.02).set_label("median expected 95% CL limit on r")
     # contour r = 1 through the cell centres, where 2 x 2 neighbouring points exist
-    quads = np.isfinite(grid[:-1, :-1]) & np.isfinite(grid[1:, :-1]) & np.isfinite(grid[:-1,
-                                                                                        1:]) & np.isfinite(grid[1:,
-                                                                                                                1:]) \
-        if len(mzs) > 1 and len(rinvs) > 1 else np.zeros((0, 0), bool)
+    quads = (np.isfinite(grid[:-1, :-1]) & np.isfinite(grid[1:, :-1]) & np.isfinite(grid[:-1, 1:])
+             & np.isfinite(grid[1:, 1:])) if len(mzs) > 1 and len(rinvs) > 1 else np.zeros((0, 0), bool)
     note = None
     if quads.any() and np.nanmin(grid) < 1 < np.nanmax(grid):
         cx, cy = np.meshgrid(np.arange(len(mzs)) + 0.5, np.arange(len(rinvs)) + 0.5, indexing="ij")

@@ -183,8 +183,8 @@ def _sigma_b(mode: str, nhat, var_mc, a, c, d):
     with np.errstate(divide="ignore", invalid="ignore"):
         pois = np.where(
             (a > 0) & (c > 0) & (d > 0),
-            np.abs(nhat) * np.sqrt(1.0 / np.where(a > 0, a, 1) + 1.0 / np.where(c > 0, c, 1) + 1.0 / np.where(d > 0, d,
-                                                                                                              1)),
+            np.abs(nhat) * np.sqrt(1.0 / np.where(a > 0, a, 1) + 1.0 / np.where(c > 0, c, 1)
+                                   + 1.0 / np.where(d > 0, d, 1)),
             np.nan,
         )
     if mode == "poisson":

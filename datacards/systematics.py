@@ -607,8 +607,7 @@ class SignalSystematics:
         regs = {}
         for rec in info["regions"]:
             regs[rec["region"]] = {k: rec[k] for k in ("status", "why", "kind", "nominal", "n_eff", "max_cell_n_eff",
-                                                       "up",
-                                                       "down", "symmetrised", "emptied", "clips")}
+                                                       "up", "down", "symmetrised", "emptied", "clips")}
             regs[rec["region"]]["kappa"] = rec["kappa"]
             regs[rec["region"]]["card"] = rec["text"]
         return {"nuisance": s if s in self.sources else None, "B": info["B"], "regions": regs,

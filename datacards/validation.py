@@ -576,8 +576,8 @@ def impacts(card: Datacard, r_min: float | None = None, r_max: float | None = No
     fb = Fitter(m, strategy=1)
     _, xb0 = fb.fit(r=0.0, start=xb, hesse=True)
     eb = np.array(fb.last.errors)
-    bonly = [{"name": name, "value": float(xb0[i]), "error": float(eb[i])} for i, name in enumerate(m.names[1:],
-                                                                                                    start=1)]
+    bonly = [{"name": name, "value": float(xb0[i]), "error": float(eb[i])}
+             for i, name in enumerate(m.names[1:], start=1)]
     return {"r": r_hat, "r_err": float(err[0]), "nuisances": rows, "background_only": bonly}
 
 
@@ -920,8 +920,8 @@ def read_combine_validation(outdir) -> dict:
             fit = _read_fit_tree(path, r_inj, (s["rmin"], s["rmax"]) if s else None)
             res = _injection_result(r_inj, fit, len(fit["r"]))
             res.update(label=s["label"] if s else f"r = {r_inj:g}", r_range=[s["rmin"], s["rmax"]] if s else None,
-                       fit_status={str(int(k)): int(v) for k, v in zip(*np.unique(fit["fit_status"],
-                                                                                  return_counts=True))})
+                       fit_status={str(int(k)): int(v)
+                                   for k, v in zip(*np.unique(fit["fit_status"], return_counts=True))})
             inj.append(res)
         if inj:
             inj.sort(key=lambda i: i["r_inj"])

@@ -172,8 +172,8 @@ def format_card(
         srows.append(row_tokens(row, ridx))
     for i in range(n):
         srows.append([f"nonclosure_bin{i}", "lnN",
-                      *[card_number(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-" for c,
-                        p in cols]])
+                      *[card_number(nonclosure[i]) if (p == "bkg" and c == f"{plane}_B_{i}") else "-"
+                        for c, p in cols]])
     body = _align(rows + [["-" * 3]] + srows)
     lines += body[:4] + [sep] + body[5:]
     rp = []

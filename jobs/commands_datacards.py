@@ -465,9 +465,8 @@ def _record_limits_in_summary(outdir: str, lim: dict, cmd: str, source: str) -> 
              "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
     for point, v in lim.items():
-        lines.append(f"| {point} | " + " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2",
-                                                                          "obs"))
-                     + f" | {', '.join(v.get('capped_by_combine') or []) or '-'} |")
+        cells = " | ".join(fmt(v.get(k)) for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs"))
+        lines.append(f"| {point} | {cells} | {', '.join(v.get('capped_by_combine') or []) or '-'} |")
     _replace_summary_section(summary, LIMITS_SECTION, "\n".join(lines), gap="\n\n")
     return summary
 

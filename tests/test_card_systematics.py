@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards import card_limits, parse_datacard, validate_datacard, write_datacards
 from svjscout.datacards.limits import expected_target
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.systematics import plot_systematics, summary_lines, systematics_config
-from svjscout.datacards.toys import build_xy_mt_syst
-from svjscout.datacards.toys import CENTERS, NBINS, build_xy_mt, realistic_toy
-from svjscout.core.exceptions import DatacardError
+from svjscout.datacards.toys import CENTERS, NBINS, build_xy_mt, build_xy_mt_syst, realistic_toy
 
 # the toys are about the signal nuisances, not the background statistics guard (datacards/guard.py):
 # write their cards whether or not the guard backs them
@@ -147,8 +146,8 @@ def test_one_sided_tiny_missing_empty_and_clipped(written):
     assert set(s["sources"]["isr"]["symmetrised"]) == set("ABCD")
     assert set(_values(card, "isr").values()) == {"1.03"}
     # one-sided scale (-1 % / -3 %), the down variation the larger: theta = -1 gives -3 %, so k = 1/0.97
-    assert [float(v) for v in _values(card, "scale").values()] == pytest.approx([1 / 0.97] * 4 * len(index["mt_groups"]),
-                                                                               rel=1e-7)
+    scale = [float(v) for v in _values(card, "scale").values()]
+    assert scale == pytest.approx([1 / 0.97] * 4 * len(index["mt_groups"]), rel=1e-7)
     # tiny fsr: pruned (below 0.1 %) with its numbers; half-present pileup, empty trigger: no nuisance
     for src in ("fsr", "pileup", "trigger"):
         assert src not in names
@@ -254,7 +253,8 @@ def test_summary_lines_and_plot(written, tmp_path):
     row = next(line for line in lines[lines.index("### svj_mz1500_rinv0.3"):] if line.startswith("| jes |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "yes, in regions A, B, C, D"
-    assert f"`{jes['card']}`" in cells[3] and f"up {100 * jes['up']['effect']:+.1f} ± {100 * jes['up']['sigma']:.1f} %" in cells[3]
+    assert f"`{jes['card']}`" in cells[3]
+    assert f"up {100 * jes['up']['effect']:+.1f} ± {100 * jes['up']['sigma']:.1f} %" in cells[3]
     fsr = next(line for line in lines if line.startswith("| fsr |"))
     assert "no: pruned in every region" in fsr and fsr.count("pruned, effect below 0.1 %") == 4
     assert "symmetrised" in next(line for line in lines if line.startswith("| isr |"))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from svjscout.core.exceptions import DatacardError, UnbackedError
 from svjscout.datacards import ScanRules, scan_working_points, write_datacards
 from svjscout.datacards.abcd import chi2_test, closure, predict
 from svjscout.datacards.choice import choose_working_point
@@ -12,7 +13,6 @@ from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.split import half_of, split_halves
 from svjscout.datacards.toys import build_xy_mt, factorised, falling
-from svjscout.core.exceptions import DatacardError, UnbackedError
 from svjscout.processors.histograms import book
 from svjscout.processors.normalize import flat_bins
 

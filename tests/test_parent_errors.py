@@ -11,6 +11,7 @@ import awkward as ak
 import numpy as np
 import pytest
 from conftest import embedded_file
+
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 from svjscout.processors.normalize import flat_bins, parent_grouped_variance
@@ -316,13 +317,15 @@ def test_own_parents_leave_every_region_variance_unchanged_bit_for_bit():
             a, b = (region_yields(i.xy_mt, DS_R, WP_R, plane=plane, which=which, parents=i.parents) for i in (i0, i1))
             assert np.array_equal(a.var, b.var) and np.array_equal(a.n, b.n)
             assert np.array_equal(a.merged([[0, 1], [2, 3]]).var, b.merged([[0, 1], [2, 3]]).var)
-    assert np.array_equal(mt_abcd_at(h0, WP_R).view(flow=True), mt_abcd_at(h1, WP_R, parents=i1.parents).view(flow=True))
+    assert np.array_equal(mt_abcd_at(h0, WP_R).view(flow=True),
+                          mt_abcd_at(h1, WP_R, parents=i1.parents).view(flow=True))
     grid = (np.arange(0.3, 0.71, 0.1).round(2),) * 2
     t0, t1 = (scan_working_points(i, DS_R, grid=grid).table for i in (i0, i1))
     assert t0.equals(t1)
 
 
 def test_scan_variances_are_exact_at_every_point():
+    from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.regions import (
         cumulative_2d,
         plane_arrays,
@@ -330,8 +333,6 @@ def test_scan_variances_are_exact_at_every_point():
         regions_from_cumsum,
     )
     from svjscout.datacards.scan import _parent_aware
-
-    from svjscout.datacards.parents import StatInputs
 
     e = _events(500, K, seed=7, mt_spread=80.0)
     inputs = StatInputs.from_output(_histogram({"bkg": e}))
@@ -353,6 +354,7 @@ def test_records_follow_the_histogram_not_its_copies(tmp_path, caplog):
     import pickle
 
     from coffea.util import save
+
     from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.regions import region_yields
     from svjscout.jobs.commands_datacards import _load
@@ -421,7 +423,8 @@ def test_cards_and_closure_see_the_parents_not_the_copies(tmp_path):
         assert np.allclose(tb.sigma_nhat_B, ta.sigma_nhat_B, rtol=1e-9) and np.allclose(tb.var_B, ta.var_B, rtol=1e-9)
     # the signal's MC-statistics nuisances likewise
     groups = a["mt_groups"]
-    sa, sb = (signal_systematics(i.xy_mt, None, DS_R, WP_R, groups, "svj", parents=i.parents) for i in (parents, copies))
+    sa, sb = (signal_systematics(i.xy_mt, None, DS_R, WP_R, groups, "svj",
+                                 parents=i.parents) for i in (parents, copies))
     assert sb.mcstat.keys() == sa.mcstat.keys() and len(sa.mcstat) > 0
     assert all(sb.mcstat[c] == pytest.approx(sa.mcstat[c], rel=1e-9) for c in sa.mcstat)
     assert sb.mcstat_b_total == pytest.approx(sa.mcstat_b_total, rel=1e-9)
@@ -445,4 +448,5 @@ def test_processor_output_region_variances(run_all):
         assert np.allclose(c.merged(every).var, o.merged(every).var, rtol=1e-6, atol=0) and o.var.sum() > 0
     rebuilt = mt_abcd_at(xy, (0.5, 0.5), parents=rec)[{"dataset": "copies"}].view(flow=False)
     filled = out["hists"]["mt_abcd"][{"dataset": "copies"}].view(flow=False)
-    assert np.allclose(rebuilt.value, filled.value, rtol=1e-9) and np.allclose(rebuilt.variance, filled.variance, rtol=1e-9)
+    assert np.allclose(rebuilt.value, filled.value, rtol=1e-9) and np.allclose(rebuilt.variance, filled.variance,
+                                                                               rtol=1e-9)

@@ -1,4 +1,5 @@
-"""`svjscout scan/datacards/limits` on a file that is not a coffea output: one clear line, exit 2 (issue 11, item 11)."""
+"""`svjscout scan/datacards/limits` on a file that is not a coffea output: one clear line, exit 2
+(issue 11, item 11)."""
 
 import os
 import subprocess
@@ -7,10 +8,9 @@ import sys
 import lz4.frame
 import pytest
 from coffea.util import save
+from conftest import embedded_file
 
 from svjscout.datacards.toys import realistic_toy
-
-from conftest import embedded_file
 
 
 def _cli(*args, cwd):

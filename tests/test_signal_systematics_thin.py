@@ -20,8 +20,16 @@ import pytest
 from svjscout.datacards import parse_datacard, validate_datacard, write_datacards
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.regions import REGIONS
-from svjscout.datacards.systematics import (CardRow, decide_region, mcstat_term, row_tokens, signal_systematics,
-                                            source_kind, summary_lines, variation_effect)
+from svjscout.datacards.systematics import (
+    CardRow,
+    decide_region,
+    mcstat_term,
+    row_tokens,
+    signal_systematics,
+    source_kind,
+    summary_lines,
+    variation_effect,
+)
 from svjscout.datacards.toys import realistic_toy
 from svjscout.processors.histograms import book_syst
 
@@ -44,7 +52,8 @@ def _nominal_events():
     ev = {}
     ev["B"] = [(c, W) for c in _cells("B", 1, 0)] + [(c, W) for c in _cells("B", 39, 1, start=1)]
     ev["A"] = [(c, W) for c in _cells("A", 5, 0)] + [(c, W) for c in _cells("A", 15, 1, start=5)]
-    ev["C"] = [(c, w) for c, w in zip(_cells("C", 3, 0), (0.5, 1.0, 1.5))] + [(c, W) for c in _cells("C", 27, 1, start=3)]
+    ev["C"] = ([(c, w) for c, w in zip(_cells("C", 3, 0), (0.5, 1.0, 1.5))]
+               + [(c, W) for c in _cells("C", 27, 1, start=3)])
     ev["D"] = [(c, W) for c in _cells("D", 1, 1)]
     return ev
 
@@ -186,9 +195,11 @@ def test_variation_effect_event_correlated_error_in_crowded_cells():
     # kinematic: one of 11 unit-weight events leaves its cell: 1 event, 1 sigma (the naive
     # (sqrt(q_v) - sqrt(q_n))^2 would give (sqrt(11) - sqrt(10))^2 = 0.024 and 6.5 sigma)
     e = variation_effect(np.array([11.0]), np.array([11.0]), np.array([10.0]), np.array([10.0]), "kinematic")
-    assert e["effect"] == pytest.approx(-1 / 11) and e["sigma"] == pytest.approx(1 / 11) and e["z"] == pytest.approx(1.0)
+    assert e["effect"] == pytest.approx(-1 / 11) and e["sigma"] == pytest.approx(1 / 11)
+    assert e["z"] == pytest.approx(1.0)
     # ... and one event leaves a 3-event cell while another enters an empty one: sigma^2 = 1 + 1
-    e = variation_effect(np.array([3.0, 0.0]), np.array([3.0, 0.0]), np.array([2.0, 1.0]), np.array([2.0, 1.0]), "kinematic")
+    e = variation_effect(np.array([3.0, 0.0]), np.array([3.0, 0.0]), np.array([2.0, 1.0]), np.array([2.0, 1.0]),
+                         "kinematic")
     assert e["effect"] == 0.0 and e["sigma"] == pytest.approx(np.sqrt(2) / 3)
     # weight: two unit-weight events in one cell reweighted 0.5 and 1.5 (sum unchanged), one event
     # of weight 2 reweighted 1.1 in another: sum_e (w_var - w_nom)^2 = 0.25 + 0.25 + 0.04 exactly
@@ -211,7 +222,8 @@ def test_mcstat_gmn_below_neff_10_lnn_above(thin):
     assert g["SP_A_0"]["N"] == 5 and g["SP_A_0"]["alpha"] == pytest.approx(0.5)
     assert g["SP_D_1"]["N"] == 1 and g["SP_D_1"]["alpha"] == pytest.approx(0.5)
     # weights 0.5, 1, 1.5: N_eff = 3^2 / 3.5 = 2.571 -> N 3, alpha = 3 / 3 = 1
-    assert g["SP_C_0"]["n_eff"] == pytest.approx(9 / 3.5) and g["SP_C_0"]["N"] == 3 and g["SP_C_0"]["alpha"] == pytest.approx(1.0)
+    assert g["SP_C_0"]["n_eff"] == pytest.approx(9 / 3.5) and g["SP_C_0"]["N"] == 3
+    assert g["SP_C_0"]["alpha"] == pytest.approx(1.0)
     # N_eff >= 10: lnN 1 + 1/sqrt(N_eff)
     assert lnn == {"SP_B_1": pytest.approx(1 + 1 / np.sqrt(39)), "SP_A_1": pytest.approx(1 + 1 / np.sqrt(15)),
                    "SP_C_1": pytest.approx(1 + 1 / np.sqrt(27))}
@@ -263,7 +275,8 @@ def test_gmn_rows_parse_and_validate(thin):
     for x in gmn:
         col = [k for k, v in enumerate(x.values) if v != "-"]
         assert len(col) == 1 and card.col_procs[col[0]] == "sig" and f"mcstat_{card.col_bins[col[0]]}" == x.name
-        assert int(x.extra[0]) * float(x.values[col[0]]) == pytest.approx(card.rate(card.col_bins[col[0]], "sig"), rel=1e-7)
+        assert int(x.extra[0]) * float(x.values[col[0]]) == pytest.approx(card.rate(card.col_bins[col[0]], "sig"),
+                                                                          rel=1e-7)
     # a plain (name, values) pair is an lnN row
     assert row_tokens(("x", {(0, 0): "1.1"}), [(0, 0)]) == ["x", "lnN", "1.1", "-"]
     assert isinstance(s.card_rows()[0], CardRow) and len(s.card_rows()[0]) == 2
@@ -284,7 +297,8 @@ def test_cards_parse_validate_and_report(thin, tmp_path):
     if gm:  # the writer writes gmN rows: N * alpha is the rate
         for x in gm:
             col = next(k for k, v in enumerate(x.values) if v != "-")
-            assert int(x.extra[0]) * float(x.values[col]) == pytest.approx(card.rate(card.col_bins[col], "sig"), rel=1e-7)
+            assert int(x.extra[0]) * float(x.values[col]) == pytest.approx(card.rate(card.col_bins[col], "sig"),
+                                                                           rel=1e-7)
     else:  # it does not yet: the Gaussian-like lnN stands in, and the index says so
         assert point["mcstat_gmn_wanted"]
     # summary.md: words with the numbers of the index
