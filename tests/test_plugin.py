@@ -125,11 +125,13 @@ def test_iterative_runner_small_chunks(plugin, reference):
     _same(out, reference)
 
 
+@pytest.mark.slow  # worker processes start (15-20 s)
 def test_futures_runner(plugin, reference):
     out = _runner(processor.FuturesExecutor(workers=2))(plugin.fileset, plugin.processor, treename="Events")
     _same(out, reference)
 
 
+@pytest.mark.slow  # worker processes start (15-20 s)
 def test_dask_runner(plugin, reference):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
@@ -174,6 +176,7 @@ def test_normalize_is_pure_and_idempotent(plugin, reference):
         normalize(once, other)
 
 
+@pytest.mark.slow  # the shipped job, seven datasets, in a fresh interpreter
 def test_example_script(tmp_path):
     """examples/coffea_runner.py runs the shipped job's processor with coffea's Runner."""
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "coffea_runner.py")], capture_output=True,
