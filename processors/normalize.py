@@ -125,8 +125,10 @@ def normalize(output: dict, config: ProcessorConfig, datasets=None) -> dict:
     if not todo:
         return output
     out = dict(output)
-    out["hists"] = {name: h.copy() for name, h in output.get("hists", {}).items()}
-    out["cutflow"] = {ds: dict(c) for ds, c in output.get("cutflow", {}).items()}
+    if "hists" in output:
+        out["hists"] = {name: h.copy() for name, h in output["hists"].items()}
+    if "cutflow" in output:
+        out["cutflow"] = {ds: dict(c) for ds, c in output["cutflow"].items()}
     if "parent_fills" in output:
         out["parent_fills"] = {ds: dict(rec) for ds, rec in output["parent_fills"].items()}
     if "parent_errors" in output:
@@ -135,7 +137,7 @@ def normalize(output: dict, config: ProcessorConfig, datasets=None) -> dict:
     if summary:
         out["parent_errors"] = {**out.get("parent_errors", {}), **summary}
         _parent_grouped_mt_abcd(out, config, summary)
-    hists = out["hists"]
+    hists = out.get("hists", {})
     for dataset in todo:
         norm = factors[dataset]["factor"]
         if dataset in out.get("parent_fills", {}):
@@ -147,7 +149,7 @@ def normalize(output: dict, config: ProcessorConfig, datasets=None) -> dict:
             view = h.view(flow=True)
             view.value[i] *= norm
             view.variance[i] *= norm**2
-        if dataset in out["cutflow"]:
+        if dataset in out.get("cutflow", {}):
             out["cutflow"][dataset]["weighted"] = out["cutflow"][dataset]["weighted"] * norm
     out[NORMALISATION_KEY] = {**(output.get(NORMALISATION_KEY) or {}), **{d: factors[d] for d in todo}}
     return out
