@@ -22,8 +22,9 @@ from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.scan import ScanRules, default_grid
 from svjscout.datacards.settings import DatacardSettings, ScanSettings, ValidationSettings
 from svjscout.datacards.toys import realistic_toy
-from svjscout.jobs.cli import cli, resume_command
+from svjscout.jobs.cli import _LazyGroup, cli
 from svjscout.jobs.commands_datacards import stage_settings
+from svjscout.jobs.commands_run import resume_command
 from svjscout.jobs.config import JobConfig, load_job
 
 WP = "0.775,0.875"
@@ -112,26 +113,42 @@ def test_resume_command_reads_back_the_same_configuration():
 
 
 def test_ctrl_c_prints_how_to_resume(tmp_path):
-    """A real `svjscout run` interrupted (SIGINT) while it processes: exit 130 and the resume line
-    with the actual output folder, not click's bare "Aborted!"."""
+    """A real `svjscout run` interrupted (SIGINT) after its processing, when the working point is
+    chosen (the choice's log line): exit 130 and the resume line with the actual output folder and
+    overrides, not click's bare "Aborted!"."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "svjscout.jobs.cli", "run", "-o", str(out), "--executor",
+    proc = subprocess.Popen([sys.executable, "-m", "svjscout.jobs.cli", "-v", "run", "-o", str(out), "--executor",
                              "iterative"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     seen = ""
     try:
-        while "Processing" not in seen:  # the processor has started: interrupt it there
-            line = proc.stderr.readline()
-            if not line:
-                break
+        for line in proc.stderr:  # the stages after the processing take minutes: interrupt there
             seen += line
-        proc.send_signal(signal.SIGINT)
-        _, rest = proc.communicate(timeout=300)
-        err = seen + rest
+            if "svjscout.datacards.choice" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, rest = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt reached it")
+    err = seen + rest
+    assert "svjscout.datacards.choice" in seen, err
     assert proc.returncode == 130, err
-    assert "Aborted!" not in err and "--resume -o " + str(out) in err and "--set executor.name=" in err
+    assert "Aborted!" not in err, err
+    assert "--resume -o " + str(out) in err and "--set 'executor.name=\"iterative\"'" in err, err
+
+
+def test_help_lists_every_verb_with_its_own_line_without_loading_it():
+    """`svjscout --help` shows each verb's one-line help from the group's table (no module loaded);
+    the table's line is the command's own first docstring line, and `--help`/`--version` import
+    neither coffea, dask nor matplotlib."""
+    ctx = click.Context(cli)
+    for name, (_, _, line) in _LazyGroup.COMMANDS.items():
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None and cmd.help.strip().splitlines()[0] == line, name
+    code = ("import sys; from svjscout.jobs.cli import main; sys.argv = ['svjscout', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('coffea', 'dask', 'matplotlib', 'onnxruntime') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+    assert "validate" in res.stdout and "datacards" in res.stdout
