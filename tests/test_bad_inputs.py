@@ -103,6 +103,7 @@ def test_generated_file_metadata_read_is_named(tmp_path):
         read_metadata(cut)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", ["twin", "lundnet"])
 def test_truncated_skim_is_named_by_training_loaders(tmp_path, loader):
     import awkward as ak

@@ -64,6 +64,7 @@ def test_library_unblind_marks_cards_and_index(toy, tmp_path):
     assert also_blind["unblinded"] is False
 
 
+@pytest.mark.slow
 def test_cli_data_without_unblind_is_refused(coffea_file, tmp_path):
     res = _cli("datacards", str(coffea_file), "--out", str(tmp_path / "d"), "--wp", "0.775,0.875", "--data",
                cwd=tmp_path)
@@ -72,6 +73,7 @@ def test_cli_data_without_unblind_is_refused(coffea_file, tmp_path):
     assert not (tmp_path / "d" / "datacards").exists()
 
 
+@pytest.mark.slow
 def test_cli_data_with_unblind_writes_marked_cards(coffea_file, tmp_path):
     res = _cli("datacards", str(coffea_file), "--out", str(tmp_path / "d"), "--wp", "0.775,0.875", "--data",
                "--unblind", cwd=tmp_path)
@@ -82,6 +84,7 @@ def test_cli_data_with_unblind_writes_marked_cards(coffea_file, tmp_path):
     assert any(line.startswith("# UNBLINDED:") for line in _headers(text))
 
 
+@pytest.mark.slow
 def test_cli_default_is_blinded(coffea_file, tmp_path):
     res = _cli("datacards", str(coffea_file), "--out", str(tmp_path / "d"), "--wp", "0.775,0.875", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -244,6 +244,7 @@ def test_config_switches_and_lumi_rows(tmp_path):
         write_datacards(h, ds, WP, tmp_path / "clash", xy_mt_syst=hs, signal_systematics={"jes": 1.03}, **WKW)
 
 
+@pytest.mark.slow
 def test_summary_lines_and_plot(written, tmp_path):
     h, hs, ds, out, index = written
     on_disk = json.loads((out / "datacards" / "index.json").read_text())

@@ -98,6 +98,7 @@ def test_script_exits_3_without_combine(tmp_path):
     assert r.returncode == 0 and "AsymptoticLimits" in r.stdout
 
 
+@pytest.mark.slow
 def test_script_runs_fake_combine_and_collects(tmp_path):
     import json
     import sys

@@ -255,6 +255,7 @@ def test_asymmetric_lnn_expected_limits_match_combine_formula(log_kappa):
 GMN_CARD = ONE_BIN.replace("kmax 0", "kmax 2") + "bu lnN - 1.1\nsigstat gmN {N} {alpha} -\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("N,alpha", [(3, 2.0), (8, 0.5)])
 def test_gmn_expected_limits_match_independent_minimisation(N, alpha):
     """Signal with a gmN (rate N alpha, Poisson constraint of its yield, global observable N)."""
@@ -277,6 +278,7 @@ def test_gmn_expected_limits_match_independent_minimisation(N, alpha):
     assert plain["exp0"] < lim["exp0"] * (1 - 1e-3)
 
 
+@pytest.mark.slow
 def test_gmn_with_zero_count_sets_no_limit():
     card = parse_text(GMN_CARD.format(obs=20.0, s=0, b=20.0, N=0, alpha=0.7))
     with pytest.raises(DatacardError, match="no expected events|no limit"):

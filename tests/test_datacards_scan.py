@@ -134,6 +134,7 @@ def test_custom_grid_and_off_grid_error():
         scan_working_points(h, ds, reference="nope")
 
 
+@pytest.mark.slow
 def test_write_scan(tmp_path):
     h, ds = _known_optimum_toy()
     res = scan_working_points(h, ds, grid=([0.6, 0.65, 0.7], [0.6, 0.65, 0.7]))

@@ -20,6 +20,7 @@ def _sample(n: int, ties: bool, seed: int):
     return x, y, w
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,ties", [(3, False), (9, True), (300, False), (1000, True), (2000, False), (5000, True)])
 def test_fast_matches_reference_value_and_gradient(n, ties):
     x, y, w = _sample(n, ties, seed=n + ties)
@@ -56,6 +57,7 @@ def test_float32_input_keeps_dtype_and_unweighted_default():
     assert d.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_agrees_with_dcor_package():
     dcor = pytest.importorskip("dcor")
     rng = np.random.default_rng(5)

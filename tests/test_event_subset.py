@@ -51,6 +51,7 @@ def _file_codes(path: str, dataset: str) -> np.ndarray:
                            splits.DEFAULT_SEED, FRACTIONS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample,drop_parent", [("qcd", False), ("svj_mz3000_rinv0.5", False), ("qcd", True)])
 def test_test_subset_is_the_skims_test_split(tmp_path, toy_models, sample, drop_parent):
     """Skim mode with subset test keeps exactly the full skim's events that splits.split_of puts in
@@ -97,6 +98,7 @@ def test_test_subset_is_the_skims_test_split(tmp_path, toy_models, sample, drop_
     assert full_out["counts"][sample]["not_in_subset"] == 0
 
 
+@pytest.mark.slow
 def test_subsets_partition_the_full_run(tmp_path, toy_models):
     """Histograms (values and variances) and cutflows of train, val and test, each multiplied back
     by its fraction (its square for variances), add up to those of the full run."""

@@ -3,6 +3,7 @@
 import json
 
 import awkward as ak
+import click
 import numpy as np
 import pytest
 import uproot
@@ -23,6 +24,7 @@ def _arrays(path):
         return f["Events"].arrays(library="ak"), json.loads(str(f["svjscout_meta"]))
 
 
+@pytest.mark.slow
 def test_same_seed_same_file_any_workers(tmp_path):
     a = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=1), tmp_path / "a.root")
     b = generate_file(GenerationConfig("svj", 40, pileup=0.0, seed=7, chunk_size=20, workers=2), tmp_path / "b.root")
@@ -69,6 +71,7 @@ def _dark_record_counts(settings, n_events, seed):
     return counts
 
 
+@pytest.mark.slow
 def test_dark_sector_on_the_event_record():
     """Benchmark physics checked on Pythia's own event record, not on the generator's bookkeeping.
 
@@ -113,6 +116,7 @@ def test_benchmark_cross_sections():
         reference_signal_xsec(4000)
 
 
+@pytest.mark.slow
 def test_qcd_fake_met_exceeds_generator_invisible_pt(tmp_path):
     generate_file(GenerationConfig("qcd", 100, pileup=0.0, seed=5, chunk_size=100), tmp_path / "q.root")
     events, meta = _arrays(tmp_path / "q.root")
@@ -259,6 +263,7 @@ def test_bad_generation_options():
         GenerationConfig("qcd", 10, detector={"region_tail_prob": 0.1})
 
 
+@pytest.mark.slow
 def test_pileup_overlay_adds_particles(tmp_path):
     base = generate_file(GenerationConfig("zjets", 12, pileup=0.0, seed=3, chunk_size=12), tmp_path / "nopu.root")
     pu = generate_file(GenerationConfig("zjets", 12, seed=3, chunk_size=12, pileup=20.0), tmp_path / "pu.root")
@@ -281,6 +286,7 @@ def _runs(path):
         return f["Runs"].arrays(library="ak")
 
 
+@pytest.mark.slow
 def test_ps_weights_pileup_branches_and_sums(tmp_path):
     """PSWeight, Pileup_nTrueInt/nPU and the Runs sums, in NanoAOD's shapes, types and conventions."""
     n, mu = 200, 5.0
@@ -318,6 +324,7 @@ def test_ps_weights_pileup_branches_and_sums(tmp_path):
     assert meta["n_pileup_events"] == min(n_pu.sum(), 2 * 1000)  # the library: <= 1000 per chunk
 
 
+@pytest.mark.slow
 def test_same_seed_bit_identical_branches_any_workers(tmp_path):
     """Every branch of Events and Runs, the new weights included, is identical for 1 and 2 workers."""
     cfgs = {w: GenerationConfig("svj", 100, seed=9, chunk_size=50, pileup=2.0, workers=w, detector_copies=2)
@@ -405,5 +412,6 @@ def test_preselection_skim_is_lossless(tmp_path):
 
 def test_pileup_default_is_one_constant():
     """The generator's Python API and `svjscout generate --pileup` share one default (core.constants)."""
-    option = next(p for p in cli.commands["generate"].params if p.name == "pileup")
+    generate = cli.get_command(click.Context(cli), "generate")  # the CLI loads its verbs when named
+    option = next(p for p in generate.params if p.name == "pileup")
     assert GenerationConfig("qcd", 1).pileup == option.default == DEFAULT_PILEUP == 35.0

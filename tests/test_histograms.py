@@ -54,6 +54,7 @@ def test_region_and_histogram_bin_agree_at_every_score_edge():
     assert region_of(s, np.array([0.1]), 0.775, 0.5, bins=40).tolist() == ["C"]
 
 
+@pytest.mark.slow
 def test_working_point_off_the_score_edges_is_refused():
     from svjscout.core.exceptions import ConfigError
     from svjscout.jobs.config import load_job

@@ -252,6 +252,7 @@ def test_skim_missing_column_is_named(tmp_path):
         load_skim([path], max_len=8)
 
 
+@pytest.mark.slow
 def test_train_lundnet_end_to_end(tmp_path, skim):
     cfg = TrainConfig(model=TINY, epochs=3, patience=2, seed=2, batch_size=32, lr=3e-3, threads=1,
                       progress=False, command="pytest")

@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from svjscout.jobs.cli import cli
 
+pytestmark = pytest.mark.slow  # every test shares one run of the whole main job (module fixture run_dir, ~100 s)
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, toy_models):

@@ -129,6 +129,7 @@ def test_own_parents_are_sum_w2_exactly(run_all):
     assert s["parent_bins"] == s["fills"] == s["selected"] > 0
 
 
+@pytest.mark.slow
 def test_copies_independent_of_chunking_and_executor(run_all, inputs, toy_models, tmp_path):
     """Chunks of 7 events split the copies of a parent across chunks (and dask workers)."""
     job = _job(tmp_path / "job.yaml", {"copies": inputs["copies"]}, toy_models,
@@ -140,6 +141,7 @@ def test_copies_independent_of_chunking_and_executor(run_all, inputs, toy_models
     assert np.array_equal(a.variance, b.variance)
 
 
+@pytest.mark.slow
 def test_skim_parent_column(inputs, toy_models, tmp_path):
     job = _job(tmp_path / "job.yaml", {"orig": inputs["orig"], "copies": inputs["copies"]}, toy_models)
     run_processor(job, skim_dir=str(tmp_path / "skim"))

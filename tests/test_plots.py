@@ -7,6 +7,8 @@ import pytest
 
 from conftest import embedded_file
 
+pytestmark = pytest.mark.slow  # the figures of a whole main-job run (module fixture small_run, ~80 s)
+
 # every figure of a run on the small job (2 signal points at different r_inv, one QCD sample)
 RUN_FIGURES = (
     ["closure_SP", "closure_VP"]

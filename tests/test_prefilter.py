@@ -44,6 +44,7 @@ def _same_with_and_without(cfg):
     return on, off
 
 
+@pytest.mark.slow
 def test_embedded_sample_same_output(small_job):
     on, off = _same_with_and_without(small_job)
     assert on["cutflow"]["qcd"]["raw"][-1] > 0 and on["hists"]["mt_abcd"].sum().value > 0
@@ -68,6 +69,7 @@ def _job(tmp_path, files, toy_models, chunksize=100):
     return load_job(job)
 
 
+@pytest.mark.slow
 def test_unskimmed_sample_same_output_and_large_rejection(unskimmed, tmp_path, toy_models):
     import uproot
 

@@ -11,6 +11,7 @@ from svjscout.jobs.runner import run_processor, save_outputs
 from svjscout.processors.selection import CUT_ORDER
 
 
+@pytest.mark.slow
 def test_one_chunk_vs_many_chunks_and_dask(small_job):
     one, _ = run_processor(small_job)
     many, _ = run_processor(with_executor(small_job, chunksize=97))
@@ -84,6 +85,7 @@ def _job_with_files(tmp_path, files, skip=False, models=None, executor="iterativ
     return load_job(job)
 
 
+@pytest.mark.slow
 def test_bad_files_error_or_counted_skip(tmp_path, toy_models):
     good = embedded_file("ttbar.root")
     trunc = tmp_path / "truncated.root"
@@ -100,6 +102,7 @@ def test_bad_files_error_or_counted_skip(tmp_path, toy_models):
     assert_same_output(out, ref)
 
 
+@pytest.mark.slow
 def test_nonfinite_inputs_are_counted(tmp_path, toy_models):
     good = embedded_file("ttbar.root")
 
@@ -135,6 +138,7 @@ def test_save_outputs(small_job, tmp_path):
         assert np.allclose(th1.values(), ref.values())
 
 
+@pytest.mark.slow
 def test_chunks_without_selected_events_are_counted(tmp_path, toy_models):
     """ttbar: few events pass, so many 10-event chunks select nothing; all are counted."""
     import uproot

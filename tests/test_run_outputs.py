@@ -108,6 +108,7 @@ def test_output_dir_error_is_an_svjscout_error():
     assert issubclass(OutputDirError, SVJScoutError)
 
 
+@pytest.mark.slow
 def test_first_run_manifest_lists_what_it_wrote(reused):
     first = reused["first"]
     assert first["status"] == "complete"
@@ -118,6 +119,7 @@ def test_first_run_manifest_lists_what_it_wrote(reused):
     assert "manifest.json" not in first["files"]
 
 
+@pytest.mark.slow
 def test_second_run_refused_and_folder_untouched(reused):
     err = reused["refusal"]
     assert isinstance(err, OutputDirError), "a second run into a folder with an earlier run's outputs must be refused"
@@ -125,6 +127,7 @@ def test_second_run_refused_and_folder_untouched(reused):
     assert reused["after_refusal"] == reused["before_refusal"]  # nothing removed, nothing written
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_earlier_runs_files_only(reused):
     out, planted, second = reused["out"], reused["planted"], reused["second"]
     assert not (out / STALE).exists(), "a file of the earlier manifest that this run does not write must be removed"
@@ -135,6 +138,7 @@ def test_overwrite_removes_the_earlier_runs_files_only(reused):
     assert (out / "notes.txt").read_text() == "my own notes, not svjscout's\n"
 
 
+@pytest.mark.slow
 def test_overwrite_manifest_lists_what_the_second_run_wrote(reused):
     out, second = reused["out"], reused["second"]
     assert second["status"] == "complete"
@@ -146,6 +150,7 @@ def test_overwrite_manifest_lists_what_the_second_run_wrote(reused):
     assert second["digest"] == reused["first"]["digest"]
 
 
+@pytest.mark.slow
 def test_failed_run_manifest_lists_its_files(small_job, tmp_path):
     """Plant: a file named ``datacards`` makes the datacards stage fail after histograms and scan."""
     from svjscout.jobs.main_job import run_job
@@ -222,6 +227,7 @@ def resumed(reused, tmp_path_factory):
     return {"out": out, "before": before, "after": _manifest(out)}
 
 
+@pytest.mark.slow
 def test_resume_same_configuration_accepted(resumed):
     out, before, after = resumed["out"], resumed["before"], resumed["after"]
     assert after["status"] == "complete"
@@ -231,6 +237,7 @@ def test_resume_same_configuration_accepted(resumed):
     assert (out / "notes.txt").exists()
 
 
+@pytest.mark.slow
 def test_resume_changed_configuration_refused(reused, tmp_path):
     from svjscout.jobs.main_job import run_job
     from svjscout.jobs.provenance import run_digest
@@ -328,6 +335,7 @@ def cli_runs(tmp_path_factory, toy_models):
     return {"job": job, "out": out, "first": first, "second": second, "third": third, "files": files}
 
 
+@pytest.mark.slow
 def test_cli_second_run_exits_2_with_one_line(cli_runs):
     first, second, third = cli_runs["first"], cli_runs["second"], cli_runs["third"]
     assert first.returncode == 0, first.stderr
@@ -341,12 +349,14 @@ def test_cli_second_run_exits_2_with_one_line(cli_runs):
     assert prov["overrides"] == {}  # the third run's, not the first's
 
 
+@pytest.mark.slow
 def test_cli_quiet_without_verbose(cli_runs):
     for res in (cli_runs["first"], cli_runs["third"]):
         assert "FastJet release" not in res.stderr + res.stdout
         assert not [ln for ln in res.stderr.splitlines() if ln.startswith("INFO ")], res.stderr
 
 
+@pytest.mark.slow
 def test_cli_provenance(cli_runs):
     import numpy
     import uproot
@@ -382,6 +392,7 @@ def test_cli_provenance(cli_runs):
     assert started <= finished
 
 
+@pytest.mark.slow
 def test_cli_summary_shows_overrides_and_cuts(cli_runs):
     summary = cli_runs["files"]["summary.md"]
     assert summary is not None
@@ -400,6 +411,7 @@ def dask_process(tmp_path_factory, toy_models):
             "out": tmp / "quiet"}
 
 
+@pytest.mark.slow
 def test_dask_quiet_without_verbose(dask_process):
     quiet, verbose = dask_process["quiet"], dask_process["verbose"]
     assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
@@ -430,6 +442,7 @@ def scan_run(tmp_path_factory, toy_models):
     return {"cfg": cfg, "out": out, "result": result, "coffea": load(out / "histograms.coffea")}
 
 
+@pytest.mark.slow
 def test_scan_wp_differs_from_analysis_wp(scan_run):
     """Guard: the test of item 3 is meaningful only if the two WPs give different regions."""
     from svjscout.datacards import region_yields
@@ -443,6 +456,7 @@ def test_scan_wp_differs_from_analysis_wp(scan_run):
         assert not np.allclose(at_run[1], at_cfg[1]), ds  # region B differs for every dataset
 
 
+@pytest.mark.slow
 def test_histograms_root_at_the_run_wp(scan_run):
     import uproot
 
@@ -461,6 +475,7 @@ def test_histograms_root_at_the_run_wp(scan_run):
                     assert np.allclose(th1.variances(), y.var[k], rtol=1e-9, atol=1e-9), (ds, plane, region)
 
 
+@pytest.mark.slow
 def test_datacard_signal_rates_equal_histograms_root(scan_run):
     import uproot
 
@@ -497,6 +512,7 @@ def test_datacard_signal_rates_equal_histograms_root(scan_run):
             assert f[f"{ds}/SP/B"].values().sum() > 0
 
 
+@pytest.mark.slow
 def test_wp_recorded_alike_everywhere(scan_run):
     import uproot
 
@@ -517,6 +533,7 @@ def test_wp_recorded_alike_everywhere(scan_run):
     assert (prov["working_point"]["x0"], prov["working_point"]["y0"]) == pytest.approx((x0, y0))
 
 
+@pytest.mark.slow
 def test_coffea_mt_abcd_at_the_run_wp(scan_run):
     from svjscout.datacards import check_mt_abcd, mt_abcd_at
     from svjscout.core.exceptions import HistogramError
@@ -531,6 +548,7 @@ def test_coffea_mt_abcd_at_the_run_wp(scan_run):
         check_mt_abcd(mt_abcd, xy_mt, scan_run["cfg"].analysis.wp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wp", [(0.5, 0.5), SPLIT_WP])
 def test_mt_abcd_at_equals_the_processor_fill(small_job, wp):
     """Independent check: the processor fills mt_abcd event by event at analysis.wp."""

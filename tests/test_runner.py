@@ -14,6 +14,7 @@ from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoints_processes_only_missing_chunks(small_job, tmp_path):
     ref, _ = run_processor(small_job)
     ckpt = tmp_path / "ckpt"
@@ -39,6 +40,7 @@ def test_resume_from_checkpoints_processes_only_missing_chunks(small_job, tmp_pa
     assert len({p.parts[len(ckpt.parts)] for p in ckpt.rglob("*.coffea")}) == 2
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run(small_job):
     from dask.distributed import Client, LocalCluster
 

@@ -41,6 +41,7 @@ def inputs(tmp_path_factory):
     return _bad_inputs(tmp_path_factory.mktemp("bad"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "root", "truncated", "nopickle", "notdict"])
 def test_scan_rejects_non_coffea_file(inputs, kind, tmp_path):
     path = str(inputs[kind])
@@ -54,6 +55,7 @@ def test_scan_rejects_non_coffea_file(inputs, kind, tmp_path):
     assert "not a coffea output" in line and "svjscout process" in line
 
 
+@pytest.mark.slow
 def test_datacards_and_limits_reject_truncated_file(inputs, tmp_path):
     path = str(inputs["truncated"])
     res = _cli("datacards", path, "--out", str(tmp_path / "d"), "--wp", "0.5,0.5", cwd=tmp_path)

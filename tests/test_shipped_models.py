@@ -1,6 +1,7 @@
 """The ONNX models shipped in the package: small, self-describing, accepted by the processor."""
 
 import numpy as np
+import pytest
 
 from svjscout.models import shipped_model
 from svjscout.models.export import read_metadata
@@ -57,6 +58,7 @@ def test_lundnet_scores_do_not_depend_on_batch_trimming():
     assert np.allclose(full, trimmed, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shipped_twin_separates_and_fills_every_region_on_the_embedded_sample():
     """Out of sample (the embedded files have other seeds than the training sample), through the
     processor: both scores separate signal from background, and the background populates both

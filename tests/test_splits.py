@@ -99,6 +99,7 @@ def written(tmp_path_factory):
     return cols, ordered, shuffled
 
 
+@pytest.mark.slow
 def test_both_trainers_give_the_same_split_independent_of_path_and_row_order(written):
     cols, ordered, shuffled = written
     twin_a, twin_b = _twin_split(ordered), _twin_split(list(reversed(shuffled)))

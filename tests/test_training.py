@@ -86,6 +86,7 @@ def _same_state(a: dict, b: dict) -> None:
             assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_twin_resume_after_interruption_is_bit_identical(tmp_path):
     """Stop a twin training mid-epoch (after 4 of 3 x 3 steps), resume from its training state in a
     new call: the model and MDMM state equal those of an uninterrupted run, bit for bit."""

@@ -108,6 +108,7 @@ def test_onnx_export_matches_torch_and_metadata(tmp_path):
         check_features(path, read_metadata(path), EVENT_FEATURES)
 
 
+@pytest.mark.slow
 def test_training_reduces_bce_and_writes_outputs(tmp_path):
     skims = [_write_skim(tmp_path / "a.parquet", 1500, 1), _write_skim(tmp_path / "b.parquet", 1500, 2)]
     cfg = {"epochs": 6, "batches_per_epoch": 3, "batch_size": 800, "lr": 1e-2, "seed": 3, "patience": 50,
@@ -352,6 +353,7 @@ def test_constraints_use_only_analysis_events(tmp_path):
     assert float(unmasked["dcorr_x_mt"]) != pytest.approx(float(on_sub["dcorr_x_mt"]), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_tradeoff_table_is_on_validation_and_fills_the_doc(tmp_path):
     from svjscout.models.train_twin import (TRADEOFF_BEGIN, TRADEOFF_END, fill_tradeoff_doc, format_tradeoff,
                                             tradeoff_table)

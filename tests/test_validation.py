@@ -39,6 +39,7 @@ def known_card(tmp_path_factory):
     return parse_datacard(out / "datacards" / index["cards"][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("r_inj", [0.0, 0.05])
 def test_injected_signal_is_recovered(known_card, r_inj):
     res = injection_test(known_card, r_inj, n_toys=300, seed=4)
@@ -144,6 +145,7 @@ def test_contamination_bias_equals_the_formula():
     assert res["exceeds_nonclosure"] == [bool(abs(manual[0]) > 0.001), bool(abs(manual[1]) > 0.5)]
 
 
+@pytest.mark.slow
 def test_signal_rising_toy_has_valid_card(tmp_path):
     """validate() end to end on written cards: every section present and JSON-safe."""
     import json
@@ -177,6 +179,7 @@ def _run_folder(path):
     write_datacards(h, ds, WP, path)
 
 
+@pytest.mark.slow
 def test_validate_cli_writes_json_figures_and_summary(tmp_path):
     import json
     import subprocess

@@ -43,6 +43,7 @@ def thin_r0():
         logger.setLevel(level)
 
 
+@pytest.mark.slow
 def test_boundary_toys_are_counted_not_dropped(thin_r0):
     res = thin_r0
     assert res["r_range"][0] == pytest.approx(-0.018, rel=1e-3)
@@ -60,6 +61,7 @@ def test_boundary_toys_are_counted_not_dropped(thin_r0):
     assert np.all(np.isfinite(p))
 
 
+@pytest.mark.slow
 def test_median_pull_unbiased_where_dropping_boundary_toys_is_biased(thin_r0):
     pu = thin_r0["pull"]
     assert abs(pu["median"]) < max(2 * pu["median_err"], 0.1)
@@ -69,6 +71,7 @@ def test_median_pull_unbiased_where_dropping_boundary_toys_is_biased(thin_r0):
     assert pu["mean_excl_boundary"] > pu["median"] + 0.15
 
 
+@pytest.mark.slow
 def test_signal_above_the_floor_is_recovered():
     res = injection_test(_thin_card(), 0.05, n_toys=150, seed=5)
     pu = res["pull"]
@@ -123,6 +126,7 @@ def test_injections_relative_to_the_expected_limit():
         parse_inject("0,abc")
 
 
+@pytest.mark.slow
 def test_validate_injects_at_the_limits_json_numbers(tmp_path):
     """validate() on written cards: r_inj = N x exp0 of the limits given, the settings for
     Combine carry the same r and range, and the SP goodness of fit (B masked: no test) has no

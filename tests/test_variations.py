@@ -120,6 +120,7 @@ def test_variations_identical_for_any_chunking(syst_job):
         np.testing.assert_allclose(va.value, vb.value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow
 def test_weight_variations_from_generated_branches(tmp_path, toy_models):
     """A generated signal file with pileup carries PSWeight and Pileup_nTrueInt: the ISR/FSR and
     pileup variations are filled, and the ISR-up total is the nominal reweighted by PSWeight[0]."""
