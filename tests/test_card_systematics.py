@@ -305,6 +305,7 @@ def _scipy_median(s, b, kd, ku, knc=None):
     return optimize.brentq(lambda mu: np.sqrt(max(qa(mu), 0)) - t, 1e-6, 100.0, xtol=1e-10)
 
 
+@pytest.mark.slow
 def test_quick_limit_with_one_source_matches_scipy(tmp_path):
     h, ds = realistic_toy(n_mt=1, n_signal=1, n_background=1, with_data=False, scale=0.02)
     sig = "svj_mz1500_rinv0.3"

@@ -112,6 +112,7 @@ def test_resume_command_reads_back_the_same_configuration():
     assert back == overrides
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_how_to_resume(tmp_path):
     """A real `svjscout run` interrupted (SIGINT) after its processing, when the working point is
     chosen (the choice's log line): exit 130 and the resume line with the actual output folder and
