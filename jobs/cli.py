@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 
 import click
 
@@ -23,10 +24,44 @@ CREDITS = ("Jets are clustered with FastJet (M. Cacciari, G.P. Salam, G. Soyez, 
            "hep-ph/0512210) through the scikit-hep fastjet package; its banner is switched off.")
 
 
+class _LazyCommands(MutableMapping):
+    """A group's ``commands``: the names of its table at once, each command imported when it is
+    first looked up (``group.commands[name]``), so that whatever walks the click tree sees every
+    verb and loads only those it uses."""
+
+    def __init__(self, group: _LazyGroup):
+        self._group, self._loaded = group, {}
+
+    def __getitem__(self, name):
+        if name not in self._loaded:
+            if name not in self._group.COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = self._group.load(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name, cmd):
+        self._loaded[name] = cmd
+
+    def __delitem__(self, name):
+        del self._loaded[name]
+
+    def __contains__(self, name):
+        return name in self._loaded or name in self._group.COMMANDS
+
+    def __iter__(self):
+        return iter(sorted(set(self._loaded) | set(self._group.COMMANDS)))
+
+    def __len__(self):
+        return len(set(self._loaded) | set(self._group.COMMANDS))
+
+    def loaded(self, name) -> bool:
+        return name in self._loaded
+
+
 class _LazyGroup(click.Group):
-    """A group whose commands are loaded from their modules when named. ``COMMANDS``: name ->
-    (module, attribute, the one-line help ``svjscout --help`` shows without loading the module;
-    tests/test_stage_settings.py checks it is the command's own)."""
+    """A group whose commands are imported from their modules when named. ``COMMANDS``: name ->
+    (module, attribute, the one-line help ``--help`` shows without importing the module;
+    tests/test_stage_settings.py checks that it is the command's own)."""
 
     COMMANDS = {
         "generate": ("svjscout.jobs.commands_run", "generate",
@@ -45,23 +80,24 @@ class _LazyGroup(click.Group):
                      "Fit validation of the cards of OUTDIR (a `svjscout run` output folder)."),
     }
 
-    def list_commands(self, ctx):
-        return sorted(set(self.COMMANDS) | set(self.commands))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        given, self.commands = self.commands, _LazyCommands(self)
+        self.commands.update(given)
 
-    def get_command(self, ctx, name):
-        if name in self.commands:
-            return self.commands[name]
-        if name not in self.COMMANDS:
-            return None
+    def load(self, name: str) -> click.Command:
         module, attr, _ = self.COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
-        """The verbs and their one-line help, without loading their modules."""
-        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        """The verbs and their one-line help, without importing the modules not yet loaded."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
         rows = []
-        for name in self.list_commands(ctx):
-            if name in self.commands:
+        for name in names:
+            if self.commands.loaded(name):
                 rows.append((name, self.commands[name].get_short_help_str(limit)))
             else:
                 rows.append((name, click.utils.make_default_short_help(self.COMMANDS[name][2], limit)))
@@ -92,23 +128,20 @@ def quiet_dask(verbose: int) -> None:
     logging.getLogger("distributed").setLevel(level.upper())
 
 
-class _TrainGroup(click.Group):
+class _TrainGroup(_LazyGroup):
     """``svjscout train``: its commands import torch (the optional 'train' extra), so they are
-    loaded when named, not when ``svjscout`` starts (``svjscout --help`` stays fast, and works
-    without torch)."""
+    imported when named, not when ``svjscout`` starts; without torch they say what to install."""
 
-    COMMANDS = {"lundnet": ("svjscout.jobs.commands_train_lundnet", "lundnet_cmd"),
-                "twin": ("svjscout.jobs.commands_train_twin", "twin_cmd")}
+    COMMANDS = {
+        "lundnet": ("svjscout.jobs.commands_train_lundnet", "lundnet_cmd",
+                    "Train LundNet on SKIM parquet files (or folders of them) written by the processors."),
+        "twin": ("svjscout.jobs.commands_train_twin", "twin_cmd",
+                 "Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM;"),
+    }
 
-    def list_commands(self, ctx):
-        return sorted(self.COMMANDS)
-
-    def get_command(self, ctx, name):
-        if name not in self.COMMANDS:
-            return None
-        module, attr = self.COMMANDS[name]
+    def load(self, name: str) -> click.Command:
         try:
-            return getattr(importlib.import_module(module), attr)
+            return super().load(name)
         except ModuleNotFoundError as err:  # torch (or another part of the train extra) not installed
             if err.name is None or err.name.split(".")[0] == "svjscout":
                 raise
