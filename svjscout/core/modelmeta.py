@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from svjscout.core.exceptions import ModelMismatchError
 
 #: Metadata entries stored as JSON.
@@ -37,8 +39,6 @@ def file_sha256(path: str | Path) -> str:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of an ONNX file, JSON entries decoded."""
-    import onnx  # a dependency of the package; imported here so that reading a card needs no onnx
-
     model = onnx.load(str(path), load_external_data=False)
     out: dict[str, Any] = {}
     for prop in model.metadata_props:

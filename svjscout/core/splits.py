@@ -31,7 +31,7 @@ Properties (tests/test_splits.py):
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
