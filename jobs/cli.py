@@ -105,11 +105,25 @@ class _LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class _Root(_LazyGroup):
+    """The ``svjscout`` group: logging is set up from ``-v`` before the verb's module is imported
+    (click resolves the verb before it runs the group's callback), so that dask, imported with
+    the module, reads the logging level asked for."""
+
+    def invoke(self, ctx):
+        setup_logging(ctx.params.get("verbose", 0))
+        return super().invoke(ctx)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="svjscout", message=f"%(prog)s, version %(version)s\n{CREDITS}")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, also from dask; -vv debug).")
 def cli(verbose: int) -> None:
     """svjscout: semi-visible-jet search on HLT-scouting data, from ROOT files to Combine datacards."""
+
+
+def setup_logging(verbose: int) -> None:
+    """Log level from ``-v`` (warnings; -v info; -vv debug), dask's included (:func:`quiet_dask`)."""
     quiet_dask(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
