@@ -460,15 +460,15 @@ def test_scan_wp_differs_from_analysis_wp(scan_run):
 def test_histograms_root_at_the_run_wp(scan_run):
     import uproot
 
-    from svjscout.datacards import region_yields
+    from svjscout.datacards import StatInputs, region_yields
     from svjscout.datacards.regions import REGIONS
 
     wp = tuple(scan_run["result"]["wp"])
-    xy_mt, datasets = scan_run["coffea"]["hists"]["xy_mt"], scan_run["coffea"]["datasets"]
+    inputs, datasets = StatInputs.from_output(scan_run["coffea"]), scan_run["coffea"]["datasets"]
     with uproot.open(scan_run["out"] / "histograms.root") as f:
         for ds in DATASETS:
             for plane in ("SP", "VP"):
-                y = region_yields(xy_mt, datasets, wp, plane=plane, which=[ds])
+                y = region_yields(inputs.xy_mt, datasets, wp, plane=plane, which=[ds], parents=inputs.parents)
                 for k, region in enumerate(REGIONS):
                     th1 = f[f"{ds}/{plane}/{region}"]
                     assert np.allclose(th1.values(), y.n[k], rtol=1e-9, atol=1e-9), (ds, plane, region)
@@ -535,13 +535,13 @@ def test_wp_recorded_alike_everywhere(scan_run):
 
 @pytest.mark.slow
 def test_coffea_mt_abcd_at_the_run_wp(scan_run):
-    from svjscout.datacards import check_mt_abcd, mt_abcd_at
     from svjscout.core.exceptions import HistogramError
+    from svjscout.datacards import StatInputs, check_mt_abcd, mt_abcd_at
 
     output = scan_run["coffea"]
     wp = tuple(scan_run["result"]["wp"])
     mt_abcd, xy_mt = output["hists"]["mt_abcd"], output["hists"]["xy_mt"]
-    rebuilt = mt_abcd_at(xy_mt, wp)
+    rebuilt = mt_abcd_at(xy_mt, wp, parents=StatInputs.from_output(output).parents)
     assert np.allclose(mt_abcd.values(), rebuilt.values()) and np.allclose(mt_abcd.variances(), rebuilt.variances())
     check_mt_abcd(mt_abcd, xy_mt, wp)
     with pytest.raises(HistogramError):  # not at analysis.wp, where the processor filled it
@@ -552,13 +552,13 @@ def test_coffea_mt_abcd_at_the_run_wp(scan_run):
 @pytest.mark.parametrize("wp", [(0.5, 0.5), SPLIT_WP])
 def test_mt_abcd_at_equals_the_processor_fill(small_job, wp):
     """Independent check: the processor fills mt_abcd event by event at analysis.wp."""
-    from svjscout.datacards import check_mt_abcd, mt_abcd_at
+    from svjscout.datacards import StatInputs, check_mt_abcd, mt_abcd_at
     from svjscout.jobs.runner import run_processor
 
     cfg = small_job.model_copy(update={"analysis": small_job.analysis.model_copy(update={"wp": wp})})
     output, _ = run_processor(cfg)
     direct, xy_mt = output["hists"]["mt_abcd"], output["hists"]["xy_mt"]
-    rebuilt = mt_abcd_at(xy_mt, cfg.analysis.wp)
+    rebuilt = mt_abcd_at(xy_mt, cfg.analysis.wp, parents=StatInputs.from_output(output).parents)
     assert list(rebuilt.axes["dataset"]) == list(direct.axes["dataset"])
     assert list(rebuilt.axes["region"]) == list(direct.axes["region"])
     assert np.allclose(rebuilt.axes["mt"].edges, direct.axes["mt"].edges)
