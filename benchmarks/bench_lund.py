@@ -77,7 +77,14 @@ def main() -> None:
     import fastjet
     import torch
 
-    from svjscout.models.lundnet import REFERENCE, SMALL, LundNet, count_parameters, export_lundnet_onnx, load_lundnet_session
+    from svjscout.models.lundnet import (
+        REFERENCE,
+        SMALL,
+        LundNet,
+        count_parameters,
+        export_lundnet_onnx,
+        load_lundnet_session,
+    )
     from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 
     torch.set_num_threads(1)
@@ -115,7 +122,8 @@ def main() -> None:
             torch.manual_seed(0)
             model = LundNet(cfg)
             path = export_lundnet_onnx(model, Path(tmp) / f"lundnet_{name}.onnx", cfg.features, {}, {})
-            rows.append((f"LundNet {name} ({count_parameters(model)} params), onnxruntime, batch {batch}, L={args.max_len}",
+            rows.append((f"LundNet {name} ({count_parameters(model)} params), onnxruntime, "
+                         f"batch {batch}, L={args.max_len}",
                          ort_rate(path)))
             rows.append((f"LundNet {name}, batches trimmed to their longest jet", ort_rate(path, trim=True)))
         shipped = ROOT / "models" / "lundnet.onnx"
@@ -123,7 +131,8 @@ def main() -> None:
             rows.append((f"shipped models/lundnet.onnx, batch {batch}, L={args.max_len}", ort_rate(shipped)))
 
     print(f"{n_jets} AK8 jets, {n_cons.mean():.1f} constituents/jet on average (max {n_cons.max()}), "
-          f"{ak.mean(ak.num(nodes)):.1f} primary declusterings/jet; jets per CPU-second (1 thread), best of {args.repeat}")
+          f"{ak.mean(ak.num(nodes)):.1f} primary declusterings/jet; "
+          f"jets per CPU-second (1 thread), best of {args.repeat}")
     print()
     print("| stage | jets/s |")
     print("|---|---|")

@@ -153,7 +153,8 @@ def _memory(cfg, sizes, prefilter_modes) -> list[str]:
                 parts.append(f["Events"].arrays(branches, library="ak"))
     allev = ak.concatenate(parts)
     models = {"lundnet": cfg.resolve(cfg.analysis.lundnet_model), "twin": cfg.resolve(cfg.analysis.twin_model)}
-    lines = [f"{'chunk (events)':<16}" + "".join(f"{'prefilter ' + ('on' if m else 'off'):>18}" for m in prefilter_modes)
+    lines = [f"{'chunk (events)':<16}"
+             + "".join(f"{'prefilter ' + ('on' if m else 'off'):>18}" for m in prefilter_modes)
              + f"{'baseline':>12}"]
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         for n in sizes:

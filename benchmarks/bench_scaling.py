@@ -137,7 +137,8 @@ def main() -> None:
           f"{'peak RSS/worker MB':>20}{'overhead/chunk s':>18}{'transfer/chunk ms':>19}")
     for r in rows:
         print(f"{r['workers']:>8}{r['events']:>9}{r['chunks']:>8}{r['seconds']:>10.2f}{r['rate']:>11.0f}"
-              f"{r['rate'] / rows[0]['rate']:>10.2f}{r['rss']:>20.0f}{r['overhead']:>18.3f}{r['transfer'] * 1e3:>19.1f}")
+              f"{r['rate'] / rows[0]['rate']:>10.2f}{r['rss']:>20.0f}{r['overhead']:>18.3f}"
+              f"{r['transfer'] * 1e3:>19.1f}")
     print(f"target: >= 1.8x from 1 to 2 workers; measured {rows[1]['rate'] / rows[0]['rate']:.2f}x")
 
 

@@ -39,7 +39,8 @@ def main() -> None:
     res, med, mn = _time(lambda: scan_working_points(h, ds), args.repeat)
     rows.append((f"scan {len(res.grid_x)}x{len(res.grid_y)} grid (vectorised)", med, mn,
                  f"best {res.best}, {int(res.table.passes.sum())} pass"))
-    res65, med65, mn65 = _time(lambda: scan_working_points(h, ds, grid=([i / 40 for i in range(1, 40)],) * 2), args.repeat)
+    res65, med65, mn65 = _time(lambda: scan_working_points(h, ds, grid=([i / 40 for i in range(1, 40)],) * 2),
+                               args.repeat)
     rows.append(("scan 39x39 grid (every interior edge)", med65, mn65, ""))
     pts = [(x, y) for x in res.grid_x[::8] for y in res.grid_y[::8]]
     _, med_loop, mn_loop = _time(lambda: [abcd_prediction(h, ds, p) for p in pts], 1)

@@ -31,8 +31,14 @@ def main() -> None:
 
     from svjscout.models.abcd_objective import ObjectiveSettings, abcd_significance
     from svjscout.models.mdmm import MDMM, Constraint
-    from svjscout.models.train_twin import (CONSTRAINTS, SkimData, TwinTrainConfig, _loss_terms, _Tensors,
-                                            constraint_floors)
+    from svjscout.models.train_twin import (
+        CONSTRAINTS,
+        SkimData,
+        TwinTrainConfig,
+        _loss_terms,
+        _Tensors,
+        constraint_floors,
+    )
     from svjscout.models.twin import TwinMLP
 
     rng = np.random.default_rng(0)
@@ -88,7 +94,8 @@ def main() -> None:
         floor_draw = (time.perf_counter() - t0) / args.repeat
         rows.append((bs, np.mean(times), ana[True], ana[False], floor_draw))
     print(f"twin step benchmark: {n} events ({int((label == 0).sum())} background), {args.threads} thread(s)\n")
-    print("| batch size | MDMM step [s] | analysis step, constraints on [s] | analysis step, off [s] | floor draw [s] |")
+    print("| batch size | MDMM step [s] | analysis step, constraints on [s] "
+          "| analysis step, off [s] | floor draw [s] |")
     print("|---|---|---|---|---|")
     for bs, step, a_on, a_off, fd in rows:
         print(f"| {bs:,} | {step:.3f} | {a_on:.3f} | {a_off:.3f} | {fd:.3f} |")

@@ -166,7 +166,8 @@ def table(rows: list[dict]) -> str:
         fails = r.get("combine_failed_fits") or []
         note = ("  Combine fit failed at " + ", ".join(f"r={x:.5g} (dNLL {d:.4g})" for x, d in fails)) if fails else ""
         if r.get("combine_rerun"):
-            note += f"  (Combine rerun with rMax = {r['combine_rmax_factor']:g} x median: first search had a failed fit)"
+            note += (f"  (Combine rerun with rMax = {r['combine_rmax_factor']:g} x median: "
+                     "first search had a failed fit)")
         lines.append(f"{r['point']:<26} {r['quantile']:<8} {r['quick']:>12.6g} {r['combine']:>12.6g} "
                      f"{r['rel_diff']:>+10.3%}  {cap}{note}")
     return "\n".join(lines)
@@ -175,7 +176,8 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("cards", help="DIR, DIR/datacards or index.json")
-    ap.add_argument("--env", default=None, help="setup script to source before Combine (e.g. /work/combine-build/env.sh)")
+    ap.add_argument("--env", default=None,
+                    help="setup script to source before Combine (e.g. /work/combine-build/env.sh)")
     ap.add_argument("--tol", type=float, default=0.005, help="relative tolerance on every uncapped quantile")
     ap.add_argument("--keep", default=None, help="keep Combine's work folders here (default: a temporary folder)")
     ap.add_argument("--rmax-factor", type=float, default=5.3,

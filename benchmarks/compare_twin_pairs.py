@@ -82,7 +82,8 @@ def main() -> None:
             out = []
             for rec in r["validation"].get("points", {}).get(p, {}).get("injection", []):
                 pull = rec.get("pull", {})
-                out.append(f"r={rec['r_inj']:.3g}: {_f(pull.get('mean'), '{:+.2f}')}+-{_f(pull.get('mean_err'), '{:.2f}')}")
+                out.append(f"r={rec['r_inj']:.3g}: {_f(pull.get('mean'), '{:+.2f}')}"
+                           f"+-{_f(pull.get('mean_err'), '{:.2f}')}")
             return "; ".join(out) or "-"
         add(f"mean pull, injection, {point}", inj)
     print("\n".join(lines))

@@ -64,7 +64,8 @@ def copies_of(files: list[Path]) -> int:
 def subsets_table(copies: dict, k: int) -> list[str]:
     """N_eff over parents had only K' of the K copies been generated (see the module docstring)."""
     index = (copies["event"].astype(np.int64) - 1) % k
-    rows = ["| copies K' | N_eff over parents (mean over subsets) | spread over subsets | subsets |", "|---|---|---|---|"]
+    rows = ["| copies K' | N_eff over parents (mean over subsets) | spread over subsets | subsets |",
+            "|---|---|---|---|"]
     for kk in [d for d in (1, 2, 5, 10, 20, 40, 100) if d <= k and k % d == 0]:
         v = [n_eff_over_parents(copies["w"][sel] * (k / kk), copies["key"][sel])
              for sel in ((index // kk) == j for j in range(k // kk))]

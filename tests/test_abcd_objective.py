@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from svjscout.datacards.significance import asimov_z, mean_z, rescale_factors
-from svjscout.models.abcd_objective import (ObjectiveSettings, abcd_significance, asimov_z2, binned_yields,
-                                            soft_memberships)
+from svjscout.models.abcd_objective import (
+    ObjectiveSettings,
+    abcd_significance,
+    asimov_z2,
+    binned_yields,
+    soft_memberships,
+)
 
 EDGES = (650.0, 900.0, 1300.0, 2000.0)
 

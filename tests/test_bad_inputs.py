@@ -129,6 +129,6 @@ def test_missing_model_is_refused_at_load_time():
     job = load_job(None)  # the embedded job loads: its models exist
     assert job.analysis.twin_model
     for key in ("twin_model", "lundnet_model"):
-        with pytest.raises(ConfigError, match=rf"analysis\.{key}: 'data/nothing\.onnx' resolves to .*jobs/data/nothing\.onnx, "
-                                              r"which does not exist"):
+        with pytest.raises(ConfigError, match=rf"analysis\.{key}: 'data/nothing\.onnx' resolves to "
+                                              r".*jobs/data/nothing\.onnx, which does not exist"):
             load_job(None, {f"analysis.{key}": "data/nothing.onnx"})

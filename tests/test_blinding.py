@@ -8,9 +8,9 @@ import sys
 import pytest
 from coffea.util import save
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards import write_datacards
 from svjscout.datacards.toys import realistic_toy
-from svjscout.core.exceptions import DatacardError
 from svjscout.jobs.config import DatacardSpec
 
 WP = (0.775, 0.875)
@@ -59,7 +59,8 @@ def test_library_unblind_marks_cards_and_index(toy, tmp_path):
 
     blind = write_datacards(h, ds, WP, tmp_path / "b")  # Asimov: blinded whatever unblind says
     assert blind["unblinded"] is False
-    assert not any("UNBLINDED" in line for line in _headers((tmp_path / "b" / "datacards" / blind["cards"][0]).read_text()))
+    assert not any("UNBLINDED" in line
+                   for line in _headers((tmp_path / "b" / "datacards" / blind["cards"][0]).read_text()))
     also_blind = write_datacards(h, ds, WP, tmp_path / "bu", unblind=True)
     assert also_blind["unblinded"] is False
 

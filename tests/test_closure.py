@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from svjscout.models.closure import (binned_closure, closure, occupancy_deficit, plane_closures, plane_mask,
-                                     plane_occupancies, soft_counts)
+from svjscout.models.closure import (
+    binned_closure,
+    closure,
+    occupancy_deficit,
+    plane_closures,
+    plane_mask,
+    plane_occupancies,
+    soft_counts,
+)
 
 
 def _grid(k: int = 40):

@@ -160,7 +160,8 @@ def test_jer_same_z_for_all_variations(cset):
     # a coherent shift: up is further from 1 than nom, nom further than down (same z)
     assert np.all(np.abs(f["up"] - 1) >= np.abs(f["nom"] - 1))
     assert np.all(np.abs(f["nom"] - 1) >= np.abs(f["down"] - 1))
-    assert np.array_equal(C.jer_factor(cset, ev["pt"], ev["eta"], 1, seeds), C.jer_factor(cset, ev["pt"], ev["eta"], "up", seeds))
+    assert np.array_equal(C.jer_factor(cset, ev["pt"], ev["eta"], 1, seeds),
+                          C.jer_factor(cset, ev["pt"], ev["eta"], "up", seeds))
     with pytest.raises(ValueError):
         C.jer_factor(cset, ev["pt"], ev["eta"], "sideways", seeds)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from svjscout.core.exceptions import HistogramError
 from svjscout.datacards import abcd_prediction
 from svjscout.datacards.toys import CENTERS, build_xy_mt, factorised, falling
-from svjscout.core.exceptions import HistogramError
 
 EDGES = [650.0, 1000.0, 1500.0, 3000.0]
 BKG = {"bkg": {"kind": "background"}}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import uproot
 
-from svjscout.datacards import collect_combine_limits, read_limit_file
 from svjscout.core.exceptions import DatacardError, InputFileError
+from svjscout.datacards import collect_combine_limits, read_limit_file
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "jobs" / "combine_limits.sh"
 
@@ -128,8 +128,8 @@ def test_script_runs_fake_combine_and_collects(tmp_path):
     env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin", "PYTHON": "/usr/bin/python3", "PYTHONPATH": ""}
     r = subprocess.run(["/usr/bin/python3", "-c", "import svjscout"], capture_output=True, env=env, cwd=tmp_path)
     assert r.returncode != 0, "the system python must not see svjscout for this test to mean anything"
-    r = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120,
-                       cwd=tmp_path)
+    r = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 point(s), 0 failed" in r.stdout and "svjscout limits" in r.stdout
     assert not list(stale.glob("higgsCombine*"))
@@ -141,4 +141,5 @@ def test_script_runs_fake_combine_and_collects(tmp_path):
     assert r.returncode == 0, r.stderr
     lim = json.loads((tmp_path / "out" / "limits.json").read_text())
     assert sorted(lim) == sorted(points)
-    assert lim["svj_mz3000_rinv0.5"] == {"exp-2": 1.0, "exp-1": 2.0, "exp0": 3.0, "exp+1": 4.0, "exp+2": 5.0, "obs": None}
+    assert lim["svj_mz3000_rinv0.5"] == {"exp-2": 1.0, "exp-1": 2.0, "exp0": 3.0, "exp+1": 4.0, "exp+2": 5.0,
+                                         "obs": None}

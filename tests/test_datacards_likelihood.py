@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards.likelihood import Fitter, build_model
 from svjscout.datacards.parser import parse_text
-from svjscout.core.exceptions import DatacardError
 
 CARD = """imax 4
 jmax 1
@@ -154,7 +154,8 @@ def test_gmn_yield_and_constraint():
     # -ln L relative to theta_g = N: the Poisson constraint theta - N ln theta
     d = m.nll(x, n, np.zeros(2)) - m.nll(np.array([2.0, 0.0, 0.0, 4.0]), n, np.zeros(2))
     nu_a, nu_b = 100 + 30.0, 100 + 20.0
-    expect = (nu_a - 100 * np.log(nu_a)) - (nu_b - 100 * np.log(nu_b)) + (6.0 - 4 * np.log(6.0)) - (4.0 - 4 * np.log(4.0))
+    expect = ((nu_a - 100 * np.log(nu_a)) - (nu_b - 100 * np.log(nu_b))
+              + (6.0 - 4 * np.log(6.0)) - (4.0 - 4 * np.log(4.0)))
     assert d == pytest.approx(expect, rel=1e-10)
     # the background-only fit leaves the signal's gmN at N
     _, xb = Fitter(m).fit(r=0.0)

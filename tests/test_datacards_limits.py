@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards import card_limits, parse_datacard, quick_limits, write_datacards
 from svjscout.datacards.limits import QUANTILES, cls_asymptotic, expected_target
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.toys import realistic_toy
 from svjscout.datacards.writer import format_card
-from svjscout.core.exceptions import DatacardError
 
 ONE_BIN = """imax 1
 jmax 1
@@ -102,7 +102,8 @@ def test_abcd_card_scaling_and_ordering():
     for k in QUANTILES:
         assert l2[k] == pytest.approx(l1[k] / 2, rel=2e-3)
     # a larger non-closure uncertainty weakens the limit
-    l3 = card_limits(_abcd_card([200.0, 50.0], [4000.0, 900.0], [300.0, 80.0], [20.0, 15.0], s_other=1.0, nonclosure=0.5))
+    l3 = card_limits(_abcd_card([200.0, 50.0], [4000.0, 900.0], [300.0, 80.0], [20.0, 15.0],
+                                s_other=1.0, nonclosure=0.5))
     assert l3["exp0"] > l1["exp0"]
 
 
@@ -113,7 +114,7 @@ def test_quick_limits_on_written_cards(tmp_path):
     lim = quick_limits(tmp_path, out=out)
     assert sorted(lim) == sorted(index["points"])
     on_disk = json.loads(out.read_text())
-    for point, v in on_disk.items():
+    for _point, v in on_disk.items():
         verdict = {k: index[k] for k in ("backed", "verdict") if k in index}
         assert set(v) == {"exp-2", "exp-1", "exp0", "exp+1", "exp+2", "obs", "capped_by_combine", *verdict}
         assert v["obs"] is None and isinstance(v["capped_by_combine"], list)
@@ -290,8 +291,10 @@ def test_combine_band_caps():
     from svjscout.datacards.limits import capped_quantiles, combine_band_caps
 
     caps = combine_band_caps(1.0)
-    assert caps["exp+1"] == pytest.approx(1 + 2 / stats.norm.ppf(0.975)) and caps["exp+1"] == pytest.approx(2.0204, abs=1e-4)
-    assert caps["exp+2"] == pytest.approx(1 + 4 / stats.norm.ppf(0.975)) and caps["exp+2"] == pytest.approx(3.0409, abs=1e-4)
+    assert (caps["exp+1"] == pytest.approx(1 + 2 / stats.norm.ppf(0.975))
+            and caps["exp+1"] == pytest.approx(2.0204, abs=1e-4))
+    assert (caps["exp+2"] == pytest.approx(1 + 4 / stats.norm.ppf(0.975))
+            and caps["exp+2"] == pytest.approx(3.0409, abs=1e-4))
     assert capped_quantiles({"exp0": 1.0, "exp+1": 1.9, "exp+2": 3.5}) == ["exp+2"]
     assert capped_quantiles({"exp0": 1.0, "exp+1": 2.5, "exp+2": 6.0}) == ["exp+1", "exp+2"]
     assert capped_quantiles({"exp0": 1.0, "exp+1": 1.5, "exp+2": 2.1}) == []

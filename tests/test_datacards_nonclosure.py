@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards import abcd_prediction, nonclosure_uncertainties
 from svjscout.datacards.nonclosure import kappas_from_deltas, log_kappa, nonclosure_from_deltas, nonclosure_report
 from svjscout.datacards.toys import CENTERS, build_xy_mt, factorised, falling
-from svjscout.core.exceptions import DatacardError
 
 EDGES = [650.0, 1000.0, 1500.0]
 
@@ -39,7 +39,8 @@ def test_from_histogram_sp_closes_vp_correlated():
     u_sig = nonclosure_uncertainties(h, ds, wp, method="significance")
     assert np.all(np.abs(tvp.delta) > 2 * tvp.sigma_delta)
     np.testing.assert_allclose(u_sig, np.maximum(log_kappa(tvp.delta) - 1, tsp.sigma_delta))
-    np.testing.assert_allclose(u, np.maximum.reduce([log_kappa(tvp.delta) - 1, log_kappa(tsp.delta) - 1, tsp.sigma_delta]))
+    np.testing.assert_allclose(u, np.maximum.reduce([log_kappa(tvp.delta) - 1, log_kappa(tsp.delta) - 1,
+                                                     tsp.sigma_delta]))
     assert np.all(u > 0.01)
     np.testing.assert_allclose(nonclosure_uncertainties(h, ds, wp, method="sp"), tsp.sigma_delta)
     merged = nonclosure_uncertainties(h, ds, wp, method="vp", groups=[[0, 1]])
@@ -78,7 +79,8 @@ def test_closure_compatible_with_zero_gets_the_test_precision():
     np.testing.assert_allclose(k, [1.1, 1.8])
     assert src == ["SP precision", "VP non-closure"]
     # the old rule took |delta_VP| = 0.8 at face value in both bins
-    np.testing.assert_allclose(nonclosure_from_deltas([0.0, 0.0], [0.8, 0.8], [0.1, 0.1], [0.5, 0.1], "max"), [0.8, 0.8])
+    np.testing.assert_allclose(nonclosure_from_deltas([0.0, 0.0], [0.8, 0.8], [0.1, 0.1], [0.5, 0.1], "max"),
+                               [0.8, 0.8])
 
 
 def test_report_has_neff_and_is_json_safe():

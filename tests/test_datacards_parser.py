@@ -2,10 +2,10 @@
 
 import pytest
 
+from svjscout.core.exceptions import DatacardError
 from svjscout.datacards import parse_datacard, validate_datacard, write_datacards
 from svjscout.datacards.parser import parse_text
 from svjscout.datacards.toys import realistic_toy
-from svjscout.core.exceptions import DatacardError
 
 
 @pytest.fixture(scope="module")

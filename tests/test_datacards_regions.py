@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+from svjscout.core.exceptions import HistogramError
 from svjscout.datacards.regions import (
-    cumulative_2d, parse_wp, region_yields, regions_from_cumsum, snap_threshold,
+    cumulative_2d,
+    parse_wp,
+    region_yields,
+    regions_from_cumsum,
+    snap_threshold,
 )
 from svjscout.datacards.toys import build_xy_mt, empty_xy_mt
-from svjscout.core.exceptions import HistogramError
 
 
 def test_cumsum_regions_match_slicing():
@@ -80,7 +84,8 @@ def _mt_abcd_from(h, wp):
     ix, iy = int(round(wp[0] * 40)), int(round(wp[1] * 40))
     v = m.view(flow=False)
     v["value"] = np.moveaxis(regions_from_cumsum(cumulative_2d(h.values(flow=False)), ix, iy)[:, :, :, 0, 0], 0, 2)
-    v["variance"] = np.moveaxis(regions_from_cumsum(cumulative_2d(h.variances(flow=False)), ix, iy)[:, :, :, 0, 0], 0, 2)
+    v["variance"] = np.moveaxis(regions_from_cumsum(cumulative_2d(h.variances(flow=False)), ix, iy)[:, :, :, 0, 0],
+                                0, 2)
     return m
 
 

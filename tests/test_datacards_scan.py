@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from svjscout.core.exceptions import HistogramError
 from svjscout.datacards import ScanRules, scan_working_points, write_scan
-from svjscout.datacards.abcd import predict
 from svjscout.datacards.scan import plateau_mask
 from svjscout.datacards.significance import asimov_z
 from svjscout.datacards.toys import build_xy_mt, factorised, falling, realistic_toy
-from svjscout.core.exceptions import HistogramError
 
 EDGES = [650.0, 1000.0, 2000.0]
 #: the statistics guard off (no M_T bin merged): the per-bin formulas compared with a brute force
@@ -52,7 +51,8 @@ def _brute(h, ds, x0, y0, ref, u=None):
     ix, iy = int(round(x0 * 40)), int(round(y0 * 40))
 
     def regions(a):
-        return np.array([a[ix:, :iy].sum((0, 1)), a[ix:, iy:].sum((0, 1)), a[:ix, :iy].sum((0, 1)), a[:ix, iy:].sum((0, 1))])
+        return np.array([a[ix:, :iy].sum((0, 1)), a[ix:, iy:].sum((0, 1)),
+                         a[:ix, :iy].sum((0, 1)), a[:ix, iy:].sum((0, 1))])
 
     bk = [names.index(n) for n, m in ds.items() if m["kind"] == "background"]
     sg = [n for n, m in ds.items() if m["kind"] == "signal"]

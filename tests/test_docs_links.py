@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-_REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|models|jobs|samples|datacards|processors|benchmarks|tests)/[\w./-]+\.(?:md|yaml|sh|py|onnx|png))")
+_REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|models|jobs|samples|datacards|processors|benchmarks|tests)/"
+                        r"[\w./-]+\.(?:md|yaml|sh|py|onnx|png))")
 _BARE_PHYSICS = re.compile(r"(?<![\w/])physics\.md")
 
 

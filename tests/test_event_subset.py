@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 from conftest import assert_same_output, embedded_file, rewrite_file, with_executor
 
+from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
-from svjscout.core import splits
 
 FRACTIONS = (0.6, 0.2, 0.2)
 
 
 def _job(tmp_path, toy_models, datasets: dict[str, tuple[str, str]], chunksize: int = 10000):
-    lines = ["datasets:"] + [f"  {name}: {{kind: {kind}, files: ['{path}']}}" for name, (kind, path) in datasets.items()]
+    lines = ["datasets:"] + [f"  {name}: {{kind: {kind}, files: ['{path}']}}"
+                             for name, (kind, path) in datasets.items()]
     lines += ["analysis:", f"  lundnet_model: {toy_models[0]}", f"  twin_model: {toy_models[1]}", "  wp: [0.5, 0.5]",
               f"executor: {{name: iterative, chunksize: {chunksize}}}"]
     job = tmp_path / "job.yaml"

@@ -93,7 +93,8 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) 
 def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
     fh = open(log, "ab")
     try:
-        return subprocess.Popen([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        return subprocess.Popen([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                **kw)
     finally:
         fh.close()
 
@@ -128,7 +129,8 @@ def small_files() -> dict[str, list[str]]:
 def reference(toy_models, tmp_path_factory):
     """The small job through the iterative executor (the identity reference)."""
     d = tmp_path_factory.mktemp("reference")
-    out, _ = run_processor(load_job(job_yaml(d / "job.yaml", small_files(), toy_models, "{name: iterative, chunksize: 10000}")))
+    out, _ = run_processor(load_job(job_yaml(d / "job.yaml", small_files(), toy_models,
+                                             "{name: iterative, chunksize: 10000}")))
     return out
 
 
@@ -321,7 +323,8 @@ def test_slurm_job_script_is_the_config(slurm, toy_models, tmp_path):
     assert "--nthreads 1" in script and "--host 127.0.0.1" in script
 
 
-CONDOR_EXECUTOR = ("{{name: dask, workers: {workers}, chunksize: 100, worker_timeout: {timeout}, xrootd: {{timeout: 30, retries: 4}}, "
+CONDOR_EXECUTOR = ("{{name: dask, workers: {workers}, chunksize: 100, worker_timeout: {timeout}, "
+                   "xrootd: {{timeout: 30, retries: 4}}, "
                    "condor: {{cores: 1, memory: 3GB, disk: 2GB, scheduler_options: {{host: 127.0.0.1}}, "
                    "worker_extra_args: [--host, 127.0.0.1], job_extra_directives: {{+JobFlavour: '\"workday\"'}}}}}}")
 

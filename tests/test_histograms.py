@@ -16,7 +16,8 @@ def test_regions_at_boundaries():
 def test_regions_agree_with_histogram_bins():
     """A score on a bin edge goes to the bin above it, as the region does: scans on edges agree."""
     h = book([650, 1000, 2000], ["d"])["xy_mt"]
-    x = np.array([0.5, 0.475]); y = np.array([0.5, 0.5])
+    x = np.array([0.5, 0.475])
+    y = np.array([0.5, 0.5])
     h.fill(dataset="d", plane="SP", x=x, y=y, mt=[700, 700])
     v = h[{"dataset": "d", "plane": "SP"}].project("x").values()
     assert v[20] == 1 and v[19] == 1  # 0.5 is the low edge of bin 20

@@ -10,8 +10,8 @@ import pytest
 import uproot
 from click.testing import CliRunner
 
-from svjscout.datacards.integrity import card_sha256, check_cards
 from svjscout.core.exceptions import DatacardError
+from svjscout.datacards.integrity import card_sha256, check_cards
 from svjscout.jobs.commands_datacards import limits_cmd, validate_cmd
 
 CARD = """imax 1
@@ -125,9 +125,11 @@ def test_from_combine_never_overwrites_with_nulls(tmp_path):
     before = json.dumps({"svj_mz2000_rinv0.3": {"exp0": 1.0}, "svj_mz3000_rinv0.3": {"exp0": 2.0}})
     (run / "limits.json").write_text(before)
     q = [0.025, 0.16, 0.5, 0.84, 0.975]
-    _combine_output(run / "datacards" / "svj_mz2000_rinv0.3" / "higgsCombine.svj_mz2000_rinv0.3.AsymptoticLimits.mH120.root",
+    _combine_output(run / "datacards" / "svj_mz2000_rinv0.3"
+                    / "higgsCombine.svj_mz2000_rinv0.3.AsymptoticLimits.mH120.root",
                     [1, 2, 3, 4, 5], q)
-    _combine_output(run / "datacards" / "svj_mz3000_rinv0.3" / "higgsCombine.svj_mz3000_rinv0.3.AsymptoticLimits.mH120.root",
+    _combine_output(run / "datacards" / "svj_mz3000_rinv0.3"
+                    / "higgsCombine.svj_mz3000_rinv0.3.AsymptoticLimits.mH120.root",
                     [], [])  # Combine's empty tree
     r = CliRunner().invoke(_group(), ["limits", str(run), "--from-combine", "--no-plots"])
     assert r.exit_code != 0

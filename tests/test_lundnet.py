@@ -257,7 +257,8 @@ def test_train_lundnet_end_to_end(tmp_path, skim):
     cfg = TrainConfig(model=TINY, epochs=3, patience=2, seed=2, batch_size=32, lr=3e-3, threads=1,
                       progress=False, command="pytest")
     res = train_lundnet(skim, tmp_path / "out", cfg)
-    for name in ("lundnet.onnx", "lundnet_checkpoint.pt", "report.md", "report.json", "roc.png", "scores.png", "loss.png"):
+    for name in ("lundnet.onnx", "lundnet_checkpoint.pt", "report.md", "report.json", "roc.png", "scores.png",
+                 "loss.png"):
         assert (tmp_path / "out" / name).exists(), name
     report = json.loads(res.report_json.read_text())
     assert set(report["auc"]) == {"svj_mz2000_rinv0.3", "all"}

@@ -99,8 +99,8 @@ def test_cards_validate(run_dir):
 
 def test_cli_help_for_every_verb():
     runner = CliRunner()
-    for verb in (["generate"], ["process"], ["run"], ["scan"], ["datacards"], ["limits"], ["validate"], ["train", "lundnet"],
-                 ["train", "twin"]):
+    for verb in (["generate"], ["process"], ["run"], ["scan"], ["datacards"], ["limits"], ["validate"],
+                 ["train", "lundnet"], ["train", "twin"]):
         res = runner.invoke(cli, [*verb, "--help"])
         assert res.exit_code == 0, (verb, res.output)
         assert "Usage" in res.output

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import embedded_file
 
 pytestmark = pytest.mark.slow  # the figures of a whole main-job run (module fixture small_run, ~80 s)
@@ -125,8 +124,6 @@ def test_mt_spectra_per_gev_processes_and_signal_lines(small_run):
 
 def test_closure_plot_values_equal_abcd_prediction(small_run):
     from coffea.util import load
-
-    from svjscout.datacards import abcd_prediction
 
     from svjscout.datacards.abcd import abcd_from_yields
     from svjscout.datacards.regions import region_yields

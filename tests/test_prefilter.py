@@ -137,8 +137,8 @@ def _process(path, toy_models, cuts: Cuts, on: bool) -> dict:
     from coffea.nanoevents import NanoEventsFactory
 
     from svjscout.processors.processor import SVJProcessor
-    from svjscout.processors.settings import DatasetInfo, ProcessorConfig
     from svjscout.processors.schema import SVJScoutingSchema
+    from svjscout.processors.settings import DatasetInfo, ProcessorConfig
 
     events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="eager",
                                          metadata={"dataset": "hand", "filename": path}).events()

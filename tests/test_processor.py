@@ -201,6 +201,7 @@ def test_model_pair_and_lund_length_are_checked(small_job, tmp_path):
     with pytest.raises(ModelMismatchError, match=r"twin_paired.onnx.*lundnet.sha256.*lundnet_other.onnx"):
         run_processor(wrong)
     write_metadata(other, {"max_len": "16"})
-    lund_only = small_job.model_copy(update={"analysis": small_job.analysis.model_copy(update={"lundnet_model": str(other)})})
+    lund_only = small_job.model_copy(
+        update={"analysis": small_job.analysis.model_copy(update={"lundnet_model": str(other)})})
     with pytest.raises(ModelMismatchError, match=r"lundnet_other.onnx.*max_len.*16.*lund_max_len is 32"):
         run_processor(lund_only)

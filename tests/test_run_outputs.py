@@ -478,13 +478,10 @@ def test_histograms_root_at_the_run_wp(scan_run):
 @pytest.mark.slow
 def test_datacard_signal_rates_equal_histograms_root(scan_run):
     import uproot
-
-    from svjscout.datacards import parse_datacard
-    from svjscout.datacards.regions import REGIONS
-
     from coffea.util import load
 
-    from svjscout.datacards.regions import region_yields
+    from svjscout.datacards import parse_datacard
+    from svjscout.datacards.regions import REGIONS, region_yields
     from svjscout.datacards.split import split_halves
 
     out = scan_run["out"]
@@ -579,6 +576,8 @@ def test_summary_reports_lost_workers():
     """A run that lost dask workers says so in summary.md (the scheduler's event log, jobs/runner.py)."""
     from svjscout.jobs.report import _skipped_lines
 
-    lines = _skipped_lines({"executor": {"workers_lost": 1, "lost_workers": ["tcp://127.0.0.1:4321"], "tasks_rerun": 3}})
-    assert any("workers lost during the run: 1 (tcp://127.0.0.1:4321)" in line and "3 task(s)" in line for line in lines)
+    lines = _skipped_lines({"executor": {"workers_lost": 1, "lost_workers": ["tcp://127.0.0.1:4321"],
+                                         "tasks_rerun": 3}})
+    assert any("workers lost during the run: 1 (tcp://127.0.0.1:4321)" in line and "3 task(s)" in line
+               for line in lines)
     assert not any("lost" in line for line in _skipped_lines({"executor": {"workers_lost": 0}}))

@@ -1,8 +1,8 @@
 """The schema reads the embedded sample; missing branches are named; the mapping renames."""
 
 import pytest
-from conftest import embedded_file, rewrite_file
 from coffea.nanoevents import NanoEventsFactory
+from conftest import embedded_file, rewrite_file
 
 from svjscout.core.exceptions import InputFileError, MissingBranchError
 from svjscout.processors.schema import BranchMap, SVJScoutingSchema, check_file

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from svjscout.core.exceptions import ConfigError
 from svjscout.core import splits
+from svjscout.core.exceptions import ConfigError
 from svjscout.processors.features import EVENT_FEATURES
 
 L_NODES = 4
@@ -85,7 +85,8 @@ def _lundnet_split(paths, cols, **kw) -> dict[tuple, int]:
     out = {}
     for v, s in zip(first, jets.split[0::2]):
         i = index[float(v)]
-        out[(str(cols["dataset"][i]), int(cols["run"][i]), int(cols["luminosityBlock"][i]), int(cols["event"][i]))] = int(s)
+        out[(str(cols["dataset"][i]), int(cols["run"][i]), int(cols["luminosityBlock"][i]),
+             int(cols["event"][i]))] = int(s)
     return out
 
 
@@ -235,5 +236,6 @@ def test_twin_split_seed_fixes_the_split_while_seed_varies(written):
     b = TwinTrainConfig(seed=7, split_seed=1)
     c = TwinTrainConfig(seed=7)
     assert a.event_split_seed == b.event_split_seed == 1 and c.event_split_seed == 7
-    np.testing.assert_array_equal(split_codes(d, a.split, a.event_split_seed), split_codes(d, b.split, b.event_split_seed))
+    np.testing.assert_array_equal(split_codes(d, a.split, a.event_split_seed),
+                                  split_codes(d, b.split, b.event_split_seed))
     assert not np.array_equal(split_codes(d, a.split, a.event_split_seed), split_codes(d, c.split, c.event_split_seed))

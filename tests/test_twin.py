@@ -151,8 +151,15 @@ def _check_hygiene(skims, res, report, cfg):
     from sklearn.metrics import roc_auc_score
 
     from svjscout.core import splits
-    from svjscout.models.train_twin import (TwinTrainConfig, analysis_mask, auc_weights, baseline_signs, load_skim,
-                                            split_codes, target_check)
+    from svjscout.models.train_twin import (
+        TwinTrainConfig,
+        analysis_mask,
+        auc_weights,
+        baseline_signs,
+        load_skim,
+        split_codes,
+        target_check,
+    )
 
     summ, md = report["summary"], Path(res.report_md).read_text()
     data = load_skim(skims)
@@ -234,8 +241,14 @@ def test_config_errors_name_the_key(tmp_path):
 def test_null_scores_and_noise_floors():
     """The floors: positive, shrinking like 1/sqrt(n), and what `adjust` raises a low eps to."""
     from svjscout.models.disco import dcorr_numpy
-    from svjscout.models.train_twin import (TwinTrainConfig, _Tensors, constraint_floors, effective_eps, load_skim,
-                                            null_scores)
+    from svjscout.models.train_twin import (
+        TwinTrainConfig,
+        _Tensors,
+        constraint_floors,
+        effective_eps,
+        load_skim,
+        null_scores,
+    )
 
     u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
     s = null_scores(u, 0.775, 0.2)
@@ -355,8 +368,13 @@ def test_constraints_use_only_analysis_events(tmp_path):
 
 @pytest.mark.slow
 def test_tradeoff_table_is_on_validation_and_fills_the_doc(tmp_path):
-    from svjscout.models.train_twin import (TRADEOFF_BEGIN, TRADEOFF_END, fill_tradeoff_doc, format_tradeoff,
-                                            tradeoff_table)
+    from svjscout.models.train_twin import (
+        TRADEOFF_BEGIN,
+        TRADEOFF_END,
+        fill_tradeoff_doc,
+        format_tradeoff,
+        tradeoff_table,
+    )
 
     skims = [_write_skim(tmp_path / "a.parquet", 1200, 1)]
     base = {"epochs": 2, "batches_per_epoch": 2, "batch_size": 400, "seed": 3, "progress": False,

@@ -173,7 +173,8 @@ def _run_folder(path):
 
     bkg = factorised(1e6, falling(3.0), falling(2.0), [1.0, 1.0])
     sig = factorised(300.0, rising(3.0), rising(3.0), [1.0, 2.0])
-    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}, "s": {"SP": sig, "VP": 0.1 * sig}}, [650.0, 1000.0, 3000.0], 1e-3)
+    h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}, "s": {"SP": sig, "VP": 0.1 * sig}},
+                    [650.0, 1000.0, 3000.0], 1e-3)
     ds = {"bkg": {"kind": "background"}, "s": {"kind": "signal", "mzprime": 2000.0, "rinv": 0.3}}
     save({"hists": {"xy_mt": h}, "datasets": ds}, path / "histograms.coffea")
     write_datacards(h, ds, WP, path)
@@ -193,7 +194,8 @@ def test_validate_cli_writes_json_figures_and_summary(tmp_path):
     res = json.loads((tmp_path / "validation" / "validation.json").read_text())
     assert [i["r_inj"] for i in res["points"]["svj_mz2000_rinv0.3"]["injection"]] == [0.0, 0.5]
     for name in ("bias_svj_mz2000_rinv0.3", "impacts_svj_mz2000_rinv0.3", "gof_VP", "contamination"):
-        assert (tmp_path / "validation" / f"{name}.pdf").is_file() and (tmp_path / "validation" / f"{name}.png").is_file()
+        assert ((tmp_path / "validation" / f"{name}.pdf").is_file()
+                and (tmp_path / "validation" / f"{name}.png").is_file())
     # the SP with B masked is a saturated model: no test, so no figure (and the summary says why)
     assert not (tmp_path / "validation" / "gof_SP.png").exists()
     summary = (tmp_path / "summary.md").read_text()

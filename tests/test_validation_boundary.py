@@ -23,7 +23,6 @@ from svjscout.datacards.validation import (
 )
 
 
-
 def _thin_card():
     """ABCD with 2 expected background events in B under 100 signal events: the r floor
     (-0.9 b/s = -0.018) is reached by every toy with n_B = 0 (P = e^-2 = 13.5 %) and by some with
@@ -263,8 +262,8 @@ def test_toy_fits_agree_with_combine_toy_by_toy(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
     run("text2workspace.py", "datacard.txt", "-o", "ws.root")
-    run("combine", "-M", "GenerateOnly", "ws.root", "-t", "30", "-s", "7", "--toysFrequentist", "--bypassFrequentistFit",
-        "--expectSignal", "5", "--rMin", str(lo), "--rMax", str(hi), "--saveToys", "-n", ".t")
+    run("combine", "-M", "GenerateOnly", "ws.root", "-t", "30", "-s", "7", "--toysFrequentist",
+        "--bypassFrequentistFit", "--expectSignal", "5", "--rMin", str(lo), "--rMax", str(hi), "--saveToys", "-n", ".t")
     run("combine", "-M", "FitDiagnostics", "ws.root", "-t", "30", "-s", "7", "--toysFrequentist",
         "--toysFile", "higgsCombine.t.GenerateOnly.mH120.7.root", "--rMin", str(lo), "--rMax", str(hi),
         "--skipBOnlyFit", "--cminPreFit", "1", "--robustFit", "1", "--cminDefaultMinimizerStrategy", "1",
