@@ -79,7 +79,10 @@ def main(argv=None) -> int:
     for name in ("limits.json", "scan_best.json", "cutflow.json", "validation/validation.json"):
         pa, pb = args.before / name, args.after / name
         if pa.exists() or pb.exists():
-            same = pa.exists() and pb.exists() and _same(json.loads(pa.read_text()), json.loads(pb.read_text()))
+            # paths inside a run's JSON name its own folder: compared relative to it
+            same = pa.exists() and pb.exists() and _same(
+                json.loads(pa.read_text().replace(str(args.before.resolve()), "OUT").replace(str(args.before), "OUT")),
+                json.loads(pb.read_text().replace(str(args.after.resolve()), "OUT").replace(str(args.after), "OUT")))
             rows.append((name, "identical" if same else "DIFFERENT"))
     if (args.before / "scan.csv").exists():
         ra = list(csv.reader((args.before / "scan.csv").open()))

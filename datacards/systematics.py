@@ -95,11 +95,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ValidationError
 
-from svjscout.core.constants import LUMI_UNCERTAINTY
+from svjscout.core.constants import LUMI_UNCERTAINTY, MCSTAT_NEFF_MIN, MIN_EFFECT, PRUNE_SIGMA
 from svjscout.core.exceptions import DatacardError, HistogramError
 from svjscout.core.formats import card_number
 from svjscout.core.regions import REGIONS
+from svjscout.processors.variations import SOURCES, SystematicsSettings
 
 from . import style as st
 from .parents import ParentRecords
@@ -118,55 +120,10 @@ KINEMATIC_SOURCES: tuple[str, ...] = ("jes", "jer", "unclustered")
 KAPPA_RANGE: tuple[float, float] = (0.1, 10.0)
 TINY = 1e-4  # |ln k| below this: a variation with no effect (one-sided test, mirroring)
 MCSTAT_MIN = 1e-3  # relative MC statistical error below this: no mcstat nuisance
-PRUNE_SIGMA = 2.0  # a region's effect below this many event-correlated MC sigmas is pruned
-MIN_EFFECT = 1e-3  # a region's largest |effect| below this is pruned
-MCSTAT_NEFF_MIN = 10.0  # Kish N_eff of a channel below this: gmN (Poisson) instead of lnN
-_NUMBERS = {"prune_sigma": (0.0, None), "min_effect": (0.0, None), "mcstat_neff_min": (0.0, None)}
-_RESERVED = {"enabled", "sources", "mcstat", "lumi", *_NUMBERS}
 
 
 # --------------------------------------------------------------------------------------------
 # configuration
-
-
-@dataclass
-class SystematicsConfig:
-    """Which signal systematics go into the cards.
-
-    Attributes:
-        enabled: master switch (False: the cards are exactly those without systematics).
-        sources: explicit ``{source: on}``; a source not listed is on when ``default_on``.
-        default_on: whether unlisted sources are used (False when ``sources`` was given as a list).
-        mcstat: one ``mcstat_<channel>`` lnN per channel.
-        lumi: ``{name: kappa}`` rows on the signal (None: ``{"lumi": lumi_unc}``, today's row).
-        prune_sigma: a region's effect is pruned when neither variation reaches this many
-            event-correlated MC standard deviations.
-        min_effect: a region's effect is pruned when its largest ``|delta|`` is below this.
-        mcstat_neff_min: channels with Kish N_eff below this get a gmN (Poisson) MC-statistics
-            term, the others an lnN (Combine's autoMCStats threshold, 10).
-    """
-
-    enabled: bool = True
-    sources: dict[str, bool] = field(default_factory=dict)
-    default_on: bool = True
-    mcstat: bool = True
-    lumi: dict[str, float | str | list] | None = None
-    prune_sigma: float = PRUNE_SIGMA
-    min_effect: float = MIN_EFFECT
-    mcstat_neff_min: float = MCSTAT_NEFF_MIN
-
-    def use(self, source: str) -> bool:
-        """Whether ``source`` is switched on."""
-        return bool(self.sources.get(source, self.default_on))
-
-    def lumi_rows(self, lumi_unc: float) -> dict:
-        """The luminosity rows ``{name: kappa}`` (``{"lumi": lumi_unc}`` unless configured)."""
-        return {"lumi": lumi_unc} if self.lumi is None else dict(self.lumi)
-
-    def to_dict(self) -> dict:
-        return {"enabled": self.enabled, "sources": dict(self.sources), "unlisted_sources_on": self.default_on,
-                "mcstat": self.mcstat, "lumi": None if self.lumi is None else dict(self.lumi),
-                "prune_sigma": self.prune_sigma, "min_effect": self.min_effect, "mcstat_neff_min": self.mcstat_neff_min}
 
 
 def _switch(v, key: str) -> bool:
@@ -177,40 +134,25 @@ def _switch(v, key: str) -> bool:
     raise DatacardError(f"systematics.{key} must be true/false (or a mapping with 'enabled'), got {v!r}")
 
 
-def _lumi_value(v, name: str):
-    if isinstance(v, str) and "/" in v:
-        parts = v.split("/")
-        v = [float(p) for p in parts] if len(parts) == 2 else None
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        out = [float(v[0]), float(v[1])]
-        if min(out) <= 0:
-            raise DatacardError(f"systematics.lumi.{name}: kappas must be > 0, got {v!r}")
-        return out
-    try:
-        k = float(v)
-    except (TypeError, ValueError):
-        raise DatacardError(f"systematics.lumi.{name} must be a kappa (e.g. 1.025) or 'kdown/kup', got {v!r}") from None
-    if not k > 0:
-        raise DatacardError(f"systematics.lumi.{name}: kappa must be > 0, got {v!r}")
-    return k
+def systematics_config(obj=None) -> SystematicsSettings:
+    """The job's one systematics model (:class:`~svjscout.processors.variations.SystematicsSettings`,
+    ``analysis.systematics``) from what a caller of the card writer gives.
 
-
-def systematics_config(obj=None) -> SystematicsConfig:
-    """Normalise a systematics configuration (see the module docstring); None means all on.
-
-    Accepts None, a bool, a :class:`SystematicsConfig`, a mapping, or an object with
-    ``model_dump()`` (pydantic) or attributes (dataclass).
+    A :class:`SystematicsSettings` is used as it is (the job's route). From Python, the writer
+    called with ``None`` uses every variation of the ``xy_mt_syst`` it is given (enabled, all
+    sources), ``False`` none; a mapping holds the model's keys (``enabled`` true unless it says
+    otherwise) and, as shorthands, ``sources`` as ``{source: bool}`` and ``<source>: bool`` (or
+    ``{enabled: bool}``); other keys (the processor's payload names, eras, ...) are ignored here.
 
     Raises:
         DatacardError: a switch that is not a bool, a lumi kappa that is not a positive number, a
-            threshold (``prune_sigma``, ``min_effect``, ``mcstat_neff_min``) that is not a number >= 0.
+            threshold (``prune_sigma``, ``min_effect``, ``mcstat_neff_min``) that is not a number >= 0,
+            an unknown source (each names its key).
     """
-    if obj is None:
-        return SystematicsConfig()
-    if isinstance(obj, SystematicsConfig):
+    if isinstance(obj, SystematicsSettings):
         return obj
-    if isinstance(obj, (bool, np.bool_)):
-        return SystematicsConfig(enabled=bool(obj))
+    if obj is None or isinstance(obj, (bool, np.bool_)):
+        return SystematicsSettings(enabled=True if obj is None else bool(obj), sources=None)
     if not isinstance(obj, Mapping):
         if hasattr(obj, "model_dump"):
             obj = obj.model_dump()
@@ -219,42 +161,33 @@ def systematics_config(obj=None) -> SystematicsConfig:
         else:
             raise DatacardError("systematics configuration must be a mapping, a bool or None, "
                                 f"got {type(obj).__name__}")
-    cfg = SystematicsConfig(enabled=_switch(obj.get("enabled", True), "enabled"))
+    fields = set(SystematicsSettings.model_fields)
+    data = {k: v for k, v in obj.items() if k in fields and v is not None}
+    data["enabled"] = _switch(obj.get("enabled", True), "enabled")
+    if "mcstat" in data:
+        data["mcstat"] = _switch(data["mcstat"], "mcstat")
     src = obj.get("sources")
+    switches = {str(k): _switch(v, str(k)) for k, v in obj.items()
+                if k not in fields and (isinstance(v, (bool, np.bool_)) or (isinstance(v, Mapping) and "enabled" in v))}
     if isinstance(src, Mapping):
-        cfg.sources.update({k: _switch(v, f"sources.{k}") for k, v in src.items()})
+        switches.update({str(k): _switch(v, f"sources.{k}") for k, v in src.items()})
     elif isinstance(src, (list, tuple)):
-        cfg.sources.update({str(k): True for k in src})
-        cfg.default_on = False
+        data["sources"] = [str(k) for k in src]
     elif src is not None:
         raise DatacardError(f"systematics.sources must be a list of sources or {{source: bool}}, got {src!r}")
-    for k, v in obj.items():
-        if k in _RESERVED:
-            continue
-        if isinstance(v, (bool, np.bool_)) or (isinstance(v, Mapping) and "enabled" in v):
-            cfg.sources[str(k)] = _switch(v, str(k))
-    if "mcstat" in obj and obj["mcstat"] is not None:
-        cfg.mcstat = _switch(obj["mcstat"], "mcstat")
-    for key, (lo, _) in _NUMBERS.items():
-        v = obj.get(key)
-        if v is None:
-            continue
-        try:
-            if isinstance(v, (bool, np.bool_)):
-                raise TypeError
-            v = float(v)
-        except (TypeError, ValueError):
-            raise DatacardError(f"systematics.{key} must be a number, got {v!r}") from None
-        if not np.isfinite(v) or v < lo:
-            raise DatacardError(f"systematics.{key} must be a finite number >= {lo:g}, got {v!r}")
-        setattr(cfg, key, v)
-    lumi = obj.get("lumi")
-    if lumi is not None:
-        if isinstance(lumi, Mapping):
-            cfg.lumi = {str(k): _lumi_value(v, str(k)) for k, v in lumi.items()}
-        else:
-            cfg.lumi = {"lumi": _lumi_value(lumi, "lumi")}
-    return cfg
+    if not isinstance(src, (list, tuple)):
+        # every source unless switched off: the registry's and any switched on by name
+        off = {k for k, v in switches.items() if not v}
+        named = [*SOURCES, *(k for k, v in switches.items() if v and k not in SOURCES)]
+        data["sources"] = None if not off else [s for s in named if s not in off]
+    for key in ("prune_sigma", "min_effect", "mcstat_neff_min"):
+        if isinstance(data.get(key), (bool, np.bool_)):
+            raise DatacardError(f"systematics.{key} must be a number, got {data[key]!r}")
+    try:
+        return SystematicsSettings.model_validate(data, context={"any_source": True})
+    except ValidationError as err:
+        problems = "; ".join(f"systematics.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise DatacardError(problems) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +397,7 @@ def decide_region(up: dict, down: dict, prune_sigma: float = PRUNE_SIGMA, min_ef
 
 
 def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, np.ndarray],
-                   down: tuple[np.ndarray, np.ndarray], ix: int, iy: int, cfg: SystematicsConfig | None = None,
+                   down: tuple[np.ndarray, np.ndarray], ix: int, iy: int, cfg: SystematicsSettings | None = None,
                    kappa_range: tuple[float, float] = KAPPA_RANGE, tiny: float = TINY,
                    kind: str = "unknown") -> list[dict]:
     """Per region A, B, C, D: the M_T-integrated effect of both variations of one source and what the
@@ -480,7 +413,7 @@ def source_regions(nom: np.ndarray, nom_var: np.ndarray, up: tuple[np.ndarray, n
     Returns:
         four dicts ``{"region", "nominal", "n_eff", "max_cell_n_eff", "up", "down", **decision}``.
     """
-    cfg = cfg or SystematicsConfig()
+    cfg = cfg or systematics_config(None)
     out = []
     for r, (xs, ys) in enumerate(region_slices(ix, iy)):
         n0, v0 = nom[xs, ys], nom_var[xs, ys]
@@ -755,9 +688,8 @@ def signal_systematics(xy_mt, xy_mt_syst, datasets: Mapping[str, Mapping], wp, g
     iy = snap_threshold(y0, xy_mt_syst.axes["y"].edges, "y")
     mt_bins = sorted({int(b) for g in groups for b in g})
     nom_cells, nom_cvar = (a[..., mt_bins] for a in plane_arrays(xy_mt, [signal], plane))
-    for s in sorted(set(cfg.sources) - set(sources)):
-        if cfg.sources[s]:
-            out.skipped[s] = "switched on in the configuration but not in xy_mt_syst"
+    for s in sorted(set(cfg.sources or ()) - set(sources)):
+        out.skipped[s] = "switched on in the configuration but not in xy_mt_syst"
     for src in sources:
         if not cfg.use(src):
             out.skipped[src] = "switched off in the configuration"

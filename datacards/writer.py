@@ -373,7 +373,7 @@ def write_datacards(
         "zero_bkg": zero_bkg, "cards_dir": os.path.abspath(cdir), "points": {}, "cards": [],
         "systematics": {"applied": with_syst, "reason": None if with_syst else (
             "no xy_mt_syst histogram" if xy_mt_syst is None else "switched off in the configuration"),
-            "config": scfg.to_dict()},
+            "config": scfg.model_dump()},
     }
     bins_txt = ", ".join(f"{i}:{mt_bin_label(edges, i).replace(' ', '')}" for i in range(len(groups)))
     for name in sig_names:

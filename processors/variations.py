@@ -37,13 +37,15 @@ the registry (:func:`variations`); adding a source is one registered class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import awkward as ak
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from svjscout.core.constants import MCSTAT_NEFF_MIN, MIN_EFFECT, PRUNE_SIGMA
 from svjscout.core.features import LUND_FEATURES
 from svjscout.processors import corrections as C
 from svjscout.processors.features import event_features
@@ -218,7 +220,7 @@ def variations(x: VariationInputs, counts: dict) -> tuple[list[Kinematic], dict[
     A weight source whose input is missing adds ``len(events)`` to ``counts["syst_skipped_<source>"]``."""
     kin, ratio = [], {}
     for name, source in REGISTRY.items():
-        if name not in x.settings.sources:
+        if name not in x.settings.computed:
             continue
         if source.kind == "kinematic":
             kin += source.kinematic(x)
@@ -232,26 +234,89 @@ def variations(x: VariationInputs, counts: dict) -> tuple[list[Kinematic], dict[
 
 
 class SystematicsSettings(BaseModel):
-    """``analysis.systematics``: which variations the processor computes (MC signal only)."""
+    """``analysis.systematics``: the signal systematics, one settings block for both stages that use
+    it: which variations the processor computes (MC signal only: ``enabled``, ``payload``,
+    ``sources``, ``unclustered_scale``) and how the cards carry them (``sources``, ``mcstat``,
+    ``lumi``, ``prune_sigma``, ``min_effect``, ``mcstat_neff_min``; datacards/systematics.py).
+
+    Off by default (the variations cost a second pass over every signal event). The card writer
+    called from Python without settings uses every variation the ``xy_mt_syst`` it is given
+    carries (:func:`svjscout.datacards.systematics.systematics_config`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     payload: str = "shipped:illustrative_run2"
-    sources: list[str] = list(SOURCES)
+    #: the sources computed and carried by the cards (null: every one, for the cards every source
+    #: of the ``xy_mt_syst`` they are given)
+    sources: list[str] | None = list(SOURCES)
     unclustered_scale: float = 0.1
-    # for the cards (datacards/systematics.py): signal MC statistics per channel, luminosity rows
+    #: signal MC statistics per channel in the cards
     mcstat: bool = True
-    lumi: dict[str, float] | None = None  # {name: kappa}, e.g. {lumi_2018: 1.025}; null: datacards.lumi_unc
+    #: luminosity rows on the signal ``{name: kappa or [kdown, kup]}``, e.g. ``{lumi_2018: 1.025}``;
+    #: null: one ``lumi`` row of ``datacards.lumi_unc``
+    lumi: dict[str, float | list[float]] | None = None
+    prune_sigma: float = Field(PRUNE_SIGMA, ge=0, allow_inf_nan=False)
+    min_effect: float = Field(MIN_EFFECT, ge=0, allow_inf_nan=False)
+    mcstat_neff_min: float = Field(MCSTAT_NEFF_MIN, ge=0, allow_inf_nan=False)
 
-    def model_post_init(self, __context) -> None:
-        bad = [s for s in self.sources if s not in SOURCES]
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # the card writer's Python callers may name the sources of a histogram of their own
+        if v is None or (info.context or {}).get("any_source"):
+            return v
+        bad = [s for s in v if s not in SOURCES]
         if bad:
             raise ValueError(f"analysis.systematics.sources: unknown {bad}, expected some of {list(SOURCES)}")
+        return v
+
+    @field_validator("lumi", mode="before")
+    @classmethod
+    def _lumi_rows(cls, v):
+        if v is None:
+            return None
+        rows = v if isinstance(v, Mapping) else {"lumi": v}
+        return {str(name): _kappa(k, str(name)) for name, k in rows.items()}
+
+    def use(self, source: str) -> bool:
+        """Whether the cards carry ``source``."""
+        return self.sources is None or source in self.sources
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        """The sources the processor computes, in registry order where none are listed."""
+        return SOURCES if self.sources is None else tuple(self.sources)
+
+    def lumi_rows(self, lumi_unc: float) -> dict:
+        """The luminosity rows ``{name: kappa}`` (``{"lumi": lumi_unc}`` unless configured)."""
+        return {"lumi": lumi_unc} if self.lumi is None else dict(self.lumi)
+
+
+def _kappa(v, name: str) -> float | list[float]:
+    """A kappa (> 0) or a ``kdown/kup`` pair (``"0.98/1.02"`` or ``[0.98, 1.02]``)."""
+    if isinstance(v, str) and "/" in v:
+        v = v.split("/")
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"analysis.systematics.lumi.{name} must be a kappa or 'kdown/kup', got {v!r}")
+        out = [_kappa(x, name) for x in v]
+        return out
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        k = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"analysis.systematics.lumi.{name} must be a kappa (e.g. 1.025) or 'kdown/kup', "
+                         f"got {v!r}") from None
+    if not (np.isfinite(k) and k > 0):
+        raise ValueError(f"analysis.systematics.lumi.{name}: kappa must be a finite number > 0, got {v!r}")
+    return k
 
 
 def variation_names(settings: SystematicsSettings) -> list[str]:
-    return [f"{s}_{d}" for s in settings.sources for d in ("up", "down")] if settings.enabled else []
+    return [f"{s}_{d}" for s in settings.computed for d in ("up", "down")] if settings.enabled else []
 
 
 def _vec(pt, phi):

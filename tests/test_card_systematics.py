@@ -348,3 +348,22 @@ def test_quick_limit_few_bins_fixed_background():
 
     ref = optimize.brentq(lambda mu: np.sqrt(qa(mu)) - expected_target(0.5), 1e-6, 100.0, xtol=1e-12)
     assert lim["exp0"] == pytest.approx(ref, rel=1e-3)
+
+
+def test_one_systematics_model_for_the_processor_and_the_cards():
+    """``analysis.systematics`` is one model: the processor's keys and the cards' keys in one block,
+    validated at load; the card writer uses the job's model as it is and takes its defaults."""
+    from svjscout.processors.variations import SOURCES, SystematicsSettings
+
+    s = SystematicsSettings(enabled=True, prune_sigma=1.5, lumi={"lumi_2018": "0.98/1.02"})
+    assert systematics_config(s) is s and s.lumi == {"lumi_2018": [0.98, 1.02]} and s.use("jes")
+    with pytest.raises(ValueError, match="unknown"):
+        SystematicsSettings(sources=["scale"])  # a job cannot name a source the processor lacks
+    with pytest.raises(ValueError, match="lumi_x"):
+        SystematicsSettings(lumi={"lumi_x": 0})
+    with pytest.raises(ValueError, match="prune_sigma"):
+        SystematicsSettings(prune_sigma=-1)
+    api = systematics_config({"jer": False})
+    assert api.enabled and api.prune_sigma == SystematicsSettings().prune_sigma
+    assert not api.use("jer") and all(api.use(x) for x in SOURCES if x != "jer")
+    assert systematics_config(None).use("any_source_of_the_histogram")

@@ -8,3 +8,11 @@ LUMI_RUN2_PB = 138_000.0
 LUMI_UNCERTAINTY = 1.016
 #: Mean number of pileup interactions overlaid by the generator (Run-2 average).
 DEFAULT_PILEUP = 35.0
+#: Signal systematics in the cards: a region's effect is pruned below this many event-correlated
+#: MC standard deviations ...
+PRUNE_SIGMA = 2.0
+#: ... or when its largest |effect| is below this.
+MIN_EFFECT = 1e-3
+#: Kish N_eff of a channel below which its signal MC statistics is a gmN (Poisson) term, not lnN
+#: (Combine's autoMCStats threshold).
+MCSTAT_NEFF_MIN = 10.0
