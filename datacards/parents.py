@@ -6,8 +6,8 @@ Copies of one parent are fully correlated, so the honest variance of any yield `
 
     ``var(Y) = sum_p (sum of p's weights in Y)^2``.
 
-The processor (``processors/processor.py``, :func:`finalize`) already makes each ``xy_mt`` bin's
-variance parent-grouped and keeps, per dataset with parent ids, the scaled weight sum of every
+The processor's normalisation (:func:`svjscout.processors.normalize.normalize`) already makes each
+``xy_mt`` bin's variance parent-grouped and keeps, per dataset with parent ids, the scaled weight sum of every
 (parent, flat ``xy_mt`` bin) in ``output["parent_fills"]``. Summing per-bin variances over the
 bins of ``Y`` drops the cross terms of a parent whose copies fall in *different* bins of ``Y``:
 

@@ -28,7 +28,7 @@ from svjscout.samples.skim import write_subset
 
 def preselected_columns(path: str | Path, columns, job: str | Path | None = None,
                         kind: str = "background") -> dict[str, np.ndarray]:
-    """Skim columns (processors/processor.py ``_write_skim``) of the events of ``path`` that pass
+    """Skim columns (:func:`svjscout.processors.skim.write_skim`) of the events of ``path`` that pass
     the preselection: the processor in skim mode (iterative executor) on this one file, with the
     cuts of ``job`` (default: the analysis defaults). Empty arrays if no event passes."""
     with tempfile.TemporaryDirectory() as tmp:

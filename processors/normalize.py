@@ -24,7 +24,7 @@ without ``parent`` (data, K = 1, older samples) are unchanged.
 After :func:`normalize`, ``output["parent_fills"]`` holds per such dataset the scaled weight sums
 of each (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` numpy arrays), from which
 the variance of any union of bins (an ABCD region) can be grouped by parent too
-(:func:`svjscout.datacards.parents.records` takes them explicitly), and ``output["parent_errors"]``
+(:meth:`svjscout.datacards.parents.StatInputs.from_output` takes them explicitly), and ``output["parent_errors"]``
 summarises them (``{dataset: {fills, selected, parent_bins, complete}}``). Both are absent without
 parent ids.
 """
@@ -226,8 +226,3 @@ def _parent_grouped_mt_abcd(output: dict, config: ProcessorConfig, summary: dict
         var = parent_grouped_variance(rec["key"], bins, rec["weight"], view.size)[0]
         i = names.index(dataset)
         view.variance[i] = var.reshape(view.shape)[i]
-
-
-def finalize(output: dict, config: ProcessorConfig) -> dict:
-    """Former name of :func:`normalize` (which no longer scales in place: use its return value)."""
-    return normalize(output, config)

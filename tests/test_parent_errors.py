@@ -236,7 +236,7 @@ def _events(n_par, k, seed, mt_spread=0.0):
 
 
 def _histogram(events: dict, with_records: bool = True):
-    """xy_mt of DS_R filled with ``{dataset: events}``; with records as finalize leaves them."""
+    """xy_mt of DS_R filled with ``{dataset: events}``; with records as normalize leaves them."""
     from svjscout.processors import histograms as H
     from svjscout.processors.normalize import _parent_grouped_xy_mt
 
