@@ -23,6 +23,7 @@ import yaml
 from coffea.util import load
 from pydantic import ValidationError
 
+from svjscout.core.constants import LUMI_UNCERTAINTY
 from svjscout.core.exceptions import HistogramError
 from svjscout.datacards import (
     StatInputs,
@@ -255,7 +256,7 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclo
               help="datacards.unblind: allow --data: put data in region B of the signal plane (the signal region), "
                    "i.e. unblind.")
 @click.option("--lumi-unc", type=float, default=None, help="datacards.lumi_unc: lnN of the luminosity uncertainty on "
-                                                            "the signal [1.016].")
+                                                            f"the signal [{LUMI_UNCERTAINTY}].")
 @click.option("--nonclosure-method", type=click.Choice(["continuous", "significance", "max", "sp", "vp", "quadrature",
                                                         "vp_data"]),
               default=None, help="datacards.nonclosure_method: per-bin non-closure uncertainty rule [continuous] "

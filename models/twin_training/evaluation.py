@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from svjscout.core.features import EVENT_FEATURES
+from svjscout.core.regions import REGIONS
 from svjscout.models.closure import plane_closures, plane_occupancies, soft_counts
 from svjscout.models.disco import dcorr_numpy
 from svjscout.models.training.metrics import orientation, point_weights, weighted_auc
@@ -97,7 +98,7 @@ def _test_metrics(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig, signs: Mapp
         for name, rng in cfg.planes.items():
             mask = (np.abs(d.deta[bkg]) >= rng[0]) & (np.abs(d.deta[bkg]) < rng[1])
             n = soft_counts(t["x"][mask], t["y"][mask], t["w"][mask], cfg.x0, cfg.y0, 1e7)
-            metrics["abcd_counts_background"][name] = dict(zip("ABCD", (float(v) for v in n)))
+            metrics["abcd_counts_background"][name] = dict(zip(REGIONS, (float(v) for v in n)))
             if float(n[0] * n[3] + n[1] * n[2]) <= 0:
                 # an empty region pair: the hard-cut closure is undefined at this working point
                 for key in (f"closure_{name}", f"closure_bins_{name}"):

@@ -11,6 +11,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from svjscout import __version__
+from svjscout.core.regions import REGIONS
 from svjscout.models.training.report import write_report
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData
@@ -109,7 +110,7 @@ def _closure_lines(metrics: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[s
                   "| plane | A | B | C | D |", "|---|---|---|---|---|"]
         for plane, c in counts.items():
             tot = sum(c.values()) or 1.0
-            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in "ABCD") + " |")
+            lines.append(f"| {plane} | " + " | ".join(f"{c[r] / tot:.3f}" for r in REGIONS) + " |")
     return lines
 
 
