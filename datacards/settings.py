@@ -41,7 +41,7 @@ def parse_inject(spec) -> list:
     if spec is None:
         spec = DEFAULT_INJECT
     items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
-    out = []
+    out: list[float | tuple[str, float]] = []
     for v in items:
         if isinstance(v, tuple) and len(v) == 2 and v[0] == "x":
             out.append(("x", float(v[1])))
@@ -74,8 +74,8 @@ class DatacardSettings(BaseModel):
     nonclosure_method: Literal["continuous", "significance", "max", "sp", "vp", "quadrature", "vp_data"] = "continuous"
     nonclosure_z: float = 2.0  # a non-closure beyond z sigma is significant (method significance)
     # the statistics guard (datacards/guard.py): every region of every fit bin (= closure bin)
-    min_neff: float = Field(10.0, ge=0)  # Kish effective background MC events, parent-aware
-    max_rel_err: float = Field(0.5, gt=0)  # relative MC error of the ABCD prediction per fit bin
+    min_neff: float = Field(default=10.0, ge=0)  # Kish effective background MC events, parent-aware
+    max_rel_err: float = Field(default=0.5, gt=0)  # relative MC error of the ABCD prediction per fit bin
     allow_unbacked: bool = False  # write cards/limits where the guard fails, stamped UNBACKED
     rateparam_range: tuple[float, float] = (0.1, 10.0)  # free background rateParams, initial 1
     zero_bkg: Literal["merge", "floor"] = "merge"  # too little background: merge M_T bins (guard), or floor only
@@ -107,7 +107,7 @@ class ScanSettings(BaseModel):
     enabled: bool = False
     x_range: tuple[float, float] = (0.1, 0.9)
     y_range: tuple[float, float] = (0.1, 0.9)
-    points: int = Field(33, ge=1)
+    points: int = Field(default=33, ge=1)
     reference: str | None = None
     p_min: float = 0.05  # closure chi2 p-value rule (the design's 0.9 with plateau: docs/datacards.md)
     plateau: bool = False
@@ -135,7 +135,7 @@ class ValidationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    toys: int = Field(20, ge=2)  # per injected r and per goodness of fit; raise it for a review
+    toys: int = Field(default=20, ge=2)  # per injected r and per goodness of fit; raise it for a review
     # injected r: numbers, or "Nx" = N times the point's median expected limit ("exp0" = "1x")
     inject: list[float | str] = list(DEFAULT_INJECT)
     seed: int = 1

@@ -78,7 +78,7 @@ class AdaptiveSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    minimum: int = Field(0, ge=0)
+    minimum: int = Field(default=0, ge=0)
     maximum: int = Field(..., ge=1)
 
 
@@ -112,8 +112,8 @@ class XRootDSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout: int = Field(60, ge=0)  # 0: no timeout
-    retries: int = Field(5, ge=0)
+    timeout: int = Field(default=60, ge=0)  # 0: no timeout
+    retries: int = Field(default=5, ge=0)
 
 
 class ExecutorSpec(BaseModel):
@@ -134,7 +134,7 @@ class ExecutorSpec(BaseModel):
     slurm: dict | None = None  # dask-jobqueue SLURMCluster kwargs (optional extra 'af')
     condor: dict | None = None  # dask-jobqueue HTCondorCluster kwargs (optional extra 'af')
     gateway: GatewaySpec | None = None  # dask-gateway cluster (coffea-casa; optional extra 'af')
-    worker_timeout: float = Field(600.0, gt=0)  # seconds to wait for the first worker of a cluster
+    worker_timeout: float = Field(default=600.0, gt=0)  # seconds to wait for the first worker of a cluster
     xrootd: XRootDSpec = Field(default_factory=XRootDSpec)
     chunksize: int = 2000
     retries: int = 3
@@ -170,7 +170,7 @@ class PlotsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = "Private Work"
-    dpi: int = Field(150, ge=150, le=1200)
+    dpi: int = Field(default=150, ge=150, le=1200)
 
 
 ValidationSpec = ValidationSettings

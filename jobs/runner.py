@@ -107,6 +107,7 @@ def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, FileN
                 n = check_file(path, bmap, is_mc)
                 if n == 0:
                     raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
+                meta: dict
                 s, x, meta = None, None, {}
                 if is_mc:
                     s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, spec.sumw_from == "genWeight")
@@ -280,7 +281,8 @@ class WorkerSetup(WorkerPlugin):
     name = "svjscout-worker-setup"
 
     def __init__(self, env: dict[str, str], xrootd: tuple[int, int, bool]):
-        self.env, self.xrootd = dict(env), tuple(xrootd)
+        timeout, retries, remote = xrootd
+        self.env, self.xrootd = dict(env), (timeout, retries, remote)
 
     def setup(self, worker) -> None:
         os.environ.update(self.env)
@@ -377,12 +379,10 @@ def jobqueue_cluster(cfg: JobConfig):
     ex = cfg.executor
     key = "slurm" if ex.slurm is not None else "condor"
     try:
-        if key == "slurm":
-            from dask_jobqueue import SLURMCluster as Cluster  # optional: af extra
-        else:
-            from dask_jobqueue import HTCondorCluster as Cluster  # optional: af extra
+        from dask_jobqueue import HTCondorCluster, SLURMCluster  # optional: af extra
     except ImportError as err:
         raise _needs_af(key, err) from err
+    Cluster = SLURMCluster if key == "slurm" else HTCondorCluster
     kwargs = {"cores": 1, "processes": 1, "memory": ex.memory_limit, **(getattr(ex, key) or {})}
     # the dashboard on a free port unless one is named (8787 is often taken on a shared login node)
     kwargs["scheduler_options"] = {"dashboard_address": ":0", **kwargs.get("scheduler_options", {})}
@@ -403,6 +403,7 @@ def _gateway_cluster(cfg: JobConfig):
         from dask_gateway import BasicAuth, Gateway  # optional: af extra
     except ImportError as err:
         raise _needs_af("gateway", err) from err
+    assert g is not None, "executor.gateway is not set (_executor starts a gateway cluster only when it is)"
     auth = g.auth
     if g.auth == "basic":
         password = os.environ.get(g.password_env) if g.password_env else None
@@ -444,8 +445,10 @@ def close_gateway(obj) -> None:
 def _wait_for_worker(client, cfg: JobConfig, engine: str) -> None:
     """Wait for the first worker of a started cluster; a clear error if none arrives in time."""
     ex = cfg.executor
-    if engine == "gateway" and ex.gateway.adaptive is not None and ex.gateway.adaptive.minimum == 0:
-        return  # an adaptive cluster from zero starts workers once chunks are submitted
+    if engine == "gateway":
+        assert ex.gateway is not None, "engine 'gateway' without executor.gateway"
+        if ex.gateway.adaptive is not None and ex.gateway.adaptive.minimum == 0:
+            return  # an adaptive cluster from zero starts workers once chunks are submitted
     try:
         client.wait_for_workers(1, timeout=ex.worker_timeout)
     except TimeoutError as err:
@@ -582,11 +585,12 @@ def _chunk_failure(err: BaseException, usable: dict[str, dict[str, FileNorm]]):
 def _model_failure(err: BaseException) -> bool:
     """Whether a chunk failed in onnxruntime (its exception types, or its message through dask)."""
     seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if type(err).__module__.startswith("onnxruntime") or "[ONNXRuntimeError]" in str(err):
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__module__.startswith("onnxruntime") or "[ONNXRuntimeError]" in str(e):
             return True
-        err = err.__cause__ or err.__context__
+        e = e.__cause__ or e.__context__
     return False
 
 
@@ -594,10 +598,11 @@ def _named_file(err: BaseException, usable: dict[str, dict[str, FileNorm]]) -> s
     """The one input file a failure outside a chunk names (coffea's preprocessing opens every file
     first: a file gone since the preflight fails there, locally or over XRootD), else None."""
     texts, seen = [], set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        texts.append(f"{err} {getattr(err, 'filename', '') or ''}")
-        err = err.__cause__ or err.__context__
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        texts.append(f"{e} {getattr(e, 'filename', '') or ''}")
+        e = e.__cause__ or e.__context__
     text = " ".join(texts)
     named = {p for files in usable.values() for p in files if any(form in text for form in _path_forms(p))}
     return named.pop() if len(named) == 1 else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bo
     ``sumw_from: genWeight``); otherwise None: a skimmed file's genWeight sum undercounts sumw.
     """
     with open_root(path, "the normalisation (Runs tree, svjscout_meta)", require_complete) as f:
-        meta = {}
+        meta: dict = {}
         if "svjscout_meta" in f:
             meta = json.loads(str(f["svjscout_meta"]))
         if "Runs" in f and "genEventSumw" in f["Runs"].keys():
@@ -109,7 +110,7 @@ def dataset_info(name: str, kind: str, files: dict[str, FileNorm], xsec: float |
     xsecs = [(p, f.xsec, f.sumw or 0.0) for p, f in files.items() if f.xsec is not None]
     gen_cfg = next(iter(files.values())).meta.get("config", {}) if files else {}
     info = DatasetInfo(
-        kind=kind,
+        kind=cast(Literal["signal", "background", "data"], kind),  # a str from the caller: pydantic checks it
         xsec=xsec if xsec is not None else (combine_xsecs(name, xsecs) if is_mc else None),
         sumw=sumw if sumw is not None else (total if is_mc else None),
         mzprime=mzprime if mzprime is not None else (gen_cfg.get("mzprime") if kind == "signal" else None),
@@ -157,6 +158,7 @@ def processor_config_from_fileset(fileset: dict, kinds: dict[str, str], branch_m
             n = check_file(path, bmap, is_mc)
             if n == 0:
                 raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
+            meta: dict
             s, x, meta = None, None, {}
             if is_mc:
                 s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, sum_gen_weight)

@@ -59,8 +59,7 @@ def flat_bins(h, **coords) -> np.ndarray:
     for ax in h.axes:
         i = np.asarray(ax.index(coords[ax.name]), dtype=np.int64)
         idx.append(i + 1 if ax.traits.underflow else i)
-    idx = np.broadcast_arrays(*idx)
-    return np.ravel_multi_index(idx, h.view(flow=True).shape).astype(np.int64)
+    return np.ravel_multi_index(np.broadcast_arrays(*idx), h.view(flow=True).shape).astype(np.int64)
 
 
 def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dict:
@@ -188,7 +187,7 @@ def _parent_grouped_xy_mt(output: dict, datasets=None) -> dict:
         gk, gb, gw = group_fills(rec["key"], rec["bin"], rec["weight"])
         fills[dataset] = {"key": gk, "bin": gb, "weight": gw}
         summary[dataset] = {"fills": n, "selected": selected, "parent_bins": len(gw), "complete": complete}
-        if len(gw) == n or dataset not in names:
+        if len(gw) == n or dataset not in names or view is None:  # view is None only when names is empty
             continue
         shape, i = view.shape, names.index(dataset)
         var = np.bincount(gb, weights=gw**2, minlength=view.size).reshape(shape)[i]

@@ -83,7 +83,7 @@ TREE_REDUCTION = 8
 class _Stopwatch:
     """Seconds per stage of one chunk (``output["timing"]``, summed over chunks by coffea)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self._t = time.perf_counter()
 
@@ -103,41 +103,45 @@ def _empty_counts() -> dict[str, int]:
 
 @dataclass
 class Chunk:
-    """What the stages of one chunk pass along (per event over the chunk's events unless noted)."""
+    """What the stages of one chunk pass along (per event over the chunk's events unless noted).
 
-    events: object
+    The fields after ``watch`` are the stages' results: each is set by the stage named above it
+    (``_read``, ``_prefilter``, ...) and read only by later ones, so none has a placeholder value.
+    """
+
+    events: ak.Array
     metadata: dict
     dataset: str
     info: DatasetInfo
     counts: dict = field(default_factory=_empty_counts)
     watch: _Stopwatch = field(default_factory=_Stopwatch)
     # read
-    pf: object = None
-    met_pt: np.ndarray = None
-    met_phi: np.ndarray = None
-    gen_w: np.ndarray = None
-    clean: np.ndarray = None
+    pf: ak.Array = field(init=False)
+    met_pt: np.ndarray = field(init=False)
+    met_phi: np.ndarray = field(init=False)
+    gen_w: np.ndarray = field(init=False)
+    clean: np.ndarray = field(init=False)
     # prefilter: the events clustered (sub), their PF candidates; vary: systematic variations on
-    pre: np.ndarray = None
+    pre: np.ndarray = field(init=False)
     vary: bool = False
-    sub: np.ndarray = None
-    pf_kept: object = None
+    sub: np.ndarray = field(init=False)
+    pf_kept: ak.Array = field(init=False)
     # cluster (over the clustered events)
-    ak4: object = None
-    ak8: object = None
-    ak8_all: object = None
-    n_ak8: np.ndarray = None
-    ht_all: np.ndarray = None
+    ak4: ak.Array = field(init=False)
+    ak8: ak.Array = field(init=False)
+    ak8_all: ak.Array = field(init=False)
+    n_ak8: np.ndarray = field(init=False)
+    ht_all: np.ndarray = field(init=False)
     # features and selection
-    feats: dict = None
-    flow: dict = None
-    idx: np.ndarray = None  # the selected events
+    feats: dict = field(init=False)
+    flow: dict = field(init=False)
+    idx: np.ndarray = field(init=False)  # the selected events
     # lund, inference (over the selected events)
-    lund: list = None
-    mask: list = None
-    w: np.ndarray = None
-    x: np.ndarray = None
-    y: np.ndarray = None
+    lund: list = field(init=False)
+    mask: list = field(init=False)
+    w: np.ndarray = field(init=False)
+    x: np.ndarray = field(init=False)
+    y: np.ndarray = field(init=False)
 
     @property
     def n(self) -> int:
@@ -202,7 +206,7 @@ class SVJProcessor(processor.ProcessorABC):
         c.counts["events"], c.counts["chunks"] = len(events), 1
         if cfg.event_subset is not None:  # before anything is computed: dropped events cost nothing
             check_event_subset(cfg.event_subset, {dataset: info.kind})
-            in_subset = self._in_subset(events, dataset)
+            in_subset = self._in_subset(events, dataset, cfg.event_subset)
             c.counts["not_in_subset"] = int(np.count_nonzero(~in_subset))
             if c.counts["not_in_subset"]:
                 c.events = events = events[in_subset]
@@ -294,6 +298,8 @@ class SVJProcessor(processor.ProcessorABC):
 
     def _scorers(self) -> tuple[LundNetScorer, TwinScorer]:
         cfg = self.config
+        if cfg.lundnet_model is None or cfg.twin_model is None:  # refused in __init__ unless skim_dir (no scoring)
+            raise ConfigError("analysis.lundnet_model and analysis.twin_model are required to fill histograms")
         lundnet = LundNetScorer(cfg.lundnet_model, tuple(LUND_FEATURES), max_len=cfg.lund_max_len)
         twin = TwinScorer(cfg.twin_model, EVENT_FEATURES, planes=analysis_planes(cfg.cuts), lundnet=cfg.lundnet_model)
         return lundnet, twin
@@ -332,21 +338,20 @@ class SVJProcessor(processor.ProcessorABC):
         if c.vary:
             hists["xy_mt_syst"] = self._variations(c)
             c.watch.lap("systematics")
-        out = {"hists": hists}
+        out: dict[str, dict] = {"hists": hists}
         if parents is not None:
             out["parent_fills"] = {c.dataset: parent_fills(parents[c.idx], xy_bins, w)}
         return out
 
-    def _in_subset(self, events, dataset: str) -> np.ndarray:
+    def _in_subset(self, events, dataset: str, sub: EventSubset) -> np.ndarray:
         """Per event, whether it is in ``analysis.event_subset``: :func:`splits.split_of` of the
         key the skim writes (:func:`~svjscout.processors.skim.write_skim`'s ``run``,
         ``luminosityBlock``, ``parent``)."""
-        sub = self.config.event_subset
         bmap = self.config.branch_map
         ids = bmap.event_ids(events)
         code = splits.split_of(np.full(len(events), dataset, dtype=object), ids[:, 0], ids[:, 1],
                                bmap.parent_keys_or_events(events), sub.seed, sub.fractions)
-        return code == sub.code
+        return np.equal(code, sub.code)
 
     def _variations(self, c: Chunk):
         """``xy_mt_syst`` of one chunk: every source of the registry (processors/variations.py),

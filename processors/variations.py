@@ -257,9 +257,9 @@ class SystematicsSettings(BaseModel):
     #: luminosity rows on the signal ``{name: kappa or [kdown, kup]}``, e.g. ``{lumi_2018: 1.025}``;
     #: null: one ``lumi`` row of ``datacards.lumi_unc``
     lumi: dict[str, float | list[float]] | None = None
-    prune_sigma: float = Field(PRUNE_SIGMA, ge=0, allow_inf_nan=False)
-    min_effect: float = Field(MIN_EFFECT, ge=0, allow_inf_nan=False)
-    mcstat_neff_min: float = Field(MCSTAT_NEFF_MIN, ge=0, allow_inf_nan=False)
+    prune_sigma: float = Field(default=PRUNE_SIGMA, ge=0, allow_inf_nan=False)
+    min_effect: float = Field(default=MIN_EFFECT, ge=0, allow_inf_nan=False)
+    mcstat_neff_min: float = Field(default=MCSTAT_NEFF_MIN, ge=0, allow_inf_nan=False)
 
     @field_validator("sources")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,29 @@ import pytest
 
 os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 
-EMBEDDED = Path(__file__).resolve().parent.parent / "samples" / "embedded"
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED = ROOT / "samples" / "embedded"
+#: source folder of each layer of svjscout (pyproject.toml's package-dir), bottom first
+LAYERS = {"core": "svjscout/core", "samples": "samples", "processors": "processors", "models": "models",
+          "datacards": "datacards", "jobs": "jobs"}
+
+
+def lay_out_package(dest: Path) -> Path:
+    """A copy of svjscout's Python sources laid out as the installed package, ``dest/svjscout/<layer>/...``.
+
+    The layers live in sibling folders mapped by pyproject.toml's package-dir; tools that find a
+    package by walking one folder (import-linter's grimp, mypy) read this copy. Returns ``dest/svjscout``.
+    """
+    tree = dest / "svjscout"
+    tree.mkdir()
+    shutil.copy(ROOT / "svjscout" / "__init__.py", tree / "__init__.py")
+    shutil.copy(ROOT / "svjscout" / "py.typed", tree / "py.typed")
+    for layer, folder in LAYERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            copy = tree / layer / path.relative_to(ROOT / folder)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, copy)
+    return tree
 
 
 def pytest_collection_modifyitems(config, items):

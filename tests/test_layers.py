@@ -16,11 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import LAYERS, ROOT, lay_out_package
 
-ROOT = Path(__file__).resolve().parents[1]
-#: source folder of each layer (pyproject.toml's package-dir), bottom first
-LAYERS = {"core": "svjscout/core", "samples": "samples", "processors": "processors", "models": "models",
-          "datacards": "datacards", "jobs": "jobs"}
 ORDER = list(LAYERS)
 #: top-level modules that may be imported inside a function: optional dependencies (extras) or
 #: heavy ones that a light command must not pay for; each such import carries its reason in a comment
@@ -114,15 +111,8 @@ def test_the_checker_sees_a_violation(tmp_path):
 def test_import_linter_contracts_are_kept(tmp_path):
     # import-linter (grimp) finds a package by walking the one folder its import spec names; svjscout's
     # layers live in sibling folders (pyproject.toml's package-dir), so it reads a copy laid out as the
-    # installed package: svjscout/<layer>/...
-    tree = tmp_path / "svjscout"
-    tree.mkdir()
-    shutil.copy(ROOT / "svjscout" / "__init__.py", tree / "__init__.py")
-    for layer, folder in LAYERS.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            copy = tree / layer / path.relative_to(ROOT / folder)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, copy)
+    # installed package: svjscout/<layer>/... (conftest.lay_out_package)
+    lay_out_package(tmp_path)
     res = subprocess.run(["lint-imports", "--no-cache", "--config", str(ROOT / "pyproject.toml")], capture_output=True,
                          text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -44,7 +44,7 @@ def check_complete(f, path: str) -> None:
 
 
 @contextlib.contextmanager
-def open_root(path: str, what: str, require_complete: bool = True) -> Iterator[object]:
+def open_root(path: str, what: str, require_complete: bool = True) -> Iterator[uproot.ReadOnlyDirectory]:
     """Open ``path`` with uproot for reading ``what``; any failure becomes one :class:`InputFileError`.
 
     Args:
