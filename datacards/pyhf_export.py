@@ -266,8 +266,7 @@ def write_workspace(card: Datacard | str | os.PathLike, out: str | os.PathLike |
     return path, meta
 
 
-#: pyhf's expected set comes in the order +2, +1, 0, -1, -2 sigma (of the test statistic): the
-#: quantiles of the limit in the order exp-2 ... exp+2.
+#: pyhf's expected CLs set, first to last, crosses alpha at the limit quantiles exp-2 ... exp+2.
 _PYHF_ORDER = ["exp-2", "exp-1", "exp0", "exp+1", "exp+2"]
 
 
@@ -280,7 +279,13 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
     from scipy import optimize
 
     pyhf = import_pyhf()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    optimizers = []
+    try:  # MINUIT converges on these fits (1e6 events per bin) where SLSQP stops at its start
+        import iminuit  # noqa: F401  optional dependency (pyhf[minuit]): the preferred minimiser
+        optimizers += [pyhf.optimize.minuit_optimizer(tolerance=0.1, strategy=s) for s in (1, 2)]
+    except ImportError:
+        pass
+    optimizers.append(pyhf.optimize.scipy_optimizer())
     ws = pyhf.Workspace(spec)
     model = ws.model(modifier_settings={"normsys": {"interpcode": interpcode},
                                         "histosys": {"interpcode": "code4p"}})
@@ -291,13 +296,22 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
 
     def cls(mu: float) -> np.ndarray:
         if mu not in cache:
-            res = pyhf.infer.hypotest(mu, data, model, test_stat="qtilde", return_expected_set=True)
+            res = None
+            for opt in optimizers:
+                pyhf.set_backend("numpy", opt)
+                try:
+                    res = pyhf.infer.hypotest(mu, data, model, test_stat="qtilde", return_expected_set=True)
+                    break
+                except pyhf.exceptions.FailedMinimization:
+                    continue
+            if res is None:
+                raise RuntimeError(f"pyhf: no converged fit at r = {mu} (scaled)")
             cache[mu] = np.nan_to_num(np.asarray([float(v) for v in res[1]]), nan=0.0)
         return cache[mu]
 
     scale = float((meta or {}).get("signal_scale", 1.0))
     out: dict[str, float] = {}
-    for k, key in enumerate(_PYHF_ORDER[::-1]):  # res[1][k]: +2 sigma first, i.e. exp-2 first
+    for k, key in enumerate(_PYHF_ORDER):
         def f(mu: float, k: int = k) -> float:
             return float(cls(mu)[k]) - alpha
         lo, hi = 1e-3 * hi_bound, 0.05 * hi_bound
