@@ -43,6 +43,9 @@ import math
 import os
 import re
 
+import numpy as np
+from scipy import optimize
+
 from svjscout.core.exceptions import DatacardError
 
 from .limits import card_limits
@@ -55,7 +58,7 @@ META_NAME = "workspace_meta.json"
 POI = "r"
 PYHF_EXTRA = "pyhf"
 #: pyhf versions the spec is written for (HistFactory JSON schema 1.0.0).
-PYHF_REQUIREMENT = "pyhf>=0.7.6,<0.8"
+PYHF_REQUIREMENT = "pyhf[minuit]>=0.7.6,<0.8"
 _RATIO_FORMULA = re.compile(r"^\(?@0\*@1/@2\)?$")
 
 
@@ -77,7 +80,7 @@ def _short(name: str, pivot: str) -> str:
 
 
 def _signal_process(card: Datacard) -> str:
-    for b, p, i in zip(card.col_bins, card.col_procs, card.col_ids):
+    for p, i in zip(card.col_procs, card.col_ids):
         try:
             if int(i) <= 0:
                 return p
@@ -275,16 +278,12 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
     """pyhf's expected asymptotic CLs upper limits (q~ test statistic, the 5 quantiles, each the root
     of ``CLs_N(r) = alpha`` as Combine's ``--newExpected 1``), in the card's ``r`` (times
     ``meta["signal_scale"]``). ``interpcode``: pyhf's normsys interpolation (code1, or code4)."""
-    import numpy as np  # numpy is a requirement; imported here beside the optional pyhf
-    from scipy import optimize
-
     pyhf = import_pyhf()
     optimizers = []
-    try:  # MINUIT converges on these fits (1e6 events per bin) where SLSQP stops at its start
-        import iminuit  # noqa: F401  optional dependency (pyhf[minuit]): the preferred minimiser
+    try:  # MINUIT (pyhf[minuit]) converges on these fits (1e6 events per bin) where SLSQP stops at its start
         optimizers += [pyhf.optimize.minuit_optimizer(tolerance=0.1, strategy=s) for s in (1, 2)]
-    except ImportError:
-        pass
+    except (ImportError, AttributeError, pyhf.exceptions.ImportBackendError):
+        log.warning("pyhf without iminuit (pip install 'pyhf[minuit]'): SLSQP only, fits may fail")
     optimizers.append(pyhf.optimize.scipy_optimizer())
     ws = pyhf.Workspace(spec)
     model = ws.model(modifier_settings={"normsys": {"interpcode": interpcode},
