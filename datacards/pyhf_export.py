@@ -42,9 +42,10 @@ import logging
 import math
 import os
 import re
+import warnings
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, stats
 
 from svjscout.core.exceptions import DatacardError
 
@@ -273,11 +274,25 @@ def write_workspace(card: Datacard | str | os.PathLike, out: str | os.PathLike |
 _PYHF_ORDER = ["exp-2", "exp-1", "exp0", "exp+1", "exp+2"]
 
 
+#: Combine's quantiles of the expected limit (AsymptoticLimits): 0.025, 0.16, 0.5, 0.84, 0.975.
+COMBINE_QUANTILES = {"exp-2": 0.025, "exp-1": 0.16, "exp0": 0.5, "exp+1": 0.84, "exp+2": 0.975}
+
+
 def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "code1", alpha: float = 0.05,
-                    rtol: float = 1e-4) -> dict[str, float]:
+                    rtol: float = 1e-4, bands: str = "combine") -> dict[str, float]:
     """pyhf's expected asymptotic CLs upper limits (q~ test statistic, the 5 quantiles, each the root
     of ``CLs_N(r) = alpha`` as Combine's ``--newExpected 1``), in the card's ``r`` (times
-    ``meta["signal_scale"]``). ``interpcode``: pyhf's normsys interpolation (code1, or code4)."""
+    ``meta["signal_scale"]``). ``interpcode``: pyhf's normsys interpolation (code1, or code4).
+
+    ``bands="combine"`` evaluates pyhf's asymptotic test-statistic distributions at Combine's quantiles
+    (``N = Phi^-1(0.025) = -1.960``, ``Phi^-1(0.16) = -0.994``, ...); ``bands="pyhf"`` takes pyhf's own
+    expected set (``hypotest(..., return_expected_set=True)``: ``N = -2, -1, 0, 1, 2`` exactly), whose
+    outer quantiles differ from Combine's by definition (about 1 % on the one-bin card, +-2 sigma)."""
+    if bands not in ("combine", "pyhf"):
+        raise ValueError(f"bands must be 'combine' or 'pyhf', got {bands!r}")
+    # pyhf's background-only expected test statistic at n_sigma, first to last: exp-2 ... exp+2
+    nsig = ([float(-stats.norm.ppf(COMBINE_QUANTILES[k])) for k in _PYHF_ORDER] if bands == "combine"
+            else [2.0, 1.0, 0.0, -1.0, -2.0])
     pyhf = import_pyhf()
     optimizers = []
     try:  # MINUIT (pyhf[minuit]) converges on these fits (1e6 events per bin) where SLSQP stops at its start
@@ -299,13 +314,19 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
             for opt in optimizers:
                 pyhf.set_backend("numpy", opt)
                 try:
-                    res = pyhf.infer.hypotest(mu, data, model, test_stat="qtilde", return_expected_set=True)
+                    with warnings.catch_warnings():  # MINUIT's Hesse with only the POI, CLs 0/0 far out
+                        warnings.simplefilter("ignore")
+                        calc = pyhf.infer.calculators.AsymptoticCalculator(data, model, test_stat="qtilde")
+                        calc.teststatistic(mu)
+                        sb_dist, b_dist = calc.distributions(mu)
+                        res = [calc.pvalues(b_dist.expected_value(n), sb_dist, b_dist)[2] for n in nsig]
                     break
-                except pyhf.exceptions.FailedMinimization:
+                except (pyhf.exceptions.FailedMinimization, AttributeError):
+                    # AttributeError: pyhf 0.7.6's MINUIT wrapper on a fit with every parameter fixed
                     continue
             if res is None:
                 raise RuntimeError(f"pyhf: no converged fit at r = {mu} (scaled)")
-            cache[mu] = np.nan_to_num(np.asarray([float(v) for v in res[1]]), nan=0.0)
+            cache[mu] = np.nan_to_num(np.asarray([float(v) for v in res]), nan=0.0)
         return cache[mu]
 
     scale = float((meta or {}).get("signal_scale", 1.0))

@@ -83,6 +83,9 @@ class DatacardSettings(BaseModel):
     floor_value: float = 1e-3  # yield of a non-positive background after merging (events)
     plane: Literal["SP", "VP"] = "SP"  # the plane whose regions enter the fit
     signal_systematics: dict[str, float] = Field(default_factory=dict)  # extra lnN on the signal {name: kappa}
+    # card formats per point: Combine's datacard.txt always; "pyhf" adds workspace.json (HistFactory JSON,
+    # datacards/pyhf_export.py; needs the pyhf extra)
+    formats: list[Literal["combine", "pyhf"]] = Field(default_factory=lambda: ["combine"])
 
     @model_validator(mode="after")
     def _blinded_unless_asked(self):

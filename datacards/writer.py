@@ -73,6 +73,7 @@ from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parents import StatInputs
 from .parser import parse_text, validate_datacard
 from .plots import point_name
+from .pyhf_export import META_NAME, WORKSPACE_NAME, import_pyhf, write_workspace
 from .regions import RegionYields, datasets_of_kind, parse_wp, region_yields
 from .settings import DatacardSettings
 from .systematics import check_syst_histogram, kappa_text, row_tokens, systematics_config
@@ -292,6 +293,8 @@ def write_datacards(
             "which unblinds the search; pass unblind=True (CLI: --data --unblind, job: datacards.unblind: true) "
             "to do it on purpose, or keep asimov=True for the blinded background-only Asimov observation")
     unblinded = not asimov
+    if "pyhf" in cs.formats:
+        import_pyhf()  # before any card: a missing pyhf names its extra
     x0, y0 = parse_wp(wp)
     scfg = systematics_config(systematics)
     with_syst = xy_mt_syst is not None and scfg.enabled
@@ -445,11 +448,25 @@ def write_datacards(
         }
         if syst is not None:
             index["points"][point]["systematics"] = syst.to_index()
+        if "pyhf" in cs.formats:
+            ws_path, ws_meta = write_workspace(parse_text(text, path))
+            index["points"][point]["workspace"] = {
+                "path": os.path.join(point, WORKSPACE_NAME), "metadata": os.path.join(point, META_NAME),
+                "sha256": _file_sha256(ws_path), "signal_scale": ws_meta["signal_scale"]}
+            log.info("wrote %s", ws_path)
         index["cards"].append(rel)
         log.info("wrote %s", path)
+    if "pyhf" in cs.formats:
+        index["formats"] = list(cs.formats)
+        index["workspaces"] = [index["points"][p]["workspace"]["path"] for p in index["points"]]
     with open(os.path.join(cdir, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
     return index
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def unbacked_paragraph(wp, guard: Guard, reasons: Sequence[str]) -> str:
