@@ -274,10 +274,13 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclo
                    "floor only [merge].")
 @click.option("--signal-syst", multiple=True, metavar="NAME=KAPPA",
               help="datacards.signal_systematics: extra lnN on the signal, repeatable.")
+@click.option("--format", "formats", default=None, metavar="combine[,pyhf]",
+              help="datacards.formats: card formats per point, comma-separated [combine]; pyhf adds workspace.json "
+                   "(HistFactory JSON, needs the pyhf extra; docs/datacards.md).")
 @_add(_scan_opts)
 @_add(_job_opts)
 def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, max_rel_err,
-                  allow_unbacked, zero_bkg, signal_syst,
+                  allow_unbacked, zero_bkg, signal_syst, formats,
                   grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max, job_file, settings):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
@@ -305,6 +308,7 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
                "datacards.nonclosure_method": nonclosure_method, "datacards.min_neff": min_neff,
                "datacards.max_rel_err": max_rel_err, "datacards.allow_unbacked": allow_unbacked,
                "datacards.zero_bkg": zero_bkg, "datacards.signal_systematics": systs or None,
+               "datacards.formats": [f.strip() for f in formats.split(",") if f.strip()] if formats else None,
                **_scan_aliases(grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max)}
     job, st = _job_settings(histograms, job_file, settings, aliases)
     spec, sc = st["datacards"], st["scan"]

@@ -146,3 +146,21 @@ def test_one_bin_against_combine(tmp_path):
     got = expected_limits(spec, meta)
     for k in QUANTILES:
         assert got[k] == pytest.approx(comb[k], rel=0.01), k
+
+
+@pytest.mark.slow
+def test_cli_format_alias(tmp_path):
+    import sys
+
+    from coffea.util import save
+    h, ds = realistic_toy(n_mt=2, n_signal=1, n_background=1)
+    save({"hists": {"xy_mt": h}, "datasets": ds}, str(tmp_path / "histograms.coffea"))
+    env = {**os.environ, "SVJSCOUT_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "svjscout.jobs.cli", "datacards", "histograms.coffea", "--wp",
+                        "0.775,0.875", "--out", "out", "--format", "combine,pyhf", "--allow-unbacked"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    index = json.loads((tmp_path / "out" / "datacards" / "index.json").read_text())
+    assert index["formats"] == ["combine", "pyhf"]
+    for rel in index["workspaces"]:
+        pyhf.Workspace(json.loads((tmp_path / "out" / "datacards" / rel).read_text()))
