@@ -63,6 +63,10 @@ def parse_inject(spec) -> list:
     return out
 
 
+#: Card formats per point (``DatacardSettings.formats``).
+CardFormat = Literal["combine", "pyhf"]
+
+
 class DatacardSettings(BaseModel):
     """The card writer's settings (the job's ``datacards:`` block; docs/config.md)."""
 
@@ -85,7 +89,7 @@ class DatacardSettings(BaseModel):
     signal_systematics: dict[str, float] = Field(default_factory=dict)  # extra lnN on the signal {name: kappa}
     # card formats per point: Combine's datacard.txt always; "pyhf" adds workspace.json (HistFactory JSON,
     # datacards/pyhf_export.py; needs the pyhf extra)
-    formats: list[Literal["combine", "pyhf"]] = Field(default_factory=lambda: ["combine"])
+    formats: list[CardFormat] = Field(default_factory=lambda: list[CardFormat](["combine"]))
 
     @model_validator(mode="after")
     def _blinded_unless_asked(self):
