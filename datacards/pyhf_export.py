@@ -331,6 +331,19 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
 
     scale = float((meta or {}).get("signal_scale", 1.0))
     out: dict[str, float] = {}
+    # a failed MINUIT fit is retried with the next minimiser: pyhf's error log of it is noise here
+    mixins_log = logging.getLogger("pyhf.optimize.mixins")
+    level = mixins_log.level
+    mixins_log.setLevel(logging.CRITICAL)
+    try:
+        _solve(out, cls, alpha, rtol, hi_bound, scale)
+    finally:
+        mixins_log.setLevel(level)
+    return out
+
+
+def _solve(out: dict[str, float], cls, alpha: float, rtol: float, hi_bound: float, scale: float) -> None:
+    """Each quantile's root of ``cls(mu)[k] = alpha`` (bracketed from ``hi_bound``), times ``scale``."""
     for k, key in enumerate(_PYHF_ORDER):
         def f(mu: float, k: int = k) -> float:
             return float(cls(mu)[k]) - alpha
@@ -340,4 +353,3 @@ def expected_limits(spec: dict, meta: dict | None = None, interpcode: str = "cod
         while f(lo) < 0 and lo > 1e-9:
             lo, hi = lo / 2.0, lo
         out[key] = float(optimize.brentq(f, lo, hi, rtol=rtol)) * scale
-    return out
