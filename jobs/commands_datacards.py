@@ -19,7 +19,6 @@ import pickle
 from collections.abc import Mapping
 
 import click
-import yaml
 from coffea.util import load
 from pydantic import ValidationError
 
@@ -42,7 +41,7 @@ from svjscout.datacards.settings import DatacardSettings, ScanSettings, Validati
 from svjscout.datacards.split import split_halves
 from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
 from svjscout.datacards.validation_plots import plot_validation
-from svjscout.jobs.config import JobConfig, load_job
+from svjscout.jobs.config import JobConfig, load_job, parse_set
 from svjscout.jobs.main_job import card_inputs, card_kw
 
 log = logging.getLogger(__name__)
@@ -108,18 +107,6 @@ def _run_job_of(histograms: str):
     return None if cfg is None else JobConfig.model_validate(cfg)
 
 
-def _parse_set(items) -> dict:
-    """``--set KEY=VALUE`` items as ``{dotted key: YAML value}``."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE (e.g. datacards.min_neff=5), got {item!r}",
-                                     param_hint="--set")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def stage_settings(job: JobConfig | None, overrides: Mapping[str, object]) -> dict:
     """``{"scan": ScanSettings, "datacards": DatacardSettings, "validation": ValidationSettings}``:
     the job's blocks (the models' defaults without a job) with ``overrides`` (dotted keys such as
@@ -158,7 +145,7 @@ def _job_settings(histograms: str | None, job_file: str | None, settings, aliase
     """``(job, stage settings)``: the job of ``--job`` or of the run that wrote ``histograms``, its
     stage settings with the aliases given (not None) and then ``--set`` applied."""
     job = load_job(job_file) if job_file else (_run_job_of(histograms) if histograms else None)
-    overrides = {k: v for k, v in aliases.items() if v is not None} | _parse_set(settings)
+    overrides = {k: v for k, v in aliases.items() if v is not None} | parse_set(settings, "datacards.min_neff=5")
     return job, stage_settings(job, overrides)
 
 

@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.jobs import provenance
-from svjscout.jobs.config import load_job
+from svjscout.jobs.config import load_job, parse_set
 from svjscout.jobs.main_job import run_job
 from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
@@ -108,13 +107,7 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
 
 def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings=()) -> dict:
     """Job-config overrides from the command line (``--set KEY=VALUE`` values are YAML)."""
-    extra = {}
-    for item in settings:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE (e.g. analysis.cuts.rt_min=0.15), got {item!r}",
-                                     param_hint="--set")
-        key, value = item.split("=", 1)
-        extra[key.strip()] = yaml.safe_load(value)
+    extra = parse_set(settings, "analysis.cuts.rt_min=0.15")
     pairs = {"executor.name": executor, "executor.workers": workers, "executor.scheduler": scheduler,
              "executor.chunksize": chunksize, "executor.checkpoint_dir": checkpoint_dir,
              "executor.skip_bad_files": skip_bad_files}

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import click
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -231,6 +232,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else ""))
     return f"{source}: invalid job configuration\n" + "\n".join(lines)
+
+
+def parse_set(items, example: str) -> dict:
+    """``--set KEY=VALUE`` items of a CLI verb as ``{dotted key: YAML value}`` (:func:`load_job`'s
+    ``overrides``); an item without ``=`` is refused, shown with ``example``."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE (e.g. {example}), got {item!r}", param_hint="--set")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_job(path: str | Path | None = None, overrides: dict | None = None) -> JobConfig:

@@ -35,13 +35,13 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from svjscout import __version__
 from svjscout.core.exceptions import ConfigError, InputFileError, ModelMismatchError
 from svjscout.jobs.config import JobConfig, config_digest, load_job
-from svjscout.processors.datasets import FileNorm, dataset_info, file_normalisation
+from svjscout.processors.datasets import FileNorm, dataset_info, file_normalisation, read_file_norm
 from svjscout.processors.files import domain_error, failed_file, root_message
 from svjscout.processors.inference import check_models
 from svjscout.processors.normalize import normalize
 from svjscout.processors.prefilter import ROW_NOTE
 from svjscout.processors.processor import SVJProcessor, cutflow_table
-from svjscout.processors.schema import SVJScoutingSchema, check_file
+from svjscout.processors.schema import SVJScoutingSchema
 from svjscout.processors.settings import DatasetInfo, ProcessorConfig
 
 log = logging.getLogger(__name__)
@@ -104,23 +104,17 @@ def check_inputs(cfg: JobConfig, report: RunReport) -> dict[str, dict[str, FileN
         usable[name] = {}
         for path in cfg.files(name):
             try:
-                n = check_file(path, bmap, is_mc)
-                if n == 0:
-                    raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
-                meta: dict
-                s, x, meta = None, None, {}
-                if is_mc:
-                    s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, spec.sumw_from == "genWeight")
+                norm = read_file_norm(path, bmap, is_mc, spec.sumw_from == "genWeight")
             except InputFileError as err:
                 _skip(cfg, report, name, path, err, "preflight")
                 continue
-            if is_mc and s is None and spec.sumw is None:
+            if is_mc and norm.sumw is None and spec.sumw is None:
                 raise ConfigError(
                     f"dataset {name!r}: {path} has no Runs tree with genEventSumw, so the generated sum of "
                     f"weights is unknown (summing genWeight over a skimmed file undercounts it). Set "
                     f"datasets.{name}.sumw, or datasets.{name}.sumw_from: genWeight if the files are not skimmed")
-            usable[name][path] = FileNorm(n, s, x, meta)
-            report.inputs.append(_file_record(name, path, n))
+            usable[name][path] = norm
+            report.inputs.append(_file_record(name, path, norm.entries))
     return usable
 
 

@@ -27,7 +27,7 @@ from svjscout.processors.schema import BranchMap, check_file
 from svjscout.processors.settings import DatasetInfo, ProcessorConfig
 
 __all__ = ["FileNorm", "file_normalisation", "combine_xsecs", "XSEC_TOLERANCE", "dataset_info",
-           "fileset_paths", "processor_config_from_fileset"]
+           "fileset_paths", "processor_config_from_fileset", "read_file_norm"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,22 @@ def file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bo
         if not sum_gen_weight:
             return None, None, meta
         return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta
+
+
+def read_file_norm(path: str, bmap: BranchMap, is_mc: bool, sum_gen_weight: bool) -> FileNorm:
+    """Open and check one file (:func:`check_file`: tree, branches, readability) and, for MC, read
+    its normalisation (:func:`file_normalisation`).
+
+    Raises:
+        InputFileError: the file cannot be used (names it), e.g. its tree has no events.
+    """
+    n = check_file(path, bmap, is_mc)
+    if n == 0:
+        raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
+    if not is_mc:
+        return FileNorm(n, None, None, {})
+    s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, sum_gen_weight)
+    return FileNorm(n, s, x, meta)
 
 
 #: Files of one dataset whose recorded cross sections differ by less than this (relative) are
@@ -155,14 +171,7 @@ def processor_config_from_fileset(fileset: dict, kinds: dict[str, str], branch_m
         is_mc = kinds[name] != "data"
         files = {}
         for path in paths:
-            n = check_file(path, bmap, is_mc)
-            if n == 0:
-                raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
-            meta: dict
-            s, x, meta = None, None, {}
-            if is_mc:
-                s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, sum_gen_weight)
-            files[path] = FileNorm(n, s, x, meta)
+            files[path] = read_file_norm(path, bmap, is_mc, sum_gen_weight)
         extra = dict(given.get(name, {}))
         extra.pop("kind", None)
         infos[name] = dataset_info(name, kinds[name], files, **extra)
