@@ -22,8 +22,6 @@ import numpy as np
 PLANES = ("SP", "VP")
 #: The regions, in histogram-axis order.
 REGIONS = ("A", "B", "C", "D")
-#: The signal region (predicted from the other three).
-SIGNAL_REGION = "B"
 #: Index into :data:`REGIONS` per (X above x0, Y above y0): ``REGION_INDEX[above_x, above_y]``.
 REGION_INDEX = np.array([[2, 3], [0, 1]])
 
