@@ -1,10 +1,12 @@
 """Card integrity: each card's SHA-256 against the one ``index.json`` recorded when it was written.
 
-The card writer records ``index["points"][POINT]["sha256"]`` (hex digest of the card file's bytes).
-``svjscout limits`` and ``svjscout validate`` call :func:`check_cards` first: a card edited by hand
-after it was written is refused (its limits would be reported as the run's) unless the caller
-accepts edited cards explicitly. Cards of an index written before the field existed are accepted
-with one warning.
+The card writer records ``index["points"][POINT]["sha256"]`` (hex digest of the card file's bytes)
+and, with the pyhf format, ``index["points"][POINT]["workspace"]["sha256"]`` (the HistFactory
+workspace written beside the card). ``svjscout limits`` and ``svjscout validate`` call
+:func:`check_cards` first: a card, or a workspace, edited by hand after it was written is refused
+(its limits would be reported as the run's, or the workspace would no longer be the card's model)
+unless the caller accepts edited cards explicitly. Cards of an index written before the field
+existed are accepted with one warning.
 
 Example:
     >>> # check_cards("out/datacards/index.json")               # raises on an edited card
@@ -39,8 +41,23 @@ def _index_of_card(card: str) -> str | None:
     return cand if os.path.isfile(cand) else None
 
 
+def _workspace_changes(card: str, entry: dict | None) -> list[str]:
+    """The workspace beside a card (pyhf format) against its recorded SHA-256: ``[]`` or one description.
+
+    ``entry["path"]`` is relative to the index's folder, two levels above the card (``POINT/datacard.txt``)."""
+    if not entry or not entry.get("sha256"):
+        return []
+    ws = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(card))), entry["path"])
+    if not os.path.isfile(ws):
+        return [f"{ws} (listed in index.json, missing)"]
+    got = card_sha256(ws)
+    if got.lower() == str(entry["sha256"]).lower():
+        return []
+    return [f"{ws} (SHA-256 {got[:12]}..., index.json records {str(entry['sha256'])[:12]}...)"]
+
+
 def check_cards(cards: str | os.PathLike, accept_edited: bool = False) -> dict[str, str]:
-    """Compare every card listed in an index with its recorded SHA-256.
+    """Compare every card listed in an index (and its pyhf workspace, if written) with its recorded SHA-256.
 
     Args:
         cards: ``DIR``, ``DIR/datacards``, ``index.json`` or one card file (then only that card is
@@ -75,12 +92,11 @@ def check_cards(cards: str | os.PathLike, accept_edited: bool = False) -> dict[s
             status[point] = "unrecorded"
             unrecorded.append(point)
             continue
-        got = card_sha256(card)
-        if got.lower() == str(want).lower():
-            status[point] = "ok"
-        else:
-            status[point] = "edited"
-            edited.append(f"{card} (SHA-256 {got[:12]}..., index.json records {str(want)[:12]}...)")
+        changed = [f"{card} (SHA-256 {got[:12]}..., index.json records {str(want)[:12]}...)"
+                   for got in [card_sha256(card)] if got.lower() != str(want).lower()]
+        changed += _workspace_changes(card, (index["points"].get(point) or {}).get("workspace"))
+        status[point] = "edited" if changed else "ok"
+        edited.extend(changed)
     if only is not None and not status:
         log.warning("%s: not listed in %s, so its integrity (SHA-256) cannot be checked", only, path)
         return {os.path.basename(os.path.dirname(only)): "no index"}
@@ -88,7 +104,7 @@ def check_cards(cards: str | os.PathLike, accept_edited: bool = False) -> dict[s
         log.warning("index.json records no SHA-256 for %d card(s) (%s): written before card digests existed, "
                     "accepted unchecked", len(unrecorded), ", ".join(unrecorded))
     if edited:
-        msg = (f"{len(edited)} card(s) differ from what was written (edited after index.json was made): "
+        msg = (f"{len(edited)} file(s) differ from what was written (edited after index.json was made): "
                + "; ".join(edited))
         if not accept_edited:
             raise DatacardError(msg + ". Rewrite them with `svjscout datacards`/`svjscout run`, or pass "

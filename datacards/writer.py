@@ -69,6 +69,7 @@ from svjscout.core.regions import REGIONS
 from .abcd import predict
 from .guard import UNBACKED, Guard, Verdict, group_problems, guarded_groups
 from .guard import merge_groups as _merge
+from .integrity import card_sha256
 from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parents import StatInputs
 from .parser import parse_text, validate_datacard
@@ -452,7 +453,7 @@ def write_datacards(
             ws_path, ws_meta = write_workspace(parse_text(text, path))
             index["points"][point]["workspace"] = {
                 "path": os.path.join(point, WORKSPACE_NAME), "metadata": os.path.join(point, META_NAME),
-                "sha256": _file_sha256(ws_path), "signal_scale": ws_meta["signal_scale"]}
+                "sha256": card_sha256(ws_path), "signal_scale": ws_meta["signal_scale"]}
             log.info("wrote %s", ws_path)
         index["cards"].append(rel)
         log.info("wrote %s", path)
@@ -462,11 +463,6 @@ def write_datacards(
     with open(os.path.join(cdir, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
     return index
-
-
-def _file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def unbacked_paragraph(wp, guard: Guard, reasons: Sequence[str]) -> str:

@@ -10,6 +10,8 @@ import pytest
 from scipy import optimize, stats
 
 from svjscout.datacards import write_datacards
+from svjscout.core.exceptions import DatacardError
+from svjscout.datacards.integrity import check_cards
 from svjscout.datacards.parser import parse_datacard, parse_text
 from svjscout.datacards.pyhf_export import META_NAME, WORKSPACE_NAME, expected_limits, export_card
 from svjscout.datacards.toys import realistic_toy
@@ -122,6 +124,25 @@ def test_writer_writes_workspaces_listed_in_index(toy_cards):
                 m = next(m for m in chans[card.col_bins[c]][card.col_procs[c]]["modifiers"] if m["name"] == s.name)
                 lo, hi = (float(x) for x in v.split("/")) if "/" in v else (1 / float(v), float(v))
                 assert m["data"] == pytest.approx({"hi": hi, "lo": lo})
+
+
+def test_edited_workspace_is_refused_like_an_edited_card(toy_cards, tmp_path):
+    cdir, _ = toy_cards
+    copy = tmp_path / "datacards"
+    shutil.copytree(cdir, copy)
+    assert set(check_cards(copy).values()) == {"ok"}
+    index = json.loads((copy / "index.json").read_text())
+    point, entry = next(iter(index["points"].items()))
+    ws = copy / entry["workspace"]["path"]
+    spec = json.loads(ws.read_text())
+    spec["channels"][0]["samples"][0]["data"][0] *= 2  # still a valid workspace, no longer the card's model
+    ws.write_text(json.dumps(spec))
+    with pytest.raises(DatacardError, match=str(ws)):
+        check_cards(copy)
+    assert check_cards(copy, accept_edited=True)[point] == "edited"
+    ws.unlink()
+    with pytest.raises(DatacardError, match="missing"):
+        check_cards(copy)
 
 
 def test_default_writes_no_workspace(tmp_path):
