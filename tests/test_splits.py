@@ -239,3 +239,87 @@ def test_twin_split_seed_fixes_the_split_while_seed_varies(written):
     np.testing.assert_array_equal(split_codes(d, a.split, a.event_split_seed),
                                   split_codes(d, b.split, b.event_split_seed))
     assert not np.array_equal(split_codes(d, a.split, a.event_split_seed), split_codes(d, c.split, c.event_split_seed))
+
+
+# ---- four subsets by parent and the k-fold cross-fit folds (issue 29) ----------------------------------------
+
+def _key(cols):
+    return cols["dataset"], cols["run"], cols["luminosityBlock"], cols["parent"]
+
+
+def test_four_subsets_are_disjoint_cover_and_have_the_configured_fractions():
+    n = 40_000
+    rng = np.random.default_rng(12)
+    dataset = np.array(["qcd", "ttbar", "svj"], dtype=object)[rng.integers(0, 3, n)]
+    parent = rng.choice(2**40, n, replace=False).astype(np.uint64)
+    code = splits.split4_of(dataset, np.full(n, 1), np.full(n, 3), parent)
+    assert set(np.unique(code)) == {splits.TRAIN, splits.VAL, splits.SELECT, splits.FINAL}
+    for which, f in zip((splits.TRAIN, splits.VAL, splits.SELECT, splits.FINAL), splits.DEFAULT_FRACTIONS4):
+        got = float(np.mean(code == which))
+        assert abs(got - f) < 4 * np.sqrt(f * (1 - f) / n), (which, got, f)
+    # the names index the codes
+    assert [splits.SUBSET_NAMES[c] for c in (splits.TRAIN, splits.VAL, splits.SELECT, splits.FINAL)] == list(
+        splits.SPLIT4_NAMES)
+    for bad in ((0.5, 0.5, 0.1, 0.1), (0.6, 0.2, 0.2), (0.7, 0.3, 0.0, 0.0)):
+        with pytest.raises(ConfigError, match="fractions4"):
+            splits.assign4(np.zeros(3), bad)
+
+
+def test_four_subsets_deterministic_under_row_order_and_copies_together():
+    cols = _events(3000, seed=5)
+    code = splits.split4_of(*_key(cols))
+    perm = np.random.default_rng(1).permutation(len(code))
+    code_p = splits.split4_of(*(np.asarray(c)[perm] for c in _key(cols)))
+    np.testing.assert_array_equal(code[perm], code_p)
+    groups: dict[tuple, set] = {}
+    for d, r, lb, p, c in zip(*_key(cols), code):
+        groups.setdefault((str(d), int(r), int(lb), int(p)), set()).add(int(c))
+    assert len(groups) < 0.5 * len(code)
+    assert all(len(g) == 1 for g in groups.values())
+
+
+def test_four_subsets_nest_in_lundnets_three():
+    """LundNet's training events never meet the twin's select/final events; final inside LundNet's test."""
+    cols = _events(6000, seed=8)
+    u = splits.split_u(*_key(cols), seed=splits.DEFAULT_SEED)
+    f3 = splits.DEFAULT_FRACTIONS
+    three = splits.assign(u, f3[1], f3[2])
+    four = splits.assign4(u)
+    np.testing.assert_array_equal(four, splits.split4_of(*_key(cols)))
+    held = (four == splits.SELECT) | (four == splits.FINAL)
+    assert held.any() and not (held & (three == splits.TRAIN)).any()
+    assert not ((four == splits.FINAL) & (three != splits.TEST)).any()
+    splits.check_nested4(splits.DEFAULT_FRACTIONS4, f3[1], f3[2], 1, 1)
+    with pytest.raises(ConfigError, match="final fraction"):
+        splits.check_nested4((0.4, 0.1, 0.2, 0.3), 0.2, 0.2, 1, 1)  # final 0.3 > test 0.2
+    with pytest.raises(ConfigError, match="select \\+ final"):
+        splits.check_nested4((0.4, 0.1, 0.35, 0.15), 0.2, 0.2, 1, 1)  # 0.5 > 0.4
+    with pytest.raises(ConfigError, match="seed"):
+        splits.check_nested4(splits.DEFAULT_FRACTIONS4, 0.2, 0.2, 1, 2)
+    # a violating configuration does put LundNet training events into select
+    bad = splits.assign4(u, (0.4, 0.1, 0.35, 0.15))
+    assert ((bad == splits.SELECT) & (three == splits.TRAIN)).any()
+
+
+def test_folds_by_parent_are_balanced_independent_of_subsets_and_row_order():
+    cols = _events(6000, seed=9)
+    k = 4
+    fold = splits.fold_of(*_key(cols), k=k)
+    assert fold.min() == 0 and fold.max() == k - 1
+    n_par = len({(str(d), int(r), int(lb), int(p)) for d, r, lb, p in zip(*_key(cols))})
+    groups: dict[tuple, set] = {}
+    for d, r, lb, p, f in zip(*_key(cols), fold):
+        groups.setdefault((str(d), int(r), int(lb), int(p)), set()).add(int(f))
+    assert len(groups) == n_par and all(len(g) == 1 for g in groups.values())
+    first = {key: next(iter(g)) for key, g in groups.items()}
+    counts = np.bincount(list(first.values()), minlength=k)
+    assert np.all(np.abs(counts / n_par - 1 / k) < 4 * np.sqrt((1 / k) * (1 - 1 / k) / n_par))
+    perm = np.random.default_rng(2).permutation(len(fold))
+    np.testing.assert_array_equal(fold[perm], splits.fold_of(*(np.asarray(c)[perm] for c in _key(cols)), k=k))
+    # independent of the subsets: every fold has about the final fraction of final events
+    four = splits.split4_of(*_key(cols))
+    for j in range(k):
+        frac = np.mean(four[fold == j] == splits.FINAL)
+        assert abs(frac - 0.15) < 0.05, (j, frac)
+    with pytest.raises(ConfigError, match="k=1"):
+        splits.fold_of(*_key(cols), k=1)
