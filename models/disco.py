@@ -20,6 +20,30 @@ backward passes both run in O(n log n) time and O(n) memory:
   ``sum_j v_j sign(x_i - x_j)`` (sort + cumulative sums).
 
 Ties in x or y are handled exactly (tied pairs contribute zero). See ``docs/twin.md``.
+
+Devices (issue 29): :func:`dcorr` takes ``method``: ``"fast"`` is the exact O(n log n) path
+above (NumPy/numba on the CPU in float64, the result moved back to the input's device and
+dtype); ``"dense"`` is the O(n^2) formula of :func:`dcorr_reference` run by torch on the
+input's device and dtype (differentiable by autograd, no host transfer); ``"auto"`` (default)
+takes ``"fast"`` for CPU tensors and ``"dense"`` for tensors on another device (CUDA) when
+``n <= dense_max`` (memory ~6 n^2 elements), ``"fast"`` otherwise.
+
+Bias-corrected dCorr^2 (issue 29, :func:`u_dcorr_sqr`): the V-statistic dCorr^2 above has a
+positive expectation under independence that falls like ~1/n, so an eps on it depends on the
+sample size. The U-centred estimator of Szekely & Rizzo (2014), ``dCov_U^2 / sqrt(dVar_U^2(x)
+dVar_U^2(y))``, has expectation ~0 under independence whatever n (it can be negative). With
+weights it is written as the U-statistic it is (Huo & Szekely 2016),
+``dCov_U^2 = T1 + T2 - 2 T3`` with weighted means over *distinct* indices
+
+    T1 = sum_{i!=j} w_i w_j A_ij B_ij / sum_{i!=j} w_i w_j
+    T2 = sum_{i,j,k,l distinct} w_i w_j w_k w_l A_ij B_kl / sum_{distinct} w_i w_j w_k w_l
+    T3 = sum_{i,j,k distinct} w_i w_j w_k A_ij B_ik / sum_{distinct} w_i w_j w_k
+
+(``A_ij = |x_i - x_j|``, ``B_ij = |y_i - y_j|``), each an unbiased estimate of the same product of
+expectations under independence for fixed weights; for unit weights it is exactly Szekely &
+Rizzo's estimator (``dcor.u_distance_correlation_sqr``). The distinct-index sums reduce to the
+row sums ``a_i`` and to ``sum_ij p_i q_j A_ij B_ij`` for ``(p, q)`` in ``(w, w), (w, w^2),
+(w^2, w^2)``, all O(n log n) with the dominance sums above.
 """
 
 from __future__ import annotations
@@ -31,7 +55,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dcorr", "dcorr_reference", "dcorr_numpy", "DCorrFunction"]
+__all__ = ["dcorr", "dcorr_reference", "dcorr_numpy", "DCorrFunction", "u_dcorr_sqr", "u_dcorr_sqr_reference",
+           "DENSE_MAX"]
+
+#: Largest n for which ``method="auto"`` runs the dense O(n^2) dCorr on a non-CPU device.
+DENSE_MAX = 8192
 
 try:  # numba is a dependency; the pure-numpy fallback is only for exotic installs.
     import numba
@@ -281,21 +309,41 @@ class DCorrFunction(torch.autograd.Function):
         return gx, gy, None
 
 
-def dcorr(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted distance correlation in O(n log n) time and O(n) memory, differentiable in x and y.
+def dcorr(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None, method: str = "auto",
+          dense_max: int = DENSE_MAX) -> torch.Tensor:
+    """Weighted distance correlation, differentiable in x and y.
 
     Args:
         x: (n,) tensor (e.g. a classifier score, dimensionless).
         y: (n,) tensor (e.g. M_T in GeV; dCorr is scale invariant).
         weights: (n,) non-negative event weights, or ``None`` for unit weights. Treated as
             constants (no gradient). Their overall scale does not matter.
+        method: ``"fast"`` (exact O(n log n) time, O(n) memory, float64 on the CPU),
+            ``"dense"`` (O(n^2) on the input's device and dtype) or ``"auto"``: ``"fast"`` on
+            the CPU, ``"dense"`` on another device up to ``dense_max`` events, else ``"fast"``.
+        dense_max: see ``method``.
 
     Returns:
-        0-d tensor in [0, 1] with the dtype of ``x``; 0 for fewer than 2 events or a constant input.
-        Computed in float64 internally (on CPU).
+        0-d tensor in [0, 1] with the dtype and device of ``x``; 0 for fewer than 2 events or a
+        constant input.
     """
     if x.dim() != 1 or y.dim() != 1:
         raise ValueError(f"dcorr: expected 1-D x and y, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if method not in ("auto", "fast", "dense"):
+        raise ValueError(f"dcorr: method={method!r}, expected 'auto', 'fast' or 'dense'")
+    if method == "auto":
+        method = "dense" if x.device.type != "cpu" and x.numel() <= int(dense_max) else "fast"
+    if method == "dense":
+        if x.shape != y.shape or (weights is not None and weights.shape != x.shape):
+            raise ValueError(f"dcorr: x {tuple(x.shape)}, y {tuple(y.shape)}, weights "
+                             f"{None if weights is None else tuple(weights.shape)}: expected equal 1-D shapes")
+        if x.numel() < 2:
+            return x.new_zeros(())
+        y = y.to(x.dtype)
+        w = None if weights is None else weights.to(device=x.device, dtype=x.dtype)
+        if w is not None and not float(w.sum()) > 0:
+            raise ValueError(f"dcorr: sum of weights is {float(w.sum())}, expected > 0")
+        return dcorr_reference(x, y, w)
     return DCorrFunction.apply(x, y, weights)
 
 
@@ -327,3 +375,105 @@ def dcorr_reference(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | No
     if float(p.detach()) <= 0.0 or float(r.detach()) <= 0.0 or float(v.detach()) <= 0.0:
         return (v * 0.0).detach()
     return torch.sqrt(v / torch.sqrt(p * r))
+
+
+def _pair_sums(x: np.ndarray, y: np.ndarray, srx: _Sorted, sry: _Sorted,
+               pq: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """``sum_ij p_i q_j |x_i - x_j| |y_i - y_j|`` for each (p, q), one dominance sweep for all."""
+    chans = []
+    for _, q in pq:
+        chans += [q, q * x, q * y, q * x * y]
+    qs = _dominance_sums(srx, sry, np.stack(chans, axis=1))
+    out = []
+    for k, (p, _) in enumerate(pq):
+        c = qs[:, 4 * k:4 * k + 4]
+        out.append(float(np.sum(p * (x * y * c[:, 0] - x * c[:, 2] - y * c[:, 1] + c[:, 3]))))
+    return out
+
+
+def _u_dcov_sqr(x, y, w, srx, sry, a, b, same: bool) -> float:
+    """Weighted U-statistic dCov^2 (the module docstring's T1 + T2 - 2 T3), weights sum to 1."""
+    w2 = w * w
+    p1, p2, p3, p4 = 1.0, float(w2.sum()), float(np.sum(w2 * w)), float(np.sum(w2 * w2))
+    d2 = p1 * p1 - p2
+    d3 = p1 ** 3 - 3 * p1 * p2 + 2 * p3
+    d4 = p1 ** 4 - 6 * p1 * p1 * p2 + 3 * p2 * p2 + 8 * p1 * p3 - 6 * p4
+    if same:  # |x_i - x_j|^2: sum_ij p_i q_j (x_i - x_j)^2 in closed form
+        def sq(p, q):
+            return float(p @ (x * x) * q.sum() - 2 * (p @ x) * (q @ x) + p.sum() * (q @ (x * x)))
+        s11, s12, s22 = sq(w, w), sq(w, w2), sq(w2, w2)
+    else:
+        s11, s12, s22 = _pair_sums(x, y, srx, sry, [(w, w), (w, w2), (w2, w2)])
+    ga, gb = float(w @ a), float(w @ b)
+    n1 = s11
+    n3 = float(np.sum(w * a * b)) - s12
+    n2 = ga * gb - 4.0 * float(np.sum(w2 * a * b)) + 2.0 * s22
+    return n1 / d2 + n2 / d4 - 2.0 * n3 / d3
+
+
+def u_dcorr_sqr(x, y, weights=None) -> float:
+    """Bias-corrected (U-centred) squared distance correlation, weighted, in O(n log n).
+
+    Szekely & Rizzo (2014) for unit weights (equals ``dcor.u_distance_correlation_sqr``); with
+    weights the U-statistic of the module docstring. Its expectation under independence is ~0
+    for any n, so a threshold on it does not depend on the sample size (the V-statistic
+    ``dcorr**2`` is biased upwards by ~1/n). It can be negative.
+
+    Args:
+        x, y: (n,) arrays (or tensors; no gradient), n >= 4.
+        weights: (n,) non-negative weights or ``None``.
+
+    Returns:
+        float; 0 when ``x`` or ``y`` has no U-centred spread (e.g. constant).
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().cpu().numpy()
+    xn, yn, wn = _prepare(x, y, weights)
+    if len(xn) < 4 or np.count_nonzero(wn) < 4:
+        raise ValueError(f"u_dcorr_sqr: {np.count_nonzero(wn)} events with weight > 0, expected >= 4")
+    srx, sry = _Sorted(xn), _Sorted(yn)
+    sx = _signed_sums(srx, np.stack([wn, wn * xn], axis=1))
+    sy = _signed_sums(sry, np.stack([wn, wn * yn], axis=1))
+    a = xn * sx[:, 0] - sx[:, 1]
+    b = yn * sy[:, 0] - sy[:, 1]
+    v = _u_dcov_sqr(xn, yn, wn, srx, sry, a, b, same=False)
+    p = _u_dcov_sqr(xn, xn, wn, srx, srx, a, a, same=True)
+    r = _u_dcov_sqr(yn, yn, wn, sry, sry, b, b, same=True)
+    if p <= 0.0 or r <= 0.0:
+        return 0.0
+    return float(v / np.sqrt(p * r))
+
+
+def u_dcorr_sqr_reference(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Direct O(n^2) U-centred dCorr^2 (differentiable by autograd; unit weights: Szekely & Rizzo's
+    U-centring ``A~_ij = a_ij - a_i./(n-2) - a_.j/(n-2) + a../((n-1)(n-2))``). With weights the
+    same distinct-index sums as :func:`u_dcorr_sqr`, written with the n x n matrices.
+
+    Args:
+        x, y: (n,) tensors, n >= 4; weights: (n,) or ``None``.
+    """
+    if weights is None:
+        weights = torch.ones_like(x)
+    w = (weights / weights.sum()).to(x.dtype)
+
+    def ucov(a_mat, b_mat):
+        w2 = w * w
+        p2, p3, p4 = w2.sum(), (w2 * w).sum(), (w2 * w2).sum()
+        d2, d3 = 1 - p2, 1 - 3 * p2 + 2 * p3
+        d4 = 1 - 6 * p2 + 3 * p2 * p2 + 8 * p3 - 6 * p4
+        a, b = a_mat @ w, b_mat @ w
+        ab = a_mat * b_mat
+        s11, s12, s22 = w @ ab @ w, w @ ab @ w2, w2 @ ab @ w2
+        n2 = (w @ a) * (w @ b) - 4 * (w2 * a * b).sum() + 2 * s22
+        return s11 / d2 + n2 / d4 - 2 * ((w * a * b).sum() - s12) / d3
+
+    dx = (x[:, None] - x[None, :]).abs()
+    dy = (y[:, None] - y[None, :]).abs()
+    v, p, r = ucov(dx, dy), ucov(dx, dx), ucov(dy, dy)
+    if float(p.detach()) <= 0.0 or float(r.detach()) <= 0.0:
+        return (v * 0.0).detach()
+    return v / torch.sqrt(p * r)

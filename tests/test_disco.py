@@ -96,3 +96,135 @@ def test_degenerate_inputs():
         dcorr(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="weights"):
         dcorr(torch.zeros(3), torch.zeros(3), torch.zeros(4))
+
+
+# ---- bias-corrected dCorr^2 and the device path (issue 29) ----------------------------------------------------
+
+def _brute_u_dcorr_sqr(x, y, w):
+    """The weighted U-statistic by explicit loops over distinct index tuples (tiny n)."""
+    import itertools
+
+    n = len(x)
+    a_mat = np.abs(x[:, None] - x[None, :])
+    b_mat = np.abs(y[:, None] - y[None, :])
+
+    def avg(f, k):
+        num = den = 0.0
+        for t in itertools.permutations(range(n), k):
+            ww = float(np.prod(w[list(t)]))
+            num += ww * f(*t)
+            den += ww
+        return num / den
+
+    def ucov(a, b):
+        return (avg(lambda i, j: a[i, j] * b[i, j], 2) + avg(lambda i, j, k, m: a[i, j] * b[k, m], 4)
+                - 2 * avg(lambda i, j, k: a[i, j] * b[i, k], 3))
+
+    return ucov(a_mat, b_mat) / np.sqrt(ucov(a_mat, a_mat) * ucov(b_mat, b_mat))
+
+
+def test_u_dcorr_sqr_matches_dcor_unweighted():
+    dcor = pytest.importorskip("dcor")
+    from svjscout.models.disco import u_dcorr_sqr, u_dcorr_sqr_reference
+
+    rng = np.random.default_rng(21)
+    for n, ties in ((4, False), (9, True), (200, False), (1500, True)):
+        x = rng.normal(size=n)
+        y = np.sin(2 * x) + rng.normal(size=n)
+        if ties:
+            x, y = np.round(x * 2) / 2, np.round(y * 3) / 3
+        ref = dcor.u_distance_correlation_sqr(x, y)
+        assert u_dcorr_sqr(x, y) == pytest.approx(ref, abs=1e-10)
+        if n <= 200:
+            assert u_dcorr_sqr_reference(torch.from_numpy(x), torch.from_numpy(y)).item() == pytest.approx(ref,
+                                                                                                            abs=1e-10)
+    # a weight scale does not matter, unit weights are the unweighted estimator
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert u_dcorr_sqr(x, y, np.full(50, 3.7)) == pytest.approx(dcor.u_distance_correlation_sqr(x, y), abs=1e-12)
+
+
+def test_u_dcorr_sqr_weighted_matches_brute_force_and_dense():
+    from svjscout.models.disco import u_dcorr_sqr, u_dcorr_sqr_reference
+
+    rng = np.random.default_rng(22)
+    for n in (5, 7):
+        x = rng.normal(size=n)
+        y = x**2 + 0.5 * rng.normal(size=n)
+        w = rng.uniform(0.1, 2.0, n)
+        brute = _brute_u_dcorr_sqr(x, y, w)
+        assert u_dcorr_sqr(x, y, w) == pytest.approx(brute, abs=1e-10)
+        dense = u_dcorr_sqr_reference(*(torch.from_numpy(v) for v in (x, y, w))).item()
+        assert dense == pytest.approx(brute, abs=1e-10)
+    n = 800
+    x = np.round(rng.normal(size=n) * 4) / 4
+    y = np.round((x + rng.normal(size=n)) * 3) / 3
+    w = rng.exponential(1.0, n)
+    assert u_dcorr_sqr(x, y, w) == pytest.approx(
+        u_dcorr_sqr_reference(*(torch.from_numpy(v) for v in (x, y, w))).item(), abs=1e-10)
+    with pytest.raises(ValueError, match="expected >= 4"):
+        u_dcorr_sqr(x[:3], y[:3])
+
+
+@pytest.mark.parametrize("n,draws", [(200, 300), (2000, 60)])
+def test_u_dcorr_sqr_unbiased_under_independence_v_statistic_not(n, draws):
+    """Mean over independent draws: the U-statistic's is ~0 at any n, the V-statistic's ~c/n > 0."""
+    from svjscout.models.disco import u_dcorr_sqr
+
+    rng = np.random.default_rng(n)
+    w = rng.exponential(1.0, n)  # fixed weights (the weighted estimator is unbiased for fixed weights)
+    for weights in (None, w):
+        u, v = np.empty(draws), np.empty(draws)
+        for k in range(draws):
+            x = rng.normal(size=n)
+            y = rng.exponential(size=n)
+            u[k] = u_dcorr_sqr(x, y, weights)
+            v[k] = dcorr_numpy(x, y, weights) ** 2
+        se_u, se_v = u.std(ddof=1) / np.sqrt(draws), v.std(ddof=1) / np.sqrt(draws)
+        assert abs(u.mean()) < 4 * se_u, (n, u.mean(), se_u)
+        assert v.mean() > 10 * se_v and v.mean() > 5 * abs(u.mean()) + 4 * se_u, (n, v.mean(), u.mean())
+
+
+def test_dense_method_matches_fast_on_cpu():
+    """The device path (``method="dense"``, torch on the input's device) against the exact fast one."""
+    x, y, w = _sample(700, True, seed=9)
+    out = {}
+    for method in ("fast", "dense"):
+        xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
+        d = dcorr(xi, yi, w, method=method)
+        d.backward()
+        out[method] = (d.item(), xi.grad, yi.grad)
+    assert out["dense"][0] == pytest.approx(out["fast"][0], rel=1e-10)
+    for k in (1, 2):
+        assert (out["dense"][k] - out["fast"][k]).abs().max().item() <= 1e-9 * out["fast"][k].abs().max().item()
+    assert dcorr(x, y, method="dense").item() == pytest.approx(dcorr(x, y).item(), rel=1e-10)
+    with pytest.raises(ValueError, match="method"):
+        dcorr(x, y, method="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_one_step_matches_cpu():
+    """One optimisation step of a small network under a dCorr penalty: CUDA (dense, float32 on the
+    device) against the CPU (fast, float64 inside)."""
+    torch.manual_seed(0)
+    n = 4096
+    feats = torch.randn(n, 4)
+    mt = feats[:, 0] ** 2 + 0.5 * torch.randn(n)
+    w = torch.rand(n) + 0.1
+    results = {}
+    for dev in ("cpu", "cuda"):
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        score = torch.sigmoid(net(feats.to(dev))).squeeze(1)
+        d = dcorr(score, mt.to(dev), w.to(dev))
+        assert d.device.type == dev and d.dtype == torch.float32
+        opt.zero_grad()
+        d.backward()
+        grads = [p.grad.detach().cpu().clone() for p in net.parameters()]
+        opt.step()
+        results[dev] = (d.item(), grads, [p.detach().cpu() for p in net.parameters()])
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
+    for gc, gg in zip(results["cpu"][1], results["cuda"][1]):
+        assert (gc - gg).abs().max().item() <= 1e-3 * gc.abs().max().item() + 1e-7
+    for pc, pg in zip(results["cpu"][2], results["cuda"][2]):
+        assert (pc - pg).abs().max().item() <= 1e-5
