@@ -507,8 +507,11 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         obs = lim.get("obs")
         lines.append(f"| {point} | " + " | ".join(f"{lim[k]:.3g}" for k in ("exp-2", "exp-1", "exp0", "exp+1", "exp+2"))
                      + f" | {'-' if obs is None else f'{obs:.3g}'} |")
+    ws_note = (f"; beside each, its pyhf workspace `workspace.json` ({len(index['workspaces'])}, HistFactory JSON: "
+               "signal yields x `signal_scale`, see `workspace_meta.json` and docs/datacards.md)"
+               if index.get("workspaces") else "")
     lines += ["", f"Datacards: {len(index.get('cards', index.get('points', [])))} written under `datacards/` "
-              "(see `datacards/index.json`).", "", "## Timing", ""]
+              f"(see `datacards/index.json`){ws_note}.", "", "## Timing", ""]
     lines += [f"- {k}: {v:.1f} s" for k, v in timings.items()]
     path = outdir / "summary.md"
     path.write_text("\n".join(lines) + "\n")

@@ -17,7 +17,8 @@ def run_dir(tmp_path_factory, toy_models):
     from svjscout.jobs.main_job import run_job
 
     cfg = load_job(None, {"analysis.lundnet_model": toy_models[0], "analysis.twin_model": toy_models[1],
-                          "executor.name": "iterative", "executor.chunksize": 100000})
+                          "executor.name": "iterative", "executor.chunksize": 100000,
+                          "datacards.formats": ["combine", "pyhf"]})
     run_job(cfg, out, progress=False)
     return out
 
@@ -30,6 +31,13 @@ def test_outputs_exist(run_dir):
         assert (run_dir / name).exists(), name
     cards = sorted(run_dir.glob("datacards/*/*.txt"))
     assert len(cards) == 3
+    # datacards.formats [combine, pyhf]: a workspace beside every card, listed in index.json and the manifest
+    index = json.loads((run_dir / "datacards" / "index.json").read_text())
+    manifest = (run_dir / "manifest.json").read_text()
+    assert sorted(index["workspaces"]) == sorted(m["workspace"]["path"] for m in index["points"].values())
+    for rel in index["workspaces"]:
+        assert (run_dir / "datacards" / rel).is_file() and f"datacards/{rel}" in manifest, rel
+    assert "pyhf workspace `workspace.json` (3" in (run_dir / "summary.md").read_text()
 
 
 def test_limits_and_summary(run_dir):
