@@ -4,15 +4,37 @@ regions and optionally learned thresholds; and the start from a trained pair (``
 
 Training events: the analysis-selected events of the training split in the objective's plane
 (``objective_plane``, default SP), all of them in every step while they number at most
-``batch_size`` (a deterministic full-batch gradient), else ``batch_size`` drawn uniformly with
-replacement (yields scaled by N / batch_size, unbiased). Yields are in events at the skim's
-luminosity divided by the split's fraction (and the reservoir's sampling fraction), so that
-they estimate the full sample's. Validation and test figures use hard cuts (the real analysis)
-at the current thresholds.
+``batch_size``, else ``batch_size`` drawn uniformly with replacement (yields scaled by
+N / batch_size, unbiased). Yields are in events at the skim's luminosity divided by the split's
+fraction (and the reservoir's sampling fraction), so that they estimate the full sample's.
+Validation and test figures use hard cuts (the real analysis).
+
+What keeps the objective from fitting the noise of its own events (issue 29, item 6; each a
+config key, docs/analysis_objective.md):
+
+* ``nonclosure_halves``: the non-closure term from two halves of the parents, re-drawn every step
+  (:func:`~svjscout.models.abcd_objective.halves_nonclosure`);
+* ``neff_min`` / ``neff_weight``: the penalty ``neff_weight x sum relu(1 - N_eff / neff_min)^2``
+  over the regions and M_T bins of the background (Kish N_eff in parents, soft memberships);
+* ``bootstrap_replicas`` / ``bootstrap_sd``: every step evaluates ``R`` Poisson-bootstrap replicas
+  (weights ``w x Poisson(1)`` per parent, seeded by ``seed`` and the step) and maximises
+  ``mean(Z_r) - bootstrap_sd x sd(Z_r)``;
+* ``stop_wp: selected``: early stopping on the hard-cut ``<Z_A>`` at a working point chosen on the
+  grid of the scan (33 x 33 in [0.1, 0.9], N_eff >= ``neff_min``) on one half of the validation
+  parents and quoted on the other half; the final report quotes it on the test split with
+  bootstrap confidence intervals over parents;
+* ``trust_region``: ``trust_region x mean((x - x_init)^2 + (y - y_init)^2)`` over the objective's
+  events, towards the scores of the pair it started from; ``init_multipliers``: the MDMM
+  multipliers of that pair loaded (clamped at 0), not restarted at 0; ``closure_at_wp``: the MDMM
+  closure and occupancy constraints evaluated at the current (learned) thresholds;
+* ``signal_contamination``: signal in A, C and D enters the prediction, as in the datacards.
+
+The objective's tensors and parameters live on the model's device.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +47,15 @@ from onnx import numpy_helper
 from torch import nn
 
 from svjscout.core.exceptions import ConfigError, InputFileError
-from svjscout.models.abcd_objective import ObjectiveSettings, abcd_significance
+from svjscout.models.abcd_objective import (
+    ObjectiveSettings,
+    abcd_significance,
+    kish_neff,
+    mt_bin_index,
+    neff_shortfall,
+    parent_halves,
+    significance_from_yields,
+)
 from svjscout.models.closure import plane_mask
 from svjscout.models.export import read_metadata
 from svjscout.models.twin import TwinMLP
@@ -34,10 +64,15 @@ from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData, analysis_mask
 from svjscout.processors.settings import AnalysisSettings
 
-__all__ = ["AnalysisObjective", "load_twin_init", "objective_edges"]
+__all__ = ["AnalysisObjective", "load_twin_init", "objective_edges", "init_multipliers", "region_grid",
+           "poisson_replica_weights"]
+
+log = logging.getLogger("svjscout.models.train_twin")
 
 _WP_LO, _WP_HI = 0.1, 0.9  # the scan's in-bounds range of the thresholds
 _HARD_T = 1e-6  # "temperature" of the hard-cut evaluation (scores are float32: steps of ~1e-7)
+_GRID = np.round(np.linspace(_WP_LO, _WP_HI, 33), 10)  # the scan's default grid (datacards/scan.py)
+_SELECT_SALT = 0x5E1EC7  # the fixed split of the validation parents: selection (0) / quote (1)
 
 
 def objective_edges(cfg: TwinTrainConfig) -> tuple[float, ...]:
@@ -70,19 +105,73 @@ def load_twin_init(path: str | Path) -> TwinMLP:
     return model
 
 
+def init_multipliers(path: str | Path) -> dict[str, float]:
+    """The MDMM multipliers the pair at ``path`` ended with: a ``twin_checkpoint.pt``'s
+    ``mdmm_summary`` or a twin ONNX's ``multipliers_shipped`` (empty if it records none)."""
+    p = Path(path)
+    if p.suffix == ".pt":
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        return {k: float(v["lambda"]) for k, v in (ckpt.get("mdmm_summary") or {}).items()}
+    training = read_metadata(p).get("training") or {}
+    return {k: float(v) for k, v in (training.get("multipliers_shipped") or {}).items()}
+
+
+def poisson_replica_weights(group: torch.Tensor, replicas: int, seed: int) -> torch.Tensor:
+    """(replicas, n) Poisson(1) bootstrap factors, one per parent (``group`` ids >= 0, copies share
+    it), drawn on the CPU from ``seed`` alone (the same on every device), on ``group``'s device."""
+    gen = torch.Generator().manual_seed(int(seed))
+    n_groups = int(group.max()) + 1 if group.numel() else 0
+    lam = torch.ones(int(replicas), n_groups, dtype=torch.float64)
+    return torch.poisson(lam, generator=gen).to(group.device)[:, group]
+
+
+def region_grid(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, n_cells: int,
+                grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard-cut yields and sum of squared weights of every region at every grid point.
+
+    Returns ``(n, v)``, each (gx, gy, n_cells, 4) in [A, B, C, D] order, for the thresholds
+    ``(grid[i], grid[j])`` (regions as the analysis: A X > x0, Y <= y0; B X > x0, Y > y0; ...):
+    one 2D histogram per cell in the grid's intervals, then suffix sums (like the scan)."""
+    g = grid.numel()
+    ok = cell >= 0
+    x, y, w, cell = x[ok], y[ok], w[ok], cell[ok]
+    ix = torch.bucketize(x.contiguous(), grid, right=False)  # number of grid values < x: X > grid[i] iff ix > i
+    iy = torch.bucketize(y.contiguous(), grid, right=False)
+    key = (cell * (g + 1) + ix) * (g + 1) + iy
+    out = []
+    for val in (w, w * w):
+        h = torch.zeros(n_cells * (g + 1) * (g + 1), dtype=val.dtype, device=val.device).index_add(0, key, val)
+        h = h.reshape(n_cells, g + 1, g + 1)
+        hx = h.flip(1).cumsum(1).flip(1)[:, 1:, :]  # (cells, g, g+1): X above grid[i]
+        tot_x = h.sum(1, keepdim=True)  # (cells, 1, g+1)
+        above = hx.flip(2).cumsum(2).flip(2)[:, :, 1:]  # X above, Y above: (cells, g, g)
+        xa_all = hx.sum(2)  # (cells, g)
+        ya_all = tot_x.flip(2).cumsum(2).flip(2)[:, :, 1:]  # Y above (any X): (cells, 1, g)
+        total = h.sum((1, 2))[:, None, None]
+        reg_b = above
+        reg_a = xa_all[:, :, None] - above
+        reg_d = ya_all - above
+        reg_c = total - reg_a - reg_b - reg_d
+        out.append(torch.stack([reg_a, reg_b, reg_c, reg_d], dim=-1).permute(1, 2, 0, 3))
+    return out[0], out[1]
+
+
 class AnalysisObjective(nn.Module):
-    """``<Z_A>`` of the training split, the annealing and the (learned) thresholds.
+    """``<Z_A>`` of the training split, the annealing, the (learned) thresholds and the remedies
+    against fitting the noise (module doc).
 
     Args:
         cfg: the training settings.
         train: the training split's events (all rows of the split, or a uniform sample of
             them); ``sample_fraction``: that sample's share of the split's events.
         points: the signal points (m_Z', r_inv), in the order of the report.
-        device: torch device.
+        device: torch device (the objective's tensors and parameters are moved there).
+        anchor: the pair training starts from (``init_model``): its scores on the objective's
+            events are the centre of the trust region (None: no trust region).
     """
 
     def __init__(self, cfg: TwinTrainConfig, train: SkimData, points: list[tuple[float, float]],
-                 sample_fraction: float = 1.0, device: Any = "cpu"):
+                 sample_fraction: float = 1.0, device: Any = "cpu", anchor: TwinMLP | None = None):
         super().__init__()
         self.cfg, self.points, self.device = cfg, [tuple(p) for p in points], device
         if cfg.objective_plane not in cfg.planes:
@@ -104,7 +193,27 @@ class AnalysisObjective(nn.Module):
         w_bkg = self.train_t["w"][self.train_t["point"] < 0]
         scale = 1.0 / (cfg.split[0] * sample_fraction)
         b_floor = float(w_bkg.mean()) * scale if cfg.b_floor is None else float(cfg.b_floor)
-        self.settings = ObjectiveSettings(mt_edges=self.edges, yield_scale=scale, b_floor=b_floor)
+        self.settings = ObjectiveSettings(mt_edges=self.edges, yield_scale=scale, b_floor=b_floor,
+                                          nonclosure_halves=cfg.nonclosure_halves,
+                                          signal_contamination=cfg.signal_contamination)
+        #: the hard-cut evaluation: the scan's non-closure (same events), the cards' signal model
+        self.hard_settings = replace(self.settings, nonclosure_halves=False)
+        self.selected: tuple[float, float] | None = None  # working point chosen on validation parents
+        self.last_terms: dict[str, float] = {}
+        n = int(self.train_t["w"].numel())
+        self.has_anchor = anchor is not None and cfg.trust_region > 0
+        if self.has_anchor:
+            with torch.no_grad():
+                dev = next(anchor.parameters()).device
+                was_training = anchor.training
+                anchor.eval()
+                lx, ly = anchor.logits(self.train_t["f"].to(dev))
+                anchor.train(was_training)
+            self.register_buffer("anchor_xy", torch.stack([torch.sigmoid(lx), torch.sigmoid(ly)], 1)
+                                 .to(device=self.device, dtype=torch.float64))
+        else:
+            self.register_buffer("anchor_xy", torch.zeros(n, 2, dtype=torch.float64, device=self.device))
+        self.to(device)  # the learned thresholds with the model (the CUDA path)
 
     @staticmethod
     def _raw(v: float) -> float:
@@ -129,6 +238,48 @@ class AnalysisObjective(nn.Module):
         frac = min(1.0, float(self.steps) / self.total_steps)
         return float(t0 * (t1 / t0) ** frac)
 
+    def constraint_config(self) -> TwinTrainConfig:
+        """The settings of the MDMM constraints for this step: with ``closure_at_wp`` the current
+        thresholds are (x0, y0) (the occupancy's working point) and are added to ``closure_wps``
+        (the working points every step's closure holds at, with those drawn from
+        ``closure_wp_range``), so that the closure follows the thresholds as they move."""
+        if not self.cfg.closure_at_wp:
+            return self.cfg
+        x0, y0 = self.wp()
+        fixed = tuple(getattr(self.cfg, "closure_wps", None) or ())
+        extra = {"closure_wps": fixed + ((x0, y0),)} if hasattr(self.cfg, "closure_wps") else {}
+        return replace(self.cfg, x0=x0, y0=y0, **extra)
+
+    def step_wps(self, wps: torch.Tensor | None) -> torch.Tensor | None:
+        """The working points of a training step's closure terms ((k, 2); None: the evaluation
+        points of :meth:`constraint_config`) plus, with ``closure_at_wp``, the current thresholds."""
+        if wps is None or not self.cfg.closure_at_wp:
+            return wps
+        x0, y0 = self.wp()
+        return torch.cat([wps, torch.tensor([[x0, y0]], dtype=wps.dtype, device=wps.device)])
+
+    def load_multipliers(self, mdmm: nn.Module) -> dict[str, float]:
+        """With ``init_multipliers`` and an ``init_model``, set the MDMM multipliers to the starting
+        pair's (by constraint name, clamped at 0: a negative multiplier rewards violation, issue
+        29); names the pair does not record keep their start. Returns what was loaded."""
+        if not (self.cfg.init_multipliers and self.cfg.init_model and self.cfg.constraints):
+            return {}
+        try:
+            values = init_multipliers(self.cfg.init_model)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+            raise InputFileError(f"{self.cfg.init_model}: cannot read the MDMM multipliers to start from "
+                                 f"(init_multipliers): {err}") from err
+        names = list(getattr(mdmm, "names", []))
+        loaded = {n: max(0.0, values[n]) for n in names if n in values}
+        with torch.no_grad():
+            for i, n in enumerate(names):
+                if n in loaded:
+                    mdmm.lambdas[i] = loaded[n]
+        clamped = sorted(n for n in loaded if values[n] < 0)
+        log.info("twin: MDMM multipliers loaded from %s (%d of %d%s)", self.cfg.init_model, len(loaded), len(names),
+                 f"; clamped to 0: {clamped}" if clamped else "")
+        return loaded
+
     def tensors(self, d: SkimData) -> dict[str, torch.Tensor] | None:
         """The objective's view of events: analysis-selected, in the plane; point index, group."""
         cfg = self.cfg
@@ -151,40 +302,171 @@ class AnalysisObjective(nn.Module):
         return {"f": t(d.features, torch.float32), "w": t(d.weight, torch.float64), "mt": t(d.mt, torch.float64),
                 "point": t(point, torch.int64), "group": t(group.reshape(-1), torch.int64)}
 
+    def _scores(self, model: TwinMLP, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lx, ly = model.logits(f)
+        return torch.sigmoid(lx), torch.sigmoid(ly)
+
+    def _z_at(self, x, y, ev, w, x0, y0, settings, temperature, rows=None, salt: int = 0):
+        sl = slice(None) if rows is None else rows
+        return abcd_significance(x, y, w, ev["point"][sl], ev["mt"][sl], x0, y0, temperature, settings,
+                                 len(self.points), ev["group"][sl], salt=salt)
+
     def _z(self, model: TwinMLP, ev: dict[str, torch.Tensor], settings: ObjectiveSettings, temperature: float,
            rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         sl = slice(None) if rows is None else rows
-        lx, ly = model.logits(ev["f"][sl])
+        x, y = self._scores(model, ev["f"][sl])
         x0, y0 = self.thresholds()
-        return abcd_significance(torch.sigmoid(lx), torch.sigmoid(ly), ev["w"][sl], ev["point"][sl], ev["mt"][sl],
-                                 x0, y0, temperature, settings, len(self.points), ev["group"][sl])
+        return self._z_at(x, y, ev, ev["w"][sl], x0, y0, settings, temperature, rows)
 
     def training_value(self, model: TwinMLP, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The soft ``<Z_A>`` of the training split at the current temperature (advances the annealing)."""
+        """The soft objective of the training split at the current temperature (advances the annealing).
+
+        Returns the keys of :func:`abcd_significance` for the full (or minibatch) sample without
+        replicas, plus ``loss`` (0-d, what to minimise: ``-(mean_r Z_r - bootstrap_sd sd_r Z_r)``
+        plus the N_eff and trust-region penalties), ``z_replicas`` (R,) and ``z_robust``. The
+        terms as floats are kept in :attr:`last_terms` for the history."""
+        cfg = self.cfg
         ev, n, rows = self.train_t, int(self.train_t["w"].numel()), None
         settings = self.settings
-        if n > self.cfg.batch_size:
-            rows = torch.randint(n, (self.cfg.batch_size,), generator=gen).to(self.device)
+        if n > cfg.batch_size:
+            rows = torch.randint(n, (cfg.batch_size,), generator=gen).to(self.device)
             settings = replace(settings, yield_scale=settings.yield_scale * n / len(rows))
-        out = self._z(model, ev, settings, self.temperature(), rows)
+        step = int(self.steps)
+        sl = slice(None) if rows is None else rows
+        x, y = self._scores(model, ev["f"][sl])
+        x0, y0 = self.thresholds()
+        temperature = self.temperature()
+        w = ev["w"][sl]
+        out = self._z_at(x, y, ev, w, x0, y0, settings, temperature, rows, salt=step)
+        if cfg.bootstrap_replicas > 0:
+            pw = poisson_replica_weights(ev["group"][sl], cfg.bootstrap_replicas, cfg.seed * 1_000_003 + step)
+            zr = torch.stack([self._z_at(x, y, ev, w * pw[r], x0, y0, settings, temperature, rows, salt=step)["z_mean"]
+                              for r in range(cfg.bootstrap_replicas)])
+            sd = zr.std() if zr.numel() > 1 else torch.zeros_like(zr[0])
+            robust = zr.mean() - cfg.bootstrap_sd * sd
+        else:
+            zr, sd, robust = out["z_mean"][None], torch.zeros_like(out["z_mean"]), out["z_mean"]
+        neff_pen = neff_shortfall(out["neff"] * (1.0 if rows is None else n / len(rows)), cfg.neff_min)
+        loss = -robust + cfg.neff_weight * neff_pen
+        trust = torch.zeros_like(loss)
+        if self.has_anchor:
+            trust = ((torch.stack([x, y], 1).to(torch.float64) - self.anchor_xy[sl]) ** 2).sum(1).mean()
+            loss = loss + cfg.trust_region * trust
         self.steps += 1
-        return out
+        self.last_terms = {"z_robust": float(robust.detach()), "z_replica_sd": float(sd.detach()),
+                           "neff_penalty": float(neff_pen.detach()), "trust_distance": float(trust.detach()),
+                           "neff_min_soft": float(out["neff"].detach().min())}
+        return out | {"z_mean": zr.mean(), "loss": loss, "z_replicas": zr, "z_robust": robust}
 
-    def hard_value(self, model: TwinMLP, d: SkimData, fraction: float) -> dict[str, Any]:
-        """``<Z_A>`` with hard cuts at the current thresholds on events of a split holding
-        ``fraction`` of the sample (validation, test); floats for reports."""
+    def _view(self, d: SkimData) -> dict[str, torch.Tensor] | None:
         key = (id(d), str(self.device))  # the validation split is evaluated every epoch: build its view once
         if key not in self._views or self._views[key][0] is not d:
             self._views[key] = (d, self.tensors(d))
-        ev = self._views[key][1]
-        if ev is None:
-            return {"z_mean": 0.0, "z_points": {}, "x0": self.wp()[0], "y0": self.wp()[1]}
-        settings = replace(self.settings, yield_scale=1.0 / fraction)
-        with torch.no_grad():
-            out = self._z(model, ev, settings, _HARD_T)
+        return self._views[key][1]
+
+    def _hard_z(self, x, y, ev, mask, scale: float, wp: tuple[float, float], weights=None) -> dict[str, torch.Tensor]:
+        """Hard-cut ``<Z_A>`` of the rows ``mask`` at ``wp`` (yields x ``scale``); ``weights``
+        (R, n) bootstrap factors: then ``z_mean`` is (R,)."""
+        settings = replace(self.hard_settings, yield_scale=scale)
+        if weights is None:
+            return self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T)
+        zs = [self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask] * weights[r][mask], wp[0], wp[1],
+                         settings, _HARD_T)["z_mean"] for r in range(weights.shape[0])]
+        return {"z_mean": torch.stack(zs)}
+
+    def choose_wp(self, x, y, ev, mask, scale: float) -> dict[str, Any]:
+        """The working point of the scan's grid with the largest hard-cut ``<Z_A>`` on the rows
+        ``mask`` among those where every region and M_T bin holds background N_eff >= ``neff_min``
+        (all points if none does; ``neff_rule`` says which)."""
+        settings = replace(self.hard_settings, yield_scale=scale)
+        grid = torch.as_tensor(_GRID, dtype=torch.float64, device=x.device)
+        n_bins, n_pts = len(self.edges) - 1, len(self.points)
+        ev_m = _masked(ev, mask)
+        xm, ym, w = x[mask].to(torch.float64), y[mask].to(torch.float64), ev_m["w"] * scale
+        mbin = mt_bin_index(ev_m["mt"], self.edges)
+        bkg = ev_m["point"] < 0
+        nb, vb = region_grid(xm[bkg], ym[bkg], w[bkg], mbin[bkg], n_bins, grid)
+        sig = ~bkg
+        cell = torch.where(mbin[sig] >= 0, ev_m["point"][sig] * n_bins + mbin[sig], torch.full_like(mbin[sig], -1))
+        ns, _ = region_grid(xm[sig], ym[sig], w[sig], cell, n_pts * n_bins, grid)
+        ns = ns.reshape(grid.numel(), grid.numel(), n_pts, n_bins, 4)
+        z = significance_from_yields(nb, vb, ns, settings)["z_mean"]  # (g, g)
+        neff_min = kish_neff(nb, vb).amin(dim=(-2, -1))
+        ok = neff_min >= self.cfg.neff_min
+        rule = bool(ok.any())
+        zz = torch.where(ok, z, torch.full_like(z, -math.inf)) if rule else z
+        k = int(torch.argmax(zz))
+        i, j = divmod(k, grid.numel())
+        return {"x0": float(grid[i]), "y0": float(grid[j]), "z_select": float(z[i, j]),
+                "neff_min": float(neff_min[i, j]), "neff_rule": rule}
+
+    def hard_value(self, model: TwinMLP, d: SkimData, fraction: float, choose: bool = True,
+                   ci_replicas: int = 0) -> dict[str, Any]:
+        """Hard-cut figures on events of a split holding ``fraction`` of the sample (validation,
+        test); floats for reports.
+
+        ``z_mean``: ``<Z_A>`` at the current (learned) thresholds on all of ``d``. ``z_stop``: the
+        early-stopping figure: with ``stop_wp: selected`` and ``choose`` the working point is
+        chosen on one half of ``d``'s parents (:meth:`choose_wp`, kept in :attr:`selected`) and
+        ``<Z_A>`` quoted on the other half; with ``choose=False`` quoted on all of ``d`` at the
+        working point chosen before; with ``stop_wp: learned`` it is ``z_mean``. ``ci_replicas``
+        > 0 adds 68 % bootstrap intervals over parents (``z_mean_ci``, ``z_stop_ci``)."""
+        ev = self._view(d)
         x0, y0 = self.wp()
-        return {"z_mean": float(out["z_mean"]),
+        if ev is None:
+            return {"z_mean": 0.0, "z_stop": 0.0, "z_points": {}, "x0": x0, "y0": y0}
+        with torch.no_grad():
+            x, y = self._scores(model, ev["f"])
+            x, y = x.to(torch.float64), y.to(torch.float64)
+            all_rows = torch.ones_like(ev["w"], dtype=torch.bool)
+            out = self._hard_z(x, y, ev, all_rows, 1.0 / fraction, (x0, y0))
+            res: dict[str, Any] = {
+                "z_mean": float(out["z_mean"]),
                 "z_points": {f"{m:g}_{r:g}": float(z) for (m, r), z in zip(self.points, out["z_points"].tolist())},
                 "x0": x0, "y0": y0,
                 "nonclosure_rel": [float(v) for v in (out["var_nonclosure"].sqrt() / out["nhat"].clamp_min(1e-300))],
-                "b": [float(v) for v in out["b"]]}
+                "b": [float(v) for v in out["b"]],
+                "neff_min": float(out["neff"].min())}
+            quote, scale, wp_stop = all_rows, 1.0 / fraction, (x0, y0)
+            if self.cfg.stop_wp == "selected":
+                if choose or self.selected is None:
+                    half = parent_halves_of(ev["group"])
+                    chosen = self.choose_wp(x, y, ev, half == 0, 2.0 / fraction)
+                    self.selected = (chosen["x0"], chosen["y0"])
+                    quote, scale = half == 1, 2.0 / fraction
+                    res["selected"] = chosen | {"chosen_on": "half of the parents", "quoted_on": "the other half"}
+                wp_stop = self.selected
+                res["selected_wp"] = list(self.selected)
+            stop = self._hard_z(x, y, ev, quote, scale, wp_stop) if quote is not all_rows or wp_stop != (x0, y0) \
+                else out
+            res["z_stop"] = float(stop["z_mean"])
+            res["z_stop_points"] = {f"{m:g}_{r:g}": float(z)
+                                    for (m, r), z in zip(self.points, stop["z_points"].tolist())}
+            if ci_replicas > 0:
+                pw = poisson_replica_weights(ev["group"], ci_replicas, self.cfg.seed * 7919 + 17)
+                for key, mask, sc, wp_ in (("z_mean", all_rows, 1.0 / fraction, (x0, y0)),
+                                           ("z_stop", quote, scale, wp_stop)):
+                    zr = self._hard_z(x, y, ev, mask, sc, wp_, pw)["z_mean"].cpu().numpy()
+                    res[f"{key}_ci"] = [float(np.percentile(zr, 16)), float(np.percentile(zr, 84))]
+                res["ci_replicas"] = int(ci_replicas)
+        return res
+
+    def final_report(self, model: TwinMLP, d_val: SkimData, d_test: SkimData, split: tuple[float, ...]
+                     ) -> dict[str, Any]:
+        """The figures of the training report: validation (the working point chosen on half of its
+        parents, quoted on the other half) and test (quoted at that working point, chosen on other
+        events, and at the learned thresholds), with bootstrap intervals over parents."""
+        n_ci = self.cfg.stop_bootstrap
+        val = self.hard_value(model, d_val, split[1], choose=True, ci_replicas=n_ci)
+        test = self.hard_value(model, d_test, split[2], choose=False, ci_replicas=n_ci)
+        return {"validation": val, "test": test, "stop_wp": self.cfg.stop_wp,
+                "selected_wp": None if self.selected is None else list(self.selected)}
+
+
+def parent_halves_of(group: torch.Tensor) -> torch.Tensor:
+    """The fixed selection (0) / quote (1) halves of the validation parents."""
+    return parent_halves(group, _SELECT_SALT)
+
+
+def _masked(ev: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[mask] for k, v in ev.items()}
