@@ -10,6 +10,27 @@ Model parameters and slacks follow gradient *descent* on this loss, the multipli
 ``list(model.parameters()) + list(mdmm.parameters())`` does both. At a solution with an active
 constraint ``phi_j = 0`` and ``alpha_j lambda_j`` is the usual Lagrange multiplier.
 
+Multipliers are kept >= 0 (``projection="clamp"``, the default): projected dual ascent,
+
+    lambda_j <- max(0, lambda_j + eta * alpha_j * (L_j + s_j^2 - eps_j))    (Adam's step in place of eta * grad)
+
+i.e. the optimizer's ascent step followed by ``lambda_j = max(lambda_j, 0)``
+(:meth:`MDMM.project`; :meth:`MDMM.attach` registers it as a post-step hook of the optimizer, so
+it runs after *every* step). The loss also reads ``max(lambda_j, 0)``, so a multiplier can never
+act with the wrong sign even between a step and its projection. Why: the gradient of the
+constraint term with respect to ``L_j`` is ``alpha_j (lambda_j - rho_j phi_j)``. For an inequality
+constraint the multiplier of the Lagrangian is >= 0 (KKT); an unprojected ascent drives it
+negative while the constraint is slack (``phi_j > 0`` makes the ascent step negative), and once
+``lambda_j < rho_j phi_j`` with the constraint violated again the coefficient is negative: the
+loss *rewards* a larger ``L_j`` (the shipped twin ended with lambda = -0.54 for dCorr(Y, |deta|),
+issue 29). With ``lambda_j >= 0`` and a violated constraint (``L_j > eps_j``, so ``phi_j < 0``)
+the coefficient is ``>= alpha_j rho_j |phi_j| > 0``: the constraint's gradient always points
+back to the feasible side. (While the constraint is slack, the damping term pulls ``L_j`` towards
+``eps_j - s_j^2 <= eps_j``, never beyond ``eps_j``; the slack absorbs the gap.)
+``projection="none"`` is the old, unprojected update (to reproduce models trained before it).
+A checkpoint loaded into a clamped MDMM is projected too (an old one with negative multipliers
+is clamped, with a warning naming them).
+
 This is our own small module (not the PyPI ``mdmm`` package).
 """
 
@@ -26,7 +47,10 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Constraint", "MDMM", "MDMMOutput"]
+__all__ = ["Constraint", "MDMM", "MDMMOutput", "PROJECTIONS"]
+
+#: Update rules of the multipliers: ``clamp`` (projected dual ascent, lambda >= 0) or ``none``.
+PROJECTIONS = ("clamp", "none")
 
 
 @dataclass(frozen=True)
@@ -68,18 +92,25 @@ class MDMM(nn.Module):
 
     Args:
         constraints: the constraints, in a fixed order.
-        lambda_init: initial multiplier value (default 0).
+        lambda_init: initial multiplier value (default 0; >= 0 with ``projection="clamp"``).
+        projection: ``clamp`` (multipliers kept >= 0 after every step, module docstring) or
+            ``none`` (the unprojected update of models trained before issue 29).
 
     Parameters: ``lambdas`` (k,) multipliers (ascent) and ``slacks`` (k,) (descent), initialised
     to ``sqrt(eps)`` so that an already-satisfied constraint starts near ``phi = 0`` and is not
     stuck at the ``s = 0`` saddle.
     """
 
-    def __init__(self, constraints: Sequence[Constraint], lambda_init: float = 0.0):
+    def __init__(self, constraints: Sequence[Constraint], lambda_init: float = 0.0, projection: str = "clamp"):
         super().__init__()
         names = [c.name for c in constraints]
         if len(set(names)) != len(names):
             raise ValueError(f"MDMM: duplicate constraint names in {names}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"MDMM: projection is {projection!r}, expected one of {list(PROJECTIONS)}")
+        if projection == "clamp" and lambda_init < 0:
+            raise ValueError(f"MDMM: lambda_init is {lambda_init}, expected >= 0 with projection 'clamp'")
+        self.projection = projection
         self.constraints = list(constraints)
         k = len(self.constraints)
         self.lambdas = nn.Parameter(torch.full((k,), float(lambda_init), dtype=torch.float64))
@@ -92,6 +123,36 @@ class MDMM(nn.Module):
         self.register_buffer("_rho", torch.tensor([c.rho for c in self.constraints], dtype=torch.float64))
         self.last_values: dict[str, float] = {}
         self.last_phis: dict[str, float] = {}
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._project_loaded())
+
+    @property
+    def clamped(self) -> bool:
+        """True when the multipliers are kept >= 0."""
+        return self.projection == "clamp"
+
+    def project(self) -> list[str]:
+        """Clamp the multipliers to >= 0 in place (``projection="clamp"``; no-op for ``none``).
+
+        Returns:
+            names of the constraints whose multiplier was negative (and is now 0).
+        """
+        if not self.clamped:
+            return []
+        with torch.no_grad():
+            neg = self.lambdas < 0
+            if bool(neg.any()):
+                self.lambdas.clamp_(min=0.0)
+        return [n for n, b in zip(self.names, neg.tolist()) if b]
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Project after every ``optimizer.step()`` (a post-step hook); returns the hook handle."""
+        return optimizer.register_step_post_hook(lambda *_args, **_kw: self.project())
+
+    def _project_loaded(self) -> None:
+        neg = self.project()
+        if neg:
+            log.warning("MDMM: the loaded state has negative multipliers for %s; clamped to 0 "
+                        "(projection 'clamp')", neg)
 
     @property
     def names(self) -> list[str]:
@@ -113,7 +174,8 @@ class MDMM(nn.Module):
             raise KeyError(f"MDMM: constraint values missing for {missing}")
         vals = torch.stack([values[n].to(torch.float64).reshape(()) for n in self.names])
         phi = self._eps - vals - self.slacks**2
-        terms = self._alpha * (-self.lambdas * phi + 0.5 * self._rho * phi**2)
+        lam = self.lambdas.clamp_min(0.0) if self.clamped else self.lambdas  # gradient passes at 0
+        terms = self._alpha * (-lam * phi + 0.5 * self._rho * phi**2)
         loss = primary + terms.sum().to(primary.dtype)
         self.last_values = {n: float(v) for n, v in zip(self.names, vals.detach().tolist())}
         self.last_phis = {n: float(v) for n, v in zip(self.names, phi.detach().tolist())}
@@ -147,6 +209,7 @@ class MDMM(nn.Module):
         """Constraint definitions and last values, stored in :meth:`state_dict`."""
         return {
             "constraints": [asdict(c) for c in self.constraints],
+            "projection": self.projection,
             "last_values": dict(self.last_values),
             "last_phis": dict(self.last_phis),
         }

@@ -254,7 +254,10 @@ def test_null_scores_and_noise_floors():
     s = null_scores(u, 0.775, 0.2)
     assert float((s > 0.775).double().mean()) == pytest.approx(0.2, abs=0.005)
     assert float(s.min()) >= 0 and float(s.max()) < 1
-    cfg = TwinTrainConfig(batch_size=4000, floor_draws=6, mt_edges=(650, 900, 1300, 5000))
+    # one working point (x0, y0), every bin: the floors' 1/sqrt(n) scaling (the closure at many
+    # working points is tested in tests/test_twin_closure_wps.py)
+    cfg = TwinTrainConfig(batch_size=4000, floor_draws=6, mt_edges=(650, 900, 1300, 5000), closure_wp_range=None,
+                          closure_min_neff=0.0, bin_reduce="mean")
     floors = {}
     for n in (400, 6400):
         import tempfile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 from svjscout.core import splits
 from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import ConfigError
-from svjscout.models.closure import DEFAULT_PLANES
+from svjscout.models.closure import DEFAULT_PLANES, REDUCTIONS
+from svjscout.models.mdmm import PROJECTIONS
 
 #: Constraint names, in order.
 CONSTRAINTS = (
@@ -71,12 +73,36 @@ class TwinTrainConfig:
         activation: ``relu`` | ``silu`` | ``gelu`` | ``tanh``.
         dropout: dropout after each hidden activation.
         signal_to_background: sum of signal / sum of background training weights.
-        balance_signal_points: give every (mzprime, rinv) point the same total weight first.
-        x0, y0: working point of the closure terms (score thresholds).
+        balance_signal_points: give every (mzprime, rinv) point the same total weight first (default
+            True: the AUCs and ``<Z_A>`` weigh the signal points equally, so the BCE does too).
+        x0, y0: reference working point: the occupancy constraints, the null scores of the noise
+            floors, the plane figure, the start of ``objective: analysis``, ``report_wp`` by
+            default, and the closure terms' only working point when ``closure_wps`` and
+            ``closure_wp_range`` are both null (the behaviour before issue 29).
+        closure_wps: fixed working points [[x0, y0], ...] of the closure terms, used at every step
+            (None: none).
+        closure_wp_range: ``{x: [lo, hi], y: [lo, hi]}``: the closure terms also hold at
+            ``closure_wps_per_step`` working points drawn per step (uniformly, seeded) from the
+            grid of multiples of ``closure_wp_step`` inside this range; validation and test
+            evaluate every grid point (None: no range). Default x, y in [0.3, 0.9] (docs/twin.md).
+        closure_wp_step: grid step of the drawn working points (0.025: the cards' 40 score bins,
+            the grid of the datacards scan, 33 x 33 points in [0.1, 0.9]).
+        closure_wps_per_step: working points drawn from ``closure_wp_range`` per training step.
+        closure_reduce: ``max`` | ``smooth_max`` | ``mean``: fold of the closure values over the
+            working points (the constraint value).
+        closure_min_neff: a working point (and an M_T bin) enters the closure terms only where each
+            of its four soft regions holds Kish N_eff >= this (the datacards scan's guard
+            ``min_neff``, 10: the analysis cannot use the others and their closure is noise; 0:
+            every point, the behaviour before issue 29).
+        closure_temperature: temperature T of ``smooth_max`` (closure units):
+            ``T log(mean exp(C / T))``, at most ``T log k`` below the max of k values.
+        report_wp: the working point the analysis uses ([x0, y0]; None: (x0, y0)): the report
+            states the hard-cut closure there.
         kappa: sharpness of the soft step ``sigmoid(kappa u)`` (1/score units).
         planes: plane name -> [lo, hi) on |deta|.
         mt_edges: M_T bin edges in GeV for the per-bin closure.
-        bin_reduce: ``mean`` | ``max`` fold of the per-bin closures.
+        bin_reduce: ``max`` (default: the worst bin; one bad bin cannot hide) | ``smooth_max`` |
+            ``mean`` fold of the per-bin closures.
         eps: constraint name -> bound (all of :data:`CONSTRAINTS`; missing ones take defaults).
         min_region_fraction: every control region A, C, D of each plane must hold at least this
             fraction of the plane's background (soft counts); the ``occupancy_<plane>``
@@ -88,6 +114,8 @@ class TwinTrainConfig:
         floor_sigmas: floor = mean + ``floor_sigmas`` x standard deviation of the null values.
         floor_tail_fraction: fraction of the null scores above x0 (and above y0).
         alpha, rho: MDMM scale and damping (one value for all constraints, or per name).
+        mdmm_projection: ``clamp`` (multipliers kept >= 0 after every step: projected dual
+            ascent, models/mdmm.py) | ``none`` (the unprojected update of models before issue 29).
         patience: early-stopping patience in epochs.
         min_delta: minimal improvement of the validation figure.
         val_max_events: cap on validation events per evaluation (random fixed subset).
@@ -114,6 +142,28 @@ class TwinTrainConfig:
         objective_plane: the plane whose ``<Z_A>`` is maximised (the signal plane).
         b_floor: events added to the predicted background in the objective (None: one mean
             background MC weight of the plane, the sample's resolution).
+        nonclosure_halves: ``analysis``: the non-closure term from two halves of the parents,
+            ``(n_B - nhat)_1 (n_B - nhat)_2`` (unbiased for delta^2, not fittable; false: the
+            square of the same events). docs/analysis_objective.md, for this key and those below.
+        neff_min: ``analysis``: background Kish N_eff every region and M_T bin should hold (the
+            scan's rule, 10); also the rule of the working point chosen for stopping.
+        neff_weight: ``analysis``: weight of the penalty ``sum relu(1 - N_eff / neff_min)^2`` (0: off).
+        bootstrap_replicas: ``analysis``: Poisson-bootstrap replicas per step (weights
+            ``w x Poisson(1)`` per parent, seeded); 0: the plain sample.
+        bootstrap_sd: ``analysis``: maximise ``mean - bootstrap_sd x sd`` of the replicas' Z.
+        stop_wp: ``analysis``: ``selected`` (early stopping on the hard-cut Z at the working point
+            chosen on half of the validation parents, quoted on the other half) or ``learned``
+            (the hard-cut Z of all validation at the learned thresholds).
+        stop_bootstrap: ``analysis``: bootstrap replicas over parents of the report's 68 %
+            intervals (0: none).
+        trust_region: ``analysis``: weight of ``mean((x - x_init)^2 + (y - y_init)^2)`` towards
+            the scores of ``init_model`` (0: off).
+        init_multipliers: ``analysis``: start the MDMM multipliers from ``init_model``'s (clamped
+            at 0) instead of 0.
+        closure_at_wp: ``analysis``: the MDMM closure and occupancy at the current (learned)
+            thresholds too, not only at (x0, y0) / the configured working points.
+        signal_contamination: ``analysis``: signal in A, C and D enters the ABCD prediction (as
+            in the datacards).
     """
 
     seed: int = splits.DEFAULT_SEED
@@ -131,13 +181,22 @@ class TwinTrainConfig:
     activation: str = "silu"
     dropout: float = 0.0
     signal_to_background: float = 1.5
-    balance_signal_points: bool = False
+    balance_signal_points: bool = True
     x0: float = 0.775
     y0: float = 0.875
+    closure_wps: tuple[tuple[float, float], ...] | None = None
+    closure_wp_range: dict[str, tuple[float, float]] | None = field(
+        default_factory=lambda: {"x": (0.3, 0.9), "y": (0.3, 0.9)})
+    closure_wp_step: float = 0.025
+    closure_wps_per_step: int = 4
+    closure_reduce: str = "max"
+    closure_temperature: float = 0.01
+    closure_min_neff: float = 10.0
+    report_wp: tuple[float, float] | None = None
     kappa: float = 50.0
     planes: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PLANES))
     mt_edges: tuple[float, ...] = (650.0, 750.0, 850.0, 1000.0, 1200.0, 1500.0, 2000.0, 3000.0, 6000.0)
-    bin_reduce: str = "mean"
+    bin_reduce: str = "max"
     eps: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_EPS))
     min_region_fraction: float = 0.02
     floor_policy: str = "adjust"
@@ -146,6 +205,7 @@ class TwinTrainConfig:
     floor_tail_fraction: float = 0.2
     alpha: float | dict[str, float] = 1.0
     rho: float | dict[str, float] = 1.0
+    mdmm_projection: str = "clamp"
     patience: int = 20
     min_delta: float = 0.0
     val_max_events: int = 200_000
@@ -166,6 +226,17 @@ class TwinTrainConfig:
     objective_mt_edges: tuple[float, ...] | None = None
     objective_plane: str = "SP"
     b_floor: float | None = None
+    nonclosure_halves: bool = True
+    neff_min: float = 10.0
+    neff_weight: float = 1.0
+    bootstrap_replicas: int = 8
+    bootstrap_sd: float = 1.0
+    stop_wp: str = "selected"
+    stop_bootstrap: int = 200
+    trust_region: float = 10.0
+    init_multipliers: bool = True
+    closure_at_wp: bool = True
+    signal_contamination: bool = True
 
     @property
     def event_split_seed(self) -> int:
@@ -181,7 +252,31 @@ class TwinTrainConfig:
         if self.objective_mt_edges is not None:
             self.objective_mt_edges = tuple(float(v) for v in self.objective_mt_edges)
         self.eps = {**_DEFAULT_EPS, **{str(k): float(v) for k, v in dict(self.eps).items()}}
+        self._normalise_wps()
         self.validate()
+
+    def _normalise_wps(self) -> None:
+        """Working-point keys to tuples of floats (ConfigError naming the key on a wrong shape)."""
+        def pair(value: Any, key: str) -> tuple[float, float]:
+            try:
+                a, b = (float(v) for v in value)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"twin config key '{key}' has {value!r}, expected a pair [x0, y0]") from err
+            return a, b
+
+        if self.closure_wps is not None:
+            if isinstance(self.closure_wps, (str, bytes)) or not hasattr(self.closure_wps, "__iter__"):
+                raise ConfigError(f"twin config key 'closure_wps' is {self.closure_wps!r}, "
+                                  "expected a list of [x0, y0] pairs or null")
+            self.closure_wps = tuple(pair(v, "closure_wps") for v in self.closure_wps)
+        if self.report_wp is not None:
+            self.report_wp = pair(self.report_wp, "report_wp")
+        if self.closure_wp_range is not None:
+            rng = self.closure_wp_range
+            if not isinstance(rng, Mapping) or set(rng) != {"x", "y"}:
+                raise ConfigError(f"twin config key 'closure_wp_range' is {rng!r}, "
+                                  "expected {x: [lo, hi], y: [lo, hi]} or null")
+            self.closure_wp_range = {k: pair(rng[k], f"closure_wp_range.{k}") for k in ("x", "y")}
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the offending key."""
@@ -209,8 +304,37 @@ class TwinTrainConfig:
         missing_planes = sorted({"SP", "VP"} - set(self.planes))
         if missing_planes:
             raise ConfigError(f"twin config key 'planes' lacks {missing_planes}")
-        if self.bin_reduce not in ("mean", "max"):
-            raise ConfigError(f"twin config key 'bin_reduce' is {self.bin_reduce!r}, expected 'mean' or 'max'")
+        for key in ("bin_reduce", "closure_reduce"):
+            if getattr(self, key) not in REDUCTIONS:
+                raise ConfigError(f"twin config key '{key}' is {getattr(self, key)!r}, expected one of "
+                                  f"{list(REDUCTIONS)}")
+        if not float(self.closure_min_neff) >= 0:
+            raise ConfigError(f"twin config key 'closure_min_neff' is {self.closure_min_neff!r}, expected >= 0")
+        if not float(self.closure_temperature) > 0:
+            raise ConfigError(f"twin config key 'closure_temperature' is {self.closure_temperature!r}, expected > 0")
+        if self.mdmm_projection not in PROJECTIONS:
+            raise ConfigError(f"twin config key 'mdmm_projection' is {self.mdmm_projection!r}, expected one of "
+                              f"{list(PROJECTIONS)}")
+        for i, (a, b) in enumerate(self.closure_wps or ()):
+            if not (0 < a < 1 and 0 < b < 1):
+                raise ConfigError(f"twin config key 'closure_wps' entry {i} is [{a}, {b}], "
+                                  "expected thresholds in (0, 1)")
+        if self.report_wp is not None and not all(0 < v < 1 for v in self.report_wp):
+            raise ConfigError(f"twin config key 'report_wp' is {list(self.report_wp)}, expected thresholds in (0, 1)")
+        if not 0 < float(self.closure_wp_step) <= 0.5:
+            raise ConfigError(f"twin config key 'closure_wp_step' is {self.closure_wp_step!r}, expected in (0, 0.5]")
+        if not isinstance(self.closure_wps_per_step, int) or self.closure_wps_per_step < 1:
+            raise ConfigError(f"twin config key 'closure_wps_per_step' is {self.closure_wps_per_step!r}, "
+                              "expected a positive integer")
+        if self.closure_wp_range is not None:
+            for axis, (lo, hi) in self.closure_wp_range.items():
+                if not 0 < lo <= hi < 1:
+                    raise ConfigError(f"twin config key 'closure_wp_range.{axis}' is [{lo}, {hi}], expected "
+                                      "0 < lo <= hi < 1")
+            xs, ys = self.closure_wp_grid()
+            if not len(xs) or not len(ys):
+                raise ConfigError(f"twin config key 'closure_wp_range' {self.closure_wp_range} holds no multiple of "
+                                  f"closure_wp_step = {self.closure_wp_step}")
         if len(self.mt_edges) < 2 or any(b <= a for a, b in zip(self.mt_edges, self.mt_edges[1:])):
             raise ConfigError(f"twin config key 'mt_edges' is {list(self.mt_edges)}, expected >= 2 increasing values")
         if self.floor_policy not in ("adjust", "warn", "off"):
@@ -247,7 +371,47 @@ class TwinTrainConfig:
                               f"{sorted(self.planes)}")
         if self.b_floor is not None and not float(self.b_floor) >= 0:
             raise ConfigError(f"twin config key 'b_floor' is {self.b_floor!r}, expected >= 0 or null")
+        for key in ("nonclosure_halves", "init_multipliers", "closure_at_wp", "signal_contamination"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"twin config key '{key}' is {getattr(self, key)!r}, expected true or false")
+        for key in ("neff_min", "neff_weight", "bootstrap_sd", "trust_region"):
+            if not (isinstance(getattr(self, key), (int, float)) and math.isfinite(getattr(self, key))
+                    and getattr(self, key) >= 0):
+                raise ConfigError(f"twin config key '{key}' is {getattr(self, key)!r}, expected a number >= 0")
+        for key in ("bootstrap_replicas", "stop_bootstrap"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+                raise ConfigError(f"twin config key '{key}' is {value!r}, expected 0 (off) or an integer >= 2")
+        if self.stop_wp not in ("selected", "learned"):
+            raise ConfigError(f"twin config key 'stop_wp' is {self.stop_wp!r}, expected selected or learned")
         self.cuts()
+
+    def closure_wp_grid(self) -> tuple[list[float], list[float]]:
+        """The thresholds on X and on Y of the drawn working points: the multiples of
+        ``closure_wp_step`` inside ``closure_wp_range`` (empty lists without a range)."""
+        if self.closure_wp_range is None:
+            return [], []
+        step = float(self.closure_wp_step)
+
+        def axis(lo: float, hi: float) -> list[float]:
+            first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+            return [round(i * step, 10) for i in range(first, last + 1)]
+
+        return axis(*self.closure_wp_range["x"]), axis(*self.closure_wp_range["y"])
+
+    @property
+    def reference_wp(self) -> tuple[float, float]:
+        """The working point the report states closure at: ``report_wp``, else (x0, y0)."""
+        return tuple(self.report_wp) if self.report_wp is not None else (float(self.x0), float(self.y0))
+
+    def closure_eval_wps(self) -> list[tuple[float, float]]:
+        """Working points of the closure terms on validation and test: ``closure_wps`` and every
+        grid point of ``closure_wp_range``; (x0, y0) alone when both are null."""
+        fixed = list(self.closure_wps or ())
+        xs, ys = self.closure_wp_grid()
+        grid = [(a, b) for a in xs for b in ys]
+        wps = fixed + [p for p in grid if p not in fixed]
+        return wps or [(float(self.x0), float(self.y0))]
 
     def cuts(self):
         """The analysis preselection as a :class:`~svjscout.processors.selection.Cuts`."""
@@ -293,6 +457,10 @@ class TwinTrainConfig:
         d["mt_edges"] = list(self.mt_edges)
         d["planes"] = {k: list(v) for k, v in self.planes.items()}
         d["temperature"] = list(self.temperature)
+        d["closure_wps"] = None if self.closure_wps is None else [list(p) for p in self.closure_wps]
+        d["closure_wp_range"] = (None if self.closure_wp_range is None
+                                 else {k: list(v) for k, v in self.closure_wp_range.items()})
+        d["report_wp"] = None if self.report_wp is None else list(self.report_wp)
         if self.objective_mt_edges is not None:
             d["objective_mt_edges"] = list(self.objective_mt_edges)
         d["analysis_cuts"] = self.cuts().model_dump()  # the cuts applied, defaults included

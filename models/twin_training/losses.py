@@ -1,5 +1,12 @@
 """The twin's loss: BCE_X + BCE_Y and the constraints bounded under MDMM (dCorr, closure,
-occupancy), their noise floors on a finite sample and the targets trained with."""
+occupancy), their noise floors on a finite sample and the targets trained with.
+
+Closure terms hold at several working points (issue 29): ``closure_<plane>`` and
+``closure_bins_<plane>`` are the ``closure_reduce`` fold (default max) over the working points of
+the step (:func:`closure_wps_for_step`: ``closure_wps`` plus ``closure_wps_per_step`` points drawn
+from the grid of ``closure_wp_range``) or, on validation and test, over every working point of
+:meth:`TwinTrainConfig.closure_eval_wps`; the per-bin term folds the M_T bins first
+(``bin_reduce``, default max)."""
 
 from __future__ import annotations
 
@@ -9,16 +16,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svjscout.models.closure import plane_closures, plane_occupancies
+from svjscout.models.closure import plane_occupancies, reduce_closures, wp_closures
 from svjscout.models.disco import dcorr
 from svjscout.models.twin import TwinMLP
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import _Tensors
 
 
+def closure_wps_for_step(cfg: TwinTrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """The working points of one training step, (k, 2) float64: every ``closure_wps`` entry, then
+    ``closure_wps_per_step`` points drawn uniformly (with replacement, from ``gen``) among the grid
+    points of ``closure_wp_range``; (x0, y0) alone when both keys are null. Vectorised: two
+    integer draws, whatever the grid's size."""
+    fixed = [list(p) for p in (cfg.closure_wps or ())]
+    xs, ys = cfg.closure_wp_grid()
+    parts = [torch.tensor(fixed, dtype=torch.float64).reshape(-1, 2)]
+    if xs:
+        k = cfg.closure_wps_per_step
+        ix = torch.randint(len(xs), (k,), generator=gen)
+        iy = torch.randint(len(ys), (k,), generator=gen)
+        parts.append(torch.stack([torch.tensor(xs, dtype=torch.float64)[ix],
+                                  torch.tensor(ys, dtype=torch.float64)[iy]], dim=1))
+    wps = torch.cat(parts)
+    if not len(wps):
+        wps = torch.tensor([[float(cfg.x0), float(cfg.y0)]], dtype=torch.float64)
+    return wps
+
+
+def eval_wps(cfg: TwinTrainConfig) -> torch.Tensor:
+    """:meth:`TwinTrainConfig.closure_eval_wps` as a (k, 2) float64 tensor."""
+    return torch.tensor(cfg.closure_eval_wps(), dtype=torch.float64).reshape(-1, 2)
+
+
 def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: TwinTrainConfig,
-                norm: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Objective and constraint values on rows ``idx`` (all rows if None).
+                norm: float | None = None, wps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Objective and constraint values on rows ``idx`` (all rows if None); the closure terms at
+    the working points ``wps`` ((k, 2); None: every working point of ``cfg.closure_eval_wps()``).
 
     The weighted BCE is divided by ``norm`` (training minibatches: the expected sum of weights of
     a minibatch, ``batch_size`` x the mean training weight, so that its expectation is the
@@ -31,13 +65,16 @@ def _loss_terms(model: TwinMLP, t: _Tensors, idx: torch.Tensor | None, cfg: Twin
     bce_y = (w * F.binary_cross_entropy_with_logits(ly, lab, reduction="none")).sum() / wsum
     x, y = torch.sigmoid(lx), torch.sigmoid(ly)
     b = (lab == 0) & t.ana[sl]  # constraints: analysis-selected background only
-    values = _constraint_values(x[b], y[b], t.w_phys[sl][b], t.mt[sl][b], t.deta[sl][b], cfg)
+    values = _constraint_values(x[b], y[b], t.w_phys[sl][b], t.mt[sl][b], t.deta[sl][b], cfg, wps)
     return bce_x + bce_y, {"bce_x": bce_x, "bce_y": bce_y}, values
 
 
 def _constraint_values(xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, mtb: torch.Tensor,
-                       detab: torch.Tensor, cfg: TwinTrainConfig) -> dict[str, torch.Tensor]:
-    """Every constraint of :data:`CONSTRAINTS` on background scores, weights, M_T and deta."""
+                       detab: torch.Tensor, cfg: TwinTrainConfig,
+                       wps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every constraint of :data:`CONSTRAINTS` on background scores, weights, M_T and deta; the
+    closures at ``wps`` (None: :func:`eval_wps`), folded by ``closure_reduce`` / ``bin_reduce``;
+    the occupancy at (x0, y0)."""
     values = {
         "dcorr_xy": dcorr(xb, yb, wb),
         "dcorr_x_mt": dcorr(xb, mtb, wb),
@@ -45,8 +82,11 @@ def _constraint_values(xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, mtb
         "dcorr_x_deta": dcorr(xb, detab.abs(), wb),
         "dcorr_y_deta": dcorr(yb, detab.abs(), wb),
     }
-    values.update(plane_closures(xb, yb, wb, detab, mtb, cfg.x0, cfg.y0, cfg.kappa, cfg.mt_edges,
-                                 cfg.planes, cfg.bin_reduce))
+    table = wp_closures(xb, yb, wb, detab, mtb, eval_wps(cfg) if wps is None else wps, cfg.kappa, cfg.mt_edges,
+                        cfg.planes)
+    values.update({k: v.to(xb.dtype) for k, v in reduce_closures(table, cfg.closure_reduce, cfg.bin_reduce,
+                                                                   cfg.closure_temperature,
+                                                                   cfg.closure_min_neff).items()})
     values.update(plane_occupancies(xb, yb, wb, detab, cfg.x0, cfg.y0, cfg.kappa, cfg.min_region_fraction,
                                     cfg.planes))
     return values
@@ -72,7 +112,9 @@ def constraint_floors(t: _Tensors, cfg: TwinTrainConfig, resample: bool, seed: i
     (:func:`null_scores`, a fraction ``floor_tail_fraction`` above x0 and y0), one value per
     event so that resampled duplicates share it as a model's score would. ``resample=True``
     draws minibatches like the training loop (``batch_size`` with replacement), ``False``
-    evaluates the whole split, or its ``rows`` (the validation subset). The V-statistic dCorr and the
+    evaluates the whole split, or its ``rows`` (the validation subset). The closure terms use the
+    working points training uses: drawn per draw like a step (:func:`closure_wps_for_step`) with
+    ``resample=True``, every evaluation working point otherwise. The V-statistic dCorr and the
     closures of a finite sample are positive even then (about ``1/sqrt(n_eff)``), so a target ``eps`` below the
     floor can only be met by degenerate scores (docs/twin.md).
 
@@ -90,8 +132,9 @@ def constraint_floors(t: _Tensors, cfg: TwinTrainConfig, resample: bool, seed: i
             idx = torch.arange(t.n) if rows is None else rows
         b = (t.label[idx] == 0) & t.ana[idx]
         sel = idx[b]
+        wps = closure_wps_for_step(cfg, gen) if resample else None
         with torch.no_grad():
-            vals = _constraint_values(xn[sel], yn[sel], t.w_phys[sel], t.mt[sel], t.deta[sel], cfg)
+            vals = _constraint_values(xn[sel], yn[sel], t.w_phys[sel], t.mt[sel], t.deta[sel], cfg, wps)
         for n in CONSTRAINTS:
             draws[n].append(float(vals[n]))
     return {n: (float(np.mean(v)), float(np.std(v))) for n, v in draws.items()}

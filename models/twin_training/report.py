@@ -82,8 +82,8 @@ def _plot_plane(d: SkimData, x: np.ndarray, y: np.ndarray, cfg: TwinTrainConfig,
             norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if len(pos) and pos.max() > pos.min() else None
             mesh = ax.pcolormesh(bins, bins, np.where(h > 0, h, np.nan).T, norm=norm)
             fig.colorbar(mesh, ax=ax, label="weighted events")
-        ax.axvline(cfg.x0, color="r")
-        ax.axhline(cfg.y0, color="r")
+        ax.axvline(cfg.reference_wp[0], color="r")  # the working point used (report_wp, else x0, y0)
+        ax.axhline(cfg.reference_wp[1], color="r")
         ax.set_xlabel("X score")
         ax.set_ylabel("Y score")
         ax.set_title(f"test (untouched) {title}")
@@ -99,14 +99,46 @@ def _auc_lines(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt(v: Any) -> str:
+    return "undefined" if v is None or not np.isfinite(v) else f"{v:.4f}"
+
+
+def _wp_row(r: Mapping[str, Any], terms: list[str]) -> str:
+    return f"| ({r['x0']:.3f}, {r['y0']:.3f}) | " + " | ".join(_fmt(r.get(k)) for k in terms) + " |"
+
+
 def _closure_lines(metrics: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
-    lines = [f"Closure at the working point (x0, y0) = ({cfg['x0']:g}, {cfg['y0']:g}) with hard cuts, on "
+    wp = metrics.get("closure_wp") or [cfg["x0"], cfg["y0"]]
+    lines = [f"Closure at the working point used (report_wp) (x0, y0) = ({wp[0]:g}, {wp[1]:g}) with hard cuts "
+             "(closure_bins: the worst M_T bin), on "
              f"the {metrics.get('n_test_background', 0)} analysis-preselected background events:", "",
              "| term | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.get("closure_hard", {}).items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.get("closure_hard", {}).items()]
+    for plane, bins in metrics.get("closure_hard_bins", {}).items():
+        lines.append(f"| C_i per M_T bin, {plane} | " + ", ".join(_fmt(b) for b in bins) + " |")
+    for plane, neff in metrics.get("closure_hard_neff_min", {}).items():
+        lines.append(f"| smallest region N_eff, {plane} | {neff:.1f} |")
+    at = metrics.get("closure_at_wps") or {}
+    terms = [k for k in metrics.get("closure_hard", {}) if k.startswith("closure_")]
+    head = ["| working point | " + " | ".join(terms) + " |", "|---|" + "---|" * len(terms)]
+    if at.get("listed"):
+        lines += ["", "Hard-cut closure at every listed working point (closure_wps):", "", *head]
+        lines += [_wp_row(r, terms) for r in at["listed"]]
+    grid = at.get("grid")
+    if grid:
+        lines += ["", f"Hard-cut closure over the {grid['n']} grid working points of closure_wp_range "
+                  f"(x {grid['x'][0]:g}..{grid['x'][-1]:g}, y {grid['y'][0]:g}..{grid['y'][-1]:g}): median and "
+                  f"worst point of each term over the usable points (closure defined, every region with "
+                  f"N_eff >= {grid['min_neff']:g}):", "",
+                  "| term | median | worst | at (x0, y0) | usable points |", "|---|---|---|---|---|"]
+        for k in terms:
+            w = grid["worst"].get(k)
+            where = f"({w['x0']:.3f}, {w['y0']:.3f})" if w else "-"
+            lines.append(f"| {k} | {_fmt(grid['median'][k])} | {_fmt(w[k] if w else None)} | {where} | "
+                         f"{grid['usable'][k]} |")
     counts = metrics.get("abcd_counts_background", {})
     if counts:
-        lines += ["", "Background fractions in the regions (weighted, hard cuts):", "",
+        lines += ["", f"Background fractions in the regions at ({wp[0]:g}, {wp[1]:g}) (weighted, hard cuts):", "",
                   "| plane | A | B | C | D |", "|---|---|---|---|---|"]
         for plane, c in counts.items():
             tot = sum(c.values()) or 1.0
@@ -188,8 +220,11 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
               "| within trained / configured |",
               "|---|---|---|---|---|---|---|"]
     kappa = cfg["kappa"]
+    n_wps = (len(cfg.get("closure_wps") or ()) + (1 if cfg.get("closure_wp_range") else 0))
+    wp_note = (f", {cfg.get('closure_reduce', 'max')} over the evaluation working points" if n_wps else "")
     for k, t in check["terms"].items():
-        label = k if k.startswith("dcorr") else f"{k} (soft, kappa={kappa:g})"
+        note = wp_note if k.startswith("closure") else ""
+        label = k if k.startswith("dcorr") else f"{k} (soft, kappa={kappa:g}{note})"
         ok = f"{'yes' if t['within_trained'] else 'NO'} / {'yes' if t['within_configured'] else 'NO'}"
         lines.append(f"| {label} | {t['value']:.4f} | {fl(test_floor, k)} | {eps[k]:g} | {eps_used[k]:.4g} | "
                      f"{fl(floors.get('train', {}), k)} | {ok} |")
@@ -207,7 +242,12 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
                   for k, t in vcheck["terms"].items()]
         lines += [""] + _closure_lines(val_metrics, cfg)
     mult = summary.get("multipliers_shipped") or history[summary["best_epoch"]].get("multipliers", {})
+    proj = cfg.get("mdmm_projection", "none")
     lines += ["", f"## MDMM multipliers of the shipped model (best epoch {summary['best_epoch']})", "",
+              "Update: " + ("projected dual ascent, every multiplier clamped to >= 0 after every step "
+                            "(mdmm_projection: clamp, models/mdmm.py)." if proj == "clamp" else
+                            "unprojected ascent (mdmm_projection: none): a negative multiplier rewards violation."),
+              "",
               "| constraint | lambda |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in mult.items()]
     return write_report(out_dir, lines, {"summary": summary, "history": history, "test": metrics,

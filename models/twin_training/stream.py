@@ -26,6 +26,28 @@ from svjscout.models.twin_training.data import (
     concat,
     split_codes,
 )
+from svjscout.models.twin_training.losses import closure_wps_for_step
+
+
+def _group_moments(features: np.ndarray, weight: np.ndarray, group: np.ndarray, n_groups: int) -> dict[int, np.ndarray]:
+    """Per group g (of ``n_groups``, ``group`` in 0..n_groups-1): the (6, F) moments [sum w, sum w f,
+    sum w f^2, count, sum f, sum f^2] of the rows in it (present groups only), with one
+    ``bincount`` per moment and feature: O(rows x features), not O(rows x groups), so the 33
+    signal points of the design's grid cost no more than 2."""
+    f = features.astype(np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    nf = f.shape[1]
+    count = np.bincount(group, minlength=n_groups).astype(np.float64)
+    wsum = np.bincount(group, w, minlength=n_groups)
+
+    def per_feature(values: np.ndarray) -> np.ndarray:  # (n_groups, F)
+        return np.stack([np.bincount(group, values[:, j], minlength=n_groups) for j in range(nf)], axis=1)
+
+    wf, wf2 = per_feature(w[:, None] * f), per_feature(w[:, None] * f ** 2)
+    sf, sf2 = per_feature(f), per_feature(f ** 2)
+    ones = np.ones(nf)
+    return {g: np.stack([wsum[g] * ones, wf[g], wf2[g], count[g] * ones, sf[g], sf2[g]])
+            for g in range(n_groups) if count[g] > 0}
 
 
 class _TwinStream:
@@ -37,6 +59,7 @@ class _TwinStream:
     def __init__(self, paths: Sequence[str | Path], cfg: TwinTrainConfig, device):
         self.cfg, self.device = cfg, device
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.wp_gen = torch.Generator().manual_seed(cfg.seed + 17)  # the closure working points per step
         self.source = _source(paths)
         self.cuts = cfg.cuts()
         self.weights = _class_weights(cfg.signal_to_background, cfg.balance_signal_points)
@@ -64,13 +87,10 @@ class _TwinStream:
             self.weights.add(dt.label, dt.weight, _points(dt), str(self.source.path(rg)), dt.dataset)
             sig = dt.label == 1
             keys, inv = _keys(_points(dt)[sig]) if sig.any() else ([], np.zeros(0, int))
-            group = np.full(len(dt), -1)
-            group[sig] = inv
-            for g in np.unique(group):
-                key = "background" if g < 0 else keys[g]
-                f, w = dt.features[group == g].astype(np.float64), dt.weight[group == g]
-                ones = np.ones(f.shape[1])
-                add = np.stack([w.sum() * ones, w @ f, w @ f ** 2, len(w) * ones, f.sum(0), (f ** 2).sum(0)])
+            group = np.zeros(len(dt), int)  # 0: background, 1 + i: signal point keys[i]
+            group[sig] = inv + 1
+            for g, add in _group_moments(dt.features, dt.weight, group, len(keys) + 1).items():
+                key = "background" if g == 0 else keys[g - 1]
                 moments[key] = moments.get(key, 0) + add
             rows = np.arange(rg.start, rg.start + rg.rows)
             for res, sel in ((res_train, train), (res_val, (code == splits.VAL) & ana),
@@ -143,16 +163,19 @@ class _TwinStream:
         return bufs, allocate_batches(sizes, self.cfg.batches_per_epoch, g)
 
     def state_dict(self) -> dict[str, Any]:
-        """The minibatch generator's state (saved in the training state)."""
-        return {"generator": self.gen.get_state()}
+        """The minibatch and working-point generators' states (saved in the training state)."""
+        return {"generator": self.gen.get_state(), "wp_generator": self.wp_gen.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.gen.set_state(state["generator"])
+        if "wp_generator" in state:  # training states written before issue 29 have none
+            self.wp_gen.set_state(state["wp_generator"])
 
     def steps(self, epoch: int, start: int):
-        """(step, (tensors, rows)) for the minibatches ``start``.. of an epoch: rows drawn with one
-        generator seeded by ``seed`` (its state is in the training state, so a resumed run draws
-        what the interrupted one would have), inside the buffer of the step."""
+        """(step, (tensors, rows, working points)) for the minibatches ``start``.. of an epoch: rows
+        drawn with one generator seeded by ``seed`` (its state is in the training state, so a
+        resumed run draws what the interrupted one would have), inside the buffer of the step; the
+        closure working points of the step (:func:`~.losses.closure_wps_for_step`) from a second one."""
         bufs, which = self.plan(epoch)
         loaded, t = None, None
         for j in range(start, self.cfg.batches_per_epoch):
@@ -160,4 +183,4 @@ class _TwinStream:
                 loaded, t = which[j], None
                 t = self.buffer(bufs[which[j]])
             idx = torch.randint(t.n, (self.cfg.batch_size,), generator=self.gen)
-            yield j, (t, idx.to(self.device))
+            yield j, (t, idx.to(self.device), closure_wps_for_step(self.cfg, self.wp_gen))

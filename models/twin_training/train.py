@@ -157,7 +157,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         objective = AnalysisObjective(cfg, stream.train_sample, stream.points,
                                       len(stream.train_sample) / max(stream.n_train, 1), device)
     mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
-                 for n in CONSTRAINTS])
+                 for n in CONSTRAINTS], projection=cfg.mdmm_projection)
     model.to(device)
     mdmm.to(device)
     groups = [{"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -165,11 +165,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     if objective is not None and list(objective.parameters()):  # the learned thresholds
         groups.append({"params": list(objective.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups)
+    mdmm.attach(opt)  # multipliers projected to >= 0 after every step (mdmm_projection: clamp)
     norm = cfg.batch_size * stream.mean_weight
 
     def step(batch) -> tuple[dict[str, float], float]:
-        t, idx = batch
-        bce, parts, vals = _loss_terms(model, t, idx, cfg, norm)
+        t, idx, wps = batch
+        bce, parts, vals = _loss_terms(model, t, idx, cfg, norm, wps)
         primary, extra = bce, {}
         if objective is not None:  # maximise the soft <Z_A> of the training split
             temperature = objective.temperature()
