@@ -30,17 +30,33 @@ granularity            calorimeter deposits of one event are merged per cell: EC
                        hundreds of soft cells per event otherwise)
 =====================  ==============================================================
 
-**Jet level** (:func:`jet_factors`, drawn per detector copy): the visible particles (hard
-scatter and pileup) are clustered into generator AK4 jets (anti-kT R = 0.4, pT > 10 GeV); each
-jet's *calorimeter* cells (not its tracks or muons, which particle flow measures independently)
-get one common response factor:
+**Jet level** (:func:`jet_factors`, drawn per detector copy): the visible particles of the
+*hard scatter* are clustered into generator AK4 jets (anti-kT R = 0.4, pT > 10 GeV); each jet's
+*calorimeter* deposits (not its tracks or muons, which particle flow measures independently) get
+one common response factor:
 
-* Gaussian core: the jet's pT resolution becomes CMS's AK4 PF jet energy resolution,
-  sigma/pT = 2.5 GeV/pT (+) 90 %/sqrt(pT/GeV) (+) 4.5 % (10 % at 100 GeV, 6.9 % at 300 GeV,
-  5.3 % at 1 TeV; the barrel resolution measured in CMS, JINST 12 (2017) P02014, Run-2 JER
-  scale factors of ~1.1-1.2 included). The particle-level smearing of the jet's constituents
-  is subtracted in quadrature, so the total is the CMS value, and the jet-level fluctuation is
-  carried by the calorimeter part alone.
+* Gaussian core: the jet's pT resolution becomes CMS's AK4 PF jet energy resolution *without its
+  pileup part*, sigma/pT = N/pT (+) 90 %/sqrt(pT/GeV) (+) 4.5 % with N = 1 GeV (10.1 % at
+  100 GeV, 6.9 % at 300 GeV, 5.3 % at 1 TeV; the stochastic and constant terms of the barrel
+  resolution measured in CMS, JINST 12 (2017) P02014, Run-2 JER scale factors of ~1.1-1.2
+  included). The particle-level smearing of the jet's constituents is subtracted in quadrature,
+  so the total is the CMS value, and the jet-level fluctuation is carried by the calorimeter
+  part alone.
+
+**Pileup enters once** (issue 30): CMS's noise term N (~2.5-4 GeV at Run-2 pileup for R = 0.4)
+is mostly the fluctuation of the pileup energy inside the jet cone, plus electronics noise. Here
+pileup is simulated *at particle level* (overlaid minimum-bias Pythia events, their tracks removed
+by CHS, their neutrals measured by the calorimeter response above), so the jet-level JER keeps
+only the electronics-noise part of N (``jer_noise`` = 1 GeV: the ECAL+HCAL noise of a 0.4 cone
+after PF's cell thresholds, an assumption of this parametrisation; the pileup part is what the
+overlay itself produces). Pileup particles are never clustered into generator jets and never
+receive a jet-level factor; where a calorimeter cell holds deposits of both, only its
+hard-scatter fraction (scalar pT share) is scaled. Before issue 30 every generator jet,
+pileup-only jets included, was clustered from hard-scatter *and* pileup particles and smeared
+with N = 2.5 GeV on top of the overlay: pileup was counted twice (MET_x resolution in 200-300 GeV
+dijets 44 GeV at pileup 35 instead of ~17 GeV without pileup). :meth:`DetectorParams.shipped_v1`
+reproduces that detector (``jet_pileup = True``, ``jer_noise = 2.5``) for comparisons with
+samples generated before the change.
 * non-Gaussian tail: with probability 1e-3 per jet the calorimeter part keeps only a fraction
   uniform in [0, 0.5] of its energy (dead or masked calorimeter cells, cracks and HCAL
   punch-through; CMS's MET performance paper, JINST 14 (2019) P07004, and the "rebalance and
@@ -60,6 +76,8 @@ import awkward as ak
 import fastjet
 import numpy as np
 
+from svjscout.core.exceptions import ConfigError
+
 PION_MASS = 0.13957
 ELECTRON_MASS = 0.000511
 MUON_MASS = 0.10566
@@ -73,7 +91,15 @@ CALO_KINDS = {0: 22, 1: 130, 2: 1, 3: 2}
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """Parameters of the fast detector response (defaults: the tables in the module doc)."""
+    """Parameters of the fast detector response (defaults: the tables in the module doc).
+
+    ``jet_pileup``: False (default): generator jets and their jet-level response (JER core and
+    tail) act on hard-scatter particles only, pileup enters once, through the particle-level
+    overlay. True: the pre-issue-30 detector, pileup particles clustered into the jets and
+    smeared too (pileup counted twice); only with :meth:`shipped_v1`, to reproduce old samples.
+    ``jer_noise``: the JER noise term N in GeV, electronics noise only (1 GeV; 2.5 before issue
+    30, when it included pileup).
+    """
 
     tracker_eta: float = 2.5
     muon_eta: float = 2.4
@@ -99,12 +125,27 @@ class DetectorParams:
     chs: bool = True
     jet_radius: float = 0.4
     jet_pt_min: float = 10.0
-    jer_noise: float = 2.5  # GeV
+    jer_noise: float = 1.0  # GeV, electronics noise only: pileup comes from the overlay
     jer_stoch: float = 0.9  # sqrt(GeV)
     jer_const: float = 0.045
     jet_tail_prob: float = 1e-3
     jet_tail_min: float = 0.0
     jet_tail_max: float = 0.5
+    jet_pileup: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("jer_noise", "jer_stoch", "jer_const", "jet_radius", "jet_pt_min"):
+            if not float(getattr(self, name)) >= 0:
+                raise ConfigError(f"detector parameter {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.jet_tail_prob <= 1.0:
+            raise ConfigError(f"detector parameter jet_tail_prob must be in [0, 1], got {self.jet_tail_prob!r}")
+        if not isinstance(self.jet_pileup, bool):
+            raise ConfigError(f"detector parameter jet_pileup must be true or false, got {self.jet_pileup!r}")
+
+    @classmethod
+    def shipped_v1(cls, **overrides) -> DetectorParams:
+        """The detector of the samples generated before issue 30 (pileup counted twice)."""
+        return cls(**{"jet_pileup": True, "jer_noise": 2.5, **overrides})
 
 
 def is_invisible(pdg_id: np.ndarray) -> np.ndarray:
@@ -117,7 +158,7 @@ def jer(pt: np.ndarray, params: DetectorParams = DetectorParams()) -> np.ndarray
     """CMS-like relative AK4 jet pT resolution sigma/pT at jet pT ``pt`` (GeV).
 
     >>> [round(float(x), 3) for x in jer(np.array([100.0, 300.0, 1000.0]))]
-    [0.104, 0.069, 0.053]
+    [0.101, 0.069, 0.053]
     """
     p = params
     pt = np.maximum(np.asarray(pt, dtype=np.float64), 1e-3)
@@ -175,7 +216,12 @@ def _calo_sigma(energy, kind, p):
 
 
 def _merge_cells(event, kind, pt, eta, phi, jet, p):
-    """Sum the deposits of each (event, kind, cell); a cell's jet is that of its hardest deposit."""
+    """Sum the deposits of each (event, kind, cell).
+
+    A cell's jet is that of its hardest deposit (``jet_pileup``) or of its hardest deposit that
+    belongs to a jet (default); ``jet_frac`` is the scalar-pT share of the cell's deposits that
+    belong to a jet, the part a jet-level factor scales (1 for ``jet_pileup``, as before).
+    """
     size = np.select([kind == 0, kind == 1], [p.ecal_cell, p.hcal_cell], p.hf_cell)
     i_eta = np.floor((eta + 5.0) / size).astype(np.int64)
     i_phi = np.floor((phi + np.pi) / size).astype(np.int64)
@@ -188,14 +234,20 @@ def _merge_cells(event, kind, pt, eta, phi, jet, p):
     cpt = np.hypot(px, py)
     ceta = np.arcsinh(pz / np.maximum(cpt, 1e-9))
     cphi = np.arctan2(py, px)
-    # jet of the hardest deposit: sort by (cell, pt) and take the last of each cell
-    order = np.lexsort((pt, inverse))
+    # jet of the hardest deposit: sort by (cell, [in a jet,] pt) and take the last of each cell
+    in_jet = jet >= 0
+    order = np.lexsort((pt, inverse)) if p.jet_pileup else np.lexsort((pt, in_jet, inverse))
     last = np.r_[inverse[order][1:] != inverse[order][:-1], True]
     cjet = np.empty(n, dtype=np.int64)
     cjet[inverse[order][last]] = jet[order][last]
+    if p.jet_pileup:
+        frac = np.ones(n)
+    else:
+        frac = np.bincount(inverse, pt * in_jet, n) / np.maximum(np.bincount(inverse, pt, n), 1e-12)
     ckind = (uniq // (1024 * 1024)) % 4
     cevent = uniq // (4 * 1024 * 1024)
-    return {"event": cevent, "kind": ckind.astype(np.int8), "pt": cpt, "eta": ceta, "phi": cphi, "jet": cjet}
+    return {"event": cevent, "kind": ckind.astype(np.int8), "pt": cpt, "eta": ceta, "phi": cphi, "jet": cjet,
+            "jet_frac": frac}
 
 
 def measure(
@@ -218,14 +270,19 @@ def measure(
         event: the event index (0 ... n_events - 1) of each particle.
         pileup: True for particles of overlaid pileup events (their tracks are removed by CHS).
         jet: the generator jet (global index) of each particle, -1 if none; from
-            :func:`generator_jets` (default: no jets, no jet-level response).
+            :func:`generator_jets` (default: no jets, no jet-level response). Unless
+            ``params.jet_pileup``, pileup particles are taken out of their jets here (they get
+            only their particle-level response), whatever the caller clustered.
     """
     p = params
     abs_id = np.abs(pdg_id)
     visible = ~is_invisible(pdg_id)
     aeta = np.abs(eta)
-    pileup = np.zeros(pt.shape, dtype=bool) if pileup is None else pileup
+    pileup = np.zeros(pt.shape, dtype=bool) if pileup is None else np.asarray(pileup, dtype=bool)
     jet = np.full(pt.shape, -1, dtype=np.int64) if jet is None else jet
+    n_jets = int(jet.max()) + 1 if len(jet) and jet.max() >= 0 else 0  # jet indices stay those of the caller
+    if not p.jet_pileup:
+        jet = np.where(pileup, -1, jet)
 
     charged = (charge != 0) & visible
     tracked = charged & (aeta < p.tracker_eta)
@@ -252,7 +309,6 @@ def measure(
     cells = _merge_cells(event[d], kind[d], (pt * factor)[d], eta[d], phi[d], jet[d], p)
 
     # jets: generator pT, calorimeter pT and the jet-level Gaussian width still to add
-    n_jets = int(jet.max()) + 1 if len(jet) and jet.max() >= 0 else 0
     in_jet = (jet >= 0) & visible
     jet_pt = np.hypot(np.bincount(jet[in_jet], pt[in_jet] * np.cos(phi[in_jet]), n_jets),
                       np.bincount(jet[in_jet], pt[in_jet] * np.sin(phi[in_jet]), n_jets))
@@ -260,7 +316,7 @@ def measure(
     calo_in_jet = in_jet & d
     var_particles += np.bincount(jet[calo_in_jet], (sigma * pt)[calo_in_jet] ** 2, n_jets)
     in_jet_cells = cells["jet"] >= 0
-    calo_pt = np.bincount(cells["jet"][in_jet_cells], cells["pt"][in_jet_cells], n_jets)
+    calo_pt = np.bincount(cells["jet"][in_jet_cells], (cells["pt"] * cells["jet_frac"])[in_jet_cells], n_jets)
     extra = np.sqrt(np.maximum((jer(jet_pt, p) * jet_pt) ** 2 - var_particles, 0.0))
     jet_event = np.zeros(n_jets, dtype=np.int64)
     jet_event[jet[in_jet]] = event[in_jet]
@@ -316,7 +372,11 @@ def cell_pt(measured: Measured, factors: np.ndarray | None, params: DetectorPara
     if factors is None or len(factors) == 0:
         pt = c["pt"]
     else:
-        pt = c["pt"] * np.where(c["jet"] >= 0, factors[np.maximum(c["jet"], 0)], 1.0)
+        f = np.where(c["jet"] >= 0, factors[np.maximum(c["jet"], 0)], 1.0)
+        frac = c.get("jet_frac")
+        if frac is not None and not np.all(frac == 1.0):  # only the jets' share of a mixed cell
+            f = np.where(frac == 1.0, f, 1.0 + (f - 1.0) * frac)
+        pt = c["pt"] * f
     energy = pt * np.cosh(c["eta"])
     e_min = np.where((c["kind"] == 0) | (c["kind"] == 3), p.photon_e_min, p.neutral_e_min)
     pt_min = np.where(c["kind"] >= 2, p.hf_pt_min, p.neutral_pt_min)

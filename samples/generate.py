@@ -171,6 +171,7 @@ class GenerationConfig:
         unknown = sorted(set(self.detector) - known)
         if unknown:
             raise GenerationError(f"unknown detector parameter(s) {unknown}; known: {sorted(known)}")
+        self.detector_params  # noqa: B018 -- validates the values now (ConfigError naming the parameter)
 
     @property
     def dataset_name(self) -> str:
@@ -365,6 +366,8 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in sub.items()}
     event_index = np.repeat(np.arange(len(parents)), counts)
     vis = ~detector.is_invisible(flat["id"])
+    if not params.jet_pileup:  # pileup enters once, through the overlay: jets of the hard scatter only
+        vis &= ~flat["pileup"]
     jet = detector.generator_jets(flat["pt"], flat["eta"], flat["phi"], vis & (np.abs(flat["eta"]) < 5.0),
                                   counts, params)
     lap("generator_jets")

@@ -202,8 +202,11 @@ def test_detector_response_basics():
     e = 100 * np.cosh(eta[1::2])
     assert np.std(hadrons / 100) == pytest.approx(np.sqrt(np.mean(1 / e + 0.05**2)), rel=0.1)
     assert is_invisible(np.array([12, -14, 51, 53, 211, 4900211])).tolist() == [True, True, True, True, False, True]
-    # CMS-like JER, closed form: sqrt((2.5/pT)^2 + 0.9^2/pT + 0.045^2)
-    assert jer(np.array([300.0]))[0] == pytest.approx(np.sqrt((2.5 / 300) ** 2 + 0.81 / 300 + 0.045**2))
+    # CMS-like JER without its pileup part, closed form: sqrt((1/pT)^2 + 0.9^2/pT + 0.045^2)
+    assert jer(np.array([300.0]))[0] == pytest.approx(np.sqrt((1.0 / 300) ** 2 + 0.81 / 300 + 0.045**2))
+    old = DetectorParams.shipped_v1()  # the pre-issue-30 detector: N = 2.5 GeV, pileup in the jets
+    assert old.jet_pileup and jer(np.array([300.0]), old)[0] == pytest.approx(
+        np.sqrt((2.5 / 300) ** 2 + 0.81 / 300 + 0.045**2))
 
 
 def test_jet_response_core_is_cms_jer_and_tail_acts_on_calorimeter_only():
