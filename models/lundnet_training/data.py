@@ -36,6 +36,9 @@ class JetSet:
         dataset: str (n_jets,), dataset name.
         split: int8 (n_jets,), 0 train, 1 val, 2 test.
         files: the files read.
+        keys: per *event* (n_jets / 2), the identity columns ``dataset, run, luminosityBlock,
+            parent, event`` (uint64 but the dataset), in the row order of the jets (J0 of event
+            i is jet 2i); the k-fold cross-fit's fold key (:mod:`.crossfit`). ``None`` when unknown.
     """
 
     lund: np.ndarray
@@ -45,6 +48,7 @@ class JetSet:
     dataset: np.ndarray
     split: np.ndarray
     files: list[str] = field(default_factory=list)
+    keys: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -52,8 +56,9 @@ class JetSet:
     def subset(self, which: int) -> JetSet:
         """The jets of one split (TRAIN, VAL or TEST)."""
         sel = self.split == which
+        keys = None if self.keys is None else {k: v[sel[0::2]] for k, v in self.keys.items()}
         return JetSet(self.lund[sel], self.mask[sel], self.label[sel], self.weight[sel],
-                      self.dataset[sel], self.split[sel], self.files)
+                      self.dataset[sel], self.split[sel], self.files, keys)
 
 
 def _skim_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -135,7 +140,9 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
     split = splits.assign(splits.split_u(cat["dataset"], cat["run"], cat["luminosityBlock"], cat["parent"], seed),
                           val_fraction, test_fraction)
 
-    return JetSet(**_interleave_events(cat), split=np.repeat(split, 2, axis=0), files=[str(f) for f in files])
+    ident = {k: cat[k] for k in ("dataset", "run", "luminosityBlock", "parent", "event")}
+    return JetSet(**_interleave_events(cat), split=np.repeat(split, 2, axis=0), files=[str(f) for f in files],
+                  keys=ident)
 
 
 def _one_copy_per_parent(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
