@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,67 @@ def test_state_dict_round_trip_and_errors():
         fresh(torch.tensor(0.0), {})
     with pytest.raises(ValueError, match="duplicate"):
         MDMM([Constraint("x", 1.0), Constraint("x", 2.0)])
+
+
+def _moving_target(projection: str, steps_per_phase: int = 300):
+    """minimise (x - c)^2 s.t. x <= 1 with c = 2 (active), then 0 (slack), then 2 again (active).
+
+    Returns the per-step multipliers and the gradient of the constraint term with respect to the
+    constraint value, evaluated wherever the constraint is violated (value > eps)."""
+    torch.manual_seed(0)
+    x = torch.nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+    mdmm = MDMM([Constraint("x", eps=1.0, alpha=1.0, rho=1.0)], projection=projection)
+    opt = torch.optim.Adam([x, *mdmm.parameters()], lr=0.05)
+    mdmm.attach(opt)
+    lambdas, grads_violated = [], []
+    for c in (2.0, 0.0, 2.0):
+        for _ in range(steps_per_phase):
+            value = x.detach().clone().requires_grad_(True)  # d(constraint terms)/d(L), independent of x
+            mdmm(torch.zeros((), dtype=torch.float64), {"x": value}).loss.backward()
+            if value.item() > 1.0:
+                grads_violated.append(float(value.grad))
+            opt.zero_grad()
+            mdmm((x - c) ** 2, {"x": x}).loss.backward()
+            opt.step()
+            lambdas.append(mdmm.multipliers()["x"])
+    return np.array(lambdas), np.array(grads_violated), x.item(), mdmm
+
+
+def test_projected_multipliers_stay_nonnegative_and_never_reward_violation():
+    lam, grads, x, mdmm = _moving_target("clamp")
+    n = len(lam) // 3
+    assert lam.min() >= 0.0
+    assert lam[n - 1] == pytest.approx(2.0, abs=0.1)  # phase 1: active, KKT multiplier 2
+    # phase 2: slack; the ascent drives lambda down, the projection stops it at 0 (not below)
+    assert (lam[n:2 * n] == 0.0).sum() > 50 and lam[n + 100:2 * n].max() < 0.01
+    assert lam[-1] == pytest.approx(2.0, abs=0.1) and x == pytest.approx(1.0, abs=1e-2)  # phase 3: active again
+    assert len(grads) > 0 and grads.min() >= 0.0  # violated -> the term's gradient pushes L down
+    # the unprojected update (before issue 29): the multiplier goes negative while slack, and when
+    # the constraint is violated again the loss rewards violation for a while
+    lam_n, grads_n, _, _ = _moving_target("none")
+    assert lam_n.min() < -0.5
+    assert grads_n.min() < 0.0
+
+
+def test_projection_survives_checkpoints_and_clamps_old_states(caplog):
+    _, _, _, mdmm = _moving_target("clamp", steps_per_phase=100)
+    fresh = MDMM([Constraint("x", eps=1.0)])
+    fresh.load_state_dict(mdmm.state_dict())
+    assert fresh.multipliers() == mdmm.multipliers() and fresh.multipliers()["x"] >= 0
+    assert mdmm.state_dict()["_extra_state"]["projection"] == "clamp"
+    # a state written by the unprojected update, with a negative multiplier
+    old = MDMM([Constraint("x", eps=1.0)], projection="none")
+    with torch.no_grad():
+        old.lambdas.fill_(-0.54)
+    state = old.state_dict()
+    kept = MDMM([Constraint("x", eps=1.0)], projection="none")
+    kept.load_state_dict(state)
+    assert kept.multipliers()["x"] == pytest.approx(-0.54)
+    clamped = MDMM([Constraint("x", eps=1.0)])
+    with caplog.at_level("WARNING"):
+        clamped.load_state_dict(state)
+    assert clamped.multipliers()["x"] == 0.0 and "negative multipliers for ['x']" in caplog.text
+    with pytest.raises(ValueError, match="projection"):
+        MDMM([Constraint("x", 1.0)], projection="softplus")
+    with pytest.raises(ValueError, match="lambda_init"):
+        MDMM([Constraint("x", 1.0)], lambda_init=-1.0)
