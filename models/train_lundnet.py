@@ -20,14 +20,25 @@ Jets: J0 and J1 of every skim event; label 1 for signal events, 0 for background
 Outputs in ``out_dir``: ``lundnet.onnx`` (+ metadata), ``lundnet_checkpoint.pt``,
 ``report.md``, ``report.json``, ``roc.png``, ``scores.png``, ``loss.png``.
 
+* Cross-fit (for the twin's inputs, ``docs/training_data.md``): k models by parent fold, each
+  trained without its fold, give every event an out-of-fold score (:func:`crossfit_lundnet`,
+  :func:`crossfit_skim`); the deployed model stays the full one trained here.
+
 The code lives in :mod:`svjscout.models.lundnet_training`, one concept per module (config, data,
-stream, evaluation, report, train); this module re-exports its public names.
+stream, evaluation, report, train, crossfit); this module re-exports its public names.
 """
 
 from __future__ import annotations
 
 from svjscout.core.splits import SPLIT_NAMES, TEST, TRAIN, VAL  # noqa: F401
 from svjscout.models.lundnet_training.config import TrainConfig  # noqa: F401
+from svjscout.models.lundnet_training.crossfit import (  # noqa: F401
+    CrossFitConfig,
+    CrossFitResult,
+    crossfit_lundnet,
+    crossfit_skim,
+    write_oof_table,
+)
 from svjscout.models.lundnet_training.data import SKIM_COLUMNS, SPLIT_KEY_COLUMNS, JetSet, load_skim, training_weights  # noqa: F401
 from svjscout.models.lundnet_training.evaluation import (  # noqa: F401
     auc_table,
@@ -40,6 +51,8 @@ from svjscout.models.lundnet_training.train import TrainResult, train_lundnet  #
 from svjscout.models.training.metrics import weighted_auc  # noqa: F401
 
 __all__ = [
+    "CrossFitConfig",
+    "CrossFitResult",
     "SKIM_COLUMNS",
     "SPLIT_KEY_COLUMNS",
     "SPLIT_NAMES",
@@ -52,10 +65,13 @@ __all__ = [
     "auc_table",
     "background_groups",
     "baseline_scores",
+    "crossfit_lundnet",
+    "crossfit_skim",
     "evaluate_lundnet_onnx",
     "load_skim",
     "process_of",
     "train_lundnet",
     "training_weights",
     "weighted_auc",
+    "write_oof_table",
 ]

@@ -7,7 +7,8 @@
 * :mod:`.stream`: the skim streamed in row groups for training;
 * :mod:`.evaluation`: AUC tables, baselines, ``evaluate_lundnet_onnx``;
 * :mod:`.report`: figures and the markdown report;
-* :mod:`.train`: the loss, the validation loss and the entry point ``train_lundnet``.
+* :mod:`.train`: the loss, the validation loss and the entry point ``train_lundnet``;
+* :mod:`.crossfit`: k-fold (by parent) cross-fitted out-of-fold scores for the twin's inputs.
 
 The layer shared with the twin is :mod:`svjscout.models.training`.
 """
