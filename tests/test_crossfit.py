@@ -110,17 +110,24 @@ def test_config_errors_name_the_key():
                          np.full(len(jets["label"]), 5), CrossFitConfig(model=TINY, k=2))
 
 
-def test_crossfit_skim_keys_every_copy(tmp_path):
+def _write_skim(path, n_parents: int, seed: int):
     import awkward as ak
 
-    ev, jets = _events(60, seed=6)
+    ev, jets = _events(n_parents, seed=seed)
     n = len(ev["parent"])
     cols = {f"lund_{j}": jets["lund"][i::2] for i, j in enumerate(("j0", "j1"))}
     cols.update({f"lund_{j}_mask": jets["mask"][i::2].astype(bool) for i, j in enumerate(("j0", "j1"))})
     cols.update(weight=ev["weight"], label=ev["label"], run=ev["run"], luminosityBlock=ev["luminosityBlock"],
                 parent=ev["parent"], event=np.arange(1, n + 1, dtype=np.uint64))
     cols["dataset"] = ak.Array([str(d) for d in ev["dataset"]])
-    ak.to_parquet(ak.zip(cols, depth_limit=1), str(tmp_path / "skim.parquet"))
+    ak.to_parquet(ak.zip(cols, depth_limit=1), str(path))
+    return path, n
+
+
+def test_crossfit_skim_keys_every_copy(tmp_path):
+    import awkward as ak
+
+    _, n = _write_skim(tmp_path / "skim.parquet", 60, seed=6)
     cfg = CrossFitConfig(model=TINY, k=2, epochs=1, batch_size=64, seed=1, threads=1)
     table, res = crossfit_skim([tmp_path / "skim.parquet"], cfg, fit_subset=None)
     assert len(table["event"]) == n and np.isfinite(table["lundnet_j0"]).all()
@@ -135,3 +142,26 @@ def test_crossfit_skim_keys_every_copy(tmp_path):
     out = write_oof_table(table, tmp_path / "oof.parquet")
     back = ak.from_parquet(str(out))
     np.testing.assert_array_equal(ak.to_numpy(back["lundnet_j1"]), table["lundnet_j1"])
+
+
+def test_train_lundnet_writes_out_of_fold_scores(tmp_path):
+    """``crossfit_k`` in LundNet's TrainConfig: the full model as before plus lundnet_oof.parquet,
+    whose fold models trained on LundNet's training subset outside their fold."""
+    import awkward as ak
+
+    from svjscout.models.train_lundnet import TrainConfig, train_lundnet
+
+    path, n = _write_skim(tmp_path / "skim.parquet", 150, seed=8)
+    cfg = TrainConfig(model=TINY, epochs=1, patience=1, seed=3, batch_size=64, threads=1, progress=False,
+                      crossfit_k=2, crossfit_epochs=1)
+    res = train_lundnet([path], tmp_path / "out", cfg)
+    assert res.oof_path == tmp_path / "out" / "lundnet_oof.parquet" and (tmp_path / "out" / "lundnet.onnx").exists()
+    oof = ak.from_parquet(str(res.oof_path))
+    assert len(oof) == n and np.isfinite(ak.to_numpy(oof["lundnet_j0"])).all()
+    fold = ak.to_numpy(oof["lundnet_fold"])
+    expect = splits.fold_of(np.asarray(ak.to_list(oof["dataset"]), dtype=object), ak.to_numpy(oof["run"]),
+                            ak.to_numpy(oof["luminosityBlock"]), ak.to_numpy(oof["parent"]), 2, 3)
+    np.testing.assert_array_equal(fold, expect)
+    for bad in ({"crossfit_k": 1}, {"crossfit_epochs": 0}):
+        with pytest.raises(ConfigError, match="train.crossfit"):
+            TrainConfig(model=TINY, **bad)

@@ -35,6 +35,11 @@ class TrainConfig:
             buffers of this size; every jet visited once per epoch).
         checkpoint_every: also write the training state every this many steps (0: epoch ends).
         resume: continue from ``out_dir/train_state.pt`` if it exists.
+        crossfit_k: after training, also cross-fit ``crossfit_k`` fold models by parent and write
+            every event's out-of-fold scores to ``out_dir/lundnet_oof.parquet`` for the twin
+            (:mod:`.crossfit`, ``docs/training_data.md``); 0 (default): no cross-fit, else >= 2.
+            The skim is then read into memory once more.
+        crossfit_epochs: epochs per fold model; ``None``: the full model's best epoch.
     """
 
     model: Any = None
@@ -55,6 +60,8 @@ class TrainConfig:
     buffer_jets: int = 500_000
     checkpoint_every: int = 0
     resume: bool = False
+    crossfit_k: int = 0
+    crossfit_epochs: int | None = None
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -62,6 +69,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "patience", "threads", "buffer_jets"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} is {getattr(self, key)}, expected >= 1")
+        if self.crossfit_k != 0 and self.crossfit_k < 2:
+            raise ConfigError(f"train.crossfit_k is {self.crossfit_k}, expected 0 (off) or >= 2")
+        if self.crossfit_epochs is not None and self.crossfit_epochs < 1:
+            raise ConfigError(f"train.crossfit_epochs is {self.crossfit_epochs}, expected >= 1 or None")
         if not 0 < self.lr_factor <= 1:
             raise ConfigError(f"train.lr_factor is {self.lr_factor}, expected in (0, 1]")
         if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):

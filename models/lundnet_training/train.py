@@ -19,6 +19,7 @@ from svjscout.core.features import LUND_FEATURES
 from svjscout.core.splits import SPLIT_NAMES, TEST, VAL
 from svjscout.models.lundnet import LundNet, count_parameters, export_lundnet_onnx, load_lundnet_session
 from svjscout.models.lundnet_training.config import TrainConfig
+from svjscout.models.lundnet_training.crossfit import CrossFitConfig, crossfit_skim, write_oof_table
 from svjscout.models.lundnet_training.evaluation import auc_table, baseline_scores
 from svjscout.models.lundnet_training.report import _markdown, _plots
 from svjscout.models.lundnet_training.stream import _JetStream
@@ -43,6 +44,7 @@ class TrainResult:
     history: list[dict[str, float]]
     best_epoch: int
     n_parameters: int
+    oof_path: Path | None = None
 
 
 def _weighted_bce(logits, target, w):
@@ -161,9 +163,25 @@ def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config:
         return None
     model.to("cpu").eval()
     try:
-        return _finish(model, stream, feat_idx, run.history, run.best_epoch, n_params, run.seconds, out, config)
+        result = _finish(model, stream, feat_idx, run.history, run.best_epoch, n_params, run.seconds, out, config)
+        if config.crossfit_k:
+            result.oof_path = _crossfit(skim_paths, out, config, run.best_epoch)
+        return result
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _crossfit(skim_paths, out: Path, config: TrainConfig, best_epoch: int) -> Path:
+    """The k-fold cross-fit after training (``config.crossfit_k``): out-of-fold scores of every event."""
+    cfg = CrossFitConfig(model=config.model, k=config.crossfit_k,
+                         epochs=config.crossfit_epochs or max(int(best_epoch), 1), batch_size=config.batch_size,
+                         lr=config.lr, seed=config.seed, threads=config.threads,
+                         device=str(resolve_device(config.device)))
+    fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
+    table, _ = crossfit_skim(skim_paths, cfg, split_fractions=fractions)
+    path = write_oof_table(table, out / "lundnet_oof.parquet")
+    log.info("wrote %s (%d events, %d folds)", path, len(table["event"]), cfg.k)
+    return path
 
 
 def _finish(model, stream: _JetStream, feat_idx, history, best_epoch, n_params, train_seconds, out,
