@@ -142,6 +142,17 @@ def test_crossfit_skim_keys_every_copy(tmp_path):
     out = write_oof_table(table, tmp_path / "oof.parquet")
     back = ak.from_parquet(str(out))
     np.testing.assert_array_equal(ak.to_numpy(back["lundnet_j1"]), table["lundnet_j1"])
+    # the twin's look-up by event identity, in any order
+    from svjscout.core.exceptions import InputFileError
+    from svjscout.models.lundnet_training.crossfit import lookup_oof, read_oof_table
+
+    t = read_oof_table(out)
+    perm = np.random.default_rng(0).permutation(n)
+    j0, j1 = lookup_oof(t, t["dataset"][perm], t["run"][perm], t["luminosityBlock"][perm], t["event"][perm])
+    np.testing.assert_array_equal(j0, table["lundnet_j0"][perm])
+    np.testing.assert_array_equal(j1, table["lundnet_j1"][perm])
+    with pytest.raises(InputFileError, match="1 event"):
+        lookup_oof(t, np.array(["qcd"], dtype=object), [3], [1], [10**6], what="twin skim")
 
 
 def test_train_lundnet_writes_out_of_fold_scores(tmp_path):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from svjscout.core import splits
-from svjscout.core.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.core.features import LUND_FEATURES
 from svjscout.models.lundnet import SMALL, LundNet, LundNetConfig
 from svjscout.models.lundnet_training.data import load_skim, training_weights
@@ -47,7 +47,7 @@ from svjscout.models.lundnet_training.data import load_skim, training_weights
 log = logging.getLogger("svjscout.models.train_lundnet")
 
 __all__ = ["CrossFitConfig", "CrossFitResult", "fit_lundnet_arrays", "crossfit_lundnet", "crossfit_skim",
-           "write_oof_table"]
+           "write_oof_table", "read_oof_table", "lookup_oof"]
 
 
 @dataclass
@@ -261,3 +261,51 @@ def write_oof_table(table: dict[str, np.ndarray], path: str | Path) -> Path:
     cols = {k: (ak.Array([str(s) for s in v]) if k == "dataset" else np.ascontiguousarray(v)) for k, v in table.items()}
     ak.to_parquet(ak.zip(cols, depth_limit=1), str(path))
     return path
+
+
+def read_oof_table(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a table written by :func:`write_oof_table` (dataset as str objects, keys uint64)."""
+    path = Path(path)
+    try:
+        arr = ak.from_parquet(str(path))
+    except Exception as err:  # pyarrow raises many types
+        raise InputFileError(f"{path}: cannot read the out-of-fold LundNet table ({err})") from err
+    need = ("dataset", "run", "luminosityBlock", "event", "lundnet_j0", "lundnet_j1")
+    missing = [c for c in need if c not in arr.fields]
+    if missing:
+        raise InputFileError(f"{path}: out-of-fold table lacks column(s) {missing}")
+    out = {k: np.asarray(ak.to_numpy(arr[k])) for k in arr.fields if k != "dataset"}
+    out["dataset"] = np.asarray(ak.to_list(arr["dataset"]), dtype=object)
+    return out
+
+
+def lookup_oof(table: dict[str, np.ndarray], dataset: np.ndarray, run, lumi, event,
+               what: str = "skim") -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold (J0, J1) scores of events identified by (dataset, run, luminosityBlock, event).
+
+    ``run``/``lumi`` may be None (0, as in the split key). For the twin's loader: replace its
+    ``lundnet_j0``/``lundnet_j1`` by these on the events it trains and early-stops on.
+
+    Raises:
+        InputFileError: an event is not in the table (``what`` names the events' source).
+    """
+    def key(ds, r, lb, ev):
+        n = len(ev)
+        r = np.zeros(n, np.uint64) if r is None else np.asarray(r).astype(np.uint64)
+        lb = np.zeros(n, np.uint64) if lb is None else np.asarray(lb).astype(np.uint64)
+        return np.array([f"{d}|{a}|{b}|{e}" for d, a, b, e in zip(np.asarray(ds).astype(str), r, lb,
+                                                                np.asarray(ev).astype(np.uint64))], dtype=object)
+
+    tkey = key(table["dataset"], table["run"], table["luminosityBlock"], table["event"])
+    order = np.argsort(tkey)
+    qkey = key(dataset, run, lumi, event)
+    pos = np.searchsorted(tkey[order], qkey)
+    pos = np.minimum(pos, len(order) - 1) if len(order) else pos
+    found = (tkey[order][pos] == qkey) if len(order) else np.zeros(len(qkey), bool)
+    if not found.all():
+        bad = qkey[~found][:3].tolist()
+        raise InputFileError(f"{what}: {int((~found).sum())} event(s) not in the out-of-fold LundNet table, "
+                             f"e.g. {bad} (dataset|run|lumi|event)")
+    rows = order[pos]
+    return (np.asarray(table["lundnet_j0"])[rows].astype(np.float32),
+            np.asarray(table["lundnet_j1"])[rows].astype(np.float32))
