@@ -210,7 +210,7 @@ class SVJProcessor(processor.ProcessorABC):
             c.counts["not_in_subset"] = int(np.count_nonzero(~in_subset))
             if c.counts["not_in_subset"]:
                 c.events = events = events[in_subset]
-        pf = bmap.pf_candidates(events)
+        pf = bmap.pf_kinematics(events)  # pt, eta, phi, mass: pdgId and charge are never read
         finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
         c.counts["nonfinite_candidates"] = int(ak.sum(~finite))
         pf = pf[finite]

@@ -22,8 +22,13 @@ from pydantic import BaseModel, ConfigDict
 from svjscout.core.exceptions import InputFileError, MissingBranchError
 from svjscout.core.rootfiles import open_root
 
-#: The PF candidate fields the processors use, in our (canonical) names.
+#: The PF candidate fields the schema maps, in our (canonical) names.
 PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+
+#: The PF candidate fields the processor reads (clustering, the prefilter, the variations): NanoEvents
+#: loads a branch when a field is touched, so asking for these only leaves ``pdgId`` and ``charge``
+#: (a third of the candidates' bytes) unread and undecompressed.
+KINEMATIC_FIELDS = ("pt", "eta", "phi", "mass")
 
 
 class SVJScoutingSchema(NanoAODSchema):
@@ -68,17 +73,28 @@ class BranchMap(BaseModel):
             raise ValueError(f"schema.pf_fields lacks {missing}; expected keys {list(PF_FIELDS)}")
 
     def required_branches(self, is_mc: bool) -> list[str]:
-        """Every branch the processors read, in the file's names."""
+        """The branches a file must have, in the file's names: those the processor reads, and the PF
+        candidates' ``pdgId`` and ``charge`` (mapped, required of every input, not read by the processor)."""
         pf = [f"n{self.pf_collection}"] + [f"{self.pf_collection}_{self.pf_fields[f]}" for f in PF_FIELDS]
         other = [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event]
         return pf + other + ([self.gen_weight] if is_mc else [])
 
     # -- access to NanoEvents ------------------------------------------------------------
-    def pf_candidates(self, events) -> ak.Array:
-        """PF candidates (events x candidates) with fields :data:`PF_FIELDS` (GeV, rad)."""
+    def pf_candidates(self, events, fields: tuple[str, ...] = PF_FIELDS) -> ak.Array:
+        """PF candidates (events x candidates) with ``fields`` (default :data:`PF_FIELDS`; GeV, rad).
+
+        Only the branches of ``fields`` are read (the processor asks for :data:`KINEMATIC_FIELDS`).
+        """
+        unknown = [f for f in fields if f not in PF_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown PF field(s) {unknown}; expected some of {list(PF_FIELDS)}")
         coll = _get(events, self.pf_collection)
-        return ak.zip({f: _get(coll, self.pf_fields[f], parent=self.pf_collection) for f in PF_FIELDS},
+        return ak.zip({f: _get(coll, self.pf_fields[f], parent=self.pf_collection) for f in fields},
                       with_name=None)
+
+    def pf_kinematics(self, events) -> ak.Array:
+        """PF candidates with :data:`KINEMATIC_FIELDS` only: what the processor reads."""
+        return self.pf_candidates(events, KINEMATIC_FIELDS)
 
     def met(self, events) -> tuple[np.ndarray, np.ndarray]:
         """(MET pt in GeV, MET phi) per event as float64 numpy arrays."""

@@ -1,0 +1,103 @@
+"""Files written as CMS writes ScoutingNano (benchmarks/write_cms_like.py: LZMA 9, NanoAOD clusters,
+1,260 branches): the processor gives the same histograms and cutflows on such a copy as on the
+original events, and reads only its own branches (NanoEvents' access log), none of the added
+collections, and not the PF candidates' pdgId and charge (issue 33, item 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from coffea.nanoevents import NanoEventsFactory
+from conftest import assert_same_output, embedded_file
+
+from svjscout.jobs.config import load_job
+from svjscout.jobs.runner import RunReport, preflight, run_processor
+from svjscout.processors.processor import SVJProcessor
+from svjscout.processors.schema import SVJScoutingSchema
+from svjscout.samples.skim import write_subset
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 40
+
+
+def _writer():
+    spec = importlib.util.spec_from_file_location("write_cms_like", ROOT / "benchmarks" / "write_cms_like.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _job(tmp_path, toy_models, files: dict[str, str], tag: str):
+    job = tmp_path / f"job_{tag}.yaml"
+    kinds = {"qcd": "background", "svj_mz2000_rinv0.3": "signal"}
+    lines = "".join(f"  {ds}: {{kind: {kinds[ds]}, files: ['{p}']}}\n" for ds, p in files.items())
+    job.write_text("datasets:\n" + lines
+                   + f"analysis:\n  lundnet_model: {toy_models[0]}\n  twin_model: {toy_models[1]}\n  wp: [0.5, 0.5]\n"
+                   "executor: {name: iterative, chunksize: 10000}\ndatacards: {allow_unbacked: true}\n")
+    return load_job(job)
+
+
+@pytest.fixture(scope="module")
+def cms_like(tmp_path_factory):
+    """The first 40 events of two embedded files, as they are (ZSTD, our branches) and as CMS writes them."""
+    d = tmp_path_factory.mktemp("cms_like")
+    w = _writer()
+    plain, cms = {}, {}
+    for ds in ("qcd", "svj_mz2000_rinv0.3"):
+        src = embedded_file(f"{ds}.root")
+        plain[ds] = str(d / f"{ds}_plain.root")
+        write_subset(src, plain[ds], lambda arrays: np.arange(len(arrays)) < N, {"test": "first events"})
+        cms[ds] = str(d / f"{ds}.root")
+        info = w.rewrite(src, cms[ds], compression="LZMA:9", cluster_events=15, entry_stop=N)
+        assert info["events"] == N and info["clusters"] == 3 and info["branches"] > 1200
+    return plain, cms
+
+
+def test_file_is_cms_like(cms_like):
+    _, cms = cms_like
+    with uproot.open(cms["qcd"]) as f:
+        assert f.file.compression == uproot.LZMA(9)
+        t = f["Events"]
+        for b in ("ScoutingParticle_pt", "ScoutingMET_pt", "HLT_Path000_v1"):  # one basket per branch per cluster
+            assert t[b].num_baskets == 3
+        assert sum(k.startswith("HLT_") for k in t.keys()) >= 650 and sum(k.startswith("L1_") for k in t.keys()) >= 450
+        for coll in ("ScoutingPFJet", "ScoutingPrimaryVertex", "ScoutingTrack", "ScoutingMuon", "ScoutingElectron",
+                     "ScoutingPhoton"):
+            assert f"n{coll}" in t.keys()
+        a = t.arrays(["ScoutingParticle_charge", "ScoutingParticle_trk_pt", "ScoutingParticle_pt", "ScoutingPFJet_pt",
+                      "nScoutingPrimaryVertex", "Pileup_nPU"])
+    charged = ak.to_numpy(ak.flatten(a.ScoutingParticle_charge)) != 0
+    trk = ak.to_numpy(ak.flatten(a.ScoutingParticle_trk_pt))
+    pt = ak.to_numpy(ak.flatten(a.ScoutingParticle_pt))
+    assert np.all(trk[~charged] == 0) and np.all(np.abs(trk[charged] / pt[charged] - 1) < 0.1)
+    assert np.array_equal(np.asarray(a.nScoutingPrimaryVertex), np.asarray(a.Pileup_nPU) + 1)
+    assert all(len(j) > 0 for j in a.ScoutingPFJet_pt)  # every (triggered) event has jets above 20 GeV
+
+
+@pytest.mark.slow
+def test_same_output_and_only_own_branches(cms_like, tmp_path, toy_models):
+    plain, cms = cms_like
+    a, _ = run_processor(_job(tmp_path, toy_models, plain, "plain"))
+    b, _ = run_processor(_job(tmp_path, toy_models, cms, "cms"))
+    assert_same_output(a, b)
+    assert b["cutflow"]["qcd"]["raw"][-1] > 0  # some events pass every cut (qcd is preselected)
+
+    cfg = _job(tmp_path, toy_models, cms, "log")
+    proc = SVJProcessor(cfg.processor_config(preflight(cfg, RunReport())))
+    for ds, path in cms.items():
+        log: list = []
+        ev = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
+                                         access_log=log, metadata={"dataset": ds, "filename": path}).events()
+        proc.process(ev)
+        read = {x.branch for x in log}
+        pf = {f"ScoutingParticle_{k}" for k in ("pt", "eta", "phi", "mass")} | {"nScoutingParticle"}
+        assert pf <= read
+        allowed = pf | {"ScoutingMET_pt", "ScoutingMET_phi", "genWeight", "run", "luminosityBlock", "event", "parent",
+                        "nPSWeight", "PSWeight", "Pileup_nTrueInt", "Pileup_nPU"}  # the last ones: signal systematics
+        assert read <= allowed, sorted(read - allowed)
