@@ -89,8 +89,8 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--detector")
-        overrides[key.strip()] = (value.strip().lower() in ("1", "true", "on", "yes")) if key.strip() == "chs" \
-            else float(value)
+        flag = key.strip() in ("chs", "jet_pileup")  # the boolean detector parameters
+        overrides[key.strip()] = (value.strip().lower() in ("1", "true", "on", "yes")) if flag else float(value)
     cfg = GenerationConfig(
         process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
         pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
