@@ -117,7 +117,8 @@ def mt_bin_index(mt: torch.Tensor, edges: Sequence[float]) -> torch.Tensor:
 
 
 def binned_yields(memb: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, n_cells: int,
-                  group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  group: torch.Tensor | None = None, replica: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft yields and their Monte Carlo variances per cell and region.
 
     Args:
@@ -125,6 +126,10 @@ def binned_yields(memb: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, n_cel
             (events with -1 are ignored).
         group: (n,) int64 id of the generated event (detector copies share it); None: every
             event its own group.
+        replica: (n,) bootstrap factors ``r`` (Poisson(1), one per group) of a replica: the
+            yields are ``sum r w g`` and the variances ``sum_groups r (sum w g)^2``, both linear in
+            ``r`` and so unbiased for the sample's (``(r w)^2`` would double the variances:
+            ``E[r^2] = 2``).
 
     Returns:
         ``(n, v)``, each (n_cells, 4): ``n = sum w g``, ``v = sum_groups (sum_{e in group} w g)^2``.
@@ -132,14 +137,19 @@ def binned_yields(memb: torch.Tensor, w: torch.Tensor, cell: torch.Tensor, n_cel
     ok = cell >= 0
     memb, w, cell = memb[ok], w[ok], cell[ok]
     part = memb * w[:, None]
-    n = torch.zeros(n_cells, 4, dtype=part.dtype, device=part.device).index_add(0, cell, part)
+    r = None if replica is None else replica[ok].to(part.dtype)[:, None]
+    n = torch.zeros(n_cells, 4, dtype=part.dtype, device=part.device).index_add(0, cell, part if r is None
+                                                                                  else part * r)
     if group is None:
-        v = torch.zeros_like(n).index_add(0, cell, part * part)
+        v = torch.zeros_like(n).index_add(0, cell, part * part if r is None else part * part * r)
         return n, v
     key = group[ok].to(torch.int64) * n_cells + cell
     uniq, inv = torch.unique(key, return_inverse=True)
     per_group = torch.zeros(len(uniq), 4, dtype=part.dtype, device=part.device).index_add(0, inv, part)
-    v = torch.zeros_like(n).index_add(0, uniq % n_cells, per_group * per_group)
+    sq = per_group * per_group
+    if r is not None:  # the group's factor (shared by its events)
+        sq = sq * torch.zeros(len(uniq), 1, dtype=part.dtype, device=part.device).index_copy(0, inv, r)
+    v = torch.zeros_like(n).index_add(0, uniq % n_cells, sq)
     return n, v
 
 
@@ -260,7 +270,7 @@ def significance_from_yields(n_bkg: torch.Tensor, v_bkg: torch.Tensor, n_sig: to
 def abcd_significance(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, point: torch.Tensor, mt: torch.Tensor,
                       x0: torch.Tensor | float, y0: torch.Tensor | float, temperature: float,
                       settings: ObjectiveSettings, n_points: int, group: torch.Tensor | None = None,
-                      salt: int = 0) -> dict[str, torch.Tensor]:
+                      salt: int = 0, replica: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``<Z_A>`` of the ABCD analysis in one plane, differentiable in x, y, x0 and y0.
 
     Args:
@@ -270,6 +280,8 @@ def abcd_significance(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, point: 
         mt: (n,) M_T in GeV.  x0, y0: thresholds.  temperature: of the soft steps.
         group: (n,) int64 generated-event id of the background (copies share it), or None.
         salt: of the halves (``settings.nonclosure_halves``; :func:`parent_halves`).
+        replica: (n,) Poisson-bootstrap factors of a replica, one per ``group`` (see
+            :func:`binned_yields`); None: the sample itself.
 
     Returns:
         dict of tensors: ``z_mean`` (0-d), ``z_points`` (n_points,), ``z2_bins`` (n_points, bins),
@@ -284,15 +296,18 @@ def abcd_significance(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, point: 
     mbin = mt_bin_index(mt, settings.mt_edges)
     n_bins = len(settings.mt_edges) - 1
     bkg = point < 0
-    n_bkg, v_bkg = binned_yields(memb[bkg], w[bkg], mbin[bkg], n_bins, None if group is None else group[bkg])
+    rep = None if replica is None else replica.to(f64)
+    n_bkg, v_bkg = binned_yields(memb[bkg], w[bkg], mbin[bkg], n_bins, None if group is None else group[bkg],
+                                 None if rep is None else rep[bkg])
     nonclosure = product = None
     if settings.nonclosure_halves:
         gid = group[bkg] if group is not None else torch.arange(int(bkg.sum()), device=x.device)
-        product = halves_nonclosure(memb[bkg], w[bkg], mbin[bkg], n_bins, parent_halves(gid, salt), settings.n_min)
+        wb = w[bkg] if rep is None else w[bkg] * rep[bkg]
+        product = halves_nonclosure(memb[bkg], wb, mbin[bkg], n_bins, parent_halves(gid, salt), settings.n_min)
         nonclosure = product.clamp_min(0.0)
     sig = ~bkg
     cell = torch.where(mbin[sig] >= 0, point[sig] * n_bins + mbin[sig], torch.full_like(mbin[sig], -1))
-    n_sig, _ = binned_yields(memb[sig], w[sig], cell, n_points * n_bins)
+    n_sig, _ = binned_yields(memb[sig], w[sig], cell, n_points * n_bins, None, None if rep is None else rep[sig])
     out = significance_from_yields(n_bkg, v_bkg, n_sig.reshape(n_points, n_bins, 4), settings, nonclosure)
     if product is not None:
         out["nonclosure_product"] = product

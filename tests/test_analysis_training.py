@@ -5,6 +5,7 @@ optimised; bad settings are refused by name."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,10 @@ from svjscout.models.twin_training.analysis import load_twin_init
 
 BASE = {"batches_per_epoch": 3, "batch_size": 800, "seed": 3, "patience": 50, "progress": False,
         "mt_edges": [650, 900, 1300, 5000], "objective_mt_edges": [650, 900, 1300, 5000], "num_threads": 1}
+
+#: the analysis objective as it was before issue 29 (docs/analysis_objective.md)
+LEGACY = {"nonclosure_halves": False, "neff_weight": 0.0, "bootstrap_replicas": 0, "stop_wp": "learned",
+          "trust_region": 0.0, "init_multipliers": False, "closure_at_wp": False, "signal_contamination": False}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,10 @@ def test_init_from_onnx_equals_the_checkpoint(bce_pair):
 @pytest.mark.parametrize("constraints", [False, True])
 def test_analysis_objective_rises_from_a_trained_pair(bce_pair, tmp_path, constraints):
     skims, res = bce_pair
+    # the objective before issue 29 (every remedy off): a deterministic full batch, whose soft
+    # <Z_A> must rise step by step (the remedies make single steps noisy on purpose)
     cfg = {**BASE, "epochs": 5, "lr": 3e-3, "objective": "analysis", "init_model": str(res.onnx_path),
-           "constraints": constraints, "temperature": [0.1, 0.02], "x0": 0.5, "y0": 0.5}
+           "constraints": constraints, "temperature": [0.1, 0.02], "x0": 0.5, "y0": 0.5, **LEGACY}
     out = train_twin(skims, tmp_path / "ana", cfg)
     h = out.history
     # epoch 0 is the starting pair: its validation BCE is the BCE run's best
@@ -112,3 +119,265 @@ def test_minibatch_yields_are_unbiased(bce_pair):
     mean = np.mean(draws, axis=0)
     err = np.std(draws, axis=0) / np.sqrt(len(draws))
     assert np.all(np.abs(mean - full.numpy()) < 4 * err + 1e-9)
+
+
+# --- issue 29: the objective made robust (docs/analysis_objective.md) ---------------------------
+
+def _objective(bce_pair, **over):
+    from svjscout.models.twin_training.analysis import AnalysisObjective
+    from svjscout.models.twin_training.data import load_skim
+
+    skims, res = bce_pair
+    cfg = TwinTrainConfig.from_mapping({**BASE, "objective": "analysis", "batch_size": 5000,
+                                        "init_model": str(res.onnx_path), **over})
+    model = load_twin_init(res.onnx_path).eval()
+    obj = AnalysisObjective(cfg, load_skim(skims), [(2000.0, 0.3), (3000.0, 0.3)], anchor=model)
+    return obj, model, cfg
+
+
+def test_poisson_replicas_are_seeded_per_parent_and_unbiased(bce_pair):
+    from svjscout.models.abcd_objective import abcd_significance, binned_yields, mt_bin_index, soft_memberships
+    from svjscout.models.twin_training.analysis import poisson_replica_weights
+
+    obj, model, cfg = _objective(bce_pair)
+    ev = obj.train_t
+    group = torch.arange(3000) // 3  # three copies per parent
+    a, b = poisson_replica_weights(group, 8, 11), poisson_replica_weights(group, 8, 11)
+    assert torch.equal(a, b) and not torch.equal(a, poisson_replica_weights(group, 8, 12))  # the seed fixes them
+    assert torch.equal(a[:, 0::3], a[:, 1::3]) and torch.equal(a[:, 0::3], a[:, 2::3])  # copies share a factor
+    assert abs(float(a.mean()) - 1) < 0.05 and abs(float(a.var()) - 1) < 0.1  # Poisson(1)
+    with torch.no_grad():
+        lx, ly = model.logits(ev["f"])
+    x, y = torch.sigmoid(lx).double(), torch.sigmoid(ly).double()
+    pw = poisson_replica_weights(ev["group"], 400, 5)
+    # linear in the weights: the replicas' mean yields equal the sample's (E[Poisson] = 1)
+    memb = soft_memberships(x, y, 0.5, 0.5, 0.05)
+    bins = mt_bin_index(ev["mt"], cfg.objective_mt_edges)
+    full, _ = binned_yields(memb, ev["w"], bins, 3)
+    reps = np.array([binned_yields(memb, ev["w"], bins, 3, None, pw[r])[0].numpy() for r in range(400)])
+    err = reps.std(axis=0) / np.sqrt(len(reps))
+    assert np.all(np.abs(reps.mean(axis=0) - full.numpy()) < 4 * err + 1e-9)
+    # Z: the replicas' mean equals the full-sample Z in expectation (to the bias of a
+    # nonlinear function, small next to the replicas' spread)
+    st = obj.settings
+
+    def z(replica=None):
+        return float(abcd_significance(x, y, ev["w"], ev["point"], ev["mt"], 0.5, 0.5, 0.05, st, 2, ev["group"],
+                                       replica=replica)["z_mean"])
+
+    zs = np.array([z(pw[r]) for r in range(200)])
+    assert abs(zs.mean() - z()) < 3 * zs.std() / np.sqrt(len(zs)) + 0.05 * zs.std()
+    # the replicas' MC variances are unbiased too (a plain (w r)^2 would double them)
+    v_full = binned_yields(memb, ev["w"], bins, 3, ev["group"])[1].numpy()
+    v_reps = np.array([binned_yields(memb, ev["w"], bins, 3, ev["group"], pw[r])[1].numpy() for r in range(400)])
+    err_v = v_reps.std(axis=0) / np.sqrt(len(v_reps))
+    assert np.all(np.abs(v_reps.mean(axis=0) - v_full) < 4 * err_v + 1e-9)
+    n_rep, _ = binned_yields(memb, ev["w"], bins, 3, ev["group"], pw[0])
+    torch.testing.assert_close(n_rep, binned_yields(memb, ev["w"] * pw[0], bins, 3)[0])
+    # the training value: R replicas, mean - bootstrap_sd x sd, deterministic given seed and step
+    t1 = obj.training_value(model)
+    obj.steps.zero_()
+    t2 = obj.training_value(model)
+    torch.testing.assert_close(t1["z_replicas"], t2["z_replicas"], rtol=0, atol=0)
+    assert t1["z_replicas"].numel() == cfg.bootstrap_replicas == 8
+    zr = t1["z_replicas"]
+    zr = zr.detach()
+    assert float(t1["z_robust"].detach()) == pytest.approx(float(zr.mean() - cfg.bootstrap_sd * zr.std()), rel=1e-12)
+    t3 = obj.training_value(model)  # the next step: other replicas
+    assert not torch.equal(t3["z_replicas"], t1["z_replicas"])
+
+
+def test_training_loss_adds_the_neff_and_trust_terms(bce_pair):
+    from svjscout.models.abcd_objective import neff_shortfall
+
+    obj, model, cfg = _objective(bce_pair, neff_min=50.0, neff_weight=2.0, trust_region=3.0)
+    out = obj.training_value(model)
+    # at the start the scores are the anchor's: the trust term is 0
+    assert obj.last_terms["trust_distance"] == pytest.approx(0.0, abs=1e-12)
+    pen = float(neff_shortfall(out["neff"].detach(), 50.0))
+    assert pen > 0 and obj.last_terms["neff_penalty"] == pytest.approx(pen, rel=1e-12)
+    assert float(out["loss"].detach()) == pytest.approx(-float(out["z_robust"].detach()) + 2.0 * pen, rel=1e-12)
+    with torch.no_grad():  # move the scores: the trust distance is the mean squared shift
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = obj.training_value(model)
+    with torch.no_grad():
+        lx, ly = model.logits(obj.train_t["f"])
+    shift = ((torch.stack([torch.sigmoid(lx), torch.sigmoid(ly)], 1).double() - obj.anchor_xy) ** 2).sum(1).mean()
+    assert obj.last_terms["trust_distance"] == pytest.approx(float(shift), rel=1e-9) and float(shift) > 0
+    expected = -float(out["z_robust"].detach()) + 2.0 * obj.last_terms["neff_penalty"] + 3.0 * float(shift)
+    assert float(out["loss"].detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_multipliers_come_from_the_starting_pair_clamped(bce_pair, tmp_path):
+    from svjscout.models.mdmm import MDMM, Constraint
+    from svjscout.models.twin_training.analysis import init_multipliers
+    from svjscout.models.twin_training.config import CONSTRAINTS
+
+    obj, _, _ = _objective(bce_pair)
+    _, res = bce_pair
+    stored = init_multipliers(res.onnx_path)
+    assert stored == pytest.approx(init_multipliers(res.checkpoint_path))  # ONNX and checkpoint agree
+    assert set(stored) == set(CONSTRAINTS)
+    mdmm = MDMM([Constraint(n, 0.1) for n in CONSTRAINTS])
+    loaded = obj.load_multipliers(mdmm)
+    assert loaded == {n: max(0.0, v) for n, v in stored.items()}
+    assert mdmm.multipliers() == pytest.approx(loaded)
+    # the shipped pair: its negative multipliers (issue 29) start at 0
+    shipped = init_multipliers("models/twin.onnx")
+    assert shipped["dcorr_y_deta"] < 0
+    obj2, _, _ = _objective(bce_pair, init_model="models/twin.onnx")
+    mdmm2 = MDMM([Constraint(n, 0.1) for n in CONSTRAINTS])
+    obj2.load_multipliers(mdmm2)
+    assert mdmm2.multipliers()["dcorr_y_deta"] == 0.0
+    assert mdmm2.multipliers()["dcorr_xy"] == pytest.approx(shipped["dcorr_xy"])
+    obj3, _, _ = _objective(bce_pair, init_multipliers=False)
+    mdmm3 = MDMM([Constraint(n, 0.1) for n in CONSTRAINTS])
+    assert obj3.load_multipliers(mdmm3) == {} and all(v == 0 for v in mdmm3.multipliers().values())
+
+
+def test_closure_follows_the_moving_thresholds(bce_pair):
+    obj, _, cfg = _objective(bce_pair, x0=0.5, y0=0.5)
+    with torch.no_grad():
+        obj.wp_raw.copy_(torch.tensor([0.7, -0.4], dtype=torch.float64))
+    x0, y0 = obj.wp()
+    assert (x0, y0) != pytest.approx((0.5, 0.5))
+    c = obj.constraint_config()
+    assert (c.x0, c.y0) == (x0, y0) and (x0, y0) in c.closure_eval_wps()
+    wps = torch.tensor([[0.4, 0.6]], dtype=torch.float64)
+    torch.testing.assert_close(obj.step_wps(wps), torch.tensor([[0.4, 0.6], [x0, y0]], dtype=torch.float64))
+    off, _, _ = _objective(bce_pair, closure_at_wp=False)
+    assert off.constraint_config() is off.cfg and off.step_wps(wps) is wps
+
+
+def test_region_grid_equals_hard_cuts_and_the_choice_is_the_best_allowed(bce_pair):
+    from svjscout.models.abcd_objective import abcd_significance, binned_yields, mt_bin_index, soft_memberships
+    from svjscout.models.twin_training.analysis import _GRID, region_grid
+
+    obj, model, cfg = _objective(bce_pair, neff_min=5.0)
+    ev = obj.train_t
+    with torch.no_grad():
+        lx, ly = model.logits(ev["f"])
+    x, y = torch.sigmoid(lx).double(), torch.sigmoid(ly).double()
+    grid = torch.as_tensor(_GRID, dtype=torch.float64)
+    bins = mt_bin_index(ev["mt"], cfg.objective_mt_edges)
+    n, v = region_grid(x, y, ev["w"], bins, 3, grid)
+    g = np.random.default_rng(0)
+    for i, j in g.integers(0, len(_GRID), (8, 2)):
+        memb = soft_memberships(x, y, float(grid[i]), float(grid[j]), 1e-9)  # hard cuts
+        n_ref, v_ref = binned_yields(memb, ev["w"], bins, 3)
+        torch.testing.assert_close(n[i, j], n_ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(v[i, j], v_ref, rtol=1e-9, atol=1e-9)
+    mask = torch.ones_like(ev["w"], dtype=torch.bool)
+    chosen = obj.choose_wp(x, y, ev, mask, 2.0)
+    # its Z is the hard-cut Z of abcd_significance (another path) at that point, and no allowed
+    # point of a coarse sub-grid beats it
+    st = replace(obj.hard_settings, yield_scale=2.0)
+
+    def z_at(a, b):
+        out = abcd_significance(x, y, ev["w"], ev["point"], ev["mt"], a, b, 1e-9, st, 2)
+        return float(out["z_mean"]), float(out["neff"].min())
+
+    z_c, neff_c = z_at(chosen["x0"], chosen["y0"])
+    assert chosen["z_select"] == pytest.approx(z_c, rel=1e-9) and neff_c >= 5.0 and chosen["neff_rule"]
+    for a in _GRID[::4]:
+        for b in _GRID[::4]:
+            z_ab, neff_ab = z_at(float(a), float(b))
+            if neff_ab >= 5.0:
+                assert z_ab <= z_c * (1 + 1e-9)
+
+
+def test_stopping_figure_is_quoted_on_other_parents_with_intervals(bce_pair):
+    from svjscout.models.twin_training.analysis import parent_halves_of
+    from svjscout.models.twin_training.data import load_skim
+
+    obj, model, cfg = _objective(bce_pair, stop_bootstrap=50)
+    d = load_skim(bce_pair[0])
+    val = obj.hard_value(model, d, 0.5, choose=True, ci_replicas=50)
+    sel = val["selected"]
+    assert obj.selected == (sel["x0"], sel["y0"]) and val["selected_wp"] == [sel["x0"], sel["y0"]]
+    # chosen on half 0, quoted on half 1: the quoted figure is that of half 1 alone at that point
+    ev = obj._view(d)
+    half = parent_halves_of(ev["group"])
+    with torch.no_grad():
+        x, y = (t.double() for t in obj._scores(model, ev["f"]))
+        z_q = float(obj._hard_z(x, y, ev, half == 1, 4.0, obj.selected)["z_mean"])
+        z_s = float(obj._hard_z(x, y, ev, half == 0, 4.0, obj.selected)["z_mean"])
+    assert val["z_stop"] == pytest.approx(z_q, rel=1e-12)
+    # (the grid counts hard cuts, _hard_z steps of T = 1e-6: events within ~1e-5 of a threshold)
+    assert sel["z_select"] == pytest.approx(z_s, rel=1e-3)
+    lo, hi = val["z_stop_ci"]
+    assert lo < hi and lo <= val["z_stop"] * 1.05 and hi >= val["z_stop"] * 0.95
+    # another split: quoted at the chosen point on all its events
+    test = obj.hard_value(model, d, 0.5, choose=False, ci_replicas=0)
+    with torch.no_grad():
+        z_all = float(obj._hard_z(x, y, ev, torch.ones_like(half, dtype=torch.bool), 2.0, obj.selected)["z_mean"])
+    assert test["z_stop"] == pytest.approx(z_all, rel=1e-12) and "selected" not in test
+    learned, _, _ = _objective(bce_pair, stop_wp="learned")
+    v2 = learned.hard_value(model, d, 0.5)
+    assert v2["z_stop"] == v2["z_mean"]
+
+
+def test_job_defaults_run_end_to_end(bce_pair, tmp_path):
+    # jobs/twin_train_analysis.yaml with every remedy on, made small: a few seconds end to end
+    from svjscout.models.twin_training.config import TwinTrainConfig as C
+
+    skims, res = bce_pair
+    job = C.from_yaml("jobs/twin_train_analysis.yaml").as_dict()
+    for key in ("nonclosure_halves", "closure_at_wp", "init_multipliers", "signal_contamination"):
+        assert job[key] is True
+    assert job["stop_wp"] == "selected" and job["bootstrap_replicas"] >= 2 and job["trust_region"] > 0
+    assert job["neff_min"] == 10 and job["neff_weight"] > 0 and job["bootstrap_sd"] == 1
+    keep = ("nonclosure_halves", "neff_min", "neff_weight", "bootstrap_replicas", "bootstrap_sd", "stop_wp",
+            "trust_region", "init_multipliers", "closure_at_wp", "signal_contamination", "objective", "constraints",
+            "temperature", "learn_wp", "x0", "y0", "alpha", "lr", "mdmm_lr")
+    cfg = {**BASE, **{k: job[k] for k in keep}, "epochs": 3, "init_model": str(res.onnx_path), "stop_bootstrap": 20}
+    out = train_twin(skims, tmp_path / "job", cfg)
+    h = out.history
+    summ = json.loads(out.report_json.read_text())["summary"]
+    obj = summ["analysis_objective"]
+    assert obj["stop_wp"] == "selected" and obj["selected_wp"] == obj["validation"]["selected_wp"]
+    assert obj["test"]["selected_wp"] == obj["selected_wp"] and len(obj["test"]["z_stop_ci"]) == 2
+    assert all("z_stop" in r["val"] for r in h)
+    figures = [r["val_figure"] for r in h]
+    assert out.best_epoch == int(np.argmin(figures))
+    for r in h[1:]:
+        t = r["train"]
+        assert {"z_robust", "z_replica_sd", "neff_penalty", "trust_distance"} <= set(t)
+        assert t["z_replica_sd"] > 0
+    assert h[1]["train"]["trust_distance"] >= 0 and h[-1]["train"]["trust_distance"] > 0
+    # the multipliers started from the pair's (clamped), not from 0
+    from svjscout.models.twin_training.analysis import init_multipliers
+
+    start = {k: max(0.0, v) for k, v in init_multipliers(res.onnx_path).items()}
+    assert any(v > 0 for v in start.values())
+    steps = BASE["batches_per_epoch"]  # Adam moves a multiplier by about mdmm_lr per step at most
+    for n, v in start.items():
+        assert abs(h[1]["multipliers"][n] - v) <= 1.5 * steps * job["mdmm_lr"]
+    assert summ["config"]["init_multipliers"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_step_cpu_equals_cuda(bce_pair):
+    from svjscout.models.twin_training.analysis import AnalysisObjective
+    from svjscout.models.twin_training.data import load_skim
+
+    skims, res = bce_pair
+    cfg = TwinTrainConfig.from_mapping({**BASE, "objective": "analysis", "batch_size": 5000,
+                                        "init_model": str(res.onnx_path)})
+    d = load_skim(skims)
+    vals, grads = [], []
+    for dev in ("cpu", "cuda"):
+        model = load_twin_init(res.onnx_path).to(dev)
+        obj = AnalysisObjective(cfg, d, [(2000.0, 0.3), (3000.0, 0.3)], device=dev, anchor=model)
+        assert obj.wp_raw.device.type == dev and obj.anchor_xy.device.type == dev
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01)  # off the anchor: the trust term has a gradient
+        out = obj.training_value(model)
+        out["loss"].backward()
+        vals.append(float(out["loss"]))
+        grads.append(torch.cat([p.grad.flatten().double().cpu() for p in model.parameters()] +
+                               [obj.wp_raw.grad.cpu()]))
+    assert vals[0] == pytest.approx(vals[1], rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6)

@@ -17,8 +17,9 @@ config key, docs/analysis_objective.md):
 * ``neff_min`` / ``neff_weight``: the penalty ``neff_weight x sum relu(1 - N_eff / neff_min)^2``
   over the regions and M_T bins of the background (Kish N_eff in parents, soft memberships);
 * ``bootstrap_replicas`` / ``bootstrap_sd``: every step evaluates ``R`` Poisson-bootstrap replicas
-  (weights ``w x Poisson(1)`` per parent, seeded by ``seed`` and the step) and maximises
-  ``mean(Z_r) - bootstrap_sd x sd(Z_r)``;
+  (weights ``w x Poisson(1)`` per parent, seeded by ``seed`` and the step; the MC variances
+  ``sum r (w g)^2``, linear in the factors like the yields, so that each replica is unbiased for
+  the sample) and maximises ``mean(Z_r) - bootstrap_sd x sd(Z_r)``;
 * ``stop_wp: selected``: early stopping on the hard-cut ``<Z_A>`` at a working point chosen on the
   grid of the scan (33 x 33 in [0.1, 0.9], N_eff >= ``neff_min``) on one half of the validation
   parents and quoted on the other half; the final report quotes it on the test split with
@@ -306,10 +307,10 @@ class AnalysisObjective(nn.Module):
         lx, ly = model.logits(f)
         return torch.sigmoid(lx), torch.sigmoid(ly)
 
-    def _z_at(self, x, y, ev, w, x0, y0, settings, temperature, rows=None, salt: int = 0):
+    def _z_at(self, x, y, ev, w, x0, y0, settings, temperature, rows=None, salt: int = 0, replica=None):
         sl = slice(None) if rows is None else rows
         return abcd_significance(x, y, w, ev["point"][sl], ev["mt"][sl], x0, y0, temperature, settings,
-                                 len(self.points), ev["group"][sl], salt=salt)
+                                 len(self.points), ev["group"][sl], salt=salt, replica=replica)
 
     def _z(self, model: TwinMLP, ev: dict[str, torch.Tensor], settings: ObjectiveSettings, temperature: float,
            rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -340,8 +341,8 @@ class AnalysisObjective(nn.Module):
         out = self._z_at(x, y, ev, w, x0, y0, settings, temperature, rows, salt=step)
         if cfg.bootstrap_replicas > 0:
             pw = poisson_replica_weights(ev["group"][sl], cfg.bootstrap_replicas, cfg.seed * 1_000_003 + step)
-            zr = torch.stack([self._z_at(x, y, ev, w * pw[r], x0, y0, settings, temperature, rows, salt=step)["z_mean"]
-                              for r in range(cfg.bootstrap_replicas)])
+            zr = torch.stack([self._z_at(x, y, ev, w, x0, y0, settings, temperature, rows, salt=step,
+                                         replica=pw[r])["z_mean"] for r in range(cfg.bootstrap_replicas)])
             sd = zr.std() if zr.numel() > 1 else torch.zeros_like(zr[0])
             robust = zr.mean() - cfg.bootstrap_sd * sd
         else:
@@ -370,8 +371,8 @@ class AnalysisObjective(nn.Module):
         settings = replace(self.hard_settings, yield_scale=scale)
         if weights is None:
             return self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T)
-        zs = [self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask] * weights[r][mask], wp[0], wp[1],
-                         settings, _HARD_T)["z_mean"] for r in range(weights.shape[0])]
+        zs = [self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T,
+                         replica=weights[r][mask])["z_mean"] for r in range(weights.shape[0])]
         return {"z_mean": torch.stack(zs)}
 
     def choose_wp(self, x, y, ev, mask, scale: float) -> dict[str, Any]:
