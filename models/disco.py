@@ -56,7 +56,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = ["dcorr", "dcorr_reference", "dcorr_numpy", "DCorrFunction", "u_dcorr_sqr", "u_dcorr_sqr_reference",
-           "DENSE_MAX"]
+           "UDCorrSqrFunction", "DENSE_MAX"]
 
 #: Largest n for which ``method="auto"`` runs the dense O(n^2) dCorr on a non-CPU device.
 DENSE_MAX = 8192
@@ -377,41 +377,124 @@ def dcorr_reference(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | No
     return torch.sqrt(v / torch.sqrt(p * r))
 
 
-def _pair_sums(x: np.ndarray, y: np.ndarray, srx: _Sorted, sry: _Sorted,
-               pq: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-    """``sum_ij p_i q_j |x_i - x_j| |y_i - y_j|`` for each (p, q), one dominance sweep for all."""
-    chans = []
-    for _, q in pq:
-        chans += [q, q * x, q * y, q * x * y]
-    qs = _dominance_sums(srx, sry, np.stack(chans, axis=1))
-    out = []
-    for k, (p, _) in enumerate(pq):
-        c = qs[:, 4 * k:4 * k + 4]
-        out.append(float(np.sum(p * (x * y * c[:, 0] - x * c[:, 2] - y * c[:, 1] + c[:, 3]))))
-    return out
-
-
-def _u_dcov_sqr(x, y, w, srx, sry, a, b, same: bool) -> float:
-    """Weighted U-statistic dCov^2 (the module docstring's T1 + T2 - 2 T3), weights sum to 1."""
+def _u_parts(x, y, w, srx, sry):
+    """Everything the weighted U-statistic dCorr^2 and its gradient need (weights sum to 1, x, y centred)."""
     w2 = w * w
-    p1, p2, p3, p4 = 1.0, float(w2.sum()), float(np.sum(w2 * w)), float(np.sum(w2 * w2))
-    d2 = p1 * p1 - p2
-    d3 = p1 ** 3 - 3 * p1 * p2 + 2 * p3
-    d4 = p1 ** 4 - 6 * p1 * p1 * p2 + 3 * p2 * p2 + 8 * p1 * p3 - 6 * p4
-    if same:  # |x_i - x_j|^2: sum_ij p_i q_j (x_i - x_j)^2 in closed form
-        def sq(p, q):
-            return float(p @ (x * x) * q.sum() - 2 * (p @ x) * (q @ x) + p.sum() * (q @ (x * x)))
-        s11, s12, s22 = sq(w, w), sq(w, w2), sq(w2, w2)
-    else:
-        s11, s12, s22 = _pair_sums(x, y, srx, sry, [(w, w), (w, w2), (w2, w2)])
+    p2, p3, p4 = float(w2.sum()), float(np.sum(w2 * w)), float(np.sum(w2 * w2))
+    d2 = 1.0 - p2
+    d3 = 1.0 - 3 * p2 + 2 * p3
+    d4 = 1.0 - 6 * p2 + 3 * p2 * p2 + 8 * p3 - 6 * p4
+    sx = _signed_sums(srx, np.stack([w, w * x], axis=1))
+    sy = _signed_sums(sry, np.stack([w, w * y], axis=1))
+    cx, cy = sx[:, 0], sy[:, 0]
+    a = x * cx - sx[:, 1]  # a_i = sum_j w_j |x_i - x_j|
+    b = y * cy - sy[:, 1]
+    # dominance sums Q(q), Q(qx), Q(qy), Q(qxy) for q = w and q = w^2
+    q = _dominance_sums(srx, sry, np.stack([w, w * x, w * y, w * x * y, w2, w2 * x, w2 * y, w2 * x * y], axis=1))
+
+    def f(k):  # F(q)_i = sum_j q_j |x_i - x_j| |y_i - y_j|
+        c = q[:, 4 * k:4 * k + 4]
+        return x * y * c[:, 0] - x * c[:, 2] - y * c[:, 1] + c[:, 3]
+
+    f_w, f_w2 = f(0), f(1)
+    return dict(w=w, w2=w2, d2=d2, d3=d3, d4=d4, a=a, b=b, cx=cx, cy=cy, q=q, f_w=f_w, f_w2=f_w2)
+
+
+def _sq(x, p, q):
+    """sum_ij p_i q_j (x_i - x_j)^2 in closed form."""
+    return float(p @ (x * x) * q.sum() - 2 * (p @ x) * (q @ x) + p.sum() * (q @ (x * x)))
+
+
+def _u_values(x, y, pt) -> tuple[float, float, float]:
+    """(dCov_U^2(x, y), dVar_U^2(x), dVar_U^2(y)) from :func:`_u_parts` (the module docstring's T1 + T2 - 2 T3)."""
+    w, w2, a, b = pt["w"], pt["w2"], pt["a"], pt["b"]
+    d2, d3, d4 = pt["d2"], pt["d3"], pt["d4"]
     ga, gb = float(w @ a), float(w @ b)
-    n1 = s11
-    n3 = float(np.sum(w * a * b)) - s12
-    n2 = ga * gb - 4.0 * float(np.sum(w2 * a * b)) + 2.0 * s22
-    return n1 / d2 + n2 / d4 - 2.0 * n3 / d3
+    s11, s12, s22 = float(w @ pt["f_w"]), float(w @ pt["f_w2"]), float(w2 @ pt["f_w2"])
+    v = s11 / d2 + (ga * gb - 4.0 * float(np.sum(w2 * a * b)) + 2.0 * s22) / d4 \
+        - 2.0 * (float(np.sum(w * a * b)) - s12) / d3
+
+    def var(u, au):
+        g = float(w @ au)
+        return _sq(u, w, w) / d2 + (g * g - 4.0 * float(np.sum(w2 * au * au)) + 2.0 * _sq(u, w2, w2)) / d4 \
+            - 2.0 * (float(np.sum(w * au * au)) - _sq(u, w, w2)) / d3
+
+    return v, var(x, a), var(y, b)
 
 
-def u_dcorr_sqr(x, y, weights=None) -> float:
+def _u_grad(u, other, srt, c_u, a_u, b_o, t_w, t_w2, pt, g_other) -> tuple[np.ndarray, np.ndarray]:
+    """(d dCov_U^2 / du, d dVar_U^2(u) / du) for u = x (or y, with the roles swapped).
+
+    ``t_w``, ``t_w2``: T^u(q)_k = sum_j q_j sign(u_k - u_j) |v_k - v_j| for q = w, w^2;
+    ``g_other`` = sum_i w_i b_i of the other variable.
+    """
+    w, w2, d2, d3, d4 = pt["w"], pt["w2"], pt["d2"], pt["d3"], pt["d4"]
+    e = _signed_sums(srt, np.stack([w * b_o, w2 * b_o, w * a_u, w2 * a_u], axis=1))
+    # dCov: S(p, q) = sum_ij p_i q_j A_ij B_ij, dS/du_k = p_k T(q)_k + q_k T(p)_k
+    dn1 = 2.0 * w * t_w
+    ds12 = w * t_w2 + w2 * t_w
+    ds22 = 2.0 * w2 * t_w2
+    # sum_i r_i a_i b_i: d/du_k = r_k b_k c_k + w_k sum_i r_i b_i sign(u_k - u_i)
+    dm1 = w * b_o * c_u + w * e[:, 0]
+    dm2 = w2 * b_o * c_u + w * e[:, 1]
+    dga = 2.0 * w * c_u
+    dv = dn1 / d2 + (dga * g_other - 4.0 * dm2 + 2.0 * ds22) / d4 - 2.0 * (dm1 - ds12) / d3
+    # dVar: the same with B = A (closed-form squared distances)
+    ga = float(w @ a_u)
+
+    def dsq(p, q):
+        return 2.0 * p * (u * q.sum() - q @ u) + 2.0 * q * (u * p.sum() - p @ u)
+
+    dm1p = 2.0 * w * a_u * c_u + 2.0 * w * e[:, 2]
+    dm2p = 2.0 * w2 * a_u * c_u + 2.0 * w * e[:, 3]
+    dp = dsq(w, w) / d2 + (2.0 * ga * dga - 4.0 * dm2p + 2.0 * dsq(w2, w2)) / d4 - 2.0 * (dm1p - dsq(w, w2)) / d3
+    return dv, dp
+
+
+def _u_check(xn, wn, who: str) -> None:
+    if len(xn) < 4 or np.count_nonzero(wn) < 4:
+        raise ValueError(f"{who}: {np.count_nonzero(wn)} events with weight > 0, expected >= 4")
+
+
+class UDCorrSqrFunction(torch.autograd.Function):
+    """Autograd function: weighted U-statistic dCorr^2 in O(n log n), analytic O(n log n) backward
+    (gradients to ``x`` and ``y``; weights are constants)."""
+
+    @staticmethod
+    def forward(ctx, x, y, weights):  # noqa: D102
+        xn, yn, wn = _prepare(x.detach().cpu().numpy(), y.detach().cpu().numpy(),
+                              None if weights is None else weights.detach().cpu().numpy())
+        _u_check(xn, wn, "u_dcorr_sqr")
+        srx, sry = _Sorted(xn), _Sorted(yn)
+        pt = _u_parts(xn, yn, wn, srx, sry)
+        v, p, r = _u_values(xn, yn, pt)
+        ctx.zero = p <= 0.0 or r <= 0.0
+        val = 0.0 if ctx.zero else float(v / np.sqrt(p * r))
+        ctx.stash = (xn, yn, srx, sry, pt, v, p, r, val)
+        ctx.dtypes = (x.dtype, y.dtype)
+        return torch.tensor(val, dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        if ctx.zero or not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, None
+        xn, yn, srx, sry, pt, v, p, r, val = ctx.stash
+        q, w = pt["q"], pt["w"]
+        g = float(grad_out)
+        root = np.sqrt(p * r)
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            t_w, t_w2 = yn * q[:, 0] - q[:, 2], yn * q[:, 4] - q[:, 6]
+            dv, dp = _u_grad(xn, yn, srx, pt["cx"], pt["a"], pt["b"], t_w, t_w2, pt, float(w @ pt["b"]))
+            gx = torch.from_numpy(g * (dv / root - 0.5 * val * dp / p)).to(grad_out.device, ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            t_w, t_w2 = xn * q[:, 0] - q[:, 1], xn * q[:, 4] - q[:, 5]
+            dv, dr = _u_grad(yn, xn, sry, pt["cy"], pt["b"], pt["a"], t_w, t_w2, pt, float(w @ pt["a"]))
+            gy = torch.from_numpy(g * (dv / root - 0.5 * val * dr / r)).to(grad_out.device, ctx.dtypes[1])
+        return gx, gy, None
+
+
+def u_dcorr_sqr(x, y, weights=None):
     """Bias-corrected (U-centred) squared distance correlation, weighted, in O(n log n).
 
     Szekely & Rizzo (2014) for unit weights (equals ``dcor.u_distance_correlation_sqr``); with
@@ -420,29 +503,28 @@ def u_dcorr_sqr(x, y, weights=None) -> float:
     ``dcorr**2`` is biased upwards by ~1/n). It can be negative.
 
     Args:
-        x, y: (n,) arrays (or tensors; no gradient), n >= 4.
-        weights: (n,) non-negative weights or ``None``.
+        x, y: (n,) arrays, or tensors (then differentiable in x and y with an analytic
+            O(n log n) backward, :class:`UDCorrSqrFunction`), n >= 4 events with weight > 0.
+        weights: (n,) non-negative weights or ``None`` (constants).
 
     Returns:
-        float; 0 when ``x`` or ``y`` has no U-centred spread (e.g. constant).
+        float for array inputs, a 0-d tensor (dtype and device of ``x``) for tensor ``x``; 0 when
+        ``x`` or ``y`` has no U-centred spread (e.g. constant).
     """
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y), dtype=x.dtype, device=x.device)
+        if weights is not None and not isinstance(weights, torch.Tensor):
+            weights = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+        if x.dim() != 1 or y.dim() != 1:
+            raise ValueError(f"u_dcorr_sqr: expected 1-D x and y, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        return UDCorrSqrFunction.apply(x, y, weights)
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     if isinstance(weights, torch.Tensor):
         weights = weights.detach().cpu().numpy()
     xn, yn, wn = _prepare(x, y, weights)
-    if len(xn) < 4 or np.count_nonzero(wn) < 4:
-        raise ValueError(f"u_dcorr_sqr: {np.count_nonzero(wn)} events with weight > 0, expected >= 4")
-    srx, sry = _Sorted(xn), _Sorted(yn)
-    sx = _signed_sums(srx, np.stack([wn, wn * xn], axis=1))
-    sy = _signed_sums(sry, np.stack([wn, wn * yn], axis=1))
-    a = xn * sx[:, 0] - sx[:, 1]
-    b = yn * sy[:, 0] - sy[:, 1]
-    v = _u_dcov_sqr(xn, yn, wn, srx, sry, a, b, same=False)
-    p = _u_dcov_sqr(xn, xn, wn, srx, srx, a, a, same=True)
-    r = _u_dcov_sqr(yn, yn, wn, sry, sry, b, b, same=True)
+    _u_check(xn, wn, "u_dcorr_sqr")
+    v, p, r = _u_values(xn, yn, _u_parts(xn, yn, wn, _Sorted(xn), _Sorted(yn)))
     if p <= 0.0 or r <= 0.0:
         return 0.0
     return float(v / np.sqrt(p * r))
