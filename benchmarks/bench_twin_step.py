@@ -40,6 +40,7 @@ def main() -> None:
         constraint_floors,
     )
     from svjscout.models.twin import TwinMLP
+    from svjscout.models.twin_training.losses import closure_wps_for_step  # the working points of a step
 
     rng = np.random.default_rng(0)
     n = args.events
@@ -65,7 +66,7 @@ def main() -> None:
         for i in range(args.repeat + 1):
             idx = torch.randint(t.n, (bs,), generator=gen)
             t0 = time.perf_counter()
-            bce, _, vals = _loss_terms(model, t, idx, cfg)
+            bce, _, vals = _loss_terms(model, t, idx, cfg, wps=closure_wps_for_step(cfg, gen))
             res = mdmm(bce, vals)
             opt.zero_grad()
             res.loss.backward()
@@ -78,7 +79,7 @@ def main() -> None:
             for i in range(args.repeat + 1):
                 idx = torch.randint(t.n, (bs,), generator=gen)
                 t0 = time.perf_counter()
-                bce, _, vals = _loss_terms(model, t, idx, cfg)
+                bce, _, vals = _loss_terms(model, t, idx, cfg, wps=closure_wps_for_step(cfg, gen))
                 lx, ly = model.logits(t.f[idx])
                 z = abcd_significance(torch.sigmoid(lx), torch.sigmoid(ly), t.w_phys[idx], point[idx], t.mt[idx],
                                       0.5, 0.5, 0.02, settings, 2, group[idx])["z_mean"]
