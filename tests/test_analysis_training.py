@@ -355,6 +355,8 @@ def test_job_defaults_run_end_to_end(bce_pair, tmp_path):
     for n, v in start.items():
         assert abs(h[1]["multipliers"][n] - v) <= 1.5 * steps * job["mdmm_lr"]
     assert summ["config"]["init_multipliers"] is True
+    text = out.report_md.read_text()
+    assert "Stopping figure (`stop_wp: selected`)" in text and f"{obj['test']['z_stop']:.3f} [" in text
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

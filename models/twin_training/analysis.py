@@ -66,7 +66,7 @@ from svjscout.models.twin_training.data import SkimData, analysis_mask
 from svjscout.processors.settings import AnalysisSettings
 
 __all__ = ["AnalysisObjective", "load_twin_init", "objective_edges", "init_multipliers", "region_grid",
-           "poisson_replica_weights"]
+           "poisson_replica_weights", "report_lines"]
 
 log = logging.getLogger("svjscout.models.train_twin")
 
@@ -462,6 +462,30 @@ class AnalysisObjective(nn.Module):
         test = self.hard_value(model, d_test, split[2], choose=False, ci_replicas=n_ci)
         return {"validation": val, "test": test, "stop_wp": self.cfg.stop_wp,
                 "selected_wp": None if self.selected is None else list(self.selected)}
+
+
+def report_lines(obj: dict[str, Any]) -> list[str]:
+    """Markdown lines of the report on the stopping figure (``summary["analysis_objective"]`` of
+    :meth:`AnalysisObjective.final_report`): the working point chosen on half of the validation
+    parents, ``<Z_A>`` quoted on the other half and on the test split, 68 % bootstrap intervals."""
+    if obj.get("stop_wp") != "selected" or not obj.get("selected_wp"):
+        return []
+    val, test = obj["validation"], obj["test"]
+    sel = val.get("selected", {})
+
+    def ci(d: dict[str, Any], key: str) -> str:
+        lo_hi = d.get(f"{key}_ci")
+        return f"{d[key]:.3f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+
+    x0, y0 = obj["selected_wp"]
+    return ["", f"Stopping figure (`stop_wp: selected`): working point ({x0:.3f}, {y0:.3f}) chosen on the scan's "
+            f"grid on half of the validation parents (<Z_A> {sel.get('z_select', float('nan')):.3f} there, "
+            f"smallest background N_eff {sel.get('neff_min', float('nan')):.1f}"
+            + ("" if sel.get("neff_rule", True) else ", no grid point met the N_eff rule") + "); quoted with 68 % "
+            f"bootstrap intervals over parents ({val.get('ci_replicas', 0)} replicas):", "",
+            "| split | <Z_A> at the chosen point | <Z_A> at the learned thresholds |", "|---|---|---|",
+            f"| validation, other half | {ci(val, 'z_stop')} | {ci(val, 'z_mean')} (all) |",
+            f"| test | {ci(test, 'z_stop')} | {ci(test, 'z_mean')} |"]
 
 
 def parent_halves_of(group: torch.Tensor) -> torch.Tensor:
