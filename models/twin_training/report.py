@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from svjscout import __version__
 from svjscout.core.regions import REGIONS
 from svjscout.models.training.report import write_report
+from svjscout.models.twin_training.analysis import report_lines as analysis_report_lines
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData
 from svjscout.models.twin_training.evaluation import target_check
@@ -197,6 +198,7 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
             zp = obj[split]["z_points"]
             lines.append(f"| {split} | {obj[split]['z_mean']:.3f} | "
                          + " | ".join(f"{v:.3f}" for v in zp.values()) + " |")
+        lines += analysis_report_lines(obj)  # the stopping figure and its intervals (analysis.py)
     if metrics.get("baselines_auc_all"):
         lines += ["", "Baselines, test (untouched), all signal (sign from the training split):", "",
                   "| baseline | sign | AUC |", "|---|---|---|"]

@@ -155,9 +155,12 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     objective = None
     if cfg.objective == "analysis":
         objective = AnalysisObjective(cfg, stream.train_sample, stream.points,
-                                      len(stream.train_sample) / max(stream.n_train, 1), device)
+                                      len(stream.train_sample) / max(stream.n_train, 1), device,
+                                      anchor=model if cfg.init_model else None)  # the trust region's centre
     mdmm = MDMM([Constraint(n, eps_used[n], _per_name(cfg.alpha, n, 1.0), _per_name(cfg.rho, n, 1.0))
                  for n in CONSTRAINTS], projection=cfg.mdmm_projection)
+    if objective is not None:
+        objective.load_multipliers(mdmm)  # init_multipliers: the starting pair's, not 0
     model.to(device)
     mdmm.to(device)
     groups = [{"params": list(model.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -170,14 +173,18 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
 
     def step(batch) -> tuple[dict[str, float], float]:
         t, idx, wps = batch
-        bce, parts, vals = _loss_terms(model, t, idx, cfg, norm, wps)
+        if objective is not None:  # closure_at_wp: the constraints at the moving thresholds too
+            bce, parts, vals = _loss_terms(model, t, idx, objective.constraint_config(), norm, objective.step_wps(wps))
+        else:
+            bce, parts, vals = _loss_terms(model, t, idx, cfg, norm, wps)
         primary, extra = bce, {}
         if objective is not None:  # maximise the soft <Z_A> of the training split
             temperature = objective.temperature()
             z = objective.training_value(model, stream.gen)
-            primary = -z["z_mean"]
+            primary = z["loss"]  # -(robust <Z_A>) + the N_eff and trust-region penalties
             x0, y0 = objective.thresholds()
-            extra = {"z_soft": _f(z["z_mean"]), "temperature": temperature, "x0": _f(x0), "y0": _f(y0)}
+            extra = {"z_soft": _f(z["z_mean"]), "temperature": temperature, "x0": _f(x0), "y0": _f(y0),
+                     **objective.last_terms}
         loss = mdmm(primary, vals).loss if cfg.constraints else primary
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -189,7 +196,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     def evaluate() -> tuple[float, dict[str, Any]]:
         model.eval()
         with torch.no_grad():
-            bce, parts, vals = _loss_terms(model, t_va, None, cfg)
+            bce, parts, vals = _loss_terms(model, t_va, None,
+                                           cfg if objective is None else objective.constraint_config())
         model.train()
         rec = {k: float(v) for k, v in parts.items()} | {k: float(v) for k, v in vals.items()}
         rec["bce"] = float(bce)
@@ -197,8 +205,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         if objective is None:
             return rec["bce"] + violations, rec
         hard = objective.hard_value(model, d_va, cfg.split[1])  # hard cuts: the analysis itself
-        rec |= {"z_hard": hard["z_mean"], "x0": hard["x0"], "y0": hard["y0"]}
-        return -hard["z_mean"] + violations, rec
+        rec |= {"z_hard": hard["z_mean"], "z_stop": hard["z_stop"], "x0": hard["x0"], "y0": hard["y0"]}
+        return -hard["z_stop"] + violations, rec  # stop_wp: the wp chosen on other validation parents
 
     def make_record(epoch: int, train: Mapping[str, float], figure: float, val: Mapping[str, Any]) -> dict[str, Any]:
         if epoch == 0:
@@ -251,8 +259,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     }
     if objective is not None:  # <Z_A> with hard cuts at the learned thresholds
         summary["analysis_objective"] = {
-            "validation": objective.hard_value(model, d_va, cfg.split[1]),
-            "test": objective.hard_value(model, d_te, cfg.split[2]),
+            **objective.final_report(model, d_va, d_te, cfg.split),  # validation, test, the selected wp
             "temperature_end": objective.temperature(), "b_floor": objective.settings.b_floor,
             "mt_edges": list(objective.edges), "plane": cfg.objective_plane}
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
