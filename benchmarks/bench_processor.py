@@ -5,6 +5,11 @@ Runs in one process (one core) on a sample already read into memory, after a war
 
 * clustering every event (AK4 + AK8, as the processor does it);
 * the processor with ``analysis.prefilter`` false (it clusters every event) and true;
+* before/after issue 33 (item 3): clustering every event and the prefiltered processor with the
+  clustering through fastjet's awkward interface and every PF field read (``jets.cluster_awkward``,
+  the code before) and as it is; each row's "x clustering every event" is taken per repetition
+  against clustering every event with the same code (median and min-max over the repetitions,
+  which run interleaved);
 * the fraction of events the prefilter rejects before clustering, and a check that both
   processor runs give bit-identical histograms and cutflows;
 * the time per stage of the processor with the prefilter;
@@ -25,10 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
@@ -214,7 +221,7 @@ def main() -> None:
     import numpy as np
 
     from svjscout.jobs.runner import RunReport, preflight
-    from svjscout.processors.jets import cluster
+    from svjscout.processors.jets import cluster, cluster_awkward
     from svjscout.processors.processor import SVJProcessor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,10 +251,10 @@ def main() -> None:
         finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
         pfs.append(pf[finite])
 
-    def clustering_alone():
+    def clustering_alone(fn):
         for pf in pfs:
-            cluster(pf, 0.4, ptmin=cuts.ak4_pt_min)
-            cluster(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
+            fn(pf, 0.4, ptmin=cuts.ak4_pt_min)
+            fn(pf, 0.8, ptmin=cuts.ak8_pt_min, constituents=True)
 
     def processor_run(on: bool):
         timing: dict[str, float] = {}
@@ -261,18 +268,29 @@ def main() -> None:
 
     for on in (False, True):
         processor_run(on)  # warm-up
+    # every measurement once per repetition, interleaved; "before" = the code before issue 33 (clustering
+    # through fastjet's awkward interface, every PF field read), "after" = as it is
+    times: dict = {k: [] for k in ("cluster", "cluster_before", False, "before", True)}
     best = {"cluster": float("inf"), False: float("inf"), True: float("inf")}
     timings, outputs = {}, {}
     for _ in range(args.repeat):
-        t = time.perf_counter()
-        clustering_alone()
-        best["cluster"] = min(best["cluster"], time.perf_counter() - t)
+        for key, fn in (("cluster", lambda: clustering_alone(cluster)),
+                        ("cluster_before", lambda: clustering_alone(cluster_awkward))):
+            t = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t)
+        with _before():
+            t = time.perf_counter()
+            processor_run(True)
+            times["before"].append(time.perf_counter() - t)
         for on in (False, True):
             t = time.perf_counter()
             timing, outs = processor_run(on)
             elapsed = time.perf_counter() - t
+            times[on].append(elapsed)
             if elapsed < best[on]:
                 best[on], timings[on], outputs[on] = elapsed, timing, outs
+    best["cluster"] = min(times["cluster"])
     identical = _identical(outputs[False], outputs[True])
     rejected = sum(o["counts"][ds]["not_clustered"] for o in outputs[True] for ds in o["counts"])
     selected = sum(int(o["cutflow"][ds]["raw"][-1]) for o in outputs[True] for ds in o["cutflow"])
@@ -283,11 +301,19 @@ def main() -> None:
           f"= {rejected / n_events:.1%}")
     print(f"histograms and cutflows with and without the prefilter: {'bit-identical' if identical else 'DIFFERENT'}")
     print()
-    print(f"{'':<34}{'seconds':>10}{'events/s':>12}{'x clustering':>14}")
-    rows = [("AK4+AK8 clustering, every event", best["cluster"]), ("processor, prefilter off", best[False]),
-            ("processor, prefilter on", best[True])]
-    for name, sec in rows:
-        print(f"{name:<34}{sec:>10.3f}{n_events / sec:>12,.0f}{best['cluster'] / sec:>13.2f}x")
+    print(f"{'':<44}{'s (best)':>9}{'events/s':>11}{'x clustering every event (median, min-max)':>46}")
+    rows = [("AK4+AK8 clustering every event, after", "cluster", "cluster"),
+            ("AK4+AK8 clustering every event, before", "cluster_before", "cluster_before"),
+            ("processor, prefilter off", False, "cluster"),
+            ("processor, prefilter on, before", "before", "cluster_before"),
+            ("processor, prefilter on, after", True, "cluster")]
+    for name, key, ref in rows:
+        sec = min(times[key])
+        ratios = sorted(r / t for r, t in zip(times[ref], times[key]))  # per repetition: same conditions
+        spread = f"{statistics.median(ratios):.1f}x ({ratios[0]:.1f}-{ratios[-1]:.1f})"
+        print(f"{name:<44}{sec:>9.3f}{n_events / sec:>11,.0f}{spread:>46}")
+    print("(x clustering: against clustering every event with the same code, before against before and after "
+          "against after, per repetition)")
     print()
     for on in (True, False):
         total = sum(timings[on].values())
@@ -308,6 +334,21 @@ def main() -> None:
         print("baseline = peak RSS before the chunk (imports, ONNX sessions, a 100-event warm-up):")
         for line in _memory(cfg, [int(x) for x in args.memory_sizes.split(",")], (True, False)):
             print(line)
+
+
+@contextmanager
+def _before():
+    """The processor as before issue 33: every PF field read, clustering through fastjet's awkward interface."""
+    import svjscout.processors.processor as P
+    from svjscout.processors.jets import cluster_awkward
+    from svjscout.processors.schema import BranchMap
+
+    saved = P.cluster, BranchMap.pf_kinematics
+    P.cluster, BranchMap.pf_kinematics = cluster_awkward, BranchMap.pf_candidates
+    try:
+        yield
+    finally:
+        P.cluster, BranchMap.pf_kinematics = saved
 
 
 def _identical(a: list[dict], b: list[dict]) -> bool:
