@@ -85,6 +85,9 @@ class ObjectiveSettings:
         nonclosure_halves: the non-closure term from two halves of the parents
             (:func:`halves_nonclosure`) instead of ``(n_B - nhat_B)^2`` of the same events.
         signal_contamination: signal in A, C, D enters the prediction (the datacards' model).
+        nonclosure_grad: the non-closure term passes its gradient (False: its value enters Z but
+            the networks get no gradient from it, so they cannot fit its noise; closure is then
+            the MDMM constraints' job; docs/analysis_objective.md).
     """
 
     mt_edges: tuple[float, ...]
@@ -97,6 +100,7 @@ class ObjectiveSettings:
     reference: int = 0
     nonclosure_halves: bool = False
     signal_contamination: bool = False
+    nonclosure_grad: bool = True
 
 
 def soft_memberships(x: torch.Tensor, y: torch.Tensor, x0: torch.Tensor | float, y0: torch.Tensor | float,
@@ -188,6 +192,8 @@ def abcd_prediction(n: torch.Tensor, v: torch.Tensor, settings: ObjectiveSetting
     nhat = ga * gd / gc
     zero = torch.zeros_like(nhat)
     nc = (n_b - nhat) ** 2 if nonclosure is None else nonclosure
+    if not settings.nonclosure_grad:
+        nc = nc.detach()
     parts = {
         "data_stat": nhat ** 2 * (1 / ga + 1 / gc + 1 / gd) if settings.data_stat else zero,
         "nonclosure": nc if settings.nonclosure else zero,

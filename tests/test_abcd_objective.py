@@ -316,3 +316,23 @@ def test_gradients_with_halves_and_contamination(halves):
     f = _objective(st, _t(point, torch.int64), _t(mt), _t(w), group=group)
     inputs = tuple(_t(a).requires_grad_() for a in (x, y, [0.45], [0.5]))
     assert torch.autograd.gradcheck(f, inputs, eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+def test_nonclosure_without_gradient_keeps_its_value():
+    x, y, w, point, mt = _events(seed=13, n_bkg=300)
+    group = _t(np.arange(len(x)) // 2, torch.int64)
+    grads, vals = [], []
+    for grad in (True, False):
+        st = ObjectiveSettings(mt_edges=EDGES, b_floor=1.0, nonclosure_halves=True, nonclosure_grad=grad)
+        xt = _t(x).requires_grad_()
+        out = abcd_significance(xt, _t(y), _t(w), _t(point, torch.int64), _t(mt), 0.5, 0.5, 0.05, st, 2, group, salt=1)
+        out["z_mean"].backward()
+        vals.append(float(out["z_mean"].detach()))
+        grads.append(xt.grad.clone())
+    assert vals[0] == vals[1]
+    assert not torch.allclose(grads[0], grads[1]) and bool(torch.isfinite(grads[1]).all())
+    # without gradient, the non-closure term alone contributes nothing to d/dx
+    st = ObjectiveSettings(mt_edges=EDGES, b_floor=1.0, nonclosure_halves=True, nonclosure_grad=False)
+    xt = _t(x).requires_grad_()
+    out = abcd_significance(xt, _t(y), _t(w), _t(point, torch.int64), _t(mt), 0.5, 0.5, 0.05, st, 2, group, salt=1)
+    assert not out["var_nonclosure"].requires_grad

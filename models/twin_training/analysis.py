@@ -29,6 +29,9 @@ config key, docs/analysis_objective.md):
   multipliers of that pair loaded (clamped at 0), not restarted at 0; ``closure_at_wp``: the MDMM
   closure and occupancy constraints evaluated at the current (learned) thresholds;
 * ``signal_contamination``: signal in A, C and D enters the prediction, as in the datacards.
+* ``nonclosure_grad``: false keeps the non-closure's value in Z but not its gradient (the halves
+  product is unbiased at a fixed network, but training still fits the sample's own non-closure
+  through its gradient: docs/analysis_objective.md, benchmarks/bench_nonclosure_fit.py).
 
 The objective's tensors and parameters live on the model's device.
 """
@@ -196,7 +199,8 @@ class AnalysisObjective(nn.Module):
         b_floor = float(w_bkg.mean()) * scale if cfg.b_floor is None else float(cfg.b_floor)
         self.settings = ObjectiveSettings(mt_edges=self.edges, yield_scale=scale, b_floor=b_floor,
                                           nonclosure_halves=cfg.nonclosure_halves,
-                                          signal_contamination=cfg.signal_contamination)
+                                          signal_contamination=cfg.signal_contamination,
+                                          nonclosure_grad=cfg.nonclosure_grad)
         #: the hard-cut evaluation: the scan's non-closure (same events), the cards' signal model
         self.hard_settings = replace(self.settings, nonclosure_halves=False)
         self.selected: tuple[float, float] | None = None  # working point chosen on validation parents

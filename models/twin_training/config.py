@@ -164,6 +164,8 @@ class TwinTrainConfig:
             thresholds too, not only at (x0, y0) / the configured working points.
         signal_contamination: ``analysis``: signal in A, C and D enters the ABCD prediction (as
             in the datacards).
+        nonclosure_grad: ``analysis``: the non-closure term passes its gradient (false: its value
+            enters Z without gradient, so its noise cannot be fitted; closure is left to MDMM).
     """
 
     seed: int = splits.DEFAULT_SEED
@@ -237,6 +239,7 @@ class TwinTrainConfig:
     init_multipliers: bool = True
     closure_at_wp: bool = True
     signal_contamination: bool = True
+    nonclosure_grad: bool = True
 
     @property
     def event_split_seed(self) -> int:
@@ -371,7 +374,8 @@ class TwinTrainConfig:
                               f"{sorted(self.planes)}")
         if self.b_floor is not None and not float(self.b_floor) >= 0:
             raise ConfigError(f"twin config key 'b_floor' is {self.b_floor!r}, expected >= 0 or null")
-        for key in ("nonclosure_halves", "init_multipliers", "closure_at_wp", "signal_contamination"):
+        for key in ("nonclosure_halves", "init_multipliers", "closure_at_wp", "signal_contamination",
+                    "nonclosure_grad"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"twin config key '{key}' is {getattr(self, key)!r}, expected true or false")
         for key in ("neff_min", "neff_weight", "bootstrap_sd", "trust_region"):
