@@ -43,7 +43,7 @@ from svjscout.core.regions import REGION_INDEX, REGIONS
 from svjscout.processors import histograms as H
 from svjscout.processors.settings import ProcessorConfig
 
-__all__ = ["normalize", "is_normalized", "normalisation_factors", "flat_bins", "parent_fills",
+__all__ = ["normalize", "is_normalized", "normalisation_factors", "flat_bins", "parent_fills", "dense_hists",
            "parent_grouped_variance", "NORMALISATION_KEY"]
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,27 @@ log = logging.getLogger(__name__)
 NORMALISATION_KEY = "normalisation"
 
 
-def flat_bins(h, **coords) -> np.ndarray:
+def flat_bins(h, categories: dict | None = None, **coords) -> np.ndarray:
     """Per entry, the flat index into ``h.view(flow=True)`` (C order) of the bin a fill with
-    these coordinates lands in (scalars broadcast; flow bins included, like the fill)."""
-    idx = []
+    these coordinates lands in (scalars broadcast; flow bins included, like the fill).
+
+    ``categories`` (``{axis name: [names]}``) replaces a category axis of ``h`` by the fixed axis of
+    those names (with its overflow bin): a chunk's histograms have a growing dataset axis of their
+    own dataset only, its parent records index the output's histograms, which have every dataset.
+    """
+    categories = categories or {}
+    idx, shape = [], []
     for ax in h.axes:
+        if ax.name in categories:
+            names, value = list(categories[ax.name]), coords[ax.name]
+            idx.append(np.asarray(names.index(value) if isinstance(value, str) else [names.index(v) for v in value],
+                                  dtype=np.int64))
+            shape.append(len(names) + 1)
+            continue
         i = np.asarray(ax.index(coords[ax.name]), dtype=np.int64)
         idx.append(i + 1 if ax.traits.underflow else i)
-    return np.ravel_multi_index(np.broadcast_arrays(*idx), h.view(flow=True).shape).astype(np.int64)
+        shape.append(ax.extent)
+    return np.ravel_multi_index(np.broadcast_arrays(*idx), tuple(shape)).astype(np.int64)
 
 
 def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dict:
@@ -125,7 +138,7 @@ def normalize(output: dict, config: ProcessorConfig, datasets=None) -> dict:
         return output
     out = dict(output)
     if "hists" in output:
-        out["hists"] = {name: h.copy() for name, h in output["hists"].items()}
+        out["hists"] = dense_hists(output["hists"], config)
     if "cutflow" in output:
         out["cutflow"] = {ds: dict(c) for ds, c in output["cutflow"].items()}
     if "parent_fills" in output:
@@ -151,6 +164,21 @@ def normalize(output: dict, config: ProcessorConfig, datasets=None) -> dict:
         if dataset in out.get("cutflow", {}):
             out["cutflow"][dataset]["weighted"] = out["cutflow"][dataset]["weighted"] * norm
     out[NORMALISATION_KEY] = {**(output.get(NORMALISATION_KEY) or {}), **{d: factors[d] for d in todo}}
+    return out
+
+
+def dense_hists(hists: dict, config: ProcessorConfig) -> dict:
+    """New histograms on the output's fixed dataset axes (:func:`~svjscout.processors.histograms.densify`):
+    every dataset of ``config`` in sorted order, the signal datasets for ``xy_mt_syst``, as
+    :func:`~svjscout.processors.histograms.book` gives them; a chunk's have its own dataset only."""
+    every = sorted(config.datasets)
+    signal = sorted(d for d, info in config.datasets.items() if info.kind == "signal")
+    out = {}
+    for name, h in hists.items():
+        try:
+            out[name] = H.densify(h, signal if name == "xy_mt_syst" else every)
+        except ValueError as err:
+            raise ConfigError(f"histogram {name!r}: {err} (an output of another job's configuration?)") from err
     return out
 
 

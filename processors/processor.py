@@ -45,6 +45,7 @@ Data are refused (no model is trained on data; the split of data events means no
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -52,7 +53,10 @@ import awkward as ak
 import dask
 import dask_awkward as dak
 import numpy as np
+import uproot
 from coffea import processor
+from coffea.analysis_tools import PackedSelection
+from coffea.nanoevents import NanoEventsFactory
 
 from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError
@@ -66,6 +70,7 @@ from svjscout.processors.jets import cluster, ht
 from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.normalize import flat_bins, normalize, parent_fills
 from svjscout.processors.prefilter import prefilter, scalar_pt_sum
+from svjscout.processors.schema import SVJScoutingSchema
 from svjscout.processors.selection import CUT_ORDER, cutflow, plane_of, preselection
 from svjscout.processors.settings import AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig, check_event_subset
 from svjscout.processors.skim import write_skim
@@ -134,7 +139,7 @@ class Chunk:
     ht_all: np.ndarray = field(init=False)
     # features and selection
     feats: dict = field(init=False)
-    flow: dict = field(init=False)
+    passes: dict = field(init=False)  # per cut of CUT_ORDER: which events pass it
     idx: np.ndarray = field(init=False)  # the selected events
     # lund, inference (over the selected events)
     lund: list = field(init=False)
@@ -142,10 +147,22 @@ class Chunk:
     w: np.ndarray = field(init=False)
     x: np.ndarray = field(init=False)
     y: np.ndarray = field(init=False)
+    # fill: the Lund-plane nodes of J0 and J1 (ln 1/Delta, ln kt, weight), the parent records (MC with parents)
+    lund_nodes: list = field(init=False)
+    parent_rec: tuple | None = None
 
     @property
     def n(self) -> int:
         return len(self.events)
+
+    #: what :meth:`SVJProcessor._output` needs of a batch once its stages have run
+    KEEP = ("dataset", "passes", "gen_w", "lund_nodes", "parent_rec", "counts", "watch", "metadata", "info")
+
+    def release(self) -> None:
+        """Drop the batch's events, candidates, jets and Lund planes (all but :attr:`KEEP`)."""
+        for name in list(vars(self)):
+            if name not in self.KEEP:
+                delattr(self, name)
 
 
 class SVJProcessor(processor.ProcessorABC):
@@ -181,18 +198,99 @@ class SVJProcessor(processor.ProcessorABC):
 
     # -- the data path ----------------------------------------------------------------------
     def _process(self, events, metadata) -> dict:
-        c = self._read(events, metadata)
-        self._prefilter(c)
-        self._cluster(c)
-        self._select(c)
-        self._lund(c)
-        out = {"cutflow": c.flow, "counts": {c.dataset: c.counts}, "timing": c.watch.seconds}
-        if self.config.skim_dir is not None:
-            write_skim(self.config, c.events, c.dataset, c.info, c.feats, c.lund, c.mask, c.w, c.idx)
-            c.watch.lap("skim")
+        """One chunk, in batches of ``analysis.batch_events`` events (:meth:`_batches`).
+
+        Reading, clustering, Lund planes and inference run batch by batch, so a worker's memory is
+        bounded by the batch, not the chunk (issue 33); the chunk's histograms are booked once and
+        filled batch after batch in event order, and its cutflow and parent records are computed on
+        the batches' per-event results put back together: the output is bit-identical to one batch
+        (tests/test_chunk_outputs.py). A skim writes one file per chunk: it is never batched.
+        """
+        size = self.config.batch_events
+        if not size or len(events) <= size or self.config.skim_dir is not None:
+            return self._process_batches([events], metadata)
+        return self._process_batches(self._batches(events, metadata, size), metadata)
+
+    def _batches(self, events, metadata, size: int):
+        """The chunk's events in batches of ``size``, each read from the file on its own (the
+        chunk's entry range, as coffea's Runner describes it in ``metadata``), so that only one
+        batch's branches are in memory; events without that description are sliced instead."""
+        n = len(events)
+        path, tree = metadata.get("filename"), metadata.get("treename")
+        start, stop = metadata.get("entrystart"), metadata.get("entrystop")
+        if not (path and tree and start is not None and stop is not None and stop - start == n
+                and ("://" in str(path) or os.path.exists(str(path)))):
+            for a in range(0, n, size):
+                yield events[a:a + size]
+            return
+        with uproot.open({path: None}) as f:
+            for a in range(start, stop, size):
+                b = min(a + size, stop)
+                yield NanoEventsFactory.from_root(f, treepath=tree, schemaclass=SVJScoutingSchema, mode="virtual",
+                                                  entry_start=a, entry_stop=b,
+                                                  metadata={**metadata, "entrystart": a, "entrystop": b}).events()
+
+    def _process_batches(self, batches, metadata) -> dict:
+        """Run the stages on each batch; one output for them all (as if they were one batch)."""
+        cfg = self.config
+        skim = cfg.skim_dir is not None
+        hists = syst = None
+        done: list[Chunk] = []
+        counts, timing = _empty_counts(), {}
+        for events in batches:
+            c = self._read(events, metadata)
+            self._prefilter(c)
+            self._cluster(c)
+            self._select(c)
+            self._lund(c)
+            if skim:
+                write_skim(cfg, c.events, c.dataset, c.info, c.feats, c.lund, c.mask, c.w, c.idx)
+                c.watch.lap("skim")
+            else:
+                self._infer(c)
+                if hists is None:  # this chunk's dataset only (a growing axis); normalize() adds the others
+                    hists = H.book(cfg.mt_edges, [c.dataset], cfg.score_bins, growth=True)
+                    if c.vary:
+                        syst = H.book_syst(cfg.mt_edges, [c.dataset], V.variation_names(cfg.systematics),
+                                           cfg.score_bins, growth=True)
+                self._fill(c, hists, syst)
+            for k, v in c.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            for k, v in c.watch.seconds.items():
+                timing[k] = timing.get(k, 0.0) + v
+            c.release()
+            done.append(c)
+        return self._output(done, hists, syst, counts, timing)
+
+    def _output(self, done: list[Chunk], hists, syst, counts: dict, timing: dict) -> dict:
+        """The chunk's output from its batches: the cutflow of all their events, the lund_plane
+        fills (J0 of every event, then J1) and the parent records, in event order."""
+        c0 = done[0]
+        sel = PackedSelection()
+        for name in CUT_ORDER:
+            sel.add(name, np.concatenate([c.passes[name] for c in done]))
+        flow = cutflow(sel, np.concatenate([c.gen_w for c in done]))
+        counts["chunks"] = 1
+        counts["chunks_without_selected"] = int(flow["raw"][-1] == 0)
+        out: dict = {"cutflow": {c0.dataset: {"raw": np.array(flow["raw"]), "weighted": np.array(flow["weighted"])}},
+                     "counts": {c0.dataset: counts}, "timing": timing}
+        if hists is None:  # a skim
             return out
-        self._infer(c)
-        return {**self._fill(c), **out}
+        watch = _Stopwatch()
+        for j in (0, 1):
+            nodes = [c.lund_nodes[j] for c in done]
+            hists["lund_plane"].fill(dataset=c0.dataset, ln_inv_delta=np.concatenate([n[0] for n in nodes]),
+                                     ln_kt=np.concatenate([n[1] for n in nodes]),
+                                     weight=np.concatenate([n[2] for n in nodes]))
+        if syst is not None:
+            hists["xy_mt_syst"] = syst
+        out["hists"] = hists
+        if c0.parent_rec is not None:
+            out["parent_fills"] = {c0.dataset: parent_fills(*(np.concatenate([c.parent_rec[i] for c in done])
+                                                              for i in range(3)))}
+        watch.lap("fill")
+        timing["fill"] = timing.get("fill", 0.0) + watch.seconds["fill"]
+        return out
 
     def _read(self, events, metadata) -> Chunk:
         """The chunk's subset (``analysis.event_subset``), PF candidates, MET and weights; non-finite ones counted."""
@@ -266,16 +364,13 @@ class SVJProcessor(processor.ProcessorABC):
             j0 = j1 = {k: np.zeros(c.n) for k in ("pt", "eta", "phi", "mass")}
         c.feats = event_features(j0, j1, c.met_pt, c.met_phi)
         sel = preselection(c.clean, c.ht_all, c.n_ak8, c.feats, self.config.cuts, prefilter=c.pre)
-        flow = cutflow(sel, c.gen_w)
-        c.flow = {c.dataset: {"raw": np.array(flow["raw"]), "weighted": np.array(flow["weighted"])}}
+        c.passes = {name: sel.all(name) for name in CUT_ORDER}  # the chunk's cutflow: _output
         passing = sel.all(*CUT_ORDER[1:])  # the cuts themselves; the prefilter only follows from them
         lost = passing & ~c.pre
         if lost.any():  # only possible without analysis.prefilter, which is how this is checked
             raise RuntimeError(f"prefilter bug: {int(lost.sum())} events of {c.dataset} pass every cut but fail "
                                "the prefilter (processors/prefilter.py); report this with the input file")
         c.idx = np.flatnonzero(passing)
-        if len(c.idx) == 0:
-            c.counts["chunks_without_selected"] = 1
         c.watch.lap("features+selection")
 
     def _lund(self, c: Chunk) -> None:
@@ -312,36 +407,35 @@ class SVJProcessor(processor.ProcessorABC):
         c.x, c.y = twin(np.stack([c.feats[f] for f in EVENT_FEATURES], axis=1))
         c.watch.lap("onnx")
 
-    def _fill(self, c: Chunk) -> dict:
-        """The chunk's histograms (and the systematic variations', the parent records)."""
+    def _fill(self, c: Chunk, hists: dict, syst) -> None:
+        """Fill the chunk's histograms with this batch's selected events (the systematic variations'
+        into ``syst``); keep its Lund-plane nodes and parent records for :meth:`_output`."""
         cfg = self.config
         parents = cfg.branch_map.parent_keys(c.events) if c.info.is_mc else None
         feats, w = c.feats, c.w
-        hists = H.book(cfg.mt_edges, sorted(cfg.datasets), cfg.score_bins)
         plane = plane_of(feats["deta"], cfg.cuts)
         mt = H.clip_mt(feats["mt"], cfg.mt_edges)
         xs, ys = H.clip_scores(c.x), H.clip_scores(c.y)
         region = H.region_of(xs, ys, *cfg.wp, bins=cfg.score_bins)
         hists["mt_abcd"].fill(dataset=c.dataset, plane=plane, region=region, mt=mt, weight=w)
         hists["xy_mt"].fill(dataset=c.dataset, plane=plane, x=xs, y=ys, mt=mt, weight=w)
-        xy_bins = flat_bins(hists["xy_mt"], dataset=c.dataset, plane=plane, x=xs, y=ys, mt=mt)
+        xy_bins = flat_bins(hists["xy_mt"], {"dataset": sorted(cfg.datasets)}, dataset=c.dataset, plane=plane, x=xs,
+                            y=ys, mt=mt)  # into the output's xy_mt (every dataset)
         hists["met"].fill(dataset=c.dataset, met=feats["met"], weight=w)
         hists["rt"].fill(dataset=c.dataset, rt=feats["rt"], weight=w)
         hists["dphi_min"].fill(dataset=c.dataset, dphi_min=feats["dphi_min"], weight=w)
         hists["jet_pt"].fill(dataset=c.dataset, jet="J0", pt=feats["pt_j0"], weight=w)
         hists["jet_pt"].fill(dataset=c.dataset, jet="J1", pt=feats["pt_j1"], weight=w)
+        c.lund_nodes = []
         for arr, m in zip(c.lund, c.mask):
             node_w = np.broadcast_to(w[:, None], m.shape)[m]
-            hists["lund_plane"].fill(dataset=c.dataset, ln_inv_delta=-arr[..., 1][m], ln_kt=arr[..., 0][m],
-                                     weight=node_w)
+            c.lund_nodes.append((-arr[..., 1][m], arr[..., 0][m], node_w))
         c.watch.lap("fill")
         if c.vary:
-            hists["xy_mt_syst"] = self._variations(c)
+            self._variations(c, syst)
             c.watch.lap("systematics")
-        out: dict[str, dict] = {"hists": hists}
         if parents is not None:
-            out["parent_fills"] = {c.dataset: parent_fills(parents[c.idx], xy_bins, w)}
-        return out
+            c.parent_rec = (np.asarray(parents[c.idx], dtype=np.uint64), xy_bins, np.asarray(w, dtype=np.float64))
 
     def _in_subset(self, events, dataset: str, sub: EventSubset) -> np.ndarray:
         """Per event, whether it is in ``analysis.event_subset``: :func:`splits.split_of` of the
@@ -353,12 +447,10 @@ class SVJProcessor(processor.ProcessorABC):
                                bmap.parent_keys_or_events(events), sub.seed, sub.fractions)
         return np.equal(code, sub.code)
 
-    def _variations(self, c: Chunk):
-        """``xy_mt_syst`` of one chunk: every source of the registry (processors/variations.py),
-        each variation's events recomputed and scored, filled like xy_mt."""
+    def _variations(self, c: Chunk, h) -> None:
+        """Fill ``xy_mt_syst`` (``h``) with one batch: every source of the registry
+        (processors/variations.py), each variation's events recomputed and scored, filled like xy_mt."""
         cfg, s, cuts = self.config, self.config.systematics, self.config.cuts
-        h = H.book_syst(cfg.mt_edges, sorted(d for d, i in cfg.datasets.items() if i.kind == "signal"),
-                        V.variation_names(s), cfg.score_bins)
         inputs = V.VariationInputs(events=c.events, branch_map=cfg.branch_map, cset=C.load_corrections(s.payload),
                                    settings=s, ak8=c.ak8_all, ak4=c.ak4, pf=c.pf_kept, ht_nom=c.ht_all)
         kin, ratio = V.variations(inputs, c.counts)
@@ -383,7 +475,6 @@ class SVJProcessor(processor.ProcessorABC):
         # weight variations: the nominal events, features and scores
         for name, r in ratio.items():
             self._fill_syst(h, c.dataset, name, c.feats, c.x, c.y, c.w * np.asarray(r)[c.idx])
-        return h
 
     def _fill_syst(self, h, dataset, name, feats, x, y, w) -> None:
         cfg = self.config

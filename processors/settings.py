@@ -102,6 +102,9 @@ class AnalysisSettings(BaseModel):
     score_bins: int = 40
     lund_max_len: int = 32
     prefilter: bool = True  # skip the clustering of events proven to fail the preselection
+    # events processed at a time within a chunk (0: the whole chunk at once); bounds a worker's
+    # memory for large chunks (docs/performance.md), histograms the same up to float rounding
+    batch_events: int = 10000
     systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
     lundnet_model: str | None = None
     twin_model: str | None = None
@@ -118,6 +121,8 @@ class AnalysisSettings(BaseModel):
                              f"{list(self.mt_edges)}")
         if not (np.isfinite(self.lumi) and self.lumi > 0):
             raise ValueError(f"analysis.lumi must be a positive integrated luminosity in pb^-1, got {self.lumi!r}")
+        if self.batch_events < 0:
+            raise ValueError(f"analysis.batch_events must be >= 0 (0: a chunk in one batch), got {self.batch_events}")
         if self.score_bins < 1:
             raise ValueError(f"analysis.score_bins must be >= 1, got {self.score_bins}")
         axis = hist.axis.Regular(self.score_bins, 0, 1)
