@@ -26,7 +26,7 @@ pileup clustered into the jets and JER-smeared on top of the overlay) and as now
 K jet-level copies each: P(MET > 156 GeV) and the MET_x resolution.
 
 Usage: python benchmarks/bench_met_resolution.py [--events 1500] [--parents 600] [--copies 40]
-       [--figure docs/figures/met_resolution.png]
+       [--figure docs/met_resolution.png]
 """
 
 from __future__ import annotations
