@@ -18,7 +18,8 @@ shipped", the PF flavour through the detector before issue 30 (``DetectorParams.
 The CMS parametrisation (PF pTmiss, 2016 data, Z -> mu mu): sigma = sqrt(sigma_c^2 +
 N_vtx / 0.70 * sigma_PU^2), with N_vtx = 1 + 0.70 n (the hard vertex plus a 70 % efficiency per
 pileup vertex), and sigma = sigma_0 + sigma_s sqrt(sum E_T). The parameter values are in
-``CMS`` below with where they were read; override them with ``--cms`` if a better reading exists.
+``CMS`` below with where they were read (the N_vtx ones are unverified); override them with
+``--cms`` if a better reading exists.
 
 Part 2, the fake-MET tail (the review's figure): 200-300 GeV pT-hat QCD dijets with Poisson(35)
 pileup, the same parents and overlay through the detector as shipped (``DetectorParams.shipped_v1``:
@@ -42,14 +43,17 @@ from svjscout.samples import detector
 from svjscout.samples.generate import _final_state, _make_pythia
 from svjscout.samples.processes import BASE, MINBIAS
 
-#: JME-17-001 (JINST 14 (2019) P07004, arXiv:1903.06078), PF pTmiss in 2016 Z -> mu mu data.
-#: The `search` tool found the paper's public page (cms-results.web.cern.ch/.../JME-17-001) and its
-#: arXiv record but none of the stored copies showed the tables' numbers; the values below are the
-#: author's reading of the paper's tables 3-4 / figures 9-10 (resolution vs N_vtx and vs sum E_T),
-#: to be checked against the paper: sigma_c, sigma_PU in GeV, sigma_0 in GeV, sigma_s in sqrt(GeV).
+#: JME-17-001 (JINST 14 (2019) P07004, arXiv:1903.06078), PF pTmiss in 2016 Z data.
+#: sigma_0, sigma_s (GeV, sqrt(GeV)), resolution vs sum E_T: the preliminary version's Table 3
+#: (CMS-PAS-JME-17-001, p20) as implemented in Rivet's MET_SMEAR_CMS_RUN2 (alisw/rivet,
+#: include/Rivet/Tools/ExptSmearingFunctions.hh: u_par 2.0 + 0.64 sqrt(sum E_T), u_perp
+#: -1.5 + 0.68 sqrt(sum E_T)), read with the `find_string`/`read_file` tools.
+#: sigma_c, sigma_PU (GeV), resolution vs N_vtx: NOT found in any stored copy (the `search` tool
+#: reached the paper's public page and arXiv records but not its tables); the values are a
+#: recollection of the paper's table, unverified: check them against the paper (--cms overrides).
 CMS = {
-    "u_par": {"sigma_c": 14.7, "sigma_pu": 4.0, "sigma_0": 1.8, "sigma_s": 0.60},
-    "u_perp": {"sigma_c": 11.6, "sigma_pu": 3.8, "sigma_0": 0.9, "sigma_s": 0.58},
+    "u_par": {"sigma_c": 14.7, "sigma_pu": 4.0, "sigma_0": 2.0, "sigma_s": 0.64},
+    "u_perp": {"sigma_c": 11.6, "sigma_pu": 3.8, "sigma_0": -1.5, "sigma_s": 0.68},
 }
 VERTEX_EFFICIENCY = 0.70
 MET_CUT = 156.0  # R_T > 0.24 and M_T > 650 GeV imply MET > 156 GeV
@@ -245,7 +249,7 @@ def plot(result: dict, sumet: dict, path: str, cms: dict) -> None:
         key = "u_par" if comp == "upar" else "u_perp"
         c = cms_vs_pileup(key, n_grid, cms)
         ax.fill_between(n_grid, 0.8 * c, 1.2 * c, color="0.85", label=r"JME-17-001 PF $\pm$20 %")
-        ax.plot(n_grid, c, "k-", label="JME-17-001 PF (2016 data)")
+        ax.plot(n_grid, c, "k-", label="JME-17-001 PF (2016 data; values unverified)")
         for flav, style in (("PF", "o"), ("CHS", "s"), ("PF, shipped", "x")):
             rows = result["rows"][flav]
             n = np.array(sorted(rows))
@@ -262,7 +266,7 @@ def plot(result: dict, sumet: dict, path: str, cms: dict) -> None:
     ax = axes[2]
     grid = np.linspace(100, 2500, 100)
     for comp, i, color in (("u_par", 1, "C0"), ("u_perp", 2, "C1")):
-        ax.plot(grid, cms_vs_sumet(comp, grid, cms), "-", color=color, label=f"JME-17-001 {comp}")
+        ax.plot(grid, cms_vs_sumet(comp, grid, cms), "-", color=color, label=f"JME-17-001 PAS {comp}")
         pts = sumet["PF"]
         ax.errorbar([p[0] for p in pts], [p[i][0] for p in pts], [p[i][1] for p in pts], fmt="o", color=color,
                     label=f"this detector {comp} (PF)")
@@ -272,6 +276,17 @@ def plot(result: dict, sumet: dict, path: str, cms: dict) -> None:
     mplhep.cms.label("fast-detector simulation", data=True, ax=ax, rlabel="13 TeV")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+
+
+def print_sumet(sumet: dict, cms: dict) -> None:
+    print("\n# Versus sum E_T (all pileup counts pooled)")
+    print("| flavour | <sum E_T> | sigma(u_par) | CMS | ratio | sigma(u_perp) | CMS | ratio | events |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for flav, pts in sumet.items():
+        for s, a, b, m in pts:
+            ca, cb = cms_vs_sumet("u_par", s, cms), cms_vs_sumet("u_perp", s, cms)
+            print(f"| {flav} | {s:.0f} | {a[0]:.1f} | {ca:.1f} | {a[0] / ca:.2f} | {b[0]:.1f} | {cb:.1f} | "
+                  f"{b[0] / cb:.2f} | {m} |")
 
 
 def main(argv=None) -> int:
@@ -287,16 +302,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cms", help="JSON overriding the CMS parameters, same layout as CMS")
     ap.add_argument("--replot", metavar="JSON", help="only draw --figure from a --json written before")
     args = ap.parse_args(argv)
-    if args.replot:
-        with open(args.replot) as f:
-            saved = json.load(f)
-        rows = {flav: {int(n): r for n, r in v.items()} for flav, v in saved["rows"].items()}
-        plot({"rows": rows}, saved["sumet"], args.figure, saved["cms"])
-        return 0
     cms = {k: dict(v) for k, v in CMS.items()}
     if args.cms:
         for k, v in json.loads(args.cms).items():
             cms[k].update(v)
+    if args.replot:
+        with open(args.replot) as f:
+            saved = json.load(f)
+        rows = {flav: {int(n): r for n, r in v.items()} for flav, v in saved["rows"].items()}
+        print_sumet(saved["sumet"], cms)
+        if args.figure:
+            plot({"rows": rows}, saved["sumet"], args.figure, cms)
+        return 0
     pileups = [int(x) for x in args.pileups.split(",")]
 
     res = recoil_study(args.events, pileups, args.seed, args.library)
@@ -332,14 +349,7 @@ def main(argv=None) -> int:
                   f"{fits[(flav, key)][1]:.2f} | {cms[key]['sigma_pu']:.2f} |")
     edges = np.array([0, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1400, 1700, 2000, 3000])
     sumet = {flav: sumet_bins(res["pooled"][flav], edges) for flav in res["pooled"]}
-    print("\n# Versus sum E_T (all pileup counts pooled)")
-    print("| flavour | <sum E_T> | sigma(u_par) | CMS | ratio | sigma(u_perp) | CMS | ratio | events |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for flav, pts in sumet.items():
-        for s, a, b, m in pts:
-            ca, cb = cms_vs_sumet("u_par", s, cms), cms_vs_sumet("u_perp", s, cms)
-            print(f"| {flav} | {s:.0f} | {a[0]:.1f} | {ca:.1f} | {a[0] / ca:.2f} | {b[0]:.1f} | {cb:.1f} | "
-                  f"{b[0] / cb:.2f} | {m} |")
+    print_sumet(sumet, cms)
     tail = {}
     if args.parents > 0:
         t0 = time.process_time()
