@@ -168,7 +168,8 @@ def _check_hygiene(skims, res, report, cfg):
     code = split_codes(data, tc.split, tc.seed)
     assert 0.7 * len(data) < ana.sum() < 0.95 * len(data)  # the skim is looser than the analysis
     assert summ["selection"]["n_pass"] == int(ana.sum()) and summ["selection"]["n_skim"] == len(data)
-    test = data.take(np.flatnonzero((code == splits.TEST) & ana))
+    quoted = splits.FINAL if len(tc.split) == 4 else splits.TEST  # the default 4-way split quotes on final
+    test = data.take(np.flatnonzero((code == quoted) & ana))
     assert res.test_metrics["n_test"] == len(test) == summ["n_test"]
     assert res.val_metrics["n_test"] == int(((code == splits.VAL) & ana).sum()) == summ["n_val"]
     # AUCs: every signal point the same total weight

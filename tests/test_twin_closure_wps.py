@@ -265,7 +265,8 @@ def test_short_training_with_the_new_defaults(tmp_path):
     data = load_skim([path])
     tc = TwinTrainConfig.from_mapping(cfg)
     code = split_codes(data, tc.split, tc.seed)
-    te = data.take(np.flatnonzero((code == splits.TEST) & analysis_mask(data, tc.cuts()) & (data.label == 0)))
+    quoted = splits.FINAL if len(tc.split) == 4 else splits.TEST  # the default 4-way split quotes on final
+    te = data.take(np.flatnonzero((code == quoted) & analysis_mask(data, tc.cuts()) & (data.label == 0)))
     with torch.no_grad():
         xs, ys = res.model(torch.from_numpy(te.features))
     ref = _hard_numpy(xs.numpy().astype(np.float64), ys.numpy().astype(np.float64), te.weight.astype(np.float64),

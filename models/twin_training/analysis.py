@@ -406,7 +406,7 @@ class AnalysisObjective(nn.Module):
                 "neff_min": float(neff_min[i, j]), "neff_rule": rule}
 
     def hard_value(self, model: TwinMLP, d: SkimData, fraction: float, choose: bool = True,
-                   ci_replicas: int = 0) -> dict[str, Any]:
+                   ci_replicas: int = 0, at_selected: bool = False) -> dict[str, Any]:
         """Hard-cut figures on events of a split holding ``fraction`` of the sample (validation,
         test); floats for reports.
 
@@ -415,7 +415,9 @@ class AnalysisObjective(nn.Module):
         chosen on one half of ``d``'s parents (:meth:`choose_wp`, kept in :attr:`selected`) and
         ``<Z_A>`` quoted on the other half; with ``choose=False`` quoted on all of ``d`` at the
         working point chosen before; with ``stop_wp: learned`` it is ``z_mean``. ``ci_replicas``
-        > 0 adds 68 % bootstrap intervals over parents (``z_mean_ci``, ``z_stop_ci``)."""
+        > 0 adds 68 % bootstrap intervals over parents (``z_mean_ci``, ``z_stop_ci``).
+        ``at_selected``: ``z_stop`` at the selected working point whatever ``stop_wp`` (the final
+        subset's quote of the point chosen on the select subset)."""
         ev = self._view(d)
         x0, y0 = self.wp()
         if ev is None:
@@ -433,7 +435,7 @@ class AnalysisObjective(nn.Module):
                 "b": [float(v) for v in out["b"]],
                 "neff_min": float(out["neff"].min())}
             quote, scale, wp_stop = all_rows, 1.0 / fraction, (x0, y0)
-            if self.cfg.stop_wp == "selected":
+            if self.cfg.stop_wp == "selected" or at_selected:
                 if choose or self.selected is None:
                     half = parent_halves_of(ev["group"])
                     chosen = self.choose_wp(x, y, ev, half == 0, 2.0 / fraction)
@@ -456,31 +458,77 @@ class AnalysisObjective(nn.Module):
                 res["ci_replicas"] = int(ci_replicas)
         return res
 
-    def final_report(self, model: TwinMLP, d_val: SkimData, d_test: SkimData, split: tuple[float, ...]
-                     ) -> dict[str, Any]:
-        """The figures of the training report: validation (the working point chosen on half of its
-        parents, quoted on the other half) and test (quoted at that working point, chosen on other
-        events, and at the learned thresholds), with bootstrap intervals over parents."""
+    def select_wp(self, model: TwinMLP, d: SkimData, fraction: float) -> dict[str, Any]:
+        """The working point chosen (:meth:`choose_wp`) on all the events of ``d`` (the select
+        subset, holding ``fraction`` of the sample); kept in :attr:`selected`. An empty ``d``
+        keeps the working point chosen before (``chosen_on`` says so)."""
+        ev = self._view(d)
+        if ev is None:
+            return {"chosen_on": "nothing (the select subset holds no event of the plane): the validation choice",
+                    "x0": None if self.selected is None else self.selected[0],
+                    "y0": None if self.selected is None else self.selected[1]}
+        with torch.no_grad():
+            x, y = self._scores(model, ev["f"])
+            x, y = x.to(torch.float64), y.to(torch.float64)
+            chosen = self.choose_wp(x, y, ev, torch.ones_like(ev["w"], dtype=torch.bool), 1.0 / fraction)
+        self.selected = (chosen["x0"], chosen["y0"])
+        return chosen | {"chosen_on": "the select subset"}
+
+    def final_report(self, model: TwinMLP, d_val: SkimData, d_test: SkimData, split: tuple[float, ...],
+                     d_select: SkimData | None = None) -> dict[str, Any]:
+        """The figures of the training report, with bootstrap intervals over parents: validation
+        (the stopping figure: the working point chosen on half of its parents, quoted on the
+        other half). 3-way split (``d_select`` None): test quoted at that working point and at the
+        learned thresholds. 4-way (``split`` = train, val, select, final; ``d_test`` the final
+        subset): the working point chosen on all of ``d_select`` (:meth:`select_wp`) and quoted
+        on ``final`` (untouched by every choice), and at the learned thresholds."""
         n_ci = self.cfg.stop_bootstrap
         val = self.hard_value(model, d_val, split[1], choose=True, ci_replicas=n_ci)
-        test = self.hard_value(model, d_test, split[2], choose=False, ci_replicas=n_ci)
-        return {"validation": val, "test": test, "stop_wp": self.cfg.stop_wp,
+        if d_select is None:
+            test = self.hard_value(model, d_test, split[2], choose=False, ci_replicas=n_ci)
+            return {"validation": val, "test": test, "stop_wp": self.cfg.stop_wp,
+                    "selected_wp": None if self.selected is None else list(self.selected)}
+        stop_wp = self.selected
+        chosen = self.select_wp(model, d_select, split[2])
+        final = self.hard_value(model, d_test, split[3], choose=False, ci_replicas=n_ci, at_selected=True)
+        return {"validation": val, "final": final, "select": chosen, "stop_wp": self.cfg.stop_wp,
+                "validation_wp": None if stop_wp is None else list(stop_wp),
                 "selected_wp": None if self.selected is None else list(self.selected)}
 
 
 def report_lines(obj: dict[str, Any]) -> list[str]:
     """Markdown lines of the report on the stopping figure (``summary["analysis_objective"]`` of
     :meth:`AnalysisObjective.final_report`): the working point chosen on half of the validation
-    parents, ``<Z_A>`` quoted on the other half and on the test split, 68 % bootstrap intervals."""
-    if obj.get("stop_wp") != "selected" or not obj.get("selected_wp"):
-        return []
-    val, test = obj["validation"], obj["test"]
-    sel = val.get("selected", {})
-
+    parents, ``<Z_A>`` quoted on the other half and on the test split, 68 % bootstrap intervals;
+    with the 4-way split, the working point chosen on the select subset and quoted on final."""
     def ci(d: dict[str, Any], key: str) -> str:
         lo_hi = d.get(f"{key}_ci")
         return f"{d[key]:.3f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
 
+    if "final" in obj:
+        val, final, sel = obj["validation"], obj["final"], obj.get("select", {})
+        lines = []
+        if obj.get("validation_wp"):
+            vx, vy = obj["validation_wp"]
+            lines += ["", f"Stopping figure (`stop_wp: {obj.get('stop_wp')}`): working point ({vx:.3f}, {vy:.3f}) "
+                      "chosen on half of the validation parents, <Z_A> quoted on the other half: "
+                      f"{ci(val, 'z_stop')}."]
+        if not obj.get("selected_wp"):
+            return lines
+        x0, y0 = obj["selected_wp"]
+        lines += ["", f"Working point of the quoted figures: ({x0:.3f}, {y0:.3f}), chosen on the scan's grid on "
+                  f"{sel.get('chosen_on', 'the select subset')} (<Z_A> {sel.get('z_select', float('nan')):.3f} "
+                  f"there, smallest background N_eff {sel.get('neff_min', float('nan')):.1f}"
+                  + ("" if sel.get("neff_rule", True) else ", no grid point met the N_eff rule") + "); quoted on the "
+                  "final subset (untouched by every choice) with 68 % bootstrap intervals over parents "
+                  f"({final.get('ci_replicas', 0)} replicas):", "",
+                  "| subset | <Z_A> at the chosen point | <Z_A> at the learned thresholds |", "|---|---|---|",
+                  f"| final | {ci(final, 'z_stop')} | {ci(final, 'z_mean')} |"]
+        return lines
+    if obj.get("stop_wp") != "selected" or not obj.get("selected_wp"):
+        return []
+    val, test = obj["validation"], obj["test"]
+    sel = val.get("selected", {})
     x0, y0 = obj["selected_wp"]
     return ["", f"Stopping figure (`stop_wp: selected`): working point ({x0:.3f}, {y0:.3f}) chosen on the scan's "
             f"grid on half of the validation parents (<Z_A> {sel.get('z_select', float('nan')):.3f} there, "

@@ -56,8 +56,14 @@ class TwinTrainConfig:
             ``split_seed`` is given.
         split_seed: seed of the event split alone (None: ``seed``). With LundNet's split seed
             fixed here, ``seed`` can vary for a training-variance study on the same events.
-        split: train/val/test fractions (sum 1); default and seed shared with LundNet
-            (:mod:`svjscout.core.splits`): keep the test fraction <= LundNet's and the same seed.
+        split: 4 fractions (train, val, select, final) (default :data:`splits.DEFAULT_FRACTIONS4`,
+            issue 29): training, validation (epochs, early stopping), working-point selection
+            (``select``) and an untouched ``final`` subset on which every quoted figure (test
+            metrics, report, ONNX metadata) is computed; it must nest in LundNet's 3-way split
+            (:func:`splits.check_nested4`: final <= LundNet's test fraction, select + final <=
+            its val + test, the same seed). 3 fractions (train, val, test): the split before
+            issue 29 (jobs/twin_train_shipped.yaml), figures on ``test``, no select subset.
+            docs/training_data.md.
         analysis_cuts: :class:`~svjscout.processors.selection.Cuts` keys (None: the analysis
             defaults; the CLI's ``--job`` takes them from a job's ``analysis.cuts``). Events
             failing them are left out of the constraints and of every validation/test metric.
@@ -108,8 +114,15 @@ class TwinTrainConfig:
             fraction of the plane's background (soft counts); the ``occupancy_<plane>``
             constraints (0 switches them off). Not in docs/physics.md: see ``docs/twin.md``.
         floor_policy: ``adjust`` | ``warn`` | ``off``: what to do with a target ``eps`` below the
-            constraint's noise floor on this sample (see :func:`constraint_floors`). ``adjust``
-            trains with ``max(eps, floor)`` and logs it, ``warn`` only logs.
+            constraint's synthetic noise floor on this sample (see :func:`constraint_floors`).
+            ``adjust`` trains with ``max(eps, floor)`` and logs it, ``warn`` only logs (the
+            default of jobs/twin_train.yaml: eps is chosen on physics, not raised to floors).
+        permutation_floor_draws: after training, the noise floor of every dCorr constraint on the
+            trained scores of the quoted (final) subset's background by block permutation among
+            parents (:func:`~.floors.twin_dcorr_floors`), this many draws (0: none). The report
+            states value, floor mean +- sd and z.
+        permutation_floor_estimator: ``u`` (bias-corrected dCorr^2, ~0 under independence at any
+            sample size) | ``v`` (the V-statistic dCorr the constraints use).
         floor_draws: null draws per floor estimate.
         floor_sigmas: floor = mean + ``floor_sigmas`` x standard deviation of the null values.
         floor_tail_fraction: fraction of the null scores above x0 (and above y0).
@@ -121,6 +134,11 @@ class TwinTrainConfig:
         val_max_events: cap on validation events per evaluation (random fixed subset).
         lundnet_model: LundNet ONNX file used when ``lundnet_j0/j1`` are missing or NaN.
         lundnet_batch: jets per onnxruntime call.
+        lundnet_oof: path of the ``lundnet_oof.parquet`` written by ``train_lundnet`` with
+            ``crossfit_k`` > 0 (None: off). The twin's train and val events then take their
+            ``lundnet_j0/j1`` from it (out-of-fold scores, looked up by dataset, run, lumi, event;
+            a missing event is an error naming the file and the event); select/final (test) keep
+            the deployed model's scores (the skim's, or ``lundnet_model``'s).
         num_threads: torch intra-op threads (None: leave torch's default).
         progress: show a rich progress bar (also switched off by ``SVJSCOUT_NO_PROGRESS``).
         device: ``auto`` (CUDA if available) | ``cpu`` | ``cuda[:n]`` (CUDA untested offline).
@@ -170,7 +188,7 @@ class TwinTrainConfig:
 
     seed: int = splits.DEFAULT_SEED
     split_seed: int | None = None
-    split: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+    split: tuple[float, ...] = splits.DEFAULT_FRACTIONS4
     analysis_cuts: dict[str, float] | None = None
     bce_selection: str = "analysis"
     epochs: int = 100
@@ -204,6 +222,8 @@ class TwinTrainConfig:
     floor_policy: str = "adjust"
     floor_draws: int = 8
     floor_sigmas: float = 1.0
+    permutation_floor_draws: int = 50
+    permutation_floor_estimator: str = "u"
     floor_tail_fraction: float = 0.2
     alpha: float | dict[str, float] = 1.0
     rho: float | dict[str, float] = 1.0
@@ -213,6 +233,7 @@ class TwinTrainConfig:
     val_max_events: int = 200_000
     lundnet_model: str | None = None
     lundnet_batch: int = 4096
+    lundnet_oof: str | None = None
     num_threads: int | None = None
     progress: bool = True
     device: str = "auto"
@@ -242,12 +263,29 @@ class TwinTrainConfig:
     nonclosure_grad: bool = True
 
     @property
+    def four_way(self) -> bool:
+        """True with 4 split fractions (train, val, select, final)."""
+        return len(self.split) == 4
+
+    @property
+    def quoted_fraction(self) -> float:
+        """Fraction of the subset every quoted figure is on: ``final`` (4-way) or ``test`` (3-way)."""
+        return float(self.split[-1])
+
+    @property
+    def quoted_subset(self) -> str:
+        """Name of the subset every quoted figure is on: ``final`` or ``test``."""
+        return "final" if self.four_way else "test"
+
+    @property
     def event_split_seed(self) -> int:
         """The seed of the event split: ``split_seed``, else ``seed``."""
         return self.seed if self.split_seed is None else self.split_seed
 
     def __post_init__(self) -> None:
         self.split = tuple(float(v) for v in self.split)
+        if isinstance(self.lundnet_oof, Path):
+            self.lundnet_oof = str(self.lundnet_oof)
         self.hidden = tuple(int(v) for v in self.hidden)
         self.mt_edges = tuple(float(v) for v in self.mt_edges)
         self.planes = {str(k): (float(v[0]), float(v[1])) for k, v in dict(self.planes).items()}
@@ -283,9 +321,18 @@ class TwinTrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the offending key."""
-        if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
-            raise ConfigError(f"twin config key 'split' is {list(self.split)}, "
-                              "expected 3 positive fractions summing to 1")
+        if len(self.split) not in (3, 4) or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise ConfigError(f"twin config key 'split' is {list(self.split)}, expected 4 (train, val, select, "
+                              "final) or 3 (train, val, test) positive fractions summing to 1")
+        if not isinstance(self.permutation_floor_draws, int) or isinstance(self.permutation_floor_draws, bool) \
+                or self.permutation_floor_draws < 0 or self.permutation_floor_draws == 1:
+            raise ConfigError(f"twin config key 'permutation_floor_draws' is {self.permutation_floor_draws!r}, "
+                              "expected 0 (off) or an integer >= 2")
+        if self.permutation_floor_estimator not in ("u", "v"):
+            raise ConfigError(f"twin config key 'permutation_floor_estimator' is "
+                              f"{self.permutation_floor_estimator!r}, expected u or v")
+        if self.lundnet_oof is not None and (not isinstance(self.lundnet_oof, str) or not self.lundnet_oof):
+            raise ConfigError(f"twin config key 'lundnet_oof' is {self.lundnet_oof!r}, expected a path or null")
         for key in ("epochs", "batches_per_epoch", "batch_size", "patience", "val_max_events", "lundnet_batch",
                     "floor_draws", "buffer_events"):
             value = getattr(self, key)

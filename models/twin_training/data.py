@@ -192,7 +192,11 @@ def load_skim(paths: Sequence[str | Path], lundnet_model: str | None = None, bat
 
 def split_codes(d: SkimData, fractions: Sequence[float] = splits.DEFAULT_FRACTIONS,
                 seed: int = splits.DEFAULT_SEED) -> np.ndarray:
-    """Per-event subset codes (:data:`splits.TRAIN`/``VAL``/``TEST``): the split LundNet uses."""
+    """Per-event subset codes: 3 fractions (train, val, test) give :data:`splits.TRAIN`/``VAL``/``TEST``
+    (the split LundNet uses); 4 (train, val, select, final) give ``TRAIN``/``VAL``/``SELECT``/``FINAL``
+    (:func:`splits.split4_of`, the same ``u``, nested in LundNet's)."""
+    if len(fractions) == 4:
+        return splits.split4_of(d.dataset, d.run, d.lumi, d.parent, seed, fractions)
     return splits.split_of(d.dataset, d.run, d.lumi, d.parent, seed, fractions)
 
 

@@ -147,6 +147,43 @@ def _closure_lines(metrics: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[s
     return lines
 
 
+def _split_lines(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    seed = cfg.get("split_seed") if cfg.get("split_seed") is not None else cfg["seed"]
+    if len(cfg["split"]) == 4:
+        lines = [f"Split: svjscout/core/splits.py, seed {seed}, train/val/select/final fractions {list(cfg['split'])}, "
+                 "keyed by (dataset, run, luminosityBlock, parent), nested in LundNet's 3-way split (final inside "
+                 "its test, select + final inside its val + test: no LundNet training event is selected on or "
+                 "quoted). Every quoted figure (\"test\" below, the ONNX metadata) is on the final subset."]
+    else:
+        lines = [f"Split: svjscout/core/splits.py, seed {seed}, train/val/test fractions {list(cfg['split'])}, "
+                 "keyed by (dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are "
+                 "inside LundNet's test events (same seed and fractions)."]
+    oof = summary.get("lundnet_oof")
+    if oof:
+        lines += ["", f"LundNet inputs: out-of-fold scores from {oof['table']} on the train and val events "
+                  f"({oof['events']} events); the held-out subsets keep the deployed model's scores."]
+    return lines
+
+
+def _permutation_floor_lines(pf: Mapping[str, Any]) -> list[str]:
+    terms = pf.get("terms") or {}
+    if not terms:
+        return []
+    est = ("bias-corrected dCorr^2 (U-statistic, ~0 under independence at any size)" if pf.get("estimator") == "u"
+           else "dCorr (V-statistic, as constrained)")
+    lines = ["", f"## Noise floors of the trained scores ({pf.get('subset', 'test')} subset, block permutation "
+             "among parents)", "",
+             f"Each dCorr term as {est} of the trained scores on the {pf.get('subset', 'test')} subset's background, "
+             f"against its distribution when X (or Y) is permuted among parent blocks within datasets "
+             f"({pf.get('draws')} draws, docs/training_data.md): value, floor mean +- sd, z = (value - mean) / sd. "
+             "These replace the synthetic null floors for any claim of the report (the synthetic floors above "
+             "are what floor_policy uses before training).", "",
+             "| term | value | floor mean +- sd | z |", "|---|---|---|---|"]
+    for k, f in terms.items():
+        lines.append(f"| {k} | {f['observed']:.4g} | {f['mean']:.4g} +- {f['sd']:.4g} | {f['z']:.2f} |")
+    return lines
+
+
 def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str, Any]],
                   metrics: dict[str, Any], plots: Mapping[str, Path],
                   val_metrics: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
@@ -157,21 +194,25 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
         "# Twin MLP training report",
         "",
         f"svjscout {__version__}; best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
-        f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}.",
+        + (f"train/val/select/final events {summary['n_train']}/{summary['n_val']}/{summary.get('n_select', 0)}/"
+           f"{summary['n_test']}." if len(cfg["split"]) == 4 else
+           f"train/val/test events {summary['n_train']}/{summary['n_val']}/{summary['n_test']}."),
         "",
-        "Split: svjscout/core/splits.py, seed "
-        f"{cfg.get('split_seed') if cfg.get('split_seed') is not None else cfg['seed']}, "
-        f"train/val/test fractions {list(cfg['split'])}, keyed by "
-        "(dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are inside "
-        "LundNet's test events (same seed and fractions).",
+        *_split_lines(summary, cfg),
         "",
         f"Selection: every validation and test figure, the constraints and the validation figure use only events "
         f"passing the analysis preselection {sel.get('cuts', {})} (R_T > rt_min, M_T > mt_min, dphi_min < "
         f"dphi_min_max, |deta| < deta_max); BCE uses the `{cfg.get('bce_selection', 'analysis')}` selection. "
         f"Events of the skim passing it: {sel.get('n_pass', '-')} of {sel.get('n_skim', '-')}.",
         "",
+    ]
+    lines += ([
+        "Validation vs select vs final: early stopping uses the validation subset, the working point of the "
+        "quoted figures is chosen on the select subset, and every figure labelled \"test (untouched)\" below is "
+        "on the final subset, evaluated once, after training."] if len(cfg["split"]) == 4 else [
         "Validation vs test: early stopping and every other choice use the validation split only; the test split "
-        "is evaluated once, after training (\"test (untouched)\").",
+        "is evaluated once, after training (\"test (untouched)\")."])
+    lines += [
         "",
         "AUC weights (here and in the LundNet report): background by physics weight, every signal point "
         "normalised to the same total weight, also in \"all\". Baselines (LundNet J0 + J1, single features) "
@@ -188,13 +229,15 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
                   + f"; MDMM constraints {'on' if cfg.get('constraints', True) else 'off'}"
                   + (f"; started from {cfg['init_model']}" if cfg.get("init_model") else "") + ".", ""]
     if obj:
+        quoted = "final" if "final" in obj else "test"
+        zq = obj[quoted]
         lines += ["", f"## Expected ABCD significance, hard cuts ({obj['plane']}, M_T edges {obj['mt_edges']}, "
                   f"b_floor {obj['b_floor']:.4g} events)", "",
-                  f"Thresholds x0 = {obj['test']['x0']:.4f}, y0 = {obj['test']['y0']:.4f}; yields scaled by 1 / split "
+                  f"Thresholds x0 = {zq['x0']:.4f}, y0 = {zq['y0']:.4f}; yields scaled by 1 / split "
                   "fraction; background error: Asimov data statistics, non-closure, MC statistics.", "",
-                  "| split | <Z_A> | " + " | ".join(obj["test"]["z_points"]) + " |",
-                  "|---|---|" + "---|" * len(obj["test"]["z_points"])]
-        for split in ("validation", "test"):
+                  "| split | <Z_A> | " + " | ".join(zq["z_points"]) + " |",
+                  "|---|---|" + "---|" * len(zq["z_points"])]
+        for split in ("validation", quoted):
             zp = obj[split]["z_points"]
             lines.append(f"| {split} | {obj[split]['z_mean']:.3f} | "
                          + " | ".join(f"{v:.3f}" for v in zp.values()) + " |")
@@ -215,8 +258,9 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
     check = summary.get("test_targets") or target_check(metrics, eps_used, eps)
     lines += ["", "## Test (untouched) background decorrelation and closure", "",
               "Floor: the value of a perfect pair (X, Y independent of each other, M_T and deta) on a sample of "
-              "this size (mean +- sd, docs/twin.md); targets below the training floor are raised to it "
-              f"(floor_policy = {cfg.get('floor_policy', 'off')}). 'within' compares the test value with the "
+              "this size (mean +- sd, docs/twin.md; synthetic nulls, used before training); targets below the training "
+              f"floor are raised to it only with floor_policy adjust (here {cfg.get('floor_policy', 'off')}). "
+              "'within' compares the test value with the "
               "trained eps (and the configured eps).", "",
               "| term | test value | test floor | eps configured | eps trained | train floor "
               "| within trained / configured |",
@@ -236,6 +280,7 @@ def _write_report(out_dir: Path, summary: dict[str, Any], history: list[dict[str
               ("Every constrained term is within its configured eps." if not fails_c else
                f"Terms above their configured eps: {', '.join(fails_c)}."), ""]
     lines += _closure_lines(metrics, cfg)
+    lines += _permutation_floor_lines(summary.get("permutation_floors") or {})
     if val_metrics:
         lines += ["", "## Validation (used for early stopping; best epoch)", "", *_auc_lines(val_metrics), ""]
         vcheck = target_check(val_metrics, summary.get("eps_validation", eps_used), eps)

@@ -12,6 +12,7 @@ import torch
 
 from svjscout.core import splits
 from svjscout.core.features import EVENT_FEATURES
+from svjscout.models.lundnet_training.crossfit import lookup_oof, read_oof_table
 from svjscout.models.training.data import Reservoir, _keys, allocate_batches, plan_buffers, rng
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import (
@@ -27,6 +28,8 @@ from svjscout.models.twin_training.data import (
     split_codes,
 )
 from svjscout.models.twin_training.losses import closure_wps_for_step
+
+_J0, _J1 = EVENT_FEATURES.index("lundnet_j0"), EVENT_FEATURES.index("lundnet_j1")
 
 
 def _group_moments(features: np.ndarray, weight: np.ndarray, group: np.ndarray, n_groups: int) -> dict[int, np.ndarray]:
@@ -68,6 +71,14 @@ class _TwinStream:
         res_train = Reservoir(max(cfg.val_max_events, cfg.batch_size), cfg.seed + 11)
         res_val = Reservoir(cfg.val_max_events, cfg.seed + 12)
         res_test = Reservoir(cfg.test_max_events, cfg.seed + 13)
+        res_select = Reservoir(cfg.test_max_events, cfg.seed + 14)
+        # the quoted subset: FINAL of the 4-way split, TEST of the 3-way one (splits.py)
+        quoted = splits.FINAL if cfg.four_way else splits.TEST
+        self._oof_table: dict[str, np.ndarray] | None = None
+        self._oof_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.n_oof = 0
+        if cfg.lundnet_oof:
+            self._oof_table = read_oof_table(cfg.lundnet_oof)
         self.n_skim = self.n_pass = self.n_train_constraints = 0
         self.n_signal = self.n_background = 0
         self.datasets: set[str] = set()
@@ -93,15 +104,17 @@ class _TwinStream:
                 key = "background" if g == 0 else keys[g - 1]
                 moments[key] = moments.get(key, 0) + add
             rows = np.arange(rg.start, rg.start + rg.rows)
+            self.n_oof += int(self._oof_rows(code).sum()) if self._oof_table is not None else 0
             for res, sel in ((res_train, train), (res_val, (code == splits.VAL) & ana),
-                             (res_test, (code == splits.TEST) & ana)):
+                             (res_test, (code == quoted) & ana), (res_select, (code == splits.SELECT) & ana)):
                 res.add({c: getattr(d, c)[sel] for c in keep_cols} | {"ana": ana[sel]}, rows[sel])
         self.points = sorted(points)
         self.n_train = sum(self.kept)
         self.mean_weight = self._standardisation(moments)
         self.train_sample, self.ana_sample = self._take(res_train, keep_cols)
         self.val, _ = self._take(res_val, keep_cols)
-        self.test, _ = self._take(res_test, keep_cols)
+        self.test, _ = self._take(res_test, keep_cols)  # the quoted subset: final (4-way) or test (3-way)
+        self.select, _ = self._take(res_select, keep_cols)  # the working-point selection subset (4-way; else empty)
 
     @staticmethod
     def _take(res, keep_cols) -> tuple[SkimData, np.ndarray]:
@@ -116,10 +129,32 @@ class _TwinStream:
     def _rows(self, rg) -> tuple[SkimData, np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
         d = _read_rows(self.source, rg, cfg.lundnet_model, cfg.lundnet_batch)
-        ana = analysis_mask(d, self.cuts)
         code = split_codes(d, cfg.split, cfg.event_split_seed)
+        if self._oof_table is not None:
+            self._use_oof(d, code, rg)
+        ana = analysis_mask(d, self.cuts)
         train = (code == splits.TRAIN) & (ana if cfg.bce_selection == "analysis" else True)
         return d, ana, code, train
+
+    @staticmethod
+    def _oof_rows(code: np.ndarray) -> np.ndarray:
+        """The events that take out-of-fold LundNet scores: train and val (select/final/test keep
+        the deployed model's)."""
+        return (code == splits.TRAIN) | (code == splits.VAL)
+
+    def _use_oof(self, d: SkimData, code: np.ndarray, rg) -> None:
+        """Replace ``lundnet_j0/j1`` of the train and val rows of ``d`` (one row group) by the
+        out-of-fold scores of ``lundnet_oof`` (:func:`lookup_oof`; looked up once per row group,
+        the streamed epochs reuse them)."""
+        key = (str(self.source.path(rg)), int(rg.start))
+        if key not in self._oof_cache:
+            rows = np.flatnonzero(self._oof_rows(code))
+            j0, j1 = lookup_oof(self._oof_table, d.dataset[rows], d.run[rows], d.lumi[rows], d.event[rows],
+                                what=f"{key[0]} (twin config key 'lundnet_oof': {self.cfg.lundnet_oof})")
+            self._oof_cache[key] = (rows, j0, j1)
+        rows, j0, j1 = self._oof_cache[key]
+        d.features[rows, _J0] = j0
+        d.features[rows, _J1] = j1
 
     def _standardisation(self, moments: Mapping[Any, np.ndarray]) -> float:
         """Weighted mean and std of the training features with the training weights (from the

@@ -26,8 +26,9 @@ from svjscout.models.twin import TwinMLP, export_twin_onnx
 from svjscout.models.twin_training.analysis import AnalysisObjective, load_twin_init
 from svjscout.models.twin_training.checkpoint import load_checkpoint  # noqa: F401 - public here (train_twin re-exports it)
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
-from svjscout.models.twin_training.data import _points, _Tensors, training_weights
+from svjscout.models.twin_training.data import SkimData, _points, _Tensors, training_weights
 from svjscout.models.twin_training.evaluation import _test_metrics, baseline_signs, target_check
+from svjscout.models.twin_training.floors import parent_codes, twin_dcorr_floors
 from svjscout.models.twin_training.losses import (
     _f,
     _loss_terms,
@@ -69,8 +70,11 @@ class TwinTrainResult:
 
 
 def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
-    """Refuse a twin split whose test subset is not inside the LundNet model's (when the model
-    records its split: LundNet models trained with svjscout/core/splits.py)."""
+    """Refuse a twin split whose held-out subsets could hold LundNet training events (when the
+    model records its split: LundNet models trained with svjscout/core/splits.py): with 3
+    fractions the twin's test subset must lie inside LundNet's (:func:`splits.check_nested`),
+    with 4 the select and final subsets inside LundNet's val + test and final inside its test
+    (:func:`splits.check_nested4`)."""
     if not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
         return
     try:
@@ -79,9 +83,32 @@ def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
         return
     rec = training.get("split") if isinstance(training, Mapping) else None
     if isinstance(rec, Mapping) and "test_fraction" in rec:
-        splits.check_nested(cfg.split[2], rec["test_fraction"], cfg.event_split_seed,
-                            rec.get("seed", cfg.event_split_seed),
-                            what=f"the twin's test subset inside that of {cfg.lundnet_model}")
+        seed = rec.get("seed", cfg.event_split_seed)
+        if cfg.four_way:  # no val_fraction recorded: select + final must then fit in LundNet's test alone
+            splits.check_nested4(cfg.split, rec.get("val_fraction", 0.0), rec["test_fraction"], cfg.event_split_seed,
+                                 seed, what=f"the twin's select/final subsets inside val/test of {cfg.lundnet_model}")
+        else:
+            splits.check_nested(cfg.split[2], rec["test_fraction"], cfg.event_split_seed, seed,
+                                what=f"the twin's test subset inside that of {cfg.lundnet_model}")
+
+
+def permutation_dcorr_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> dict[str, dict[str, float]]:
+    """Noise floors of the five dCorr constraints on the trained scores of the background of ``d``
+    (the quoted subset, analysis-selected): :func:`~.floors.twin_dcorr_floors`, block permutation
+    among parents (:func:`~.floors.parent_codes`) within datasets, ``permutation_floor_draws``
+    draws, ``permutation_floor_estimator``; name -> {observed, mean, sd, z, n_draws} ({} if off
+    or fewer than 4 background events)."""
+    bkg = np.flatnonzero(d.label == 0)
+    if cfg.permutation_floor_draws == 0 or len(bkg) < 4:
+        return {}
+    db = d.take(bkg)
+    with torch.no_grad():
+        xs, ys = model(torch.from_numpy(db.features).to(next(model.parameters()).device))
+    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
+    parent = parent_codes(db.dataset, db.run, db.lumi, db.parent)
+    out = twin_dcorr_floors(x, y, db.mt, db.deta, db.weight, parent, cfg.permutation_floor_draws,
+                            cfg.seed + 29, cfg.permutation_floor_estimator, strata=db.dataset)
+    return {k: f.to_dict() for k, f in out.items()}
 
 
 def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
@@ -239,11 +266,14 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     # the test split, evaluated once with the model chosen on validation
     metrics, x_te, y_te = _test_metrics(model, d_te, cfg, signs)
     test_targets = target_check(metrics, eps_used, cfg.eps)
+    # noise floors of the trained scores on the quoted subset: block permutation among parents
+    perm_floors = permutation_dcorr_floors(model, d_te, cfg)
 
     summary = {
         "svjscout_version": __version__,
         "skims": [str(p) for p in skim_paths],
-        "n_train": stream.n_train, "n_val": len(d_va), "n_test": len(d_te),
+        "n_train": stream.n_train, "n_val": len(d_va), "n_test": len(d_te), "n_select": len(stream.select),
+        "quoted_subset": cfg.quoted_subset,
         "n_train_signal": stream.n_signal, "n_train_background": stream.n_background,
         "datasets": sorted(stream.datasets),
         "signal_points": [list(p) for p in stream.points],
@@ -251,15 +281,21 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "train_seconds": round(run.seconds, 1),
         "eps_used": eps_used, "eps_validation": eps_val, "eps_below_floor": below,
         "selection": selection,
-        "split": {"seed": cfg.event_split_seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS)},
+        "split": {"seed": cfg.event_split_seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS),
+                  "names": list(splits.SPLIT4_NAMES if cfg.four_way else splits.SPLIT_NAMES)},
+        "lundnet_oof": ({"table": str(cfg.lundnet_oof), "events": stream.n_oof, "subsets": ["train", "val"]}
+                        if cfg.lundnet_oof else None),
         "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
         "test_targets": test_targets,
         "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
+        "permutation_floors": {"subset": cfg.quoted_subset, "estimator": cfg.permutation_floor_estimator,
+                               "draws": cfg.permutation_floor_draws, "terms": perm_floors},
         "config": cfg.as_dict(),
     }
     if objective is not None:  # <Z_A> with hard cuts at the learned thresholds
         summary["analysis_objective"] = {
-            **objective.final_report(model, d_va, d_te, cfg.split),  # validation, test, the selected wp
+            # validation; 4-way: the wp chosen on select, quoted on final; 3-way: on test
+            **objective.final_report(model, d_va, d_te, cfg.split, d_select=stream.select if cfg.four_way else None),
             "temperature_end": objective.temperature(), "b_floor": objective.settings.b_floor,
             "mt_edges": list(objective.edges), "plane": cfg.objective_plane}
     auc = {"all": metrics["auc_all"], **{k: {"x": v["x"], "y": v["y"]} for k, v in metrics["auc_per_point"].items()}}
