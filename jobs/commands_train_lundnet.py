@@ -39,8 +39,14 @@ from svjscout.models.train_lundnet import TrainConfig, train_lundnet
 @click.option("--max-len", type=int, default=32, show_default=True,
               help="Declusterings per jet kept (widest angles first).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
+@click.option("--crossfit-k", type=int, default=0, show_default=True,
+              help="After training, cross-fit this many fold models by parent and write out-of-fold scores to "
+                   "OUT/lundnet_oof.parquet (the twin's config key 'lundnet_oof'; docs/training_data.md). "
+                   "0: off, else >= 2.")
+@click.option("--crossfit-epochs", type=int, default=None,
+              help="Epochs per fold model (default: the full model's best epoch).")
 def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resume, threads, small, lund3, max_len,
-                progress):
+                progress, crossfit_k, crossfit_epochs):
     """Train LundNet on SKIM parquet files (or folders of them) written by the processors.
 
     Jets: J0 and J1 of every skim event, signal (label 1) vs background (label 0), class-balanced
@@ -52,7 +58,9 @@ def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resum
     model = dataclasses.replace(model, max_len=max_len, **({"features": LUND3_FEATURES} if lund3 else {}))
     command = " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in sys.argv[1:]])
     cfg = TrainConfig(model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
-                      device=device, threads=threads, progress=progress, command=command, resume=resume)
+                      device=device, threads=threads, progress=progress, command=command, resume=resume,
+                      crossfit_k=crossfit_k, crossfit_epochs=crossfit_epochs)
     res = train_lundnet(list(skim), out, cfg)
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
-                           "auc_all": {k: row["all"] for k, row in res.auc.items()}}, indent=1))
+                           "auc_all": {k: row["all"] for k, row in res.auc.items()},
+                           **({"lundnet_oof": str(res.oof_path)} if res.oof_path else {})}, indent=1))

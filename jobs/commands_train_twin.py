@@ -28,6 +28,9 @@ from svjscout.models.train_twin import (
               help="Seed of split, sampling and initialisation (default 1, shared with LundNet's split).")
 @click.option("--lundnet", type=click.Path(exists=True, dir_okay=False), default=None,
               help="LundNet ONNX model, used where the skim's lundnet_j0/j1 are missing or NaN.")
+@click.option("--lundnet-oof", "lundnet_oof", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Out-of-fold LundNet scores (lundnet_oof.parquet of `svjscout train lundnet --crossfit-k K`) for "
+                   "the twin's train and val events (config key lundnet_oof; docs/twin.md).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML with TwinTrainConfig keys (top level or under 'twin:'): batch_size, "
                    "batches_per_epoch, lr, mdmm_lr, hidden, eps, alpha, rho, x0, y0, kappa, planes, "
@@ -57,8 +60,8 @@ from svjscout.models.train_twin import (
 @click.option("--constraints/--no-constraints", default=None,
               help="Keep the MDMM decorrelation/closure constraints (default) or train on the objective alone.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
-def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_selection, tradeoff, tradeoff_settings,
-             fill_doc, device, resume, objective, init_model, constraints, progress):
+def twin_cmd(skim, out_dir, epochs, seed, lundnet, lundnet_oof, config_path, job_path, bce_selection, tradeoff,
+             tradeoff_settings, fill_doc, device, resume, objective, init_model, constraints, progress):
     """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM;
     or, with --objective analysis, the expected ABCD significance itself).
 
@@ -72,7 +75,8 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
     if init_model is not None and init_model.startswith("shipped:"):
         init_model = str(shipped_model(init_model.split(":", 1)[1]))
     cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
-                                    progress=progress, analysis_cuts=cuts, bce_selection=bce_selection,
+                                    lundnet_oof=lundnet_oof, progress=progress, analysis_cuts=cuts,
+                                    bce_selection=bce_selection,
                                     device=device, resume=resume or None, objective=objective,
                                     init_model=init_model, constraints=constraints)
     if tradeoff:
@@ -90,5 +94,5 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, config_path, job_path, bce_se
     res = train_twin(list(skim), out_dir, cfg)
     summary = json.loads(res.report_json.read_text())["summary"].get("analysis_objective")
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
-                           "auc_all": res.test_metrics["auc_all"], "auc_subset": "test (untouched)"}
-                          | ({"z_hard_test": summary["test"]["z_mean"]} if summary else {}), indent=1))
+                           "auc_all": res.test_metrics["auc_all"], "auc_subset": f"{cfg.quoted_subset} (untouched)"}
+                          | ({"z_hard_test": summary[cfg.quoted_subset]["z_mean"]} if summary else {}), indent=1))

@@ -146,7 +146,7 @@ def test_twin_test_is_inside_lundnet_test():
     from svjscout.models.train_lundnet import TrainConfig
     from svjscout.models.train_twin import TwinTrainConfig
 
-    twin, lund = TwinTrainConfig(), TrainConfig()
+    twin, lund = TwinTrainConfig(split=splits.DEFAULT_FRACTIONS), TrainConfig()  # the 3-way split (4-way: below)
     assert twin.seed == lund.seed and twin.split[2] == lund.test_fraction and twin.split[1] == lund.val_fraction
     cols = _events(4000, seed=3)
     u = splits.split_u(cols["dataset"], cols["run"], cols["luminosityBlock"], cols["parent"], twin.seed)
