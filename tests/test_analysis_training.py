@@ -17,8 +17,10 @@ from svjscout.models.export import read_metadata
 from svjscout.models.train_twin import TwinTrainConfig, load_checkpoint, train_twin
 from svjscout.models.twin_training.analysis import load_twin_init
 
+# the 3-way split (train, val, test) of trainings before issue 29; the job test below runs the 4-way default
 BASE = {"batches_per_epoch": 3, "batch_size": 800, "seed": 3, "patience": 50, "progress": False,
-        "mt_edges": [650, 900, 1300, 5000], "objective_mt_edges": [650, 900, 1300, 5000], "num_threads": 1}
+        "mt_edges": [650, 900, 1300, 5000], "objective_mt_edges": [650, 900, 1300, 5000], "num_threads": 1,
+        "split": [0.6, 0.2, 0.2]}
 
 #: the analysis objective as it was before issue 29 (docs/analysis_objective.md)
 LEGACY = {"nonclosure_halves": False, "neff_weight": 0.0, "bootstrap_replicas": 0, "stop_wp": "learned",
@@ -330,14 +332,18 @@ def test_job_defaults_run_end_to_end(bce_pair, tmp_path):
     assert job["neff_min"] == 10 and job["neff_weight"] > 0 and job["bootstrap_sd"] == 1
     keep = ("nonclosure_halves", "neff_min", "neff_weight", "bootstrap_replicas", "bootstrap_sd", "stop_wp",
             "trust_region", "init_multipliers", "closure_at_wp", "signal_contamination", "objective", "constraints",
-            "temperature", "learn_wp", "x0", "y0", "alpha", "lr", "mdmm_lr")
+            "temperature", "learn_wp", "x0", "y0", "alpha", "lr", "mdmm_lr", "split")
     cfg = {**BASE, **{k: job[k] for k in keep}, "epochs": 3, "init_model": str(res.onnx_path), "stop_bootstrap": 20}
     out = train_twin(skims, tmp_path / "job", cfg)
     h = out.history
     summ = json.loads(out.report_json.read_text())["summary"]
     obj = summ["analysis_objective"]
-    assert obj["stop_wp"] == "selected" and obj["selected_wp"] == obj["validation"]["selected_wp"]
-    assert obj["test"]["selected_wp"] == obj["selected_wp"] and len(obj["test"]["z_stop_ci"]) == 2
+    # the default 4-way split: stopping on the validation halves, the quoted wp chosen on select, quoted on final
+    assert summ["config"]["split"] == [0.5, 0.2, 0.15, 0.15] and "test" not in obj
+    assert obj["stop_wp"] == "selected" and obj["validation_wp"] == obj["validation"]["selected_wp"]
+    assert obj["selected_wp"] == [obj["select"]["x0"], obj["select"]["y0"]]
+    assert obj["select"]["chosen_on"] == "the select subset"
+    assert obj["final"]["selected_wp"] == obj["selected_wp"] and len(obj["final"]["z_stop_ci"]) == 2
     assert all("z_stop" in r["val"] for r in h)
     figures = [r["val_figure"] for r in h]
     assert out.best_epoch == int(np.argmin(figures))
@@ -356,7 +362,7 @@ def test_job_defaults_run_end_to_end(bce_pair, tmp_path):
         assert abs(h[1]["multipliers"][n] - v) <= 1.5 * steps * job["mdmm_lr"]
     assert summ["config"]["init_multipliers"] is True
     text = out.report_md.read_text()
-    assert "Stopping figure (`stop_wp: selected`)" in text and f"{obj['test']['z_stop']:.3f} [" in text
+    assert "Stopping figure (`stop_wp: selected`)" in text and f"| final | {obj['final']['z_stop']:.3f} [" in text
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
