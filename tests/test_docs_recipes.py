@@ -459,6 +459,8 @@ def test_readme_recipe_is_the_one_that_made_the_shipped_models(readme_recipe, mo
     assert recipe_difference(readme_recipe, models_recipe) == []
     words = [w for c in commands(readme_recipe) for w in c]
     assert "jobs/train_lundnet.yaml" in words and "--threads" in words  # the steps the old README lacked
+    # the shipped pair's settings (issue 29 changed jobs/twin_train.yaml for the next training)
+    assert "jobs/twin_train_shipped.yaml" in words and "jobs/twin_train.yaml" not in words
 
 
 @pytest.mark.parametrize("which", ["readme", "models"])
@@ -508,8 +510,8 @@ def test_config_key_resolution():
          "'jobs/train_lundnet_missing.yaml' does not exist"),
         ("--device cpu --out data/twin", "--devise cpu --out data/twin", "no such option '--devise'"),
         ("svjscout -v train lundnet", "svjscout -v train lundnett", "no verb 'lundnett'"),
-        ("--config jobs/twin_train.yaml", "--config jobs/twin_training.yaml",
-         "'jobs/twin_training.yaml' does not exist"),
+        ("--config jobs/twin_train_shipped.yaml", "--config jobs/twin_train_shiped.yaml",
+         "'jobs/twin_train_shiped.yaml' does not exist"),
         ("--out data/lundnet ", "--out data/lundnet_v2 ", "'data/lundnet/lundnet.onnx', which no earlier step"),
         ("data/skim_jets/skim", "data/skim_jet/skim", "'data/skim_jet/skim', which no earlier step writes"),
         ("samples/training/make.sh", "samples/training/mk.sh", "script 'samples/training/mk.sh' does not exist"),
