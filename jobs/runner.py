@@ -227,8 +227,10 @@ class _Checkpointer:
         return SimpleCheckpointer(str(Path(directory) / digest), overwrite=True)
 
 
-#: Environment of every worker: one thread for ONNX Runtime and OpenMP (one chunk per worker thread).
-WORKER_ENV = {"SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}
+#: Environment of every worker: one thread for ONNX Runtime, OpenMP and BLAS (one chunk per worker
+#: thread; more threads per worker oversubscribe the cores the other workers use).
+WORKER_ENV = {"SVJSCOUT_ORT_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
 
 
 def xrootd_env(timeout: int, retries: int) -> dict[str, str]:
@@ -534,7 +536,9 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
                 runner = processor.Runner(executor=executor, schema=SVJScoutingSchema, chunksize=cfg.executor.chunksize,
                                           skipbadfiles=False, checkpointer=checkpointer,
                                           xrootdtimeout=cfg.executor.xrootd.timeout or None)
-                output = runner(fileset, processor_instance=SVJProcessor(pcfg), treename=cfg.schema_map.tree)
+                output = runner(fileset, processor_instance=SVJProcessor(pcfg), treename=cfg.schema_map.tree,
+                                # NanoEvents built from the processor's branches only (schema.processor_branches)
+                                iteritems_options={"filter_name": cfg.schema_map.processor_branches()})
             break
         except Exception as err:  # noqa: BLE001 - coffea and dask wrap what a chunk raised
             bad = _chunk_failure(err, usable)

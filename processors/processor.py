@@ -84,6 +84,11 @@ log = logging.getLogger(__name__)
 #: Partitions of a dataset added per task when the dask-awkward mode reduces them.
 TREE_REDUCTION = 8
 
+#: Events clustered per FastJet call: one call keeps the C++ cluster sequences of all its events
+#: until it returns (~300 kB per event of ~700 PF candidates), so a batch is clustered in parts of
+#: this many events (the jets are per event: the same whatever the parts; docs/performance.md).
+CLUSTER_EVENTS = 500
+
 
 class _Stopwatch:
     """Seconds per stage of one chunk (``output["timing"]``, summed over chunks by coffea)."""
@@ -340,9 +345,9 @@ class SVJProcessor(processor.ProcessorABC):
         """AK4 jets (H_T) and AK8 jets with constituents of the clustered events; scattered back."""
         cuts = self.config.cuts
         margin = CLUSTER_MARGIN if c.vary else 1.0
-        c.ak4 = cluster(c.pf_kept, 0.4, ptmin=cuts.ak4_pt_min * margin)
+        c.ak4 = _cluster_in_parts(c.pf_kept, 0.4, ptmin=cuts.ak4_pt_min * margin)
         c.watch.lap("ak4")
-        ak8 = cluster(c.pf_kept, 0.8, ptmin=cuts.ak8_pt_min * margin, constituents=True)
+        ak8 = _cluster_in_parts(c.pf_kept, 0.8, ptmin=cuts.ak8_pt_min * margin, constituents=True)
         c.ak8_all = ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
         if c.vary:  # the nominal: exactly the jets a clustering at the threshold gives
             ak8 = ak8[ak8.pt >= cuts.ak8_pt_min]
@@ -499,6 +504,14 @@ class SVJProcessor(processor.ProcessorABC):
             parts = [dask.delayed(_accumulate)(parts[i:i + TREE_REDUCTION])
                      for i in range(0, len(parts), TREE_REDUCTION)]
         return dask.delayed(normalize)(parts[0], self.config, datasets=[dataset])
+
+
+def _cluster_in_parts(pf: ak.Array, radius: float, **kwargs) -> ak.Array:
+    """:func:`cluster` of ``pf`` in parts of :data:`CLUSTER_EVENTS` events, put back together."""
+    if len(pf) <= CLUSTER_EVENTS:
+        return cluster(pf, radius, **kwargs)
+    return ak.concatenate([cluster(pf[a:a + CLUSTER_EVENTS], radius, **kwargs)
+                           for a in range(0, len(pf), CLUSTER_EVENTS)])
 
 
 def _accumulate(outputs: list[dict]) -> dict:

@@ -77,9 +77,10 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-def test_chunked_with_systematics_and_parents_equals_one_chunk(small_job):
+def test_chunked_with_systematics_and_parents_equals_one_chunk(small_job, monkeypatch):
     """Systematics on (xy_mt_syst of the signals), QCD with detector copies (parent records):
-    batches of 37 events inside one chunk (analysis.batch_events) give bit-identical outputs,
+    batches of 37 events inside one chunk (analysis.batch_events), clustered 11 events at a time,
+    give bit-identical outputs,
     many small chunks the same histograms (to float rounding of QCD's weighted sums); a chunk's
     output holds its own dataset only, and the normalised output every dataset of the job."""
     from svjscout.jobs.runner import processor_config_from_job, run_processor
@@ -92,7 +93,11 @@ def test_chunked_with_systematics_and_parents_equals_one_chunk(small_job):
 
     job = analysis(batch_events=0)
     one, _ = run_processor(job)
+    from svjscout.processors import processor as proc_module
+
+    monkeypatch.setattr(proc_module, "CLUSTER_EVENTS", 11)  # FastJet called on parts of 11 events
     batched, _ = run_processor(analysis(batch_events=37))
+    monkeypatch.undo()
     _assert_identical(one, batched)
     many, _ = run_processor(with_executor(job, chunksize=100))
     assert sum(c["chunks"] for c in many["counts"].values()) >= 8
