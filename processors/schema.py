@@ -30,6 +30,10 @@ PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
 #: (a third of the candidates' bytes) unread and undecompressed.
 KINEMATIC_FIELDS = ("pt", "eta", "phi", "mass")
 
+#: Branches the signal systematics read besides the schema's (processors/variations.py: the pileup
+#: reweighting's ``Pileup_nTrueInt``, the parton-shower weights ``PSWeight``); optional in a file.
+SYSTEMATICS_BRANCHES = ("Pileup_nTrueInt", "nPSWeight", "PSWeight")
+
 
 class SVJScoutingSchema(NanoAODSchema):
     """NanoAOD-style schema for scouting files: collections by prefix, no cross-references."""
@@ -78,6 +82,19 @@ class BranchMap(BaseModel):
         pf = [f"n{self.pf_collection}"] + [f"{self.pf_collection}_{self.pf_fields[f]}" for f in PF_FIELDS]
         other = [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event]
         return pf + other + ([self.gen_weight] if is_mc else [])
+
+    def processor_branches(self) -> list[str]:
+        """Every branch the processor may read, in the file's names (those a file lacks are skipped).
+
+        The runner gives this list to NanoEvents (``iteritems_options={"filter_name": ...}``), which
+        then builds its form from these branches only: on a ScoutingNano file with ~1,300 branches that
+        is ~0.3 s less per chunk. A branch the processor reads must be listed here (an optional one left
+        out would read as absent): ``tests/test_cms_like.py`` checks the list against NanoEvents' access
+        log of the processor on signal (systematics on) and background files.
+        """
+        pf = [f"n{self.pf_collection}"] + [f"{self.pf_collection}_{self.pf_fields[f]}" for f in KINEMATIC_FIELDS]
+        return pf + [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event, self.gen_weight,
+                     self.parent, *SYSTEMATICS_BRANCHES]
 
     # -- access to NanoEvents ------------------------------------------------------------
     def pf_candidates(self, events, fields: tuple[str, ...] = PF_FIELDS) -> ak.Array:
