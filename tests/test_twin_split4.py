@@ -224,3 +224,33 @@ def test_analysis_final_report_chooses_on_select_and_quotes_on_final(trained):
     rep_l = obj_l.final_report(model, sub[splits.VAL], sub[splits.FINAL], tl.split, d_select=sub[splits.SELECT])
     assert rep_l["selected_wp"] == rep["selected_wp"]
     assert rep_l["final"]["z_stop"] == pytest.approx(z_final, rel=1e-12)
+
+
+def test_cli_crossfit_k_writes_the_table_the_twin_reads(tmp_path):
+    """`svjscout train lundnet --crossfit-k 2` writes lundnet_oof.parquet; the twin's stream reads it
+    (every train/val event found) through its config key; a bad --crossfit-k is refused by name."""
+    from click.testing import CliRunner
+
+    from svjscout.jobs.commands_train_lundnet import lundnet_cmd
+    from svjscout.models.lundnet_training.crossfit import read_oof_table
+    from svjscout.models.twin_training.stream import _TwinStream
+
+    skim = _write_skim(tmp_path / "s.parquet", 500, 9)
+    args = [str(skim), "--out", str(tmp_path / "lund"), "--epochs", "1", "--threads", "1", "--max-len", "6",
+            "--batch-size", "128", "--no-progress", "--device", "cpu"]
+    bad = CliRunner().invoke(lundnet_cmd, [*args, "--crossfit-k", "1"])
+    assert isinstance(bad.exception, ConfigError) and "crossfit_k" in str(bad.exception)
+    res = CliRunner().invoke(lundnet_cmd, [*args, "--crossfit-k", "2", "--crossfit-epochs", "1"])
+    assert res.exit_code == 0, res.output
+    oof = tmp_path / "lund" / "lundnet_oof.parquet"
+    assert json.loads(res.output[res.output.index("{"):])["lundnet_oof"] == str(oof)
+    table = read_oof_table(oof)
+    d = load_skim([skim])
+    assert sorted(table["event"].tolist()) == sorted(d.event.tolist())
+    cfg = TwinTrainConfig.from_mapping({**SMALL, "lundnet_oof": str(oof)})
+    stream = _TwinStream([skim], cfg, "cpu")
+    code = split_codes(d, cfg.split, cfg.event_split_seed)
+    assert stream.n_oof == int(((code == splits.TRAIN) | (code == splits.VAL)).sum()) > 0
+    by_event = {int(e): i for i, e in enumerate(table["event"])}
+    rows = np.array([by_event[int(e)] for e in stream.val.event])
+    np.testing.assert_allclose(stream.val.features[:, J0], table["lundnet_j0"][rows], rtol=1e-6)
