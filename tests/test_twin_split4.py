@@ -254,3 +254,27 @@ def test_cli_crossfit_k_writes_the_table_the_twin_reads(tmp_path):
     by_event = {int(e): i for i, e in enumerate(table["event"])}
     rows = np.array([by_event[int(e)] for e in stream.val.event])
     np.testing.assert_allclose(stream.val.features[:, J0], table["lundnet_j0"][rows], rtol=1e-6)
+
+
+def test_held_out_events_trained_on_by_the_starting_pair_are_flagged(trained, caplog):
+    from svjscout.models.twin_training.train import init_model_overlap
+
+    res = trained[-1]
+    shipped = "models/twin.onnx"  # trained on the 3-way split: train u >= 0.4
+    assert read_metadata(shipped)["training"]["split"]["fractions"] == [0.6, 0.2, 0.2]
+    ov = init_model_overlap(TwinTrainConfig(init_model=shipped))  # 4-way: val is u in [0.3, 0.5)
+    assert ov["u_range"] == pytest.approx([0.4, 0.5]) and ov["subsets"] == ["val"]
+    assert "training events of models/twin.onnx" in caplog.text
+    assert init_model_overlap(TwinTrainConfig(init_model=shipped, split=(0.6, 0.2, 0.2))) is None
+    assert init_model_overlap(TwinTrainConfig(init_model=shipped, split=(0.7, 0.1, 0.1, 0.1))) is None
+    ov = init_model_overlap(TwinTrainConfig(init_model=shipped, split=(0.4, 0.2, 0.2, 0.2)))  # select [0.2, 0.4)
+    assert ov["u_range"] == pytest.approx([0.4, 0.6]) and ov["subsets"] == ["val"]
+    ov = init_model_overlap(TwinTrainConfig(init_model=shipped, split=(0.3, 0.2, 0.3, 0.2)))  # select [0.2, 0.5)
+    assert ov["u_range"] == pytest.approx([0.4, 0.7]) and ov["subsets"] == ["select", "val"]
+    assert "split seed 1 != 2" in init_model_overlap(TwinTrainConfig(init_model=shipped, split_seed=2))["why"]
+    # the 4-way pair of the fixture (seed 3, train u >= 0.5): a 4-way fine-tune from it (same split seed) is
+    # clean, from its checkpoint too
+    assert init_model_overlap(TwinTrainConfig(init_model=str(res.onnx_path), seed=3)) is None
+    assert init_model_overlap(TwinTrainConfig(init_model=str(res.checkpoint_path), split_seed=3)) is None
+    ov = init_model_overlap(TwinTrainConfig(init_model=str(res.checkpoint_path), seed=3, split=(0.4, 0.3, 0.15, 0.15)))
+    assert ov["u_range"] == pytest.approx([0.5, 0.6]) and ov["subsets"] == ["val"]

@@ -158,6 +158,11 @@ def _split_lines(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str
         lines = [f"Split: svjscout/core/splits.py, seed {seed}, train/val/test fractions {list(cfg['split'])}, "
                  "keyed by (dataset, run, luminosityBlock, parent): the split LundNet uses, so these test events are "
                  "inside LundNet's test events (same seed and fractions)."]
+    ov = summary.get("init_model_overlap")
+    if ov:
+        lines += ["", f"Warning: held-out events of this training were training events of {ov['init_model']} "
+                  + (f"({ov['why']})" if ov.get("why") else
+                     f"(u in [{ov['u_range'][0]:g}, {ov['u_range'][1]:g}): {', '.join(ov['subsets'])})") + "."]
     oof = summary.get("lundnet_oof")
     if oof:
         lines += ["", f"LundNet inputs: out-of-fold scores from {oof['table']} on the train and val events "

@@ -92,6 +92,48 @@ def _check_lundnet_split(cfg: TwinTrainConfig) -> None:
                                 what=f"the twin's test subset inside that of {cfg.lundnet_model}")
 
 
+def init_model_overlap(cfg: TwinTrainConfig) -> dict[str, Any] | None:
+    """Where this twin's held-out subsets (val, select, final / test) hold training events of the
+    pair it starts from (``init_model``, when its split is recorded: ONNX metadata or checkpoint
+    config). Both splits cut the same ``u`` with train on top, so the overlap is the range
+    ``[1 - init_train, 1 - train)`` of ``u`` (validation events; select/final stay clean while
+    ``select + final <= 1 - init_train``); another split seed overlaps everywhere. None when
+    nothing is recorded or nothing overlaps; else a record (logged as a warning, kept in the report)."""
+    if not cfg.init_model or not Path(cfg.init_model).is_file():
+        return None
+    try:
+        if Path(cfg.init_model).suffix == ".pt":
+            c = torch.load(cfg.init_model, map_location="cpu", weights_only=False).get("config") or {}
+            fr, seed = c.get("split"), c.get("split_seed") if c.get("split_seed") is not None else c.get("seed")
+        else:
+            rec = (read_metadata(cfg.init_model).get("training") or {}).get("split") or {}
+            fr, seed = rec.get("fractions"), rec.get("seed")
+    except Exception:  # noqa: BLE001 - an unreadable model is reported when it is loaded
+        return None
+    if not fr or seed is None:
+        return None
+    init_from, held_to = 1.0 - float(fr[0]), 1.0 - float(cfg.split[0])
+    if int(seed) != int(cfg.event_split_seed):
+        out = {"init_model": str(cfg.init_model), "u_range": None,
+               "why": f"split seed {seed} != {cfg.event_split_seed}"}
+    elif held_to > init_from + 1e-12:
+        out = {"init_model": str(cfg.init_model), "u_range": [init_from, held_to],
+               "subsets": [n for n, lo, hi in _held_out_ranges(cfg) if hi > init_from + 1e-12]}
+    else:
+        return None
+    log.warning("twin: held-out events of this training were training events of %s (%s)", cfg.init_model,
+                out.get("why") or f"u in [{init_from:g}, {held_to:g}): {', '.join(out['subsets'])}")
+    return out
+
+
+def _held_out_ranges(cfg: TwinTrainConfig) -> list[tuple[str, float, float]]:
+    """(name, lo, hi) of the held-out subsets on ``u`` (splits.py: from 0 up, train on top)."""
+    names = ("final", "select", "val") if cfg.four_way else ("test", "val")
+    fr = list(reversed(cfg.split[1:]))
+    edges = np.concatenate([[0.0], np.cumsum(fr)])
+    return [(n, float(edges[i]), float(edges[i + 1])) for i, n in enumerate(names)]
+
+
 def permutation_dcorr_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> dict[str, dict[str, float]]:
     """Noise floors of the five dCorr constraints on the trained scores of the background of ``d``
     (the quoted subset, analysis-selected): :func:`~.floors.twin_dcorr_floors`, block permutation
@@ -139,6 +181,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     torch.manual_seed(cfg.seed)
 
     _check_lundnet_split(cfg)
+    init_overlap = init_model_overlap(cfg)
     stream = _TwinStream(skim_paths, cfg, device)
     d_tr_ana = stream.train_sample.take(np.flatnonzero(stream.ana_sample))
     d_va, d_te = stream.val, stream.test
@@ -288,6 +331,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
         "test_targets": test_targets,
         "floors": {k: {n: list(v) for n, v in f.items()} for k, f in floors.items()},
+        "init_model_overlap": init_overlap,
         "permutation_floors": {"subset": cfg.quoted_subset, "estimator": cfg.permutation_floor_estimator,
                                "draws": cfg.permutation_floor_draws, "terms": perm_floors},
         "config": cfg.as_dict(),
