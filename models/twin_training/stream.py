@@ -55,7 +55,9 @@ def _group_moments(features: np.ndarray, weight: np.ndarray, group: np.ndarray, 
 
 class _TwinStream:
     """The skim streamed for the twin (models/training/data.py): one scan for the weights, the
-    standardisation, the counters and the held-out reservoirs, then per-epoch buffers of training
+    standardisation, the counters and the held-out reservoirs (``val``; ``select`` and ``test`` =
+    the final subset with the 4-way split, ``test`` and an empty ``select`` with the 3-way one;
+    with ``lundnet_oof`` the train and val rows take the out-of-fold LundNet scores), then per-epoch buffers of training
     events from which the minibatches are drawn (uniformly with replacement inside a buffer,
     buffers chosen by systematic sampling: unbiased, see the data module)."""
 

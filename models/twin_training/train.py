@@ -51,7 +51,8 @@ class TwinTrainResult:
         onnx_path, checkpoint_path, report_md, report_json: files written.
         plots: name -> PNG path.
         history: per-epoch records (epoch 0 = before training).
-        test_metrics: AUCs, dCorr values and closures on the test split (untouched, analysis selection).
+        test_metrics: AUCs, dCorr values and closures on the quoted subset (untouched, analysis
+            selection): ``final`` of the 4-way split, ``test`` of the 3-way one.
         val_metrics: the same on the validation split (where every choice is made).
         best_epoch: epoch of the kept weights.
         model: the trained :class:`TwinMLP` (best epoch).
