@@ -141,6 +141,7 @@ def test_stream_subsets_and_out_of_fold_scores(tmp_path):
     _TwinStream([skim], TwinTrainConfig.from_mapping({**SMALL, "lundnet_oof": str(no_final)}), "cpu")
 
 
+@pytest.mark.slow
 def test_training_quotes_on_final_with_permutation_floors(trained):
     from svjscout.models.disco import u_dcorr_sqr
     from svjscout.models.twin_training.floors import parent_codes, twin_dcorr_floors
@@ -185,6 +186,7 @@ def test_training_quotes_on_final_with_permutation_floors(trained):
     assert meta["n_test"] == summ["n_test"]
 
 
+@pytest.mark.slow
 def test_analysis_final_report_chooses_on_select_and_quotes_on_final(trained):
     from svjscout.models.twin_training.analysis import AnalysisObjective, load_twin_init
 
@@ -226,6 +228,7 @@ def test_analysis_final_report_chooses_on_select_and_quotes_on_final(trained):
     assert rep_l["final"]["z_stop"] == pytest.approx(z_final, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_cli_crossfit_k_writes_the_table_the_twin_reads(tmp_path):
     """`svjscout train lundnet --crossfit-k 2` writes lundnet_oof.parquet; the twin's stream reads it
     (every train/val event found) through its config key; a bad --crossfit-k is refused by name."""
@@ -256,6 +259,7 @@ def test_cli_crossfit_k_writes_the_table_the_twin_reads(tmp_path):
     np.testing.assert_allclose(stream.val.features[:, J0], table["lundnet_j0"][rows], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_held_out_events_trained_on_by_the_starting_pair_are_flagged(trained, caplog):
     from svjscout.models.twin_training.train import init_model_overlap
 
