@@ -2,11 +2,12 @@
 
 Scouting-like events: the embedded sample's background files with the scouting trigger emulated
 (AK4 H_T > 410 GeV, benchmarks/scouting_like_trigger.py), repeated up to the chunk size and
-written to one ZSTD file per chunk size (``--all-events``: every embedded event, signals too,
-without the trigger). For each chunk size a fresh process (as a dask worker) imports the
-libraries, opens the shipped ONNX models, processes a 100-event warm-up chunk (baseline), then
-reads one chunk of N events as coffea's Runner gives it (NanoEvents, virtual) and processes it,
-and pickles the output as dask does with a task's result.
+written to one ZSTD file per chunk size in baskets of 2,000 events (``--basket``), as CMS files
+hold them (``--all-events``: every embedded event, signals too, without the trigger). For each
+chunk size a fresh process (as a dask worker) imports the libraries, opens the shipped ONNX
+models, processes a 100-event warm-up chunk (baseline), then reads one chunk of N events as
+coffea's Runner gives it (NanoEvents, virtual) and processes it, and pickles the output as dask
+does with a task's result.
 
 Per stage the peak RSS is exact: the kernel's high-water mark (VmHWM) is reset before each stage
 (``/proc/self/clear_refs``) and read after it. Stages: ``nanoevents`` (factory), the processor's
@@ -109,16 +110,29 @@ def _events(all_events: bool):
     return cfg, ak.concatenate(parts)
 
 
+def _write_baskets(path: str, cols: dict, basket: int) -> None:
+    """The columns as an ``Events`` tree (ZSTD:1) in baskets of ``basket`` events, as CMS files have
+    them: a reader of a few thousand events then decompresses only their baskets."""
+    import awkward as ak
+    import uproot
+
+    n = len(next(iter(cols.values())))
+    with uproot.recreate(path, compression=uproot.ZSTD(1)) as f:
+        types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in cols.items()}
+        tree = f.mktree("Events", types)
+        for a in range(0, n, basket):
+            tree.extend({k: v[a:a + basket] for k, v in cols.items()})
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_worker":
         _worker(sys.argv[2])
         return
     import awkward as ak
     import numpy as np
-    import uproot
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_processor import _tree_cols, _write_tree
+    from bench_processor import _tree_cols
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,50000,100000", help="chunk sizes (events), comma-separated")
@@ -126,6 +140,7 @@ def main() -> None:
     ap.add_argument("--all-events", action="store_true", help="every embedded event, no trigger (signals too)")
     ap.add_argument("--systematics", action="store_true", help="the chunk's dataset is a signal, variations on")
     ap.add_argument("--no-prefilter", action="store_true")
+    ap.add_argument("--basket", type=int, default=2000, help="events per basket of the files written (CMS: ~1-5k)")
     ap.add_argument("--lundnet", default=None)
     ap.add_argument("--twin", default=None)
     args = ap.parse_args()
@@ -141,7 +156,7 @@ def main() -> None:
         for n in [int(x) for x in args.sizes.split(",")]:
             path = str(Path(tmp) / f"chunk_{n}.root")
             chunk = ak.concatenate([allev] * int(np.ceil(n / len(allev))))[:n]
-            _write_tree(path, _tree_cols(chunk), uproot.ZSTD(1))
+            _write_baskets(path, _tree_cols(chunk), args.basket)
             del chunk
             for batch in [int(x) for x in args.batch_events.split(",")]:
                 job = {"path": path, "n": n, "batch_events": batch, "systematics": args.systematics,

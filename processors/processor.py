@@ -228,7 +228,7 @@ class SVJProcessor(processor.ProcessorABC):
             for a in range(0, n, size):
                 yield events[a:a + size]
             return
-        with uproot.open({path: None}) as f:
+        with uproot.open({path: None}, array_cache=None) as f:  # a batch's arrays go with the batch
             for a in range(start, stop, size):
                 b = min(a + size, stop)
                 yield NanoEventsFactory.from_root(f, treepath=tree, schemaclass=SVJScoutingSchema, mode="virtual",

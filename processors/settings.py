@@ -92,7 +92,10 @@ def check_event_subset(subset: EventSubset | None, kinds: dict[str, str]) -> Non
 
 
 class AnalysisSettings(BaseModel):
-    """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job)."""
+    """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job).
+
+    ``batch_events``: events of a chunk read and processed at a time (>= 0; 0: the whole chunk).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -102,8 +105,8 @@ class AnalysisSettings(BaseModel):
     score_bins: int = 40
     lund_max_len: int = 32
     prefilter: bool = True  # skip the clustering of events proven to fail the preselection
-    # events processed at a time within a chunk (0: the whole chunk at once); bounds a worker's
-    # memory for large chunks (docs/performance.md), histograms the same up to float rounding
+    # events read and processed at a time within a chunk (0: the whole chunk at once); bounds a
+    # worker's memory for large chunks (docs/performance.md); the output is bit-identical either way
     batch_events: int = 10000
     systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
     lundnet_model: str | None = None

@@ -126,3 +126,12 @@ def test_chunked_with_systematics_and_parents_equals_one_chunk(small_job, monkey
     assert list(dense["xy_mt"].axes["dataset"]) == sorted(job.datasets)
     full_size = sum(h.view(flow=True).nbytes for h in dense.values())
     assert len(pickle.dumps(out)) < 0.6 * full_size
+
+
+@pytest.mark.parametrize("value, text", [(-1, "analysis.batch_events must be >= 0"), ("x", "analysis.batch_events")])
+def test_batch_events_is_validated(value, text):
+    from svjscout.core.exceptions import ConfigError
+    from svjscout.jobs.config import load_job
+
+    with pytest.raises(ConfigError, match=text):
+        load_job(None, {"analysis.batch_events": value})
