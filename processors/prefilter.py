@@ -102,6 +102,35 @@ def visible_bound(cuts: Cuts) -> tuple[float, bool]:
     return float(two), False
 
 
+def clean_candidates(pf: ak.Array) -> tuple[ak.Array, int]:
+    """The candidates the processor clusters: finite ``pt, eta, phi, mass`` and ``pt > 0``; and how
+    many were dropped.
+
+    The same candidates, in the same order, as masking the jagged array (``pf[np.isfinite(pf.pt) &
+    ... & (pf.pt > 0)]``), computed on the flat buffers: 4-7x faster on a chunk (issue 33: on
+    H_T-triggered data this cleaning of every event's candidates cost ~10 % of the processor).
+
+    Args:
+        pf: events x candidates with fields ``pt, eta, phi, mass`` (other fields are dropped).
+
+    Returns:
+        (events x candidates records ``pt, eta, phi, mass``, number of candidates dropped).
+    """
+    counts = ak.to_numpy(ak.num(pf.pt, axis=1)).astype(np.int64)
+    cols = {k: ak.to_numpy(ak.flatten(pf[k], axis=1)) for k in ("pt", "eta", "phi", "mass")}
+    good = np.isfinite(cols["pt"]) & np.isfinite(cols["eta"]) & np.isfinite(cols["phi"]) & np.isfinite(cols["mass"])
+    good &= cols["pt"] > 0
+    dropped = int(len(good) - np.count_nonzero(good))
+    if dropped:
+        event = np.repeat(np.arange(len(counts)), counts)
+        counts = np.bincount(event[good], minlength=len(counts)).astype(np.int64)
+        cols = {k: v[good] for k, v in cols.items()}
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    rec = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(v)) for v in cols.values()], list(cols))
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), rec)), dropped
+
+
 def scalar_pt_sum(pf: ak.Array) -> np.ndarray:
     """S: the scalar sum of the candidates' pT per event, in float64 (GeV)."""
     return ak.to_numpy(ak.sum(ak.values_astype(pf.pt, np.float64), axis=1)).astype(np.float64)

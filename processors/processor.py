@@ -69,7 +69,7 @@ from svjscout.processors.inference import LundNetScorer, TwinScorer, analysis_pl
 from svjscout.processors.jets import cluster, ht
 from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.normalize import flat_bins, normalize, parent_fills
-from svjscout.processors.prefilter import prefilter, scalar_pt_sum
+from svjscout.processors.prefilter import clean_candidates, prefilter, scalar_pt_sum
 from svjscout.processors.schema import SVJScoutingSchema
 from svjscout.processors.selection import CUT_ORDER, cutflow, plane_of, preselection
 from svjscout.processors.settings import AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig, check_event_subset
@@ -314,9 +314,7 @@ class SVJProcessor(processor.ProcessorABC):
             if c.counts["not_in_subset"]:
                 c.events = events = events[in_subset]
         pf = bmap.pf_kinematics(events)  # pt, eta, phi, mass: pdgId and charge are never read
-        finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
-        c.counts["nonfinite_candidates"] = int(ak.sum(~finite))
-        pf = pf[finite]
+        pf, c.counts["nonfinite_candidates"] = clean_candidates(pf)  # finite, pt > 0 (on the flat buffers)
         met_pt, met_phi = bmap.met(events)
         gen_w = bmap.gen_weight_of(events, info.is_mc)
         c.clean = np.isfinite(met_pt) & np.isfinite(met_phi) & np.isfinite(gen_w)
