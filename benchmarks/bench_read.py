@@ -74,17 +74,25 @@ def _events(path, dataset: str, access_log=None, only: list[str] | None = None):
 
 @contextmanager
 def _before():
-    """The processor as before issue 33: every PF field read, clustering through fastjet's awkward interface."""
+    """The processor as before issue 33: every PF field read, the candidates cleaned with a jagged mask,
+    clustering through fastjet's awkward interface."""
     import svjscout.processors.processor as P
     from svjscout.processors.jets import cluster_awkward
     from svjscout.processors.schema import BranchMap
 
-    saved = P.cluster, BranchMap.pf_kinematics
-    P.cluster, BranchMap.pf_kinematics = cluster_awkward, BranchMap.pf_candidates
+    def clean_jagged(pf):  # the cleaning as it was: a jagged mask, every field of the candidates materialised
+        import awkward as ak
+        import numpy as np
+
+        good = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
+        return ak.materialize(pf[good]), int(ak.sum(~good))
+
+    saved = P.cluster, BranchMap.pf_kinematics, P.clean_candidates
+    P.cluster, BranchMap.pf_kinematics, P.clean_candidates = cluster_awkward, BranchMap.pf_candidates, clean_jagged
     try:
         yield
     finally:
-        P.cluster, BranchMap.pf_kinematics = saved
+        P.cluster, BranchMap.pf_kinematics, P.clean_candidates = saved
 
 
 def main(argv=None) -> None:
