@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from scipy import optimize, stats
 
-from svjscout.datacards import write_datacards
 from svjscout.core.exceptions import DatacardError
+from svjscout.datacards import write_datacards
 from svjscout.datacards.integrity import check_cards
 from svjscout.datacards.parser import parse_datacard, parse_text
 from svjscout.datacards.pyhf_export import META_NAME, WORKSPACE_NAME, expected_limits, export_card
