@@ -150,7 +150,7 @@ def _fractions4(fractions4: Sequence[float]) -> tuple[float, float, float, float
     if len(fr) != 4 or not all(0 < f < 1 for f in fr) or abs(sum(fr) - 1) > 1e-6:
         raise ConfigError(f"split: fractions4 {list(fractions4)}: expected 4 fractions (train, val, select, final), "
                           "each in (0, 1), summing to 1")
-    return fr  # type: ignore[return-value]
+    return fr[0], fr[1], fr[2], fr[3]
 
 
 def assign4(u: np.ndarray, fractions4: Sequence[float] = DEFAULT_FRACTIONS4) -> np.ndarray:
