@@ -1,7 +1,8 @@
 """Scaling on a real engine: 1 and then 2 dask workers as separate processes (or Slurm jobs).
 
 The input is the embedded sample ``--copies`` times over (as separate datasets; 12 copies are
-51,864 events). ``--engine processes`` starts a ``dask scheduler`` and N ``dask worker``
+20,124 events in 84 datasets; ``--copies-as files``: 12 files of each of the 7 datasets).
+``--engine processes`` starts a ``dask scheduler`` and N ``dask worker``
 processes (one thread each) on 127.0.0.1 and runs the job with ``executor.scheduler``;
 ``--engine slurm`` runs it with ``executor.slurm`` (Slurm must be up: jobs/facility/slurm-up.sh
 and SLURM_CONF). A warm-up run per configuration compiles numba and opens the ONNX sessions in
@@ -15,7 +16,7 @@ bench_processor.py does (each file read eagerly first, then processed), and prin
 events/s as a fraction of that (issue 33: a worker within 20 % of the processor itself).
 
     python benchmarks/bench_scaling.py [--copies 12] [--chunksize 2000] [--engine processes|slurm]
-        [--workers 1,2] [--in-process]
+        [--workers 1,2] [--in-process] [--copies-as datasets|files]
 """
 
 from __future__ import annotations
@@ -100,6 +101,28 @@ def _measure(cfg, n_workers: int) -> dict:
             "overhead": (n_workers * elapsed - compute) / n_chunks, "transfer": transfer / n_chunks}
 
 
+def _copies(cfg, copies: int, how: str, tmp: Path):
+    """The job over the embedded sample ``copies`` times: as datasets of their own, or as more files
+    of each dataset (copies of the file under ``tmp``)."""
+    import shutil
+
+    if how == "datasets":
+        return cfg.model_copy(update={"datasets": {f"{name}__copy{k}": spec for name, spec in cfg.datasets.items()
+                                                   for k in range(copies)}})
+    datasets = {}
+    for name, spec in cfg.datasets.items():
+        files = []
+        for path in cfg.files(name):
+            for k in range(copies):
+                dst = tmp / "copies" / f"{Path(path).stem}__copy{k}.root"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.exists():
+                    shutil.copyfile(path, dst)
+                files.append(str(dst))
+        datasets[name] = spec.model_copy(update={"files": files})
+    return cfg.model_copy(update={"datasets": datasets})
+
+
 def _in_process(cfg) -> dict:
     """The same events in this process, as bench_processor.py times them: each file read eagerly
     (NanoEvents, timed apart), then processed (after a warm-up on the first file); events/s."""
@@ -135,6 +158,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunksize", type=int, default=2000)
     ap.add_argument("--copies", type=int, default=12, help="process the embedded sample this many times over")
+    ap.add_argument("--copies-as", choices=["datasets", "files"], default="datasets",
+                    help="each copy a dataset of its own (84 datasets: the output's histograms 12x larger) or "
+                         "another file of the same dataset (7 datasets, as a real job)")
     ap.add_argument("--engine", choices=["processes", "slurm"], default="processes")
     ap.add_argument("--lundnet", default=None)
     ap.add_argument("--twin", default=None)
@@ -163,8 +189,7 @@ def main() -> None:
                                            "worker_extra_args": ["--host", "127.0.0.1"], "log_directory": str(logdir)}
         try:
             cfg = load_job(None, overrides)
-            copies = {f"{name}__copy{k}": spec for name, spec in cfg.datasets.items() for k in range(args.copies)}
-            cfg = cfg.model_copy(update={"datasets": copies})
+            cfg = _copies(cfg, args.copies, args.copies_as, logdir)
             if args.in_process and ref is None:
                 ref = _in_process(cfg)
             rows.append(_measure(cfg, n_workers))
