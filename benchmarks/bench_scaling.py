@@ -93,8 +93,8 @@ def _measure(cfg, n_workers: int) -> dict:
     elapsed = time.perf_counter() - t
     compute = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "compute")
     transfer = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "transfer")
-    # coffea splits each file into ceil(entries / chunksize) chunks (one file per dataset here)
-    n_chunks = sum(-(-n // cfg.executor.chunksize) for n in report.events.values())
+    # coffea splits each file into ceil(entries / chunksize) chunks
+    n_chunks = sum(-(-r["entries"] // cfg.executor.chunksize) for r in report.inputs)
     events = sum(report.events.values())
     return {"workers": n_workers, "events": events, "seconds": elapsed, "rate": events / elapsed,
             "rss": max(seen["rss"].values()), "chunks": n_chunks,
