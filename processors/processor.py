@@ -241,7 +241,8 @@ class SVJProcessor(processor.ProcessorABC):
         skim = cfg.skim_dir is not None
         hists = syst = None
         done: list[Chunk] = []
-        counts, timing = _empty_counts(), {}
+        counts: dict[str, int] = _empty_counts()
+        timing: dict[str, float] = {}
         for events in batches:
             c = self._read(events, metadata)
             self._prefilter(c)
@@ -290,9 +291,9 @@ class SVJProcessor(processor.ProcessorABC):
         if syst is not None:
             hists["xy_mt_syst"] = syst
         out["hists"] = hists
-        if c0.parent_rec is not None:
-            out["parent_fills"] = {c0.dataset: parent_fills(*(np.concatenate([c.parent_rec[i] for c in done])
-                                                              for i in range(3)))}
+        recs = [c.parent_rec for c in done if c.parent_rec is not None]
+        if recs:  # MC with parent ids: every batch has its records
+            out["parent_fills"] = {c0.dataset: parent_fills(*(np.concatenate([r[i] for r in recs]) for i in range(3)))}
         watch.lap("fill")
         timing["fill"] = timing.get("fill", 0.0) + watch.seconds["fill"]
         return out
