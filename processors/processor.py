@@ -16,6 +16,11 @@ Each step is a short method of :class:`SVJProcessor` (``_read``, ``_prefilter``,
 systematic variations are the registry of :mod:`svjscout.processors.variations`; the skim is
 :mod:`svjscout.processors.skim`.
 
+Memory (docs/performance.md): a chunk is read and processed in batches of
+``analysis.batch_events`` events, FastJet runs on parts of :data:`CLUSTER_EVENTS` events, and a
+chunk's histograms have its own dataset only on their dataset axis (``normalize`` puts the sum on
+every dataset's); the output is bit-identical to one batch with every dataset booked.
+
 Weights: histograms are filled with ``genWeight`` (1 for data); :meth:`SVJProcessor.postprocess`
 scales every dataset by ``xsec * lumi / sumw`` (:func:`svjscout.processors.normalize.normalize`,
 a pure, idempotent function, which also makes the variances of detector copies parent-grouped
@@ -176,7 +181,8 @@ class SVJProcessor(processor.ProcessorABC):
     Built from the settings (:class:`ProcessorConfig`, with each dataset's kind, cross section and
     sum of weights); from a job file use :func:`svjscout.processor_from_job`.
 
-    Output of :meth:`process` (one chunk): ``{"hists": {name: hist.Hist}, "cutflow": {dataset:
+    Output of :meth:`process` (one chunk; its histograms' dataset axis holds the chunk's dataset
+    only, until :meth:`postprocess`): ``{"hists": {name: hist.Hist}, "cutflow": {dataset:
     {"raw": array, "weighted": array}}, "counts": {dataset: {...}}, "timing": {stage: s}}``; the
     cutflow arrays follow ``["all", *CUT_ORDER]``. MC chunks whose events have a ``parent`` branch
     add ``"parent_fills": {dataset: {"key", "bin", "weight"}}`` (column accumulators, concatenated
