@@ -29,11 +29,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_processor import _before  # noqa: E402  (the processor as before issue 33: one definition)
 
 os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 os.environ.setdefault("SVJSCOUT_ORT_THREADS", "1")
@@ -70,29 +74,6 @@ def _events(path, dataset: str, access_log=None, only: list[str] | None = None):
     return NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
                                        access_log=access_log, metadata={"dataset": dataset, "filename": path},
                                        iteritems_options={"filter_name": only} if only else {}).events()
-
-
-@contextmanager
-def _before():
-    """The processor as before issue 33: every PF field read, the candidates cleaned with a jagged mask,
-    clustering through fastjet's awkward interface."""
-    import svjscout.processors.processor as P
-    from svjscout.processors.jets import cluster_awkward
-    from svjscout.processors.schema import BranchMap
-
-    def clean_jagged(pf):  # the cleaning as it was: a jagged mask, every field of the candidates materialised
-        import awkward as ak
-        import numpy as np
-
-        good = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
-        return ak.materialize(pf[good]), int(ak.sum(~good))
-
-    saved = P.cluster, BranchMap.pf_kinematics, P.clean_candidates
-    P.cluster, BranchMap.pf_kinematics, P.clean_candidates = cluster_awkward, BranchMap.pf_candidates, clean_jagged
-    try:
-        yield
-    finally:
-        P.cluster, BranchMap.pf_kinematics, P.clean_candidates = saved
 
 
 def main(argv=None) -> None:
