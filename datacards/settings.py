@@ -90,6 +90,11 @@ class DatacardSettings(BaseModel):
     # card formats per point: Combine's datacard.txt always; "pyhf" adds workspace.json (HistFactory JSON,
     # datacards/pyhf_export.py; needs the pyhf extra)
     formats: list[CardFormat] = Field(default_factory=lambda: list[CardFormat](["combine"]))
+    # pseudo-data (datacards/pseudodata.py): observation drawn (Poisson, this seed) from the MC, plus
+    # pseudo_inject x pseudo_signal (default: the first signal); cards stamped PSEUDO-DATA
+    pseudo_data: int | None = None
+    pseudo_inject: float = 0.0
+    pseudo_signal: str | None = None
 
     @model_validator(mode="after")
     def _blinded_unless_asked(self):

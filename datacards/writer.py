@@ -74,6 +74,7 @@ from .nonclosure import closure_yields, mt_bin_label, nonclosure_report
 from .parents import StatInputs
 from .parser import parse_text, validate_datacard
 from .plots import point_name
+from .pseudodata import PSEUDO_TAG, blinded_b, draw_pseudo_data, vp_closure
 from .pyhf_export import META_NAME, WORKSPACE_NAME, import_pyhf, write_workspace
 from .regions import RegionYields, datasets_of_kind, parse_wp, region_yields
 from .settings import DatacardSettings
@@ -280,8 +281,17 @@ def write_datacards(
             unknown settings key.
     """
     inputs = StatInputs.of(inputs)
-    xy_mt = inputs.xy_mt
     cs = card_settings(settings, **overrides)
+    pseudo = None
+    if cs.pseudo_data is not None:  # the data path on Poisson pseudo-data drawn from the MC (.pseudodata)
+        if not cs.asimov:
+            raise DatacardError("pseudo_data and asimov=False (real data) exclude each other: the observation is "
+                                "either pseudo-data or data")
+        inputs, datasets, pseudo = draw_pseudo_data(inputs, datasets, cs.pseudo_data, cs.pseudo_inject,
+                                                    cs.pseudo_signal)
+    elif cs.pseudo_inject:
+        raise DatacardError("pseudo_inject is set without pseudo_data (the seed of the pseudo-data)")
+    xy_mt = inputs.xy_mt
     asimov, unblind, lumi_unc, plane = cs.asimov, cs.unblind, cs.lumi_unc, cs.plane
     nonclosure_method, nonclosure_z, min_neff, max_rel_err = (cs.nonclosure_method, cs.nonclosure_z, cs.min_neff,
                                                               cs.max_rel_err)
@@ -345,7 +355,19 @@ def write_datacards(
                 for r in range(len(REGIONS)) for k in range(len(cbins)) if sp.neff[r, k] < min_neff]
     fit_neff = bkg.neff
 
-    if asimov:
+    if pseudo is not None:
+        data = region_yields(xy_mt, datasets, (x0, y0), plane=plane, which="data",
+                             parents=inputs.parents).merged(groups)
+        obs = np.round(data.n)
+        b_seen = unblind or plane != "SP"  # region B of the signal plane is blinded unless unblind
+        if not b_seen:
+            obs[1] = blinded_b(obs)
+        pseudo["b_observation"] = ("pseudo-data" + (" (unblind)" if plane == "SP" else "") if b_seen else
+                                   "blinded: the ABCD prediction nA*nD/nC of the observed pseudo-data A, C, D")
+        pseudo["vp_closure"] = vp_closure(xy_mt, datasets, (x0, y0), groups)
+        obs_label = (f"{PSEUDO_TAG} (seed {pseudo['seed']}; A, C, D: pseudo-data; B: {pseudo['b_observation']}), "
+                     "not data")
+    elif asimov:
         obs = bkg_n.copy()
         obs[1] = predict(bkg_n[0], bkg_n[2], bkg_n[3], 0, 0, 0)[0]
         obs_label = "background-only Asimov (A,C,D: MC background; B: ABCD prediction nA*nD/nC)"
@@ -362,7 +384,8 @@ def write_datacards(
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     index = {
         "version": __version__, "created": created, "inputs": source, "wp": {"x0": x0, "y0": y0},
-        "plane": plane, "asimov": bool(asimov), "unblinded": bool(unblinded), "observation": obs_label,
+        "plane": plane, "asimov": bool(asimov and pseudo is None), "unblinded": bool(unblinded),
+        "observation": obs_label, **({"pseudo_data": pseudo} if pseudo is not None else {}),
         "lumi_unc": lumi_unc,
         "signal_systematics": dict(signal_systematics or {}), "nonclosure_method": nonclosure_method,
         "nonclosure": [float(k) - 1.0 for k in unc], "nonclosure_kappa": [float(k) for k in unc],
@@ -391,6 +414,9 @@ def write_datacards(
             log.warning("signal %s: negative yields %s set to 0", name, neg)
             sig.n = np.clip(sig.n, 0.0, None)
         header = [
+            *([f"{PSEUDO_TAG}: the observation is pseudo-data drawn from the MC (seed {pseudo['seed']}"
+               + (f", {pseudo['inject']:g} x {pseudo['signal']} injected" if pseudo['inject'] else "")
+               + "), NOT data"] if pseudo is not None else []),
             *([f"{UNBACKED}: not backed by the MC: " + "; ".join(reasons)] if not backed else []),
             f"Combine datacard, SVJ ABCD search, signal point {point} (dataset {name})",
             f"written by svjscout {__version__} (svjscout.datacards.writer)",
