@@ -19,7 +19,7 @@ from svjscout.jobs.config import load_job, parse_set
 from svjscout.jobs.main_job import run_job
 from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
-from svjscout.samples.generate import GenerationConfig, generate_file
+from svjscout.samples.generate import GenerationConfig, bias_power_default_text, generate_file
 
 
 @click.command()
@@ -40,7 +40,7 @@ from svjscout.samples.generate import GenerationConfig, generate_file
               help="Skim on PF MET in GeV after the detector response; <= 156 (looser than the preselection).")
 @click.option("--bias-power", type=float, default=None,
               help="pT-hat bias power (Pythia's bias2Selection; events carry the inverse as genWeight). "
-                   "Default: 4.5 for qcd, 0 (unbiased) otherwise.")
+                   + bias_power_default_text())
 @click.option("--pileup", type=float, default=DEFAULT_PILEUP, show_default=True,
               help="Mean number of pileup (min-bias) events, Poisson per event (Run-2 like); written as "
                    "Pileup_nTrueInt (the mean) and Pileup_nPU (the number drawn); 0 switches pileup off.")

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
@@ -82,6 +81,7 @@ from svjscout.core.rootfiles import open_root
 from svjscout.samples import detector
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
+    DEFAULT_BIAS,
     K_FACTORS,
     MINBIAS,
     PROCESSES,
@@ -89,36 +89,36 @@ from svjscout.samples.processes import (
     XSEC_OVERRIDE,
     process_settings,
 )
+from svjscout.samples.zprime_xsec import SOURCE as ZPRIME_XSEC_SOURCE
+from svjscout.samples.zprime_xsec import zprime_xsec
 
 log = logging.getLogger(__name__)
 
 PB_PER_MB = 1e9
 
 
-#: The CMS s-channel SVJ benchmark's signal cross sections (pb) at 13 TeV: leptophobic Z' with
-#: the benchmark couplings (g_q = 0.25, g_dark = 1), published with the CMS search
-#: EXO-19-020 (JHEP 06 (2022) 156, arXiv:2112.11125, HEPData). Key: m_Z' in GeV.
-BENCHMARK_XSEC_PB = {1500.0: 1.875, 2000.0: 0.4537, 3000.0: 0.0412}
+def bias_power_default_text() -> str:
+    """The default of ``--bias-power`` in words, from :data:`DEFAULT_BIAS` (``generate --help``).
+
+    >>> bias_power_default_text()
+    'Default: 2 for qcd, 0 (unbiased) otherwise.'
+    """
+    per_process = ", ".join(f"{power:g} for {process}" for process, power in sorted(DEFAULT_BIAS.items()))
+    return f"Default: {per_process}, 0 (unbiased) otherwise."
 
 
 def reference_signal_xsec(mzprime: float) -> float:
-    """The benchmark's signal cross section in pb at ``mzprime`` GeV (:data:`BENCHMARK_XSEC_PB`).
+    """The benchmark's signal cross section in pb at ``mzprime`` GeV.
 
-    Interpolated log-linearly (ln sigma linear in m_Z') between the tabulated masses; outside the
-    table, give the cross section with ``--xsec``. Pythia's Hidden Valley ``Zv`` couplings to quarks
-    are not the benchmark's, so its ``sigmaGen`` never normalises the signal.
+    SVJProduction's whole Z' table (final EXO-19-020 values, 500-5100 GeV, embedded with its
+    source in :mod:`svjscout.samples.zprime_xsec`), log-linear between its points; outside the
+    table, give the cross section with ``--xsec``. Pythia's Hidden Valley ``Zv`` couplings to
+    quarks are not the benchmark's, so its ``sigmaGen`` never normalises the signal.
 
-    >>> reference_signal_xsec(2000.0), round(reference_signal_xsec(2500.0), 4)
-    (0.4537, 0.1367)
+    >>> reference_signal_xsec(2000.0), reference_signal_xsec(2500.0)
+    (0.4537, 0.1304)
     """
-    masses = sorted(BENCHMARK_XSEC_PB)
-    if not masses[0] <= mzprime <= masses[-1]:
-        raise GenerationError(
-            f"m_Z' = {mzprime:g} GeV is outside the benchmark cross-section table "
-            f"({masses[0]:g}-{masses[-1]:g} GeV); give the signal cross section with --xsec"
-        )
-    logs = np.log([BENCHMARK_XSEC_PB[m] for m in masses])
-    return float(round(math.exp(np.interp(mzprime, masses, logs)), 12))
+    return zprime_xsec(mzprime)
 
 
 @dataclass
@@ -623,7 +623,7 @@ def normalisation(cfg: GenerationConfig, sigma_gen: float) -> tuple[float, str]:
     if cfg.xsec is not None:
         return cfg.xsec, "--xsec"
     if cfg.process == "svj":
-        return reference_signal_xsec(cfg.mzprime), "CMS s-channel SVJ benchmark table (EXO-19-020), log-linear"
+        return reference_signal_xsec(cfg.mzprime), ZPRIME_XSEC_SOURCE
     if cfg.process in XSEC_OVERRIDE:
         if cfg.pthat_min is not None or cfg.pthat_max is not None:
             return sigma_gen, "Pythia sigmaGen (LO; a pT-hat window disables the inclusive override)"
