@@ -37,6 +37,7 @@ from svjscout.datacards import (
 from svjscout.datacards.choice import choose_working_point
 from svjscout.datacards.integrity import check_cards
 from svjscout.datacards.limits import read_index
+from svjscout.datacards.pseudodata import summary_lines as pseudo_summary
 from svjscout.datacards.settings import DatacardSettings, ScanSettings, ValidationSettings, parse_inject
 from svjscout.datacards.split import split_halves
 from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
@@ -264,10 +265,18 @@ def scan_cmd(histograms, out, plots, grid, reference, p_min, plateau, fom_nonclo
 @click.option("--format", "formats", default=None, metavar="combine[,pyhf]",
               help="datacards.formats: card formats per point, comma-separated [combine]; pyhf adds workspace.json "
                    "(HistFactory JSON, needs the pyhf extra; docs/datacards.md).")
+@click.option("--pseudo-data", "pseudo_data", type=int, default=None, metavar="SEED",
+              help="datacards.pseudo_data: observation = Poisson pseudo-data drawn from the MC with this seed "
+                   "(A, C, D; B of the signal plane blinded unless --unblind), cards stamped PSEUDO-DATA "
+                   "(docs/datacards.md).")
+@click.option("--inject", "pseudo_inject", type=float, default=None, metavar="R",
+              help="datacards.pseudo_inject: draw the pseudo-data from background + R x signal [0].")
+@click.option("--inject-signal", "pseudo_signal", default=None, metavar="DATASET",
+              help="datacards.pseudo_signal: the signal dataset injected [the first signal].")
 @_add(_scan_opts)
 @_add(_job_opts)
 def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, nonclosure_method, min_neff, max_rel_err,
-                  allow_unbacked, zero_bkg, signal_syst, formats,
+                  allow_unbacked, zero_bkg, signal_syst, formats, pseudo_data, pseudo_inject, pseudo_signal,
                   grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max, job_file, settings):
     """Write Combine datacards (one per signal point) from HISTOGRAMS (histograms.coffea).
 
@@ -296,6 +305,8 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
                "datacards.max_rel_err": max_rel_err, "datacards.allow_unbacked": allow_unbacked,
                "datacards.zero_bkg": zero_bkg, "datacards.signal_systematics": systs or None,
                "datacards.formats": [f.strip() for f in formats.split(",") if f.strip()] if formats else None,
+               "datacards.pseudo_data": pseudo_data, "datacards.pseudo_inject": pseudo_inject,
+               "datacards.pseudo_signal": pseudo_signal,
                **_scan_aliases(grid, reference, p_min, plateau, fom_nonclosure, delta_max, pull_max, r_max)}
     job, st = _job_settings(histograms, job_file, settings, aliases)
     spec, sc = st["datacards"], st["scan"]
@@ -323,6 +334,8 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
         validate_datacard(os.path.join(index["cards_dir"], card))
     click.echo(json.dumps({k: index[k] for k in ("wp", "backed", "mt_bins", "merges", "floors", "nonclosure_kappa",
                                                  "cards")}, indent=1))
+    if "pseudo_data" in index:
+        click.echo("\n".join(pseudo_summary(index["pseudo_data"])))
 
 
 @click.command(name="limits")

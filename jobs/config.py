@@ -55,6 +55,8 @@ class DatasetSpec(BaseModel):
     sumw_from: Literal["genWeight"] | None = None
     mzprime: float | None = None
     rinv: float | None = None
+    # data without a golden-JSON lumi mask is refused at load unless this is true (check_lumi_mask)
+    allow_no_lumi_mask: bool = False
 
     @model_validator(mode="after")
     def _positive_normalisation(self):
@@ -274,6 +276,7 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
         check_event_subset(cfg.analysis.event_subset, {name: d.kind for name, d in cfg.datasets.items()})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    check_lumi_mask(cfg, str(path))
     for key in ("lundnet_model", "twin_model"):  # a mistyped model fails here, not after the first chunks
         given = getattr(cfg.analysis, key)
         model = cfg.resolve(given)
@@ -281,6 +284,22 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
             raise ConfigError(f"{path}: analysis.{key}: {given!r} resolves to {model}, "
                               f"which does not exist (relative paths are relative to the job file)")
     return cfg
+
+
+def check_lumi_mask(cfg: JobConfig, source: str = "job") -> None:
+    """Refuse data (kind ``data``) without a golden-JSON lumi mask unless the dataset sets
+    ``allow_no_lumi_mask: true``. The processor applies no lumi mask yet (issue 31 item 3), so
+    today every data dataset is processed unmasked and needs the key, on purpose.
+
+    Raises:
+        ConfigError: names each data dataset at fault.
+    """
+    bad = sorted(n for n, d in cfg.datasets.items() if d.kind == "data" and not d.allow_no_lumi_mask)
+    if bad:
+        raise ConfigError(
+            f"{source}: datasets.{bad[0]}: data without a lumi mask ({', '.join(bad)}): the processor applies no "
+            "golden-JSON lumi mask yet (issue 31 item 3), so every lumisection, good or bad, would be analysed; set "
+            f"datasets.<name>.allow_no_lumi_mask: true to process it unmasked on purpose (jobs/data.yaml)")
 
 
 def config_digest(cfg: JobConfig) -> str:

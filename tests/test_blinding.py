@@ -105,7 +105,8 @@ def test_job_with_data_cards_is_refused_at_load_unless_unblind(tmp_path):
     from svjscout.jobs.config import load_job
 
     job = tmp_path / "job.yaml"
-    job.write_text("datasets: {d: {kind: data, files: [x.root]}}\ndatacards: {asimov: false}\n")
+    job.write_text("datasets: {d: {kind: data, files: [x.root], allow_no_lumi_mask: true}}\n"
+                   "datacards: {asimov: false}\n")
     with pytest.raises(ConfigError, match=r"datacards.*unblind: true"):
         load_job(job)
     assert load_job(job, {"datacards.unblind": True}).datacards.unblind
