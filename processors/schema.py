@@ -5,7 +5,9 @@ Files are read through coffea NanoEvents (:class:`SVJScoutingSchema`, a NanoAOD-
 CMS's Run-3 ScoutingNano (``ScoutingParticle_*``, ``ScoutingMET_*``, ``genWeight``,
 ``run``/``luminosityBlock``/``event``), which our generated samples use too. Run-2 scouting
 ntuples name things differently: :class:`BranchMap` is the one place that maps our names to a
-file's, and it is set from the job config (``schema:`` block), never in code.
+file's, and it is set from the job config (``schema:`` block), never in code. Shipped layouts are
+presets (:data:`PRESETS`, ``schema: {preset: run2_svj}`` plus optional overrides); their sources
+are in docs/formats.md.
 
 >>> m = BranchMap(pf_collection="PFcand", met_pt="MET_pt")
 >>> m.required_branches(is_mc=False)[:3]
@@ -17,9 +19,9 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 from coffea.nanoevents import NanoAODSchema
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from svjscout.core.exceptions import InputFileError, MissingBranchError
+from svjscout.core.exceptions import ConfigError, InputFileError, MissingBranchError
 from svjscout.core.rootfiles import open_root
 
 #: The PF candidate fields the schema maps, in our (canonical) names.
@@ -35,11 +37,53 @@ KINEMATIC_FIELDS = ("pt", "eta", "phi", "mass")
 SYSTEMATICS_BRANCHES = ("Pileup_nTrueInt", "nPSWeight", "PSWeight")
 
 
+#: The event-id branches coffea's NanoEvents requires (``NanoAODSchema.event_ids``).
+EVENT_ID_BRANCHES = ("run", "luminosityBlock", "event")
+
+
 class SVJScoutingSchema(NanoAODSchema):
-    """NanoAOD-style schema for scouting files: collections by prefix, no cross-references."""
+    """NanoAOD-style schema for scouting files: collections by prefix, no cross-references.
+
+    NanoEvents demands the event ids ``run``, ``luminosityBlock``, ``event`` ("There are missing
+    event ID fields"). A file that names one differently (the Run-2 SVJ ntuples' ``lumSec``) gets
+    the NanoAOD name as a second name of the same branch (:attr:`event_id_aliases`: NanoAOD name ->
+    the file's names, tried in order); the file's own name stays, so :class:`BranchMap` reads it.
+    The class itself knows the names of the shipped presets; :meth:`BranchMap.schema_class` adds a
+    job's own mapping.
+    """
 
     warn_missing_crossrefs = False
     all_cross_references: dict = {}
+    event_id_aliases: dict[str, tuple[str, ...]] = {"luminosityBlock": ("lumSec",)}
+
+    def __init__(self, base_form, *args, **kwargs):
+        fields, contents = base_form.get("fields", []), base_form.get("contents", [])
+        for nano, names in self.event_id_aliases.items():
+            if nano in fields:
+                continue
+            for name in names:
+                if name in fields:  # the same branch (form key) under both names
+                    fields.append(nano)
+                    contents.append(contents[fields.index(name)])
+                    break
+        super().__init__(base_form, *args, **kwargs)
+
+
+#: Shipped input layouts: preset name -> BranchMap fields (docs/formats.md gives the sources).
+#: ``svjscout`` is the default (our generated files); the others are CMS's formats.
+PRESETS: dict[str, dict] = {
+    # our generated files (today's default): ScoutingParticle with mass and charge, plus ``parent``
+    "svjscout": {},
+    # current CMSSW ScoutingNano (PhysicsTools/NanoAOD/python/run3scouting_cff.py): the PF
+    # candidates with mass and charge are ``ScoutingPFCandidate`` (CandVars); ``ScoutingParticle``
+    # there has pt/eta/phi, pdgId, vertex and track variables but no mass or charge
+    "scoutingnano_run3": {"pf_collection": "ScoutingPFCandidate"},
+    # the older ScoutingNano: the PF candidate table (CandVars) was named ``ScoutingParticle``
+    "scoutingnano_old": {"pf_collection": "ScoutingParticle"},
+    # Run-2 SVJ scouting ntuples (SVJScouting_ntuplizer, read by CMS-SVJ-scouting/SVJProcessing)
+    "run2_svj": {"tree": "mmtree/Events", "pf_collection": "PFCands", "met_pt": "ScoutMET_pt",
+                 "met_phi": "ScoutMET_phi", "luminosity_block": "lumSec"},
+}
 
 
 class BranchMap(BaseModel):
@@ -66,6 +110,41 @@ class BranchMap(BaseModel):
     luminosity_block: str = "luminosityBlock"
     event: str = "event"
     parent: str = "parent"
+    #: the preset the map was built from (None: fields given one by one); not part of the config
+    #: digest (``exclude``): a preset and the same fields spelt out are one configuration
+    preset: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        """``preset: NAME`` fills the fields from :data:`PRESETS` under the ones given beside it."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        data = dict(data)
+        name = data.pop("preset")
+        if name not in PRESETS:
+            raise ConfigError(f"schema.preset: unknown preset {name!r}; the known presets are {sorted(PRESETS)}")
+        merged = {**PRESETS[name], **data}
+        merged["preset"] = name
+        return merged
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> BranchMap:
+        """The map of preset ``name`` (:data:`PRESETS`) with ``overrides``.
+
+        >>> BranchMap.from_preset("run2_svj").luminosity_block
+        'lumSec'
+        """
+        return cls(preset=name, **overrides)
+
+    def schema_class(self) -> type[SVJScoutingSchema]:
+        """The NanoEvents schema for files in this layout: :class:`SVJScoutingSchema`, or a subclass
+        that also aliases this map's event-id names (e.g. ``luminosity_block: LS``) to NanoAOD's."""
+        extra = {nano: (name,) for nano, name in zip(EVENT_ID_BRANCHES, (self.run, self.luminosity_block, self.event))
+                 if name != nano and name not in SVJScoutingSchema.event_id_aliases.get(nano, ())}
+        if not extra:
+            return SVJScoutingSchema
+        return _aliased_schema(tuple(sorted(extra.items())))
 
     def model_post_init(self, __context) -> None:
         unknown = sorted(f for f in self.pf_fields if f not in PF_FIELDS)
@@ -157,6 +236,20 @@ class BranchMap(BaseModel):
             return keys
         run, _, event = self.event_ids(events).T
         return parent_key(run, event, self.event, _filename(events))
+
+
+_ALIASED: dict[tuple, type[SVJScoutingSchema]] = {}
+
+
+def _aliased_schema(extra: tuple) -> type[SVJScoutingSchema]:
+    """A :class:`SVJScoutingSchema` subclass with more event-id aliases (one class per mapping,
+    so that NanoEvents' caches see one schema per layout)."""
+    if extra not in _ALIASED:
+        aliases = dict(SVJScoutingSchema.event_id_aliases)
+        for nano, names in extra:
+            aliases[nano] = tuple(names) + aliases.get(nano, ())
+        _ALIASED[extra] = type("SVJScoutingSchemaAliased", (SVJScoutingSchema,), {"event_id_aliases": aliases})
+    return _ALIASED[extra]
 
 
 #: Bits of a parent key (:func:`parent_key`) below the run number.

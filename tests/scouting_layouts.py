@@ -1,0 +1,88 @@
+"""Small ROOT files in CMS's scouting layouts, written with uproot from an svjscout file.
+
+Each layout holds the same events as the source (an embedded sample file), renamed and typed as
+CMS writes them (docs/formats.md gives the sources): the collection counter ``n<Collection>`` and
+``<Collection>_<field>`` branches, float32 kinematics, int32 ids, uint32 run/lumi. What uproot
+cannot write is noted where it differs (the Run-2 ntuplizer's ``std::vector`` branches and
+``/i`` counters become uproot's counted arrays with int32 counters: the same names and values).
+The ``parent`` branch (our detector resampling) and the generator-truth extras are left out: real
+files have none of them.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import uproot
+
+#: layout name (a schema preset) -> how it is written
+LAYOUTS: dict[str, dict] = {
+    "svjscout": {"tree": "Events", "pf": "ScoutingParticle", "pf_extra": {},
+                 "met": ("ScoutingMET_pt", "ScoutingMET_phi", np.float32),
+                 "ids": {"run": ("run", np.uint32), "luminosityBlock": ("luminosityBlock", np.uint32),
+                         "event": ("event", np.uint64)},
+                 "other": {}},
+    # run3scouting_cff.py: ScoutingPFCandidate = CandVars (pt, eta, phi, mass, pdgId, charge) + vertexIndex...;
+    # ScoutingParticle = P3Vars + pdgId, vertex, track variables (no mass, no charge); ScoutingRho
+    "scoutingnano_run3": {"tree": "Events", "pf": "ScoutingPFCandidate", "pf_extra": {"vertexIndex": np.int32},
+                          "met": ("ScoutingMET_pt", "ScoutingMET_phi", np.float32),
+                          "ids": {"run": ("run", np.uint32), "luminosityBlock": ("luminosityBlock", np.uint32),
+                                  "event": ("event", np.uint64)},
+                          "other": {"ScoutingRho_fixedGridRhoFastjetAll": np.float32},
+                          "second": "ScoutingParticle"},
+    # the older ScoutingNano: the CandVars table was named ScoutingParticle
+    "scoutingnano_old": {"tree": "Events", "pf": "ScoutingParticle", "pf_extra": {"vertexIndex": np.int32},
+                         "met": ("ScoutingMET_pt", "ScoutingMET_phi", np.float32),
+                         "ids": {"run": ("run", np.uint32), "luminosityBlock": ("luminosityBlock", np.uint32),
+                                 "event": ("event", np.uint64)},
+                         "other": {}},
+    # SVJScouting_ntuplizer (ScoutingNanoAOD*.cc), tree mmtree/Events as SVJProcessing reads it:
+    # lumSec/i, run/i, event/i, nPFCands/i, PFCands_{pt,eta,phi,mass} float, _{pdgId,charge,vertex} int,
+    # ScoutMET_pt/phi double, rho double
+    "run2_svj": {"tree": "mmtree/Events", "pf": "PFCands", "pf_extra": {"vertex": np.int32},
+                 "met": ("ScoutMET_pt", "ScoutMET_phi", np.float64),
+                 "ids": {"run": ("run", np.uint32), "luminosityBlock": ("lumSec", np.uint32),
+                         "event": ("event", np.uint32)},
+                 "other": {"rho": np.float64}},
+}
+
+PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+
+
+def write_layout(src: str, dst, layout: str, spec: dict | None = None) -> str:
+    """Write the events of ``src`` (an svjscout file) to ``dst`` in ``layout`` (:data:`LAYOUTS`, or
+    ``spec`` in its format); the ``Runs`` tree and ``svjscout_meta`` (normalisation) are copied."""
+    spec = spec or LAYOUTS[layout]
+    with uproot.open(src) as f:
+        ev = f["Events"].arrays(library="ak")
+        runs = f["Runs"].arrays(library="ak")
+        meta = str(f["svjscout_meta"])
+    n = len(ev)
+    cols: dict = {}
+    for ours, (name, dtype) in spec["ids"].items():
+        vals = ak.to_numpy(ev[ours])
+        assert vals.max() <= np.iinfo(dtype).max, (ours, layout)
+        cols[name] = vals.astype(dtype)
+    cols["genWeight"] = ak.to_numpy(ev["genWeight"]).astype(np.float32)
+    pt_name, phi_name, met_dtype = spec["met"]
+    cols[pt_name] = ak.to_numpy(ev["ScoutingMET_pt"]).astype(met_dtype)
+    cols[phi_name] = ak.to_numpy(ev["ScoutingMET_phi"]).astype(met_dtype)
+    for name, dtype in spec["other"].items():  # present in the layout, not read: a constant
+        cols[name] = np.full(n, 20.0, dtype=dtype)
+    pf = {f: ev[f"ScoutingParticle_{f}"] for f in PF_FIELDS}
+    pf = {f: ak.values_astype(v, np.float32 if f in ("pt", "eta", "phi", "mass") else np.int32) for f, v in pf.items()}
+    for name, dtype in spec["pf_extra"].items():  # vertex index: 0 for charged candidates, -1 for neutral
+        pf[name] = ak.values_astype(ak.where(pf["charge"] != 0, 0, -1), dtype)
+    cols[spec["pf"]] = ak.zip(pf)
+    if "second" in spec:  # the current ScoutingParticle: kinematics without mass/charge, pdgId, vertex
+        cols[spec["second"]] = ak.zip({"pt": pf["pt"], "eta": pf["eta"], "phi": pf["phi"], "pdgId": pf["pdgId"],
+                                       "vertex": ak.values_astype(ak.where(pf["charge"] != 0, 0, -1), np.int32)})
+    with uproot.recreate(dst) as g:
+        types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in cols.items()}
+        g.mktree(spec["tree"], types).extend(cols)
+        run_cols = {k: (runs[k] if runs[k].ndim > 1 else ak.to_numpy(runs[k])) for k in runs.fields}
+        run_cols = {k: v for k, v in run_cols.items() if not (k.startswith("n") and k[1:] in run_cols)}
+        g.mktree("Runs", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
+                          for k, v in run_cols.items()}).extend(run_cols)
+        g["svjscout_meta"] = meta
+    return str(dst)
