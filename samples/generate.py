@@ -155,6 +155,8 @@ class GenerationConfig:
             raise GenerationError(f"unknown process {self.process!r}; expected one of {sorted(PROCESSES)}")
         if self.events <= 0:
             raise GenerationError(f"--events must be positive, got {self.events}")
+        if self.process == "svj" and self.xsec is None:
+            reference_signal_xsec(self.mzprime)  # outside the table: fail before generating, naming its range
         cuts = Cuts()  # the skims may only drop events the preselection drops
         if self.met_min > cuts.met_min:
             raise GenerationError(f"met_min = {self.met_min} GeV is tighter than the preselection's implied MET > "

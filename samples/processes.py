@@ -9,8 +9,9 @@ pair; the dark sector is a confining SU(2) with two dark flavours of mass m_dark
 hadrons of mass m_dark = 20 GeV. The dark coupling runs at one loop from the confinement scale
 Lambda_dark = 3.2 m_dark^0.8 (the benchmark's alpha_dark "peak" choice: 35.2 GeV at 20 GeV);
 Pythia 8.3 uses ``HiddenValley:Lambda`` only with ``HiddenValley:setLambda = on`` -- without
-it the coupling runs from ``alphaFSR`` at m_Z and Lambda comes out at ~3 MeV, one dark gluon per
-event instead of ~26. The dark shower stops at pTminFSR = 1.1 Lambda_dark.
+it the coupling runs from ``alphaFSR`` at m_Z and Lambda comes out at ~3 MeV: 0.5 distinct dark
+gluons per 2 TeV Z' event instead of ~13 (shower-made, status 51, each once; the event record holds
+~26 dark-gluon entries with the recoil and hadronisation copies). The dark shower stops at pTminFSR = 1.1 Lambda_dark.
 
 With ``separateFlav = on`` and two flavours, Pythia's HV fragmentation produces six dark-meson
 species: the flavour-diagonal 4900111 / 4900113, the off-diagonal 4900211 / 4900213 and the

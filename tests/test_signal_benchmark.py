@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from svjscout.core.exceptions import GenerationError
-from svjscout.samples.generate import reference_signal_xsec
+from svjscout.samples.generate import GenerationConfig, reference_signal_xsec
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
     DARK_PSEUDOSCALARS,
@@ -123,6 +123,9 @@ def test_xsec_at_the_table_points_and_between():
         reference_signal_xsec(5200)
     with pytest.raises(GenerationError, match="500-5100 GeV"):
         reference_signal_xsec(450)
+    with pytest.raises(GenerationError, match="m_Z' = 6000 GeV.*500-5100 GeV"):
+        GenerationConfig("svj", 10, mzprime=6000.0)  # before any event is generated
+    assert GenerationConfig("svj", 10, mzprime=6000.0, xsec=1e-4).xsec == 1e-4
 
 
 def test_xsec_interpolation_against_held_out_points():
