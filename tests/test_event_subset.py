@@ -163,7 +163,7 @@ def test_data_is_refused(tmp_path, toy_models):
 
     job = _job(tmp_path, toy_models, {"qcd": ("background", embedded_file("qcd.root")),
                                       "scouting_2018": ("data", embedded_file("ttbar.root"))})
-    load_job(job)  # fine without event_subset
+    load_job(job, {"datasets.scouting_2018.allow_no_lumi_mask": True})  # fine without event_subset
     with pytest.raises(ConfigError, match=r"analysis\.event_subset.*scouting_2018"):
         load_job(job, _subset("test"))
     cfg = ProcessorConfig(lundnet_model=toy_models[0], twin_model=toy_models[1], wp=(0.5, 0.5),
