@@ -159,5 +159,7 @@ def summary_lines(record: Mapping) -> list[str]:
         for b in c["bins"]:
             pred = "n/a" if b["predicted_B"] is None else f"{b['predicted_B']:.1f} +- {b['predicted_B_err']:.1f}"
             pull = "n/a" if b["pull"] is None else f"{b['pull']:+.2f}"
-            out.append(f"  {b['mt']}: B {b['B']:.0f} vs A*D/C {pred} (pull {pull})")
+            mc = (f"; MC: delta {b['mc_delta']:+.3g} +- {b['mc_delta_err']:.2g}"
+                  if b.get("mc_delta") is not None and b.get("mc_delta_err") is not None else "")
+            out.append(f"  {b['mt']}: B {b['B']:.0f} vs A*D/C {pred} (pull {pull}{mc})")
     return out

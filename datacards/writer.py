@@ -365,6 +365,8 @@ def write_datacards(
         pseudo["b_observation"] = ("pseudo-data" + (" (unblind)" if plane == "SP" else "") if b_seen else
                                    "blinded: the ABCD prediction nA*nD/nC of the observed pseudo-data A, C, D")
         pseudo["vp_closure"] = vp_closure(xy_mt, datasets, (x0, y0), groups)
+        for b, entry in zip(pseudo["vp_closure"]["bins"], nc["bins"]):  # the MC's own VP closure, for comparison
+            b["mc_delta"], b["mc_delta_err"] = entry.get("VP", {}).get("delta"), entry.get("VP", {}).get("sigma_delta")
         obs_label = (f"{PSEUDO_TAG} (seed {pseudo['seed']}; A, C, D: pseudo-data; B: {pseudo['b_observation']}), "
                      "not data")
     elif asimov:

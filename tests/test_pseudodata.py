@@ -171,6 +171,7 @@ def test_vp_closure_reported_in_the_index(tmp_path):
         assert b["predicted_B"] == pytest.approx(y.n[0, i] * y.n[3, i] / y.n[2, i])
         rel = np.sqrt(1 / y.n[0, i] + 1 / y.n[2, i] + 1 / y.n[3, i])
         assert b["predicted_B_err"] == pytest.approx(b["predicted_B"] * rel)
+        assert b["mc_delta"] == idx["closure"]["bins"][i]["VP"]["delta"]  # the MC's own VP closure beside it
 
 
 def test_cli_pseudo_data(tmp_path):
