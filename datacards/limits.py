@@ -273,7 +273,9 @@ def index_verdict(index_or_cards_dir) -> dict:
             idx = read_index(path)[0]
         except DatacardError:
             return {}
-    return {k: idx[k] for k in ("backed", "verdict") if k in idx}
+    # pseudo-data cards: every limits.json entry says so (its "obs" is not an observed limit on data)
+    pseudo = {"observation": idx["observation"]} if "pseudo_data" in idx else {}
+    return {k: idx[k] for k in ("backed", "verdict") if k in idx} | pseudo
 
 
 def read_index(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:

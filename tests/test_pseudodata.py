@@ -15,6 +15,7 @@ from coffea.util import save
 
 from svjscout.core.exceptions import ConfigError, DatacardError
 from svjscout.datacards.likelihood import Fitter, build_model
+from svjscout.datacards.limits import quick_limits
 from svjscout.datacards.parser import parse_datacard
 from svjscout.datacards.pseudodata import PSEUDO_TAG, draw_pseudo_data, pseudo_name, vp_closure
 from svjscout.datacards.regions import region_yields
@@ -192,6 +193,9 @@ def test_cli_pseudo_data(tmp_path):
                                               "--set", "datacards.pseudo_data=9", "--set", "datacards.pseudo_inject=2"])
     assert res2.exit_code == 0, res2.output
     assert (tmp_path / "o2/datacards" / idx["cards"][0]).read_bytes() == card.encode()
+    # limits of pseudo-data cards say so in every entry (their "obs" is not an observed limit on data)
+    lim = quick_limits(str(tmp_path / "o"))
+    assert lim and all(v["observation"].startswith(PSEUDO_TAG) for v in lim.values())
 
 
 def test_data_job_template_and_lumi_mask_refusal(tmp_path):
