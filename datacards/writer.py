@@ -32,7 +32,11 @@ Layout of ``DIR/datacards/POINT/datacard.txt`` (``POINT`` = ``svj_mz<M>_rinv<R>`
   ``n_A n_D / n_C``, i.e. exactly the model at its initial values) or data. Data puts the
   observed counts of region B of the signal plane (the signal region) into the cards, i.e. it
   unblinds: it needs ``unblind=True`` explicitly, and such cards carry an ``UNBLINDED:`` header
-  line and ``"unblinded": true`` in ``index.json``.
+  line and ``"unblinded": true`` in ``index.json``. With ``pseudo_data: SEED`` the observation is
+  Poisson pseudo-data drawn from the MC (:mod:`.pseudodata`; optionally signal-injected): A, C, D
+  drawn, B of the signal plane blinded (``n_A n_D / n_C`` of the drawn A, C, D) unless ``unblind``;
+  the cards carry ``PSEUDO-DATA:`` as first header line and ``index.json`` ``"pseudo_data"`` (seed,
+  injection, the VP closure on the pseudo-data).
 
 M_T bins with too little MC: with ``zero_bkg="merge"`` (default) the guard's groups (above). If the
 point fails the guard even with every M_T bin merged, nothing is written (:class:`UnbackedError`,
