@@ -6,7 +6,7 @@ CMS writes them (docs/formats.md gives the sources): the collection counter ``n<
 cannot write is noted where it differs (the Run-2 ntuplizer's ``std::vector`` branches and
 ``/i`` counters become uproot's counted arrays with int32 counters: the same names and values).
 The ``parent`` branch (our detector resampling) and the generator-truth extras are left out: real
-files have none of them.
+files have none of them (``keep_parent`` keeps ``parent``, as our generator would write it).
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ LAYOUTS: dict[str, dict] = {
 PF_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "charge")
 
 
-def write_layout(src: str, dst, layout: str, spec: dict | None = None) -> str:
+def write_layout(src: str, dst, layout: str, spec: dict | None = None, keep_parent: bool = False) -> str:
     """Write the events of ``src`` (an svjscout file) to ``dst`` in ``layout`` (:data:`LAYOUTS`, or
-    ``spec`` in its format); the ``Runs`` tree and ``svjscout_meta`` (normalisation) are copied."""
+    ``spec`` in its format); the ``Runs`` tree and ``svjscout_meta`` (normalisation) are copied.
+    ``keep_parent``: keep our ``parent`` branch too (simulation written in a CMS layout by our
+    generator: the detector copies of one generated event stay correlated in the variances)."""
     spec = spec or LAYOUTS[layout]
     with uproot.open(src) as f:
         ev = f["Events"].arrays(library="ak")
@@ -64,6 +66,8 @@ def write_layout(src: str, dst, layout: str, spec: dict | None = None) -> str:
         assert vals.max() <= np.iinfo(dtype).max, (ours, layout)
         cols[name] = vals.astype(dtype)
     cols["genWeight"] = ak.to_numpy(ev["genWeight"]).astype(np.float32)
+    if keep_parent:
+        cols["parent"] = ak.to_numpy(ev["parent"]).astype(np.uint64)
     pt_name, phi_name, met_dtype = spec["met"]
     cols[pt_name] = ak.to_numpy(ev["ScoutingMET_pt"]).astype(met_dtype)
     cols[phi_name] = ak.to_numpy(ev["ScoutingMET_phi"]).astype(met_dtype)

@@ -127,3 +127,41 @@ def test_processor_output_identical(layout_files, toy_models, reference_output, 
         assert {k: v for k, v in out["counts"][ds].items() if k != "chunks"} == \
                {k: v for k, v in c.items() if k != "chunks"}
     assert sum(reference_output["cutflow"][ds]["raw"][-1] for ds in DATASETS) > 0  # events pass: a real comparison
+
+
+
+@pytest.fixture(scope="module")
+def embedded_output(toy_models, tmp_path_factory):
+    """The processing of the embedded files themselves (our default format, with ``parent``)."""
+    files = {ds: embedded_file(f"{ds}.root") for ds in DATASETS}
+    out, _ = run_processor(_job(tmp_path_factory.mktemp("emb"), toy_models, files, "svjscout"))
+    return out
+
+
+def test_exact_layouts_lose_only_the_parent_correlation(reference_output, embedded_output):
+    """The exact CMS layouts have no ``parent``: the histograms' values and the cutflows are the
+    embedded files', the variances are not (detector copies of one generated event are counted as
+    independent events there; with ``parent`` they are summed per generated event first)."""
+    for name, h in embedded_output["hists"].items():
+        np.testing.assert_allclose(reference_output["hists"][name].view(flow=True).value,
+                                   h.view(flow=True).value, rtol=1e-12, atol=0, err_msg=name)
+    for ds in DATASETS:
+        assert np.array_equal(reference_output["cutflow"][ds]["raw"], embedded_output["cutflow"][ds]["raw"])
+    va = reference_output["hists"]["mt_abcd"].view(flow=True).variance
+    vb = embedded_output["hists"]["mt_abcd"].view(flow=True).variance
+    assert not np.allclose(va, vb, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", REAL)
+def test_layouts_with_parent_identical_to_embedded(toy_models, embedded_output, tmp_path, layout):
+    """Our simulation written in a CMS layout with ``parent`` kept: everything the embedded files give,
+    variances and parent records included."""
+    files = {ds: write_layout(embedded_file(f"{ds}.root"), tmp_path / f"{ds}.root", layout, keep_parent=True)
+             for ds in DATASETS}
+    out, _ = run_processor(_job(tmp_path, toy_models, files, layout))
+    assert_same_output(out, embedded_output)
+    assert out["normalisation"] == embedded_output["normalisation"]
+    assert out["parent_errors"] == embedded_output["parent_errors"]
+    for ds, rec in embedded_output["parent_fills"].items():
+        for k in ("key", "bin"):
+            assert np.array_equal(out["parent_fills"][ds][k], rec[k]), (layout, ds, k)
