@@ -41,7 +41,6 @@ from svjscout.processors.inference import check_models
 from svjscout.processors.normalize import normalize
 from svjscout.processors.prefilter import ROW_NOTE
 from svjscout.processors.processor import SVJProcessor, cutflow_table
-from svjscout.processors.schema import SVJScoutingSchema
 from svjscout.processors.settings import DatasetInfo, ProcessorConfig
 
 log = logging.getLogger(__name__)
@@ -533,7 +532,8 @@ def run_processor(cfg: JobConfig, skim_dir: str | None = None, progress: bool = 
         checkpointer = _Checkpointer(cfg.executor.checkpoint_dir, digest) if cfg.executor.checkpoint_dir else None
         try:
             with _executor(cfg, progress, report) as executor:
-                runner = processor.Runner(executor=executor, schema=SVJScoutingSchema, chunksize=cfg.executor.chunksize,
+                runner = processor.Runner(executor=executor, schema=cfg.schema_map.schema_class(),
+                                          chunksize=cfg.executor.chunksize,
                                           skipbadfiles=False, checkpointer=checkpointer,
                                           xrootdtimeout=cfg.executor.xrootd.timeout or None)
                 output = runner(fileset, processor_instance=SVJProcessor(pcfg), treename=cfg.schema_map.tree,

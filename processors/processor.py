@@ -75,7 +75,6 @@ from svjscout.processors.jets import cluster, ht
 from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.normalize import flat_bins, normalize, parent_fills
 from svjscout.processors.prefilter import clean_candidates, prefilter, scalar_pt_sum
-from svjscout.processors.schema import SVJScoutingSchema
 from svjscout.processors.selection import CUT_ORDER, cutflow, plane_of, preselection
 from svjscout.processors.settings import AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig, check_event_subset
 from svjscout.processors.skim import write_skim
@@ -237,7 +236,8 @@ class SVJProcessor(processor.ProcessorABC):
         with uproot.open({path: None}, array_cache=None) as f:  # a batch's arrays go with the batch
             for a in range(start, stop, size):
                 b = min(a + size, stop)
-                yield NanoEventsFactory.from_root(f, treepath=tree, schemaclass=SVJScoutingSchema, mode="virtual",
+                yield NanoEventsFactory.from_root(f, treepath=tree, schemaclass=self.config.branch_map.schema_class(),
+                                                  mode="virtual",
                                                   entry_start=a, entry_stop=b,
                                                   metadata={**metadata, "entrystart": a, "entrystop": b}).events()
 
