@@ -16,6 +16,7 @@ import click
 from svjscout.core.constants import DEFAULT_PILEUP
 from svjscout.jobs import provenance
 from svjscout.jobs.config import load_job, parse_set
+from svjscout.jobs.generation import chunk_mapper, executor_spec
 from svjscout.jobs.main_job import run_job
 from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
@@ -61,14 +62,30 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
 @click.option("--pythia", "pythia_lines", multiple=True, metavar="SETTING",
               help="Extra Pythia readString line(s), applied last (e.g. 'UncertaintyBands:doVariations = off').")
 @click.option("--chunk-size", type=int, default=500, show_default=True, help="Events per chunk (one Pythia run each).")
-@click.option("--workers", "-j", type=int, default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--workers", "-j", type=int, default=1, show_default=True,
+              help="Parallel worker processes (futures), dask workers (--scheduler local) or jobs (slurm, condor).")
+@click.option("--executor", type=click.Choice(["iterative", "futures", "dask"]), default=None,
+              help="Engine of the chunks (default: iterative with -j 1, futures otherwise; dask with --scheduler).")
+@click.option("--scheduler", type=str, default=None, metavar="ADDRESS|local|slurm|condor|gateway",
+              help="dask engine: a LocalCluster, an existing scheduler's address, dask-jobqueue or dask-gateway "
+                   "(settings from --executor-config). Implies --executor dask.")
+@click.option("--executor-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML with the executor settings (a job file's executor: block, e.g. jobs/af.yaml): Slurm "
+                   "partition and memory, gateway address, retries, worker_timeout.")
+@click.option("--chunks", "chunk_range", type=str, default=None, metavar="A:B",
+              help="Generate only chunks A..B-1 (Python slice; chunk k holds events k*chunk_size ...) into OUT.parts; "
+                   "the file is written once every chunk is stored (one Slurm array task per range, then a last run).")
+@click.option("--keep-parts/--no-keep-parts", default=False, show_default=True,
+              help="Keep OUT.parts (the stored chunks) after the file is written.")
+@click.option("--fresh", is_flag=True, default=False,
+              help="Delete the stored chunks of OUT.parts first (otherwise an interrupted run resumes from them).")
 @click.option("--xsec", type=float, default=None, help="Override the cross section in pb written to the file.")
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
              pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, detector_params,
-             pythia_lines, chunk_size, workers, xsec,
-             dataset, progress):
+             pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range, keep_parts, fresh,
+             xsec, dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
 
     \b
@@ -83,6 +100,12 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
       Runs             genEventCount, genEventSumw, genEventSumw2, PSSumw[4] (sum of
                        genWeight*PSWeight[i] / genEventSumw), xsec, nDetectorCopies; all
                        generated (parent) events
+
+    \b
+    Resumable: every finished chunk is stored in OUT.parts (parquet + JSON sidecar); running the
+    same command again generates only the missing chunks (a part of another configuration is
+    refused, naming what differs). The file is identical whatever the executor, the number of
+    workers or the interruptions (per-chunk seeds; docs/generation.md).
     """
     overrides = {}
     for item in detector_params:
@@ -97,12 +120,24 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
         tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf,
         detector=overrides,
-        chunk_size=chunk_size, workers=workers, xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
+        chunk_size=chunk_size, workers=workers if executor in (None, "futures") and scheduler is None else 1,
+        xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
     )
-    meta = generate_file(cfg, out, progress=progress)
+    if executor is None and scheduler is None:  # today's default: -j local processes
+        meta = generate_file(cfg, out, progress=progress, chunks=chunk_range, keep_parts=keep_parts, fresh=fresh)
+        engine = {"engine": "futures" if workers > 1 else "iterative", "workers": workers}
+    else:
+        spec = executor_spec(executor, scheduler, workers, executor_config)
+        with chunk_mapper(spec, label=f"generate-{cfg.dataset_name}") as (mapper, engine):
+            meta = generate_file(cfg, out, progress=progress, chunks=chunk_range, keep_parts=keep_parts,
+                                 fresh=fresh, map_chunks=mapper)
+    if meta.get("complete") is False:
+        click.echo(json.dumps({**{k: meta[k] for k in ("dataset", "parts", "n_chunks", "n_stored", "missing")},
+                               "executor": engine}, indent=1))
+        return
     keys = ("dataset", "n_generated", "n_written", "xsec_pb", "xsec_source", "pythia_sigma_gen_pb", "rinv_truth",
             "n_dark_stable")
-    click.echo(json.dumps({k: meta[k] for k in keys}, indent=1))
+    click.echo(json.dumps({**{k: meta[k] for k in keys}, "executor": engine}, indent=1))
 
 
 def _overrides(executor, workers, scheduler, chunksize, checkpoint_dir, skip_bad_files, settings=()) -> dict:

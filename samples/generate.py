@@ -64,9 +64,11 @@ import json
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -78,7 +80,10 @@ from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import GenerationError
 from svjscout.core.progress import make_progress
 from svjscout.core.rootfiles import open_root
-from svjscout.samples import detector
+from svjscout.samples import detector, efficiency, parts
+from svjscout.samples import energy_density, trigger, vertices
+from svjscout.samples.layouts import LAYOUTS, PF_WRITTEN
+from svjscout.samples.truth import dark_quarks
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
     DEFAULT_BIAS,
@@ -139,6 +144,8 @@ class GenerationConfig:
     pileup: float = DEFAULT_PILEUP  # Run-2 like, as `svjscout generate --pileup`; 0 switches it off
     pileup_library: int = 1000
     write_hf: bool = False
+    layout: str = "svjscout"  # output layout (samples/layouts.py): svjscout (today's) or scoutingnano_run3
+    write_truth: bool = False  # scoutingnano_run3 only: also GenPFCandidate_interaction (truth per candidate)
     detector_copies: int = 1
     tail_bias: float = 1.0
     tail_bias_pt_min: float = 50.0
@@ -149,10 +156,22 @@ class GenerationConfig:
     xsec: float | None = None
     dataset: str | None = None
     extra_settings: list[str] = field(default_factory=list)
+    # generation efficiency (issue 30, samples/efficiency.py; opt-in, off by default)
+    roulette: bool = False  # parent roulette before pileup and detector (weights 1/p)
+    roulette_p_min: float = 0.05  # keep probability of parents predicted not to pass, in (0, 1]
+    roulette_nu_pt: float = 30.0  # GeV: parents with invisible |sum pT| above are always kept
+    roulette_rt: float = 0.15  # parents with generator-level R_T above are always kept
+    shared_pileup: bool = False  # one pruned pileup library per file instead of one per chunk
 
     def __post_init__(self) -> None:
+        efficiency.validate(self)  # roulette_* and shared_pileup (GenerationError naming the field)
         if self.process not in PROCESSES:
             raise GenerationError(f"unknown process {self.process!r}; expected one of {sorted(PROCESSES)}")
+        if self.layout not in LAYOUTS:
+            raise GenerationError(f"layout: unknown layout {self.layout!r}; expected one of {sorted(LAYOUTS)}")
+        if self.write_truth and not LAYOUTS[self.layout].reco:
+            raise GenerationError(f"write_truth: the per-candidate truth needs a layout with vertices "
+                                  f"({sorted(k for k, v in LAYOUTS.items() if v.reco)}), got {self.layout!r}")
         if self.events <= 0:
             raise GenerationError(f"--events must be positive, got {self.events}")
         if self.process == "svj" and self.xsec is None:
@@ -185,7 +204,12 @@ class GenerationConfig:
 
     @property
     def detector_params(self) -> detector.DetectorParams:
-        return detector.DetectorParams(**self.detector)
+        """The detector of this file; a layout with the vertex association writes the charged pileup
+        candidates (``chs`` off: CHS is the reader's) unless ``detector`` sets ``chs``."""
+        params = dict(self.detector)
+        if LAYOUTS[self.layout].reco:
+            params.setdefault("chs", False)
+        return detector.DetectorParams(**params)
 
     def settings(self) -> list[str]:
         return process_settings(
@@ -342,11 +366,13 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     n_dark, n_dark_inv, n_dark_stable = _dark_truth(batch)
     ps = _ps_weights(pythia, batch)
     lap("pythia")
+    chosen = efficiency.choose_parents(cfg, chunk, fs, cfg.ht_min)  # parent roulette (issue 30): None unless on
+    lap("roulette")
 
     n_pu = np.zeros(n_generated, dtype=np.int64)
     n_pu_events = 0
     if cfg.pileup > 0:
-        fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng)
+        fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng, None if chosen is None else chosen.kept)
     lap("pileup")
 
     flat_ids = ak.to_numpy(ak.flatten(fs["id"]))
@@ -363,6 +389,9 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     gen_met_phi = np.arctan2(-gen_met_y, -gen_met_x)
 
     parents = np.flatnonzero(ht_gen >= cfg.ht_min)
+    w_written = w_parent
+    if chosen is not None:  # the kept parents, weights w / p (sumw still counts every generated event)
+        parents, w_written = chosen.apply(parents, w_parent)
     sub = {k: v[parents] for k, v in fs.items()}
     counts = ak.to_numpy(ak.num(sub["pt"]))
     flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in sub.items()}
@@ -400,7 +429,7 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         pieces.append((copy, passing, cands, met_pt, met_phi, ratio))
 
     lap("detector_copies")
-    columns = _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
+    columns = _assemble(cfg, chunk, parents, pieces, w_written, ps, n_pu, gen_met_pt, gen_met_phi,
                         n_dark, n_dark_inv, n_dark_stable)
     lap("assemble")
     info = pythia.infoPython()
@@ -419,6 +448,7 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         "n_dark_inv": int(n_dark_inv.sum()),
         "n_dark_stable": int(n_dark_stable.sum()),
         "timing": timing,  # seconds per step (returned, never written: files stay bit-identical)
+        **({} if chosen is None else {"roulette": chosen.record()}),
     }
 
 
@@ -496,35 +526,54 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     return columns
 
 
-def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int,
-                    rng: np.random.Generator) -> tuple[dict, np.ndarray, int]:
+def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator,
+                    events: np.ndarray | None = None) -> tuple[dict, np.ndarray, int]:
     """Add Poisson(cfg.pileup) minimum-bias Pythia events to every event of the chunk.
 
     The minimum-bias events come from a per-chunk library of ``cfg.pileup_library`` events
     (the same tune and decay settings as the hard scatter, :data:`~svjscout.samples.processes.MINBIAS`)
     drawn with replacement, as CMS's pre-mixed pileup libraries are: with a mean of 35 a chunk of
     500 events needs 17,500 overlays, and generating each costs more than the hard event.
+    With ``cfg.shared_pileup`` one library per file (seed), built once per process and pruned of
+    the particles the detector never sees (:func:`svjscout.samples.efficiency.shared_library`).
+    ``events`` (a boolean mask, the roulette's kept parents): only those events get their pileup
+    (the others none); the draws are those every event gets without it (same random stream).
     Returns the merged particles (``pileup`` True for the overlaid ones), the number drawn per
-    event (NanoAOD's ``Pileup_nPU``) and the number of minimum-bias events Pythia generated.
+    event (NanoAOD's ``Pileup_nPU``) and the number of minimum-bias events Pythia generated
+    (with a shared library: its size, counted in chunk 0).
     """
     n_events = len(fs["pt"])
     n_pu = rng.poisson(cfg.pileup, n_events)
     total = int(n_pu.sum())
     if total == 0:
         return fs, n_pu, 0
-    n_lib = min(total, cfg.pileup_library)
-    mb = _make_pythia(MINBIAS, chunk_seed(cfg.seed + 104_729, chunk))
+    if cfg.shared_pileup:
+        lib, _ = efficiency.shared_library(cfg, chunk_seed(cfg.seed + 104_729, 999_983), _minbias_library)
+        n_lib = cfg.pileup_library
+        n_made = n_lib if chunk == 0 else 0
+    else:
+        n_lib = n_made = min(total, cfg.pileup_library)
+        lib = _minbias_library(chunk_seed(cfg.seed + 104_729, chunk), n_lib)
+    draw = rng.integers(0, n_lib, total)
+    n_overlaid = n_pu if events is None else np.where(events, n_pu, 0)
+    if events is not None:
+        draw = draw[np.repeat(events, n_pu)]
+    per_event = ak.to_numpy(ak.sum(ak.unflatten(ak.num(lib["id"])[draw], n_overlaid), axis=1))  # pileup particles
+    merged = {}
+    for key, hard in fs.items():
+        merged[key] = ak.concatenate([hard, ak.unflatten(ak.flatten(lib[key][draw]), per_event)], axis=1)
+    return merged, n_pu, n_made
+
+
+def _minbias_library(seed: int, n_lib: int) -> dict:
+    """``n_lib`` minimum-bias events' final state (Pythia seeded with ``seed``), ``pileup`` True."""
+    mb = _make_pythia(MINBIAS, seed)
     mb_batch = mb.nextBatch(n_lib)
     if len(mb_batch) != n_lib:
         raise GenerationError(f"pileup: Pythia returned {len(mb_batch)} of {n_lib} minimum-bias events")
     lib = _final_state(mb, mb_batch)
     lib["pileup"] = ak.ones_like(lib["id"], dtype=bool)
-    draw = rng.integers(0, n_lib, total)
-    per_event = ak.to_numpy(ak.sum(ak.unflatten(ak.num(lib["id"])[draw], n_pu), axis=1))  # pileup particles
-    merged = {}
-    for key, hard in fs.items():
-        merged[key] = ak.concatenate([hard, ak.unflatten(ak.flatten(lib[key][draw]), per_event)], axis=1)
-    return merged, n_pu, n_lib
+    return lib
 
 
 def _chunks(cfg: GenerationConfig) -> list[tuple[int, int]]:
@@ -534,89 +583,177 @@ def _chunks(cfg: GenerationConfig) -> list[tuple[int, int]]:
 
 
 def _run_chunk(args):
+    """One chunk (a picklable task for process pools and dask): ``(chunk, n_events, result)``."""
     cfg, chunk, n = args
-    return generate_chunk(cfg, chunk, n)
+    return chunk, n, generate_chunk(cfg, chunk, n)
 
 
-def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False) -> dict:
+#: ``map_chunks(fn, tasks)``: runs ``fn`` on every task, yields the results in any order
+ChunkMapper = Callable[[Callable[[Any], Any], list], Iterable]
+
+
+def local_mapper(workers: int) -> ChunkMapper:
+    """The default :data:`ChunkMapper`: in this process, or ``workers`` spawned processes."""
+    def run(fn, tasks):
+        if workers <= 1 or len(tasks) <= 1:
+            yield from map(fn, tasks)
+            return
+        with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+            yield from pool.imap_unordered(fn, tasks)
+    return run
+
+
+def select_chunks(spec: str | None, n_chunks: int) -> list[int]:
+    """The chunks named by ``--chunks`` (``A:B`` as a Python slice, ``A:``, ``:B`` or ``K``).
+
+    >>> select_chunks("2:4", 10), select_chunks("8:", 10), select_chunks("3", 10), select_chunks(None, 2)
+    ([2, 3], [8, 9], [3], [0, 1])
+    """
+    if spec is None:
+        return list(range(n_chunks))
+    text = spec.strip()
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            chosen = list(range(n_chunks))[slice(int(a) if a.strip() else None, int(b) if b.strip() else None)]
+        else:
+            k = int(text)
+            if not 0 <= k < n_chunks:
+                raise GenerationError(f"--chunks {spec}: chunk {k} is outside 0..{n_chunks - 1} "
+                                      f"({n_chunks} chunk(s) in this file)")
+            chosen = [k]
+    except ValueError as err:
+        raise GenerationError(f"--chunks {spec!r}: expected A:B, A:, :B or K (chunk numbers, from 0)") from err
+    if not chosen:
+        raise GenerationError(f"--chunks {spec}: no chunk of 0..{n_chunks - 1} selected")
+    return chosen
+
+
+def generate_file(cfg: GenerationConfig, out: str | Path, progress: bool = False, *, chunks: str | None = None,
+                  map_chunks: ChunkMapper | None = None, keep_parts: bool = False, fresh: bool = False,
+                  parts_dir: str | Path | None = None) -> dict:
     """Generate ``cfg.events`` events into the ROOT file ``out``; return the file's summary.
 
-    Chunks run in ``cfg.workers`` processes; the file does not depend on that number.
+    Every finished chunk is stored in the parts folder (``OUT.parts``, :mod:`svjscout.samples.parts`)
+    as it arrives; chunks already stored by an interrupted run with the same configuration are not
+    generated again (another configuration's part is refused, naming what differs; ``fresh``
+    deletes them first). ``chunks`` (``--chunks A:B``) generates only those chunks: the file is
+    assembled once every chunk is stored, from the parts in chunk order, and the parts folder is
+    removed unless ``keep_parts``. ``map_chunks`` runs the chunks (default: :func:`local_mapper`
+    with ``cfg.workers`` processes; :mod:`svjscout.jobs.generation` gives dask's). Per-chunk seeds:
+    the file does not depend on the mapper, the number of workers or the interruptions.
+
+    Returns the file's metadata (plus ``timing`` and ``parts``), or, while chunks are missing,
+    ``{"complete": False, ...}`` with the counts of stored and missing chunks.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tasks = [(cfg, chunk, n) for chunk, n in _chunks(cfg)]
+    plan = dict(_chunks(cfg))
+    store = parts.PartStore(parts_dir or parts.parts_folder(out), parts.identity(cfg, _pythia_version(), __version__))
+    if fresh:
+        store.remove()
+    stored = set(store.stored())
+    for chunk in sorted(stored):
+        if chunk not in plan:
+            raise GenerationError(f"{store.sidecar_path(chunk)}: chunk {chunk} is not a chunk of this file "
+                                  f"({len(plan)} chunk(s) of {cfg.chunk_size} events); delete {store.folder} "
+                                  f"(or pass --fresh) to start again")
+        store.check(chunk, plan[chunk])  # another configuration's part: refused before any work
+    wanted = select_chunks(chunks, len(plan))
+    tasks = [(cfg, chunk, plan[chunk]) for chunk in wanted if chunk not in stored]
+    timing: dict[str, float] = {}
+    mapper = map_chunks or local_mapper(cfg.workers)
+    if stored and tasks:
+        log.info("%s: %d chunk(s) stored, %d to generate", store.folder, len(stored), len(tasks))
+    with _progress(progress, f"generate {cfg.dataset_name}", sum(n for _, _, n in tasks)) as bar:
+        results = mapper(_run_chunk, tasks)
+        try:
+            for chunk, n, res in results:
+                t0 = time.perf_counter()
+                store.save(chunk, n, res)
+                timing["store"] = timing.get("store", 0.0) + time.perf_counter() - t0
+                for step, sec in res["timing"].items():
+                    timing[step] = timing.get(step, 0.0) + sec
+                stored.add(chunk)
+                bar(n)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:  # a generator: stops its pool now, also when a chunk failed
+                close()
+    missing = sorted(set(plan) - stored)
+    if missing:
+        log.info("%s: %d of %d chunk(s) stored; run again without --chunks to finish %s", store.folder,
+                 len(stored), len(plan), out)
+        return {"complete": False, "dataset": cfg.dataset_name, "parts": str(store.folder),
+                "n_chunks": len(plan), "n_stored": len(stored), "missing": missing, "timing": timing}
+    meta = _write_file(cfg, out, store, plan, timing)
+    if not keep_parts:
+        store.remove()
+    return {**meta, "timing": timing, "parts": None if not keep_parts else str(store.folder)}
+
+
+def _write_file(cfg: GenerationConfig, out: Path, store: parts.PartStore, plan: dict[int, int],
+                timing: dict[str, float]) -> dict:
+    """Assemble ``out`` from the stored parts in chunk order (temporary name, then rename)."""
     totals = {"n_generated": 0, "sumw": 0.0, "sumw2": 0.0, "n_written": 0, "n_dark": 0, "n_dark_inv": 0,
               "n_dark_stable": 0, "n_pileup_events": 0, "n_parents_detected": 0}
     ps_sumw = None
-    timing: dict[str, float] = {}
     sigma, sigma_err = [], []
     tmp = out.with_suffix(out.suffix + ".part")
-    ctx = mp.get_context("spawn") if cfg.workers > 1 else None
-    pool = ctx.Pool(cfg.workers) if ctx else None
-    results = pool.imap(_run_chunk, tasks) if pool else map(_run_chunk, tasks)
-    try:
-        # ZSTD 5: read and decompressed ~17x faster than LZMA 6 for ~14 % larger files
-        # (benchmarks/bench_processor.py); CMS NanoAOD's central LZMA 9 reads as slowly as LZMA 6
-        with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as fout, \
-                _progress(progress, f"generate {cfg.dataset_name}", cfg.events) as bar:
-            tree = None
-            for (_, _, n), res in zip(tasks, results):
-                cols = res["columns"]
-                if tree is None:
-                    tree = fout.mktree("Events", _branch_types(cols))
-                t0 = time.perf_counter()
-                tree.extend(cols)
-                timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t0
-                for step, sec in res["timing"].items():
-                    timing[step] = timing.get(step, 0.0) + sec
-                for key in totals:
-                    totals[key] += res[key]
-                if res["ps_sumw"] is not None:
-                    ps_sumw = res["ps_sumw"] if ps_sumw is None else ps_sumw + res["ps_sumw"]
-                sigma.append(res["sigma_gen_pb"])
-                sigma_err.append(res["sigma_err_pb"])
-                bar(n)
-            sigma_gen = float(np.mean(sigma))
-            sigma_gen_err = float(np.sqrt(np.sum(np.square(sigma_err))) / len(sigma_err))
-            xsec, xsec_source = normalisation(cfg, sigma_gen)
-            runs = {
-                "run": np.array([cfg.seed], dtype=np.uint32),
-                "genEventCount": np.array([totals["n_generated"]], dtype=np.int64),
-                "genEventSumw": np.array([totals["sumw"]], dtype=np.float64),
-                "genEventSumw2": np.array([totals["sumw2"]], dtype=np.float64),
-                "xsec": np.array([xsec], dtype=np.float64),
-                "nDetectorCopies": np.array([cfg.detector_copies], dtype=np.int32),
-            }
-            if ps_sumw is not None:  # NanoAOD: sum of genWeight * PSWeight[i], divided by genEventSumw
-                runs["PSSumw"] = ak.Array([ps_sumw / totals["sumw"]])
-            fout.mktree("Runs", _branch_types(runs)).extend(runs)
-            meta = {
-                "svjscout_version": __version__,
-                "dataset": cfg.dataset_name,
-                "config": asdict(cfg),
-                "settings": cfg.settings(),
-                "pythia_version": _pythia_version(),
-                "chunk_seeds": {"pythia": "1 + (seed * 1000003 + chunk * 7919) % 899999999",
-                                "detector": "numpy default_rng([seed, chunk, 7]); copy k: [seed, chunk, k, 11]",
-                                "pileup": "Pythia seed of chunk with seed + 104729"},
-                "detector_params": asdict(cfg.detector_params),
-                "xsec_pb": xsec,
-                "xsec_source": xsec_source,
-                "pythia_sigma_gen_pb": sigma_gen,
-                "pythia_sigma_err_pb": sigma_gen_err,
-                **totals,
-                "ps_weights": [f"{name} {var}" for name, var in PS_WEIGHTS] if ps_sumw is not None else None,
-                "rinv_truth": totals["n_dark_inv"] / totals["n_dark"] if totals["n_dark"] else None,
-            }
-            fout["svjscout_meta"] = json.dumps(meta, sort_keys=True)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
+    # ZSTD 5: read and decompressed ~17x faster than LZMA 6 for ~14 % larger files
+    # (benchmarks/bench_processor.py); CMS NanoAOD's central LZMA 9 reads as slowly as LZMA 6
+    with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as fout:
+        tree = None
+        for chunk in sorted(plan):
+            res = store.load(chunk, plan[chunk])
+            cols = res["columns"]
+            if tree is None:
+                tree = fout.mktree("Events", _branch_types(cols))
+            t0 = time.perf_counter()
+            tree.extend(cols)
+            timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t0
+            for key in totals:
+                totals[key] += res[key]
+            if res["ps_sumw"] is not None:
+                ps_sumw = res["ps_sumw"] if ps_sumw is None else ps_sumw + res["ps_sumw"]
+            sigma.append(res["sigma_gen_pb"])
+            sigma_err.append(res["sigma_err_pb"])
+        sigma_gen = float(np.mean(sigma))
+        sigma_gen_err = float(np.sqrt(np.sum(np.square(sigma_err))) / len(sigma_err))
+        xsec, xsec_source = normalisation(cfg, sigma_gen)
+        runs = {
+            "run": np.array([cfg.seed], dtype=np.uint32),
+            "genEventCount": np.array([totals["n_generated"]], dtype=np.int64),
+            "genEventSumw": np.array([totals["sumw"]], dtype=np.float64),
+            "genEventSumw2": np.array([totals["sumw2"]], dtype=np.float64),
+            "xsec": np.array([xsec], dtype=np.float64),
+            "nDetectorCopies": np.array([cfg.detector_copies], dtype=np.int32),
+        }
+        if ps_sumw is not None:  # NanoAOD: sum of genWeight * PSWeight[i], divided by genEventSumw
+            runs["PSSumw"] = ak.Array([ps_sumw / totals["sumw"]])
+        fout.mktree("Runs", _branch_types(runs)).extend(runs)
+        meta = {
+            "svjscout_version": __version__,
+            "dataset": cfg.dataset_name,
+            "config": asdict(cfg),
+            "settings": cfg.settings(),
+            "pythia_version": _pythia_version(),
+            "chunk_seeds": {"pythia": "1 + (seed * 1000003 + chunk * 7919) % 899999999",
+                            "detector": "numpy default_rng([seed, chunk, 7]); copy k: [seed, chunk, k, 11]",
+                            "pileup": "Pythia seed of chunk with seed + 104729"},
+            "detector_params": asdict(cfg.detector_params),
+            "xsec_pb": xsec,
+            "xsec_source": xsec_source,
+            "pythia_sigma_gen_pb": sigma_gen,
+            "pythia_sigma_err_pb": sigma_gen_err,
+            **totals,
+            "ps_weights": [f"{name} {var}" for name, var in PS_WEIGHTS] if ps_sumw is not None else None,
+            "rinv_truth": totals["n_dark_inv"] / totals["n_dark"] if totals["n_dark"] else None,
+        }
+        fout["svjscout_meta"] = json.dumps(meta, sort_keys=True)
     tmp.replace(out)
     log.info("wrote %s: %d/%d events", out, totals["n_written"], totals["n_generated"])
-    return {**meta, "timing": timing}
+    return meta
 
 
 def normalisation(cfg: GenerationConfig, sigma_gen: float) -> tuple[float, str]:
