@@ -262,6 +262,7 @@ def measure(
     params: DetectorParams = DetectorParams(),
     pileup: np.ndarray | None = None,
     jet: np.ndarray | None = None,
+    vertex: np.ndarray | None = None,
 ) -> Measured:
     """Particle-level response of many events' stable particles (flat 1-D arrays).
 
@@ -273,6 +274,9 @@ def measure(
             :func:`generator_jets` (default: no jets, no jet-level response). Unless
             ``params.jet_pileup``, pileup particles are taken out of their jets here (they get
             only their particle-level response), whatever the caller clustered.
+        vertex: the true interaction of each particle (0 = hard scatter, k = the k-th overlaid
+            pileup event); given, the tracks carry it (``tracks["vertex"]``) for the vertex
+            association (:mod:`svjscout.samples.vertices`). It draws no random number.
     """
     p = params
     abs_id = np.abs(pdg_id)
@@ -299,6 +303,8 @@ def measure(
         "pdgId": (t_id * np.sign(pdg_id))[t_keep].astype(np.int32), "charge": charge[t_keep].astype(np.int32),
         "mass": mass[t_keep],
     }
+    if vertex is not None:
+        tracks["vertex"] = np.asarray(vertex, dtype=np.int64)[t_keep]
 
     deposit = visible & ~tracked & ~removed & (abs_id != 13)
     kind = _calo_kind(abs_id, eta, deposit, p)
@@ -411,7 +417,11 @@ def candidates(measured: Measured, factors: np.ndarray | None,
         keep = keep & np.isin(c["event"], events)
     kinds = np.array([CALO_KINDS[k] for k in range(4)], dtype=np.int32)
     n_cells = int(keep.sum())
+    extra = {}
+    if "vertex" in t:  # the true interaction of each track; cells (no track): -1
+        extra["vertex"] = np.concatenate([t["vertex"][t_sel], np.full(n_cells, -1, dtype=np.int64)])
     return {
+        **extra,
         "event": np.concatenate([t["event"][t_sel], c["event"][keep]]),
         "pt": np.concatenate([t["pt"][t_sel], pt[keep]]),
         "eta": np.concatenate([t["eta"][t_sel], c["eta"][keep]]),

@@ -80,10 +80,8 @@ from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import GenerationError
 from svjscout.core.progress import make_progress
 from svjscout.core.rootfiles import open_root
-from svjscout.samples import detector, efficiency, parts
-from svjscout.samples import energy_density, trigger, vertices
+from svjscout.samples import detector, efficiency, energy_density, parts, trigger, vertices
 from svjscout.samples.layouts import LAYOUTS, PF_WRITTEN
-from svjscout.samples.truth import dark_quarks
 from svjscout.samples.processes import (
     DARK_INVISIBLES,
     DEFAULT_BIAS,
@@ -94,6 +92,7 @@ from svjscout.samples.processes import (
     XSEC_OVERRIDE,
     process_settings,
 )
+from svjscout.samples.truth import dark_quarks
 from svjscout.samples.zprime_xsec import SOURCE as ZPRIME_XSEC_SOURCE
 from svjscout.samples.zprime_xsec import zprime_xsec
 
@@ -364,6 +363,10 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     w_parent = _nominal_weights(batch)
     fs = _final_state(pythia, batch)
     n_dark, n_dark_inv, n_dark_stable = _dark_truth(batch)
+    reco = LAYOUTS[cfg.layout].reco  # vertices, rho, trigger bits, dark quarks (samples/layouts.py)
+    dq = dark_quarks(batch) if reco else None
+    if reco:  # the interaction of each particle: 0 the hard scatter, k the k-th pileup event
+        fs["vertex"] = ak.values_astype(ak.zeros_like(fs["id"]), np.int64)
     ps = _ps_weights(pythia, batch)
     lap("pythia")
     chosen = efficiency.choose_parents(cfg, chunk, fs, cfg.ht_min)  # parent roulette (issue 30): None unless on
@@ -403,8 +406,15 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
                                   counts, params)
     lap("generator_jets")
     meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
-                            len(parents), rng, params, pileup=flat["pileup"], jet=jet)
+                            len(parents), rng, params, pileup=flat["pileup"], jet=jet, vertex=flat.get("vertex"))
     lap("detector_particles")
+    verts = None
+    if reco:  # vertices from the tracks (the same for every copy); their own random stream
+        vrng = np.random.default_rng([cfg.seed, chunk, 13])
+        truth = vertices.true_positions(n_pu[parents], vrng)
+        t = meas.tracks
+        verts = vertices.reconstruct(n_pu[parents], t["event"], t["vertex"], t["pt"], truth, vrng)
+        lap("vertices")
 
     pieces = []  # (copy, passing parent positions, their candidates, met, met phi, tail weight ratio)
     q = None
@@ -415,7 +425,8 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
         if cfg.resample_particles and copy > 0:  # brute force: the whole detector again per copy
             meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
-                                    len(parents), crng, params, pileup=flat["pileup"], jet=jet)
+                                    len(parents), crng, params, pileup=flat["pileup"], jet=jet,
+                                    vertex=flat.get("vertex"))
         factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
         ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
         met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
@@ -423,14 +434,15 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         if len(passing) == 0:
             continue
         cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
+        extras = _reco_extras(cands, passing, verts) if reco else None  # from all candidates, HF included
         if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
             hf = np.isin(cands["pdgId"], (1, 2))
             cands = {k: v[~hf] for k, v in cands.items()}
-        pieces.append((copy, passing, cands, met_pt, met_phi, ratio))
+        pieces.append((copy, passing, cands, met_pt, met_phi, ratio, extras))
 
     lap("detector_copies")
     columns = _assemble(cfg, chunk, parents, pieces, w_written, ps, n_pu, gen_met_pt, gen_met_phi,
-                        n_dark, n_dark_inv, n_dark_stable)
+                        n_dark, n_dark_inv, n_dark_stable, verts=verts, dark_quark=dq)
     lap("assemble")
     info = pythia.infoPython()
     return {
@@ -452,12 +464,30 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     }
 
 
+def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> dict[str, np.ndarray]:
+    """One copy's reconstruction extras (layouts with ``reco``, samples/layouts.py).
+
+    From all candidates of the copy's passing events (HF cells included, written or not): rho
+    (``fixedGridRhoFastjetAll``) and the HLT H_T per passing event; adds each candidate's
+    ``vertexIndex`` to ``cands`` (tracks: their vertex's index, -1 unreconstructed; cells: -1).
+    """
+    local = np.searchsorted(passing, cands["event"])
+    order = np.argsort(local, kind="stable")
+    n = len(passing)
+    kin = [cands[k] for k in ("pt", "eta", "phi", "mass")]
+    rho = energy_density.fixed_grid_rho(local, *kin, n)
+    ht = trigger.hlt_ht(local[order], *(v[order] for v in kin), n)
+    cands["vertexIndex"] = verts.index_of(cands["event"], cands["vertex"])
+    return {"rho": rho, "ht": ht}
+
+
 def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
-              n_dark, n_dark_inv, n_dark_stable) -> dict:
-    """The written copies as NanoAOD-like columns, ordered by (parent, copy)."""
+              n_dark, n_dark_inv, n_dark_stable, verts=None, dark_quark=None) -> dict:
+    """The written copies as NanoAOD-like columns, ordered by (parent, copy), in ``cfg.layout``."""
     n_copies = cfg.detector_copies
+    layout = LAYOUTS[cfg.layout]
     rows_parent, rows_copy = [], []
-    for copy, passing, _cands, _met_pt, _met_phi, _ in pieces:
+    for copy, passing, _cands, _met_pt, _met_phi, _, _extras in pieces:
         rows_parent.append(passing)
         rows_copy.append(np.full(len(passing), copy))
     if rows_parent:
@@ -469,18 +499,25 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
     order = np.lexsort((copies, local))
     local, copies = local[order], copies[order]
     # candidates of each written row, in row order
-    by_copy = {copy: (cands, met_pt, met_phi, ratio) for copy, _, cands, met_pt, met_phi, ratio in pieces}
+    by_copy = {copy: (cands, met_pt, met_phi, ratio, extras)
+               for copy, _, cands, met_pt, met_phi, ratio, extras in pieces}
     met = np.zeros(len(local))
     met_phi_out = np.zeros(len(local))
     tail_ratio = np.ones(len(local))
-    fields = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+    rho = np.zeros(len(local))
+    ht = np.zeros(len(local))
+    fields = PF_WRITTEN + (("vertexIndex",) if layout.reco else ()) + (("vertex",) if cfg.write_truth else ())
     per_row = []
     for copy in np.unique(copies):
         rows = np.flatnonzero(copies == copy)
-        cands, met_pt, met_phi, ratio = by_copy[int(copy)]
+        cands, met_pt, met_phi, ratio, extras = by_copy[int(copy)]
         tail_ratio[rows] = ratio[local[rows]]
         met[rows] = met_pt[local[rows]]
         met_phi_out[rows] = met_phi[local[rows]]
+        if extras is not None:  # per passing event of the copy, in the copy's passing order
+            pos_in_copy = np.searchsorted(pieces_passing(pieces, int(copy)), local[rows])
+            rho[rows] = extras["rho"][pos_in_copy]
+            ht[rows] = extras["ht"][pos_in_copy]
         # row of each candidate (the copy's candidates are those of its passing events): the
         # position of its event among this copy's rows
         pos = np.searchsorted(local[rows], cands["event"])
@@ -500,6 +537,9 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
         cols[k] = reduce_precision(cols[k], bits)
     cols["pdgId"] = cols["pdgId"].astype(np.int32)
     cols["charge"] = cols["charge"].astype(np.int32)
+    truth = cols.pop("vertex", None)
+    if layout.reco:
+        cols["vertexIndex"] = cols["vertexIndex"].astype(np.int32)
     cands = ak.zip({k: ak.unflatten(v, counts) for k, v in cols.items()})
 
     gen = parents[local]  # index of the parent within the chunk
@@ -514,16 +554,41 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
         **({} if ps is None else {"PSWeight": ak.from_regular(ps[gen].astype(np.float32), axis=1)}),
         "Pileup_nTrueInt": np.full(n, cfg.pileup, dtype=np.float32),
         "Pileup_nPU": n_pu[gen].astype(np.int32),
-        "ScoutingParticle": cands,
+        layout.pf: cands,
         "ScoutingMET_pt": met.astype(np.float32),
         "ScoutingMET_phi": met_phi_out.astype(np.float32),
+        **(_reco_columns(verts, local, rho, ht) if layout.reco else {}),
         "GenMET_pt": gen_met_pt[gen].astype(np.float32),
         "GenMET_phi": gen_met_phi[gen].astype(np.float32),
         "GenDark_nHadrons": n_dark[gen].astype(np.int32),
         "GenDark_nInvisible": n_dark_inv[gen].astype(np.int32),
         "GenDark_nStable": n_dark_stable[gen].astype(np.int32),
     }
+    if dark_quark is not None:
+        columns["GenDarkQuark"] = ak.zip({k: v[gen] for k, v in dark_quark.items()})
+    if truth is not None:  # not a CMS branch: the true interaction of each candidate (0 hard scatter)
+        columns["GenPFCandidate"] = ak.zip({"interaction": ak.unflatten(truth.astype(np.int32), counts)})
     return columns
+
+
+def pieces_passing(pieces: list, copy: int) -> np.ndarray:
+    """The passing parent positions of detector copy ``copy`` among ``pieces``."""
+    return next(p[1] for p in pieces if p[0] == copy)
+
+
+def _reco_columns(verts: vertices.Vertices, local: np.ndarray, rho: np.ndarray, ht: np.ndarray) -> dict:
+    """Vertices (those of each row's parent), rho and the trigger bits of the written rows."""
+    vcounts = verts.counts
+    vfirst = np.concatenate([[0], np.cumsum(vcounts)[:-1]])
+    n_take = vcounts[local]
+    start = np.repeat(vfirst[local] - (np.cumsum(n_take) - n_take), n_take)
+    take = start + np.arange(int(n_take.sum()))
+    pv = ak.zip({k: ak.unflatten(v[take], vcounts[local]) for k, v in verts.columns.items()})
+    return {
+        "ScoutingRho_fixedGridRhoFastjetAll": rho.astype(np.float32),
+        "ScoutingPrimaryVertex": pv,
+        **trigger.trigger_bits(ht),
+    }
 
 
 def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.Generator,
@@ -561,6 +626,11 @@ def _overlay_pileup(fs: dict, cfg: GenerationConfig, chunk: int, rng: np.random.
     per_event = ak.to_numpy(ak.sum(ak.unflatten(ak.num(lib["id"])[draw], n_overlaid), axis=1))  # pileup particles
     merged = {}
     for key, hard in fs.items():
+        if key == "vertex":  # the overlaid event's number in its event, 1 ... n: its interaction (layouts.py)
+            nth = np.arange(len(draw)) - np.repeat(np.cumsum(n_overlaid) - n_overlaid, n_overlaid) + 1
+            pu = np.repeat(nth, ak.to_numpy(ak.num(lib["id"])[draw]))
+            merged[key] = ak.concatenate([hard, ak.unflatten(pu, per_event)], axis=1)
+            continue
         merged[key] = ak.concatenate([hard, ak.unflatten(ak.flatten(lib[key][draw]), per_event)], axis=1)
     return merged, n_pu, n_made
 
