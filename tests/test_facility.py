@@ -323,6 +323,45 @@ def test_slurm_job_script_is_the_config(slurm, toy_models, tmp_path):
     assert "--nthreads 1" in script and "--host 127.0.0.1" in script
 
 
+def test_slurm_generation_equals_iterative(slurm, tmp_path):
+    """`svjscout generate --scheduler slurm`: chunks run as Slurm jobs (dask-jobqueue), the file
+    is the iterative run's, every branch bit for bit, the metadata too (issue 30)."""
+    import json
+
+    import numpy as np
+    import uproot
+    from click.testing import CliRunner
+
+    from svjscout.jobs.cli import cli
+
+    pytest.importorskip("pythia8mc")
+    ex = tmp_path / "executor.yaml"
+    ex.write_text(f"executor: {slurm_executor(tmp_path / 'logs')}\n")
+    common = ["generate", "qcd", "-n", "100", "--seed", "21", "--pileup", "0", "--chunk-size", "50", "-k", "2",
+              "--no-progress"]
+    summaries, files = {}, {}
+    engines = (("iterative", []), ("slurm", ["--scheduler", "slurm", "--executor-config", str(ex), "-j", "2"]))
+    for name, extra in engines:
+        out = tmp_path / f"{name}.root"
+        res = CliRunner().invoke(cli, [*common, "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        summaries[name] = json.loads(res.output[res.output.index("{"):])
+        with uproot.open(out) as f:
+            files[name] = {t: f[t].arrays(library="np") for t in ("Events", "Runs")}
+            files[name]["meta"] = json.loads(str(f["svjscout_meta"]))
+    assert summaries["slurm"]["executor"]["engine"] == "slurm"
+    a, b = files["iterative"], files["slurm"]
+    for t in ("Events", "Runs"):
+        assert a[t].keys() == b[t].keys()
+        for key in a[t]:
+            if a[t][key].dtype == object:
+                assert all(np.array_equal(x, y) for x, y in zip(a[t][key], b[t][key], strict=True)), key
+            else:
+                assert a[t][key].tobytes() == b[t][key].tobytes(), key
+    assert a["meta"] == b["meta"] and a["Runs"]["genEventCount"][0] == 100
+    assert list((tmp_path / "logs").glob("*")), "no Slurm job log: the chunks did not run under Slurm"
+
+
 CONDOR_EXECUTOR = ("{{name: dask, workers: {workers}, chunksize: 100, worker_timeout: {timeout}, "
                    "xrootd: {{timeout: 30, retries: 4}}, "
                    "condor: {{cores: 1, memory: 3GB, disk: 2GB, scheduler_options: {{host: 127.0.0.1}}, "
