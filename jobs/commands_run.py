@@ -55,6 +55,10 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
                    "weighted by the likelihood ratio (importance sampling of the fake-MET tail).")
 @click.option("--tail-bias-pt-min", type=float, default=50.0, show_default=True,
               help="Generator-jet pT (GeV) from which --tail-bias applies.")
+@click.option("--layout", type=click.Choice(["svjscout", "scoutingnano_run3"]), default="svjscout", show_default=True,
+              help="Output layout (samples/layouts.py, docs/samples.md): svjscout (ScoutingParticle_*, charged "
+                   "pileup removed) or scoutingnano_run3 (CMS's ScoutingPFCandidate_* with vertexIndex, all "
+                   "candidates, vertices, rho, DST_HT410_PFScouting, GenDarkQuark_*).")
 @click.option("--write-hf/--no-write-hf", default=False, show_default=True,
               help="Also write the HF cells (3 < |eta| < 5) as PF candidates (they always enter the MET).")
 @click.option("--detector", "detector_params", multiple=True, metavar="KEY=VALUE",
@@ -83,7 +87,7 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
-             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, detector_params,
+             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, layout, detector_params,
              pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range, keep_parts, fresh,
              xsec, dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
@@ -118,7 +122,7 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
         pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
-        tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf,
+        tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout,
         detector=overrides,
         chunk_size=chunk_size, workers=workers if executor in (None, "futures") and scheduler is None else 1,
         xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
