@@ -118,16 +118,18 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--detector")
         flag = key.strip() in ("chs", "jet_pileup")  # the boolean detector parameters
         overrides[key.strip()] = (value.strip().lower() in ("1", "true", "on", "yes")) if flag else float(value)
+    # no engine named: -j local processes (the futures engine), as before the engines existed
+    local = executor in (None, "futures") and scheduler is None and executor_config is None
     cfg = GenerationConfig(
         process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
         pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
         tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout,
         detector=overrides,
-        chunk_size=chunk_size, workers=workers if executor in (None, "futures") and scheduler is None else 1,
+        chunk_size=chunk_size, workers=workers if local else 1,  # under dask --workers sizes the cluster
         xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
     )
-    if executor is None and scheduler is None:  # today's default: -j local processes
+    if local:
         meta = generate_file(cfg, out, progress=progress, chunks=chunk_range, keep_parts=keep_parts, fresh=fresh)
         engine = {"engine": "futures" if workers > 1 else "iterative", "workers": workers}
     else:
