@@ -167,3 +167,113 @@ def test_detector_parameters_are_validated():
         GenerationConfig("qcd", 10, detector={"jer_noise": -2.0})
     assert GenerationConfig("qcd", 10, detector={"jet_pileup": True, "jer_noise": 2.5}).detector_params == \
         DetectorParams.shipped_v1()
+
+
+# -- reconstruction extras of the scoutingnano_run3 layout (issue 31 item 2) ----------------------
+# rho, vertices and the trigger emulation on hand-made events, against independent references
+
+
+def _rho_loop(pt, eta, phi, mass):
+    """fixedGridRhoFastjetAll of one event by a direct loop over 18 x 11 cells of |y| < 5 (FastJet's
+    rectangular grid for maxRapidity 5, gridSpacing 0.55), median over every cell."""
+    import math
+
+    n_y, n_phi = 18, 11
+    dy, dphi = 10.0 / n_y, 2 * math.pi / n_phi
+    sums = [[0.0] * n_phi for _ in range(n_y)]
+    for p, e, f, m in zip(pt, eta, phi, mass):
+        y = math.asinh(p * math.sinh(e) / math.sqrt(p * p + m * m))
+        if not -5.0 <= y < 5.0:
+            continue
+        f = f % (2 * math.pi)
+        sums[int((y + 5.0) // dy)][min(int(f // dphi), n_phi - 1)] += p
+    cells = sorted(s for row in sums for s in row)
+    return 0.5 * (cells[98] + cells[99]) / (dy * dphi)
+
+
+def _rho_events():
+    rng = np.random.default_rng(3)
+    events = []
+    for n in (0, 1, 150, 600, 2000):  # empty, a single candidate, sparse (median 0) to dense
+        events.append((rng.exponential(2.0, n), rng.uniform(-5.6, 5.6, n), rng.uniform(-np.pi, np.pi, n),
+                       np.where(rng.random(n) < 0.5, 0.13957, 0.0)))
+    # the edges: y = -5 exactly is inside, y = 5 outside, phi = +-pi, a massive candidate whose y != eta
+    events.append((np.array([3.0, 4.0, 5.0, 6.0, 7.0]), np.array([-5.0, 5.0, 0.1, 0.1, 2.0]),
+                   np.array([np.pi, -np.pi, np.pi, -np.pi, 0.3]), np.array([0.0, 0.0, 0.0, 0.0, 4.0])))
+    return events
+
+
+def test_fixed_grid_rho_equals_a_direct_loop_and_fastjet_grid_median():
+    import fastjet
+
+    from svjscout.samples.energy_density import fixed_grid_rho
+
+    events = _rho_events()
+    flat = [np.concatenate([e[i] for e in events]) for i in range(4)]
+    index = np.repeat(np.arange(len(events)), [len(e[0]) for e in events])
+    rho = fixed_grid_rho(index, *flat, len(events))
+    loop = [_rho_loop(*e) for e in events]
+    np.testing.assert_allclose(rho, loop, rtol=1e-12, atol=0)
+    assert rho[0] == 0.0 and rho[1] == 0.0 and rho[-2] > 5.0  # empty, single and dense events
+    for (pt, eta, phi, m), value in zip(events[1:4], rho[1:4]):  # FastJet's own estimator (CMS's producer)
+        est = fastjet._swig.GridMedianBackgroundEstimator(5.0, 0.55)
+        particles = fastjet._swig.vectorPJ()
+        for a, b, c, d in zip(pt, eta, phi, m):
+            pj = fastjet._swig.PseudoJet(0.0, 0.0, 0.0, 0.0)
+            pj.reset_PtYPhiM(float(a), float(np.arcsinh(a * np.sinh(b) / np.hypot(a, d))), float(c), float(d))
+            particles.push_back(pj)
+        est.set_particles(particles)
+        assert est.rho() == pytest.approx(value, rel=1e-12, abs=1e-12)
+
+
+def test_vertices_reconstruction_merging_order_and_association_on_hand_made_events():
+    from svjscout.samples.vertices import VertexParams, reconstruct
+
+    p = VertexParams()
+    # event 0: hard scatter (3 tracks of 50 GeV) at z = 0; pileup 1 (4 soft tracks) at z = 1 cm; pileup 2
+    #   (1 track: not reconstructed) at z = -2; pileup 3 (2 tracks) 0.05 mm from the hard scatter (merged
+    #   into it); pileup 4 (5 tracks of 2 GeV, more sum pT^2 than pileup 1) at z = 3 and pileup 5 (2 tracks)
+    #   0.08 mm from it (merged into 4)
+    # event 1: no pileup, the hard scatter has 1 track only: no vertex -> one invalid beam-spot vertex
+    n_pu = np.array([5, 0])
+    truth = {"x": np.zeros(7), "y": np.zeros(7), "z": np.array([0.0, 1.0, -2.0, 0.005, 3.0, 3.008, 0.0])}
+    vtx_tracks = {0: [50.0] * 3, 1: [1.0] * 4, 2: [1.0], 3: [0.7] * 2, 4: [2.0] * 5, 5: [0.6] * 2}
+    t_event = np.r_[np.zeros(sum(len(v) for v in vtx_tracks.values()), int), [1]]
+    t_vertex = np.r_[np.concatenate([[k] * len(v) for k, v in vtx_tracks.items()]), [0]]
+    t_pt = np.r_[np.concatenate(list(vtx_tracks.values())), [30.0]]
+    v = reconstruct(n_pu, t_event, t_vertex, t_pt, truth, np.random.default_rng(1), p)
+
+    assert v.counts.tolist() == [3, 1]
+    c = v.columns
+    assert c["tracksSize"].tolist() == [5, 7, 4, 0]  # by sum pT^2: HS(+3), 4(+5), 1; the fake vertex
+    assert c["ndof"].tolist() == [7, 11, 5, 0] and c["isValidVtx"].tolist() == [True, True, True, False]
+    assert {k: str(a.dtype) for k, a in c.items()} == {
+        "x": "float32", "y": "float32", "z": "float32", "xError": "float32", "yError": "float32",
+        "zError": "float32", "tracksSize": "int32", "chi2": "float32", "ndof": "int32", "isValidVtx": "bool"}
+    expect = {0: 0, 1: 2, 2: -1, 3: 0, 4: 1, 5: 1}  # true vertex -> vertexIndex
+    assert v.track_index.tolist() == [expect[k] for k in t_vertex[:-1]] + [-1]
+    assert v.merged.tolist() == [2, 0]
+    assert abs(c["z"][0]) < 5 * p.vertex_res_z / np.sqrt(5) and abs(c["z"][1] - 3.0) < 5 * p.vertex_res_z / np.sqrt(7)
+    assert v.index_of(np.array([0, 0, 0, 1]), np.array([5, 2, -1, 0])).tolist() == [1, -1, -1, -1]
+
+
+def test_hlt_ht_equals_the_processor_trigger_emulation():
+    import awkward as ak
+
+    from svjscout.processors.jets import cluster, ht
+    from svjscout.samples.trigger import hlt_ht, trigger_bits
+
+    rng = np.random.default_rng(5)
+    counts = np.array([0, 3, 400, 250, 800])
+    n = int(counts.sum())
+    pt = rng.exponential(3.0, n)
+    pt[rng.random(n) < 0.02] *= 60.0  # hard candidates make jets above 30 GeV
+    eta, phi = rng.uniform(-3.5, 3.5, n), rng.uniform(-np.pi, np.pi, n)
+    mass = np.where(rng.random(n) < 0.6, 0.13957, 0.0)
+    event = np.repeat(np.arange(len(counts)), counts)
+    ours = hlt_ht(event, pt, eta, phi, mass, len(counts))
+    pf = ak.zip({k: ak.unflatten(v, counts) for k, v in {"pt": pt, "eta": eta, "phi": phi, "mass": mass}.items()})
+    reference = ht(cluster(pf, 0.4))  # processors/selection.py's H_T: AK4, pT > 30 GeV, |eta| < 2.5
+    np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-9)
+    assert ours[0] == 0.0 and ours[-1] > 410.0
+    assert trigger_bits(ours)["DST_HT410_PFScouting"].tolist() == (reference > 410.0).tolist()
