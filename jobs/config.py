@@ -57,6 +57,17 @@ class DatasetSpec(BaseModel):
     rinv: float | None = None
     # data without a golden-JSON lumi mask is refused at load unless this is true (check_lumi_mask)
     allow_no_lumi_mask: bool = False
+    # data quality (processors/dataquality.py, docs/dataquality.md): the dataset's era (trigger paths,
+    # HEM, phi-spike map; null: analysis.data_quality.era) and, for data, its golden JSON
+    era: str | None = None
+    lumi_mask: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _era_as_str(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("era"), int) and not isinstance(data.get("era"), bool):
+            data = {**data, "era": str(data["era"])}
+        return data
 
     @model_validator(mode="after")
     def _positive_normalisation(self):
@@ -222,9 +233,18 @@ class JobConfig(BaseModel):
     def processor_config(self, datasets_info: dict, skim_dir: str | None = None) -> ProcessorConfig:
         a = self.analysis
         settings = {**dict(a), "lundnet_model": self.resolve(a.lundnet_model), "twin_model": self.resolve(a.twin_model)}
-        sy = a.systematics
-        if not sy.payload.startswith("shipped:"):  # a user's payload file, relative to the job file
+        sy, co = a.systematics, a.corrections
+        if sy.payload and not sy.payload.startswith("shipped:"):  # a user's payload file, relative to the job file
             settings["systematics"] = sy.model_copy(update={"payload": self.resolve(sy.payload)})
+        if co.root != "shipped":  # a folder in the CMS JSON POG layout, relative to the job file
+            settings["corrections"] = co.model_copy(update={"root": self.resolve(co.root)})
+        dq = a.data_quality  # the datasets' eras and golden JSONs; files relative to the job file
+        spike = dq.phi_spike.model_copy(update={"map": self.resolve(dq.phi_spike.map) if dq.phi_spike.map else None})
+        settings["data_quality"] = dq.model_copy(update={
+            "eras": {**dq.eras, **{n: d.era for n, d in self.datasets.items() if d.era is not None}},
+            "lumi_masks": {**{k: self.resolve(v) for k, v in dq.lumi_masks.items()},
+                           **{n: self.resolve(d.lumi_mask) for n, d in self.datasets.items() if d.lumi_mask}},
+            "phi_spike": spike})
         return ProcessorConfig(**settings, datasets=datasets_info, branch_map=self.schema_map, skim_dir=skim_dir)
 
 
@@ -287,19 +307,25 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
 
 
 def check_lumi_mask(cfg: JobConfig, source: str = "job") -> None:
-    """Refuse data (kind ``data``) without a golden-JSON lumi mask unless the dataset sets
-    ``allow_no_lumi_mask: true``. The processor applies no lumi mask yet (issue 31 item 3), so
-    today every data dataset is processed unmasked and needs the key, on purpose.
+    """Refuse data (kind ``data``) without a golden-JSON lumi mask (``datasets.NAME.lumi_mask``,
+    applied by the processor's ``lumi_mask`` row with coffea's LumiMask) unless the dataset sets
+    ``allow_no_lumi_mask: true``; refuse ``lumi_mask`` on simulation (never masked).
 
     Raises:
-        ConfigError: names each data dataset at fault.
+        ConfigError: names each dataset at fault.
     """
-    bad = sorted(n for n, d in cfg.datasets.items() if d.kind == "data" and not d.allow_no_lumi_mask)
+    mc = sorted(n for n, d in cfg.datasets.items() if d.kind != "data" and d.lumi_mask)
+    if mc:
+        raise ConfigError(f"{source}: datasets.{mc[0]}.lumi_mask: a golden-JSON lumi mask is for data; "
+                          f"{', '.join(mc)} {'is' if len(mc) == 1 else 'are'} simulation (never lumi-masked)")
+    bad = sorted(n for n, d in cfg.datasets.items()
+                 if d.kind == "data" and not d.lumi_mask and not cfg.analysis.data_quality.lumi_masks.get(n)
+                 and not d.allow_no_lumi_mask)
     if bad:
         raise ConfigError(
-            f"{source}: datasets.{bad[0]}: data without a lumi mask ({', '.join(bad)}): the processor applies no "
-            "golden-JSON lumi mask yet (issue 31 item 3), so every lumisection, good or bad, would be analysed; set "
-            f"datasets.<name>.allow_no_lumi_mask: true to process it unmasked on purpose (jobs/data.yaml)")
+            f"{source}: datasets.{bad[0]}: data without a lumi mask ({', '.join(bad)}): set datasets.<name>.lumi_mask "
+            "to the era's golden JSON (applied by the lumi_mask row), or datasets.<name>.allow_no_lumi_mask: true to "
+            "process every lumisection, good or bad, on purpose (jobs/data.yaml)")
 
 
 def config_digest(cfg: JobConfig) -> str:

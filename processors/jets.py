@@ -46,7 +46,8 @@ def cluster(pf: ak.Array, radius: float, ptmin: float = 0.0, algorithm: str = "a
         ptmin: keep jets with pT >= ptmin (GeV).
         algorithm: ``antikt``, ``ca`` or ``kt``.
         constituents: also return each jet's constituents (field ``constituents``,
-            events x jets x constituents with ``pt, eta, phi, mass``).
+            events x jets x constituents with ``pt, eta, phi, mass`` and any other field of ``pf``,
+            e.g. ``pdgId`` for the jet ID of processors/dataquality.py).
 
     Returns:
         events x jets records ``pt, eta, phi, mass`` (+ ``constituents``).
@@ -80,7 +81,10 @@ def cluster(pf: ak.Array, radius: float, ptmin: float = 0.0, algorithm: str = "a
         # positions in the (unsorted) constituent list of each sorted jet's constituents
         pos = np.repeat(coff_raw[:-1][order] - coff[:-1], ncons) + np.arange(coff[-1])
         glob = local[pos] + np.repeat(starts[event_of_jet[order]], ncons)
-        cons = ak.contents.RecordArray([ak.contents.NumpyArray(cols[k][glob]) for k in _KIN], list(_KIN))
+        extra = [k for k in pf.fields if k not in _KIN]  # carried along (the jet ID's pdgId)
+        cons_cols = [cols[k][glob] for k in _KIN] + [ak.to_numpy(ak.flatten(pf[k], axis=1))[glob] for k in extra]
+        cons = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(v)) for v in cons_cols],
+                                       list(_KIN) + extra)
         fields["constituents"] = ak.contents.ListOffsetArray(ak.index.Index64(coff), cons)
     rec = ak.contents.RecordArray(list(fields.values()), list(fields))
     return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(joff), rec))

@@ -64,10 +64,12 @@ from coffea.analysis_tools import PackedSelection
 from coffea.nanoevents import NanoEventsFactory
 
 from svjscout.core import splits
-from svjscout.core.exceptions import ConfigError
+from svjscout.core.exceptions import ConfigError, MissingBranchError
 from svjscout.core.features import EVENT_FEATURES, LUND_FEATURES
 from svjscout.processors import corrections as C
+from svjscout.processors import dataquality as DQ
 from svjscout.processors import histograms as H
+from svjscout.processors import jec as J
 from svjscout.processors import variations as V
 from svjscout.processors.features import event_features
 from svjscout.processors.inference import LundNetScorer, TwinScorer, analysis_planes
@@ -75,6 +77,7 @@ from svjscout.processors.jets import cluster, ht
 from svjscout.processors.lund import pad_lund, primary_lund_declusterings
 from svjscout.processors.normalize import flat_bins, normalize, parent_fills
 from svjscout.processors.prefilter import clean_candidates, prefilter, scalar_pt_sum
+from svjscout.processors.schema import KINEMATIC_FIELDS
 from svjscout.processors.selection import CUT_ORDER, cutflow, plane_of, preselection
 from svjscout.processors.settings import AnalysisSettings, DatasetInfo, EventSubset, ProcessorConfig, check_event_subset
 from svjscout.processors.skim import write_skim
@@ -115,6 +118,16 @@ def _empty_counts() -> dict[str, int]:
             "fewer_than_two_jets": 0, "not_clustered": 0, "chunks": 0, "chunks_without_selected": 0}
 
 
+def _empty_quality() -> dict[str, int]:
+    # output["data_quality"][dataset] (processors/dataquality.py; summed over chunks like counts):
+    # hlt_from_bits / hlt_emulated = events whose trigger decision was read from the file / is the
+    # emulation alone (the trigger row); no_vertices = MC events without vertices (good_vertex not
+    # applied); chs_removed = PF candidates of pileup vertices dropped; chs_not_applied = events of
+    # files without the vertex index; hem_weighted = MC events weighted by the HEM fraction
+    return {"hlt_from_bits": 0, "hlt_emulated": 0, "no_vertices": 0, "chs_removed": 0, "chs_not_applied": 0,
+            "hem_weighted": 0}
+
+
 @dataclass
 class Chunk:
     """What the stages of one chunk pass along (per event over the chunk's events unless noted).
@@ -128,6 +141,7 @@ class Chunk:
     dataset: str
     info: DatasetInfo
     counts: dict = field(default_factory=_empty_counts)
+    quality_counts: dict = field(default_factory=_empty_quality)
     watch: _Stopwatch = field(default_factory=_Stopwatch)
     # read
     pf: ak.Array = field(init=False)
@@ -135,9 +149,13 @@ class Chunk:
     met_phi: np.ndarray = field(init=False)
     gen_w: np.ndarray = field(init=False)
     clean: np.ndarray = field(init=False)
+    era: str | None = None
+    quality: dict = field(init=False)  # data-quality rows known before clustering (lumi_mask, hlt, good_vertex)
+    dq_pass: np.ndarray = field(init=False)  # every data-quality row passed (set by _select)
     # prefilter: the events clustered (sub), their PF candidates; vary: systematic variations on
     pre: np.ndarray = field(init=False)
     vary: bool = False
+    jec: bool = False  # the jets are corrected (analysis.corrections: an era whose JEC is not the identity)
     sub: np.ndarray = field(init=False)
     pf_kept: ak.Array = field(init=False)
     # cluster (over the clustered events)
@@ -153,6 +171,7 @@ class Chunk:
     # lund, inference (over the selected events)
     lund: list = field(init=False)
     mask: list = field(init=False)
+    jet_axes: dict = field(init=False)  # skim mode: eta, phi of J0 and J1 of the selected events
     w: np.ndarray = field(init=False)
     x: np.ndarray = field(init=False)
     y: np.ndarray = field(init=False)
@@ -165,7 +184,8 @@ class Chunk:
         return len(self.events)
 
     #: what :meth:`SVJProcessor._output` needs of a batch once its stages have run
-    KEEP = ("dataset", "passes", "gen_w", "lund_nodes", "parent_rec", "counts", "watch", "metadata", "info")
+    KEEP = ("dataset", "passes", "gen_w", "lund_nodes", "parent_rec", "counts", "quality_counts", "watch", "metadata",
+            "info")
 
     def release(self) -> None:
         """Drop the batch's events, candidates, jets and Lund planes (all but :attr:`KEEP`)."""
@@ -256,7 +276,8 @@ class SVJProcessor(processor.ProcessorABC):
             self._select(c)
             self._lund(c)
             if skim:
-                write_skim(cfg, c.events, c.dataset, c.info, c.feats, c.lund, c.mask, c.w, c.idx)
+                write_skim(cfg, c.events, c.dataset, c.info, c.feats, c.lund, c.mask, c.w, c.idx,
+                           jet_axes=c.jet_axes)
                 c.watch.lap("skim")
             else:
                 self._infer(c)
@@ -284,8 +305,12 @@ class SVJProcessor(processor.ProcessorABC):
         flow = cutflow(sel, np.concatenate([c.gen_w for c in done]))
         counts["chunks"] = 1
         counts["chunks_without_selected"] = int(flow["raw"][-1] == 0)
+        quality = _empty_quality()
+        for c in done:
+            for k, v in c.quality_counts.items():
+                quality[k] += v
         out: dict = {"cutflow": {c0.dataset: {"raw": np.array(flow["raw"]), "weighted": np.array(flow["weighted"])}},
-                     "counts": {c0.dataset: counts}, "timing": timing}
+                     "counts": {c0.dataset: counts}, "data_quality": {c0.dataset: quality}, "timing": timing}
         if hists is None:  # a skim
             return out
         watch = _Stopwatch()
@@ -320,23 +345,82 @@ class SVJProcessor(processor.ProcessorABC):
             c.counts["not_in_subset"] = int(np.count_nonzero(~in_subset))
             if c.counts["not_in_subset"]:
                 c.events = events = events[in_subset]
-        pf = bmap.pf_kinematics(events)  # pt, eta, phi, mass: pdgId and charge are never read
-        pf, c.counts["nonfinite_candidates"] = clean_candidates(pf)  # finite, pt > 0 (on the flat buffers)
+        dq = cfg.data_quality
+        c.era = dq.era_of(dataset)
+        vertex = bmap.pf_vertex_index(events) if dq.chs.enabled else None  # CHS where the file has the index
+        if dq.chs.enabled and vertex is None:
+            c.quality_counts["chs_not_applied"] = len(events)
+        if vertex is None and not dq.jet_id.enabled:
+            pf = bmap.pf_kinematics(events)  # pt, eta, phi, mass: pdgId and charge are never read
+            pf, c.counts["nonfinite_candidates"] = clean_candidates(pf)  # finite, pt > 0 (on the flat buffers)
+        else:  # the jet ID reads pdgId (issue 33: only then); CHS drops candidates of pileup vertices
+            fields = KINEMATIC_FIELDS + (("pdgId",) if dq.jet_id.enabled else ())
+            pf, c.counts["nonfinite_candidates"], c.quality_counts["chs_removed"] = DQ.select_candidates(
+                bmap.pf_candidates(events, fields), vertex)
         met_pt, met_phi = bmap.met(events)
         gen_w = bmap.gen_weight_of(events, info.is_mc)
         c.clean = np.isfinite(met_pt) & np.isfinite(met_phi) & np.isfinite(gen_w)
         c.counts["nonfinite_events"] = int(np.count_nonzero(~c.clean))
         c.met_pt, c.met_phi, c.gen_w = (np.where(c.clean, a, 0.0) for a in (met_pt, met_phi, gen_w))
         c.pf = ak.materialize(pf) if hasattr(ak, "materialize") else pf
+        c.quality = self._event_quality(c)
         c.watch.lap("read")
         return c
+
+    def _event_quality(self, c: Chunk) -> dict[str, np.ndarray]:
+        """The data-quality rows read from the event (``lumi_mask``, ``hlt``, ``good_vertex``); a row a
+        stage does not apply to the chunk is left out (every event passes it). Data without the
+        trigger bits or the vertices are refused (names the file and the branches)."""
+        cfg, events, info = self.config, c.events, c.info
+        dq, bmap = cfg.data_quality, cfg.branch_map
+        fn = str(c.metadata.get("filename", "the input file"))
+        rows: dict[str, np.ndarray] = {}
+        mask = dq.lumi_masks.get(c.dataset) if not info.is_mc else None
+        if mask:
+            ids = bmap.event_ids(events)
+            rows["lumi_mask"] = DQ.lumi_mask(mask, ids[:, 0], ids[:, 1])
+        paths = dq.trigger.paths_of(c.era)
+        bits, missing = None, paths
+        if not (info.is_mc and dq.trigger.mc == "emulation"):
+            bits, _, missing = DQ.trigger_bits(events, paths, bmap.trigger_branches)
+        if bits is not None:
+            rows["hlt"] = bits
+            c.quality_counts["hlt_from_bits"] = c.n
+        elif not info.is_mc:
+            raise DQ.missing_bits_error(fn, c.dataset, c.era, missing)
+        elif dq.trigger.mc == "bits":
+            raise MissingBranchError(f"{fn}: dataset {c.dataset!r} has none of the trigger branches {missing} "
+                                     "(analysis.data_quality.trigger.mc: bits; 'auto' falls back to the emulation)")
+        else:
+            c.quality_counts["hlt_emulated"] = c.n
+        if dq.vertex.enabled:
+            good = DQ.good_vertex(events, bmap.pv_collection, bmap.pv_fields, dq.vertex)
+            if good is not None:
+                rows["good_vertex"] = good
+            elif not info.is_mc:
+                raise MissingBranchError(f"{fn}: dataset {c.dataset!r} is data but has no primary vertices "
+                                         f"({bmap.pv_collection}_x, _y, _z, _ndof; schema.pv_collection): the "
+                                         "good-vertex requirement cannot be applied (analysis.data_quality.vertex)")
+            else:
+                c.quality_counts["no_vertices"] = c.n
+        return rows
 
     def _prefilter(self, c: Chunk) -> None:
         """Which events are clustered: those the prefilter cannot reject (all with variations)."""
         cfg = self.config
+        # jets corrected (analysis.corrections; an identity JEC, our simulation's, is skipped: the
+        # jets, MET and cuts are then exactly the uncorrected ones)
+        c.jec = J.jec_active(C.load_era(cfg.corrections), cfg.corrections, not c.info.is_mc)
+        bound = cfg.corrections.max_jec_factor
         # events the prefilter rejects cannot pass the preselection (processors/prefilter.py): with
         # analysis.prefilter they are not clustered; the cutflow's prefilter row is the same either way
-        c.pre = prefilter(c.met_pt, scalar_pt_sum(c.pf), cfg.cuts)
+        if not c.jec:
+            c.pre = prefilter(c.met_pt, scalar_pt_sum(c.pf), cfg.cuts)
+        elif bound is None:  # corrected jets without a bound on the factor: nothing is proven to fail
+            c.pre = np.ones(c.n, bool)
+        else:  # H_T and the AK8 pT bounded by max_jec_factor x S; the MET bound only on the raw MET
+            c.pre = prefilter(c.met_pt, scalar_pt_sum(c.pf), cfg.cuts, max_factor=bound,
+                              met_bound=not cfg.corrections.type1_met)
         # systematic variations (MC signal): every event clustered (the prefilter's bounds hold for
         # the nominal cuts only) and jets kept down to CLUSTER_MARGIN x the thresholds
         c.vary = cfg.systematics.enabled and c.info.kind == "signal" and cfg.skim_dir is None
@@ -347,14 +431,23 @@ class SVJProcessor(processor.ProcessorABC):
         c.watch.lap("prefilter")
 
     def _cluster(self, c: Chunk) -> None:
-        """AK4 jets (H_T) and AK8 jets with constituents of the clustered events; scattered back."""
-        cuts = self.config.cuts
-        margin = CLUSTER_MARGIN if c.vary else 1.0
-        c.ak4 = _cluster_in_parts(c.pf_kept, 0.4, ptmin=cuts.ak4_pt_min * margin)
+        """AK4 jets (H_T) and AK8 jets with constituents of the clustered events, corrected (JEC,
+        type-1 MET) where the era's JEC is not the identity; scattered back."""
+        cfg = self.config
+        cuts = cfg.cuts
+        # corrected jets may cross the thresholds: clustered down to CLUSTER_MARGIN x them (and the
+        # AK4 jets down to the type-1 threshold), cut after the correction
+        margin = CLUSTER_MARGIN if (c.vary or c.jec) else 1.0
+        t1 = c.jec and cfg.corrections.type1_met
+        ak4_min = min(cuts.ak4_pt_min, J.T1_PT_MIN) if t1 else cuts.ak4_pt_min
+        c.ak4 = _cluster_in_parts(c.pf_kept, 0.4, ptmin=ak4_min * margin)
         c.watch.lap("ak4")
         ak8 = _cluster_in_parts(c.pf_kept, 0.8, ptmin=cuts.ak8_pt_min * margin, constituents=True)
+        if c.jec and len(c.sub):
+            c.ak4, ak8 = self._corrected(c, c.ak4, ak8, t1)
+            c.watch.lap("jec")
         c.ak8_all = ak8 = ak8[abs(ak8.eta) <= cuts.ak8_abs_eta_max]
-        if c.vary:  # the nominal: exactly the jets a clustering at the threshold gives
+        if c.vary or c.jec:  # the nominal: exactly the jets above the threshold
             ak8 = ak8[ak8.pt >= cuts.ak8_pt_min]
         c.ak8 = ak8
         c.watch.lap("ak8")
@@ -366,6 +459,42 @@ class SVJProcessor(processor.ProcessorABC):
             c.ht_all[c.sub] = ht(c.ak4, cuts.ak4_pt_min, cuts.ak4_abs_eta_max)
         c.counts["fewer_than_two_jets"] = int(np.count_nonzero(c.n_ak8[c.sub] < 2))  # of the events clustered
 
+    def _corrected(self, c: Chunk, ak4: ak.Array, ak8: ak.Array, t1: bool) -> tuple[ak.Array, ak.Array]:
+        """(AK4, AK8) jets of the clustered events with the era's compound JEC (L1L2L3; data: of the
+        event's run period, with the residual), re-sorted; MET type-1 from the AK4 jets (part of
+        :meth:`_cluster`; processors/jec.py)."""
+        cfg = self.config
+        era = C.load_era(cfg.corrections)
+        is_data = not c.info.is_mc
+        rho = J.event_rho(c.events)
+        if rho is None:
+            if era.needs_rho("ak4", is_data) or era.needs_rho("ak8", is_data):
+                raise MissingBranchError(
+                    f"{c.metadata.get('filename', 'the input file')}: dataset {c.dataset!r}: the JEC of era "
+                    f"{era.spec.name} has an L1FastJet level (input Rho) but the file has none of the rho branches "
+                    f"{list(J.RHO_BRANCHES)} (analysis.corrections; docs/corrections.md)")
+            rho = np.zeros(c.n)
+        rho, run = rho[c.sub], (cfg.branch_map.event_ids(c.events)[c.sub, 0] if is_data else None)
+        out, factors = [], []
+        for jets, name, radius in ((ak4, "ak4", 0.4), (ak8, "ak8", 0.8)):
+            f, f_l1 = J.jec_factors(era, name, is_data, jets.pt, jets.eta, J.jet_area(radius, ak.flatten(jets.pt)),
+                                    rho, run)
+            if name == "ak4" and t1:  # MET_T1 = MET_raw - sum (pT_corr - pT_L1), AK4 jets with pT_corr > 15 GeV
+                mpt, mphi = J.type1_met(c.met_pt[c.sub], c.met_phi[c.sub], jets.pt, jets.phi, f, f_l1)
+                ok = c.clean[c.sub]
+                c.met_pt[c.sub[ok]], c.met_phi[c.sub[ok]] = mpt[ok], mphi[ok]
+            factors.append(ak.to_numpy(ak.flatten(f)))
+            out.append(J.corrected_jets(jets, f))
+        flat = np.concatenate(factors)
+        bound = cfg.corrections.max_jec_factor
+        if bound is not None and len(flat) and flat.max() > bound:
+            raise ConfigError(f"analysis.corrections.max_jec_factor = {bound}: a jet of dataset {c.dataset!r} has "
+                              f"a JEC factor {flat.max():.4g} (era {era.spec.name}); the prefilter's bound would not "
+                              "hold: raise it or set it to null (the prefilter is then off with this JEC)")
+        # a raw jet below CLUSTER_MARGIN x a threshold reaches it only with a factor above 1 / CLUSTER_MARGIN
+        c.counts["jec_above_margin"] = int(np.count_nonzero(flat > 1.0 / CLUSTER_MARGIN))
+        return out[0], out[1]
+
     def _select(self, c: Chunk) -> None:
         """Event features of J0, J1 and MET, the preselection and its cutflow; the selected events."""
         if len(c.sub):
@@ -373,7 +502,9 @@ class SVJProcessor(processor.ProcessorABC):
         else:  # nothing clustered (clustering an empty chunk gives jets of unknown type)
             j0 = j1 = {k: np.zeros(c.n) for k in ("pt", "eta", "phi", "mass")}
         c.feats = event_features(j0, j1, c.met_pt, c.met_phi)
-        sel = preselection(c.clean, c.ht_all, c.n_ak8, c.feats, self.config.cuts, prefilter=c.pre)
+        quality = {**c.quality, **self._jet_quality(c)}
+        c.dq_pass = np.logical_and.reduce([np.asarray(v, bool) for v in quality.values()] + [np.ones(c.n, bool)])
+        sel = preselection(c.clean, c.ht_all, c.n_ak8, c.feats, self.config.cuts, prefilter=c.pre, quality=quality)
         c.passes = {name: sel.all(name) for name in CUT_ORDER}  # the chunk's cutflow: _output
         passing = sel.all(*CUT_ORDER[1:])  # the cuts themselves; the prefilter only follows from them
         lost = passing & ~c.pre
@@ -383,10 +514,61 @@ class SVJProcessor(processor.ProcessorABC):
         c.idx = np.flatnonzero(passing)
         c.watch.lap("features+selection")
 
+    def _jet_quality(self, c: Chunk) -> dict[str, np.ndarray]:
+        """The data-quality rows on the jets (``jet_id``, ``hem_veto``, ``phi_spike``) over all events
+        (events not clustered pass: they fail the prefilter row); multiplies ``c.gen_w`` by the MC
+        HEM weight and the trigger scale factor where they apply."""
+        cfg, dq = self.config, self.config.data_quality
+        rows: dict[str, np.ndarray] = {}
+        clustered = len(c.sub) > 0
+
+        def scatter(sub_values: np.ndarray, fill: bool) -> np.ndarray:
+            full = np.full(c.n, fill, bool)
+            if clustered:
+                full[c.sub] = sub_values
+            return full
+
+        if dq.jet_id.enabled:
+            ok = ak.to_numpy(ak.all(DQ.jet_id(c.ak8, dq.jet_id), axis=1)) if clustered else np.ones(0, bool)
+            rows["jet_id"] = scatter(ok, True)
+        if dq.hem.enabled and c.era in dq.hem.eras and not (c.info.is_mc and dq.hem.mc == "off"):
+            hit = (DQ.hem_jets(c.ak4, dq.hem) | DQ.hem_jets(c.ak8_all, dq.hem)) if clustered else np.ones(0, bool)
+            affected = scatter(hit, False)
+            if not c.info.is_mc:
+                run = cfg.branch_map.event_ids(c.events)[:, 0]
+                rows["hem_veto"] = ~(affected & (run >= dq.hem.run_min))
+            elif dq.hem.mc == "drop":
+                rows["hem_veto"] = ~affected
+            else:
+                c.gen_w = np.where(affected, c.gen_w * (1.0 - dq.hem.mc_affected_fraction), c.gen_w)
+                c.quality_counts["hem_weighted"] = int(np.count_nonzero(affected))
+        if dq.phi_spike.map and c.era is not None:
+            cells = DQ.load_phi_spike_map(dq.phi_spike.map).get(c.era)
+            if cells is not None:
+                veto = np.zeros(len(c.sub), bool)
+                if clustered:
+                    lead = ak.pad_none(c.ak8[["eta", "phi"]], dq.phi_spike.n_jets, axis=1, clip=True)
+                    for i in range(dq.phi_spike.n_jets):
+                        j = lead[:, i]
+                        has = ~ak.to_numpy(ak.is_none(j.eta))
+                        eta = ak.to_numpy(ak.fill_none(j.eta, 0.0)).astype(np.float64)
+                        phi = ak.to_numpy(ak.fill_none(j.phi, 0.0)).astype(np.float64)
+                        veto |= has & DQ.phi_spike_veto(eta, phi, *cells)
+                rows["phi_spike"] = scatter(~veto, True)
+        if c.info.is_mc and dq.trigger.scale_factor and clustered:
+            sf = np.ones(c.n)
+            cset = C.load_corrections(cfg.systematics.payload, era=C.load_era(cfg.corrections))
+            sf[c.sub] = np.asarray(C.trigger_sf(cset, c.ht_all[c.sub]), float)
+            c.gen_w = c.gen_w * sf
+        return rows
+
     def _lund(self, c: Chunk) -> None:
         """C-A primary Lund planes of J0 and J1 of the selected events, padded to ``lund_max_len``."""
         jets = c.ak8[np.searchsorted(c.sub, c.idx)]  # idx are among sub (they pass the prefilter)
         L = self.config.lund_max_len
+        if self.config.skim_dir is not None:  # the jet axes, for the skim's dark-quark match
+            c.jet_axes = {f"{k}_j{i}": (ak.to_numpy(jets[k][:, i]).astype(np.float64) if len(jets)
+                                        else np.zeros(0)) for i in (0, 1) for k in ("eta", "phi")}
         c.lund, c.mask = [], []
         for i in (0, 1):
             if len(jets) == 0:
@@ -461,13 +643,17 @@ class SVJProcessor(processor.ProcessorABC):
         """Fill ``xy_mt_syst`` (``h``) with one batch: every source of the registry
         (processors/variations.py), each variation's events recomputed and scored, filled like xy_mt."""
         cfg, s, cuts = self.config, self.config.systematics, self.config.cuts
-        inputs = V.VariationInputs(events=c.events, branch_map=cfg.branch_map, cset=C.load_corrections(s.payload),
-                                   settings=s, ak8=c.ak8_all, ak4=c.ak4, pf=c.pf_kept, ht_nom=c.ht_all)
+        rho = J.event_rho(c.events)
+        inputs = V.VariationInputs(events=c.events, branch_map=cfg.branch_map,
+                                   cset=C.load_corrections(s.payload, era=C.load_era(cfg.corrections)),
+                                   settings=s, ak8=c.ak8_all, ak4=c.ak4, pf=c.pf_kept, ht_nom=c.ht_all,
+                                   rho=None if rho is None else rho[c.sub])
         kin, ratio = V.variations(inputs, c.counts)
         results = []
         for var in kin:
             feats, passing, (i0, i1), (f0, f1) = V.vary_event(var.ak8_factors, c.ak8_all, var.ak4_factors, c.ak4,
-                                                              c.met_pt, c.met_phi, var.met_shift, cuts, c.clean)
+                                                              c.met_pt, c.met_phi, var.met_shift, cuts,
+                                                              c.clean & c.dq_pass)  # data quality: nominal jets
             results.append((var.name, feats, np.flatnonzero(passing), i0, i1, f0, f1))
         ev = np.concatenate([np.concatenate([r[2], r[2]]) for r in results]) if results else np.zeros(0, int)
         jt = (np.concatenate([np.concatenate([r[3][r[2]], r[4][r[2]]]) for r in results]) if results

@@ -80,10 +80,20 @@ PRESETS: dict[str, dict] = {
     "scoutingnano_run3": {"pf_collection": "ScoutingPFCandidate"},
     # the older ScoutingNano: the PF candidate table (CandVars) was named ``ScoutingParticle``
     "scoutingnano_old": {"pf_collection": "ScoutingParticle"},
-    # Run-2 SVJ scouting ntuples (SVJScouting_ntuplizer, read by CMS-SVJ-scouting/SVJProcessing)
+    # Run-2 SVJ scouting ntuples (SVJScouting_ntuplizer, read by CMS-SVJ-scouting/SVJProcessing):
+    # PFCands_vertex, nPVs + PV_{x,y,z,tracksSize,chi2,ndof,isValidVtx,isGood}, rho, and the
+    # DST_HT410_PFScouting decision as the uint32 ``scouting_trig`` (ScoutingNanoAOD_fromData.cc)
     "run2_svj": {"tree": "mmtree/Events", "pf_collection": "PFCands", "met_pt": "ScoutMET_pt",
-                 "met_phi": "ScoutMET_phi", "luminosity_block": "lumSec"},
+                 "met_phi": "ScoutMET_phi", "luminosity_block": "lumSec", "pf_vertex": "vertex",
+                 "pv_collection": "PV", "rho": "rho", "trigger_branches": {"DST_HT410_PFScouting": "scouting_trig"}},
 }
+
+#: The primary-vertex fields the good-vertex requirement reads (our names; ``isValidVtx`` optional).
+PV_FIELDS = ("x", "y", "z", "ndof", "isValidVtx")
+
+#: Trigger bits listed for the runner's branch filter besides the map's own (any ``DST_*`` bit:
+#: the scouting paths of every era; processors/dataquality.py reads only the job's paths).
+TRIGGER_GLOBS = ("DST_*",)
 
 
 class BranchMap(BaseModel):
@@ -96,6 +106,11 @@ class BranchMap(BaseModel):
         met_pt, met_phi, gen_weight, run, luminosity_block, event: full branch names.
         parent: the detector-resampling parent id (optional: files without it, e.g. data or
             older samples, have one copy per generated event; see :meth:`parent_keys`).
+        pf_vertex: the PF field with the candidate's primary-vertex index (0: the hard-scatter
+            vertex, > 0: a pileup vertex, -1: no track); None: no CHS (optional in a file).
+        pv_collection, pv_fields: the primary vertices (prefix and our field -> the file's field,
+            default the same name; optional in a file); rho: the event's rho branch.
+        trigger_branches: HLT path (NanoAOD bit name) -> the file's branch where it differs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -110,6 +125,11 @@ class BranchMap(BaseModel):
     luminosity_block: str = "luminosityBlock"
     event: str = "event"
     parent: str = "parent"
+    pf_vertex: str | None = "vertexIndex"
+    pv_collection: str = "ScoutingPrimaryVertex"
+    pv_fields: dict[str, str] = {}
+    rho: str = "ScoutingRho_fixedGridRhoFastjetAll"
+    trigger_branches: dict[str, str] = {}
     #: the preset the map was built from (None: fields given one by one); not part of the config
     #: digest (``exclude``): a preset and the same fields spelt out are one configuration
     preset: str | None = Field(default=None, exclude=True)
@@ -154,6 +174,9 @@ class BranchMap(BaseModel):
         missing = [f for f in PF_FIELDS if f not in self.pf_fields]
         if missing:
             raise ValueError(f"schema.pf_fields lacks {missing}; expected keys {list(PF_FIELDS)}")
+        unknown = sorted(f for f in self.pv_fields if f not in PV_FIELDS)
+        if unknown:
+            raise ValueError(f"schema.pv_fields: unknown key(s) {unknown}; the known keys are {list(PV_FIELDS)}")
 
     def required_branches(self, is_mc: bool) -> list[str]:
         """The branches a file must have, in the file's names: those the processor reads, and the PF
@@ -172,8 +195,15 @@ class BranchMap(BaseModel):
         log of the processor on signal (systematics on) and background files.
         """
         pf = [f"n{self.pf_collection}"] + [f"{self.pf_collection}_{self.pf_fields[f]}" for f in KINEMATIC_FIELDS]
+        # data quality (processors/dataquality.py): pdgId (jet ID), the vertex index (CHS), the
+        # vertices, the trigger bits; listed, not read unless their stage is on and the file has them
+        dq = [f"{self.pf_collection}_{self.pf_fields['pdgId']}"]
+        if self.pf_vertex:
+            dq.append(f"{self.pf_collection}_{self.pf_vertex}")
+        dq += [f"n{self.pv_collection}"] + [f"{self.pv_collection}_{self.pv_fields.get(f, f)}" for f in PV_FIELDS]
+        dq += list(self.trigger_branches.values()) + list(TRIGGER_GLOBS)
         return pf + [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event, self.gen_weight,
-                     self.parent, *SYSTEMATICS_BRANCHES]
+                     self.parent, *SYSTEMATICS_BRANCHES, *dq]
 
     # -- access to NanoEvents ------------------------------------------------------------
     def pf_candidates(self, events, fields: tuple[str, ...] = PF_FIELDS) -> ak.Array:
@@ -191,6 +221,16 @@ class BranchMap(BaseModel):
     def pf_kinematics(self, events) -> ak.Array:
         """PF candidates with :data:`KINEMATIC_FIELDS` only: what the processor reads."""
         return self.pf_candidates(events, KINEMATIC_FIELDS)
+
+    def pf_vertex_index(self, events) -> ak.Array | None:
+        """The PF candidates' primary-vertex index (events x candidates), or None when the map names
+        no vertex field (``pf_vertex: null``) or the file lacks it."""
+        if not self.pf_vertex:
+            return None
+        try:
+            return _get(_get(events, self.pf_collection), self.pf_vertex, parent=self.pf_collection)
+        except MissingBranchError:
+            return None
 
     def met(self, events) -> tuple[np.ndarray, np.ndarray]:
         """(MET pt in GeV, MET phi) per event as float64 numpy arrays."""

@@ -19,6 +19,8 @@ from svjscout.core.constants import LUMI_RUN2_PB
 from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import ConfigError
 from svjscout.processors import histograms as H
+from svjscout.processors.corrections.pog import CorrectionsSettings
+from svjscout.processors.dataquality import DataQualitySettings
 from svjscout.processors.schema import BranchMap
 from svjscout.processors.variations import SystematicsSettings
 
@@ -95,6 +97,9 @@ class AnalysisSettings(BaseModel):
     """Cuts, binning, working point, models and luminosity (the ``analysis`` block of a job).
 
     ``batch_events``: events of a chunk read and processed at a time (>= 0; 0: the whole chunk).
+    ``data_quality``: the data-quality stages (:class:`~svjscout.processors.dataquality.DataQualitySettings`:
+    ``era``, ``trigger``, ``vertex``, ``hem``, ``phi_spike``, ``jet_id``, ``chs``; docs/dataquality.md);
+    the defaults pass every event of files without trigger bits, vertices and vertex indices.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,10 +114,12 @@ class AnalysisSettings(BaseModel):
     # worker's memory for large chunks (docs/performance.md); the output is bit-identical either way
     batch_events: int = 10000
     systematics: SystematicsSettings = Field(default_factory=SystematicsSettings)  # processors/variations.py
+    corrections: CorrectionsSettings = Field(default_factory=CorrectionsSettings)  # docs/corrections.md
     lundnet_model: str | None = None
     twin_model: str | None = None
     lumi: float = LUMI_RUN2_PB  # pb^-1
     event_subset: EventSubset | None = None  # one subset of the train/val/test split (None: all events)
+    data_quality: DataQualitySettings = Field(default_factory=DataQualitySettings)  # processors/dataquality.py
 
     @model_validator(mode="after")
     def _wp_on_score_edges(self):
@@ -142,6 +149,18 @@ class ProcessorConfig(AnalysisSettings):
     datasets: dict[str, DatasetInfo] = {}
     branch_map: BranchMap = Field(default_factory=BranchMap)
     skim_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _quality_datasets(self):
+        dq = self.data_quality
+        if self.datasets:
+            for name in dq.lumi_masks:
+                if name not in self.datasets:
+                    raise ValueError(f"datasets.{name}.lumi_mask: no dataset {name!r} in the job")
+                if self.datasets[name].is_mc:
+                    raise ValueError(f"datasets.{name}.lumi_mask: a golden-JSON lumi mask is for data; {name!r} is "
+                                     f"{self.datasets[name].kind} (simulation is never lumi-masked)")
+        return self
 
     def subset_scale(self, info: DatasetInfo) -> float:
         """``1 / fraction`` of ``analysis.event_subset`` for MC (1 without a subset): the yields of

@@ -11,8 +11,15 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-#: Cut names in the order they are applied.
-CUT_ORDER = ("prefilter", "clean", "trigger", "two_ak8", "mt", "rt", "dphi_min", "deta")
+#: Cut names in the order they are applied. ``lumi_mask``, ``hlt``, ``good_vertex``, ``jet_id``,
+#: ``hem_veto`` and ``phi_spike`` are the data-quality rows (processors/dataquality.py,
+#: docs/dataquality.md): with the defaults they pass every event of a file without trigger bits and
+#: vertices, so the other rows count what they counted before them.
+CUT_ORDER = ("prefilter", "clean", "lumi_mask", "hlt", "trigger", "good_vertex", "two_ak8", "jet_id", "hem_veto",
+             "phi_spike", "mt", "rt", "dphi_min", "deta")
+
+#: The data-quality rows of :data:`CUT_ORDER` (every event passes a row a stage does not apply).
+QUALITY_ROWS = ("lumi_mask", "hlt", "good_vertex", "jet_id", "hem_veto", "phi_spike")
 
 
 class Cuts(BaseModel):
