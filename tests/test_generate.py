@@ -424,3 +424,219 @@ def test_pileup_default_is_one_constant():
     generate = cli.get_command(click.Context(cli), "generate")  # the CLI loads its verbs when named
     option = next(p for p in generate.params if p.name == "pileup")
     assert GenerationConfig("qcd", 1).pileup == option.default == DEFAULT_PILEUP == 35.0
+
+
+# -- what a generated file carries: the scoutingnano_run3 layout (issue 31 item 2) ---------------
+
+RUN3_PF = {"pt": "float32", "eta": "float32", "phi": "float32", "mass": "float32", "pdgId": "int32",
+           "charge": "int32", "vertexIndex": "int32"}
+RUN3_PV = {"x": "float32", "y": "float32", "z": "float32", "xError": "float32", "yError": "float32",
+           "zError": "float32", "tracksSize": "int32", "chi2": "float32", "ndof": "int32", "isValidVtx": "bool"}
+#: today's svjscout layout, branch for branch (no new branch may appear in it)
+SVJSCOUT_BRANCHES = {"run", "luminosityBlock", "event", "parent", "genWeight", "nPSWeight", "PSWeight",
+                     "Pileup_nTrueInt", "Pileup_nPU", "nScoutingParticle",
+                     *(f"ScoutingParticle_{f}" for f in ("pt", "eta", "phi", "mass", "pdgId", "charge")),
+                     "ScoutingMET_pt", "ScoutingMET_phi", "GenMET_pt", "GenMET_phi", "GenDark_nHadrons",
+                     "GenDark_nInvisible", "GenDark_nStable"}
+
+
+@pytest.fixture(scope="module")
+def run3_files(tmp_path_factory):
+    """A signal (pileup 35, the truth per candidate and the HF cells written) and a QCD file (two
+    detector copies) in the scoutingnano_run3 layout."""
+    out = tmp_path_factory.mktemp("run3")
+    svj = GenerationConfig("svj", 40, seed=11, pileup=35.0, pileup_library=200, chunk_size=40,
+                           layout="scoutingnano_run3", write_truth=True, write_hf=True)
+    qcd = GenerationConfig("qcd", 20, seed=12, pileup=10.0, pileup_library=100, chunk_size=20, detector_copies=2,
+                           layout="scoutingnano_run3", extra_settings=["UncertaintyBands:doVariations = off"])
+    generate_file(svj, out / "svj.root")
+    generate_file(qcd, out / "qcd.root")
+    return {"svj": (out / "svj.root", svj), "qcd": (out / "qcd.root", qcd)}
+
+
+def _types(path, prefix):
+    with uproot.open(path) as f:
+        t = f["Events"]
+        return {k[len(prefix) + 1:]: str(t[k].interpretation.content.to_dtype.newbyteorder("="))
+                for k in t.keys() if k.startswith(prefix + "_")}
+
+
+@pytest.mark.slow
+def test_run3_layout_branches_names_and_types(run3_files):
+    path, _ = run3_files["svj"]
+    assert _types(path, "ScoutingPFCandidate") == RUN3_PF
+    assert _types(path, "ScoutingPrimaryVertex") == RUN3_PV
+    with uproot.open(path) as f:
+        t = f["Events"]
+        keys = set(t.keys())
+        assert not any(k.startswith("ScoutingParticle") for k in keys)
+        for name, dtype in {"ScoutingRho_fixedGridRhoFastjetAll": "float32", "DST_HT410_PFScouting": "bool",
+                            "ScoutingMET_pt": "float32", "nScoutingPFCandidate": "int32",
+                            "nScoutingPrimaryVertex": "int32", "nGenDarkQuark": "int32", "run": "uint32",
+                            "luminosityBlock": "uint32", "event": "uint64"}.items():
+            assert str(t[name].interpretation.to_dtype.newbyteorder("=")) == dtype, name
+        # our own branches stay in both layouts
+        assert {"parent", "genWeight", "Pileup_nPU", "Pileup_nTrueInt", "PSWeight", "GenMET_pt",
+                "GenDark_nHadrons"} <= keys
+        assert _types(path, "GenDarkQuark") == {"pt": "float32", "eta": "float32", "phi": "float32",
+                                                "mass": "float32", "pdgId": "int32"}
+
+
+@pytest.mark.slow
+def test_run3_layout_is_read_by_the_processor_preset(run3_files):
+    from coffea.nanoevents import NanoEventsFactory
+
+    from svjscout.processors.schema import BranchMap, check_file
+
+    path, _ = run3_files["svj"]
+    bmap = BranchMap.from_preset("scoutingnano_run3")
+    assert check_file(str(path), bmap, is_mc=True) == 40
+    events = NanoEventsFactory.from_root({str(path): bmap.tree}, schemaclass=bmap.schema_class(),
+                                         mode="eager").events()
+    pf = bmap.pf_candidates(events)
+    ev, _ = _arrays(path)
+    assert ak.to_list(pf.pt) == ak.to_list(ev.ScoutingPFCandidate_pt)
+    assert ak.to_list(pf.charge) == ak.to_list(ev.ScoutingPFCandidate_charge)
+    np.testing.assert_array_equal(bmap.met(events)[0], ak.to_numpy(ev.ScoutingMET_pt).astype(np.float64))
+
+
+@pytest.mark.slow
+def test_vertex_index_agrees_with_the_truth_and_the_vertices(run3_files):
+    path, cfg = run3_files["svj"]
+    ev, _ = _arrays(path)
+    vi, inter = ev.ScoutingPFCandidate_vertexIndex, ev.GenPFCandidate_interaction
+    charge, eta = ev.ScoutingPFCandidate_charge, ev.ScoutingPFCandidate_eta
+    tracked = charge != 0  # PF candidates with a charge are tracks (charged particles without one are cells)
+    assert ak.max(abs(eta[tracked])) <= cfg.detector_params.tracker_eta + 1e-3
+    assert ak.all(vi[~tracked] == -1)  # neutrals, HF cells and charged particles without a track
+    assert ak.all(inter[charge == 0] == -1)
+    hs, pu = tracked & (inter == 0), tracked & (inter > 0)
+    # the hard scatter is the first vertex (largest sum pT^2) in every event of this signal sample
+    assert ak.all(vi[hs] == 0)
+    # pileup tracks: their own vertex (> 0), the hard scatter's when merged into it (rare), -1 when
+    # their interaction left fewer than 2 tracks (not reconstructed)
+    n_pu_tracks = int(ak.sum(pu))
+    assert n_pu_tracks > 10_000
+    assert int(ak.sum(vi[pu] > 0)) > 0.95 * n_pu_tracks
+    assert int(ak.sum(vi[pu] == 0)) < 0.03 * n_pu_tracks
+    n_pv, n_pu = ak.to_numpy(ev.nScoutingPrimaryVertex), ak.to_numpy(ev.Pileup_nPU)
+    for i in range(len(ev)):
+        v, g = ak.to_numpy(vi[i][tracked[i]]), ak.to_numpy(inter[i][tracked[i]])
+        # each vertex holds the tracks whose vertexIndex is its index, all of them written
+        assert np.bincount(v[v >= 0], minlength=n_pv[i]).tolist() == ak.to_list(ev.ScoutingPrimaryVertex_tracksSize[i])
+        # a true interaction goes to one vertex; -1 exactly for those with fewer than 2 tracks
+        per_interaction = {int(k): set(v[g == k].tolist()) for k in np.unique(g)}
+        assert all(len(s) == 1 for s in per_interaction.values())
+        assert all((s == {-1}) == (np.sum(g == k) < 2) for k, s in per_interaction.items())
+        # vertices = interactions with >= 2 tracks minus the merged ones (several interactions, one index)
+        reconstructable = sum(s != {-1} for s in per_interaction.values())
+        merged = reconstructable - len({next(iter(s)) for s in per_interaction.values() if s != {-1}})
+        assert n_pv[i] == reconstructable - merged <= n_pu[i] + 1
+        assert ak.to_list(ev.ScoutingPrimaryVertex_ndof[i]) == [2 * n - 3 for n in
+                                                               ak.to_list(ev.ScoutingPrimaryVertex_tracksSize[i])]
+        sumpt2 = np.bincount(v[v >= 0], ak.to_numpy(ev.ScoutingPFCandidate_pt[i][tracked[i]])[v >= 0] ** 2)
+        assert np.all(np.diff(sumpt2) <= 1e-3 * sumpt2[:-1])  # ordered by sum pT^2, descending
+    eff = n_pv.sum() / (n_pu + 1).sum()  # reconstruction efficiency (minimum-bias events with < 2 tracks)
+    assert 0.7 < eff < 1.0
+    assert ak.all(ev.ScoutingPrimaryVertex_isValidVtx)
+    z = ak.to_numpy(ak.flatten(ev.ScoutingPrimaryVertex_z))
+    assert 2.8 < np.std(z) < 4.2  # the beam spot's sigma_z = 3.5 cm
+
+
+@pytest.mark.slow
+def test_rho_and_trigger_bit_from_the_written_candidates(run3_files):
+    from svjscout.processors.jets import cluster, ht
+
+    path, _ = run3_files["svj"]  # written with --write-hf: the written candidates are all of them
+    ev, _ = _arrays(path)
+    pf = ak.zip({k: ev[f"ScoutingPFCandidate_{k}"] for k in ("pt", "eta", "phi", "mass")})
+    from test_detector import _rho_loop
+
+    rho = ak.to_numpy(ev.ScoutingRho_fixedGridRhoFastjetAll)
+    # the file's rho is computed before the candidates' precision is reduced to NanoAOD's (10-12
+    # mantissa bits): the loop on the written values agrees within a few per mille
+    loop = np.array([_rho_loop(*(ak.to_numpy(pf[k][i]).astype(np.float64) for k in ("pt", "eta", "phi", "mass")))
+                     for i in range(len(ev))])
+    np.testing.assert_allclose(rho, loop, rtol=0.02)
+    assert np.median(np.abs(rho / loop - 1)) < 2e-3
+    assert 10.0 < np.median(rho) < 50.0  # GeV per unit area at pileup 35
+    # the trigger bit: the processor's H_T emulation on the written candidates (away from the threshold,
+    # where the reduced precision cannot matter)
+    ht_proc = ht(cluster(pf, 0.4))
+    bit = ak.to_numpy(ev.DST_HT410_PFScouting)
+    clear = np.abs(ht_proc - 410.0) > 1.0
+    assert np.array_equal(bit[clear], ht_proc[clear] > 410.0)
+    assert bit.sum() > 0.8 * len(bit)  # mZ' = 2 TeV signal: nearly all above 410 GeV
+
+
+@pytest.mark.slow
+def test_dark_quarks_are_the_zprime_daughters_on_the_event_record(run3_files):
+    """GenDarkQuark_* against Pythia's own event record, walked particle by particle (same seed)."""
+    import pythia8mc
+
+    from svjscout.samples.generate import chunk_seed
+
+    path, cfg = run3_files["svj"]
+    ev, _ = _arrays(path)
+    assert ak.all(ak.num(ev.GenDarkQuark_pdgId) == 2)
+    assert ak.to_list(ak.sort(ev.GenDarkQuark_pdgId, axis=1)) == [[-4900101, 4900101]] * len(ev)
+    p = pythia8mc.Pythia("", False)
+    for line in cfg.settings():
+        assert p.readString(line), line
+    p.readString(f"Random:seed = {chunk_seed(cfg.seed, 0)}")
+    assert p.init()
+    for i in range(len(ev)):  # one chunk, every event written once (no filter, one copy): row i = event i
+        assert p.next()
+        record = p.event
+        zp = [j for j in range(record.size()) if record[j].id() == 4900023]
+        last = zp[-1]  # the Z' that decays (last copy)
+        daughters = [record[j] for j in range(record[last].daughter1(), record[last].daughter2() + 1)]
+        quarks = [d for d in daughters if abs(d.id()) == 4900101]
+        assert len(quarks) == 2
+        assert [d.id() for d in quarks] == ak.to_list(ev.GenDarkQuark_pdgId[i])
+        np.testing.assert_allclose([d.pT() for d in quarks], ak.to_list(ev.GenDarkQuark_pt[i]), rtol=1e-6)
+        np.testing.assert_allclose([d.phi() for d in quarks], ak.to_list(ev.GenDarkQuark_phi[i]), rtol=1e-5,
+                                   atol=1e-6)
+        # their sum is the Z' (mass within its width; Pythia's record conserves momentum exactly)
+        px = sum(d.px() for d in quarks) - record[last].px()
+        assert abs(px) < 1e-6 * record[last].e()
+
+
+@pytest.mark.slow
+def test_run3_background_copies_share_vertices_and_have_no_dark_quarks(run3_files):
+    path, _ = run3_files["qcd"]
+    ev, _ = _arrays(path)
+    assert ak.all(ev.nGenDarkQuark == 0)
+    parent = ak.to_numpy(ev.parent)
+    same = parent[1:] == parent[:-1]  # two copies of one generated event: the same vertices
+    assert same.any()
+    for i in np.flatnonzero(same):
+        assert ak.to_list(ev.ScoutingPrimaryVertex_z[i]) == ak.to_list(ev.ScoutingPrimaryVertex_z[i + 1])
+    assert set(ak.to_numpy(ev.DST_HT410_PFScouting).tolist()) <= {True, False}
+
+
+@pytest.mark.slow
+def test_svjscout_layout_unchanged_by_the_run3_machinery(tmp_path):
+    """The svjscout layout keeps today's branches only, and the run3 layout with the detector's CHS on
+    (``chs`` set explicitly) has the same candidates and MET: vertices, rho and the trigger emulation draw
+    nothing from the detector's random streams (the files of a seed stay what they were; checked
+    array for array against files of the code before the layout, docs/samples.md)."""
+    base = dict(seed=5, pileup=10.0, pileup_library=100, chunk_size=12)
+    generate_file(GenerationConfig("svj", 12, **base), tmp_path / "a.root")
+    generate_file(GenerationConfig("svj", 12, layout="scoutingnano_run3", detector={"chs": True}, **base),
+                  tmp_path / "b.root")
+    ea, meta_a = _arrays(tmp_path / "a.root")
+    eb, meta_b = _arrays(tmp_path / "b.root")
+    with uproot.open(tmp_path / "a.root") as f:
+        assert set(f["Events"].keys()) == SVJSCOUT_BRANCHES
+    assert meta_a["detector_params"]["chs"] and meta_b["detector_params"]["chs"]
+    for f in ("pt", "eta", "phi", "mass", "pdgId", "charge"):
+        assert ak.to_list(ea[f"ScoutingParticle_{f}"]) == ak.to_list(eb[f"ScoutingPFCandidate_{f}"])
+    for k in ("ScoutingMET_pt", "ScoutingMET_phi", "genWeight", "event", "Pileup_nPU", "GenMET_pt"):
+        assert np.array_equal(ak.to_numpy(ea[k]), ak.to_numpy(eb[k])), k
+    with pytest.raises(GenerationError, match="layout"):
+        GenerationConfig("svj", 10, layout="nanoaod")
+    with pytest.raises(GenerationError, match="write_truth"):
+        GenerationConfig("svj", 10, write_truth=True)
+    # the run3 layout's default detector writes the charged pileup (CHS moves to the reader)
+    assert GenerationConfig("svj", 10, layout="scoutingnano_run3").detector_params.chs is False
