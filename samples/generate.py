@@ -63,6 +63,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -769,7 +770,7 @@ def _write_file(cfg: GenerationConfig, out: Path, store: parts.PartStore, plan: 
               "n_dark_stable": 0, "n_pileup_events": 0, "n_parents_detected": 0}
     ps_sumw = None
     sigma, sigma_err = [], []
-    tmp = out.with_suffix(out.suffix + ".part")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")  # two array tasks may assemble at once
     # ZSTD 5: read and decompressed ~17x faster than LZMA 6 for ~14 % larger files
     # (benchmarks/bench_processor.py); CMS NanoAOD's central LZMA 9 reads as slowly as LZMA 6
     with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as fout:
