@@ -45,8 +45,13 @@ from svjscout.models.train_lundnet import TrainConfig, train_lundnet
                    "0: off, else >= 2.")
 @click.option("--crossfit-epochs", type=int, default=None,
               help="Epochs per fold model (default: the full model's best epoch).")
+@click.option("--signal-jet-label", type=click.Choice(["truth", "event"]), default="truth", show_default=True,
+              help="truth: a signal event's jet is signal if a generator dark quark is within --dark-match-dr "
+                   "(unmatched signal jets weigh 0; skims without the match keep event labels); event: both jets "
+                   "of a signal event (the shipped model's rule). docs/training_data.md.")
+@click.option("--dark-match-dr", type=float, default=0.8, show_default=True, help="Dark-quark match radius.")
 def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resume, threads, small, lund3, max_len,
-                progress, crossfit_k, crossfit_epochs):
+                progress, crossfit_k, crossfit_epochs, signal_jet_label, dark_match_dr):
     """Train LundNet on SKIM parquet files (or folders of them) written by the processors.
 
     Jets: J0 and J1 of every skim event, signal (label 1) vs background (label 0), class-balanced
@@ -59,7 +64,8 @@ def lundnet_cmd(skim, out, epochs, patience, batch_size, lr, seed, device, resum
     command = " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in sys.argv[1:]])
     cfg = TrainConfig(model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed,
                       device=device, threads=threads, progress=progress, command=command, resume=resume,
-                      crossfit_k=crossfit_k, crossfit_epochs=crossfit_epochs)
+                      crossfit_k=crossfit_k, crossfit_epochs=crossfit_epochs, signal_jet_label=signal_jet_label,
+                      dark_match_dr=dark_match_dr)
     res = train_lundnet(list(skim), out, cfg)
     click.echo(json.dumps({"onnx": str(res.onnx_path), "report": str(res.report_md), "best_epoch": res.best_epoch,
                            "auc_all": {k: row["all"] for k, row in res.auc.items()},

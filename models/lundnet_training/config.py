@@ -40,6 +40,12 @@ class TrainConfig:
             (:mod:`.crossfit`, ``docs/training_data.md``); 0 (default): no cross-fit, else >= 2.
             The skim is then read into memory once more.
         crossfit_epochs: epochs per fold model; ``None``: the full model's best epoch.
+        signal_jet_label: ``truth`` (default): a jet of a signal event is a signal jet if a generator
+            dark quark lies within ``dark_match_dr`` of its axis (the skim's ``dark_dr_j0/j1``);
+            unmatched signal jets get weight 0 (out of training, validation loss and AUCs); skims
+            without the match keep their event labels (counted in the report). ``event``: both jets
+            of a signal event are signal (the shipped models' rule). docs/training_data.md.
+        dark_match_dr: the match radius (default 0.8, the AK8 radius).
     """
 
     model: Any = None
@@ -62,6 +68,8 @@ class TrainConfig:
     resume: bool = False
     crossfit_k: int = 0
     crossfit_epochs: int | None = None
+    signal_jet_label: str = "truth"
+    dark_match_dr: float = 0.8
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -69,6 +77,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "patience", "threads", "buffer_jets"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} is {getattr(self, key)}, expected >= 1")
+        if self.signal_jet_label not in ("truth", "event"):
+            raise ConfigError(f"train.signal_jet_label is {self.signal_jet_label!r}, expected 'truth' or 'event'")
+        if not (self.dark_match_dr > 0 and self.dark_match_dr < 10):
+            raise ConfigError(f"train.dark_match_dr is {self.dark_match_dr!r}, expected a radius in (0, 10)")
         if self.crossfit_k != 0 and self.crossfit_k < 2:
             raise ConfigError(f"train.crossfit_k is {self.crossfit_k}, expected 0 (off) or >= 2")
         if self.crossfit_epochs is not None and self.crossfit_epochs < 1:

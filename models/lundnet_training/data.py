@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 
 from svjscout.core import splits
-from svjscout.core.exceptions import InputFileError
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.core.features import LUND_FEATURES
 from svjscout.models.training.data import KEY_COLUMNS, ClassWeights, skim_files
 
@@ -22,6 +22,65 @@ log = logging.getLogger("svjscout.models.train_lundnet")  # the trainer's logger
 SKIM_COLUMNS = ("lund_j0", "lund_j0_mask", "lund_j1", "lund_j1_mask", "weight", "dataset", "label", "event")
 #: Optional columns of the split key (:mod:`svjscout.core.splits`; the shared training layer's).
 SPLIT_KEY_COLUMNS = KEY_COLUMNS
+#: Optional columns: Delta R from J0 / J1 to the nearest generator dark quark (processors/skim.py;
+#: NaN where the skim's file had no dark-quark record).
+TRUTH_COLUMNS = ("dark_dr_j0", "dark_dr_j1")
+#: ``signal_jet_label`` values: ``truth`` (a signal jet is signal if a dark quark is within
+#: ``dark_match_dr``; an unmatched signal jet gets weight 0) or ``event`` (both jets of a signal event).
+SIGNAL_JET_LABELS = frozenset({"truth", "event"})
+
+
+def truth_factors(label: np.ndarray, dr_j0: np.ndarray, dr_j1: np.ndarray, mode: str,
+                  match_dr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per event, the factors of J0's and J1's weights from the dark-quark match.
+
+    With ``mode == "truth"`` a jet of a signal event (``label == 1``) whose nearest dark quark is
+    farther than ``match_dr`` is not a signal jet: factor 0 (it leaves the training, the validation
+    loss and the AUCs). Jets of background events, matched signal jets and signal jets without a
+    dark-quark record (NaN: files from before the generator wrote it) keep factor 1 (the latter are
+    labelled by their event, as before; :func:`truth_summary` counts them). ``event``: all 1.
+
+    Args:
+        label: (n,) event labels (1 signal, 0 background).
+        dr_j0, dr_j1: (n,) Delta R of J0, J1 to the nearest dark quark (NaN: unknown).
+
+    >>> f0, f1 = truth_factors(np.array([1, 1, 0]), np.array([0.1, np.nan, 2.0]), np.array([1.5, 0.3, 3.0]),
+    ...                        "truth", 0.8)
+    >>> f0.tolist(), f1.tolist()
+    ([1.0, 1.0, 1.0], [0.0, 1.0, 1.0])
+    """
+    if mode not in SIGNAL_JET_LABELS:
+        raise ConfigError(f"signal_jet_label is {mode!r}; expected one of {sorted(SIGNAL_JET_LABELS)}")
+    n = len(label)
+    if mode == "event":
+        return np.ones(n), np.ones(n)
+    signal = np.asarray(label) == 1
+    out = []
+    for dr in (dr_j0, dr_j1):
+        dr = np.asarray(dr, dtype=np.float64)
+        out.append(np.where(signal & np.isfinite(dr) & (dr > match_dr), 0.0, 1.0))
+    return out[0], out[1]
+
+
+def truth_summary(label: np.ndarray, dr_j0: np.ndarray, dr_j1: np.ndarray, match_dr: float) -> dict[str, int]:
+    """Signal jets by dark-quark match: ``matched`` (Delta R <= match_dr), ``unmatched``,
+    ``no_truth`` (NaN), counted over J0 and J1 of the signal events."""
+    signal = np.asarray(label) == 1
+    dr = np.concatenate([np.asarray(dr_j0, np.float64)[signal], np.asarray(dr_j1, np.float64)[signal]])
+    known = np.isfinite(dr)
+    return {"matched": int(np.count_nonzero(known & (dr <= match_dr))),
+            "unmatched": int(np.count_nonzero(known & (dr > match_dr))), "no_truth": int(np.count_nonzero(~known))}
+
+
+def with_truth_factors(ev: dict[str, np.ndarray], cols: Mapping, mode: str, match_dr: float) -> dict[str, np.ndarray]:
+    """``ev`` with ``dark_dr_j0/j1`` (from ``cols``, NaN where absent) and the weight factors
+    ``jet_factor_j0/j1`` (:func:`truth_factors`) that :func:`_interleave_events` applies."""
+    n = len(ev["label"])
+    for c in TRUTH_COLUMNS:
+        ev[c] = np.asarray(cols[c], dtype=np.float64) if c in cols else np.full(n, np.nan)
+    ev["jet_factor_j0"], ev["jet_factor_j1"] = truth_factors(ev["label"], ev["dark_dr_j0"], ev["dark_dr_j1"],
+                                                             mode, match_dr)
+    return ev
 
 
 @dataclass
@@ -76,7 +135,8 @@ def _fixed_length(arr: np.ndarray, max_len: int) -> np.ndarray:
 
 def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFAULT_SEED,
               val_fraction: float = splits.DEFAULT_FRACTIONS[1],
-              test_fraction: float = splits.DEFAULT_FRACTIONS[2], one_copy_per_parent: bool = True) -> JetSet:
+              test_fraction: float = splits.DEFAULT_FRACTIONS[2], one_copy_per_parent: bool = True,
+              signal_jet_label: str = "truth", dark_match_dr: float = 0.8) -> JetSet:
     """Read skim parquet files (or directories of them) into a :class:`JetSet`.
 
     Detector copies (samples with ``--detector-copies``) share their parent's particles: their
@@ -91,12 +151,15 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
         max_len: nodes per jet kept (longer sequences truncated, shorter zero padded).
         seed, val_fraction, test_fraction: the per-event split (:mod:`svjscout.core.splits`,
             keyed by dataset, run, luminosityBlock and parent; ``parent`` falls back to ``event``).
+        signal_jet_label, dark_match_dr: the signal jets' labels (:func:`truth_factors`): with
+            ``truth``, a signal jet farther than ``dark_match_dr`` from every dark quark gets weight 0.
 
     Raises:
         InputFileError: a file is missing, unreadable, lacks a column of :data:`SKIM_COLUMNS`,
             or its Lund arrays do not have 5 features.
     """
-    keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event", *SPLIT_KEY_COLUMNS)
+    keys = ("lund_j0", "mask_j0", "lund_j1", "mask_j1", "label", "weight", "dataset", "event", *SPLIT_KEY_COLUMNS,
+            *TRUTH_COLUMNS)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     files = _skim_files(paths)
     for path in files:
@@ -131,12 +194,16 @@ def load_skim(paths: Sequence[str | Path], max_len: int, seed: int = splits.DEFA
         for c in SPLIT_KEY_COLUMNS:  # absent: run/lumi 0, parent = event (splits.key_columns)
             parts[c].append(np.asarray(ak.to_numpy(arr[c])).astype(np.uint64) if c in arr.fields
                             else parts["event"][-1] if c == "parent" else np.zeros(n, np.uint64))
+        for c in TRUTH_COLUMNS:  # absent (skims made before the dark-quark match): NaN, labelled by event
+            parts[c].append(np.asarray(ak.to_numpy(arr[c]), dtype=np.float64) if c in arr.fields
+                            else np.full(n, np.nan))
         log.info("%s: %d events", path, n)
     if not parts["label"]:
         raise InputFileError(f"{[str(f) for f in files]}: all skim files are empty")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     if one_copy_per_parent:
         cat = _one_copy_per_parent(cat)
+    cat = with_truth_factors(cat, cat, signal_jet_label, dark_match_dr)
     split = splits.assign(splits.split_u(cat["dataset"], cat["run"], cat["luminosityBlock"], cat["parent"], seed),
                           val_fraction, test_fraction)
 
@@ -177,5 +244,8 @@ def _interleave_events(ev: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out[0::2], out[1::2] = a, b
         return out
 
-    return {"lund": inter(ev["lund_j0"], ev["lund_j1"]), "mask": inter(ev["mask_j0"], ev["mask_j1"]),
-            **{k: np.repeat(ev[k], 2, axis=0) for k in ("label", "weight", "dataset")}}
+    out = {"lund": inter(ev["lund_j0"], ev["lund_j1"]), "mask": inter(ev["mask_j0"], ev["mask_j1"]),
+           **{k: np.repeat(ev[k], 2, axis=0) for k in ("label", "weight", "dataset")}}
+    if "jet_factor_j0" in ev:  # the dark-quark match (truth_factors): unmatched signal jets weigh 0
+        out["weight"] = out["weight"] * inter(ev["jet_factor_j0"], ev["jet_factor_j1"])
+    return out

@@ -19,9 +19,12 @@ from svjscout.models.lundnet_training.config import TrainConfig
 from svjscout.models.lundnet_training.data import (
     SKIM_COLUMNS,
     SPLIT_KEY_COLUMNS,
+    TRUTH_COLUMNS,
     _fixed_length,
     _interleave_events,
     _one_copy_per_parent,
+    truth_summary,
+    with_truth_factors,
 )
 from svjscout.models.lundnet_training.evaluation import baseline_scores
 from svjscout.models.training.data import ClassWeights, Reservoir, SkimSource, plan_buffers, rng, torch_generator
@@ -44,6 +47,8 @@ class _JetStream:
         self.weights = {s: ClassWeights(1.0, True, "uniform") for s in SPLIT_NAMES}
         self.kept = {s: [] for s in SPLIT_NAMES}
         self.summary: dict[str, dict[str, Any]] = {}
+        #: signal jets by dark-quark match (data.truth_summary), over every subset
+        self.truth = {"matched": 0, "unmatched": 0, "no_truth": 0}
         n_f = len(LUND_FEATURES)
         self.norm = np.zeros((3, n_f))  # count, sum, sum of squares of the training jets' real nodes
         base = Reservoir(200_000, config.seed + 21)
@@ -52,8 +57,12 @@ class _JetStream:
             for i, name in enumerate(SPLIT_NAMES):
                 sel = ev["split"] == i
                 self.kept[name].append(2 * int(sel.sum()))
-                self.weights[name].add(ev["label"][sel], ev["weight"][sel], ev["dataset"][sel],
+                jet_w = ev["weight"][sel] * 0.5 * (ev["jet_factor_j0"][sel] + ev["jet_factor_j1"][sel])
+                self.weights[name].add(ev["label"][sel], jet_w, ev["dataset"][sel],
                                        str(self.source.path(rg)), ev["dataset"][sel])
+            for k, v in truth_summary(ev["label"], ev["dark_dr_j0"], ev["dark_dr_j1"],
+                                      config.dark_match_dr).items():
+                self.truth[k] += v
             for ds in np.unique(ev["dataset"].astype(str)):
                 sel = ev["dataset"] == ds
                 rec = self.summary.setdefault(ds, {"label": int(ev["label"][sel][0]), **{s: 0 for s in SPLIT_NAMES},
@@ -76,7 +85,7 @@ class _JetStream:
     def _events(self, rg) -> dict[str, np.ndarray]:
         """Events of one row group (one copy per parent), fixed-length Lund arrays and split codes."""
         path = self.source.path(rg)
-        cols = self.source.read(rg, [*SKIM_COLUMNS, *SPLIT_KEY_COLUMNS])
+        cols = self.source.read(rg, [*SKIM_COLUMNS, *SPLIT_KEY_COLUMNS, *TRUTH_COLUMNS])
         n = len(cols["label"])
         ev: dict[str, np.ndarray] = {}
         for j in ("j0", "j1"):
@@ -98,9 +107,12 @@ class _JetStream:
             ev[c] = (np.asarray(cols[c]).astype(np.uint64) if c in cols
                      else ev["event"] if c == "parent" else np.zeros(n, np.uint64))
         ev["row"] = np.arange(n)
+        for col in TRUTH_COLUMNS:  # before the copies are merged; NaN where the skim has no match
+            ev[col] = np.asarray(cols[col], dtype=np.float64) if col in cols else np.full(n, np.nan)
         if self.config.one_copy_per_parent and n:
             ev = _one_copy_per_parent(ev)
         c = self.config
+        ev = with_truth_factors(ev, ev, c.signal_jet_label, c.dark_match_dr)
         ev["split"] = splits.assign(splits.split_u(ev["dataset"], ev["run"], ev["luminosityBlock"], ev["parent"],
                                                    c.seed), c.val_fraction, c.test_fraction)
         return ev

@@ -199,6 +199,9 @@ def _finish(model, stream: _JetStream, feat_idx, history, best_epoch, n_params, 
         "batch_size": config.batch_size, "lr": config.lr, "max_len": mcfg.max_len,
         "block_widths": list(mcfg.block_widths), "fusion": mcfg.fusion, "head": mcfg.head,
         "command": config.command,
+        # the signal jets' labels (data.truth_factors) and the dark-quark match over every subset
+        "signal_jet_label": config.signal_jet_label, "dark_match_dr": config.dark_match_dr,
+        "signal_jets_by_match": dict(stream.truth),
     }
     # test pass 1 (torch): scores, labels, weights, datasets and baselines of the test jets
     keep: dict[str, list[np.ndarray]] = {k: [] for k in ("score_torch", "label", "w", "dataset", "n_declusterings",
@@ -251,7 +254,8 @@ def _finish(model, stream: _JetStream, feat_idx, history, best_epoch, n_params, 
 
 
 def _data_summary(stream: _JetStream) -> dict[str, Any]:
-    out: dict[str, Any] = {"files": stream.files, "datasets": {}}
+    out: dict[str, Any] = {"files": stream.files, "datasets": {}, "signal_jet_label": stream.config.signal_jet_label,
+                           "signal_jets_by_match": dict(stream.truth)}
     for name in sorted(stream.summary):
         rec = stream.summary[name]
         n = sum(rec[s] for s in SPLIT_NAMES)
