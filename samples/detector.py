@@ -16,6 +16,9 @@ charged, |eta| < 2.5   track: pT smeared by sigma/pT = 0.5 % (+) 0.015 % x pT/Ge
                        PF id 211 (hadron), 11 (electron), 13 (muon, |eta| < 2.4).
                        Charged particles of pileup vertices are removed (charged-
                        hadron subtraction, CHS: PF associates tracks with vertices)
+                       with ``chs`` (the ``svjscout`` layout); ``chs`` False keeps
+                       them (the ``scoutingnano_run3`` layout, samples/layouts.py:
+                       CHS on the written vertexIndex, in the reader)
 charged, |eta| >= 2.5  no track: deposited in the calorimeters like a neutral
 photons, |eta| < 3.0   ECAL: sigma/E = 3 %/sqrt(E) (+) 0.5 % (+) 0.2 GeV/E; PF id 22
 neutral hadrons        HCAL (|eta| < 3.0): sigma/E = 100 %/sqrt(E) (+) 5 %; PF id 130
@@ -65,7 +68,9 @@ samples generated before the change.
   halving it is the sample-level systematic variation of the fake-MET tail.
 
 The PF candidate mass is the pion mass for charged hadrons, the lepton mass for leptons and 0
-for neutrals. MET = minus the vector sum of all PF candidates' pT.
+for neutrals. MET = minus the vector sum of all PF candidates' pT: with ``chs`` the removed
+charged pileup enters neither the tracks nor the calorimeter deposits, so the MET is a CHS MET;
+without, it is the PF MET over all candidates, the one the HLT computes.
 """
 
 from __future__ import annotations

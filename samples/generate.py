@@ -10,6 +10,12 @@ The data path of one file::
       -> ROOT file via uproot: ``Events`` (ScoutingNano names) + ``Runs`` (generated count, sums of
          weights, cross section) + ``svjscout_meta`` (JSON: process, options, settings)
 
+The ``layout`` (samples/layouts.py) names the branches: ``svjscout`` (today's files) or
+``scoutingnano_run3`` (CMS's current ScoutingNano: ``ScoutingPFCandidate_*`` with ``vertexIndex``,
+charged pileup written, ``ScoutingPrimaryVertex_*`` from samples/vertices.py,
+``ScoutingRho_fixedGridRhoFastjetAll`` from samples/energy_density.py, ``DST_HT410_PFScouting``
+from samples/trigger.py, ``GenDarkQuark_*`` from samples/truth.py; docs/samples.md).
+
 Branches for the systematics, in NanoAOD's conventions (CMSSW ``GenWeightsTableProducer`` and
 ``NPUTablesProducer``):
 
