@@ -314,6 +314,11 @@ def check_lumi_mask(cfg: JobConfig, source: str = "job") -> None:
     Raises:
         ConfigError: names each dataset at fault.
     """
+    eras = cfg.analysis.data_quality.trigger.paths
+    for n, d in cfg.datasets.items():
+        if d.era is not None and d.era not in eras:
+            raise ConfigError(f"{source}: datasets.{n}.era: era {d.era!r} has no trigger paths in "
+                              f"analysis.data_quality.trigger.paths (eras {sorted(eras)})")
     mc = sorted(n for n, d in cfg.datasets.items() if d.kind != "data" and d.lumi_mask)
     if mc:
         raise ConfigError(f"{source}: datasets.{mc[0]}.lumi_mask: a golden-JSON lumi mask is for data; "
