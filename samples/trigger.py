@@ -51,7 +51,8 @@ def hlt_ht(event: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, 
     jpx, jpy, jpz, _, joff = res.to_numpy(HT_JET_PT_MIN)
     jpt = np.hypot(np.asarray(jpx), np.asarray(jpy))
     jeta = np.arcsinh(np.asarray(jpz) / np.maximum(jpt, 1e-12))
-    jet_event = np.repeat(np.arange(n_events), np.diff(np.asarray(joff, dtype=np.int64)))
+    n_jets = np.diff(np.asarray(joff, dtype=np.int64)).astype(np.int64)
+    jet_event = np.repeat(np.arange(n_events), n_jets)
     good = (jpt > HT_JET_PT_MIN) & (np.abs(jeta) < HT_JET_ETA_MAX)
     return np.bincount(jet_event[good], jpt[good], n_events)
 
