@@ -121,3 +121,60 @@ def test_value_fn_plugs_in_and_errors_name_the_key():
         permutation_floors({"x": x, "y": y[:-1]}, w, p, closure_like, "x")
     with pytest.raises(ConfigError, match="estimator"):
         dcorr_values({"d": ("x", "y")}, "w")
+
+
+# -- ABCD closure floors -------------------------------------------------------------------------
+
+def test_abcd_nonclosure_by_hand():
+    from svjscout.models.twin_training.floors import abcd_nonclosure
+
+    # A: x>=.5,y<.5 (w 2+1); B: x>=.5,y>=.5 (w 4); C: x<.5,y<.5 (w 1.5); D: x<.5,y>=.5 (w 3)
+    x = np.array([0.9, 0.6, 0.7, 0.2, 0.1, 0.3])
+    y = np.array([0.1, 0.2, 0.8, 0.3, 0.6, 0.5])
+    w = np.array([2.0, 1.0, 4.0, 1.5, 1.0, 2.0])
+    pred = 3.0 * 3.0 / 1.5
+    assert abcd_nonclosure(x, y, w, (0.5, 0.5)) == pytest.approx(abs(4.0 - pred) / pred)
+    assert np.isnan(abcd_nonclosure(x[:3], y[:3], w[:3], (0.5, 0.5)))  # no C, D: undefined
+
+
+def test_closure_floor_matches_the_hypergeometric_closed_form():
+    """Independent X, Y, unit weights, one event per parent: the permutation keeps both margins, so
+    n_B is hypergeometric; the floor of |r| is sqrt(2/pi) sd(r) with sd(r) = sd(n_B) (1/n_A + 1/n_B +
+    1/n_C + 1/n_D) (delta method)."""
+    from svjscout.models.twin_training.floors import twin_closure_floors
+
+    rng = np.random.default_rng(5)
+    n = 40_000
+    x, y = rng.random(n), rng.random(n)
+    deta = np.full(n, 0.5)
+    wp = (0.7, 0.8)
+    f = twin_closure_floors(x, y, deta, None, None, {"wp": wp}, {"SP": (0.0, 1.5)}, n_draws=300,
+                            seed=3)["closure_SP_wp"]
+    r1, c1 = np.sum(x >= wp[0]), np.sum(y >= wp[1])
+    var_b = r1 * c1 * (n - r1) * (n - c1) / (n ** 2 * (n - 1))
+    nb = r1 * c1 / n
+    na, nd = r1 - nb, c1 - nb
+    nc = n - r1 - c1 + nb
+    sd_r = np.sqrt(var_b) * (1 / na + 1 / nb + 1 / nc + 1 / nd)
+    assert f.mean == pytest.approx(np.sqrt(2 / np.pi) * sd_r, rel=0.12)
+    assert abs(f.z) < 3  # the observed sample is one more draw of the same null
+
+
+def test_closure_floor_sees_dependence_and_parent_copies():
+    from svjscout.models.twin_training.floors import twin_closure_floors
+
+    rng = np.random.default_rng(8)
+    n_par, k = 3000, 5
+    xp, yp = rng.random(n_par), rng.random(n_par)
+    x, y = np.repeat(xp, k) + rng.normal(0, 0.01, n_par * k), np.repeat(yp, k) + rng.normal(0, 0.01, n_par * k)
+    parent = np.repeat(np.arange(n_par), k)
+    deta = np.zeros(n_par * k)
+    args = ({"wp": (0.6, 0.6)}, {"SP": (0.0, 1.5)})
+    rows = twin_closure_floors(x, y, deta, None, None, *args, n_draws=200, seed=1)["closure_SP_wp"]
+    blocks = twin_closure_floors(x, y, deta, None, parent, *args, n_draws=200, seed=1)["closure_SP_wp"]
+    # copies of one parent move together: the floor is ~sqrt(k) wider than a row-level permutation's
+    assert blocks.mean / rows.mean == pytest.approx(np.sqrt(k), rel=0.25)
+    # a dependence of Y on X: far above the floor
+    y_dep = np.clip(y + 0.3 * (x > 0.6), 0, 1)
+    dep = twin_closure_floors(x, y_dep, deta, None, parent, *args, n_draws=100, seed=2)["closure_SP_wp"]
+    assert dep.z > 10

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from svjscout.core.exceptions import ConfigError
+from svjscout.core.regions import region_index
 from svjscout.models.disco import dcorr_numpy, u_dcorr_sqr
 
 __all__ = ["Floor", "parent_codes", "block_permutation", "permutation_floors", "dcorr_values", "twin_dcorr_floors",
-           "TWIN_DCORR_PAIRS"]
+           "TWIN_DCORR_PAIRS", "abcd_nonclosure", "closure_values", "twin_closure_floors"]
 
 ValueFn = Callable[[Mapping[str, np.ndarray], np.ndarray], Mapping[str, float]]
 
@@ -187,7 +188,9 @@ def permutation_floors(columns: Mapping[str, np.ndarray], weights: np.ndarray | 
     out = {}
     for k, v in draws.items():
         arr = np.asarray(v)
-        out[k] = Floor(observed[k], float(arr.mean()), float(arr.std(ddof=1)), arr)
+        fin = arr[np.isfinite(arr)]  # a draw may be undefined (e.g. an empty ABCD region): left out
+        mean, sd = (float(fin.mean()), float(fin.std(ddof=1))) if len(fin) >= 2 else (float("nan"), float("nan"))
+        out[k] = Floor(observed[k], mean, sd, arr)
     return out
 
 
@@ -225,3 +228,56 @@ def twin_dcorr_floors(x: np.ndarray, y: np.ndarray, mt: np.ndarray, deta: np.nda
         out.update(permutation_floors(cols, weights, parent, dcorr_values(pairs, estimator), var, n_draws, seed,
                                       strata))
     return {k: out[k] for k in TWIN_DCORR_PAIRS}
+
+
+def abcd_nonclosure(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, wp: tuple[float, float]) -> float:
+    """|n_B - n_A n_D / n_C| / (n_A n_D / n_C) with hard cuts at ``wp`` (regions: svjscout.core.regions;
+    weighted counts): the relative non-closure of the ABCD prediction of the signal region B.
+    NaN if the prediction is not defined (an empty A, C or D).
+
+    >>> abcd_nonclosure(np.array([0.9, 0.9, 0.1, 0.1]), np.array([0.1, 0.9, 0.1, 0.9]), None, (0.5, 0.5))
+    0.0
+    """
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
+    idx = region_index(np.asarray(x) >= wp[0], np.asarray(y) >= wp[1])
+    n = np.bincount(idx, weights=w, minlength=4)  # A, B, C, D
+    if n[0] <= 0 or n[2] <= 0 or n[3] <= 0:
+        return float("nan")
+    pred = n[0] * n[3] / n[2]
+    return float(abs(n[1] - pred) / pred)
+
+
+def closure_values(wps: Mapping[str, tuple[float, float]], planes: Mapping[str, tuple[float, float]]) -> ValueFn:
+    """A ``value_fn`` of :func:`abcd_nonclosure` per plane and working point: ``closure_<plane>_<wp>``.
+
+    Args:
+        wps: name -> (x0, y0).
+        planes: name -> (lo, hi) of |deta| (the plane's events: lo <= |deta| < hi).
+    """
+    def value_fn(columns: Mapping[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
+        out = {}
+        adeta = np.abs(columns["deta"])
+        for pname, (lo, hi) in planes.items():
+            sel = (adeta >= lo) & (adeta < hi)
+            w = None if weights is None else np.asarray(weights)[sel]
+            for wname, wp in wps.items():
+                out[f"closure_{pname}_{wname}"] = abcd_nonclosure(columns["x"][sel], columns["y"][sel], w, wp)
+        return out
+
+    return value_fn
+
+
+def twin_closure_floors(x: np.ndarray, y: np.ndarray, deta: np.ndarray, weights: np.ndarray | None,
+                        parent: np.ndarray | None, wps: Mapping[str, tuple[float, float]],
+                        planes: Mapping[str, tuple[float, float]], n_draws: int = 100, seed: int = 0,
+                        strata: np.ndarray | None = None) -> dict[str, Floor]:
+    """Floors of the ABCD non-closure (:func:`abcd_nonclosure`) of background scores at ``wps`` in ``planes``.
+
+    ``x`` is permuted among parent blocks (within ``strata``): that makes X independent of Y and
+    |deta| while keeping both marginals, the weights and the planes' contents, so the ABCD
+    prediction closes in the population and the draws' non-closure is the statistical floor of this
+    sample at that working point (the regions' sizes and weights, parent sharing included). An
+    observed non-closure within the floor is consistent with statistics alone.
+    """
+    cols = {"x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64), "deta": np.asarray(deta, np.float64)}
+    return permutation_floors(cols, weights, parent, closure_values(wps, planes), "x", n_draws, seed, strata)

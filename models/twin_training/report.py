@@ -186,6 +186,11 @@ def _permutation_floor_lines(pf: Mapping[str, Any]) -> list[str]:
              "| term | value | floor mean +- sd | z |", "|---|---|---|---|"]
     for k, f in terms.items():
         lines.append(f"| {k} | {f['observed']:.4g} | {f['mean']:.4g} +- {f['sd']:.4g} | {f['z']:.2f} |")
+    if any(k.startswith("closure_") for k in terms):
+        lines += ["", "`closure_<plane>_wp`: |n_B - n_A n_D / n_C| / (n_A n_D / n_C) of the background with hard "
+                  "cuts at the report's working point, against X permuted among parent blocks (the ABCD "
+                  "prediction then closes in the population): a value within the floor is consistent with "
+                  "statistics alone; z well above it is a real non-closure."]
     return lines
 
 

@@ -28,7 +28,7 @@ from svjscout.models.twin_training.checkpoint import load_checkpoint  # noqa: F4
 from svjscout.models.twin_training.config import CONSTRAINTS, TwinTrainConfig
 from svjscout.models.twin_training.data import SkimData, _points, _Tensors, training_weights
 from svjscout.models.twin_training.evaluation import _test_metrics, baseline_signs, target_check
-from svjscout.models.twin_training.floors import parent_codes, twin_dcorr_floors
+from svjscout.models.twin_training.floors import parent_codes, twin_closure_floors, twin_dcorr_floors
 from svjscout.models.twin_training.losses import (
     _f,
     _loss_terms,
@@ -151,6 +151,25 @@ def permutation_dcorr_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) 
     parent = parent_codes(db.dataset, db.run, db.lumi, db.parent)
     out = twin_dcorr_floors(x, y, db.mt, db.deta, db.weight, parent, cfg.permutation_floor_draws,
                             cfg.seed + 29, cfg.permutation_floor_estimator, strata=db.dataset)
+    return {k: f.to_dict() for k, f in out.items()}
+
+
+def permutation_closure_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> dict[str, dict[str, float]]:
+    """Noise floors of the ABCD non-closure at the report's working point (``cfg.reference_wp``) in every
+    plane, on the trained scores of the background of ``d``: :func:`~.floors.twin_closure_floors`
+    (X permuted among parent blocks within datasets); name -> {observed, mean, sd, z, n_draws}
+    ({} if off or fewer than 4 background events)."""
+    bkg = np.flatnonzero(d.label == 0)
+    if cfg.permutation_floor_draws == 0 or len(bkg) < 4:
+        return {}
+    db = d.take(bkg)
+    with torch.no_grad():
+        xs, ys = model(torch.from_numpy(db.features).to(next(model.parameters()).device))
+    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
+    parent = parent_codes(db.dataset, db.run, db.lumi, db.parent)
+    wp = tuple(float(v) for v in cfg.reference_wp)
+    out = twin_closure_floors(x, y, db.deta, db.weight, parent, {"wp": wp}, cfg.planes,
+                              cfg.permutation_floor_draws, cfg.seed + 31, strata=db.dataset)
     return {k: f.to_dict() for k, f in out.items()}
 
 
@@ -312,6 +331,7 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
     test_targets = target_check(metrics, eps_used, cfg.eps)
     # noise floors of the trained scores on the quoted subset: block permutation among parents
     perm_floors = permutation_dcorr_floors(model, d_te, cfg)
+    perm_floors.update(permutation_closure_floors(model, d_te, cfg))
 
     summary = {
         "svjscout_version": __version__,
