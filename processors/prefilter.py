@@ -51,6 +51,17 @@ Not bounded (no cheap proof): dphi_min and deta need the jet directions, and an 
 M_T from the candidates needs their energies (M_T <= E(J0 + J1) + MET), which grow with |eta|
 and are large in every triggered event.
 
+**Corrected jets** (``analysis.corrections``, processors/jec.py; not with our simulation's identity
+JEC). With every jet's correction factor at most F (``analysis.corrections.max_jec_factor``,
+checked on every clustered jet: a larger factor stops the run), each corrected jet pT is at most
+F times its raw pT, so H_T <= F S and pT(J0) + pT(J1) <= F S: Bounds 2 and 3 hold on F S. Bound 1
+concerns MET alone and holds unchanged on the raw MET; with type-1 MET the cuts use MET_T1 =
+MET_raw - sum (pT_corr - pT_L1), which is bounded only through the jets' pT sum, so Bound 1 is
+dropped. Without a declared F the prefilter passes every event when the JEC is not the identity
+(nothing is proven). The clustering then keeps jets down to CLUSTER_MARGIN (0.6) x the thresholds
+(processors/variations.py) and cuts on the corrected pT: exact for factors up to 1 / 0.6; the
+count ``jec_above_margin`` says how many jets had a larger one.
+
 With the prefilter, events it rejects are not clustered at all; the cutflow's ``prefilter`` row
 (the first after ``all``) counts the events it keeps, and every later row is cumulative as before.
 Because the prefilter is implied by the later cuts, the last rows (from ``rt`` on) are exactly
@@ -83,6 +94,9 @@ def met_bound(cuts: Cuts) -> float | None:
     if not cuts.rt_min >= 0:
         return None
     return float(np.nextafter(cuts.rt_min * max(cuts.mt_min, 0.0), -np.inf))
+
+
+_met_bound = met_bound
 
 
 def visible_bound(cuts: Cuts) -> tuple[float, bool]:
@@ -136,20 +150,27 @@ def scalar_pt_sum(pf: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.sum(ak.values_astype(pf.pt, np.float64), axis=1)).astype(np.float64)
 
 
-def prefilter(met_pt: np.ndarray, pt_sum: np.ndarray, cuts: Cuts) -> np.ndarray:
+def prefilter(met_pt: np.ndarray, pt_sum: np.ndarray, cuts: Cuts, max_factor: float = 1.0,
+              met_bound: bool = True) -> np.ndarray:
     """Events that may pass the preselection (False: proven to fail it; see the module docstring).
 
     Args:
         met_pt: the scouting MET per event (GeV), as read (NaN fails).
         pt_sum: S, the scalar pT sum of the cleaned PF candidates per event (GeV).
         cuts: the configured cuts; every threshold comes from them.
+        max_factor: an upper bound F >= 1 on the jet energy correction factor of every jet
+            (corrected jets, section "Corrected jets"): Bounds 2 and 3 on F x S.
+        met_bound: whether Bound 1 applies (False when the MET of the cuts is not ``met_pt``,
+            e.g. type-1 MET from corrected jets).
     """
+    if not (np.isfinite(max_factor) and max_factor >= 1.0):
+        raise ValueError(f"prefilter: max_factor must be a finite number >= 1, got {max_factor!r}")
     met_pt = np.asarray(met_pt, dtype=np.float64)
     keep = np.ones(len(met_pt), dtype=bool)
-    m = met_bound(cuts)
+    m = _met_bound(cuts) if met_bound else None
     if m is not None:
         keep &= met_pt > m
     thr, strict = visible_bound(cuts)
-    s = np.asarray(pt_sum, dtype=np.float64) * (1.0 + SUM_MARGIN)
+    s = np.asarray(pt_sum, dtype=np.float64) * (1.0 + SUM_MARGIN) * max_factor
     keep &= (s > thr) if strict else (s >= thr)
     return keep

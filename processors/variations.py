@@ -5,7 +5,10 @@ recomputed from it: H_T, the leading AK8 jets, M_T, R_T, dphi_min, the preselect
 features, the LundNet and twin scores, and the regions. The result fills ``xy_mt_syst`` (axes
 dataset, syst, plane, x, y, mt), which the datacards turn into one nuisance per source.
 
-Sources (``analysis.systematics``, payload :mod:`svjscout.processors.corrections`):
+Sources (``analysis.systematics``; the corrections of ``analysis.corrections``, in the CMS JSON POG
+layout, :mod:`svjscout.processors.corrections`: the era's ``<JEC tag>_Total_<algo>`` JES
+uncertainty of the AK4 and the AK8 jets, ``<JER tag>_ScaleFactor``/``_PtResolution``, the pileup
+weights nominal/up/down and the trigger scale factor):
 
 * ``jes``: every AK8 and AK4 jet scaled by ``1 +- u(pT, eta)``, its constituents by the same
   factor: the Cambridge-Aachen history, z, Delta and psi are unchanged, ln kt and ln m of every
@@ -74,12 +77,13 @@ class VariationInputs:
 
     events: object
     branch_map: BranchMap
-    cset: object  # correctionlib CorrectionSet of analysis.systematics.payload
+    cset: object  # EraCorrections (analysis.corrections) or a CorrectionSet of analysis.systematics.payload
     settings: SystematicsSettings
     ak8: object
     ak4: object
     pf: object
     ht_nom: np.ndarray
+    rho: np.ndarray | None = None  # per clustered event (the JER resolution's Rho input; None: 0)
     _branches: dict = field(default_factory=dict)
 
     def branch(self, name: str) -> np.ndarray | None:
@@ -124,8 +128,8 @@ class JES(Source):
     name, kind = "jes", "kinematic"
 
     def kinematic(self, x):
-        return [Kinematic(f"jes_{d}", C.jes_factor(x.cset, x.ak8.pt, x.ak8.eta, sgn),
-                          C.jes_factor(x.cset, x.ak4.pt, x.ak4.eta, sgn))
+        return [Kinematic(f"jes_{d}", C.jes_factor(x.cset, x.ak8.pt, x.ak8.eta, sgn, jets="ak8"),
+                          C.jes_factor(x.cset, x.ak4.pt, x.ak4.eta, sgn, jets="ak4"))
                 for d, sgn in (("up", 1.0), ("down", -1.0))]
 
 
@@ -139,7 +143,9 @@ class JER(Source):
         ids = x.branch_map.event_ids(x.events)
         seeds = C.jet_seeds(ids[:, 0], ids[:, 1], ids[:, 2], x.ak8.pt, salt=8)  # the clustering's jet order
         ones4 = ak.ones_like(x.ak4.pt)
-        return [Kinematic(f"jer_{d}", C.jer_factor(x.cset, x.ak8.pt, x.ak8.eta, d, seeds), ones4)
+        rho = None if x.rho is None else ak.broadcast_arrays(ak.Array(x.rho), x.ak8.pt)[0]
+        return [Kinematic(f"jer_{d}", C.jer_factor(x.cset, x.ak8.pt, x.ak8.eta, d, seeds, jets="ak8", rho=rho),
+                          ones4)
                 for d in ("up", "down")]
 
 
@@ -247,7 +253,9 @@ class SystematicsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    payload: str = "shipped:illustrative_run2"
+    #: null: the corrections of ``analysis.corrections`` (its era's files); ``shipped:illustrative_run2``
+    #: (the shipped era svjscout_sim) or a five-name payload file (the former layout)
+    payload: str | None = None
     #: the sources computed and carried by the cards (null: every one, for the cards every source
     #: of the ``xy_mt_syst`` they are given)
     sources: list[str] | None = list(SOURCES)

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import awkward as ak
 import correctionlib.schemav2 as cs
@@ -20,6 +21,8 @@ from scipy import stats
 from svjscout.processors import corrections as C
 from svjscout.processors.corrections import make_payloads as mp
 
+TEST_ROOT = Path(__file__).resolve().parent / "data" / "jsonpog"
+
 
 @pytest.fixture(scope="module")
 def cset():
@@ -27,10 +30,14 @@ def cset():
 
 
 @pytest.fixture(scope="module")
-def raw():
-    """The shipped payload read with plain json (no correctionlib)."""
-    with gzip.open(C.shipped_payload("illustrative_run2"), "rt") as f:
-        return {c["name"]: c for c in json.load(f)["corrections"]}
+def raw(cset):
+    """The shipped era's files read with plain json (no correctionlib), by role."""
+    out = {}
+    for role in C.REQUIRED:
+        file_role, name = cset.names(role, "ak4")
+        with gzip.open(cset.path(file_role), "rt") as f:
+            out[role] = next(c for c in json.load(f)["corrections"] if c["name"] == name)
+    return out
 
 
 def _bin(edges, x):
@@ -52,7 +59,7 @@ JETS = [(15.0, 0.0), (29.9, 0.2), (30.0, -0.5), (45.0, 1.29), (120.0, -1.31), (3
 @pytest.mark.parametrize("direction", [1, -1])
 def test_jes_variation_moves_pt_by_exactly_its_factor(cset, raw, direction):
     node = raw["jes_uncertainty"]["data"]
-    assert node["nodetype"] == "multibinning" and node["inputs"] == ["eta", "pt"]
+    assert node["nodetype"] == "multibinning" and node["inputs"] == ["JetEta", "JetPt"]
     eta_edges, pt_edges = node["edges"]
     pt = np.array([p for p, _ in JETS])
     eta = np.array([e for _, e in JETS])
@@ -281,16 +288,20 @@ def test_payload_missing_a_correction_names_it(tmp_path):
     assert set(C.load_corrections("full.json", base_dir=tmp_path).keys()) == set(C.REQUIRED)
 
 
-def test_script_regenerates_the_shipped_payload(tmp_path):
-    shipped = C.shipped_payload("illustrative_run2").read_bytes()
-    assert gzip.decompress(shipped) == mp.payload_json()
-    out = tmp_path / "again.json.gz"
-    subprocess.run([sys.executable, "-m", "svjscout.processors.corrections.make_payloads", str(out)],
+@pytest.mark.parametrize("era,root", [("svjscout_sim", None), ("2018_UL", TEST_ROOT)])
+def test_script_regenerates_the_era_files(tmp_path, era, root):
+    """The shipped era's files and the test payload are what the script writes, byte for byte."""
+    root = root or mp.OUTPUT_ROOT
+    out = tmp_path / era
+    subprocess.run([sys.executable, "-m", "svjscout.processors.corrections.make_payloads", str(out), era],
                    check=True, capture_output=True)
-    assert gzip.decompress(out.read_bytes()) == gzip.decompress(shipped)
-    assert out.read_bytes() == shipped  # same zlib: the same compressed bytes too
-    # valid against correctionlib's schema
-    cs.CorrectionSet.model_validate(json.loads(gzip.decompress(shipped)))
+    rels = list(mp.pog_files(era))
+    assert len(rels) == 4
+    for rel in rels:
+        shipped = (root / rel).read_bytes()
+        assert (out / rel).read_bytes() == shipped, rel
+        # valid against correctionlib's schema
+        cs.CorrectionSet.model_validate(json.loads(gzip.decompress(shipped)))
 
 
 def test_assemble_payload_renames_corrections_and_keys(tmp_path, cset):

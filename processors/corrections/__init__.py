@@ -1,22 +1,30 @@
-"""Corrections and their uncertainties from correctionlib JSON payloads.
+"""Corrections and their uncertainties from correctionlib JSON payloads (docs/corrections.md).
 
-A payload is a correctionlib ``CorrectionSet`` (JSON, optionally gzipped) holding five
-corrections with fixed names and inputs (docs/corrections.md):
+The payloads are laid out like the CMS JSON POG's, one folder per era (:mod:`.pog`:
+``POG/JME/<era>/jet_jerc.json.gz`` with the JEC levels, the compound ``L1L2L3Res``, the JES
+uncertainty and the JER tables under CMS's own names; ``POG/LUM/<era>/puWeights.json.gz``;
+``POG/HLT/<era>/trigger_sf.json.gz``); ``analysis.corrections`` picks the era
+(:class:`~.pog.CorrectionsSettings`, :func:`~.pog.load_era`). The jet energy corrections
+themselves are :mod:`svjscout.processors.jec`.
+
+The signal systematics use five corrections, named here by their role:
 
 =====================  ===============================  =======================================
-name                   inputs                           output
+role                   inputs                           output
 =====================  ===============================  =======================================
-``jes_uncertainty``    eta, pt (GeV)                    relative JES uncertainty u
-``jer_scale_factor``   eta, systematic (nom/up/down)    data/MC resolution scale factor s
-``jer_resolution``     eta, pt (GeV), rho (pass 0)      relative MC resolution sigma(pT)/pT
-``trigger_ht_sf``      ht (GeV), systematic             H_T trigger scale factor
-``pileup_weight``      nTrueInt, systematic             pileup event weight
+``jes_uncertainty``    JetEta, JetPt (GeV)              relative JES uncertainty u
+``jer_scale_factor``   JetEta, systematic (nom/up/down) data/MC resolution scale factor s
+``jer_resolution``     JetEta, JetPt (GeV), Rho         relative MC resolution sigma(pT)/pT
+``trigger_ht_sf``      HT (GeV), systematic             H_T trigger scale factor
+``pileup_weight``      NumTrueInteractions, weights     pileup event weight
 =====================  ===============================  =======================================
 
-:func:`load_corrections` reads ``shipped:illustrative_run2`` (the ILLUSTRATIVE payload written by
-:mod:`.make_payloads`, shipped beside this file) or a file path (a payload with these names;
-:func:`assemble_payload` writes one from CMS payloads). The helpers take numpy arrays, scalars
-or awkward arrays (jagged ones are flattened, evaluated and unflattened to the same layout):
+:func:`load_corrections` returns, for ``shipped:illustrative_run2`` (the default of
+``analysis.systematics.payload``), the shipped era ``svjscout_sim`` (:class:`~.pog.EraCorrections`),
+whose files carry the ILLUSTRATIVE numbers of :mod:`.make_payloads`; for a file path, a
+``correctionlib.CorrectionSet`` with the five role names as correction names (the former layout;
+:func:`assemble_payload` writes one from CMS payloads). The helpers take either, and numpy
+arrays, scalars or awkward arrays (jagged ones are flattened, evaluated and unflattened):
 
 * :func:`jes_factor` -- ``1 + direction * u``;
 * :func:`jer_factor` / :func:`jer_smear` -- stochastic smearing
@@ -38,48 +46,53 @@ import correctionlib
 import correctionlib.schemav2 as cs
 import numpy as np
 
+from svjscout.processors.corrections.pog import CorrectionsSettings, EraCorrections, PayloadError, load_era
+
 __all__ = [
     "REQUIRED", "SHIPPED", "PayloadError", "shipped_payload", "load_corrections", "jes_factor",
     "jer_factor", "jer_smear", "trigger_sf", "pileup_weight", "jet_seeds", "gaussian_from_seeds",
-    "splitmix64", "assemble_payload", "INPUT_TYPES",
+    "splitmix64", "assemble_payload", "INPUT_TYPES", "EraCorrections", "load_era",
 ]
 
 #: The corrections a payload must hold (the processor codes against these names and inputs).
 REQUIRED = ("jes_uncertainty", "jer_scale_factor", "jer_resolution", "trigger_ht_sf", "pileup_weight")
-#: Payloads shipped with the package: ``shipped:NAME`` -> file beside this module.
-SHIPPED = {"illustrative_run2": "illustrative_run2.json.gz"}
+#: Payloads shipped with the package: ``shipped:NAME`` -> the shipped era holding its numbers.
+SHIPPED = {"illustrative_run2": "svjscout_sim"}
 SYSTEMATICS = ("nom", "up", "down")
 
 
-class PayloadError(ValueError):
-    """A correction payload that cannot be used (missing file or correction)."""
-
-
-def shipped_payload(name: str) -> Path:
-    """Path of a shipped payload, e.g. ``shipped_payload("illustrative_run2")``."""
+def shipped_payload(name: str) -> EraCorrections:
+    """The shipped era of ``shipped:NAME``, e.g. ``shipped_payload("illustrative_run2")``."""
     if name not in SHIPPED:
         raise PayloadError(f"no shipped correction payload {name!r} (shipped: {', '.join(SHIPPED)})")
-    return Path(__file__).resolve().parent / SHIPPED[name]
+    return load_era(CorrectionsSettings(era=SHIPPED[name]))
 
 
-def load_corrections(payload: str | Path = "shipped:illustrative_run2",
-                     base_dir: str | Path | None = None) -> correctionlib.CorrectionSet:
-    """The ``correctionlib.CorrectionSet`` of a payload.
+def load_corrections(payload: str | Path | None = "shipped:illustrative_run2", base_dir: str | Path | None = None,
+                     era: EraCorrections | None = None):
+    """The corrections of ``analysis.systematics.payload``.
 
     Args:
-        payload: ``shipped:NAME`` (a payload shipped with the package) or the path of a
-            correctionlib JSON file (``.json`` or ``.json.gz``).
+        payload: ``shipped:NAME`` (the shipped era with those numbers: ``svjscout_sim``), None
+            (``era``: the job's ``analysis.corrections``), or the path of a correctionlib JSON file
+            with the five role names (``.json`` or ``.json.gz``; the former layout).
         base_dir: folder against which a relative path is resolved (the job file's folder);
             None: the current directory.
+        era: the job's era, returned when ``payload`` is None.
+
+    Returns:
+        An :class:`~.pog.EraCorrections` (shipped or era) or a ``correctionlib.CorrectionSet`` (a file).
 
     Raises:
         PayloadError: the file does not exist, or it lacks one of :data:`REQUIRED` (the message
             names the file and the missing corrections), or one has inputs of other types or
             order than :data:`INPUT_TYPES`.
     """
+    if payload is None:
+        return era if era is not None else load_era()
     text = str(payload)
     if text.startswith("shipped:"):
-        path = shipped_payload(text.split(":", 1)[1])
+        return shipped_payload(text.split(":", 1)[1])
     else:
         path = Path(text).expanduser()
         if base_dir is not None and not path.is_absolute():
@@ -201,25 +214,28 @@ def _check_direction(direction: int) -> int:
     return int(direction)
 
 
-def _evaluate(cset, name: str, *args):
-    """Evaluate a correction on flat arrays (an empty input gives an empty output)."""
+def _evaluate(cset, name: str, *args, jets: str = "ak4"):
+    """Evaluate a correction on flat arrays (an empty input gives an empty output); ``name`` is
+    the role, ``args`` its inputs in the order of the table in the module docstring; ``jets``
+    (ak4, ak8) picks the jet collection's tables of an era (a five-name file has one table)."""
     n = next((len(a) for a in args if isinstance(a, np.ndarray)), None)
     if n == 0:
         return np.zeros(0)
-    return np.asarray(cset[name].evaluate(*args), dtype=np.float64)
+    corr = cset[f"{name}:{jets}"] if isinstance(cset, EraCorrections) else cset[name]
+    return np.asarray(corr.evaluate(*args), dtype=np.float64)
 
 
 # ---------------------------------------------------------------- JES
-def jes_factor(cset, pt, eta, direction: int):
+def jes_factor(cset, pt, eta, direction: int, jets: str = "ak4"):
     """The JES-varied jet scale factor ``1 + direction * u(eta, pt)``, direction -1 or +1.
 
     Multiply the jet's four-momentum (and its constituents) by it; u is evaluated at the
-    nominal pT and eta.
+    nominal (corrected) pT and eta, from the ``jets`` (ak4, ak8) table of an era.
     """
     direction = _check_direction(direction)
     fpt, how = _flat(pt)
     feta, _ = _flat(eta)
-    u = _evaluate(cset, "jes_uncertainty", feta.astype(np.float64), fpt.astype(np.float64))
+    u = _evaluate(cset, "jes_uncertainty", feta.astype(np.float64), fpt.astype(np.float64), jets=jets)
     return _restore(1.0 + direction * u, how)
 
 
@@ -307,12 +323,13 @@ def _jer_syst(direction_or_nom) -> str:
     raise ValueError(f"JER variation must be 'nom', 'up', 'down', +1 or -1, got {direction_or_nom!r}")
 
 
-def jer_factor(cset, pt, eta, direction_or_nom, seeds):
+def jer_factor(cset, pt, eta, direction_or_nom, seeds, jets: str = "ak4", rho=None):
     """The stochastic JER smearing factor ``max(0, 1 + z * sigma_MC(eta, pt) * sqrt(max(s^2 - 1, 0)))``.
 
-    ``s = jer_scale_factor(eta, nom|up|down)``, ``sigma_MC = jer_resolution(eta, pt, 0)``,
+    ``s = jer_scale_factor(eta, nom|up|down)``, ``sigma_MC = jer_resolution(eta, pt, rho)``,
     ``z = gaussian_from_seeds(seeds)`` (the same z for nom, up and down: the variations move
-    coherently). ``direction_or_nom``: ``"nom"``/``"up"``/``"down"`` or 0/+1/-1.
+    coherently). ``direction_or_nom``: ``"nom"``/``"up"``/``"down"`` or 0/+1/-1. ``jets``: the
+    collection's tables of an era; ``rho``: per jet, the layout of ``pt`` (None: 0).
     """
     syst = _jer_syst(direction_or_nom)
     fpt, how = _flat(pt)
@@ -322,16 +339,17 @@ def jer_factor(cset, pt, eta, direction_or_nom, seeds):
         raise ValueError("pt, eta and seeds must have the same layout")
     fpt = fpt.astype(np.float64)
     feta = feta.astype(np.float64)
-    s = _evaluate(cset, "jer_scale_factor", feta, syst)
-    sigma = _evaluate(cset, "jer_resolution", feta, fpt, np.zeros_like(fpt))
+    frho = np.zeros_like(fpt) if rho is None else _flat(rho)[0].astype(np.float64)
+    s = _evaluate(cset, "jer_scale_factor", feta, syst, jets=jets)
+    sigma = _evaluate(cset, "jer_resolution", feta, fpt, frho, jets=jets)
     z = gaussian_from_seeds(fseed.astype(np.uint64))
     factor = np.maximum(1.0 + z * sigma * np.sqrt(np.maximum(s * s - 1.0, 0.0)), 0.0)
     return _restore(factor, how)
 
 
-def jer_smear(cset, pt, eta, direction_or_nom, seeds):
+def jer_smear(cset, pt, eta, direction_or_nom, seeds, jets: str = "ak4", rho=None):
     """The smeared jet pT, ``pt * jer_factor(...)`` (same layout as ``pt``)."""
-    return pt * jer_factor(cset, pt, eta, direction_or_nom, seeds)
+    return pt * jer_factor(cset, pt, eta, direction_or_nom, seeds, jets=jets, rho=rho)
 
 
 # ---------------------------------------------------------------- event weights
