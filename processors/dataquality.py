@@ -36,6 +36,7 @@ from typing import Literal
 
 import awkward as ak
 import numpy as np
+from coffea.lumi_tools import LumiMask
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from svjscout.core.exceptions import ConfigError, InputFileError, MissingBranchError
@@ -275,8 +276,6 @@ def trigger_bits(events, paths: list[str], branches: dict[str, str]) -> tuple[np
 
 @lru_cache(maxsize=8)
 def _lumi_mask(path: str):
-    from coffea.lumi_tools import LumiMask  # heavy optional dep: loaded only with a lumi mask
-
     if "://" not in path and not Path(path).is_file():
         raise ConfigError(f"analysis.data_quality.lumi_masks: golden JSON {path!r} does not exist")
     try:
