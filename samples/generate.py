@@ -164,7 +164,8 @@ class GenerationConfig:
     extra_settings: list[str] = field(default_factory=list)
     # generation efficiency (issue 30, samples/efficiency.py; opt-in, off by default)
     roulette: bool = False  # parent roulette before pileup and detector (weights 1/p)
-    roulette_p_min: float = 0.05  # keep probability of parents predicted not to pass, in (0, 1]
+    roulette_p_min: float = 0.1  # keep probability of parents predicted not to pass, in (0, 1]
+    roulette_mt: float = 450.0  # GeV: parents with generator-level M_T above are always kept
     roulette_nu_pt: float = 30.0  # GeV: parents with invisible |sum pT| above are always kept
     roulette_rt: float = 0.15  # parents with generator-level R_T above are always kept
     shared_pileup: bool = False  # one pruned pileup library per file instead of one per chunk
@@ -590,7 +591,10 @@ def _reco_columns(verts: vertices.Vertices, local: np.ndarray, rho: np.ndarray, 
     n_take = vcounts[local]
     start = np.repeat(vfirst[local] - (np.cumsum(n_take) - n_take), n_take)
     take = start + np.arange(int(n_take.sum()))
-    pv = ak.zip({k: ak.unflatten(v[take], vcounts[local]) for k, v in verts.columns.items()})
+    # floats with 10 mantissa bits, as run3scouting_cff.py's vertex table (precision=10)
+    pv_cols = {k: (reduce_precision(v[take], 10) if v.dtype == np.float32 else v[take])
+               for k, v in verts.columns.items()}
+    pv = ak.zip({k: ak.unflatten(v, vcounts[local]) for k, v in pv_cols.items()})
     return {
         "ScoutingRho_fixedGridRhoFastjetAll": rho.astype(np.float32),
         "ScoutingPrimaryVertex": pv,
