@@ -175,3 +175,24 @@ def test_executor_settings(tmp_path):
         executor_spec(config=bad)
     with pytest.raises(ConfigError, match="--scheduler local needs --executor dask"):
         executor_spec("futures", "local")
+
+
+@pytest.mark.parametrize("kind", ["run3_layout", "empty_chunks"])
+def test_resume_keeps_every_layout_and_empty_chunks(tmp_path, kind):
+    """Parts carry any column the generator writes (the Run-3 layout's vertices, bool trigger bit,
+    dark quarks) and chunks whose every event the MET skim removed."""
+    if kind == "run3_layout":
+        cfg = GenerationConfig("svj", 40, chunk_size=20, pileup=0.0, seed=3, layout="scoutingnano_run3")
+    else:
+        cfg = GenerationConfig(events=20, chunk_size=10, **{**SMALL, "detector_copies": 1}, met_min=150.0)
+    out = tmp_path / "f.root"
+    generate_file(cfg, out, chunks="1")
+    meta = generate_file(cfg, out)
+    resumed = trees(out)
+    ref = in_memory_reference(cfg, tmp_path / "ref.root")
+    assert_same_file({"Events": ref["Events"], "Runs": resumed["Runs"]}, resumed, meta=False)
+    if kind == "run3_layout":
+        assert resumed["Events"]["DST_HT410_PFScouting"].dtype == bool
+        assert "ScoutingPFCandidate_vertexIndex" in resumed["Events"] and meta["n_written"] > 0
+    else:
+        assert meta["n_written"] == 0 and resumed["Runs"]["genEventCount"][0] == 20
