@@ -1,0 +1,265 @@
+"""Generation efficiency (issue 30): parent roulette before pileup and detector, shared pileup library.
+
+Both are opt-in (:class:`~svjscout.samples.generate.GenerationConfig` fields ``roulette*`` and
+``shared_pileup``); with them off, :func:`~svjscout.samples.generate.generate_chunk` writes the
+same file, byte for byte, as before. docs/generation_efficiency.md has the study and the table.
+
+**Parent roulette** (Horvitz-Thompson sampling). Most QCD parents never pass the preselection
+in any detector copy; each costs Pythia *and* the pileup overlay and the detector (three quarters
+of the CPU). Before pileup and detector, every generated event gets generator-level features of
+its hard scatter (:func:`hard_features`): the invisible particles' |sum pT| (neutrinos of
+heavy-flavour decays: real MET), the visible H_T, and the M_T and R_T of the two leading
+generator AK8 jets with that real MET. From them a keep probability p in [p_min, 1]
+(:func:`keep_probability`; the study that chose it, on 2,000 brute-force parents with 40 copies:
+no parent with generator M_T < 450 GeV passed, a third of them; docs/generation_efficiency.md);
+a dedicated random stream (numpy ``default_rng([seed, chunk, 13])``, one uniform number per
+generated event) keeps the event with probability p, and a kept parent's weight is multiplied by
+1/p. Every parent can be kept (p_min > 0), so every weighted yield is an unbiased estimate of the
+brute-force one: E[sum over kept of w/p] = sum of w. The dropped parents still count in
+``genEventCount``/``genEventSumw`` (the normalisation is that of every generated event, as with
+the H_T pre-filter). The kept parents' pileup draws (how many minimum-bias events, which ones)
+are those the brute-force file gives them: the same parents, like for like.
+
+**Shared pileup library**: one minimum-bias library per file (per seed and library size), built
+once per process and reused by every chunk, instead of one per chunk; only the particles the
+detector can see are kept in it (CHS removes the charged pileup particles inside the tracker;
+nothing is measured beyond |eta| = 5; invisibles stay, they enter ``GenMET``). The detector's
+response to every kept particle is unchanged; only its random stream differs.
+
+>>> float(keep_probability({"mt": np.array([0.0]), "nu_pt": np.array([50.0]), "rt": np.array([0.0])},
+...                          RouletteSettings(p_min=0.1, nu_pt=30.0, rt=0.2))[0])
+1.0
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import awkward as ak
+import fastjet
+import numpy as np
+
+from svjscout.core.exceptions import GenerationError
+from svjscout.samples import detector
+
+log = logging.getLogger(__name__)
+
+#: numpy stream of the roulette: ``default_rng([seed, chunk, ROULETTE_STREAM])``
+ROULETTE_STREAM = 13
+#: generator AK8 jets of the features: anti-kT R = 0.8 on the hard scatter's visible particles
+GEN_AK8_RADIUS = 0.8
+GEN_AK8_PT_MIN = 50.0
+GEN_AK8_ABS_ETA_MAX = 2.4
+FEATURES = ("nu_pt", "ht", "mt", "rt", "pt_j0")
+
+
+@dataclass(frozen=True)
+class RouletteSettings:
+    """The keep probability's parameters (see :func:`keep_probability`).
+
+    p_min: the keep probability of a parent predicted never to pass (0 < p_min <= 1).
+    mt: GeV; parents whose generator-level M_T (leading AK8 pair and the real MET) reaches it are
+        kept (below it the detector would have to raise M_T past the 650 GeV cut).
+    nu_pt: GeV; parents whose invisible |sum pT| reaches it are always kept.
+    rt: parents whose generator-level R_T (real MET / M_T of the leading AK8 pair) reaches it are
+        always kept.
+    """
+
+    p_min: float = 0.1
+    mt: float = 450.0
+    nu_pt: float = 30.0
+    rt: float = 0.15
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.p_min <= 1.0:
+            raise GenerationError(f"roulette_p_min must be in (0, 1] (0 would bias: every parent must be "
+                                  f"keepable), got {self.p_min!r}")
+        if not self.mt >= 0.0:
+            raise GenerationError(f"roulette_mt must be >= 0 GeV, got {self.mt!r}")
+        if not self.nu_pt >= 0.0:
+            raise GenerationError(f"roulette_nu_pt must be >= 0 GeV, got {self.nu_pt!r}")
+        if not self.rt >= 0.0:
+            raise GenerationError(f"roulette_rt must be >= 0, got {self.rt!r}")
+
+
+def _gen_ak8(pt: ak.Array, eta: ak.Array, phi: ak.Array) -> dict[str, np.ndarray]:
+    """The two leading generator AK8 jets (|eta| <= 2.4) per event: pt, eta, phi, mass (0 if absent)."""
+    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
+    mom = ak.zip({"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta),
+                  "E": pt * np.cosh(eta)})
+    seq = fastjet.ClusterSequence(mom, fastjet.JetDefinition(fastjet.antikt_algorithm, GEN_AK8_RADIUS))
+    jets = seq.inclusive_jets(min_pt=GEN_AK8_PT_MIN)
+    jpt = np.hypot(jets.px, jets.py)
+    jeta = np.arcsinh(jets.pz / np.maximum(jpt, 1e-9))
+    jets = jets[(np.abs(jeta) <= GEN_AK8_ABS_ETA_MAX)]
+    jets = jets[ak.argsort(np.hypot(jets.px, jets.py), axis=1, ascending=False)]
+    out = {}
+    for i in (0, 1):
+        j = ak.pad_none(jets, 2, axis=1)[:, i]
+        for comp in ("px", "py", "pz", "E"):
+            out[f"{comp}{i}"] = ak.to_numpy(ak.fill_none(j[comp], 0.0)).astype(np.float64)
+    return out
+
+
+def hard_features(fs: dict[str, ak.Array], visible: ak.Array) -> dict[str, np.ndarray]:
+    """Generator-level features of every event's hard scatter (before pileup and detector).
+
+    Args:
+        fs: the final state of :func:`~svjscout.samples.generate._final_state` (jagged per event:
+            ``pt``, ``eta``, ``phi``, ``id``, ``pileup``), pileup not yet overlaid.
+        visible: jagged mask of the visible particles.
+
+    Returns:
+        float64 arrays of shape (n_events,): ``nu_pt`` (|vector sum of the invisibles' pT|, GeV),
+        ``ht`` (scalar sum of the visible |eta| < 3 pT, GeV; the generator H_T filter's), ``mt``
+        (M_T of the two leading generator AK8 jets and the real MET, GeV; 0 with fewer than two),
+        ``rt`` (nu_pt / mt; 0 without two jets), ``pt_j0`` (leading generator AK8 jet pT, GeV).
+    """
+    hard = ~fs["pileup"]
+    pt, eta, phi = fs["pt"], fs["eta"], fs["phi"]
+    inv = ~visible & hard
+    mx = -ak.to_numpy(ak.sum((pt * np.cos(phi))[inv], axis=1))
+    my = -ak.to_numpy(ak.sum((pt * np.sin(phi))[inv], axis=1))
+    nu_pt = np.hypot(mx, my)
+    ht = ak.to_numpy(ak.sum(pt[visible & hard & (abs(eta) < 3.0)], axis=1)).astype(np.float64)
+    vis = visible & hard & (abs(eta) < 5.0)
+    j = _gen_ak8(pt[vis], eta[vis], phi[vis])
+    px, py = j["px0"] + j["px1"], j["py0"] + j["py1"]
+    pz, e = j["pz0"] + j["pz1"], j["E0"] + j["E1"]
+    m2 = np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0)
+    et_jj = np.sqrt(m2 + px**2 + py**2)
+    mt2 = (et_jj + nu_pt) ** 2 - ((px + mx) ** 2 + (py + my) ** 2)
+    two = (j["E1"] > 0) & (j["E0"] > 0)
+    mt = np.where(two, np.sqrt(np.maximum(mt2, 0.0)), 0.0)
+    rt = np.where(mt > 0, nu_pt / np.maximum(mt, 1e-9), 0.0)
+    return {"nu_pt": nu_pt, "ht": ht, "mt": mt, "rt": rt, "pt_j0": np.hypot(j["px0"], j["py0"])}
+
+
+def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings) -> np.ndarray:
+    """Keep probability of every event: 1 if its generator-level M_T reaches ``settings.mt``
+    (the detector's fake MET, mostly its rare jet-response tail, can then make it pass) or it has
+    real MET (``nu_pt >= settings.nu_pt`` or ``rt >= settings.rt``); ``settings.p_min`` otherwise
+    (in the study no such parent passed, docs/generation_efficiency.md).
+
+    >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 700.0]), "nu_pt": np.array([5.0, 40.0, 5.0, 0.0]),
+    ...                   "rt": np.array([0.01, 0.0, 0.3, 0.0])},
+    ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2)).tolist()
+    [0.1, 1.0, 1.0, 1.0]
+    """
+    high = (features["mt"] >= settings.mt) | (features["nu_pt"] >= settings.nu_pt) | (features["rt"] >= settings.rt)
+    return np.where(high, 1.0, settings.p_min)
+
+
+@dataclass
+class Roulette:
+    """One chunk's roulette: per generated event its features, keep probability and decision."""
+
+    features: dict[str, np.ndarray]
+    prob: np.ndarray
+    kept: np.ndarray
+
+    def apply(self, parents: np.ndarray, w_parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kept parents, per generated event the weight to write: w / p for kept, w otherwise).
+
+        ``parents``: positions (within the chunk) of the events passing the H_T filter; the
+        ``genEventSumw`` of the chunk stays the sum of ``w_parent`` over every generated event.
+        """
+        weights = np.where(self.kept, w_parent / self.prob, w_parent)
+        return parents[self.kept[parents]], weights
+
+    def record(self) -> dict:
+        """A compact summary for the chunk's result (studies, logs): counts, sum of 1/p over kept."""
+        return {"n_events": len(self.prob), "n_kept": int(self.kept.sum()),
+                "n_sure": int((self.prob >= 1.0).sum()), "sum_inv_p_kept": float(np.sum(1.0 / self.prob[self.kept]))}
+
+
+def settings_of(cfg) -> RouletteSettings | None:
+    """The roulette settings of a :class:`GenerationConfig` (None when the roulette is off)."""
+    if not cfg.roulette:
+        return None
+    return RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
+
+
+def choose_parents(cfg, chunk: int, fs: dict[str, ak.Array], ht_min: float) -> Roulette | None:
+    """The roulette of chunk ``chunk`` on its hard-scatter final state ``fs`` (None when off).
+
+    Events failing the generator H_T filter (``ht_min``) are not kept (they were never parents);
+    the others with their keep probability, from the stream ``default_rng([seed, chunk, 13])``
+    (one uniform per generated event, so a decision depends on the seed and the chunk only).
+    """
+    settings = settings_of(cfg)
+    if settings is None:
+        return None
+    visible = ~ak.unflatten(detector.is_invisible(ak.to_numpy(ak.flatten(fs["id"]))), ak.num(fs["id"]))
+    feats = hard_features(fs, visible)
+    prob = keep_probability(feats, settings)
+    kept = draw_keep(prob, cfg.seed, chunk) & (feats["ht"] >= ht_min)
+    return Roulette(features=feats, prob=prob, kept=kept)
+
+
+def draw_keep(prob: np.ndarray, seed: int, chunk: int) -> np.ndarray:
+    """Keep each event with its probability ``prob``: one uniform per event from the roulette's
+    own stream ``default_rng([seed, chunk, 13])`` (independent of Pythia's and the detector's).
+
+    >>> draw_keep(np.array([1.0, 1.0, 1e-9]), seed=1, chunk=0).tolist()
+    [True, True, False]
+    """
+    return np.random.default_rng([seed, chunk, ROULETTE_STREAM]).random(len(prob)) < prob
+
+
+# --------------------------------------------------------------------------------------------
+# shared pileup library
+
+_LIBRARIES: dict[tuple, dict[str, ak.Array]] = {}
+
+
+def prune_pileup(lib: dict[str, ak.Array], params: detector.DetectorParams) -> dict[str, ak.Array]:
+    """Drop the pileup particles the detector never measures: charged inside the tracker (removed
+    by CHS) and visible beyond ``hf_eta``. Invisibles stay (they enter ``GenMET``).
+
+    Only for the corrected detector (``chs`` on, ``jet_pileup`` off): with ``jet_pileup`` pileup
+    particles are clustered into the generator jets, so none may go.
+    """
+    if not params.chs or params.jet_pileup:
+        raise GenerationError("shared_pileup prunes the library for the corrected detector only (detector "
+                              f"chs = True and jet_pileup = False; got chs = {params.chs}, "
+                              f"jet_pileup = {params.jet_pileup})")
+    flat_id = ak.to_numpy(ak.flatten(lib["id"]))
+    invisible = detector.is_invisible(flat_id)
+    aeta = np.abs(ak.to_numpy(ak.flatten(lib["eta"])))
+    charged = ak.to_numpy(ak.flatten(lib["charge"])) != 0
+    drop = ~invisible & ((charged & (aeta < params.tracker_eta)) | (aeta >= params.hf_eta))
+    keep = ak.unflatten(~drop, ak.num(lib["id"]))
+    return {k: v[keep] for k, v in lib.items()}
+
+
+def shared_library(cfg, seed: int, make_library) -> tuple[dict[str, ak.Array], bool]:
+    """The file's pileup library, built once per process: ``(library, built_now)``.
+
+    ``make_library(seed, n)`` returns ``n`` minimum-bias events' final state (Pythia seeded with
+    ``seed``, which the caller derives from ``cfg.seed`` only), so every chunk of a file, whichever
+    process runs it, overlays the same library: the file does not depend on the number of workers.
+    """
+    key = (seed, cfg.pileup_library, tuple(sorted(cfg.detector.items())))
+    if key in _LIBRARIES:
+        return _LIBRARIES[key], False
+    lib = prune_pileup(make_library(seed, cfg.pileup_library), cfg.detector_params)
+    _LIBRARIES.clear()  # one file at a time per process: keep memory bounded
+    _LIBRARIES[key] = lib
+    return lib, True
+
+
+def validate(cfg) -> None:
+    """Check a :class:`GenerationConfig`'s efficiency fields (GenerationError naming the field)."""
+    for name in ("roulette", "shared_pileup"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise GenerationError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
+    if cfg.shared_pileup:
+        known = detector.DetectorParams.__dataclass_fields__  # unknown keys: reported by GenerationConfig
+        params = detector.DetectorParams(**{k: v for k, v in cfg.detector.items() if k in known})
+        if not params.chs or params.jet_pileup:
+            raise GenerationError("shared_pileup needs the corrected detector (detector chs = True, jet_pileup = "
+                                  f"False): its library drops the particles CHS removes; got chs = {params.chs}, "
+                                  f"jet_pileup = {params.jet_pileup}")
