@@ -92,8 +92,12 @@ class EraSpec:
                 "trigger": f"POG/HLT/{self.name}/trigger_sf.json.gz"}
 
 
-#: Run periods of 2018 (the CMS JEC data tags per period; runs from the Run2018 A-D boundaries).
+#: Run periods of the Run-2 UL data JEC tags ((first run, last run, period) of each tag).
 RUNS_2018 = ((315252, 316997, "A"), (316998, 319312, "B"), (319313, 320393, "C"), (320394, 325273, "D"))
+RUNS_2017 = ((297020, 299336, "B"), (299337, 302029, "C"), (302030, 303434, "D"), (303435, 304910, "E"),
+             (304911, 306462, "F"))
+RUNS_2016_PRE = ((272007, 276830, "BCD"), (276831, 278807, "EF"))
+RUNS_2016_POST = ((278769, 284044, "FGH"),)
 
 ERAS: dict[str, EraSpec] = {
     "svjscout_sim": EraSpec(
@@ -105,6 +109,21 @@ ERAS: dict[str, EraSpec] = {
         jec_data=tuple((a, b, f"Summer19UL18_Run{p}_V5_DATA") for a, b, p in RUNS_2018),
         jer="Summer19UL18_JRV2_MC", pileup="Collisions18_UltraLegacy_goldenJSON",
         trigger="Run2018_DST_HT410_PFScouting_HTScaleFactor"),
+    "2017_UL": EraSpec(
+        name="2017_UL", jec_mc="Summer19UL17_V5_MC",
+        jec_data=tuple((a, b, f"Summer19UL17_Run{p}_V5_DATA") for a, b, p in RUNS_2017),
+        jer="Summer19UL17_JRV2_MC", pileup="Collisions17_UltraLegacy_goldenJSON",
+        trigger="Run2017_DST_HT410_PFScouting_HTScaleFactor"),
+    "2016postVFP_UL": EraSpec(
+        name="2016postVFP_UL", jec_mc="Summer19UL16_V7_MC",
+        jec_data=tuple((a, b, f"Summer19UL16_Run{p}_V7_DATA") for a, b, p in RUNS_2016_POST),
+        jer="Summer20UL16_JRV3_MC", pileup="Collisions16_UltraLegacy_goldenJSON",
+        trigger="Run2016_DST_HT410_PFScouting_HTScaleFactor"),
+    "2016preVFP_UL": EraSpec(
+        name="2016preVFP_UL", jec_mc="Summer19UL16APV_V7_MC",
+        jec_data=tuple((a, b, f"Summer19UL16APV_Run{p}_V7_DATA") for a, b, p in RUNS_2016_PRE),
+        jer="Summer20UL16APV_JRV3_MC", pileup="Collisions16_UltraLegacy_goldenJSON",
+        trigger="Run2016_DST_HT410_PFScouting_HTScaleFactor"),
 }
 
 
