@@ -142,6 +142,7 @@ def test_chunk_ranges():
             select_chunks(bad, 5)
 
 
+@pytest.mark.slow
 def test_dask_one_or_two_workers_same_file_as_iterative(tmp_path):
     """`svjscout generate --executor dask --scheduler local -j N`: the file of the iterative run."""
     common = ["generate", "qcd", "-n", "60", "--seed", "13", "--pileup", "0", "--chunk-size", "30", "-k", "2",
@@ -196,3 +197,33 @@ def test_resume_keeps_every_layout_and_empty_chunks(tmp_path, kind):
         assert "ScoutingPFCandidate_vertexIndex" in resumed["Events"] and meta["n_written"] > 0
     else:
         assert meta["n_written"] == 0 and resumed["Runs"]["genEventCount"][0] == 20
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_file(tmp_path):
+    """`svjscout generate` killed (SIGKILL) after its first part: the rerun finishes the file,
+    identical to an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["generate", "qcd", "-n", "90", "--seed", "17", "--pileup", "0", "--chunk-size", "30", "--no-progress"]
+    out = tmp_path / "killed.root"
+    proc = subprocess.Popen([sys.executable, "-m", "svjscout.jobs.cli", *args, "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = parts_folder(out) / "chunk_000000.json"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not out.exists(), "killed too late or too early"
+    stored = sorted(p.name for p in parts_folder(out).glob("*.json"))
+    assert len(stored) < 3
+    res = CliRunner().invoke(cli, [*args, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "straight.root")])
+    assert res.exit_code == 0, res.output
+    assert_same_file(trees(tmp_path / "straight.root"), trees(out))
