@@ -640,3 +640,21 @@ def test_svjscout_layout_unchanged_by_the_run3_machinery(tmp_path):
         GenerationConfig("svj", 10, write_truth=True)
     # the run3 layout's default detector writes the charged pileup (CHS moves to the reader)
     assert GenerationConfig("svj", 10, layout="scoutingnano_run3").detector_params.chs is False
+
+
+@pytest.mark.slow
+def test_svjscout_run_processes_a_run3_layout_file(run3_files, toy_models, tmp_path):
+    """`svjscout run`'s processing (run_processor) reads a generated scoutingnano_run3 file through the
+    preset end to end: every generated event enters the cutflow."""
+    from svjscout.jobs.config import load_job
+    from svjscout.jobs.runner import run_processor
+
+    path, cfg = run3_files["svj"]
+    job = tmp_path / "job.yaml"
+    job.write_text("\n".join([
+        "datasets:", f"  svj_mz2000_rinv0.3: {{kind: signal, files: ['{path}']}}",
+        "analysis:", f"  lundnet_model: {toy_models[0]}", f"  twin_model: {toy_models[1]}", "  wp: [0.5, 0.5]",
+        "executor: {name: iterative, chunksize: 10000}", "schema: {preset: scoutingnano_run3}"]) + "\n")
+    out, _ = run_processor(load_job(job))
+    raw = out["cutflow"]["svj_mz2000_rinv0.3"]["raw"]
+    assert raw[0] == cfg.events and raw[-1] <= raw[0]
