@@ -476,7 +476,7 @@ def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> 
     """One copy's reconstruction extras (layouts with ``reco``, samples/layouts.py).
 
     From all candidates of the copy's passing events (HF cells included, written or not): rho
-    (``fixedGridRhoFastjetAll``) and the HLT H_T per passing event; adds each candidate's
+    (``fixedGridRhoFastjetAll``) and the HLT H_T (rho-offset-corrected jets) per passing event; adds each candidate's
     ``vertexIndex`` to ``cands`` (tracks: their vertex's index, -1 unreconstructed; cells: -1).
     """
     local = np.searchsorted(passing, cands["event"])
@@ -484,7 +484,7 @@ def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> 
     n = len(passing)
     kin = [cands[k] for k in ("pt", "eta", "phi", "mass")]
     rho = energy_density.fixed_grid_rho(local, *kin, n)
-    ht = trigger.hlt_ht(local[order], *(v[order] for v in kin), n)
+    ht = trigger.hlt_ht(local[order], *(v[order] for v in kin), n, rho=rho)  # offset-corrected jets, as the HLT
     cands["vertexIndex"] = verts.index_of(cands["event"], cands["vertex"])
     return {"rho": rho, "ht": ht}
 

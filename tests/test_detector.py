@@ -277,3 +277,12 @@ def test_hlt_ht_equals_the_processor_trigger_emulation():
     np.testing.assert_allclose(ours, reference, rtol=1e-9, atol=1e-9)
     assert ours[0] == 0.0 and ours[-1] > 410.0
     assert trigger_bits(ours)["DST_HT410_PFScouting"].tolist() == (reference > 410.0).tolist()
+    # the HLT's corrected jets: each jet's pT minus rho * pi R^2 before the 30 GeV threshold and the sum
+    rho = np.array([0.0, 5.0, 20.0, 35.0, 30.0])
+    jets = cluster(pf, 0.4)
+    corrected = jets.pt - ak.Array(rho)[:, None] * np.pi * 0.4**2
+    keep = (corrected > 30.0) & (abs(jets.eta) < 2.5)
+    expected = ak.to_numpy(ak.sum(corrected[keep], axis=1))
+    with_offset = hlt_ht(event, pt, eta, phi, mass, len(counts), rho=rho)
+    np.testing.assert_allclose(with_offset, expected, rtol=1e-9, atol=1e-9)
+    assert np.all(with_offset[2:] < ours[2:])  # the offset lowers every event with jets
