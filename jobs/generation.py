@@ -32,7 +32,14 @@ from pydantic import ValidationError
 
 from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import ExecutorSpec, JobConfig
-from svjscout.jobs.runner import WORKER_ENV, _gateway_cluster, _wait_for_worker, close_gateway, jobqueue_cluster
+from svjscout.jobs.runner import (
+    WORKER_ENV,
+    WorkerWatch,
+    _gateway_cluster,
+    _wait_for_worker,
+    close_gateway,
+    jobqueue_cluster,
+)
 from svjscout.samples.generate import ChunkMapper, local_mapper
 
 log = logging.getLogger(__name__)
@@ -139,7 +146,9 @@ def dask_mapper(client, retries: int = 3, label: str = "generate") -> ChunkMappe
 
 @contextlib.contextmanager
 def chunk_mapper(spec: ExecutorSpec, label: str = "generate") -> Iterator[tuple[ChunkMapper, dict]]:
-    """(mapper, record) for ``spec``: the record says which engine ran the chunks (and where)."""
+    """(mapper, record) for ``spec``: the record says which engine ran the chunks (and where);
+    with dask, once the block is left, also the workers joined, retired and lost
+    (:class:`svjscout.jobs.runner.WorkerWatch`)."""
     if spec.name != "dask":
         if spec.engine != "local":
             log.warning("executor.%s is ignored: executor.name is %r (use --executor dask)", spec.engine, spec.name)
@@ -147,5 +156,14 @@ def chunk_mapper(spec: ExecutorSpec, label: str = "generate") -> Iterator[tuple[
         yield local_mapper(workers), {"engine": spec.name, "workers": workers}
         return
     with dask_client(spec) as client:
-        yield dask_mapper(client, spec.retries, label), {"engine": spec.engine, "scheduler": client.scheduler.address,
-                                                          "workers": spec.workers}
+        watch = WorkerWatch(client)
+        record = {"engine": spec.engine, "scheduler": client.scheduler.address}
+        if spec.engine != "scheduler":  # the workers (jobs) started for this run; an existing scheduler has its own
+            record["workers"] = spec.workers
+        try:
+            yield dask_mapper(client, spec.retries, label), record
+        finally:  # workers joined, retired and lost while the chunks ran (the record is updated in place)
+            record.update(watch.record())
+            if record.get("workers_lost"):
+                log.warning("%d dask worker(s) lost while generating (%s); their chunks ran again on other workers",
+                            record["workers_lost"], ", ".join(map(str, record["lost_workers"])))

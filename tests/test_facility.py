@@ -323,34 +323,41 @@ def test_slurm_job_script_is_the_config(slurm, toy_models, tmp_path):
     assert "--nthreads 1" in script and "--host 127.0.0.1" in script
 
 
-def test_slurm_generation_equals_iterative(slurm, tmp_path):
-    """`svjscout generate --scheduler slurm`: chunks run as Slurm jobs (dask-jobqueue), the file
-    is the iterative run's, every branch bit for bit, the metadata too (issue 30)."""
+def generate_with(tmp_path: Path, engines: dict[str, list[str]], during=None) -> dict:
+    """`svjscout generate` (qcd, 4 chunks of 25 events, 2 detector copies, no pileup) once per
+    engine (name -> extra options): {name: (summary, {Events, Runs: arrays, meta})}. ``during``
+    runs in a thread beside each non-iterative generation (e.g. to kill a worker)."""
     import json
 
-    import numpy as np
     import uproot
     from click.testing import CliRunner
 
     from svjscout.jobs.cli import cli
 
     pytest.importorskip("pythia8mc")
-    ex = tmp_path / "executor.yaml"
-    ex.write_text(f"executor: {slurm_executor(tmp_path / 'logs')}\n")
-    common = ["generate", "qcd", "-n", "100", "--seed", "21", "--pileup", "0", "--chunk-size", "50", "-k", "2",
+    common = ["generate", "qcd", "-n", "100", "--seed", "21", "--pileup", "0", "--chunk-size", "25", "-k", "2",
               "--no-progress"]
-    summaries, files = {}, {}
-    engines = (("iterative", []), ("slurm", ["--scheduler", "slurm", "--executor-config", str(ex), "-j", "2"]))
-    for name, extra in engines:
-        out = tmp_path / f"{name}.root"
-        res = CliRunner().invoke(cli, [*common, "-o", str(out), *extra])
+    out = {}
+    for name, extra in engines.items():
+        path = tmp_path / f"{name}.root"
+        t = threading.Thread(target=during, args=(path,)) if during and extra else None
+        if t:
+            t.start()
+        res = CliRunner().invoke(cli, [*common, "-o", str(path), *extra])
+        if t:
+            t.join()
         assert res.exit_code == 0, res.output
-        summaries[name] = json.loads(res.output[res.output.index("{"):])
-        with uproot.open(out) as f:
-            files[name] = {t: f[t].arrays(library="np") for t in ("Events", "Runs")}
-            files[name]["meta"] = json.loads(str(f["svjscout_meta"]))
-    assert summaries["slurm"]["executor"]["engine"] == "slurm"
-    a, b = files["iterative"], files["slurm"]
+        with uproot.open(path) as f:
+            files = {tree: f[tree].arrays(library="np") for tree in ("Events", "Runs")}
+            files["meta"] = json.loads(str(f["svjscout_meta"]))
+        out[name] = (json.loads(res.output[res.output.index("{"):]), files)
+    return out
+
+
+def assert_same_generated(a: dict, b: dict) -> None:
+    """Every branch of Events and Runs bit for bit, and the metadata."""
+    import numpy as np
+
     for t in ("Events", "Runs"):
         assert a[t].keys() == b[t].keys()
         for key in a[t]:
@@ -359,7 +366,51 @@ def test_slurm_generation_equals_iterative(slurm, tmp_path):
             else:
                 assert a[t][key].tobytes() == b[t][key].tobytes(), key
     assert a["meta"] == b["meta"] and a["Runs"]["genEventCount"][0] == 100
+
+
+def test_slurm_generation_equals_iterative(slurm, tmp_path):
+    """`svjscout generate --scheduler slurm`: chunks run as Slurm jobs (dask-jobqueue), the file
+    is the iterative run's, every branch bit for bit, the metadata too (issue 30)."""
+    ex = tmp_path / "executor.yaml"
+    ex.write_text(f"executor: {slurm_executor(tmp_path / 'logs')}\n")
+    runs = generate_with(tmp_path, {"iterative": [],
+                                    "slurm": ["--scheduler", "slurm", "--executor-config", str(ex), "-j", "2"]})
+    assert runs["slurm"][0]["executor"]["engine"] == "slurm"
+    assert_same_generated(runs["iterative"][1], runs["slurm"][1])
     assert list((tmp_path / "logs").glob("*")), "no Slurm job log: the chunks did not run under Slurm"
+
+
+def test_generation_on_a_scheduler_survives_a_killed_worker(dask_processes, tmp_path):
+    """`--scheduler ADDRESS`: a worker killed once the first chunk is stored; its chunk runs again
+    on the other worker and the file is the iterative run's (issue 30)."""
+    addr, workers = dask_processes
+    killed = []
+
+    def kill(path):
+        first = path.with_name(path.name + ".parts") / "chunk_000000.json"
+        deadline = time.time() + 120
+        while not first.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        workers[0].send_signal(signal.SIGKILL)
+        killed.append(first.exists())
+
+    runs = generate_with(tmp_path, {"iterative": [], "scheduler": ["--scheduler", addr]}, during=kill)
+    assert killed == [True] and workers[0].wait(timeout=30) is not None
+    rec = runs["scheduler"][0]["executor"]
+    assert rec["engine"] == "scheduler" and rec["scheduler"] == addr and rec["workers_at_start"] == 2
+    assert rec["workers_lost"] == 1, rec
+    assert_same_generated(runs["iterative"][1], runs["scheduler"][1])
+
+
+def test_gateway_generation_equals_iterative(gateway_server, tmp_path):
+    """`--scheduler gateway` with the gateway block of an executor config (issue 30)."""
+    address, _ = gateway_server
+    ex = tmp_path / "executor.yaml"
+    ex.write_text(f"executor: {gateway_executor(address, adaptive='{minimum: 1, maximum: 2}')}\n")
+    gateway = ["--scheduler", "gateway", "--executor-config", str(ex)]
+    runs = generate_with(tmp_path, {"iterative": [], "gateway": gateway})
+    assert runs["gateway"][0]["executor"]["engine"] == "gateway"
+    assert_same_generated(runs["iterative"][1], runs["gateway"][1])
 
 
 CONDOR_EXECUTOR = ("{{name: dask, workers: {workers}, chunksize: 100, worker_timeout: {timeout}, "
