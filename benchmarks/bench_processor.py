@@ -193,10 +193,13 @@ def _memory_worker(arg: str) -> None:
     cfg = ProcessorConfig(prefilter=job["prefilter"], lundnet_model=job["lundnet"], twin_model=job["twin"],
                           wp=(0.5, 0.5), datasets={"mix": DatasetInfo(kind="background", xsec=1.0, sumw=float(n))})
     proc = SVJProcessor(cfg)
-    meta = {"dataset": "mix", "filename": path}
+    # the metadata coffea's Runner gives a worker (tree name and entry range): without them the processor
+    # cannot read a large chunk batch by batch from the file and slices it in memory instead
+    meta = {"dataset": "mix", "filename": path, "treename": "Events", "entrystart": 0, "entrystop": n}
     # baseline: libraries loaded, ONNX sessions and a warm-up on 100 events
     proc.process(NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
-                                             entry_stop=100, metadata=meta).events())
+                                             entry_stop=100,
+                                             metadata={**meta, "entrystop": 100}).events())
     baseline = _hwm_mb()
     events = NanoEventsFactory.from_root({path: "Events"}, schemaclass=SVJScoutingSchema, mode="virtual",
                                          metadata=meta).events()
