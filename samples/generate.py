@@ -53,8 +53,11 @@ Written PF candidates cover the ECAL/HCAL acceptance (|eta| < 3); HF cells (3 < 
 the MET but are not written (``write_hf`` writes them): with pileup they are ~350 per event, a
 third of the file, and only the few AK8 jets at |eta| ~ 2.4 could reach them.
 
-Chunk ``k`` is always generated with the same seed, derived from ``(seed, k)``, and chunks are
-written in order, so a file is identical whatever the number of worker processes.
+Chunk ``k`` is always generated with the same seed, derived from ``(seed, k)``; each finished chunk
+is stored in ``OUT.parts`` (:mod:`svjscout.samples.parts`: an interrupted run resumes from them)
+and the file is assembled from the parts in chunk order, so it is identical whatever runs the
+chunks (local processes, a dask cluster: :mod:`svjscout.jobs.generation`), their number and the
+interruptions (docs/generation.md).
 
 Normalisation: the processors weight MC events by ``genWeight * xsec * lumi / genEventSumw``, with
 ``genEventSumw`` from the ``Runs`` tree, which counts *every* generated event, including those
@@ -419,9 +422,9 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     verts = None
     if reco:  # vertices from the tracks (the same for every copy); their own random stream
         vrng = np.random.default_rng([cfg.seed, chunk, 13])
-        truth = vertices.true_positions(n_pu[parents], vrng)
+        truth = vertices.true_positions(n_pu[parents], vrng, params)
         t = meas.tracks
-        verts = vertices.reconstruct(n_pu[parents], t["event"], t["vertex"], t["pt"], truth, vrng)
+        verts = vertices.reconstruct(n_pu[parents], t["event"], t["vertex"], t["pt"], truth, vrng, params)
         lap("vertices")
 
     pieces = []  # (copy, passing parent positions, their candidates, met, met phi, tail weight ratio)
