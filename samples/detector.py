@@ -104,6 +104,8 @@ class DetectorParams:
     smeared too (pileup counted twice); only with :meth:`shipped_v1`, to reproduce old samples.
     ``jer_noise``: the JER noise term N in GeV, electronics noise only (1 GeV; 2.5 before issue
     30, when it included pileup).
+    ``beamspot_*``, ``vertex_*``: the primary vertices of layouts that write them (cm; the
+    module doc of :mod:`svjscout.samples.vertices`); they draw nothing in the ``svjscout`` layout.
     """
 
     tracker_eta: float = 2.5
@@ -137,9 +139,16 @@ class DetectorParams:
     jet_tail_min: float = 0.0
     jet_tail_max: float = 0.5
     jet_pileup: bool = False
+    # primary vertices (samples/vertices.py; cm): beam spot, reconstruction, merging, resolution
+    beamspot_sigma_z: float = 3.5
+    beamspot_sigma_xy: float = 0.001
+    vertex_min_tracks: int = 2
+    vertex_merge_dz: float = 0.01
+    vertex_res_z: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("jer_noise", "jer_stoch", "jer_const", "jet_radius", "jet_pt_min"):
+        for name in ("jer_noise", "jer_stoch", "jer_const", "jet_radius", "jet_pt_min", "beamspot_sigma_z",
+                     "beamspot_sigma_xy", "vertex_min_tracks", "vertex_merge_dz", "vertex_res_z"):
             if not float(getattr(self, name)) >= 0:
                 raise ConfigError(f"detector parameter {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.jet_tail_prob <= 1.0:

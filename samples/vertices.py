@@ -3,7 +3,8 @@
 Every generated event has one vertex per interaction: the hard scatter (vertex number 0 of the
 event) and one per overlaid pileup event (1 ... ``Pileup_nPU``). Their true positions are drawn
 from the CMS beam spot (Gaussian, sigma_z = ``beamspot_sigma_z`` = 3.5 cm, sigma_x = sigma_y =
-``beamspot_sigma_xy`` = 10 um). A vertex is *reconstructed* if it has at least
+``beamspot_sigma_xy`` = 10 um; these and the parameters below are
+:class:`~svjscout.samples.detector.DetectorParams` fields, ``--detector KEY=VALUE``). A vertex is *reconstructed* if it has at least
 ``vertex_min_tracks`` = 2 tracks (the charged PF candidates with a track: |eta| < 2.5,
 pT > 0.5 GeV, :mod:`svjscout.samples.detector`). Reconstructed vertices closer in z than
 ``vertex_merge_dz`` = 0.01 cm (0.1 mm, about the z resolution of a few-track vertex) are merged
@@ -35,16 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class VertexParams:
-    """Beam spot, reconstruction and merging of primary vertices (cm; see the module doc)."""
-
-    beamspot_sigma_z: float = 3.5
-    beamspot_sigma_xy: float = 0.001
-    vertex_min_tracks: int = 2
-    vertex_merge_dz: float = 0.01
-    vertex_res_z: float = 0.02
+from svjscout.samples.detector import DetectorParams
 
 
 @dataclass
@@ -73,7 +65,7 @@ class Vertices:
 
 
 def true_positions(n_pu: np.ndarray, rng: np.random.Generator,
-                   params: VertexParams = VertexParams()) -> dict[str, np.ndarray]:
+                   params: DetectorParams = DetectorParams()) -> dict[str, np.ndarray]:
     """True (x, y, z) in cm of every interaction: events x (1 + n_pu) vertices, flat in event order."""
     n = int(np.sum(n_pu + 1))
     xy = rng.normal(0.0, params.beamspot_sigma_xy, (2, n))
@@ -83,7 +75,7 @@ def true_positions(n_pu: np.ndarray, rng: np.random.Generator,
 
 def reconstruct(n_pu: np.ndarray, track_event: np.ndarray, track_vertex: np.ndarray, track_pt: np.ndarray,
                 truth: dict[str, np.ndarray], rng: np.random.Generator,
-                params: VertexParams = VertexParams()) -> Vertices:
+                params: DetectorParams = DetectorParams()) -> Vertices:
     """Reconstruct, merge and order the vertices of many events; associate their tracks.
 
     Args:
@@ -93,6 +85,7 @@ def reconstruct(n_pu: np.ndarray, track_event: np.ndarray, track_vertex: np.ndar
             its pT in GeV.
         truth: :func:`true_positions` of the same events.
         rng: draws the resolution smearing and the chi^2.
+        params: the detector, whose ``beamspot_*`` and ``vertex_*`` parameters are used.
     """
     p = params
     n_pu = np.asarray(n_pu, dtype=np.int64)

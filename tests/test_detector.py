@@ -227,9 +227,9 @@ def test_fixed_grid_rho_equals_a_direct_loop_and_fastjet_grid_median():
 
 
 def test_vertices_reconstruction_merging_order_and_association_on_hand_made_events():
-    from svjscout.samples.vertices import VertexParams, reconstruct
+    from svjscout.samples.vertices import reconstruct
 
-    p = VertexParams()
+    p = DetectorParams()
     # event 0: hard scatter (3 tracks of 50 GeV) at z = 0; pileup 1 (4 soft tracks) at z = 1 cm; pileup 2
     #   (1 track: not reconstructed) at z = -2; pileup 3 (2 tracks) 0.05 mm from the hard scatter (merged
     #   into it); pileup 4 (5 tracks of 2 GeV, more sum pT^2 than pileup 1) at z = 3 and pileup 5 (2 tracks)
