@@ -342,3 +342,26 @@ def test_payload_with_inputs_in_another_order_is_refused(tmp_path):
     path.write_text(model.model_dump_json(exclude_unset=True))
     with pytest.raises(C.PayloadError, match="jer_scale_factor has inputs"):
         C.load_corrections(path)
+
+
+def test_shipped_era_has_the_former_payloads_numbers(tmp_path, cset):
+    """The illustrative numbers became the era svjscout_sim: every role, AK4 and AK8 tables, equals
+    the former five-name payload (still written by make_payloads.correction_set) exactly."""
+    path = tmp_path / "former.json"
+    path.write_bytes(mp.payload_json())
+    former = C.load_corrections(path)
+    assert isinstance(cset, C.EraCorrections) and not isinstance(former, C.EraCorrections)
+    rng = np.random.default_rng(5)
+    eta, pt = rng.uniform(-6, 6, 5000), np.exp(rng.uniform(np.log(5.0), np.log(9000.0), 5000))
+    seeds = rng.integers(0, 2**63, 5000, dtype=np.uint64)
+    for jets in ("ak4", "ak8"):
+        for d in (1, -1):
+            assert np.array_equal(C.jes_factor(cset, pt, eta, d, jets=jets), C.jes_factor(former, pt, eta, d))
+        for syst in ("nom", "up", "down"):
+            assert np.array_equal(C.jer_factor(cset, pt, eta, syst, seeds, jets=jets),
+                                  C.jer_factor(former, pt, eta, syst, seeds))
+    ht, n = rng.uniform(0, 3000, 2000), rng.uniform(0, 120, 2000)
+    for syst in ("nom", "up", "down"):
+        assert np.array_equal(C.trigger_sf(cset, ht, syst), C.trigger_sf(former, ht, syst))
+        assert np.array_equal(C.pileup_weight(cset, n, syst), C.pileup_weight(former, n, syst))
+    assert cset.names("pileup_weight") == ("pileup", "SvjscoutSim_Illustrative_goldenJSON")
