@@ -255,6 +255,8 @@ def test_vertices_reconstruction_merging_order_and_association_on_hand_made_even
     assert v.merged.tolist() == [2, 0]
     assert abs(c["z"][0]) < 5 * p.vertex_res_z / np.sqrt(5) and abs(c["z"][1] - 3.0) < 5 * p.vertex_res_z / np.sqrt(7)
     assert v.index_of(np.array([0, 0, 0, 1]), np.array([5, 2, -1, 0])).tolist() == [1, -1, -1, -1]
+    with pytest.raises(ConfigError, match="vertex_merge_dz"):
+        DetectorParams(vertex_merge_dz=-0.01)
 
 
 def test_hlt_ht_equals_the_processor_trigger_emulation():
