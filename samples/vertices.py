@@ -117,7 +117,7 @@ def reconstruct(n_pu: np.ndarray, track_event: np.ndarray, track_vertex: np.ndar
     g_event[group_of_sorted] = v_event[order]
     # surviving member: the largest sum pT^2 of the group (its position is the vertex's)
     by_sumpt2 = np.lexsort((sumpt2[order], group_of_sorted))
-    last = np.r_[group_of_sorted[by_sumpt2][1:] != group_of_sorted[by_sumpt2][:-1], True]
+    last = np.r_[group_of_sorted[by_sumpt2][1:] != group_of_sorted[by_sumpt2][:-1], True][:len(order)]
     survivor = np.empty(n_groups, dtype=np.int64)
     survivor[group_of_sorted[by_sumpt2][last]] = order[by_sumpt2][last]
     merged = np.bincount(g_event, np.bincount(group_of_sorted, minlength=n_groups) - 1, n_events).astype(np.int64)
@@ -128,7 +128,8 @@ def reconstruct(n_pu: np.ndarray, track_event: np.ndarray, track_vertex: np.ndar
     g_first = np.concatenate([[0], np.cumsum(g_counts)[:-1]])
     index_in_event = np.empty(n_groups, dtype=np.int64)
     index_in_event[g_order] = np.arange(n_groups) - g_first[g_event[g_order]]
-    vertex_index = np.where(group >= 0, index_in_event[np.maximum(group, 0)], -1)
+    vertex_index = np.full(n_true, -1, dtype=np.int64)
+    vertex_index[group >= 0] = index_in_event[group[group >= 0]]
     track_index = vertex_index[gid].astype(np.int32)
 
     # the written vertices (event order, then sum pT^2 descending), plus a fake one per empty event

@@ -257,6 +257,14 @@ def test_vertices_reconstruction_merging_order_and_association_on_hand_made_even
     assert v.index_of(np.array([0, 0, 0, 1]), np.array([5, 2, -1, 0])).tolist() == [1, -1, -1, -1]
     with pytest.raises(ConfigError, match="vertex_merge_dz"):
         DetectorParams(vertex_merge_dz=-0.01)
+    # no track in any event (and an empty batch): one invalid beam-spot vertex per event
+    none = np.zeros(0, dtype=int)
+    w = reconstruct(np.array([0, 3]), none, none, np.zeros(0), {k: np.zeros(5) for k in "xyz"},
+                    np.random.default_rng(2), p)
+    assert w.counts.tolist() == [1, 1] and not w.columns["isValidVtx"].any()
+    assert w.true_index.tolist() == [-1] * 5
+    empty = reconstruct(none, none, none, np.zeros(0), {k: np.zeros(0) for k in "xyz"}, np.random.default_rng(2), p)
+    assert len(empty.counts) == 0 and all(len(a) == 0 for a in empty.columns.values())
 
 
 def test_hlt_ht_equals_the_processor_trigger_emulation():
