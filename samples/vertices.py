@@ -4,7 +4,8 @@ Every generated event has one vertex per interaction: the hard scatter (vertex n
 event) and one per overlaid pileup event (1 ... ``Pileup_nPU``). Their true positions are drawn
 from the CMS beam spot (Gaussian, sigma_z = ``beamspot_sigma_z`` = 3.5 cm, sigma_x = sigma_y =
 ``beamspot_sigma_xy`` = 10 um; these and the parameters below are
-:class:`~svjscout.samples.detector.DetectorParams` fields, ``--detector KEY=VALUE``). A vertex is *reconstructed* if it has at least
+:class:`~svjscout.samples.detector.DetectorParams` fields, ``--detector KEY=VALUE``). A vertex
+is *reconstructed* if it has at least
 ``vertex_min_tracks`` = 2 tracks (the charged PF candidates with a track: |eta| < 2.5,
 pT > 0.5 GeV, :mod:`svjscout.samples.detector`). Reconstructed vertices closer in z than
 ``vertex_merge_dz`` = 0.01 cm (0.1 mm, about the z resolution of a few-track vertex) are merged
