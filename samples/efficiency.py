@@ -22,9 +22,10 @@ are those the brute-force file gives them: the same parents, like for like.
 
 **Shared pileup library**: one minimum-bias library per file (per seed and library size), built
 once per process and reused by every chunk, instead of one per chunk; only the particles the
-detector can see are kept in it (CHS removes the charged pileup particles inside the tracker;
-nothing is measured beyond |eta| = 5; invisibles stay, they enter ``GenMET``). The detector's
-response to every kept particle is unchanged; only its random stream differs.
+detector can see are kept in it (nothing is measured or clustered beyond |eta| = 5; with the
+detector's ``chs`` on, CHS removes the charged pileup particles inside the tracker before
+anything sees them; invisibles stay, they enter ``GenMET``). The detector's response to every
+kept particle is unchanged; only its random stream differs.
 
 >>> float(keep_probability({"mt": np.array([0.0]), "nu_pt": np.array([50.0]), "rt": np.array([0.0])},
 ...                          RouletteSettings(p_min=0.1, nu_pt=30.0, rt=0.2))[0])
@@ -34,7 +35,7 @@ response to every kept particle is unchanged; only its random stream differs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import awkward as ak
 import fastjet
@@ -215,21 +216,17 @@ _LIBRARIES: dict[tuple, dict[str, ak.Array]] = {}
 
 
 def prune_pileup(lib: dict[str, ak.Array], params: detector.DetectorParams) -> dict[str, ak.Array]:
-    """Drop the pileup particles the detector never measures: charged inside the tracker (removed
-    by CHS) and visible beyond ``hf_eta``. Invisibles stay (they enter ``GenMET``).
-
-    Only for the corrected detector (``chs`` on, ``jet_pileup`` off): with ``jet_pileup`` pileup
-    particles are clustered into the generator jets, so none may go.
+    """Drop the pileup particles the detector never measures: visible beyond ``hf_eta`` (neither
+    measured nor clustered) and, with ``chs`` on, the charged ones inside the tracker (CHS removes
+    them before anything else sees them: no candidate, no vertex). Invisibles stay (``GenMET``).
     """
-    if not params.chs or params.jet_pileup:
-        raise GenerationError("shared_pileup prunes the library for the corrected detector only (detector "
-                              f"chs = True and jet_pileup = False; got chs = {params.chs}, "
-                              f"jet_pileup = {params.jet_pileup})")
     flat_id = ak.to_numpy(ak.flatten(lib["id"]))
     invisible = detector.is_invisible(flat_id)
     aeta = np.abs(ak.to_numpy(ak.flatten(lib["eta"])))
-    charged = ak.to_numpy(ak.flatten(lib["charge"])) != 0
-    drop = ~invisible & ((charged & (aeta < params.tracker_eta)) | (aeta >= params.hf_eta))
+    drop = ~invisible & (aeta >= params.hf_eta)
+    if params.chs:
+        charged = ak.to_numpy(ak.flatten(lib["charge"])) != 0
+        drop |= ~invisible & charged & (aeta < params.tracker_eta)
     keep = ak.unflatten(~drop, ak.num(lib["id"]))
     return {k: v[keep] for k, v in lib.items()}
 
@@ -241,7 +238,7 @@ def shared_library(cfg, seed: int, make_library) -> tuple[dict[str, ak.Array], b
     ``seed``, which the caller derives from ``cfg.seed`` only), so every chunk of a file, whichever
     process runs it, overlays the same library: the file does not depend on the number of workers.
     """
-    key = (seed, cfg.pileup_library, tuple(sorted(cfg.detector.items())))
+    key = (seed, cfg.pileup_library, tuple(sorted(asdict(cfg.detector_params).items())))
     if key in _LIBRARIES:
         return _LIBRARIES[key], False
     lib = prune_pileup(make_library(seed, cfg.pileup_library), cfg.detector_params)
@@ -256,10 +253,3 @@ def validate(cfg) -> None:
         if not isinstance(getattr(cfg, name), bool):
             raise GenerationError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
-    if cfg.shared_pileup:
-        known = detector.DetectorParams.__dataclass_fields__  # unknown keys: reported by GenerationConfig
-        params = detector.DetectorParams(**{k: v for k, v in cfg.detector.items() if k in known})
-        if not params.chs or params.jet_pileup:
-            raise GenerationError("shared_pileup needs the corrected detector (detector chs = True, jet_pileup = "
-                                  f"False): its library drops the particles CHS removes; got chs = {params.chs}, "
-                                  f"jet_pileup = {params.jet_pileup}")

@@ -60,8 +60,8 @@ def test_keep_probability_and_validation():
         _cfg(roulette_nu_pt=-1.0)
     with pytest.raises(GenerationError, match="roulette_mt"):
         _cfg(roulette_mt=float("nan"))
-    with pytest.raises(GenerationError, match="shared_pileup"):
-        _cfg(shared_pileup=True, detector={"jet_pileup": True})
+    with pytest.raises(GenerationError, match="shared_pileup must be true or false"):
+        _cfg(shared_pileup=1)
     with pytest.raises(GenerationError, match="roulette must be true or false"):
         _cfg(roulette="yes")
 
@@ -166,6 +166,10 @@ def test_pruned_pileup_measures_the_same():
     pruned = efficiency.prune_pileup(lib, params)
     n_all, n_kept = len(ak.flatten(lib["id"])), len(ak.flatten(pruned["id"]))
     assert n_kept < 0.7 * n_all  # it does prune
+    no_chs = efficiency.prune_pileup(lib, detector.DetectorParams(chs=False))  # the charged tracks stay
+    flat_eta = np.abs(ak.to_numpy(ak.flatten(lib["eta"])))
+    assert len(ak.flatten(no_chs["id"])) == int(np.sum(flat_eta < 5.0) + np.sum(
+        (flat_eta >= 5.0) & detector.is_invisible(ak.to_numpy(ak.flatten(lib["id"])))))
     out = []
     for sample in (lib, pruned):
         flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in sample.items()}
