@@ -16,6 +16,8 @@ from svjscout.datacards import style as st
 from svjscout.datacards.abcd import abcd_from_yields
 from svjscout.datacards.nonclosure import summary_lines as nonclosure_lines
 from svjscout.datacards.parents import ParentRecords, StatInputs
+from svjscout.datacards.pseudodata import PSEUDO_TAG
+from svjscout.datacards.pseudodata import summary_lines as pseudo_lines
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.systematics import summary_lines as systematics_lines
 from svjscout.datacards.validation import summary_lines as validation_lines
@@ -398,6 +400,35 @@ def closure_table_lines(closure: dict) -> list[str]:
     return lines
 
 
+def observation_lines(index: dict | None, head: bool = False) -> list[str]:
+    """What the cards' observation is, in words, from ``datacards/index.json`` (``index``).
+
+    Pseudo-data (``--pseudo-data SEED``, :mod:`svjscout.datacards.pseudodata`) is labelled
+    PSEUDO-DATA with its seed, the injected signal (strength and dataset, or none) and what region B
+    of the signal plane holds, then its VP closure; Asimov and data say so. ``head``: the one line
+    under the verdict at the top of ``summary.md``; otherwise the section before the fit
+    validation (whose goodness of fit, pulls and impacts fit this observation)."""
+    if not index:
+        return []
+    pseudo = index.get("pseudo_data")
+    if pseudo:
+        inj = (f"signal injected: {pseudo['inject']:g} x {pseudo['signal']}" if pseudo.get("inject")
+               else "no signal injected (background only)")
+        text = (f"**Observation: {PSEUDO_TAG}, NOT data.** Seed {pseudo['seed']}, {inj}; Poisson counts drawn from the "
+                f"MC; region B of the signal plane: {pseudo.get('b_observation', 'n/a')}.")
+        if head:
+            return [text, ""]
+        return ["## Observation: " + PSEUDO_TAG, "", text, "", *pseudo_lines(pseudo), ""]
+    if head:
+        return []
+    label = index.get("observation")
+    if index.get("asimov"):
+        what = "Asimov (the background MC's expectation; no data, no pseudo-data)"
+    else:
+        what = "DATA" + (" (region B of the signal plane unblinded)" if index.get("unblinded") else "")
+    return ["## Observation", "", f"The cards' observation: {what}" + (f"; `{label}`" if label else "") + ".", ""]
+
+
 def _config_lines(cfg, overrides: dict | None) -> list[str]:
     """The overrides of this run and the analysis cuts, as summary.md shows them."""
     lines = ["## Configuration", ""]
@@ -454,6 +485,7 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     rep = output.get("report", {})
     lines = [f"# svjscout run: {job_name}", ""]
     lines += verdict_lines(verdict, refused)
+    lines += observation_lines(index, head=True)
     lines += [f"svjscout {__version__}. Every region-split output (histograms.root, "
               f"mt_abcd, plots, cards) is at the working point (x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source}).",
               ""]
@@ -499,6 +531,10 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         return path
     lines += nonclosure_lines(index)
     lines += systematics_lines(index)
+    lines += observation_lines(index)
+    if validation and index.get("pseudo_data"):
+        lines += [f"The fit validation below fits the {PSEUDO_TAG} observation (seed {index['pseudo_data']['seed']}).",
+                  ""]
     if validation:
         lines += validation_lines(validation)
     lines += ["## Expected limits on the signal strength r (quick asymptotic CLs)", "",

@@ -581,3 +581,58 @@ def test_summary_reports_lost_workers():
     assert any("workers lost during the run: 1 (tcp://127.0.0.1:4321)" in line and "3 task(s)" in line
                for line in lines)
     assert not any("lost" in line for line in _skipped_lines({"executor": {"workers_lost": 0}}))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 31 item 5: summary.md says when the cards' observation is pseudo-data
+# ---------------------------------------------------------------------------------------------
+
+PSEUDO_SEED, PSEUDO_INJECT, PSEUDO_SIGNAL = 5, 2.0, "svj_mz2000_rinv0.3"
+
+
+@pytest.fixture(scope="module")
+def pseudo_run(tmp_path_factory, toy_models):
+    """A run whose cards' observation is signal-injected pseudo-data (datacards.pseudo_data)."""
+    from svjscout.jobs.main_job import run_job
+
+    cfg = _load(tmp_path_factory, toy_models)
+    cards = cfg.datacards.model_copy(update={"pseudo_data": PSEUDO_SEED, "pseudo_inject": PSEUDO_INJECT,
+                                             "pseudo_signal": PSEUDO_SIGNAL})
+    cfg = cfg.model_copy(update={"datacards": cards})
+    out = tmp_path_factory.mktemp("pseudo")
+    run_job(cfg, out, progress=False)
+    return out
+
+
+def test_summary_labels_pseudo_data(pseudo_run):
+    """The head of summary.md (above the configuration) and a section before the fit validation
+    say PSEUDO-DATA with the seed and the injected signal; the VP closure counts it prints are the
+    cards' own observation in the validation plane (parsed from a card), not a second bookkeeping."""
+    from svjscout.datacards.parser import parse_datacard
+
+    summary = (pseudo_run / "summary.md").read_text()
+    head = summary.split("## Configuration")[0]
+    assert "PSEUDO-DATA, NOT data" in head, head
+    assert f"Seed {PSEUDO_SEED}" in head and f"{PSEUDO_INJECT:g} x {PSEUDO_SIGNAL}" in head, head
+    assert "## Observation: PSEUDO-DATA" in summary
+    section = summary.split("## Observation: PSEUDO-DATA")[1].split("\n## ")[0]
+    assert summary.index("## Observation: PSEUDO-DATA") < summary.index("## Fit validation")
+    assert f"The fit validation below fits the PSEUDO-DATA observation (seed {PSEUDO_SEED})" in summary
+    index = json.loads((pseudo_run / "datacards" / "index.json").read_text())
+    card = parse_datacard(str(pseudo_run / "datacards" / index["cards"][0]))
+    obs = dict(zip(card.bins, (float(o) for o in card.observation)))
+    vp_b = [v for k, v in sorted(obs.items()) if k.startswith("VP_B_")]
+    if vp_b:  # cards with the validation plane: its region B is observed (never blinded)
+        printed = [float(ln.split(": B ")[1].split()[0]) for ln in section.splitlines() if ": B " in ln]
+        assert printed == vp_b, (printed, vp_b)
+    else:  # cards of the signal plane only: the printed B counts are those of index.json's record
+        printed = [float(ln.split(": B ")[1].split()[0]) for ln in section.splitlines() if ": B " in ln]
+        assert printed == [b["B"] for b in index["pseudo_data"]["vp_closure"]["bins"]]
+    assert printed, section
+
+
+def test_summary_of_an_asimov_run_says_asimov_not_pseudo_data(reused):
+    summary = (reused["out"] / "summary.md").read_text()
+    assert "PSEUDO-DATA" not in summary
+    obs = summary.split("## Observation\n")[1].split("\n## ")[0]
+    assert "Asimov" in obs and "no pseudo-data" in obs, obs
