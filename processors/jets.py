@@ -115,7 +115,14 @@ def cluster_awkward(pf: ak.Array, radius: float, ptmin: float = 0.0, algorithm: 
     rec = {k: v[order] for k, v in out.items()}
     if constituents:
         cons = seq.constituents(min_pt=ptmin)
-        cons = ak.zip({"pt": cons.pt, "eta": cons.eta, "phi": cons.phi, "mass": cons.mass}, depth_limit=3)
+        fields = {"pt": cons.pt, "eta": cons.eta, "phi": cons.phi, "mass": cons.mass}
+        extra = [k for k in pf.fields if k not in _KIN]  # carried along as :func:`cluster` does
+        if extra:
+            index = seq.constituent_index(min_pt=ptmin)  # events x jets x positions in the event's candidates
+            flat = ak.flatten(index, axis=2)
+            for k in extra:
+                fields[k] = ak.unflatten(pf[k][flat], ak.flatten(ak.num(index, axis=2)), axis=1)
+        cons = ak.zip(fields, depth_limit=3)
         rec["constituents"] = cons[order]
     return ak.zip(rec, depth_limit=2)
 

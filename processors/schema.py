@@ -201,9 +201,11 @@ class BranchMap(BaseModel):
         if self.pf_vertex:
             dq.append(f"{self.pf_collection}_{self.pf_vertex}")
         dq += [f"n{self.pv_collection}"] + [f"{self.pv_collection}_{self.pv_fields.get(f, f)}" for f in PV_FIELDS]
-        dq += list(self.trigger_branches.values()) + list(TRIGGER_GLOBS)
+        dq += [self.rho] + list(self.trigger_branches.values()) + list(TRIGGER_GLOBS)  # rho: the JEC's L1
+        # the skim's dark-quark match (processors/skim.py): signal files' generator record
+        truth = ["nGenDarkQuark", "GenDarkQuark_eta", "GenDarkQuark_phi"]
         return pf + [self.met_pt, self.met_phi, self.run, self.luminosity_block, self.event, self.gen_weight,
-                     self.parent, *SYSTEMATICS_BRANCHES, *dq]
+                     self.parent, *SYSTEMATICS_BRANCHES, *dq, *truth]
 
     # -- access to NanoEvents ------------------------------------------------------------
     def pf_candidates(self, events, fields: tuple[str, ...] = PF_FIELDS) -> ak.Array:
