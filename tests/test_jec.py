@@ -289,3 +289,21 @@ def test_prefilter_with_jec_bound_loses_nothing(tmp_path, toy_models, type1):
     assert np.array_equal(none["cutflow"]["sig"]["raw"][-3:], flow_off[-3:])
     with pytest.raises(ConfigError, match="max_jec_factor"):
         SVJProcessor(_config(toy_models, {**corr, "max_jec_factor": 1.0}, kind="background")).process(events)
+
+
+def test_systematics_on_corrected_jets(tmp_path, toy_models):
+    """Signal systematics of an era with a JEC: the variations run on the corrected jets (the era's
+    JES uncertainty of AK4 and AK8 jets, the AK4 JER tables and the event's rho for AK8 jets)."""
+    from svjscout.processors.processor import SVJProcessor
+    from svjscout.processors.variations import SystematicsSettings
+
+    path = _with_rho(tmp_path, n=120)
+    cfg = _config(toy_models, {"era": "2018_UL", "root": str(TEST_ROOT)})
+    cfg = cfg.model_copy(update={"systematics": SystematicsSettings(enabled=True, sources=["jes", "jer", "pileup"])})
+    out = SVJProcessor(cfg).process(_events(path))
+    h = out["hists"]["xy_mt_syst"]
+    nominal = out["hists"]["xy_mt"].sum().value
+    assert nominal > 0
+    for name in ("jes_up", "jes_down", "jer_up", "jer_down", "pileup_up", "pileup_down"):
+        assert h[{"syst": name}].sum().value > 0, name
+    assert h[{"syst": "jes_up"}].sum().value != h[{"syst": "jes_down"}].sum().value
