@@ -502,6 +502,12 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
                   "chunks_without_selected"))
         + " (not_in_subset: outside analysis.event_subset, not in the cutflow; fewer_than_two_jets: among the events"
         " clustered; not_clustered: rejected by the prefilter)."]
+    quality = output.get("data_quality", {})  # processors/dataquality.py, docs/dataquality.md
+    if quality:
+        lines += ["", "Data quality (docs/dataquality.md): " + ", ".join(
+            f"{k} = {sum(q.get(k, 0) for q in quality.values())}" for k in next(iter(quality.values())))
+            + " (hlt_emulated: no trigger bit in the file, the trigger row's H_T emulation decides; no_vertices: "
+            "good_vertex not applied; chs_not_applied: no vertex index, no CHS)."]
     table = cutflow_table(output)
     if table:
         cuts = list(next(iter(table.values())))

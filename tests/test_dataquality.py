@@ -26,10 +26,10 @@ ROWS = ["all", *CUT_ORDER]
 P, MET = 600.0, 500.0  # two back-to-back jets of 600 GeV with MET along J0: passes every cut
 
 
-def _event(eta0=0.0, phi0=0.0, pdg=(211, 211), extra=()):
-    """Two jets (one candidate each, pT P and P - 10) at (eta0, phi0) and (eta0, phi0 + pi), MET along J0;
+def _event(eta0=0.0, phi0=0.0, pdg=(211, 211), extra=(), p=P):
+    """Two jets (one candidate each, pT p and p - 10) at (eta0, phi0) and (eta0, phi0 + pi), MET along J0;
     ``extra``: more candidates (pt, eta, phi, pdgId, vertexIndex)."""
-    cands = [(P, eta0, phi0, pdg[0], 0), (P - 10, eta0, phi0 + np.pi, pdg[1], 0), *extra]
+    cands = [(p, eta0, phi0, pdg[0], 0), (p - 10, eta0, phi0 + np.pi, pdg[1], 0), *extra]
     return {"cands": cands, "met_phi": phi0}
 
 
@@ -322,3 +322,22 @@ def test_settings_validation():
     with pytest.raises(ValueError, match="era '2030'"):
         DQ.DataQualitySettings(era="2030")
     assert DQ.TriggerSettings().paths_of(None)[0] == "DST_HT410_PFScouting"
+
+
+def test_trigger_scale_factor_weight(tmp_path, toy_models):
+    """Simulation with ``trigger.scale_factor``: each event weighted by the payload's trigger_ht_sf at
+    its H_T (two jets of p and p - 10 GeV: H_T = 2 p - 10), evaluated by correctionlib itself."""
+    from svjscout.processors import corrections as C
+
+    p = 230.0  # H_T = 450 GeV, on the turn-on (M_T = 800 GeV, R_T = 0.6: every cut passed)
+    path = _write(tmp_path / "sf.root", [_event(p=p)] * 3)
+    cfg = ProcessorConfig()
+    cset = C.load_corrections(cfg.systematics.payload, era=C.load_era(cfg.corrections))
+    sf = float(cset["trigger_ht_sf"].evaluate(2 * p - 10, "nom"))
+    assert 0.5 < sf < 1.0
+    out = _run(path, toy_models, trigger={"scale_factor": True})
+    np.testing.assert_allclose(_rows(out, "weighted")["deta"], 3 * sf, rtol=1e-6)
+    assert _rows(_run(path, toy_models), "weighted")["deta"] == 3.0  # off by default
+    path_d = _write(tmp_path / "sf_data.root", [_event(p=p)] * 3, bits={"DST_HT410_PFScouting": np.ones(3, bool)})
+    out = _run(path_d, toy_models, kind="data", era="2018", trigger={"scale_factor": True}, vertex={"enabled": False})
+    assert _rows(out, "weighted")["deta"] == 3.0  # never on data
