@@ -69,8 +69,9 @@ def _write(path, events, run=None, lumi=None, bits=None, vertices=None, vertex_i
     return str(path)
 
 
-def _run(path, toy_models, kind="background", branch_map=None, tree="Events", **dq):
+def _run(path, toy_models, kind="background", branch_map=None, tree="Events", batch_events=10000, **dq):
     cfg = ProcessorConfig(wp=(0.5, 0.5), lundnet_model=toy_models[0], twin_model=toy_models[1],
+                          batch_events=batch_events,
                           branch_map=branch_map or BranchMap(),
                           datasets={"d": DatasetInfo(kind=kind, xsec=1.0 if kind != "data" else None,
                                                      sumw=1.0 if kind != "data" else None)},
@@ -242,6 +243,11 @@ def test_hem_veto_data_runs_and_mc_weight(tmp_path, toy_models):
     assert np.isclose(_rows(out, "weighted")["deta"], 3 * (1 - f) + 1, rtol=1e-12)
     out = _run(path, toy_models, era="2018", hem={"mc": "drop"})
     _assert_rows(out, {"hem_veto": 1})
+    # in batches of 3 events: the same rows, weights and counters
+    whole, parts = _run(path, toy_models, era="2018"), _run(path, toy_models, era="2018", batch_events=3)
+    assert np.array_equal(whole["cutflow"]["d"]["raw"], parts["cutflow"]["d"]["raw"])
+    assert np.array_equal(whole["cutflow"]["d"]["weighted"], parts["cutflow"]["d"]["weighted"])
+    assert whole["data_quality"] == parts["data_quality"]
 
 
 # -- phi spike ---------------------------------------------------------------------------------
