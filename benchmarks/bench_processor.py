@@ -14,7 +14,10 @@ Runs in one process (one core) on a sample already read into memory, after a war
   processor runs give bit-identical histograms and cutflows;
 * the time per stage of the processor with the prefilter;
 * the file read + decompression rate (NanoEvents, the processor's branches), and with
-  ``--compression`` the same files rewritten with ZSTD, LZ4, ZLIB and no compression;
+  ``--compression`` the files as shipped and rewritten with LZMA 9 (CMS NanoAOD's), ZSTD, LZ4,
+  ZLIB and no compression;
+* beside each wall-clock rate, the process CPU time and its rate: on a shared machine the
+  wall-clock rates fall with the load (the load average is printed), the CPU-time rates much less;
 * with ``--memory``: the peak memory (max RSS) of one worker process running the processor on
   one chunk of 10k, 50k and 100k events (the sample's events repeated up to the chunk size).
 
@@ -99,15 +102,19 @@ def _compression_table(cfg, samples) -> list[str]:
     import uproot
 
     branches = cfg.schema_map.required_branches(is_mc=True)
-    algos = [("LZMA:6 (our writer)", None), ("LZMA:9 (CMS NanoAOD)", uproot.LZMA(9)), ("ZSTD:5", uproot.ZSTD(5)),
+    with uproot.open(samples[0][1]) as f:  # the files as they are (the generator's writer: ZSTD:5 today)
+        shipped = f"{type(f.file.compression).__name__}:{f.file.compression.level} (as shipped)" \
+            if f.file.compression is not None else "none (as shipped)"
+    algos = [(shipped, None), ("LZMA:9 (CMS NanoAOD)", uproot.LZMA(9)), ("ZSTD:5", uproot.ZSTD(5)),
              ("LZ4:4", uproot.LZ4(4)), ("ZLIB:1", uproot.ZLIB(1)), ("none", None)]
     n_events = sum(len(e) for _, _, e in samples)
-    lines = [f"{'compression':<22}{'MB':>8}{'read s':>9}{'events/s':>12}{'MB/s (file)':>13}"]
+    lines = [f"{'compression':<26}{'MB':>8}{'read s':>9}{'events/s':>12}{'MB/s (file)':>13}{'CPU s':>8}"
+             f"{'ev/CPU-s':>11}"]
     with tempfile.TemporaryDirectory(prefix="bench_compression_") as tmp:
         for label, algo in algos:
             paths = []
             for i, (_, path, _) in enumerate(samples):
-                if label.startswith("LZMA:6"):
+                if label == shipped:
                     paths.append(path)
                     continue
                 dst = Path(tmp) / f"{i}.root"
@@ -116,14 +123,16 @@ def _compression_table(cfg, samples) -> list[str]:
                 _write_tree(dst, cols, algo)
                 paths.append(str(dst))
             size = sum(os.path.getsize(p) for p in paths) / 1e6
-            best = float("inf")
+            best = best_cpu = float("inf")
             for _ in range(2):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 for p in paths:
                     with uproot.open(p) as f:
                         f["Events"].arrays(branches, library="ak")
                 best = min(best, time.perf_counter() - t)
-            lines.append(f"{label:<22}{size:>8.1f}{best:>9.2f}{n_events / best:>12,.0f}{size / best:>13.1f}")
+                best_cpu = min(best_cpu, time.process_time() - c)
+            lines.append(f"{label:<26}{size:>8.1f}{best:>9.2f}{n_events / best:>12,.0f}{size / best:>13.1f}"
+                         f"{best_cpu:>8.2f}{n_events / best_cpu:>11,.0f}")
     return lines
 
 
@@ -274,23 +283,29 @@ def main() -> None:
     # every measurement once per repetition, interleaved; "before" = the code before issue 33 (clustering
     # through fastjet's awkward interface, every PF field read), "after" = as it is
     times: dict = {k: [] for k in ("cluster", "cluster_before", False, "before", True)}
+    # process CPU time beside the wall clock: on a shared (loaded) machine the wall-clock rate falls with the
+    # load, the CPU-time rate (what one idle core would give) much less
+    cpu: dict = {k: [] for k in times}
     best = {"cluster": float("inf"), False: float("inf"), True: float("inf")}
     timings, outputs = {}, {}
     for _ in range(args.repeat):
         for key, fn in (("cluster", lambda: clustering_alone(cluster)),
                         ("cluster_before", lambda: clustering_alone(cluster_awkward))):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times[key].append(time.perf_counter() - t)
+            cpu[key].append(time.process_time() - c)
         with _before():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             processor_run(True)
             times["before"].append(time.perf_counter() - t)
+            cpu["before"].append(time.process_time() - c)
         for on in (False, True):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             timing, outs = processor_run(on)
             elapsed = time.perf_counter() - t
             times[on].append(elapsed)
+            cpu[on].append(time.process_time() - c)
             if elapsed < best[on]:
                 best[on], timings[on], outputs[on] = elapsed, timing, outs
     best["cluster"] = min(times["cluster"])
@@ -304,7 +319,8 @@ def main() -> None:
           f"= {rejected / n_events:.1%}")
     print(f"histograms and cutflows with and without the prefilter: {'bit-identical' if identical else 'DIFFERENT'}")
     print()
-    print(f"{'':<44}{'s (best)':>9}{'events/s':>11}{'x clustering every event (median, min-max)':>46}")
+    print(f"{'':<44}{'s (best)':>9}{'events/s':>11}{'CPU s':>9}{'ev/CPU-s':>10}"
+          f"{'x clustering every event (median, min-max)':>46}")
     rows = [("AK4+AK8 clustering every event, after", "cluster", "cluster"),
             ("AK4+AK8 clustering every event, before", "cluster_before", "cluster_before"),
             ("processor, prefilter off", False, "cluster"),
@@ -314,9 +330,11 @@ def main() -> None:
         sec = min(times[key])
         ratios = sorted(r / t for r, t in zip(times[ref], times[key]))  # per repetition: same conditions
         spread = f"{statistics.median(ratios):.1f}x ({ratios[0]:.1f}-{ratios[-1]:.1f})"
-        print(f"{name:<44}{sec:>9.3f}{n_events / sec:>11,.0f}{spread:>46}")
+        csec = min(cpu[key])
+        print(f"{name:<44}{sec:>9.3f}{n_events / sec:>11,.0f}{csec:>9.3f}{n_events / csec:>10,.0f}{spread:>46}")
     print("(x clustering: against clustering every event with the same code, before against before and after "
-          "against after, per repetition)")
+          "against after, per repetition; CPU s: process CPU time, best repetition)")
+    print(f"load average during the run (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print()
     for on in (True, False):
         total = sum(timings[on].values())
