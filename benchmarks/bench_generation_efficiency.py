@@ -45,7 +45,12 @@ STEPS = {  # label: GenerationConfig fields on top of COMMON
     "shared pileup": {"shared_pileup": True},
     "roulette": {"roulette": True},
     "roulette + shared pileup": {"roulette": True, "shared_pileup": True},
+    "roulette (M_T 400 p_min 0.3) + shared": {"roulette": True, "roulette_mt": 400.0, "roulette_p_min": 0.3,
+                                              "shared_pileup": True},
+    # not the same parents: pT-hat spectrum sampled with power 1 instead of 2 (CPU where the yield is)
+    "roulette + shared + bias power 1": {"roulette": True, "shared_pileup": True, "bias_power": 1.0},
 }
+DEFAULT_STEPS = ("baseline", "shared pileup", "roulette", "roulette + shared pileup")
 EDGES = {"mt": np.array([650, 800, 1000, 1300, 1700, 2500, 8000.0]),
          "rt": np.array([0.0, 0.2, 0.24, 0.3, 0.4, 0.6, 5.0]),
          "dphi_min": np.array([0.0, 0.1, 0.2, 0.4, 0.6, 0.8]),
@@ -54,9 +59,22 @@ COLUMNS = ("weight", "parent", "mt", "rt", "dphi_min", "pt_j0", "met", "deta")
 
 
 def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[float, dict, dict]:
-    """(CPU s, file metadata, the roulette of every chunk) of one generated file."""
+    """(CPU s, file metadata, the roulette of every chunk) of one generated file.
+
+    With ``--keep``, a file generated before with the same configuration (``OUT.json`` beside it)
+    is reused with its CPU time (no roulettes then: no study)."""
+    import json
+    from dataclasses import asdict
+
     from svjscout.samples import efficiency
     from svjscout.samples.generate import GenerationConfig, generate_file
+
+    cache = out.with_suffix(".json")
+    config = asdict(GenerationConfig(events=parents, met_min=met_min, **COMMON, **extra))
+    if out.exists() and cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved["config"] == json.loads(json.dumps(config)):
+            return saved["cpu"], {"timing": saved["timing"]}, {}
 
     captured: dict[int, efficiency.Roulette] = {}
     original = efficiency.choose_parents
@@ -76,6 +94,7 @@ def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[floa
         cpu = time.process_time() - t0
     finally:
         efficiency.choose_parents = original
+    cache.write_text(json.dumps({"config": config, "cpu": cpu, "timing": meta["timing"]}))
     return cpu, meta, captured
 
 
@@ -140,6 +159,10 @@ def shape_chi2(a: dict, b: dict, var: str) -> tuple[float, int]:
     return chi2, int(ok.sum()) - 1
 
 
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label)
+
+
 def select(sel: dict, rt_min: float) -> dict:
     m = sel["rt"] > rt_min
     return {k: v[m] for k, v in sel.items()}
@@ -175,7 +198,7 @@ def main() -> None:
     ap.add_argument("--parents", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=4243, help="the study that chose the predictor used 4242")
     ap.add_argument("--proxy-rt", type=float, default=0.10, help="the proxy selection: preselection with R_T > this")
-    ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
+    ap.add_argument("--steps", default=",".join(DEFAULT_STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
     ap.add_argument("--study", action="store_true")
     ap.add_argument("--keep", default=None, help="keep the generated files in this folder")
     a = ap.parse_args()
@@ -191,15 +214,14 @@ def main() -> None:
         print(f"QCD, {a.parents} parents, seed {COMMON['seed']}, pileup {PILEUP:g}, K = {COMMON['detector_copies']}, "
               f"tail x{COMMON['tail_bias']:g}, MET skim {met_min:.0f} GeV; "
               f"proxy = preselection with R_T > {a.proxy_rt:g}")
-        print(f"{'step':<26} {'CPU s':>7} {'s/parent':>8} {'N_eff proxy':>11} {'/CPU-h':>8} {'gain':>5} "
+        print(f"{'step':<40} {'CPU s':>7} {'s/parent':>8} {'N_eff proxy':>11} {'/CPU-h':>8} {'gain':>5} "
               f"{'N_eff full':>10} {'/CPU-h':>7} {'gain':>5}  bias vs baseline (proxy): yield pull, shape chi2/ndf")
         base = None
         for label in a.steps.split(","):
-            cpu, meta, roulettes = generate(work / f"qcd_{label.replace(' ', '_').replace('+', '')}.root",
-                                            a.parents, met_min, STEPS[label])
+            cpu, meta, roulettes = generate(work / f"qcd_{_slug(label)}.root", a.parents, met_min, STEPS[label])
             if label == "baseline":
                 cpu -= meta["timing"].get("roulette", 0.0)  # the features are the study's, not the baseline's
-            sel = preselect(work / f"qcd_{label.replace(' ', '_').replace('+', '')}.root", a.proxy_rt)
+            sel = preselect(work / f"qcd_{_slug(label)}.root", a.proxy_rt)
             full = select(sel, full_rt)
             ne_p = n_eff_over_parents(sel["weight"], sel["parent"])
             ne_f = n_eff_over_parents(full["weight"], full["parent"])
@@ -207,7 +229,7 @@ def main() -> None:
             bias = ""
             if base is None:
                 base = {"sel": sel, "rate_p": rate_p, "rate_f": rate_f}
-                if a.study:
+                if a.study and roulettes:
                     study(sel, roulettes, full_rt, work / "study.npz" if a.keep else None)
             else:
                 y1, e1 = yield_and_error(sel["weight"], sel["parent"])
@@ -215,7 +237,7 @@ def main() -> None:
                 pull = (y1 - y0) / np.hypot(e0, e1)
                 shapes = [shape_chi2(sel, base["sel"], v) for v in EDGES]
                 bias = f"{pull:+.2f}, " + " ".join(f"{v} {c:.1f}/{n}" for v, (c, n) in zip(EDGES, shapes, strict=True))
-            print(f"{label:<26} {cpu:>7.1f} {cpu / a.parents * 1e3:>6.1f}ms {ne_p:>11.1f} {rate_p:>8.0f} "
+            print(f"{label:<40} {cpu:>7.1f} {cpu / a.parents * 1e3:>6.1f}ms {ne_p:>11.1f} {rate_p:>8.0f} "
                   f"{rate_p / base['rate_p']:>5.2f} {ne_f:>10.1f} {rate_f:>7.0f} "
                   f"{(rate_f / base['rate_f']) if base['rate_f'] else float('nan'):>5.2f}  {bias}", flush=True)
             t = meta["timing"]
