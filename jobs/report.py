@@ -418,7 +418,13 @@ def observation_lines(index: dict | None, head: bool = False) -> list[str]:
                 f"MC; region B of the signal plane: {pseudo.get('b_observation', 'n/a')}.")
         if head:
             return [text, ""]
-        return ["## Observation: " + PSEUDO_TAG, "", text, "", *pseudo_lines(pseudo), ""]
+        detail = []
+        for ln in pseudo_lines(pseudo):  # its per-bin lines (indented) as a markdown list
+            if ln.startswith("  "):
+                detail += ([""] if detail and not detail[-1].startswith("- ") else []) + ["- " + ln.strip()]
+            else:
+                detail += ["", ln] if detail else [ln]
+        return ["## Observation: " + PSEUDO_TAG, "", text, "", *detail, ""]
     if head:
         return []
     label = index.get("observation")
