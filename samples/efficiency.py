@@ -1,8 +1,8 @@
 """Generation efficiency (issue 30): parent roulette before pileup and detector, shared pileup library.
 
 Both are opt-in (:class:`~svjscout.samples.generate.GenerationConfig` fields ``roulette*`` and
-``shared_pileup``); with them off, :func:`~svjscout.samples.generate.generate_chunk` writes the
-same file, byte for byte, as before. docs/generation_efficiency.md has the study and the table.
+``shared_pileup``); with them off, :func:`~svjscout.samples.generate.generate_chunk` returns the
+same columns, value for value, as before (and with the roulette at ``roulette_p_min = 1`` too). docs/generation_efficiency.md has the study and the table.
 
 **Parent roulette** (Horvitz-Thompson sampling). Most QCD parents never pass the preselection
 in any detector copy; each costs Pythia *and* the pileup overlay and the detector (three quarters
@@ -11,7 +11,8 @@ its hard scatter (:func:`hard_features`): the invisible particles' |sum pT| (neu
 heavy-flavour decays: real MET), the visible H_T, and the M_T and R_T of the two leading
 generator AK8 jets with that real MET. From them a keep probability p in [p_min, 1]
 (:func:`keep_probability`; the study that chose it, on 2,000 brute-force parents with 40 copies:
-no parent with generator M_T < 450 GeV passed, a third of them; docs/generation_efficiency.md);
+no parent with generator M_T < 400 GeV passed, a quarter of them; the defaults M_T 400 GeV and
+p_min 0.3 are the safer of the two measured settings, docs/generation_efficiency.md);
 a dedicated random stream (numpy ``default_rng([seed, chunk, 13])``, one uniform number per
 generated event) keeps the event with probability p, and a kept parent's weight is multiplied by
 1/p. Every parent can be kept (p_min > 0), so every weighted yield is an unbiased estimate of the
@@ -67,8 +68,8 @@ class RouletteSettings:
         always kept.
     """
 
-    p_min: float = 0.1
-    mt: float = 450.0
+    p_min: float = 0.3
+    mt: float = 400.0
     nu_pt: float = 30.0
     rt: float = 0.15
 

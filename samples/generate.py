@@ -167,8 +167,8 @@ class GenerationConfig:
     extra_settings: list[str] = field(default_factory=list)
     # generation efficiency (issue 30, samples/efficiency.py; opt-in, off by default)
     roulette: bool = False  # parent roulette before pileup and detector (weights 1/p)
-    roulette_p_min: float = 0.1  # keep probability of parents predicted not to pass, in (0, 1]
-    roulette_mt: float = 450.0  # GeV: parents with generator-level M_T above are always kept
+    roulette_p_min: float = 0.3  # keep probability of parents predicted not to pass, in (0, 1]
+    roulette_mt: float = 400.0  # GeV: parents with generator-level M_T above are always kept
     roulette_nu_pt: float = 30.0  # GeV: parents with invisible |sum pT| above are always kept
     roulette_rt: float = 0.15  # parents with generator-level R_T above are always kept
     shared_pileup: bool = False  # one pruned pileup library per file instead of one per chunk
