@@ -2,7 +2,8 @@
 
 Both are opt-in (:class:`~svjscout.samples.generate.GenerationConfig` fields ``roulette*`` and
 ``shared_pileup``); with them off, :func:`~svjscout.samples.generate.generate_chunk` returns the
-same columns, value for value, as before (and with the roulette at ``roulette_p_min = 1`` too). docs/generation_efficiency.md has the study and the table.
+same columns, value for value, as before (and with the roulette at ``roulette_p_min = 1`` too).
+docs/generation_efficiency.md has the study and the table.
 
 **Parent roulette** (Horvitz-Thompson sampling). Most QCD parents never pass the preselection
 in any detector copy; each costs Pythia *and* the pileup overlay and the detector (three quarters
