@@ -55,6 +55,20 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
                    "weighted by the likelihood ratio (importance sampling of the fake-MET tail).")
 @click.option("--tail-bias-pt-min", type=float, default=50.0, show_default=True,
               help="Generator-jet pT (GeV) from which --tail-bias applies.")
+@click.option("--roulette/--no-roulette", default=False, show_default=True,
+              help="Parent roulette (docs/generation_efficiency.md): before pileup and detector, keep a parent "
+                   "predicted not to pass with probability --roulette-p-min and weight the kept ones by 1/p "
+                   "(unbiased; the dropped parents still count in genEventSumw).")
+@click.option("--roulette-p-min", type=float, default=0.3, show_default=True,
+              help="Keep probability of the parents the roulette predicts not to pass, in (0, 1].")
+@click.option("--roulette-mt", type=float, default=400.0, show_default=True,
+              help="GeV: parents with generator-level M_T above this are always kept.")
+@click.option("--roulette-nu-pt", type=float, default=30.0, show_default=True,
+              help="GeV: parents with invisible |sum pT| above this are always kept.")
+@click.option("--roulette-rt", type=float, default=0.15, show_default=True,
+              help="Parents with generator-level R_T above this are always kept.")
+@click.option("--shared-pileup/--no-shared-pileup", default=False, show_default=True,
+              help="One pruned minimum-bias library per file instead of one per chunk (~1.25x faster).")
 @click.option("--layout", type=click.Choice(["svjscout", "scoutingnano_run3"]), default="svjscout", show_default=True,
               help="Output layout (samples/layouts.py, docs/samples.md): svjscout (ScoutingParticle_*, charged "
                    "pileup removed) or scoutingnano_run3 (CMS's ScoutingPFCandidate_* with vertexIndex, all "
@@ -87,7 +101,8 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
 @click.option("--dataset", type=str, default=None, help="Dataset name written to the file (default from process).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
-             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, write_hf, layout, detector_params,
+             pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, roulette, roulette_p_min,
+             roulette_mt, roulette_nu_pt, roulette_rt, shared_pileup, write_hf, layout, detector_params,
              pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range, keep_parts, fresh,
              xsec, dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
@@ -124,7 +139,9 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         process=process, events=events, seed=seed, mzprime=mzprime, rinv=rinv, m_dark=m_dark,
         pthat_min=pthat_min, pthat_max=pthat_max, bias_power=bias_power, ht_min=ht_min, met_min=met_min,
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
-        tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout,
+        tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout, roulette=roulette,
+        roulette_p_min=roulette_p_min, roulette_mt=roulette_mt, roulette_nu_pt=roulette_nu_pt, roulette_rt=roulette_rt,
+        shared_pileup=shared_pileup,
         detector=overrides,
         chunk_size=chunk_size, workers=workers if local else 1,  # under dask --workers sizes the cluster
         xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),
