@@ -448,6 +448,10 @@ def _config_lines(cfg, overrides: dict | None) -> list[str]:
         lines += ["", "Cuts: " + ", ".join(f"`{k}` {v:g}" for k, v in cuts.items()) + f"; M_T edges "
                   f"{[float(e) for e in cfg.analysis.mt_edges]} GeV; lumi {cfg.analysis.lumi:g} pb^-1.",
                   "", "Full resolved configuration, models (SHA-256), inputs and versions: `provenance.json`."]
+        corr = cfg.analysis.corrections
+        lines += ["", f"Corrections (docs/corrections.md): era `{corr.era}` ({corr.root} payloads); JEC "
+                  f"{'on' if corr.jec else 'off'} (an identity JEC, as in the era `svjscout_sim` of our simulation, "
+                  f"changes nothing and is skipped), type-1 MET {'on' if corr.type1_met else 'off'}."]
         sub = cfg.analysis.event_subset
         if sub is not None:
             lines += ["",

@@ -51,6 +51,9 @@ def test_limits_and_summary(run_dir):
     for section in ("## Cutflow", "## Working point", "## Closure per fit bin", "## Expected limits",
                     "## Non-closure in the cards", "## Fit validation"):
         assert section in summary
+    # which corrections and data-quality stages acted (our simulation: identity JEC, emulated trigger)
+    assert "Corrections (docs/corrections.md): era `svjscout_sim`" in summary
+    assert "Data quality (docs/dataquality.md): " in summary and "hlt_emulated = " in summary
     # the verdict heads the summary and is in every limit and card: the embedded sample backs no point
     index = json.loads((run_dir / "datacards" / "index.json").read_text())
     assert summary.splitlines()[2].startswith("**Verdict: " + ("backed" if index["backed"] else "UNBACKED"))
