@@ -49,6 +49,13 @@ STEPS = {  # label: GenerationConfig fields on top of COMMON
                                               "shared_pileup": True},
     # not the same parents: pT-hat spectrum sampled with power 1 instead of 2 (CPU where the yield is)
     "roulette + shared + bias power 1": {"roulette": True, "shared_pileup": True, "bias_power": 1.0},
+    # stratified tail copies (detector.tail_strata_copies) instead of the 20x tail bias: the same parents
+    "tail strata": {"tail_strata": True, "tail_bias": 1.0},
+    "tail strata + shared pileup": {"tail_strata": True, "tail_bias": 1.0, "shared_pileup": True},
+    "tail strata K=10 + shared pileup": {"tail_strata": True, "tail_bias": 1.0, "shared_pileup": True,
+                                         "detector_copies": 10},
+    "tail strata K=10 + shared + roulette": {"tail_strata": True, "tail_bias": 1.0, "shared_pileup": True,
+                                             "detector_copies": 10, "roulette": True},
 }
 DEFAULT_STEPS = ("baseline", "shared pileup", "roulette", "roulette + shared pileup")
 EDGES = {"mt": np.array([650, 800, 1000, 1300, 1700, 2500, 8000.0]),
@@ -70,7 +77,7 @@ def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[floa
     from svjscout.samples.generate import GenerationConfig, generate_file
 
     cache = out.with_suffix(".json")
-    config = asdict(GenerationConfig(events=parents, met_min=met_min, **COMMON, **extra))
+    config = asdict(GenerationConfig(events=parents, met_min=met_min, **{**COMMON, **extra}))
     if out.exists() and cache.exists():
         saved = json.loads(cache.read_text())
         if saved["config"] == json.loads(json.dumps(config)):
@@ -88,7 +95,7 @@ def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[floa
     efficiency.choose_parents = capture
     efficiency._LIBRARIES.clear()  # every step builds its own library: like for like
     try:
-        cfg = GenerationConfig(events=parents, met_min=met_min, **COMMON, **extra)
+        cfg = GenerationConfig(events=parents, met_min=met_min, **{**COMMON, **extra})
         t0 = time.process_time()
         meta = generate_file(cfg, out)
         cpu = time.process_time() - t0

@@ -75,6 +75,7 @@ without, it is the PF MET over all candidates, the one the HLT computes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import awkward as ak
@@ -383,6 +384,136 @@ def tail_weight(measured: Measured, tail: np.ndarray, tail_prob: np.ndarray,
     q = tail_prob
     log_r = np.where(tail, np.log(p / q), np.log((1.0 - p) / (1.0 - q)))
     return np.exp(np.bincount(measured.jets["event"], log_r, measured.n_events))
+
+
+def tail_strata_allocation(n_hard: np.ndarray, n_copies: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic split of a parent's K = ``n_copies`` copies among the tail strata.
+
+    Per parent with n_h hard jets: ``core`` copies in stratum 0 (no hard jet in the tail),
+    ``multi`` (0 or 1) copy in stratum "2+" (two or more hard jets in the tail; only if n_h >= 2)
+    and ``single`` copies in the strata "exactly hard jet j in the tail", spread round-robin over
+    the n_h jets. Stratum 0 gets max(1, K // 4) copies; a parent without hard jets spends all K
+    there. Needs K >= 3 (checked by the caller).
+
+    >>> tail_strata_allocation(np.array([0, 1, 2, 5]), 40)
+    (array([40, 10, 10, 10]), array([0, 0, 1, 1]), array([ 0, 30, 29, 29]))
+    """
+    n_hard = np.asarray(n_hard, dtype=np.int64)
+    core = np.where(n_hard > 0, max(1, n_copies // 4), n_copies)
+    multi = (n_hard >= 2).astype(np.int64)
+    single = n_copies - core - multi
+    return core, multi, single
+
+
+def tail_strata_probabilities(n_hard: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Physical probabilities of the hard-jet tail configurations, per parent with n_h hard jets.
+
+    (P0, Pj, P2): no hard jet in the tail (1-p)^n_h; exactly hard jet j (each j alike)
+    p (1-p)^(n_h-1) (0 without hard jets); two or more 1 - P0 - n_h Pj (never below 0).
+    """
+    n = np.asarray(n_hard, dtype=np.float64)
+    p0 = (1.0 - p) ** n
+    pj = np.where(n > 0, p * (1.0 - p) ** np.maximum(n - 1.0, 0.0), 0.0)
+    p2 = np.maximum(1.0 - p0 - n * pj, 0.0)
+    return p0, pj, p2
+
+
+def tail_strata_copies(jet_event: np.ndarray, hard: np.ndarray, n_events: int, n_copies: int, p: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified sampling of which hard jets are in the jet-response tail, for K copies.
+
+    Replaces the random tail draw of the hard jets (``hard``: per jet, generator pT at or above
+    the bias threshold) by strata over *which* hard jet is in the tail (allocation:
+    :func:`tail_strata_allocation`, probabilities: :func:`tail_strata_probabilities`):
+
+    * stratum 0 (``core`` copies): no hard jet in the tail, weight P0 / core;
+    * stratum j (exactly hard jet j): the ``single`` copies go round-robin over the parent's hard
+      jets from a random start o (uniform in 0 ... n_h - 1); jet j gets c_j copies, each with
+      weight Pj / (c_j min(1, single / n_h)). With single >= n_h every jet has c_j >= 1 and this
+      is plain stratification (Pj / c_j); with fewer copies than jets, each jet is chosen with
+      probability single / n_h (the random start) and the weight is the Horvitz-Thompson one;
+    * stratum "2+" (one copy, n_h >= 2): the number m of tail jets is drawn from its exact
+      conditional law (binomial(n_h, p) given m >= 2), then m distinct hard jets uniformly;
+      weight P2. Exact: nothing is neglected (for n_h = 2 it is both jets; m >= 3 has
+      probability O(p^3)).
+
+    The soft jets keep their physical tail draw (:func:`stratified_jet_factors`). For any
+    observable f, sum over copies of weight x f is an unbiased estimate of its expectation over
+    the physical detector; with single >= n_h the weights of a parent sum to exactly 1.
+
+    Args:
+        jet_event: event index of each jet (``Measured.jets["event"]``); hard: mask per jet.
+        p: the physical tail probability per jet (``jet_tail_prob``).
+
+    Returns:
+        (forced, weight): ``forced[k]`` the mask of jets forced into the tail in copy k
+        (n_copies x n_jets), ``weight[k]`` the weight of copy k of each event (n_copies x n_events);
+        the caller multiplies by the parent's weight.
+    """
+    jet_event = np.asarray(jet_event, dtype=np.int64)
+    hard = np.asarray(hard, dtype=bool)
+    n_jets = len(jet_event)
+    hard_idx = np.flatnonzero(hard)
+    hard_idx = hard_idx[np.argsort(jet_event[hard_idx], kind="stable")]
+    h_event = jet_event[hard_idx]
+    n_hard = np.bincount(h_event, minlength=n_events)
+    first = np.concatenate([[0], np.cumsum(n_hard)[:-1]])
+    core, multi, single = tail_strata_allocation(n_hard, n_copies)
+    p0, pj, p2 = tail_strata_probabilities(n_hard, p)
+    start = np.floor(rng.random(n_events) * np.maximum(n_hard, 1)).astype(np.int64)  # the random start o
+    forced = np.zeros((n_copies, n_jets), dtype=bool)
+    weight = np.zeros((n_copies, n_events))
+    events = np.arange(n_events)
+    # stratum "2+": m from binomial(n_h, p) given m >= 2, then m distinct hard jets uniformly
+    m = np.zeros(n_events, dtype=np.int64)
+    u = rng.random(n_events)
+    for nh in np.unique(n_hard[n_hard >= 2]):
+        k = np.arange(2, nh + 1)
+        sel = n_hard == nh
+        if not 0.0 < p < 1.0:  # no tail at all (weight P2 = 0) or every jet in it
+            m[sel] = nh if p >= 1.0 else 2
+            continue
+        log_c = np.array([math.lgamma(nh + 1) - math.lgamma(j + 1) - math.lgamma(nh - j + 1) for j in k])
+        log_pmf = log_c + k * np.log(p) + (nh - k) * np.log1p(-p)
+        pmf = np.exp(log_pmf - log_pmf.max())
+        cdf = np.cumsum(pmf / pmf.sum())
+        m[sel] = k[np.minimum(np.searchsorted(cdf, u[sel], side="right"), len(k) - 1)]
+    keys = rng.random(len(hard_idx))
+    order = np.lexsort((keys, h_event))  # within each event, the hard jets in a random order
+    rank = np.empty(len(hard_idx), dtype=np.int64)
+    rank[order] = np.arange(len(hard_idx)) - first[h_event[order]]
+    in_multi = rank < m[h_event]
+    for copy in range(n_copies):
+        is_core = copy < core
+        weight[copy, is_core] = (p0 / core)[is_core]
+        is_multi = (copy == core) & (multi == 1)
+        weight[copy, is_multi] = p2[is_multi]
+        forced[copy, hard_idx[in_multi & is_multi[h_event]]] = True
+        i = copy - core - multi  # position among the parent's single-tail copies
+        is_single = (i >= 0) & (n_hard > 0)
+        ev = events[is_single]
+        nh = n_hard[ev]
+        j = (start[ev] + i[ev]) % nh  # the rank of the hard jet in the tail
+        forced[copy, hard_idx[first[ev] + j]] = True
+        s = single[ev]
+        c_j = s // nh + (((j - start[ev]) % nh) < (s % nh))
+        weight[copy, ev] = pj[ev] / (c_j * np.minimum(1.0, s / nh))
+    return forced, weight
+
+
+def stratified_jet_factors(measured: Measured, rng: np.random.Generator, params: DetectorParams,
+                           hard: np.ndarray, forced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`jet_factors` for one stratified copy (:func:`tail_strata_copies`).
+
+    The Gaussian core for every jet; the physical tail (probability ``jet_tail_prob``) for the
+    jets that are not ``hard``; no tail for the hard jets except those ``forced``, which get the
+    tail's response (a fraction uniform in [``jet_tail_min``, ``jet_tail_max``]).
+    """
+    q = np.where(hard, 0.0, params.jet_tail_prob)
+    factor, tail = jet_factors(measured, rng, params, tail_prob=q)
+    n_forced = int(forced.sum())
+    factor[forced] = rng.uniform(params.jet_tail_min, params.jet_tail_max, n_forced)
+    return factor, tail | forced
 
 
 def cell_pt(measured: Measured, factors: np.ndarray | None, params: DetectorParams = DetectorParams()):

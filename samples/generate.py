@@ -49,6 +49,12 @@ p/q (tail) or (1-p)/(1-q) (core) (importance sampling): weighted yields are unbi
 the physical ones, the sum of a file's genWeight equals ``genEventSumw`` in expectation (exactly
 without biasing), and the weights' spread is counted by Kish's effective number of events.
 
+Stratified tail copies (``tail_strata``, opt-in, with ``tail_bias`` = 1 and K >= 3): instead of a
+random tail draw, the K copies of a parent are split deterministically among the hard-jet tail
+configurations (no hard jet in the tail, exactly hard jet j, two or more), the chosen jets forced
+into the tail, each copy weighted by the configuration's physical probability over its number of
+copies (:func:`svjscout.samples.detector.tail_strata_copies`; docs/generation_efficiency.md).
+
 Written PF candidates cover the ECAL/HCAL acceptance (|eta| < 3); HF cells (3 < |eta| < 5) enter
 the MET but are not written (``write_hf`` writes them): with pileup they are ~350 per event, a
 third of the file, and only the few AK8 jets at |eta| ~ 2.4 could reach them.
@@ -158,6 +164,7 @@ class GenerationConfig:
     detector_copies: int = 1
     tail_bias: float = 1.0
     tail_bias_pt_min: float = 50.0
+    tail_strata: bool = False  # stratified tail copies over which hard jet is in the tail (replaces tail_bias)
     resample_particles: bool = False
     detector: dict = field(default_factory=dict)
     chunk_size: int = 500
@@ -196,6 +203,13 @@ class GenerationConfig:
             raise GenerationError(f"--detector-copies must be >= 1, got {self.detector_copies}")
         if self.tail_bias < 1.0:
             raise GenerationError(f"--tail-bias must be >= 1, got {self.tail_bias}")
+        if not isinstance(self.tail_strata, bool):
+            raise GenerationError(f"tail_strata must be true or false, got {self.tail_strata!r}")
+        if self.tail_strata and self.tail_bias != 1.0:
+            raise GenerationError(f"tail_strata replaces the tail bias: set tail_bias = 1 (got {self.tail_bias})")
+        if self.tail_strata and self.detector_copies < 3:
+            raise GenerationError(f"tail_strata needs detector_copies >= 3 (no tail, one hard jet, two or more), "
+                                  f"got {self.detector_copies}")
         if self.pileup < 0 or self.pileup_library < 1:
             raise GenerationError("--pileup must be >= 0 and --pileup-library >= 1")
         known = set(detector.DetectorParams.__dataclass_fields__)
@@ -432,14 +446,23 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     if cfg.tail_bias != 1.0:  # importance sampling of the jet-response tail (hard jets only)
         q = np.where(meas.jets["pt"] >= cfg.tail_bias_pt_min,
                      min(cfg.tail_bias * params.jet_tail_prob, 0.5), params.jet_tail_prob)
+    if cfg.tail_strata:  # stratified over which hard jet is in the tail (detector.tail_strata_copies)
+        hard = meas.jets["pt"] >= cfg.tail_bias_pt_min
+        srng = np.random.default_rng([cfg.seed, chunk, 17])  # its own stream: the copies' streams stay as they are
+        forced, strata_w = detector.tail_strata_copies(meas.jets["event"], hard, len(parents), n_copies,
+                                                       params.jet_tail_prob, srng)
     for copy in range(n_copies):
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
         if cfg.resample_particles and copy > 0:  # brute force: the whole detector again per copy
             meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
                                     len(parents), crng, params, pileup=flat["pileup"], jet=jet,
                                     vertex=flat.get("vertex"))
-        factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
-        ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
+        if cfg.tail_strata:  # the copy's weight P_s / (copies in s), times K (genWeight divides by K)
+            factors, tail = detector.stratified_jet_factors(meas, crng, params, hard, forced[copy])
+            ratio = n_copies * strata_w[copy]
+        else:
+            factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
+            ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
         met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
         passing = np.flatnonzero(met_pt >= cfg.met_min)
         if len(passing) == 0:
