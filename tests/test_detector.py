@@ -296,3 +296,29 @@ def test_hlt_ht_equals_the_processor_trigger_emulation():
     with_offset = hlt_ht(event, pt, eta, phi, mass, len(counts), rho=rho)
     np.testing.assert_allclose(with_offset, expected, rtol=1e-9, atol=1e-9)
     assert np.all(with_offset[2:] < ours[2:])  # the offset lowers every event with jets
+
+
+def test_stratified_factors_reduce_to_the_physical_draw_and_force_the_tail():
+    """``stratified_jet_factors`` without hard jets is ``jet_factors`` (same seed, same numbers);
+    with every hard jet's tail switched off, no hard jet is in the tail and the Gaussian core is
+    the same; a forced jet gets a factor in the tail's range [jet_tail_min, jet_tail_max]."""
+    from svjscout.samples.detector import Measured, stratified_jet_factors
+
+    params = DetectorParams(jet_tail_prob=0.3)
+    n = 2000
+    meas = Measured(n_events=n, tracks={}, cells={},
+                    jets={"pt": np.full(n, 100.0), "calo_pt": np.full(n, 60.0), "sigma": np.full(n, 6.0),
+                          "event": np.arange(n)})
+    none = np.zeros(n, dtype=bool)
+    f0, t0 = jet_factors(meas, np.random.default_rng(5), params)
+    f1, t1 = stratified_jet_factors(meas, np.random.default_rng(5), params, none, none)
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(t0, t1)
+    assert 0.25 < t0.mean() < 0.35
+    hard = np.ones(n, dtype=bool)
+    forced = np.arange(n) % 2 == 0
+    f2, t2 = stratified_jet_factors(meas, np.random.default_rng(5), params, hard, forced)
+    np.testing.assert_array_equal(t2, forced)
+    core = np.maximum(1.0 + 6.0 * np.random.default_rng(5).standard_normal(n) / 60.0, 0.0)
+    np.testing.assert_allclose(f2[~forced], core[~forced])
+    assert f2[forced].min() >= params.jet_tail_min and f2[forced].max() <= params.jet_tail_max
