@@ -27,18 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from dask.distributed import Client, LocalCluster, as_completed
+from dask.distributed import as_completed
 from pydantic import ValidationError
 
 from svjscout.core.exceptions import ConfigError
 from svjscout.jobs.config import ExecutorSpec, JobConfig
 from svjscout.jobs.runner import (
-    WORKER_ENV,
     WorkerWatch,
-    _gateway_cluster,
     _wait_for_worker,
-    close_gateway,
-    jobqueue_cluster,
+    dask_engine_client,
 )
 from svjscout.samples.generate import ChunkMapper, local_mapper
 
@@ -103,23 +100,7 @@ def dask_client(spec: ExecutorSpec) -> Iterator:
     job = _job(spec)
     engine = spec.engine
     with contextlib.ExitStack() as stack:
-        if engine == "scheduler":
-            client = Client(spec.scheduler, timeout=spec.worker_timeout)
-        elif engine in ("slurm", "condor"):
-            cluster = stack.enter_context(jobqueue_cluster(job))
-            cluster.scale(jobs=spec.workers)
-            client = Client(cluster)
-        elif engine == "gateway":
-            gateway, cluster = _gateway_cluster(job)
-            stack.callback(close_gateway, gateway)
-            stack.callback(close_gateway, cluster)
-            client = cluster.get_client()
-        else:
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=spec.workers, threads_per_worker=spec.threads_per_worker, processes=True,
-                memory_limit=spec.memory_limit, dashboard_address=":0", env=dict(WORKER_ENV)))
-            client = Client(cluster)
-        stack.callback(client.close)
+        client = dask_engine_client(stack, job)
         if engine != "local":
             _wait_for_worker(client, job, engine)
         yield client

@@ -453,6 +453,32 @@ def _wait_for_worker(client, cfg: JobConfig, engine: str) -> None:
                           f"{ex.worker_timeout:g} s (check {hint})") from err
 
 
+def dask_engine_client(stack: contextlib.ExitStack, cfg: JobConfig) -> Client:
+    """A dask ``Client`` on the engine of ``cfg.executor`` (``scheduler``: an existing scheduler;
+    ``slurm``/``condor``: dask-jobqueue; ``gateway``: dask-gateway; else a LocalCluster), its cluster and
+    client closed by ``stack``. Used by the processing runs and by ``svjscout generate`` (jobs/generation.py)."""
+    ex = cfg.executor
+    engine = ex.engine
+    if engine == "scheduler":
+        client = Client(ex.scheduler, timeout=ex.worker_timeout)
+    elif engine in ("slurm", "condor"):
+        cluster = stack.enter_context(jobqueue_cluster(cfg))
+        cluster.scale(jobs=ex.workers)
+        client = Client(cluster)
+    elif engine == "gateway":
+        gateway, cluster = _gateway_cluster(cfg)
+        stack.callback(close_gateway, gateway)
+        stack.callback(close_gateway, cluster)  # shuts it down too unless executor.gateway.shutdown: false
+        client = cluster.get_client()
+    else:
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=ex.workers, threads_per_worker=ex.threads_per_worker, processes=True,
+            memory_limit=ex.memory_limit, dashboard_address=":0", env=dict(WORKER_ENV)))  # 8787 may be taken
+        client = Client(cluster)
+    stack.callback(client.close)
+    return client
+
+
 @contextlib.contextmanager
 def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
     """The coffea executor of ``cfg.executor``; with dask, the client and cluster for the run.
@@ -473,25 +499,8 @@ def _executor(cfg: JobConfig, progress: bool, report: RunReport | None = None):
         yield processor.FuturesExecutor(workers=ex.workers, status=progress)
         return
     engine = ex.engine
-    cluster = gateway = None
     with contextlib.ExitStack() as stack:
-        if engine == "scheduler":
-            client = Client(ex.scheduler, timeout=ex.worker_timeout)
-        elif engine in ("slurm", "condor"):
-            cluster = stack.enter_context(jobqueue_cluster(cfg))
-            cluster.scale(jobs=ex.workers)
-            client = Client(cluster)
-        elif engine == "gateway":
-            gateway, cluster = _gateway_cluster(cfg)
-            stack.callback(close_gateway, gateway)
-            stack.callback(close_gateway, cluster)  # shuts it down too unless executor.gateway.shutdown: false
-            client = cluster.get_client()
-        else:
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=ex.workers, threads_per_worker=ex.threads_per_worker, processes=True,
-                memory_limit=ex.memory_limit, dashboard_address=":0", env=dict(WORKER_ENV)))  # 8787 may be taken
-            client = Client(cluster)
-        stack.callback(client.close)
+        client = dask_engine_client(stack, cfg)
         client.register_plugin(WorkerSetup(WORKER_ENV, (ex.xrootd.timeout, ex.xrootd.retries, _remote(cfg))))
         if engine != "local":
             _wait_for_worker(client, cfg, engine)

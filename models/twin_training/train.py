@@ -135,20 +135,29 @@ def _held_out_ranges(cfg: TwinTrainConfig) -> list[tuple[str, float, float]]:
     return [(n, float(edges[i]), float(edges[i + 1])) for i, n in enumerate(names)]
 
 
+def _background_scores(model: TwinMLP, d: SkimData):
+    """(background events of ``d``, their trained X and Y as float64, parent codes), or None for
+    fewer than 4 background events: what the permutation floors are computed on."""
+    bkg = np.flatnonzero(d.label == 0)
+    if len(bkg) < 4:
+        return None
+    db = d.take(bkg)
+    with torch.no_grad():
+        xs, ys = model(torch.from_numpy(db.features).to(next(model.parameters()).device))
+    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
+    return db, x, y, parent_codes(db.dataset, db.run, db.lumi, db.parent)
+
+
 def permutation_dcorr_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig) -> dict[str, dict[str, float]]:
     """Noise floors of the five dCorr constraints on the trained scores of the background of ``d``
     (the quoted subset, analysis-selected): :func:`~.floors.twin_dcorr_floors`, block permutation
     among parents (:func:`~.floors.parent_codes`) within datasets, ``permutation_floor_draws``
     draws, ``permutation_floor_estimator``; name -> {observed, mean, sd, z, n_draws} ({} if off
     or fewer than 4 background events)."""
-    bkg = np.flatnonzero(d.label == 0)
-    if cfg.permutation_floor_draws == 0 or len(bkg) < 4:
+    scored = _background_scores(model, d) if cfg.permutation_floor_draws else None
+    if scored is None:
         return {}
-    db = d.take(bkg)
-    with torch.no_grad():
-        xs, ys = model(torch.from_numpy(db.features).to(next(model.parameters()).device))
-    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
-    parent = parent_codes(db.dataset, db.run, db.lumi, db.parent)
+    db, x, y, parent = scored
     out = twin_dcorr_floors(x, y, db.mt, db.deta, db.weight, parent, cfg.permutation_floor_draws,
                             cfg.seed + 29, cfg.permutation_floor_estimator, strata=db.dataset)
     return {k: f.to_dict() for k, f in out.items()}
@@ -159,14 +168,10 @@ def permutation_closure_floors(model: TwinMLP, d: SkimData, cfg: TwinTrainConfig
     plane, on the trained scores of the background of ``d``: :func:`~.floors.twin_closure_floors`
     (X permuted among parent blocks within datasets); name -> {observed, mean, sd, z, n_draws}
     ({} if off or fewer than 4 background events)."""
-    bkg = np.flatnonzero(d.label == 0)
-    if cfg.permutation_floor_draws == 0 or len(bkg) < 4:
+    scored = _background_scores(model, d) if cfg.permutation_floor_draws else None
+    if scored is None:
         return {}
-    db = d.take(bkg)
-    with torch.no_grad():
-        xs, ys = model(torch.from_numpy(db.features).to(next(model.parameters()).device))
-    x, y = xs.cpu().numpy().astype(np.float64), ys.cpu().numpy().astype(np.float64)
-    parent = parent_codes(db.dataset, db.run, db.lumi, db.parent)
+    db, x, y, parent = scored
     wp = tuple(float(v) for v in cfg.reference_wp)
     out = twin_closure_floors(x, y, db.deta, db.weight, parent, {"wp": wp}, cfg.planes,
                               cfg.permutation_floor_draws, cfg.seed + 31, strata=db.dataset)
