@@ -12,9 +12,10 @@ weight of parent p's preselected copies), per CPU-hour.
 Steps: ``baseline`` (brute force, the recipe as it is); ``shared pileup`` (one pruned library per
 file); ``roulette`` (keep probability from generator-level real MET and R_T, weights 1/p);
 ``both``; ``tail strata`` (stratified tail copies instead of the 20x tail bias,
-``GenerationConfig.tail_strata``; with K = 40 or 10 copies, alone or with the others). The baseline is run with the roulette at p_min = 1, which writes the same file as
-without it (tests/test_efficiency.py) and records every parent's generator features (for the
-study); its CPU is counted without the features' own time (``timing['roulette']``).
+``GenerationConfig.tail_strata``; with K = 40 or 10 copies, alone or with the others). The
+baseline is run with the roulette at p_min = 1, which writes the same file as without it
+(tests/test_efficiency.py) and records every parent's generator features (for the study); its CPU
+is counted without the features' own time (``timing['roulette']``).
 
 Bias check: each step's weighted yield and its shapes (M_T, R_T, dphi_min, leading AK8 jet pT) at
 the proxy selection against the baseline's, with parent-aware errors on both sides: the pull of
