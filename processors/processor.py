@@ -410,7 +410,7 @@ class SVJProcessor(processor.ProcessorABC):
         cfg = self.config
         # jets corrected (analysis.corrections; an identity JEC, our simulation's, is skipped: the
         # jets, MET and cuts are then exactly the uncorrected ones)
-        c.jec = J.jec_active(C.load_era(cfg.corrections), cfg.corrections, not c.info.is_mc)
+        c.jec = J.jec_active(C.load_era(cfg.corrections.for_era(c.era)), cfg.corrections, not c.info.is_mc)
         bound = cfg.corrections.max_jec_factor
         # events the prefilter rejects cannot pass the preselection (processors/prefilter.py): with
         # analysis.prefilter they are not clustered; the cutflow's prefilter row is the same either way
@@ -464,7 +464,7 @@ class SVJProcessor(processor.ProcessorABC):
         event's run period, with the residual), re-sorted; MET type-1 from the AK4 jets (part of
         :meth:`_cluster`; processors/jec.py)."""
         cfg = self.config
-        era = C.load_era(cfg.corrections)
+        era = C.load_era(cfg.corrections.for_era(c.era))
         is_data = not c.info.is_mc
         rho = J.event_rho(c.events)
         if rho is None:
@@ -557,7 +557,7 @@ class SVJProcessor(processor.ProcessorABC):
                 rows["phi_spike"] = scatter(~veto, True)
         if c.info.is_mc and dq.trigger.scale_factor and clustered:
             sf = np.ones(c.n)
-            cset = C.load_corrections(cfg.systematics.payload, era=C.load_era(cfg.corrections))
+            cset = C.load_corrections(cfg.systematics.payload, era=C.load_era(cfg.corrections.for_era(c.era)))
             sf[c.sub] = np.asarray(C.trigger_sf(cset, c.ht_all[c.sub]), float)
             c.gen_w = c.gen_w * sf
         return rows
@@ -645,7 +645,8 @@ class SVJProcessor(processor.ProcessorABC):
         cfg, s, cuts = self.config, self.config.systematics, self.config.cuts
         rho = J.event_rho(c.events)
         inputs = V.VariationInputs(events=c.events, branch_map=cfg.branch_map,
-                                   cset=C.load_corrections(s.payload, era=C.load_era(cfg.corrections)),
+                                   cset=C.load_corrections(s.payload,
+                                                           era=C.load_era(cfg.corrections.for_era(c.era))),
                                    settings=s, ak8=c.ak8_all, ak4=c.ak4, pf=c.pf_kept, ht_nom=c.ht_all,
                                    rho=None if rho is None else rho[c.sub])
         kin, ratio = V.variations(inputs, c.counts)

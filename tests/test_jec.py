@@ -307,3 +307,37 @@ def test_systematics_on_corrected_jets(tmp_path, toy_models):
     for name in ("jes_up", "jes_down", "jer_up", "jer_down", "pileup_up", "pileup_down"):
         assert h[{"syst": name}].sum().value > 0, name
     assert h[{"syst": "jes_up"}].sum().value != h[{"syst": "jes_down"}].sum().value
+
+
+def test_corrections_era_per_dataset_era(tmp_path, toy_models):
+    """analysis.corrections.by_era: a job with datasets of two eras corrects each with its own payloads
+    (here: the 2018 dataset with the 2018_UL test payload, the other with the shipped identity), the
+    same jets as a job holding that era alone."""
+    from svjscout.processors.processor import SVJProcessor
+    from svjscout.processors.settings import DatasetInfo, ProcessorConfig
+
+    path = _with_rho(tmp_path, n=30)
+    base = dict(wp=(0.5, 0.5), prefilter=False, lundnet_model=toy_models[0], twin_model=toy_models[1],
+                datasets={"sig": DatasetInfo(kind="signal", xsec=1.0, sumw=1000.0)})
+
+    def read_and_cluster(cfg, era):
+        from svjscout.processors import dataquality as DQ
+        cfg = cfg.model_copy(update={"data_quality": DQ.DataQualitySettings(eras={"sig": era} if era else {})})
+        proc = SVJProcessor(cfg)
+        events = _events(path)
+        c = proc._read(events, events.metadata)
+        proc._prefilter(c)
+        proc._cluster(c)
+        return c
+
+    mapped = ProcessorConfig(**base, corrections=CorrectionsSettings(root=str(TEST_ROOT), by_era={"2018": "2018_UL"}))
+    alone = ProcessorConfig(**base, corrections=CorrectionsSettings(era="2018_UL", root=str(TEST_ROOT)))
+    plain = ProcessorConfig(**base)
+    c18, ref18 = read_and_cluster(mapped, "2018"), read_and_cluster(alone, None)
+    assert c18.jec and ak.to_list(c18.ak8.pt) == ak.to_list(ref18.ak8.pt)
+    np.testing.assert_array_equal(c18.met_pt, ref18.met_pt)
+    other, ref = read_and_cluster(mapped, "2017"), read_and_cluster(plain, None)  # not listed: the job's era
+    assert not other.jec and ak.to_list(other.ak8.pt) == ak.to_list(ref.ak8.pt)
+    assert ak.to_list(c18.ak8.pt) != ak.to_list(other.ak8.pt)
+    with pytest.raises(ValueError, match="by_era"):
+        CorrectionsSettings(by_era={"2018": "2018_ULX"})

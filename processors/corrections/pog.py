@@ -50,6 +50,8 @@ class PayloadError(ValueError):
 
 #: The folder of the shipped era files (``root: shipped``).
 SHIPPED_ROOT = Path(__file__).resolve().parent
+#: Our simulation's era: always read from the package (CorrectionsSettings.root_path).
+SHIPPED_ERA = "svjscout_sim"
 #: The JEC levels of CMS's compound ``L1L2L3Res`` (MC and data; in MC the residual is 1).
 LEVELS = ("L1FastJet", "L2Relative", "L3Absolute", "L2L3Residual")
 #: The input names a JEC level may have (matched by name).
@@ -137,7 +139,15 @@ class CorrectionsSettings(BaseModel):
     (L1L2L3, plus the residual on data) before the selection; ``type1_met``: propagate the AK4
     correction to MET (type-1); ``max_jec_factor``: a bound on the compound JEC factor of every jet
     that lets the prefilter run with a non-identity JEC (checked on every clustered jet; null:
-    the prefilter is off when the JEC is not the identity).
+    the prefilter is off when the JEC is not the identity); ``by_era``: the corrections era of the
+    datasets of each data-quality era (``datasets.NAME.era``, e.g. ``{"2017": 2017_UL, "2018": 2018_UL}``),
+    so that one job processes several eras each with its own payloads; a dataset whose era is not
+    listed (or has none) takes ``era``.
+
+    >>> CorrectionsSettings(by_era={"2017": "2017_UL"}).for_era("2017").era
+    '2017_UL'
+    >>> CorrectionsSettings(by_era={"2017": "2017_UL"}).for_era("2018").era
+    'svjscout_sim'
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -148,6 +158,7 @@ class CorrectionsSettings(BaseModel):
     jec: bool = True
     type1_met: bool = True
     max_jec_factor: float | None = None
+    by_era: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("era")
     @classmethod
@@ -155,6 +166,21 @@ class CorrectionsSettings(BaseModel):
         if v not in ERAS:
             raise ValueError(f"analysis.corrections.era: unknown era {v!r}, expected one of {sorted(ERAS)}")
         return v
+
+    @field_validator("by_era", mode="before")
+    @classmethod
+    def _known_eras(cls, v):
+        v = {str(k): str(e) for k, e in dict(v or {}).items()}  # YAML may give the years as integers
+        bad = {k: e for k, e in v.items() if e not in ERAS}
+        if bad:
+            raise ValueError(f"analysis.corrections.by_era: unknown corrections era(s) {bad}, expected values in "
+                             f"{sorted(ERAS)}")
+        return v
+
+    def for_era(self, era: str | None) -> CorrectionsSettings:
+        """These settings with the corrections era of a dataset of data-quality era ``era`` (``by_era``)."""
+        target = self.by_era.get(str(era)) if era is not None else None
+        return self if target is None or target == self.era else self.model_copy(update={"era": target})
 
     @field_validator("names")
     @classmethod
@@ -180,7 +206,9 @@ class CorrectionsSettings(BaseModel):
         return replace(ERAS[self.era], **over)
 
     def root_path(self, base_dir: str | Path | None = None) -> Path:
-        if self.root == "shipped":
+        """The folder holding ``POG/<pog>/<era>/``: ``root``, except for our simulation's era
+        (``svjscout_sim``), which only the package ships (a CMS jsonpog checkout has the CMS eras)."""
+        if self.root == "shipped" or self.era == SHIPPED_ERA:
             return SHIPPED_ROOT
         p = Path(self.root).expanduser()
         return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
