@@ -170,6 +170,24 @@ def shape_chi2(a: dict, b: dict, var: str) -> tuple[float, int]:
     return chi2, int(ok.sum()) - 1
 
 
+def gen_met_split(path: Path, sel: dict, cut: float = 50.0) -> str:
+    """Yield, its parent-aware error and N_eff of ``sel`` for parents below and above ``cut`` GeV of
+    generator-level real MET (the file's ``GenMET_pt``, joined on ``parent``)."""
+    import uproot
+
+    t = uproot.open(path)["Events"].arrays(["parent", "GenMET_pt"], library="np")
+    parents, first = np.unique(t["parent"], return_index=True)
+    number = sel["parent"].astype(np.int64) & ((1 << 40) - 1)  # the skim's parent: run << 40 | parent
+    gen_met = t["GenMET_pt"][first][np.searchsorted(parents, number)] if len(number) else np.zeros(0)
+    out = []
+    for label, m in ((f"gen MET < {cut:g}", gen_met < cut), (f">= {cut:g}", gen_met >= cut)):
+        w, par = sel["weight"][m], sel["parent"][m]
+        y, e = yield_and_error(w, par)
+        out.append(f"{label}: yield {y:.3g} +- {e:.2g}, N_eff {n_eff_over_parents(w, par):.1f} "
+                   f"({len(np.unique(par))} parents)")
+    return "; ".join(out)
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label)
 
@@ -255,6 +273,7 @@ def main() -> None:
             print(f"{label:<40} {cpu:>7.1f} {cpu / a.parents * 1e3:>6.1f}ms {ne_p:>11.1f} {rate_p:>8.0f} "
                   f"{rate_p / base['rate_p']:>5.2f} {ne_f:>10.1f} {rate_f:>7.0f} "
                   f"{(rate_f / base['rate_f']) if base['rate_f'] else float('nan'):>5.2f}  {bias}", flush=True)
+            print("    full preselection by real MET: " + gen_met_split(work / f"qcd_{_slug(label)}.root", full))
             t = meta["timing"]
             print("    time split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), flush=True)
 
