@@ -21,7 +21,9 @@ Bias check: each step's weighted yield and its shapes (M_T, R_T, dphi_min, leadi
 the proxy selection against the baseline's, with parent-aware errors on both sides: the pull of
 the yield and chi2/ndf of the shapes. The samples share the parents, so these errors are
 conservative (the correlated part counts twice). The yield at the full preselection is compared too
-(its errors are the baseline's N_eff ~ 5 at 5,000 parents: a loose check).
+(its errors are the baseline's N_eff ~ 5 at 5,000 parents: a loose check). Under each row, the
+proxy and the full preselection split by the copies that pass: core (no hard jet in the
+jet-response tail) and tail (at least one), :func:`core_tail_split`.
 
 With ``--study`` it prints, for the baseline's parents, how the chance to pass is distributed over
 generator-level variables (the invisible particles' |sum pT|, generator R_T, H_T, leading jet pT):
@@ -66,7 +68,7 @@ EDGES = {"mt": np.array([650, 800, 1000, 1300, 1700, 2500, 8000.0]),
          "rt": np.array([0.0, 0.2, 0.24, 0.3, 0.4, 0.6, 5.0]),
          "dphi_min": np.array([0.0, 0.1, 0.2, 0.4, 0.6, 0.8]),
          "pt_j0": np.array([150, 300, 450, 600, 800, 1200, 6000.0])}
-COLUMNS = ("weight", "parent", "mt", "rt", "dphi_min", "pt_j0", "met", "deta")
+COLUMNS = ("weight", "gen_weight", "parent", "event", "mt", "rt", "dphi_min", "pt_j0", "met", "deta")
 
 
 def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[float, dict, dict]:
@@ -170,17 +172,28 @@ def shape_chi2(a: dict, b: dict, var: str) -> tuple[float, int]:
     return chi2, int(ok.sum()) - 1
 
 
-def gen_met_split(path: Path, sel: dict, cut: float = 50.0) -> str:
-    """Yield, its parent-aware error and N_eff of ``sel`` for parents below and above ``cut`` GeV of
-    generator-level real MET (the file's ``GenMET_pt``, joined on ``parent``)."""
+def core_tail_split(path: Path, sel: dict, n_copies: int, strata: bool) -> str:
+    """Yield, its parent-aware error and N_eff of ``sel`` from the copies with no hard jet in the
+    tail (core) and with at least one (tail). With ``strata`` the copy number (from ``event``)
+    gives the stratum (the first max(1, K // 4) copies: no hard jet in the tail); otherwise a copy
+    is a tail copy when its genWeight is below 0.3 x the largest of its parent's written copies
+    (the tail's likelihood ratio p/q = 0.05 against ~1)."""
     import uproot
 
-    t = uproot.open(path)["Events"].arrays(["parent", "GenMET_pt"], library="np")
-    parents, first = np.unique(t["parent"], return_index=True)
-    number = sel["parent"].astype(np.int64) & ((1 << 40) - 1)  # the skim's parent: run << 40 | parent
-    gen_met = t["GenMET_pt"][first][np.searchsorted(parents, number)] if len(number) else np.zeros(0)
+    from svjscout.samples.detector import tail_strata_allocation
+
+    if strata:
+        copy = (sel["event"].astype(np.int64) - 1) % n_copies
+        core = copy < tail_strata_allocation(np.array([1]), n_copies)[0][0]
+    else:
+        t = uproot.open(path)["Events"].arrays(["parent", "genWeight"], library="np")
+        parents, inv = np.unique(t["parent"], return_inverse=True)
+        w_max = np.zeros(len(parents))
+        np.maximum.at(w_max, inv, t["genWeight"].astype(np.float64))
+        number = sel["parent"].astype(np.int64) & ((1 << 40) - 1)  # the skim's parent: run << 40 | parent
+        core = sel["gen_weight"] > 0.3 * w_max[np.searchsorted(parents, number)]
     out = []
-    for label, m in ((f"gen MET < {cut:g}", gen_met < cut), (f">= {cut:g}", gen_met >= cut)):
+    for label, m in (("core", core), ("tail", ~core)):
         w, par = sel["weight"][m], sel["parent"][m]
         y, e = yield_and_error(w, par)
         out.append(f"{label}: yield {y:.3g} +- {e:.2g}, N_eff {n_eff_over_parents(w, par):.1f} "
@@ -273,7 +286,11 @@ def main() -> None:
             print(f"{label:<40} {cpu:>7.1f} {cpu / a.parents * 1e3:>6.1f}ms {ne_p:>11.1f} {rate_p:>8.0f} "
                   f"{rate_p / base['rate_p']:>5.2f} {ne_f:>10.1f} {rate_f:>7.0f} "
                   f"{(rate_f / base['rate_f']) if base['rate_f'] else float('nan'):>5.2f}  {bias}", flush=True)
-            print("    full preselection by real MET: " + gen_met_split(work / f"qcd_{_slug(label)}.root", full))
+            fields = {**COMMON, **STEPS[label]}
+            for name, part in (("proxy", sel), ("full", full)):
+                split = core_tail_split(work / f"qcd_{_slug(label)}.root", part, fields["detector_copies"],
+                                        fields.get("tail_strata", False))
+                print(f"    {name} by the copies that pass: {split}")
             t = meta["timing"]
             print("    time split (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), flush=True)
 
