@@ -392,14 +392,17 @@ def tail_strata_allocation(n_hard: np.ndarray, n_copies: int) -> tuple[np.ndarra
     Per parent with n_h hard jets: ``core`` copies in stratum 0 (no hard jet in the tail),
     ``multi`` (0 or 1) copy in stratum "2+" (two or more hard jets in the tail; only if n_h >= 2)
     and ``single`` copies in the strata "exactly hard jet j in the tail", spread round-robin over
-    the n_h jets. Stratum 0 gets max(1, K // 4) copies; a parent without hard jets spends all K
-    there. Needs K >= 3 (checked by the caller).
+    the n_h jets. Stratum 0 gets K - 1 - max(1, K // 4) copies (at least 1): at the full
+    preselection most of the QCD yield passes in copies without a hard jet in the tail (real MET
+    or the particle-level MET of a few parents), which need as many copies as the brute force
+    gives them (docs/generation_efficiency.md, section 5); a parent without hard jets spends all
+    K there. Needs K >= 3 (checked by the caller).
 
     >>> tail_strata_allocation(np.array([0, 1, 2, 5]), 40)
-    (array([40, 10, 10, 10]), array([0, 0, 1, 1]), array([ 0, 30, 29, 29]))
+    (array([40, 29, 29, 29]), array([0, 0, 1, 1]), array([ 0, 11, 10, 10]))
     """
     n_hard = np.asarray(n_hard, dtype=np.int64)
-    core = np.where(n_hard > 0, max(1, n_copies // 4), n_copies)
+    core = np.where(n_hard > 0, max(1, n_copies - 1 - max(1, n_copies // 4)), n_copies)
     multi = (n_hard >= 2).astype(np.int64)
     single = n_copies - core - multi
     return core, multi, single

@@ -56,7 +56,7 @@ def test_allocation_covers_every_stratum_and_spends_k_copies():
         assert np.all(single[n_hard >= 1] >= 1)
 
 
-@pytest.mark.parametrize("k", [10, 40])
+@pytest.mark.parametrize("k", [20, 40])
 def test_weights_of_a_parent_sum_to_one_when_every_jet_has_a_copy(k):
     """With as many single-tail copies as hard jets: P0 + n_h Pj + P2 = 1 exactly, whatever the draw."""
     rng = np.random.default_rng(1)
