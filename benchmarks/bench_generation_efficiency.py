@@ -175,7 +175,8 @@ def shape_chi2(a: dict, b: dict, var: str) -> tuple[float, int]:
 def core_tail_split(path: Path, sel: dict, n_copies: int, strata: bool) -> str:
     """Yield, its parent-aware error and N_eff of ``sel`` from the copies with no hard jet in the
     tail (core) and with at least one (tail). With ``strata`` the copy number (from ``event``)
-    gives the stratum (the first max(1, K // 4) copies: no hard jet in the tail); otherwise a copy
+    gives the stratum (``tail_strata_allocation``'s core copies come first; a parent without hard
+    jets, all core, counts its later copies as tail: rare in this QCD); otherwise a copy
     is a tail copy when its genWeight is below 0.3 x the largest of its parent's written copies
     (the tail's likelihood ratio p/q = 0.05 against ~1)."""
     import uproot
