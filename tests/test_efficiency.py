@@ -213,17 +213,19 @@ def test_cli_flags_reach_the_generation(tmp_path):
 
     out = tmp_path / "cli.root"
     res = CliRunner().invoke(cli, ["generate", "qcd", "-n", "40", "--seed", "17", "--pileup", "3", "--chunk-size", "20",
-                                   "-k", "2", "--roulette", "--roulette-p-min", "0.5", "--roulette-mt", "300",
+                                   "--roulette", "--roulette-p-min", "0.5", "--roulette-mt", "300",
                                    "--roulette-nu-pt", "20", "--roulette-rt", "0.2", "--shared-pileup",
+                                   "--tail-strata", "-k", "3",
                                    "--no-progress", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output[res.output.index("{"):])["n_generated"] == 40
-    cfg = GenerationConfig(process="qcd", events=40, seed=17, pileup=3, chunk_size=20, detector_copies=2,
-                           roulette=True, roulette_p_min=0.5, roulette_mt=300.0, roulette_nu_pt=20.0,
+    cfg = GenerationConfig(process="qcd", events=40, seed=17, pileup=3, chunk_size=20, detector_copies=3,
+                           tail_strata=True, roulette=True, roulette_p_min=0.5, roulette_mt=300.0, roulette_nu_pt=20.0,
                            roulette_rt=0.2, shared_pileup=True)
     generate_file(cfg, tmp_path / "api.root")
     meta = read_metadata(out)["config"]
     assert meta["roulette"] is True and meta["shared_pileup"] is True and meta["roulette_p_min"] == 0.5
+    assert meta["tail_strata"] is True and meta["detector_copies"] == 3
     with uproot.open(out) as a, uproot.open(tmp_path / "api.root") as b:
         ta, tb = a["Events"].arrays(library="ak"), b["Events"].arrays(library="ak")
         assert ta.fields == tb.fields and len(ta) == len(tb) > 0
