@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_generate import hist_with_parent_errors, n_eff_over_parents  # the same folder (run as a script)
 
 PILEUP = 35.0
 COMMON = {"process": "qcd", "seed": 4243, "pileup": PILEUP, "ht_min": 350.0, "detector_copies": 40,
@@ -134,32 +135,12 @@ def preselect(path: Path, rt_min: float) -> dict[str, np.ndarray]:
     return {c: ak.to_numpy(table[c]) for c in COLUMNS}
 
 
-def n_eff_over_parents(w: np.ndarray, parent: np.ndarray) -> float:
-    if len(w) == 0:
-        return 0.0
-    _, inv = np.unique(parent, return_inverse=True)
-    per_parent = np.bincount(inv, w)
-    return float(w.sum() ** 2 / np.sum(per_parent**2))
-
-
 def yield_and_error(w: np.ndarray, parent: np.ndarray) -> tuple[float, float]:
     """(sum w, its error with the copies of a parent summed before squaring)."""
     if len(w) == 0:
         return 0.0, 0.0
     _, inv = np.unique(parent, return_inverse=True)
     return float(w.sum()), float(np.sqrt(np.sum(np.bincount(inv, w) ** 2)))
-
-
-def hist_with_parent_errors(x, w, parent, edges):
-    idx = np.clip(np.digitize(x, edges) - 1, 0, len(edges) - 2)
-    val = np.bincount(idx, w, len(edges) - 1)
-    key = parent.astype(np.uint64) * np.uint64(len(edges)) + idx.astype(np.uint64)
-    _, inv = np.unique(key, return_inverse=True)
-    sums = np.bincount(inv, w)
-    first = np.zeros(len(sums), dtype=np.int64)
-    first[inv] = idx
-    var = np.bincount(first, sums**2, len(edges) - 1)
-    return val, var
 
 
 def shape_chi2(a: dict, b: dict, var: str) -> tuple[float, int]:
