@@ -10,7 +10,6 @@ brute force (the physical random tail, many copies) on a small Pythia run.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 
 import numpy as np
@@ -160,7 +159,6 @@ def test_against_brute_force_on_pythia():
     errors, and the stratified ones are at least as precise."""
     from svjscout.samples.generate import GenerationConfig, generate_chunk
 
-    logging.disable(logging.WARNING)
     common = {"process": "qcd", "events": 300, "seed": 31, "pileup": 0.0, "ht_min": 350.0, "chunk_size": 300,
               "detector": {"jet_tail_prob": 0.02}, "met_min": 30.0,
               "extra_settings": ["UncertaintyBands:doVariations = off"]}
