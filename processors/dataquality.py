@@ -40,6 +40,7 @@ from coffea.lumi_tools import LumiMask
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from svjscout.core.exceptions import ConfigError, InputFileError, MissingBranchError
+from svjscout.processors.prefilter import jagged_from_flat
 
 __all__ = ["DQ_ROWS", "DEFAULT_TRIGGER_PATHS", "DataQualitySettings", "TriggerSettings", "VertexSettings",
            "HEMSettings", "PhiSpikeSettings", "JetIDSettings", "CHSSettings", "trigger_bits", "lumi_mask",
@@ -418,14 +419,7 @@ def select_candidates(pf: ak.Array, vertex: ak.Array | None) -> tuple[ak.Array, 
         keep &= ~(vtx > 0)
     n_nonfinite = int(np.count_nonzero(~finite))
     n_chs = int(np.count_nonzero(finite & ~keep))
-    if not keep.all():
-        event = np.repeat(np.arange(len(counts)), counts)
-        counts = np.bincount(event[keep], minlength=len(counts)).astype(np.int64)
-        cols = {k: v[keep] for k, v in cols.items()}
-    offsets = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    rec = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(v)) for v in cols.values()], list(cols))
-    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), rec)), n_nonfinite, n_chs
+    return jagged_from_flat(counts, cols, None if keep.all() else keep), n_nonfinite, n_chs
 
 
 def missing_bits_error(filename: str, dataset: str, era: str | None, missing: list[str]) -> InputFileError:

@@ -135,14 +135,20 @@ def clean_candidates(pf: ak.Array) -> tuple[ak.Array, int]:
     good = np.isfinite(cols["pt"]) & np.isfinite(cols["eta"]) & np.isfinite(cols["phi"]) & np.isfinite(cols["mass"])
     good &= cols["pt"] > 0
     dropped = int(len(good) - np.count_nonzero(good))
-    if dropped:
+    return jagged_from_flat(counts, cols, good if dropped else None), dropped
+
+
+def jagged_from_flat(counts: np.ndarray, cols: dict[str, np.ndarray], keep: np.ndarray | None = None) -> ak.Array:
+    """Events x candidates records from flat columns (``counts`` per event), keeping the flat rows
+    where ``keep`` is True (None: all), in their order: the jagged mask computed on the buffers."""
+    if keep is not None:
         event = np.repeat(np.arange(len(counts)), counts)
-        counts = np.bincount(event[good], minlength=len(counts)).astype(np.int64)
-        cols = {k: v[good] for k, v in cols.items()}
+        counts = np.bincount(event[keep], minlength=len(counts)).astype(np.int64)
+        cols = {k: v[keep] for k, v in cols.items()}
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     rec = ak.contents.RecordArray([ak.contents.NumpyArray(np.ascontiguousarray(v)) for v in cols.values()], list(cols))
-    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), rec)), dropped
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), rec))
 
 
 def scalar_pt_sum(pf: ak.Array) -> np.ndarray:
