@@ -43,6 +43,8 @@ from svjscout.core.cuts import Cuts
 PROCESSES = ("qcd", "ttbar", "wjets", "zjets")
 LABELS = {"qcd": "QCD", "ttbar": "ttbar", "wjets": "W+jets", "zjets": "Z+jets"}
 PLANES = ("SP", "VP")
+#: Where the design seed lies in the team's workspace; read only when --seed-file names it (users do
+#: not have it: the built-in copy of its table is the default).
 SEED_FILE = Path("/work/shared/seeds/000_71d8a88be3f0e9e2.txt")
 #: The seed's totals (A + B + C + D) if its file is not there (read from it on 2026-12-06).
 SEED_FALLBACK = {"qcd": {"SP": 612048, "VP": 129183}, "ttbar": {"SP": 195317, "VP": 20039},
@@ -50,9 +52,10 @@ SEED_FALLBACK = {"qcd": {"SP": 612048, "VP": 129183}, "ttbar": {"SP": 195317, "V
 _SEED_ROWS = {"QCD": "qcd", r"$t\bar{t}$": "ttbar", "W+jets": "wjets", "Z+jets": "zjets"}
 
 
-def seed_table(path: Path = SEED_FILE) -> tuple[dict[str, dict[str, float]], str]:
-    """``({process: {plane: total}}, source)`` from the seed's "Expected Background Yields" table."""
-    if not path.exists():
+def seed_table(path: Path | None = None) -> tuple[dict[str, dict[str, float]], str]:
+    """``({process: {plane: total}}, source)`` from the seed's "Expected Background Yields" table
+    (``path``: the seed file; None or absent: the built-in copy)."""
+    if path is None or not path.exists():
         return SEED_FALLBACK, "built-in copy of the seed's table"
     text = path.read_text()
     start = text.index("Expected Background Yields")
@@ -206,11 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--files", default=None, help="folder of generated files [the embedded sample]")
     src.add_argument("--run", default=None, help="a finished `svjscout run` output folder")
-    ap.add_argument("--seed-file", default=str(SEED_FILE))
+    ap.add_argument("--seed-file", default=None,
+                    help=f"read the seed's table from this file (e.g. {SEED_FILE}) [the built-in copy]")
     ap.add_argument("--min-neff", type=float, default=10.0, help="below it: 'not enough statistics' [10]")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
-    seed, seed_src = seed_table(Path(args.seed_file))
+    seed, seed_src = seed_table(Path(args.seed_file) if args.seed_file else None)
     if args.run:
         ours, used = from_run(Path(args.run))
         what = f"run {args.run}"
