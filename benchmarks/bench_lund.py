@@ -31,6 +31,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import awkward as ak  # noqa: E402
 import numpy as np  # noqa: E402
 
+from svjscout.samples.layouts import chs_mask, pf_collection_of  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,10 +44,11 @@ def load_jets(pattern: str) -> ak.Array:
     vector.register_awkward()
     out = []
     for path in sorted(glob.glob(pattern)):
-        ev = uproot.open(path)["Events"].arrays(
-            ["ScoutingParticle_pt", "ScoutingParticle_eta", "ScoutingParticle_phi", "ScoutingParticle_mass"])
-        pf = ak.zip({"pt": ev.ScoutingParticle_pt, "eta": ev.ScoutingParticle_eta,
-                     "phi": ev.ScoutingParticle_phi, "mass": ev.ScoutingParticle_mass}, with_name="Momentum4D")
+        tree = uproot.open(path)["Events"]
+        name = pf_collection_of(tree.keys())
+        ev = tree.arrays(filter_name=f"{name}_*")
+        keep = chs_mask(ev, name)  # CHS, as the processor
+        pf = ak.zip({k: ev[f"{name}_{k}"][keep] for k in ("pt", "eta", "phi", "mass")}, with_name="Momentum4D")
         cs = fastjet.ClusterSequence(pf, fastjet.JetDefinition(fastjet.antikt_algorithm, 0.8))
         jets = cs.inclusive_jets(min_pt=150.0)
         idx = cs.constituent_index(min_pt=150.0)[abs(jets.eta) < 2.4]

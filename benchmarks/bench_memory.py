@@ -38,6 +38,8 @@ os.environ.setdefault("SVJSCOUT_NO_PROGRESS", "1")
 os.environ.setdefault("SVJSCOUT_ORT_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from svjscout.samples.layouts import pf_collection_of  # noqa: E402
+
 STAGES = ("nanoevents", "read", "prefilter", "cluster", "select", "lund", "onnx", "fill", "pickle")
 #: the processor's methods, per stage (``_fill`` includes the systematic variations)
 METHODS = {"_read": "read", "_prefilter": "prefilter", "_cluster": "cluster", "_select": "select",
@@ -147,7 +149,7 @@ def main() -> None:
     cfg, allev = _events(args.all_events)
     models = {"lundnet": args.lundnet or str(cfg.resolve(cfg.analysis.lundnet_model)),
               "twin": args.twin or str(cfg.resolve(cfg.analysis.twin_model))}
-    npf = float(ak.mean(ak.num(allev["ScoutingParticle_pt"])))
+    npf = float(ak.mean(ak.num(allev[f"{pf_collection_of(allev.fields)}_pt"])))
     label = "every embedded event" if args.all_events else "embedded background, AK4 H_T > 410 GeV"
     print(f"events: {label}: {len(allev):,} distinct, {npf:.0f} PF candidates per event, repeated to the chunk size;"
           f" prefilter {'off' if args.no_prefilter else 'on'}, systematics {'on' if args.systematics else 'off'}")

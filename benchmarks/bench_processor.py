@@ -137,13 +137,10 @@ def _compression_table(cfg, samples) -> list[str]:
 
 
 def _tree_cols(arrays) -> dict:
-    """Events arrays (flat ScoutingParticle_* branches) -> columns for uproot's mktree/extend."""
-    import awkward as ak
+    """Events arrays (flat branches) -> columns for uproot's mktree/extend (collections zipped)."""
+    from svjscout.samples.skim import collections_of
 
-    pf = {k.split("_", 1)[1]: arrays[k] for k in arrays.fields if k.startswith("ScoutingParticle_")}
-    cols = {k: ak.to_numpy(arrays[k]) for k in arrays.fields if not k.startswith(("ScoutingParticle_", "nScout"))}
-    cols["ScoutingParticle"] = ak.zip(pf)
-    return cols
+    return collections_of(arrays)
 
 
 def _write_tree(path, cols: dict, compression) -> None:

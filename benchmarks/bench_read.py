@@ -153,13 +153,14 @@ def main(argv=None) -> None:
 
     bound = met_bound(pcfg.cuts)
     n_baskets, n_needed, n_pass = 0, 0, 0
+    pf_pt = f"{cfg.schema_map.pf_collection}_{cfg.schema_map.pf_fields['pt']}"
     for _, path in files:
         with uproot.open(path) as f:
             t = f["Events"]
             met_pt = t[cfg.schema_map.met_pt].array(library="np")
             passing = met_pt > bound if bound is not None else np.ones(len(met_pt), bool)
             n_pass += int(passing.sum())
-            br = t[f"{cfg.schema_map.pf_collection}_{cfg.schema_map.pf_fields['pt']}"]
+            br = t[pf_pt]
             starts = br.member("fBasketEntry")[: br.num_baskets + 1]
             for lo, hi in zip(starts[:-1], starts[1:]):
                 n_baskets += 1
@@ -191,7 +192,7 @@ def main(argv=None) -> None:
     print(f"prefilter {args.prefilter}: {skipped:,} of {n_events:,} events not clustered ({skipped / n_events:.1%}); "
           f"{selected:,} pass every cut")
     print(f"MET-first read: {n_pass:,} events ({n_pass / n_events:.1%}) past the MET bound; their PF arrays lie in "
-          f"{n_needed} of the {n_baskets} PF baskets (ScoutingParticle_pt), which a MET-first read would still "
+          f"{n_needed} of the {n_baskets} PF baskets ({pf_pt}), which a MET-first read would still "
           "decompress")
     print()
     labels = {"o": "(o) open the files (no branch read)", "a": "(a) read the processor's branches",

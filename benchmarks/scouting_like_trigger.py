@@ -22,13 +22,16 @@ import numpy as np
 
 from svjscout.core.cuts import Cuts
 from svjscout.processors.jets import cluster, ht
+from svjscout.samples.layouts import chs_mask, pf_collection_of
 from svjscout.samples.skim import write_subset
 
 
 def trigger_mask(arrays, ht_min: float, cuts=None) -> np.ndarray:
     """AK4 H_T > ht_min per event, computed as in SVJProcessor.process."""
     cuts = cuts or Cuts()
-    pf = ak.zip({k: arrays[f"ScoutingParticle_{k}"] for k in ("pt", "eta", "phi", "mass")})
+    name = pf_collection_of(arrays.fields)
+    keep = chs_mask(arrays, name)  # CHS, as the processor
+    pf = ak.zip({k: arrays[f"{name}_{k}"][keep] for k in ("pt", "eta", "phi", "mass")})
     finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
     jets = cluster(pf[finite], 0.4, ptmin=cuts.ak4_pt_min)
     return ht(jets, cuts.ak4_pt_min, cuts.ak4_abs_eta_max) > ht_min

@@ -8,12 +8,14 @@ with plausible contents, so that reading only what the processor needs has somet
 
 * ``ScoutingParticle``: the track fields of the PF candidates (``vertex, normchi2, dz, dxy, dzsig,
   dxysig, lostInnerHits, quality, trk_pt, trk_eta, trk_phi, relative_trk_vars``; charged
-  candidates get values, neutral ones zeros);
+  candidates get values, neutral ones zeros): for an input in the Run-3 layout (the generator's
+  default, candidates in ``ScoutingPFCandidate``) a separate collection with the candidates'
+  kinematics and pdgId, as today's ScoutingNano has it; for the older layout on the candidates;
 * ``ScoutingPFJet`` (anti-kT R = 0.4 jets of the candidates above 20 GeV, with energy fractions,
   multiplicities, area and taggers), ``ScoutingPrimaryVertex`` (pileup + 1 vertices),
   ``ScoutingTrack`` (a quarter of the charged candidates, 24 fields), ``ScoutingMuon`` (27 fields),
   ``ScoutingElectron`` (22), ``ScoutingPhoton`` (13), ``ScoutingRho_fixedGridRhoFastjetAll``,
-  ``bunchCrossing``;
+  ``bunchCrossing`` (the vertices and rho only where the input has none);
 * trigger bits: 650 ``HLT_*`` and 450 ``L1_*`` booleans (NanoAOD files carry several hundred of each).
 
 Floats that NanoAOD stores with reduced precision (the added collections) are rounded to a 10-bit
@@ -313,10 +315,16 @@ def scouting_columns(arrays: ak.Array, rng, ht_triggered: float | None) -> dict:
         cols[k] = ak.to_numpy(arrays[k])
     for p in prefixes:
         cols[p] = {k.split("_", 1)[1]: arrays[k] for k in arrays.fields if k.startswith(p + "_")}
-    pf = cols["ScoutingParticle"]
-    cols["ScoutingParticle"] = ak.zip({**pf, **_pf_extra(rng, pf["pt"], pf["eta"], pf["phi"], pf["charge"])})
+    pf_name = "ScoutingPFCandidate" if "ScoutingPFCandidate" in prefixes else "ScoutingParticle"
+    pf = cols[pf_name]
+    extra = _pf_extra(rng, pf["pt"], pf["eta"], pf["phi"], pf["charge"])
+    if pf_name == "ScoutingParticle":  # the older layout: the track fields on the candidates themselves
+        cols[pf_name] = ak.zip({**pf, **extra})
+    else:  # Run-3: ScoutingParticle is the track view (kinematics, pdgId, vertex, track fields; no mass/charge)
+        cols["ScoutingParticle"] = ak.zip({"pt": pf["pt"], "eta": pf["eta"], "phi": pf["phi"], "pdgId": pf["pdgId"],
+                                           **extra})
     for p in prefixes:
-        if p != "ScoutingParticle":
+        if p != "ScoutingParticle" or pf_name != "ScoutingParticle":
             cols[p] = ak.zip(cols[p])
     pf_rec = ak.zip({k: pf[k] for k in ("pt", "eta", "phi", "mass")})
     if ht_triggered is not None:
@@ -324,10 +332,12 @@ def scouting_columns(arrays: ak.Array, rng, ht_triggered: float | None) -> dict:
         low = (25.0 * np.sqrt(-2 * np.log(rng.random(n)))).astype(np.float32)
         cols["ScoutingMET_pt"] = np.where(keep, cols["ScoutingMET_pt"], low).astype(np.float32)
     cols["bunchCrossing"] = rng.integers(1, 3565, n).astype(np.uint32)
-    cols["ScoutingRho_fixedGridRhoFastjetAll"] = reduce_mantissa(rng.normal(25, 5, n).astype(np.float32))
+    if "ScoutingRho_fixedGridRhoFastjetAll" not in cols:  # the generator's Run-3 layout has its own
+        cols["ScoutingRho_fixedGridRhoFastjetAll"] = reduce_mantissa(rng.normal(25, 5, n).astype(np.float32))
     cols["ScoutingPFJet"] = _pf_jets(rng, pf_rec)
-    n_pu = ak.to_numpy(arrays["Pileup_nPU"]) if "Pileup_nPU" in arrays.fields else rng.poisson(35, n)
-    cols["ScoutingPrimaryVertex"] = _objects(rng, np.asarray(n_pu) + 1, VERTEX)
+    if "ScoutingPrimaryVertex" not in cols:
+        n_pu = ak.to_numpy(arrays["Pileup_nPU"]) if "Pileup_nPU" in arrays.fields else rng.poisson(35, n)
+        cols["ScoutingPrimaryVertex"] = _objects(rng, np.asarray(n_pu) + 1, VERTEX)
     n_charged = ak.to_numpy(ak.sum(pf["charge"] != 0, axis=1))
     cols["ScoutingTrack"] = _objects(rng, rng.binomial(n_charged, 0.25), TRACK)
     cols["ScoutingMuon"] = _objects(rng, rng.poisson(0.15, n), MUON)

@@ -72,7 +72,8 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
                    "docs/generation_efficiency.md): needs --tail-bias 1 and >= 3 copies.")
 @click.option("--shared-pileup/--no-shared-pileup", default=False, show_default=True,
               help="One pruned minimum-bias library per file instead of one per chunk (~1.25x faster).")
-@click.option("--layout", type=click.Choice(["svjscout", "scoutingnano_run3"]), default="svjscout", show_default=True,
+@click.option("--layout", type=click.Choice(["scoutingnano_run3", "svjscout"]), default="scoutingnano_run3",
+              show_default=True,
               help="Output layout (samples/layouts.py, docs/samples.md): svjscout (ScoutingParticle_*, charged "
                    "pileup removed) or scoutingnano_run3 (CMS's ScoutingPFCandidate_* with vertexIndex, all "
                    "candidates, vertices, rho, DST_HT410_PFScouting, GenDarkQuark_*).")

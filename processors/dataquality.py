@@ -23,8 +23,9 @@ or, for CHS, a counted candidate-level step; docs/dataquality.md gives each stag
   (counted as ``chs_removed``), where the branch map names the field and the file has it.
 
 With the defaults every stage passes every event of a file without trigger bits, vertices and
-vertex indices (the embedded sample): the histograms and cards are those of the processor without
-these stages.
+vertex indices (files of the generator's older ``svjscout`` layout): the histograms and cards are
+those of the processor without these stages. The embedded sample (CMS's Run-3 layout) has all
+three, so its data path is the one data take (docs/dataquality.md, "Effect on the embedded sample").
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ class HEMSettings(BaseModel):
 
     ``mc``: ``weight`` (events with a jet in the window weighted by ``1 - mc_affected_fraction``,
     the fraction of the era's luminosity with the failure), ``drop`` (such events fail the row, as
-    SVJProcessing's ``apply_hem_veto`` does for simulation) or ``off``.
+    SVJProcessing's ``apply_hem_veto`` does for simulation in its t-channel and lepton
+    configurations; its s-channel scouting preselection only stores the decision) or ``off``.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -2,7 +2,8 @@
 
 Files are read through coffea NanoEvents (:class:`SVJScoutingSchema`, a NanoAOD-style schema:
 ``nX`` counters and ``X_field`` branches become collections). The default names are those of
-CMS's Run-3 ScoutingNano (``ScoutingParticle_*``, ``ScoutingMET_*``, ``genWeight``,
+CMS's current Run-3 ScoutingNano (``ScoutingPFCandidate_*`` with ``vertexIndex``, ``ScoutingMET_*``,
+``ScoutingPrimaryVertex_*``, ``ScoutingRho_fixedGridRhoFastjetAll``, ``genWeight``,
 ``run``/``luminosityBlock``/``event``), which our generated samples use too. Run-2 scouting
 ntuples name things differently: :class:`BranchMap` is the one place that maps our names to a
 file's, and it is set from the job config (``schema:`` block), never in code. Shipped layouts are
@@ -70,14 +71,16 @@ class SVJScoutingSchema(NanoAODSchema):
 
 
 #: Shipped input layouts: preset name -> BranchMap fields (docs/formats.md gives the sources).
-#: ``svjscout`` is the default (our generated files); the others are CMS's formats.
+#: The default (an empty preset, ``scoutingnano_run3``) is CMS's current Run-3 ScoutingNano, what the
+#: generator writes; ``svjscout`` reads files of the generator's older layout (before the regeneration).
 PRESETS: dict[str, dict] = {
-    # our generated files (today's default): ScoutingParticle with mass and charge, plus ``parent``
-    "svjscout": {},
+    # files of the generator's older ``svjscout`` layout: ScoutingParticle with mass and charge,
+    # charged pileup already removed (no vertexIndex), plus ``parent``
+    "svjscout": {"pf_collection": "ScoutingParticle"},
     # current CMSSW ScoutingNano (PhysicsTools/NanoAOD/python/run3scouting_cff.py): the PF
     # candidates with mass and charge are ``ScoutingPFCandidate`` (CandVars); ``ScoutingParticle``
     # there has pt/eta/phi, pdgId, vertex and track variables but no mass or charge
-    "scoutingnano_run3": {"pf_collection": "ScoutingPFCandidate"},
+    "scoutingnano_run3": {},
     # the older ScoutingNano: the PF candidate table (CandVars) was named ``ScoutingParticle``
     "scoutingnano_old": {"pf_collection": "ScoutingParticle"},
     # Run-2 SVJ scouting ntuples (SVJScouting_ntuplizer, read by CMS-SVJ-scouting/SVJProcessing):
@@ -116,7 +119,7 @@ class BranchMap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tree: str = "Events"
-    pf_collection: str = "ScoutingParticle"
+    pf_collection: str = "ScoutingPFCandidate"
     pf_fields: dict[str, str] = {f: f for f in PF_FIELDS}
     met_pt: str = "ScoutingMET_pt"
     met_phi: str = "ScoutingMET_phi"

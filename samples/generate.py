@@ -10,11 +10,12 @@ The data path of one file::
       -> ROOT file via uproot: ``Events`` (ScoutingNano names) + ``Runs`` (generated count, sums of
          weights, cross section) + ``svjscout_meta`` (JSON: process, options, settings)
 
-The ``layout`` (samples/layouts.py) names the branches: ``svjscout`` (today's files) or
-``scoutingnano_run3`` (CMS's current ScoutingNano: ``ScoutingPFCandidate_*`` with ``vertexIndex``,
+The ``layout`` (samples/layouts.py) names the branches: ``scoutingnano_run3``, the default
+(CMS's current ScoutingNano: ``ScoutingPFCandidate_*`` with ``vertexIndex``,
 charged pileup written, ``ScoutingPrimaryVertex_*`` from samples/vertices.py,
 ``ScoutingRho_fixedGridRhoFastjetAll`` from samples/energy_density.py, ``DST_HT410_PFScouting``
-from samples/trigger.py, ``GenDarkQuark_*`` from samples/truth.py; docs/samples.md).
+from samples/trigger.py, ``GenDarkQuark_*`` from samples/truth.py; docs/samples.md) or
+``svjscout`` (the files before the regeneration: ``ScoutingParticle_*``, charged pileup removed).
 
 Branches for the systematics, in NanoAOD's conventions (CMSSW ``GenWeightsTableProducer`` and
 ``NPUTablesProducer``):
@@ -159,7 +160,7 @@ class GenerationConfig:
     pileup: float = DEFAULT_PILEUP  # Run-2 like, as `svjscout generate --pileup`; 0 switches it off
     pileup_library: int = 1000
     write_hf: bool = False
-    layout: str = "svjscout"  # output layout (samples/layouts.py): svjscout (today's) or scoutingnano_run3
+    layout: str = "scoutingnano_run3"  # output layout (samples/layouts.py): CMS's Run-3 ScoutingNano or svjscout
     write_truth: bool = False  # scoutingnano_run3 only: also GenPFCandidate_interaction (truth per candidate)
     detector_copies: int = 1
     tail_bias: float = 1.0

@@ -1,11 +1,11 @@
 """Output layouts of the generator: which names a generated file uses and what it carries.
 
-``svjscout`` (the default until the regeneration, issue 30/31): today's files, unchanged for
-the same seed: PF candidates ``ScoutingParticle_{pt,eta,phi,mass,pdgId,charge}`` (the older
+``svjscout`` (the default until the regeneration of issues 30/31; the shipped samples before it):
+unchanged for the same seed: PF candidates ``ScoutingParticle_{pt,eta,phi,mass,pdgId,charge}`` (the older
 ScoutingNano's name), charged pileup removed in the detector (``DetectorParams.chs``), a MET
 without charged pileup; no vertices, rho or trigger bits.
 
-``scoutingnano_run3`` (CMSSW's current Run-3 ScoutingNano, PhysicsTools/NanoAOD/python/
+``scoutingnano_run3`` (the default; CMSSW's current Run-3 ScoutingNano, PhysicsTools/NanoAOD/python/
 run3scouting_cff.py; the processor's schema preset of the same name reads it): PF candidates
 ``ScoutingPFCandidate_{pt,eta,phi,mass,pdgId,charge,vertexIndex}`` (float32 kinematics, int32
 ids), *all* of them: the charged pileup candidates are written with their ``vertexIndex`` and
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import awkward as ak
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -41,3 +43,21 @@ LAYOUTS: dict[str, Layout] = {
 
 #: The PF candidates' fields as written (vertexIndex only where ``reco``), in order.
 PF_WRITTEN = ("pt", "eta", "phi", "mass", "pdgId", "charge")
+
+
+def pf_collection_of(fields) -> str:
+    """The PF-candidate collection of a generated file, from its branch names: ``ScoutingPFCandidate``
+    (``scoutingnano_run3``) or ``ScoutingParticle`` (``svjscout``)."""
+    fields = set(fields)
+    for layout in LAYOUTS.values():
+        if f"n{layout.pf}" in fields or f"{layout.pf}_pt" in fields:
+            return layout.pf
+    raise KeyError(f"no PF-candidate collection of a known layout ({sorted(v.pf for v in LAYOUTS.values())}) "
+                   "among the branches")
+
+
+def chs_mask(arrays, collection: str):
+    """Per candidate, True where CHS keeps it (``vertexIndex`` <= 0; every candidate of a file without
+    the association, whose charged pileup the generator already removed)."""
+    vertex = f"{collection}_vertexIndex"
+    return arrays[vertex] <= 0 if vertex in arrays.fields else ak.ones_like(arrays[f"{collection}_pt"], dtype=bool)

@@ -32,6 +32,21 @@ def _columns(arrays) -> dict:
             if not (k[:1] == "n" and k[1:] in jagged)}
 
 
+def collections_of(arrays) -> dict:
+    """Flat branches -> uproot columns with NanoAOD collections rebuilt: every counter ``nX`` whose
+    ``X_*`` branches are jagged becomes one zipped collection ``X`` (uproot writes ``nX`` and
+    ``X_field`` again), whatever the layout (``ScoutingParticle``, ``ScoutingPFCandidate``,
+    ``ScoutingPrimaryVertex``, ``GenDarkQuark``, ...); the other branches as :func:`_columns`."""
+    fields, cols, used = arrays.fields, {}, set()
+    for counter in fields:
+        name = counter[1:]
+        members = [k for k in fields if k.startswith(name + "_") and arrays[k].ndim > 1] if counter[:1] == "n" else []
+        if members:
+            cols[name] = ak.zip({k[len(name) + 1:]: arrays[k] for k in members})
+            used.update(members, {counter})
+    return {**_columns(arrays[[k for k in fields if k not in used]]), **cols}
+
+
 def compression_of(spec: str):
     """``LZMA:6``, ``ZSTD:5``, ``LZ4:4``, ``ZLIB:1`` -> an uproot compression object."""
     name, _, level = spec.partition(":")
@@ -54,9 +69,7 @@ def write_subset(inp: str | Path, out: str | Path, keep, note: dict, compression
         with uproot.recreate(out, compression=compression_of(compression)) as g:
             for arrays in tree.iterate(step_size=step, library="ak"):
                 sel = arrays[np.asarray(keep(arrays), dtype=bool)]
-                cols = _columns(sel[[k for k in sel.fields if not k.startswith(("ScoutingParticle_", "nScout"))]])
-                cols["ScoutingParticle"] = ak.zip({k.split("_", 1)[1]: sel[k] for k in sel.fields
-                                                   if k.startswith("ScoutingParticle_")})
+                cols = collections_of(sel)
                 if tree_out is None:
                     types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in cols.items()}
                     tree_out = g.mktree("Events", types)

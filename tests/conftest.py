@@ -145,29 +145,29 @@ def small_job(tmp_path, toy_models):
 
 def rewrite_file(src: str, dst, rename: dict | None = None, drop: tuple = (), modify=None, n: int | None = None,
                  keep_runs: bool = True) -> str:
-    """Copy a scouting file with branches renamed/dropped/modified (for bad-input tests)."""
+    """Copy a scouting file with branches renamed/dropped/modified (for bad-input tests).
+
+    ``drop`` names flat branches; ``modify(cols, pf)`` gets the other branches (numpy, or zipped
+    collections such as the vertices) and the PF candidates' fields; ``rename`` maps branch or
+    collection names (the PF collection's too) to new ones."""
     import awkward as ak
     import uproot
+
+    from svjscout.samples.skim import collections_of
 
     rename = rename or {}
     with uproot.open(src) as f:
         arrays = f["Events"].arrays(library="ak", entry_stop=n)
         runs = f["Runs"].arrays(library="np") if keep_runs else None
         meta = str(f["svjscout_meta"])
-    cols = {}
-    pf = {}
-    for name in arrays.fields:
-        if name in drop or name == "nScoutingParticle":
-            continue
-        if name.startswith("ScoutingParticle_"):
-            pf[name.split("_", 1)[1]] = arrays[name]
-        else:
-            cols[name] = ak.to_numpy(arrays[name])
+    cols = collections_of(arrays[[k for k in arrays.fields if k not in drop]])
+    pf_name = next(k for k in ("ScoutingPFCandidate", "ScoutingParticle") if k in cols)
+    coll = cols.pop(pf_name)
+    pf = {k: coll[k] for k in coll.fields}
     if modify:
         modify(cols, pf)
-    prefix = rename.get("ScoutingParticle", "ScoutingParticle")
     out_cols = {rename.get(k, k): v for k, v in cols.items()}
-    out_cols[prefix] = ak.zip(pf)
+    out_cols[rename.get(pf_name, pf_name)] = ak.zip(pf)
     with uproot.recreate(dst) as g:
         types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in out_cols.items()}
         g.mktree("Events", types).extend(out_cols)

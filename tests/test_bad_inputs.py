@@ -32,11 +32,14 @@ def _truncate(src: str, dst, fraction: float) -> str:
 
 
 def _corrupt_basket(src: str, dst) -> str:
-    """A complete file whose second PF-pt basket is garbled: it opens, but a chunk cannot be read."""
+    """A complete file whose PF-pt basket (the second where there are several) is garbled: it opens,
+    but a chunk cannot be read."""
     data = bytearray(open(src, "rb").read())
     with uproot.open(src) as f:
-        b = f["Events"]["ScoutingParticle_pt"]
-        seek, nbytes = int(b.member("fBasketSeek")[1]), int(b.member("fBasketBytes")[1])
+        b = f["Events"]["ScoutingPFCandidate_pt"]
+        i = min(1, b.num_baskets - 1)
+        seek, nbytes = int(b.member("fBasketSeek")[i]), int(b.member("fBasketBytes")[i])
+        assert nbytes > 300, (src, i, nbytes)
     for i in range(seek + 200, seek + nbytes - 10, 7):
         data[i] ^= 0x5A
     dst.write_bytes(bytes(data))

@@ -6,6 +6,7 @@ collections, and not the PF candidates' pdgId and charge (issue 33, item 2).
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 from pathlib import Path
 
@@ -61,23 +62,27 @@ def cms_like(tmp_path_factory):
 
 
 def test_file_is_cms_like(cms_like):
-    _, cms = cms_like
+    plain, cms = cms_like
     with uproot.open(cms["qcd"]) as f:
         assert f.file.compression == uproot.LZMA(9)
         t = f["Events"]
-        for b in ("ScoutingParticle_pt", "ScoutingMET_pt", "HLT_Path000_v1"):  # one basket per branch per cluster
+        # one basket per branch per cluster
+        for b in ("ScoutingPFCandidate_pt", "ScoutingParticle_pt", "ScoutingMET_pt", "HLT_Path000_v1"):
             assert t[b].num_baskets == 3
         assert sum(k.startswith("HLT_") for k in t.keys()) >= 650 and sum(k.startswith("L1_") for k in t.keys()) >= 450
         for coll in ("ScoutingPFJet", "ScoutingPrimaryVertex", "ScoutingTrack", "ScoutingMuon", "ScoutingElectron",
                      "ScoutingPhoton"):
             assert f"n{coll}" in t.keys()
-        a = t.arrays(["ScoutingParticle_charge", "ScoutingParticle_trk_pt", "ScoutingParticle_pt", "ScoutingPFJet_pt",
-                      "nScoutingPrimaryVertex", "Pileup_nPU"])
-    charged = ak.to_numpy(ak.flatten(a.ScoutingParticle_charge)) != 0
+        a = t.arrays(["ScoutingPFCandidate_charge", "ScoutingParticle_trk_pt", "ScoutingPFCandidate_pt",
+                      "ScoutingParticle_pt", "ScoutingPFJet_pt", "ScoutingPrimaryVertex_z"])
+        assert not any(k.startswith("ScoutingParticle_") and k.endswith(("_mass", "_charge")) for k in t.keys())
+    charged = ak.to_numpy(ak.flatten(a.ScoutingPFCandidate_charge)) != 0
     trk = ak.to_numpy(ak.flatten(a.ScoutingParticle_trk_pt))
-    pt = ak.to_numpy(ak.flatten(a.ScoutingParticle_pt))
+    pt = ak.to_numpy(ak.flatten(a.ScoutingPFCandidate_pt))
+    assert np.array_equal(pt, ak.to_numpy(ak.flatten(a.ScoutingParticle_pt)))  # one entry per candidate
     assert np.all(trk[~charged] == 0) and np.all(np.abs(trk[charged] / pt[charged] - 1) < 0.1)
-    assert np.array_equal(np.asarray(a.nScoutingPrimaryVertex), np.asarray(a.Pileup_nPU) + 1)
+    with uproot.open(plain["qcd"]) as g:  # the input's own vertices, unchanged
+        assert ak.to_list(g["Events"]["ScoutingPrimaryVertex_z"].array()) == ak.to_list(a.ScoutingPrimaryVertex_z)
     assert all(len(j) > 0 for j in a.ScoutingPFJet_pt)  # every (triggered) event has jets above 20 GeV
 
 
@@ -101,9 +106,14 @@ def test_same_output_and_only_own_branches(cms_like, tmp_path, toy_models):
                                              iteritems_options={"filter_name": only} if only else {}).events()
             outs.append(proc.process(ev))
             read = {x.branch for x in log}
-            pf = {f"ScoutingParticle_{k}" for k in ("pt", "eta", "phi", "mass")} | {"nScoutingParticle"}
-            assert pf <= read and "ScoutingParticle_pdgId" not in read and "ScoutingParticle_charge" not in read
-            assert read <= listed, sorted(read - listed)  # nothing read that the runner's list would hide
+            pf = {f"ScoutingPFCandidate_{k}" for k in ("pt", "eta", "phi", "mass", "vertexIndex")}
+            pf.add("nScoutingPFCandidate")
+            assert pf <= read and "ScoutingPFCandidate_pdgId" not in read and "ScoutingPFCandidate_charge" not in read
+            assert not any(b.startswith("ScoutingParticle_") for b in read)  # the track view is not read
+            # nothing read that the runner's list (names and globs such as DST_*) would hide
+            hidden = sorted(b for b in read if not any(fnmatch.fnmatchcase(b, g) for g in listed))
+            assert not hidden, hidden
+            assert "DST_HT410_PFScouting" in read  # the trigger decision is read from the file (issue 31)
         if ds.startswith("svj"):
             assert "PSWeight" in read and "Pileup_nTrueInt" in read and "xy_mt_syst" in outs[0]["hists"]
         assert_same_output(outs[0], outs[1])

@@ -35,7 +35,7 @@ def _event(eta0=0.0, phi0=0.0, pdg=(211, 211), extra=(), p=P):
 
 def _write(path, events, run=None, lumi=None, bits=None, vertices=None, vertex_index=True, tree="Events",
            names=None):
-    """A small file: ScoutingParticle (or ``names["pf"]``) with pt, eta, phi, mass, pdgId, charge
+    """A small file: ScoutingPFCandidate (or ``names["pf"]``) with pt, eta, phi, mass, pdgId, charge
     (and vertexIndex), MET, ids, optional trigger bits {branch: values} and vertices (a list per
     event of dicts x, y, z, ndof, isValidVtx)."""
     names = names or {}
@@ -52,7 +52,7 @@ def _write(path, events, run=None, lumi=None, bits=None, vertices=None, vertex_i
     if vertex_index:
         pf[names.get("vertex", "vertexIndex")] = ak.values_astype(ak.Array(fields["vtx"]), np.int32)
     met_phi = np.array([(e["met_phi"] + np.pi) % (2 * np.pi) - np.pi for e in events], np.float32)
-    cols = {names.get("pf", "ScoutingParticle"): ak.zip(pf), "ScoutingMET_pt": np.full(n, MET, np.float32),
+    cols = {names.get("pf", "ScoutingPFCandidate"): ak.zip(pf), "ScoutingMET_pt": np.full(n, MET, np.float32),
             "ScoutingMET_phi": met_phi, "genWeight": np.ones(n, np.float32),
             "run": np.asarray(run if run is not None else np.full(n, 1), np.uint32),
             names.get("lumi", "luminosityBlock"): np.asarray(lumi if lumi is not None else np.full(n, 1), np.uint32),

@@ -165,8 +165,9 @@ def test_detector_parameters_are_validated():
 
     with pytest.raises(ConfigError, match="jer_noise"):
         GenerationConfig("qcd", 10, detector={"jer_noise": -2.0})
-    assert GenerationConfig("qcd", 10, detector={"jet_pileup": True, "jer_noise": 2.5}).detector_params == \
-        DetectorParams.shipped_v1()
+    # the shipped v1 detector (CHS in the detector: the svjscout layout's)
+    v1 = GenerationConfig("qcd", 10, layout="svjscout", detector={"jet_pileup": True, "jer_noise": 2.5})
+    assert v1.detector_params == DetectorParams.shipped_v1()
 
 
 # -- reconstruction extras of the scoutingnano_run3 layout (issue 31 item 2) ----------------------

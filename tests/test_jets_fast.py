@@ -36,9 +36,10 @@ def _pf(name: str, n: int | None = None) -> ak.Array:
     import uproot
 
     with uproot.open(embedded_file(f"{name}.root")) as f:
-        arrays = f["Events"].arrays(filter_name="ScoutingParticle_*", entry_stop=n)
-    pf = ak.zip({k: arrays[f"ScoutingParticle_{k}"] for k in ("pt", "eta", "phi", "mass")})
+        arrays = f["Events"].arrays(filter_name="ScoutingPFCandidate_*", entry_stop=n)
+    pf = ak.zip({k: arrays[f"ScoutingPFCandidate_{k}"] for k in ("pt", "eta", "phi", "mass", "vertexIndex")})
     good = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
+    good = good & (pf.vertexIndex <= 0)  # CHS, as the processor
     return pf[good]
 
 

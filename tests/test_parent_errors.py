@@ -34,21 +34,15 @@ def _write(src: str, dst, copies: int | None, parent: bool) -> str:
     n = len(arrays)
     k = copies or 1
     rows = np.repeat(np.arange(n), k)
-    cols, pf = {}, {}
-    for name in arrays.fields:
-        if name in ("nScoutingParticle", "parent"):
-            continue
-        if name.startswith("ScoutingParticle_"):
-            pf[name.split("_", 1)[1]] = arrays[name][rows]
-        else:
-            cols[name] = ak.to_numpy(arrays[name])[rows]
+    from svjscout.samples.skim import collections_of
+
+    cols = {c: v[rows] for c, v in collections_of(arrays[[f for f in arrays.fields if f != "parent"]]).items()}
     if copies:
         cols["event"] = np.arange(1, n * k + 1, dtype=np.uint64)
         cols["genWeight"] = (cols["genWeight"].astype(np.float64) / k).astype(np.float32)
         runs = {**runs, "nDetectorCopies": np.full(len(runs["run"]), k, dtype=np.int32)}
     if parent:
         cols["parent"] = rows.astype(np.uint64)
-    cols["ScoutingParticle"] = ak.zip(pf)
     with uproot.recreate(dst) as g:
         types = {c: (v.type.content if isinstance(v, ak.Array) else v.dtype) for c, v in cols.items()}
         g.mktree("Events", types).extend(cols)

@@ -81,13 +81,14 @@ def test_unskimmed_sample_same_output_and_large_rejection(unskimmed, tmp_path, t
     with uproot.open(unskimmed) as f:
         t = f["Events"]
         met = t["ScoutingMET_pt"].array(library="np").astype(np.float64)
-        pf = t.arrays([f"ScoutingParticle_{k}" for k in ("pt", "eta", "phi", "mass")])
-    good = np.ones(len(ak.flatten(pf["ScoutingParticle_pt"])), bool)
+        pf = t.arrays([f"ScoutingPFCandidate_{k}" for k in ("pt", "eta", "phi", "mass", "vertexIndex")])
+    good = np.ones(len(ak.flatten(pf["ScoutingPFCandidate_pt"])), bool)
     for k in ("pt", "eta", "phi", "mass"):
-        good &= np.isfinite(ak.to_numpy(ak.flatten(pf[f"ScoutingParticle_{k}"])))
-    pt = ak.to_numpy(ak.flatten(pf["ScoutingParticle_pt"])).astype(np.float64)
+        good &= np.isfinite(ak.to_numpy(ak.flatten(pf[f"ScoutingPFCandidate_{k}"])))
+    pt = ak.to_numpy(ak.flatten(pf["ScoutingPFCandidate_pt"])).astype(np.float64)
     good &= pt > 0
-    event_of = np.repeat(np.arange(len(met)), ak.to_numpy(ak.num(pf["ScoutingParticle_pt"])))
+    good &= ak.to_numpy(ak.flatten(pf["ScoutingPFCandidate_vertexIndex"])) <= 0  # CHS (the file has all candidates)
+    event_of = np.repeat(np.arange(len(met)), ak.to_numpy(ak.num(pf["ScoutingPFCandidate_pt"])))
     s = np.bincount(event_of[good], weights=pt[good], minlength=len(met))
     low_met = met < 156.0
     low_vis = s <= 410.0
@@ -123,7 +124,7 @@ def _write(path, events: list[tuple[dict, float]]) -> str:
     pf["mass"] = ak.zeros_like(pf["pt"])
     pf["pdgId"] = ak.values_astype(ak.zeros_like(pf["pt"]), np.int32) + 22
     pf["charge"] = ak.values_astype(ak.zeros_like(pf["pt"]), np.int32)
-    cols = {"ScoutingParticle": ak.zip(pf), "ScoutingMET_pt": np.array([m for _, m in events], np.float32),
+    cols = {"ScoutingPFCandidate": ak.zip(pf), "ScoutingMET_pt": np.array([m for _, m in events], np.float32),
             "ScoutingMET_phi": np.zeros(n, np.float32), "genWeight": np.ones(n, np.float32),
             "run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
             "event": np.arange(n, dtype=np.uint64)}

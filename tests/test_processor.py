@@ -140,20 +140,28 @@ def test_save_outputs(small_job, tmp_path):
 
 @pytest.mark.slow
 def test_chunks_without_selected_events_are_counted(tmp_path, toy_models):
-    """ttbar: few events pass, so many 10-event chunks select nothing; all are counted."""
+    """ttbar with the MET of all but its first 10 events set to 0: only the first 10-event chunk
+    selects anything; every chunk is counted."""
     import uproot
 
-    lines = ["datasets:", "  ttbar:", "    kind: background", f"    files: [{embedded_file('ttbar.root')}]",
+    def no_met_after_10(cols, pf):
+        met = cols["ScoutingMET_pt"].copy()
+        met[10:] = 0.0
+        cols["ScoutingMET_pt"] = met
+
+    path = rewrite_file(embedded_file("ttbar.root"), tmp_path / "ttbar_met0.root", modify=no_met_after_10)
+    lines = ["datasets:", "  ttbar:", "    kind: background", f"    files: [{path}]",
              "analysis:", f"  lundnet_model: {toy_models[0]}", f"  twin_model: {toy_models[1]}",
              "executor: {name: dask, workers: 2, chunksize: 10}"]
     job = tmp_path / "job.yaml"
     job.write_text("\n".join(lines) + "\n")
     out, _ = run_processor(load_job(job))
     counts = out["counts"]["ttbar"]
-    with uproot.open(embedded_file("ttbar.root")) as f:
+    with uproot.open(path) as f:
         n = f["Events"].num_entries
     assert counts["chunks"] == -(-n // 10)  # every chunk of 10 events
-    assert 0 < counts["chunks_without_selected"] < counts["chunks"]
+    assert counts["chunks_without_selected"] == counts["chunks"] - 1 > 0
+    assert out["cutflow"]["ttbar"]["raw"][-1] > 0
     assert counts["events"] == out["cutflow"]["ttbar"]["raw"][0] == n
     h = out["hists"]["mt_abcd"][{"dataset": "ttbar"}]
     assert h.sum().value == pytest.approx(out["cutflow"]["ttbar"]["weighted"][-1])

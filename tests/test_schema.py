@@ -36,10 +36,11 @@ def test_missing_branch_is_named(tmp_path):
 def test_mapping_reads_renamed_branches(tmp_path):
     src = embedded_file("ttbar.root")
     path = rewrite_file(src, tmp_path / "run2.root", n=30,
-                        rename={"ScoutingParticle": "PFcand", "ScoutingMET_pt": "MET_pt", "ScoutingMET_phi": "MET_phi"})
+                        rename={"ScoutingPFCandidate": "PFcand", "ScoutingMET_pt": "MET_pt",
+                                "ScoutingMET_phi": "MET_phi"})
     bmap = BranchMap(pf_collection="PFcand", met_pt="MET_pt", met_phi="MET_phi")
     assert check_file(path, bmap, is_mc=True) == 30
-    with pytest.raises(MissingBranchError, match=r"nScoutingParticle.*ScoutingMET_pt"):
+    with pytest.raises(MissingBranchError, match=r"nScoutingPFCandidate.*ScoutingMET_pt"):
         check_file(path, BranchMap(), is_mc=True)
     a, b = _events(path), _events(src)[:30]
     assert (bmap.met(a)[0] == BranchMap().met(b)[0]).all()

@@ -143,13 +143,15 @@ def test_processor_skim_writes_the_match(small_job, tmp_path):
         runs = {k: v for k, v in f["Runs"].arrays(library="np").items() if v.dtype != object}  # PSSumw: not needed
         meta = str(f["svjscout_meta"])
     n = len(arrays)
-    pf = ak.zip({k: arrays[f"ScoutingParticle_{k}"] for k in ("pt", "eta", "phi", "mass", "pdgId", "charge")})
+    # the candidates after CHS (the file keeps no vertexIndex, so the processor and the loop below see the same)
+    chs = arrays["ScoutingPFCandidate_vertexIndex"] <= 0
+    pf = ak.zip({k: arrays[f"ScoutingPFCandidate_{k}"][chs] for k in ("pt", "eta", "phi", "mass", "pdgId", "charge")})
     # one quark on the event's hardest candidate, one random: both matched and unmatched jets occur
     eta = np.stack([np.asarray(ak.fill_none(ak.firsts(pf.eta), 0.0), np.float32), rng.uniform(-2, 2, n)], axis=1)
     phi = np.stack([np.asarray(ak.fill_none(ak.firsts(pf.phi), 0.0), np.float32), rng.uniform(-3, 3, n)], axis=1)
     cols = {k: ak.to_numpy(arrays[k]) for k in ("run", "luminosityBlock", "event", "parent", "genWeight",
                                                  "Pileup_nTrueInt", "Pileup_nPU", "ScoutingMET_pt", "ScoutingMET_phi")}
-    cols["ScoutingParticle"] = pf
+    cols["ScoutingPFCandidate"] = pf
     cols["GenDarkQuark"] = ak.zip({"pt": ak.from_regular(np.full((n, 2), 500, np.float32)),
                                    "eta": ak.from_regular(eta.astype(np.float32)),
                                    "phi": ak.from_regular(phi.astype(np.float32))})
@@ -165,14 +167,15 @@ def test_processor_skim_writes_the_match(small_job, tmp_path):
     table = ak.from_parquet(str(tmp_path / "skim" / "svj_mz2000_rinv0.3"))
     assert len(table) > 20
     with uproot.open(path) as f:
-        ev = f["Events"].arrays(["event", "ScoutingParticle_pt", "ScoutingParticle_eta", "ScoutingParticle_phi",
-                                 "ScoutingParticle_mass", "GenDarkQuark_eta", "GenDarkQuark_phi"])
+        ev = f["Events"].arrays(["event", *(f"ScoutingPFCandidate_{k}" for k in ("pt", "eta", "phi", "mass")),
+                                 "GenDarkQuark_eta", "GenDarkQuark_phi"])
     row = {int(e): i for i, e in enumerate(ak.to_numpy(ev["event"]))}
     jetdef = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.8)
     for k in range(len(table)):
         i = row[int(table["event"][k])]
         parts = []
-        for pt, eta, phi, m in zip(*(ak.to_list(ev[f"ScoutingParticle_{f}"][i]) for f in ("pt", "eta", "phi", "mass"))):
+        kin = (ak.to_list(ev[f"ScoutingPFCandidate_{f}"][i]) for f in ("pt", "eta", "phi", "mass"))
+        for pt, eta, phi, m in zip(*kin):
             if pt > 0:
                 px, py, pz = pt * math.cos(phi), pt * math.sin(phi), pt * math.sinh(eta)
                 parts.append(fastjet.PseudoJet(px, py, pz, math.sqrt(px * px + py * py + pz * pz + m * m)))
