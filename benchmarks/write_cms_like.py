@@ -323,8 +323,8 @@ def scouting_columns(arrays: ak.Array, rng, ht_triggered: float | None) -> dict:
     else:  # Run-3: ScoutingParticle is the track view (kinematics, pdgId, vertex, track fields; no mass/charge)
         cols["ScoutingParticle"] = ak.zip({"pt": pf["pt"], "eta": pf["eta"], "phi": pf["phi"], "pdgId": pf["pdgId"],
                                            **extra})
-    for p in prefixes:
-        if p != "ScoutingParticle" or pf_name != "ScoutingParticle":
+    for p in prefixes:  # the collections not zipped above
+        if isinstance(cols[p], dict):
             cols[p] = ak.zip(cols[p])
     pf_rec = ak.zip({k: pf[k] for k in ("pt", "eta", "phi", "mass")})
     if ht_triggered is not None:
