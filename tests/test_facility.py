@@ -4,7 +4,7 @@ scheduler with worker processes, Slurm through dask-jobqueue, dask-gateway, XRoo
 Every test starts the software it needs (``dask scheduler``/``dask worker``, munge + slurmctld +
 slurmd via ``jobs/facility/slurm-up.sh``, ``dask-gateway-server``, ``xrootd``), checks that the
 histograms are identical to the iterative executor's and stops what it started. Marked
-``facility``: out of the quick run, run by ``.ci/run`` (``pytest -m facility``), which installs
+``facility``: out of the quick run, run by ``.ci/run`` (``pytest -m facility -n 0``), which installs
 what they need. A missing program skips with the install command, unless
 ``SVJSCOUT_FACILITY_REQUIRED=1`` (CI after installing), where it fails.
 """
