@@ -9,7 +9,11 @@ and SLURM_CONF). A warm-up run per configuration compiles numba and opens the ON
 every worker first. Prints, per worker count: events/s, speed-up, peak RSS per worker, and the
 per-chunk overhead from the scheduler's task stream: ``overhead/chunk`` = (workers x wall time -
 summed chunk compute time) / chunks (scheduling, serialisation, idle tails), ``transfer/chunk``
-= time spent moving results between workers (tree reduction).
+= time spent moving results between workers (tree reduction). The scheduler process's and the
+client's (this process's) CPU seconds during the timed run are printed too, and the 1 -> N speed-up
+with them separated: on N cores the N workers had N - (scheduler + client CPU) / wall-time cores
+(one worker alone had a core of its own either way), so that speed-up is the measured one times
+N / (N - that share), what the workers give with the scheduler and client elsewhere.
 
 ``--in-process`` also processes the same events in the benchmark's own process, as
 bench_processor.py does (each file read eagerly first, then processed), and prints the worker's
@@ -64,8 +68,10 @@ def _processes(n_workers: int, logdir: Path):
     return addr, procs
 
 
-def _measure(cfg, n_workers: int) -> dict:
-    """Run twice (warm-up, then timed) on the job's engine; the figures of the timed run."""
+def _measure(cfg, n_workers: int, scheduler_pid: int | None = None) -> dict:
+    """Run twice (warm-up, then timed) on the job's engine; the figures of the timed run, with the CPU
+    seconds of the scheduler process (``scheduler_pid``) and of this process (the client) during it."""
+    import psutil
     from dask.distributed import get_task_stream
 
     from svjscout.jobs import runner
@@ -88,9 +94,13 @@ def _measure(cfg, n_workers: int) -> dict:
 
     runner.WorkerWatch = Watch
     run_processor(cfg)  # warm-up
-    t = time.perf_counter()
+    sched = psutil.Process(scheduler_pid) if scheduler_pid else None
+    sched0 = sum(sched.cpu_times()[:2]) if sched else 0.0
+    t, client0 = time.perf_counter(), time.process_time()
     _, report = run_processor(cfg)
     elapsed = time.perf_counter() - t
+    client_cpu = time.process_time() - client0
+    sched_cpu = sum(sched.cpu_times()[:2]) - sched0 if sched else float("nan")
     compute = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "compute")
     transfer = sum(s["stop"] - s["start"] for d in seen["tasks"] for s in d["startstops"] if s["action"] == "transfer")
     # coffea splits each file into ceil(entries / chunksize) chunks
@@ -98,7 +108,8 @@ def _measure(cfg, n_workers: int) -> dict:
     events = sum(report.events.values())
     return {"workers": n_workers, "events": events, "seconds": elapsed, "rate": events / elapsed,
             "rss": max(seen["rss"].values()), "chunks": n_chunks,
-            "overhead": (n_workers * elapsed - compute) / n_chunks, "transfer": transfer / n_chunks}
+            "overhead": (n_workers * elapsed - compute) / n_chunks, "transfer": transfer / n_chunks,
+            "sched_cpu": sched_cpu, "client_cpu": client_cpu}
 
 
 def _copies(cfg, copies: int, how: str, tmp: Path):
@@ -192,7 +203,7 @@ def main() -> None:
             cfg = _copies(cfg, args.copies, args.copies_as, logdir)
             if args.in_process and ref is None:
                 ref = _in_process(cfg)
-            rows.append(_measure(cfg, n_workers))
+            rows.append(_measure(cfg, n_workers, procs[0].pid if procs else None))
         finally:
             for p in reversed(procs):
                 p.terminate()
@@ -206,6 +217,21 @@ def main() -> None:
               f"{r['transfer'] * 1e3:>19.1f}")
     if len(rows) > 1:
         print(f"target: >= 1.8x from 1 to 2 workers; measured {rows[1]['rate'] / rows[0]['rate']:.2f}x")
+        cores = os.cpu_count() or 1
+        print(f"the scheduler and the client (this process) on the same {cores} cores, CPU seconds during the "
+              "timed run:")
+        for r in rows:
+            share = (r["sched_cpu"] + r["client_cpu"]) / r["seconds"]
+            print(f"  {r['workers']} worker(s): scheduler {r['sched_cpu']:.1f} s, client {r['client_cpu']:.1f} s = "
+                  f"{share:.2f} of a core over the run")
+        # with their costs separated: the workers had (cores - that share) cores when there were as many
+        # workers as cores; one worker alone had a core of its own either way
+        r1, r2 = rows[0], rows[1]
+        if r1["workers"] == 1 and r2["workers"] == cores:
+            share2 = (r2["sched_cpu"] + r2["client_cpu"]) / r2["seconds"]
+            sep = r2["rate"] / r1["rate"] * cores / (cores - share2)
+            print(f"speed-up with the scheduler's and client's CPU separated (the {cores} workers on "
+                  f"{cores - share2:.2f} cores): {sep:.2f}x")
     if ref is not None:
         print(f"in this process (bench_processor.py's measure, files read first): {ref['events']} events processed "
               f"at {ref['rate']:.0f} events/s ({ref['rate_with_read']:.0f} events/s with the eager read); one "
