@@ -3,7 +3,9 @@
 Runs in one process (one core) on a sample already read into memory, after a warm-up pass
 (numba compilation, ONNX sessions), and prints, on the same events:
 
-* clustering every event (AK4 + AK8, as the processor does it);
+* clustering every event (AK4 + AK8 of the candidates the processor clusters: finite, pt > 0, CHS where
+  the file has the vertex index and the job asks for it; until 2026-12-07 this row clustered every
+  candidate, the charged pileup that the Run-3 layout holds included);
 * the processor with ``analysis.prefilter`` false (it clusters every event) and true;
 * before/after issue 33 (item 3): clustering every event and the prefiltered processor with the
   clustering through fastjet's awkward interface and every PF field read (``jets.cluster_awkward``,
@@ -227,9 +229,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_memory-worker":
         _memory_worker(sys.argv[2])
         return
-    import numpy as np
 
     from svjscout.jobs.runner import RunReport, preflight
+    from svjscout.processors.dataquality import select_candidates
     from svjscout.processors.jets import cluster, cluster_awkward
     from svjscout.processors.processor import SVJProcessor
 
@@ -254,11 +256,10 @@ def main() -> None:
     samples, t_read = _read(cfg)
     n_events = sum(len(e) for _, _, e in samples)
     cuts = pcfg.cuts
-    pfs = []  # the processor's cleaned candidates
-    for _, _, ev in samples:
-        pf = cfg.schema_map.pf_candidates(ev)
-        finite = np.isfinite(pf.pt) & np.isfinite(pf.eta) & np.isfinite(pf.phi) & np.isfinite(pf.mass) & (pf.pt > 0)
-        pfs.append(pf[finite])
+    pfs = []  # the candidates the processor clusters: finite, pt > 0 and, where the file has the vertex
+    for _, _, ev in samples:  # index and CHS is on, not from a pileup vertex (its own selection)
+        vertex = cfg.schema_map.pf_vertex_index(ev) if pcfg.data_quality.chs.enabled else None
+        pfs.append(select_candidates(cfg.schema_map.pf_kinematics(ev), vertex)[0])
 
     def clustering_alone(fn):
         for pf in pfs:
@@ -310,7 +311,7 @@ def main() -> None:
     rejected = sum(o["counts"][ds]["not_clustered"] for o in outputs[True] for ds in o["counts"])
     selected = sum(int(o["cutflow"][ds]["raw"][-1]) for o in outputs[True] for ds in o["cutflow"])
 
-    label = "embedded sample (MET > 150 GeV skim)" if args.sample == "embedded" else f"{args.sample}"
+    label = "embedded sample (backgrounds skimmed to the preselection)" if args.sample == "embedded" else args.sample
     print(f"events: {n_events:,} ({label}, {len(samples)} files); one core; best of {args.repeat}")
     print(f"selected (all cuts): {selected:,}; rejected by the prefilter before clustering: {rejected:,} "
           f"= {rejected / n_events:.1%}")
