@@ -46,12 +46,14 @@ METHODS = {"_read": "read", "_prefilter": "prefilter", "_cluster": "cluster", "_
            "_lund": "lund", "_infer": "onnx", "_fill": "fill"}
 
 
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
+def _hwm_mb(pid: int | str = "self") -> float:
+    """Peak RSS of a process (VmHWM; unlike ru_maxrss it does not inherit the parent's peak across
+    exec), MB; this process by default. bench_processor.py and bench_scheduler.py use it too."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def _rss_mb() -> float:

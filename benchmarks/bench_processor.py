@@ -159,6 +159,7 @@ def _memory(cfg, sizes, prefilter_modes) -> list[str]:
     import awkward as ak
     import numpy as np
     import uproot
+    from bench_memory import _write_baskets
 
     branches = cfg.schema_map.required_branches(is_mc=True)
     parts = []
@@ -175,7 +176,9 @@ def _memory(cfg, sizes, prefilter_modes) -> list[str]:
         for n in sizes:
             path = str(Path(tmp) / f"chunk_{n}.root")
             chunk = ak.concatenate([allev] * int(np.ceil(n / len(allev))))[:n]
-            _write_tree(path, _tree_cols(chunk), uproot.ZSTD(1))
+            # in baskets of 2,000 events, as CMS files hold them (before 2026-12-07: one basket per branch,
+            # so the 100-event warm-up decompressed the whole chunk and the baseline grew with it)
+            _write_baskets(path, _tree_cols(chunk), 2000)
             del chunk
             row, base = [], None
             for mode in prefilter_modes:
@@ -191,6 +194,7 @@ def _memory(cfg, sizes, prefilter_modes) -> list[str]:
 
 def _memory_worker(arg: str) -> None:
     """Child process: read one chunk (NanoEvents, as a coffea worker does) and process it; print peak RSS."""
+    from bench_memory import _hwm_mb
     from coffea.nanoevents import NanoEventsFactory
 
     from svjscout.processors.processor import DatasetInfo, ProcessorConfig, SVJProcessor
@@ -214,15 +218,6 @@ def _memory_worker(arg: str) -> None:
     proc.process(events)
     peak = _hwm_mb()
     print(json.dumps({"peak_mb": peak, "baseline_mb": baseline}))
-
-
-def _hwm_mb() -> float:
-    """Peak RSS of this process (VmHWM; unlike ru_maxrss it does not inherit the parent's peak across exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:

@@ -55,17 +55,10 @@ def _add(items):
     return sum(items)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    """A process's peak resident memory (VmHWM), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def scheduler_cost(n_tasks: int, n_workers: int, logdir: Path) -> dict:
     """Wall time and the scheduler's CPU seconds for ``n_tasks`` no-op chunks and their tree reduction."""
     import psutil
+    from bench_memory import _hwm_mb
     from bench_scaling import _processes  # the same separate scheduler and worker processes
     from dask.distributed import Client
 
@@ -75,7 +68,7 @@ def scheduler_cost(n_tasks: int, n_workers: int, logdir: Path) -> dict:
         with Client(addr, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=120)
             client.gather(client.map(_noop, range(200), pure=False))  # warm-up
-            hwm0 = _peak_rss_mb(procs[0].pid)
+            hwm0 = _hwm_mb(procs[0].pid)
             cpu0, t0 = sum(sched.cpu_times()[:2]), time.perf_counter()
             work = client.map(_noop, range(n_tasks), pure=False)
             n_total = len(work)
@@ -86,7 +79,7 @@ def scheduler_cost(n_tasks: int, n_workers: int, logdir: Path) -> dict:
             total = work[0].result()
             wall = time.perf_counter() - t0
             cpu = sum(sched.cpu_times()[:2]) - cpu0
-            hwm = _peak_rss_mb(procs[0].pid)
+            hwm = _hwm_mb(procs[0].pid)
         if total != n_tasks * (n_tasks - 1) // 2:
             raise SystemExit(f"the reduction gave {total}, not {n_tasks * (n_tasks - 1) // 2}")
     finally:
