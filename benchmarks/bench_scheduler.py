@@ -94,6 +94,7 @@ def scheduler_cost(n_tasks: int, n_workers: int, logdir: Path) -> dict:
 
 def chunk_outputs(chunk_events: int) -> dict[str, dict]:
     """One chunk's output (embedded background and signal): pickled and compressed sizes, reduction time."""
+    import uproot
     from coffea.nanoevents import NanoEventsFactory
     from coffea.processor import accumulate
     from coffea.processor.executor import _compress, _decompress
@@ -105,12 +106,11 @@ def chunk_outputs(chunk_events: int) -> dict[str, dict]:
     out = {}
     for label, dataset in (("background (qcd)", "qcd"), ("signal, systematics on", "svj_mz2000_rinv0.3")):
         path = next(iter(jp.fileset[dataset]["files"]))
-        meta = {"dataset": dataset, "filename": path, "treename": "Events", "entrystart": 0}
+        with uproot.open(path) as f:  # the chunk's entry range, as coffea's Runner describes it
+            stop = min(chunk_events, f["Events"].num_entries)
+        meta = {"dataset": dataset, "filename": path, "treename": "Events", "entrystart": 0, "entrystop": stop}
         ev = NanoEventsFactory.from_root({path: "Events"}, schemaclass=cfg.branch_map.schema_class(), mode="virtual",
-                                         entry_stop=chunk_events, metadata=meta).events()
-        meta["entrystop"] = len(ev)
-        ev = NanoEventsFactory.from_root({path: "Events"}, schemaclass=cfg.branch_map.schema_class(), mode="virtual",
-                                         entry_stop=len(ev), metadata=meta).events()
+                                         entry_stop=stop, metadata=meta).events()
         result = proc.process(ev)
         raw = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         packed = _compress(result, 1)
