@@ -93,8 +93,8 @@ def generate(out: Path, parents: int, met_min: float, extra: dict) -> tuple[floa
     captured: dict[int, efficiency.Roulette] = {}
     original = efficiency.choose_parents
 
-    def capture(cfg, chunk, fs, ht_min):  # the same call; its result kept for the study
-        res = original(cfg, chunk, fs, ht_min)
+    def capture(cfg, chunk, fs, ht_min, rows=None):  # the same call; its result kept for the study
+        res = original(cfg, chunk, fs, ht_min, rows=rows)
         if res is not None:
             captured[chunk] = res
         return res

@@ -67,6 +67,10 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
               help="GeV: parents with invisible |sum pT| above this are always kept.")
 @click.option("--roulette-rt", type=float, default=0.15, show_default=True,
               help="Parents with generator-level R_T above this are always kept.")
+@click.option("--decay-repeats", type=int, default=0, show_default=True,
+              help="Decay the b and c hadrons of every event N times (a second Pythia), each repeat with 1/N of its "
+                   "weight (the real-MET tail of QCD; N > 1 needs --roulette; 0: decays inline; "
+                   "docs/generation_efficiency.md).")
 @click.option("--tail-strata/--no-tail-strata", default=False, show_default=True,
               help="Stratified jet-response tail copies (which hard jet is in the tail, weights P_s / copies; "
                    "docs/generation_efficiency.md): needs --tail-bias 1 and >= 3 copies.")
@@ -106,9 +110,9 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
              pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, roulette, roulette_p_min,
-             roulette_mt, roulette_nu_pt, roulette_rt, tail_strata, shared_pileup, write_hf, layout, detector_params,
-             pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range, keep_parts, fresh,
-             xsec, dataset, progress):
+             roulette_mt, roulette_nu_pt, roulette_rt, decay_repeats, tail_strata, shared_pileup, write_hf, layout,
+             detector_params, pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range,
+             keep_parts, fresh, xsec, dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
 
     \b
@@ -145,7 +149,7 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
         tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout, roulette=roulette,
         roulette_p_min=roulette_p_min, roulette_mt=roulette_mt, roulette_nu_pt=roulette_nu_pt, roulette_rt=roulette_rt,
-        shared_pileup=shared_pileup, tail_strata=tail_strata,
+        shared_pileup=shared_pileup, tail_strata=tail_strata, decay_repeats=decay_repeats,
         detector=overrides,
         chunk_size=chunk_size, workers=workers if local else 1,  # under dask --workers sizes the cluster
         xsec=xsec, dataset=dataset, extra_settings=list(pythia_lines),

@@ -55,6 +55,8 @@ GEN_AK8_RADIUS = 0.8
 GEN_AK8_PT_MIN = 50.0
 GEN_AK8_ABS_ETA_MAX = 2.4
 FEATURES = ("nu_pt", "ht", "mt", "rt", "pt_j0")
+#: the most decay repeats per event (samples/repeats.py) a configuration may ask for
+MAX_DECAY_REPEATS = 1000
 
 
 @dataclass(frozen=True)
@@ -120,38 +122,63 @@ def hard_features(fs: dict[str, ak.Array], visible: ak.Array) -> dict[str, np.nd
         ``rt`` (nu_pt / mt; 0 without two jets), ``pt_j0`` (leading generator AK8 jet pT, GeV).
     """
     hard = ~fs["pileup"]
+    mx, my, ht = _met_ht(fs, visible)
+    vis = visible & hard & (abs(fs["eta"]) < 5.0)
+    j = _gen_ak8(fs["pt"][vis], fs["eta"][vis], fs["phi"][vis])
+    dijet = {"px": j["px0"] + j["px1"], "py": j["py0"] + j["py1"], "pz": j["pz0"] + j["pz1"],
+             "E": j["E0"] + j["E1"], "two": (j["E1"] > 0) & (j["E0"] > 0), "pt_j0": np.hypot(j["px0"], j["py0"])}
+    return with_met(dijet, mx, my, ht)
+
+
+def _met_ht(fs: dict[str, ak.Array], visible: ak.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: the hard scatter's real MET vector (mx, my) and visible |eta| < 3 H_T."""
+    hard = ~fs["pileup"]
     pt, eta, phi = fs["pt"], fs["eta"], fs["phi"]
     inv = ~visible & hard
     mx = -ak.to_numpy(ak.sum((pt * np.cos(phi))[inv], axis=1))
     my = -ak.to_numpy(ak.sum((pt * np.sin(phi))[inv], axis=1))
-    nu_pt = np.hypot(mx, my)
     ht = ak.to_numpy(ak.sum(pt[visible & hard & (abs(eta) < 3.0)], axis=1)).astype(np.float64)
-    vis = visible & hard & (abs(eta) < 5.0)
-    j = _gen_ak8(pt[vis], eta[vis], phi[vis])
-    px, py = j["px0"] + j["px1"], j["py0"] + j["py1"]
-    pz, e = j["pz0"] + j["pz1"], j["E0"] + j["E1"]
+    return mx, my, ht
+
+
+def with_met(dijet: dict[str, np.ndarray], mx: np.ndarray, my: np.ndarray, ht: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`hard_features` from the leading generator AK8 pair (``dijet``: its summed 4-momentum,
+    ``two``, ``pt_j0``) and a real MET vector: the features of a decay repeat reuse its event's pair."""
+    nu_pt = np.hypot(mx, my)
+    px, py, pz, e = dijet["px"], dijet["py"], dijet["pz"], dijet["E"]
     m2 = np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0)
     et_jj = np.sqrt(m2 + px**2 + py**2)
     mt2 = (et_jj + nu_pt) ** 2 - ((px + mx) ** 2 + (py + my) ** 2)
-    two = (j["E1"] > 0) & (j["E0"] > 0)
-    mt = np.where(two, np.sqrt(np.maximum(mt2, 0.0)), 0.0)
+    mt = np.where(dijet["two"], np.sqrt(np.maximum(mt2, 0.0)), 0.0)
     rt = np.where(mt > 0, nu_pt / np.maximum(mt, 1e-9), 0.0)
-    return {"nu_pt": nu_pt, "ht": ht, "mt": mt, "rt": rt, "pt_j0": np.hypot(j["px0"], j["py0"])}
+    return {"nu_pt": nu_pt, "ht": ht, "mt": mt, "rt": rt, "pt_j0": dijet["pt_j0"], "_dijet": dijet}
 
 
-def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings) -> np.ndarray:
+def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings,
+                     n_rep: np.ndarray | None = None) -> np.ndarray:
     """Keep probability of every event: 1 if its generator-level M_T reaches ``settings.mt``
     (the detector's fake MET, mostly its rare jet-response tail, can then make it pass) or it has
     real MET (``nu_pt >= settings.nu_pt`` or ``rt >= settings.rt``); ``settings.p_min`` otherwise
     (in the study no such parent passed, docs/generation_efficiency.md).
 
+    ``n_rep`` (decay repeats, :mod:`svjscout.samples.repeats`): per row, how many repeats its
+    event has; a repeat without real MET gets the probability above / n_rep (one such repeat per
+    event on average goes on, as without repeats), one with real MET keeps 1.
+
     >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 700.0]), "nu_pt": np.array([5.0, 40.0, 5.0, 0.0]),
     ...                   "rt": np.array([0.01, 0.0, 0.3, 0.0])},
     ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2)).tolist()
     [0.1, 1.0, 1.0, 1.0]
+    >>> keep_probability({"mt": np.array([300.0, 300.0, 700.0]), "nu_pt": np.array([5.0, 40.0, 5.0]),
+    ...                   "rt": np.array([0.01, 0.0, 0.0])},
+    ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2), np.array([20, 20, 1])).tolist()
+    [0.005, 1.0, 1.0]
     """
-    high = (features["mt"] >= settings.mt) | (features["nu_pt"] >= settings.nu_pt) | (features["rt"] >= settings.rt)
-    return np.where(high, 1.0, settings.p_min)
+    real = (features["nu_pt"] >= settings.nu_pt) | (features["rt"] >= settings.rt)
+    prob = np.where(real | (features["mt"] >= settings.mt), 1.0, settings.p_min)
+    if n_rep is not None:
+        prob = np.where(real, prob, prob / n_rep)
+    return prob
 
 
 @dataclass
@@ -184,21 +211,36 @@ def settings_of(cfg) -> RouletteSettings | None:
     return RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
 
 
-def choose_parents(cfg, chunk: int, fs: dict[str, ak.Array], ht_min: float) -> Roulette | None:
+def choose_parents(cfg, chunk: int, fs: dict[str, ak.Array], ht_min: float, rows=None) -> Roulette | None:
     """The roulette of chunk ``chunk`` on its hard-scatter final state ``fs`` (None when off).
 
     Events failing the generator H_T filter (``ht_min``) are not kept (they were never parents);
     the others with their keep probability, from the stream ``default_rng([seed, chunk, 13])``
     (one uniform per generated event, so a decision depends on the seed and the chunk only).
+
+    ``rows`` = ``(fs_rows, repeats)`` with decay repeats (:mod:`svjscout.samples.repeats`): ``fs``
+    is then the events' final state before the heavy-flavour decays (the generator AK8 pair is
+    clustered once per event, the hadrons visible), and the roulette decides per row (one uniform
+    per row): each row's real MET and H_T are its own, its M_T and R_T its event's pair with its MET.
     """
     settings = settings_of(cfg)
     if settings is None:
         return None
-    visible = ~ak.unflatten(detector.is_invisible(ak.to_numpy(ak.flatten(fs["id"]))), ak.num(fs["id"]))
-    feats = hard_features(fs, visible)
-    prob = keep_probability(feats, settings)
+    feats = hard_features(fs, _visible(fs))
+    n_rep = None
+    if rows is not None:
+        fs_rows, reps = rows
+        mx, my, ht = _met_ht(fs_rows, _visible(fs_rows))
+        feats = with_met({k: v[reps.origin] for k, v in feats["_dijet"].items()}, mx, my, ht)
+        n_rep = reps.n_rep[reps.origin]
+    prob = keep_probability(feats, settings, n_rep)
     kept = draw_keep(prob, cfg.seed, chunk) & (feats["ht"] >= ht_min)
+    feats.pop("_dijet")
     return Roulette(features=feats, prob=prob, kept=kept)
+
+
+def _visible(fs: dict[str, ak.Array]) -> ak.Array:
+    return ~ak.unflatten(detector.is_invisible(ak.to_numpy(ak.flatten(fs["id"]))), ak.num(fs["id"]))
 
 
 def draw_keep(prob: np.ndarray, seed: int, chunk: int) -> np.ndarray:
@@ -255,3 +297,10 @@ def validate(cfg) -> None:
         if not isinstance(getattr(cfg, name), bool):
             raise GenerationError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
+    n = cfg.decay_repeats
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_DECAY_REPEATS:
+        raise GenerationError(f"decay_repeats must be an integer in [0, {MAX_DECAY_REPEATS}] (0: decays inline), "
+                              f"got {n!r}")
+    if n > 1 and not cfg.roulette:
+        raise GenerationError(f"decay_repeats = {n} needs the roulette (roulette = true): without it every repeat "
+                              f"would go through pileup and the detector, {n} times the CPU for the same parents")

@@ -56,6 +56,14 @@ configurations (no hard jet in the tail, exactly hard jet j, two or more), the c
 into the tail, each copy weighted by the configuration's physical probability over its number of
 copies (:func:`svjscout.samples.detector.tail_strata_copies`; docs/generation_efficiency.md).
 
+Decay repeats (``decay_repeats`` = n >= 1, opt-in; n > 1 with the parent roulette): the weakly
+decaying b and c hadrons are left undecayed by the event generator and every event holding one is
+repeated n times (n = 1: decayed once, the same events as with n > 1, like for like), each
+repeat with its own decays of all of them (a second Pythia that only decays) and 1/n of the
+event's weight; the roulette keeps a repeat with real MET and, of the others, one in n
+on average (:mod:`svjscout.samples.repeats`). The repeats share ``parent``; ``event`` counts
+(parent, repeat, copy). Events without heavy hadrons are not repeated.
+
 Written PF candidates cover the ECAL/HCAL acceptance (|eta| < 3); HF cells (3 < |eta| < 5) enter
 the MET but are not written (``write_hf`` writes them): with pileup they are ~350 per event, a
 third of the file, and only the few AK8 jets at |eta| ~ 2.4 could reach them.
@@ -97,9 +105,10 @@ from svjscout.core.cuts import Cuts
 from svjscout.core.exceptions import GenerationError
 from svjscout.core.progress import make_progress
 from svjscout.core.rootfiles import open_root
-from svjscout.samples import detector, efficiency, energy_density, parts, trigger, vertices
+from svjscout.samples import detector, efficiency, energy_density, parts, repeats, trigger, vertices
 from svjscout.samples.layouts import LAYOUTS, PF_WRITTEN
 from svjscout.samples.processes import (
+    BASE,
     DARK_INVISIBLES,
     DEFAULT_BIAS,
     K_FACTORS,
@@ -180,6 +189,7 @@ class GenerationConfig:
     roulette_nu_pt: float = 30.0  # GeV: parents with invisible |sum pT| above are always kept
     roulette_rt: float = 0.15  # parents with generator-level R_T above are always kept
     shared_pileup: bool = False  # one pruned pileup library per file instead of one per chunk
+    decay_repeats: int = 0  # n >= 1: b/c hadrons decayed n times per event by a second Pythia (samples/repeats.py)
 
     def __post_init__(self) -> None:
         efficiency.validate(self)  # roulette_* and shared_pileup (GenerationError naming the field)
@@ -237,10 +247,12 @@ class GenerationConfig:
         return detector.DetectorParams(**params)
 
     def settings(self) -> list[str]:
+        """The event generator's Pythia lines (with decay repeats: the heavy hadrons left undecayed)."""
+        stable = repeats.stable_settings(repeats.HEAVY_HADRONS) if self.decay_repeats >= 1 else []
         return process_settings(
             self.process, mzprime=self.mzprime, rinv=self.rinv, pthat_min=self.pthat_min,
             pthat_max=self.pthat_max, bias_power=self.bias_power, m_dark=self.m_dark,
-        ) + list(self.extra_settings)
+        ) + stable + list(self.extra_settings)
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -386,19 +398,33 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
     n_copies = cfg.detector_copies
     batch = pythia.nextBatch(n_events)
     n_generated = len(batch)
-    w_parent = _nominal_weights(batch)
+    w_parent = w_generated = _nominal_weights(batch)  # w_parent: per row (per repeat with decay repeats)
     fs = _final_state(pythia, batch)
-    n_dark, n_dark_inv, n_dark_stable = _dark_truth(batch)
+    n_dark, n_dark_inv, n_dark_stable = dark_counts = _dark_truth(batch)  # per event (per row after repeats)
     reco = LAYOUTS[cfg.layout].reco  # vertices, rho, trigger bits, dark quarks (samples/layouts.py)
     dq = dark_quarks(batch) if reco else None
+    ps = _ps_weights(pythia, batch)
+    ps_sumw = None if ps is None else (w_parent[:, None] * ps).sum(axis=0)  # sum of w * PSWeight[i]
+    lap("pythia")
+    reps = None
+    if cfg.decay_repeats >= 1:  # rows: every event with b/c hadrons n times, each with its own decays
+        gun = repeats.DecayGun(BASE, chunk_seed(cfg.seed + repeats.DECAY_SEED_OFFSET, chunk))
+        fs_events = fs
+        fs, reps = repeats.repeat_decays(fs, repeats.HEAVY_CODES, cfg.decay_repeats, gun,
+                                         lambda ids: _charges(pythia, ids))
+        w_parent = w_parent[reps.origin] * reps.share  # each repeat carries 1/n of its event's weight
+        ps, n_dark, n_dark_inv, n_dark_stable = (None if a is None else a[reps.origin]
+                                                 for a in (ps, n_dark, n_dark_inv, n_dark_stable))
+        dq = None if dq is None else {k: v[reps.origin] for k, v in dq.items()}
+        lap("decay_repeats")
+        chosen = efficiency.choose_parents(cfg, chunk, fs_events, cfg.ht_min, rows=(fs, reps))
+    else:
+        chosen = efficiency.choose_parents(cfg, chunk, fs, cfg.ht_min)  # parent roulette (issue 30): None unless on
+    lap("roulette")
     if reco:  # the interaction of each particle: 0 the hard scatter, k the k-th pileup event
         fs["vertex"] = ak.values_astype(ak.zeros_like(fs["id"]), np.int64)
-    ps = _ps_weights(pythia, batch)
-    lap("pythia")
-    chosen = efficiency.choose_parents(cfg, chunk, fs, cfg.ht_min)  # parent roulette (issue 30): None unless on
-    lap("roulette")
 
-    n_pu = np.zeros(n_generated, dtype=np.int64)
+    n_pu = np.zeros(len(fs["id"]), dtype=np.int64)
     n_pu_events = 0
     if cfg.pileup > 0:
         fs, n_pu, n_pu_events = _overlay_pileup(fs, cfg, chunk, rng, None if chosen is None else chosen.kept)
@@ -477,23 +503,24 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
 
     lap("detector_copies")
     columns = _assemble(cfg, chunk, parents, pieces, w_written, ps, n_pu, gen_met_pt, gen_met_phi,
-                        n_dark, n_dark_inv, n_dark_stable, verts=verts, dark_quark=dq)
+                        n_dark, n_dark_inv, n_dark_stable, verts=verts, dark_quark=dq, repeats=reps)
     lap("assemble")
     info = pythia.infoPython()
     return {
         "columns": columns,
         "n_generated": n_generated,
-        "sumw": float(w_parent.sum()),
-        "sumw2": float(np.square(w_parent).sum()),
-        "ps_sumw": None if ps is None else (w_parent[:, None] * ps).sum(axis=0),  # sum of w * PSWeight[i]
+        "sumw": float(w_generated.sum()),
+        "sumw2": float(np.square(w_generated).sum()),
+        "ps_sumw": ps_sumw,
         "n_pileup_events": n_pu_events,
-        "n_parents_detected": len(parents),
+        "n_parents_detected": len(parents),  # rows (repeats) with decay repeats
+        **({} if reps is None else {"n_rows": len(reps.origin), "n_repeated": int(np.sum(reps.n_rep > 1))}),
         "n_written": len(columns["event"]),
         "sigma_gen_pb": info.sigmaGen() * PB_PER_MB,
         "sigma_err_pb": info.sigmaErr() * PB_PER_MB,
-        "n_dark": int(n_dark.sum()),
-        "n_dark_inv": int(n_dark_inv.sum()),
-        "n_dark_stable": int(n_dark_stable.sum()),
+        "n_dark": int(dark_counts[0].sum()),  # per generated event
+        "n_dark_inv": int(dark_counts[1].sum()),
+        "n_dark_stable": int(dark_counts[2].sum()),
         "timing": timing,  # seconds per step (returned, never written: files stay bit-identical)
         **({} if chosen is None else {"roulette": chosen.record()}),
     }
@@ -517,8 +544,13 @@ def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> 
 
 
 def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_met_phi,
-              n_dark, n_dark_inv, n_dark_stable, verts=None, dark_quark=None) -> dict:
-    """The written copies as NanoAOD-like columns, ordered by (parent, copy), in ``cfg.layout``."""
+              n_dark, n_dark_inv, n_dark_stable, verts=None, dark_quark=None, repeats=None) -> dict:
+    """The written copies as NanoAOD-like columns, ordered by (parent, copy), in ``cfg.layout``.
+
+    With decay repeats (``repeats``, :class:`svjscout.samples.repeats.Repeats`) the per-event
+    arrays are per row: a row's ``parent`` is its generated event's, its ``event`` counts
+    (parent, repeat, copy).
+    """
     n_copies = cfg.detector_copies
     layout = LAYOUTS[cfg.layout]
     rows_parent, rows_copy = [], []
@@ -577,13 +609,14 @@ def _assemble(cfg, chunk, parents, pieces, w_parent, ps, n_pu, gen_met_pt, gen_m
         cols["vertexIndex"] = cols["vertexIndex"].astype(np.int32)
     cands = ak.zip({k: ak.unflatten(v, counts) for k, v in cols.items()})
 
-    gen = parents[local]  # index of the parent within the chunk
-    parent_number = chunk * cfg.chunk_size + gen + 1
+    gen = parents[local]  # index of the parent (the row with decay repeats) within the chunk
+    origin, rep = (gen, 0) if repeats is None else (repeats.origin[gen], repeats.rep[gen])
+    parent_number = chunk * cfg.chunk_size + origin + 1
     n = len(local)
     columns = {
         "run": np.full(n, cfg.seed, dtype=np.uint32),  # run = generator seed: unique across files
         "luminosityBlock": np.full(n, chunk + 1, dtype=np.uint32),
-        "event": ((parent_number - 1) * n_copies + copies + 1).astype(np.uint64),
+        "event": (((parent_number - 1) * max(cfg.decay_repeats, 1) + rep) * n_copies + copies + 1).astype(np.uint64),
         "parent": parent_number.astype(np.uint64),
         "genWeight": (w_parent[gen] * tail_ratio / n_copies).astype(np.float32),
         **({} if ps is None else {"PSWeight": ak.from_regular(ps[gen].astype(np.float32), axis=1)}),
@@ -837,6 +870,8 @@ def _write_file(cfg: GenerationConfig, out: Path, store: parts.PartStore, plan: 
             "xsec": np.array([xsec], dtype=np.float64),
             "nDetectorCopies": np.array([cfg.detector_copies], dtype=np.int32),
         }
+        if cfg.decay_repeats >= 1:  # event = ((parent - 1) * nDecayRepeats + repeat) * nDetectorCopies + copy + 1
+            runs["nDecayRepeats"] = np.array([cfg.decay_repeats], dtype=np.int32)
         if ps_sumw is not None:  # NanoAOD: sum of genWeight * PSWeight[i], divided by genEventSumw
             runs["PSSumw"] = ak.Array([ps_sumw / totals["sumw"]])
         fout.mktree("Runs", _branch_types(runs)).extend(runs)
@@ -848,7 +883,9 @@ def _write_file(cfg: GenerationConfig, out: Path, store: parts.PartStore, plan: 
             "pythia_version": _pythia_version(),
             "chunk_seeds": {"pythia": "1 + (seed * 1000003 + chunk * 7919) % 899999999",
                             "detector": "numpy default_rng([seed, chunk, 7]); copy k: [seed, chunk, k, 11]",
-                            "pileup": "Pythia seed of chunk with seed + 104729"},
+                            "pileup": "Pythia seed of chunk with seed + 104729",
+                            **({"decays": f"Pythia seed of chunk with seed + {repeats.DECAY_SEED_OFFSET}"}
+                               if cfg.decay_repeats >= 1 else {})},
             "detector_params": asdict(cfg.detector_params),
             "xsec_pb": xsec,
             "xsec_source": xsec_source,

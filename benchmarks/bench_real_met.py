@@ -1,0 +1,103 @@
+"""What carries the preselected QCD yield, file by file: fake MET against real MET (issue 30).
+
+For each QCD file: the real processor's preselection (the analysis cuts), every passing copy's
+parent's real MET from the event record (``GenMET_pt``: the invisible particles' |sum pT|, written
+per event; with decay repeats per repeat), and per class of real MET: the parents, the share of
+the yield and of sum W^2 (W_p: a parent's summed weight of its passing copies in that class, what
+limits N_eff), the class's own N_eff over parents, and its yield per unit of generated weight
+(sum of the passing copies' genWeight / genEventSumw: comparable between independent files,
+the check that a sampling step is unbiased). Then N_eff over parents in all, in the SP and the VP,
+and N_eff per CPU-hour when the CPU per parent is given.
+
+    python benchmarks/bench_real_met.py samples/embedded/qcd.root samples/embedded/qcd_s202.root
+    python benchmarks/bench_real_met.py /tmp/gen/qcd_rep_all.root --cpu-ms 25.1
+
+docs/generation_efficiency.md (sections 6 and 7) has the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from bench_generate import n_eff_over_parents  # the same folder (run as a script)
+from bench_generation_efficiency import EDGES, preselect, shape_chi2, yield_and_error
+
+CLASSES = ((0.0, 30.0, "< 30 GeV (fake MET)"), (30.0, 80.0, "30-80 GeV"), (80.0, np.inf, "> 80 GeV (real MET)"))
+
+
+def gen_met_of(path: Path) -> tuple[dict[int, float], float, int]:
+    """({event: GenMET_pt}, genEventSumw, genEventCount) of one file."""
+    import uproot
+
+    with uproot.open(path) as f:
+        ev = f["Events"].arrays(["event", "GenMET_pt"], library="np")
+        runs = f["Runs"].arrays(["genEventSumw", "genEventCount"], library="np")
+    return (dict(zip(ev["event"].tolist(), ev["GenMET_pt"].tolist())), float(runs["genEventSumw"].sum()),
+            int(runs["genEventCount"].sum()))
+
+
+def anatomy(path: Path, cpu_ms: float | None) -> dict:
+    sel = preselect(path, 0.24)
+    met_of, sumw, n_gen = gen_met_of(path)
+    gen_met = np.array([met_of[int(e)] for e in sel["event"]])
+    w, parent = sel["weight"], sel["parent"]
+    total = n_eff_over_parents(w, parent)
+    _, inv = np.unique(parent, return_inverse=True)
+    sum_w2 = float(np.sum(np.bincount(inv, w) ** 2)) if len(w) else 0.0
+    print(f"\n### {path.name}: {n_gen:,} parents generated; {len(w)} copies of {len(np.unique(parent))} parents pass")
+    print("| parent's real MET | parents | share of the yield | share of sum W^2 | N_eff of the part | "
+          "yield / sum of generated weights |")
+    print("|---|---|---|---|---|---|")
+    for lo, hi, label in CLASSES:
+        m = (gen_met >= lo) & (gen_met < hi)
+        if not m.any():
+            print(f"| {label} | 0 | 0 | 0 | 0 | 0 |")
+            continue
+        _, pinv = np.unique(parent[m], return_inverse=True)
+        w2 = float(np.sum(np.bincount(pinv, w[m]) ** 2))
+        print(f"| {label} | {pinv.max() + 1} | {w[m].sum() / w.sum():.1%} | {w2 / sum_w2:.1%} | "
+              f"{n_eff_over_parents(w[m], parent[m]):.1f} | {sel['gen_weight'][m].sum() / sumw:.3e} |")
+    sp = sel["deta"] < 1.5
+    line = (f"N_eff over parents: all {total:.1f}, SP {n_eff_over_parents(w[sp], parent[sp]):.1f}, "
+            f"VP {n_eff_over_parents(w[~sp], parent[~sp]):.1f}; yield / sum of generated weights "
+            f"{sel['gen_weight'].sum() / sumw:.4e}")
+    if cpu_ms:
+        hours = n_gen * cpu_ms / 1000 / 3600
+        line += f"; {cpu_ms:.1f} ms per parent = {hours:.2f} CPU-h: N_eff per CPU-hour {total / hours:.1f}"
+    print(line)
+    return {**sel, "sumw": sumw}
+
+
+def compare(name: str, ref: dict, other: dict) -> None:
+    """The second file against the first: yield per unit of generated weight (pull with
+    parent-grouped errors; independent samples or shared parents, the errors are those of each)
+    and the normalised shapes of M_T, R_T, dphi_min and pT_J0 (chi2 / ndf)."""
+    def per_sumw(sel):
+        y, e = yield_and_error(sel["gen_weight"], sel["parent"])
+        return y / sel["sumw"], e / sel["sumw"]
+    (y1, e1), (y2, e2) = per_sumw(ref), per_sumw(other)
+    shapes = ", ".join("{:.1f}/{}".format(*shape_chi2(ref, other, v)) for v in EDGES)
+    print(f"{name} against the first file: yield / sum of generated weights {y2:.3e} +- {e2:.1e} against "
+          f"{y1:.3e} +- {e1:.1e} (pull {(y2 - y1) / np.hypot(e1, e2):+.2f}); shapes chi2/ndf "
+          f"({', '.join(EDGES)}): {shapes}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--cpu-ms", type=float, nargs="*", default=None,
+                    help="CPU milliseconds per generated parent, one per file (N_eff per CPU-hour)")
+    args = ap.parse_args()
+    cpu = args.cpu_ms or [None] * len(args.files)
+    if len(cpu) != len(args.files):
+        raise SystemExit("--cpu-ms: one value per file")
+    sels = [anatomy(path, ms) for path, ms in zip(args.files, cpu)]
+    print()
+    for path, sel in zip(args.files[1:], sels[1:]):
+        compare(path.name, sels[0], sel)
+
+
+if __name__ == "__main__":
+    main()
