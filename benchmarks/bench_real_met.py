@@ -10,7 +10,7 @@ the check that a sampling step is unbiased). Then N_eff over parents in all, in 
 and N_eff per CPU-hour when the CPU per parent is given.
 
     python benchmarks/bench_real_met.py samples/embedded/qcd.root samples/embedded/qcd_s202.root
-    python benchmarks/bench_real_met.py /tmp/gen/qcd_rep_all.root --cpu-ms 25.1
+    python benchmarks/bench_real_met.py --paired qcd_n1.root qcd_n20.root --cpu-ms 15.1 25.8
 
 docs/generation_efficiency.md (sections 6 and 7) has the tables.
 """
@@ -48,20 +48,25 @@ def anatomy(path: Path, cpu_ms: float | None) -> dict:
     sum_w2 = float(np.sum(np.bincount(inv, w) ** 2)) if len(w) else 0.0
     print(f"\n### {path.name}: {n_gen:,} parents generated; {len(w)} copies of {len(np.unique(parent))} parents pass")
     print("| parent's real MET | parents | share of the yield | share of sum W^2 | N_eff of the part | "
-          "yield / sum of generated weights |")
-    print("|---|---|---|---|---|---|")
+          "yield / sum of generated weights | SP (138 fb^-1, N_eff) | VP (N_eff) | VP / SP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    sp = sel["deta"] < 1.5
     for lo, hi, label in CLASSES:
         m = (gen_met >= lo) & (gen_met < hi)
         if not m.any():
-            print(f"| {label} | 0 | 0 | 0 | 0 | 0 |")
+            print(f"| {label} | 0 | 0 | 0 | 0 | 0 | 0 | 0 | |")
             continue
         _, pinv = np.unique(parent[m], return_inverse=True)
         w2 = float(np.sum(np.bincount(pinv, w[m]) ** 2))
+        ms, mv = m & sp, m & ~sp
+        planes = (f"{w[ms].sum():.3g} ({n_eff_over_parents(w[ms], parent[ms]):.1f}) | "
+                  f"{w[mv].sum():.3g} ({n_eff_over_parents(w[mv], parent[mv]):.1f}) | "
+                  f"{w[mv].sum() / max(w[ms].sum(), 1e-300):.3f}")
         print(f"| {label} | {pinv.max() + 1} | {w[m].sum() / w.sum():.1%} | {w2 / sum_w2:.1%} | "
-              f"{n_eff_over_parents(w[m], parent[m]):.1f} | {sel['gen_weight'][m].sum() / sumw:.3e} |")
-    sp = sel["deta"] < 1.5
+              f"{n_eff_over_parents(w[m], parent[m]):.1f} | {sel['gen_weight'][m].sum() / sumw:.3e} | {planes} |")
     line = (f"N_eff over parents: all {total:.1f}, SP {n_eff_over_parents(w[sp], parent[sp]):.1f}, "
-            f"VP {n_eff_over_parents(w[~sp], parent[~sp]):.1f}; yield / sum of generated weights "
+            f"VP {n_eff_over_parents(w[~sp], parent[~sp]):.1f}; VP / SP {w[~sp].sum() / max(w[sp].sum(), 1e-300):.3f}; "
+            f"yield / sum of generated weights "
             f"{sel['gen_weight'].sum() / sumw:.4e}")
     if cpu_ms:
         hours = n_gen * cpu_ms / 1000 / 3600
@@ -84,9 +89,34 @@ def compare(name: str, ref: dict, other: dict) -> None:
           f"({', '.join(EDGES)}): {shapes}")
 
 
+def paired_bootstrap(ref: dict, other: dict, n_parents: int, replicas: int = 1000, seed: int = 1) -> str:
+    """The ratio N_eff(other) / N_eff(ref) with a 68 % and a 95 % interval, from a bootstrap over the
+    generated parents when both files hold the same parents (same seed and events: e.g. decay
+    repeats n = 20 against n = 1); the parents that pass in neither file count as zeros."""
+    keys = np.union1d(ref["parent"], other["parent"])
+    def per_parent(sel):
+        w = np.zeros(len(keys))
+        np.add.at(w, np.searchsorted(keys, sel["parent"]), sel["weight"])
+        return w
+    w1, w2 = per_parent(ref), per_parent(other)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(replicas)
+    for r in range(replicas):  # the passing parents are a Poisson-thinned draw among all n_parents
+        counts = rng.binomial(n_parents, 1.0 / n_parents, size=len(keys))
+        n1 = (counts @ w1) ** 2 / max(counts @ w1**2, 1e-300)
+        n2 = (counts @ w2) ** 2 / max(counts @ w2**2, 1e-300)
+        ratios[r] = n2 / n1
+    point = (w2.sum() ** 2 / np.sum(w2**2)) / (w1.sum() ** 2 / np.sum(w1**2))
+    q = np.quantile(ratios, [0.025, 0.16, 0.5, 0.84, 0.975])
+    return (f"N_eff ratio {point:.2f}; paired bootstrap over the {n_parents:,} parents ({replicas} replicas): "
+            f"median {q[2]:.2f}, 68 % [{q[1]:.2f}, {q[3]:.2f}], 95 % [{q[0]:.2f}, {q[4]:.2f}]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--paired", action="store_true",
+                    help="the files hold the same parents (same seed and events): bootstrap the N_eff ratios")
     ap.add_argument("--cpu-ms", type=float, nargs="*", default=None,
                     help="CPU milliseconds per generated parent, one per file (N_eff per CPU-hour)")
     args = ap.parse_args()
@@ -97,6 +127,9 @@ def main() -> None:
     print()
     for path, sel in zip(args.files[1:], sels[1:]):
         compare(path.name, sels[0], sel)
+        if args.paired:
+            print(f"{path.name} against the first file, the same parents: "
+                  f"{paired_bootstrap(sels[0], sel, gen_met_of(path)[2])}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates the training sample of the shipped models (not in the repository: ~2.6 GB).
-# Usage: samples/training/make.sh OUTDIR   (~5.3 CPU-hours, QCD 4.6 of them: 2.7 hours of wall time
-# with the default J=2 local processes; on a facility about 5.3 / (number of workers) hours, plus
+# Usage: samples/training/make.sh OUTDIR   (~20 CPU-hours, QCD ~17 of them: ~10 hours of wall time
+# with the default J=2 local processes; on a facility about 20 / (number of workers) hours, plus
 # the jobs' start-up)
-# Statistics: with the corrected detector the QCD below (518,000 parents) gives an effective ~60-75
-# events at the full preselection (0.12 per 1,000 parents with these settings, ~0.15 with the stream
-# split of the embedded qcd_s202.root; docs/generation_efficiency.md, section 6), against 1,377 for
-# the shipped models' sample made with the old detector. A retrain worth doing needs ~40x more QCD
-# (or the efficiency steps still open there): this recipe is the layout and settings, not the size.
+# Statistics: the QCD below (11 files, 2,420,000 parents) uses the real-MET stream split and 20
+# heavy-flavour decays per event (docs/generation_efficiency.md, section 7: N_eff 1.24 per 1,000
+# parents at the full preselection, 25.8 ms of CPU per parent, 173 N_eff per CPU-hour, 9.8x the
+# settings before), so it should give an effective ~3,000 events over parents at the full
+# preselection (issue 30's target for the training sample), against 1,377 for the shipped models'
+# sample made with the old detector. ~2.3 GB per 1,000,000 QCD parents on disk (the MET skim at
+# 150 GeV; `python -m svjscout.jobs.commands_skim` keeps only the preselected copies, ~3 %).
 #
 # Where the chunks run (docs/generation.md):
 #   J=8 make.sh OUT                                   8 local processes (default 2)
@@ -27,8 +29,10 @@
 # generator H_T pre-filter at 350 GeV and a PF-MET skim at 150 GeV, both looser than the
 # preselection (H_T > 410 GeV; R_T > 0.24 with M_T > 650 GeV implies MET > 156 GeV).
 # QCD: pT-hat-biased samples from pT-hat 140 GeV (power 2; weights undo the bias; 170 lost 3-8 % of
-# the preselected yield), the parent roulette and one shared pileup library per file
-# (docs/generation_efficiency.md), every event
+# the preselected yield), the b and c hadrons decayed 20 times per event (--decay-repeats 20, 1/20 of
+# the weight each), the parent roulette deciding per repeat (real MET kept; the others with
+# probability 0.1 / 20, weight 1/p) and one shared pileup library per file
+# (docs/generation_efficiency.md, sections 6-7), every repeat kept
 # passed through the jet-level detector response 40 times (detector copies, `parent` branch) with
 # the jet-response tail sampled 20x more often in jets above 50 GeV (likelihood-ratio weights);
 # ttbar (inclusive), W and Z: 5 copies each. Background shower variations are off (the
@@ -58,14 +62,13 @@ for point in "1500 0.3 1101" "2000 0.3 1102" "2000 0.5 1103" "3000 0.3 1104" "30
   set -- $point
   gen "$out/svj_mz$1_rinv$2.root" svj -n 4000 --seed "$3" --mzprime "$1" --rinv "$2"
 done
-gen "$out/qcd.root" qcd -n 48000 --seed 1201 --pthat-min 140 -k 40 --tail-bias 20 --roulette --shared-pileup --pythia "$nops"
-# more QCD runs, same settings, other seeds (one dataset `qcd`: the processor adds the files'
-# genEventSumw; parents are told apart by run = seed)
-gen "$out/qcd_s1202.root" qcd -n 50000 --seed 1202 --pthat-min 140 -k 40 --tail-bias 20 --roulette --shared-pileup --pythia "$nops"
-gen "$out/qcd_s1203.root" qcd -n 100000 --seed 1203 --pthat-min 140 -k 40 --tail-bias 20 --roulette --shared-pileup --pythia "$nops"
-# eight more (issue 17, 10x the first file's effective statistics): 40,000 parents each, 518,000 in all
-for seed in 1204 1205 1206 1207 1208 1209 1210 1211; do
-  gen "$out/qcd_s$seed.root" qcd -n 40000 --seed "$seed" --pthat-min 140 -k 40 --tail-bias 20 --roulette --shared-pileup --pythia "$nops"
+qcd="qcd --pthat-min 140 -k 40 --tail-bias 20 --roulette --roulette-p-min 0.1 --roulette-mt 1000000 --roulette-nu-pt 30"
+qcd="$qcd --roulette-rt 0.15 --decay-repeats 20 --shared-pileup"
+gen "$out/qcd.root" $qcd -n 220000 --seed 1201 --pythia "$nops"
+# ten more QCD runs, same settings, other seeds (one dataset `qcd`: the processor adds the files'
+# genEventSumw; parents are told apart by run = seed): 2,420,000 parents in all
+for seed in 1202 1203 1204 1205 1206 1207 1208 1209 1210 1211; do
+  gen "$out/qcd_s$seed.root" $qcd -n 220000 --seed "$seed" --pythia "$nops"
 done
 gen "$out/ttbar.root" ttbar -n 20000 --seed 1301 -k 5 --shared-pileup --pythia "$nops"
 gen "$out/wjets.root" wjets -n 10000 --seed 1401 -k 5 --shared-pileup --pythia "$nops"
