@@ -6,7 +6,12 @@ analysis defaults or a job's cuts), so the selection has one implementation; the
 normalisation is unchanged). Used for the embedded QCD sample, whose detector copies almost all
 fail R_T > 0.24 (samples/embedded/make.sh)::
 
-    python -m svjscout.jobs.commands_skim IN.root OUT.root [--job JOB.yaml]
+    python -m svjscout.jobs.commands_skim IN.root OUT.root [--job JOB.yaml] [--max-copies-per-parent K]
+
+``--max-copies-per-parent K`` then keeps at most K of each parent's preselected detector copies
+(:func:`svjscout.samples.skim.thin_copies`: chosen at random, weights x m / K, unbiased): a
+sample whose real-MET parents pass in many correlated copies fits a size budget (the embedded
+sample's 25 MB) for little of its effective statistics.
 
 It runs the whole runner on one file, so it belongs to the jobs layer, not to the samples.
 """
@@ -23,7 +28,7 @@ import yaml
 
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
-from svjscout.samples.skim import write_subset
+from svjscout.samples.skim import thin_copies, write_subset
 
 
 def preselected_columns(path: str | Path, columns, job: str | Path | None = None,
@@ -60,19 +65,36 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--job", default=None, help="take the cuts from this job file (default: the analysis defaults)")
     ap.add_argument("--compression", default="ZSTD:5")
+    ap.add_argument("--max-copies-per-parent", type=int, default=None, metavar="K",
+                    help="keep at most K preselected copies per parent, chosen at random, weights x m / K")
+    ap.add_argument("--thin-seed", type=int, default=0, help="seed of the thinning's draw")
     args = ap.parse_args()
-    ids = preselected_ids(args.inp, args.job)
+    if args.max_copies_per_parent is not None and args.max_copies_per_parent < 1:
+        ap.error(f"--max-copies-per-parent must be >= 1, got {args.max_copies_per_parent}")
+    t = preselected_columns(args.inp, ("run", "luminosityBlock", "event", "parent"), args.job)
+    keys = list(zip(t["run"].tolist(), t["luminosityBlock"].tolist(), t["event"].tolist(), strict=True))
+    factors = dict.fromkeys(keys, 1.0)
+    note = f"analysis preselection (svjscout.jobs.commands_skim, cuts of {args.job or 'the analysis defaults'})"
+    if args.max_copies_per_parent is not None:
+        kept, factor = thin_copies(t["run"], t["parent"], t["event"], args.max_copies_per_parent, args.thin_seed)
+        factors = {key: f for key, f, k in zip(keys, factor.tolist(), kept.tolist(), strict=True) if k}
+        note += (f"; at most {args.max_copies_per_parent} copies per parent (samples.skim.thin_copies, "
+                 f"seed {args.thin_seed}, genWeight x m / k)")
+
+    def ids_of(arrays):
+        return zip(ak.to_numpy(arrays.run).tolist(), ak.to_numpy(arrays.luminosityBlock).tolist(),
+                   ak.to_numpy(arrays.event).tolist(), strict=True)
 
     def keep(arrays):
-        return np.array([(int(r), int(lb), int(e)) in ids for r, lb, e in
-                         zip(ak.to_numpy(arrays.run), ak.to_numpy(arrays.luminosityBlock), ak.to_numpy(arrays.event),
-                             strict=True)],
-                        dtype=bool)
+        return np.array([key in factors for key in ids_of(arrays)], dtype=bool)
 
-    n = write_subset(args.inp, args.out, keep, {"skim": "analysis preselection (svjscout.jobs.commands_skim, "
-                                                          f"cuts of {args.job or 'the analysis defaults'})"},
-                     compression=args.compression)
-    print(f"{args.out}: {n} of the events of {args.inp} pass the preselection")
+    def scale(arrays):
+        return np.array([factors[key] for key in ids_of(arrays)])
+
+    n = write_subset(args.inp, args.out, keep, {"skim": note}, compression=args.compression,
+                     scale=None if args.max_copies_per_parent is None else scale)
+    print(f"{args.out}: {n} of the events of {args.inp} pass the preselection"
+          + ("" if args.max_copies_per_parent is None else f" (at most {args.max_copies_per_parent} per parent)"))
 
 
 if __name__ == "__main__":

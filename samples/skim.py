@@ -4,7 +4,9 @@ A skim drops events that the analysis can never use. The ``Runs`` tree (generate
 of weights) and ``svjscout_meta`` (cross section) are copied unchanged, so a skimmed file is
 normalised exactly like its input; the metadata records the skim and the events kept.
 
-* :func:`write_subset`: the copy itself (any event mask).
+* :func:`write_subset`: the copy itself (any event mask, optionally rescaling ``genWeight``).
+* :func:`thin_copies`: at most k detector copies per parent, chosen at random with weights m / k
+  (Horvitz-Thompson: unbiased), for samples whose passing parents pass in many correlated copies.
 
 The preselection skim (the events passing the analysis preselection, decided by running the
 processor itself, so the selection has one implementation) drives the whole runner, so it lives in
@@ -53,13 +55,48 @@ def compression_of(spec: str):
     return getattr(uproot, name.upper())(int(level or 1))
 
 
+def thin_copies(run: np.ndarray, parent: np.ndarray, event: np.ndarray, k: int,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most ``k`` of each parent's copies: (mask, weight factor) per copy.
+
+    A parent (``run``, ``parent``) with m <= k copies keeps them all (factor 1); with m > k, k of
+    them drawn uniformly without replacement, each with factor m / k: every copy is kept with
+    probability k / m, so the thinned weighted sum of any observable is an unbiased estimate of the
+    full one (Horvitz-Thompson), and the parent's summed weight is kept exactly when its copies
+    weigh the same. The draw depends on (seed, run, parent) and the copies' ``event`` numbers only,
+    not on their order in the file.
+
+    >>> keep, f = thin_copies(np.array([1, 1, 1, 1]), np.array([7, 7, 7, 8]), np.array([4, 2, 3, 9]), k=2)
+    >>> int(keep[:3].sum()), bool(keep[3]), f.tolist()[3], sorted(set(f[:3][keep[:3]].tolist()))
+    (2, True, 1.0, [1.5])
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"max copies per parent must be a positive integer, got {k!r}")
+    run, parent, event = (np.asarray(a, dtype=np.int64) for a in (run, parent, event))
+    keep = np.ones(len(event), dtype=bool)
+    factor = np.ones(len(event))
+    order = np.lexsort((event, parent, run))
+    bounds = np.flatnonzero(np.diff(run[order]) | np.diff(parent[order])) + 1
+    for group in np.split(order, bounds):
+        m = len(group)
+        if m <= k:
+            continue
+        rng = np.random.default_rng([seed, int(run[group[0]]), int(parent[group[0]])])
+        chosen = group[rng.choice(m, size=k, replace=False)]
+        keep[group] = False
+        keep[chosen] = True
+        factor[chosen] = m / k
+    return keep, factor
+
+
 def write_subset(inp: str | Path, out: str | Path, keep, note: dict, compression: str = "ZSTD:5",
-                 step: int = 20000) -> int:
+                 step: int = 20000, scale=None) -> int:
     """Copy ``inp`` to ``out`` with only the events where ``keep(arrays)`` is True.
 
-    ``keep`` gets each block of events (awkward, flat branch names) and returns a boolean mask.
-    ``Runs`` and ``svjscout_meta`` are copied; ``note`` is added to the metadata with the counts.
-    Returns the number of events written.
+    ``keep`` gets each block of events (awkward, flat branch names) and returns a boolean mask;
+    ``scale`` (optional) gets the kept events of the block and returns the factor of their
+    ``genWeight`` (:func:`thin_copies`). ``Runs`` and ``svjscout_meta`` are copied; ``note`` is
+    added to the metadata with the counts. Returns the number of events written.
     """
     with uproot.open(inp) as f:
         tree = f["Events"]
@@ -70,6 +107,9 @@ def write_subset(inp: str | Path, out: str | Path, keep, note: dict, compression
             for arrays in tree.iterate(step_size=step, library="ak"):
                 sel = arrays[np.asarray(keep(arrays), dtype=bool)]
                 cols = collections_of(sel)
+                if scale is not None:
+                    cols["genWeight"] = (np.asarray(cols["genWeight"], dtype=np.float64)
+                                         * np.asarray(scale(sel), dtype=np.float64)).astype(np.float32)
                 if tree_out is None:
                     types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in cols.items()}
                     tree_out = g.mktree("Events", types)
