@@ -90,10 +90,6 @@ class Repeats:
     def share(self) -> np.ndarray:
         return 1.0 / self.n_rep[self.origin]
 
-    def expand(self, per_event: np.ndarray) -> np.ndarray:
-        """A per-event array as a per-row array."""
-        return per_event[self.origin]
-
 
 class DecayGun:
     """A Pythia instance that only decays: fed hadrons, returns their stable decay products."""
