@@ -9,7 +9,7 @@
 # settings before), so it should give an effective ~3,000 events over parents at the full
 # preselection (issue 30's target for the training sample), against 1,377 for the shipped models'
 # sample made with the old detector. ~2.3 GB per 1,000,000 QCD parents on disk (the MET skim at
-# 150 GeV; `python -m svjscout.jobs.commands_skim` keeps only the preselected copies, ~3 %).
+# 150 GeV; `python -m svjscout.jobs.commands_skim` keeps only the preselected copies, ~6 %).
 #
 # Where the chunks run (docs/generation.md):
 #   J=8 make.sh OUT                                   8 local processes (default 2)
