@@ -24,6 +24,8 @@ import numpy as np
 from bench_generate import n_eff_over_parents  # the same folder (run as a script)
 from bench_generation_efficiency import EDGES, preselect, shape_chi2, yield_and_error
 
+PARENT_BITS = 40  # the skim's parent key: (run << 40) | parent (as qcd_weight_anatomy.py)
+
 CLASSES = ((0.0, 30.0, "< 30 GeV (fake MET)"), (30.0, 80.0, "30-80 GeV"), (80.0, np.inf, "> 80 GeV (real MET)"))
 
 
@@ -38,9 +40,13 @@ def gen_met_of(path: Path) -> tuple[dict[int, float], float, int]:
             int(runs["genEventCount"].sum()))
 
 
-def anatomy(path: Path, cpu_ms: float | None) -> dict:
+def anatomy(path: Path, cpu_ms: float | None, first: int | None = None) -> dict:
     sel = preselect(path, 0.24)
     met_of, sumw, n_gen = gen_met_of(path)
+    if first is not None:  # the file's first parents only (the same events as a shorter run of that seed)
+        mine = (sel["parent"].astype(np.uint64) & np.uint64((1 << PARENT_BITS) - 1)) <= np.uint64(first)
+        sel = {k: v[mine] for k, v in sel.items()}
+        n_gen, sumw = first, float("nan")  # the Runs tree has the whole file's generated weight only
     gen_met = np.array([met_of[int(e)] for e in sel["event"]])
     w, parent = sel["weight"], sel["parent"]
     total = n_eff_over_parents(w, parent)
@@ -115,6 +121,9 @@ def paired_bootstrap(ref: dict, other: dict, n_parents: int, replicas: int = 100
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--first-parents", type=int, default=None, metavar="N",
+                    help="only the first N parents of each file (the same events as an N-parent run of the same "
+                         "seed and chunk size); the yields per generated weight are then not printed (nan)")
     ap.add_argument("--paired", action="store_true",
                     help="the files hold the same parents (same seed and events): bootstrap the N_eff ratios")
     ap.add_argument("--cpu-ms", type=float, nargs="*", default=None,
@@ -123,13 +132,13 @@ def main() -> None:
     cpu = args.cpu_ms or [None] * len(args.files)
     if len(cpu) != len(args.files):
         raise SystemExit("--cpu-ms: one value per file")
-    sels = [anatomy(path, ms) for path, ms in zip(args.files, cpu)]
+    sels = [anatomy(path, ms, args.first_parents) for path, ms in zip(args.files, cpu)]
     print()
     for path, sel in zip(args.files[1:], sels[1:]):
         compare(path.name, sels[0], sel)
         if args.paired:
             print(f"{path.name} against the first file, the same parents: "
-                  f"{paired_bootstrap(sels[0], sel, gen_met_of(path)[2])}")
+                  f"{paired_bootstrap(sels[0], sel, args.first_parents or gen_met_of(path)[2])}")
 
 
 if __name__ == "__main__":
