@@ -13,6 +13,13 @@ fail R_T > 0.24 (samples/embedded/make.sh)::
 sample whose real-MET parents pass in many correlated copies fits a size budget (the embedded
 sample's 25 MB) for little of its effective statistics.
 
+``--light-roulette LOSS`` then plays Russian roulette with the light copies
+(:func:`svjscout.samples.skim.roulette_light`): in each cell (SP or VP, M_T bin of the job) a copy
+lighter than the cell's floor is kept with probability w / floor and weight floor, the floor the
+largest that costs at most LOSS of the cell's expected N_eff over parents
+(:func:`~svjscout.samples.skim.light_floors`). A pT-hat-biased QCD skim's high-pT-hat copies weigh
+little: LOSS = 0.01 halves the file for 1 % of the N_eff in every cell.
+
 It runs the whole runner on one file, so it belongs to the jobs layer, not to the samples.
 """
 
@@ -28,7 +35,8 @@ import yaml
 
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
-from svjscout.samples.skim import thin_copies, write_subset
+from svjscout.processors.settings import AnalysisSettings
+from svjscout.samples.skim import light_floors, roulette_light, thin_copies, write_subset
 
 
 def preselected_columns(path: str | Path, columns, job: str | Path | None = None,
@@ -67,19 +75,43 @@ def main() -> None:
     ap.add_argument("--compression", default="ZSTD:5")
     ap.add_argument("--max-copies-per-parent", type=int, default=None, metavar="K",
                     help="keep at most K preselected copies per parent, chosen at random, weights x m / K")
-    ap.add_argument("--thin-seed", type=int, default=0, help="seed of the thinning's draw")
+    ap.add_argument("--thin-seed", type=int, default=0, help="seed of the thinning's and the roulette's draws")
+    ap.add_argument("--light-roulette", type=float, default=None, metavar="LOSS",
+                    help="Russian roulette on light copies, costing at most LOSS (e.g. 0.01) of the expected "
+                         "N_eff over parents in each (plane, M_T bin) cell")
     args = ap.parse_args()
     if args.max_copies_per_parent is not None and args.max_copies_per_parent < 1:
         ap.error(f"--max-copies-per-parent must be >= 1, got {args.max_copies_per_parent}")
-    t = preselected_columns(args.inp, ("run", "luminosityBlock", "event", "parent"), args.job)
+    if args.light_roulette is not None and not (0.0 < args.light_roulette < 1.0):
+        ap.error(f"--light-roulette must be in (0, 1), got {args.light_roulette}")
+    t = preselected_columns(args.inp, ("run", "luminosityBlock", "event", "parent", "gen_weight", "mt", "deta"),
+                            args.job)
     keys = list(zip(t["run"].tolist(), t["luminosityBlock"].tolist(), t["event"].tolist(), strict=True))
-    factors = dict.fromkeys(keys, 1.0)
+    factor = np.ones(len(keys))
+    kept = np.ones(len(keys), dtype=bool)
     note = f"analysis preselection (svjscout.jobs.commands_skim, cuts of {args.job or 'the analysis defaults'})"
     if args.max_copies_per_parent is not None:
         kept, factor = thin_copies(t["run"], t["parent"], t["event"], args.max_copies_per_parent, args.thin_seed)
-        factors = {key: f for key, f, k in zip(keys, factor.tolist(), kept.tolist(), strict=True) if k}
         note += (f"; at most {args.max_copies_per_parent} copies per parent (samples.skim.thin_copies, "
                  f"seed {args.thin_seed}, genWeight x m / k)")
+    if args.light_roulette is not None:
+        settings = load_job(str(args.job), {}).analysis if args.job else AnalysisSettings()
+        edges = np.asarray(settings.mt_edges, dtype=np.float64)
+        mt_bin = np.clip(np.searchsorted(edges, t["mt"], side="right") - 1, 0, len(edges) - 2)
+        cell = np.where(t["deta"] < settings.cuts.sp_deta_max, 0, 1) * len(edges) + mt_bin
+        w = np.where(kept, t["gen_weight"] * factor, 0.0)
+        floors = light_floors(w[kept], t["parent"][kept], cell[kept], args.light_roulette)
+        floor = np.array([floors.get(c, 0.0) for c in cell.tolist()])
+        alive, f2 = roulette_light(w, floor, t["run"], t["parent"], t["event"], seed=args.thin_seed)
+        kept, factor = kept & alive, factor * f2
+        note += (f"; Russian roulette on light copies (samples.skim.roulette_light, seed {args.thin_seed}): "
+                 f"per (plane, M_T bin) cell a floor costing at most {args.light_roulette:g} of its expected "
+                 f"N_eff over parents, genWeight x floor / w for the kept light copies")
+        print(f"light roulette: {int(kept.sum())} of {int((w > 0).sum())} copies kept; floors (genWeight) per "
+              f"cell (plane x M_T bin): " + ", ".join(f"{'SP' if c < len(edges) else 'VP'} bin "
+                                                      f"{c % len(edges)}: {v:.3g}" for c, v in sorted(floors.items())))
+    factors = {key: f for key, f, k in zip(keys, factor.tolist(), kept.tolist(), strict=True) if k}
+    rescaled = args.max_copies_per_parent is not None or args.light_roulette is not None
 
     def ids_of(arrays):
         return zip(ak.to_numpy(arrays.run).tolist(), ak.to_numpy(arrays.luminosityBlock).tolist(),
@@ -92,9 +124,10 @@ def main() -> None:
         return np.array([factors[key] for key in ids_of(arrays)])
 
     n = write_subset(args.inp, args.out, keep, {"skim": note}, compression=args.compression,
-                     scale=None if args.max_copies_per_parent is None else scale)
+                     scale=scale if rescaled else None)
     print(f"{args.out}: {n} of the events of {args.inp} pass the preselection"
-          + ("" if args.max_copies_per_parent is None else f" (at most {args.max_copies_per_parent} per parent)"))
+          + ("" if args.max_copies_per_parent is None else f" (at most {args.max_copies_per_parent} per parent)")
+          + ("" if args.light_roulette is None else " (light copies rouletted)"))
 
 
 if __name__ == "__main__":
