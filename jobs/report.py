@@ -486,6 +486,15 @@ def _skipped_lines(rep: dict) -> list[str]:
     return lines
 
 
+def _generated_cell(output: dict, dataset: str, lumi: float) -> str:
+    """``N / xsec x lumi`` of a dataset's generated events (``-`` where the files do not record them)."""
+    info = output.get("report", {}).get("datasets", {}).get(dataset, {})
+    n, xsec = info.get("generated"), info.get("xsec")
+    if n is None:
+        return "-"
+    return f"{n:.0f} / {xsec * lumi:.3g}" if xsec else f"{n:.0f} / -"
+
+
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
                   closure: dict, limits: dict | None, index: dict | None, timings: dict, cfg=None,
                   overrides: dict | None = None, validation: dict | None = None, verdict: dict | None = None,
@@ -521,12 +530,15 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
     table = cutflow_table(output)
     if table:
         cuts = list(next(iter(table.values())))
-        head = [f"{c} (implied)" if c == "prefilter" else c for c in cuts]
+        head = ["generated (Runs)"] + [f"{c} (implied)" if c == "prefilter" else c for c in cuts]
         lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(head) + " |",
-                  "|---|" + "---|" * len(cuts)]
+                  "|---|" + "---|" * len(head)]
         for ds, row in table.items():
-            lines.append(f"| {ds} | " + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts)
-                         + " |")
+            lines.append(f"| {ds} | {_generated_cell(output, ds, cfg.analysis.lumi)} | "
+                         + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts) + " |")
+        lines += ["", "generated (Runs): the events generated (the files' genEventCount) and xsec x lumi; `all` "
+                  "counts the events in the files, which for a skimmed file (the embedded backgrounds: the "
+                  "preselected copies only) is already the preselection, so every row of it reads the same."]
         if "prefilter" in cuts:
             lines += ["", ROW_NOTE]
     lines += ["", "## Working point", "", f"(x0, y0) = ({wp[0]:.3f}, {wp[1]:.3f}) ({wp_source})."]

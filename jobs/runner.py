@@ -135,7 +135,10 @@ def dataset_infos(cfg: JobConfig, usable: dict[str, dict[str, FileNorm]], report
         info = dataset_info(name, spec.kind, files, xsec=spec.xsec, sumw=spec.sumw, mzprime=spec.mzprime,
                             rinv=spec.rinv)
         infos[name] = info
-        report.datasets[name] = {**info.model_dump(), "lost": _lost(name, spec, files, report)}
+        counts = [f.generated for f in files.values()]
+        report.datasets[name] = {**info.model_dump(), "lost": _lost(name, spec, files, report),
+                                 # events generated (Runs genEventCount) where every file records it
+                                 "generated": sum(counts) if counts and None not in counts else None}
     return infos
 
 

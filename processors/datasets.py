@@ -40,15 +40,18 @@ class FileNorm:
     sumw: float | None
     xsec: float | None
     meta: dict
+    generated: int | None = None  # the Runs tree's genEventCount: the events generated, before any skim
 
 
 def file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bool,
-                        require_complete: bool = True) -> tuple[float | None, float | None, dict]:
-    """(sumw, xsec or None, generator metadata) of one file, read through :func:`open_root`.
+                        require_complete: bool = True) -> tuple[float | None, float | None, dict, int | None]:
+    """(sumw, xsec or None, generator metadata, events generated or None) of one file, read through
+    :func:`open_root`.
 
-    ``sumw`` is the ``Runs`` tree's ``genEventSumw`` (the events generated, before any skim). A
-    file without it gives the sum of its ``genWeight`` only when ``sum_gen_weight`` (the dataset's
-    ``sumw_from: genWeight``); otherwise None: a skimmed file's genWeight sum undercounts sumw.
+    ``sumw`` is the ``Runs`` tree's ``genEventSumw`` (the events generated, before any skim), the
+    events generated its ``genEventCount``. A file without them gives the sum of its ``genWeight``
+    only when ``sum_gen_weight`` (the dataset's ``sumw_from: genWeight``); otherwise None: a skimmed
+    file's genWeight sum undercounts sumw.
     """
     with open_root(path, "the normalisation (Runs tree, svjscout_meta)", require_complete) as f:
         meta: dict = {}
@@ -57,10 +60,11 @@ def file_normalisation(path: str, tree: str, gen_weight: str, sum_gen_weight: bo
         if "Runs" in f and "genEventSumw" in f["Runs"].keys():
             runs = f["Runs"].arrays(library="np")
             xsec = float(runs["xsec"][0]) if "xsec" in runs else None
-            return float(np.sum(runs["genEventSumw"])), xsec, meta
+            generated = int(np.sum(runs["genEventCount"])) if "genEventCount" in runs else None
+            return float(np.sum(runs["genEventSumw"])), xsec, meta, generated
         if not sum_gen_weight:
-            return None, None, meta
-        return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta
+            return None, None, meta, None
+        return float(np.sum(f[tree][gen_weight].array(library="np"))), None, meta, None
 
 
 def read_file_norm(path: str, bmap: BranchMap, is_mc: bool, sum_gen_weight: bool) -> FileNorm:
@@ -75,8 +79,8 @@ def read_file_norm(path: str, bmap: BranchMap, is_mc: bool, sum_gen_weight: bool
         raise InputFileError(f"{path}: tree {bmap.tree!r} has no events")
     if not is_mc:
         return FileNorm(n, None, None, {})
-    s, x, meta = file_normalisation(path, bmap.tree, bmap.gen_weight, sum_gen_weight)
-    return FileNorm(n, s, x, meta)
+    s, x, meta, generated = file_normalisation(path, bmap.tree, bmap.gen_weight, sum_gen_weight)
+    return FileNorm(n, s, x, meta, generated)
 
 
 #: Files of one dataset whose recorded cross sections differ by less than this (relative) are

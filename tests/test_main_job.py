@@ -51,6 +51,18 @@ def test_limits_and_summary(run_dir):
     for section in ("## Cutflow", "## Working point", "## Closure per fit bin", "## Expected limits",
                     "## Non-closure in the cards", "## Fit validation"):
         assert section in summary
+    # the cutflow starts from the events generated (the files' Runs genEventCount, read here directly)
+    import uproot
+
+    from svjscout.jobs.config import load_job
+    cfg = load_job(None, {})
+    for ds in ("qcd", "svj_mz2000_rinv0.3"):
+        n_gen = 0
+        for f in cfg.files(ds):
+            with uproot.open(f) as root:
+                n_gen += int(root["Runs"]["genEventCount"].array(library="np").sum())
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {ds} | "))
+        assert row.split(" | ")[1].split(" / ")[0] == str(n_gen), row
     # which corrections and data-quality stages acted (our simulation: identity JEC, emulated trigger)
     assert "Corrections (docs/corrections.md): era `svjscout_sim`" in summary
     assert "Data quality (docs/dataquality.md): " in summary and "hlt_emulated = " in summary

@@ -73,7 +73,7 @@ def test_bad_k_is_refused(bad):
 
 
 def test_the_thinned_skim_of_a_file_keeps_its_yield_within_the_added_variance(tmp_path):
-    src = embedded_file("qcd_s202.root")
+    src = embedded_file("ttbar.root")  # 3 detector copies per parent, skimmed: parents pass in 1-3 copies
     cols = ("run", "event", "parent", "gen_weight")
     full = preselected_columns(src, cols)
     out = tmp_path / "thin.root"
