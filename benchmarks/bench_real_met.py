@@ -40,6 +40,13 @@ def gen_met_of(path: Path) -> tuple[dict[int, float], float, int]:
             int(runs["genEventCount"].sum()))
 
 
+def neff_text(w: np.ndarray, parent: np.ndarray) -> str:
+    """N_eff over parents, marked where it is below 10 (the statistics guard's floor: a yield or a
+    shape from fewer effective events is not backed)."""
+    n = n_eff_over_parents(w, parent)
+    return f"{n:.1f}" + (" (below 10)" if n < 10 else "")
+
+
 def anatomy(path: Path, cpu_ms: float | None, first: int | None = None) -> dict:
     sel = preselect(path, 0.24)
     met_of, sumw, n_gen = gen_met_of(path)
@@ -65,13 +72,13 @@ def anatomy(path: Path, cpu_ms: float | None, first: int | None = None) -> dict:
         _, pinv = np.unique(parent[m], return_inverse=True)
         w2 = float(np.sum(np.bincount(pinv, w[m]) ** 2))
         ms, mv = m & sp, m & ~sp
-        planes = (f"{w[ms].sum():.3g} ({n_eff_over_parents(w[ms], parent[ms]):.1f}) | "
-                  f"{w[mv].sum():.3g} ({n_eff_over_parents(w[mv], parent[mv]):.1f}) | "
+        planes = (f"{w[ms].sum():.3g} ({neff_text(w[ms], parent[ms])}) | "
+                  f"{w[mv].sum():.3g} ({neff_text(w[mv], parent[mv])}) | "
                   f"{w[mv].sum() / max(w[ms].sum(), 1e-300):.3f}")
         print(f"| {label} | {pinv.max() + 1} | {w[m].sum() / w.sum():.1%} | {w2 / sum_w2:.1%} | "
-              f"{n_eff_over_parents(w[m], parent[m]):.1f} | {sel['gen_weight'][m].sum() / sumw:.3e} | {planes} |")
-    line = (f"N_eff over parents: all {total:.1f}, SP {n_eff_over_parents(w[sp], parent[sp]):.1f}, "
-            f"VP {n_eff_over_parents(w[~sp], parent[~sp]):.1f}; VP / SP {w[~sp].sum() / max(w[sp].sum(), 1e-300):.3f}; "
+              f"{neff_text(w[m], parent[m])} | {sel['gen_weight'][m].sum() / sumw:.3e} | {planes} |")
+    line = (f"N_eff over parents: all {total:.1f}, SP {neff_text(w[sp], parent[sp])}, "
+            f"VP {neff_text(w[~sp], parent[~sp])}; VP / SP {w[~sp].sum() / max(w[sp].sum(), 1e-300):.3f}; "
             f"yield / sum of generated weights "
             f"{sel['gen_weight'].sum() / sumw:.4e}")
     if cpu_ms:
