@@ -9,7 +9,7 @@ limits N_eff), the class's own N_eff over parents, and its yield per unit of gen
 the check that a sampling step is unbiased). Then N_eff over parents in all, in the SP and the VP,
 and N_eff per CPU-hour when the CPU per parent is given.
 
-    python benchmarks/bench_real_met.py samples/embedded/qcd.root samples/embedded/qcd_s202.root
+    python benchmarks/bench_real_met.py samples/embedded/qcd.root samples/embedded/qcd_s204.root
     python benchmarks/bench_real_met.py --paired qcd_n1.root qcd_n20.root --cpu-ms 15.1 25.8
 
 docs/generation_efficiency.md (sections 6 and 7) has the tables.
@@ -44,7 +44,7 @@ def neff_text(w: np.ndarray, parent: np.ndarray) -> str:
     """N_eff over parents, marked where it is below 10 (the statistics guard's floor: a yield or a
     shape from fewer effective events is not backed)."""
     n = n_eff_over_parents(w, parent)
-    return f"{n:.1f}" + (" (below 10)" if n < 10 else "")
+    return f"{n:.1f}" + ("; below 10" if n < 10 else "")
 
 
 def anatomy(path: Path, cpu_ms: float | None, first: int | None = None) -> dict:

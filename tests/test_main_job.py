@@ -61,7 +61,8 @@ def test_limits_and_summary(run_dir):
         for f in cfg.files(ds):
             with uproot.open(f) as root:
                 n_gen += int(root["Runs"]["genEventCount"].array(library="np").sum())
-        row = next(line for line in summary.splitlines() if line.startswith(f"| {ds} | "))
+        cutflow = summary.split("## Cutflow", 1)[1].splitlines()
+        row = next(line for line in cutflow if line.startswith(f"| {ds} | "))
         assert row.split(" | ")[1].split(" / ")[0] == str(n_gen), row
     # which corrections and data-quality stages acted (our simulation: identity JEC, emulated trigger)
     assert "Corrections (docs/corrections.md): era `svjscout_sim`" in summary
