@@ -270,7 +270,7 @@ def test_prefilter_with_jec_bound_loses_nothing(tmp_path, toy_models, type1):
     from svjscout.processors.processor import SVJProcessor
     from svjscout.processors.selection import Cuts
 
-    path = _with_rho(tmp_path, name="qcd.root", n=400)
+    path = _with_rho(tmp_path, name="qcd_s204.root", n=400)
     corr = {"era": "2018_UL", "root": str(TEST_ROOT), "type1_met": type1, "max_jec_factor": 2.0}
     events = _events(path)
     cuts = Cuts(rt_min=0.27)  # MET bound 175.5 GeV: above the embedded sample's MET skim (150 GeV)

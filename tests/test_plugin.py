@@ -142,7 +142,7 @@ def test_dask_runner(plugin, reference):
 def test_dask_awkward_mode(plugin, reference):
     """preprocess + apply_to_fileset: process() maps the eager pipeline over the partitions
     (several per file here) and returns each dataset's normalised output, delayed."""
-    available, _ = preprocess(plugin.fileset, step_size=200, skip_bad_files=False)
+    available, _ = preprocess(plugin.fileset, step_size=100, skip_bad_files=False)
     delayed = apply_to_fileset(plugin.processor, available, schemaclass=SVJScoutingSchema)
     (computed,) = dask.compute(delayed, scheduler="sync")
     assert sorted(computed) == sorted(DATASETS)

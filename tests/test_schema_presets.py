@@ -20,7 +20,8 @@ from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 from svjscout.processors.schema import PF_FIELDS, PRESETS, BranchMap, SVJScoutingSchema, check_file
 
-DATASETS = ("svj_mz2000_rinv0.3", "qcd")
+# ttbar: its detector copies (several per parent) are what the layouts without ``parent`` lose
+DATASETS = ("svj_mz2000_rinv0.3", "qcd", "ttbar")
 REAL = ("scoutingnano_run3", "scoutingnano_old", "run2_svj")
 #: the default layout, the reference the others are compared with
 REF = "scoutingnano_run3"
@@ -113,7 +114,7 @@ def test_lumsec_reaches_nanoevents(layout_files, tmp_path):
 
 
 def _job(tmp_path, models, files: dict[str, str], layout: str):
-    lines = ["datasets:"] + [f"  {ds}: {{kind: {'background' if ds == 'qcd' else 'signal'}, files: ['{f}']}}"
+    lines = ["datasets:"] + [f"  {ds}: {{kind: {'signal' if ds.startswith('svj') else 'background'}, files: ['{f}']}}"
                              for ds, f in files.items()]
     lines += ["analysis:", f"  lundnet_model: {models[0]}", f"  twin_model: {models[1]}", "  wp: [0.5, 0.5]",
               "executor: {name: iterative, chunksize: 10000}", f"schema: {{preset: {layout}}}"]
