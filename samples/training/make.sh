@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the training sample of the shipped models (not in the repository: ~2.6 GB).
-# Usage: samples/training/make.sh OUTDIR   (~20 CPU-hours, QCD ~17 of them: ~10 hours of wall time
-# with the default J=2 local processes; on a facility about 20 / (number of workers) hours, plus
-# the jobs' start-up)
+# Regenerates the training sample of the shipped models (not in the repository: ~8 GB; QCD ~5.6, Z ~1.7).
+# Usage: samples/training/make.sh OUTDIR   (~25 CPU-hours: QCD ~17, ttbar ~3.2, Z ~1.8, W ~0.4,
+# signal ~1; ~12 hours of wall time with the default J=2 local processes; on a facility about
+# 25 / (number of workers) hours, plus the jobs' start-up)
 # Statistics: the QCD below (11 files, 2,420,000 parents) uses the real-MET stream split and 20
 # heavy-flavour decays per event (docs/generation_efficiency.md, section 7: N_eff 1.24 per 1,000
 # parents at the full preselection, 25.8 ms of CPU per parent, 173 N_eff per CPU-hour, 9.8x the
@@ -35,7 +35,7 @@
 # (docs/generation_efficiency.md, sections 6-7), every repeat kept
 # passed through the jet-level detector response 40 times (detector copies, `parent` branch) with
 # the jet-response tail sampled 20x more often in jets above 50 GeV (likelihood-ratio weights);
-# ttbar (inclusive), W and Z: 5 copies each. Background shower variations are off (the
+# ttbar (inclusive): 3 copies; W and Z: none (their MET is real). Background shower variations are off (the
 # background comes from ABCD; only the signal's ISR/FSR enter the cards). Seeds differ from the
 # embedded sample's, so no event is in both.
 set -euo pipefail
@@ -70,6 +70,9 @@ gen "$out/qcd.root" $qcd -n 220000 --seed 1201 --pythia "$nops"
 for seed in 1202 1203 1204 1205 1206 1207 1208 1209 1210 1211; do
   gen "$out/qcd_s$seed.root" $qcd -n 220000 --seed "$seed" --pythia "$nops"
 done
-gen "$out/ttbar.root" ttbar -n 20000 --seed 1301 -k 5 --shared-pileup --pythia "$nops"
-gen "$out/wjets.root" wjets -n 10000 --seed 1401 -k 5 --shared-pileup --pythia "$nops"
-gen "$out/zjets.root" zjets -n 8000 --seed 1501 -k 5 --shared-pileup --pythia "$nops"
+# sized for N_eff over parents >= 1,000 each after the preselection (issue 30), from the embedded
+# sample's measured yields (stop 41: ttbar 113 per 48,000 events with 3 copies, W 142 per 6,500,
+# Z 116 per 26,000; ~10 % margin): ~3.2, ~0.4 and ~1.8 CPU-hours
+gen "$out/ttbar.root" ttbar -n 470000 --seed 1301 -k 3 --shared-pileup --pythia "$nops"
+gen "$out/wjets.root" wjets -n 52000 --seed 1401 --shared-pileup --pythia "$nops"
+gen "$out/zjets.root" zjets -n 250000 --seed 1501 --shared-pileup --pythia "$nops"
