@@ -99,7 +99,7 @@ def test_chunked_with_systematics_and_parents_equals_one_chunk(small_job, monkey
     batched, _ = run_processor(analysis(batch_events=37))
     monkeypatch.undo()
     _assert_identical(one, batched)
-    many, _ = run_processor(with_executor(job, chunksize=100))
+    many, _ = run_processor(with_executor(job, chunksize=60))
     assert sum(c["chunks"] for c in many["counts"].values()) >= 8
     assert_same_output(one, many)
     assert "xy_mt_syst" in one["hists"] and one["hists"]["xy_mt_syst"].sum().value > 0

@@ -53,12 +53,12 @@ def _file_codes(path: str, dataset: str) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sample,drop_parent", [("qcd", False), ("svj_mz3000_rinv0.5", False), ("qcd", True)])
+@pytest.mark.parametrize("sample,drop_parent", [("ttbar", False), ("svj_mz3000_rinv0.5", False), ("qcd", True)])
 def test_test_subset_is_the_skims_test_split(tmp_path, toy_models, sample, drop_parent):
     """Skim mode with subset test keeps exactly the full skim's events that splits.split_of puts in
-    TEST: qcd (detector copies: the key is the skim's ``parent`` column), signal (3 in 4 events
-    fail the preselection) and qcd rewritten without a ``parent`` branch (the key falls back to
-    ``event``)."""
+    TEST: ttbar (1-3 preselected detector copies per parent: the key is the skim's ``parent``
+    column; the embedded QCD keeps one copy per parent), signal (3 in 4 events fail the
+    preselection) and qcd rewritten without a ``parent`` branch (the key falls back to ``event``)."""
     path = embedded_file(f"{sample}.root")
     if drop_parent:
         path = rewrite_file(path, tmp_path / f"{sample}_noparent.root", drop=("parent",))
@@ -77,7 +77,7 @@ def test_test_subset_is_the_skims_test_split(tmp_path, toy_models, sample, drop_
     expected = _ids(full[code == splits.TEST])
     assert 0 < len(expected) < len(full)
     assert _ids(test) == expected
-    if sample == "qcd" and not drop_parent:  # its detector copies of one generated event land in one subset
+    if sample == "ttbar" and not drop_parent:  # its detector copies of one generated event land in one subset
         test_parents = set(ak.to_numpy(test["parent"]).tolist())
         assert 1 < len(test_parents) < len(ak.to_numpy(test["parent"]))
         assert test_parents.isdisjoint(ak.to_numpy(full["parent"])[code != splits.TEST].tolist())
