@@ -33,6 +33,7 @@ import awkward as ak
 import numpy as np
 import yaml
 
+from svjscout.core.cuts import plane_of
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import run_processor
 from svjscout.processors.settings import AnalysisSettings
@@ -98,7 +99,7 @@ def main() -> None:
         settings = load_job(str(args.job), {}).analysis if args.job else AnalysisSettings()
         edges = np.asarray(settings.mt_edges, dtype=np.float64)
         mt_bin = np.clip(np.searchsorted(edges, t["mt"], side="right") - 1, 0, len(edges) - 2)
-        cell = np.where(t["deta"] < settings.cuts.sp_deta_max, 0, 1) * len(edges) + mt_bin
+        cell = (plane_of(t["deta"], settings.cuts) == "VP") * len(edges) + mt_bin
         w = np.where(kept, t["gen_weight"] * factor, 0.0)
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             ap.error(f"--light-roulette: {args.inp} has preselected events with negative or non-finite weights "
