@@ -486,13 +486,14 @@ def _skipped_lines(rep: dict) -> list[str]:
     return lines
 
 
-def _generated_cell(output: dict, dataset: str, lumi: float) -> str:
-    """``N / xsec x lumi`` of a dataset's generated events (``-`` where the files do not record them)."""
+def _generated_cell(output: dict, dataset: str, lumi: float | None) -> str:
+    """``N / xsec x lumi`` of a dataset's generated events (``-`` where the files do not record them
+    or no luminosity is known)."""
     info = output.get("report", {}).get("datasets", {}).get(dataset, {})
     n, xsec = info.get("generated"), info.get("xsec")
     if n is None:
         return "-"
-    return f"{n:.0f} / {xsec * lumi:.3g}" if xsec else f"{n:.0f} / -"
+    return f"{n:.0f} / {xsec * lumi:.3g}" if xsec and lumi else f"{n:.0f} / -"
 
 
 def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str, scan_row: dict | None,
@@ -534,7 +535,7 @@ def write_summary(outdir: Path, job_name: str, output: dict, wp, wp_source: str,
         lines += ["", "## Cutflow (raw events / weighted)", "", "| dataset | " + " | ".join(head) + " |",
                   "|---|" + "---|" * len(head)]
         for ds, row in table.items():
-            lines.append(f"| {ds} | {_generated_cell(output, ds, cfg.analysis.lumi)} | "
+            lines.append(f"| {ds} | {_generated_cell(output, ds, cfg.analysis.lumi if cfg is not None else None)} | "
                          + " | ".join(f"{row[c]['raw']:.0f} / {row[c]['weighted']:.3g}" for c in cuts) + " |")
         lines += ["", "generated (Runs): the events generated (the files' genEventCount) and xsec x lumi; `all` "
                   "counts the events in the files, which for a skimmed file (the embedded backgrounds: the "
