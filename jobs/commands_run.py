@@ -67,6 +67,13 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
               help="GeV: parents with invisible |sum pT| above this are always kept.")
 @click.option("--roulette-rt", type=float, default=0.15, show_default=True,
               help="Parents with generator-level R_T above this are always kept.")
+@click.option("--roulette-p-soft", type=float, default=1.0, show_default=True,
+              help="Keep probability of the soft real-MET rows (kept for their real MET, invisible |sum pT| below "
+                   "--roulette-nu-pt-hard), weight 1/p; 1 keeps them all.")
+@click.option("--roulette-nu-pt-hard", type=float, default=80.0, show_default=True,
+              help="GeV: rows with invisible |sum pT| above this have hard real MET (always kept).")
+@click.option("--real-met-copies", type=int, default=0, show_default=True,
+              help="Detector copies of the hard real-MET rows (their weights x K/k; needs --roulette); 0: all K.")
 @click.option("--decay-repeats", type=int, default=0, show_default=True,
               help="Decay the b and c hadrons of every event N times (a second Pythia), each repeat with 1/N of its "
                    "weight (the real-MET tail of QCD; N > 1 needs --roulette; 0: decays inline; "
@@ -110,7 +117,8 @@ from svjscout.samples.generate import GenerationConfig, bias_power_default_text,
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
 def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat_max, ht_min, met_min, bias_power,
              pileup, pileup_library, detector_copies, tail_bias, tail_bias_pt_min, roulette, roulette_p_min,
-             roulette_mt, roulette_nu_pt, roulette_rt, decay_repeats, tail_strata, shared_pileup, write_hf, layout,
+             roulette_mt, roulette_nu_pt, roulette_rt, roulette_p_soft, roulette_nu_pt_hard, real_met_copies,
+             decay_repeats, tail_strata, shared_pileup, write_hf, layout,
              detector_params, pythia_lines, chunk_size, workers, executor, scheduler, executor_config, chunk_range,
              keep_parts, fresh, xsec, dataset, progress):
     """Generate PROCESS with Pythia 8 + the fast detector response into a scouting-format ROOT file.
@@ -149,6 +157,7 @@ def generate(process, events, seed, out, mzprime, rinv, m_dark, pthat_min, pthat
         pileup=pileup, pileup_library=pileup_library, detector_copies=detector_copies, tail_bias=tail_bias,
         tail_bias_pt_min=tail_bias_pt_min, write_hf=write_hf, layout=layout, roulette=roulette,
         roulette_p_min=roulette_p_min, roulette_mt=roulette_mt, roulette_nu_pt=roulette_nu_pt, roulette_rt=roulette_rt,
+        roulette_p_soft=roulette_p_soft, roulette_nu_pt_hard=roulette_nu_pt_hard, real_met_copies=real_met_copies,
         shared_pileup=shared_pileup, tail_strata=tail_strata, decay_repeats=decay_repeats,
         detector=overrides,
         chunk_size=chunk_size, workers=workers if local else 1,  # under dask --workers sizes the cluster

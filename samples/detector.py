@@ -76,7 +76,7 @@ without, it is the PF MET over all candidates, the one the HLT computes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import awkward as ak
 import fastjet
@@ -194,6 +194,34 @@ class Measured:
     tracks: dict[str, np.ndarray]
     cells: dict[str, np.ndarray]
     jets: dict[str, np.ndarray]
+    # what every detector copy recomputed (the tracks' pT sums, the cells' cos, sin, cosh and PF
+    # thresholds): computed once, the same arithmetic, so every copy's numbers are bit-identical
+    _static: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def static(self, params: DetectorParams) -> dict[str, np.ndarray]:
+        """The copy-independent parts of :func:`cell_pt` and :func:`missing_pt_per_event`."""
+        if self._static.get("key") != params:
+            t, c, n = self.tracks, self.cells, self.n_events
+            self._static.clear()
+            self._static.update(
+                key=params,
+                track_px=np.bincount(t["event"], t["pt"] * np.cos(t["phi"]), n),
+                track_py=np.bincount(t["event"], t["pt"] * np.sin(t["phi"]), n),
+                cos=np.cos(c["phi"]), sin=np.sin(c["phi"]), cosh=np.cosh(c["eta"]),
+                e_min=np.where((c["kind"] == 0) | (c["kind"] == 3), params.photon_e_min, params.neutral_e_min),
+                pt_min=np.where(c["kind"] >= 2, params.hf_pt_min, params.neutral_pt_min))
+        return self._static
+
+
+def restrict(measured: Measured, events: np.ndarray) -> Measured:
+    """The same measurement with only the tracks and cells of the events in the boolean mask
+    ``events`` (jets and event indices unchanged, so :func:`jet_factors` draws as before); the
+    per-event sums of the kept events (:func:`missing_pt_per_event`) are bit-identical, the
+    others' are zero."""
+    t_keep = events[measured.tracks["event"]]
+    c_keep = events[measured.cells["event"]]
+    return Measured(n_events=measured.n_events, tracks={k: v[t_keep] for k, v in measured.tracks.items()},
+                    cells={k: v[c_keep] for k, v in measured.cells.items()}, jets=measured.jets)
 
 
 def _track_response(pt, eta, abs_id, tracked, rng, p):
@@ -531,23 +559,20 @@ def cell_pt(measured: Measured, factors: np.ndarray | None, params: DetectorPara
         if frac is not None and not np.all(frac == 1.0):  # only the jets' share of a mixed cell
             f = np.where(frac == 1.0, f, 1.0 + (f - 1.0) * frac)
         pt = c["pt"] * f
-    energy = pt * np.cosh(c["eta"])
-    e_min = np.where((c["kind"] == 0) | (c["kind"] == 3), p.photon_e_min, p.neutral_e_min)
-    pt_min = np.where(c["kind"] >= 2, p.hf_pt_min, p.neutral_pt_min)
-    return pt, (energy > e_min) & (pt > pt_min)
+    st = measured.static(p)
+    energy = pt * st["cosh"]
+    return pt, (energy > st["e_min"]) & (pt > st["pt_min"])
 
 
 def missing_pt_per_event(measured: Measured, factors: np.ndarray | None,
                          params: DetectorParams = DetectorParams()) -> tuple[np.ndarray, np.ndarray]:
     """(MET, MET phi) of every event: minus the vector sum of its PF candidates' pT."""
     n = measured.n_events
-    t = measured.tracks
     c = measured.cells
     pt, keep = cell_pt(measured, factors, params)
-    px = -(np.bincount(t["event"], t["pt"] * np.cos(t["phi"]), n)
-           + np.bincount(c["event"][keep], (pt * np.cos(c["phi"]))[keep], n))
-    py = -(np.bincount(t["event"], t["pt"] * np.sin(t["phi"]), n)
-           + np.bincount(c["event"][keep], (pt * np.sin(c["phi"]))[keep], n))
+    st = measured.static(params)
+    px = -(st["track_px"] + np.bincount(c["event"][keep], (pt * st["cos"])[keep], n))
+    py = -(st["track_py"] + np.bincount(c["event"][keep], (pt * st["sin"])[keep], n))
     return np.hypot(px, py), np.arctan2(py, px)
 
 

@@ -69,12 +69,20 @@ class RouletteSettings:
     nu_pt: GeV; parents whose invisible |sum pT| reaches it are always kept.
     rt: parents whose generator-level R_T (real MET / M_T of the leading AK8 pair) reaches it are
         always kept.
+    p_soft: the keep probability of the *soft* real-MET rows (kept for their real MET, by ``nu_pt``
+        or ``rt``, but with invisible |sum pT| below ``nu_pt_hard``): they need a detector
+        fluctuation of ~100 GeV more to pass and carry little of the yield
+        (docs/generation_efficiency.md, section 9); 1 keeps them all (the default).
+    nu_pt_hard: GeV; real-MET rows at or above it are *hard*: always kept (and, with
+        ``real_met_copies``, given fewer detector copies).
     """
 
     p_min: float = 0.3
     mt: float = 400.0
     nu_pt: float = 30.0
     rt: float = 0.15
+    p_soft: float = 1.0
+    nu_pt_hard: float = 80.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.p_min <= 1.0:
@@ -86,6 +94,11 @@ class RouletteSettings:
             raise GenerationError(f"roulette_nu_pt must be >= 0 GeV, got {self.nu_pt!r}")
         if not self.rt >= 0.0:
             raise GenerationError(f"roulette_rt must be >= 0, got {self.rt!r}")
+        if not 0.0 < self.p_soft <= 1.0:
+            raise GenerationError(f"roulette_p_soft must be in (0, 1] (0 would bias: every row must be "
+                                  f"keepable), got {self.p_soft!r}")
+        if not self.nu_pt_hard >= 0.0:
+            raise GenerationError(f"roulette_nu_pt_hard must be >= 0 GeV, got {self.nu_pt_hard!r}")
 
 
 def _gen_ak8(pt: ak.Array, eta: ak.Array, phi: ak.Array) -> dict[str, np.ndarray]:
@@ -165,6 +178,10 @@ def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings
     event has; a repeat without real MET gets the probability above / n_rep (one such repeat per
     event on average goes on, as without repeats), one with real MET keeps 1.
 
+    Soft real MET (``settings.p_soft`` < 1): a row kept for its real MET whose invisible |sum pT|
+    is below ``settings.nu_pt_hard`` gets ``p_soft`` instead of 1 (and no division by n_rep: a
+    repeat's real MET is its own).
+
     >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 700.0]), "nu_pt": np.array([5.0, 40.0, 5.0, 0.0]),
     ...                   "rt": np.array([0.01, 0.0, 0.3, 0.0])},
     ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2)).tolist()
@@ -173,12 +190,25 @@ def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings
     ...                   "rt": np.array([0.01, 0.0, 0.0])},
     ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2), np.array([20, 20, 1])).tolist()
     [0.005, 1.0, 1.0]
+    >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 300.0]), "nu_pt": np.array([5.0, 40.0, 90.0, 5.0]),
+    ...                   "rt": np.array([0.01, 0.0, 0.0, 0.3])},
+    ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2, p_soft=0.25, nu_pt_hard=80.0),
+    ...                  np.array([20, 20, 20, 20])).tolist()
+    [0.005, 0.25, 1.0, 0.25]
     """
     real = (features["nu_pt"] >= settings.nu_pt) | (features["rt"] >= settings.rt)
     prob = np.where(real | (features["mt"] >= settings.mt), 1.0, settings.p_min)
     if n_rep is not None:
         prob = np.where(real, prob, prob / n_rep)
+    if settings.p_soft < 1.0:
+        soft = real & (features["nu_pt"] < settings.nu_pt_hard)
+        prob = np.where(soft, np.minimum(prob, settings.p_soft), prob)
     return prob
+
+
+def hard_real_met(features: dict[str, np.ndarray], settings: RouletteSettings) -> np.ndarray:
+    """Rows whose invisible |sum pT| reaches ``settings.nu_pt_hard`` (the hard real-MET rows)."""
+    return features["nu_pt"] >= settings.nu_pt_hard
 
 
 @dataclass
@@ -208,7 +238,8 @@ def settings_of(cfg) -> RouletteSettings | None:
     """The roulette settings of a :class:`GenerationConfig` (None when the roulette is off)."""
     if not cfg.roulette:
         return None
-    return RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
+    return RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt,
+                            p_soft=cfg.roulette_p_soft, nu_pt_hard=cfg.roulette_nu_pt_hard)
 
 
 def choose_parents(cfg, chunk: int, fs: dict[str, ak.Array], ht_min: float, rows=None) -> Roulette | None:
@@ -296,7 +327,21 @@ def validate(cfg) -> None:
     for name in ("roulette", "shared_pileup"):
         if not isinstance(getattr(cfg, name), bool):
             raise GenerationError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt)
+    RouletteSettings(p_min=cfg.roulette_p_min, mt=cfg.roulette_mt, nu_pt=cfg.roulette_nu_pt, rt=cfg.roulette_rt,
+                     p_soft=cfg.roulette_p_soft, nu_pt_hard=cfg.roulette_nu_pt_hard)
+    k_real = cfg.real_met_copies
+    if isinstance(k_real, bool) or not isinstance(k_real, (int, np.integer)) or k_real < 0:
+        raise GenerationError(f"real_met_copies must be an integer >= 0 (0: every row gets detector_copies), "
+                              f"got {k_real!r}")
+    if k_real:
+        if not cfg.roulette:
+            raise GenerationError("real_met_copies needs the roulette (roulette = true): it decides which rows "
+                                  "have hard real MET")
+        if k_real > cfg.detector_copies:
+            raise GenerationError(f"real_met_copies = {k_real} exceeds detector_copies = {cfg.detector_copies}")
+        if cfg.tail_strata or cfg.resample_particles:
+            raise GenerationError("real_met_copies cannot be combined with tail_strata or resample_particles "
+                                  "(their copies are not exchangeable draws)")
     n = cfg.decay_repeats
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_DECAY_REPEATS:
         raise GenerationError(f"decay_repeats must be an integer in [0, {MAX_DECAY_REPEATS}] (0: decays inline), "

@@ -190,6 +190,9 @@ class GenerationConfig:
     roulette_rt: float = 0.15  # parents with generator-level R_T above are always kept
     shared_pileup: bool = False  # one pruned pileup library per file instead of one per chunk
     decay_repeats: int = 0  # n >= 1: b/c hadrons decayed n times per event by a second Pythia (samples/repeats.py)
+    roulette_p_soft: float = 1.0  # keep probability of real-MET rows below roulette_nu_pt_hard (1: all kept)
+    roulette_nu_pt_hard: float = 80.0  # GeV: rows with invisible |sum pT| above have hard real MET
+    real_met_copies: int = 0  # k >= 1: detector copies of the hard real-MET rows (weights x K / k); 0: K
 
     def __post_init__(self) -> None:
         efficiency.validate(self)  # roulette_* and shared_pileup (GenerationError naming the field)
@@ -478,8 +481,23 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         srng = np.random.default_rng([cfg.seed, chunk, 17])  # its own stream: the copies' streams stay as they are
         forced, strata_w = detector.tail_strata_copies(meas.jets["event"], hard, len(parents), n_copies,
                                                        params.jet_tail_prob, srng)
+    few = None  # hard real-MET rows with fewer copies (real_met_copies): copies >= k skip them
+    if cfg.real_met_copies and cfg.real_met_copies < n_copies and chosen is not None:
+        few = efficiency.hard_real_met({k: v[parents] for k, v in chosen.features.items()},
+                                       efficiency.settings_of(cfg))
+        rest = ~few
+        meas_rest = detector.restrict(meas, rest)  # their cells and tracks only (the copies' cost)
     for copy in range(n_copies):
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
+        if few is not None and copy >= cfg.real_met_copies:  # the other rows: as with K copies, draw for draw
+            factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
+            ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
+            met_pt, met_phi = detector.missing_pt_per_event(meas_rest, factors, params)
+            passing = np.flatnonzero((met_pt >= cfg.met_min) & rest)
+            if len(passing):
+                pieces.append(_copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts,
+                                          reco))
+            continue
         if cfg.resample_particles and copy > 0:  # brute force: the whole detector again per copy
             meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
                                     len(parents), crng, params, pileup=flat["pileup"], jet=jet,
@@ -490,16 +508,13 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         else:
             factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
             ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
+        if few is not None:  # the hard real-MET rows' k copies stand for K: each weighs K / k
+            ratio = np.where(few, ratio * (n_copies / cfg.real_met_copies), ratio)
         met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
         passing = np.flatnonzero(met_pt >= cfg.met_min)
         if len(passing) == 0:
             continue
-        cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
-        extras = _reco_extras(cands, passing, verts) if reco else None  # from all candidates, HF included
-        if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
-            hf = np.isin(cands["pdgId"], (1, 2))
-            cands = {k: v[~hf] for k, v in cands.items()}
-        pieces.append((copy, passing, cands, met_pt, met_phi, ratio, extras))
+        pieces.append(_copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts, reco))
 
     lap("detector_copies")
     columns = _assemble(cfg, chunk, parents, pieces, w_written, ps, n_pu, gen_met_pt, gen_met_phi,
@@ -524,6 +539,17 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         "timing": timing,  # seconds per step (returned, never written: files stay bit-identical)
         **({} if chosen is None else {"roulette": chosen.record()}),
     }
+
+
+def _copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts, reco) -> tuple:
+    """One detector copy's written rows: (copy, passing rows, their candidates, MET, MET phi, weight
+    ratio, reconstruction extras)."""
+    cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
+    extras = _reco_extras(cands, passing, verts) if reco else None  # from all candidates, HF included
+    if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
+        hf = np.isin(cands["pdgId"], (1, 2))
+        cands = {k: v[~hf] for k, v in cands.items()}
+    return copy, passing, cands, met_pt, met_phi, ratio, extras
 
 
 def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> dict[str, np.ndarray]:

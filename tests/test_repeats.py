@@ -194,3 +194,97 @@ def test_one_repeat_is_the_same_events_decayed_once():
     for p in plain:  # the same generator record: the same real MET
         np.testing.assert_array_equal(np.asarray(one["GenMET_pt"])[one["parent"] == p],
                                       np.asarray(three["GenMET_pt"])[three["parent"] == p])
+
+
+# --------------------------------------------------------------------------------------------
+# cheaper kept repeats (docs/generation_efficiency.md, section 9): soft real-MET rows kept with
+# p_soft, hard real-MET rows through k of the K detector copies
+
+
+def _hard(cols, threshold):
+    return np.asarray(cols["GenMET_pt"], dtype=np.float64) >= threshold  # no pileup: GenMET is the row's real MET
+
+
+def test_hard_real_met_rows_get_k_of_the_k_copies_same_draws_reweighted():
+    """With ``real_met_copies = k`` a hard real-MET row keeps copies 0..k-1 of the K-copy file, draw
+    for draw (the same candidates), each weighing K / k times as much; every other row is unchanged."""
+    base = dict(events=60, chunk_size=60, detector_copies=6, roulette_nu_pt=0.0, roulette_nu_pt_hard=1.5)
+    full = generate_chunk(_config(**base), 0, 60)["columns"]
+    few = generate_chunk(_config(**base, real_met_copies=2), 0, 60)["columns"]
+    ev_full, ev_few = np.asarray(full["event"]), np.asarray(few["event"])
+    hard_full = _hard(full, 1.5)
+    copy_full = (ev_full.astype(np.int64) - 1) % 6
+    assert 5 < len(np.unique(np.asarray(full["parent"])[hard_full])) < len(np.unique(full["parent"]))
+    expected = ~hard_full | (copy_full < 2)  # the copies the k-copy file must hold
+    assert np.array_equal(np.sort(ev_full[expected]), np.sort(ev_few))
+    pos = {e: i for i, e in enumerate(ev_few.tolist())}
+    idx = np.array([pos[e] for e in ev_full[expected].tolist()])
+    w_full = np.asarray(full["genWeight"], dtype=np.float64)[expected]
+    w_few = np.asarray(few["genWeight"], dtype=np.float64)[idx]
+    np.testing.assert_allclose(w_few / w_full, np.where(hard_full[expected], 3.0, 1.0), rtol=1e-6)
+    for key in ("ScoutingMET_pt", "ScoutingMET_phi"):  # the same detector draws
+        np.testing.assert_array_equal(np.asarray(few[key])[idx], np.asarray(full[key])[expected])
+    pf_full = ak.to_list(full["ScoutingParticle"]["pt"][np.flatnonzero(expected)])
+    assert ak.to_list(few["ScoutingParticle"]["pt"][idx]) == pf_full
+    # no skim (met_min 0, no tail bias): every row's copies sum to its weight either way
+    assert np.asarray(few["genWeight"], dtype=np.float64).sum() == pytest.approx(
+        np.asarray(full["genWeight"], dtype=np.float64).sum(), rel=1e-6)
+
+
+def test_soft_real_met_rows_are_kept_with_p_soft_and_weighted_by_one_over_p():
+    """Every row real (roulette_nu_pt 0): the hard ones (real MET >= 1.5 GeV) are sure, the soft ones
+    kept with p_soft = 0.5 and weight share / 0.5 (Horvitz-Thompson: sum of 1/p over the kept
+    estimates the number of rows within sqrt(sum (1 - p) / p))."""
+    cfg = _config(events=80, roulette_nu_pt=0.0, roulette_nu_pt_hard=1.5, roulette_p_soft=0.5)
+    res = generate_chunk(cfg, 0, 80)
+    rec = res["roulette"]
+    n_soft = res["n_rows"] - rec["n_sure"]
+    assert rec["n_sure"] > 10 and n_soft > 50
+    assert abs(rec["n_kept"] - rec["n_sure"] - 0.5 * n_soft) < 4 * np.sqrt(0.25 * n_soft)
+    assert abs(rec["sum_inv_p_kept"] - res["n_rows"]) < 4 * np.sqrt(n_soft)
+    # the same rows without the soft roulette: every written row is there, weighing 1 (hard) or 1/2 as much
+    cols = res["columns"]
+    ref = generate_chunk(_config(events=80, roulette_nu_pt=0.0, roulette_nu_pt_hard=1.5), 0, 80)["columns"]
+    pos = {e: i for i, e in enumerate(np.asarray(ref["event"]).tolist())}
+    idx = np.array([pos[e] for e in np.asarray(cols["event"]).tolist()])
+    ratio = np.asarray(cols["genWeight"], dtype=np.float64) / np.asarray(ref["genWeight"], dtype=np.float64)[idx]
+    hard = _hard(ref, 1.5)[idx]  # the real MET is the generator's: the same in both files
+    np.testing.assert_allclose(ratio, np.where(hard, 1.0, 2.0), rtol=1e-6)
+    assert hard.sum() == rec["n_sure"] * cfg.detector_copies
+
+
+@pytest.mark.parametrize("field,bad,match", [("roulette_p_soft", 0.0, "roulette_p_soft"),
+                                             ("roulette_p_soft", 1.5, "roulette_p_soft"),
+                                             ("roulette_nu_pt_hard", -1.0, "roulette_nu_pt_hard"),
+                                             ("real_met_copies", -1, "real_met_copies"),
+                                             ("real_met_copies", 3, "real_met_copies = 3 exceeds"),
+                                             ("real_met_copies", True, "real_met_copies")])
+def test_bad_cheaper_repeat_settings_are_refused_naming_the_field(field, bad, match):
+    with pytest.raises(GenerationError, match=match):
+        _config(**{field: bad})
+
+
+def test_real_met_copies_need_the_roulette_and_exchangeable_copies():
+    with pytest.raises(GenerationError, match="real_met_copies needs the roulette"):
+        _config(roulette=False, decay_repeats=0, real_met_copies=1)
+    with pytest.raises(GenerationError, match="tail_strata"):
+        _config(detector_copies=4, tail_strata=True, real_met_copies=2)
+
+
+def test_cli_flags_for_cheaper_repeats_reach_the_file(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from svjscout.jobs.cli import cli
+    from svjscout.samples.generate import read_metadata
+
+    out = tmp_path / "cli.root"
+    res = CliRunner().invoke(cli, ["generate", "qcd", "-n", "20", "--seed", "5", "--pileup", "0", "--pthat-min", "140",
+                                   "--roulette", "--decay-repeats", "2", "-k", "3", "--roulette-p-soft", "0.4",
+                                   "--roulette-nu-pt-hard", "60", "--real-met-copies", "2", "--layout", "svjscout",
+                                   "--no-progress", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["n_generated"] == 20
+    meta = read_metadata(out)["config"]
+    assert (meta["roulette_p_soft"], meta["roulette_nu_pt_hard"], meta["real_met_copies"]) == (0.4, 60.0, 2)
