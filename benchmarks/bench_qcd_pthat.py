@@ -56,12 +56,12 @@ NEUTRINOS = (12, 14, 16)
 CONDITIONS = ("generated", "H_T", "2 AK8", "M_T, MET <= pT(J0)", "M_T, MET <= pT(J0)/2 + gen MET", "M_T gen MET")
 
 
-def _pythia(lo: float, hi: float | None, seed: int, power: float, process: str = "qcd"):
+def _pythia(lo: float, hi: float | None, seed: int, power: float, process: str = "qcd", extra: tuple = ()):
     import pythia8mc  # generate extra: the benchmark needs Pythia
 
     p = pythia8mc.Pythia("", False)
     lines = process_settings(process, pthat_min=lo, pthat_max=hi, bias_power=power)
-    for line in [*lines, "UncertaintyBands:doVariations = off", f"Random:seed = {seed}"]:
+    for line in [*lines, "UncertaintyBands:doVariations = off", *extra, f"Random:seed = {seed}"]:
         if not p.readString(line):
             raise RuntimeError(f"Pythia rejected {line!r}")
     if not p.init():
@@ -131,9 +131,9 @@ def conditions(batch, cuts: Cuts = Cuts()) -> tuple[np.ndarray, dict, dict[str, 
 
 
 def run_sample(lo: float, hi: float | None, n: int, seed: int, batch: int, power: float = 2.0,
-               process: str = "qcd") -> dict:
+               process: str = "qcd", extra: tuple = ()) -> dict:
     """Generate ``n`` events in [lo, hi) and return pT-hat, weights, conditions and sigmaGen (pb)."""
-    p = _pythia(lo, hi, seed, power, process)
+    p = _pythia(lo, hi, seed, power, process, extra)
     pth, ws, conds, kins = [], [], {c: [] for c in CONDITIONS}, []
     t = time.process_time()
     done = 0
@@ -258,15 +258,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--process", default="qcd", choices=("qcd", "wjets", "zjets"),
                     help="the process (W, Z: unbiased; use e.g. --lo 150 --threshold 200) [qcd]")
     ap.add_argument("--toys", type=int, default=200, help="toy-detector draws per event [200]")
+    ap.add_argument("--pythia", action="append", default=[], metavar="SETTING",
+                    help="extra Pythia line(s), after the process's (e.g. the power shower: "
+                         "'SpaceShower:pTmaxMatch = 2')")
     args = ap.parse_args(argv)
     t = args.threshold
     power = 2.0 if args.process == "qcd" else 0.0
-    win = run_sample(args.lo, t, args.events, args.seed, args.batch, power, args.process)
-    prod = run_sample(t, None, args.events, args.seed + 1, args.batch, power, args.process)
+    extra = tuple(args.pythia)
+    win = run_sample(args.lo, t, args.events, args.seed, args.batch, power, args.process, extra)
+    prod = run_sample(t, None, args.events, args.seed + 1, args.batch, power, args.process, extra)
     edges = [args.lo, 120.0, 140.0, t, 200.0, 250.0, 300.0, 400.0, np.inf]
     edges = sorted({e for e in edges if e >= args.lo})
     print(f"{args.process} at generator level (Pythia 8 CP5, no pileup, no detector), {args.events} events per sample, "
-          f"seeds {args.seed}/{args.seed + 1}, bias power {power:g}, {args.lumi / 1000:g} fb^-1")
+          f"seeds {args.seed}/{args.seed + 1}, bias power {power:g}, {args.lumi / 1000:g} fb^-1"
+          + (f"; extra Pythia settings: {'; '.join(extra)}" if extra else ""))
     for s in (win, prod):
         print(f"  pT-hat {s['lo']:g}-{s['hi'] if s['hi'] is not None else 'inf'}: sigmaGen "
               f"{s['sigma_pb']:.4g} +- {s['sigma_err_pb']:.2g} pb, {s['cpu_s']:.0f} CPU s")
