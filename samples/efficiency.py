@@ -69,8 +69,8 @@ class RouletteSettings:
     nu_pt: GeV; parents whose invisible |sum pT| reaches it are always kept.
     rt: parents whose generator-level R_T (real MET / M_T of the leading AK8 pair) reaches it are
         always kept.
-    p_soft: the keep probability of the *soft* real-MET rows (kept for their real MET, by ``nu_pt``
-        or ``rt``, but with invisible |sum pT| below ``nu_pt_hard``): they need a detector
+    p_soft: the keep probability of the *soft* real-MET rows (kept only for their real MET, by
+        ``nu_pt`` or ``rt``, with invisible |sum pT| below ``nu_pt_hard``): they need a detector
         fluctuation of ~100 GeV more to pass and carry little of the yield
         (docs/generation_efficiency.md, section 9); 1 keeps them all (the default).
     nu_pt_hard: GeV; real-MET rows at or above it are *hard*: always kept (and, with
@@ -178,9 +178,9 @@ def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings
     event has; a repeat without real MET gets the probability above / n_rep (one such repeat per
     event on average goes on, as without repeats), one with real MET keeps 1.
 
-    Soft real MET (``settings.p_soft`` < 1): a row kept for its real MET whose invisible |sum pT|
-    is below ``settings.nu_pt_hard`` gets ``p_soft`` instead of 1 (and no division by n_rep: a
-    repeat's real MET is its own).
+    Soft real MET (``settings.p_soft`` < 1): a row kept only for its real MET (not for its M_T)
+    whose invisible |sum pT| is below ``settings.nu_pt_hard`` gets ``p_soft`` instead of 1 (and no
+    division by n_rep: a repeat's real MET is its own).
 
     >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 700.0]), "nu_pt": np.array([5.0, 40.0, 5.0, 0.0]),
     ...                   "rt": np.array([0.01, 0.0, 0.3, 0.0])},
@@ -190,18 +190,18 @@ def keep_probability(features: dict[str, np.ndarray], settings: RouletteSettings
     ...                   "rt": np.array([0.01, 0.0, 0.0])},
     ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2), np.array([20, 20, 1])).tolist()
     [0.005, 1.0, 1.0]
-    >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 300.0]), "nu_pt": np.array([5.0, 40.0, 90.0, 5.0]),
-    ...                   "rt": np.array([0.01, 0.0, 0.0, 0.3])},
+    >>> keep_probability({"mt": np.array([300.0, 300.0, 300.0, 300.0, 700.0]),
+    ...                   "nu_pt": np.array([5.0, 40.0, 90.0, 5.0, 40.0]), "rt": np.array([0.01, 0.0, 0.0, 0.3, 0.0])},
     ...                  RouletteSettings(p_min=0.1, mt=450.0, nu_pt=30.0, rt=0.2, p_soft=0.25, nu_pt_hard=80.0),
-    ...                  np.array([20, 20, 20, 20])).tolist()
-    [0.005, 0.25, 1.0, 0.25]
+    ...                  np.array([20, 20, 20, 20, 20])).tolist()
+    [0.005, 0.25, 1.0, 0.25, 1.0]
     """
     real = (features["nu_pt"] >= settings.nu_pt) | (features["rt"] >= settings.rt)
     prob = np.where(real | (features["mt"] >= settings.mt), 1.0, settings.p_min)
     if n_rep is not None:
         prob = np.where(real, prob, prob / n_rep)
     if settings.p_soft < 1.0:
-        soft = real & (features["nu_pt"] < settings.nu_pt_hard)
+        soft = real & (features["nu_pt"] < settings.nu_pt_hard) & (features["mt"] < settings.mt)
         prob = np.where(soft, np.minimum(prob, settings.p_soft), prob)
     return prob
 
