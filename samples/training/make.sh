@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the training sample of the shipped models (not in the repository: ~4.5 GB; QCD ~1.9, Z ~1.7).
-# Usage: samples/training/make.sh OUTDIR   (~17 CPU-hours: QCD ~10.8, ttbar ~3.2, Z ~1.8, W ~0.4,
-# signal ~1; ~8.5 hours of wall time with the default J=2 local processes; on a facility about
-# 17 / (number of workers) hours, plus the jobs' start-up)
+# Regenerates the training sample of the shipped models (not in the repository: ~3 GB; QCD ~1.9, Z ~0.5).
+# Usage: samples/training/make.sh OUTDIR   (~14 CPU-hours: QCD ~10.8, ttbar ~1.4, Z ~0.7, W ~0.2,
+# signal ~1; ~7 hours of wall time with the default J=2 local processes; on a facility about
+# 14 / (number of workers) hours, plus the jobs' start-up)
 # Statistics: the QCD below (11 files, 2,420,000 parents) uses the real-MET stream split, 20
 # heavy-flavour decays per event, the soft real-MET rows kept with p = 0.25 and 8 detector copies
 # for the hard real-MET rows (docs/generation_efficiency.md, sections 7 and 9: N_eff 1.11-1.24 per
@@ -75,7 +75,10 @@ for seed in 1202 1203 1204 1205 1206 1207 1208 1209 1210 1211; do
 done
 # sized for N_eff over parents >= 1,000 each after the preselection (issue 30), from the embedded
 # sample's measured yields (stop 41: ttbar 113 per 48,000 events with 3 copies, W 142 per 6,500,
-# Z 116 per 26,000; ~10 % margin): ~3.2, ~0.4 and ~1.8 CPU-hours
-gen "$out/ttbar.root" ttbar -n 470000 --seed 1301 -k 3 --shared-pileup --pythia "$nops"
-gen "$out/wjets.root" wjets -n 52000 --seed 1401 --shared-pileup --pythia "$nops"
-gen "$out/zjets.root" zjets -n 250000 --seed 1501 --shared-pileup --pythia "$nops"
+# Z 116 per 26,000; ~10 % margin): ~1.4, ~0.2 and ~0.7 CPU-hours with the roulette below
+# the roulette on the generator M_T only (their MET is real): events below 500 GeV kept with p = 0.1
+# (docs/generation_efficiency.md, section 10: 1.2-1.5x per CPU-hour, the same N_eff)
+vroulette="--roulette --roulette-p-min 0.1 --roulette-mt 500 --roulette-nu-pt 1000000 --roulette-rt 1000000"
+gen "$out/ttbar.root" ttbar -n 470000 --seed 1301 -k 3 --shared-pileup $vroulette --pythia "$nops"
+gen "$out/wjets.root" wjets -n 52000 --seed 1401 --shared-pileup $vroulette --pythia "$nops"
+gen "$out/zjets.root" zjets -n 250000 --seed 1501 --shared-pileup $vroulette --pythia "$nops"
