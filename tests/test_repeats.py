@@ -232,10 +232,10 @@ def test_hard_real_met_rows_get_k_of_the_k_copies_same_draws_reweighted():
 
 
 def test_soft_real_met_rows_are_kept_with_p_soft_and_weighted_by_one_over_p():
-    """Every row real (roulette_nu_pt 0): the hard ones (real MET >= 1.5 GeV) are sure, the soft ones
-    kept with p_soft = 0.5 and weight share / 0.5 (Horvitz-Thompson: sum of 1/p over the kept
-    estimates the number of rows within sqrt(sum (1 - p) / p))."""
-    cfg = _config(events=80, roulette_nu_pt=0.0, roulette_nu_pt_hard=1.5, roulette_p_soft=0.5)
+    """Every row real (roulette_nu_pt 0; no row sure by its M_T): the hard ones (real MET >= 1.5 GeV)
+    are sure, the soft ones kept with p_soft = 0.5 and weight share / 0.5 (Horvitz-Thompson: sum of
+    1/p over the kept estimates the number of rows within sqrt(sum (1 - p) / p))."""
+    cfg = _config(events=80, roulette_nu_pt=0.0, roulette_mt=1e6, roulette_nu_pt_hard=1.5, roulette_p_soft=0.5)
     res = generate_chunk(cfg, 0, 80)
     rec = res["roulette"]
     n_soft = res["n_rows"] - rec["n_sure"]
@@ -244,7 +244,8 @@ def test_soft_real_met_rows_are_kept_with_p_soft_and_weighted_by_one_over_p():
     assert abs(rec["sum_inv_p_kept"] - res["n_rows"]) < 4 * np.sqrt(n_soft)
     # the same rows without the soft roulette: every written row is there, weighing 1 (hard) or 1/2 as much
     cols = res["columns"]
-    ref = generate_chunk(_config(events=80, roulette_nu_pt=0.0, roulette_nu_pt_hard=1.5), 0, 80)["columns"]
+    ref = generate_chunk(_config(events=80, roulette_nu_pt=0.0, roulette_mt=1e6, roulette_nu_pt_hard=1.5), 0,
+                         80)["columns"]
     pos = {e: i for i, e in enumerate(np.asarray(ref["event"]).tolist())}
     idx = np.array([pos[e] for e in np.asarray(cols["event"]).tolist()])
     ratio = np.asarray(cols["genWeight"], dtype=np.float64) / np.asarray(ref["genWeight"], dtype=np.float64)[idx]
