@@ -481,23 +481,13 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         srng = np.random.default_rng([cfg.seed, chunk, 17])  # its own stream: the copies' streams stay as they are
         forced, strata_w = detector.tail_strata_copies(meas.jets["event"], hard, len(parents), n_copies,
                                                        params.jet_tail_prob, srng)
-    few = None  # hard real-MET rows with fewer copies (real_met_copies): copies >= k skip them
+    few = None  # hard real-MET rows with fewer copies (real_met_copies): copies >= k leave them out
     if cfg.real_met_copies and cfg.real_met_copies < n_copies and chosen is not None:
         few = efficiency.hard_real_met({k: v[parents] for k, v in chosen.features.items()},
                                        efficiency.settings_of(cfg))
-        rest = ~few
-        meas_rest = detector.restrict(meas, rest)  # their cells and tracks only (the copies' cost)
+        meas_rest = detector.restrict(meas, ~few)  # the other rows' cells and tracks only (the copies' cost)
     for copy in range(n_copies):
         crng = np.random.default_rng([cfg.seed, chunk, copy, 11])
-        if few is not None and copy >= cfg.real_met_copies:  # the other rows: as with K copies, draw for draw
-            factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
-            ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
-            met_pt, met_phi = detector.missing_pt_per_event(meas_rest, factors, params)
-            passing = np.flatnonzero((met_pt >= cfg.met_min) & rest)
-            if len(passing):
-                pieces.append(_copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts,
-                                          reco))
-            continue
         if cfg.resample_particles and copy > 0:  # brute force: the whole detector again per copy
             meas = detector.measure(flat["pt"], flat["eta"], flat["phi"], flat["id"], flat["charge"], event_index,
                                     len(parents), crng, params, pileup=flat["pileup"], jet=jet,
@@ -505,16 +495,25 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         if cfg.tail_strata:  # the copy's weight P_s / (copies in s), times K (genWeight divides by K)
             factors, tail = detector.stratified_jet_factors(meas, crng, params, hard, forced[copy])
             ratio = n_copies * strata_w[copy]
-        else:
+        else:  # every row draws, so the other rows' copies are those of K copies, draw for draw
             factors, tail = detector.jet_factors(meas, crng, params, tail_prob=q)
             ratio = np.ones(len(parents)) if q is None else detector.tail_weight(meas, tail, q, params)
+        only_rest = few is not None and copy >= cfg.real_met_copies
         if few is not None:  # the hard real-MET rows' k copies stand for K: each weighs K / k
             ratio = np.where(few, ratio * (n_copies / cfg.real_met_copies), ratio)
-        met_pt, met_phi = detector.missing_pt_per_event(meas, factors, params)
-        passing = np.flatnonzero(met_pt >= cfg.met_min)
+        met_pt, met_phi = detector.missing_pt_per_event(meas_rest if only_rest else meas, factors, params)
+        ok = met_pt >= cfg.met_min
+        if only_rest:
+            ok &= ~few
+        passing = np.flatnonzero(ok)
         if len(passing) == 0:
             continue
-        pieces.append(_copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts, reco))
+        cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
+        extras = _reco_extras(cands, passing, verts) if reco else None  # from all candidates, HF included
+        if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
+            hf = np.isin(cands["pdgId"], (1, 2))
+            cands = {k: v[~hf] for k, v in cands.items()}
+        pieces.append((copy, passing, cands, met_pt, met_phi, ratio, extras))
 
     lap("detector_copies")
     columns = _assemble(cfg, chunk, parents, pieces, w_written, ps, n_pu, gen_met_pt, gen_met_phi,
@@ -539,17 +538,6 @@ def generate_chunk(cfg: GenerationConfig, chunk: int, n_events: int) -> dict:
         "timing": timing,  # seconds per step (returned, never written: files stay bit-identical)
         **({} if chosen is None else {"roulette": chosen.record()}),
     }
-
-
-def _copy_piece(cfg, copy, passing, meas, factors, params, met_pt, met_phi, ratio, verts, reco) -> tuple:
-    """One detector copy's written rows: (copy, passing rows, their candidates, MET, MET phi, weight
-    ratio, reconstruction extras)."""
-    cands = detector.candidates(meas, factors, params, events=passing)  # only the copies written
-    extras = _reco_extras(cands, passing, verts) if reco else None  # from all candidates, HF included
-    if not cfg.write_hf:  # HF cells enter the MET above but are not written (see the module doc)
-        hf = np.isin(cands["pdgId"], (1, 2))
-        cands = {k: v[~hf] for k, v in cands.items()}
-    return copy, passing, cands, met_pt, met_phi, ratio, extras
 
 
 def _reco_extras(cands: dict, passing: np.ndarray, verts: vertices.Vertices) -> dict[str, np.ndarray]:
