@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from bench_generate import n_eff_over_parents  # the same folder (run as a script)
 from bench_generation_efficiency import preselect
-from bench_real_met import gen_met_of
+from bench_real_met import bootstrap_neff_ratio, gen_met_of
 
 SOFT_MIN = 30.0  # GeV: the roulette's real-MET threshold of the recipes (--roulette-nu-pt 30)
 
@@ -58,15 +58,9 @@ def emulate(sel: dict, real_met: np.ndarray, n_rep: int, k: int, p_soft: float, 
 
 def bootstrap_ratio(w_ref: np.ndarray, w: np.ndarray, parent: np.ndarray, n_parents: int, replicas: int = 500,
                     seed: int = 2) -> tuple[float, float, float]:
-    """N_eff(w) / N_eff(w_ref) on the same parents: point, 95 % interval (bootstrap over the parents)."""
-    keys, inv = np.unique(parent, return_inverse=True)
-    a, b = np.bincount(inv, w_ref), np.bincount(inv, w)
-    rng = np.random.default_rng(seed)
-    ratios = np.empty(replicas)
-    for r in range(replicas):
-        c = rng.binomial(n_parents, 1.0 / n_parents, size=len(keys))
-        ratios[r] = ((c @ b) ** 2 / max(c @ b**2, 1e-300)) / ((c @ a) ** 2 / max(c @ a**2, 1e-300))
-    point = (b.sum() ** 2 / np.sum(b**2)) / (a.sum() ** 2 / np.sum(a**2))
+    """N_eff(w) / N_eff(w_ref) on the same rows: point, 95 % interval (bootstrap over the parents)."""
+    _, inv = np.unique(parent, return_inverse=True)
+    point, ratios = bootstrap_neff_ratio(np.bincount(inv, w_ref), np.bincount(inv, w), n_parents, replicas, seed)
     lo, hi = np.quantile(ratios, [0.025, 0.975])
     return point, lo, hi
 

@@ -102,24 +102,32 @@ def compare(name: str, ref: dict, other: dict) -> None:
           f"({', '.join(EDGES)}): {shapes}")
 
 
+def bootstrap_neff_ratio(w1: np.ndarray, w2: np.ndarray, n_parents: int, replicas: int = 1000,
+                         seed: int = 1) -> tuple[float, np.ndarray]:
+    """N_eff(w2) / N_eff(w1) from per-parent summed weights of the same parents (the parents that
+    pass in neither count as zeros), and its bootstrap over the ``n_parents`` generated parents
+    (the passing parents are a Poisson-thinned draw among them): (point, the replicas' ratios)."""
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(replicas)
+    for r in range(replicas):
+        counts = rng.binomial(n_parents, 1.0 / n_parents, size=len(w1))
+        n1 = (counts @ w1) ** 2 / max(counts @ w1**2, 1e-300)
+        n2 = (counts @ w2) ** 2 / max(counts @ w2**2, 1e-300)
+        ratios[r] = n2 / n1
+    point = (w2.sum() ** 2 / np.sum(w2**2)) / (w1.sum() ** 2 / np.sum(w1**2))
+    return point, ratios
+
+
 def paired_bootstrap(ref: dict, other: dict, n_parents: int, replicas: int = 1000, seed: int = 1) -> str:
     """The ratio N_eff(other) / N_eff(ref) with a 68 % and a 95 % interval, from a bootstrap over the
     generated parents when both files hold the same parents (same seed and events: e.g. decay
-    repeats n = 20 against n = 1); the parents that pass in neither file count as zeros."""
+    repeats n = 20 against n = 1)."""
     keys = np.union1d(ref["parent"], other["parent"])
     def per_parent(sel):
         w = np.zeros(len(keys))
         np.add.at(w, np.searchsorted(keys, sel["parent"]), sel["weight"])
         return w
-    w1, w2 = per_parent(ref), per_parent(other)
-    rng = np.random.default_rng(seed)
-    ratios = np.empty(replicas)
-    for r in range(replicas):  # the passing parents are a Poisson-thinned draw among all n_parents
-        counts = rng.binomial(n_parents, 1.0 / n_parents, size=len(keys))
-        n1 = (counts @ w1) ** 2 / max(counts @ w1**2, 1e-300)
-        n2 = (counts @ w2) ** 2 / max(counts @ w2**2, 1e-300)
-        ratios[r] = n2 / n1
-    point = (w2.sum() ** 2 / np.sum(w2**2)) / (w1.sum() ** 2 / np.sum(w1**2))
+    point, ratios = bootstrap_neff_ratio(per_parent(ref), per_parent(other), n_parents, replicas, seed)
     q = np.quantile(ratios, [0.025, 0.16, 0.5, 0.84, 0.975])
     return (f"N_eff ratio {point:.2f}; paired bootstrap over the {n_parents:,} parents ({replicas} replicas): "
             f"median {q[2]:.2f}, 68 % [{q[1]:.2f}, {q[3]:.2f}], 95 % [{q[0]:.2f}, {q[4]:.2f}]")
