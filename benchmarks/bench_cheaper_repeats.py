@@ -8,9 +8,10 @@ its parent, repeat and copy from ``event``, and its real MET ``GenMET_pt``) each
 emulated exactly in law: a soft row (30 GeV <= real MET < ``--nu-pt-hard``) stays with
 probability p_soft (its own uniform, a hash of the row) and weighs 1/p_soft as much; a hard row
 (real MET >= ``--nu-pt-hard``) keeps its copies 0..k-1, each weighing K/k as much (the generator
-keeps exactly those copies, draw for draw: tests/test_repeats.py). Printed per setting: N_eff over
-parents (all, SP, VP), the yield, and the paired bootstrap over the parents of the N_eff ratio to
-the file itself. The CPU of each setting is measured by running the generator (section 9).
+keeps exactly those copies, draw for draw: tests/test_repeats.py). Printed per setting: N_eff
+over parents (all, SP, VP; marked below 10, where a figure is not backed), the yield, and the
+paired bootstrap over the parents of the N_eff ratio to the file itself. The CPU of each setting
+is measured by running the generator (section 9).
 
     python benchmarks/bench_cheaper_repeats.py qcd_n20.root --p-soft 1 0.5 0.25 0.1 --copies 40 16 8 4 2
 """
@@ -21,9 +22,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_generate import n_eff_over_parents  # the same folder (run as a script)
 from bench_generation_efficiency import preselect
-from bench_real_met import bootstrap_neff_ratio, gen_met_of
+from bench_real_met import bootstrap_neff_ratio, gen_met_of, neff_text  # the same folder (run as a script)
 
 SOFT_MIN = 30.0  # GeV: the roulette's real-MET threshold of the recipes (--roulette-nu-pt 30)
 
@@ -92,9 +92,9 @@ def main() -> None:
             w = emulate(sel, real_met, n_rep, k, p, min(c, k), args.nu_pt_hard)
             point, lo, hi = bootstrap_ratio(w0, w, parent, n_gen)
             m = w > 0
-            print(f"| {p:g} | {min(c, k)} | {int(m.sum())} | {n_eff_over_parents(w[m], parent[m]):.1f} | "
-                  f"{n_eff_over_parents(w[m & sp], parent[m & sp]):.1f} | "
-                  f"{n_eff_over_parents(w[m & ~sp], parent[m & ~sp]):.1f} | {w.sum() / w0.sum():.3f} | "
+            print(f"| {p:g} | {min(c, k)} | {int(m.sum())} | {neff_text(w[m], parent[m])} | "
+                  f"{neff_text(w[m & sp], parent[m & sp])} | "
+                  f"{neff_text(w[m & ~sp], parent[m & ~sp])} | {w.sum() / w0.sum():.3f} | "
                   f"{point:.2f} [{lo:.2f}, {hi:.2f}] |")
 
 
