@@ -99,7 +99,7 @@ def failed_rules(row: Mapping) -> list[str]:
 
 def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference: str | None = None,
                          use_scan: bool = True, configured=(0.5, 0.5), split: bool = True,
-                         seed: int = 0) -> WorkingPointChoice:
+                         seed: int = 0, subsets: Mapping[str, tuple[int, float]] | None = None) -> WorkingPointChoice:
     """Scan (on one half), pick, evaluate on the events quoted; see the module docstring.
 
     Args:
@@ -110,11 +110,15 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
         use_scan: take the scan's choice (else ``configured``).
         split: choose on half ``select`` and quote on half ``quote`` (only with ``use_scan``).
         seed: the split's seed.
+        subsets: split by the run's two event subsets instead (:func:`.split.subset_halves`: chosen
+            on the first, quoted on the second; an output that cannot be split so is refused).
     """
     full, datasets = StatInputs.from_output(output), output["datasets"]
     caveats: list[str] = []
     halves = None
-    if use_scan and split:
+    if use_scan and split and subsets is not None:  # the job asked for these subsets: no fallback
+        halves = split_halves(output, subsets=subsets)
+    elif use_scan and split:
         try:
             halves = split_halves(output, seed=seed)
         except HistogramError as err:
@@ -126,7 +130,7 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
     if halves is not None:
         scan = scan_working_points(StatInputs.from_output(halves["select"]), datasets, grid=grid,
                                    reference=reference, rules=rules)
-        scan.sample = "half 'select' of the MC"
+        scan.sample = "the 'select' subset of the MC" if subsets is not None else "half 'select' of the MC"
         quote = StatInputs.from_output(halves["quote"])
     else:  # without use_scan the scan is for the record only: its choice is not the run's, no warning about it
         scan = scan_working_points(full, datasets, grid=grid, reference=reference, rules=rules, quiet=not use_scan)
@@ -137,8 +141,12 @@ def choose_working_point(output: Mapping, rules: ScanRules, grid=None, reference
         if scan.fallback:
             reasons.append("no working point passes every rule on the events it is chosen on (the scan's choice is "
                            f"a fallback: {'; '.join(failed_rules(_row(scan, wp))) or 'see scan_best.json'})")
-        source = ("grid scan choice on half 'select' of the MC (split by parent), figures on half 'quote'"
-                  if halves is not None else "grid scan choice")
+        if subsets is not None:
+            source = "grid scan choice on the MC's 'select' subset, figures on its 'final' subset (split by parent)"
+        elif halves is not None:
+            source = "grid scan choice on half 'select' of the MC (split by parent), figures on half 'quote'"
+        else:
+            source = "grid scan choice"
     else:
         wp = tuple(float(v) for v in configured)
         source = "configured (analysis.wp)"

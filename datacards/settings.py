@@ -129,6 +129,9 @@ class ScanSettings(BaseModel):
     r_max: float = 0.35  # maximum signal contamination ratio
     split: bool = True  # choose on one half of the MC (split by parent), quote on the other (datacards/split.py)
     split_seed: int = 0
+    # parents: the halves by a hash of the parent key; subsets: the run's two event subsets
+    # (analysis.event_subset: [select, final]), chosen on the first, quoted on the second
+    split_on: Literal["parents", "subsets"] = "parents"
 
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
         """The scanned thresholds ``(xs, ys)``."""

@@ -16,6 +16,13 @@ luminosity), its variances parent-grouped, and it comes with the half's own reco
 account for every fill of every dataset (checked: the records of a dataset must rebuild its
 ``xy_mt`` values); otherwise :class:`~svjscout.core.exceptions.HistogramError` says which dataset.
 
+The twin of issue 29 has subsets of its own for this (``select`` for choices, ``final`` for every
+quoted figure: docs/training_data.md). A run over both (``analysis.event_subset: {subset: [select,
+final]}``) records each parent's subset code with its fills (``parent_fills[...]["subset"]``), and
+``split_halves(output, subsets=...)`` then makes the ``select`` half from the ``select`` subset and
+the ``quote`` half from the ``final`` subset, each scaled by (fraction of both) / (its fraction)
+instead of x2 (:func:`subset_halves` gives the argument from the job's event subset).
+
 Example:
     >>> # halves = split_halves(output)  # after the processor, before the scan
     >>> # scan on StatInputs.from_output(halves["select"]), cards on StatInputs.from_output(halves["quote"])
@@ -50,36 +57,62 @@ def half_of(keys: np.ndarray, seed: int = 0) -> np.ndarray:
     return (splitmix64(k) & np.uint64(1)).astype(np.int8)
 
 
-def _rebuild(h, fills: Mapping[str, Mapping], which: int | None, seed: int):
-    """``xy_mt`` (a copy of ``h``) filled from the records of half ``which`` (None: all), weights x2 for a half."""
+def subset_halves(names, codes, fractions) -> dict[str, tuple[int, float]]:
+    """``{"select": (code, scale), "quote": (code, scale)}`` for :func:`split_halves` from a run's
+    event subset of two subsets (``names``, their ``codes`` and expected ``fractions``, in the
+    order given; the first is chosen on, the second quoted on). The run's yields are scaled by
+    ``1 / (f1 + f2)``; a half made of subset ``i`` alone stands for the whole sample with a
+    further ``(f1 + f2) / f_i``."""
+    if len(names) != 2:
+        raise HistogramError(f"split by subsets: the run's event subset is {list(names)}, expected two subsets "
+                             "(the one the working point is chosen on, then the one it is quoted on)")
+    total = float(sum(fractions))
+    return {half: (int(code), total / float(f)) for half, code, f in zip(HALVES, codes, fractions)}
+
+
+def _rebuild(h, fills: Mapping[str, Mapping], which: int | None, seed: int,
+             subsets: Mapping[str, tuple[int, float]] | None = None):
+    """``xy_mt`` (a copy of ``h``) filled from the records of half ``which`` (None: all), weights x2
+    for a half (with ``subsets``: the half's subset code and scale)."""
     out = h.copy()
     shape = out.view(flow=True).shape
     vals, var = np.zeros(int(np.prod(shape))), np.zeros(int(np.prod(shape)))
-    scale = 1.0 if which is None else 2.0
+    scale = 1.0 if which is None else (2.0 if subsets is None else subsets[HALVES[which]][1])
     recs = {}
     for dataset, f in fills.items():
         key = np.asarray(f["key"], np.uint64)
-        keep = np.ones(len(key), bool) if which is None else half_of(key, seed) == which
+        if which is None:
+            keep = np.ones(len(key), bool)
+        elif subsets is None:
+            keep = half_of(key, seed) == which
+        else:
+            keep = np.asarray(f["subset"]) == subsets[HALVES[which]][0]
         b = np.asarray(f["bin"], np.int64)[keep]
         w = np.asarray(f["weight"], np.float64)[keep] * scale
         np.add.at(vals, b, w)
         np.add.at(var, b, w**2)  # the records are per (parent, bin) sums: parent-grouped variances
         recs[dataset] = {"key": key[keep], "bin": b, "weight": w}
+        if "subset" in f:
+            recs[dataset]["subset"] = np.asarray(f["subset"])[keep]
     view = out.view(flow=True)
     view["value"] = vals.reshape(shape)
     view["variance"] = var.reshape(shape)
     return out, recs
 
 
-def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6) -> dict[str, dict]:
+def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6,
+                 subsets: Mapping[str, tuple[int, float]] | None = None) -> dict[str, dict]:
     """``{"select": out, "quote": out}``: the processor output's ``xy_mt`` split by parent.
 
     Each ``out`` is ``{"hists": {"xy_mt": H}, "parent_fills": {...}, "datasets": ...}``: the
     half's histogram and its own parent records (the records split with the histogram).
+    ``subsets`` (:func:`subset_halves`): the halves are the parents of two subsets of the run's
+    event subset (their codes in the records' ``subset``), not a hash of the parent key.
 
     Raises:
         HistogramError: no ``xy_mt``, or a dataset of ``xy_mt`` with events but no records that
-            rebuild its values (data, outputs without ``parent_fills``).
+            rebuild its values (data, outputs without ``parent_fills``); with ``subsets``, records
+            without subset codes, or subset codes other than the two halves'.
     """
     h = output.get("hists", {}).get("xy_mt")
     if h is None:
@@ -96,9 +129,19 @@ def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6) -> dict[str
             raise HistogramError(f"split_halves: dataset {name!r} {why} (data, or an output written without "
                                  "parent_fills): the MC cannot be split by parent; choose the working point with "
                                  "scan.split: false, and its figures are then quoted on the events it was chosen on")
+    if subsets is not None:
+        want = {code for code, _ in subsets.values()}
+        for name, f in fills.items():
+            if "subset" not in f:
+                raise HistogramError(f"split_halves: dataset {name!r} has no subset codes in its parent records: the "
+                                     "run was not made with two subsets in analysis.event_subset")
+            other = set(np.unique(np.asarray(f["subset"])).tolist()) - want
+            if other:
+                raise HistogramError(f"split_halves: dataset {name!r} has fills of subset code(s) {sorted(other)}, "
+                                     f"outside the two halves' {sorted(want)}")
     halves = {}
     for which, label in enumerate(HALVES):
-        hh, recs = _rebuild(h, fills, which, seed)
+        hh, recs = _rebuild(h, fills, which, seed, subsets)
         halves[label] = {"hists": {"xy_mt": hh}, "parent_fills": recs,
                          "datasets": copy.deepcopy(output.get("datasets", {}))}
     return halves

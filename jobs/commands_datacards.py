@@ -42,7 +42,7 @@ from svjscout.datacards.settings import DatacardSettings, ScanSettings, Validati
 from svjscout.datacards.split import split_halves
 from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
 from svjscout.datacards.validation_plots import plot_validation
-from svjscout.jobs.config import JobConfig, load_job, parse_set
+from svjscout.jobs.config import JobConfig, check_split_on, load_job, parse_set, scan_subsets
 from svjscout.jobs.main_job import card_inputs, card_kw
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,9 @@ def _cards_inputs(output: dict) -> StatInputs:
     was not chosen on (``output["wp"]["split"]``), else the whole sample."""
     wp = output.get("wp") if isinstance(output.get("wp"), dict) else {}
     if wp.get("split"):
-        return StatInputs.from_output(split_halves(output, seed=int(wp.get("split_seed", 0)))["quote"])
+        subsets = wp.get("split_subsets")
+        subsets = None if not subsets else {k: (int(v[0]), float(v[1])) for k, v in subsets.items()}
+        return StatInputs.from_output(split_halves(output, seed=int(wp.get("split_seed", 0)), subsets=subsets)["quote"])
     return StatInputs.from_output(output)
 
 
@@ -314,8 +316,15 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
     card_in, reasons, provenance = full, [], {}
     if do_scan:
         seed = sc.split_seed
+        subsets = None
+        if sc.split_on == "subsets":  # the job's event subsets, with the stage settings as given here
+            if job is None:
+                raise click.UsageError("scan.split_on: subsets needs the run's job (its analysis.event_subset): "
+                                       "give --job or a HISTOGRAMS file beside its provenance.json")
+            check_split_on(job.model_copy(update={"scan": sc}), "scan")
+            subsets = scan_subsets(job.model_copy(update={"scan": sc}))
         choice = choose_working_point(output, sc.rules(spec), grid=sc.grid(),
-                                      reference=sc.reference, seed=seed)
+                                      reference=sc.reference, seed=seed, subsets=subsets)
         write_scan(choice.scan, os.path.join(out, "scan"))
         click.echo(choice.scan.report)
         wp, card_in, reasons = choice.wp, choice.inputs, choice.reasons

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from svjscout import samples
 from svjscout.core.exceptions import ConfigError
 from svjscout.datacards.settings import DatacardSettings, ScanSettings, ValidationSettings
+from svjscout.datacards.split import subset_halves
 from svjscout.jobs.provenance import models
 from svjscout.models import shipped_model
 from svjscout.processors.processor import AnalysisSettings, ProcessorConfig, check_event_subset
@@ -296,6 +297,7 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
         check_event_subset(cfg.analysis.event_subset, {name: d.kind for name, d in cfg.datasets.items()})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    check_split_on(cfg, str(path))
     check_lumi_mask(cfg, str(path))
     for key in ("lundnet_model", "twin_model"):  # a mistyped model fails here, not after the first chunks
         given = getattr(cfg.analysis, key)
@@ -304,6 +306,30 @@ def load_job(path: str | Path | None = None, overrides: dict | None = None) -> J
             raise ConfigError(f"{path}: analysis.{key}: {given!r} resolves to {model}, "
                               f"which does not exist (relative paths are relative to the job file)")
     return cfg
+
+
+def check_split_on(cfg: JobConfig, source: str = "job") -> None:
+    """Refuse ``scan.split_on: subsets`` without two subsets in ``analysis.event_subset`` (the one
+    the working point is chosen on, then the one it is quoted on) or with the split off."""
+    if cfg.scan.split_on != "subsets":
+        return
+    sub = cfg.analysis.event_subset
+    if not cfg.scan.split:
+        raise ConfigError(f"{source}: scan.split_on: subsets needs scan.split: true")
+    if sub is None or len(sub.names) != 2:
+        got = "no analysis.event_subset" if sub is None else f"analysis.event_subset.subset {list(sub.names)}"
+        raise ConfigError(f"{source}: scan.split_on: subsets chooses the working point on one subset of the event "
+                          f"split and quotes it on another: analysis.event_subset.subset must list two (e.g. "
+                          f"[select, final]), got {got}")
+
+
+def scan_subsets(cfg: JobConfig) -> dict[str, tuple[int, float]] | None:
+    """The ``subsets`` argument of :func:`~svjscout.datacards.choice.choose_working_point` for the
+    job (``scan.split_on: subsets``), else None."""
+    sub = cfg.analysis.event_subset
+    if cfg.scan.split_on != "subsets" or sub is None:
+        return None
+    return subset_halves(sub.names, sub.codes, [sub.fraction_of(n) for n in sub.names])
 
 
 def check_lumi_mask(cfg: JobConfig, source: str = "job") -> None:

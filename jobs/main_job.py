@@ -33,7 +33,7 @@ from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.regions import region_yields
 from svjscout.datacards.style import PlotStyle
 from svjscout.jobs import provenance, report
-from svjscout.jobs.config import JobConfig
+from svjscout.jobs.config import JobConfig, scan_subsets
 from svjscout.jobs.outputs import RunOutputs
 from svjscout.jobs.runner import run_processor, save_outputs
 
@@ -132,9 +132,10 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         full = StatInputs.from_output(output)
         datasets = output["datasets"]
         rules = cfg.scan.rules(cfg.datacards)
+        subsets = scan_subsets(cfg)
         choice = choose_working_point(output, rules, grid=cfg.scan.grid(), reference=cfg.scan.reference,
                                       use_scan=use_scan, configured=cfg.analysis.wp, split=cfg.scan.split,
-                                      seed=cfg.scan.split_seed)
+                                      seed=cfg.scan.split_seed, subsets=subsets)
         state["verdict"] = verdict = {"backed": choice.backed, "text": choice.verdict(), "reasons": choice.reasons,
                                       "caveats": choice.caveats, "split": choice.split}
         style = PlotStyle.from_config(cfg, stamp=None if choice.backed else UNBACKED)
@@ -144,7 +145,9 @@ def _run_stages(cfg: JobConfig, outdir: Path, use_scan: bool | None, progress: b
         output["hists"]["mt_abcd"] = dc.mt_abcd_at(full.xy_mt, wp, parents=full.parents)
         output["wp"] = state["wp"] = {"x0": wp[0], "y0": wp[1], "source": wp_source, "backed": choice.backed,
                                       "reasons": choice.reasons, "split": choice.split,
-                                      "split_seed": cfg.scan.split_seed}
+                                      "split_seed": cfg.scan.split_seed,
+                                      "split_subsets": (None if subsets is None or not choice.split
+                                                        else {k: list(v) for k, v in subsets.items()})}
         save_outputs(output, outdir)
         timings["scan"] = time.perf_counter() - t
         bar.advance(task)

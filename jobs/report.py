@@ -455,9 +455,8 @@ def _config_lines(cfg, overrides: dict | None) -> list[str]:
         sub = cfg.analysis.event_subset
         if sub is not None:
             lines += ["",
-                      (f"Events: the `{sub.subset}` subset of the train/val/test split only (analysis.event_subset: "
-                           f"seed {sub.seed}, fractions {list(sub.fractions)}); MC yields scaled by 1/{sub.fraction:g} "
-                           "to estimate the full sample's.")]
+                      (f"Events: {sub.describe()} only (analysis.event_subset); MC yields scaled by "
+                       f"1/{sub.fraction:g} to estimate the full sample's.")]
     return lines + [""]
 
 

@@ -22,7 +22,8 @@ key, flat bin, weight; :func:`parent_fills`) and :func:`normalize` replaces the 
 without ``parent`` (data, K = 1, older samples) are unchanged.
 
 After :func:`normalize`, ``output["parent_fills"]`` holds per such dataset the scaled weight sums
-of each (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` numpy arrays), from which
+of each (parent key, flat ``xy_mt`` bin) (``{"key", "bin", "weight"}`` numpy arrays, and ``"subset"``, the
+parent's subset code, with several subsets of ``analysis.event_subset``), from which
 the variance of any union of bins (an ABCD region) can be grouped by parent too
 (:meth:`svjscout.datacards.parents.StatInputs.from_output` takes them explicitly), and ``output["parent_errors"]``
 summarises them (``{dataset: {fills, selected, parent_bins, complete}}``). Both are absent without
@@ -75,12 +76,33 @@ def flat_bins(h, categories: dict | None = None, **coords) -> np.ndarray:
     return np.ravel_multi_index(np.broadcast_arrays(*idx), tuple(shape)).astype(np.int64)
 
 
-def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray) -> dict:
+def parent_fills(keys: np.ndarray, bins: np.ndarray, weights: np.ndarray, subset: np.ndarray | None = None) -> dict:
     """One chunk's record of histogram fills: parent key (uint64), flat bin (int64), weight
-    (float64) per filled event, as coffea column accumulators (concatenated when chunks merge)."""
-    return {"key": processor.column_accumulator(np.asarray(keys, dtype=np.uint64)),
-            "bin": processor.column_accumulator(np.asarray(bins, dtype=np.int64)),
-            "weight": processor.column_accumulator(np.asarray(weights, dtype=np.float64))}
+    (float64) per filled event, as coffea column accumulators (concatenated when chunks merge);
+    with ``subset`` also each fill's subset code (int8, :mod:`svjscout.core.splits`: several
+    subsets of ``analysis.event_subset``)."""
+    out = {"key": processor.column_accumulator(np.asarray(keys, dtype=np.uint64)),
+           "bin": processor.column_accumulator(np.asarray(bins, dtype=np.int64)),
+           "weight": processor.column_accumulator(np.asarray(weights, dtype=np.float64))}
+    if subset is not None:
+        out["subset"] = processor.column_accumulator(np.asarray(subset, dtype=np.int8))
+    return out
+
+
+def _subset_of_keys(keys: np.ndarray, subset: np.ndarray, grouped_keys: np.ndarray, dataset: str) -> np.ndarray:
+    """The subset code of every key of ``grouped_keys``, from the records' ``keys`` and ``subset``
+    (one subset per parent: the split is by parent; two codes for one key are refused)."""
+    order = np.lexsort((subset, keys))
+    k, s = keys[order], subset[order]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = k[1:] != k[:-1]
+    uk, us = k[first], s[first]
+    last = np.ones(len(k), dtype=bool)
+    last[:-1] = k[1:] != k[:-1]
+    if not np.array_equal(us, s[last]):
+        raise ConfigError(f"dataset {dataset!r}: a parent key carries two subset codes in its records (two generated "
+                          "events with one parent id?): the subsets cannot be told apart")
+    return us[np.searchsorted(uk, grouped_keys)]
 
 
 def normalisation_factors(config: ProcessorConfig) -> dict[str, dict]:
@@ -214,6 +236,8 @@ def _parent_grouped_xy_mt(output: dict, datasets=None) -> dict:
         complete = n == selected
         gk, gb, gw = group_fills(rec["key"], rec["bin"], rec["weight"])
         fills[dataset] = {"key": gk, "bin": gb, "weight": gw}
+        if "subset" in rec:
+            fills[dataset]["subset"] = _subset_of_keys(rec["key"], rec["subset"], gk, dataset)
         summary[dataset] = {"fills": n, "selected": selected, "parent_bins": len(gw), "complete": complete}
         if len(gw) == n or dataset not in names or view is None:  # view is None only when names is empty
             continue

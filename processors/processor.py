@@ -33,17 +33,20 @@ coffea's dask-awkward mode (``coffea.dataset_tools.apply_to_fileset``): given da
 ``dask.delayed`` and returns a delayed output of the dataset, reduced and normalised (compute it
 with ``dask.compute`` and add the datasets with ``coffea.processor.accumulate``).
 
-One subset of the event split (``analysis.event_subset``, :class:`EventSubset`): first in each
-chunk, from the event-id branches only, every event gets its subset from :func:`svjscout.core.splits.split_of` with
+Subsets of the event split (``analysis.event_subset``, :class:`EventSubset`): first in each
+chunk, from the event-id branches only, every event gets its subset from :func:`svjscout.core.splits.split_of`
+(:func:`~svjscout.core.splits.split4_of` for the 4-way split) with
 the key the skim writes, ``(dataset, run, luminosityBlock, parent)`` (``parent`` the skim's
 column, ``(run << 40) | parent``, or ``| event`` without a ``parent`` branch), and only the chosen
-subset's events go on (the others are counted as ``not_in_subset``, never clustered; the
+subsets' events go on (the others are counted as ``not_in_subset``, never clustered; the
 cutflow's ``all`` row counts the events kept). So the events kept with ``subset: test`` are
 exactly the skim's events that the trainers put in their test subset. MC yields are scaled by
 ``1 / fraction`` of the subset by :func:`~svjscout.processors.normalize.normalize` (with
 ``xsec * lumi / sumw``; the skim's ``weight`` column too): the histograms and the weighted
 cutflow estimate the full sample's yields, and their variances (``x 1 / fraction^2``) the larger
-statistical error of the subset.
+statistical error of the subset. With several subsets (``[select, final]``) the parent records
+(``parent_fills``) carry each fill's subset code (``subset``), so that the working point can be
+chosen on one subset and quoted on the other (``scan.split_on: subsets``, :mod:`svjscout.datacards.split`).
 Data are refused (no model is trained on data; the split of data events means nothing).
 """
 
@@ -63,7 +66,6 @@ from coffea import processor
 from coffea.analysis_tools import PackedSelection
 from coffea.nanoevents import NanoEventsFactory
 
-from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError, MissingBranchError
 from svjscout.core.features import EVENT_FEATURES, LUND_FEATURES
 from svjscout.processors import corrections as C
@@ -178,6 +180,7 @@ class Chunk:
     # fill: the Lund-plane nodes of J0 and J1 (ln 1/Delta, ln kt, weight), the parent records (MC with parents)
     lund_nodes: list = field(init=False)
     parent_rec: tuple | None = None
+    subset_code: np.ndarray | None = None  # per event, with several subsets of analysis.event_subset
 
     @property
     def n(self) -> int:
@@ -204,7 +207,7 @@ class SVJProcessor(processor.ProcessorABC):
     only, until :meth:`postprocess`): ``{"hists": {name: hist.Hist}, "cutflow": {dataset:
     {"raw": array, "weighted": array}}, "counts": {dataset: {...}}, "timing": {stage: s}}``; the
     cutflow arrays follow ``["all", *CUT_ORDER]``. MC chunks whose events have a ``parent`` branch
-    add ``"parent_fills": {dataset: {"key", "bin", "weight"}}`` (column accumulators, concatenated
+    add ``"parent_fills": {dataset: {"key", "bin", "weight"[, "subset"]}}`` (column accumulators, concatenated
     across chunks). :meth:`postprocess` normalises the summed output
     (:func:`~svjscout.processors.normalize.normalize`).
     """
@@ -324,7 +327,9 @@ class SVJProcessor(processor.ProcessorABC):
         out["hists"] = hists
         recs = [c.parent_rec for c in done if c.parent_rec is not None]
         if recs:  # MC with parent ids: every batch has its records
-            out["parent_fills"] = {c0.dataset: parent_fills(*(np.concatenate([r[i] for r in recs]) for i in range(3)))}
+            cols = [np.concatenate([r[i] for r in recs]) for i in range(3)]
+            subset = np.concatenate([r[3] for r in recs]) if recs[0][3] is not None else None
+            out["parent_fills"] = {c0.dataset: parent_fills(cols[0], cols[1], cols[2], subset=subset)}
         watch.lap("fill")
         timing["fill"] = timing.get("fill", 0.0) + watch.seconds["fill"]
         return out
@@ -341,10 +346,13 @@ class SVJProcessor(processor.ProcessorABC):
         c.counts["events"], c.counts["chunks"] = len(events), 1
         if cfg.event_subset is not None:  # before anything is computed: dropped events cost nothing
             check_event_subset(cfg.event_subset, {dataset: info.kind})
-            in_subset = self._in_subset(events, dataset, cfg.event_subset)
+            code = self._subset_codes(events, dataset, cfg.event_subset)
+            in_subset = np.isin(code, cfg.event_subset.codes)
             c.counts["not_in_subset"] = int(np.count_nonzero(~in_subset))
             if c.counts["not_in_subset"]:
                 c.events = events = events[in_subset]
+            if len(cfg.event_subset.names) > 1:
+                c.subset_code = np.asarray(code[in_subset], dtype=np.int8)
         dq = cfg.data_quality
         c.era = dq.era_of(dataset)
         vertex = bmap.pf_vertex_index(events) if dq.chs.enabled else None  # CHS where the file has the index
@@ -627,17 +635,17 @@ class SVJProcessor(processor.ProcessorABC):
             self._variations(c, syst)
             c.watch.lap("systematics")
         if parents is not None:
-            c.parent_rec = (np.asarray(parents[c.idx], dtype=np.uint64), xy_bins, np.asarray(w, dtype=np.float64))
+            c.parent_rec = (np.asarray(parents[c.idx], dtype=np.uint64), xy_bins, np.asarray(w, dtype=np.float64),
+                            None if c.subset_code is None else c.subset_code[c.idx])
 
-    def _in_subset(self, events, dataset: str, sub: EventSubset) -> np.ndarray:
-        """Per event, whether it is in ``analysis.event_subset``: :func:`splits.split_of` of the
-        key the skim writes (:func:`~svjscout.processors.skim.write_skim`'s ``run``,
+    def _subset_codes(self, events, dataset: str, sub: EventSubset) -> np.ndarray:
+        """Per event, its subset code in ``analysis.event_subset``'s split (:meth:`EventSubset.codes_of`
+        of the key the skim writes: :func:`~svjscout.processors.skim.write_skim`'s ``run``,
         ``luminosityBlock``, ``parent``)."""
         bmap = self.config.branch_map
         ids = bmap.event_ids(events)
-        code = splits.split_of(np.full(len(events), dataset, dtype=object), ids[:, 0], ids[:, 1],
-                               bmap.parent_keys_or_events(events), sub.seed, sub.fractions)
-        return np.equal(code, sub.code)
+        return sub.codes_of(np.full(len(events), dataset, dtype=object), ids[:, 0], ids[:, 1],
+                            bmap.parent_keys_or_events(events))
 
     def _variations(self, c: Chunk, h) -> None:
         """Fill ``xy_mt_syst`` (``h``) with one batch: every source of the registry

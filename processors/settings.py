@@ -52,37 +52,127 @@ class DatasetInfo(BaseModel):
 
 
 class EventSubset(BaseModel):
-    """``analysis.event_subset``: process one subset of the shared train/val/test event split.
+    """``analysis.event_subset``: process one or several subsets of the shared event split.
 
     The split is :mod:`svjscout.core.splits` (the one both trainers use): ``seed`` and
-    ``fractions`` (train, val, test) must be those the models were trained with to select their
-    held-out events (the defaults are the trainers' defaults).
+    ``fractions`` must be those the models were trained with to select their held-out events.
+    Two splits of the same ``u``:
+
+    * 3-way (LundNet; the shipped twin): names ``train``, ``val``, ``test``, ``fractions`` =
+      (train, val, test), default :data:`~svjscout.core.splits.DEFAULT_FRACTIONS`;
+    * 4-way (the twin of issue 29): names ``train``, ``val``, ``select``, ``final``, ``fractions`` =
+      (train, val, select, final), default :data:`~svjscout.core.splits.DEFAULT_FRACTIONS4`.
+
+    The split is 4-way when ``fractions`` has 4 entries, or, without ``fractions``, when a name is
+    ``select`` or ``final``. ``subset`` is one name or a list: ``[select, final]`` with
+    ``scan.split_on: subsets`` chooses the working point on the twin's ``select`` events and quotes
+    every figure on its untouched ``final`` events (docs/training_data.md).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    subset: Literal["train", "val", "test"]
+    # fractions before subset: the names are checked against the split the fractions give
     seed: int = splits.DEFAULT_SEED
-    fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS
+    fractions: tuple[float, ...] | None = None
+    subset: str | list[str]
 
     @field_validator("fractions")
     @classmethod
-    def _fractions_sum_to_one(cls, v):
+    def _fractions_valid(cls, v):
+        if v is None:
+            return v
+        if len(v) not in (3, 4):
+            raise ValueError(f"fractions {list(v)}: expected 3 (train, val, test) or 4 (train, val, select, final)")
         if any(not (0 < f < 1) for f in v):
-            raise ValueError(f"fractions (train, val, test) must each be in (0, 1), got {list(v)}")
+            raise ValueError(f"fractions {list(v)} must each be in (0, 1)")
         if abs(sum(v) - 1) > 1e-6:
-            raise ValueError(f"fractions (train, val, test) must sum to 1, got {list(v)} (sum {sum(v):.6g})")
+            raise ValueError(f"fractions {list(v)} must sum to 1 (sum {sum(v):.6g})")
         return v
+
+    @field_validator("subset")
+    @classmethod
+    def _names_valid(cls, v, info):
+        names = [v] if isinstance(v, str) else list(v)
+        if not names:
+            raise ValueError("expected a subset name or a non-empty list of names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{names} names a subset twice")
+        if "fractions" not in info.data:  # the fractions were refused: their error says why
+            return v
+        fr = info.data["fractions"]
+        four = len(fr) == 4 if fr is not None else any(n in ("select", "final") for n in names)
+        allowed = splits.SPLIT4_NAMES if four else splits.SPLIT_NAMES
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            why = f"fractions {list(fr)}" if fr is not None else "no fractions given"
+            raise ValueError(f"{bad}: the {4 if four else 3}-way split ({why}) has the subsets {list(allowed)}")
+        return v
+
+    @model_validator(mode="after")
+    def _default_fractions(self):
+        if self.fractions is None:
+            self.fractions = splits.DEFAULT_FRACTIONS4 if self.four_way_names else splits.DEFAULT_FRACTIONS
+        return self
+
+    @property
+    def four_way_names(self) -> bool:
+        return any(n in ("select", "final") for n in self.names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The subset names, in the order given."""
+        return (self.subset,) if isinstance(self.subset, str) else tuple(self.subset)
+
+    @property
+    def four_way(self) -> bool:
+        """Whether the split is the 4-way one (train, val, select, final)."""
+        return len(self.fractions) == 4 if self.fractions is not None else self.four_way_names
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The subsets of the split, in the order of ``fractions``."""
+        return splits.SPLIT4_NAMES if self.four_way else splits.SPLIT_NAMES
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        """The subsets' codes in :mod:`svjscout.core.splits` (``SUBSET_NAMES[code]`` is the name)."""
+        return tuple(self.code_of(n) for n in self.names)
 
     @property
     def code(self) -> int:
-        """The subset's code in :mod:`svjscout.core.splits` (``TRAIN``, ``VAL``, ``TEST``)."""
-        return splits.SPLIT_NAMES.index(self.subset)
+        """The code of the one subset (a ``ConfigError`` when ``subset`` lists several)."""
+        if len(self.names) != 1:
+            raise ConfigError(f"analysis.event_subset lists {list(self.names)}: no single code")
+        return self.codes[0]
+
+    def code_of(self, name: str) -> int:
+        """The code of subset ``name`` of this split."""
+        return splits.SUBSET_NAMES.index(name)
+
+    def fraction_of(self, name: str) -> float:
+        """The expected fraction of events in subset ``name``."""
+        assert self.fractions is not None  # resolved at validation
+        return float(self.fractions[self.split_names.index(name)])
 
     @property
     def fraction(self) -> float:
-        """The expected fraction of events in the subset (MC yields are scaled by its inverse)."""
-        return float(self.fractions[self.code])
+        """The expected fraction of events in the subsets (MC yields are scaled by its inverse)."""
+        return float(sum(self.fraction_of(n) for n in self.names))
+
+    def codes_of(self, dataset, run, lumi, parent) -> np.ndarray:
+        """The split's subset code (int8) of every event from its key (:func:`splits.split_of` or
+        :func:`splits.split4_of`)."""
+        assert self.fractions is not None
+        if self.four_way:
+            return splits.split4_of(dataset, run, lumi, parent, self.seed, self.fractions)
+        return splits.split_of(dataset, run, lumi, parent, self.seed, self.fractions)
+
+    def describe(self) -> str:
+        """``'select' + 'final' subsets of the 4-way split (seed 1, fractions [...])``, for reports."""
+        what = " + ".join(f"`{n}`" for n in self.names)
+        plural = "subsets" if len(self.names) > 1 else "subset"
+        kind = "train/val/select/final" if self.four_way else "train/val/test"
+        return f"the {what} {plural} of the {kind} split (seed {self.seed}, fractions {list(self.fractions or ())})"
 
 
 def check_event_subset(subset: EventSubset | None, kinds: dict[str, str]) -> None:
