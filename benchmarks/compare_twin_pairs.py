@@ -10,6 +10,18 @@ pull of background-only and r=1 injections per point).
 
     python benchmarks/compare_twin_pairs.py mdmm=data/heldout_mdmm:data/twin/report.json \\
         analysis=data/heldout_analysis:data/twin_analysis/report.json
+
+With ``--bootstrap N`` it also prints, per pair and signal point, the expected limit with its 95 %
+interval over N Poisson replicas of the quoted events' parents, and every pair's limit over the
+reference's with the *paired* interval (the same replicas: datacards/bootstrap.py), and the
+cards' largest non-closure kappa likewise. Labels ``NAME@SEED`` compare each seed with the
+reference of the same seed (``--reference mdmm``: ``analysis@3`` against ``mdmm@3``); the last
+lines say whether the issue-29 target holds: every ratio's median <= 0.80 at every point on every
+seed, with the kappa no larger (upper end of its paired interval <= 1.05). The runs must quote
+the same events (the same job and sample, e.g. ``jobs/heldout.yaml``'s final subset).
+
+    python benchmarks/compare_twin_pairs.py --bootstrap 100 --reference mdmm \\
+        mdmm@1=data/heldout_mdmm_s1 analysis@1=data/heldout_analysis_s1 mdmm@2=... analysis@2=...
 """
 
 from __future__ import annotations
@@ -51,6 +63,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="+", help="label=RUN_DIR[:REPORT_JSON]")
     ap.add_argument("--plot", default=None, help="also write OUT.png/.pdf: expected limits relative to the first pair")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                    help="paired Poisson bootstrap over the quoted events' parents, N replicas (0: off)")
+    ap.add_argument("--reference", default=None,
+                    help="the reference NAME (labels NAME@SEED); default: the first label")
+    ap.add_argument("--seed", type=int, default=0, help="the replicas' seed")
     args = ap.parse_args()
     rows = {}
     for item in args.pairs:
@@ -89,6 +106,77 @@ def main() -> None:
     print("\n".join(lines))
     if args.plot:
         _plot(rows, args.plot)
+    if args.bootstrap:
+        runs = {}
+        for item in args.pairs:
+            label, rest = item.split("=", 1)
+            runs[label] = Path(rest.partition(":")[0])
+        print()
+        print(bootstrap_table(runs, args.bootstrap, args.reference, args.seed))
+
+
+def _replicas(run: Path, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """``(replicas, central)``: the run's figures (limits per point, kappa_max, backed) on the
+    events it quotes, on n_boot replicas and on the run itself."""
+    from svjscout.datacards.bootstrap import bootstrap, limits_figure
+    from svjscout.datacards.parents import StatInputs
+    from svjscout.datacards.split import quote_half
+    from svjscout.jobs.commands_datacards import _load_output, _run_job_of
+    from svjscout.jobs.main_job import card_kw
+
+    hist = str(run / "histograms.coffea")
+    output = _load_output(hist)
+    job = _run_job_of(hist)
+    if job is None:
+        raise SystemExit(f"{run}: no provenance.json beside histograms.coffea (the run's card settings)")
+    wp = (output["wp"]["x0"], output["wp"]["y0"])
+    figure = limits_figure(output["datasets"], wp, card_kw(job.datacards, job.analysis.systematics, output))
+    half = quote_half(output)
+    return bootstrap(half, figure, n_boot, seed), figure(StatInputs.from_output(half))
+
+
+def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, seed: int) -> str:
+    """The markdown table of ``--bootstrap`` (see the module docstring)."""
+    import numpy as np
+
+    from svjscout.datacards.bootstrap import paired_ratio, percentile_interval
+
+    reps, central = {}, {}
+    for label, run in runs.items():
+        reps[label], central[label] = _replicas(run, n_boot, seed)
+    name = lambda label: label.split("@", 1)[0]  # noqa: E731
+    seed_of = lambda label: label.split("@", 1)[1] if "@" in label else ""  # noqa: E731
+    ref_name = reference or name(next(iter(runs)))
+    refs = {seed_of(lb): lb for lb in runs if name(lb) == ref_name}
+    if not refs:
+        raise SystemExit(f"--reference {ref_name}: no label NAME@SEED with that name among {list(runs)}")
+    points = sorted(k for k in central[next(iter(refs.values()))] if k not in ("kappa_max", "backed"))
+    lines = [f"Paired Poisson bootstrap over the quoted events' parents ({n_boot} replicas, seed {seed}; 95 % "
+             "percentile intervals; ratios replica by replica to the reference of the same seed)", "",
+             "| pair | figure | value [95 %] | / reference [paired 95 %] | replicas backed |",
+             "|---|---|---|---|---|"]
+    verdict_ok, verdict_n = True, 0
+    for label in runs:
+        ref = refs.get(seed_of(label))
+        backed = float(np.nanmean(reps[label].get("backed", np.array([np.nan]))))
+        for fig in points + ["kappa_max"]:
+            v, r = central[label].get(fig, np.nan), reps[label].get(fig, np.full(n_boot, np.nan))
+            lo, hi = percentile_interval(r)
+            cell = f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
+            ratio = "-"
+            if ref is not None and ref != label:
+                med, rlo, rhi, n = paired_ratio(reps[ref].get(fig, np.full(n_boot, np.nan)), r)
+                ratio = f"{med:.3f} [{rlo:.3f}, {rhi:.3f}] ({n} replicas)"
+                verdict_n += 1
+                if fig == "kappa_max":
+                    verdict_ok &= bool(np.isfinite(rhi) and rhi <= 1.05)
+                else:
+                    verdict_ok &= bool(np.isfinite(med) and med <= 0.80)
+            lines.append(f"| {label} | {fig} | {cell} | {ratio} | {backed:.0%} |")
+    if verdict_n:
+        lines += ["", "Issue 29's target (median limit ratio <= 0.80 at every point on every seed, kappa no larger): "
+                  + ("met" if verdict_ok else "NOT met") + f" ({verdict_n} comparisons)"]
+    return "\n".join(lines)
 
 
 def _plot(rows: dict, out: str) -> None:

@@ -145,3 +145,16 @@ def split_halves(output: Mapping, seed: int = 0, rtol: float = 1e-6,
         halves[label] = {"hists": {"xy_mt": hh}, "parent_fills": recs,
                          "datasets": copy.deepcopy(output.get("datasets", {}))}
     return halves
+
+
+def quote_half(output: Mapping) -> Mapping:
+    """The events a run quotes its figures on, from its record of the working point
+    (``output["wp"]``): the ``quote`` half when the point was chosen on the other half (by the
+    parent hash with its ``split_seed``, or by the run's two event subsets, ``split_subsets``),
+    else the whole output."""
+    wp = output.get("wp") if isinstance(output.get("wp"), Mapping) else {}
+    if not wp.get("split"):
+        return output
+    subsets = wp.get("split_subsets")
+    subsets = None if not subsets else {k: (int(v[0]), float(v[1])) for k, v in subsets.items()}
+    return split_halves(output, seed=int(wp.get("split_seed", 0)), subsets=subsets)["quote"]

@@ -39,7 +39,7 @@ from svjscout.datacards.integrity import check_cards
 from svjscout.datacards.limits import read_index
 from svjscout.datacards.pseudodata import summary_lines as pseudo_summary
 from svjscout.datacards.settings import DatacardSettings, ScanSettings, ValidationSettings, parse_inject
-from svjscout.datacards.split import split_halves
+from svjscout.datacards.split import quote_half
 from svjscout.datacards.validation import read_combine_validation, summary_lines, write_validation
 from svjscout.datacards.validation_plots import plot_validation
 from svjscout.jobs.config import JobConfig, check_split_on, load_job, parse_set, scan_subsets
@@ -92,12 +92,7 @@ def _load(path: str) -> tuple[StatInputs, dict]:
 def _cards_inputs(output: dict) -> StatInputs:
     """The statistics inputs a run's cards were written from: the half of the MC its working point
     was not chosen on (``output["wp"]["split"]``), else the whole sample."""
-    wp = output.get("wp") if isinstance(output.get("wp"), dict) else {}
-    if wp.get("split"):
-        subsets = wp.get("split_subsets")
-        subsets = None if not subsets else {k: (int(v[0]), float(v[1])) for k, v in subsets.items()}
-        return StatInputs.from_output(split_halves(output, seed=int(wp.get("split_seed", 0)), subsets=subsets)["quote"])
-    return StatInputs.from_output(output)
+    return StatInputs.from_output(quote_half(output))
 
 
 def _run_job_of(histograms: str):

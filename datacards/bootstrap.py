@@ -1,0 +1,153 @@
+"""Paired Poisson bootstrap over generated events ("parents") of a run's quoted figures.
+
+A run's figures at its working point (expected limits, the cards' non-closure) rest on a finite MC
+sample; their statistical spread is that of the parents the quoted events come from (a parent's
+detector copies move together). Issue 29 asks for confidence intervals on every comparison
+(the MDMM pair against the analysis-aware fine-tune, seed by seed) on the final subset.
+
+Replica ``r`` gives every parent ``p`` of dataset ``d`` a count ``m ~ Poisson(1)`` from a fixed
+hash of ``(d, p, r, seed)`` (:func:`parent_counts`): the count depends on the parent's identity
+only, so two runs over the same events (two twin pairs on the same final subset) see the *same*
+resampled population in replica ``r``: the bootstrap is paired, and the shared fluctuations
+cancel in their ratio. A parent drawn ``m`` times enters as ``m`` distinct parents (its records
+repeated under new keys), so the replica's histogram has values ``sum m w`` and parent-grouped
+variances ``sum m (sum w)^2``, as a freshly generated sample of that composition would
+(:func:`resample`). Everything downstream (the statistics guard, the non-closure, the cards and
+the limits) is then recomputed on the replica exactly as on the run (:func:`bootstrap`).
+
+The signal's systematic shifts stay those of the full run (relative variations); the
+working point stays the run's (chosen on other events: the interval is that of the quoted figure
+given the choice).
+
+Example:
+    >>> # half = split_halves(output, subsets=...)["quote"]      # the events the run quotes on
+    >>> # reps = bootstrap(half, datasets, wp, limits_figure(card_kw), n_boot=100)
+    >>> # ratio = reps_b["svj_mz2000_rinv0.3"] / reps_a["svj_mz2000_rinv0.3"]  # paired, replica by replica
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from svjscout.core import splits
+from svjscout.core.exceptions import DatacardError, HistogramError
+from svjscout.core.parents import group_fills
+
+from .parents import StatInputs
+from .split import _rebuild, splitmix64
+
+log = logging.getLogger(__name__)
+
+__all__ = ["parent_counts", "resample", "bootstrap", "limits_figure", "percentile_interval", "paired_ratio"]
+
+#: Salt of the replicas' seed (independent of the subsets, folds and halves).
+_BOOT_SALT = 0x0B0075_7A9
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+#: Poisson(1) cumulative probabilities, k = 0..19 (the tail beyond is < 1e-18).
+_POISSON1_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(20)])
+
+
+def parent_counts(dataset: str, keys: np.ndarray, replica: int, seed: int = 0) -> np.ndarray:
+    """Poisson(1) count (int64) of every parent key of ``dataset`` in replica ``replica``: a fixed
+    function of (dataset, key, replica, seed), so the same parent gets the same count in any run."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    u = splits.split_u(np.full(len(keys), dataset, dtype=object), np.full(len(keys), int(replica), np.uint64),
+                       None, keys, (int(seed) ^ _BOOT_SALT) % 2**64)
+    return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.int64)
+
+
+def resample(half: Mapping, replica: int, seed: int = 0) -> dict:
+    """Replica ``replica`` of a run's output (or one half of it: ``{"hists": {"xy_mt"},
+    "parent_fills", "datasets"}``): every parent's records repeated ``m`` times (distinct keys),
+    ``xy_mt`` rebuilt from them. Every dataset of ``xy_mt`` with events needs its parent records."""
+    h = half["hists"]["xy_mt"]
+    fills = half.get("parent_fills") or {}
+    values = np.asarray(h.view(flow=True)["value"])
+    for i, name in enumerate(h.axes["dataset"]):
+        if name not in fills and np.any(values[i] != 0):
+            raise HistogramError(f"bootstrap: dataset {name!r} has events but no parent records: it cannot be "
+                                 "resampled by parent")
+    new = {}
+    for dataset, f in fills.items():
+        # per (parent, bin) sums (a normalised output's records are already): a parent's copies in
+        # one bin add before squaring
+        key, bins, weight = group_fills(f["key"], f["bin"], f["weight"])
+        m = parent_counts(dataset, key, replica, seed)
+        idx = np.repeat(np.arange(len(key)), m)
+        copy = np.arange(len(idx)) - np.repeat(np.cumsum(m) - m, m)  # 0..m-1 within each record
+        with np.errstate(over="ignore"):
+            mixed = splitmix64(key[idx] ^ (copy.astype(np.uint64) * _GOLDEN))
+        k = np.where(copy == 0, key[idx], mixed)
+        new[dataset] = {"key": k, "bin": bins[idx], "weight": weight[idx]}
+    hh, recs = _rebuild(h, new, None, 0)
+    return {"hists": {"xy_mt": hh}, "parent_fills": recs, "datasets": half.get("datasets", {})}
+
+
+def bootstrap(half: Mapping, figure: Callable[[StatInputs], Mapping[str, float]], n_boot: int = 100,
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """``{name: array of n_boot values}``: ``figure`` (a function of the statistics inputs returning
+    named numbers) on replicas 0..n_boot-1 of ``half`` (:func:`resample`). A figure that cannot be
+    made on a replica (e.g. the cards refuse it) is NaN there."""
+    if n_boot < 2:
+        raise DatacardError(f"bootstrap: n_boot={n_boot}, expected >= 2")
+    out: dict[str, list[float]] = {}
+    for r in range(n_boot):
+        try:
+            vals = figure(StatInputs.from_output(resample(half, r, seed)))
+        except (DatacardError, HistogramError) as err:
+            log.info("bootstrap replica %d: %s", r, err)
+            vals = {}
+        for name in set(out) | set(vals):
+            out.setdefault(name, [math.nan] * r).append(float(vals.get(name, math.nan)))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def limits_figure(datasets: Mapping, wp: Sequence[float], card_kw: Mapping | None = None,
+                  quantile: str = "exp0") -> Callable[[StatInputs], dict[str, float]]:
+    """A :func:`bootstrap` figure: the cards at ``wp`` written (``card_kw``: the run's card
+    keywords) into a temporary folder and their quick expected limits (``quantile``) per signal
+    point, plus ``kappa_max`` (the largest of the cards' non-closure kappas) and ``backed`` (1/0:
+    the statistics guard on the replica)."""
+    from .limits import quick_limits
+    from .writer import write_datacards
+
+    kw = dict(card_kw or {})
+    kw["allow_unbacked"] = True  # a replica below the guard is counted, not refused
+    kw.setdefault("validate", False)
+
+    def figure(inputs: StatInputs) -> dict[str, float]:
+        with tempfile.TemporaryDirectory(prefix="svjscout_boot_") as tmp:
+            index = write_datacards(inputs, dict(datasets), tuple(wp), tmp, **kw)
+            lim = quick_limits(f"{tmp}/datacards")
+        vals = {name: float(v[quantile]) for name, v in lim.items() if isinstance(v, dict) and quantile in v}
+        kappas = [k for k in np.ravel(index.get("nonclosure_kappa", [])) if k is not None]
+        vals["kappa_max"] = float(max(kappas)) if kappas else math.nan
+        vals["backed"] = float(bool(index.get("backed")))
+        return vals
+
+    return figure
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite ``values`` (NaN, NaN if fewer than 10)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 10:
+        return math.nan, math.nan
+    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_ratio(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """``(median, lo, hi, n)`` of ``b / a`` replica by replica (the same replicas: paired), over the
+    replicas where both are finite."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b) & (a != 0)
+    r = b[ok] / a[ok]
+    lo, hi = percentile_interval(r, level)
+    return (float(np.median(r)) if len(r) else math.nan), lo, hi, int(ok.sum())
