@@ -26,6 +26,9 @@ from svjscout.models.train_twin import (
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (default 100, or the config's).")
 @click.option("--seed", type=int, default=None,
               help="Seed of split, sampling and initialisation (default 1, shared with LundNet's split).")
+@click.option("--split-seed", "split_seed", type=int, default=None,
+              help="Seed of the event split alone (config key split_seed; default: --seed). Keep it at LundNet's "
+                   "split seed (1) and vary --seed for a training-variance study on the same events.")
 @click.option("--lundnet", type=click.Path(exists=True, dir_okay=False), default=None,
               help="LundNet ONNX model, used where the skim's lundnet_j0/j1 are missing or NaN.")
 @click.option("--lundnet-oof", "lundnet_oof", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -60,8 +63,8 @@ from svjscout.models.train_twin import (
 @click.option("--constraints/--no-constraints", default=None,
               help="Keep the MDMM decorrelation/closure constraints (default) or train on the objective alone.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Rich progress bar on stderr.")
-def twin_cmd(skim, out_dir, epochs, seed, lundnet, lundnet_oof, config_path, job_path, bce_selection, tradeoff,
-             tradeoff_settings, fill_doc, device, resume, objective, init_model, constraints, progress):
+def twin_cmd(skim, out_dir, epochs, seed, split_seed, lundnet, lundnet_oof, config_path, job_path, bce_selection,
+             tradeoff, tradeoff_settings, fill_doc, device, resume, objective, init_model, constraints, progress):
     """Train the twin MLPs X, Y on SKIM parquet file(s) (BCE + DisCo/closure constraints under MDMM;
     or, with --objective analysis, the expected ABCD significance itself).
 
@@ -74,9 +77,9 @@ def twin_cmd(skim, out_dir, epochs, seed, lundnet, lundnet_oof, config_path, job
         cuts = load_job(job_path).analysis.cuts.model_dump()
     if init_model is not None and init_model.startswith("shipped:"):
         init_model = str(shipped_model(init_model.split(":", 1)[1]))
-    cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, lundnet_model=lundnet,
-                                    lundnet_oof=lundnet_oof, progress=progress, analysis_cuts=cuts,
-                                    bce_selection=bce_selection,
+    cfg = TwinTrainConfig.from_yaml(config_path, epochs=epochs, seed=seed, split_seed=split_seed,
+                                    lundnet_model=lundnet, lundnet_oof=lundnet_oof, progress=progress,
+                                    analysis_cuts=cuts, bce_selection=bce_selection,
                                     device=device, resume=resume or None, objective=objective,
                                     init_model=init_model, constraints=constraints)
     if tradeoff:
