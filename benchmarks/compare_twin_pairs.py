@@ -48,6 +48,7 @@ def _load(run: Path, report: Path | None) -> dict:
     if report is not None and report.is_file():
         rep = json.loads(report.read_text())
         out["dcorr_xy"] = rep["test"].get("dcorr", {}).get("dcorr_xy")
+        out["epochs"] = (rep["summary"].get("best_epoch"), rep["summary"].get("epochs_run"))
         out["z_hard_test"] = (rep["summary"].get("analysis_objective") or {}).get("test", {}).get("z_mean")
     return out
 
@@ -88,6 +89,8 @@ def main() -> None:
     add("rules failed by the chosen point", lambda r: str(r["scan"].get("n_failed", "-")))
     add("non-closure kappa (cards)", lambda r: ", ".join(f"{k:.3f}" for k in sorted(set(r["kappa"]))) or "-")
     add("dCorr(X, Y), test background", lambda r: _f(r.get("dcorr_xy")))
+    add("best epoch / epochs run (0: the starting pair kept)",
+        lambda r: "/".join(str(v) for v in r["epochs"]) if r.get("epochs") else "-")
     for point in first["limits"]:
         add(f"expected limit on r, {point}",
             lambda r, p=point: _f(r["limits"].get(p)) + (
@@ -132,7 +135,10 @@ def _replicas(run: Path, n_boot: int, seed: int) -> tuple[dict, dict]:
     wp = (output["wp"]["x0"], output["wp"]["y0"])
     figure = limits_figure(output["datasets"], wp, card_kw(job.datacards, job.analysis.systematics, output))
     half = quote_half(output)
-    return bootstrap(half, figure, n_boot, seed), figure(StatInputs.from_output(half))
+    central = figure(StatInputs.from_output(half))
+    # the run's own verdict (every scan rule and the guard, on the events it quotes); replicas: the guard
+    central["backed"] = float(bool(output["wp"].get("backed", central["backed"])))
+    return bootstrap(half, figure, n_boot, seed), central
 
 
 def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, seed: int) -> str:
@@ -153,7 +159,7 @@ def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, s
     points = sorted(k for k in central[next(iter(refs.values()))] if k not in ("kappa_max", "backed"))
     lines = [f"Paired Poisson bootstrap over the quoted events' parents ({n_boot} replicas, seed {seed}; 95 % "
              "percentile intervals; ratios replica by replica to the reference of the same seed)", "",
-             "| pair | figure | value [95 %] | / reference [paired 95 %] | backed (replicas backed) |",
+             "| pair | figure | value [95 %] | / reference [paired 95 %] | run backed (replicas passing the guard) |",
              "|---|---|---|---|---|"]
     verdict_ok, verdict_n, unbacked = True, 0, []
     for label in runs:
