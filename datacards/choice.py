@@ -64,8 +64,10 @@ class WorkingPointChoice:
 
     def verdict(self) -> str:
         if self.backed:
+            where = " (chosen on the MC's 'select' subset)" if "'select' subset" in self.source else \
+                " (chosen on the other half of the MC)"
             return ("backed: the working point passes every rule, the statistics guard included, on the events its "
-                    "figures are quoted on" + (" (chosen on the other half of the MC)" if self.split else ""))
+                    "figures are quoted on" + (where if self.split else ""))
         return f"{UNBACKED}: " + "; ".join(self.reasons)
 
 

@@ -14,7 +14,7 @@ from conftest import embedded_file
 from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError, HistogramError
 from svjscout.datacards import ScanRules
-from svjscout.datacards.choice import choose_working_point
+from svjscout.datacards.choice import WorkingPointChoice, choose_working_point
 from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.split import split_halves, subset_halves
 from svjscout.jobs.commands_datacards import _cards_inputs
@@ -80,6 +80,8 @@ def test_halves_are_the_select_and_final_runs(tmp_path, toy_models):
         assert ks and kq and not ks & kq
     choice = choose_working_point(out, ScanRules(), grid=5, subsets=subsets)
     assert choice.split and "'final' subset" in choice.source and choice.scan.sample == "the 'select' subset of the MC"
+    backed = WorkingPointChoice(choice.wp, choice.source, choice.scan, choice.row, choice.inputs, True)
+    assert backed.verdict().endswith("(chosen on the MC's 'select' subset)")
     final = StatInputs.from_output(alone["final"])
     np.testing.assert_allclose(choice.inputs.xy_mt.values(flow=True), final.xy_mt.values(flow=True), rtol=1e-9,
                                atol=1e-12 * final.xy_mt.values(flow=True).max())
