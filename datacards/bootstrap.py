@@ -38,8 +38,10 @@ from svjscout.core import splits
 from svjscout.core.exceptions import DatacardError, HistogramError
 from svjscout.core.parents import group_fills
 
+from .limits import quick_limits
 from .parents import StatInputs
 from .split import _rebuild, splitmix64
+from .writer import write_datacards
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,6 @@ def limits_figure(datasets: Mapping, wp: Sequence[float], card_kw: Mapping | Non
     keywords) into a temporary folder and their quick expected limits (``quantile``) per signal
     point, plus ``kappa_max`` (the largest of the cards' non-closure kappas) and ``backed`` (1/0:
     the statistics guard on the replica)."""
-    from .limits import quick_limits
-    from .writer import write_datacards
-
     kw = dict(card_kw or {})
     kw["allow_unbacked"] = True  # a replica below the guard is counted, not refused
     kw.setdefault("validate", False)
