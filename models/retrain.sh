@@ -9,8 +9,9 @@
 # Usage (from the repository root, the sample in data/train as the job files expect):
 #   models/retrain.sh OUT
 # Resumable: every step writes OUT/<step>.done when it succeeds and is skipped once that exists;
-# after an interruption run the same command again (the trainers' own --resume is not used: an
-# unfinished step restarts).
+# after an interruption run the same command again. The trainers run with --resume: an interrupted
+# training continues from its OUT/.../train_state.pt (to the same model bit for bit); LundNet's
+# fold models, trained after the full model, start again.
 # Settings (environment): SEEDS ("1 2 3 4 5"), N_BOOT (100 replicas), CROSSFIT_K (5), THREADS (2),
 # DEVICE (cpu), TRAIN_JOB / LUND_JOB / HELDOUT_JOB (jobs/train.yaml, jobs/train_lundnet.yaml,
 # jobs/heldout.yaml), LUND_ARGS / TWIN_ARGS / ANALYSIS_ARGS / RUN_ARGS (extra options of `train
@@ -53,7 +54,7 @@ step skim_twin svjscout process "$TRAIN_JOB" --skim --overwrite --out "$out/skim
 step skim_jets svjscout process "$LUND_JOB" --skim --overwrite --out "$out/skim_jets"
 # shellcheck disable=SC2086
 step lundnet svjscout -v train lundnet "$out/skim_jets/skim" --out "$out/lundnet" --threads "$THREADS" \
-  --device "$DEVICE" --crossfit-k "$CROSSFIT_K" ${LUND_ARGS:-}
+  --device "$DEVICE" --crossfit-k "$CROSSFIT_K" --resume ${LUND_ARGS:-}
 lund="$out/lundnet/lundnet.onnx"
 oof="$out/lundnet/lundnet_oof.parquet"
 skims=("$out"/skim/skim/*/*.parquet)
@@ -63,11 +64,12 @@ for s in $SEEDS; do
   # shellcheck disable=SC2086
   step "twin_s$s" svjscout -v train twin "${skims[@]}" --lundnet "$lund" --lundnet-oof "$oof" \
     --config jobs/twin_train.yaml --job "$TRAIN_JOB" --device "$DEVICE" --seed "$s" --split-seed 1 \
-    --no-progress --out "$out/twin_s$s" ${TWIN_ARGS:-}
+    --no-progress --resume --out "$out/twin_s$s" ${TWIN_ARGS:-}
   # shellcheck disable=SC2086
   step "twin_analysis_s$s" svjscout -v train twin "${skims[@]}" --lundnet "$lund" --lundnet-oof "$oof" \
     --config jobs/twin_train_analysis.yaml --job "$TRAIN_JOB" --device "$DEVICE" --seed "$s" --split-seed 1 \
-    --no-progress --init "$out/twin_s$s/twin.onnx" --out "$out/twin_analysis_s$s" ${TWIN_ARGS:-} ${ANALYSIS_ARGS:-}
+    --no-progress --resume --init "$out/twin_s$s/twin.onnx" --out "$out/twin_analysis_s$s" ${TWIN_ARGS:-} \
+    ${ANALYSIS_ARGS:-}
   pairs+=("mdmm@$s=$out/heldout_mdmm_s$s:$out/twin_s$s/report.json"
           "analysis@$s=$out/heldout_analysis_s$s:$out/twin_analysis_s$s/report.json")
 done
