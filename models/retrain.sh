@@ -21,9 +21,11 @@
 # (twin.onnx, report.json, report.md), OUT/heldout_{shipped,mdmm_sS,analysis_sS} (svjscout run
 # folders), OUT/comparison.md (benchmarks/compare_twin_pairs.py --bootstrap: limits and kappa per
 # pair with 95 % intervals, ratios to the MDMM pair of the same seed, paired, and the target line).
-# Cost on this project's 2-core machine (estimated from the shipped models' timings scaled to the
-# sample): skims ~20 min, LundNet with 5 fold models ~30 min, each twin ~3-5 min, each held-out run
-# ~5 min: ~2 hours with 5 seeds.
+# Cost on this project's 2-core machine (estimated, not yet measured on the full sample: ~450,000
+# rows of MET-skimmed events, ~31,000 per QCD file; the processor at ~500-1,000 rows/s on 2 cores):
+# the two skims ~20-30 min, LundNet (one QCD file, as jobs/train_lundnet.yaml) with 5 fold models
+# ~30 min, each twin ~3-5 min, each of the 11 held-out runs ~4 min (30 % of the rows), the
+# comparison ~1 s per replica and run (100 replicas: ~20 min): ~2.5-3 hours with 5 seeds.
 set -euo pipefail
 out=${1:?usage: models/retrain.sh OUT}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
