@@ -71,10 +71,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the replicas' seed")
     args = ap.parse_args()
     rows = {}
+    runs = {}
     for item in args.pairs:
         label, rest = item.split("=", 1)
         run, _, report = rest.partition(":")
-        rows[label] = _load(Path(run), Path(report) if report else None)
+        runs[label] = Path(run)
+        rows[label] = _load(runs[label], Path(report) if report else None)
     labels = list(rows)
     first = rows[labels[0]]
     lines = ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
@@ -110,10 +112,6 @@ def main() -> None:
     if args.plot:
         _plot(rows, args.plot)
     if args.bootstrap:
-        runs = {}
-        for item in args.pairs:
-            label, rest = item.split("=", 1)
-            runs[label] = Path(rest.partition(":")[0])
         print()
         print(bootstrap_table(runs, args.bootstrap, args.reference, args.seed))
 

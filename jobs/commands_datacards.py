@@ -316,8 +316,9 @@ def datacards_cmd(histograms, out, wp, do_scan, asimov, unblind, lumi_unc, noncl
             if job is None:
                 raise click.UsageError("scan.split_on: subsets needs the run's job (its analysis.event_subset): "
                                        "give --job or a HISTOGRAMS file beside its provenance.json")
-            check_split_on(job.model_copy(update={"scan": sc}), "scan")
-            subsets = scan_subsets(job.model_copy(update={"scan": sc}))
+            with_scan = job.model_copy(update={"scan": sc})
+            check_split_on(with_scan, "scan")
+            subsets = scan_subsets(with_scan)
         choice = choose_working_point(output, sc.rules(spec), grid=sc.grid(),
                                       reference=sc.reference, seed=seed, subsets=subsets)
         write_scan(choice.scan, os.path.join(out, "scan"))

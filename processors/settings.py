@@ -51,6 +51,11 @@ class DatasetInfo(BaseModel):
         return self.xsec * lumi / self.sumw
 
 
+def _names_four_way(names) -> bool:
+    """Whether subset names without fractions mean the 4-way split (a name only it has)."""
+    return any(n in ("select", "final") for n in names)
+
+
 class EventSubset(BaseModel):
     """``analysis.event_subset``: process one or several subsets of the shared event split.
 
@@ -100,7 +105,7 @@ class EventSubset(BaseModel):
         if "fractions" not in info.data:  # the fractions were refused: their error says why
             return v
         fr = info.data["fractions"]
-        four = len(fr) == 4 if fr is not None else any(n in ("select", "final") for n in names)
+        four = len(fr) == 4 if fr is not None else _names_four_way(names)
         allowed = splits.SPLIT4_NAMES if four else splits.SPLIT_NAMES
         bad = [n for n in names if n not in allowed]
         if bad:
@@ -111,12 +116,8 @@ class EventSubset(BaseModel):
     @model_validator(mode="after")
     def _default_fractions(self):
         if self.fractions is None:
-            self.fractions = splits.DEFAULT_FRACTIONS4 if self.four_way_names else splits.DEFAULT_FRACTIONS
+            self.fractions = splits.DEFAULT_FRACTIONS4 if _names_four_way(self.names) else splits.DEFAULT_FRACTIONS
         return self
-
-    @property
-    def four_way_names(self) -> bool:
-        return any(n in ("select", "final") for n in self.names)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -126,7 +127,7 @@ class EventSubset(BaseModel):
     @property
     def four_way(self) -> bool:
         """Whether the split is the 4-way one (train, val, select, final)."""
-        return len(self.fractions) == 4 if self.fractions is not None else self.four_way_names
+        return len(self.fractions) == 4 if self.fractions is not None else _names_four_way(self.names)
 
     @property
     def split_names(self) -> tuple[str, ...]:
