@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the training sample of the shipped models (not in the repository: ~3 GB; QCD ~1.9, Z ~0.5).
-# Usage: samples/training/make.sh OUTDIR   (~14 CPU-hours: QCD ~10.8, ttbar ~1.4, Z ~0.7, W ~0.2,
-# signal ~1; ~7 hours of wall time with the default J=2 local processes; on a facility about
-# 14 / (number of workers) hours, plus the jobs' start-up)
+# Usage: samples/training/make.sh OUTDIR   (~14 CPU-hours: QCD ~10.8 [measured: ~1.1 per file, so ~12],
+# ttbar ~1.4, Z ~0.7, W ~0.2, signal <= 0.5 [measured: 14 min of wall time on 2 cores]; ~7 hours of
+# wall time with the default J=2 local processes; on a facility about 14 / (number of workers)
+# hours, plus the jobs' start-up)
 # Statistics: the QCD below (11 files, 2,420,000 parents) uses the real-MET stream split, 20
 # heavy-flavour decays per event, the soft real-MET rows kept with p = 0.25 and 8 detector copies
 # for the hard real-MET rows (docs/generation_efficiency.md, sections 7 and 9: N_eff 1.11-1.24 per
