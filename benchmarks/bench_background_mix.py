@@ -88,7 +88,8 @@ def _process_of(name: str) -> str | None:
 
 def from_files(folder: Path) -> tuple[dict, list[str]]:
     """Per process and plane: ``(yield, var, n_mc, upper limit if none passes)`` from the generated
-    files of ``folder`` (the files of one process are one dataset)."""
+    files of ``folder`` (the files of one process are one dataset); ``None`` for a process without
+    files."""
     from svjscout.jobs.commands_skim import preselected_columns
     from svjscout.samples.generate import read_metadata
 
@@ -112,10 +113,13 @@ def from_files(folder: Path) -> tuple[dict, list[str]]:
         sp = np.abs(sel["deta"]) < cuts.sp_deta_max
         for plane, m in (("SP", sp), ("VP", ~sp)):
             acc[process][plane].append((path.name, sel["parent"][m], sel["weight"][m], float(meta["sumw"])))
-    out = {}
+    out: dict = {}
     for p in PROCESSES:
         total = sum(sumw[p])
         for plane in PLANES:
+            if not sumw[p]:
+                out[(p, plane)] = None
+                continue
             parts = acc[p][plane]
             # each file is normalised on its own (xsec x lumi / its sum of weights): the files of one
             # process are one dataset, normalised to their summed weights
@@ -135,7 +139,8 @@ def from_files(folder: Path) -> tuple[dict, list[str]]:
 
 
 def from_run(outdir: Path) -> tuple[dict, list[str]]:
-    """Per process and plane: ``(yield, var, n_mc, nan)`` from a run's ``histograms.coffea``."""
+    """Per process and plane: ``(yield, var, n_mc, nan)`` from a run's ``histograms.coffea``;
+    ``None`` for a process without a background dataset in the run."""
     from coffea.util import load
 
     from svjscout.datacards.parents import ParentRecords
@@ -171,7 +176,8 @@ def from_run(outdir: Path) -> tuple[dict, list[str]]:
             e[0] += y
             e[1] += var
             e[2] += n
-    return {k: tuple(v) for k, v in out.items()}, used
+    present = {_process_of(d) for d in used}
+    return {k: tuple(v) if k[0] in present else None for k, v in out.items()}, used
 
 
 def table(ours: dict, seed: dict, min_neff: float) -> tuple[list[str], list[dict]]:
@@ -180,10 +186,14 @@ def table(ours: dict, seed: dict, min_neff: float) -> tuple[list[str], list[dict
     rows = []
     for plane in PLANES:
         for p in PROCESSES:
+            s = seed[p][plane]
+            if ours[(p, plane)] is None:
+                rows.append({"process": p, "plane": plane, "seed": s, "verdict": "not in the input"})
+                lines.append(f"| {LABELS[p]} | {plane} | - | - | {s:.4g} | - | not in the input |")
+                continue
             y, var, _, ul = ours[(p, plane)]
             err = float(np.sqrt(var))
             neff = y**2 / var if var > 0 else 0.0
-            s = seed[p][plane]
             r, er = y / s, err / s
             if y == 0 and np.isfinite(ul):
                 verdict = f"none passes: < {ul:.2g} (95 %), ratio < {ul / s:.2g}"
@@ -198,9 +208,11 @@ def table(ours: dict, seed: dict, min_neff: float) -> tuple[list[str], list[dict
             lines.append(f"| {LABELS[p]} | {plane} | {y:.3g} +- {err:.2g} | {neff:.1f} | {s:.4g} | "
                          f"{r:.3g} +- {er:.2g} | {verdict} |")
     for plane in PLANES:
-        q, t = ours[("qcd", plane)][0], ours[("ttbar", plane)][0]
         sq, st = seed["qcd"][plane], seed["ttbar"][plane]
-        lines.append(f"\nQCD / ttbar in the {plane}: ours {q / t if t else float('inf'):.3g}, seed {sq / st:.3g}")
+        q, t = ours[("qcd", plane)], ours[("ttbar", plane)]
+        ratio = ("- (QCD or ttbar not in the input)" if q is None or t is None
+                 else "- (no ttbar passes)" if t[0] == 0 else f"{q[0] / t[0]:.3g}")
+        lines.append(f"\nQCD / ttbar in the {plane}: ours {ratio}, seed {sq / st:.3g}")
     return lines, rows
 
 
