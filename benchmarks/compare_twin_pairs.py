@@ -5,16 +5,19 @@ the training sample, with --set analysis.twin_model=...), optionally with the pa
 report (report.json, for dCorr(X, Y) on the same test events). Prints a markdown table of the
 working point the scan chose, <Z_A> there (with the non-closure), the closure at that point
 (chi2 p-value, max |pull| per M_T bin, the cards' non-closure kappas), the expected limits per
-signal point (ratio to the first pair), and the fit validation (VP goodness of fit, the mean
-pull of background-only and r=1 injections per point).
+signal point (ratio to the first pair), the AUCs of X and Y per signal point on the quoted events
+(binned in the run's score bins: every pair, the shipped one included, on the same events), and
+the fit validation (VP goodness of fit, the mean pull of background-only and r=1 injections per
+point).
 
     python benchmarks/compare_twin_pairs.py mdmm=data/heldout_mdmm:data/twin/report.json \\
         analysis=data/heldout_analysis:data/twin_analysis/report.json
 
 With ``--bootstrap N`` it also prints, per pair and signal point, the expected limit with its 95 %
 interval over N Poisson replicas of the quoted events' parents, and every pair's limit over the
-reference's with the *paired* interval (the same replicas: datacards/bootstrap.py), and the
-cards' largest non-closure kappa likewise. Labels ``NAME@SEED`` compare each seed with the
+reference's with the *paired* interval (the same replicas: datacards/bootstrap.py), the
+cards' largest non-closure kappa likewise, and the AUCs with their paired difference to the
+reference (not part of the target). Labels ``NAME@SEED`` compare each seed with the
 reference of the same seed (``--reference mdmm``: ``analysis@3`` against ``mdmm@3``); the last
 lines say whether the issue-29 target holds: every ratio's median <= 0.80 at every point on every
 seed, with the kappa no larger (upper end of its paired interval <= 1.05). The runs must quote
@@ -44,13 +47,28 @@ def _load(run: Path, report: Path | None) -> dict:
     val_path = run / "validation" / "validation.json"
     val = json.loads(val_path.read_text()) if val_path.is_file() else {}
     out = {"wp": (best["x0"], best["y0"]), "scan": row, "kappa": index.get("nonclosure_kappa", []),
-           "limits": {k: v["exp0"] for k, v in limits.items()}, "validation": val}
+           "limits": {k: v["exp0"] for k, v in limits.items()}, "validation": val, "auc": _quoted_aucs(run)}
     if report is not None and report.is_file():
         rep = json.loads(report.read_text())
         out["dcorr_xy"] = rep["test"].get("dcorr", {}).get("dcorr_xy")
         out["epochs"] = (rep["summary"].get("best_epoch"), rep["summary"].get("epochs_run"))
         out["z_hard_test"] = (rep["summary"].get("analysis_objective") or {}).get("test", {}).get("z_mean")
     return out
+
+
+def _quoted_aucs(run: Path) -> dict[str, float]:
+    """The binned AUCs of X and Y per signal point on the events the run quotes
+    (:func:`svjscout.datacards.bootstrap.auc_figure`); empty without histograms.coffea."""
+    from svjscout.datacards.bootstrap import auc_figure
+    from svjscout.datacards.parents import StatInputs
+    from svjscout.datacards.split import quote_half
+    from svjscout.jobs.commands_datacards import _load_output
+
+    hist = run / "histograms.coffea"
+    if not hist.is_file():
+        return {}
+    output = _load_output(str(hist))
+    return auc_figure(output["datasets"])(StatInputs.from_output(quote_half(output)))
 
 
 def _f(v, fmt="{:.3g}") -> str:
@@ -97,6 +115,9 @@ def main() -> None:
         add(f"expected limit on r, {point}",
             lambda r, p=point: _f(r["limits"].get(p)) + (
                 f" ({r['limits'][p] / first['limits'][p]:.2f}x)" if r is not first and p in r["limits"] else ""))
+    for point in first["limits"]:
+        add(f"AUC of X / Y on the quoted events (binned), {point}",
+            lambda r, p=point: " / ".join(_f(r["auc"].get(f"auc_{a}:{p}"), "{:.3f}") for a in ("x", "y")))
     gof = lambda r: r["validation"].get("gof", {}).get("VP", {})  # noqa: E731
     add("GoF VP: q_obs / p (toys)", lambda r: f"{_f(gof(r).get('q_obs'))} / {_f(gof(r).get('pvalue'))}")
     for point in first["limits"]:
@@ -117,9 +138,10 @@ def main() -> None:
 
 
 def _replicas(run: Path, n_boot: int, seed: int) -> tuple[dict, dict]:
-    """``(replicas, central)``: the run's figures (limits per point, kappa_max, backed) on the
-    events it quotes, on n_boot replicas and on the run itself."""
-    from svjscout.datacards.bootstrap import bootstrap, limits_figure
+    """``(replicas, central)``: the run's figures (limits per point, kappa_max, backed, the AUCs
+    ``auc_x:POINT``/``auc_y:POINT``) on the events it quotes, on n_boot replicas and on the run
+    itself."""
+    from svjscout.datacards.bootstrap import auc_figure, bootstrap, limits_figure
     from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.split import quote_half
     from svjscout.jobs.commands_datacards import _load_output, _run_job_of
@@ -131,7 +153,12 @@ def _replicas(run: Path, n_boot: int, seed: int) -> tuple[dict, dict]:
     if job is None:
         raise SystemExit(f"{run}: no provenance.json beside histograms.coffea (the run's card settings)")
     wp = (output["wp"]["x0"], output["wp"]["y0"])
-    figure = limits_figure(output["datasets"], wp, card_kw(job.datacards, job.analysis.systematics, output))
+    limits = limits_figure(output["datasets"], wp, card_kw(job.datacards, job.analysis.systematics, output))
+    aucs = auc_figure(output["datasets"])
+
+    def figure(inputs: StatInputs) -> dict[str, float]:
+        return {**limits(inputs), **aucs(inputs)}
+
     half = quote_half(output)
     central = figure(StatInputs.from_output(half))
     # the run's own verdict (every scan rule and the guard, on the events it quotes); replicas: the guard
@@ -143,7 +170,7 @@ def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, s
     """The markdown table of ``--bootstrap`` (see the module docstring)."""
     import numpy as np
 
-    from svjscout.datacards.bootstrap import paired_ratio, percentile_interval
+    from svjscout.datacards.bootstrap import paired_difference, paired_ratio, percentile_interval
 
     reps, central = {}, {}
     for label, run in runs.items():
@@ -154,7 +181,9 @@ def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, s
     refs = {seed_of(lb): lb for lb in runs if name(lb) == ref_name}
     if not refs:
         raise SystemExit(f"--reference {ref_name}: no label NAME@SEED with that name among {list(runs)}")
-    points = sorted(k for k in central[next(iter(refs.values()))] if k not in ("kappa_max", "backed"))
+    keys = central[next(iter(refs.values()))]
+    points = sorted(k for k in keys if k not in ("kappa_max", "backed") and not k.startswith("auc_"))
+    aucs = sorted(k for k in keys if k.startswith("auc_"))
     lines = [f"Paired Poisson bootstrap over the quoted events' parents ({n_boot} replicas, seed {seed}; 95 % "
              "percentile intervals; ratios replica by replica to the reference of the same seed)", "",
              "| pair | figure | value [95 %] | / reference [paired 95 %] | run backed (replicas passing the guard) |",
@@ -180,6 +209,16 @@ def bootstrap_table(runs: dict[str, Path], n_boot: int, reference: str | None, s
                 else:
                     verdict_ok &= bool(np.isfinite(med) and med <= 0.80)
             lines.append(f"| {label} | {fig} | {cell} | {ratio} | {'yes' if is_backed else 'NO'} ({backed:.0%}) |")
+        # the AUCs: a paired difference to the reference, not part of the target
+        for fig in aucs:
+            v, r = central[label].get(fig, np.nan), reps[label].get(fig, np.full(n_boot, np.nan))
+            lo, hi = percentile_interval(r)
+            diff = "-"
+            if ref is not None and ref != label:
+                med, dlo, dhi, n = paired_difference(reps[ref].get(fig, np.full(n_boot, np.nan)), r)
+                diff = f"{med:+.3f} [{dlo:+.3f}, {dhi:+.3f}] (difference, {n} replicas)"
+            lines.append(f"| {label} | {fig} | {v:.3f} [{lo:.3f}, {hi:.3f}] | {diff} | "
+                         f"{'yes' if is_backed else 'NO'} ({backed:.0%}) |")
     if verdict_n:
         verdict = "met" if verdict_ok and not unbacked else "NOT met"
         lines += ["", "Issue 29's target (median limit ratio <= 0.80 at every point on every seed, kappa no "

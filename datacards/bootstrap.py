@@ -45,7 +45,8 @@ from .writer import write_datacards
 
 log = logging.getLogger(__name__)
 
-__all__ = ["parent_counts", "resample", "bootstrap", "limits_figure", "percentile_interval", "paired_ratio"]
+__all__ = ["parent_counts", "resample", "bootstrap", "limits_figure", "binned_auc", "auc_figure",
+           "percentile_interval", "paired_ratio", "paired_difference"]
 
 #: Salt of the replicas' seed (independent of the subsets, folds and halves).
 _BOOT_SALT = 0x0B0075_7A9
@@ -132,6 +133,43 @@ def limits_figure(datasets: Mapping, wp: Sequence[float], card_kw: Mapping | Non
     return figure
 
 
+def binned_auc(sig: np.ndarray, bkg: np.ndarray) -> float:
+    """ROC AUC of a score histogrammed in ordered bins (its flow bins at the ends): P(s > b) +
+    P(s = b) / 2 for a signal and a background event drawn with the bins' weights, i.e. the
+    weighted AUC of the binned score with ties counted half. NaN when either total is not > 0."""
+    s, b = np.asarray(sig, np.float64), np.asarray(bkg, np.float64)
+    total_s, total_b = s.sum(), b.sum()
+    if not (total_s > 0 and total_b > 0):
+        return math.nan
+    below = np.cumsum(b) - b
+    return float(np.sum(s * (below + 0.5 * b)) / (total_s * total_b))
+
+
+def auc_figure(datasets: Mapping) -> Callable[[StatInputs], dict[str, float]]:
+    """A :func:`bootstrap` figure: per signal point ``NAME``, the AUC of the X score (``auc_x:NAME``)
+    and of the Y score (``auc_y:NAME``) against the summed MC backgrounds (physics weights), from
+    ``xy_mt`` over both planes and every M_T bin (:func:`binned_auc`: the histogram's score bins,
+    ties half). Every pair run over the same events gets the same binning, so the figure compares
+    pairs (and the shipped pair) on the events a run quotes."""
+    signal = [n for n, d in datasets.items() if d.get("kind") == "signal"]
+    background = [n for n, d in datasets.items() if d.get("kind") == "background"]
+
+    def figure(inputs: StatInputs) -> dict[str, float]:
+        h = inputs.xy_mt
+        present = set(h.axes["dataset"])
+        vals: dict[str, float] = {}
+        for axis in ("x", "y"):
+            marginal = {n: np.asarray(h[{"dataset": n}].project(axis).view(flow=True)["value"])
+                        for n in signal + background if n in present}
+            bkgs = [marginal[n] for n in background if n in marginal]
+            for n in signal:
+                ok = n in marginal and bkgs
+                vals[f"auc_{axis}:{n}"] = binned_auc(marginal[n], np.sum(bkgs, axis=0)) if ok else math.nan
+        return vals
+
+    return figure
+
+
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` percentile interval of the finite ``values`` (NaN, NaN if fewer than 10)."""
     v = np.asarray(values, float)
@@ -150,3 +188,13 @@ def paired_ratio(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[flo
     r = b[ok] / a[ok]
     lo, hi = percentile_interval(r, level)
     return (float(np.median(r)) if len(r) else math.nan), lo, hi, int(ok.sum())
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """``(median, lo, hi, n)`` of ``b - a`` replica by replica (paired), over the replicas where both
+    are finite (for figures such as an AUC, where a difference reads better than a ratio)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = b[ok] - a[ok]
+    lo, hi = percentile_interval(d, level)
+    return (float(np.median(d)) if len(d) else math.nan), lo, hi, int(ok.sum())

@@ -7,13 +7,17 @@ from scipy import stats
 
 from svjscout.core.exceptions import DatacardError, HistogramError
 from svjscout.datacards.bootstrap import (
+    auc_figure,
+    binned_auc,
     bootstrap,
     limits_figure,
+    paired_difference,
     paired_ratio,
     parent_counts,
     percentile_interval,
     resample,
 )
+from svjscout.datacards.parents import StatInputs
 from svjscout.datacards.split import quote_half, split_halves
 from svjscout.processors.histograms import book
 from svjscout.processors.normalize import flat_bins
@@ -121,6 +125,39 @@ def test_limits_figure_on_the_quote_half(tmp_path):
     assert len(set(reps[point].tolist())) > 1  # the replicas differ
 
 
+def test_auc_figure_equals_sklearn_on_the_binned_scores():
+    """The figure's AUC per signal point, from xy_mt over both planes and every M_T bin (flow bins
+    included), equals scikit-learn's weighted AUC of the events' binned scores (ties half)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    h = book(EDGES, ["bkg", "bkg2", "svj"])["xy_mt"]
+    events = {}
+    for ds, plane, a, b, n in (("bkg", "SP", 2, 5, 700), ("bkg2", "VP", 2, 3, 300), ("svj", "SP", 5, 2, 400)):
+        x, y = rng.beta(a, b, n), rng.beta(b, a, n)
+        x[:3] = 1.0  # the overflow bin of the score axis
+        mt = rng.uniform(500, 3500, n)  # both M_T flow bins too
+        w = rng.uniform(0.2, 2.0, n)
+        h.fill(dataset=ds, plane=plane, x=x, y=y, mt=mt, weight=w)
+        events[ds] = (x, y, w)
+    datasets = {"bkg": {"kind": "background"}, "bkg2": {"kind": "background"}, "svj": {"kind": "signal"}}
+    vals = auc_figure(datasets)(StatInputs(h))
+    edges = np.asarray(h.axes["x"].edges)
+    for i, axis in enumerate(("x", "y")):
+        score = np.concatenate([np.digitize(events[d][i], edges) for d in ("svj", "bkg", "bkg2")])
+        label = np.r_[np.ones(400), np.zeros(1000)]
+        weight = np.concatenate([events[d][2] for d in ("svj", "bkg", "bkg2")])
+        assert vals[f"auc_{axis}:svj"] == pytest.approx(roc_auc_score(label, score, sample_weight=weight), abs=1e-12)
+    assert vals["auc_x:svj"] > 0.8 and vals["auc_y:svj"] < 0.2
+    assert np.isnan(binned_auc(np.ones(4), np.zeros(4)))
+
+
+def test_paired_difference():
+    a = np.array([0.7, 0.8, np.nan, 0.75] * 5)
+    med, lo, hi, n = paired_difference(a, a + 0.02)
+    assert n == 15 and med == pytest.approx(0.02) and lo == pytest.approx(0.02) and hi == pytest.approx(0.02)
+
+
 @pytest.mark.slow
 def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job):
     """`svjscout run` with the working point chosen on `select` and quoted on `final`, then the
@@ -153,6 +190,16 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job):
         if isinstance(lim, dict) and "exp0" in lim:
             assert central[point] == pytest.approx(lim["exp0"], rel=1e-9), point
             assert len(reps[point]) == 12 and np.isfinite(reps[point]).sum() >= 10
+    n_points = sum(1 for lim in limits.values() if isinstance(lim, dict) and "exp0" in lim)
+    for point, lim in limits.items():
+        if isinstance(lim, dict) and "exp0" in lim:
+            for axis in ("x", "y"):
+                assert 0.0 < central[f"auc_{axis}:{point}"] < 1.0
+                assert np.isfinite(reps[f"auc_{axis}:{point}"]).sum() >= 10
+    # the main table's AUCs are the same central figures
+    assert mod._quoted_aucs(out) == {k: v for k, v in central.items() if k.startswith("auc_")}
     table = mod.bootstrap_table({"a@1": out, "b@1": out}, 12, "a", 0)
     assert "1.000 [1.000, 1.000] (12 replicas)" in table
-    assert "target" in table and "NOT met" in table
+    assert "+0.000 [+0.000, +0.000] (difference, 12 replicas)" in table
+    # the target counts the limits and the kappa only, not the AUCs
+    assert "target" in table and "NOT met" in table and f"({n_points + 1} comparisons" in table
