@@ -51,6 +51,7 @@ def _load(run: Path, report: Path | None) -> dict:
     if report is not None and report.is_file():
         rep = json.loads(report.read_text())
         out["dcorr_xy"] = rep["test"].get("dcorr", {}).get("dcorr_xy")
+        out["floors"] = (rep["summary"].get("permutation_floors") or {}).get("terms", {})
         out["epochs"] = (rep["summary"].get("best_epoch"), rep["summary"].get("epochs_run"))
         out["z_hard_test"] = (rep["summary"].get("analysis_objective") or {}).get("test", {}).get("z_mean")
     return out
@@ -109,6 +110,14 @@ def main() -> None:
     add("rules failed by the chosen point", lambda r: str(r["scan"].get("n_failed", "-")))
     add("non-closure kappa (cards)", lambda r: ", ".join(f"{k:.3f}" for k in sorted(set(r["kappa"]))) or "-")
     add("dCorr(X, Y), test background", lambda r: _f(r.get("dcorr_xy")))
+    for term in ("dcorr_xy", "dcorr_x_mt", "dcorr_y_mt", "dcorr_x_deta", "dcorr_y_deta"):
+        def floor(r, t=term):
+            f = r.get("floors", {}).get(t)
+            if not f:
+                return "-"
+            return (f"{_f(f.get('observed'), '{:.4f}')} (floor {_f(f.get('mean'), '{:.4f}')} +- "
+                    f"{_f(f.get('sd'), '{:.4f}')}, z {_f(f.get('z'), '{:.1f}')})")
+        add(f"{term}: bias-corrected dCorr^2 on the report's subset (permutation floor among parents)", floor)
     add("best epoch / epochs run (0: the starting pair kept)",
         lambda r: "/".join(str(v) for v in r["epochs"]) if r.get("epochs") else "-")
     for point in first["limits"]:
