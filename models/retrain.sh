@@ -18,7 +18,8 @@
 # lundnet`, of both `train twin` steps, of the fine-tune only, of `svjscout run`), DRY=1 (print
 # the commands only).
 # Outputs: OUT/lundnet (lundnet.onnx, lundnet_oof.parquet), OUT/twin_sS and OUT/twin_analysis_sS
-# (twin.onnx, report.json, report.md), OUT/heldout_{shipped,mdmm_sS,analysis_sS} (svjscout run
+# (twin.onnx, report.json, report.md), OUT/lundnet_comparison.md (benchmarks/compare_lundnets.py: the
+# shipped LundNet against the new one on the same test jets), OUT/heldout_{shipped,mdmm_sS,analysis_sS} (svjscout run
 # folders), OUT/comparison.md (benchmarks/compare_twin_pairs.py --bootstrap: limits and kappa per
 # pair with 95 % intervals, ratios to the MDMM pair of the same seed, paired, and the target line).
 # Cost on this project's 2-core machine (estimated, not yet measured on the full sample: ~450,000
@@ -59,6 +60,9 @@ step lundnet svjscout -v train lundnet "$out/skim_jets/skim" --out "$out/lundnet
   --device "$DEVICE" --crossfit-k "$CROSSFIT_K" --resume ${LUND_ARGS:-}
 lund="$out/lundnet/lundnet.onnx"
 oof="$out/lundnet/lundnet_oof.parquet"
+# the shipped LundNet against the new one on the new one's test jets (AUCs with paired intervals)
+step lundnet_comparison bash -c "python benchmarks/compare_lundnets.py '$out/skim_jets/skim' old=shipped:lundnet \
+  new='$lund' --seed 1 --bootstrap '$N_BOOT' > '$out/lundnet_comparison.md'"
 skims=("$out"/skim/skim/*/*.parquet)
 
 pairs=()

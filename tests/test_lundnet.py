@@ -325,3 +325,32 @@ def test_shipped_model_metadata_and_padding():
     s40 = sess.run(["score"], {"lund": x40, "mask": m40})[0]
     np.testing.assert_allclose(s20, s40, atol=1e-6)
     assert ((s20 >= 0) & (s20 <= 1)).all()
+
+
+def test_compare_lundnets_benchmark(skim, exported, capsys):
+    """benchmarks/compare_lundnets.py: a model against itself differs by exactly 0 in every
+    replica; its central AUC per signal point is evaluate_lundnet_onnx's on the same subset."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    from svjscout.models.train_lundnet import evaluate_lundnet_onnx
+
+    spec = importlib.util.spec_from_file_location("compare_lundnets", ROOT / "benchmarks" / "compare_lundnets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main([str(p) for p in skim] + [f"a={exported}", f"b={exported}", "--seed", "2", "--bootstrap", "20"])
+    out = capsys.readouterr().out
+    rows = [r for r in out.splitlines() if r.startswith("| svj_")]
+    # every background process (qcd's two bins are one process) and all
+    assert [r.split(" | ")[0].split(" (not backed")[0] for r in rows] == [
+        "| svj_mz2000_rinv0.3 vs all", "| svj_mz2000_rinv0.3 vs qcd", "| svj_mz2000_rinv0.3 vs ttbar"]
+    for r in rows:
+        assert r.rstrip(" |").endswith("+0.0000 [+0.0000, +0.0000]")
+        n_eff = [float(v) for v in r.split(" | ")[2].split(" / ")]
+        assert ("not backed" in r) == (min(n_eff) < 10)
+    ref = evaluate_lundnet_onnx(exported, skim, seed=2)["auc"]["svj_mz2000_rinv0.3"]["all"]
+    central = float(rows[0].split(" | ")[3].split(" ")[0])
+    assert central == pytest.approx(ref, abs=5e-5)
+    with pytest.raises(SystemExit):
+        mod.main([str(skim[0]), "--bootstrap", "5", f"a={exported}"])

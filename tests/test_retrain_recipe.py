@@ -25,9 +25,9 @@ def _dry_run(tmp_path, seeds="1 2") -> list[str]:
 
 def test_dry_run_lists_the_protocol(tmp_path):
     steps = dict(_dry_run(tmp_path))
-    want = ["skim_twin", "skim_jets", "lundnet", "twin_s1", "twin_analysis_s1", "twin_s2", "twin_analysis_s2",
-            "heldout_shipped", "heldout_mdmm_s1", "heldout_analysis_s1", "heldout_mdmm_s2", "heldout_analysis_s2",
-            "comparison"]
+    want = ["skim_twin", "skim_jets", "lundnet", "lundnet_comparison", "twin_s1", "twin_analysis_s1", "twin_s2",
+            "twin_analysis_s2", "heldout_shipped", "heldout_mdmm_s1", "heldout_analysis_s1", "heldout_mdmm_s2",
+            "heldout_analysis_s2", "comparison"]
     assert list(steps) == want
     assert "--crossfit-k 5" in steps["lundnet"]
     assert "--lundnet-oof data/retrain/lundnet/lundnet_oof.parquet" in steps["twin_s2"]
@@ -37,6 +37,19 @@ def test_dry_run_lists_the_protocol(tmp_path):
     assert "analysis.twin_model=data/retrain/twin_analysis_s1/twin.onnx" in steps["heldout_analysis_s1"]
     assert "--bootstrap '7' --reference mdmm" in steps["comparison"]
     assert "mdmm@2=data/retrain/heldout_mdmm_s2" in steps["comparison"]
+    # the LundNet comparison: its arguments parse with the script's own parser
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_lundnets", REPO / "benchmarks" / "compare_lundnets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    words = shlex.split(steps["lundnet_comparison"])  # bash -c python ... > OUT (the dry run prints it unquoted)
+    words = words[2:words.index(">")]
+    assert words[:2] == ["python", "benchmarks/compare_lundnets.py"]
+    args = mod.parser().parse_args(words[2:])
+    assert args.inputs == ["data/retrain/skim_jets/skim", "old=shipped:lundnet",
+                           "new=data/retrain/lundnet/lundnet.onnx"]
+    assert args.seed == 1 and args.bootstrap == 7
 
 
 def test_every_svjscout_step_is_valid(tmp_path):
