@@ -128,7 +128,9 @@ def table(scores: dict[str, np.ndarray], jets: JetSet, n_boot: int) -> list[str]
             med, lo, hi, _ = paired_difference(reps[labels[0]], reps[lb])
             cells.append(f"{med:+.4f} [{lo:+.4f}, {hi:+.4f}]")
         backed = "" if min(n_s, n_b) >= MIN_NEFF else f" (not backed: N_eff < {MIN_NEFF:g})"
-        lines.append(f"| {name}{backed} | {int(s_sel.sum())} / {int(b_sel.sum())} | {n_s:.1f} / {n_b:.1f} | "
+        # jets that enter (a signal jet without a dark quark within 0.8 weighs 0 with truth labels)
+        n_js, n_jb = int(np.sum(s_sel & (w != 0))), int(np.sum(b_sel & (w != 0)))
+        lines.append(f"| {name}{backed} | {n_js} / {n_jb} | {n_s:.1f} / {n_b:.1f} | "
                      + " | ".join(cells) + " |")
     return lines
 
