@@ -159,7 +159,7 @@ def test_paired_difference():
 
 
 @pytest.mark.slow
-def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job):
+def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job, monkeypatch, capsys):
     """`svjscout run` with the working point chosen on `select` and quoted on `final`, then the
     comparison script's bootstrap: its central figures are the run's own limits, and a run
     compared with itself has a paired ratio of exactly 1 in every replica."""
@@ -203,3 +203,14 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job):
     assert "+0.000 [+0.000, +0.000] (difference, 12 replicas)" in table
     # the target counts the limits and the kappa only, not the AUCs
     assert "target" in table and "NOT met" in table and f"({n_points + 1} comparisons" in table
+    # the main table: a pair's report gives its dCorr terms beside their permutation floors
+    report = tmp_path / "report.json"
+    floors = {"dcorr_xy": {"observed": 0.0123, "mean": 0.004, "sd": 0.005, "z": 1.66, "n_draws": 50}}
+    report.write_text(json.dumps({"test": {"dcorr": {"dcorr_xy": 0.2}}, "summary": {
+        "best_epoch": 3, "epochs_run": 5, "permutation_floors": {"subset": "final", "terms": floors}}}))
+    monkeypatch.setattr("sys.argv", ["compare_twin_pairs", f"a={out}:{report}", f"b={out}"])
+    mod.main()
+    main_table = capsys.readouterr().out
+    row = next(r for r in main_table.splitlines() if r.startswith("| dcorr_xy:"))
+    assert row.endswith("| 0.0123 (floor 0.0040 +- 0.0050, z 1.7) | - |")
+    assert any(r.startswith("| AUC of X / Y on the quoted events") for r in main_table.splitlines())
