@@ -185,9 +185,7 @@ def paired_ratio(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[flo
     replicas where both are finite."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b) & (a != 0)
-    r = b[ok] / a[ok]
-    lo, hi = percentile_interval(r, level)
-    return (float(np.median(r)) if len(r) else math.nan), lo, hi, int(ok.sum())
+    return _median_interval(b[ok] / a[ok], level)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
@@ -195,6 +193,10 @@ def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tupl
     are finite (for figures such as an AUC, where a difference reads better than a ratio)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
-    d = b[ok] - a[ok]
-    lo, hi = percentile_interval(d, level)
-    return (float(np.median(d)) if len(d) else math.nan), lo, hi, int(ok.sum())
+    return _median_interval(b[ok] - a[ok], level)
+
+
+def _median_interval(values: np.ndarray, level: float) -> tuple[float, float, float, int]:
+    """``(median, lo, hi, n)`` of paired per-replica values (all finite)."""
+    lo, hi = percentile_interval(values, level)
+    return (float(np.median(values)) if len(values) else math.nan), lo, hi, len(values)
