@@ -28,6 +28,7 @@ import numpy as np
 from svjscout.core.features import LUND_FEATURES
 from svjscout.core.splits import SPLIT_NAMES
 from svjscout.datacards.bootstrap import paired_difference, parent_counts, percentile_interval
+from svjscout.datacards.guard import kish_neff
 from svjscout.datacards.split import splitmix64
 from svjscout.models import shipped_model
 from svjscout.models.export import read_metadata
@@ -82,8 +83,7 @@ def neff_parents(weight: np.ndarray, key: np.ndarray) -> float:
         return 0.0
     _, inv = np.unique(key, return_inverse=True)
     w = np.bincount(inv, weight)
-    s2 = float(np.sum(w**2))
-    return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0
+    return float(kish_neff(w.sum(), np.sum(w**2)))
 
 
 def replica_counts(jets: JetSet, key: np.ndarray, n_boot: int) -> list[np.ndarray]:
