@@ -80,11 +80,12 @@ vroulette="--roulette --roulette-p-min 0.1 --roulette-mt 500 --roulette-nu-pt 10
 gen "$out/ttbar.root" ttbar -n 470000 --seed 1301 -k 3 --shared-pileup $vroulette --pythia "$nops"
 gen "$out/wjets.root" wjets -n 52000 --seed 1401 --shared-pileup $vroulette --pythia "$nops"
 gen "$out/zjets.root" zjets -n 250000 --seed 1501 --shared-pileup $vroulette --pythia "$nops"
-# a second ttbar and W file (other seeds; the files of one process are one dataset): the first ones
-# reach N_eff 738 and 947 over parents after the preselection, not 1,000, because the roulette's
-# rare weight-x10 parents cost ~25 % of it (docs/generation_efficiency.md, section 10)
+# a second ttbar, W and Z file (other seeds; the files of one process are one dataset): the first
+# ones reach N_eff 738, 947 and 825 over parents after the preselection, not 1,000, because the
+# roulette's rare weight-x10 parents cost ~25 % of it (docs/generation_efficiency.md, section 10)
 gen "$out/ttbar_s1302.root" ttbar -n 300000 --seed 1302 -k 3 --shared-pileup $vroulette --pythia "$nops"
 gen "$out/wjets_s1402.root" wjets -n 20000 --seed 1402 --shared-pileup $vroulette --pythia "$nops"
+gen "$out/zjets_s1502.root" zjets -n 100000 --seed 1502 --shared-pileup $vroulette --pythia "$nops"
 # ten more QCD runs, same settings, other seeds (one dataset `qcd`: the processor adds the files'
 # genEventSumw; parents are told apart by run = seed): 2,420,000 parents in all
 for seed in 1202 1203 1204 1205 1206 1207 1208 1209 1210 1211; do
