@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the training sample of the shipped models (not in the repository: ~3 GB; QCD ~1.9, Z ~0.5).
-# Usage: samples/training/make.sh OUTDIR   (~14 CPU-hours: QCD ~10.8 [measured: ~1.1 per file, so ~12],
-# ttbar ~1.4, Z ~0.7, W ~0.2, signal <= 0.5 [measured: 14 min of wall time on 2 cores]; ~7 hours of
-# wall time with the default J=2 local processes; on a facility about 14 / (number of workers)
-# hours, plus the jobs' start-up)
+# Usage: samples/training/make.sh OUTDIR   (~17 CPU-hours, measured on a 2-core machine where run:
+# QCD ~1.1 per file, ~12 for the eleven; ttbar ~1.6 + ~1.0 for its two files, Z ~0.9 + ~0.35,
+# W ~0.2 + ~0.1, signal <= 0.5 (14 min of wall time on 2 cores); ~8.5 hours of wall time with the
+# default J=2 local processes; on a facility about 17 / (number of workers) hours, plus the jobs'
+# start-up)
 # Statistics: the QCD below (11 files, 2,420,000 parents) uses the real-MET stream split, 20
 # heavy-flavour decays per event, the soft real-MET rows kept with p = 0.25 and 8 detector copies
 # for the hard real-MET rows (docs/generation_efficiency.md, sections 7 and 9: N_eff 1.11-1.24 per
@@ -73,7 +74,8 @@ gen "$out/qcd.root" $qcd -n 220000 --seed 1201 --pythia "$nops"
 # process early (the later QCD files only add statistics). Sized for N_eff over parents >= 1,000
 # each after the preselection (issue 30), from the embedded
 # sample's measured yields (stop 41: ttbar 113 per 48,000 events with 3 copies, W 142 per 6,500,
-# Z 116 per 26,000; ~10 % margin): ~1.4, ~0.2 and ~0.7 CPU-hours with the roulette below
+# Z 116 per 26,000; ~10 % margin): ~1.4, ~0.2 and ~0.7 CPU-hours with the roulette below (measured:
+# ~1.6, ~0.2, ~0.9)
 # the roulette on the generator M_T only (their MET is real): events below 500 GeV kept with p = 0.1
 # (docs/generation_efficiency.md, section 10: 1.2-1.5x per CPU-hour, the same N_eff)
 vroulette="--roulette --roulette-p-min 0.1 --roulette-mt 500 --roulette-nu-pt 1000000 --roulette-rt 1000000"
