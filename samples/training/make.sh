@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the training sample of the shipped models (not in the repository: ~3 GB; QCD ~1.9, Z ~0.5).
-# Usage: samples/training/make.sh OUTDIR   (~17 CPU-hours, measured on a 2-core machine where run:
+# Usage: samples/training/make.sh OUTDIR   (~17 CPU-hours, measured on this project's 2-core machine:
 # QCD ~1.1 per file, ~12 for the eleven; ttbar ~1.6 + ~1.0 for its two files, Z ~0.9 + ~0.35,
 # W ~0.2 + ~0.1, signal <= 0.5 (14 min of wall time on 2 cores); ~8.5 hours of wall time with the
 # default J=2 local processes; on a facility about 17 / (number of workers) hours, plus the jobs'
