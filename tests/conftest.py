@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -48,6 +49,14 @@ def pytest_collection_modifyitems(config, items):
     if facility:
         config.hook.pytest_deselected(items=facility)
         items[:] = [item for item in items if not item.get_closest_marker("facility")]
+
+
+def benchmark_module(name: str):
+    """The script ``benchmarks/NAME.py`` imported as a module (the benchmarks are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def embedded_file(name: str) -> str:

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from conftest import ROOT, embedded_file
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_background_mix",
-                                                  ROOT / "benchmarks" / "bench_background_mix.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import benchmark_module, embedded_file
 
 
 def _rows(tmp_path, names, capsys):
@@ -22,7 +13,7 @@ def _rows(tmp_path, names, capsys):
     for n in names:
         (folder / f"{n}.root").symlink_to(embedded_file(f"{n}.root"))
     out = folder / "rows.json"
-    _bench().main(["--files", str(folder), "--json", str(out)])
+    benchmark_module("bench_background_mix").main(["--files", str(folder), "--json", str(out)])
     text = capsys.readouterr().out
     return {(r["process"], r["plane"]): r for r in json.loads(out.read_text())}, text
 

@@ -3,6 +3,7 @@ spread, pairing, and the limits figure on cards."""
 
 import numpy as np
 import pytest
+from conftest import benchmark_module
 from scipy import stats
 
 from svjscout.core.exceptions import DatacardError, HistogramError
@@ -163,10 +164,7 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job, monkeypatch,
     """`svjscout run` with the working point chosen on `select` and quoted on `final`, then the
     comparison script's bootstrap: its central figures are the run's own limits, and a run
     compared with itself has a paired ratio of exactly 1 in every replica."""
-    import importlib.util
     import json
-
-    from conftest import ROOT
 
     from svjscout.jobs.config import load_job
     from svjscout.jobs.main_job import run_job
@@ -181,9 +179,7 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job, monkeypatch,
     rec = _load_output(str(out / "histograms.coffea"))["wp"]
     assert rec["split"] and "'final' subset" in rec["source"]
     assert rec["split_subsets"] == {"select": [3, pytest.approx(2.0)], "quote": [4, pytest.approx(2.0)]}
-    spec = importlib.util.spec_from_file_location("compare_twin_pairs", ROOT / "benchmarks" / "compare_twin_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("compare_twin_pairs")
     reps, central = mod._replicas(out, 12, 0)
     limits = json.loads((out / "limits.json").read_text())
     for point, lim in limits.items():

@@ -7,7 +7,6 @@ collections, and not the PF candidates' pdgId and charge (issue 33, item 2).
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 from pathlib import Path
 
 import awkward as ak
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import uproot
 from coffea.nanoevents import NanoEventsFactory
-from conftest import assert_same_output, embedded_file
+from conftest import assert_same_output, benchmark_module, embedded_file
 
 from svjscout.jobs.config import load_job
 from svjscout.jobs.runner import RunReport, preflight, run_processor
@@ -28,10 +27,7 @@ N = 40
 
 
 def _writer():
-    spec = importlib.util.spec_from_file_location("write_cms_like", ROOT / "benchmarks" / "write_cms_like.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("write_cms_like")
 
 
 def _job(tmp_path, toy_models, files: dict[str, str], tag: str):

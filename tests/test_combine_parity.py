@@ -5,7 +5,6 @@ Combine is run for real here (no stand-in): set it up first, e.g. `source /work/
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import benchmark_module
 
 from svjscout.datacards import card_limits
 from svjscout.datacards.limits import combine_band_caps
@@ -78,10 +78,7 @@ rb rateParam B bkg (@0*@1/@2) ra,rd,rc
 
 
 def _compare_module():
-    spec = importlib.util.spec_from_file_location("compare_combine", ROOT / "benchmarks" / "compare_combine.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("compare_combine")
 
 
 def _run_dir(tmp_path, cards):

@@ -7,6 +7,7 @@ import json
 import awkward as ak
 import numpy as np
 import pytest
+from conftest import benchmark_module
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -330,15 +331,9 @@ def test_shipped_model_metadata_and_padding():
 def test_compare_lundnets_benchmark(skim, exported, capsys):
     """benchmarks/compare_lundnets.py: a model against itself differs by exactly 0 in every
     replica; its central AUC per signal point is evaluate_lundnet_onnx's on the same subset."""
-    import importlib.util
-
-    from conftest import ROOT
-
     from svjscout.models.train_lundnet import evaluate_lundnet_onnx
 
-    spec = importlib.util.spec_from_file_location("compare_lundnets", ROOT / "benchmarks" / "compare_lundnets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("compare_lundnets")
     mod.main([str(p) for p in skim] + [f"a={exported}", f"b={exported}", "--seed", "2", "--bootstrap", "20"])
     out = capsys.readouterr().out
     rows = [r for r in out.splitlines() if r.startswith("| svj_")]

@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 
+from conftest import benchmark_module
 from test_docs_recipes import REPO, check_recipe
 
 
@@ -38,11 +39,7 @@ def test_dry_run_lists_the_protocol(tmp_path):
     assert "--bootstrap '7' --reference mdmm" in steps["comparison"]
     assert "mdmm@2=data/retrain/heldout_mdmm_s2" in steps["comparison"]
     # the LundNet comparison: its arguments parse with the script's own parser
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare_lundnets", REPO / "benchmarks" / "compare_lundnets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_module("compare_lundnets")
     words = shlex.split(steps["lundnet_comparison"])  # bash -c python ... > OUT (the dry run prints it unquoted)
     words = words[2:words.index(">")]
     assert words[:2] == ["python", "benchmarks/compare_lundnets.py"]
