@@ -59,8 +59,13 @@ def _load(run: Path, report: Path | None) -> dict:
 
 def _quoted_aucs(run: Path) -> dict[str, float]:
     """The binned AUCs of X and Y per signal point on the events the run quotes
-    (:func:`svjscout.datacards.bootstrap.auc_figure`); empty without histograms.coffea."""
+    (:func:`svjscout.datacards.bootstrap.auc_figure`), with what backs them: the Kish N_eff over
+    parents of every signal point (``neff:POINT``) and of the summed backgrounds
+    (``neff:background``), NaN without parent records; empty without histograms.coffea."""
+    import numpy as np
+
     from svjscout.datacards.bootstrap import auc_figure
+    from svjscout.datacards.guard import kish_neff
     from svjscout.datacards.parents import StatInputs
     from svjscout.datacards.split import quote_half
     from svjscout.jobs.commands_datacards import _load_output
@@ -69,7 +74,22 @@ def _quoted_aucs(run: Path) -> dict[str, float]:
     if not hist.is_file():
         return {}
     output = _load_output(str(hist))
-    return auc_figure(output["datasets"])(StatInputs.from_output(quote_half(output)))
+    inputs = StatInputs.from_output(quote_half(output))
+    vals = auc_figure(output["datasets"])(inputs)
+
+    def neff(names: list[str]) -> float:
+        if inputs.parents is None:
+            return float("nan")
+        recs = [inputs.parents.datasets[n] for n in names if n in inputs.parents.datasets]
+        per_parent = [np.bincount(np.unique(r.key, return_inverse=True)[1], r.weight) for r in recs]
+        w = np.concatenate(per_parent) if per_parent else np.zeros(0)
+        return float(kish_neff(w.sum(), np.sum(w**2)))
+
+    kinds = {n: d.get("kind") for n, d in output["datasets"].items()}
+    vals["neff:background"] = neff([n for n, k in kinds.items() if k == "background"])
+    for n in (n for n, k in kinds.items() if k == "signal"):
+        vals[f"neff:{n}"] = neff([n])
+    return vals
 
 
 def _f(v, fmt="{:.3g}") -> str:
@@ -124,9 +144,15 @@ def main() -> None:
         add(f"expected limit on r, {point}",
             lambda r, p=point: _f(r["limits"].get(p)) + (
                 f" ({r['limits'][p] / first['limits'][p]:.2f}x)" if r is not first and p in r["limits"] else ""))
+    def auc_cell(r, p):
+        aucs = " / ".join(_f(r["auc"].get(f"auc_{a}:{p}"), "{:.3f}") for a in ("x", "y"))
+        n_sig, n_bkg = r["auc"].get(f"neff:{p}", float("nan")), r["auc"].get("neff:background", float("nan"))
+        backed = "" if min(n_sig, n_bkg) >= 10 else ", not backed: N_eff < 10"
+        return f"{aucs} (N_eff {_f(n_sig, '{:.0f}')} / {_f(n_bkg, '{:.0f}')}{backed})"
+
     for point in first["limits"]:
-        add(f"AUC of X / Y on the quoted events (binned), {point}",
-            lambda r, p=point: " / ".join(_f(r["auc"].get(f"auc_{a}:{p}"), "{:.3f}") for a in ("x", "y")))
+        add(f"AUC of X / Y on the quoted events (binned; N_eff over parents, signal / background), {point}",
+            lambda r, p=point: auc_cell(r, p))
     gof = lambda r: r["validation"].get("gof", {}).get("VP", {})  # noqa: E731
     add("GoF VP: q_obs / p (toys)", lambda r: f"{_f(gof(r).get('q_obs'))} / {_f(gof(r).get('pvalue'))}")
     for point in first["limits"]:

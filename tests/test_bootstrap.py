@@ -192,8 +192,12 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job, monkeypatch,
             for axis in ("x", "y"):
                 assert 0.0 < central[f"auc_{axis}:{point}"] < 1.0
                 assert np.isfinite(reps[f"auc_{axis}:{point}"]).sum() >= 10
-    # the main table's AUCs are the same central figures
-    assert mod._quoted_aucs(out) == {k: v for k, v in central.items() if k.startswith("auc_")}
+    # the main table's AUCs are the same central figures, with the N_eff behind them
+    quoted = mod._quoted_aucs(out)
+    assert {k: v for k, v in quoted.items() if k.startswith("auc_")} == {
+        k: v for k, v in central.items() if k.startswith("auc_")}
+    assert quoted["neff:background"] > 0 and all(quoted[f"neff:{p}"] > 0 for p in limits
+                                                  if isinstance(limits[p], dict) and "exp0" in limits[p])
     table = mod.bootstrap_table({"a@1": out, "b@1": out}, 12, "a", 0)
     assert "1.000 [1.000, 1.000] (12 replicas)" in table
     assert "+0.000 [+0.000, +0.000] (difference, 12 replicas)" in table
@@ -209,4 +213,9 @@ def test_compare_twin_pairs_bootstrap_on_a_run(tmp_path, small_job, monkeypatch,
     main_table = capsys.readouterr().out
     row = next(r for r in main_table.splitlines() if r.startswith("| dcorr_xy:"))
     assert row.endswith("| 0.0123 (floor 0.0040 +- 0.0050, z 1.7) | - |")
-    assert any(r.startswith("| AUC of X / Y on the quoted events") for r in main_table.splitlines())
+    auc_rows = [r for r in main_table.splitlines() if r.startswith("| AUC of X / Y on the quoted events")]
+    assert len(auc_rows) == n_points
+    for r in auc_rows:  # "not backed" exactly where the signal's or the background's N_eff is below 10
+        point = r.split(" | ")[0].rsplit(", ", 1)[1]
+        low = min(quoted[f"neff:{point}"], quoted["neff:background"]) < 10
+        assert r.split(" | ")[1].endswith(", not backed: N_eff < 10)" if low else ")") and "(N_eff " in r
