@@ -16,7 +16,9 @@
 # DEVICE (cpu), TRAIN_JOB / LUND_JOB / HELDOUT_JOB (jobs/train.yaml, jobs/train_lundnet.yaml,
 # jobs/heldout.yaml), LUND_ARGS / TWIN_ARGS / ANALYSIS_ARGS / RUN_ARGS (extra options of `train
 # lundnet`, of both `train twin` steps, of the fine-tune only, of `svjscout run`), DRY=1 (print
-# the commands only).
+# the commands only), STEPS (run only these steps, e.g. STEPS="skim_jets lundnet lundnet_comparison":
+# LundNet's steps read only jobs/train_lundnet.yaml's single files, so they can run while the
+# further QCD files of samples/training/make.sh are still being generated).
 # Outputs: OUT/lundnet (lundnet.onnx, lundnet_oof.parquet), OUT/twin_sS and OUT/twin_analysis_sS
 # (twin.onnx, report.json, report.md), OUT/lundnet_comparison.md (benchmarks/compare_lundnets.py: the
 # shipped LundNet against the new one on the same test jets), OUT/heldout_{shipped,mdmm_sS,analysis_sS} (svjscout run
@@ -39,12 +41,18 @@ LUND_JOB=${LUND_JOB:-jobs/train_lundnet.yaml}
 HELDOUT_JOB=${HELDOUT_JOB:-jobs/heldout.yaml}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+partial=
 
 # step NAME CMD...: run CMD unless OUT/NAME.done exists; mark it done when it succeeds
 step() {
   local name=$1; shift
   if [[ -e "$out/$name.done" ]]; then
     echo "retrain: $name done, skipped"
+    return
+  fi
+  if [[ -n "${STEPS:-}" && " $STEPS " != *" $name "* ]]; then
+    echo "retrain: $name not in STEPS, skipped"
+    partial=1
     return
   fi
   echo "retrain: $name: $*"
@@ -98,4 +106,8 @@ done
 
 step comparison bash -c "python benchmarks/compare_twin_pairs.py --bootstrap '$N_BOOT' --reference mdmm \
   ${pairs[*]} shipped='$out/heldout_shipped' --plot '$out/comparison' > '$out/comparison.md'"
-echo "retrain: done; the comparison is $out/comparison.md"
+if [[ -n "${partial:-}" ]]; then
+  echo "retrain: the steps in STEPS are done; run again without STEPS for the rest"
+else
+  echo "retrain: done; the comparison is $out/comparison.md"
+fi

@@ -11,11 +11,16 @@ from conftest import benchmark_module
 from test_docs_recipes import REPO, check_recipe
 
 
-def _dry_run(tmp_path, seeds="1 2") -> list[str]:
+def _dry_run(tmp_path, seeds="1 2", only=None, stdout=None) -> list[str]:
     out = tmp_path / "retrain"
     env = {**os.environ, "DRY": "1", "SEEDS": seeds, "N_BOOT": "7"}
+    env.pop("STEPS", None)
+    if only is not None:
+        env["STEPS"] = only
     res = subprocess.run([str(REPO / "models" / "retrain.sh"), str(out)], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True)
+    if stdout is not None:
+        stdout.append(res.stdout)
     steps = []
     for line in res.stdout.splitlines():
         m = re.match(r"retrain: (\S+): (.*)$", line)
@@ -47,6 +52,18 @@ def test_dry_run_lists_the_protocol(tmp_path):
     assert args.inputs == ["data/retrain/skim_jets/skim", "old=shipped:lundnet",
                            "new=data/retrain/lundnet/lundnet.onnx"]
     assert args.seed == 1 and args.bootstrap == 7
+
+
+def test_steps_runs_only_the_named_steps(tmp_path):
+    """STEPS="skim_jets lundnet lundnet_comparison" (LundNet's steps, which read only single files
+    and can run while the QCD files are generated) runs those and no other, and says it is partial."""
+    text: list[str] = []
+    steps = dict(_dry_run(tmp_path, only="skim_jets lundnet lundnet_comparison", stdout=text))
+    assert list(steps) == ["skim_jets", "lundnet", "lundnet_comparison"]
+    assert "retrain: skim_twin not in STEPS, skipped" in text[0]
+    assert "run again without STEPS" in text[0] and "retrain: done" not in text[0]
+    # a step name that is a prefix of another does not select it
+    assert list(dict(_dry_run(tmp_path, only="twin_s1"))) == ["twin_s1"]
 
 
 def test_every_svjscout_step_is_valid(tmp_path):
