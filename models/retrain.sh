@@ -26,8 +26,9 @@
 # pair with 95 % intervals, ratios to the MDMM pair of the same seed, paired, and the target line).
 # Cost on this project's 2-core machine (estimated, not yet measured on the full sample: ~450,000
 # rows of MET-skimmed events, ~31,000 per QCD file; the processor at ~500-1,000 rows/s on 2 cores):
-# the two skims ~20-30 min, LundNet (one QCD file, as jobs/train_lundnet.yaml) with 5 fold models
-# ~30 min, each twin ~3-5 min, each of the 11 held-out runs ~4 min (30 % of the rows), the
+# the twin's skim ~20-30 min; measured 2026-12-07 beside the generation: the LundNet skim 110 s,
+# LundNet (one QCD file, as jobs/train_lundnet.yaml) 96 s and its 5 fold models ~5 min, the LundNet
+# comparison (100 replicas) 25 s; each twin ~3-5 min, each of the 11 held-out runs ~4 min (30 % of the rows), the
 # comparison ~1 s per replica and run (100 replicas: ~20 min): ~2.5-3 hours with 5 seeds.
 set -euo pipefail
 out=${1:?usage: models/retrain.sh OUT}
