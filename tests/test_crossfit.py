@@ -148,11 +148,20 @@ def test_crossfit_skim_keys_every_copy(tmp_path):
 
     t = read_oof_table(out)
     perm = np.random.default_rng(0).permutation(n)
-    j0, j1 = lookup_oof(t, t["dataset"][perm], t["run"][perm], t["luminosityBlock"][perm], t["event"][perm])
+    j0, j1, found = lookup_oof(t, t["dataset"][perm], t["run"][perm], t["luminosityBlock"][perm], t["event"][perm])
+    assert found.all()
     np.testing.assert_array_equal(j0, table["lundnet_j0"][perm])
     np.testing.assert_array_equal(j1, table["lundnet_j1"][perm])
-    with pytest.raises(InputFileError, match="1 event"):
-        lookup_oof(t, np.array(["qcd"], dtype=object), [3], [1], [10**6], what="twin skim")
+    # an unknown event of a (dataset, run, lumi) block the table holds: the skims disagree, an error
+    ds0, run0, lb0 = t["dataset"][0], int(t["run"][0]), int(t["luminosityBlock"][0])
+    with pytest.raises(InputFileError, match="1 event.*though their"):
+        lookup_oof(t, np.array([ds0], dtype=object), [run0], [lb0], [10**9], what="twin skim")
+    # events of a block the table does not hold (a file outside LundNet's skim): not found, NaN, no error
+    new_run = int(np.max(t["run"])) + 1
+    j0, j1, found = lookup_oof(t, np.array([ds0, ds0], dtype=object), [run0, new_run], [lb0, lb0],
+                               [int(t["event"][0]), 5], what="twin skim")
+    assert found.tolist() == [True, False]
+    assert j0[0] == t["lundnet_j0"][0] and np.isnan(j0[1]) and np.isnan(j1[1])
 
 
 def test_train_lundnet_writes_out_of_fold_scores(tmp_path):

@@ -141,6 +141,45 @@ def test_stream_subsets_and_out_of_fold_scores(tmp_path):
     _TwinStream([skim], TwinTrainConfig.from_mapping({**SMALL, "lundnet_oof": str(no_final)}), "cpu")
 
 
+def test_events_outside_lundnets_skim_keep_the_deployed_scores(tmp_path):
+    """The twin reads more files than LundNet's skim (jobs/train.yaml's eleven QCD files against
+    jobs/train_lundnet.yaml's one): train/val events of blocks the out-of-fold table does not hold
+    keep the deployed model's scores (that model never saw them) when the table is stamped with that
+    model; a table without the stamp, or beside another model, is refused by name."""
+    from svjscout.core.modelmeta import file_sha256
+    from svjscout.models.lundnet_training.crossfit import oof_table_model, write_oof_table
+    from svjscout.models.twin_training.stream import _TwinStream
+
+    skim = _write_skim(tmp_path / "s.parquet", 2000, 8)
+    onnx = _lundnet_onnx(tmp_path / "lundnet.onnx")
+    d = load_skim([skim])
+    table = _oof_table(d)
+    lund_only = np.asarray(d.dataset).astype(str) != "qcd"  # LundNet's skim: the signal only
+    part = {k: v[lund_only] for k, v in table.items()}
+    oof = write_oof_table(part, tmp_path / "oof.parquet", model_sha256=file_sha256(onnx))
+    assert oof_table_model(oof) == file_sha256(onnx)
+    cfg = TwinTrainConfig.from_mapping({**SMALL, "lundnet_oof": str(oof), "lundnet_model": str(onnx),
+                                        "test_max_events": None})
+    stream = _TwinStream([skim], cfg, "cpu")
+    code = split_codes(d, cfg.split, cfg.event_split_seed)
+    fit = (code == splits.TRAIN) | (code == splits.VAL)
+    assert stream.n_oof == int((fit & lund_only).sum()) > 0
+    assert stream.n_oof_unseen == int((fit & ~lund_only).sum()) > 0
+    by_event = {int(e): i for i, e in enumerate(d.event)}
+    rows = np.array([by_event[int(e)] for e in stream.val.event])
+    shift = np.where(lund_only[rows], 0.05, 0.0)
+    np.testing.assert_allclose(stream.val.features[:, J0], d.features[rows, J0] + shift, atol=1e-6)
+    # the same table without the model stamp: refused where the unseen events turn up
+    bare = write_oof_table(part, tmp_path / "oof_bare.parquet")
+    assert oof_table_model(bare) is None
+    with pytest.raises(InputFileError, match=r"oof_bare\.parquet.*outside LundNet's skim"):
+        _TwinStream([skim], TwinTrainConfig.from_mapping({**cfg.__dict__, "lundnet_oof": str(bare)}), "cpu")
+    # stamped with another model: refused at load, naming both
+    other = write_oof_table(part, tmp_path / "oof_other.parquet", model_sha256="0" * 64)
+    with pytest.raises(ConfigError, match=r"oof_other\.parquet.*written beside the LundNet.*lundnet\.onnx"):
+        _TwinStream([skim], TwinTrainConfig.from_mapping({**cfg.__dict__, "lundnet_oof": str(other)}), "cpu")
+
+
 @pytest.mark.slow
 def test_training_quotes_on_final_with_permutation_floors(trained):
     from svjscout.models.disco import u_dcorr_sqr

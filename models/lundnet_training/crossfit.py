@@ -36,6 +36,7 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from svjscout.core import splits
@@ -47,7 +48,7 @@ from svjscout.models.lundnet_training.data import load_skim, training_weights
 log = logging.getLogger("svjscout.models.train_lundnet")
 
 __all__ = ["CrossFitConfig", "CrossFitResult", "fit_lundnet_arrays", "crossfit_lundnet", "crossfit_skim",
-           "write_oof_table", "read_oof_table", "lookup_oof"]
+           "write_oof_table", "read_oof_table", "lookup_oof", "oof_table_model", "OOF_MODEL_KEY"]
 
 
 @dataclass
@@ -254,13 +255,33 @@ def crossfit_skim(paths: Sequence[str | Path], config: CrossFitConfig | None = N
     return table, res
 
 
-def write_oof_table(table: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Write :func:`crossfit_skim`'s per-event table as parquet (one row per event)."""
+#: Parquet key-value metadata of the table: the SHA-256 of the deployed LundNet (the full model
+#: trained beside the fold models on the same skim), so that the twin can tell that the table and the
+#: model it deploys belong together (:func:`oof_table_model`).
+OOF_MODEL_KEY = "svjscout.lundnet_sha256"
+
+
+def write_oof_table(table: dict[str, np.ndarray], path: str | Path, model_sha256: str | None = None) -> Path:
+    """Write :func:`crossfit_skim`'s per-event table as parquet (one row per event); ``model_sha256``
+    (the deployed LundNet's :func:`~svjscout.core.modelmeta.file_sha256`) goes to its metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = {k: (ak.Array([str(s) for s in v]) if k == "dataset" else np.ascontiguousarray(v)) for k, v in table.items()}
-    ak.to_parquet(ak.zip(cols, depth_limit=1), str(path))
+    arrow = ak.to_arrow_table(ak.zip(cols, depth_limit=1))
+    if model_sha256:
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), OOF_MODEL_KEY: model_sha256})
+    pq.write_table(arrow, str(path))
     return path
+
+
+def oof_table_model(path: str | Path) -> str | None:
+    """The SHA-256 of the LundNet the table was written with (None: a table without it)."""
+    try:
+        meta = pq.read_schema(str(path)).metadata or {}
+    except Exception as err:  # pyarrow raises many types
+        raise InputFileError(f"{path}: cannot read the out-of-fold LundNet table ({err})") from err
+    value = meta.get(OOF_MODEL_KEY.encode())
+    return value.decode() if value else None
 
 
 def read_oof_table(path: str | Path) -> dict[str, np.ndarray]:
@@ -280,32 +301,57 @@ def read_oof_table(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def lookup_oof(table: dict[str, np.ndarray], dataset: np.ndarray, run, lumi, event,
-               what: str = "skim") -> tuple[np.ndarray, np.ndarray]:
+               what: str = "skim") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold (J0, J1) scores of events identified by (dataset, run, luminosityBlock, event).
 
     ``run``/``lumi`` may be None (0, as in the split key). For the twin's loader: replace its
     ``lundnet_j0``/``lundnet_j1`` by these on the events it trains and early-stops on.
 
+    The table holds every event of LundNet's skim. An event of a (dataset, run, luminosityBlock)
+    that the table does not hold at all comes from a file outside that skim (e.g. the twin's
+    further QCD files): LundNet never saw it, so the deployed model's score is already an unseen
+    one; it is returned as not found (``found`` False, scores NaN) for the caller to keep. An event
+    missing from a block the table does hold means the two skims disagree: an error.
+
+    Returns:
+        ``(j0, j1, found)``.
+
     Raises:
-        InputFileError: an event is not in the table (``what`` names the events' source).
+        InputFileError: an event of a block the table holds is not in it (``what`` names the
+        events' source).
     """
-    def key(ds, r, lb, ev):
-        n = len(ev)
+    def key(ds, r, lb, ev=None):
+        n = len(ds)
         r = np.zeros(n, np.uint64) if r is None else np.asarray(r).astype(np.uint64)
         lb = np.zeros(n, np.uint64) if lb is None else np.asarray(lb).astype(np.uint64)
-        return np.array([f"{d}|{a}|{b}|{e}" for d, a, b, e in zip(np.asarray(ds).astype(str), r, lb,
-                                                                np.asarray(ev).astype(np.uint64))], dtype=object)
+        ds = np.asarray(ds).astype(str)
+        if ev is None:
+            return np.array([f"{d}|{a}|{b}" for d, a, b in zip(ds, r, lb)], dtype=object)
+        return np.array([f"{d}|{a}|{b}|{e}" for d, a, b, e in zip(ds, r, lb, np.asarray(ev).astype(np.uint64))],
+                        dtype=object)
+
+    def find(tkey, qkey):
+        order = np.argsort(tkey)
+        pos = np.searchsorted(tkey[order], qkey)
+        pos = np.minimum(pos, len(order) - 1) if len(order) else pos
+        found = (tkey[order][pos] == qkey) if len(order) else np.zeros(len(qkey), bool)
+        return found, (order[pos] if len(order) else pos)
 
     tkey = key(table["dataset"], table["run"], table["luminosityBlock"], table["event"])
-    order = np.argsort(tkey)
     qkey = key(dataset, run, lumi, event)
-    pos = np.searchsorted(tkey[order], qkey)
-    pos = np.minimum(pos, len(order) - 1) if len(order) else pos
-    found = (tkey[order][pos] == qkey) if len(order) else np.zeros(len(qkey), bool)
+    found, rows = find(tkey, qkey)
     if not found.all():
-        bad = qkey[~found][:3].tolist()
-        raise InputFileError(f"{what}: {int((~found).sum())} event(s) not in the out-of-fold LundNet table, "
-                             f"e.g. {bad} (dataset|run|lumi|event)")
-    rows = order[pos]
-    return (np.asarray(table["lundnet_j0"])[rows].astype(np.float32),
-            np.asarray(table["lundnet_j1"])[rows].astype(np.float32))
+        block_t = np.unique(key(table["dataset"], table["run"], table["luminosityBlock"]))
+        block_q = key(dataset, run, lumi)
+        held, _ = find(block_t, block_q)
+        bad = ~found & held
+        if bad.any():
+            raise InputFileError(f"{what}: {int(bad.sum())} event(s) not in the out-of-fold LundNet table, "
+                                 f"though their (dataset, run, luminosityBlock) is, e.g. {qkey[bad][:3].tolist()} "
+                                 "(dataset|run|lumi|event): the table was not made from the skim these events "
+                                 "come from")
+    j0 = np.full(len(qkey), np.nan, np.float32)
+    j1 = np.full(len(qkey), np.nan, np.float32)
+    j0[found] = np.asarray(table["lundnet_j0"])[rows[found]]
+    j1[found] = np.asarray(table["lundnet_j1"])[rows[found]]
+    return j0, j1, found

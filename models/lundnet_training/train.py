@@ -16,6 +16,7 @@ import torch
 from svjscout.core import splits
 from svjscout.core.exceptions import ConfigError
 from svjscout.core.features import LUND_FEATURES
+from svjscout.core.modelmeta import file_sha256
 from svjscout.core.splits import SPLIT_NAMES, TEST, VAL
 from svjscout.models.lundnet import LundNet, count_parameters, export_lundnet_onnx, load_lundnet_session
 from svjscout.models.lundnet_training.config import TrainConfig
@@ -165,21 +166,22 @@ def train_lundnet(skim_paths: Sequence[str | Path], out_dir: str | Path, config:
     try:
         result = _finish(model, stream, feat_idx, run.history, run.best_epoch, n_params, run.seconds, out, config)
         if config.crossfit_k:
-            result.oof_path = _crossfit(skim_paths, out, config, run.best_epoch)
+            result.oof_path = _crossfit(skim_paths, out, config, run.best_epoch, result.onnx_path)
         return result
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _crossfit(skim_paths, out: Path, config: TrainConfig, best_epoch: int) -> Path:
-    """The k-fold cross-fit after training (``config.crossfit_k``): out-of-fold scores of every event."""
+def _crossfit(skim_paths, out: Path, config: TrainConfig, best_epoch: int, deployed: Path) -> Path:
+    """The k-fold cross-fit after training (``config.crossfit_k``): out-of-fold scores of every event,
+    the table stamped with the SHA-256 of the ``deployed`` model (the full one)."""
     cfg = CrossFitConfig(model=config.model, k=config.crossfit_k,
                          epochs=config.crossfit_epochs or max(int(best_epoch), 1), batch_size=config.batch_size,
                          lr=config.lr, seed=config.seed, threads=config.threads,
                          device=str(resolve_device(config.device)))
     fractions = (1 - config.val_fraction - config.test_fraction, config.val_fraction, config.test_fraction)
     table, _ = crossfit_skim(skim_paths, cfg, split_fractions=fractions)
-    path = write_oof_table(table, out / "lundnet_oof.parquet")
+    path = write_oof_table(table, out / "lundnet_oof.parquet", model_sha256=file_sha256(deployed))
     log.info("wrote %s (%d events, %d folds)", path, len(table["event"]), cfg.k)
     return path
 

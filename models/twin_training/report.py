@@ -165,8 +165,11 @@ def _split_lines(summary: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str
                      f"(u in [{ov['u_range'][0]:g}, {ov['u_range'][1]:g}): {', '.join(ov['subsets'])})") + "."]
     oof = summary.get("lundnet_oof")
     if oof:
+        unseen = oof.get("unseen_events") or 0
         lines += ["", f"LundNet inputs: out-of-fold scores from {oof['table']} on the train and val events "
-                  f"({oof['events']} events); the held-out subsets keep the deployed model's scores."]
+                  f"({oof['events']} events); the held-out subsets keep the deployed model's scores"
+                  + (f", and so do {unseen} train/val events from files outside LundNet's skim (the deployed "
+                     "model never saw them)." if unseen else ".")]
     return lines
 
 

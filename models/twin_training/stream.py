@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from svjscout.core import splits
+from svjscout.core.exceptions import ConfigError, InputFileError
 from svjscout.core.features import EVENT_FEATURES
-from svjscout.models.lundnet_training.crossfit import lookup_oof, read_oof_table
+from svjscout.core.modelmeta import file_sha256
+from svjscout.models.lundnet_training.crossfit import lookup_oof, oof_table_model, read_oof_table
 from svjscout.models.training.data import Reservoir, _keys, allocate_batches, plan_buffers, rng
 from svjscout.models.twin_training.config import TwinTrainConfig
 from svjscout.models.twin_training.data import (
@@ -30,6 +32,20 @@ from svjscout.models.twin_training.data import (
 from svjscout.models.twin_training.losses import closure_wps_for_step
 
 _J0, _J1 = EVENT_FEATURES.index("lundnet_j0"), EVENT_FEATURES.index("lundnet_j1")
+
+
+def _check_oof_model(cfg: TwinTrainConfig, table_model: str | None) -> None:
+    """Refuse an out-of-fold table written beside another LundNet than the one the twin computes its
+    scores with (``lundnet_model``): the table's events are then not that model's training events, and
+    the events outside it could be. A table without the stamp (written before it) is checked where it
+    matters: when events outside it turn up (:meth:`_TwinStream._use_oof`)."""
+    if table_model is None or not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
+        return
+    deployed = file_sha256(cfg.lundnet_model)
+    if deployed != table_model:
+        raise ConfigError(f"twin config key 'lundnet_oof': {cfg.lundnet_oof} was written beside the LundNet of "
+                          f"SHA-256 {table_model[:12]}..., not {cfg.lundnet_model} ({deployed[:12]}...): pass the "
+                          "model and the table of one `svjscout train lundnet --crossfit-k K` run")
 
 
 def _group_moments(features: np.ndarray, weight: np.ndarray, group: np.ndarray, n_groups: int) -> dict[int, np.ndarray]:
@@ -78,9 +94,12 @@ class _TwinStream:
         quoted = splits.FINAL if cfg.four_way else splits.TEST
         self._oof_table: dict[str, np.ndarray] | None = None
         self._oof_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.n_oof = 0
+        self.n_oof = self.n_oof_unseen = 0
+        self._oof_model: str | None = None
         if cfg.lundnet_oof:
             self._oof_table = read_oof_table(cfg.lundnet_oof)
+            self._oof_model = oof_table_model(cfg.lundnet_oof)
+            _check_oof_model(cfg, self._oof_model)
         self.n_skim = self.n_pass = self.n_train_constraints = 0
         self.n_signal = self.n_background = 0
         self.datasets: set[str] = set()
@@ -106,7 +125,6 @@ class _TwinStream:
                 key = "background" if g == 0 else keys[g - 1]
                 moments[key] = moments.get(key, 0) + add
             rows = np.arange(rg.start, rg.start + rg.rows)
-            self.n_oof += int(self._oof_rows(code).sum()) if self._oof_table is not None else 0
             for res, sel in ((res_train, train), (res_val, (code == splits.VAL) & ana),
                              (res_test, (code == quoted) & ana), (res_select, (code == splits.SELECT) & ana)):
                 res.add({c: getattr(d, c)[sel] for c in keep_cols} | {"ana": ana[sel]}, rows[sel])
@@ -151,9 +169,20 @@ class _TwinStream:
         key = (str(self.source.path(rg)), int(rg.start))
         if key not in self._oof_cache:
             rows = np.flatnonzero(self._oof_rows(code))
-            j0, j1 = lookup_oof(self._oof_table, d.dataset[rows], d.run[rows], d.lumi[rows], d.event[rows],
-                                what=f"{key[0]} (twin config key 'lundnet_oof': {self.cfg.lundnet_oof})")
-            self._oof_cache[key] = (rows, j0, j1)
+            what = f"{key[0]} (twin config key 'lundnet_oof': {self.cfg.lundnet_oof})"
+            j0, j1, found = lookup_oof(self._oof_table, d.dataset[rows], d.run[rows], d.lumi[rows], d.event[rows],
+                                       what=what)
+            if not found.all() and (self._oof_model is None or not self.cfg.lundnet_model):
+                raise InputFileError(f"{what}: {int((~found).sum())} train/val event(s) come from files outside "
+                                     "LundNet's skim, and the table does not name the LundNet it belongs to (a "
+                                     "table written before the model stamp) or no LundNet model is given "
+                                     "(--lundnet): it cannot be told that the deployed model never saw them; pass "
+                                     "the model and the table of one `svjscout train lundnet --crossfit-k K` run")
+            # events outside LundNet's skim (found False) keep the deployed model's scores: the table is
+            # that model's (_check_oof_model) and holds every event of its skim, so it never saw them
+            self.n_oof += int(found.sum())
+            self.n_oof_unseen += int((~found).sum())
+            self._oof_cache[key] = (rows[found], j0[found], j1[found])
         rows, j0, j1 = self._oof_cache[key]
         d.features[rows, _J0] = j0
         d.features[rows, _J1] = j1

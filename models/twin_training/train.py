@@ -352,7 +352,8 @@ def train_twin(skim_paths: Sequence[str | Path], out_dir: str | Path,
         "selection": selection,
         "split": {"seed": cfg.event_split_seed, "fractions": list(cfg.split), "key": list(splits.KEY_COLUMNS),
                   "names": list(splits.SPLIT4_NAMES if cfg.four_way else splits.SPLIT_NAMES)},
-        "lundnet_oof": ({"table": str(cfg.lundnet_oof), "events": stream.n_oof, "subsets": ["train", "val"]}
+        "lundnet_oof": ({"table": str(cfg.lundnet_oof), "events": stream.n_oof, "subsets": ["train", "val"],
+                         "unseen_events": stream.n_oof_unseen}
                         if cfg.lundnet_oof else None),
         "multipliers_shipped": {k: v["lambda"] for k, v in mdmm.summary().items()},
         "test_targets": test_targets,
