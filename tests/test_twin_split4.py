@@ -300,6 +300,11 @@ def test_cli_crossfit_k_writes_the_table_the_twin_reads(tmp_path):
     table = read_oof_table(oof)
     d = load_skim([skim])
     assert sorted(table["event"].tolist()) == sorted(d.event.tolist())
+    # stamped with the deployed model written beside it (the twin's check that they belong together)
+    from svjscout.core.modelmeta import file_sha256
+    from svjscout.models.lundnet_training.crossfit import oof_table_model
+
+    assert oof_table_model(oof) == file_sha256(tmp_path / "lund" / "lundnet.onnx")
     cfg = TwinTrainConfig.from_mapping({**SMALL, "lundnet_oof": str(oof)})
     stream = _TwinStream([skim], cfg, "cpu")
     code = split_codes(d, cfg.split, cfg.event_split_seed)
