@@ -154,7 +154,10 @@ def main() -> None:
         add(f"AUC of X / Y on the quoted events (binned; N_eff over parents, signal / background), {point}",
             lambda r, p=point: auc_cell(r, p))
     gof = lambda r: r["validation"].get("gof", {}).get("VP", {})  # noqa: E731
-    add("GoF VP: q_obs / p (toys)", lambda r: f"{_f(gof(r).get('q_obs'))} / {_f(gof(r).get('pvalue'))}")
+    add("GoF VP: q_obs / p (toys); what backs it (MC pseudo-data)",
+        lambda r: f"{_f(gof(r).get('q_obs'))} / {_f(gof(r).get('pvalue'))}"
+        + (f"; {gof(r)['pseudo_data']['verdict']} (N_eff >= {gof(r)['pseudo_data']['neff_min']:.0f}, MC variance "
+           f"{gof(r)['pseudo_data']['var_over_n_max']:.3g}x Poisson)" if gof(r).get("pseudo_data") else ""))
     for point in first["limits"]:
         def inj(r, p=point):
             out = []

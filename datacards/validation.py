@@ -642,6 +642,47 @@ def plane_card(inputs, datasets: Mapping[str, Mapping], wp, plane: str, signal: 
     return parse_text(text, f"<{plane} validation card>"), bins, text
 
 
+#: The goodness of fit on MC pseudo-data is backed where every region of every bin of the plane holds
+#: at least this N_eff over parents (the guard's default, :class:`.guard.Guard`).
+GOF_MIN_NEFF = 10.0
+
+
+def pseudo_data_verdict(inputs, datasets: Mapping[str, Mapping], wp, plane: str,
+                        bins: Sequence[Sequence[int]]) -> dict:
+    """What backs a goodness of fit whose observation is the background MC (:func:`plane_card`).
+
+    The toys are Poisson at the fitted yields, while the MC pseudo-data fluctuate with the MC's own
+    variance (parent-aware: the sum over parents of their squared weights). Where that variance
+    exceeds the yield (weights above 1: fewer MC events than data events), ``q_obs`` holds the MC's
+    fluctuations, which no toy has, and a small p says as much about the MC's size as about the model.
+
+    Returns ``neff_min`` and where (region, bin), ``var_over_n_max`` (the largest MC variance over the
+    Poisson one, ``var / n``, over regions and bins) and where, and ``verdict``: ``not backed`` (a
+    region below :data:`GOF_MIN_NEFF`), ``MC-limited`` (``var_over_n_max > 1``) or ``backed``, with
+    ``why``."""
+    inputs = StatInputs.of(inputs)
+    y = region_yields(inputs.xy_mt, datasets, wp, plane=plane, which="background", parents=inputs.parents
+                      ).merged(bins)
+    neff = y.neff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(y.n > 0, y.var / np.where(y.n > 0, y.n, 1.0), 0.0)
+    i_n = np.unravel_index(int(np.argmin(neff)), neff.shape)
+    i_r = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    out = {"neff_min": float(neff[i_n]), "neff_min_at": f"{REGIONS[i_n[0]]}, bin {i_n[1]}",
+           "var_over_n_max": float(ratio[i_r]), "var_over_n_at": f"{REGIONS[i_r[0]]}, bin {i_r[1]}"}
+    if out["neff_min"] < GOF_MIN_NEFF:
+        out.update(verdict="not backed", why=f"region {out['neff_min_at']} holds N_eff {out['neff_min']:.1f} < "
+                   f"{GOF_MIN_NEFF:g} over parents")
+    elif out["var_over_n_max"] > 1.0:
+        out.update(verdict="MC-limited", why=f"the pseudo-data's MC variance is {out['var_over_n_max']:.3g}x a "
+                   f"Poisson count's in region {out['var_over_n_at']} (N_eff {out['neff_min']:.0f} at least): "
+                   "q_obs holds MC fluctuations that the Poisson toys lack, so p does not test the model alone")
+    else:
+        out.update(verdict="backed", why=f"every region N_eff >= {out['neff_min']:.0f}, MC variance at most "
+                   f"{out['var_over_n_max']:.2g}x Poisson's")
+    return out
+
+
 def wp_stability(inputs, datasets: Mapping[str, Mapping], wp, step: float, signal: str, **card_kw) -> list[dict]:
     """The closure (SP, background MC, on the cards' guarded fit bins) and the expected median limit
     of ``signal`` at the WP and its 8 grid neighbours: cards written exactly as the run's (``card_kw``:
@@ -729,6 +770,7 @@ def validate(inputs, datasets: Mapping[str, Mapping], index: Mapping, limits: Ma
             card, bins, text = plane_card(inputs, datasets, wp, plane, ref, kappa, groups)
             g = gof_saturated(card, nt, seed, mask_b=mask_b)
             g["mt_bins"] = bins
+            g["pseudo_data"] = pseudo_data_verdict(inputs, datasets, wp, plane, bins)
             g["theta_range"] = list(theta_range())
             out.setdefault("cards", {})[plane] = text
         except DatacardError as err:
@@ -798,17 +840,20 @@ def summary_lines(res: Mapping) -> list[str]:
     if any(pu.get("censored", {}).get(k) for p in res["points"].values() for i in p["injection"]
            for pu in [i["pull"]] for k in ("q16", "q84")):
         lines += ["", "\\* a bound, not a measurement: the toys at the boundary of r reach this quantile."]
-    lines += ["", "| goodness of fit (saturated) | q_obs | ndf | p (toys) |", "|---|---|---|---|"]
+    lines += ["", "| goodness of fit (saturated) | q_obs | ndf | p (toys) | what backs it (MC pseudo-data) |",
+              "|---|---|---|---|---|"]
     for name, g in res["gof"].items():
+        pd = g.get("pseudo_data")
+        backs = f"{pd['verdict']}: {pd['why']}" if pd else ""
         if "error" in g:
-            lines.append(f"| {name} | n/a | | no test possible: {g['error']} (no figure) |")
+            lines.append(f"| {name} | n/a | | no test possible: {g['error']} (no figure) | |")
         elif g.get("pvalue") is None:
             lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | no test possible: {g.get('note', '')} (no "
-                         f"figure) |")
+                         f"figure) | {backs} |")
         else:
             pv = (f"< {1 / g['toys']:.2g} (0 of {g['toys']} toys)" if g["pvalue"] == 0
                   else f"{g['pvalue']:.3g} ({g['toys']} toys)")
-            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {pv} |")
+            lines.append(f"| {name} | {g['q_obs']:.3g} | {g['ndf']} | {pv} | {backs} |")
     lines += ["", "Largest impacts on r (Asimov, +-1 post-fit sigma):", ""]
     for point, p in res["points"].items():
         if "impacts" not in p:

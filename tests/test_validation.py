@@ -233,3 +233,24 @@ def test_combine_validate_round_trip(tmp_path):
     inj = res["points"]["svj_mz2000_rinv0.3"]["injection"][0]
     assert inj["toys"] == 20 and inj["converged"] >= 18
     assert 0.0 <= res["gof"]["VP"]["pvalue"] <= 1.0
+
+
+def test_gof_on_mc_pseudo_data_says_what_backs_it():
+    """The VP goodness of fit observes the background MC itself. With per-event weight w the MC
+    variance is w times a Poisson count's (closed form: sumw2 = w sumw), so the verdict is 'backed'
+    for w <= 1, 'MC-limited' above (the toys are Poisson, the pseudo-data are not), and 'not backed'
+    once a region holds N_eff = n / w < 10."""
+    from svjscout.datacards.regions import region_yields
+    from svjscout.datacards.validation import GOF_MIN_NEFF, pseudo_data_verdict
+
+    bkg = factorised(1e7, falling(3.0), falling(2.0), [1.0, 1.0])
+    ds = {"bkg": {"kind": "background"}}
+    n_vp = None
+    for w, verdict in ((0.5, "backed"), (5.0, "MC-limited"), (1e4, "not backed")):
+        h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}}, [650.0, 1000.0, 3000.0], w)
+        v = pseudo_data_verdict(h, ds, WP, "VP", [[0], [1]])
+        n_vp = region_yields(h, ds, WP, plane="VP", which="background").n
+        assert v["verdict"] == verdict, (w, v)
+        assert v["var_over_n_max"] == pytest.approx(w, rel=1e-9)
+        assert v["neff_min"] == pytest.approx(n_vp.min() / w, rel=1e-9)
+    assert n_vp.min() / 1e4 < GOF_MIN_NEFF < n_vp.min() / 5.0
