@@ -289,6 +289,46 @@ def test_region_grid_equals_hard_cuts_and_the_choice_is_the_best_allowed(bce_pai
                 assert z_ab <= z_c * (1 + 1e-9)
 
 
+def test_choice_without_a_point_meeting_the_rule_is_never_the_emptiest(bce_pair):
+    """No grid point meets N_eff >= neff_min per M_T bin: the rule on the bins summed chooses; none
+    meets that either: the point whose emptiest region holds the most background, never the largest
+    <Z_A> of the grid (where the background MC is emptiest). Checked against a numpy Kish of the
+    region_grid yields (another path than choose_wp's tensors)."""
+    from svjscout.models.abcd_objective import mt_bin_index
+    from svjscout.models.twin_training.analysis import _GRID, region_grid
+
+    obj, model, cfg = _objective(bce_pair)
+    ev = obj.train_t
+    with torch.no_grad():
+        lx, ly = model.logits(ev["f"])
+    x, y = torch.sigmoid(lx).double(), torch.sigmoid(ly).double()
+    grid = torch.as_tensor(_GRID, dtype=torch.float64)
+    bkg = ev["point"] < 0
+    bins = mt_bin_index(ev["mt"], cfg.objective_mt_edges)
+    nb, vb = region_grid(x[bkg], y[bkg], ev["w"][bkg] * 2.0, bins[bkg], len(cfg.objective_mt_edges) - 1, grid)
+    nb, vb = nb.numpy(), vb.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_bin = np.where((nb > 0) & (vb > 0), nb**2 / vb, 0.0).min(axis=(-2, -1))
+        ns, vs = nb.sum(axis=-2), vb.sum(axis=-2)
+        summed = np.where((ns > 0) & (vs > 0), ns**2 / vs, 0.0).min(axis=-1)
+    assert summed.max() > per_bin.max()
+    mask = torch.ones_like(ev["w"], dtype=torch.bool)
+    # between the two maxima: the summed rule decides
+    obj.cfg.neff_min = float(0.5 * (per_bin.max() + summed.max()))
+    c = obj.choose_wp(x, y, ev, mask, 2.0)
+    i, j = list(_GRID).index(c["x0"]), list(_GRID).index(c["y0"])
+    assert c["neff_rule_level"] == "summed_bins" and not c["neff_rule"]
+    assert summed[i, j] >= obj.cfg.neff_min and c["neff_min_summed"] == pytest.approx(summed[i, j], rel=1e-9)
+    # above both: the most populated point
+    obj.cfg.neff_min = float(2 * summed.max())
+    c = obj.choose_wp(x, y, ev, mask, 2.0)
+    i, j = list(_GRID).index(c["x0"]), list(_GRID).index(c["y0"])
+    assert c["neff_rule_level"] == "most_populated" and summed[i, j] == pytest.approx(summed.max(), rel=1e-9)
+    from svjscout.models.twin_training.analysis import _rule_note
+
+    assert "NOT BACKED" in _rule_note(c) and _rule_note({"neff_rule": True}) == ""
+
+
 def test_stopping_figure_is_quoted_on_other_parents_with_intervals(bce_pair):
     from svjscout.models.twin_training.analysis import parent_halves_of
     from svjscout.models.twin_training.data import load_skim

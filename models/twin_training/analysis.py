@@ -381,8 +381,15 @@ class AnalysisObjective(nn.Module):
 
     def choose_wp(self, x, y, ev, mask, scale: float) -> dict[str, Any]:
         """The working point of the scan's grid with the largest hard-cut ``<Z_A>`` on the rows
-        ``mask`` among those where every region and M_T bin holds background N_eff >= ``neff_min``
-        (all points if none does; ``neff_rule`` says which)."""
+        ``mask`` among those where every region and M_T bin holds background N_eff >= ``neff_min``.
+
+        Where no point does (a small subset: the select subset, a validation half), the rule is
+        applied to the regions summed over the M_T bins (the cards merge bins until the guard
+        holds); where none passes that either, the point is the one whose emptiest region holds the
+        most background N_eff. Never the largest ``<Z_A>`` of the whole grid: without the rule that
+        is where the background MC is emptiest and ``<Z_A>`` is noise (the first retrain on the
+        training sample chose points with N_eff 0 and quoted ``<Z_A>`` ~100). ``neff_rule``: the
+        per-bin rule held; ``neff_rule_level``: ``per_bin``, ``summed_bins`` or ``most_populated``."""
         settings = replace(self.hard_settings, yield_scale=scale)
         grid = torch.as_tensor(_GRID, dtype=torch.float64, device=x.device)
         n_bins, n_pts = len(self.edges) - 1, len(self.points)
@@ -397,13 +404,22 @@ class AnalysisObjective(nn.Module):
         ns = ns.reshape(grid.numel(), grid.numel(), n_pts, n_bins, 4)
         z = significance_from_yields(nb, vb, ns, settings)["z_mean"]  # (g, g)
         neff_min = kish_neff(nb, vb).amin(dim=(-2, -1))
+        # summed over the M_T bins (a parent's copies in two bins: its cross term is left out, as a
+        # fallback criterion only)
+        neff_sum = kish_neff(nb.sum(dim=-2), vb.sum(dim=-2)).amin(dim=-1)
         ok = neff_min >= self.cfg.neff_min
-        rule = bool(ok.any())
-        zz = torch.where(ok, z, torch.full_like(z, -math.inf)) if rule else z
-        k = int(torch.argmax(zz))
+        level = "per_bin"
+        if not bool(ok.any()):
+            ok, level = neff_sum >= self.cfg.neff_min, "summed_bins"
+        if bool(ok.any()):
+            k = int(torch.argmax(torch.where(ok, z, torch.full_like(z, -math.inf))))
+        else:
+            level = "most_populated"
+            k = int(torch.argmax(neff_sum))
         i, j = divmod(k, grid.numel())
         return {"x0": float(grid[i]), "y0": float(grid[j]), "z_select": float(z[i, j]),
-                "neff_min": float(neff_min[i, j]), "neff_rule": rule}
+                "neff_min": float(neff_min[i, j]), "neff_min_summed": float(neff_sum[i, j]),
+                "neff_rule": level == "per_bin", "neff_rule_level": level}
 
     def hard_value(self, model: TwinMLP, d: SkimData, fraction: float, choose: bool = True,
                    ci_replicas: int = 0, at_selected: bool = False) -> dict[str, Any]:
@@ -496,6 +512,20 @@ class AnalysisObjective(nn.Module):
                 "selected_wp": None if self.selected is None else list(self.selected)}
 
 
+def _rule_note(sel: dict[str, Any]) -> str:
+    """How the working point met the N_eff rule (:meth:`AnalysisObjective.choose_wp`), for the report."""
+    level = sel.get("neff_rule_level", "per_bin" if sel.get("neff_rule", True) else "none")
+    if level == "per_bin":
+        return ""
+    if level == "summed_bins":
+        return (", no grid point met the N_eff rule per M_T bin: chosen among those meeting it with the bins summed "
+                f"(smallest N_eff {sel.get('neff_min_summed', float('nan')):.1f} there)")
+    if level == "most_populated":
+        return (", no grid point met the N_eff rule even with the M_T bins summed: the point whose emptiest region "
+                f"holds the most background (N_eff {sel.get('neff_min_summed', float('nan')):.1f}); NOT BACKED")
+    return ", no grid point met the N_eff rule"
+
+
 def report_lines(obj: dict[str, Any]) -> list[str]:
     """Markdown lines of the report on the stopping figure (``summary["analysis_objective"]`` of
     :meth:`AnalysisObjective.final_report`): the working point chosen on half of the validation
@@ -519,7 +549,7 @@ def report_lines(obj: dict[str, Any]) -> list[str]:
         lines += ["", f"Working point of the quoted figures: ({x0:.3f}, {y0:.3f}), chosen on the scan's grid on "
                   f"{sel.get('chosen_on', 'the select subset')} (<Z_A> {sel.get('z_select', float('nan')):.3f} "
                   f"there, smallest background N_eff {sel.get('neff_min', float('nan')):.1f}"
-                  + ("" if sel.get("neff_rule", True) else ", no grid point met the N_eff rule") + "); quoted on the "
+                  + _rule_note(sel) + "); quoted on the "
                   "final subset (untouched by every choice) with 68 % bootstrap intervals over parents "
                   f"({final.get('ci_replicas', 0)} replicas):", "",
                   "| subset | <Z_A> at the chosen point | <Z_A> at the learned thresholds |", "|---|---|---|",
@@ -533,7 +563,7 @@ def report_lines(obj: dict[str, Any]) -> list[str]:
     return ["", f"Stopping figure (`stop_wp: selected`): working point ({x0:.3f}, {y0:.3f}) chosen on the scan's "
             f"grid on half of the validation parents (<Z_A> {sel.get('z_select', float('nan')):.3f} there, "
             f"smallest background N_eff {sel.get('neff_min', float('nan')):.1f}"
-            + ("" if sel.get("neff_rule", True) else ", no grid point met the N_eff rule") + "); quoted with 68 % "
+            + _rule_note(sel) + "); quoted with 68 % "
             f"bootstrap intervals over parents ({val.get('ci_replicas', 0)} replicas):", "",
             "| split | <Z_A> at the chosen point | <Z_A> at the learned thresholds |", "|---|---|---|",
             f"| validation, other half | {ci(val, 'z_stop')} | {ci(val, 'z_mean')} (all) |",
