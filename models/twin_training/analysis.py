@@ -204,6 +204,8 @@ class AnalysisObjective(nn.Module):
         #: the hard-cut evaluation: the scan's non-closure (same events), the cards' signal model
         self.hard_settings = replace(self.settings, nonclosure_halves=False)
         self.selected: tuple[float, float] | None = None  # working point chosen on validation parents
+        # the chosen point met the N_eff rule only with the M_T bins summed: its <Z_A> is evaluated so
+        self.selected_merged = False
         self.last_terms: dict[str, float] = {}
         n = int(self.train_t["w"].numel())
         self.has_anchor = anchor is not None and cfg.trust_region > 0
@@ -369,10 +371,14 @@ class AnalysisObjective(nn.Module):
             self._views[key] = (d, self.tensors(d))
         return self._views[key][1]
 
-    def _hard_z(self, x, y, ev, mask, scale: float, wp: tuple[float, float], weights=None) -> dict[str, torch.Tensor]:
+    def _hard_z(self, x, y, ev, mask, scale: float, wp: tuple[float, float], weights=None,
+                merged: bool = False) -> dict[str, torch.Tensor]:
         """Hard-cut ``<Z_A>`` of the rows ``mask`` at ``wp`` (yields x ``scale``); ``weights``
-        (R, n) bootstrap factors: then ``z_mean`` is (R,)."""
+        (R, n) bootstrap factors: then ``z_mean`` is (R,). ``merged``: the M_T bins summed into one
+        (a point chosen with the N_eff rule on the summed bins, :meth:`choose_wp`)."""
         settings = replace(self.hard_settings, yield_scale=scale)
+        if merged:
+            settings = replace(settings, mt_edges=(self.edges[0], self.edges[-1]))
         if weights is None:
             return self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T)
         zs = [self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T,
@@ -411,6 +417,10 @@ class AnalysisObjective(nn.Module):
         level = "per_bin"
         if not bool(ok.any()):
             ok, level = neff_sum >= self.cfg.neff_min, "summed_bins"
+        if level != "per_bin":  # <Z_A> as the cards would have it: the M_T bins merged into one
+            z = significance_from_yields(nb.sum(dim=-2, keepdim=True), vb.sum(dim=-2, keepdim=True),
+                                         ns.sum(dim=-2, keepdim=True),
+                                         replace(settings, mt_edges=(self.edges[0], self.edges[-1])))["z_mean"]
         if bool(ok.any()):
             k = int(torch.argmax(torch.where(ok, z, torch.full_like(z, -math.inf))))
         else:
@@ -418,6 +428,7 @@ class AnalysisObjective(nn.Module):
             k = int(torch.argmax(neff_sum))
         i, j = divmod(k, grid.numel())
         return {"x0": float(grid[i]), "y0": float(grid[j]), "z_select": float(z[i, j]),
+                "merged_bins": level != "per_bin",
                 "neff_min": float(neff_min[i, j]), "neff_min_summed": float(neff_sum[i, j]),
                 "neff_rule": level == "per_bin", "neff_rule_level": level}
 
@@ -455,21 +466,23 @@ class AnalysisObjective(nn.Module):
                 if choose or self.selected is None:
                     half = parent_halves_of(ev["group"])
                     chosen = self.choose_wp(x, y, ev, half == 0, 2.0 / fraction)
-                    self.selected = (chosen["x0"], chosen["y0"])
+                    self.selected, self.selected_merged = (chosen["x0"], chosen["y0"]), chosen["merged_bins"]
                     quote, scale = half == 1, 2.0 / fraction
                     res["selected"] = chosen | {"chosen_on": "half of the parents", "quoted_on": "the other half"}
                 wp_stop = self.selected
                 res["selected_wp"] = list(self.selected)
-            stop = self._hard_z(x, y, ev, quote, scale, wp_stop) if quote is not all_rows or wp_stop != (x0, y0) \
-                else out
+            merged = self.selected_merged and wp_stop == self.selected
+            stop = self._hard_z(x, y, ev, quote, scale, wp_stop, merged=merged) \
+                if quote is not all_rows or wp_stop != (x0, y0) or merged else out
+            res["z_stop_merged_bins"] = bool(merged)
             res["z_stop"] = float(stop["z_mean"])
             res["z_stop_points"] = {f"{m:g}_{r:g}": float(z)
                                     for (m, r), z in zip(self.points, stop["z_points"].tolist())}
             if ci_replicas > 0:
                 pw = poisson_replica_weights(ev["group"], ci_replicas, self.cfg.seed * 7919 + 17)
-                for key, mask, sc, wp_ in (("z_mean", all_rows, 1.0 / fraction, (x0, y0)),
-                                           ("z_stop", quote, scale, wp_stop)):
-                    zr = self._hard_z(x, y, ev, mask, sc, wp_, pw)["z_mean"].cpu().numpy()
+                for key, mask, sc, wp_, mg in (("z_mean", all_rows, 1.0 / fraction, (x0, y0), False),
+                                               ("z_stop", quote, scale, wp_stop, merged)):
+                    zr = self._hard_z(x, y, ev, mask, sc, wp_, pw, merged=mg)["z_mean"].cpu().numpy()
                     res[f"{key}_ci"] = [float(np.percentile(zr, 16)), float(np.percentile(zr, 84))]
                 res["ci_replicas"] = int(ci_replicas)
         return res
@@ -487,7 +500,7 @@ class AnalysisObjective(nn.Module):
             x, y = self._scores(model, ev["f"])
             x, y = x.to(torch.float64), y.to(torch.float64)
             chosen = self.choose_wp(x, y, ev, torch.ones_like(ev["w"], dtype=torch.bool), 1.0 / fraction)
-        self.selected = (chosen["x0"], chosen["y0"])
+        self.selected, self.selected_merged = (chosen["x0"], chosen["y0"]), chosen["merged_bins"]
         return chosen | {"chosen_on": "the select subset"}
 
     def final_report(self, model: TwinMLP, d_val: SkimData, d_test: SkimData, split: tuple[float, ...],
