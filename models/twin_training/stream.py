@@ -34,18 +34,20 @@ from svjscout.models.twin_training.losses import closure_wps_for_step
 _J0, _J1 = EVENT_FEATURES.index("lundnet_j0"), EVENT_FEATURES.index("lundnet_j1")
 
 
-def _check_oof_model(cfg: TwinTrainConfig, table_model: str | None) -> None:
+def _check_oof_model(cfg: TwinTrainConfig, table_model: str | None) -> bool:
     """Refuse an out-of-fold table written beside another LundNet than the one the twin computes its
     scores with (``lundnet_model``): the table's events are then not that model's training events, and
-    the events outside it could be. A table without the stamp (written before it) is checked where it
-    matters: when events outside it turn up (:meth:`_TwinStream._use_oof`)."""
+    the events outside it could be. Returns whether the table was shown to be that model's; where it
+    was not (no stamp: a table written before it; no model file), the events outside the table are
+    refused where they turn up (:meth:`_TwinStream._use_oof`)."""
     if table_model is None or not cfg.lundnet_model or not Path(cfg.lundnet_model).is_file():
-        return
+        return False
     deployed = file_sha256(cfg.lundnet_model)
     if deployed != table_model:
         raise ConfigError(f"twin config key 'lundnet_oof': {cfg.lundnet_oof} was written beside the LundNet of "
                           f"SHA-256 {table_model[:12]}..., not {cfg.lundnet_model} ({deployed[:12]}...): pass the "
                           "model and the table of one `svjscout train lundnet --crossfit-k K` run")
+    return True
 
 
 def _group_moments(features: np.ndarray, weight: np.ndarray, group: np.ndarray, n_groups: int) -> dict[int, np.ndarray]:
@@ -95,11 +97,10 @@ class _TwinStream:
         self._oof_table: dict[str, np.ndarray] | None = None
         self._oof_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.n_oof = self.n_oof_unseen = 0
-        self._oof_model: str | None = None
+        self._oof_same_model = False  # the table is shown to belong to the model the twin scores with
         if cfg.lundnet_oof:
             self._oof_table = read_oof_table(cfg.lundnet_oof)
-            self._oof_model = oof_table_model(cfg.lundnet_oof)
-            _check_oof_model(cfg, self._oof_model)
+            self._oof_same_model = _check_oof_model(cfg, oof_table_model(cfg.lundnet_oof))
         self.n_skim = self.n_pass = self.n_train_constraints = 0
         self.n_signal = self.n_background = 0
         self.datasets: set[str] = set()
@@ -172,7 +173,7 @@ class _TwinStream:
             what = f"{key[0]} (twin config key 'lundnet_oof': {self.cfg.lundnet_oof})"
             j0, j1, found = lookup_oof(self._oof_table, d.dataset[rows], d.run[rows], d.lumi[rows], d.event[rows],
                                        what=what)
-            if not found.all() and (self._oof_model is None or not self.cfg.lundnet_model):
+            if not found.all() and not self._oof_same_model:
                 raise InputFileError(f"{what}: {int((~found).sum())} train/val event(s) come from files outside "
                                      "LundNet's skim, and the table does not name the LundNet it belongs to (a "
                                      "table written before the model stamp) or no LundNet model is given "
