@@ -64,7 +64,7 @@ from .limits import quick_limits, read_index
 from .parents import StatInputs
 from .parser import Datacard, parse_datacard, parse_text
 from .plots import point_name
-from .regions import region_yields
+from .regions import RegionYields, region_yields
 from .settings import DEFAULT_INJECT, ValidationSettings, parse_inject  # noqa: F401 - DEFAULT_INJECT: re-exported
 from .validation_plots import plot_validation
 from .writer import card_settings, format_card, merge_groups, write_datacards
@@ -619,19 +619,22 @@ def ks_uniform(p_values: Sequence[float]) -> float:
 
 
 def plane_card(inputs, datasets: Mapping[str, Mapping], wp, plane: str, signal: str, kappa_of_bin: Sequence[float],
-               groups: Sequence[Sequence[int]], point: str = "validation") -> tuple[Datacard, list[list[int]], str]:
+               groups: Sequence[Sequence[int]], point: str = "validation"
+               ) -> tuple[Datacard, list[list[int]], str, RegionYields]:
     """A card of ``plane`` whose observation is the MC background itself (pseudo-data), region B
     included: what the goodness of fit and the closure of the ABCD model are tested on.
 
     M_T bins: ``groups`` (the cards' fit bins), merged further where a region of ``plane`` is empty.
-    Returns the parsed card, its bins as groups of original M_T bins, and the card's text.
+    Returns the parsed card, its bins as groups of original M_T bins, the card's text, and the
+    background yields it observes (for :func:`pseudo_data_verdict`).
     """
     inputs = StatInputs.of(inputs)
     xy_mt, parents = inputs.xy_mt, inputs.parents
     b = region_yields(xy_mt, datasets, wp, plane=plane, which="background", parents=parents).merged(groups)
     sub, _ = merge_groups(b.n, 0.0)
     bins = [[o for i in g for o in groups[i]] for g in sub]
-    bkg = region_yields(xy_mt, datasets, wp, plane=plane, which="background", parents=parents).merged(bins).n
+    yb = region_yields(xy_mt, datasets, wp, plane=plane, which="background", parents=parents).merged(bins)
+    bkg = yb.n
     sig = np.clip(region_yields(xy_mt, datasets, wp, plane=plane, which=[signal], parents=parents).merged(bins).n,
                   0.0, None)
     kappa = np.array([max(kappa_of_bin[i] for i in g) for g in sub])
@@ -639,7 +642,7 @@ def plane_card(inputs, datasets: Mapping[str, Mapping], wp, plane: str, signal: 
         raise DatacardError(f"{plane}: a region is empty in every M_T bin; no {plane} card can be built")
     text = format_card(point, bkg, sig, bkg.copy(), kappa, plane=plane,
                        header=[f"validation card, plane {plane}: observation = background MC (pseudo-data)"])
-    return parse_text(text, f"<{plane} validation card>"), bins, text
+    return parse_text(text, f"<{plane} validation card>"), bins, text, yb
 
 
 #: The goodness of fit on MC pseudo-data is backed where every region of every bin of the plane holds
@@ -647,9 +650,9 @@ def plane_card(inputs, datasets: Mapping[str, Mapping], wp, plane: str, signal: 
 GOF_MIN_NEFF = 10.0
 
 
-def pseudo_data_verdict(inputs, datasets: Mapping[str, Mapping], wp, plane: str,
-                        bins: Sequence[Sequence[int]]) -> dict:
-    """What backs a goodness of fit whose observation is the background MC (:func:`plane_card`).
+def pseudo_data_verdict(y: RegionYields) -> dict:
+    """What backs a goodness of fit whose observation is the background MC ``y`` (the yields and
+    parent-aware variances per region and fit bin that :func:`plane_card` observes).
 
     The toys are Poisson at the fitted yields, while the MC pseudo-data fluctuate with the MC's own
     variance (parent-aware: the sum over parents of their squared weights). Where that variance
@@ -660,9 +663,6 @@ def pseudo_data_verdict(inputs, datasets: Mapping[str, Mapping], wp, plane: str,
     Poisson one, ``var / n``, over regions and bins) and where, and ``verdict``: ``not backed`` (a
     region below :data:`GOF_MIN_NEFF`), ``MC-limited`` (``var_over_n_max > 1``) or ``backed``, with
     ``why``."""
-    inputs = StatInputs.of(inputs)
-    y = region_yields(inputs.xy_mt, datasets, wp, plane=plane, which="background", parents=inputs.parents
-                      ).merged(bins)
     neff = y.neff
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(y.n > 0, y.var / np.where(y.n > 0, y.n, 1.0), 0.0)
@@ -767,10 +767,10 @@ def validate(inputs, datasets: Mapping[str, Mapping], index: Mapping, limits: Ma
     nt = gof_toys or toys
     for plane, mask_b in (("VP", False), ("SP", True)):
         try:
-            card, bins, text = plane_card(inputs, datasets, wp, plane, ref, kappa, groups)
+            card, bins, text, observed = plane_card(inputs, datasets, wp, plane, ref, kappa, groups)
             g = gof_saturated(card, nt, seed, mask_b=mask_b)
             g["mt_bins"] = bins
-            g["pseudo_data"] = pseudo_data_verdict(inputs, datasets, wp, plane, bins)
+            g["pseudo_data"] = pseudo_data_verdict(observed)
             g["theta_range"] = list(theta_range())
             out.setdefault("cards", {})[plane] = text
         except DatacardError as err:

@@ -248,8 +248,9 @@ def test_gof_on_mc_pseudo_data_says_what_backs_it():
     n_vp = None
     for w, verdict in ((0.5, "backed"), (5.0, "MC-limited"), (1e4, "not backed")):
         h = build_xy_mt({"bkg": {"SP": bkg, "VP": 0.3 * bkg}}, [650.0, 1000.0, 3000.0], w)
-        v = pseudo_data_verdict(h, ds, WP, "VP", [[0], [1]])
-        n_vp = region_yields(h, ds, WP, plane="VP", which="background").n
+        y = region_yields(h, ds, WP, plane="VP", which="background").merged([[0], [1]])
+        v = pseudo_data_verdict(y)
+        n_vp = y.n
         assert v["verdict"] == verdict, (w, v)
         assert v["var_over_n_max"] == pytest.approx(w, rel=1e-9)
         assert v["neff_min"] == pytest.approx(n_vp.min() / w, rel=1e-9)
