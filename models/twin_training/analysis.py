@@ -204,8 +204,10 @@ class AnalysisObjective(nn.Module):
         #: the hard-cut evaluation: the scan's non-closure (same events), the cards' signal model
         self.hard_settings = replace(self.settings, nonclosure_halves=False)
         self.selected: tuple[float, float] | None = None  # working point chosen on validation parents
-        # the chosen point met the N_eff rule only with the M_T bins summed: its <Z_A> is evaluated so
+        # the chosen point met the N_eff rule only with the M_T bins summed: its <Z_A> is evaluated so,
+        # on one M_T bin spanning the objective's edges
         self.selected_merged = False
+        self.merged_edges = (self.edges[0], self.edges[-1])
         self.last_terms: dict[str, float] = {}
         n = int(self.train_t["w"].numel())
         self.has_anchor = anchor is not None and cfg.trust_region > 0
@@ -378,7 +380,7 @@ class AnalysisObjective(nn.Module):
         (a point chosen with the N_eff rule on the summed bins, :meth:`choose_wp`)."""
         settings = replace(self.hard_settings, yield_scale=scale)
         if merged:
-            settings = replace(settings, mt_edges=(self.edges[0], self.edges[-1]))
+            settings = replace(settings, mt_edges=self.merged_edges)
         if weights is None:
             return self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T)
         zs = [self._z_at(x[mask], y[mask], _masked(ev, mask), ev["w"][mask], wp[0], wp[1], settings, _HARD_T,
@@ -420,7 +422,7 @@ class AnalysisObjective(nn.Module):
         if level != "per_bin":  # <Z_A> as the cards would have it: the M_T bins merged into one
             z = significance_from_yields(nb.sum(dim=-2, keepdim=True), vb.sum(dim=-2, keepdim=True),
                                          ns.sum(dim=-2, keepdim=True),
-                                         replace(settings, mt_edges=(self.edges[0], self.edges[-1])))["z_mean"]
+                                         replace(settings, mt_edges=self.merged_edges))["z_mean"]
         if bool(ok.any()):
             k = int(torch.argmax(torch.where(ok, z, torch.full_like(z, -math.inf))))
         else:
